@@ -1,0 +1,263 @@
+//! A minimal HTTP/1.1 client over the daemon's Unix socket: one connection per request, which
+//! keeps it simple and is cheap on a local socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use crate::{
+    Checkpoint, CheckpointAndJob, CreateCheckpoint, ErrorBody, ErrorInfo, Health, Info, Job,
+    JobEnvelope, List, RestoreRequest,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to ckptd at {path}: {source} (is the daemon running? try: sudo make run)")]
+    Connect { path: PathBuf, source: std::io::Error },
+    #[error("HTTP exchange with ckptd failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("ckptd answered {status}: {error}")]
+    Api { status: StatusCode, error: ErrorInfo },
+    #[error("ckptd answered {status} with a body that is not what the API promises: {body}")]
+    Decode { status: StatusCode, body: String },
+}
+
+impl ClientError {
+    /// The daemon's structured error, when the daemon answered with one.
+    pub fn api_error(&self) -> Option<(StatusCode, &ErrorInfo)> {
+        match self {
+            ClientError::Api { status, error } => Some((*status, error)),
+            _ => None,
+        }
+    }
+}
+
+/// A raw answer: status, content type and body bytes.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub location: Option<String>,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|_| ClientError::Decode {
+            status: self.status,
+            body: String::from_utf8_lossy(&self.body).into_owned(),
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The JSON body on success; the daemon's error body as `ClientError::Api` otherwise.
+    pub fn into_result<T: DeserializeOwned>(self) -> Result<T, ClientError> {
+        if self.status.is_success() {
+            self.json()
+        } else {
+            Err(self.api_err())
+        }
+    }
+    fn api_err(&self) -> ClientError {
+        match serde_json::from_slice::<ErrorBody>(&self.body) {
+            Ok(b) => ClientError::Api {
+                status: self.status,
+                error: b.error,
+            },
+            Err(_) => ClientError::Decode {
+                status: self.status,
+                body: self.text(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl AsRef<Path>) -> Self {
+        Self {
+            socket: socket.as_ref().to_owned(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends one request with an optional raw body and returns the raw answer.
+    pub async fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let conn = tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header("host", "ckptd");
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("request parts are valid");
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type");
+        let location = header("location");
+        let body = resp.into_body().collect().await?.to_bytes();
+        conn.abort();
+        Ok(Response {
+            status,
+            content_type,
+            location,
+            body,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Response, ClientError> {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn send_json<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<Response, ClientError> {
+        let bytes = serde_json::to_vec(body).expect("request types serialize");
+        self.request(method, path, Some(bytes)).await
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.get("/v1/health").await?.into_result()
+    }
+
+    pub async fn info(&self) -> Result<Info, ClientError> {
+        self.get("/v1/info").await?.into_result()
+    }
+
+    /// `POST /v1/checkpoints`; with `wait`, answers when the job has ended.
+    pub async fn create_checkpoint(
+        &self,
+        req: &CreateCheckpoint,
+        wait: bool,
+    ) -> Result<CheckpointAndJob, ClientError> {
+        let path = if wait {
+            "/v1/checkpoints?wait=true"
+        } else {
+            "/v1/checkpoints"
+        };
+        self.send_json(Method::POST, path, req)
+            .await?
+            .into_result()
+    }
+
+    /// `GET /v1/checkpoints` with a raw query string (`pid=1&label=a=b`).
+    pub async fn list_checkpoints(&self, query: &str) -> Result<List<Checkpoint>, ClientError> {
+        let path = if query.is_empty() {
+            "/v1/checkpoints".to_owned()
+        } else {
+            format!("/v1/checkpoints?{query}")
+        };
+        self.get(&path).await?.into_result()
+    }
+
+    pub async fn checkpoint(&self, reference: &str) -> Result<Checkpoint, ClientError> {
+        self.get(&format!("/v1/checkpoints/{reference}"))
+            .await?
+            .into_result()
+    }
+
+    pub async fn delete_checkpoint(&self, reference: &str) -> Result<(), ClientError> {
+        let resp = self
+            .request(Method::DELETE, &format!("/v1/checkpoints/{reference}"), None)
+            .await?;
+        if resp.status.is_success() {
+            Ok(())
+        } else {
+            Err(resp.api_err())
+        }
+    }
+
+    pub async fn restore(
+        &self,
+        reference: &str,
+        req: &RestoreRequest,
+        wait: bool,
+    ) -> Result<Job, ClientError> {
+        let q = if wait { "?wait=true" } else { "" };
+        let env: JobEnvelope = self
+            .send_json(
+                Method::POST,
+                &format!("/v1/checkpoints/{reference}/restore{q}"),
+                req,
+            )
+            .await?
+            .into_result()?;
+        Ok(env.job)
+    }
+
+    pub async fn checkpoint_log(&self, reference: &str) -> Result<String, ClientError> {
+        let resp = self
+            .get(&format!("/v1/checkpoints/{reference}/log"))
+            .await?;
+        if resp.status.is_success() {
+            Ok(resp.text())
+        } else {
+            Err(resp.api_err())
+        }
+    }
+
+    pub async fn jobs(&self, query: &str) -> Result<List<Job>, ClientError> {
+        let path = if query.is_empty() {
+            "/v1/jobs".to_owned()
+        } else {
+            format!("/v1/jobs?{query}")
+        };
+        self.get(&path).await?.into_result()
+    }
+
+    /// `GET /v1/jobs/{id}`, long-polling up to `wait` until the job ends.
+    pub async fn job(&self, id: &str, wait: Option<Duration>) -> Result<Job, ClientError> {
+        let path = match wait {
+            Some(w) => format!("/v1/jobs/{id}?wait={}", w.as_secs().max(1)),
+            None => format!("/v1/jobs/{id}"),
+        };
+        self.get(&path).await?.into_result()
+    }
+
+    pub async fn cancel_job(&self, id: &str) -> Result<Job, ClientError> {
+        let env: JobEnvelope = self
+            .request(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
+            .await?
+            .into_result()?;
+        Ok(env.job)
+    }
+}

@@ -1,0 +1,10 @@
+//! Wire types of the ckptd v1 API and a small client that speaks it over the daemon's Unix socket.
+//!
+//! The types here are the contract described in `openapi.yaml`: every field that goes over the
+//! wire is declared once, here, and shared by the daemon, the `ckpt` CLI and the end-to-end tests.
+
+mod client;
+mod types;
+
+pub use client::{Client, ClientError, Response};
+pub use types::*;

@@ -1,0 +1,334 @@
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What is checkpointed: a process tree (by the pid of its root) or a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Target {
+    Process {
+        pid: i32,
+    },
+    Container {
+        id: String,
+        #[serde(default = "default_runtime")]
+        runtime: String,
+        /// Bundle directory, used when restoring into a new container.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bundle: Option<String>,
+    },
+}
+
+fn default_runtime() -> String {
+    "runc".to_owned()
+}
+
+impl Target {
+    /// A short, stable key naming the target; at most one job per key runs at a time.
+    pub fn key(&self) -> String {
+        match self {
+            Target::Process { pid } => format!("process:{pid}"),
+            Target::Container { id, runtime, .. } => format!("container:{runtime}:{id}"),
+        }
+    }
+}
+
+/// CRIU options recorded with a checkpoint (and reused by default at restore).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointOptions {
+    #[serde(default)]
+    pub leave_running: bool,
+    #[serde(default)]
+    pub tcp_established: bool,
+    #[serde(default)]
+    pub ext_unix_sk: bool,
+    #[serde(default)]
+    pub file_locks: bool,
+    #[serde(default)]
+    pub shell_job: bool,
+}
+
+/// CRIU's own statistics of a dump, read from its `stats-dump` image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpStats {
+    pub freezing_time_us: u64,
+    pub frozen_time_us: u64,
+    pub memdump_time_us: u64,
+    pub memwrite_time_us: u64,
+    pub pages_written: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointStatus {
+    Pending,
+    Running,
+    Ready,
+    Failed,
+}
+
+impl CheckpointStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "running" => Self::Running,
+            "ready" => Self::Ready,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub id: Uuid,
+    pub name: String,
+    pub target: Target,
+    pub status: CheckpointStatus,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub dir: String,
+    pub size_bytes: u64,
+    pub options: CheckpointOptions,
+    pub labels: BTreeMap<String, String>,
+    pub criu_version: Option<String>,
+    pub stats: Option<DumpStats>,
+    pub error: Option<ErrorInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Checkpoint,
+    Restore,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Checkpoint => "checkpoint",
+            Self::Restore => "restore",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "checkpoint" => Self::Checkpoint,
+            "restore" => Self::Restore,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// What a finished job produced: the restored tree's root pid (and container id).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: JobKind,
+    pub checkpoint_id: Uuid,
+    pub state: JobState,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub result: Option<JobResult>,
+    pub error: Option<ErrorInfo>,
+}
+
+/// The structured error of every 4xx/5xx answer and of failed jobs and checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ErrorInfo {
+    pub fn hint(&self) -> Option<&str> {
+        self.details.get("hint").and_then(|v| v.as_str())
+    }
+    pub fn log_tail(&self) -> Vec<String> {
+        self.details
+            .get("log_tail")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for ErrorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        if let Some(h) = self.hint() {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorInfo,
+}
+
+/// Body of `POST /v1/checkpoints`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCheckpoint {
+    pub target: Option<Target>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub leave_running: bool,
+    #[serde(default)]
+    pub tcp_established: bool,
+    #[serde(default)]
+    pub ext_unix_sk: bool,
+    #[serde(default)]
+    pub file_locks: bool,
+    #[serde(default)]
+    pub shell_job: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl CreateCheckpoint {
+    pub fn options(&self) -> CheckpointOptions {
+        CheckpointOptions {
+            leave_running: self.leave_running,
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            file_locks: self.file_locks,
+            shell_job: self.shell_job,
+        }
+    }
+}
+
+/// Body of `POST /v1/checkpoints/{ref}/restore`. Options left out default to those the
+/// checkpoint was taken with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_established: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_locks: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell_job: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_unix_sk: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointAndJob {
+    pub checkpoint: Checkpoint,
+    pub job: Job,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEnvelope {
+    pub job: Job,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CriuInfo {
+    pub path: Option<String>,
+    pub version: Option<String>,
+    /// Whether `criu check` passed at daemon start.
+    pub check_ok: bool,
+    /// What `criu check` printed when it failed (or why it could not run).
+    pub check_output: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    pub name: String,
+    pub path: String,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StorageInfo {
+    pub state_dir: String,
+    pub checkpoints_dir: String,
+    pub free_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Info {
+    pub version: String,
+    pub kernel: String,
+    pub criu: CriuInfo,
+    pub runtimes: Vec<RuntimeInfo>,
+    pub storage: StorageInfo,
+    pub workers: usize,
+    pub queue_capacity: usize,
+}

@@ -1,0 +1,571 @@
+//! The SQLite catalog: every checkpoint and job, field for field as the API shows them.
+//!
+//! Opened in WAL mode with migrations embedded (`sqlx::migrate!`); queries are built at run time
+//! so no database is needed to compile. Only this module speaks SQL.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ckptd_api::{
+    Checkpoint, CheckpointStatus, ErrorInfo, Job, JobKind, JobState, List, Target,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+pub const MAX_LIMIT: u32 = 1000;
+pub const DEFAULT_LIMIT: u32 = 100;
+
+/// `GET /v1/checkpoints` filters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckpointFilter {
+    pub pid: Option<i32>,
+    pub container: Option<String>,
+    pub status: Option<CheckpointStatus>,
+    pub labels: Vec<(String, String)>,
+    pub limit: u32,
+    /// Cursor: only rows older than this one.
+    pub after: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<JobKind>,
+    pub checkpoint_id: Option<Uuid>,
+    pub limit: u32,
+    pub after: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct Catalog {
+    pool: SqlitePool,
+}
+
+/// Times are stored as the API prints them; see `now()` for why they round-trip exactly.
+pub fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// The current time, truncated to microseconds so that stored and served values are identical.
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::internal(format!("catalog holds a bad timestamp {s:?}: {e}")))
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("API types serialize")
+}
+
+fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| Error::internal(format!("catalog holds bad {what} JSON: {e}")))
+}
+
+fn opt_json<T: DeserializeOwned>(s: Option<String>, what: &str) -> Result<Option<T>> {
+    s.map(|s| from_json(&s, what)).transpose()
+}
+
+fn is_unique_violation(e: &sqlx::Error, index: &str) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains(index))
+}
+
+fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    Ok(Checkpoint {
+        id: Uuid::parse_str(&id).map_err(|e| Error::internal(format!("bad id in catalog: {e}")))?,
+        name: row.try_get("name")?,
+        target: from_json::<Target>(&row.try_get::<String, _>("target")?, "target")?,
+        status: CheckpointStatus::parse(&status)
+            .ok_or_else(|| Error::internal(format!("bad checkpoint status {status:?} in catalog")))?,
+        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+        completed_at: row
+            .try_get::<Option<String>, _>("completed_at")?
+            .map(|s| parse_ts(&s))
+            .transpose()?,
+        dir: row.try_get("dir")?,
+        size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
+        options: from_json(&row.try_get::<String, _>("options")?, "options")?,
+        labels: from_json(&row.try_get::<String, _>("labels")?, "labels")?,
+        criu_version: row.try_get("criu_version")?,
+        stats: opt_json(row.try_get("stats")?, "stats")?,
+        error: opt_json::<ErrorInfo>(row.try_get("error")?, "error")?,
+    })
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job> {
+    let id: String = row.try_get("id")?;
+    let cid: String = row.try_get("checkpoint_id")?;
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    let bad = |what: &str, v: &str| Error::internal(format!("bad job {what} {v:?} in catalog"));
+    Ok(Job {
+        id: Uuid::parse_str(&id).map_err(|_| bad("id", &id))?,
+        kind: JobKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
+        checkpoint_id: Uuid::parse_str(&cid).map_err(|_| bad("checkpoint_id", &cid))?,
+        state: JobState::parse(&state).ok_or_else(|| bad("state", &state))?,
+        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+        started_at: row
+            .try_get::<Option<String>, _>("started_at")?
+            .map(|s| parse_ts(&s))
+            .transpose()?,
+        finished_at: row
+            .try_get::<Option<String>, _>("finished_at")?
+            .map(|s| parse_ts(&s))
+            .transpose()?,
+        result: opt_json(row.try_get("result")?, "result")?,
+        error: opt_json(row.try_get("error")?, "error")?,
+    })
+}
+
+/// The cursor for the page after `rows`, when the query found more than `limit`.
+fn page<T>(mut rows: Vec<(i64, T)>, limit: u32) -> List<T> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = if more {
+        rows.last().map(|(seq, _)| seq.to_string())
+    } else {
+        None
+    };
+    List {
+        items: rows.into_iter().map(|(_, t)| t).collect(),
+        next,
+    }
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> anyhow::Result<Catalog> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the catalog {}: {e}", path.display()))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot migrate the catalog {}: {e}", path.display()))?;
+        Ok(Catalog { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Inserts a new checkpoint and the job that will take it, in one transaction.
+    pub async fn insert_checkpoint_with_job(&self, cp: &Checkpoint, job: &Job) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let (pid, container) = match &cp.target {
+            Target::Process { pid } => (Some(*pid), None),
+            Target::Container { id, .. } => (None, Some(id.clone())),
+        };
+        let kind = match &cp.target {
+            Target::Process { .. } => "process",
+            Target::Container { .. } => "container",
+        };
+        let res = sqlx::query(
+            "INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, \
+             created_at, completed_at, dir, size_bytes, options, labels, criu_version, stats, error) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(cp.id.to_string())
+        .bind(&cp.name)
+        .bind(kind)
+        .bind(pid)
+        .bind(container)
+        .bind(to_json(&cp.target))
+        .bind(cp.status.as_str())
+        .bind(ts(&cp.created_at))
+        .bind(cp.completed_at.as_ref().map(ts))
+        .bind(&cp.dir)
+        .bind(cp.size_bytes as i64)
+        .bind(to_json(&cp.options))
+        .bind(to_json(&cp.labels))
+        .bind(&cp.criu_version)
+        .bind(cp.stats.as_ref().map(to_json))
+        .bind(cp.error.as_ref().map(to_json))
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Err(e) if is_unique_violation(&e, "checkpoints.name") => {
+                return Err(Error::conflict(format!(
+                    "a checkpoint named {:?} already exists",
+                    cp.name
+                ))
+                .with_hint("choose another name, or delete the old checkpoint first"));
+            }
+            Err(e) if is_unique_violation(&e, "checkpoints.dir") => {
+                return Err(Error::conflict(format!(
+                    "another checkpoint already uses the directory {}",
+                    cp.dir
+                )));
+            }
+            r => r?,
+        };
+        Self::insert_job_in(&mut tx, job, &serde_json::Value::Null).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn insert_job(&self, job: &Job, request: &serde_json::Value) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::insert_job_in(&mut tx, job, request).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_job_in(
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        job: &Job,
+        request: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, checkpoint_id, state, created_at, started_at, finished_at, \
+             request, result, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(job.id.to_string())
+        .bind(job.kind.as_str())
+        .bind(job.checkpoint_id.to_string())
+        .bind(job.state.as_str())
+        .bind(ts(&job.created_at))
+        .bind(job.started_at.as_ref().map(ts))
+        .bind(job.finished_at.as_ref().map(ts))
+        .bind(request.to_string())
+        .bind(job.result.as_ref().map(to_json))
+        .bind(job.error.as_ref().map(to_json))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a checkpoint's mutable fields (status, completion, size, stats, error).
+    pub async fn update_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
+        sqlx::query(
+            "UPDATE checkpoints SET status = ?, completed_at = ?, size_bytes = ?, criu_version = ?, \
+             stats = ?, error = ? WHERE id = ?",
+        )
+        .bind(cp.status.as_str())
+        .bind(cp.completed_at.as_ref().map(ts))
+        .bind(cp.size_bytes as i64)
+        .bind(&cp.criu_version)
+        .bind(cp.stats.as_ref().map(to_json))
+        .bind(cp.error.as_ref().map(to_json))
+        .bind(cp.id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a job's mutable fields (state, times, result, error).
+    pub async fn update_job(&self, job: &Job) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = ?, started_at = ?, finished_at = ?, result = ?, error = ? \
+             WHERE id = ?",
+        )
+        .bind(job.state.as_str())
+        .bind(job.started_at.as_ref().map(ts))
+        .bind(job.finished_at.as_ref().map(ts))
+        .bind(job.result.as_ref().map(to_json))
+        .bind(job.error.as_ref().map(to_json))
+        .bind(job.id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a job only if it is still in state `from`; false if another writer moved it first
+    /// (a worker claiming a job races with a cancel).
+    pub async fn update_job_if(&self, job: &Job, from: JobState) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = ?, started_at = ?, finished_at = ?, result = ?, error = ? \
+             WHERE id = ? AND state = ?",
+        )
+        .bind(job.state.as_str())
+        .bind(job.started_at.as_ref().map(ts))
+        .bind(job.finished_at.as_ref().map(ts))
+        .bind(job.result.as_ref().map(to_json))
+        .bind(job.error.as_ref().map(to_json))
+        .bind(job.id.to_string())
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A checkpoint by id or by name.
+    pub async fn checkpoint(&self, reference: &str) -> Result<Option<Checkpoint>> {
+        let row = sqlx::query("SELECT * FROM checkpoints WHERE id = ? OR name = ? LIMIT 1")
+            .bind(reference)
+            .bind(reference)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    pub async fn name_exists(&self, name: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM checkpoints WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn list_checkpoints(&self, f: &CheckpointFilter) -> Result<List<Checkpoint>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM checkpoints WHERE 1 = 1");
+        if let Some(pid) = f.pid {
+            q.push(" AND target_pid = ").push_bind(pid);
+        }
+        if let Some(c) = &f.container {
+            q.push(" AND target_id = ").push_bind(c.clone());
+        }
+        if let Some(s) = f.status {
+            q.push(" AND status = ").push_bind(s.as_str());
+        }
+        for (k, v) in &f.labels {
+            q.push(" AND EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ")
+                .push_bind(k.clone())
+                .push(" AND value = ")
+                .push_bind(v.clone())
+                .push(")");
+        }
+        if let Some(after) = f.after {
+            q.push(" AND seq < ").push_bind(after);
+        }
+        q.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(f.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>("seq")?, checkpoint_from_row(r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page(items, f.limit))
+    }
+
+    pub async fn checkpoints_with_status(&self, statuses: &[CheckpointStatus]) -> Result<Vec<Checkpoint>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM checkpoints WHERE status IN (");
+        let mut sep = q.separated(", ");
+        for s in statuses {
+            sep.push_bind(s.as_str());
+        }
+        q.push(") ORDER BY seq");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    pub async fn delete_checkpoint(&self, id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM checkpoints WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn job(&self, id: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// A job and the request it was created with.
+    pub async fn job_with_request(&self, id: Uuid) -> Result<Option<(Job, serde_json::Value)>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref()
+            .map(|r| {
+                let req: String = r.try_get("request")?;
+                Ok((job_from_row(r)?, from_json(&req, "job request")?))
+            })
+            .transpose()
+    }
+
+    pub async fn list_jobs(&self, f: &JobFilter) -> Result<List<Job>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM jobs WHERE 1 = 1");
+        if let Some(s) = f.state {
+            q.push(" AND state = ").push_bind(s.as_str());
+        }
+        if let Some(k) = f.kind {
+            q.push(" AND kind = ").push_bind(k.as_str());
+        }
+        if let Some(c) = f.checkpoint_id {
+            q.push(" AND checkpoint_id = ").push_bind(c.to_string());
+        }
+        if let Some(after) = f.after {
+            q.push(" AND seq < ").push_bind(after);
+        }
+        q.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(f.limit) + 1);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>("seq")?, job_from_row(r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page(items, f.limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ckptd_api::{CheckpointOptions, DumpStats, JobResult};
+
+    use super::*;
+
+    fn checkpoint(name: &str, pid: i32) -> Checkpoint {
+        Checkpoint {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            target: Target::Process { pid },
+            status: CheckpointStatus::Pending,
+            created_at: now(),
+            completed_at: None,
+            dir: format!("/var/lib/ckptd/checkpoints/{name}"),
+            size_bytes: 0,
+            options: CheckpointOptions::default(),
+            labels: BTreeMap::from([("app".into(), name.into())]),
+            criu_version: Some("4.2.1".into()),
+            stats: None,
+            error: None,
+        }
+    }
+
+    fn job_for(cp: &Checkpoint) -> Job {
+        Job {
+            id: Uuid::new_v4(),
+            kind: JobKind::Checkpoint,
+            checkpoint_id: cp.id,
+            state: JobState::Queued,
+            created_at: now(),
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+        }
+    }
+
+    async fn open() -> (tempfile::TempDir, Catalog) {
+        let d = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&d.path().join("catalog.db")).await.unwrap();
+        (d, c)
+    }
+
+    #[tokio::test]
+    async fn round_trips_every_field_across_reopen() {
+        let (d, c) = open().await;
+        let mut cp = checkpoint("a", 10);
+        let mut job = job_for(&cp);
+        c.insert_checkpoint_with_job(&cp, &job).await.unwrap();
+        cp.status = CheckpointStatus::Ready;
+        cp.completed_at = Some(now());
+        cp.size_bytes = 12345;
+        cp.stats = Some(DumpStats {
+            freezing_time_us: 1,
+            frozen_time_us: 2,
+            memdump_time_us: 3,
+            memwrite_time_us: 4,
+            pages_written: 5,
+        });
+        c.update_checkpoint(&cp).await.unwrap();
+        job.state = JobState::Succeeded;
+        job.started_at = Some(now());
+        job.finished_at = Some(now());
+        job.result = Some(JobResult { pid: Some(7), container: None });
+        c.update_job(&job).await.unwrap();
+        c.close().await;
+
+        let c = Catalog::open(&d.path().join("catalog.db")).await.unwrap();
+        assert_eq!(c.checkpoint("a").await.unwrap().unwrap(), cp);
+        assert_eq!(c.checkpoint(&cp.id.to_string()).await.unwrap().unwrap(), cp);
+        assert_eq!(c.job(job.id).await.unwrap().unwrap(), job);
+        // Also identical through JSON, as the API serves it.
+        let served = serde_json::to_value(c.checkpoint("a").await.unwrap().unwrap()).unwrap();
+        assert_eq!(served, serde_json::to_value(&cp).unwrap());
+    }
+
+    #[tokio::test]
+    async fn duplicate_name_is_a_conflict_and_leaves_no_job() {
+        let (_d, c) = open().await;
+        let a = checkpoint("same", 1);
+        c.insert_checkpoint_with_job(&a, &job_for(&a)).await.unwrap();
+        let mut b = checkpoint("same", 2);
+        b.dir = "/elsewhere".into();
+        let jb = job_for(&b);
+        let e = c.insert_checkpoint_with_job(&b, &jb).await.unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::Conflict, "{e}");
+        assert!(c.job(jb.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn lists_newest_first_with_filters_and_cursor() {
+        let (_d, c) = open().await;
+        for i in 0..5 {
+            let mut cp = checkpoint(&format!("c{i}"), 100 + (i % 2));
+            if i == 3 {
+                cp.status = CheckpointStatus::Failed;
+            }
+            c.insert_checkpoint_with_job(&cp, &job_for(&cp)).await.unwrap();
+        }
+        let all = c
+            .list_checkpoints(&CheckpointFilter { limit: 2, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(all.items.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["c4", "c3"]);
+        let next = all.next.expect("more pages");
+        let p2 = c
+            .list_checkpoints(&CheckpointFilter {
+                limit: 2,
+                after: Some(next.parse().unwrap()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(p2.items.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["c2", "c1"]);
+        let by_pid = c
+            .list_checkpoints(&CheckpointFilter { pid: Some(101), limit: 100, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(by_pid.items.len(), 2);
+        assert!(by_pid.next.is_none());
+        let by_label = c
+            .list_checkpoints(&CheckpointFilter {
+                labels: vec![("app".into(), "c2".into())],
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_label.items.len(), 1);
+        let failed = c
+            .list_checkpoints(&CheckpointFilter {
+                status: Some(CheckpointStatus::Failed),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed.items[0].name, "c3");
+    }
+}

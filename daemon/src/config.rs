@@ -1,0 +1,158 @@
+//! Daemon configuration: command-line flags, each also an environment variable, over an optional
+//! TOML file, over defaults. Precedence: flag > environment > file > default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(name = "ckptd", version, about = "Manages CRIU checkpoints of process trees over a Unix-socket REST API")]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "CKPTD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Unix socket to serve the API on [default: /run/ckptd.sock].
+    #[arg(long, env = "CKPTD_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// State directory: catalog.db and checkpoints/ [default: /var/lib/ckptd].
+    #[arg(long, env = "CKPTD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Number of jobs run at once [default: number of CPUs].
+    #[arg(long, env = "CKPTD_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// The TOML file. Every key is optional; unknown keys are an error so typos do not go unnoticed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub workers: Option<usize>,
+    pub queue_capacity: Option<usize>,
+    pub criu_path: Option<PathBuf>,
+    pub criu_log_level: Option<u8>,
+    pub shutdown_timeout_secs: Option<u64>,
+    pub restore_pid_wait_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub workers: usize,
+    /// Jobs that may wait for a worker; one more gets 429 queue_full.
+    pub queue_capacity: usize,
+    /// CRIU binary; searched in PATH when unset.
+    pub criu_path: Option<PathBuf>,
+    /// CRIU's -v level for the per-job log (0-4).
+    pub criu_log_level: u8,
+    /// On SIGTERM, how long running jobs may take to finish.
+    pub shutdown_timeout: Duration,
+    /// At restore, how long to wait for a zombie that holds a needed pid to be reaped.
+    pub restore_pid_wait: Duration,
+}
+
+pub const MAX_WORKERS: usize = 256;
+
+impl Config {
+    pub fn catalog_path(&self) -> PathBuf {
+        self.state_dir.join("catalog.db")
+    }
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.state_dir.join("checkpoints")
+    }
+
+    pub fn load(args: Args) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cfg = Config {
+            socket: args
+                .socket
+                .or(file.socket)
+                .unwrap_or_else(|| "/run/ckptd.sock".into()),
+            state_dir: args
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| "/var/lib/ckptd".into()),
+            workers: args.workers.or(file.workers).unwrap_or(default_workers),
+            queue_capacity: file.queue_capacity.unwrap_or(64),
+            criu_path: file.criu_path,
+            criu_log_level: file.criu_log_level.unwrap_or(4),
+            shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(120)),
+            restore_pid_wait: Duration::from_secs(file.restore_pid_wait_secs.unwrap_or(10)),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        absolute("socket", &self.socket)?;
+        absolute("state_dir", &self.state_dir)?;
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            bail!("workers must be between 1 and {MAX_WORKERS}, got {}", self.workers);
+        }
+        if self.queue_capacity == 0 {
+            bail!("queue_capacity must be at least 1");
+        }
+        if self.criu_log_level > 4 {
+            bail!("criu_log_level must be 0-4, got {}", self.criu_log_level);
+        }
+        if let Some(p) = &self.criu_path {
+            absolute("criu_path", p)?;
+        }
+        Ok(())
+    }
+}
+
+fn absolute(what: &str, p: &Path) -> anyhow::Result<()> {
+    if !p.is_absolute() {
+        bail!("{what} must be an absolute path, got {:?}", p);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("ckptd").chain(v.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_beat_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "workers = 3\nstate_dir = \"/srv/a\"\nqueue_capacity = 5\n").unwrap();
+        let cfg = Config::load(args(&["--config", f.to_str().unwrap(), "--workers", "7"])).unwrap();
+        assert_eq!(cfg.workers, 7);
+        assert_eq!(cfg.state_dir, PathBuf::from("/srv/a"));
+        assert_eq!(cfg.queue_capacity, 5);
+        assert_eq!(cfg.socket, PathBuf::from("/run/ckptd.sock"));
+    }
+
+    #[test]
+    fn invalid_config_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "wokers = 3\n").unwrap();
+        let e = Config::load(args(&["--config", f.to_str().unwrap()])).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field `wokers`"), "{e:#}");
+        let e = Config::load(args(&["--workers", "0"])).unwrap_err();
+        assert!(e.to_string().contains("workers must be between 1"), "{e}");
+        let e = Config::load(args(&["--socket", "relative.sock"])).unwrap_err();
+        assert!(e.to_string().contains("socket must be an absolute path"), "{e}");
+    }
+}

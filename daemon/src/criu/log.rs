@@ -1,0 +1,139 @@
+//! Turns a CRIU log into what a user needs: the `Error` lines that matter (`log_tail`) and, where
+//! the cause is recognised, a `hint` that says what to do about it.
+
+/// Lines CRIU logs as errors on every run on hosts without CAP_SYS_RESOURCE; never the cause.
+const HARMLESS: &[&str] = &["Can't setup RLIMIT_NOFILE"];
+
+/// The last `max` error lines of a CRIU log (CRIU tags them `Error (file:line):`).
+pub fn error_lines(log: &str, max: usize) -> Vec<String> {
+    let mut lines: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("Error (") || l.starts_with("Error"))
+        .filter(|l| !HARMLESS.iter().any(|h| l.contains(h)))
+        .map(|l| l.trim().to_owned())
+        .collect();
+    if lines.len() > max {
+        lines.drain(..lines.len() - max);
+    }
+    lines
+}
+
+/// A recognised cause: what to tell the user to do.
+pub fn hint(log: &str) -> Option<String> {
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Error (") || l.starts_with("Error"))
+        .collect();
+    let has = |needle: &str| errors.iter().any(|l| l.contains(needle));
+    if has("Connected TCP socket") || has("--tcp-established") {
+        return Some(
+            "the process has an established TCP connection: retry with \"tcp_established\": true \
+             (the connection is then restored too, so restore on a host where its address is valid)"
+                .into(),
+        );
+    }
+    if has("External socket is used") || has("ext-unix-sk") || has("unix: Can't dump") {
+        return Some(
+            "the process uses a unix socket whose peer is outside the dumped tree: retry with \
+             \"ext_unix_sk\": true, or checkpoint the peer together with it"
+                .into(),
+        );
+    }
+    if has("tty") && (has("shell-job") || has("Can't dump") || has("tty:")) {
+        return Some(
+            "the process is attached to a terminal or its session leader is outside the tree: \
+             retry with \"shell_job\": true, or start the target with setsid and its stdio \
+             redirected away from the terminal"
+                .into(),
+        );
+    }
+    if has("is outside of tree") || has("session leader") || has("--shell-job") {
+        return Some(
+            "the process belongs to a session or process group led by a process outside the dumped \
+             tree: retry with \"shell_job\": true, or start the target with setsid"
+                .into(),
+        );
+    }
+    if has("file locks") || has("--file-locks") {
+        return Some(
+            "the process holds file locks: retry with \"file_locks\": true".into(),
+        );
+    }
+    if let Some(pid) = pid_in_use(&errors) {
+        return Some(format!(
+            "pid {pid} is in use by another process; stop it first (or restore into a container, \
+             which has its own pid namespace)"
+        ));
+    }
+    if has("iptables") || has("nft") && has("lock") || has("Can't lock network") {
+        return Some(
+            "CRIU could not lock the network: install iptables (apt-get install iptables) or \
+             configure CRIU's nftables network lock"
+                .into(),
+        );
+    }
+    if has("Can't lookup mount=") {
+        return Some(
+            "a file descriptor (often stdout or stderr) points at a file outside the target's mount \
+             namespace: point the target's stdio at /dev/null, a pipe, or a file inside its root"
+                .into(),
+        );
+    }
+    if has("Operation not permitted") || has("EPERM") {
+        return Some(
+            "CRIU was denied a privileged operation: ckptd must run as root with the capabilities \
+             CRIU needs (CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE)"
+                .into(),
+        );
+    }
+    None
+}
+
+/// `Can't fork for 4242: File exists` (clone3 with set_tid on a taken pid).
+fn pid_in_use(errors: &[&str]) -> Option<i32> {
+    errors.iter().find_map(|l| {
+        let rest = l.split("Can't fork for ").nth(1)?;
+        if !l.contains("File exists") {
+            return None;
+        }
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP_LOG: &str = "\
+(00.043573) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted
+(00.050000) Dumping stuff
+(00.056034) Error (criu/sk-inet.c:200): inet: Connected TCP socket, consider using --tcp-established option.
+(00.056050) Error (criu/cr-dump.c:1545): Dump files (pid: 7066) failed with -1
+(00.056856) Error (criu/cr-dump.c:1975): Dumping FAILED.
+";
+
+    #[test]
+    fn tcp_failure_gets_tail_and_hint() {
+        let tail = error_lines(TCP_LOG, 10);
+        assert_eq!(tail.len(), 3, "{tail:?}");
+        assert!(tail[0].contains("Connected TCP socket"));
+        assert!(hint(TCP_LOG).unwrap().contains("tcp_established"));
+    }
+
+    #[test]
+    fn pid_in_use_is_recognised() {
+        let log = "(00.066771) Error (criu/cr-restore.c:1237): Can't fork for 6630: File exists\n\
+                   (00.066806) Error (criu/cr-restore.c:2331): Restoring FAILED.\n";
+        let h = hint(log).unwrap();
+        assert!(h.contains("pid 6630 is in use"), "{h}");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let log: String = (0..50).map(|i| format!("(0.1) Error (x.c:1): e{i}\n")).collect();
+        let tail = error_lines(&log, 5);
+        assert_eq!(tail.len(), 5);
+        assert!(tail[4].ends_with("e49"));
+        assert_eq!(hint(&log), None);
+    }
+}

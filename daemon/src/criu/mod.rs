@@ -1,0 +1,398 @@
+//! CRIU for process trees, driven through its command line.
+//!
+//! Why the command line and not the RPC (swrk) interface: every job is one `criu` process whose
+//! exact argv is recorded with its error, so an operator can re-run it by hand; CRIU's log file
+//! says more than RPC's `cr_errno` (the infamous "type NOTIFY errno 0"); there are no generated
+//! protobuf bindings to keep in step with CRIU's rpc.proto; a CRIU crash takes down one job, not a
+//! shared service. The cost, one fork+exec per job, is noise next to a dump.
+
+pub mod images;
+pub mod log;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ckptd_api::{CheckpointOptions, JobResult, Target};
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+
+use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// How many CRIU error lines a failure quotes.
+const LOG_TAIL_LINES: usize = 12;
+
+/// What `criu check` and `criu --version` said when the daemon started.
+#[derive(Debug, Clone)]
+pub struct CriuProbe {
+    pub path: Option<PathBuf>,
+    pub version: Option<String>,
+    pub check_ok: bool,
+    pub check_output: Option<String>,
+}
+
+impl CriuProbe {
+    pub async fn run(configured: Option<&Path>) -> CriuProbe {
+        let path = configured.map(Path::to_owned).or_else(|| find_in_path("criu"));
+        let Some(path) = path else {
+            return CriuProbe {
+                path: None,
+                version: None,
+                check_ok: false,
+                check_output: Some("criu not found in PATH; run `make setup`".into()),
+            };
+        };
+        let version = Command::new(&path)
+            .arg("--version")
+            .output()
+            .await
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Version:").map(|v| v.trim().to_owned()))
+            });
+        let check = tokio::time::timeout(
+            Duration::from_secs(60),
+            Command::new(&path).arg("check").output(),
+        )
+        .await;
+        let (check_ok, check_output) = match check {
+            Ok(Ok(o)) => {
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                (o.status.success(), (!o.status.success()).then_some(text))
+            }
+            Ok(Err(e)) => (false, Some(format!("cannot run {}: {e}", path.display()))),
+            Err(_) => (false, Some("`criu check` did not finish within 60 s".into())),
+        };
+        CriuProbe {
+            path: Some(path),
+            version,
+            check_ok,
+            check_output,
+        }
+    }
+}
+
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+pub struct CriuEngine {
+    probe: CriuProbe,
+    log_level: u8,
+    /// At restore, how long to wait for a zombie holding a needed pid to be reaped.
+    pid_wait: Duration,
+}
+
+impl CriuEngine {
+    pub fn new(probe: CriuProbe, log_level: u8, pid_wait: Duration) -> Self {
+        Self {
+            probe,
+            log_level,
+            pid_wait,
+        }
+    }
+
+    pub fn probe(&self) -> &CriuProbe {
+        &self.probe
+    }
+
+    fn usable(&self) -> Result<&Path> {
+        match (&self.probe.path, self.probe.check_ok) {
+            (Some(p), true) => Ok(p),
+            (Some(p), false) => Err(Error::unavailable(format!(
+                "CRIU at {} failed `criu check` when ckptd started, so no checkpoint can be taken",
+                p.display()
+            ))
+            .with("criu_check", self.probe.check_output.clone().unwrap_or_default())
+            .with_hint("run `make setup` (it builds CRIU >= 4.2), then restart ckptd")),
+            (None, _) => Err(Error::unavailable("CRIU is not installed")
+                .with_hint("run `make setup`, or set criu_path in the config file")),
+        }
+    }
+
+    fn option_flags(o: &CheckpointOptions, args: &mut Vec<String>) {
+        for (on, flag) in [
+            (o.tcp_established, "--tcp-established"),
+            (o.ext_unix_sk, "--ext-unix-sk"),
+            (o.file_locks, "--file-locks"),
+            (o.shell_job, "--shell-job"),
+        ] {
+            if on {
+                args.push(flag.into());
+            }
+        }
+    }
+
+    /// Runs criu with `args`; on failure builds the user-facing error from its log.
+    async fn run(&self, args: &[String], log_path: &Path, what: String) -> Result<()> {
+        let criu = self.usable()?;
+        let started = Instant::now();
+        let out = Command::new(criu)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C meant for the daemon never hits CRIU mid-dump.
+            .process_group(0)
+            .output()
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!("cannot start {}: {e}", criu.display()))
+                    .with_hint("check that criu is installed and executable (make setup)")
+            })?;
+        let command = std::iter::once(criu.display().to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::debug!(%command, elapsed_ms = started.elapsed().as_millis() as u64, status = %out.status, "criu finished");
+        if out.status.success() {
+            return Ok(());
+        }
+        let log_text = std::fs::read_to_string(log_path).unwrap_or_default();
+        let mut tail = log::error_lines(&log_text, LOG_TAIL_LINES);
+        if tail.is_empty() {
+            tail = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .map(str::to_owned)
+                .collect();
+        }
+        let cause = tail
+            .iter()
+            .find(|l| !l.contains("FAILED"))
+            .map(|l| l.split_once("): ").map_or(l.as_str(), |(_, m)| m).to_owned())
+            .unwrap_or_else(|| format!("criu exited with {}", out.status));
+        let mut err = Error::new(ErrorKind::CriuFailed, format!("{what}: {cause}"))
+            .with("log_tail", tail)
+            .with("log", log_path.display().to_string())
+            .with("command", command)
+            .with("exit_status", out.status.to_string());
+        err = match log::hint(&log_text) {
+            Some(h) => err.with_hint(h),
+            None => err.with_hint(format!(
+                "read the full CRIU log ({}) or GET /v1/checkpoints/{{ref}}/log",
+                log_path.display()
+            )),
+        };
+        Err(err)
+    }
+
+    async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
+        self.check_target(spec.target)?;
+        let mut args: Vec<String> = vec![
+            "dump".into(),
+            "-t".into(),
+            pid.to_string(),
+            "-D".into(),
+            spec.images_dir.display().to_string(),
+            "-o".into(),
+            spec.log_name.into(),
+            format!("-v{}", self.log_level),
+        ];
+        // Without leave_running the tree is left stopped, not killed: ckptd kills it only once
+        // the images are durable, and resumes it if they cannot be made so.
+        args.push(if spec.options.leave_running {
+            "--leave-running".into()
+        } else {
+            "--leave-stopped".into()
+        });
+        Self::option_flags(&spec.options, &mut args);
+        let log_path = spec.images_dir.join(spec.log_name);
+        if let Err(e) = self
+            .run(&args, &log_path, format!("CRIU could not dump pid {pid}"))
+            .await
+        {
+            // CRIU resumes the tree when a dump fails; make sure nothing stays stopped even if
+            // CRIU itself died half-way.
+            resume_if_stopped(pid);
+            return Err(e);
+        }
+        let stats = match images::read_dump_stats(spec.images_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no dump statistics");
+                None
+            }
+        };
+        let stopped = if spec.options.leave_running {
+            Vec::new()
+        } else {
+            images::read_tree_pids(spec.images_dir).unwrap_or_else(|_| sys::process_tree(pid))
+        };
+        Ok(DumpOutput { stats, stopped })
+    }
+
+    async fn restore_process(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
+        self.usable()?;
+        let pids = images::read_tree_pids(spec.images_dir).map_err(|e| {
+            Error::internal(format!("checkpoint {} is damaged: {e}", spec.checkpoint_name))
+                .with_hint("take a new checkpoint; this one cannot be restored")
+        })?;
+        self.wait_for_free_pids(&pids).await?;
+        let pidfile = spec
+            .images_dir
+            .join(format!("{}.pid", spec.log_name.trim_end_matches(".log")));
+        let mut args: Vec<String> = vec![
+            "restore".into(),
+            "-D".into(),
+            spec.images_dir.display().to_string(),
+            "-o".into(),
+            spec.log_name.into(),
+            format!("-v{}", self.log_level),
+            // Detached: the restored tree is not a child of ckptd and outlives it.
+            "--restore-detached".into(),
+            "--pidfile".into(),
+            pidfile.display().to_string(),
+        ];
+        Self::option_flags(&spec.options, &mut args);
+        let log_path = spec.images_dir.join(spec.log_name);
+        self.run(
+            &args,
+            &log_path,
+            format!("CRIU could not restore checkpoint {}", spec.checkpoint_name),
+        )
+        .await?;
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let _ = std::fs::remove_file(&pidfile);
+        Ok(JobResult {
+            pid: pid.or(pids.first().copied()),
+            container: None,
+        })
+    }
+
+    /// A restore in place needs the tree's old pids. A zombie that holds one is given
+    /// `pid_wait` to be reaped by its parent; a live process is a conflict.
+    async fn wait_for_free_pids(&self, pids: &[i32]) -> Result<()> {
+        let deadline = Instant::now() + self.pid_wait;
+        loop {
+            let taken: Vec<sys::ProcStat> = pids.iter().filter_map(|&p| sys::proc_stat(p)).collect();
+            let Some(first) = taken.first() else {
+                return Ok(());
+            };
+            let all_zombies = taken.iter().all(sys::ProcStat::is_zombie);
+            if !all_zombies || Instant::now() >= deadline {
+                let why = if first.is_zombie() {
+                    format!(
+                        "is held by a zombie (exited, not yet reaped by its parent pid {}) after {} s",
+                        first.ppid,
+                        self.pid_wait.as_secs()
+                    )
+                } else {
+                    format!("is in use by another process ('{}', state {})", first.comm, first.state)
+                };
+                return Err(Error::conflict(format!(
+                    "cannot restore in place: pid {} {why}",
+                    first.pid
+                ))
+                .with("pid", first.pid)
+                .with_hint(format!(
+                    "pid {} is in use by another process; stop it first, or restore into a \
+                     container, which has its own pid namespace",
+                    first.pid
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Resumes the tree below `pid` if anything in it was left stopped.
+fn resume_if_stopped(pid: i32) {
+    let tree = sys::process_tree(pid);
+    let stopped: Vec<i32> = tree
+        .into_iter()
+        .filter(|&p| sys::proc_stat(p).is_some_and(|s| s.state == 'T'))
+        .collect();
+    if !stopped.is_empty() {
+        tracing::warn!(?stopped, "resuming tasks a failed dump left stopped");
+        sys::signal_all(&stopped, Signal::SIGCONT);
+    }
+}
+
+impl Engine for CriuEngine {
+    fn version(&self) -> Option<String> {
+        self.probe.version.clone()
+    }
+
+    fn check_target(&self, target: &Target) -> Result<()> {
+        match target {
+            Target::Process { pid } => check_process(*pid),
+            Target::Container { .. } => Err(Error::invalid(
+                "container targets are not supported by this ckptd yet; checkpoint the container's \
+                 process tree with {\"kind\":\"process\",\"pid\":N} or wait for container support",
+            )),
+        }
+    }
+
+    fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
+        Box::pin(async move {
+            match *spec.target {
+                Target::Process { pid } => self.dump_process(pid, spec).await,
+                Target::Container { .. } => Err(Error::invalid("container targets are not supported yet")),
+            }
+        })
+    }
+
+    fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
+        Box::pin(async move {
+            match spec.target {
+                Target::Process { .. } => self.restore_process(spec).await,
+                Target::Container { .. } => Err(Error::invalid("container targets are not supported yet")),
+            }
+        })
+    }
+
+    fn release_stopped(&self, stopped: &[i32], kill: bool) {
+        sys::signal_all(stopped, if kill { Signal::SIGKILL } else { Signal::SIGCONT });
+    }
+}
+
+/// Refuses pids that cannot or must not be dumped, saying why.
+pub fn check_process(pid: i32) -> Result<()> {
+    if pid <= 0 {
+        return Err(Error::invalid(format!("pid must be a positive integer, got {pid}")));
+    }
+    if pid == 1 {
+        return Err(Error::invalid(
+            "pid 1 is the init process: dumping it would freeze the whole system; checkpoint a \
+             process tree below it",
+        ));
+    }
+    let Some(st) = sys::proc_stat(pid) else {
+        return Err(Error::target_unavailable(format!("no process with pid {pid} exists"))
+            .with_hint("check the pid (ps -p PID); the process may have exited"));
+    };
+    if st.is_kernel_thread() {
+        return Err(Error::invalid(format!(
+            "pid {pid} ({}) is a kernel thread; CRIU checkpoints user processes only",
+            st.comm
+        )));
+    }
+    if st.is_zombie() {
+        return Err(Error::target_unavailable(format!(
+            "pid {pid} ({}) has exited and is a zombie waiting to be reaped; there is nothing to checkpoint",
+            st.comm
+        )));
+    }
+    if sys::self_and_ancestors().contains(&pid) {
+        return Err(Error::invalid(format!(
+            "pid {pid} ({}) is ckptd itself or one of its ancestors; dumping it would freeze the \
+             daemon that runs the dump",
+            st.comm
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ckptd_api::{
+    CheckpointAndJob, CreateCheckpoint, CriuInfo, Health, Info, Job, JobEnvelope, JobState, List,
+    RestoreRequest, RuntimeInfo, StorageInfo,
+};
+
+use super::error::ApiJson;
+use super::{query, AppState};
+use crate::error::{Error, Result};
+
+/// How long `?wait=true` on a POST waits for its job (a dump of many GiB can take minutes).
+const POST_WAIT: Duration = Duration::from_secs(3600);
+
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+pub async fn info(State(s): State<AppState>) -> Json<Info> {
+    let i = &s.info;
+    let runc = crate::criu::find_in_path("runc");
+    let runtimes = match runc {
+        Some(p) => {
+            let version = std::process::Command::new(&p)
+                .arg("--version")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_owned));
+            vec![RuntimeInfo {
+                name: "runc".into(),
+                path: p.display().to_string(),
+                version,
+            }]
+        }
+        None => vec![],
+    };
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION").into(),
+        kernel: crate::sys::kernel_release(),
+        criu: CriuInfo {
+            path: i.criu.path.as_ref().map(|p| p.display().to_string()),
+            version: i.criu.version.clone(),
+            check_ok: i.criu.check_ok,
+            check_output: i.criu.check_output.clone(),
+        },
+        runtimes,
+        storage: StorageInfo {
+            state_dir: i.state_dir.display().to_string(),
+            checkpoints_dir: i.checkpoints_dir.display().to_string(),
+            free_bytes: crate::sys::free_bytes(&i.checkpoints_dir).unwrap_or(0),
+        },
+        workers: i.workers,
+        queue_capacity: i.queue_capacity,
+    })
+}
+
+/// A finished job's error as an answer: the job's status code and error body, naming the job.
+fn job_error(job: &Job) -> Response {
+    let mut err = job
+        .error
+        .as_ref()
+        .map(Error::from_info)
+        .unwrap_or_else(|| Error::internal(format!("job ended {} without an error", job.state.as_str())));
+    err = err
+        .with("job_id", job.id.to_string())
+        .with("checkpoint_id", job.checkpoint_id.to_string());
+    err.into_response()
+}
+
+pub async fn create_checkpoint(
+    State(s): State<AppState>,
+    uri: Uri,
+    ApiJson(body): ApiJson<CreateCheckpoint>,
+) -> Result<Response> {
+    let wait = query::wait_flag(&uri)?;
+    let (checkpoint, job) = s.jobs.submit_checkpoint(body).await?;
+    let location = format!("/v1/jobs/{}", job.id);
+    if wait {
+        let job = s.jobs.wait(&job.id.to_string(), POST_WAIT).await?;
+        if job.state.is_finished() {
+            if job.state != JobState::Succeeded {
+                return Ok(job_error(&job));
+            }
+            let checkpoint = s.jobs.checkpoint(&checkpoint.id.to_string()).await?;
+            return Ok((StatusCode::CREATED, Json(CheckpointAndJob { checkpoint, job })).into_response());
+        }
+    }
+    let checkpoint = s.jobs.checkpoint(&checkpoint.id.to_string()).await?;
+    let job = s.jobs.job(&job.id.to_string()).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(CheckpointAndJob { checkpoint, job }),
+    )
+        .into_response())
+}
+
+pub async fn list_checkpoints(State(s): State<AppState>, uri: Uri) -> Result<Json<List<ckptd_api::Checkpoint>>> {
+    let filter = query::checkpoint_filter(&uri)?;
+    Ok(Json(s.jobs.catalog().list_checkpoints(&filter).await?))
+}
+
+pub async fn get_checkpoint(
+    State(s): State<AppState>,
+    Path(reference): Path<String>,
+) -> Result<Json<ckptd_api::Checkpoint>> {
+    Ok(Json(s.jobs.checkpoint(&reference).await?))
+}
+
+pub async fn delete_checkpoint(State(s): State<AppState>, Path(reference): Path<String>) -> Result<StatusCode> {
+    s.jobs.delete_checkpoint(&reference).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn restore_checkpoint(
+    State(s): State<AppState>,
+    Path(reference): Path<String>,
+    uri: Uri,
+    ApiJson(body): ApiJson<RestoreRequest>,
+) -> Result<Response> {
+    let wait = query::wait_flag(&uri)?;
+    let job = s.jobs.submit_restore(&reference, body).await?;
+    let location = format!("/v1/jobs/{}", job.id);
+    if wait {
+        let job = s.jobs.wait(&job.id.to_string(), POST_WAIT).await?;
+        if job.state.is_finished() {
+            if job.state != JobState::Succeeded {
+                return Ok(job_error(&job));
+            }
+            return Ok((StatusCode::OK, Json(JobEnvelope { job })).into_response());
+        }
+    }
+    let job = s.jobs.job(&job.id.to_string()).await?;
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(JobEnvelope { job })).into_response())
+}
+
+pub async fn checkpoint_log(State(s): State<AppState>, Path(reference): Path<String>) -> Result<Response> {
+    let text = s.jobs.logs(&reference).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+pub async fn list_jobs(State(s): State<AppState>, uri: Uri) -> Result<Json<List<Job>>> {
+    let filter = query::job_filter(&uri)?;
+    Ok(Json(s.jobs.catalog().list_jobs(&filter).await?))
+}
+
+pub async fn get_job(State(s): State<AppState>, Path(id): Path<String>, uri: Uri) -> Result<Json<Job>> {
+    let job = match query::wait_seconds(&uri)? {
+        Some(secs) => s.jobs.wait(&id, Duration::from_secs(secs)).await?,
+        None => s.jobs.job(&id).await?,
+    };
+    Ok(Json(job))
+}
+
+pub async fn cancel_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+    let job = s.jobs.cancel(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(JobEnvelope { job })).into_response())
+}

@@ -1,0 +1,92 @@
+//! The REST API: routes requests to the domain (`Jobs`, the catalog) and nothing else. It never
+//! runs SQL or spawns CRIU; errors become answers in `error.rs` only.
+
+pub mod error;
+mod handlers;
+mod query;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+
+use crate::criu::CriuProbe;
+use crate::jobs::Jobs;
+
+/// Largest request body accepted (413 above).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What `/v1/info` reports besides live numbers.
+pub struct DaemonInfo {
+    pub criu: CriuProbe,
+    pub state_dir: PathBuf,
+    pub checkpoints_dir: PathBuf,
+    pub workers: usize,
+    pub queue_capacity: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub jobs: Jobs,
+    pub info: Arc<DaemonInfo>,
+}
+
+/// Builds the router and the list of (method, path) it serves; the list is checked against
+/// openapi.yaml by a test.
+struct Routes {
+    router: Router<AppState>,
+    table: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("standard method");
+        self.router = self.router.route(path, on(filter, handler));
+        self.table.push((method, path));
+        self
+    }
+}
+
+fn routes() -> Routes {
+    use handlers::*;
+    Routes {
+        router: Router::new(),
+        table: Vec::new(),
+    }
+    .add(Method::GET, "/v1/health", health)
+    .add(Method::GET, "/v1/info", info)
+    .add(Method::POST, "/v1/checkpoints", create_checkpoint)
+    .add(Method::GET, "/v1/checkpoints", list_checkpoints)
+    .add(Method::GET, "/v1/checkpoints/{ref}", get_checkpoint)
+    .add(Method::DELETE, "/v1/checkpoints/{ref}", delete_checkpoint)
+    .add(Method::POST, "/v1/checkpoints/{ref}/restore", restore_checkpoint)
+    .add(Method::GET, "/v1/checkpoints/{ref}/log", checkpoint_log)
+    .add(Method::GET, "/v1/jobs", list_jobs)
+    .add(Method::GET, "/v1/jobs/{id}", get_job)
+    .add(Method::POST, "/v1/jobs/{id}/cancel", cancel_job)
+}
+
+/// Every (method, path) the API serves.
+pub fn route_table() -> Vec<(Method, &'static str)> {
+    routes().table
+}
+
+pub fn router(state: AppState) -> Router {
+    routes()
+        .router
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

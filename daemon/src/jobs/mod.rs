@@ -1,0 +1,807 @@
+//! Jobs: checkpoints and restores, queued and run by a bounded pool of workers.
+//!
+//! Life of a checkpoint: `submit_checkpoint` validates, reserves the target, inserts the
+//! `pending` checkpoint and its `queued` job in one transaction and enqueues the job; a worker
+//! claims it (`running`), has the engine dump into `<dir>.partial`, fsyncs the images and the
+//! directory, renames it to `<dir>`, and only then marks the checkpoint `ready` (and, without
+//! `leave_running`, kills the tree CRIU left stopped). On failure the images are removed, the
+//! CRIU log is kept in `<dir>`, and the error is recorded on both rows.
+//!
+//! One job per target at a time: a second job for a busy target is refused with 409 rather than
+//! queued. A queued second dump of a tree that the first dump stops would fail anyway, and a cron
+//! job or script learns at once that its request overlapped instead of piling up work.
+
+pub mod validate;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ckptd_api::{
+    Checkpoint, CheckpointOptions, CheckpointStatus, CreateCheckpoint, DumpStats, Job, JobKind,
+    JobResult, JobState, RestoreRequest, Target,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::catalog::{self, Catalog};
+use crate::engine::{DumpSpec, Engine, RestoreSpec};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+pub const DUMP_LOG: &str = "dump.log";
+
+pub struct JobsConfig {
+    /// Where checkpoints without a `checkpoint_dir` live (`<state>/checkpoints`).
+    pub checkpoints_root: PathBuf,
+    pub queue_capacity: usize,
+}
+
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog: Catalog,
+    engine: Arc<dyn Engine>,
+    cfg: JobsConfig,
+    queue: mpsc::Sender<Uuid>,
+    queue_rx: tokio::sync::Mutex<mpsc::Receiver<Uuid>>,
+    busy: Mutex<Busy>,
+    /// Bumped whenever a job ends; waiters re-read the catalog.
+    finished: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+    shutting_down: AtomicBool,
+    running: AtomicUsize,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Targets and checkpoints that a queued or running job (or a delete) is using.
+#[derive(Default)]
+struct Busy {
+    targets: HashMap<String, Uuid>,
+    checkpoints: HashSet<Uuid>,
+}
+
+/// What a restore job needs beyond its checkpoint, stored with the job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RestoreWork {
+    options: CheckpointOptions,
+}
+
+/// The partial directory a dump writes to before it is durable.
+pub fn partial_dir(dir: &Path) -> PathBuf {
+    let mut s = dir.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+impl Jobs {
+    pub fn new(catalog: Catalog, engine: Arc<dyn Engine>, cfg: JobsConfig) -> Jobs {
+        let (queue, queue_rx) = mpsc::channel(cfg.queue_capacity);
+        Jobs {
+            inner: Arc::new(Inner {
+                catalog,
+                engine,
+                cfg,
+                queue,
+                queue_rx: tokio::sync::Mutex::new(queue_rx),
+                busy: Mutex::new(Busy::default()),
+                finished: watch::channel(0).0,
+                shutdown: watch::channel(false).0,
+                shutting_down: AtomicBool::new(false),
+                running: AtomicUsize::new(0),
+                workers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Starts `n` workers.
+    pub fn start(&self, n: usize) {
+        let mut workers = self.inner.workers.lock().expect("workers lock");
+        for i in 0..n {
+            let inner = self.inner.clone();
+            workers.push(tokio::spawn(async move { inner.worker(i).await }));
+        }
+    }
+
+    pub fn running_jobs(&self) -> usize {
+        self.inner.running.load(Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    fn refuse_if_shutting_down(&self) -> Result<()> {
+        if self.is_shutting_down() {
+            return Err(Error::unavailable("ckptd is shutting down and takes no new jobs")
+                .with_hint("retry once the daemon has restarted"));
+        }
+        Ok(())
+    }
+
+    /// Validates a checkpoint request and queues its job. Nothing is created when it is refused.
+    pub async fn submit_checkpoint(&self, req: CreateCheckpoint) -> Result<(Checkpoint, Job)> {
+        self.refuse_if_shutting_down()?;
+        let inner = &self.inner;
+        let target = req.target.clone().ok_or_else(|| {
+            Error::invalid("the request has no \"target\"; give {\"target\":{\"kind\":\"process\",\"pid\":N}}")
+        })?;
+        if let Some(n) = &req.name {
+            validate::name(n)?;
+        }
+        validate::labels(&req.labels)?;
+        let custom_dir = req.checkpoint_dir.as_deref().map(validate::checkpoint_dir).transpose()?;
+        inner.engine.check_target(&target)?;
+
+        let id = Uuid::new_v4();
+        let created_at = catalog::now();
+        let name = match &req.name {
+            Some(n) => {
+                if inner.catalog.name_exists(n).await? {
+                    return Err(Error::conflict(format!("a checkpoint named {n:?} already exists"))
+                        .with_hint("choose another name, or delete the old checkpoint first"));
+                }
+                n.clone()
+            }
+            None => {
+                let base = default_name(&target, &created_at);
+                if inner.catalog.name_exists(&base).await? {
+                    format!("{base}-{}", &id.simple().to_string()[..8])
+                } else {
+                    base
+                }
+            }
+        };
+        let dir = match &custom_dir {
+            Some(parent) => {
+                let dir = parent.join(&name);
+                for p in [dir.clone(), partial_dir(&dir)] {
+                    if std::fs::symlink_metadata(&p).is_ok() {
+                        return Err(Error::conflict(format!(
+                            "{} already exists; ckptd creates the checkpoint's own folder in checkpoint_dir",
+                            p.display()
+                        ))
+                        .with_hint("choose another name or checkpoint_dir"));
+                    }
+                }
+                dir
+            }
+            None => inner.cfg.checkpoints_root.join(id.to_string()),
+        };
+
+        let job = new_job(JobKind::Checkpoint, id);
+        let reservation = inner.reserve(&target, None, job.id)?;
+        let permit = match inner.queue.try_reserve() {
+            Ok(p) => p,
+            Err(_) => {
+                inner.release(reservation);
+                return Err(queue_full(inner.cfg.queue_capacity));
+            }
+        };
+        let checkpoint = Checkpoint {
+            id,
+            name,
+            target,
+            status: CheckpointStatus::Pending,
+            created_at,
+            completed_at: None,
+            dir: dir.display().to_string(),
+            size_bytes: 0,
+            options: req.options(),
+            labels: req.labels.clone(),
+            criu_version: inner.engine.version(),
+            stats: None,
+            error: None,
+        };
+        if let Err(e) = inner.catalog.insert_checkpoint_with_job(&checkpoint, &job).await {
+            inner.release(reservation);
+            return Err(e);
+        }
+        permit.send(job.id);
+        tracing::info!(job = %job.id, checkpoint = %checkpoint.id, name = %checkpoint.name, target = %checkpoint.target.key(), "checkpoint queued");
+        Ok((checkpoint, job))
+    }
+
+    /// Queues a restore of a ready checkpoint.
+    pub async fn submit_restore(&self, reference: &str, req: RestoreRequest) -> Result<Job> {
+        self.refuse_if_shutting_down()?;
+        let inner = &self.inner;
+        let cp = self.checkpoint(reference).await?;
+        if cp.status != CheckpointStatus::Ready {
+            return Err(Error::conflict(format!(
+                "checkpoint {} is {}; only a ready checkpoint can be restored",
+                cp.name,
+                cp.status.as_str()
+            ))
+            .with_hint("see its error with GET /v1/checkpoints/{ref}, or take a new checkpoint"));
+        }
+        match &req.target {
+            None => {}
+            Some(t) if *t == cp.target => {}
+            Some(Target::Process { .. }) => {
+                return Err(Error::invalid(
+                    "a process checkpoint is restored in place, with its original pids; leave out \
+                     \"target\" (restoring a process under another pid needs a container)",
+                ))
+            }
+            Some(Target::Container { .. }) => {
+                return Err(Error::invalid(
+                    "restoring into a container is not supported by this ckptd yet; leave out \"target\" to restore in place",
+                ))
+            }
+        }
+        let options = CheckpointOptions {
+            leave_running: cp.options.leave_running,
+            tcp_established: req.tcp_established.unwrap_or(cp.options.tcp_established),
+            ext_unix_sk: req.ext_unix_sk.unwrap_or(cp.options.ext_unix_sk),
+            file_locks: req.file_locks.unwrap_or(cp.options.file_locks),
+            shell_job: req.shell_job.unwrap_or(cp.options.shell_job),
+        };
+        let job = new_job(JobKind::Restore, cp.id);
+        let reservation = inner.reserve(&cp.target, Some(cp.id), job.id)?;
+        let permit = match inner.queue.try_reserve() {
+            Ok(p) => p,
+            Err(_) => {
+                inner.release(reservation);
+                return Err(queue_full(inner.cfg.queue_capacity));
+            }
+        };
+        let work = serde_json::to_value(RestoreWork { options }).expect("serializes");
+        if let Err(e) = inner.catalog.insert_job(&job, &work).await {
+            inner.release(reservation);
+            return Err(e);
+        }
+        permit.send(job.id);
+        tracing::info!(job = %job.id, checkpoint = %cp.id, "restore queued");
+        Ok(job)
+    }
+
+    pub async fn checkpoint(&self, reference: &str) -> Result<Checkpoint> {
+        self.inner
+            .catalog
+            .checkpoint(reference)
+            .await?
+            .ok_or_else(|| {
+                Error::not_found(format!("no checkpoint with id or name {reference:?}"))
+                    .with_hint("list checkpoints with GET /v1/checkpoints")
+            })
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Job> {
+        let not_found = || {
+            Error::not_found(format!("no job with id {id:?}"))
+                .with_hint("list jobs with GET /v1/jobs")
+        };
+        let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
+        self.inner.catalog.job(uuid).await?.ok_or_else(not_found)
+    }
+
+    /// The job once it has ended, or as it is when `timeout` runs out or the daemon stops.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Job> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut finished = self.inner.finished.subscribe();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            let job = self.job(id).await?;
+            if job.state.is_finished() || *shutdown.borrow() {
+                return Ok(job);
+            }
+            tokio::select! {
+                _ = finished.changed() => {}
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(job),
+            }
+        }
+    }
+
+    /// Cancels a queued job. A running CRIU dump or restore is not interrupted: killing CRIU
+    /// half-way could leave the target stopped.
+    pub async fn cancel(&self, id: &str) -> Result<Job> {
+        let mut job = self.job(id).await?;
+        match job.state {
+            JobState::Queued => {}
+            JobState::Running => {
+                return Err(Error::conflict(format!(
+                    "job {id} is running; a running CRIU {} is not interrupted, since killing CRIU \
+                     half-way could leave the target stopped",
+                    job.kind.as_str()
+                ))
+                .with_hint(format!("wait for it to end: GET /v1/jobs/{id}?wait=60")))
+            }
+            s => {
+                return Err(Error::conflict(format!("job {id} has already ended ({})", s.as_str())))
+            }
+        }
+        let err = Error::conflict("the job was cancelled before it started");
+        job.state = JobState::Cancelled;
+        job.finished_at = Some(catalog::now());
+        job.error = Some(err.to_info());
+        if !self.inner.catalog.update_job_if(&job, JobState::Queued).await? {
+            // A worker claimed it in the meantime.
+            return Box::pin(self.cancel(id)).await;
+        }
+        if job.kind == JobKind::Checkpoint {
+            if let Some(mut cp) = self.inner.catalog.checkpoint(&job.checkpoint_id.to_string()).await? {
+                cp.status = CheckpointStatus::Failed;
+                cp.completed_at = job.finished_at;
+                cp.error = job.error.clone();
+                self.inner.catalog.update_checkpoint(&cp).await?;
+            }
+        }
+        self.inner.release_job(&job);
+        self.inner.job_finished();
+        Ok(job)
+    }
+
+    /// Removes a checkpoint's images and its row. Refused while a job uses it.
+    pub async fn delete_checkpoint(&self, reference: &str) -> Result<()> {
+        let inner = &self.inner;
+        let cp = self.checkpoint(reference).await?;
+        if matches!(cp.status, CheckpointStatus::Pending | CheckpointStatus::Running) {
+            return Err(Error::conflict(format!(
+                "checkpoint {} is {}: its job has not ended",
+                cp.name,
+                cp.status.as_str()
+            ))
+            .with_hint("wait for the job (GET /v1/jobs?state=running), then delete"));
+        }
+        let reservation = inner.reserve_checkpoint(cp.id)?;
+        let dir = PathBuf::from(&cp.dir);
+        let removed = sys::remove_dir_tree(&partial_dir(&dir)).and_then(|()| sys::remove_dir_tree(&dir));
+        let result = match removed {
+            Ok(()) => inner.catalog.delete_checkpoint(cp.id).await,
+            Err(e) => Err(Error::io("cannot remove the checkpoint directory", &dir, &e)
+                .with_hint("fix the directory's permissions or remove it by hand, then delete again")),
+        };
+        inner.release(reservation);
+        if result.is_ok() {
+            tracing::info!(checkpoint = %cp.id, name = %cp.name, "checkpoint deleted");
+        }
+        result
+    }
+
+    /// The CRIU logs of a checkpoint: the dump's, then each restore's, oldest first.
+    pub async fn logs(&self, reference: &str) -> Result<String> {
+        let cp = self.checkpoint(reference).await?;
+        let dir = PathBuf::from(&cp.dir);
+        let mut out = String::new();
+        let dump_log = if dir.join(DUMP_LOG).exists() {
+            dir.join(DUMP_LOG)
+        } else {
+            partial_dir(&dir).join(DUMP_LOG)
+        };
+        if let Ok(text) = std::fs::read_to_string(&dump_log) {
+            out.push_str(&format!("=== {} ===\n{text}", dump_log.display()));
+        }
+        let restores = self
+            .inner
+            .catalog
+            .list_jobs(&catalog::JobFilter {
+                kind: Some(JobKind::Restore),
+                checkpoint_id: Some(cp.id),
+                limit: catalog::MAX_LIMIT,
+                ..Default::default()
+            })
+            .await?;
+        for job in restores.items.iter().rev() {
+            let path = dir.join(restore_log_name(job.id));
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                out.push_str(&format!("=== {} ===\n{text}", path.display()));
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::not_found(format!(
+                "checkpoint {} has no CRIU log yet (status {})",
+                cp.name,
+                cp.status.as_str()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Stops taking jobs, cancels queued ones, and gives running ones `timeout` to finish.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let inner = &self.inner;
+        inner.shutting_down.store(true, Ordering::SeqCst);
+        inner.shutdown.send_replace(true);
+        let workers: Vec<JoinHandle<()>> = std::mem::take(&mut *inner.workers.lock().expect("workers lock"));
+        // Queued jobs will not run now: record that, so the caller knows to resubmit.
+        let queued = inner
+            .catalog
+            .list_jobs(&catalog::JobFilter {
+                state: Some(JobState::Queued),
+                limit: catalog::MAX_LIMIT,
+                ..Default::default()
+            })
+            .await;
+        if let Ok(queued) = queued {
+            let err = Error::unavailable("ckptd shut down before the job started")
+                .with_hint("submit it again once the daemon has restarted");
+            for job in queued.items {
+                if let Err(e) = inner.end_job(job, Err(err.clone()), Some(JobState::Queued)).await {
+                    tracing::error!(error = %e, "recording a cancelled job failed");
+                }
+            }
+        }
+        let running = self.running_jobs();
+        if running > 0 {
+            tracing::info!(running, timeout_s = timeout.as_secs(), "waiting for running jobs");
+        }
+        let all = futures_join(workers);
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!(
+                "running jobs did not finish within {} s; they are resolved at the next start",
+                timeout.as_secs()
+            );
+        }
+    }
+
+    /// Resolves what a previous run of the daemon left unfinished. No job stays `running`
+    /// across a restart; partial images are removed; tasks a dump left stopped are resumed.
+    pub async fn reconcile(&self) -> Result<()> {
+        let inner = &self.inner;
+        let err = Error::internal("ckptd restarted before the job finished")
+            .with_hint("submit the job again");
+        for state in [JobState::Queued, JobState::Running] {
+            let jobs = inner
+                .catalog
+                .list_jobs(&catalog::JobFilter {
+                    state: Some(state),
+                    limit: catalog::MAX_LIMIT,
+                    ..Default::default()
+                })
+                .await?;
+            for mut job in jobs.items {
+                job.state = JobState::Failed;
+                job.finished_at = Some(catalog::now());
+                job.error = Some(err.to_info());
+                inner.catalog.update_job(&job).await?;
+                tracing::warn!(job = %job.id, was = state.as_str(), "job failed: daemon restarted");
+            }
+        }
+        let unfinished = inner
+            .catalog
+            .checkpoints_with_status(&[CheckpointStatus::Pending, CheckpointStatus::Running])
+            .await?;
+        for mut cp in unfinished {
+            let partial = partial_dir(Path::new(&cp.dir));
+            if let Ok(pids) = crate::criu::images::read_tree_pids(&partial) {
+                let stopped: Vec<i32> = pids
+                    .into_iter()
+                    .filter(|&p| sys::proc_stat(p).is_some_and(|s| s.state == 'T'))
+                    .collect();
+                if !stopped.is_empty() {
+                    tracing::warn!(?stopped, checkpoint = %cp.id, "resuming tasks an interrupted dump left stopped");
+                    inner.engine.release_stopped(&stopped, false);
+                }
+            }
+            if let Err(e) = sys::remove_dir_tree(&partial) {
+                tracing::error!(path = %partial.display(), error = %e, "cannot remove partial images");
+            }
+            cp.status = CheckpointStatus::Failed;
+            cp.completed_at = Some(catalog::now());
+            cp.error = Some(err.to_info());
+            inner.catalog.update_checkpoint(&cp).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+fn queue_full(capacity: usize) -> Error {
+    Error::new(
+        ErrorKind::QueueFull,
+        format!("the job queue is full ({capacity} jobs wait for a worker)"),
+    )
+    .with_hint("retry later, or raise queue_capacity / workers in the config")
+}
+
+fn new_job(kind: JobKind, checkpoint_id: Uuid) -> Job {
+    Job {
+        id: Uuid::new_v4(),
+        kind,
+        checkpoint_id,
+        state: JobState::Queued,
+        created_at: catalog::now(),
+        started_at: None,
+        finished_at: None,
+        result: None,
+        error: None,
+    }
+}
+
+pub fn restore_log_name(job: Uuid) -> String {
+    format!("restore-{job}.log")
+}
+
+/// `<comm>-<UTC timestamp>`, e.g. `looper-20261127T101500Z`.
+fn default_name(target: &Target, at: &chrono::DateTime<chrono::Utc>) -> String {
+    let base = match target {
+        Target::Process { pid } => sys::proc_stat(*pid)
+            .map(|s| s.comm)
+            .unwrap_or_else(|| format!("pid{pid}")),
+        Target::Container { id, .. } => id.clone(),
+    };
+    let mut base: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .take(100)
+        .collect();
+    if !base.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        base.insert_str(0, "p");
+    }
+    format!("{base}-{}", at.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// A reservation of a target (and checkpoint) for one job.
+struct Reservation {
+    target: Option<String>,
+    checkpoint: Option<Uuid>,
+}
+
+impl Inner {
+    fn reserve(&self, target: &Target, checkpoint: Option<Uuid>, job: Uuid) -> Result<Reservation> {
+        let mut busy = self.busy.lock().expect("busy lock");
+        let key = target.key();
+        if let Some(other) = busy.targets.get(&key) {
+            return Err(Error::conflict(format!(
+                "another job ({other}) is already working on {key}; one job per target runs at a time"
+            ))
+            .with("job_id", other.to_string())
+            .with_hint(format!("wait for it to end (GET /v1/jobs/{other}?wait=60), then retry")));
+        }
+        if let Some(c) = checkpoint {
+            if busy.checkpoints.contains(&c) {
+                return Err(Error::conflict(format!("checkpoint {c} is in use by another job"))
+                    .with_hint("wait for that job to end, then retry"));
+            }
+            busy.checkpoints.insert(c);
+        }
+        busy.targets.insert(key.clone(), job);
+        Ok(Reservation {
+            target: Some(key),
+            checkpoint,
+        })
+    }
+
+    fn reserve_checkpoint(&self, checkpoint: Uuid) -> Result<Reservation> {
+        let mut busy = self.busy.lock().expect("busy lock");
+        if !busy.checkpoints.insert(checkpoint) {
+            return Err(Error::conflict(format!("checkpoint {checkpoint} is in use by a job"))
+                .with_hint("wait for the job to end (GET /v1/jobs?state=running), then retry"));
+        }
+        Ok(Reservation {
+            target: None,
+            checkpoint: Some(checkpoint),
+        })
+    }
+
+    fn release(&self, r: Reservation) {
+        let mut busy = self.busy.lock().expect("busy lock");
+        if let Some(t) = r.target {
+            busy.targets.remove(&t);
+        }
+        if let Some(c) = r.checkpoint {
+            busy.checkpoints.remove(&c);
+        }
+    }
+
+    /// Releases everything `job` holds: its target, and the checkpoint a restore reads.
+    fn release_job(&self, job: &Job) {
+        let mut busy = self.busy.lock().expect("busy lock");
+        busy.targets.retain(|_, j| *j != job.id);
+        if job.kind == JobKind::Restore {
+            busy.checkpoints.remove(&job.checkpoint_id);
+        }
+    }
+
+    fn job_finished(&self) {
+        self.finished.send_modify(|n| *n += 1);
+    }
+
+    async fn worker(self: Arc<Self>, n: usize) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let id = {
+                let mut rx = self.queue_rx.lock().await;
+                tokio::select! {
+                    id = rx.recv() => id,
+                    _ = shutdown.changed() => None,
+                }
+            };
+            let Some(id) = id else { break };
+            self.running.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.run(id).await {
+                tracing::error!(job = %id, error = %e, "job bookkeeping failed");
+            }
+            self.running.fetch_sub(1, Ordering::Relaxed);
+        }
+        tracing::debug!(worker = n, "worker stopped");
+    }
+
+    /// Runs one job from `queued` to its end.
+    async fn run(&self, id: Uuid) -> Result<()> {
+        let Some((mut job, request)) = self.catalog.job_with_request(id).await? else {
+            return Ok(());
+        };
+        if job.state != JobState::Queued {
+            return Ok(()); // cancelled while it waited
+        }
+        let Some(mut cp) = self.catalog.checkpoint(&job.checkpoint_id.to_string()).await? else {
+            let e = Error::not_found("the job's checkpoint no longer exists");
+            return self.end_job(job, Err(e), Some(JobState::Queued)).await;
+        };
+        job.state = JobState::Running;
+        job.started_at = Some(catalog::now());
+        if !self.catalog.update_job_if(&job, JobState::Queued).await? {
+            return Ok(()); // cancelled just now
+        }
+        let span = tracing::info_span!("job", id = %job.id, kind = job.kind.as_str(), target = %cp.target.key());
+        let _enter = span.enter();
+        tracing::info!("job started");
+        drop(_enter);
+        let outcome = match job.kind {
+            JobKind::Checkpoint => {
+                cp.status = CheckpointStatus::Running;
+                self.catalog.update_checkpoint(&cp).await?;
+                let result = self.take_checkpoint(&cp).await;
+                cp.completed_at = Some(catalog::now());
+                match &result {
+                    Ok((stats, size)) => {
+                        cp.status = CheckpointStatus::Ready;
+                        cp.stats = *stats;
+                        cp.size_bytes = *size;
+                    }
+                    Err(e) => {
+                        cp.status = CheckpointStatus::Failed;
+                        cp.error = Some(e.to_info());
+                    }
+                }
+                self.catalog.update_checkpoint(&cp).await?;
+                result.map(|_| None)
+            }
+            JobKind::Restore => {
+                let work: RestoreWork = serde_json::from_value(request)
+                    .map_err(|e| Error::internal(format!("bad restore job request: {e}")))?;
+                let spec = RestoreSpec {
+                    target: &cp.target,
+                    options: work.options,
+                    images_dir: Path::new(&cp.dir),
+                    log_name: &restore_log_name(job.id),
+                    checkpoint_name: &cp.name,
+                };
+                self.engine.restore(spec).await.map(Some)
+            }
+        };
+        let _enter = span.enter();
+        match &outcome {
+            Ok(_) => tracing::info!("job succeeded"),
+            Err(e) => tracing::warn!(error = %e, "job failed"),
+        }
+        drop(_enter);
+        self.end_job(job, outcome, None).await
+    }
+
+    /// Records a job's end (optionally only if it is still in `from`) and wakes waiters.
+    async fn end_job(&self, mut job: Job, outcome: Result<Option<JobResult>>, from: Option<JobState>) -> Result<()> {
+        job.finished_at = Some(catalog::now());
+        match outcome {
+            Ok(result) => {
+                job.state = JobState::Succeeded;
+                job.result = result;
+            }
+            Err(e) => {
+                job.state = if from == Some(JobState::Queued) && e.kind == ErrorKind::Unavailable {
+                    JobState::Cancelled
+                } else {
+                    JobState::Failed
+                };
+                job.error = Some(e.to_info());
+            }
+        }
+        let written = match from {
+            Some(f) => self.catalog.update_job_if(&job, f).await?,
+            None => {
+                self.catalog.update_job(&job).await?;
+                true
+            }
+        };
+        if written && job.kind == JobKind::Checkpoint && from.is_some() {
+            if let Some(mut cp) = self.catalog.checkpoint(&job.checkpoint_id.to_string()).await? {
+                if !matches!(cp.status, CheckpointStatus::Ready | CheckpointStatus::Failed) {
+                    cp.status = CheckpointStatus::Failed;
+                    cp.completed_at = job.finished_at;
+                    cp.error = job.error.clone();
+                    self.catalog.update_checkpoint(&cp).await?;
+                }
+            }
+        }
+        self.release_job(&job);
+        self.job_finished();
+        Ok(())
+    }
+
+    /// Dump, make durable, publish. Returns CRIU's stats and the images' size.
+    async fn take_checkpoint(&self, cp: &Checkpoint) -> Result<(Option<DumpStats>, u64)> {
+        let dir = PathBuf::from(&cp.dir);
+        let partial = partial_dir(&dir);
+        sys::create_private_dir(&partial)
+            .map_err(|e| Error::io("cannot create the image directory", &partial, &e))?;
+        let out = self
+            .engine
+            .dump(DumpSpec {
+                target: &cp.target,
+                options: cp.options,
+                images_dir: &partial,
+                log_name: DUMP_LOG,
+            })
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                keep_only_log(&partial, &dir);
+                return Err(e);
+            }
+        };
+        // Durability before anything else: the tree CRIU left stopped is killed only after this.
+        let p = partial.clone();
+        let d = dir.clone();
+        let durable = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            sys::fsync_dir_tree(&p)?;
+            std::fs::rename(&p, &d)?;
+            sys::fsync_dir(d.parent().unwrap_or(Path::new("/")))?;
+            sys::dir_size(&d)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("durability task failed: {e}")))?;
+        match durable {
+            Ok(size) => {
+                self.engine.release_stopped(&out.stopped, true);
+                Ok((out.stats, size))
+            }
+            Err(e) => {
+                // Not durable: the process must survive, and nothing half-written stays.
+                self.engine.release_stopped(&out.stopped, false);
+                keep_only_log(&partial, &dir);
+                Err(Error::io("cannot make the checkpoint images durable in", &partial, &e)
+                    .with_hint("check free space and the filesystem's health; the process was left running"))
+            }
+        }
+    }
+}
+
+/// After a failed dump: remove the images, keep CRIU's log in the checkpoint's directory.
+fn keep_only_log(partial: &Path, dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(partial) {
+        for e in entries.flatten() {
+            if e.file_name() != DUMP_LOG {
+                let _ = sys::remove_dir_tree(&e.path());
+            }
+        }
+    }
+    if std::fs::rename(partial, dir).is_err() {
+        let _ = sys::remove_dir_tree(partial);
+    }
+}
+
+#[cfg(test)]
+mod tests;

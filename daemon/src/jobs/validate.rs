@@ -1,0 +1,123 @@
+//! Checks on what a client sends, made before anything is created.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub const MAX_LABELS: usize = 64;
+
+/// Names: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`, and not a UUID (ids are UUIDs; `{ref}` takes both).
+pub fn name(name: &str) -> Result<()> {
+    let ok = name.len() <= 128
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return Err(Error::invalid(format!(
+            "invalid checkpoint name {name:?}: a name is 1-128 characters of letters, digits, \
+             '_', '.' and '-', starting with a letter or digit"
+        )));
+    }
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return Err(Error::invalid(format!(
+            "invalid checkpoint name {name:?}: a name may not be a UUID, which would be mistaken \
+             for a checkpoint id"
+        )));
+    }
+    Ok(())
+}
+
+pub fn labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::invalid(format!(
+            "too many labels ({}); at most {MAX_LABELS}",
+            labels.len()
+        )));
+    }
+    for (k, v) in labels {
+        let key_ok = (1..=63).contains(&k.len())
+            && k.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'));
+        if !key_ok {
+            return Err(Error::invalid(format!(
+                "invalid label key {k:?}: 1-63 characters of letters, digits, '_', '.', '-', '/', \
+                 starting with a letter or digit"
+            )));
+        }
+        if v.len() > 256 || v.chars().any(char::is_control) {
+            return Err(Error::invalid(format!(
+                "invalid value for label {k:?}: at most 256 characters, no control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `checkpoint_dir` (Docker's `--checkpoint-dir`): an existing absolute directory, reached
+/// without `..` and not itself a symlink, in which the checkpoint's own folder will be created.
+pub fn checkpoint_dir(dir: &str) -> Result<PathBuf> {
+    let path = Path::new(dir);
+    if !path.is_absolute() {
+        return Err(Error::invalid(format!(
+            "checkpoint_dir {dir:?} is not an absolute path"
+        )));
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(Error::invalid(format!(
+            "checkpoint_dir {dir:?} contains a '..' component; give the directory's real path"
+        )));
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::invalid(format!(
+            "checkpoint_dir {dir} does not exist; create it first (mkdir -m 0700 {dir})"
+        ))),
+        Err(e) => Err(Error::invalid(format!("checkpoint_dir {dir} cannot be read: {e}"))),
+        Ok(md) if md.file_type().is_symlink() => Err(Error::invalid(format!(
+            "checkpoint_dir {dir} is a symlink; give the directory it points to"
+        ))),
+        Ok(md) if !md.is_dir() => Err(Error::invalid(format!(
+            "checkpoint_dir {dir} is not a directory"
+        ))),
+        Ok(_) => Ok(path.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "looper-20261127T101500Z", "A.b_c-1", &"x".repeat(128)] {
+            name(ok).unwrap();
+        }
+        for bad in ["", "-a", ".a", "a b", "a/b", "ä", &"x".repeat(129), "../x"] {
+            assert!(name(bad).is_err(), "{bad:?} accepted");
+        }
+        let e = name("6f1c1b0e-8a44-4d3f-a5a5-0a0b0c0d0e0f").unwrap_err();
+        assert!(e.message.contains("UUID"));
+    }
+
+    #[test]
+    fn checkpoint_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().to_str().unwrap();
+        assert_eq!(checkpoint_dir(p).unwrap(), d.path());
+        assert!(checkpoint_dir("relative/x").unwrap_err().message.contains("absolute"));
+        assert!(checkpoint_dir(&format!("{p}/../x")).unwrap_err().message.contains(".."));
+        assert!(checkpoint_dir(&format!("{p}/nope")).unwrap_err().message.contains("does not exist"));
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(d.path(), &link).unwrap();
+        assert!(checkpoint_dir(link.to_str().unwrap()).unwrap_err().message.contains("symlink"));
+    }
+
+    #[test]
+    fn label_rules() {
+        labels(&BTreeMap::from([("app".into(), "web".into()), ("k8s.io/x".into(), "".into())])).unwrap();
+        assert!(labels(&BTreeMap::from([("".into(), "v".into())])).is_err());
+        assert!(labels(&BTreeMap::from([("a".into(), "x\ny".into())])).is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! ckptd: manages CRIU checkpoints of process trees over a Unix-socket REST API.
+//!
+//! Layers, one way: `http` (requests -> domain calls, errors -> answers) over `jobs` (queue,
+//! workers, durability, state transitions) over `catalog` (SQLite) and an `engine::Engine`
+//! (`criu::CriuEngine` for process trees).
+
+pub mod catalog;
+pub mod config;
+pub mod criu;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod sys;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::net::UnixListener;
+
+use crate::config::Config;
+use crate::criu::{CriuEngine, CriuProbe};
+use crate::http::{AppState, DaemonInfo};
+use crate::jobs::{Jobs, JobsConfig};
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Checkpoint images hold process memory: nothing ckptd (or the CRIU it runs) creates is
+    // readable by others. CRIU restores each process's own umask from its images.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+
+    for dir in [&cfg.state_dir, &cfg.checkpoints_dir()] {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+    }
+    let catalog = catalog::Catalog::open(&cfg.catalog_path()).await?;
+    let probe = CriuProbe::run(cfg.criu_path.as_deref()).await;
+    if probe.check_ok {
+        tracing::info!(criu = ?probe.path, version = ?probe.version, "criu check passed");
+    } else {
+        tracing::warn!(
+            criu = ?probe.path, version = ?probe.version, output = ?probe.check_output,
+            "CRIU is not usable: checkpoints will fail with 503 until it is fixed (make setup)"
+        );
+    }
+    let engine = Arc::new(CriuEngine::new(probe.clone(), cfg.criu_log_level, cfg.restore_pid_wait));
+    let jobs = Jobs::new(
+        catalog.clone(),
+        engine,
+        JobsConfig {
+            checkpoints_root: cfg.checkpoints_dir(),
+            queue_capacity: cfg.queue_capacity,
+        },
+    );
+    jobs.reconcile().await.context("startup reconciliation of the catalog failed")?;
+    jobs.start(cfg.workers);
+
+    let listener = bind(&cfg.socket)?;
+    tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), workers = cfg.workers, "ckptd listening");
+    let state = AppState {
+        jobs: jobs.clone(),
+        info: Arc::new(DaemonInfo {
+            criu: probe,
+            state_dir: cfg.state_dir.clone(),
+            checkpoints_dir: cfg.checkpoints_dir(),
+            workers: cfg.workers,
+            queue_capacity: cfg.queue_capacity,
+        }),
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let mut stop_rx = stop_rx.clone();
+        axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        })
+    };
+    let server = tokio::spawn(async move { server.await });
+
+    shutdown_signal().await;
+    tracing::info!("stopping: no new jobs; running jobs get {} s to finish", cfg.shutdown_timeout.as_secs());
+    // Stop the jobs first so that requests waiting on them get their answer, then the server.
+    jobs.shutdown(cfg.shutdown_timeout).await;
+    stop_tx.send_replace(true);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), server).await.is_err() {
+        tracing::warn!("some connections were still open after 5 s; closing them");
+    }
+    let _ = std::fs::remove_file(&cfg.socket);
+    catalog.close().await;
+    tracing::info!("ckptd stopped");
+    Ok(())
+}
+
+/// Binds the API socket, 0600 from its first moment (the umask is 077). A stale socket left by
+/// a crashed daemon is replaced; a live one, or anything that is not a socket, stops the start.
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(md) = std::fs::symlink_metadata(path) {
+        if !md.file_type().is_socket() {
+            bail!("{} exists and is not a socket; remove it or choose another --socket", path.display());
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another daemon is already serving on {}; stop it first or choose another --socket", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    if let Some(parent) = path.parent() {
+        if !parent.is_dir() {
+            bail!("the socket's directory {} does not exist", parent.display());
+        }
+    }
+    UnixListener::bind(path).with_context(|| format!("cannot bind the API socket {}", path.display()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

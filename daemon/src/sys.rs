@@ -1,0 +1,195 @@
+//! Small, safe wrappers over what ckptd reads from the kernel: /proc entries of target processes
+//! and the filesystem operations that make checkpoint images durable.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
+
+/// What /proc says of one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+    pub flags: u64,
+}
+
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+impl ProcStat {
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
+    pub fn is_zombie(&self) -> bool {
+        self.state == 'Z' || self.state == 'X'
+    }
+}
+
+/// Reads /proc/PID/stat; `None` when no such process exists.
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    // pid (comm) state ppid pgrp session tty_nr tpgid flags ...; comm may hold spaces and ')'.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    let comm = text[open + 1..close].to_owned();
+    let mut rest = text[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let flags = rest.nth(5)?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        ppid,
+        flags,
+    })
+}
+
+/// The daemon's own pid and every ancestor's, up to pid 1.
+pub fn self_and_ancestors() -> Vec<i32> {
+    let mut out = vec![std::process::id() as i32];
+    let mut pid = out[0];
+    while let Some(st) = proc_stat(pid) {
+        if st.ppid <= 0 || out.contains(&st.ppid) {
+            break;
+        }
+        out.push(st.ppid);
+        pid = st.ppid;
+    }
+    out
+}
+
+/// Sends `sig` to each pid, ignoring those that have already gone.
+pub fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
+    for &pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+}
+
+/// fsyncs every regular file directly in `dir`, then `dir` itself.
+pub fn fsync_dir_tree(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            File::open(entry.path())?.sync_all()?;
+        }
+    }
+    File::open(dir)?.sync_all()
+}
+
+/// fsyncs a directory (after a rename or create in it).
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Total size of the regular files directly in `dir`.
+pub fn dir_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir)? {
+        let md = entry?.metadata()?;
+        if md.is_file() {
+            total += md.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Bytes available to the daemon on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// Creates `path` as a fresh 0700 directory; fails if anything already exists there.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+/// Removes a directory tree, never following a symlink: a symlink at `path` itself is refused.
+pub fn remove_dir_tree(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_symlink() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is a symlink; refusing to remove through it",
+        )),
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path), // does not follow inner symlinks
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_comm() {
+        let s = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0";
+        let st = parse_stat(s).unwrap();
+        assert_eq!(st.pid, 42);
+        assert_eq!(st.comm, "a (b) c");
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.ppid, 7);
+        assert_eq!(st.flags, 4194560);
+        assert!(!st.is_kernel_thread());
+    }
+
+    #[test]
+    fn sees_kernel_threads_and_self() {
+        // kthreadd is pid 2 on every Linux.
+        let k = proc_stat(2).unwrap();
+        assert!(k.is_kernel_thread(), "{k:?}");
+        let me = proc_stat(std::process::id() as i32).unwrap();
+        assert!(!me.is_kernel_thread());
+        let anc = self_and_ancestors();
+        assert_eq!(anc[0], std::process::id() as i32);
+        assert!(anc.contains(&me.ppid));
+    }
+
+    #[test]
+    fn remove_refuses_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("t");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("keep"), b"x").unwrap();
+        let link = d.path().join("l");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(remove_dir_tree(&link).is_err());
+        assert!(target.join("keep").exists());
+    }
+}
+
+/// `pid` and all its descendants, from /proc/PID/task/TID/children (parents before children).
+pub fn process_tree(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
