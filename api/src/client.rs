@@ -19,12 +19,20 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to ckptd at {path}: {source} (is the daemon running? try: sudo make run)")]
-    Connect { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot connect to ckptd at {path}: {source} (is the daemon running? try: sudo make run)"
+    )]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("HTTP exchange with ckptd failed: {0}")]
     Http(#[from] hyper::Error),
     #[error("ckptd answered {status}: {error}")]
-    Api { status: StatusCode, error: ErrorInfo },
+    Api {
+        status: StatusCode,
+        error: ErrorInfo,
+    },
     #[error("ckptd answered {status} with a body that is not what the API promises: {body}")]
     Decode { status: StatusCode, body: String },
 }
@@ -103,13 +111,15 @@ impl Client {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: self.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let conn = tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
@@ -174,9 +184,7 @@ impl Client {
         } else {
             "/v1/checkpoints"
         };
-        self.send_json(Method::POST, path, req)
-            .await?
-            .into_result()
+        self.send_json(Method::POST, path, req).await?.into_result()
     }
 
     /// `GET /v1/checkpoints` with a raw query string (`pid=1&label=a=b`).
@@ -197,7 +205,11 @@ impl Client {
 
     pub async fn delete_checkpoint(&self, reference: &str) -> Result<(), ClientError> {
         let resp = self
-            .request(Method::DELETE, &format!("/v1/checkpoints/{reference}"), None)
+            .request(
+                Method::DELETE,
+                &format!("/v1/checkpoints/{reference}"),
+                None,
+            )
             .await?;
         if resp.status.is_success() {
             Ok(())

@@ -204,7 +204,11 @@ impl ErrorInfo {
         self.details
             .get("log_tail")
             .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

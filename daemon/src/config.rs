@@ -9,7 +9,11 @@ use clap::Parser;
 use serde::Deserialize;
 
 #[derive(Debug, Parser)]
-#[command(name = "ckptd", version, about = "Manages CRIU checkpoints of process trees over a Unix-socket REST API")]
+#[command(
+    name = "ckptd",
+    version,
+    about = "Manages CRIU checkpoints of process trees over a Unix-socket REST API"
+)]
 pub struct Args {
     /// TOML configuration file.
     #[arg(long, env = "CKPTD_CONFIG")]
@@ -101,7 +105,10 @@ impl Config {
         absolute("socket", &self.socket)?;
         absolute("state_dir", &self.state_dir)?;
         if self.workers == 0 || self.workers > MAX_WORKERS {
-            bail!("workers must be between 1 and {MAX_WORKERS}, got {}", self.workers);
+            bail!(
+                "workers must be between 1 and {MAX_WORKERS}, got {}",
+                self.workers
+            );
         }
         if self.queue_capacity == 0 {
             bail!("queue_capacity must be at least 1");
@@ -135,7 +142,11 @@ mod tests {
     fn flags_beat_file_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(&f, "workers = 3\nstate_dir = \"/srv/a\"\nqueue_capacity = 5\n").unwrap();
+        std::fs::write(
+            &f,
+            "workers = 3\nstate_dir = \"/srv/a\"\nqueue_capacity = 5\n",
+        )
+        .unwrap();
         let cfg = Config::load(args(&["--config", f.to_str().unwrap(), "--workers", "7"])).unwrap();
         assert_eq!(cfg.workers, 7);
         assert_eq!(cfg.state_dir, PathBuf::from("/srv/a"));
@@ -153,6 +164,9 @@ mod tests {
         let e = Config::load(args(&["--workers", "0"])).unwrap_err();
         assert!(e.to_string().contains("workers must be between 1"), "{e}");
         let e = Config::load(args(&["--socket", "relative.sock"])).unwrap_err();
-        assert!(e.to_string().contains("socket must be an absolute path"), "{e}");
+        assert!(
+            e.to_string().contains("socket must be an absolute path"),
+            "{e}"
+        );
     }
 }

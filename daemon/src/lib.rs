@@ -44,7 +44,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "CRIU is not usable: checkpoints will fail with 503 until it is fixed (make setup)"
         );
     }
-    let engine = Arc::new(CriuEngine::new(probe.clone(), cfg.criu_log_level, cfg.restore_pid_wait));
+    let engine = Arc::new(CriuEngine::new(
+        probe.clone(),
+        cfg.criu_log_level,
+        cfg.restore_pid_wait,
+    ));
     let jobs = Jobs::new(
         catalog.clone(),
         engine,
@@ -53,7 +57,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             queue_capacity: cfg.queue_capacity,
         },
     );
-    jobs.reconcile().await.context("startup reconciliation of the catalog failed")?;
+    jobs.reconcile()
+        .await
+        .context("startup reconciliation of the catalog failed")?;
     jobs.start(cfg.workers);
 
     let listener = bind(&cfg.socket)?;
@@ -79,11 +85,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(async move { server.await });
 
     shutdown_signal().await;
-    tracing::info!("stopping: no new jobs; running jobs get {} s to finish", cfg.shutdown_timeout.as_secs());
+    tracing::info!(
+        "stopping: no new jobs; running jobs get {} s to finish",
+        cfg.shutdown_timeout.as_secs()
+    );
     // Stop the jobs first so that requests waiting on them get their answer, then the server.
     jobs.shutdown(cfg.shutdown_timeout).await;
     stop_tx.send_replace(true);
-    if tokio::time::timeout(std::time::Duration::from_secs(5), server).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections were still open after 5 s; closing them");
     }
     let _ = std::fs::remove_file(&cfg.socket);
@@ -98,19 +110,27 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if !md.file_type().is_socket() {
-            bail!("{} exists and is not a socket; remove it or choose another --socket", path.display());
+            bail!(
+                "{} exists and is not a socket; remove it or choose another --socket",
+                path.display()
+            );
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!("another daemon is already serving on {}; stop it first or choose another --socket", path.display());
+            bail!(
+                "another daemon is already serving on {}; stop it first or choose another --socket",
+                path.display()
+            );
         }
-        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
     if let Some(parent) = path.parent() {
         if !parent.is_dir() {
             bail!("the socket's directory {} does not exist", parent.display());
         }
     }
-    UnixListener::bind(path).with_context(|| format!("cannot bind the API socket {}", path.display()))
+    UnixListener::bind(path)
+        .with_context(|| format!("cannot bind the API socket {}", path.display()))
 }
 
 async fn shutdown_signal() {

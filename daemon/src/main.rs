@@ -4,7 +4,9 @@ use tracing_subscriber::EnvFilter;
 fn main() {
     let args = ckptd::config::Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("CKPTD_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("CKPTD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cfg = match ckptd::config::Config::load(args) {

@@ -41,7 +41,7 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     let mut rest = text[close + 1..].split_whitespace();
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
-    let flags = rest.nth(5)?.parse().ok()?;
+    let flags = rest.nth(4)?.parse().ok()?;
     Some(ProcStat {
         pid,
         comm,

@@ -1,1 +1,318 @@
+//! Harness for ckptd's end-to-end tests: the real daemon binary on a private socket and state
+//! directory, real target processes, the real CRIU. Nothing here fakes CRIU.
 
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use ckptd_api as api;
+use ckptd_api::Client;
+
+/// The ckptd binary (target/<profile>/ckptd, beside the test's deps dir). `cargo test` does not
+/// rebuild another crate's binary, so the first call builds it: a test never runs a stale daemon.
+pub fn daemon_binary() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    BUILD.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "ckptd", "--bin", "ckptd"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the daemon");
+        assert!(status.success(), "building the ckptd binary failed");
+    });
+    let bin = dir.join("ckptd");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build --workspace, which `make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub client: Client,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon with its own socket and state directory and waits until it answers.
+    pub async fn start() -> Daemon {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(args: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("ckptd-test-")
+            .tempdir()
+            .expect("tempdir");
+        let socket = dir.path().join("ckptd.sock");
+        let state_dir = dir.path().join("state");
+        let mut d = Daemon {
+            client: Client::new(&socket),
+            socket,
+            state_dir,
+            dir,
+            child: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn().await;
+        d
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    async fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("daemon log");
+        let child = Command::new(daemon_binary())
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(&self.extra_args)
+            .env("CKPTD_LOG", "info,ckptd=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start ckptd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.client.health().await.is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ckptd exited at start with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ckptd did not answer within 30 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        signal(child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(150);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ckptd did not stop on SIGTERM:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the daemon again after `stop`, on the same socket and state directory.
+    pub async fn restart_after_stop(&mut self) {
+        assert!(self.child.is_none(), "daemon still running");
+        self.spawn().await;
+    }
+
+    pub async fn restart(&mut self) {
+        let status = self.stop().await;
+        assert!(
+            status.success(),
+            "ckptd exited with {status}:\n{}",
+            self.log()
+        );
+        self.spawn().await;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// State letter of a process from /proc/PID/stat, or None once it is gone (or reaped).
+pub fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+pub fn alive(pid: i32) -> bool {
+    matches!(proc_state(pid), Some(s) if s != 'Z' && s != 'X')
+}
+
+/// A target process that the test started. Its own session (`setsid`), stdin /dev/null and
+/// output to a file, as CRIU wants a tree it can dump without `shell_job`.
+pub struct Target {
+    pub pid: i32,
+    pub out: PathBuf,
+    child: Option<Child>,
+}
+
+impl Target {
+    /// Runs `argv` in a new session with stdout and stderr to `out`.
+    pub fn spawn(argv: &[&str], out: &Path) -> Target {
+        let f = File::create(out).expect("output file");
+        let mut cmd = Command::new("setsid");
+        cmd.args(argv)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f);
+        let child = cmd.spawn().expect("spawn target");
+        let pid = child.id() as i32;
+        Target {
+            pid,
+            out: out.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    /// The seed's looper: prints 0, 1, 2, ... one line every 0.1 s.
+    pub fn looper(dir: &Path) -> Target {
+        let t = Self::spawn(
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done",
+            ],
+            &dir.join("looper.out"),
+        );
+        t.wait_for_lines(2);
+        t
+    }
+
+    /// A Python process that counts like the looper, without forking, and optionally holds
+    /// `mib` MiB of touched memory and/or a loopback TCP connection to itself.
+    pub fn python(dir: &Path, name: &str, mib: usize, tcp: bool) -> Target {
+        let script = format!(
+            r#"
+import socket, sys, time
+mem = bytearray({mib} * 1024 * 1024)
+for i in range(0, len(mem), 4096):
+    mem[i] = 1
+if {tcp}:
+    srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+    cli = socket.create_connection(srv.getsockname()); peer, _ = srv.accept()
+i = 0
+while True:
+    if {tcp}:
+        cli.sendall(b"x"); assert peer.recv(1) == b"x"
+    print(i, flush=True)
+    i += 1
+    time.sleep(0.05)
+"#,
+            tcp = if tcp { "True" } else { "False" }
+        );
+        let t = Self::spawn(
+            &["python3", "-c", &script],
+            &dir.join(format!("{name}.out")),
+        );
+        t.wait_for_lines(2);
+        t
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn wait_for_lines(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.lines().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "target {} printed {} lines, wanted {n}: {:?}",
+                self.pid,
+                self.lines().len(),
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True when the output grows within `within`.
+    pub fn is_progressing(&self, within: Duration) -> bool {
+        let before = self.lines().len();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            if self.lines().len() > before {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Reaps the test's own child once a checkpoint has ended it; the restored tree is no
+    /// longer our child (CRIU restores it detached).
+    pub fn reap(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// Checks that the output is exactly 0, 1, 2, ..., n-1: no gap, no repeat.
+    pub fn assert_contiguous(&self) -> usize {
+        let lines = self.lines();
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(
+                l.trim(),
+                i.to_string(),
+                "line {i} of {} breaks the sequence: {lines:?}",
+                self.out.display()
+            );
+        }
+        lines.len()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // The process (or its restored twin, which has the same pid) and its children.
+        signal(-self.pid, libc::SIGKILL);
+        signal(self.pid, libc::SIGKILL);
+        self.reap();
+    }
+}

@@ -8,12 +8,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use ckptd_api::{
-    Checkpoint, CheckpointStatus, ErrorInfo, Job, JobKind, JobState, List, Target,
-};
+use ckptd_api::{Checkpoint, CheckpointStatus, ErrorInfo, Job, JobKind, JobState, List, Target};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
@@ -72,7 +72,8 @@ fn to_json<T: Serialize>(v: &T) -> String {
 }
 
 fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::internal(format!("catalog holds bad {what} JSON: {e}")))
+    serde_json::from_str(s)
+        .map_err(|e| Error::internal(format!("catalog holds bad {what} JSON: {e}")))
 }
 
 fn opt_json<T: DeserializeOwned>(s: Option<String>, what: &str) -> Result<Option<T>> {
@@ -90,8 +91,9 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
         id: Uuid::parse_str(&id).map_err(|e| Error::internal(format!("bad id in catalog: {e}")))?,
         name: row.try_get("name")?,
         target: from_json::<Target>(&row.try_get::<String, _>("target")?, "target")?,
-        status: CheckpointStatus::parse(&status)
-            .ok_or_else(|| Error::internal(format!("bad checkpoint status {status:?} in catalog")))?,
+        status: CheckpointStatus::parse(&status).ok_or_else(|| {
+            Error::internal(format!("bad checkpoint status {status:?} in catalog"))
+        })?,
         created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
         completed_at: row
             .try_get::<Option<String>, _>("completed_at")?
@@ -352,7 +354,8 @@ impl Catalog {
         if let Some(after) = f.after {
             q.push(" AND seq < ").push_bind(after);
         }
-        q.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(f.limit) + 1);
+        q.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(f.limit) + 1);
         let rows = q.build().fetch_all(&self.pool).await?;
         let items = rows
             .iter()
@@ -361,7 +364,10 @@ impl Catalog {
         Ok(page(items, f.limit))
     }
 
-    pub async fn checkpoints_with_status(&self, statuses: &[CheckpointStatus]) -> Result<Vec<Checkpoint>> {
+    pub async fn checkpoints_with_status(
+        &self,
+        statuses: &[CheckpointStatus],
+    ) -> Result<Vec<Checkpoint>> {
         let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM checkpoints WHERE status IN (");
         let mut sep = q.separated(", ");
         for s in statuses {
@@ -416,7 +422,8 @@ impl Catalog {
         if let Some(after) = f.after {
             q.push(" AND seq < ").push_bind(after);
         }
-        q.push(" ORDER BY seq DESC LIMIT ").push_bind(i64::from(f.limit) + 1);
+        q.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(f.limit) + 1);
         let rows = q.build().fetch_all(&self.pool).await?;
         let items = rows
             .iter()
@@ -492,7 +499,10 @@ mod tests {
         job.state = JobState::Succeeded;
         job.started_at = Some(now());
         job.finished_at = Some(now());
-        job.result = Some(JobResult { pid: Some(7), container: None });
+        job.result = Some(JobResult {
+            pid: Some(7),
+            container: None,
+        });
         c.update_job(&job).await.unwrap();
         c.close().await;
 
@@ -509,7 +519,9 @@ mod tests {
     async fn duplicate_name_is_a_conflict_and_leaves_no_job() {
         let (_d, c) = open().await;
         let a = checkpoint("same", 1);
-        c.insert_checkpoint_with_job(&a, &job_for(&a)).await.unwrap();
+        c.insert_checkpoint_with_job(&a, &job_for(&a))
+            .await
+            .unwrap();
         let mut b = checkpoint("same", 2);
         b.dir = "/elsewhere".into();
         let jb = job_for(&b);
@@ -526,13 +538,24 @@ mod tests {
             if i == 3 {
                 cp.status = CheckpointStatus::Failed;
             }
-            c.insert_checkpoint_with_job(&cp, &job_for(&cp)).await.unwrap();
+            c.insert_checkpoint_with_job(&cp, &job_for(&cp))
+                .await
+                .unwrap();
         }
         let all = c
-            .list_checkpoints(&CheckpointFilter { limit: 2, ..Default::default() })
+            .list_checkpoints(&CheckpointFilter {
+                limit: 2,
+                ..Default::default()
+            })
             .await
             .unwrap();
-        assert_eq!(all.items.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["c4", "c3"]);
+        assert_eq!(
+            all.items
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["c4", "c3"]
+        );
         let next = all.next.expect("more pages");
         let p2 = c
             .list_checkpoints(&CheckpointFilter {
@@ -542,9 +565,16 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(p2.items.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["c2", "c1"]);
+        assert_eq!(
+            p2.items.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["c2", "c1"]
+        );
         let by_pid = c
-            .list_checkpoints(&CheckpointFilter { pid: Some(101), limit: 100, ..Default::default() })
+            .list_checkpoints(&CheckpointFilter {
+                pid: Some(101),
+                limit: 100,
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(by_pid.items.len(), 2);

@@ -10,7 +10,10 @@ use ckptd_api::DumpStats;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid CRIU image: {why}")]
     Corrupt { path: String, why: &'static str },
 }

@@ -55,9 +55,7 @@ pub fn hint(log: &str) -> Option<String> {
         );
     }
     if has("file locks") || has("--file-locks") {
-        return Some(
-            "the process holds file locks: retry with \"file_locks\": true".into(),
-        );
+        return Some("the process holds file locks: retry with \"file_locks\": true".into());
     }
     if let Some(pid) = pid_in_use(&errors) {
         return Some(format!(
@@ -96,7 +94,10 @@ fn pid_in_use(errors: &[&str]) -> Option<i32> {
         if !l.contains("File exists") {
             return None;
         }
-        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     })
 }
 
@@ -130,7 +131,9 @@ mod tests {
 
     #[test]
     fn tail_keeps_the_last_lines() {
-        let log: String = (0..50).map(|i| format!("(0.1) Error (x.c:1): e{i}\n")).collect();
+        let log: String = (0..50)
+            .map(|i| format!("(0.1) Error (x.c:1): e{i}\n"))
+            .collect();
         let tail = error_lines(&log, 5);
         assert_eq!(tail.len(), 5);
         assert!(tail[4].ends_with("e49"));

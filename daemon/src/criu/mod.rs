@@ -35,7 +35,9 @@ pub struct CriuProbe {
 
 impl CriuProbe {
     pub async fn run(configured: Option<&Path>) -> CriuProbe {
-        let path = configured.map(Path::to_owned).or_else(|| find_in_path("criu"));
+        let path = configured
+            .map(Path::to_owned)
+            .or_else(|| find_in_path("criu"));
         let Some(path) = path else {
             return CriuProbe {
                 path: None,
@@ -69,7 +71,10 @@ impl CriuProbe {
                 (o.status.success(), (!o.status.success()).then_some(text))
             }
             Ok(Err(e)) => (false, Some(format!("cannot run {}: {e}", path.display()))),
-            Err(_) => (false, Some("`criu check` did not finish within 60 s".into())),
+            Err(_) => (
+                false,
+                Some("`criu check` did not finish within 60 s".into()),
+            ),
         };
         CriuProbe {
             path: Some(path),
@@ -115,7 +120,10 @@ impl CriuEngine {
                 "CRIU at {} failed `criu check` when ckptd started, so no checkpoint can be taken",
                 p.display()
             ))
-            .with("criu_check", self.probe.check_output.clone().unwrap_or_default())
+            .with(
+                "criu_check",
+                self.probe.check_output.clone().unwrap_or_default(),
+            )
             .with_hint("run `make setup` (it builds CRIU >= 4.2), then restart ckptd")),
             (None, _) => Err(Error::unavailable("CRIU is not installed")
                 .with_hint("run `make setup`, or set criu_path in the config file")),
@@ -171,7 +179,11 @@ impl CriuEngine {
         let cause = tail
             .iter()
             .find(|l| !l.contains("FAILED"))
-            .map(|l| l.split_once("): ").map_or(l.as_str(), |(_, m)| m).to_owned())
+            .map(|l| {
+                l.split_once("): ")
+                    .map_or(l.as_str(), |(_, m)| m)
+                    .to_owned()
+            })
             .unwrap_or_else(|| format!("criu exited with {}", out.status));
         let mut err = Error::new(ErrorKind::CriuFailed, format!("{what}: {cause}"))
             .with("log_tail", tail)
@@ -236,8 +248,11 @@ impl CriuEngine {
     async fn restore_process(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
         self.usable()?;
         let pids = images::read_tree_pids(spec.images_dir).map_err(|e| {
-            Error::internal(format!("checkpoint {} is damaged: {e}", spec.checkpoint_name))
-                .with_hint("take a new checkpoint; this one cannot be restored")
+            Error::internal(format!(
+                "checkpoint {} is damaged: {e}",
+                spec.checkpoint_name
+            ))
+            .with_hint("take a new checkpoint; this one cannot be restored")
         })?;
         self.wait_for_free_pids(&pids).await?;
         let pidfile = spec
@@ -278,7 +293,8 @@ impl CriuEngine {
     async fn wait_for_free_pids(&self, pids: &[i32]) -> Result<()> {
         let deadline = Instant::now() + self.pid_wait;
         loop {
-            let taken: Vec<sys::ProcStat> = pids.iter().filter_map(|&p| sys::proc_stat(p)).collect();
+            let taken: Vec<sys::ProcStat> =
+                pids.iter().filter_map(|&p| sys::proc_stat(p)).collect();
             let Some(first) = taken.first() else {
                 return Ok(());
             };
@@ -291,7 +307,10 @@ impl CriuEngine {
                         self.pid_wait.as_secs()
                     )
                 } else {
-                    format!("is in use by another process ('{}', state {})", first.comm, first.state)
+                    format!(
+                        "is in use by another process ('{}', state {})",
+                        first.comm, first.state
+                    )
                 };
                 return Err(Error::conflict(format!(
                     "cannot restore in place: pid {} {why}",
@@ -341,7 +360,9 @@ impl Engine for CriuEngine {
         Box::pin(async move {
             match *spec.target {
                 Target::Process { pid } => self.dump_process(pid, spec).await,
-                Target::Container { .. } => Err(Error::invalid("container targets are not supported yet")),
+                Target::Container { .. } => {
+                    Err(Error::invalid("container targets are not supported yet"))
+                }
             }
         })
     }
@@ -350,20 +371,31 @@ impl Engine for CriuEngine {
         Box::pin(async move {
             match spec.target {
                 Target::Process { .. } => self.restore_process(spec).await,
-                Target::Container { .. } => Err(Error::invalid("container targets are not supported yet")),
+                Target::Container { .. } => {
+                    Err(Error::invalid("container targets are not supported yet"))
+                }
             }
         })
     }
 
     fn release_stopped(&self, stopped: &[i32], kill: bool) {
-        sys::signal_all(stopped, if kill { Signal::SIGKILL } else { Signal::SIGCONT });
+        sys::signal_all(
+            stopped,
+            if kill {
+                Signal::SIGKILL
+            } else {
+                Signal::SIGCONT
+            },
+        );
     }
 }
 
 /// Refuses pids that cannot or must not be dumped, saying why.
 pub fn check_process(pid: i32) -> Result<()> {
     if pid <= 0 {
-        return Err(Error::invalid(format!("pid must be a positive integer, got {pid}")));
+        return Err(Error::invalid(format!(
+            "pid must be a positive integer, got {pid}"
+        )));
     }
     if pid == 1 {
         return Err(Error::invalid(
@@ -372,8 +404,10 @@ pub fn check_process(pid: i32) -> Result<()> {
         ));
     }
     let Some(st) = sys::proc_stat(pid) else {
-        return Err(Error::target_unavailable(format!("no process with pid {pid} exists"))
-            .with_hint("check the pid (ps -p PID); the process may have exited"));
+        return Err(
+            Error::target_unavailable(format!("no process with pid {pid} exists"))
+                .with_hint("check the pid (ps -p PID); the process may have exited"),
+        );
     };
     if st.is_kernel_thread() {
         return Err(Error::invalid(format!(

@@ -32,7 +32,13 @@ impl IntoResponse for Error {
         if self.kind == ErrorKind::Internal {
             tracing::error!(message = %self.message, "internal error");
         }
-        (status, Json(ErrorBody { error: self.to_info() })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_info(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -53,13 +59,20 @@ where
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Error::new(
                     ErrorKind::PayloadTooLarge,
-                    format!("the request body is larger than the limit of {} bytes", super::BODY_LIMIT),
+                    format!(
+                        "the request body is larger than the limit of {} bytes",
+                        super::BODY_LIMIT
+                    ),
                 )
             } else {
                 Error::invalid(format!("cannot read the request body: {rej}"))
             }
         })?;
-        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         serde_json::from_slice(body).map(ApiJson).map_err(|e| {
             Error::invalid(format!("invalid JSON body: {e}"))
                 .with_hint("see openapi.yaml for the fields each route accepts")

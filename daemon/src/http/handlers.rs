@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 const POST_WAIT: Duration = Duration::from_secs(3600);
 
 pub async fn health() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 pub async fn info(State(s): State<AppState>) -> Json<Info> {
@@ -29,7 +31,12 @@ pub async fn info(State(s): State<AppState>) -> Json<Info> {
                 .arg("--version")
                 .output()
                 .ok()
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_owned));
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .map(str::to_owned)
+                });
             vec![RuntimeInfo {
                 name: "runc".into(),
                 path: p.display().to_string(),
@@ -60,11 +67,9 @@ pub async fn info(State(s): State<AppState>) -> Json<Info> {
 
 /// A finished job's error as an answer: the job's status code and error body, naming the job.
 fn job_error(job: &Job) -> Response {
-    let mut err = job
-        .error
-        .as_ref()
-        .map(Error::from_info)
-        .unwrap_or_else(|| Error::internal(format!("job ended {} without an error", job.state.as_str())));
+    let mut err = job.error.as_ref().map(Error::from_info).unwrap_or_else(|| {
+        Error::internal(format!("job ended {} without an error", job.state.as_str()))
+    });
     err = err
         .with("job_id", job.id.to_string())
         .with("checkpoint_id", job.checkpoint_id.to_string());
@@ -86,7 +91,11 @@ pub async fn create_checkpoint(
                 return Ok(job_error(&job));
             }
             let checkpoint = s.jobs.checkpoint(&checkpoint.id.to_string()).await?;
-            return Ok((StatusCode::CREATED, Json(CheckpointAndJob { checkpoint, job })).into_response());
+            return Ok((
+                StatusCode::CREATED,
+                Json(CheckpointAndJob { checkpoint, job }),
+            )
+                .into_response());
         }
     }
     let checkpoint = s.jobs.checkpoint(&checkpoint.id.to_string()).await?;
@@ -99,7 +108,10 @@ pub async fn create_checkpoint(
         .into_response())
 }
 
-pub async fn list_checkpoints(State(s): State<AppState>, uri: Uri) -> Result<Json<List<ckptd_api::Checkpoint>>> {
+pub async fn list_checkpoints(
+    State(s): State<AppState>,
+    uri: Uri,
+) -> Result<Json<List<ckptd_api::Checkpoint>>> {
     let filter = query::checkpoint_filter(&uri)?;
     Ok(Json(s.jobs.catalog().list_checkpoints(&filter).await?))
 }
@@ -111,7 +123,10 @@ pub async fn get_checkpoint(
     Ok(Json(s.jobs.checkpoint(&reference).await?))
 }
 
-pub async fn delete_checkpoint(State(s): State<AppState>, Path(reference): Path<String>) -> Result<StatusCode> {
+pub async fn delete_checkpoint(
+    State(s): State<AppState>,
+    Path(reference): Path<String>,
+) -> Result<StatusCode> {
     s.jobs.delete_checkpoint(&reference).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -135,10 +150,18 @@ pub async fn restore_checkpoint(
         }
     }
     let job = s.jobs.job(&job.id.to_string()).await?;
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(JobEnvelope { job })).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(JobEnvelope { job }),
+    )
+        .into_response())
 }
 
-pub async fn checkpoint_log(State(s): State<AppState>, Path(reference): Path<String>) -> Result<Response> {
+pub async fn checkpoint_log(
+    State(s): State<AppState>,
+    Path(reference): Path<String>,
+) -> Result<Response> {
     let text = s.jobs.logs(&reference).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
@@ -148,7 +171,11 @@ pub async fn list_jobs(State(s): State<AppState>, uri: Uri) -> Result<Json<List<
     Ok(Json(s.jobs.catalog().list_jobs(&filter).await?))
 }
 
-pub async fn get_job(State(s): State<AppState>, Path(id): Path<String>, uri: Uri) -> Result<Json<Job>> {
+pub async fn get_job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Result<Json<Job>> {
     let job = match query::wait_seconds(&uri)? {
         Some(secs) => s.jobs.wait(&id, Duration::from_secs(secs)).await?,
         None => s.jobs.job(&id).await?,

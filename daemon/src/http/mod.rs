@@ -67,7 +67,11 @@ fn routes() -> Routes {
     .add(Method::GET, "/v1/checkpoints", list_checkpoints)
     .add(Method::GET, "/v1/checkpoints/{ref}", get_checkpoint)
     .add(Method::DELETE, "/v1/checkpoints/{ref}", delete_checkpoint)
-    .add(Method::POST, "/v1/checkpoints/{ref}/restore", restore_checkpoint)
+    .add(
+        Method::POST,
+        "/v1/checkpoints/{ref}/restore",
+        restore_checkpoint,
+    )
     .add(Method::GET, "/v1/checkpoints/{ref}/log", checkpoint_log)
     .add(Method::GET, "/v1/jobs", list_jobs)
     .add(Method::GET, "/v1/jobs/{id}", get_job)

@@ -15,7 +15,9 @@ fn pairs(uri: &Uri) -> Result<Vec<(String, String)>> {
 }
 
 fn unknown(key: &str, known: &str) -> Error {
-    Error::invalid(format!("unknown query parameter {key:?}; this route takes: {known}"))
+    Error::invalid(format!(
+        "unknown query parameter {key:?}; this route takes: {known}"
+    ))
 }
 
 fn parse<T: std::str::FromStr>(key: &str, v: &str, what: &str) -> Result<T> {
@@ -26,7 +28,9 @@ fn parse<T: std::str::FromStr>(key: &str, v: &str, what: &str) -> Result<T> {
 fn limit(v: &str) -> Result<u32> {
     let n: u32 = parse("limit", v, "a number")?;
     if n == 0 || n > MAX_LIMIT {
-        return Err(Error::invalid(format!("limit must be between 1 and {MAX_LIMIT}, got {n}")));
+        return Err(Error::invalid(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {n}"
+        )));
     }
     Ok(n)
 }
@@ -39,7 +43,9 @@ fn boolean(key: &str, v: &str) -> Result<bool> {
     match v {
         "true" | "1" | "" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(Error::invalid(format!("query parameter {key}={v:?} is not true or false"))),
+        _ => Err(Error::invalid(format!(
+            "query parameter {key}={v:?} is not true or false"
+        ))),
     }
 }
 
@@ -65,7 +71,9 @@ pub fn wait_seconds(uri: &Uri) -> Result<Option<u64>> {
             "wait" => {
                 let s: u64 = parse(&k, &v, "a number of seconds")?;
                 if s > MAX_WAIT_SECS {
-                    return Err(Error::invalid(format!("wait is at most {MAX_WAIT_SECS} seconds, got {s}")));
+                    return Err(Error::invalid(format!(
+                        "wait is at most {MAX_WAIT_SECS} seconds, got {s}"
+                    )));
                 }
                 wait = Some(s);
             }
@@ -92,9 +100,9 @@ pub fn checkpoint_filter(uri: &Uri) -> Result<CheckpointFilter> {
                 })?)
             }
             "label" => {
-                let (lk, lv) = v.split_once('=').ok_or_else(|| {
-                    Error::invalid(format!("label={v:?} must be key=value"))
-                })?;
+                let (lk, lv) = v
+                    .split_once('=')
+                    .ok_or_else(|| Error::invalid(format!("label={v:?} must be key=value")))?;
                 f.labels.push((lk.to_owned(), lv.to_owned()));
             }
             "limit" => f.limit = limit(&v)?,

@@ -124,8 +124,10 @@ impl Jobs {
 
     fn refuse_if_shutting_down(&self) -> Result<()> {
         if self.is_shutting_down() {
-            return Err(Error::unavailable("ckptd is shutting down and takes no new jobs")
-                .with_hint("retry once the daemon has restarted"));
+            return Err(
+                Error::unavailable("ckptd is shutting down and takes no new jobs")
+                    .with_hint("retry once the daemon has restarted"),
+            );
         }
         Ok(())
     }
@@ -135,13 +137,19 @@ impl Jobs {
         self.refuse_if_shutting_down()?;
         let inner = &self.inner;
         let target = req.target.clone().ok_or_else(|| {
-            Error::invalid("the request has no \"target\"; give {\"target\":{\"kind\":\"process\",\"pid\":N}}")
+            Error::invalid(
+                "the request has no \"target\"; give {\"target\":{\"kind\":\"process\",\"pid\":N}}",
+            )
         })?;
         if let Some(n) = &req.name {
             validate::name(n)?;
         }
         validate::labels(&req.labels)?;
-        let custom_dir = req.checkpoint_dir.as_deref().map(validate::checkpoint_dir).transpose()?;
+        let custom_dir = req
+            .checkpoint_dir
+            .as_deref()
+            .map(validate::checkpoint_dir)
+            .transpose()?;
         inner.engine.check_target(&target)?;
 
         let id = Uuid::new_v4();
@@ -149,8 +157,10 @@ impl Jobs {
         let name = match &req.name {
             Some(n) => {
                 if inner.catalog.name_exists(n).await? {
-                    return Err(Error::conflict(format!("a checkpoint named {n:?} already exists"))
-                        .with_hint("choose another name, or delete the old checkpoint first"));
+                    return Err(Error::conflict(format!(
+                        "a checkpoint named {n:?} already exists"
+                    ))
+                    .with_hint("choose another name, or delete the old checkpoint first"));
                 }
                 n.clone()
             }
@@ -204,7 +214,11 @@ impl Jobs {
             stats: None,
             error: None,
         };
-        if let Err(e) = inner.catalog.insert_checkpoint_with_job(&checkpoint, &job).await {
+        if let Err(e) = inner
+            .catalog
+            .insert_checkpoint_with_job(&checkpoint, &job)
+            .await
+        {
             inner.release(reservation);
             return Err(e);
         }
@@ -320,19 +334,32 @@ impl Jobs {
                 .with_hint(format!("wait for it to end: GET /v1/jobs/{id}?wait=60")))
             }
             s => {
-                return Err(Error::conflict(format!("job {id} has already ended ({})", s.as_str())))
+                return Err(Error::conflict(format!(
+                    "job {id} has already ended ({})",
+                    s.as_str()
+                )))
             }
         }
         let err = Error::conflict("the job was cancelled before it started");
         job.state = JobState::Cancelled;
         job.finished_at = Some(catalog::now());
         job.error = Some(err.to_info());
-        if !self.inner.catalog.update_job_if(&job, JobState::Queued).await? {
+        if !self
+            .inner
+            .catalog
+            .update_job_if(&job, JobState::Queued)
+            .await?
+        {
             // A worker claimed it in the meantime.
             return Box::pin(self.cancel(id)).await;
         }
         if job.kind == JobKind::Checkpoint {
-            if let Some(mut cp) = self.inner.catalog.checkpoint(&job.checkpoint_id.to_string()).await? {
+            if let Some(mut cp) = self
+                .inner
+                .catalog
+                .checkpoint(&job.checkpoint_id.to_string())
+                .await?
+            {
                 cp.status = CheckpointStatus::Failed;
                 cp.completed_at = job.finished_at;
                 cp.error = job.error.clone();
@@ -348,7 +375,10 @@ impl Jobs {
     pub async fn delete_checkpoint(&self, reference: &str) -> Result<()> {
         let inner = &self.inner;
         let cp = self.checkpoint(reference).await?;
-        if matches!(cp.status, CheckpointStatus::Pending | CheckpointStatus::Running) {
+        if matches!(
+            cp.status,
+            CheckpointStatus::Pending | CheckpointStatus::Running
+        ) {
             return Err(Error::conflict(format!(
                 "checkpoint {} is {}: its job has not ended",
                 cp.name,
@@ -358,11 +388,15 @@ impl Jobs {
         }
         let reservation = inner.reserve_checkpoint(cp.id)?;
         let dir = PathBuf::from(&cp.dir);
-        let removed = sys::remove_dir_tree(&partial_dir(&dir)).and_then(|()| sys::remove_dir_tree(&dir));
+        let removed =
+            sys::remove_dir_tree(&partial_dir(&dir)).and_then(|()| sys::remove_dir_tree(&dir));
         let result = match removed {
             Ok(()) => inner.catalog.delete_checkpoint(cp.id).await,
-            Err(e) => Err(Error::io("cannot remove the checkpoint directory", &dir, &e)
-                .with_hint("fix the directory's permissions or remove it by hand, then delete again")),
+            Err(e) => Err(
+                Error::io("cannot remove the checkpoint directory", &dir, &e).with_hint(
+                    "fix the directory's permissions or remove it by hand, then delete again",
+                ),
+            ),
         };
         inner.release(reservation);
         if result.is_ok() {
@@ -415,7 +449,8 @@ impl Jobs {
         let inner = &self.inner;
         inner.shutting_down.store(true, Ordering::SeqCst);
         inner.shutdown.send_replace(true);
-        let workers: Vec<JoinHandle<()>> = std::mem::take(&mut *inner.workers.lock().expect("workers lock"));
+        let workers: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *inner.workers.lock().expect("workers lock"));
         // Queued jobs will not run now: record that, so the caller knows to resubmit.
         let queued = inner
             .catalog
@@ -429,14 +464,21 @@ impl Jobs {
             let err = Error::unavailable("ckptd shut down before the job started")
                 .with_hint("submit it again once the daemon has restarted");
             for job in queued.items {
-                if let Err(e) = inner.end_job(job, Err(err.clone()), Some(JobState::Queued)).await {
+                if let Err(e) = inner
+                    .end_job(job, Err(err.clone()), Some(JobState::Queued))
+                    .await
+                {
                     tracing::error!(error = %e, "recording a cancelled job failed");
                 }
             }
         }
         let running = self.running_jobs();
         if running > 0 {
-            tracing::info!(running, timeout_s = timeout.as_secs(), "waiting for running jobs");
+            tracing::info!(
+                running,
+                timeout_s = timeout.as_secs(),
+                "waiting for running jobs"
+            );
         }
         let all = futures_join(workers);
         if tokio::time::timeout(timeout, all).await.is_err() {
@@ -540,7 +582,13 @@ fn default_name(target: &Target, at: &chrono::DateTime<chrono::Utc>) -> String {
     };
     let mut base: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(100)
         .collect();
     if !base.starts_with(|c: char| c.is_ascii_alphanumeric()) {
@@ -568,8 +616,10 @@ impl Inner {
         }
         if let Some(c) = checkpoint {
             if busy.checkpoints.contains(&c) {
-                return Err(Error::conflict(format!("checkpoint {c} is in use by another job"))
-                    .with_hint("wait for that job to end, then retry"));
+                return Err(
+                    Error::conflict(format!("checkpoint {c} is in use by another job"))
+                        .with_hint("wait for that job to end, then retry"),
+                );
             }
             busy.checkpoints.insert(c);
         }
@@ -583,8 +633,10 @@ impl Inner {
     fn reserve_checkpoint(&self, checkpoint: Uuid) -> Result<Reservation> {
         let mut busy = self.busy.lock().expect("busy lock");
         if !busy.checkpoints.insert(checkpoint) {
-            return Err(Error::conflict(format!("checkpoint {checkpoint} is in use by a job"))
-                .with_hint("wait for the job to end (GET /v1/jobs?state=running), then retry"));
+            return Err(
+                Error::conflict(format!("checkpoint {checkpoint} is in use by a job"))
+                    .with_hint("wait for the job to end (GET /v1/jobs?state=running), then retry"),
+            );
         }
         Ok(Reservation {
             target: None,
@@ -646,7 +698,11 @@ impl Inner {
         if job.state != JobState::Queued {
             return Ok(()); // cancelled while it waited
         }
-        let Some(mut cp) = self.catalog.checkpoint(&job.checkpoint_id.to_string()).await? else {
+        let Some(mut cp) = self
+            .catalog
+            .checkpoint(&job.checkpoint_id.to_string())
+            .await?
+        else {
             let e = Error::not_found("the job's checkpoint no longer exists");
             return self.end_job(job, Err(e), Some(JobState::Queued)).await;
         };
@@ -702,7 +758,12 @@ impl Inner {
     }
 
     /// Records a job's end (optionally only if it is still in `from`) and wakes waiters.
-    async fn end_job(&self, mut job: Job, outcome: Result<Option<JobResult>>, from: Option<JobState>) -> Result<()> {
+    async fn end_job(
+        &self,
+        mut job: Job,
+        outcome: Result<Option<JobResult>>,
+        from: Option<JobState>,
+    ) -> Result<()> {
         job.finished_at = Some(catalog::now());
         match outcome {
             Ok(result) => {
@@ -726,8 +787,15 @@ impl Inner {
             }
         };
         if written && job.kind == JobKind::Checkpoint && from.is_some() {
-            if let Some(mut cp) = self.catalog.checkpoint(&job.checkpoint_id.to_string()).await? {
-                if !matches!(cp.status, CheckpointStatus::Ready | CheckpointStatus::Failed) {
+            if let Some(mut cp) = self
+                .catalog
+                .checkpoint(&job.checkpoint_id.to_string())
+                .await?
+            {
+                if !matches!(
+                    cp.status,
+                    CheckpointStatus::Ready | CheckpointStatus::Failed
+                ) {
                     cp.status = CheckpointStatus::Failed;
                     cp.completed_at = job.finished_at;
                     cp.error = job.error.clone();

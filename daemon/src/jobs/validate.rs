@@ -10,7 +10,10 @@ pub const MAX_LABELS: usize = 64;
 /// Names: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`, and not a UUID (ids are UUIDs; `{ref}` takes both).
 pub fn name(name: &str) -> Result<()> {
     let ok = name.len() <= 128
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
@@ -74,7 +77,9 @@ pub fn checkpoint_dir(dir: &str) -> Result<PathBuf> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::invalid(format!(
             "checkpoint_dir {dir} does not exist; create it first (mkdir -m 0700 {dir})"
         ))),
-        Err(e) => Err(Error::invalid(format!("checkpoint_dir {dir} cannot be read: {e}"))),
+        Err(e) => Err(Error::invalid(format!(
+            "checkpoint_dir {dir} cannot be read: {e}"
+        ))),
         Ok(md) if md.file_type().is_symlink() => Err(Error::invalid(format!(
             "checkpoint_dir {dir} is a symlink; give the directory it points to"
         ))),
@@ -106,17 +111,33 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().to_str().unwrap();
         assert_eq!(checkpoint_dir(p).unwrap(), d.path());
-        assert!(checkpoint_dir("relative/x").unwrap_err().message.contains("absolute"));
-        assert!(checkpoint_dir(&format!("{p}/../x")).unwrap_err().message.contains(".."));
-        assert!(checkpoint_dir(&format!("{p}/nope")).unwrap_err().message.contains("does not exist"));
+        assert!(checkpoint_dir("relative/x")
+            .unwrap_err()
+            .message
+            .contains("absolute"));
+        assert!(checkpoint_dir(&format!("{p}/../x"))
+            .unwrap_err()
+            .message
+            .contains(".."));
+        assert!(checkpoint_dir(&format!("{p}/nope"))
+            .unwrap_err()
+            .message
+            .contains("does not exist"));
         let link = d.path().join("link");
         std::os::unix::fs::symlink(d.path(), &link).unwrap();
-        assert!(checkpoint_dir(link.to_str().unwrap()).unwrap_err().message.contains("symlink"));
+        assert!(checkpoint_dir(link.to_str().unwrap())
+            .unwrap_err()
+            .message
+            .contains("symlink"));
     }
 
     #[test]
     fn label_rules() {
-        labels(&BTreeMap::from([("app".into(), "web".into()), ("k8s.io/x".into(), "".into())])).unwrap();
+        labels(&BTreeMap::from([
+            ("app".into(), "web".into()),
+            ("k8s.io/x".into(), "".into()),
+        ]))
+        .unwrap();
         assert!(labels(&BTreeMap::from([("".into(), "v".into())])).is_err());
         assert!(labels(&BTreeMap::from([("a".into(), "x\ny".into())])).is_err());
     }

@@ -1,0 +1,493 @@
+//! End to end: the real ckptd binary, over its real socket, checkpointing and restoring real
+//! process trees with the real CRIU.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use ckptd_api::{
+    CheckpointStatus, CreateCheckpoint, JobState, RestoreRequest, Target as ApiTarget,
+};
+use ckptd_tests::{alive, proc_state, Daemon, Target};
+use serde_json::{json, Value};
+
+fn process(pid: i32) -> Option<ApiTarget> {
+    Some(ApiTarget::Process { pid })
+}
+
+#[tokio::test]
+async fn looper_checkpoint_list_restore_delete() {
+    let d = Daemon::start().await;
+    let mut looper = Target::looper(d.dir.path());
+    let pid = looper.pid;
+
+    // Checkpoint: the looper stops and its output stops growing.
+    let created = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(pid),
+                name: Some("looper1".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    let cp = created.checkpoint;
+    assert_eq!(cp.status, CheckpointStatus::Ready, "{cp:?}");
+    assert_eq!(created.job.state, JobState::Succeeded);
+    assert!(cp.size_bytes > 0);
+    assert_eq!(
+        cp.criu_version.as_deref().map(|v| v >= "4.2"),
+        Some(true),
+        "{cp:?}"
+    );
+    let stats = cp.stats.expect("CRIU statistics recorded");
+    assert!(
+        stats.frozen_time_us > 0 && stats.pages_written > 0,
+        "{stats:?}"
+    );
+    assert!(cp.completed_at.is_some());
+    looper.reap();
+    assert!(
+        !alive(pid),
+        "the looper still runs after a checkpoint without leave_running"
+    );
+    let stopped_at = looper.lines().len();
+    assert!(!looper.is_progressing(Duration::from_millis(500)));
+    assert_eq!(looper.lines().len(), stopped_at);
+
+    // Images: a 0700 directory with CRIU's images and its log; no partial directory left.
+    let dir = std::path::Path::new(&cp.dir);
+    assert!(dir.starts_with(&d.state_dir), "{}", cp.dir);
+    assert_eq!(
+        std::fs::metadata(dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(dir.join("pstree.img").exists() && dir.join("dump.log").exists());
+    assert!(!std::path::Path::new(&format!("{}.partial", cp.dir)).exists());
+
+    // List.
+    let list = d
+        .client
+        .list_checkpoints(&format!("pid={pid}"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0], cp);
+    assert_eq!(d.client.checkpoint("looper1").await.unwrap(), cp);
+    assert_eq!(d.client.checkpoint(&cp.id.to_string()).await.unwrap(), cp);
+
+    // Restore in place: same pid, output continues exactly where it stopped.
+    let job = d
+        .client
+        .restore("looper1", &RestoreRequest::default(), true)
+        .await
+        .expect("restore");
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(job.result.as_ref().and_then(|r| r.pid), Some(pid));
+    looper.wait_for_lines(stopped_at + 5);
+    let n = looper.assert_contiguous();
+    assert!(n >= stopped_at + 5);
+    assert!(alive(pid));
+
+    // The log route has the dump log, then the restore's.
+    let log = d.client.checkpoint_log("looper1").await.unwrap();
+    let dump_at = log.find("dump.log ===").expect("dump log");
+    let restore_at = log
+        .find(&format!("restore-{}.log ===", job.id))
+        .expect("restore log");
+    assert!(dump_at < restore_at);
+
+    // Delete: images gone, then 404.
+    d.client.delete_checkpoint("looper1").await.expect("delete");
+    assert!(!dir.exists(), "images still on disk after delete");
+    let err = d.client.checkpoint("looper1").await.unwrap_err();
+    assert_eq!(err.api_error().unwrap().0.as_u16(), 404);
+    let err = d.client.delete_checkpoint("looper1").await.unwrap_err();
+    assert_eq!(err.api_error().unwrap().0.as_u16(), 404);
+}
+
+#[tokio::test]
+async fn leave_running_keeps_the_process_running() {
+    let d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "lr", 0, false);
+    let created = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    assert_eq!(created.checkpoint.status, CheckpointStatus::Ready);
+    assert!(created.checkpoint.options.leave_running);
+    assert!(
+        created.checkpoint.name.starts_with("python3-"),
+        "{}",
+        created.checkpoint.name
+    );
+    assert!(alive(t.pid));
+    assert_ne!(proc_state(t.pid), Some('T'));
+    assert!(
+        t.is_progressing(Duration::from_secs(2)),
+        "output stopped after a leave_running checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn async_jobs_long_poll_labels_and_filters() {
+    let d = Daemon::start().await;
+    let a = Target::python(d.dir.path(), "a", 0, false);
+    let b = Target::python(d.dir.path(), "b", 0, false);
+    let mut ids = Vec::new();
+    for (t, app, name) in [(&a, "web", "a1"), (&b, "db", "b1"), (&a, "web", "a2")] {
+        let resp = d
+            .client
+            .send_json(
+                hyper::Method::POST,
+                "/v1/checkpoints",
+                &json!({"target": {"kind": "process", "pid": t.pid}, "name": name,
+                        "leave_running": true, "labels": {"app": app, "tier": "x"}}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status.as_u16(), 202, "{}", resp.text());
+        let body: Value = resp.json().unwrap();
+        let job_id = body["job"]["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            resp.location.as_deref(),
+            Some(format!("/v1/jobs/{job_id}").as_str())
+        );
+        assert!(matches!(
+            body["job"]["state"].as_str(),
+            Some("queued" | "running" | "succeeded")
+        ));
+        // Long-poll until the job ends.
+        let job = d
+            .client
+            .job(&job_id, Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+        ids.push(job.checkpoint_id);
+    }
+    let names = |q: &str| {
+        let c = d.client.clone();
+        let q = q.to_owned();
+        async move {
+            c.list_checkpoints(&q)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names("").await, ["a2", "b1", "a1"], "newest first");
+    assert_eq!(names("label=app=web").await, ["a2", "a1"]);
+    assert_eq!(names("label=app=web&label=tier=x").await, ["a2", "a1"]);
+    assert_eq!(names("label=app=nope").await, Vec::<String>::new());
+    assert_eq!(names(&format!("pid={}", b.pid)).await, ["b1"]);
+    assert_eq!(names("status=ready").await.len(), 3);
+    assert_eq!(names("status=failed").await.len(), 0);
+    // Paging with the cursor.
+    let p1 = d.client.list_checkpoints("limit=2").await.unwrap();
+    assert_eq!(p1.items.len(), 2);
+    let p2 = d
+        .client
+        .list_checkpoints(&format!("limit=2&after={}", p1.next.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        p2.items.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["a1"]
+    );
+    assert!(p2.next.is_none());
+    // Jobs list and filters.
+    let jobs = d
+        .client
+        .jobs("kind=checkpoint&state=succeeded")
+        .await
+        .unwrap();
+    assert_eq!(jobs.items.len(), 3);
+    assert!(d
+        .client
+        .jobs("kind=restore")
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let labels = &d.client.checkpoint("b1").await.unwrap().labels;
+    assert_eq!(
+        labels,
+        &BTreeMap::from([
+            ("app".to_owned(), "db".to_owned()),
+            ("tier".to_owned(), "x".to_owned())
+        ])
+    );
+}
+
+#[tokio::test]
+async fn catalog_is_identical_after_a_daemon_restart() {
+    let mut d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "r", 0, false);
+    for name in ["r1", "r2"] {
+        d.client
+            .create_checkpoint(
+                &CreateCheckpoint {
+                    target: process(t.pid),
+                    name: Some(name.into()),
+                    leave_running: true,
+                    labels: BTreeMap::from([("k".into(), name.into())]),
+                    ..Default::default()
+                },
+                true,
+            )
+            .await
+            .expect("checkpoint");
+    }
+    // And a failed one: its error must survive too.
+    let tcp = Target::python(d.dir.path(), "rt", 0, true);
+    let _ = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(tcp.pid),
+                name: Some("r3".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    let before = d.client.get("/v1/checkpoints").await.unwrap().text();
+    let jobs_before = d.client.get("/v1/jobs").await.unwrap().text();
+    let one_before = d.client.get("/v1/checkpoints/r3").await.unwrap().text();
+    d.restart().await;
+    assert_eq!(
+        d.client.get("/v1/checkpoints").await.unwrap().text(),
+        before
+    );
+    assert_eq!(d.client.get("/v1/jobs").await.unwrap().text(), jobs_before);
+    assert_eq!(
+        d.client.get("/v1/checkpoints/r3").await.unwrap().text(),
+        one_before
+    );
+    let v: Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn tcp_connection_fails_with_hint_then_succeeds_with_tcp_established() {
+    let d = Daemon::start().await;
+    let mut t = Target::python(d.dir.path(), "tcp", 0, true);
+    let err = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("tcp1".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    let (status, e) = err.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 500, "{e:?}");
+    assert_eq!(e.code, "criu_failed");
+    assert!(e.message.contains("Connected TCP socket"), "{}", e.message);
+    assert!(
+        e.log_tail()
+            .iter()
+            .any(|l| l.contains("Connected TCP socket")),
+        "{:?}",
+        e.log_tail()
+    );
+    assert!(
+        !e.log_tail().iter().any(|l| l.contains("RLIMIT_NOFILE")),
+        "harmless noise quoted: {:?}",
+        e.log_tail()
+    );
+    assert!(
+        e.hint().unwrap().contains("tcp_established"),
+        "{:?}",
+        e.hint()
+    );
+    // The process lives on, not frozen, not stopped.
+    assert!(alive(t.pid));
+    assert_ne!(proc_state(t.pid), Some('T'));
+    assert!(
+        t.is_progressing(Duration::from_secs(2)),
+        "target frozen after a failed dump"
+    );
+    // The failed checkpoint is recorded with its error and log; its images are gone.
+    let cp = d.client.checkpoint("tcp1").await.unwrap();
+    assert_eq!(cp.status, CheckpointStatus::Failed);
+    assert_eq!(cp.error.as_ref().unwrap().code, "criu_failed");
+    let files: Vec<String> = std::fs::read_dir(&cp.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["dump.log"]);
+    assert!(d
+        .client
+        .checkpoint_log("tcp1")
+        .await
+        .unwrap()
+        .contains("Connected TCP socket"));
+    // A failed checkpoint cannot be restored.
+    let err = d
+        .client
+        .restore("tcp1", &RestoreRequest::default(), true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.api_error().unwrap().0.as_u16(), 409);
+
+    // With tcp_established it succeeds, and the restored process's connection works.
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("tcp2".into()),
+                tcp_established: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint with tcp_established")
+        .checkpoint;
+    assert!(cp.options.tcp_established);
+    t.reap();
+    let stopped_at = t.lines().len();
+    let job = d
+        .client
+        .restore("tcp2", &RestoreRequest::default(), true)
+        .await
+        .expect("restore");
+    assert_eq!(job.result.unwrap().pid, Some(t.pid));
+    t.wait_for_lines(stopped_at + 5);
+    t.assert_contiguous();
+}
+
+#[tokio::test]
+async fn checkpoint_dir_puts_images_where_asked_and_restores_from_there() {
+    let d = Daemon::start().await;
+    let custom = tempfile::tempdir().unwrap();
+    let mut t = Target::python(d.dir.path(), "cd", 0, false);
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("custom1".into()),
+                checkpoint_dir: Some(custom.path().display().to_string()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint")
+        .checkpoint;
+    assert_eq!(std::path::Path::new(&cp.dir), custom.path().join("custom1"));
+    assert!(custom.path().join("custom1/pstree.img").exists());
+    assert_eq!(
+        d.client.list_checkpoints("").await.unwrap().items[0].dir,
+        cp.dir
+    );
+    // The same name again: its folder exists, so 409, and nothing new is recorded.
+    let other = Target::python(d.dir.path(), "cd2", 0, false);
+    let err = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(other.pid),
+                name: Some("custom1".into()),
+                checkpoint_dir: Some(custom.path().display().to_string()),
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.api_error().unwrap().0.as_u16(), 409, "{err}");
+    assert_eq!(d.client.list_checkpoints("").await.unwrap().items.len(), 1);
+    t.reap();
+    let stopped_at = t.lines().len();
+    let job = d
+        .client
+        .restore("custom1", &RestoreRequest::default(), true)
+        .await
+        .expect("restore");
+    assert_eq!(job.result.unwrap().pid, Some(t.pid));
+    t.wait_for_lines(stopped_at + 3);
+    t.assert_contiguous();
+    d.client.delete_checkpoint("custom1").await.unwrap();
+    assert!(!custom.path().join("custom1").exists());
+    assert!(
+        custom.path().exists(),
+        "delete removed more than the checkpoint's own folder"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_target_gets_409_and_sigterm_lets_the_running_dump_finish() {
+    let mut d = Daemon::start().await;
+    // 512 MiB: the dump takes long enough for the second request to overlap it.
+    let t = Target::python(d.dir.path(), "big", 512, false);
+    let first = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("big1".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .expect("first checkpoint accepted");
+    let err = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("big2".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .unwrap_err();
+    let (status, e) = err.api_error().unwrap();
+    assert_eq!(status.as_u16(), 409, "{e:?}");
+    assert!(e.message.contains("one job per target"), "{}", e.message);
+    assert!(
+        d.client.checkpoint("big2").await.is_err(),
+        "a refused request left a row"
+    );
+
+    // SIGTERM while the dump runs: the daemon lets it finish, records it, removes its socket.
+    let status = d.stop().await;
+    assert!(status.success());
+    assert!(!d.socket.exists(), "socket left behind after SIGTERM");
+    d.restart_after_stop().await;
+    let job = d.client.job(&first.job.id.to_string(), None).await.unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}\n{}", d.log());
+    assert_eq!(
+        d.client.checkpoint("big1").await.unwrap().status,
+        CheckpointStatus::Ready
+    );
+    assert!(alive(t.pid) && t.is_progressing(Duration::from_secs(2)));
+}
