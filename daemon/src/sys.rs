@@ -132,6 +132,27 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// `pid` and all its descendants, from /proc/PID/task/TID/children (parents before children).
+pub fn process_tree(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,25 +192,4 @@ mod tests {
         assert!(remove_dir_tree(&link).is_err());
         assert!(target.join("keep").exists());
     }
-}
-
-/// `pid` and all its descendants, from /proc/PID/task/TID/children (parents before children).
-pub fn process_tree(pid: i32) -> Vec<i32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let children = fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                    if !out.contains(&c) {
-                        out.push(c);
-                    }
-                }
-            }
-        }
-        i += 1;
-    }
-    out
 }

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 pub use ckptd_api as api;
 use ckptd_api::Client;
 
-/// The ckptd binary (target/<profile>/ckptd, beside the test's deps dir). `cargo test` does not
-/// rebuild another crate's binary, so the first call builds it: a test never runs a stale daemon.
-pub fn daemon_binary() -> PathBuf {
+/// A binary of this workspace (target/<profile>/NAME, beside the test's deps dir). `cargo test`
+/// does not rebuild another crate's binary, so the first call in a test process builds both
+/// binaries: a test never runs a stale one.
+pub fn workspace_binary(name: &str) -> PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -21,20 +22,29 @@ pub fn daemon_binary() -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "ckptd", "--bin", "ckptd"]);
+        cmd.args([
+            "build", "--quiet", "-p", "ckptd", "--bin", "ckptd", "-p", "ckpt", "--bin", "ckpt",
+        ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("run cargo build for the daemon");
-        assert!(status.success(), "building the ckptd binary failed");
+        let status = cmd.status().expect("run cargo build for the binaries");
+        assert!(
+            status.success(),
+            "building the ckptd and ckpt binaries failed"
+        );
     });
-    let bin = dir.join("ckptd");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it first (cargo build --workspace, which `make test` does)",
+        "{} is missing after cargo build",
         bin.display()
     );
     bin
+}
+
+pub fn daemon_binary() -> PathBuf {
+    workspace_binary("ckptd")
 }
 
 pub struct Daemon {

@@ -1,1 +1,165 @@
+//! The router and openapi.yaml agree, and every route answers through the real router.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::*;
+use crate::catalog::Catalog;
+use crate::criu::{CriuEngine, CriuProbe};
+use crate::jobs::{Jobs, JobsConfig};
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+fn spec_routes() -> BTreeSet<(String, String)> {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml")).unwrap();
+    let spec: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut out = BTreeSet::new();
+    for (path, item) in spec["paths"].as_mapping().unwrap() {
+        for (method, _) in item.as_mapping().unwrap() {
+            let m = method.as_str().unwrap();
+            if METHODS.contains(&m) {
+                out.insert((m.to_uppercase(), path.as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn router_and_openapi_list_the_same_routes() {
+    let served: BTreeSet<(String, String)> = route_table()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_owned()))
+        .collect();
+    let spec = spec_routes();
+    let undocumented: Vec<_> = served.difference(&spec).collect();
+    let unserved: Vec<_> = spec.difference(&served).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from openapi.yaml: {undocumented:?}"
+    );
+    assert!(
+        unserved.is_empty(),
+        "openapi.yaml lists routes the daemon does not serve: {unserved:?}"
+    );
+}
+
+async fn app() -> (tempfile::TempDir, Router) {
+    let d = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open(&d.path().join("c.db")).await.unwrap();
+    let probe = CriuProbe {
+        path: None,
+        version: None,
+        check_ok: false,
+        check_output: None,
+    };
+    let engine = Arc::new(CriuEngine::new(
+        probe.clone(),
+        4,
+        std::time::Duration::from_secs(1),
+    ));
+    let jobs = Jobs::new(
+        catalog,
+        engine,
+        JobsConfig {
+            checkpoints_root: d.path().join("checkpoints"),
+            queue_capacity: 4,
+        },
+    );
+    let info = Arc::new(DaemonInfo {
+        criu: probe,
+        state_dir: d.path().to_owned(),
+        checkpoints_dir: d.path().join("checkpoints"),
+        workers: 1,
+        queue_capacity: 4,
+    });
+    (d, router(AppState { jobs, info }))
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served_and_others_are_not() {
+    let (_d, app) = app().await;
+    for (method, path) in spec_routes() {
+        let concrete = path
+            .replace("{ref}", "nope")
+            .replace("{id}", "6f1c1b0e-8a44-4d3f-a5a5-0a0b0c0d0e0f");
+        let (status, body) = call(&app, method.parse().unwrap(), &concrete, "").await;
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(
+            body["error"]["message"] != "no such route",
+            "{method} {path} fell through to the fallback"
+        );
+        // Methods the spec does not list for this path are refused with the API's error body.
+        for other in METHODS.iter().map(|m| m.to_uppercase()) {
+            let listed = spec_routes().contains(&(other.clone(), path.clone()));
+            if !listed {
+                let (status, body) = call(&app, other.parse().unwrap(), &concrete, "").await;
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{other} {path}");
+                assert_eq!(body["error"]["code"], "invalid_request");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn rejections_use_the_api_error_body() {
+    let (_d, app) = app().await;
+    let (s, b) = call(&app, Method::POST, "/v1/checkpoints", "{not json").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["error"]["code"], "invalid_request");
+    let (s, b) = call(
+        &app,
+        Method::POST,
+        "/v1/checkpoints",
+        r#"{"target":{"kind":"process","pid":5},"x":1}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown field `x`"));
+    let (s, b) = call(&app, Method::GET, "/nope", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(b["error"]["code"], "not_found");
+    let big = " ".repeat(BODY_LIMIT + 1);
+    let (s, b) = call(&app, Method::POST, "/v1/checkpoints", &big).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(b["error"]["code"], "payload_too_large");
+}
+
+#[test]
+fn every_error_kind_has_one_status() {
+    use crate::error::ErrorKind;
+    for k in ErrorKind::ALL {
+        assert_eq!(ErrorKind::from_code(k.code()), Some(k));
+        let s = error::status(k);
+        assert!(s.is_client_error() || s.is_server_error(), "{k:?}");
+    }
+}

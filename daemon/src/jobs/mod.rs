@@ -592,7 +592,7 @@ fn default_name(target: &Target, at: &chrono::DateTime<chrono::Utc>) -> String {
         .take(100)
         .collect();
     if !base.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        base.insert_str(0, "p");
+        base.insert(0, 'p');
     }
     format!("{base}-{}", at.format("%Y%m%dT%H%M%SZ"))
 }
@@ -604,8 +604,15 @@ struct Reservation {
 }
 
 impl Inner {
+    /// The busy sets; their critical sections cannot panic half-way, so poison is ignored.
+    fn busy(&self) -> std::sync::MutexGuard<'_, Busy> {
+        self.busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn reserve(&self, target: &Target, checkpoint: Option<Uuid>, job: Uuid) -> Result<Reservation> {
-        let mut busy = self.busy.lock().expect("busy lock");
+        let mut busy = self.busy();
         let key = target.key();
         if let Some(other) = busy.targets.get(&key) {
             return Err(Error::conflict(format!(
@@ -631,7 +638,7 @@ impl Inner {
     }
 
     fn reserve_checkpoint(&self, checkpoint: Uuid) -> Result<Reservation> {
-        let mut busy = self.busy.lock().expect("busy lock");
+        let mut busy = self.busy();
         if !busy.checkpoints.insert(checkpoint) {
             return Err(
                 Error::conflict(format!("checkpoint {checkpoint} is in use by a job"))
@@ -645,7 +652,7 @@ impl Inner {
     }
 
     fn release(&self, r: Reservation) {
-        let mut busy = self.busy.lock().expect("busy lock");
+        let mut busy = self.busy();
         if let Some(t) = r.target {
             busy.targets.remove(&t);
         }
@@ -656,7 +663,7 @@ impl Inner {
 
     /// Releases everything `job` holds: its target, and the checkpoint a restore reads.
     fn release_job(&self, job: &Job) {
-        let mut busy = self.busy.lock().expect("busy lock");
+        let mut busy = self.busy();
         busy.targets.retain(|_, j| *j != job.id);
         if job.kind == JobKind::Restore {
             busy.checkpoints.remove(&job.checkpoint_id);

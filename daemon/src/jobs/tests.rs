@@ -1,1 +1,286 @@
+//! Job logic with a fake engine: state transitions, durability steps, queue and target limits,
+//! cancel, reconcile. The real engine is proven end to end in the tests crate.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex as StdMutex;
+
+use ckptd_api::{CreateCheckpoint, JobResult, Target};
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec};
+
+/// Writes a fake image and log; fails when told to; can be held at the start of a dump.
+#[derive(Default)]
+struct FakeEngine {
+    fail_dump: AtomicBool,
+    gate: Option<Semaphore>,
+    released: StdMutex<Vec<(Vec<i32>, bool)>>,
+}
+
+impl Engine for FakeEngine {
+    fn version(&self) -> Option<String> {
+        Some("fake".into())
+    }
+    fn check_target(&self, target: &Target) -> Result<()> {
+        match target {
+            Target::Process { pid } if *pid > 0 => Ok(()),
+            _ => Err(Error::target_unavailable("no such target")),
+        }
+    }
+    fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
+        Box::pin(async move {
+            if let Some(g) = &self.gate {
+                let _p = g.acquire().await.expect("gate");
+            }
+            std::fs::write(spec.images_dir.join(spec.log_name), b"log line\n").unwrap();
+            std::fs::write(spec.images_dir.join("pages-1.img"), vec![7u8; 4096]).unwrap();
+            if self.fail_dump.load(Ordering::SeqCst) {
+                return Err(Error::new(ErrorKind::CriuFailed, "fake dump failed").with_hint("h"));
+            }
+            let stopped = if spec.options.leave_running {
+                vec![]
+            } else {
+                vec![4242]
+            };
+            Ok(DumpOutput {
+                stats: Some(Default::default()),
+                stopped,
+            })
+        })
+    }
+    fn restore<'a>(&'a self, _spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
+        Box::pin(async move {
+            Ok(JobResult {
+                pid: Some(4242),
+                container: None,
+            })
+        })
+    }
+    fn release_stopped(&self, stopped: &[i32], kill: bool) {
+        self.released.lock().unwrap().push((stopped.to_vec(), kill));
+    }
+}
+
+async fn setup(
+    engine: FakeEngine,
+    queue_capacity: usize,
+) -> (tempfile::TempDir, Jobs, Arc<FakeEngine>) {
+    let d = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open(&d.path().join("catalog.db")).await.unwrap();
+    let root = d.path().join("checkpoints");
+    std::fs::create_dir(&root).unwrap();
+    let engine = Arc::new(engine);
+    let jobs = Jobs::new(
+        catalog,
+        engine.clone(),
+        JobsConfig {
+            checkpoints_root: root,
+            queue_capacity,
+        },
+    );
+    (d, jobs, engine)
+}
+
+fn req(pid: i32, name: &str) -> CreateCheckpoint {
+    CreateCheckpoint {
+        target: Some(Target::Process { pid }),
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_checkpoint_goes_pending_to_ready_and_kills_only_after_durability() {
+    let (_d, jobs, engine) = setup(FakeEngine::default(), 8).await;
+    jobs.start(1);
+    let (cp, job) = jobs.submit_checkpoint(req(10, "a")).await.unwrap();
+    assert_eq!(cp.status, CheckpointStatus::Pending);
+    assert_eq!(job.state, JobState::Queued);
+    let job = jobs
+        .wait(&job.id.to_string(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert!(job.started_at.is_some() && job.finished_at.is_some());
+    let cp = jobs.checkpoint("a").await.unwrap();
+    assert_eq!(cp.status, CheckpointStatus::Ready);
+    assert_eq!(cp.size_bytes, 4096 + 9);
+    assert!(Path::new(&cp.dir).join("pages-1.img").exists());
+    assert!(!partial_dir(Path::new(&cp.dir)).exists());
+    assert_eq!(*engine.released.lock().unwrap(), vec![(vec![4242], true)]);
+}
+
+#[tokio::test]
+async fn a_failed_dump_keeps_the_log_drops_the_images_and_records_the_error() {
+    let engine = FakeEngine::default();
+    engine.fail_dump.store(true, Ordering::SeqCst);
+    let (_d, jobs, engine) = setup(engine, 8).await;
+    jobs.start(1);
+    let (_, job) = jobs.submit_checkpoint(req(10, "f")).await.unwrap();
+    let job = jobs
+        .wait(&job.id.to_string(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error.as_ref().unwrap().code, "criu_failed");
+    let cp = jobs.checkpoint("f").await.unwrap();
+    assert_eq!(cp.status, CheckpointStatus::Failed);
+    assert_eq!(cp.error, job.error);
+    let files: Vec<_> = std::fs::read_dir(&cp.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, vec![std::ffi::OsString::from(DUMP_LOG)]);
+    assert!(
+        engine.released.lock().unwrap().is_empty(),
+        "a failed dump must not kill"
+    );
+    // The target is free again.
+    engine.fail_dump.store(false, Ordering::SeqCst);
+    let (_, job) = jobs.submit_checkpoint(req(10, "f2")).await.unwrap();
+    assert_eq!(
+        jobs.wait(&job.id.to_string(), Duration::from_secs(10))
+            .await
+            .unwrap()
+            .state,
+        JobState::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn full_queue_is_429_and_leaves_no_row() {
+    let (_d, jobs, _) = setup(FakeEngine::default(), 1).await; // no workers: the queue fills
+    jobs.submit_checkpoint(req(1, "q1")).await.unwrap();
+    let e = jobs.submit_checkpoint(req(2, "q2")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::QueueFull);
+    assert!(jobs.checkpoint("q2").await.is_err());
+    // The refused target is not left reserved.
+    let e = jobs.submit_checkpoint(req(2, "q3")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::QueueFull);
+}
+
+#[tokio::test]
+async fn one_job_per_target_the_second_is_409() {
+    let (_d, jobs, _) = setup(FakeEngine::default(), 8).await;
+    let (_, j1) = jobs.submit_checkpoint(req(5, "b1")).await.unwrap();
+    let e = jobs.submit_checkpoint(req(5, "b2")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    assert!(e.message.contains("one job per target"));
+    assert_eq!(e.details["job_id"], j1.id.to_string());
+    jobs.submit_checkpoint(req(6, "b3")).await.unwrap(); // another target is fine
+}
+
+#[tokio::test]
+async fn a_queued_job_can_be_cancelled_a_running_one_cannot() {
+    let engine = FakeEngine {
+        gate: Some(Semaphore::new(0)),
+        ..Default::default()
+    };
+    let (_d, jobs, engine) = setup(engine, 8).await;
+    jobs.start(1);
+    let (_, running) = jobs.submit_checkpoint(req(1, "r")).await.unwrap();
+    let (_, queued) = jobs.submit_checkpoint(req(2, "q")).await.unwrap();
+    // Wait until the worker holds the first job.
+    for _ in 0..200 {
+        if jobs.job(&running.id.to_string()).await.unwrap().state == JobState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let e = jobs.cancel(&running.id.to_string()).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict);
+    let c = jobs.cancel(&queued.id.to_string()).await.unwrap();
+    assert_eq!(c.state, JobState::Cancelled);
+    assert_eq!(
+        jobs.checkpoint("q").await.unwrap().status,
+        CheckpointStatus::Failed
+    );
+    let e = jobs.cancel(&queued.id.to_string()).await.unwrap_err();
+    assert!(e.message.contains("already ended"));
+    // The cancelled job is skipped by the worker; the target is free.
+    engine.gate.as_ref().unwrap().add_permits(10);
+    assert_eq!(
+        jobs.wait(&running.id.to_string(), Duration::from_secs(10))
+            .await
+            .unwrap()
+            .state,
+        JobState::Succeeded
+    );
+    let (_, again) = jobs.submit_checkpoint(req(2, "q-again")).await.unwrap();
+    assert_eq!(
+        jobs.wait(&again.id.to_string(), Duration::from_secs(10))
+            .await
+            .unwrap()
+            .state,
+        JobState::Succeeded
+    );
+    assert_eq!(
+        jobs.job(&queued.id.to_string()).await.unwrap().state,
+        JobState::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn restore_needs_a_ready_checkpoint_and_reports_the_pid() {
+    let (_d, jobs, _) = setup(FakeEngine::default(), 8).await;
+    jobs.start(2);
+    let (_, job) = jobs.submit_checkpoint(req(3, "c")).await.unwrap();
+    let e = jobs.submit_restore("c", RestoreRequest::default()).await;
+    // Pending (or running): 409 until it is ready.
+    if let Err(e) = e {
+        assert_eq!(e.kind, ErrorKind::Conflict);
+    }
+    jobs.wait(&job.id.to_string(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let r = jobs
+        .submit_restore("c", RestoreRequest::default())
+        .await
+        .unwrap();
+    let r = jobs
+        .wait(&r.id.to_string(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(r.state, JobState::Succeeded);
+    assert_eq!(r.result.unwrap().pid, Some(4242));
+    // Once the restore has ended, the checkpoint can be deleted.
+    jobs.delete_checkpoint("c").await.unwrap();
+    assert_eq!(
+        jobs.checkpoint("c").await.unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+}
+
+#[tokio::test]
+async fn reconcile_fails_unfinished_work_and_removes_partial_images() {
+    let (d, jobs, _) = setup(FakeEngine::default(), 8).await;
+    let (cp, job) = jobs.submit_checkpoint(req(9, "interrupted")).await.unwrap();
+    // Simulate a crash mid-dump: running rows and a partial directory.
+    let partial = partial_dir(Path::new(&cp.dir));
+    std::fs::create_dir(&partial).unwrap();
+    std::fs::write(partial.join("pages-1.img"), b"x").unwrap();
+    let mut running = job.clone();
+    running.state = JobState::Running;
+    jobs.catalog().update_job(&running).await.unwrap();
+    drop(jobs);
+    let catalog = Catalog::open(&d.path().join("catalog.db")).await.unwrap();
+    let jobs = Jobs::new(
+        catalog,
+        Arc::new(FakeEngine::default()),
+        JobsConfig {
+            checkpoints_root: d.path().join("checkpoints"),
+            queue_capacity: 8,
+        },
+    );
+    jobs.reconcile().await.unwrap();
+    let job = jobs.job(&job.id.to_string()).await.unwrap();
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.error.unwrap().message.contains("restarted"));
+    assert_eq!(
+        jobs.checkpoint("interrupted").await.unwrap().status,
+        CheckpointStatus::Failed
+    );
+    assert!(!partial.exists());
+}

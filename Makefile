@@ -1,0 +1,29 @@
+# ckptd entry points. Everything runs as root on Debian 12 (CRIU needs it).
+#   sudo make run    set up if needed, build, run the daemon in the foreground with its defaults
+#   sudo make test   set up if needed, then fmt check, clippy -D warnings, OpenAPI check, all tests
+CARGO ?= cargo
+
+.PHONY: setup build run test lint unit e2e openapi clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --workspace
+
+run: build
+	./target/release/ckptd
+
+openapi:
+	python3 scripts/check_openapi.py openapi.yaml
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: setup lint openapi
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace
+
+clean:
+	$(CARGO) clean
