@@ -2,6 +2,8 @@
 #   sudo make run    set up if needed, build, run the daemon in the foreground with its defaults
 #   sudo make test   set up if needed, then fmt check, clippy -D warnings, OpenAPI check, all tests
 CARGO ?= cargo
+# The virtualenv make setup creates for the OpenAPI validator.
+PYTHON ?= /var/cache/ckptd-setup/venv/bin/python
 
 .PHONY: setup build run test lint unit e2e openapi clean
 
@@ -14,8 +16,8 @@ build: setup
 run: build
 	./target/release/ckptd
 
-openapi:
-	python3 scripts/check_openapi.py openapi.yaml
+openapi: setup
+	$(PYTHON) scripts/check_openapi.py openapi.yaml
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -22,7 +22,7 @@ trap 'rc=$?; [ $rc -ne 0 ] && printf "\nsetup FAILED at step \"%s\" (exit %s); s
 APT_PKGS=(runc iptables busybox-static pkg-config
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev libnet1-dev
   libcap-dev libbsd-dev libnftables-dev libgnutls28-dev uuid-dev
-  python3 curl procps util-linux)
+  python3 python3-venv curl procps util-linux)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
@@ -88,11 +88,15 @@ if ! criu_ok; then
   criu_ok || { /usr/local/sbin/criu check || true; die "CRIU $upstream was built but 'criu check' fails"; }
 fi
 
-# Python tooling for the OpenAPI validity check in the test suite.
-CURRENT_STEP="python openapi-spec-validator"
-if ! python3 -c 'import openapi_spec_validator, yaml' 2>/dev/null; then
+# The OpenAPI validity check of the test suite runs in its own virtualenv (Debian's python3 is
+# externally managed; no package of the validator exists in Debian 12).
+CURRENT_STEP="python venv with openapi-spec-validator"
+VENV="$CACHE/venv"
+if ! "$VENV/bin/python" -c 'import openapi_spec_validator, yaml' 2>/dev/null; then
   step "$CURRENT_STEP"
-  python3 -m pip install -q openapi-spec-validator pyyaml || die "pip install openapi-spec-validator failed"
+  rm -rf "$VENV"
+  /usr/bin/python3 -m venv "$VENV" || die "python3 -m venv failed (is python3-venv installed?)"
+  "$VENV/bin/pip" install -q 'openapi-spec-validator>=0.7' pyyaml || die "pip install openapi-spec-validator failed"
 fi
 
 CURRENT_STEP="rust toolchain"
