@@ -481,6 +481,11 @@ async fn a_busy_target_gets_409_and_sigterm_lets_the_running_dump_finish() {
     // SIGTERM while the dump runs: the daemon lets it finish, records it, removes its socket.
     let status = d.stop().await;
     assert!(status.success());
+    assert!(
+        d.log().contains("waiting for running jobs"),
+        "SIGTERM did not find the dump running:\n{}",
+        d.log()
+    );
     assert!(!d.socket.exists(), "socket left behind after SIGTERM");
     d.restart_after_stop().await;
     let job = d.client.job(&first.job.id.to_string(), None).await.unwrap();

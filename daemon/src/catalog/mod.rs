@@ -134,7 +134,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
     })
 }
 
-/// The cursor for the page after `rows`, when the query found more than `limit`.
+/// Items and the cursor for the page after them, when the query found more than `limit`.
 fn page<T>(mut rows: Vec<(i64, T)>, limit: u32) -> List<T> {
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
@@ -351,17 +351,30 @@ impl Catalog {
                 .push_bind(v.clone())
                 .push(")");
         }
-        if let Some(after) = f.after {
+        self.fetch_page(q, f.after, f.limit, checkpoint_from_row)
+            .await
+    }
+
+    /// Finishes a list query (`... WHERE <filters>`): the cursor, newest-first order, one row
+    /// more than `limit` to know whether another page follows.
+    async fn fetch_page<T>(
+        &self,
+        mut q: QueryBuilder<'_, Sqlite>,
+        after: Option<i64>,
+        limit: u32,
+        from_row: fn(&SqliteRow) -> Result<T>,
+    ) -> Result<List<T>> {
+        if let Some(after) = after {
             q.push(" AND seq < ").push_bind(after);
         }
         q.push(" ORDER BY seq DESC LIMIT ")
-            .push_bind(i64::from(f.limit) + 1);
+            .push_bind(i64::from(limit) + 1);
         let rows = q.build().fetch_all(&self.pool).await?;
         let items = rows
             .iter()
-            .map(|r| Ok((r.try_get::<i64, _>("seq")?, checkpoint_from_row(r)?)))
+            .map(|r| Ok((r.try_get::<i64, _>("seq")?, from_row(r)?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(page(items, f.limit))
+        Ok(page(items, limit))
     }
 
     pub async fn checkpoints_with_status(
@@ -419,17 +432,7 @@ impl Catalog {
         if let Some(c) = f.checkpoint_id {
             q.push(" AND checkpoint_id = ").push_bind(c.to_string());
         }
-        if let Some(after) = f.after {
-            q.push(" AND seq < ").push_bind(after);
-        }
-        q.push(" ORDER BY seq DESC LIMIT ")
-            .push_bind(i64::from(f.limit) + 1);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let items = rows
-            .iter()
-            .map(|r| Ok((r.try_get::<i64, _>("seq")?, job_from_row(r)?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page(items, f.limit))
+        self.fetch_page(q, f.after, f.limit, job_from_row).await
     }
 }
 

@@ -76,6 +76,24 @@ fn job_error(job: &Job) -> Response {
     err.into_response()
 }
 
+/// How a `?wait=true` request's job ended.
+enum Waited {
+    Succeeded(Job),
+    /// The job's error status and body.
+    Failed(Response),
+    /// Still going when the wait ran out; answered like an asynchronous request.
+    NotYet,
+}
+
+async fn wait_for(s: &AppState, job: &Job) -> Result<Waited> {
+    let job = s.jobs.wait(&job.id.to_string(), POST_WAIT).await?;
+    Ok(match job.state {
+        JobState::Succeeded => Waited::Succeeded(job),
+        st if st.is_finished() => Waited::Failed(job_error(&job)),
+        _ => Waited::NotYet,
+    })
+}
+
 pub async fn create_checkpoint(
     State(s): State<AppState>,
     uri: Uri,
@@ -85,17 +103,14 @@ pub async fn create_checkpoint(
     let (checkpoint, job) = s.jobs.submit_checkpoint(body).await?;
     let location = format!("/v1/jobs/{}", job.id);
     if wait {
-        let job = s.jobs.wait(&job.id.to_string(), POST_WAIT).await?;
-        if job.state.is_finished() {
-            if job.state != JobState::Succeeded {
-                return Ok(job_error(&job));
+        match wait_for(&s, &job).await? {
+            Waited::Failed(answer) => return Ok(answer),
+            Waited::NotYet => {}
+            Waited::Succeeded(job) => {
+                let checkpoint = s.jobs.checkpoint(&checkpoint.id.to_string()).await?;
+                let body = Json(CheckpointAndJob { checkpoint, job });
+                return Ok((StatusCode::CREATED, body).into_response());
             }
-            let checkpoint = s.jobs.checkpoint(&checkpoint.id.to_string()).await?;
-            return Ok((
-                StatusCode::CREATED,
-                Json(CheckpointAndJob { checkpoint, job }),
-            )
-                .into_response());
         }
     }
     let checkpoint = s.jobs.checkpoint(&checkpoint.id.to_string()).await?;
@@ -141,12 +156,12 @@ pub async fn restore_checkpoint(
     let job = s.jobs.submit_restore(&reference, body).await?;
     let location = format!("/v1/jobs/{}", job.id);
     if wait {
-        let job = s.jobs.wait(&job.id.to_string(), POST_WAIT).await?;
-        if job.state.is_finished() {
-            if job.state != JobState::Succeeded {
-                return Ok(job_error(&job));
+        match wait_for(&s, &job).await? {
+            Waited::Failed(answer) => return Ok(answer),
+            Waited::NotYet => {}
+            Waited::Succeeded(job) => {
+                return Ok((StatusCode::OK, Json(JobEnvelope { job })).into_response())
             }
-            return Ok((StatusCode::OK, Json(JobEnvelope { job })).into_response());
         }
     }
     let job = s.jobs.job(&job.id.to_string()).await?;

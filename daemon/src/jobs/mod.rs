@@ -301,19 +301,18 @@ impl Jobs {
         self.inner.catalog.job(uuid).await?.ok_or_else(not_found)
     }
 
-    /// The job once it has ended, or as it is when `timeout` runs out or the daemon stops.
+    /// The job once it has ended, or as it is when `timeout` runs out. At shutdown, queued jobs
+    /// end (cancelled) and running ones are given time to finish, so waiters get a final answer.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Job> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut finished = self.inner.finished.subscribe();
-        let mut shutdown = self.inner.shutdown.subscribe();
         loop {
             let job = self.job(id).await?;
-            if job.state.is_finished() || *shutdown.borrow() {
+            if job.state.is_finished() {
                 return Ok(job);
             }
             tokio::select! {
                 _ = finished.changed() => {}
-                _ = shutdown.changed() => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(job),
             }
         }

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Times a checkpoint and a restore of a process holding SIZE_MIB (default 1024) MiB of touched
+# memory through ckptd's API (request to answer, ?wait=true: images durable, row ready) against
+# `criu dump` + `sync` and `criu restore` run by hand, on the same filesystem. Alternates the two,
+# RUNS times (default 3), and prints each run and the medians. Run as root after `make build`.
+set -euo pipefail
+SIZE_MIB=${SIZE_MIB:-1024}
+RUNS=${RUNS:-3}
+WORK=${WORK:-/var/tmp/ckptd-measure}
+CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
+rm -rf "$WORK" && mkdir -p "$WORK"
+sock="$WORK/ckptd.sock"
+"$CKPTD" --socket "$sock" --state-dir "$WORK/state" --workers 1 2>"$WORK/daemon.log" &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; pkill -f "ckptd-measure-target" || true' EXIT
+for _ in $(seq 100); do curl -s --unix-socket "$sock" http://x/v1/health >/dev/null && break; sleep 0.1; done
+
+start_target() {
+  setsid python3 -c "
+import time, sys
+sys.argv[0] = 'ckptd-measure-target'
+m = bytearray($SIZE_MIB * 1024 * 1024)
+for i in range(0, len(m), 4096): m[i] = 1
+print('ready', flush=True)
+while True: time.sleep(0.1)
+" </dev/null >"$WORK/target.out" 2>&1 &
+  local pid=$!
+  until grep -q ready "$WORK/target.out" 2>/dev/null; do sleep 0.1; done
+  echo "$pid"
+}
+wait_gone() { while [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; do sleep 0.01; done; wait "$1" 2>/dev/null || true; }
+now() { date +%s.%N; }
+med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+: >"$WORK/api-dump"; : >"$WORK/api-restore"; : >"$WORK/criu-dump"; : >"$WORK/criu-restore"; : >"$WORK/frozen"
+for run in $(seq "$RUNS"); do
+  # ckptd
+  pid=$(start_target)
+  t0=$(now)
+  out=$(curl -sf --unix-socket "$sock" -X POST "http://x/v1/checkpoints?wait=true" -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"m$run\"}")
+  t1=$(now)
+  echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["checkpoint"]["stats"]["frozen_time_us"]/1e6)' >>"$WORK/frozen"
+  wait_gone "$pid"
+  t2=$(now)
+  curl -sf --unix-socket "$sock" -X POST "http://x/v1/checkpoints/m$run/restore?wait=true" >/dev/null
+  t3=$(now)
+  kill -9 "$pid"; while [ -e "/proc/$pid" ]; do sleep 0.05; done
+  curl -sf --unix-socket "$sock" -X DELETE "http://x/v1/checkpoints/m$run"
+  awk "BEGIN{print $t1 - $t0}" >>"$WORK/api-dump"; awk "BEGIN{print $t3 - $t2}" >>"$WORK/api-restore"
+
+  # CRIU by hand, same filesystem
+  pid=$(start_target)
+  img="$WORK/by-hand-$run"; mkdir "$img"
+  t0=$(now)
+  criu dump -t "$pid" -D "$img" -o dump.log -v4 && sync
+  t1=$(now)
+  wait_gone "$pid"
+  t2=$(now)
+  criu restore -D "$img" -o restore.log -v4 --restore-detached
+  t3=$(now)
+  kill -9 "$pid"; while [ -e "/proc/$pid" ]; do sleep 0.05; done
+  rm -rf "$img"
+  awk "BEGIN{print $t1 - $t0}" >>"$WORK/criu-dump"; awk "BEGIN{print $t3 - $t2}" >>"$WORK/criu-restore"
+  echo "run $run: ckptd dump $(tail -1 "$WORK/api-dump") s, restore $(tail -1 "$WORK/api-restore") s; criu dump+sync $(tail -1 "$WORK/criu-dump") s, restore $(tail -1 "$WORK/criu-restore") s"
+done
+echo "median of $RUNS, ${SIZE_MIB} MiB on $(df --output=source,fstype "$WORK" | tail -1):"
+echo "  checkpoint: ckptd $(med <"$WORK/api-dump") s   criu dump + sync $(med <"$WORK/criu-dump") s   (frozen per CRIU: $(med <"$WORK/frozen") s)"
+echo "  restore:    ckptd $(med <"$WORK/api-restore") s   criu restore     $(med <"$WORK/criu-restore") s"
