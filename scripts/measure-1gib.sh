@@ -2,10 +2,10 @@
 # Times a checkpoint and a restore of a process holding SIZE_MIB (default 1024) MiB of touched
 # memory through ckptd's API (request to answer, ?wait=true: images durable, row ready) against
 # `criu dump` + `sync` and `criu restore` run by hand, on the same filesystem. Alternates the two,
-# RUNS times (default 3), and prints each run and the medians. Run as root after `make build`.
+# RUNS times (default 5), and prints each run and the medians. Run as root after `make build`.
 set -euo pipefail
 SIZE_MIB=${SIZE_MIB:-1024}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 WORK=${WORK:-/var/tmp/ckptd-measure}
 CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
 rm -rf "$WORK" && mkdir -p "$WORK"
@@ -28,13 +28,14 @@ while True: time.sleep(0.1)
   until grep -q ready "$WORK/target.out" 2>/dev/null; do sleep 0.1; done
   echo "$pid"
 }
-wait_gone() { while [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; do sleep 0.01; done; wait "$1" 2>/dev/null || true; }
+# Until the pid is free again: the killed target is an orphan, and this machine's init may reap
+# it late. Both restores start only then, so neither is timed waiting for a zombie.
+wait_gone() { while [ -e "/proc/$1" ]; do sleep 0.01; done; }
 now() { date +%s.%N; }
 med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 : >"$WORK/api-dump"; : >"$WORK/api-restore"; : >"$WORK/criu-dump"; : >"$WORK/criu-restore"; : >"$WORK/frozen"
-for run in $(seq "$RUNS"); do
-  # ckptd
+run_ckptd() {
   pid=$(start_target)
   t0=$(now)
   out=$(curl -sf --unix-socket "$sock" -X POST "http://x/v1/checkpoints?wait=true" -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"m$run\"}")
@@ -47,8 +48,9 @@ for run in $(seq "$RUNS"); do
   kill -9 "$pid"; while [ -e "/proc/$pid" ]; do sleep 0.05; done
   curl -sf --unix-socket "$sock" -X DELETE "http://x/v1/checkpoints/m$run"
   awk "BEGIN{print $t1 - $t0}" >>"$WORK/api-dump"; awk "BEGIN{print $t3 - $t2}" >>"$WORK/api-restore"
+}
 
-  # CRIU by hand, same filesystem
+run_by_hand() {
   pid=$(start_target)
   img="$WORK/by-hand-$run"; mkdir "$img"
   t0=$(now)
@@ -61,6 +63,11 @@ for run in $(seq "$RUNS"); do
   kill -9 "$pid"; while [ -e "/proc/$pid" ]; do sleep 0.05; done
   rm -rf "$img"
   awk "BEGIN{print $t1 - $t0}" >>"$WORK/criu-dump"; awk "BEGIN{print $t3 - $t2}" >>"$WORK/criu-restore"
+}
+
+for run in $(seq "$RUNS"); do
+  # Alternate which goes first, so neither always meets a warmer or colder page cache.
+  if [ $((run % 2)) -eq 1 ]; then run_ckptd; run_by_hand; else run_by_hand; run_ckptd; fi
   echo "run $run: ckptd dump $(tail -1 "$WORK/api-dump") s, restore $(tail -1 "$WORK/api-restore") s; criu dump+sync $(tail -1 "$WORK/criu-dump") s, restore $(tail -1 "$WORK/criu-restore") s"
 done
 echo "median of $RUNS, ${SIZE_MIB} MiB on $(df --output=source,fstype "$WORK" | tail -1):"
