@@ -104,8 +104,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds the API socket, 0600 from its first moment (the umask is 077). A stale socket left by
-/// a crashed daemon is replaced; a live one, or anything that is not a socket, stops the start.
+/// Binds the API socket, owner-only from its first moment (the umask is 077, so it is born 0700),
+/// then 0600. A stale socket left by a crashed daemon is replaced; a live one, or anything that is
+/// not a socket, stops the start.
 fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(md) = std::fs::symlink_metadata(path) {
@@ -129,8 +130,12 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
             bail!("the socket's directory {} does not exist", parent.display());
         }
     }
-    UnixListener::bind(path)
-        .with_context(|| format!("cannot bind the API socket {}", path.display()))
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind the API socket {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    Ok(listener)
 }
 
 async fn shutdown_signal() {

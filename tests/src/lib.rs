@@ -147,6 +147,14 @@ impl Daemon {
         }
     }
 
+    /// Forgets a daemon that the test killed itself (reaping it).
+    pub fn kill_and_forget(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Starts the daemon again after `stop`, on the same socket and state directory.
     pub async fn restart_after_stop(&mut self) {
         assert!(self.child.is_none(), "daemon still running");

@@ -1,0 +1,109 @@
+//! The daemon's own life: configuration errors, its socket, restarts.
+
+use std::process::Command;
+use std::time::Duration;
+
+use ckptd_api::{CreateCheckpoint, RestoreRequest, Target as ApiTarget};
+use ckptd_tests::{alive, daemon_binary, Daemon, Target};
+
+#[test]
+fn invalid_configuration_stops_the_start_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let run = |args: &[&str]| {
+        Command::new(daemon_binary())
+            .args([
+                "--socket",
+                sock.to_str().unwrap(),
+                "--state-dir",
+                dir.path().join("st").to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--workers", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("workers must be between 1 and 256"));
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "queue_capacity = \"many\"\n").unwrap();
+    let out = run(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid config file") && err.contains("queue_capacity"),
+        "{err}"
+    );
+    let out = run(&["--config", "/nonexistent/ckptd.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+    assert!(!sock.exists(), "a refused start created the socket");
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_a_live_socket_is_refused_and_a_stale_one_is_replaced() {
+    let mut d = Daemon::start().await;
+    let out = Command::new(daemon_binary())
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "--state-dir",
+            d.dir.path().join("other").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another daemon is already serving"));
+    assert!(
+        d.client.health().await.is_ok(),
+        "the refused second daemon broke the first"
+    );
+    // The socket is root-only from its first moment.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A stale socket (a daemon killed with SIGKILL leaves one) is replaced at the next start.
+    ckptd_tests::signal(d.pid(), libc::SIGKILL);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(d.socket.exists());
+    d.kill_and_forget();
+    d.restart_after_stop().await;
+    assert!(d.client.health().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_restored_tree_is_not_the_daemons_child_and_outlives_a_restart() {
+    let mut d = Daemon::start().await;
+    let mut t = Target::python(d.dir.path(), "outlive", 0, false);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: t.pid }),
+                name: Some("o".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    t.reap();
+    let job = d
+        .client
+        .restore("o", &RestoreRequest::default(), true)
+        .await
+        .expect("restore");
+    assert_eq!(job.result.unwrap().pid, Some(t.pid));
+    let ppid = std::fs::read_to_string(format!("/proc/{}/stat", t.pid)).unwrap();
+    let ppid: i32 = ppid[ppid.rfind(')').unwrap() + 4..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(ppid, d.pid(), "the restored tree is a child of the daemon");
+    d.restart().await;
+    assert!(alive(t.pid), "the restored process died with the daemon");
+    assert!(t.is_progressing(Duration::from_secs(2)));
+}
