@@ -129,6 +129,21 @@ mod tests {
         assert!(h.contains("pid 6630 is in use"), "{h}");
     }
 
+    /// Lines CRIU 4.2.1 logged on this project's machine for each cause.
+    #[test]
+    fn real_causes_get_their_hints() {
+        let cases = [
+            ("(00.01) Error (criu/pstree.c:304): The root process 13832 is not a session leader. Consider using --shell-job option", "shell_job"),
+            ("(00.01) Error (criu/tty.c:410): tty: Found slave peer index 0 without correspond master peer", "shell_job"),
+            ("(00.01) Error (criu/sk-unix.c:874): unix: External socket is used. Consider using --ext-unix-sk option.", "ext_unix_sk"),
+        ];
+        for (line, want) in cases {
+            let log = format!("{line}\n(00.02) Error (criu/cr-dump.c:1975): Dumping FAILED.\n");
+            let h = hint(&log).unwrap_or_default();
+            assert!(h.contains(want), "{line}: {h}");
+        }
+    }
+
     #[test]
     fn tail_keeps_the_last_lines() {
         let log: String = (0..50)

@@ -690,10 +690,29 @@ impl Inner {
             self.running.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.run(id).await {
                 tracing::error!(job = %id, error = %e, "job bookkeeping failed");
+                self.fail_unfinished(id, e).await;
             }
             self.running.fetch_sub(1, Ordering::Relaxed);
         }
         tracing::debug!(worker = n, "worker stopped");
+    }
+
+    /// After `run` itself failed (the catalog could not be written): record the job as failed if
+    /// it can be, and in any case free its target so later jobs are not refused forever.
+    async fn fail_unfinished(&self, id: Uuid, e: Error) {
+        match self.catalog.job(id).await {
+            Ok(Some(job)) if !job.state.is_finished() => {
+                let from = job.state;
+                let release = job.clone();
+                if let Err(e2) = self.end_job(job, Err(e), Some(from)).await {
+                    tracing::error!(job = %id, error = %e2, "cannot record the job's failure");
+                    self.release_job(&release);
+                    self.job_finished();
+                }
+            }
+            Ok(Some(job)) => self.release_job(&job),
+            _ => self.busy().targets.retain(|_, j| *j != id),
+        }
     }
 
     /// Runs one job from `queued` to its end.
