@@ -15,7 +15,10 @@ pub enum Target {
         id: String,
         #[serde(default = "default_runtime")]
         runtime: String,
-        /// Bundle directory, used when restoring into a new container.
+        /// The runtime's state directory (runc's `--root`); its default when left out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        root: Option<String>,
+        /// Bundle directory: only when restoring into a new container.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bundle: Option<String>,
     },
@@ -49,6 +52,19 @@ pub struct CheckpointOptions {
     pub file_locks: bool,
     #[serde(default)]
     pub shell_job: bool,
+}
+
+/// What a container checkpoint recorded of its container, so that a restore in place needs
+/// nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub bundle: String,
+    /// sha256 of the bundle's config.json at checkpoint time.
+    pub config_sha256: String,
+    /// The container has a terminal: a restore needs a `console_socket`.
+    pub terminal: bool,
+    /// Where its stdin, stdout and stderr pointed (runc's descriptors.json).
+    pub stdio: Vec<String>,
 }
 
 /// CRIU's own statistics of a dump, read from its `stats-dump` image.
@@ -103,6 +119,12 @@ pub struct Checkpoint {
     pub options: CheckpointOptions,
     pub labels: BTreeMap<String, String>,
     pub criu_version: Option<String>,
+    /// The CRIU options file the dump used, if any.
+    #[serde(default)]
+    pub criu_config: Option<String>,
+    /// Container checkpoints: the container's bundle, config digest, terminal and stdio.
+    #[serde(default)]
+    pub container: Option<ContainerRecord>,
     pub stats: Option<DumpStats>,
     pub error: Option<ErrorInfo>,
 }
@@ -172,6 +194,9 @@ pub struct JobResult {
     pub pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Where a restored container's stdout/stderr go when they were pipes at checkpoint time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_log: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -278,6 +303,10 @@ pub struct RestoreRequest {
     pub shell_job: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext_unix_sk: Option<bool>,
+    /// A container with a terminal: the Unix socket that receives its new pty master (runc's
+    /// `--console-socket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_socket: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     pub queue_capacity: Option<usize>,
     pub criu_path: Option<PathBuf>,
+    pub criu_config: Option<PathBuf>,
+    pub runc_path: Option<PathBuf>,
     pub criu_log_level: Option<u8>,
     pub shutdown_timeout_secs: Option<u64>,
     pub restore_pid_wait_secs: Option<u64>,
@@ -52,6 +54,10 @@ pub struct Config {
     pub queue_capacity: usize,
     /// CRIU binary; searched in PATH when unset.
     pub criu_path: Option<PathBuf>,
+    /// CRIU options file for process checkpoints (`criu --config`).
+    pub criu_config: Option<PathBuf>,
+    /// runc binary; searched in PATH when unset.
+    pub runc_path: Option<PathBuf>,
     /// CRIU's -v level for the per-job log (0-4).
     pub criu_log_level: u8,
     /// On SIGTERM, how long running jobs may take to finish.
@@ -68,6 +74,10 @@ impl Config {
     }
     pub fn checkpoints_dir(&self) -> PathBuf {
         self.state_dir.join("checkpoints")
+    }
+    /// Where restored containers' piped stdout/stderr are written.
+    pub fn container_logs_dir(&self) -> PathBuf {
+        self.state_dir.join("container-logs")
     }
 
     pub fn load(args: Args) -> anyhow::Result<Config> {
@@ -93,6 +103,8 @@ impl Config {
             workers: args.workers.or(file.workers).unwrap_or(default_workers),
             queue_capacity: file.queue_capacity.unwrap_or(64),
             criu_path: file.criu_path,
+            criu_config: file.criu_config,
+            runc_path: file.runc_path,
             criu_log_level: file.criu_log_level.unwrap_or(4),
             shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(120)),
             restore_pid_wait: Duration::from_secs(file.restore_pid_wait_secs.unwrap_or(10)),
@@ -116,8 +128,19 @@ impl Config {
         if self.criu_log_level > 4 {
             bail!("criu_log_level must be 0-4, got {}", self.criu_log_level);
         }
-        if let Some(p) = &self.criu_path {
-            absolute("criu_path", p)?;
+        for (what, p) in [
+            ("criu_path", &self.criu_path),
+            ("criu_config", &self.criu_config),
+            ("runc_path", &self.runc_path),
+        ] {
+            if let Some(p) = p {
+                absolute(what, p)?;
+            }
+        }
+        if let Some(c) = &self.criu_config {
+            if !c.is_file() {
+                bail!("criu_config {} is not a readable file", c.display());
+            }
         }
         Ok(())
     }

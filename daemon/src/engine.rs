@@ -1,24 +1,45 @@
-//! The seam between job logic and the programs that do the work (CRIU, later OCI runtimes).
-//! Jobs own the catalog, durability and state transitions; an engine only validates targets and
-//! writes or reads images. `criu::CriuEngine` is the real one; unit tests of job logic use a fake.
+//! The seam between job logic and the programs that do the work: CRIU for process trees
+//! (`criu::CriuEngine`), runc for containers (`runtime::runc::RuncEngine`). Jobs own the catalog,
+//! durability and state transitions; an engine validates targets and writes or reads images.
+//! `Engines` sends each target to its engine. Unit tests of job logic use a fake.
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 
-use ckptd_api::{CheckpointOptions, DumpStats, JobResult, Target};
+use ckptd_api::{Checkpoint, CheckpointOptions, ContainerRecord, DumpStats, JobResult, Target};
 
-use crate::error::Result;
+use crate::criu::CriuEngine;
+use crate::error::{Error, Result};
+use crate::runtime::runc::RuncEngine;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a dump left frozen instead of ending it, so that it ends only once the images are
+/// durable (and carries on if they cannot be made so).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Stopped {
+    /// `leave_running`: nothing to end.
+    #[default]
+    Nothing,
+    /// Tasks CRIU left stopped (`--leave-stopped`).
+    Tasks(Vec<i32>),
+    /// A container left paused; `paused_by_us` says whether a failure should resume it.
+    Container {
+        id: String,
+        root: Option<String>,
+        paused_by_us: bool,
+    },
+}
 
 /// What a dump produced.
 #[derive(Debug, Default)]
 pub struct DumpOutput {
     pub stats: Option<DumpStats>,
-    /// Tasks CRIU left stopped (not `leave_running`): killed only once the images are durable,
-    /// resumed if they cannot be made durable.
-    pub stopped: Vec<i32>,
+    pub stopped: Stopped,
+    pub container: Option<ContainerRecord>,
+    /// The CRIU options file the dump used.
+    pub criu_config: Option<String>,
 }
 
 pub struct DumpSpec<'a> {
@@ -31,22 +52,94 @@ pub struct DumpSpec<'a> {
 }
 
 pub struct RestoreSpec<'a> {
-    /// The target the checkpoint was taken of.
-    pub target: &'a Target,
+    pub checkpoint: &'a Checkpoint,
+    /// Where to restore: `None` for in place, or a new container.
+    pub into: Option<&'a Target>,
     pub options: CheckpointOptions,
     pub images_dir: &'a Path,
+    /// Log file name, created inside `images_dir`.
     pub log_name: &'a str,
-    /// A label for messages: the checkpoint's name.
-    pub checkpoint_name: &'a str,
+    pub console_socket: Option<&'a str>,
 }
 
 pub trait Engine: Send + Sync + 'static {
-    /// The version recorded with each checkpoint.
+    /// The CRIU version recorded with each checkpoint.
     fn version(&self) -> Option<String>;
     /// Refuses, before anything is created, a target that cannot or must not be dumped.
-    fn check_target(&self, target: &Target) -> Result<()>;
+    fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>>;
+    /// Refuses, before a job is queued, a restore that cannot work (wrong target, id taken, ...).
+    fn check_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        console_socket: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>>;
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>>;
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>>;
-    /// Ends tasks a dump left stopped: kills them (`kill`) or lets them run again.
-    fn release_stopped(&self, stopped: &[i32], kill: bool);
+    /// Ends what a dump left frozen (`kill`), or lets it run again.
+    fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()>;
+}
+
+/// Process trees to CRIU, containers to their runtime.
+pub struct Engines {
+    pub criu: std::sync::Arc<CriuEngine>,
+    pub runc: RuncEngine,
+}
+
+impl Engines {
+    fn for_target(&self, target: &Target) -> &dyn Engine {
+        match target {
+            Target::Process { .. } => &*self.criu,
+            Target::Container { .. } => &self.runc,
+        }
+    }
+}
+
+impl Engine for Engines {
+    fn version(&self) -> Option<String> {
+        self.criu.version()
+    }
+    fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
+        self.for_target(target).check_target(target)
+    }
+    fn check_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        console_socket: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        if let Some(t) = into {
+            if std::mem::discriminant(t) != std::mem::discriminant(&checkpoint.target) {
+                return Box::pin(async move {
+                    Err(Error::invalid(format!(
+                        "checkpoint {} is of a {}; it cannot be restored as a {}",
+                        checkpoint.name,
+                        kind_name(&checkpoint.target),
+                        kind_name(t)
+                    )))
+                });
+            }
+        }
+        self.for_target(&checkpoint.target)
+            .check_restore(checkpoint, into, console_socket)
+    }
+    fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
+        self.for_target(spec.target).dump(spec)
+    }
+    fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
+        self.for_target(&spec.checkpoint.target).restore(spec)
+    }
+    fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
+        match stopped {
+            Stopped::Container { .. } => self.runc.release(stopped, kill),
+            _ => self.criu.release(stopped, kill),
+        }
+    }
+}
+
+fn kind_name(t: &Target) -> &'static str {
+    match t {
+        Target::Process { .. } => "process",
+        Target::Container { .. } => "container",
+    }
 }

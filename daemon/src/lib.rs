@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod runtime;
 pub mod sys;
 
 use std::path::Path;
@@ -21,8 +22,10 @@ use tokio::net::UnixListener;
 
 use crate::config::Config;
 use crate::criu::{CriuEngine, CriuProbe};
+use crate::engine::Engines;
 use crate::http::{AppState, DaemonInfo};
 use crate::jobs::{Jobs, JobsConfig};
+use crate::runtime::runc::RuncEngine;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -30,7 +33,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // readable by others. CRIU restores each process's own umask from its images.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 
-    for dir in [&cfg.state_dir, &cfg.checkpoints_dir()] {
+    for dir in [
+        &cfg.state_dir,
+        &cfg.checkpoints_dir(),
+        &cfg.container_logs_dir(),
+    ] {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create state directory {}", dir.display()))?;
     }
@@ -44,11 +51,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "CRIU is not usable: checkpoints will fail with 503 until it is fixed (make setup)"
         );
     }
-    let engine = Arc::new(CriuEngine::new(
+    let criu = Arc::new(CriuEngine::new(
         probe.clone(),
         cfg.criu_log_level,
+        cfg.criu_config.clone(),
         cfg.restore_pid_wait,
     ));
+    let runc = cfg.runc_path.clone().or_else(|| criu::find_in_path("runc"));
+    let engine = Arc::new(Engines {
+        criu: criu.clone(),
+        runc: RuncEngine::new(runc, cfg.container_logs_dir(), criu),
+    });
     let jobs = Jobs::new(
         catalog.clone(),
         engine,

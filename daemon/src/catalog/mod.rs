@@ -104,6 +104,8 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
         options: from_json(&row.try_get::<String, _>("options")?, "options")?,
         labels: from_json(&row.try_get::<String, _>("labels")?, "labels")?,
         criu_version: row.try_get("criu_version")?,
+        criu_config: row.try_get("criu_config")?,
+        container: opt_json(row.try_get("container")?, "container")?,
         stats: opt_json(row.try_get("stats")?, "stats")?,
         error: opt_json::<ErrorInfo>(row.try_get("error")?, "error")?,
     })
@@ -188,8 +190,8 @@ impl Catalog {
         };
         let res = sqlx::query(
             "INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, \
-             created_at, completed_at, dir, size_bytes, options, labels, criu_version, stats, error) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, completed_at, dir, size_bytes, options, labels, criu_version, stats, error, \
+             container, criu_config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(cp.id.to_string())
         .bind(&cp.name)
@@ -207,6 +209,8 @@ impl Catalog {
         .bind(&cp.criu_version)
         .bind(cp.stats.as_ref().map(to_json))
         .bind(cp.error.as_ref().map(to_json))
+        .bind(cp.container.as_ref().map(to_json))
+        .bind(&cp.criu_config)
         .execute(&mut *tx)
         .await;
         match res {
@@ -265,7 +269,7 @@ impl Catalog {
     pub async fn update_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
         sqlx::query(
             "UPDATE checkpoints SET status = ?, completed_at = ?, size_bytes = ?, criu_version = ?, \
-             stats = ?, error = ? WHERE id = ?",
+             stats = ?, error = ?, container = ?, criu_config = ? WHERE id = ?",
         )
         .bind(cp.status.as_str())
         .bind(cp.completed_at.as_ref().map(ts))
@@ -273,6 +277,8 @@ impl Catalog {
         .bind(&cp.criu_version)
         .bind(cp.stats.as_ref().map(to_json))
         .bind(cp.error.as_ref().map(to_json))
+        .bind(cp.container.as_ref().map(to_json))
+        .bind(&cp.criu_config)
         .bind(cp.id.to_string())
         .execute(&self.pool)
         .await?;
@@ -457,6 +463,8 @@ mod tests {
             options: CheckpointOptions::default(),
             labels: BTreeMap::from([("app".into(), name.into())]),
             criu_version: Some("4.2.1".into()),
+            criu_config: None,
+            container: None,
             stats: None,
             error: None,
         }
@@ -498,13 +506,20 @@ mod tests {
             memwrite_time_us: 4,
             pages_written: 5,
         });
+        cp.container = Some(ckptd_api::ContainerRecord {
+            bundle: "/b".into(),
+            config_sha256: "ab".into(),
+            terminal: false,
+            stdio: vec!["/dev/null".into(), "pipe:[1]".into()],
+        });
+        cp.criu_config = Some("/etc/criu/runc.conf".into());
         c.update_checkpoint(&cp).await.unwrap();
         job.state = JobState::Succeeded;
         job.started_at = Some(now());
         job.finished_at = Some(now());
         job.result = Some(JobResult {
             pid: Some(7),
-            container: None,
+            ..Default::default()
         });
         c.update_job(&job).await.unwrap();
         c.close().await;

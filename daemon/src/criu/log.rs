@@ -18,6 +18,14 @@ pub fn error_lines(log: &str, max: usize) -> Vec<String> {
     lines
 }
 
+/// The message of a CRIU log line, without its timestamp and source location.
+pub fn message_of(line: &str) -> String {
+    line.split_once("): ")
+        .map_or(line, |(_, m)| m)
+        .trim()
+        .to_owned()
+}
+
 /// A recognised cause: what to tell the user to do.
 pub fn hint(log: &str) -> Option<String> {
     let errors: Vec<&str> = log

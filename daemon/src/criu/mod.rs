@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ckptd_api::{CheckpointOptions, JobResult, Target};
+use ckptd_api::{Checkpoint, CheckpointOptions, DumpStats, JobResult, Target};
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 
-use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec};
+use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
@@ -93,18 +93,89 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Runs a program that drives CRIU (`criu` itself, or a runtime such as runc) and, when it fails,
+/// builds the user's error from CRIU's log: the cause, `log_tail`, `hint`, the log's path and the
+/// exact command. `runtime_log` is read for the cause when CRIU's log has none (runc's own
+/// errors, e.g. "container does not exist").
+pub async fn run_logged(
+    mut cmd: Command,
+    log_path: &Path,
+    runtime_log: Option<&Path>,
+    what: String,
+) -> Result<()> {
+    let command = {
+        let std = cmd.as_std();
+        std::iter::once(std.get_program().to_string_lossy().into_owned())
+            .chain(std.get_args().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let started = Instant::now();
+    // Its own process group: a Ctrl-C meant for the daemon never hits CRIU mid-dump.
+    let out = cmd.process_group(0).output().await.map_err(|e| {
+        Error::unavailable(format!("cannot start `{command}`: {e}"))
+            .with_hint("check that criu and runc are installed and executable (make setup)")
+    })?;
+    tracing::debug!(%command, elapsed_ms = started.elapsed().as_millis() as u64, status = %out.status, "finished");
+    if out.status.success() {
+        return Ok(());
+    }
+    let log_text = std::fs::read_to_string(log_path).unwrap_or_default();
+    let mut tail = log::error_lines(&log_text, LOG_TAIL_LINES);
+    if tail.is_empty() {
+        let runtime_text = runtime_log
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        tail = runtime_text
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    let cause = tail
+        .iter()
+        .find(|l| !l.contains("FAILED") && !l.contains("criu failed: type"))
+        .map(|l| log::message_of(l))
+        .unwrap_or_else(|| format!("exited with {}", out.status));
+    let mut err = Error::new(ErrorKind::CriuFailed, format!("{what}: {cause}"))
+        .with("log_tail", tail)
+        .with("log", log_path.display().to_string())
+        .with("command", command)
+        .with("exit_status", out.status.to_string());
+    err = match log::hint(&log_text) {
+        Some(h) => err.with_hint(h),
+        None => err.with_hint(format!(
+            "read the full CRIU log ({}) or GET /v1/checkpoints/{{ref}}/log",
+            log_path.display()
+        )),
+    };
+    Err(err)
+}
+
 pub struct CriuEngine {
     probe: CriuProbe,
     log_level: u8,
+    /// The daemon-wide CRIU options file (`criu_config`), passed with `--config`.
+    config_file: Option<PathBuf>,
     /// At restore, how long to wait for a zombie holding a needed pid to be reaped.
     pid_wait: Duration,
 }
 
+/// CRIU's own default options file, read on every command-line run.
+const CRIU_DEFAULT_CONF: &str = "/etc/criu/default.conf";
+
 impl CriuEngine {
-    pub fn new(probe: CriuProbe, log_level: u8, pid_wait: Duration) -> Self {
+    pub fn new(
+        probe: CriuProbe,
+        log_level: u8,
+        config_file: Option<PathBuf>,
+        pid_wait: Duration,
+    ) -> Self {
         Self {
             probe,
             log_level,
+            config_file,
             pid_wait,
         }
     }
@@ -113,7 +184,12 @@ impl CriuEngine {
         &self.probe
     }
 
-    fn usable(&self) -> Result<&Path> {
+    pub fn log_level(&self) -> u8 {
+        self.log_level
+    }
+
+    /// The CRIU binary, or why no checkpoint can be taken.
+    pub fn usable(&self) -> Result<&Path> {
         match (&self.probe.path, self.probe.check_ok) {
             (Some(p), true) => Ok(p),
             (Some(p), false) => Err(Error::unavailable(format!(
@@ -130,7 +206,20 @@ impl CriuEngine {
         }
     }
 
-    fn option_flags(o: &CheckpointOptions, args: &mut Vec<String>) {
+    /// The options file a command-line CRIU run reads (besides its arguments).
+    fn options_file(&self) -> Option<String> {
+        self.config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .or_else(|| {
+                Path::new(CRIU_DEFAULT_CONF)
+                    .exists()
+                    .then(|| CRIU_DEFAULT_CONF.to_owned())
+            })
+    }
+
+    /// CRIU's flags for the checkpoint options (shared by `criu` and `runc` runs).
+    pub fn option_flags(o: &CheckpointOptions, args: &mut Vec<String>) {
         for (on, flag) in [
             (o.tcp_established, "--tcp-established"),
             (o.ext_unix_sk, "--ext-unix-sk"),
@@ -143,65 +232,21 @@ impl CriuEngine {
         }
     }
 
-    /// Runs criu with `args`; on failure builds the user-facing error from its log.
-    async fn run(&self, args: &[String], log_path: &Path, what: String) -> Result<()> {
-        let criu = self.usable()?;
-        let started = Instant::now();
-        let out = Command::new(criu)
-            .args(args)
+    fn command(&self, criu: &Path, args: &[String]) -> Command {
+        let mut cmd = Command::new(criu);
+        if let Some(c) = &self.config_file {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: a Ctrl-C meant for the daemon never hits CRIU mid-dump.
-            .process_group(0)
-            .output()
-            .await
-            .map_err(|e| {
-                Error::unavailable(format!("cannot start {}: {e}", criu.display()))
-                    .with_hint("check that criu is installed and executable (make setup)")
-            })?;
-        let command = std::iter::once(criu.display().to_string())
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ");
-        tracing::debug!(%command, elapsed_ms = started.elapsed().as_millis() as u64, status = %out.status, "criu finished");
-        if out.status.success() {
-            return Ok(());
-        }
-        let log_text = std::fs::read_to_string(log_path).unwrap_or_default();
-        let mut tail = log::error_lines(&log_text, LOG_TAIL_LINES);
-        if tail.is_empty() {
-            tail = String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .map(str::to_owned)
-                .collect();
-        }
-        let cause = tail
-            .iter()
-            .find(|l| !l.contains("FAILED"))
-            .map(|l| {
-                l.split_once("): ")
-                    .map_or(l.as_str(), |(_, m)| m)
-                    .to_owned()
-            })
-            .unwrap_or_else(|| format!("criu exited with {}", out.status));
-        let mut err = Error::new(ErrorKind::CriuFailed, format!("{what}: {cause}"))
-            .with("log_tail", tail)
-            .with("log", log_path.display().to_string())
-            .with("command", command)
-            .with("exit_status", out.status.to_string());
-        err = match log::hint(&log_text) {
-            Some(h) => err.with_hint(h),
-            None => err.with_hint(format!(
-                "read the full CRIU log ({}) or GET /v1/checkpoints/{{ref}}/log",
-                log_path.display()
-            )),
-        };
-        Err(err)
+            .stderr(Stdio::piped());
+        cmd
     }
 
     async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
-        self.check_target(spec.target)?;
+        check_process(pid)?;
+        let criu = self.usable()?;
         let mut args: Vec<String> = vec![
             "dump".into(),
             "-t".into(),
@@ -221,38 +266,40 @@ impl CriuEngine {
         });
         Self::option_flags(&spec.options, &mut args);
         let log_path = spec.images_dir.join(spec.log_name);
-        if let Err(e) = self
-            .run(&args, &log_path, format!("CRIU could not dump pid {pid}"))
-            .await
+        if let Err(e) = run_logged(
+            self.command(criu, &args),
+            &log_path,
+            None,
+            format!("CRIU could not dump pid {pid}"),
+        )
+        .await
         {
             // CRIU resumes the tree when a dump fails; make sure nothing stays stopped even if
             // CRIU itself died half-way.
             resume_if_stopped(pid);
             return Err(e);
         }
-        let stats = match images::read_dump_stats(spec.images_dir) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "no dump statistics");
-                None
-            }
-        };
         let stopped = if spec.options.leave_running {
-            Vec::new()
+            Stopped::Nothing
         } else {
-            images::read_tree_pids(spec.images_dir).unwrap_or_else(|_| sys::process_tree(pid))
+            Stopped::Tasks(
+                images::read_tree_pids(spec.images_dir).unwrap_or_else(|_| sys::process_tree(pid)),
+            )
         };
-        Ok(DumpOutput { stats, stopped })
+        Ok(DumpOutput {
+            stats: dump_stats(spec.images_dir),
+            stopped,
+            container: None,
+            criu_config: self.options_file(),
+        })
     }
 
     async fn restore_process(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
-        self.usable()?;
+        let criu = self.usable()?;
+        let name = &spec.checkpoint.name;
         let pids = images::read_tree_pids(spec.images_dir).map_err(|e| {
-            Error::internal(format!(
-                "checkpoint {} is damaged: {e}",
-                spec.checkpoint_name
-            ))
-            .with_hint("take a new checkpoint; this one cannot be restored")
+            Error::internal(format!("checkpoint {name} is damaged: {e}"))
+                .with_hint("take a new checkpoint; this one cannot be restored")
         })?;
         self.wait_for_free_pids(&pids).await?;
         let pidfile = spec
@@ -272,10 +319,11 @@ impl CriuEngine {
         ];
         Self::option_flags(&spec.options, &mut args);
         let log_path = spec.images_dir.join(spec.log_name);
-        self.run(
-            &args,
+        run_logged(
+            self.command(criu, &args),
             &log_path,
-            format!("CRIU could not restore checkpoint {}", spec.checkpoint_name),
+            None,
+            format!("CRIU could not restore checkpoint {name}"),
         )
         .await?;
         let pid = std::fs::read_to_string(&pidfile)
@@ -284,7 +332,7 @@ impl CriuEngine {
         let _ = std::fs::remove_file(&pidfile);
         Ok(JobResult {
             pid: pid.or(pids.first().copied()),
-            container: None,
+            ..Default::default()
         })
     }
 
@@ -328,6 +376,17 @@ impl CriuEngine {
     }
 }
 
+/// CRIU's statistics from `stats-dump` in `dir`, if it could be read.
+pub fn dump_stats(dir: &Path) -> Option<DumpStats> {
+    match images::read_dump_stats(dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no dump statistics");
+            None
+        }
+    }
+}
+
 /// Resumes the tree below `pid` if anything in it was left stopped.
 fn resume_if_stopped(pid: i32) {
     let tree = sys::process_tree(pid);
@@ -346,47 +405,68 @@ impl Engine for CriuEngine {
         self.probe.version.clone()
     }
 
-    fn check_target(&self, target: &Target) -> Result<()> {
-        match target {
-            Target::Process { pid } => check_process(*pid),
-            Target::Container { .. } => Err(Error::invalid(
-                "container targets are not supported by this ckptd yet; checkpoint the container's \
-                 process tree with {\"kind\":\"process\",\"pid\":N} or wait for container support",
-            )),
-        }
+    fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match target {
+                Target::Process { pid } => check_process(*pid),
+                Target::Container { .. } => Err(Error::internal(
+                    "a container target reached the process engine",
+                )),
+            }
+        })
+    }
+
+    fn check_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        console_socket: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if into.is_some_and(|t| *t != checkpoint.target) {
+                return Err(Error::invalid(
+                    "a process checkpoint is restored in place, with its original pids; leave out \
+                     \"target\" (restoring a process under another pid needs a container)",
+                ));
+            }
+            if console_socket.is_some() {
+                return Err(Error::invalid(
+                    "console_socket is for containers with a terminal; a process checkpoint \
+                     restores its own terminal with shell_job",
+                ));
+            }
+            Ok(())
+        })
     }
 
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
         Box::pin(async move {
             match *spec.target {
                 Target::Process { pid } => self.dump_process(pid, spec).await,
-                Target::Container { .. } => {
-                    Err(Error::invalid("container targets are not supported yet"))
-                }
+                Target::Container { .. } => Err(Error::internal(
+                    "a container target reached the process engine",
+                )),
             }
         })
     }
 
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
-        Box::pin(async move {
-            match spec.target {
-                Target::Process { .. } => self.restore_process(spec).await,
-                Target::Container { .. } => {
-                    Err(Error::invalid("container targets are not supported yet"))
-                }
-            }
-        })
+        Box::pin(self.restore_process(spec))
     }
 
-    fn release_stopped(&self, stopped: &[i32], kill: bool) {
-        sys::signal_all(
-            stopped,
-            if kill {
-                Signal::SIGKILL
-            } else {
-                Signal::SIGCONT
-            },
-        );
+    fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Stopped::Tasks(pids) = stopped {
+                sys::signal_all(
+                    pids,
+                    if kill {
+                        Signal::SIGKILL
+                    } else {
+                        Signal::SIGCONT
+                    },
+                );
+            }
+        })
     }
 }
 

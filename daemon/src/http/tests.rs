@@ -59,11 +59,16 @@ async fn app() -> (tempfile::TempDir, Router) {
         check_ok: false,
         check_output: None,
     };
-    let engine = Arc::new(CriuEngine::new(
+    let criu = Arc::new(CriuEngine::new(
         probe.clone(),
         4,
+        None,
         std::time::Duration::from_secs(1),
     ));
+    let engine = Arc::new(crate::engine::Engines {
+        criu: criu.clone(),
+        runc: crate::runtime::runc::RuncEngine::new(None, d.path().join("logs"), criu),
+    });
     let jobs = Jobs::new(
         catalog,
         engine,

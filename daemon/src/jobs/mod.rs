@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::catalog::{self, Catalog};
-use crate::engine::{DumpSpec, Engine, RestoreSpec};
+use crate::engine::{DumpSpec, Engine, RestoreSpec, Stopped};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
@@ -72,6 +72,10 @@ struct Busy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RestoreWork {
     options: CheckpointOptions,
+    #[serde(default)]
+    into: Option<Target>,
+    #[serde(default)]
+    console_socket: Option<String>,
 }
 
 /// The partial directory a dump writes to before it is durable.
@@ -150,7 +154,7 @@ impl Jobs {
             .as_deref()
             .map(validate::checkpoint_dir)
             .transpose()?;
-        inner.engine.check_target(&target)?;
+        inner.engine.check_target(&target).await?;
 
         let id = Uuid::new_v4();
         let created_at = catalog::now();
@@ -211,6 +215,8 @@ impl Jobs {
             options: req.options(),
             labels: req.labels.clone(),
             criu_version: inner.engine.version(),
+            criu_config: None,
+            container: None,
             stats: None,
             error: None,
         };
@@ -240,21 +246,10 @@ impl Jobs {
             ))
             .with_hint("see its error with GET /v1/checkpoints/{ref}, or take a new checkpoint"));
         }
-        match &req.target {
-            None => {}
-            Some(t) if *t == cp.target => {}
-            Some(Target::Process { .. }) => {
-                return Err(Error::invalid(
-                    "a process checkpoint is restored in place, with its original pids; leave out \
-                     \"target\" (restoring a process under another pid needs a container)",
-                ))
-            }
-            Some(Target::Container { .. }) => {
-                return Err(Error::invalid(
-                    "restoring into a container is not supported by this ckptd yet; leave out \"target\" to restore in place",
-                ))
-            }
-        }
+        inner
+            .engine
+            .check_restore(&cp, req.target.as_ref(), req.console_socket.as_deref())
+            .await?;
         let options = CheckpointOptions {
             leave_running: cp.options.leave_running,
             tcp_established: req.tcp_established.unwrap_or(cp.options.tcp_established),
@@ -263,7 +258,9 @@ impl Jobs {
             shell_job: req.shell_job.unwrap_or(cp.options.shell_job),
         };
         let job = new_job(JobKind::Restore, cp.id);
-        let reservation = inner.reserve(&cp.target, Some(cp.id), job.id)?;
+        // The target being restored is busy: the original, or the new container.
+        let destination = req.target.as_ref().unwrap_or(&cp.target);
+        let reservation = inner.reserve(destination, Some(cp.id), job.id)?;
         let permit = match inner.queue.try_reserve() {
             Ok(p) => p,
             Err(_) => {
@@ -271,7 +268,12 @@ impl Jobs {
                 return Err(queue_full(inner.cfg.queue_capacity));
             }
         };
-        let work = serde_json::to_value(RestoreWork { options }).expect("serializes");
+        let work = RestoreWork {
+            options,
+            into: req.target.clone(),
+            console_socket: req.console_socket.clone(),
+        };
+        let work = serde_json::to_value(work).expect("serializes");
         if let Err(e) = inner.catalog.insert_job(&job, &work).await {
             inner.release(reservation);
             return Err(e);
@@ -524,7 +526,7 @@ impl Jobs {
                     .collect();
                 if !stopped.is_empty() {
                     tracing::warn!(?stopped, checkpoint = %cp.id, "resuming tasks an interrupted dump left stopped");
-                    inner.engine.release_stopped(&stopped, false);
+                    inner.engine.release(&Stopped::Tasks(stopped), false).await;
                 }
             }
             if let Err(e) = sys::remove_dir_tree(&partial) {
@@ -747,10 +749,12 @@ impl Inner {
                 let result = self.take_checkpoint(&cp).await;
                 cp.completed_at = Some(catalog::now());
                 match &result {
-                    Ok((stats, size)) => {
+                    Ok(done) => {
                         cp.status = CheckpointStatus::Ready;
-                        cp.stats = *stats;
-                        cp.size_bytes = *size;
+                        cp.stats = done.stats;
+                        cp.size_bytes = done.size;
+                        cp.container = done.container.clone();
+                        cp.criu_config = done.criu_config.clone();
                     }
                     Err(e) => {
                         cp.status = CheckpointStatus::Failed;
@@ -764,11 +768,12 @@ impl Inner {
                 let work: RestoreWork = serde_json::from_value(request)
                     .map_err(|e| Error::internal(format!("bad restore job request: {e}")))?;
                 let spec = RestoreSpec {
-                    target: &cp.target,
+                    checkpoint: &cp,
+                    into: work.into.as_ref(),
                     options: work.options,
                     images_dir: Path::new(&cp.dir),
                     log_name: &restore_log_name(job.id),
-                    checkpoint_name: &cp.name,
+                    console_socket: work.console_socket.as_deref(),
                 };
                 self.engine.restore(spec).await.map(Some)
             }
@@ -833,8 +838,8 @@ impl Inner {
         Ok(())
     }
 
-    /// Dump, make durable, publish. Returns CRIU's stats and the images' size.
-    async fn take_checkpoint(&self, cp: &Checkpoint) -> Result<(Option<DumpStats>, u64)> {
+    /// Dump, make durable, publish.
+    async fn take_checkpoint(&self, cp: &Checkpoint) -> Result<Taken> {
         let dir = PathBuf::from(&cp.dir);
         let partial = partial_dir(&dir);
         sys::create_private_dir(&partial)
@@ -868,18 +873,31 @@ impl Inner {
         .map_err(|e| Error::internal(format!("durability task failed: {e}")))?;
         match durable {
             Ok(size) => {
-                self.engine.release_stopped(&out.stopped, true);
-                Ok((out.stats, size))
+                self.engine.release(&out.stopped, true).await;
+                Ok(Taken {
+                    stats: out.stats,
+                    size,
+                    container: out.container,
+                    criu_config: out.criu_config,
+                })
             }
             Err(e) => {
-                // Not durable: the process must survive, and nothing half-written stays.
-                self.engine.release_stopped(&out.stopped, false);
+                // Not durable: the target must survive, and nothing half-written stays.
+                self.engine.release(&out.stopped, false).await;
                 keep_only_log(&partial, &dir);
                 Err(Error::io("cannot make the checkpoint images durable in", &partial, &e)
                     .with_hint("check free space and the filesystem's health; the process was left running"))
             }
         }
     }
+}
+
+/// What a successful dump records on its checkpoint.
+struct Taken {
+    stats: Option<DumpStats>,
+    size: u64,
+    container: Option<ckptd_api::ContainerRecord>,
+    criu_config: Option<String>,
 }
 
 /// After a failed dump: remove the images, keep CRIU's log in the checkpoint's directory.

@@ -5,29 +5,44 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex as StdMutex;
 
-use ckptd_api::{CreateCheckpoint, JobResult, Target};
+use ckptd_api::{Checkpoint, CreateCheckpoint, JobResult, Target};
 use tokio::sync::Semaphore;
 
 use super::*;
-use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec};
+use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
 
 /// Writes a fake image and log; fails when told to; can be held at the start of a dump.
 #[derive(Default)]
 struct FakeEngine {
     fail_dump: AtomicBool,
     gate: Option<Semaphore>,
-    released: StdMutex<Vec<(Vec<i32>, bool)>>,
+    released: StdMutex<Vec<(Stopped, bool)>>,
 }
 
 impl Engine for FakeEngine {
     fn version(&self) -> Option<String> {
         Some("fake".into())
     }
-    fn check_target(&self, target: &Target) -> Result<()> {
-        match target {
-            Target::Process { pid } if *pid > 0 => Ok(()),
-            _ => Err(Error::target_unavailable("no such target")),
-        }
+    fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match target {
+                Target::Process { pid } if *pid > 0 => Ok(()),
+                _ => Err(Error::target_unavailable("no such target")),
+            }
+        })
+    }
+    fn check_restore<'a>(
+        &'a self,
+        _: &'a Checkpoint,
+        into: Option<&'a Target>,
+        _: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match into {
+                None => Ok(()),
+                Some(_) => Err(Error::invalid("restored in place only")),
+            }
+        })
     }
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
         Box::pin(async move {
@@ -40,13 +55,14 @@ impl Engine for FakeEngine {
                 return Err(Error::new(ErrorKind::CriuFailed, "fake dump failed").with_hint("h"));
             }
             let stopped = if spec.options.leave_running {
-                vec![]
+                Stopped::Nothing
             } else {
-                vec![4242]
+                Stopped::Tasks(vec![4242])
             };
             Ok(DumpOutput {
                 stats: Some(Default::default()),
                 stopped,
+                ..Default::default()
             })
         })
     }
@@ -54,12 +70,13 @@ impl Engine for FakeEngine {
         Box::pin(async move {
             Ok(JobResult {
                 pid: Some(4242),
-                container: None,
+                ..Default::default()
             })
         })
     }
-    fn release_stopped(&self, stopped: &[i32], kill: bool) {
-        self.released.lock().unwrap().push((stopped.to_vec(), kill));
+    fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
+        self.released.lock().unwrap().push((stopped.clone(), kill));
+        Box::pin(async {})
     }
 }
 
@@ -109,7 +126,10 @@ async fn a_checkpoint_goes_pending_to_ready_and_kills_only_after_durability() {
     assert_eq!(cp.size_bytes, 4096 + 9);
     assert!(Path::new(&cp.dir).join("pages-1.img").exists());
     assert!(!partial_dir(Path::new(&cp.dir)).exists());
-    assert_eq!(*engine.released.lock().unwrap(), vec![(vec![4242], true)]);
+    assert_eq!(
+        *engine.released.lock().unwrap(),
+        vec![(Stopped::Tasks(vec![4242]), true)]
+    );
 }
 
 #[tokio::test]

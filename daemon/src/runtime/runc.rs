@@ -1,0 +1,525 @@
+//! Containers through runc.
+//!
+//! What runc 1.1 does, measured on this project's machine with CRIU 4.2.1, and what follows:
+//! - `runc checkpoint` writes CRIU's log and `stats-dump` to the *work* path: ckptd gives it the
+//!   image directory for both, so images, `dump.log` and statistics sit together as for processes.
+//! - runc has no `--leave-stopped`. Without `leave_running`, ckptd pauses the container (cgroup
+//!   freezer), dumps it with `--leave-running` (it stays paused), makes the images durable, and only
+//!   then kills and deletes it; if the images cannot be made durable it resumes the container.
+//! - `-b` changes runc's working directory, so every path handed to runc is absolute.
+//! - stdio: /dev/null and files the container opened itself dump and restore as they are. A host
+//!   file opened outside the container's mount namespace cannot be dumped ("Can't lookup mount=N
+//!   for fd=1"). Pipes are external to the container; runc hands its own stdio to them at restore.
+//!   ckptd then gives them a pipe again, read by a small detached `cat` that appends to
+//!   `<state_dir>/container-logs/<id>.log`, so that the restored container can be checkpointed
+//!   once more (a plain file there could not: it is outside the container's mount namespace).
+//! - seccomp filters and overlayfs root filesystems checkpoint and restore.
+//! - A container with a terminal checkpoints like any other; its restore needs a console socket
+//!   to receive the new pty master (`console_socket` in the restore request).
+//! - CRIU options file: runc gives CRIU the container's `org.criu.config` annotation, else
+//!   `/etc/criu/runc.conf`; in RPC mode CRIU reads no other file, so the daemon-wide `criu_config`
+//!   cannot apply to containers. ckptd records which file the dump used.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ckptd_api::{Checkpoint, ContainerRecord, JobResult, Target};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::process::Command;
+
+use crate::criu::{self, run_logged, CriuEngine};
+use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::error::{Error, Result};
+
+const RUNC_CONF: &str = "/etc/criu/runc.conf";
+
+pub struct RuncEngine {
+    runc: Option<PathBuf>,
+    /// Where restored containers' piped stdout/stderr are written.
+    logs_dir: PathBuf,
+    criu: std::sync::Arc<CriuEngine>,
+}
+
+/// What `runc state` says.
+#[derive(Debug, Deserialize)]
+pub struct RuncState {
+    pub pid: i32,
+    pub status: String,
+    pub bundle: String,
+}
+
+struct Container<'a> {
+    id: &'a str,
+    root: Option<&'a str>,
+}
+
+fn container_of(t: &Target) -> Result<Container<'_>> {
+    match t {
+        Target::Container {
+            id, runtime, root, ..
+        } => {
+            if runtime != "runc" {
+                return Err(Error::invalid(format!(
+                    "runtime {runtime:?} is not supported; ckptd drives runc (crun on Debian 12 \
+                     has no CRIU support)"
+                )));
+            }
+            if id.is_empty() || id.len() > 1024 || id.contains('/') || id.starts_with('-') {
+                return Err(Error::invalid(format!("invalid container id {id:?}")));
+            }
+            if let Some(r) = root {
+                if !Path::new(r).is_absolute() {
+                    return Err(Error::invalid(format!(
+                        "root {r:?} must be an absolute path"
+                    )));
+                }
+            }
+            Ok(Container {
+                id,
+                root: root.as_deref(),
+            })
+        }
+        Target::Process { .. } => Err(Error::internal("a process target reached the runc engine")),
+    }
+}
+
+impl RuncEngine {
+    pub fn new(runc: Option<PathBuf>, logs_dir: PathBuf, criu: std::sync::Arc<CriuEngine>) -> Self {
+        Self {
+            runc,
+            logs_dir,
+            criu,
+        }
+    }
+
+    fn runc(&self) -> Result<&Path> {
+        self.runc.as_deref().ok_or_else(|| {
+            Error::unavailable("runc is not installed, so containers cannot be checkpointed")
+                .with_hint("run `make setup` (it installs runc)")
+        })
+    }
+
+    fn command(&self, c: &Container<'_>) -> Result<Command> {
+        let mut cmd = Command::new(self.runc()?);
+        if let Some(r) = c.root {
+            cmd.arg("--root").arg(r);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok(cmd)
+    }
+
+    /// The container's state, or None when runc knows no such container.
+    async fn state(&self, c: &Container<'_>) -> Result<Option<RuncState>> {
+        let out = self
+            .command(c)?
+            .arg("state")
+            .arg(c.id)
+            .output()
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot run runc: {e}")))?;
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).map(Some).map_err(|e| {
+                Error::internal(format!("runc state printed something unexpected: {e}"))
+            });
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("does not exist") {
+            return Ok(None);
+        }
+        Err(Error::internal(format!(
+            "runc state {} failed: {}",
+            c.id,
+            err.trim()
+        )))
+    }
+
+    async fn running(&self, c: &Container<'_>) -> Result<RuncState> {
+        let root = c.root.map(|r| format!(" --root {r}")).unwrap_or_default();
+        match self.state(c).await? {
+            None => Err(Error::target_unavailable(format!("no container {:?} is known to runc{root}", c.id))
+                .with_hint(format!("list containers with `runc{root} list`; give \"root\" if it runs under another runc root"))),
+            Some(s) if s.status == "running" || s.status == "paused" => Ok(s),
+            Some(s) => Err(Error::target_unavailable(format!(
+                "container {:?} is {}; only a running container can be checkpointed",
+                c.id, s.status
+            ))),
+        }
+    }
+
+    /// A one-shot runc subcommand whose failure is reported as is (pause, resume, delete).
+    async fn simple(&self, c: &Container<'_>, args: &[&str]) -> Result<()> {
+        let out = self
+            .command(c)?
+            .args(args)
+            .arg(c.id)
+            .output()
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot run runc: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::internal(format!(
+                "runc {} {} failed: {}",
+                args.join(" "),
+                c.id,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
+    async fn dump_container(&self, spec: DumpSpec<'_>) -> Result<DumpOutput> {
+        self.criu.usable()?;
+        let c = container_of(spec.target)?;
+        let state = self.running(&c).await?;
+        let bundle = Path::new(&state.bundle);
+        let config = std::fs::read(bundle.join("config.json")).map_err(|e| {
+            Error::target_unavailable(format!("cannot read {}/config.json: {e}", state.bundle))
+        })?;
+        let parsed: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
+        let terminal = parsed["process"]["terminal"].as_bool().unwrap_or(false);
+        let criu_config = match parsed["annotations"]["org.criu.config"].as_str() {
+            Some("") => None,
+            Some(f) => Some(f.to_owned()),
+            None => Path::new(RUNC_CONF).exists().then(|| RUNC_CONF.to_owned()),
+        };
+
+        let pause = !spec.options.leave_running && state.status == "running";
+        if pause {
+            self.simple(&c, &["pause"]).await?;
+        }
+        let dir = spec.images_dir.display().to_string();
+        let mut args: Vec<String> = vec![
+            "checkpoint".into(),
+            "--image-path".into(),
+            dir.clone(),
+            "--work-path".into(),
+            dir,
+            // Always: a container to be stopped stays paused until its images are durable.
+            "--leave-running".into(),
+        ];
+        CriuEngine::option_flags(&spec.options, &mut args);
+        args.push(c.id.to_owned());
+        let mut cmd = self.command(&c)?;
+        cmd.args(&args);
+        let result = run_logged(
+            cmd,
+            &spec.images_dir.join(spec.log_name),
+            None,
+            format!(
+                "CRIU (through runc) could not checkpoint container {}",
+                c.id
+            ),
+        )
+        .await;
+        if let Err(e) = result {
+            if pause {
+                if let Err(r) = self.simple(&c, &["resume"]).await {
+                    tracing::error!(error = %r, container = c.id, "cannot resume the container after a failed dump");
+                }
+            }
+            return Err(e);
+        }
+        let stdio: Vec<String> = std::fs::read(spec.images_dir.join("descriptors.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let stopped = if spec.options.leave_running {
+            Stopped::Nothing
+        } else {
+            Stopped::Container {
+                id: c.id.to_owned(),
+                root: c.root.map(str::to_owned),
+                paused_by_us: pause,
+            }
+        };
+        Ok(DumpOutput {
+            stats: criu::dump_stats(spec.images_dir),
+            stopped,
+            container: Some(ContainerRecord {
+                bundle: state.bundle.clone(),
+                config_sha256: format!("{:x}", Sha256::digest(&config)),
+                terminal,
+                stdio,
+            }),
+            criu_config,
+        })
+    }
+
+    /// Where a restore goes: the container id, its runc root and its bundle.
+    fn destination<'a>(
+        cp: &'a Checkpoint,
+        into: Option<&'a Target>,
+    ) -> Result<(Container<'a>, String)> {
+        let record = cp.container.as_ref().ok_or_else(|| {
+            Error::internal(format!("checkpoint {} has no container record", cp.name))
+        })?;
+        match into {
+            None => Ok((container_of(&cp.target)?, record.bundle.clone())),
+            Some(t) => {
+                let c = container_of(t)?;
+                let bundle = match t {
+                    Target::Container {
+                        bundle: Some(b), ..
+                    } => b.clone(),
+                    Target::Container { id, .. }
+                        if Some(id.as_str()) == container_of(&cp.target).ok().map(|c| c.id) =>
+                    {
+                        record.bundle.clone()
+                    }
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "restoring into a new container ({}) needs its \"bundle\": a directory \
+                             with config.json and the root filesystem",
+                            c.id
+                        )))
+                    }
+                };
+                if !Path::new(&bundle).is_absolute() {
+                    return Err(Error::invalid(format!(
+                        "bundle {bundle:?} must be an absolute path"
+                    )));
+                }
+                Ok((c, bundle))
+            }
+        }
+    }
+
+    async fn check_restore_target(
+        &self,
+        cp: &Checkpoint,
+        into: Option<&Target>,
+        console_socket: Option<&str>,
+    ) -> Result<()> {
+        let (c, bundle) = Self::destination(cp, into)?;
+        let record = cp.container.as_ref().expect("checked by destination");
+        if !Path::new(&bundle).join("config.json").is_file() {
+            return Err(Error::target_unavailable(format!(
+                "the bundle {bundle} has no config.json"
+            ))
+            .with_hint("give the directory that holds the container's config.json and rootfs"));
+        }
+        if let Some(s) = self.state(&c).await? {
+            return Err(Error::conflict(format!(
+                "a container {:?} already exists ({}); runc restores into a new container",
+                c.id, s.status
+            ))
+            .with_hint(format!(
+                "restore under another id, or remove it first: runc kill {id} KILL; runc delete {id}",
+                id = c.id
+            )));
+        }
+        match (record.terminal, console_socket) {
+            (true, None) => Err(Error::invalid(format!(
+                "container checkpoint {} has a terminal: its restore needs \"console_socket\", the \
+                 path of a Unix socket that receives the new pty master (as runc's --console-socket)",
+                cp.name
+            ))),
+            (false, Some(_)) => Err(Error::invalid(
+                "console_socket is only for containers with a terminal; this one has none",
+            )),
+            (true, Some(s)) => {
+                use std::os::unix::fs::FileTypeExt;
+                match std::fs::metadata(s) {
+                    Ok(md) if md.file_type().is_socket() => Ok(()),
+                    _ => Err(Error::invalid(format!("console_socket {s} is not a Unix socket"))),
+                }
+            }
+            (false, None) => Ok(()),
+        }
+    }
+
+    async fn restore_container(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
+        self.criu.usable()?;
+        let cp = spec.checkpoint;
+        self.check_restore_target(cp, spec.into, spec.console_socket)
+            .await?;
+        let (c, bundle) = Self::destination(cp, spec.into)?;
+        let record = cp.container.as_ref().expect("checked by destination");
+        let dir = spec.images_dir.display().to_string();
+        let mut args: Vec<String> = vec![
+            "restore".into(),
+            "--detach".into(),
+            "--image-path".into(),
+            dir.clone(),
+            "--work-path".into(),
+            dir,
+            "--bundle".into(),
+            bundle,
+        ];
+        if let Some(s) = spec.console_socket {
+            args.push("--console-socket".into());
+            args.push(s.into());
+        }
+        CriuEngine::option_flags(&spec.options, &mut args);
+        args.push(c.id.to_owned());
+
+        // runc's own messages go to a file, since its stderr may become the container's.
+        let runc_log = spec.images_dir.join(format!("{}.runc", spec.log_name));
+        let mut cmd = Command::new(self.runc()?);
+        cmd.arg("--log").arg(&runc_log);
+        if let Some(r) = c.root {
+            cmd.arg("--root").arg(r);
+        }
+        cmd.args(&args).stdin(Stdio::null());
+        let piped = record
+            .stdio
+            .iter()
+            .skip(1)
+            .take(2)
+            .any(|d| d.starts_with("pipe:"));
+        let output_log = if piped {
+            let (write_end, log) = self.output_pipe(c.id)?;
+            cmd.stdout(Stdio::from(
+                write_end
+                    .try_clone()
+                    .map_err(|e| Error::internal(format!("dup: {e}")))?,
+            ))
+            .stderr(Stdio::from(write_end));
+            Some(log)
+        } else {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            None
+        };
+        // runc writes restore.log into the work path; each restore's log is kept under its job's name.
+        let runc_criu_log = spec.images_dir.join("restore.log");
+        let final_log = spec.images_dir.join(spec.log_name);
+        let result = run_logged(
+            cmd,
+            &runc_criu_log,
+            Some(&runc_log),
+            format!(
+                "CRIU (through runc) could not restore checkpoint {} as container {}",
+                cp.name, c.id
+            ),
+        )
+        .await;
+        let _ = std::fs::rename(&runc_criu_log, &final_log);
+        let _ = std::fs::remove_file(&runc_log);
+        if let Err(mut e) = result {
+            e.details
+                .insert("log".into(), final_log.display().to_string().into());
+            return Err(e);
+        }
+        let state = self.state(&c).await?.ok_or_else(|| {
+            Error::internal(format!(
+                "runc restored {} but does not know it afterwards",
+                c.id
+            ))
+        })?;
+        Ok(JobResult {
+            pid: Some(state.pid),
+            container: Some(c.id.to_owned()),
+            output_log: output_log.map(|p| p.display().to_string()),
+        })
+    }
+
+    /// A pipe for a restored container's stdout/stderr, drained by a detached `cat` into
+    /// `<logs_dir>/<id>.log`. Returns the write end (for runc) and the log's path.
+    fn output_pipe(&self, id: &str) -> Result<(OwnedFd, PathBuf)> {
+        let log = self.logs_dir.join(format!("{id}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| Error::io("cannot open the container's output log", &log, &e))?;
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::internal(format!("cannot create a pipe: {e}")))?;
+        // The reader outlives ckptd: its own session, not a child ckptd waits for.
+        use std::os::unix::process::CommandExt;
+        let reader = std::process::Command::new("cat")
+            .stdin(Stdio::from(read_end))
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Error::internal(format!("cannot start the output reader (cat): {e}")))?;
+        tracing::debug!(reader = reader.id(), fd = write_end.as_raw_fd(), log = %log.display(), "container output pipe");
+        // Reap it when it ends (when the container's last writer closes), without blocking.
+        std::thread::spawn(move || {
+            let mut reader = reader;
+            let _ = reader.wait();
+        });
+        Ok((write_end, log))
+    }
+
+    async fn release_container(
+        &self,
+        id: &str,
+        root: Option<&str>,
+        paused_by_us: bool,
+        kill: bool,
+    ) {
+        let c = Container { id, root };
+        if kill {
+            // delete --force kills a paused container too, and removes runc's state of it.
+            if let Err(e) = self.simple(&c, &["delete", "--force"]).await {
+                tracing::error!(error = %e, container = id, "cannot remove the checkpointed container");
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(self.state(&c).await, Ok(Some(_))) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else if paused_by_us {
+            if let Err(e) = self.simple(&c, &["resume"]).await {
+                tracing::error!(error = %e, container = id, "cannot resume the container");
+            }
+        }
+    }
+}
+
+impl Engine for RuncEngine {
+    fn version(&self) -> Option<String> {
+        self.criu.version()
+    }
+
+    fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if let Target::Container {
+                bundle: Some(_), ..
+            } = target
+            {
+                return Err(Error::invalid(
+                    "\"bundle\" belongs in a restore target; a checkpoint finds the bundle from runc",
+                ));
+            }
+            let c = container_of(target)?;
+            self.running(&c).await.map(|_| ())
+        })
+    }
+
+    fn check_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        console_socket: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.check_restore_target(checkpoint, into, console_socket))
+    }
+
+    fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
+        Box::pin(self.dump_container(spec))
+    }
+
+    fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
+        Box::pin(self.restore_container(spec))
+    }
+
+    fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Stopped::Container {
+                id,
+                root,
+                paused_by_us,
+            } = stopped
+            {
+                self.release_container(id, root.as_deref(), *paused_by_us, kill)
+                    .await;
+            }
+        })
+    }
+}
