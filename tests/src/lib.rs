@@ -334,3 +334,185 @@ impl Drop for Target {
         self.reap();
     }
 }
+
+/// A container id unique to this test process and call.
+pub fn unique_id(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// The looper as a container's process: it opens /out.log itself and counts into it.
+pub const CONTAINER_LOOPER: &str =
+    "exec >>/out.log 2>&1; i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done";
+
+/// The looper writing to its stdout, whatever runc gave it.
+pub const CONTAINER_LOOPER_STDOUT: &str =
+    "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done";
+
+/// An OCI bundle: `config.json` from `runc spec` and a busybox-static root filesystem.
+pub struct Bundle {
+    pub dir: PathBuf,
+}
+
+impl Bundle {
+    /// Builds a bundle in `dir` running `sh -c script`; `edit` may change config.json.
+    pub fn busybox(dir: &Path, script: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Bundle {
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        for d in ["proc", "dev", "sys", "tmp"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("/bin/busybox (busybox-static; make setup installs it)");
+        for applet in ["sh", "sleep", "echo", "cat", "mkdir"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let out = Command::new("runc")
+            .arg("spec")
+            .current_dir(dir)
+            .output()
+            .expect("runc spec");
+        assert!(
+            out.status.success(),
+            "runc spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        cfg["process"]["terminal"] = false.into();
+        cfg["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+        cfg["root"]["readonly"] = false.into();
+        edit(&mut cfg);
+        std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        Bundle {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// A copy of the whole bundle (config and root filesystem) in `dir`.
+    pub fn copy_to(&self, dir: &Path) -> Bundle {
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(&self.dir)
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Bundle {
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// Lines the looper wrote to /out.log inside the container.
+    pub fn out_lines(&self) -> Vec<String> {
+        read_lines(&self.dir.join("rootfs/out.log"))
+    }
+}
+
+pub fn read_lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Checks that `lines` are exactly 0, 1, 2, ...: no gap, no repeat.
+pub fn assert_counts(lines: &[String], what: &str) {
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(
+            l.trim(),
+            i.to_string(),
+            "line {i} of {what} breaks the sequence: {lines:?}"
+        );
+    }
+}
+
+/// Waits until `f()` holds, up to 20 s.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Where a test container's stdout and stderr go.
+pub enum ContainerStdio {
+    Null,
+    /// A pipe, drained by the test into this file.
+    Pipe(PathBuf),
+    /// A host file (outside the container's mount namespace).
+    HostFile(PathBuf),
+}
+
+/// A runc container the test started or that ckptd restored; deleted (killed) on drop.
+pub struct Container {
+    pub id: String,
+}
+
+impl Container {
+    pub fn run(bundle: &Bundle, id: &str, stdio: ContainerStdio) -> Container {
+        let mut cmd = Command::new("runc");
+        cmd.args(["run", "-d", id])
+            .current_dir(&bundle.dir)
+            .stdin(Stdio::null());
+        match &stdio {
+            ContainerStdio::Null => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+            ContainerStdio::HostFile(p) => {
+                let f = File::create(p).unwrap();
+                cmd.stdout(f.try_clone().unwrap()).stderr(f);
+            }
+            ContainerStdio::Pipe(_) => {
+                cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+            }
+        }
+        let mut child = cmd.spawn().expect("runc run");
+        if let ContainerStdio::Pipe(p) = stdio {
+            let mut pipe = child.stdout.take().unwrap();
+            let mut f = File::create(p).unwrap();
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut pipe, &mut f);
+            });
+        }
+        let st = child.wait().unwrap();
+        assert!(st.success(), "runc run -d {id} failed");
+        let c = Container { id: id.to_owned() };
+        wait_until("the container to run", || {
+            c.status().as_deref() == Some("running")
+        });
+        c
+    }
+
+    /// A container that ckptd restored; the test removes it at the end.
+    pub fn adopt(id: &str) -> Container {
+        Container { id: id.to_owned() }
+    }
+
+    /// runc's status of it, or None once runc no longer knows it.
+    pub fn status(&self) -> Option<String> {
+        let out = Command::new("runc")
+            .args(["state", &self.id])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["status"].as_str().map(str::to_owned)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("runc")
+            .args(["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

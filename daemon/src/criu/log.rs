@@ -80,8 +80,9 @@ pub fn hint(log: &str) -> Option<String> {
     }
     if has("Can't lookup mount=") {
         return Some(
-            "a file descriptor (often stdout or stderr) points at a file outside the target's mount \
-             namespace: point the target's stdio at /dev/null, a pipe, or a file inside its root"
+            "a file descriptor (often stdout or stderr) points at a file opened outside the \
+             target's mount namespace (a host file, even one inside the container's rootfs): point \
+             its stdio at /dev/null or a pipe, or let the container open its own files"
                 .into(),
         );
     }

@@ -111,11 +111,15 @@ pub async fn run_logged(
             .join(" ")
     };
     let started = Instant::now();
-    // Its own process group: a Ctrl-C meant for the daemon never hits CRIU mid-dump.
-    let out = cmd.process_group(0).output().await.map_err(|e| {
-        Error::unavailable(format!("cannot start `{command}`: {e}"))
-            .with_hint("check that criu and runc are installed and executable (make setup)")
-    })?;
+    // Its own process group: a Ctrl-C meant for the daemon never hits CRIU mid-dump. spawn +
+    // wait_with_output, not output(): output() replaces stdout/stderr with capture pipes, which a
+    // restored tree would inherit, and the wait would last as long as the restored tree.
+    let out = async { cmd.process_group(0).spawn()?.wait_with_output().await }
+        .await
+        .map_err(|e: std::io::Error| {
+            Error::unavailable(format!("cannot run `{command}`: {e}"))
+                .with_hint("check that criu and runc are installed and executable (make setup)")
+        })?;
     tracing::debug!(%command, elapsed_ms = started.elapsed().as_millis() as u64, status = %out.status, "finished");
     if out.status.success() {
         return Ok(());
@@ -319,8 +323,11 @@ impl CriuEngine {
         ];
         Self::option_flags(&spec.options, &mut args);
         let log_path = spec.images_dir.join(spec.log_name);
+        // A restored shell job inherits CRIU's stdio: never a pipe ckptd would wait on.
+        let mut cmd = self.command(criu, &args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
         run_logged(
-            self.command(criu, &args),
+            cmd,
             &log_path,
             None,
             format!("CRIU could not restore checkpoint {name}"),

@@ -855,8 +855,14 @@ impl Inner {
             .await;
         let out = match out {
             Ok(out) => out,
-            Err(e) => {
+            Err(mut e) => {
                 keep_only_log(&partial, &dir);
+                if e.details.contains_key("log") {
+                    e.details.insert(
+                        "log".into(),
+                        dir.join(DUMP_LOG).display().to_string().into(),
+                    );
+                }
                 return Err(e);
             }
         };
