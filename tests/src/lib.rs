@@ -455,8 +455,15 @@ pub struct Container {
 
 impl Container {
     pub fn run(bundle: &Bundle, id: &str, stdio: ContainerStdio) -> Container {
+        Self::run_with(bundle, id, stdio, &[])
+    }
+
+    /// `runc run -d` with extra arguments (e.g. `--console-socket PATH`).
+    pub fn run_with(bundle: &Bundle, id: &str, stdio: ContainerStdio, extra: &[&str]) -> Container {
         let mut cmd = Command::new("runc");
-        cmd.args(["run", "-d", id])
+        cmd.args(["run", "-d"])
+            .args(extra)
+            .arg(id)
             .current_dir(&bundle.dir)
             .stdin(Stdio::null());
         match &stdio {
@@ -514,5 +521,46 @@ impl Drop for Container {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A console socket receiver (what runc's `--console-socket` expects): accepts one connection,
+/// takes the pty master passed over it, and keeps reading it so the container never blocks.
+pub struct ConsoleReceiver {
+    pub socket: PathBuf,
+    child: Child,
+}
+
+impl ConsoleReceiver {
+    pub fn start(socket: &Path) -> ConsoleReceiver {
+        let script = r#"
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)
+c, _ = s.accept()
+_, fds, _, _ = socket.recv_fds(c, 1024, 1)
+while True:
+    try:
+        if not os.read(fds[0], 4096): time.sleep(0.05)
+    except OSError:
+        time.sleep(0.05)
+"#;
+        let child = Command::new("python3")
+            .args(["-c", script])
+            .arg(socket)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3");
+        wait_until("the console socket", || socket.exists());
+        ConsoleReceiver {
+            socket: socket.to_owned(),
+            child,
+        }
+    }
+}
+
+impl Drop for ConsoleReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -552,3 +552,109 @@ async fn container_requests_that_cannot_work_are_refused_with_reasons() {
         "a refused restore queued a job"
     );
 }
+
+/// Docker refuses terminal containers; runc can restore them given a console socket.
+#[tokio::test]
+async fn a_terminal_container_restores_with_a_console_socket() {
+    let d = Daemon::start().await;
+    let bundle = Bundle::busybox(&d.dir.path().join("bt"), CONTAINER_LOOPER, |cfg| {
+        cfg["process"]["terminal"] = true.into();
+    });
+    let first = ckptd_tests::ConsoleReceiver::start(&d.dir.path().join("console1.sock"));
+    let id = unique_id("tty");
+    let sock = first.socket.display().to_string();
+    let _c = Container::run_with(
+        &bundle,
+        &id,
+        ContainerStdio::Null,
+        &["--console-socket", &sock],
+    );
+    wait_until("output", || bundle.out_lines().len() >= 2);
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: container(&id),
+                name: Some("tty".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint of a terminal container")
+        .checkpoint;
+    assert!(cp.container.unwrap().terminal);
+
+    let err = d
+        .client
+        .restore("tty", &RestoreRequest::default(), false)
+        .await
+        .unwrap_err();
+    let (status, e) = err.api_error().unwrap();
+    assert_eq!(status.as_u16(), 400);
+    assert!(e.message.contains("console_socket"), "{}", e.message);
+
+    let second = ckptd_tests::ConsoleReceiver::start(&d.dir.path().join("console2.sock"));
+    let req = RestoreRequest {
+        console_socket: Some(second.socket.display().to_string()),
+        ..Default::default()
+    };
+    let job = d
+        .client
+        .restore("tty", &req, true)
+        .await
+        .expect("restore with a console socket");
+    assert_eq!(job.result.unwrap().container.as_deref(), Some(id.as_str()));
+    let stopped_at = bundle.out_lines().len();
+    wait_until("output after restore", || {
+        bundle.out_lines().len() >= stopped_at + 5
+    });
+    assert_counts(&bundle.out_lines(), "the terminal container");
+}
+
+#[tokio::test]
+async fn a_new_rootfs_missing_what_the_images_need_gets_criu_s_reason() {
+    let d = Daemon::start().await;
+    let bundle = Bundle::busybox(&d.dir.path().join("bm"), CONTAINER_LOOPER, |_| {});
+    let id = unique_id("src");
+    let _c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("output", || bundle.out_lines().len() >= 2);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: container(&id),
+                name: Some("m".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    let broken = bundle.copy_to(&d.dir.path().join("broken"));
+    std::fs::remove_file(broken.dir.join("rootfs/bin/busybox")).unwrap();
+    let new_id = unique_id("broken");
+    let _n = Container::adopt(&new_id);
+    let err = d
+        .client
+        .restore(
+            "m",
+            &RestoreRequest {
+                target: into(&new_id, &broken),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    let (status, e) = err.api_error().unwrap();
+    assert_eq!(status.as_u16(), 500, "{e:?}");
+    assert_eq!(e.code, "criu_failed");
+    assert!(
+        e.message.contains("busybox"),
+        "CRIU's reason not quoted: {}",
+        e.message
+    );
+    assert!(!e.log_tail().is_empty());
+    assert!(e.hint().unwrap().contains("bin/busybox"), "{:?}", e.hint());
+}

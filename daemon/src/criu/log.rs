@@ -78,6 +78,12 @@ pub fn hint(log: &str) -> Option<String> {
                 .into(),
         );
     }
+    if let Some(file) = missing_file(&errors) {
+        return Some(format!(
+            "the restored root filesystem has no {file}, which the images need: restore into a \
+             bundle whose rootfs holds the same files as the checkpointed one (copy it with cp -a)"
+        ));
+    }
     if has("Can't lookup mount=") {
         return Some(
             "a file descriptor (often stdout or stderr) points at a file opened outside the \
@@ -94,6 +100,15 @@ pub fn hint(log: &str) -> Option<String> {
         );
     }
     None
+}
+
+/// `Can't open file bin/busybox on restore: No such file or directory`
+fn missing_file(errors: &[&str]) -> Option<String> {
+    errors.iter().find_map(|l| {
+        let rest = l.split("Can't open file ").nth(1)?;
+        let (file, tail) = rest.split_once(" on restore")?;
+        tail.contains("No such file").then(|| file.to_owned())
+    })
 }
 
 /// `Can't fork for 4242: File exists` (clone3 with set_tid on a taken pid).
@@ -145,6 +160,7 @@ mod tests {
             ("(00.01) Error (criu/pstree.c:304): The root process 13832 is not a session leader. Consider using --shell-job option", "shell_job"),
             ("(00.01) Error (criu/tty.c:410): tty: Found slave peer index 0 without correspond master peer", "shell_job"),
             ("(00.01) Error (criu/sk-unix.c:874): unix: External socket is used. Consider using --ext-unix-sk option.", "ext_unix_sk"),
+            ("(00.06)      1: Error (criu/files-reg.c:2353): Can't open file bin/busybox on restore: No such file or directory", "has no bin/busybox"),
         ];
         for (line, want) in cases {
             let log = format!("{line}\n(00.02) Error (criu/cr-dump.c:1975): Dumping FAILED.\n");
