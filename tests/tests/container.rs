@@ -658,3 +658,104 @@ async fn a_new_rootfs_missing_what_the_images_need_gets_criu_s_reason() {
     assert!(!e.log_tail().is_empty());
     assert!(e.hint().unwrap().contains("bin/busybox"), "{:?}", e.hint());
 }
+
+#[tokio::test]
+async fn another_runc_root_and_a_changed_bundle_config() {
+    let d = Daemon::start().await;
+    let root = d.dir.path().join("runc-root");
+    let bundle = Bundle::busybox(&d.dir.path().join("br"), CONTAINER_LOOPER, |_| {});
+    let id = unique_id("rooted");
+    let st = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["run", "-d", &id])
+        .current_dir(&bundle.dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Cleanup(std::path::PathBuf, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(&self.0)
+                .args(["delete", "--force", &self.1])
+                .status();
+        }
+    }
+    let _cleanup = Cleanup(root.clone(), id.clone());
+    wait_until("output", || bundle.out_lines().len() >= 2);
+    let target = ApiTarget::Container {
+        id: id.clone(),
+        runtime: "runc".into(),
+        root: Some(root.display().to_string()),
+        bundle: None,
+    };
+    // Under the default root it is unknown; under its own root it is found.
+    let err = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: container(&id),
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.api_error().unwrap().0.as_u16(), 422);
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(target),
+                name: Some("rooted".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint under another runc root")
+        .checkpoint;
+    assert!(
+        matches!(&cp.target, ApiTarget::Container { root: Some(r), .. } if std::path::Path::new(r) == root)
+    );
+
+    // config.json changed since: a restore in place is refused, saying so.
+    let cfg_path = bundle.dir.join("config.json");
+    let original = std::fs::read(&cfg_path).unwrap();
+    let mut cfg: Value = serde_json::from_slice(&original).unwrap();
+    cfg["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push("CHANGED=1".into());
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let err = d
+        .client
+        .restore("rooted", &RestoreRequest::default(), false)
+        .await
+        .unwrap_err();
+    let (status, e) = err.api_error().unwrap();
+    assert_eq!(status.as_u16(), 409, "{e:?}");
+    assert!(e.message.contains("config.json changed"), "{}", e.message);
+    std::fs::write(&cfg_path, &original).unwrap();
+
+    let job = d
+        .client
+        .restore("rooted", &RestoreRequest::default(), true)
+        .await
+        .expect("restore under its root");
+    assert_eq!(job.result.unwrap().container.as_deref(), Some(id.as_str()));
+    let state = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["state", &id])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&state.stdout).contains("\"running\""));
+    wait_until("output after restore", || bundle.out_lines().len() >= 8);
+    assert_counts(&bundle.out_lines(), "the container under another root");
+}

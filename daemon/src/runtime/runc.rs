@@ -297,11 +297,30 @@ impl RuncEngine {
     ) -> Result<()> {
         let (c, bundle) = Self::destination(cp, into)?;
         let record = cp.container.as_ref().expect("checked by destination");
-        if !Path::new(&bundle).join("config.json").is_file() {
-            return Err(Error::target_unavailable(format!(
-                "the bundle {bundle} has no config.json"
+        let config = match std::fs::read(Path::new(&bundle).join("config.json")) {
+            Ok(c) => c,
+            Err(_) => {
+                return Err(Error::target_unavailable(format!(
+                    "the bundle {bundle} has no config.json"
+                ))
+                .with_hint("give the directory that holds the container's config.json and rootfs"))
+            }
+        };
+        // The recorded bundle is reused only as it was; a bundle given explicitly is the caller's.
+        let explicit = matches!(
+            into,
+            Some(Target::Container {
+                bundle: Some(_),
+                ..
+            })
+        );
+        let digest = format!("{:x}", Sha256::digest(&config));
+        if !explicit && digest != record.config_sha256 {
+            return Err(Error::conflict(format!(
+                "{bundle}/config.json changed since checkpoint {} was taken (sha256 {digest}, was {})",
+                cp.name, record.config_sha256
             ))
-            .with_hint("give the directory that holds the container's config.json and rootfs"));
+            .with_hint("restore the old config.json, or give the bundle explicitly in \"target\" to restore with the new one"));
         }
         if let Some(s) = self.state(&c).await? {
             return Err(Error::conflict(format!(
