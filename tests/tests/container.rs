@@ -759,3 +759,38 @@ async fn another_runc_root_and_a_changed_bundle_config() {
     wait_until("output after restore", || bundle.out_lines().len() >= 8);
     assert_counts(&bundle.out_lines(), "the container under another root");
 }
+
+/// runc gives CRIU the container's `org.criu.config` (else /etc/criu/runc.conf); ckptd records it.
+#[tokio::test]
+async fn the_container_s_criu_options_file_is_used_and_recorded() {
+    let d = Daemon::start().await;
+    let conf = d.dir.path().join("container-criu.conf");
+    std::fs::write(&conf, "tcp-established\n").unwrap();
+    let conf_s = conf.display().to_string();
+    let bundle = Bundle::busybox(&d.dir.path().join("ba"), CONTAINER_LOOPER, |cfg| {
+        cfg["annotations"] = json!({"org.criu.config": conf_s});
+    });
+    let id = unique_id("annotated");
+    let _c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("output", || bundle.out_lines().len() >= 2);
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: container(&id),
+                name: Some("ann".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint")
+        .checkpoint;
+    assert_eq!(cp.criu_config.as_deref(), Some(conf.to_str().unwrap()));
+    let log = d.client.checkpoint_log("ann").await.unwrap();
+    assert!(
+        log.contains(&format!("Parsing config file {}", conf.display())),
+        "CRIU did not read it"
+    );
+}

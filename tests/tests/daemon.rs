@@ -107,3 +107,35 @@ async fn a_restored_tree_is_not_the_daemons_child_and_outlives_a_restart() {
     assert!(alive(t.pid), "the restored process died with the daemon");
     assert!(t.is_progressing(Duration::from_secs(2)));
 }
+
+/// The daemon-wide `criu_config` reaches CRIU for process checkpoints and is recorded.
+#[tokio::test]
+async fn the_daemon_s_criu_config_is_used_for_processes_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("criu.conf");
+    std::fs::write(&conf, "file-locks\n").unwrap();
+    let toml = dir.path().join("ckptd.toml");
+    std::fs::write(&toml, format!("criu_config = \"{}\"\n", conf.display())).unwrap();
+    let d = Daemon::start_with(&["--config", toml.to_str().unwrap()]).await;
+    let t = Target::python(d.dir.path(), "conf", 0, false);
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: t.pid }),
+                name: Some("c".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint")
+        .checkpoint;
+    assert_eq!(cp.criu_config.as_deref(), Some(conf.to_str().unwrap()));
+    let log = d.client.checkpoint_log("c").await.unwrap();
+    assert!(
+        log.contains(&format!("Parsing config file {}", conf.display())),
+        "CRIU did not read it"
+    );
+}
