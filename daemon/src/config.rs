@@ -42,6 +42,7 @@ pub struct FileConfig {
     pub runc_path: Option<PathBuf>,
     pub criu_log_level: Option<u8>,
     pub shutdown_timeout_secs: Option<u64>,
+    pub job_timeout_secs: Option<u64>,
     pub restore_pid_wait_secs: Option<u64>,
 }
 
@@ -62,6 +63,8 @@ pub struct Config {
     pub criu_log_level: u8,
     /// On SIGTERM, how long running jobs may take to finish.
     pub shutdown_timeout: Duration,
+    /// A running job is stopped after this long, its target left running.
+    pub job_timeout: Duration,
     /// At restore, how long to wait for a zombie that holds a needed pid to be reaped.
     pub restore_pid_wait: Duration,
 }
@@ -107,6 +110,7 @@ impl Config {
             runc_path: file.runc_path,
             criu_log_level: file.criu_log_level.unwrap_or(4),
             shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(120)),
+            job_timeout: Duration::from_secs(file.job_timeout_secs.unwrap_or(1800)),
             restore_pid_wait: Duration::from_secs(file.restore_pid_wait_secs.unwrap_or(10)),
         };
         cfg.validate()?;
@@ -121,6 +125,9 @@ impl Config {
                 "workers must be between 1 and {MAX_WORKERS}, got {}",
                 self.workers
             );
+        }
+        if self.job_timeout.is_zero() {
+            bail!("job_timeout_secs must be at least 1");
         }
         if self.queue_capacity == 0 {
             bail!("queue_capacity must be at least 1");

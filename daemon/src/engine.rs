@@ -15,6 +15,42 @@ use crate::runtime::runc::RuncEngine;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Why a running job is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Cancelled,
+    TimedOut(std::time::Duration),
+}
+
+impl StopReason {
+    pub fn error(self) -> Error {
+        match self {
+            StopReason::Cancelled => Error::new(
+                crate::error::ErrorKind::Cancelled,
+                "the job was cancelled while it ran; CRIU was stopped and the target left running",
+            ),
+            StopReason::TimedOut(d) => Error::new(
+                crate::error::ErrorKind::Timeout,
+                format!(
+                    "the job ran longer than {} s and was stopped; the target was left running",
+                    d.as_secs()
+                ),
+            )
+            .with_hint("raise job_timeout_secs in the config for very large targets or slow disks"),
+        }
+    }
+}
+
+/// Tells a running job's engine to stop: set once, by a cancel or the job's timeout.
+pub type StopSignal = tokio::sync::watch::Receiver<Option<StopReason>>;
+
+/// A signal that never fires (for work that cannot be stopped, and for tests).
+pub fn never_stop() -> StopSignal {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    std::mem::forget(tx);
+    rx
+}
+
 /// What a dump left frozen instead of ending it, so that it ends only once the images are
 /// durable (and carries on if they cannot be made so).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,6 +85,7 @@ pub struct DumpSpec<'a> {
     pub images_dir: &'a Path,
     /// Log file name, created inside `images_dir`.
     pub log_name: &'a str,
+    pub stop: StopSignal,
 }
 
 pub struct RestoreSpec<'a> {
@@ -60,6 +97,7 @@ pub struct RestoreSpec<'a> {
     /// Log file name, created inside `images_dir`.
     pub log_name: &'a str,
     pub console_socket: Option<&'a str>,
+    pub stop: StopSignal,
 }
 
 pub trait Engine: Send + Sync + 'static {

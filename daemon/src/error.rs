@@ -18,10 +18,14 @@ pub enum ErrorKind {
     Internal,
     Unavailable,
     InsufficientStorage,
+    /// A job stopped by `POST /v1/jobs/{id}/cancel`.
+    Cancelled,
+    /// A job that ran longer than `job_timeout_secs`.
+    Timeout,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 13] = [
         Self::InvalidRequest,
         Self::Forbidden,
         Self::NotFound,
@@ -33,6 +37,8 @@ impl ErrorKind {
         Self::Internal,
         Self::Unavailable,
         Self::InsufficientStorage,
+        Self::Cancelled,
+        Self::Timeout,
     ];
 
     pub fn code(self) -> &'static str {
@@ -48,6 +54,8 @@ impl ErrorKind {
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
             Self::InsufficientStorage => "insufficient_storage",
+            Self::Cancelled => "cancelled",
+            Self::Timeout => "timeout",
         }
     }
 

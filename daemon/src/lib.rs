@@ -68,6 +68,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         JobsConfig {
             checkpoints_root: cfg.checkpoints_dir(),
             queue_capacity: cfg.queue_capacity,
+            job_timeout: cfg.job_timeout,
         },
     );
     jobs.reconcile()

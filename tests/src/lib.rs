@@ -147,6 +147,19 @@ impl Daemon {
         }
     }
 
+    /// Polls a job until `pred` holds (up to 30 s) and returns it.
+    pub async fn wait_job(&self, id: &str, pred: impl Fn(&api::Job) -> bool) -> api::Job {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = self.client.job(id, None).await.expect("job");
+            if pred(&job) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} stayed {:?}", job.state);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Forgets a daemon that the test killed itself (reaping it).
     pub fn kill_and_forget(&mut self) {
         if let Some(mut c) = self.child.take() {

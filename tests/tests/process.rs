@@ -496,3 +496,85 @@ async fn a_busy_target_gets_409_and_sigterm_lets_the_running_dump_finish() {
     );
     assert!(alive(t.pid) && t.is_progressing(Duration::from_secs(2)));
 }
+
+/// Cancel and timeout stop CRIU mid-dump of a 4 GiB process and leave it running, unfrozen.
+#[tokio::test]
+async fn cancel_and_timeout_of_a_running_dump_leave_the_process_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("ckptd.toml");
+    std::fs::write(&toml, "job_timeout_secs = 1\n").unwrap();
+    let d = Daemon::start_with(&["--config", toml.to_str().unwrap()]).await;
+    let t = Target::python(d.dir.path(), "huge", 4096, false);
+
+    // Cancel while CRIU runs.
+    let first = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("c1".into()),
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let id = first.job.id.to_string();
+    d.wait_job(&id, |j| j.state == JobState::Running).await;
+    let resp = d
+        .client
+        .request(hyper::Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status.as_u16(), 202, "{}", resp.text());
+    let job = d
+        .client
+        .job(&id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Cancelled, "{job:?}");
+    assert_eq!(job.error.as_ref().unwrap().code, "cancelled");
+    assert!(alive(t.pid));
+    assert_ne!(proc_state(t.pid), Some('T'));
+    assert!(
+        t.is_progressing(Duration::from_secs(3)),
+        "the target is frozen after a cancel"
+    );
+    let cp = d.client.checkpoint("c1").await.unwrap();
+    assert_eq!(cp.status, CheckpointStatus::Failed);
+    let files: Vec<String> = std::fs::read_dir(&cp.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().all(|f| f == "dump.log"),
+        "images left after cancel: {files:?}"
+    );
+
+    // A dump of 4 GiB takes longer than the 1 s job timeout: stopped, the process carries on.
+    let err = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("c2".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    let (status, e) = err.api_error().unwrap();
+    assert_eq!(status.as_u16(), 504, "{e:?}");
+    assert_eq!(e.code, "timeout");
+    assert!(alive(t.pid));
+    assert_ne!(proc_state(t.pid), Some('T'));
+    assert!(
+        t.is_progressing(Duration::from_secs(3)),
+        "the target is frozen after a timeout"
+    );
+    assert_eq!(
+        d.client.checkpoint("c2").await.unwrap().status,
+        CheckpointStatus::Failed
+    );
+}

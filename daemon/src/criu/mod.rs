@@ -17,7 +17,7 @@ use ckptd_api::{Checkpoint, CheckpointOptions, DumpStats, JobResult, Target};
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 
-use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, StopSignal, Stopped};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
@@ -102,6 +102,7 @@ pub async fn run_logged(
     log_path: &Path,
     runtime_log: Option<&Path>,
     what: String,
+    stop: &StopSignal,
 ) -> Result<()> {
     let command = {
         let std = cmd.as_std();
@@ -111,15 +112,53 @@ pub async fn run_logged(
             .join(" ")
     };
     let started = Instant::now();
-    // Its own process group: a Ctrl-C meant for the daemon never hits CRIU mid-dump. spawn +
-    // wait_with_output, not output(): output() replaces stdout/stderr with capture pipes, which a
-    // restored tree would inherit, and the wait would last as long as the restored tree.
-    let out = async { cmd.process_group(0).spawn()?.wait_with_output().await }
-        .await
-        .map_err(|e: std::io::Error| {
-            Error::unavailable(format!("cannot run `{command}`: {e}"))
-                .with_hint("check that criu and runc are installed and executable (make setup)")
-        })?;
+    let cannot_run = |e: std::io::Error| {
+        Error::unavailable(format!("cannot run `{command}`: {e}"))
+            .with_hint("check that criu and runc are installed and executable (make setup)")
+    };
+    // Its own process group: a Ctrl-C meant for the daemon never hits CRIU mid-dump, and a stop
+    // reaches CRIU and everything it started (runc's criu swrk). spawn + wait_with_output, not
+    // output(): output() replaces stdout/stderr with capture pipes, which a restored tree would
+    // inherit, and the wait would last as long as the restored tree.
+    let child = cmd.process_group(0).spawn().map_err(cannot_run)?;
+    let pgid = child.id().map(|p| p as i32);
+    let wait = child.wait_with_output();
+    tokio::pin!(wait);
+    let mut stop = stop.clone();
+    let mut stopped_by = None;
+    // Listen until a stop arrives or nobody can send one any more.
+    let mut listening = true;
+    let out = loop {
+        tokio::select! {
+            out = &mut wait => break out.map_err(cannot_run)?,
+            changed = stop.changed(), if listening => {
+                let reason = *stop.borrow();
+                match (changed, reason) {
+                    (Ok(()), Some(r)) => {
+                        // Measured: CRIU stopped at any point of a dump leaves the target running
+                        // (its parasite returns when CRIU's socket closes); callers resume what a
+                        // dump had stopped.
+                        tracing::warn!(%command, reason = ?r, "stopping CRIU");
+                        if let Some(pg) = pgid {
+                            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg), Signal::SIGTERM);
+                        }
+                        stopped_by = Some(r);
+                        listening = false;
+                    }
+                    (Err(_), _) => listening = false,
+                    (Ok(()), None) => {}
+                }
+            }
+        }
+    };
+    if let Some(r) = stopped_by {
+        if !out.status.success() {
+            return Err(r
+                .error()
+                .with("log", log_path.display().to_string())
+                .with("command", command));
+        }
+    }
     tracing::debug!(%command, elapsed_ms = started.elapsed().as_millis() as u64, status = %out.status, "finished");
     if out.status.success() {
         return Ok(());
@@ -275,6 +314,7 @@ impl CriuEngine {
             &log_path,
             None,
             format!("CRIU could not dump pid {pid}"),
+            &spec.stop,
         )
         .await
         {
@@ -331,6 +371,7 @@ impl CriuEngine {
             &log_path,
             None,
             format!("CRIU could not restore checkpoint {name}"),
+            &spec.stop,
         )
         .await?;
         let pid = std::fs::read_to_string(&pidfile)

@@ -16,13 +16,14 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Conflict | ErrorKind::Cancelled => StatusCode::CONFLICT,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::TargetUnavailable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::QueueFull => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::CriuFailed | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 

@@ -75,6 +75,7 @@ async fn app() -> (tempfile::TempDir, Router) {
         JobsConfig {
             checkpoints_root: d.path().join("checkpoints"),
             queue_capacity: 4,
+            job_timeout: std::time::Duration::from_secs(60),
         },
     );
     let info = Arc::new(DaemonInfo {

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::catalog::{self, Catalog};
-use crate::engine::{DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::engine::{DumpSpec, Engine, RestoreSpec, StopReason, StopSignal, Stopped};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
@@ -39,6 +39,8 @@ pub struct JobsConfig {
     /// Where checkpoints without a `checkpoint_dir` live (`<state>/checkpoints`).
     pub checkpoints_root: PathBuf,
     pub queue_capacity: usize,
+    /// A running job is stopped after this long (its target left running).
+    pub job_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -58,6 +60,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     shutting_down: AtomicBool,
     running: AtomicUsize,
+    /// Stop senders of running jobs (cancel and timeout use them).
+    stoppers: Mutex<HashMap<Uuid, watch::Sender<Option<StopReason>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -100,6 +104,7 @@ impl Jobs {
                 shutdown: watch::channel(false).0,
                 shutting_down: AtomicBool::new(false),
                 running: AtomicUsize::new(0),
+                stoppers: Mutex::new(HashMap::new()),
                 workers: Mutex::new(Vec::new()),
             }),
         }
@@ -320,19 +325,21 @@ impl Jobs {
         }
     }
 
-    /// Cancels a queued job. A running CRIU dump or restore is not interrupted: killing CRIU
-    /// half-way could leave the target stopped.
+    /// Cancels a job. A queued job ends at once. A running one is asked to stop: CRIU is
+    /// interrupted (which leaves the target running, measured at every point of a dump), what a
+    /// dump had stopped is resumed, and the job ends `cancelled` moments later.
     pub async fn cancel(&self, id: &str) -> Result<Job> {
         let mut job = self.job(id).await?;
         match job.state {
             JobState::Queued => {}
             JobState::Running => {
-                return Err(Error::conflict(format!(
-                    "job {id} is running; a running CRIU {} is not interrupted, since killing CRIU \
-                     half-way could leave the target stopped",
-                    job.kind.as_str()
-                ))
-                .with_hint(format!("wait for it to end: GET /v1/jobs/{id}?wait=60")))
+                let sender = self.inner.stoppers().get(&job.id).cloned();
+                let Some(tx) = sender else {
+                    return Err(Error::conflict(format!("job {id} is just starting"))
+                        .with_hint("retry the cancel in a moment"));
+                };
+                request_stop(&tx, StopReason::Cancelled);
+                return Ok(job);
             }
             s => {
                 return Err(Error::conflict(format!(
@@ -341,7 +348,10 @@ impl Jobs {
                 )))
             }
         }
-        let err = Error::conflict("the job was cancelled before it started");
+        let err = Error::new(
+            ErrorKind::Cancelled,
+            "the job was cancelled before it started",
+        );
         job.state = JobState::Cancelled;
         job.finished_at = Some(catalog::now());
         job.error = Some(err.to_info());
@@ -541,6 +551,17 @@ impl Jobs {
     }
 }
 
+/// Asks a running job to stop; the first reason given wins.
+fn request_stop(tx: &watch::Sender<Option<StopReason>>, reason: StopReason) {
+    tx.send_if_modified(|r| {
+        let first = r.is_none();
+        if first {
+            *r = Some(reason);
+        }
+        first
+    });
+}
+
 async fn futures_join(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
@@ -605,6 +626,15 @@ struct Reservation {
 }
 
 impl Inner {
+    /// Stop senders of running jobs; poison is ignored as for the busy sets.
+    fn stoppers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<Option<StopReason>>>> {
+        self.stoppers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The busy sets; their critical sections cannot panic half-way, so poison is ignored.
     fn busy(&self) -> std::sync::MutexGuard<'_, Busy> {
         self.busy
@@ -742,11 +772,18 @@ impl Inner {
         let _enter = span.enter();
         tracing::info!("job started");
         drop(_enter);
+        let (stop_tx, stop) = watch::channel(None);
+        self.stoppers().insert(job.id, stop_tx.clone());
+        let timeout = self.cfg.job_timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            request_stop(&stop_tx, StopReason::TimedOut(timeout));
+        });
         let outcome = match job.kind {
             JobKind::Checkpoint => {
                 cp.status = CheckpointStatus::Running;
                 self.catalog.update_checkpoint(&cp).await?;
-                let result = self.take_checkpoint(&cp).await;
+                let result = self.take_checkpoint(&cp, stop).await;
                 cp.completed_at = Some(catalog::now());
                 match &result {
                     Ok(done) => {
@@ -774,10 +811,13 @@ impl Inner {
                     images_dir: Path::new(&cp.dir),
                     log_name: &restore_log_name(job.id),
                     console_socket: work.console_socket.as_deref(),
+                    stop,
                 };
                 self.engine.restore(spec).await.map(Some)
             }
         };
+        timer.abort();
+        self.stoppers().remove(&job.id);
         let _enter = span.enter();
         match &outcome {
             Ok(_) => tracing::info!("job succeeded"),
@@ -801,7 +841,9 @@ impl Inner {
                 job.result = result;
             }
             Err(e) => {
-                job.state = if from == Some(JobState::Queued) && e.kind == ErrorKind::Unavailable {
+                job.state = if e.kind == ErrorKind::Cancelled
+                    || (from == Some(JobState::Queued) && e.kind == ErrorKind::Unavailable)
+                {
                     JobState::Cancelled
                 } else {
                     JobState::Failed
@@ -839,7 +881,7 @@ impl Inner {
     }
 
     /// Dump, make durable, publish.
-    async fn take_checkpoint(&self, cp: &Checkpoint) -> Result<Taken> {
+    async fn take_checkpoint(&self, cp: &Checkpoint, stop: StopSignal) -> Result<Taken> {
         let dir = PathBuf::from(&cp.dir);
         let partial = partial_dir(&dir);
         sys::create_private_dir(&partial)
@@ -851,6 +893,7 @@ impl Inner {
                 options: cp.options,
                 images_dir: &partial,
                 log_name: DUMP_LOG,
+                stop: stop.clone(),
             })
             .await;
         let out = match out {
@@ -866,6 +909,13 @@ impl Inner {
                 return Err(e);
             }
         };
+        // Stopped between the dump and durability: the target carries on, the images go.
+        let stopped_now = *stop.borrow();
+        if let Some(reason) = stopped_now {
+            self.engine.release(&out.stopped, false).await;
+            keep_only_log(&partial, &dir);
+            return Err(reason.error());
+        }
         // Durability before anything else: the tree CRIU left stopped is killed only after this.
         let p = partial.clone();
         let d = dir.clone();
@@ -879,6 +929,14 @@ impl Inner {
         .map_err(|e| Error::internal(format!("durability task failed: {e}")))?;
         match durable {
             Ok(size) => {
+                // A stop that came while the images were made durable still wins: the target
+                // carries on and the checkpoint is dropped, as the caller asked.
+                let stopped_now = *stop.borrow();
+                if let Some(reason) = stopped_now {
+                    self.engine.release(&out.stopped, false).await;
+                    remove_images(&dir);
+                    return Err(reason.error());
+                }
                 self.engine.release(&out.stopped, true).await;
                 Ok(Taken {
                     stats: out.stats,
@@ -908,15 +966,20 @@ struct Taken {
 
 /// After a failed dump: remove the images, keep CRIU's log in the checkpoint's directory.
 fn keep_only_log(partial: &Path, dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(partial) {
+    remove_images(partial);
+    if std::fs::rename(partial, dir).is_err() {
+        let _ = sys::remove_dir_tree(partial);
+    }
+}
+
+/// Removes everything in an image directory but CRIU's dump log.
+fn remove_images(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_name() != DUMP_LOG {
                 let _ = sys::remove_dir_tree(&e.path());
             }
         }
-    }
-    if std::fs::rename(partial, dir).is_err() {
-        let _ = sys::remove_dir_tree(partial);
     }
 }
 

@@ -47,7 +47,17 @@ impl Engine for FakeEngine {
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
         Box::pin(async move {
             if let Some(g) = &self.gate {
-                let _p = g.acquire().await.expect("gate");
+                let mut stop = spec.stop.clone();
+                let stopped = tokio::select! {
+                    p = g.acquire() => {
+                        drop(p.expect("gate"));
+                        None
+                    }
+                    r = stop.wait_for(Option::is_some) => r.ok().and_then(|r| *r),
+                };
+                if let Some(reason) = stopped {
+                    return Err(reason.error());
+                }
             }
             std::fs::write(spec.images_dir.join(spec.log_name), b"log line\n").unwrap();
             std::fs::write(spec.images_dir.join("pages-1.img"), vec![7u8; 4096]).unwrap();
@@ -84,6 +94,14 @@ async fn setup(
     engine: FakeEngine,
     queue_capacity: usize,
 ) -> (tempfile::TempDir, Jobs, Arc<FakeEngine>) {
+    setup_with_timeout(engine, queue_capacity, Duration::from_secs(60)).await
+}
+
+async fn setup_with_timeout(
+    engine: FakeEngine,
+    queue_capacity: usize,
+    job_timeout: Duration,
+) -> (tempfile::TempDir, Jobs, Arc<FakeEngine>) {
     let d = tempfile::tempdir().unwrap();
     let catalog = Catalog::open(&d.path().join("catalog.db")).await.unwrap();
     let root = d.path().join("checkpoints");
@@ -95,6 +113,7 @@ async fn setup(
         JobsConfig {
             checkpoints_root: root,
             queue_capacity,
+            job_timeout,
         },
     );
     (d, jobs, engine)
@@ -192,8 +211,18 @@ async fn one_job_per_target_the_second_is_409() {
     jobs.submit_checkpoint(req(6, "b3")).await.unwrap(); // another target is fine
 }
 
+async fn wait_running(jobs: &Jobs, id: Uuid) {
+    for _ in 0..500 {
+        if jobs.job(&id.to_string()).await.unwrap().state == JobState::Running {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("job {id} never ran");
+}
+
 #[tokio::test]
-async fn a_queued_job_can_be_cancelled_a_running_one_cannot() {
+async fn queued_and_running_jobs_can_be_cancelled() {
     let engine = FakeEngine {
         gate: Some(Semaphore::new(0)),
         ..Default::default()
@@ -202,44 +231,74 @@ async fn a_queued_job_can_be_cancelled_a_running_one_cannot() {
     jobs.start(1);
     let (_, running) = jobs.submit_checkpoint(req(1, "r")).await.unwrap();
     let (_, queued) = jobs.submit_checkpoint(req(2, "q")).await.unwrap();
-    // Wait until the worker holds the first job.
-    for _ in 0..200 {
-        if jobs.job(&running.id.to_string()).await.unwrap().state == JobState::Running {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let e = jobs.cancel(&running.id.to_string()).await.unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Conflict);
+    wait_running(&jobs, running.id).await;
+
+    // Queued: ends at once, its checkpoint failed with the reason.
     let c = jobs.cancel(&queued.id.to_string()).await.unwrap();
     assert_eq!(c.state, JobState::Cancelled);
-    assert_eq!(
-        jobs.checkpoint("q").await.unwrap().status,
-        CheckpointStatus::Failed
-    );
+    let q = jobs.checkpoint("q").await.unwrap();
+    assert_eq!(q.status, CheckpointStatus::Failed);
+    assert_eq!(q.error.unwrap().code, "cancelled");
     let e = jobs.cancel(&queued.id.to_string()).await.unwrap_err();
     assert!(e.message.contains("already ended"));
-    // The cancelled job is skipped by the worker; the target is free.
+
+    // Running: asked to stop; the engine sees the signal, the job ends cancelled, nothing is
+    // killed, no images stay, and the target is free again.
+    let c = jobs.cancel(&running.id.to_string()).await.unwrap();
+    assert_eq!(c.state, JobState::Running);
+    let done = jobs
+        .wait(&running.id.to_string(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Cancelled, "{done:?}");
+    assert_eq!(done.error.as_ref().unwrap().code, "cancelled");
+    let r = jobs.checkpoint("r").await.unwrap();
+    assert_eq!(r.status, CheckpointStatus::Failed);
+    let files: Vec<_> = std::fs::read_dir(&r.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(files.is_empty(), "images left after cancel: {files:?}");
+    assert!(engine
+        .released
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(_, kill)| !kill));
+
     engine.gate.as_ref().unwrap().add_permits(10);
-    assert_eq!(
-        jobs.wait(&running.id.to_string(), Duration::from_secs(10))
-            .await
-            .unwrap()
-            .state,
-        JobState::Succeeded
-    );
-    let (_, again) = jobs.submit_checkpoint(req(2, "q-again")).await.unwrap();
-    assert_eq!(
-        jobs.wait(&again.id.to_string(), Duration::from_secs(10))
-            .await
-            .unwrap()
-            .state,
-        JobState::Succeeded
-    );
+    let (_, again) = jobs.submit_checkpoint(req(1, "r-again")).await.unwrap();
+    let again = jobs
+        .wait(&again.id.to_string(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(again.state, JobState::Succeeded);
+    // The cancelled queued job was skipped by the worker.
     assert_eq!(
         jobs.job(&queued.id.to_string()).await.unwrap().state,
         JobState::Cancelled
     );
+}
+
+#[tokio::test]
+async fn a_job_running_past_its_timeout_is_stopped() {
+    let engine = FakeEngine {
+        gate: Some(Semaphore::new(0)),
+        ..Default::default()
+    };
+    let (_d, jobs, _) = setup_with_timeout(engine, 8, Duration::from_millis(200)).await;
+    jobs.start(1);
+    let (_, job) = jobs.submit_checkpoint(req(1, "slow")).await.unwrap();
+    let done = jobs
+        .wait(&job.id.to_string(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Failed);
+    let err = done.error.unwrap();
+    assert_eq!(err.code, "timeout");
+    assert!(err.message.contains("left running"), "{}", err.message);
+    // The target is free for the next job.
+    jobs.submit_checkpoint(req(1, "slow2")).await.unwrap();
 }
 
 #[tokio::test]
@@ -292,6 +351,7 @@ async fn reconcile_fails_unfinished_work_and_removes_partial_images() {
         JobsConfig {
             checkpoints_root: d.path().join("checkpoints"),
             queue_capacity: 8,
+            job_timeout: Duration::from_secs(60),
         },
     );
     jobs.reconcile().await.unwrap();

@@ -214,6 +214,7 @@ impl RuncEngine {
                 "CRIU (through runc) could not checkpoint container {}",
                 c.id
             ),
+            &spec.stop,
         )
         .await;
         if let Err(e) = result {
@@ -415,6 +416,7 @@ impl RuncEngine {
                 "CRIU (through runc) could not restore checkpoint {} as container {}",
                 cp.name, c.id
             ),
+            &spec.stop,
         )
         .await;
         let _ = std::fs::rename(&runc_criu_log, &final_log);
