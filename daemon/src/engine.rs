@@ -112,6 +112,8 @@ pub trait Engine: Send + Sync + 'static {
         into: Option<&'a Target>,
         console_socket: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>>;
+    /// Roughly how many bytes a dump of the target writes (its memory), for the space check.
+    fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>>;
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>>;
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>>;
     /// Ends what a dump left frozen (`kill`), or lets it run again.
@@ -160,6 +162,9 @@ impl Engine for Engines {
         }
         self.for_target(&checkpoint.target)
             .check_restore(checkpoint, into, console_socket)
+    }
+    fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
+        self.for_target(target).dump_estimate(target)
     }
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
         self.for_target(spec.target).dump(spec)

@@ -132,6 +132,23 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Memory CRIU will write for this tree, roughly: anonymous and shared-memory resident pages of
+/// every task (file-backed pages are not dumped).
+pub fn tree_dump_estimate(pid: i32) -> u64 {
+    process_tree(pid)
+        .into_iter()
+        .map(|p| {
+            let status = fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            status
+                .lines()
+                .filter(|l| l.starts_with("RssAnon:") || l.starts_with("RssShmem:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+                * 1024
+        })
+        .sum()
+}
+
 /// `pid` and all its descendants, from /proc/PID/task/TID/children (parents before children).
 pub fn process_tree(pid: i32) -> Vec<i32> {
     let mut out = vec![pid];

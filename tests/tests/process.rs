@@ -578,3 +578,126 @@ async fn cancel_and_timeout_of_a_running_dump_leave_the_process_running() {
         CheckpointStatus::Failed
     );
 }
+
+/// A small tmpfs as checkpoint_dir: a target too big for it is refused up front with 507 and no
+/// row; dumps that fill it up mid-way fail cleanly; nothing half-written is ever `ready`.
+#[tokio::test]
+async fn a_small_filesystem_gets_507_up_front_or_a_clean_failure() {
+    let d = Daemon::start().await;
+    let mnt = d.dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96m,mode=0700", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _umount = Umount(mnt.clone());
+    let dir = Some(mnt.display().to_string());
+
+    // 256 MiB of memory cannot fit in 96 MiB: 507 before anything is created.
+    let big = Target::python(d.dir.path(), "big", 256, false);
+    let err = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(big.pid),
+                checkpoint_dir: dir.clone(),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    let (status, e) = err.api_error().unwrap();
+    assert_eq!(status.as_u16(), 507, "{e:?}");
+    assert_eq!(e.code, "insufficient_storage");
+    assert!(e.message.contains("MiB are free"), "{}", e.message);
+    assert!(d
+        .client
+        .list_checkpoints("")
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // Two 56 MiB targets each fit alone but not together: dumped at once, the filesystem fills.
+    let a = Target::python(d.dir.path(), "a", 56, false);
+    let b = Target::python(d.dir.path(), "b", 56, false);
+    let mut jobs = Vec::new();
+    for (t, name) in [(&a, "fa"), (&b, "fb")] {
+        let r = d
+            .client
+            .create_checkpoint(
+                &CreateCheckpoint {
+                    target: process(t.pid),
+                    name: Some(name.into()),
+                    leave_running: true,
+                    checkpoint_dir: dir.clone(),
+                    ..Default::default()
+                },
+                false,
+            )
+            .await
+            .expect("each fits alone");
+        jobs.push(r.job.id.to_string());
+    }
+    let mut failed = 0;
+    for (id, t) in jobs.iter().zip([&a, &b]) {
+        let job = d
+            .client
+            .job(id, Some(Duration::from_secs(120)))
+            .await
+            .unwrap();
+        let cp = d
+            .client
+            .checkpoint(&job.checkpoint_id.to_string())
+            .await
+            .unwrap();
+        match job.state {
+            JobState::Succeeded => {
+                assert_eq!(cp.status, CheckpointStatus::Ready);
+                assert!(std::path::Path::new(&cp.dir).join("pstree.img").exists());
+            }
+            JobState::Failed => {
+                failed += 1;
+                let e = job.error.unwrap();
+                assert_eq!(e.code, "insufficient_storage", "{e:?}");
+                assert_eq!(cp.status, CheckpointStatus::Failed);
+                let files: Vec<String> = std::fs::read_dir(&cp.dir)
+                    .map(|r| {
+                        r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                assert!(
+                    files.iter().all(|f| f == "dump.log"),
+                    "half-written images left: {files:?}"
+                );
+            }
+            s => panic!("job ended {s:?}"),
+        }
+        assert!(alive(t.pid) && t.is_progressing(Duration::from_secs(2)));
+    }
+    assert!(failed >= 1, "both dumps fit in 96 MiB?");
+    let partials: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".partial")
+        })
+        .collect();
+    assert!(partials.is_empty(), "partial directories left");
+}

@@ -65,6 +65,13 @@ pub fn hint(log: &str) -> Option<String> {
     if has("file locks") || has("--file-locks") {
         return Some("the process holds file locks: retry with \"file_locks\": true".into());
     }
+    if has("No space left on device") {
+        return Some(
+            "the filesystem holding the images filled up; the partial images were removed: free \
+             space or choose another checkpoint_dir"
+                .into(),
+        );
+    }
     if let Some(pid) = pid_in_use(&errors) {
         return Some(format!(
             "pid {pid} is in use by another process; stop it first (or restore into a container, \

@@ -181,7 +181,13 @@ pub async fn run_logged(
         .find(|l| !l.contains("FAILED") && !l.contains("criu failed: type"))
         .map(|l| log::message_of(l))
         .unwrap_or_else(|| format!("exited with {}", out.status));
-    let mut err = Error::new(ErrorKind::CriuFailed, format!("{what}: {cause}"))
+    // A full disk is the disk's fault, not CRIU's: 507, and say so.
+    let kind = if log_text.contains("No space left on device") {
+        ErrorKind::InsufficientStorage
+    } else {
+        ErrorKind::CriuFailed
+    };
+    let mut err = Error::new(kind, format!("{what}: {cause}"))
         .with("log_tail", tail)
         .with("log", log_path.display().to_string())
         .with("command", command)
@@ -484,6 +490,17 @@ impl Engine for CriuEngine {
                 ));
             }
             Ok(())
+        })
+    }
+
+    fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            match target {
+                Target::Process { pid } => Ok(sys::tree_dump_estimate(*pid)),
+                Target::Container { .. } => Err(Error::internal(
+                    "a container target reached the process engine",
+                )),
+            }
         })
     }
 

@@ -199,6 +199,11 @@ impl Jobs {
             None => inner.cfg.checkpoints_root.join(id.to_string()),
         };
 
+        check_space(
+            inner.engine.dump_estimate(&target).await?,
+            dir.parent().unwrap_or(&dir),
+        )?;
+
         let job = new_job(JobKind::Checkpoint, id);
         let reservation = inner.reserve(&target, None, job.id)?;
         let permit = match inner.queue.try_reserve() {
@@ -566,6 +571,33 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
     }
+}
+
+/// Room kept free beyond the estimate: CRIU's own files, the log, and the estimate's slack.
+const SPACE_MARGIN: u64 = 16 << 20;
+
+/// 507 when the images (about `estimate` bytes) would not fit where they go.
+fn check_space(estimate: u64, parent: &Path) -> Result<()> {
+    let free = sys::free_bytes(parent)
+        .map_err(|e| Error::io("cannot read the free space of", parent, &e))?;
+    let needed = estimate + estimate / 10 + SPACE_MARGIN;
+    if free < needed {
+        return Err(Error::new(
+            ErrorKind::InsufficientStorage,
+            format!(
+                "not enough space for the images in {}: the target holds about {} MiB of memory, \
+                 which needs about {} MiB; {} MiB are free",
+                parent.display(),
+                estimate >> 20,
+                needed >> 20,
+                free >> 20
+            ),
+        )
+        .with("needed_bytes", needed)
+        .with("free_bytes", free)
+        .with_hint("free space there, or give a checkpoint_dir on a larger filesystem"));
+    }
+    Ok(())
 }
 
 fn queue_full(capacity: usize) -> Error {

@@ -44,6 +44,9 @@ impl Engine for FakeEngine {
             }
         })
     }
+    fn dump_estimate<'a>(&'a self, _: &'a Target) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async { Ok(4096) })
+    }
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
         Box::pin(async move {
             if let Some(g) = &self.gate {

@@ -522,6 +522,14 @@ impl Engine for RuncEngine {
         Box::pin(self.check_restore_target(checkpoint, into, console_socket))
     }
 
+    fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let c = container_of(target)?;
+            let state = self.running(&c).await?;
+            Ok(crate::sys::tree_dump_estimate(state.pid))
+        })
+    }
+
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
         Box::pin(self.dump_container(spec))
     }
