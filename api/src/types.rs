@@ -84,6 +84,8 @@ pub enum CheckpointStatus {
     Running,
     Ready,
     Failed,
+    /// Was ready, but its images are gone from disk (found at daemon start).
+    Missing,
 }
 
 impl CheckpointStatus {
@@ -93,6 +95,7 @@ impl CheckpointStatus {
             Self::Running => "running",
             Self::Ready => "ready",
             Self::Failed => "failed",
+            Self::Missing => "missing",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -101,6 +104,7 @@ impl CheckpointStatus {
             "running" => Self::Running,
             "ready" => Self::Ready,
             "failed" => Self::Failed,
+            "missing" => Self::Missing,
             _ => return None,
         })
     }
@@ -353,6 +357,10 @@ pub struct StorageInfo {
     pub state_dir: String,
     pub checkpoints_dir: String,
     pub free_bytes: u64,
+    /// Directories in the checkpoints root that no checkpoint row knows: reported at start, never
+    /// deleted.
+    #[serde(default)]
+    pub unknown_dirs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

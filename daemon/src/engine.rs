@@ -118,7 +118,25 @@ pub trait Engine: Send + Sync + 'static {
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>>;
     /// Ends what a dump left frozen (`kill`), or lets it run again.
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()>;
+    /// After a daemon crash: a dump of `checkpoint` that CRIU finished in `images` (to be
+    /// published), or None, having let the target run again.
+    fn recover_dump<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        images: &'a Path,
+    ) -> BoxFuture<'a, Option<DumpOutput>>;
+    /// After a daemon crash: what restore job `log_name` produced if it completed.
+    fn recover_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        log_name: &'a str,
+    ) -> BoxFuture<'a, Option<JobResult>>;
 }
+
+/// The line CRIU logs only once a dump has fully succeeded (after the final state switch and
+/// the statistics).
+pub const DUMP_DONE: &str = "Dumping finished successfully";
 
 /// Process trees to CRIU, containers to their runtime.
 pub struct Engines {
@@ -177,6 +195,23 @@ impl Engine for Engines {
             Stopped::Container { .. } => self.runc.release(stopped, kill),
             _ => self.criu.release(stopped, kill),
         }
+    }
+    fn recover_dump<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        images: &'a Path,
+    ) -> BoxFuture<'a, Option<DumpOutput>> {
+        self.for_target(&checkpoint.target)
+            .recover_dump(checkpoint, images)
+    }
+    fn recover_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        log_name: &'a str,
+    ) -> BoxFuture<'a, Option<JobResult>> {
+        self.for_target(&checkpoint.target)
+            .recover_restore(checkpoint, into, log_name)
     }
 }
 

@@ -71,9 +71,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             job_timeout: cfg.job_timeout,
         },
     );
-    jobs.reconcile()
+    // A CRIU that outlived a crashed daemon is given up to 5 minutes to finish its dump.
+    let criu_wait = cfg.job_timeout.min(std::time::Duration::from_secs(300));
+    let report = jobs
+        .reconcile(criu_wait)
         .await
         .context("startup reconciliation of the catalog failed")?;
+    if report != jobs::Reconciled::default() {
+        tracing::warn!(
+            completed = report.completed,
+            failed = report.failed,
+            missing = report.missing,
+            unknown_dirs = report.unknown_dirs.len(),
+            "reconciled what the previous run left unfinished"
+        );
+    }
     jobs.start(cfg.workers);
 
     let listener = bind(&cfg.socket)?;
@@ -86,6 +98,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             checkpoints_dir: cfg.checkpoints_dir(),
             workers: cfg.workers,
             queue_capacity: cfg.queue_capacity,
+            unknown_dirs: report.unknown_dirs,
         }),
     };
 

@@ -149,6 +149,22 @@ pub fn tree_dump_estimate(pid: i32) -> u64 {
         .sum()
 }
 
+/// Processes whose command line mentions `needle` (e.g. a CRIU still writing into a directory).
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// `pid` and all its descendants, from /proc/PID/task/TID/children (parents before children).
 pub fn process_tree(pid: i32) -> Vec<i32> {
     let mut out = vec![pid];

@@ -701,3 +701,187 @@ async fn a_small_filesystem_gets_507_up_front_or_a_clean_failure() {
         .collect();
     assert!(partials.is_empty(), "partial directories left");
 }
+
+/// SIGKILL of the daemon in the middle of a dump of a 1 GiB process: after a restart, either the
+/// checkpoint completed and is recorded (and restores), or the process runs on, unfrozen.
+#[tokio::test]
+async fn kill_9_of_the_daemon_mid_dump_never_loses_the_process() {
+    let mut d = Daemon::start().await;
+    let mut t = Target::python(d.dir.path(), "k9dump", 1024, false);
+    let created = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("k9".into()),
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let id = created.job.id.to_string();
+    d.wait_job(&id, |j| j.state == JobState::Running).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ckptd_tests::signal(d.pid(), libc::SIGKILL);
+    d.kill_and_forget();
+    d.restart_after_stop().await;
+
+    let job = d.client.job(&id, None).await.unwrap();
+    let cp = d.client.checkpoint("k9").await.unwrap();
+    eprintln!("kill -9 mid-dump: the job ended {:?}", job.state);
+    match job.state {
+        JobState::Succeeded => {
+            assert_eq!(cp.status, CheckpointStatus::Ready);
+            assert!(std::path::Path::new(&cp.dir).join("pstree.img").exists());
+            assert!(!std::path::Path::new(&format!("{}.partial", cp.dir)).exists());
+            t.reap();
+            let stopped_at = t.lines().len();
+            let r = d
+                .client
+                .restore("k9", &RestoreRequest::default(), true)
+                .await
+                .expect("restore");
+            assert_eq!(r.result.unwrap().pid, Some(t.pid));
+            t.wait_for_lines(stopped_at + 3);
+            t.assert_contiguous();
+        }
+        JobState::Failed => {
+            assert_eq!(cp.status, CheckpointStatus::Failed);
+            assert!(!std::path::Path::new(&format!("{}.partial", cp.dir)).exists());
+            assert!(alive(t.pid));
+            assert_ne!(proc_state(t.pid), Some('T'));
+            assert!(
+                t.is_progressing(Duration::from_secs(3)),
+                "the process is frozen"
+            );
+        }
+        s => panic!("job still {s:?} after the restart:\n{}", d.log()),
+    }
+}
+
+/// SIGKILL of the daemon in the middle of a restore of a 1 GiB process: after a restart the
+/// process runs (the restore completed and is recorded, or a second restore brings it back).
+#[tokio::test]
+async fn kill_9_of_the_daemon_mid_restore_never_loses_the_process() {
+    let mut d = Daemon::start().await;
+    let mut t = Target::python(d.dir.path(), "k9restore", 1024, false);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("k9r".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    t.reap();
+    let stopped_at = t.lines().len();
+    let job = d
+        .client
+        .restore("k9r", &RestoreRequest::default(), false)
+        .await
+        .unwrap();
+    let id = job.id.to_string();
+    d.wait_job(&id, |j| j.state != JobState::Queued).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ckptd_tests::signal(d.pid(), libc::SIGKILL);
+    d.kill_and_forget();
+    d.restart_after_stop().await;
+
+    let job = d.client.job(&id, None).await.unwrap();
+    eprintln!("kill -9 mid-restore: the job ended {:?}", job.state);
+    match job.state {
+        JobState::Succeeded => assert_eq!(job.result.unwrap().pid, Some(t.pid)),
+        JobState::Failed => {
+            // Not restored: the checkpoint is intact and restores now.
+            let r = d
+                .client
+                .restore("k9r", &RestoreRequest::default(), true)
+                .await
+                .expect("second restore");
+            assert_eq!(r.result.unwrap().pid, Some(t.pid));
+        }
+        s => panic!("job still {s:?} after the restart:\n{}", d.log()),
+    }
+    t.wait_for_lines(stopped_at + 3);
+    t.assert_contiguous();
+    assert_eq!(
+        d.client.checkpoint("k9r").await.unwrap().status,
+        CheckpointStatus::Ready
+    );
+}
+
+/// SIGKILL of the daemon *and* of its CRIU mid-dump (as a machine-wide kill would): the restart
+/// drops the partial images and the process runs on, unfrozen.
+#[tokio::test]
+async fn kill_9_of_the_daemon_and_criu_mid_dump_resumes_the_process() {
+    let mut d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "k9both", 1024, false);
+    let created = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("k9b".into()),
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let id = created.job.id.to_string();
+    d.wait_job(&id, |j| j.state == JobState::Running).await;
+    let partial = format!("{}.partial", created.checkpoint.dir);
+    // CRIU's pid: the process whose command line names the partial directory.
+    let mut criu = Vec::new();
+    ckptd_tests::wait_until("criu to start", || {
+        criu = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&partial))
+            })
+            .collect();
+        !criu.is_empty()
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ckptd_tests::signal(d.pid(), libc::SIGKILL);
+    for p in &criu {
+        ckptd_tests::signal(*p, libc::SIGKILL);
+    }
+    d.kill_and_forget();
+    d.restart_after_stop().await;
+
+    let job = d.client.job(&id, None).await.unwrap();
+    eprintln!(
+        "kill -9 of daemon and CRIU mid-dump: the job ended {:?}",
+        job.state
+    );
+    match job.state {
+        JobState::Failed => {
+            assert!(job.error.unwrap().message.contains("restarted"));
+            let cp = d.client.checkpoint("k9b").await.unwrap();
+            assert_eq!(cp.status, CheckpointStatus::Failed);
+            assert!(
+                !std::path::Path::new(&partial).exists(),
+                "partial images left"
+            );
+        }
+        // CRIU may have finished in the instant before its kill.
+        JobState::Succeeded => {}
+        s => panic!("job still {s:?}"),
+    }
+    if job.state == JobState::Failed {
+        assert!(alive(t.pid));
+        assert_ne!(proc_state(t.pid), Some('T'));
+        assert!(
+            t.is_progressing(Duration::from_secs(3)),
+            "the process is frozen after the restart"
+        );
+    }
+}

@@ -397,6 +397,18 @@ impl Catalog {
         rows.iter().map(checkpoint_from_row).collect()
     }
 
+    /// Every checkpoint id in the catalog.
+    pub async fn checkpoint_ids(&self) -> Result<std::collections::HashSet<Uuid>> {
+        let rows = sqlx::query("SELECT id FROM checkpoints")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>("id").ok())
+            .filter_map(|s| Uuid::parse_str(&s).ok())
+            .collect())
+    }
+
     pub async fn delete_checkpoint(&self, id: Uuid) -> Result<()> {
         sqlx::query("DELETE FROM checkpoints WHERE id = ?")
             .bind(id.to_string())

@@ -519,6 +519,69 @@ impl Engine for CriuEngine {
         Box::pin(self.restore_process(spec))
     }
 
+    fn recover_dump<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        images: &'a Path,
+    ) -> BoxFuture<'a, Option<DumpOutput>> {
+        Box::pin(async move {
+            let log =
+                std::fs::read_to_string(images.join(crate::jobs::DUMP_LOG)).unwrap_or_default();
+            let pids = images::read_tree_pids(images).unwrap_or_default();
+            // Only tasks still stopped: a pid reused by another process since is not touched.
+            let stopped: Vec<i32> = pids
+                .iter()
+                .copied()
+                .filter(|&p| sys::proc_stat(p).is_some_and(|s| s.state == 'T'))
+                .collect();
+            if log.contains(crate::engine::DUMP_DONE) {
+                return Some(DumpOutput {
+                    stats: dump_stats(images),
+                    stopped: if cp.options.leave_running {
+                        Stopped::Nothing
+                    } else {
+                        Stopped::Tasks(stopped)
+                    },
+                    container: None,
+                    criu_config: self.options_file(),
+                });
+            }
+            if !stopped.is_empty() {
+                tracing::warn!(?stopped, checkpoint = %cp.id, "resuming tasks an interrupted dump left stopped");
+                sys::signal_all(&stopped, Signal::SIGCONT);
+            }
+            if let Target::Process { pid } = cp.target {
+                resume_if_stopped(pid);
+            }
+            None
+        })
+    }
+
+    fn recover_restore<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        _into: Option<&'a Target>,
+        log_name: &'a str,
+    ) -> BoxFuture<'a, Option<JobResult>> {
+        Box::pin(async move {
+            // CRIU writes the pidfile only once the restore has succeeded.
+            let pidfile =
+                Path::new(&cp.dir).join(format!("{}.pid", log_name.trim_end_matches(".log")));
+            let pid: i32 = std::fs::read_to_string(&pidfile)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let _ = std::fs::remove_file(&pidfile);
+            sys::proc_stat(pid)
+                .is_some_and(|s| !s.is_zombie())
+                .then(|| JobResult {
+                    pid: Some(pid),
+                    ..Default::default()
+                })
+        })
+    }
+
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Stopped::Tasks(pids) = stopped {

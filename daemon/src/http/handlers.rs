@@ -59,6 +59,7 @@ pub async fn info(State(s): State<AppState>) -> Json<Info> {
             state_dir: i.state_dir.display().to_string(),
             checkpoints_dir: i.checkpoints_dir.display().to_string(),
             free_bytes: crate::sys::free_bytes(&i.checkpoints_dir).unwrap_or(0),
+            unknown_dirs: i.unknown_dirs.clone(),
         },
         workers: i.workers,
         queue_capacity: i.queue_capacity,

@@ -27,6 +27,8 @@ pub struct DaemonInfo {
     pub checkpoints_dir: PathBuf,
     pub workers: usize,
     pub queue_capacity: usize,
+    /// Directories in the checkpoints root that no catalog row knows (found at start).
+    pub unknown_dirs: Vec<String>,
 }
 
 #[derive(Clone)]

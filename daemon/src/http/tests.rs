@@ -84,6 +84,7 @@ async fn app() -> (tempfile::TempDir, Router) {
         checkpoints_dir: d.path().join("checkpoints"),
         workers: 1,
         queue_capacity: 4,
+        unknown_dirs: vec![],
     });
     (d, router(AppState { jobs, info }))
 }

@@ -29,7 +29,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::catalog::{self, Catalog};
-use crate::engine::{DumpSpec, Engine, RestoreSpec, StopReason, StopSignal, Stopped};
+use crate::engine::{
+    never_stop, DumpOutput, DumpSpec, Engine, RestoreSpec, StopReason, StopSignal,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
@@ -505,11 +507,17 @@ impl Jobs {
         }
     }
 
-    /// Resolves what a previous run of the daemon left unfinished. No job stays `running`
-    /// across a restart; partial images are removed; tasks a dump left stopped are resumed.
-    pub async fn reconcile(&self) -> Result<()> {
+    /// Resolves what a previous run of the daemon left unfinished; no job stays `queued` or
+    /// `running` across a restart. A dump CRIU finished while the daemon was down (it runs in its
+    /// own process group and outlives a SIGKILL of the daemon) is made durable and published;
+    /// any other interrupted dump is dropped and its target resumed. A restore that completed is
+    /// recorded with its pid. `ready` rows whose directory vanished become `missing`; directories
+    /// no row knows are reported, never deleted. `criu_wait` bounds the wait for a CRIU still
+    /// writing into a partial directory.
+    pub async fn reconcile(&self, criu_wait: Duration) -> Result<Reconciled> {
         let inner = &self.inner;
-        let err = Error::internal("ckptd restarted before the job finished")
+        let mut report = Reconciled::default();
+        let restarted = Error::internal("ckptd restarted before the job finished")
             .with_hint("submit the job again");
         for state in [JobState::Queued, JobState::Running] {
             let jobs = inner
@@ -520,39 +528,159 @@ impl Jobs {
                     ..Default::default()
                 })
                 .await?;
-            for mut job in jobs.items {
-                job.state = JobState::Failed;
-                job.finished_at = Some(catalog::now());
-                job.error = Some(err.to_info());
-                inner.catalog.update_job(&job).await?;
-                tracing::warn!(job = %job.id, was = state.as_str(), "job failed: daemon restarted");
+            for job in jobs.items {
+                let outcome = if state == JobState::Running {
+                    self.recover_job(&job, &restarted, criu_wait).await?
+                } else {
+                    Err(restarted.clone())
+                };
+                match &outcome {
+                    Ok(_) => report.completed += 1,
+                    Err(_) => report.failed += 1,
+                }
+                tracing::warn!(job = %job.id, was = state.as_str(), completed = outcome.is_ok(), "resolved a job the daemon left unfinished");
+                inner.end_job(job, outcome, Some(state)).await?;
             }
         }
-        let unfinished = inner
+        // Rows of checkpoints whose job is gone (should not happen; belt and braces).
+        for mut cp in inner
             .catalog
             .checkpoints_with_status(&[CheckpointStatus::Pending, CheckpointStatus::Running])
-            .await?;
-        for mut cp in unfinished {
+            .await?
+        {
             let partial = partial_dir(Path::new(&cp.dir));
-            if let Ok(pids) = crate::criu::images::read_tree_pids(&partial) {
-                let stopped: Vec<i32> = pids
-                    .into_iter()
-                    .filter(|&p| sys::proc_stat(p).is_some_and(|s| s.state == 'T'))
-                    .collect();
-                if !stopped.is_empty() {
-                    tracing::warn!(?stopped, checkpoint = %cp.id, "resuming tasks an interrupted dump left stopped");
-                    inner.engine.release(&Stopped::Tasks(stopped), false).await;
+            if partial.exists() {
+                let _ = inner.engine.recover_dump(&cp, &partial).await;
+                keep_only_log(&partial, Path::new(&cp.dir));
+            }
+            record_taken(&mut cp, &Err(restarted.clone()));
+            inner.catalog.update_checkpoint(&cp).await?;
+            report.failed += 1;
+        }
+        for mut cp in inner
+            .catalog
+            .checkpoints_with_status(&[CheckpointStatus::Ready])
+            .await?
+        {
+            if !Path::new(&cp.dir).is_dir() {
+                tracing::warn!(checkpoint = %cp.id, dir = %cp.dir, "the directory of a ready checkpoint is gone: marked missing");
+                cp.status = CheckpointStatus::Missing;
+                inner.catalog.update_checkpoint(&cp).await?;
+                report.missing += 1;
+            }
+        }
+        let known = inner.catalog.checkpoint_ids().await?;
+        if let Ok(entries) = std::fs::read_dir(&inner.cfg.checkpoints_root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = name.trim_end_matches(".partial");
+                if !Uuid::parse_str(id).is_ok_and(|u| known.contains(&u)) {
+                    tracing::warn!(path = %e.path().display(), "a directory no checkpoint row knows; left in place");
+                    report.unknown_dirs.push(e.path().display().to_string());
                 }
             }
-            if let Err(e) = sys::remove_dir_tree(&partial) {
-                tracing::error!(path = %partial.display(), error = %e, "cannot remove partial images");
-            }
-            cp.status = CheckpointStatus::Failed;
-            cp.completed_at = Some(catalog::now());
-            cp.error = Some(err.to_info());
-            inner.catalog.update_checkpoint(&cp).await?;
         }
-        Ok(())
+        report.unknown_dirs.sort();
+        Ok(report)
+    }
+
+    /// The outcome of a job that was running when the daemon stopped.
+    async fn recover_job(
+        &self,
+        job: &Job,
+        restarted: &Error,
+        criu_wait: Duration,
+    ) -> Result<Result<Option<JobResult>>> {
+        let inner = &self.inner;
+        let Some(mut cp) = inner
+            .catalog
+            .checkpoint(&job.checkpoint_id.to_string())
+            .await?
+        else {
+            return Ok(Err(restarted.clone()));
+        };
+        let dir = PathBuf::from(&cp.dir);
+        match job.kind {
+            JobKind::Checkpoint => {
+                let partial = partial_dir(&dir);
+                wait_for_leftover_criu(&partial, criu_wait).await;
+                let result = if partial.exists() {
+                    match inner.engine.recover_dump(&cp, &partial).await {
+                        Some(out) => inner.publish(out, &partial, &dir, &never_stop()).await,
+                        None => {
+                            keep_only_log(&partial, &dir);
+                            Err(restarted.clone())
+                        }
+                    }
+                } else if dir.join("pstree.img").exists() {
+                    // Renamed (so durable) but not yet recorded: end what the dump stopped.
+                    match inner.engine.recover_dump(&cp, &dir).await {
+                        Some(out) => {
+                            inner.engine.release(&out.stopped, true).await;
+                            Ok(Taken {
+                                stats: out.stats,
+                                size: sys::dir_size(&dir).unwrap_or(0),
+                                container: out.container,
+                                criu_config: out.criu_config,
+                            })
+                        }
+                        None => Err(restarted.clone()),
+                    }
+                } else {
+                    Err(restarted.clone())
+                };
+                record_taken(&mut cp, &result);
+                inner.catalog.update_checkpoint(&cp).await?;
+                Ok(result.map(|_| None))
+            }
+            JobKind::Restore => {
+                wait_for_leftover_criu(&dir, criu_wait).await;
+                let Some((_, request)) = inner.catalog.job_with_request(job.id).await? else {
+                    return Ok(Err(restarted.clone()));
+                };
+                let work: Option<RestoreWork> = serde_json::from_value(request).ok();
+                let into = work.as_ref().and_then(|w| w.into.as_ref());
+                let recovered = inner
+                    .engine
+                    .recover_restore(&cp, into, &restore_log_name(job.id))
+                    .await;
+                Ok(recovered.map(Some).ok_or_else(|| restarted.clone()))
+            }
+        }
+    }
+}
+
+/// What startup reconciliation found (logged, and shown by `/v1/info`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reconciled {
+    /// Interrupted jobs that had in fact completed and were recorded as such.
+    pub completed: usize,
+    pub failed: usize,
+    /// Ready checkpoints whose images are gone.
+    pub missing: usize,
+    /// Directories in the checkpoints root that no row knows.
+    pub unknown_dirs: Vec<String>,
+}
+
+/// Waits (bounded) until no process still works in `partial` (a CRIU that outlived the daemon).
+async fn wait_for_leftover_criu(partial: &Path, limit: Duration) {
+    let needle = partial.display().to_string();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let me = std::process::id() as i32;
+        let left: Vec<i32> = sys::processes_mentioning(&needle)
+            .into_iter()
+            .filter(|&p| p != me)
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(?left, path = %needle, "CRIU still runs after the wait; resolving the job anyway");
+            return;
+        }
+        tracing::info!(?left, path = %needle, "waiting for a CRIU that outlived the daemon");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -816,20 +944,7 @@ impl Inner {
                 cp.status = CheckpointStatus::Running;
                 self.catalog.update_checkpoint(&cp).await?;
                 let result = self.take_checkpoint(&cp, stop).await;
-                cp.completed_at = Some(catalog::now());
-                match &result {
-                    Ok(done) => {
-                        cp.status = CheckpointStatus::Ready;
-                        cp.stats = done.stats;
-                        cp.size_bytes = done.size;
-                        cp.container = done.container.clone();
-                        cp.criu_config = done.criu_config.clone();
-                    }
-                    Err(e) => {
-                        cp.status = CheckpointStatus::Failed;
-                        cp.error = Some(e.to_info());
-                    }
-                }
+                record_taken(&mut cp, &result);
                 self.catalog.update_checkpoint(&cp).await?;
                 result.map(|_| None)
             }
@@ -941,16 +1056,28 @@ impl Inner {
                 return Err(e);
             }
         };
-        // Stopped between the dump and durability: the target carries on, the images go.
+        self.publish(out, &partial, &dir, &stop).await
+    }
+
+    /// Makes a finished dump's images durable and publishes them: fsync every file and the
+    /// directory, rename `.partial` to the final directory, fsync the parent; only then end what
+    /// the dump left stopped. If that fails, or a stop is requested, the target carries on and
+    /// the images go.
+    async fn publish(
+        &self,
+        out: DumpOutput,
+        partial: &Path,
+        dir: &Path,
+        stop: &StopSignal,
+    ) -> Result<Taken> {
         let stopped_now = *stop.borrow();
         if let Some(reason) = stopped_now {
             self.engine.release(&out.stopped, false).await;
-            keep_only_log(&partial, &dir);
+            keep_only_log(partial, dir);
             return Err(reason.error());
         }
-        // Durability before anything else: the tree CRIU left stopped is killed only after this.
-        let p = partial.clone();
-        let d = dir.clone();
+        let p = partial.to_owned();
+        let d = dir.to_owned();
         let durable = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
             sys::fsync_dir_tree(&p)?;
             std::fs::rename(&p, &d)?;
@@ -966,7 +1093,7 @@ impl Inner {
                 let stopped_now = *stop.borrow();
                 if let Some(reason) = stopped_now {
                     self.engine.release(&out.stopped, false).await;
-                    remove_images(&dir);
+                    remove_images(dir);
                     return Err(reason.error());
                 }
                 self.engine.release(&out.stopped, true).await;
@@ -980,10 +1107,28 @@ impl Inner {
             Err(e) => {
                 // Not durable: the target must survive, and nothing half-written stays.
                 self.engine.release(&out.stopped, false).await;
-                keep_only_log(&partial, &dir);
-                Err(Error::io("cannot make the checkpoint images durable in", &partial, &e)
+                keep_only_log(partial, dir);
+                Err(Error::io("cannot make the checkpoint images durable in", partial, &e)
                     .with_hint("check free space and the filesystem's health; the process was left running"))
             }
+        }
+    }
+}
+
+/// Writes a dump's outcome onto its checkpoint.
+fn record_taken(cp: &mut Checkpoint, result: &Result<Taken>) {
+    cp.completed_at = Some(catalog::now());
+    match result {
+        Ok(done) => {
+            cp.status = CheckpointStatus::Ready;
+            cp.stats = done.stats;
+            cp.size_bytes = done.size;
+            cp.container = done.container.clone();
+            cp.criu_config = done.criu_config.clone();
+        }
+        Err(e) => {
+            cp.status = CheckpointStatus::Failed;
+            cp.error = Some(e.to_info());
         }
     }
 }

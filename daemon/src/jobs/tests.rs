@@ -87,6 +87,30 @@ impl Engine for FakeEngine {
             })
         })
     }
+    fn recover_dump<'a>(
+        &'a self,
+        _: &'a Checkpoint,
+        images: &'a Path,
+    ) -> BoxFuture<'a, Option<DumpOutput>> {
+        // A fake dump "finished" when its log says so.
+        let done = std::fs::read_to_string(images.join(DUMP_LOG))
+            .unwrap_or_default()
+            .contains(crate::engine::DUMP_DONE);
+        Box::pin(async move {
+            done.then(|| DumpOutput {
+                stopped: Stopped::Tasks(vec![4242]),
+                ..Default::default()
+            })
+        })
+    }
+    fn recover_restore<'a>(
+        &'a self,
+        _: &'a Checkpoint,
+        _: Option<&'a Target>,
+        _: &'a str,
+    ) -> BoxFuture<'a, Option<JobResult>> {
+        Box::pin(async { None })
+    }
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         self.released.lock().unwrap().push((stopped.clone(), kill));
         Box::pin(async {})
@@ -357,7 +381,7 @@ async fn reconcile_fails_unfinished_work_and_removes_partial_images() {
             job_timeout: Duration::from_secs(60),
         },
     );
-    jobs.reconcile().await.unwrap();
+    let report = jobs.reconcile(Duration::from_secs(1)).await.unwrap();
     let job = jobs.job(&job.id.to_string()).await.unwrap();
     assert_eq!(job.state, JobState::Failed);
     assert!(job.error.unwrap().message.contains("restarted"));
@@ -366,4 +390,72 @@ async fn reconcile_fails_unfinished_work_and_removes_partial_images() {
         CheckpointStatus::Failed
     );
     assert!(!partial.exists());
+    assert_eq!(report.failed, 1);
+}
+
+#[tokio::test]
+async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unknown_dirs() {
+    let (d, jobs, _) = setup(FakeEngine::default(), 8).await;
+    let root = d.path().join("checkpoints");
+    // A dump CRIU finished while the daemon was down: log says so, images in .partial.
+    let (cp, job) = jobs.submit_checkpoint(req(9, "finished")).await.unwrap();
+    let partial = partial_dir(Path::new(&cp.dir));
+    std::fs::create_dir(&partial).unwrap();
+    std::fs::write(partial.join("pages-1.img"), vec![1u8; 100]).unwrap();
+    std::fs::write(
+        partial.join(DUMP_LOG),
+        format!("...\n{}\n", crate::engine::DUMP_DONE),
+    )
+    .unwrap();
+    let mut running = job.clone();
+    running.state = JobState::Running;
+    jobs.catalog().update_job(&running).await.unwrap();
+    // A ready checkpoint whose images vanished.
+    let (gone, gone_job) = jobs.submit_checkpoint(req(10, "gone")).await.unwrap();
+    let mut ready = gone.clone();
+    ready.status = CheckpointStatus::Ready;
+    jobs.catalog().update_checkpoint(&ready).await.unwrap();
+    let mut done = gone_job.clone();
+    done.state = JobState::Succeeded;
+    jobs.catalog().update_job(&done).await.unwrap();
+    // A directory no row knows.
+    std::fs::create_dir(root.join("stray")).unwrap();
+    drop(jobs);
+
+    let engine = Arc::new(FakeEngine::default());
+    let catalog = Catalog::open(&d.path().join("catalog.db")).await.unwrap();
+    let jobs = Jobs::new(
+        catalog,
+        engine.clone(),
+        JobsConfig {
+            checkpoints_root: root.clone(),
+            queue_capacity: 8,
+            job_timeout: Duration::from_secs(60),
+        },
+    );
+    let report = jobs.reconcile(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    assert_eq!(report.missing, 1);
+    assert_eq!(
+        report.unknown_dirs,
+        vec![root.join("stray").display().to_string()]
+    );
+    assert!(
+        root.join("stray").exists(),
+        "an unknown directory was deleted"
+    );
+    let job = jobs.job(&job.id.to_string()).await.unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    let cp = jobs.checkpoint("finished").await.unwrap();
+    assert_eq!(cp.status, CheckpointStatus::Ready);
+    assert!(Path::new(&cp.dir).join("pages-1.img").exists() && !partial.exists());
+    // Killed only once published.
+    assert_eq!(
+        *engine.released.lock().unwrap(),
+        vec![(Stopped::Tasks(vec![4242]), true)]
+    );
+    assert_eq!(
+        jobs.checkpoint("gone").await.unwrap().status,
+        CheckpointStatus::Missing
+    );
 }

@@ -538,6 +538,46 @@ impl Engine for RuncEngine {
         Box::pin(self.restore_container(spec))
     }
 
+    fn recover_dump<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        _images: &'a Path,
+    ) -> BoxFuture<'a, Option<DumpOutput>> {
+        Box::pin(async move {
+            // The container record cannot be rebuilt reliably after a crash: the dump is dropped
+            // and a container ckptd had paused for it runs again.
+            if let (Ok(c), false) = (container_of(&cp.target), cp.options.leave_running) {
+                if matches!(self.state(&c).await, Ok(Some(s)) if s.status == "paused") {
+                    tracing::warn!(
+                        container = c.id,
+                        "resuming a container an interrupted dump left paused"
+                    );
+                    if let Err(e) = self.simple(&c, &["resume"]).await {
+                        tracing::error!(error = %e, container = c.id, "cannot resume the container");
+                    }
+                }
+            }
+            None
+        })
+    }
+
+    fn recover_restore<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        into: Option<&'a Target>,
+        _log_name: &'a str,
+    ) -> BoxFuture<'a, Option<JobResult>> {
+        Box::pin(async move {
+            let (c, _) = Self::destination(cp, into).ok()?;
+            let state = self.state(&c).await.ok()??;
+            (state.status == "running").then(|| JobResult {
+                pid: Some(state.pid),
+                container: Some(c.id.to_owned()),
+                output_log: None,
+            })
+        })
+    }
+
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Stopped::Container {
