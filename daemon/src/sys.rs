@@ -12,6 +12,8 @@ pub struct ProcStat {
     pub comm: String,
     pub state: char,
     pub ppid: i32,
+    /// Process group id.
+    pub pgrp: i32,
     pub flags: u64,
 }
 
@@ -41,12 +43,14 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     let mut rest = text[close + 1..].split_whitespace();
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
-    let flags = rest.nth(4)?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    let flags = rest.nth(3)?.parse().ok()?;
     Some(ProcStat {
         pid,
         comm,
         state,
         ppid,
+        pgrp,
         flags,
     })
 }
@@ -198,6 +202,7 @@ mod tests {
         assert_eq!(st.comm, "a (b) c");
         assert_eq!(st.state, 'S');
         assert_eq!(st.ppid, 7);
+        assert_eq!(st.pgrp, 42);
         assert_eq!(st.flags, 4194560);
         assert!(!st.is_kernel_thread());
     }

@@ -31,6 +31,7 @@ pub fn hint(log: &str) -> Option<String> {
     let errors: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("Error (") || l.starts_with("Error"))
+        .filter(|l| !HARMLESS.iter().any(|h| l.contains(h)))
         .collect();
     let has = |needle: &str| errors.iter().any(|l| l.contains(needle));
     if has("Connected TCP socket") || has("--tcp-established") {
@@ -174,6 +175,12 @@ mod tests {
             let h = hint(&log).unwrap_or_default();
             assert!(h.contains(want), "{line}: {h}");
         }
+    }
+
+    #[test]
+    fn the_harmless_rlimit_line_gives_no_hint() {
+        let log = "(00.04) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted\n";
+        assert_eq!(hint(log), None);
     }
 
     #[test]

@@ -662,17 +662,32 @@ pub struct Reconciled {
     pub unknown_dirs: Vec<String>,
 }
 
-/// Waits (bounded) until no process still works in `partial` (a CRIU that outlived the daemon).
+/// Waits (bounded) until no CRIU (or runc) that outlived the daemon still works in `partial`.
+/// Only the process ckptd started counts: it leads its own process group. Helpers it forked
+/// that are left without it cannot finish anything (seen: a stopped orphan CRIU helper) and are
+/// killed.
 async fn wait_for_leftover_criu(partial: &Path, limit: Duration) {
     let needle = partial.display().to_string();
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let me = std::process::id() as i32;
-        let left: Vec<i32> = sys::processes_mentioning(&needle)
+        let procs: Vec<sys::ProcStat> = sys::processes_mentioning(&needle)
             .into_iter()
             .filter(|&p| p != me)
+            .filter_map(sys::proc_stat)
+            .filter(|s| !s.is_zombie())
+            .collect();
+        let left: Vec<i32> = procs
+            .iter()
+            .filter(|s| s.pid == s.pgrp)
+            .map(|s| s.pid)
             .collect();
         if left.is_empty() {
+            let orphans: Vec<i32> = procs.iter().map(|s| s.pid).collect();
+            if !orphans.is_empty() {
+                tracing::warn!(?orphans, path = %needle, "killing helpers a dead CRIU left behind");
+                sys::signal_all(&orphans, nix::sys::signal::Signal::SIGKILL);
+            }
             return;
         }
         if tokio::time::Instant::now() >= deadline {
@@ -698,6 +713,43 @@ fn request_stop(tx: &watch::Sender<Option<StopReason>>, reason: StopReason) {
 async fn futures_join(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
+    }
+}
+
+/// A failed dump on a filesystem with (almost) no room left failed for lack of space, whatever
+/// CRIU managed to log: a full disk can keep it from writing even its log.
+fn full_disk_error(e: Error, images: &Path) -> Error {
+    if e.kind == ErrorKind::InsufficientStorage {
+        return e;
+    }
+    // CRIU ends the log of a failed dump with "Dumping FAILED."; without it, it could not write
+    // its own log: the filesystem filled up (and may have been freed since by another job).
+    let log_cut = e.kind == ErrorKind::CriuFailed
+        && !std::fs::read_to_string(images.join(DUMP_LOG))
+            .unwrap_or_default()
+            .contains("FAILED");
+    match sys::free_bytes(images) {
+        Ok(free) if free < SPACE_MARGIN || log_cut => {
+            let mut full = Error::new(
+                ErrorKind::InsufficientStorage,
+                format!(
+                    "the filesystem holding {} filled up or failed during the dump (CRIU could not \
+                     finish writing; {} KiB free now); the partial images were removed and the \
+                     target left running",
+                    images.display(),
+                    free >> 10
+                ),
+            )
+            .with_hint("free space there, or give a checkpoint_dir on a larger filesystem");
+            for (k, v) in e.details {
+                if k != "hint" {
+                    full.details.insert(k, v);
+                }
+            }
+            full.details.insert("criu_message".into(), e.message.into());
+            full
+        }
+        _ => e,
     }
 }
 
@@ -1046,6 +1098,7 @@ impl Inner {
         let out = match out {
             Ok(out) => out,
             Err(mut e) => {
+                e = full_disk_error(e, &partial);
                 keep_only_log(&partial, &dir);
                 if e.details.contains_key("log") {
                     e.details.insert(

@@ -65,6 +65,12 @@ impl Engine for FakeEngine {
             std::fs::write(spec.images_dir.join(spec.log_name), b"log line\n").unwrap();
             std::fs::write(spec.images_dir.join("pages-1.img"), vec![7u8; 4096]).unwrap();
             if self.fail_dump.load(Ordering::SeqCst) {
+                // As CRIU ends the log of a failed dump.
+                std::fs::write(
+                    spec.images_dir.join(spec.log_name),
+                    b"log line\n(00.1) Error (criu/cr-dump.c:1975): Dumping FAILED.\n",
+                )
+                .unwrap();
                 return Err(Error::new(ErrorKind::CriuFailed, "fake dump failed").with_hint("h"));
             }
             let stopped = if spec.options.leave_running {
