@@ -131,6 +131,9 @@ pub struct Checkpoint {
     pub container: Option<ContainerRecord>,
     pub stats: Option<DumpStats>,
     pub error: Option<ErrorInfo>,
+    /// uid of the caller that created it (0: root). Only root and the owner see it.
+    #[serde(default)]
+    pub owner_uid: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -214,6 +217,9 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     pub result: Option<JobResult>,
     pub error: Option<ErrorInfo>,
+    /// uid of the caller that created it (0: root).
+    #[serde(default)]
+    pub owner_uid: u32,
 }
 
 /// The structured error of every 4xx/5xx answer and of failed jobs and checkpoints.

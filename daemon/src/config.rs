@@ -27,6 +27,10 @@ pub struct Args {
     /// Number of jobs run at once [default: number of CPUs].
     #[arg(long, env = "CKPTD_WORKERS")]
     pub workers: Option<usize>,
+    /// Group whose members may connect (socket 0660) [default: `ckptd` if it exists, else none:
+    /// socket 0600, root only].
+    #[arg(long, env = "CKPTD_SOCKET_GROUP")]
+    pub socket_group: Option<String>,
 }
 
 /// The TOML file. Every key is optional; unknown keys are an error so typos do not go unnoticed.
@@ -36,6 +40,9 @@ pub struct FileConfig {
     pub socket: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub workers: Option<usize>,
+    pub socket_group: Option<String>,
+    /// Directories under which non-root callers may put a checkpoint_dir.
+    pub allowed_dirs: Option<Vec<PathBuf>>,
     pub queue_capacity: Option<usize>,
     pub criu_path: Option<PathBuf>,
     pub criu_config: Option<PathBuf>,
@@ -49,6 +56,10 @@ pub struct FileConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub socket: PathBuf,
+    /// Group allowed to connect (gid), or None for root only.
+    pub socket_group: Option<(String, u32)>,
+    /// Where non-root callers may put a checkpoint_dir (canonical paths).
+    pub allowed_dirs: Vec<PathBuf>,
     pub state_dir: PathBuf,
     pub workers: usize,
     /// Jobs that may wait for a worker; one more gets 429 queue_full.
@@ -94,11 +105,32 @@ impl Config {
             None => FileConfig::default(),
         };
         let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let socket_group = match args.socket_group.or(file.socket_group) {
+            Some(name) => {
+                let g = nix::unistd::Group::from_name(&name)
+                    .with_context(|| format!("cannot look up socket_group {name:?}"))?
+                    .with_context(|| format!("socket_group {name:?} does not exist (create it with groupadd, or leave it out for a root-only socket)"))?;
+                Some((name, g.gid.as_raw()))
+            }
+            None => nix::unistd::Group::from_name("ckptd")
+                .ok()
+                .flatten()
+                .map(|g| ("ckptd".to_owned(), g.gid.as_raw())),
+        };
+        let mut allowed_dirs = Vec::new();
+        for d in file.allowed_dirs.unwrap_or_default() {
+            absolute("allowed_dirs entry", &d)?;
+            allowed_dirs.push(d.canonicalize().with_context(|| {
+                format!("allowed_dirs entry {} cannot be resolved", d.display())
+            })?);
+        }
         let cfg = Config {
             socket: args
                 .socket
                 .or(file.socket)
                 .unwrap_or_else(|| "/run/ckptd.sock".into()),
+            socket_group,
+            allowed_dirs,
             state_dir: args
                 .state_dir
                 .or(file.state_dir)

@@ -4,6 +4,7 @@
 //! workers, durability, state transitions) over `catalog` (SQLite) and an `engine::Engine`
 //! (`criu::CriuEngine` for process trees).
 
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod criu;
@@ -69,6 +70,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             checkpoints_root: cfg.checkpoints_dir(),
             queue_capacity: cfg.queue_capacity,
             job_timeout: cfg.job_timeout,
+            policy: auth::Policy {
+                allowed_dirs: cfg.allowed_dirs.clone(),
+            },
         },
     );
     // A CRIU that outlived a crashed daemon is given up to 5 minutes to finish its dump.
@@ -88,7 +92,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     jobs.start(cfg.workers);
 
-    let listener = bind(&cfg.socket)?;
+    let listener = bind(&cfg.socket, cfg.socket_group.as_ref().map(|(_, gid)| *gid))?;
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), workers = cfg.workers, "ckptd listening");
     let state = AppState {
         jobs: jobs.clone(),
@@ -105,7 +109,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
         let mut stop_rx = stop_rx.clone();
-        axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+        let app = http::router(state).into_make_service_with_connect_info::<auth::Caller>();
+        axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         })
     };
@@ -131,11 +136,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds the API socket, owner-only from its first moment (the umask is 077, so it is born 0700),
-/// then 0600. A stale socket left by a crashed daemon is replaced; a live one, or anything that is
-/// not a socket, stops the start.
-fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    use std::os::unix::fs::FileTypeExt;
+/// Binds the API socket, never more open than asked at any moment: born owner-only (the umask is
+/// 077), made 0600, then, with a `group`, given to that group and only then made 0660. A stale
+/// socket left by a crashed daemon is replaced; a live one, or anything that is not a socket,
+/// stops the start.
+fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if !md.file_type().is_socket() {
             bail!(
@@ -159,9 +165,16 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     }
     let listener = UnixListener::bind(path)
         .with_context(|| format!("cannot bind the API socket {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    let mode = |m| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))
+            .with_context(|| format!("cannot set the mode of {}", path.display()))
+    };
+    mode(0o600)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("cannot give {} to group {gid}", path.display()))?;
+        mode(0o660)?;
+    }
     Ok(listener)
 }
 

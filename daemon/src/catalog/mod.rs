@@ -31,6 +31,8 @@ pub struct CheckpointFilter {
     pub container: Option<String>,
     pub status: Option<CheckpointStatus>,
     pub labels: Vec<(String, String)>,
+    /// Only this owner's (a non-root caller sees only its own).
+    pub owner: Option<u32>,
     pub limit: u32,
     /// Cursor: only rows older than this one.
     pub after: Option<i64>,
@@ -41,6 +43,7 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub kind: Option<JobKind>,
     pub checkpoint_id: Option<Uuid>,
+    pub owner: Option<u32>,
     pub limit: u32,
     pub after: Option<i64>,
 }
@@ -108,6 +111,7 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
         container: opt_json(row.try_get("container")?, "container")?,
         stats: opt_json(row.try_get("stats")?, "stats")?,
         error: opt_json::<ErrorInfo>(row.try_get("error")?, "error")?,
+        owner_uid: row.try_get::<i64, _>("owner_uid")? as u32,
     })
 }
 
@@ -133,6 +137,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
             .transpose()?,
         result: opt_json(row.try_get("result")?, "result")?,
         error: opt_json(row.try_get("error")?, "error")?,
+        owner_uid: row.try_get::<i64, _>("owner_uid")? as u32,
     })
 }
 
@@ -191,7 +196,8 @@ impl Catalog {
         let res = sqlx::query(
             "INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, \
              created_at, completed_at, dir, size_bytes, options, labels, criu_version, stats, error, \
-             container, criu_config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             container, criu_config, owner_uid) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(cp.id.to_string())
         .bind(&cp.name)
@@ -211,6 +217,7 @@ impl Catalog {
         .bind(cp.error.as_ref().map(to_json))
         .bind(cp.container.as_ref().map(to_json))
         .bind(&cp.criu_config)
+        .bind(i64::from(cp.owner_uid))
         .execute(&mut *tx)
         .await;
         match res {
@@ -248,7 +255,7 @@ impl Catalog {
     ) -> Result<()> {
         sqlx::query(
             "INSERT INTO jobs (id, kind, checkpoint_id, state, created_at, started_at, finished_at, \
-             request, result, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             request, result, error, owner_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(job.id.to_string())
         .bind(job.kind.as_str())
@@ -260,6 +267,7 @@ impl Catalog {
         .bind(request.to_string())
         .bind(job.result.as_ref().map(to_json))
         .bind(job.error.as_ref().map(to_json))
+        .bind(i64::from(job.owner_uid))
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -349,6 +357,9 @@ impl Catalog {
         }
         if let Some(s) = f.status {
             q.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(o) = f.owner {
+            q.push(" AND owner_uid = ").push_bind(i64::from(o));
         }
         for (k, v) in &f.labels {
             q.push(" AND EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ")
@@ -450,6 +461,9 @@ impl Catalog {
         if let Some(c) = f.checkpoint_id {
             q.push(" AND checkpoint_id = ").push_bind(c.to_string());
         }
+        if let Some(o) = f.owner {
+            q.push(" AND owner_uid = ").push_bind(i64::from(o));
+        }
         self.fetch_page(q, f.after, f.limit, job_from_row).await
     }
 }
@@ -479,6 +493,7 @@ mod tests {
             container: None,
             stats: None,
             error: None,
+            owner_uid: 0,
         }
     }
 
@@ -493,6 +508,7 @@ mod tests {
             finished_at: None,
             result: None,
             error: None,
+            owner_uid: 0,
         }
     }
 

@@ -100,6 +100,14 @@ pub fn hint(log: &str) -> Option<String> {
                 .into(),
         );
     }
+    if has("Can't get rlimit") && has("Operation not permitted") {
+        return Some(
+            "CRIU could not read the target's resource limits: dumping a process of another user \
+             needs CAP_SYS_RESOURCE, which ckptd (and so CRIU) does not have here; run ckptd with \
+             it (systemd: AmbientCapabilities / no CapabilityBoundingSet that drops it)"
+                .into(),
+        );
+    }
     if has("Operation not permitted") || has("EPERM") {
         return Some(
             "CRIU was denied a privileged operation: ckptd must run as root with the capabilities \
@@ -169,6 +177,10 @@ mod tests {
             ("(00.01) Error (criu/tty.c:410): tty: Found slave peer index 0 without correspond master peer", "shell_job"),
             ("(00.01) Error (criu/sk-unix.c:874): unix: External socket is used. Consider using --ext-unix-sk option.", "ext_unix_sk"),
             ("(00.06)      1: Error (criu/files-reg.c:2353): Can't open file bin/busybox on restore: No such file or directory", "has no bin/busybox"),
+            (
+                "(00.02) Error (criu/cr-dump.c:389): Can't get rlimit 0: Operation not permitted",
+                "CAP_SYS_RESOURCE",
+            ),
         ];
         for (line, want) in cases {
             let log = format!("{line}\n(00.02) Error (criu/cr-dump.c:1975): Dumping FAILED.\n");

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,6 +11,7 @@ use ckptd_api::{
 
 use super::error::ApiJson;
 use super::{query, AppState};
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 
 /// How long `?wait=true` on a POST waits for its job (a dump of many GiB can take minutes).
@@ -86,8 +87,8 @@ enum Waited {
     NotYet,
 }
 
-async fn wait_for(s: &AppState, job: &Job) -> Result<Waited> {
-    let job = s.jobs.wait(&job.id.to_string(), POST_WAIT).await?;
+async fn wait_for(s: &AppState, caller: &Caller, job: &Job) -> Result<Waited> {
+    let job = s.jobs.wait(caller, &job.id.to_string(), POST_WAIT).await?;
     Ok(match job.state {
         JobState::Succeeded => Waited::Succeeded(job),
         st if st.is_finished() => Waited::Failed(job_error(&job)),
@@ -97,25 +98,32 @@ async fn wait_for(s: &AppState, job: &Job) -> Result<Waited> {
 
 pub async fn create_checkpoint(
     State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
     uri: Uri,
     ApiJson(body): ApiJson<CreateCheckpoint>,
 ) -> Result<Response> {
     let wait = query::wait_flag(&uri)?;
-    let (checkpoint, job) = s.jobs.submit_checkpoint(body).await?;
+    let (checkpoint, job) = s.jobs.submit_checkpoint(&caller, body).await?;
     let location = format!("/v1/jobs/{}", job.id);
     if wait {
-        match wait_for(&s, &job).await? {
+        match wait_for(&s, &caller, &job).await? {
             Waited::Failed(answer) => return Ok(answer),
             Waited::NotYet => {}
             Waited::Succeeded(job) => {
-                let checkpoint = s.jobs.checkpoint(&checkpoint.id.to_string()).await?;
+                let checkpoint = s
+                    .jobs
+                    .checkpoint(&caller, &checkpoint.id.to_string())
+                    .await?;
                 let body = Json(CheckpointAndJob { checkpoint, job });
                 return Ok((StatusCode::CREATED, body).into_response());
             }
         }
     }
-    let checkpoint = s.jobs.checkpoint(&checkpoint.id.to_string()).await?;
-    let job = s.jobs.job(&job.id.to_string()).await?;
+    let checkpoint = s
+        .jobs
+        .checkpoint(&caller, &checkpoint.id.to_string())
+        .await?;
+    let job = s.jobs.job(&caller, &job.id.to_string()).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -126,38 +134,42 @@ pub async fn create_checkpoint(
 
 pub async fn list_checkpoints(
     State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
     uri: Uri,
 ) -> Result<Json<List<ckptd_api::Checkpoint>>> {
     let filter = query::checkpoint_filter(&uri)?;
-    Ok(Json(s.jobs.catalog().list_checkpoints(&filter).await?))
+    Ok(Json(s.jobs.list_checkpoints(&caller, filter).await?))
 }
 
 pub async fn get_checkpoint(
     State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
     Path(reference): Path<String>,
 ) -> Result<Json<ckptd_api::Checkpoint>> {
-    Ok(Json(s.jobs.checkpoint(&reference).await?))
+    Ok(Json(s.jobs.checkpoint(&caller, &reference).await?))
 }
 
 pub async fn delete_checkpoint(
     State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
     Path(reference): Path<String>,
 ) -> Result<StatusCode> {
-    s.jobs.delete_checkpoint(&reference).await?;
+    s.jobs.delete_checkpoint(&caller, &reference).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn restore_checkpoint(
     State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
     Path(reference): Path<String>,
     uri: Uri,
     ApiJson(body): ApiJson<RestoreRequest>,
 ) -> Result<Response> {
     let wait = query::wait_flag(&uri)?;
-    let job = s.jobs.submit_restore(&reference, body).await?;
+    let job = s.jobs.submit_restore(&caller, &reference, body).await?;
     let location = format!("/v1/jobs/{}", job.id);
     if wait {
-        match wait_for(&s, &job).await? {
+        match wait_for(&s, &caller, &job).await? {
             Waited::Failed(answer) => return Ok(answer),
             Waited::NotYet => {}
             Waited::Succeeded(job) => {
@@ -165,7 +177,7 @@ pub async fn restore_checkpoint(
             }
         }
     }
-    let job = s.jobs.job(&job.id.to_string()).await?;
+    let job = s.jobs.job(&caller, &job.id.to_string()).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -176,30 +188,40 @@ pub async fn restore_checkpoint(
 
 pub async fn checkpoint_log(
     State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
     Path(reference): Path<String>,
 ) -> Result<Response> {
-    let text = s.jobs.logs(&reference).await?;
+    let text = s.jobs.logs(&caller, &reference).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-pub async fn list_jobs(State(s): State<AppState>, uri: Uri) -> Result<Json<List<Job>>> {
+pub async fn list_jobs(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    uri: Uri,
+) -> Result<Json<List<Job>>> {
     let filter = query::job_filter(&uri)?;
-    Ok(Json(s.jobs.catalog().list_jobs(&filter).await?))
+    Ok(Json(s.jobs.list_jobs(&caller, filter).await?))
 }
 
 pub async fn get_job(
     State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
     Path(id): Path<String>,
     uri: Uri,
 ) -> Result<Json<Job>> {
     let job = match query::wait_seconds(&uri)? {
-        Some(secs) => s.jobs.wait(&id, Duration::from_secs(secs)).await?,
-        None => s.jobs.job(&id).await?,
+        Some(secs) => s.jobs.wait(&caller, &id, Duration::from_secs(secs)).await?,
+        None => s.jobs.job(&caller, &id).await?,
     };
     Ok(Json(job))
 }
 
-pub async fn cancel_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response> {
-    let job = s.jobs.cancel(&id).await?;
+pub async fn cancel_job(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let job = s.jobs.cancel(&caller, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(JobEnvelope { job })).into_response())
 }

@@ -17,6 +17,28 @@ use axum::Router;
 use crate::criu::CriuProbe;
 use crate::jobs::Jobs;
 
+/// The caller of a connection, from the kernel (SO_PEERCRED). A peer the kernel cannot identify
+/// is `Caller::NOBODY`, which may do nothing.
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
+    > for crate::auth::Caller
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        match stream.io().peer_cred() {
+            Ok(c) => crate::auth::Caller {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the peer's credentials; treating it as nobody");
+                crate::auth::Caller::NOBODY
+            }
+        }
+    }
+}
+
 /// Largest request body accepted (413 above).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 

@@ -76,6 +76,7 @@ async fn app() -> (tempfile::TempDir, Router) {
             checkpoints_root: d.path().join("checkpoints"),
             queue_capacity: 4,
             job_timeout: std::time::Duration::from_secs(60),
+            policy: Default::default(),
         },
     );
     let info = Arc::new(DaemonInfo {
@@ -86,7 +87,10 @@ async fn app() -> (tempfile::TempDir, Router) {
         queue_capacity: 4,
         unknown_dirs: vec![],
     });
-    (d, router(AppState { jobs, info }))
+    let app = router(AppState { jobs, info }).layer(axum::extract::connect_info::MockConnectInfo(
+        crate::auth::Caller::ROOT,
+    ));
+    (d, app)
 }
 
 async fn call(

@@ -21,13 +21,14 @@ use std::time::Duration;
 
 use ckptd_api::{
     Checkpoint, CheckpointOptions, CheckpointStatus, CreateCheckpoint, DumpStats, Job, JobKind,
-    JobResult, JobState, RestoreRequest, Target,
+    JobResult, JobState, List, RestoreRequest, Target,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::auth::{self, Caller, Policy};
 use crate::catalog::{self, Catalog};
 use crate::engine::{
     never_stop, DumpOutput, DumpSpec, Engine, RestoreSpec, StopReason, StopSignal,
@@ -43,6 +44,8 @@ pub struct JobsConfig {
     pub queue_capacity: usize,
     /// A running job is stopped after this long (its target left running).
     pub job_timeout: Duration,
+    /// Who may do what (the configurable part).
+    pub policy: Policy,
 }
 
 #[derive(Clone)]
@@ -144,7 +147,11 @@ impl Jobs {
     }
 
     /// Validates a checkpoint request and queues its job. Nothing is created when it is refused.
-    pub async fn submit_checkpoint(&self, req: CreateCheckpoint) -> Result<(Checkpoint, Job)> {
+    pub async fn submit_checkpoint(
+        &self,
+        caller: &Caller,
+        req: CreateCheckpoint,
+    ) -> Result<(Checkpoint, Job)> {
         self.refuse_if_shutting_down()?;
         let inner = &self.inner;
         let target = req.target.clone().ok_or_else(|| {
@@ -161,6 +168,11 @@ impl Jobs {
             .as_deref()
             .map(validate::checkpoint_dir)
             .transpose()?;
+        // Authorization first: a caller learns nothing about targets it may not touch.
+        inner
+            .cfg
+            .policy
+            .check_checkpoint(caller, &target, custom_dir.as_deref())?;
         inner.engine.check_target(&target).await?;
 
         let id = Uuid::new_v4();
@@ -206,7 +218,7 @@ impl Jobs {
             dir.parent().unwrap_or(&dir),
         )?;
 
-        let job = new_job(JobKind::Checkpoint, id);
+        let job = new_job(JobKind::Checkpoint, id, caller.uid);
         let reservation = inner.reserve(&target, None, job.id)?;
         let permit = match inner.queue.try_reserve() {
             Ok(p) => p,
@@ -231,6 +243,7 @@ impl Jobs {
             container: None,
             stats: None,
             error: None,
+            owner_uid: caller.uid,
         };
         if let Err(e) = inner
             .catalog
@@ -246,10 +259,19 @@ impl Jobs {
     }
 
     /// Queues a restore of a ready checkpoint.
-    pub async fn submit_restore(&self, reference: &str, req: RestoreRequest) -> Result<Job> {
+    pub async fn submit_restore(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        req: RestoreRequest,
+    ) -> Result<Job> {
         self.refuse_if_shutting_down()?;
         let inner = &self.inner;
-        let cp = self.checkpoint(reference).await?;
+        let cp = self.checkpoint(caller, reference).await?;
+        inner
+            .cfg
+            .policy
+            .check_restore(caller, req.target.as_ref())?;
         if cp.status != CheckpointStatus::Ready {
             return Err(Error::conflict(format!(
                 "checkpoint {} is {}; only a ready checkpoint can be restored",
@@ -269,7 +291,7 @@ impl Jobs {
             file_locks: req.file_locks.unwrap_or(cp.options.file_locks),
             shell_job: req.shell_job.unwrap_or(cp.options.shell_job),
         };
-        let job = new_job(JobKind::Restore, cp.id);
+        let job = new_job(JobKind::Restore, cp.id, caller.uid);
         // The target being restored is busy: the original, or the new container.
         let destination = req.target.as_ref().unwrap_or(&cp.target);
         let reservation = inner.reserve(destination, Some(cp.id), job.id)?;
@@ -295,33 +317,57 @@ impl Jobs {
         Ok(job)
     }
 
-    pub async fn checkpoint(&self, reference: &str) -> Result<Checkpoint> {
+    /// A checkpoint by id or name, if `caller` may see it (others' are "not found" to it).
+    pub async fn checkpoint(&self, caller: &Caller, reference: &str) -> Result<Checkpoint> {
         self.inner
             .catalog
             .checkpoint(reference)
             .await?
+            .filter(|cp| caller.can_see(cp.owner_uid))
             .ok_or_else(|| {
                 Error::not_found(format!("no checkpoint with id or name {reference:?}"))
                     .with_hint("list checkpoints with GET /v1/checkpoints")
             })
     }
 
-    pub async fn job(&self, id: &str) -> Result<Job> {
+    /// A job, if `caller` may see it.
+    pub async fn job(&self, caller: &Caller, id: &str) -> Result<Job> {
         let not_found = || {
             Error::not_found(format!("no job with id {id:?}"))
                 .with_hint("list jobs with GET /v1/jobs")
         };
         let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
-        self.inner.catalog.job(uuid).await?.ok_or_else(not_found)
+        self.inner
+            .catalog
+            .job(uuid)
+            .await?
+            .filter(|j| caller.can_see(j.owner_uid))
+            .ok_or_else(not_found)
+    }
+
+    /// The checkpoints `caller` may see.
+    pub async fn list_checkpoints(
+        &self,
+        caller: &Caller,
+        mut f: catalog::CheckpointFilter,
+    ) -> Result<List<Checkpoint>> {
+        f.owner = caller.owner_filter();
+        self.inner.catalog.list_checkpoints(&f).await
+    }
+
+    /// The jobs `caller` may see.
+    pub async fn list_jobs(&self, caller: &Caller, mut f: catalog::JobFilter) -> Result<List<Job>> {
+        f.owner = caller.owner_filter();
+        self.inner.catalog.list_jobs(&f).await
     }
 
     /// The job once it has ended, or as it is when `timeout` runs out. At shutdown, queued jobs
     /// end (cancelled) and running ones are given time to finish, so waiters get a final answer.
-    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Job> {
+    pub async fn wait(&self, caller: &Caller, id: &str, timeout: Duration) -> Result<Job> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut finished = self.inner.finished.subscribe();
         loop {
-            let job = self.job(id).await?;
+            let job = self.job(caller, id).await?;
             if job.state.is_finished() {
                 return Ok(job);
             }
@@ -335,8 +381,8 @@ impl Jobs {
     /// Cancels a job. A queued job ends at once. A running one is asked to stop: CRIU is
     /// interrupted (which leaves the target running, measured at every point of a dump), what a
     /// dump had stopped is resumed, and the job ends `cancelled` moments later.
-    pub async fn cancel(&self, id: &str) -> Result<Job> {
-        let mut job = self.job(id).await?;
+    pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<Job> {
+        let mut job = self.job(caller, id).await?;
         match job.state {
             JobState::Queued => {}
             JobState::Running => {
@@ -369,7 +415,7 @@ impl Jobs {
             .await?
         {
             // A worker claimed it in the meantime.
-            return Box::pin(self.cancel(id)).await;
+            return Box::pin(self.cancel(caller, id)).await;
         }
         if job.kind == JobKind::Checkpoint {
             if let Some(mut cp) = self
@@ -390,9 +436,9 @@ impl Jobs {
     }
 
     /// Removes a checkpoint's images and its row. Refused while a job uses it.
-    pub async fn delete_checkpoint(&self, reference: &str) -> Result<()> {
+    pub async fn delete_checkpoint(&self, caller: &Caller, reference: &str) -> Result<()> {
         let inner = &self.inner;
-        let cp = self.checkpoint(reference).await?;
+        let cp = self.checkpoint(caller, reference).await?;
         if matches!(
             cp.status,
             CheckpointStatus::Pending | CheckpointStatus::Running
@@ -424,8 +470,8 @@ impl Jobs {
     }
 
     /// The CRIU logs of a checkpoint: the dump's, then each restore's, oldest first.
-    pub async fn logs(&self, reference: &str) -> Result<String> {
-        let cp = self.checkpoint(reference).await?;
+    pub async fn logs(&self, caller: &Caller, reference: &str) -> Result<String> {
+        let cp = self.checkpoint(caller, reference).await?;
         let dir = PathBuf::from(&cp.dir);
         let mut out = String::new();
         let dump_log = if dir.join(DUMP_LOG).exists() {
@@ -788,8 +834,9 @@ fn queue_full(capacity: usize) -> Error {
     .with_hint("retry later, or raise queue_capacity / workers in the config")
 }
 
-fn new_job(kind: JobKind, checkpoint_id: Uuid) -> Job {
+fn new_job(kind: JobKind, checkpoint_id: Uuid, owner_uid: u32) -> Job {
     Job {
+        owner_uid,
         id: Uuid::new_v4(),
         kind,
         checkpoint_id,
@@ -1081,6 +1128,11 @@ impl Inner {
 
     /// Dump, make durable, publish.
     async fn take_checkpoint(&self, cp: &Checkpoint, stop: StopSignal) -> Result<Taken> {
+        // A non-root owner's target is checked again now that the job runs: the tree may have
+        // changed (or its pid been reused) since the request.
+        if let (Target::Process { pid }, false) = (&cp.target, cp.owner_uid == 0) {
+            auth::owns_tree(cp.owner_uid, *pid)?;
+        }
         let dir = PathBuf::from(&cp.dir);
         let partial = partial_dir(&dir);
         sys::create_private_dir(&partial)

@@ -9,6 +9,7 @@ use ckptd_api::{Checkpoint, CreateCheckpoint, JobResult, Target};
 use tokio::sync::Semaphore;
 
 use super::*;
+use crate::auth::Caller;
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
 
 /// Writes a fake image and log; fails when told to; can be held at the start of a dump.
@@ -147,6 +148,7 @@ async fn setup_with_timeout(
             checkpoints_root: root,
             queue_capacity,
             job_timeout,
+            policy: Policy::default(),
         },
     );
     (d, jobs, engine)
@@ -164,16 +166,19 @@ fn req(pid: i32, name: &str) -> CreateCheckpoint {
 async fn a_checkpoint_goes_pending_to_ready_and_kills_only_after_durability() {
     let (_d, jobs, engine) = setup(FakeEngine::default(), 8).await;
     jobs.start(1);
-    let (cp, job) = jobs.submit_checkpoint(req(10, "a")).await.unwrap();
+    let (cp, job) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(10, "a"))
+        .await
+        .unwrap();
     assert_eq!(cp.status, CheckpointStatus::Pending);
     assert_eq!(job.state, JobState::Queued);
     let job = jobs
-        .wait(&job.id.to_string(), Duration::from_secs(10))
+        .wait(&Caller::ROOT, &job.id.to_string(), Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     assert!(job.started_at.is_some() && job.finished_at.is_some());
-    let cp = jobs.checkpoint("a").await.unwrap();
+    let cp = jobs.checkpoint(&Caller::ROOT, "a").await.unwrap();
     assert_eq!(cp.status, CheckpointStatus::Ready);
     assert_eq!(cp.size_bytes, 4096 + 9);
     assert!(Path::new(&cp.dir).join("pages-1.img").exists());
@@ -190,14 +195,17 @@ async fn a_failed_dump_keeps_the_log_drops_the_images_and_records_the_error() {
     engine.fail_dump.store(true, Ordering::SeqCst);
     let (_d, jobs, engine) = setup(engine, 8).await;
     jobs.start(1);
-    let (_, job) = jobs.submit_checkpoint(req(10, "f")).await.unwrap();
+    let (_, job) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(10, "f"))
+        .await
+        .unwrap();
     let job = jobs
-        .wait(&job.id.to_string(), Duration::from_secs(10))
+        .wait(&Caller::ROOT, &job.id.to_string(), Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(job.state, JobState::Failed);
     assert_eq!(job.error.as_ref().unwrap().code, "criu_failed");
-    let cp = jobs.checkpoint("f").await.unwrap();
+    let cp = jobs.checkpoint(&Caller::ROOT, "f").await.unwrap();
     assert_eq!(cp.status, CheckpointStatus::Failed);
     assert_eq!(cp.error, job.error);
     let files: Vec<_> = std::fs::read_dir(&cp.dir)
@@ -211,9 +219,12 @@ async fn a_failed_dump_keeps_the_log_drops_the_images_and_records_the_error() {
     );
     // The target is free again.
     engine.fail_dump.store(false, Ordering::SeqCst);
-    let (_, job) = jobs.submit_checkpoint(req(10, "f2")).await.unwrap();
+    let (_, job) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(10, "f2"))
+        .await
+        .unwrap();
     assert_eq!(
-        jobs.wait(&job.id.to_string(), Duration::from_secs(10))
+        jobs.wait(&Caller::ROOT, &job.id.to_string(), Duration::from_secs(10))
             .await
             .unwrap()
             .state,
@@ -224,29 +235,51 @@ async fn a_failed_dump_keeps_the_log_drops_the_images_and_records_the_error() {
 #[tokio::test]
 async fn full_queue_is_429_and_leaves_no_row() {
     let (_d, jobs, _) = setup(FakeEngine::default(), 1).await; // no workers: the queue fills
-    jobs.submit_checkpoint(req(1, "q1")).await.unwrap();
-    let e = jobs.submit_checkpoint(req(2, "q2")).await.unwrap_err();
+    jobs.submit_checkpoint(&Caller::ROOT, req(1, "q1"))
+        .await
+        .unwrap();
+    let e = jobs
+        .submit_checkpoint(&Caller::ROOT, req(2, "q2"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::QueueFull);
-    assert!(jobs.checkpoint("q2").await.is_err());
+    assert!(jobs.checkpoint(&Caller::ROOT, "q2").await.is_err());
     // The refused target is not left reserved.
-    let e = jobs.submit_checkpoint(req(2, "q3")).await.unwrap_err();
+    let e = jobs
+        .submit_checkpoint(&Caller::ROOT, req(2, "q3"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::QueueFull);
 }
 
 #[tokio::test]
 async fn one_job_per_target_the_second_is_409() {
     let (_d, jobs, _) = setup(FakeEngine::default(), 8).await;
-    let (_, j1) = jobs.submit_checkpoint(req(5, "b1")).await.unwrap();
-    let e = jobs.submit_checkpoint(req(5, "b2")).await.unwrap_err();
+    let (_, j1) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(5, "b1"))
+        .await
+        .unwrap();
+    let e = jobs
+        .submit_checkpoint(&Caller::ROOT, req(5, "b2"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict);
     assert!(e.message.contains("one job per target"));
     assert_eq!(e.details["job_id"], j1.id.to_string());
-    jobs.submit_checkpoint(req(6, "b3")).await.unwrap(); // another target is fine
+    jobs.submit_checkpoint(&Caller::ROOT, req(6, "b3"))
+        .await
+        .unwrap(); // another target is fine
 }
 
 async fn wait_running(jobs: &Jobs, id: Uuid) {
     for _ in 0..500 {
-        if jobs.job(&id.to_string()).await.unwrap().state == JobState::Running {
+        if jobs
+            .job(&Caller::ROOT, &id.to_string())
+            .await
+            .unwrap()
+            .state
+            == JobState::Running
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -262,30 +295,49 @@ async fn queued_and_running_jobs_can_be_cancelled() {
     };
     let (_d, jobs, engine) = setup(engine, 8).await;
     jobs.start(1);
-    let (_, running) = jobs.submit_checkpoint(req(1, "r")).await.unwrap();
-    let (_, queued) = jobs.submit_checkpoint(req(2, "q")).await.unwrap();
+    let (_, running) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(1, "r"))
+        .await
+        .unwrap();
+    let (_, queued) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(2, "q"))
+        .await
+        .unwrap();
     wait_running(&jobs, running.id).await;
 
     // Queued: ends at once, its checkpoint failed with the reason.
-    let c = jobs.cancel(&queued.id.to_string()).await.unwrap();
+    let c = jobs
+        .cancel(&Caller::ROOT, &queued.id.to_string())
+        .await
+        .unwrap();
     assert_eq!(c.state, JobState::Cancelled);
-    let q = jobs.checkpoint("q").await.unwrap();
+    let q = jobs.checkpoint(&Caller::ROOT, "q").await.unwrap();
     assert_eq!(q.status, CheckpointStatus::Failed);
     assert_eq!(q.error.unwrap().code, "cancelled");
-    let e = jobs.cancel(&queued.id.to_string()).await.unwrap_err();
+    let e = jobs
+        .cancel(&Caller::ROOT, &queued.id.to_string())
+        .await
+        .unwrap_err();
     assert!(e.message.contains("already ended"));
 
     // Running: asked to stop; the engine sees the signal, the job ends cancelled, nothing is
     // killed, no images stay, and the target is free again.
-    let c = jobs.cancel(&running.id.to_string()).await.unwrap();
+    let c = jobs
+        .cancel(&Caller::ROOT, &running.id.to_string())
+        .await
+        .unwrap();
     assert_eq!(c.state, JobState::Running);
     let done = jobs
-        .wait(&running.id.to_string(), Duration::from_secs(10))
+        .wait(
+            &Caller::ROOT,
+            &running.id.to_string(),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     assert_eq!(done.state, JobState::Cancelled, "{done:?}");
     assert_eq!(done.error.as_ref().unwrap().code, "cancelled");
-    let r = jobs.checkpoint("r").await.unwrap();
+    let r = jobs.checkpoint(&Caller::ROOT, "r").await.unwrap();
     assert_eq!(r.status, CheckpointStatus::Failed);
     let files: Vec<_> = std::fs::read_dir(&r.dir)
         .unwrap()
@@ -300,15 +352,25 @@ async fn queued_and_running_jobs_can_be_cancelled() {
         .all(|(_, kill)| !kill));
 
     engine.gate.as_ref().unwrap().add_permits(10);
-    let (_, again) = jobs.submit_checkpoint(req(1, "r-again")).await.unwrap();
+    let (_, again) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(1, "r-again"))
+        .await
+        .unwrap();
     let again = jobs
-        .wait(&again.id.to_string(), Duration::from_secs(10))
+        .wait(
+            &Caller::ROOT,
+            &again.id.to_string(),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap();
     assert_eq!(again.state, JobState::Succeeded);
     // The cancelled queued job was skipped by the worker.
     assert_eq!(
-        jobs.job(&queued.id.to_string()).await.unwrap().state,
+        jobs.job(&Caller::ROOT, &queued.id.to_string())
+            .await
+            .unwrap()
+            .state,
         JobState::Cancelled
     );
 }
@@ -321,9 +383,12 @@ async fn a_job_running_past_its_timeout_is_stopped() {
     };
     let (_d, jobs, _) = setup_with_timeout(engine, 8, Duration::from_millis(200)).await;
     jobs.start(1);
-    let (_, job) = jobs.submit_checkpoint(req(1, "slow")).await.unwrap();
+    let (_, job) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(1, "slow"))
+        .await
+        .unwrap();
     let done = jobs
-        .wait(&job.id.to_string(), Duration::from_secs(10))
+        .wait(&Caller::ROOT, &job.id.to_string(), Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(done.state, JobState::Failed);
@@ -331,36 +396,43 @@ async fn a_job_running_past_its_timeout_is_stopped() {
     assert_eq!(err.code, "timeout");
     assert!(err.message.contains("left running"), "{}", err.message);
     // The target is free for the next job.
-    jobs.submit_checkpoint(req(1, "slow2")).await.unwrap();
+    jobs.submit_checkpoint(&Caller::ROOT, req(1, "slow2"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn restore_needs_a_ready_checkpoint_and_reports_the_pid() {
     let (_d, jobs, _) = setup(FakeEngine::default(), 8).await;
     jobs.start(2);
-    let (_, job) = jobs.submit_checkpoint(req(3, "c")).await.unwrap();
-    let e = jobs.submit_restore("c", RestoreRequest::default()).await;
+    let (_, job) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(3, "c"))
+        .await
+        .unwrap();
+    let e = jobs
+        .submit_restore(&Caller::ROOT, "c", RestoreRequest::default())
+        .await;
     // Pending (or running): 409 until it is ready.
     if let Err(e) = e {
         assert_eq!(e.kind, ErrorKind::Conflict);
     }
-    jobs.wait(&job.id.to_string(), Duration::from_secs(10))
+    jobs.wait(&Caller::ROOT, &job.id.to_string(), Duration::from_secs(10))
         .await
         .unwrap();
     let r = jobs
-        .submit_restore("c", RestoreRequest::default())
+        .submit_restore(&Caller::ROOT, "c", RestoreRequest::default())
         .await
         .unwrap();
     let r = jobs
-        .wait(&r.id.to_string(), Duration::from_secs(10))
+        .wait(&Caller::ROOT, &r.id.to_string(), Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(r.state, JobState::Succeeded);
     assert_eq!(r.result.unwrap().pid, Some(4242));
     // Once the restore has ended, the checkpoint can be deleted.
-    jobs.delete_checkpoint("c").await.unwrap();
+    jobs.delete_checkpoint(&Caller::ROOT, "c").await.unwrap();
     assert_eq!(
-        jobs.checkpoint("c").await.unwrap_err().kind,
+        jobs.checkpoint(&Caller::ROOT, "c").await.unwrap_err().kind,
         ErrorKind::NotFound
     );
 }
@@ -368,7 +440,10 @@ async fn restore_needs_a_ready_checkpoint_and_reports_the_pid() {
 #[tokio::test]
 async fn reconcile_fails_unfinished_work_and_removes_partial_images() {
     let (d, jobs, _) = setup(FakeEngine::default(), 8).await;
-    let (cp, job) = jobs.submit_checkpoint(req(9, "interrupted")).await.unwrap();
+    let (cp, job) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(9, "interrupted"))
+        .await
+        .unwrap();
     // Simulate a crash mid-dump: running rows and a partial directory.
     let partial = partial_dir(Path::new(&cp.dir));
     std::fs::create_dir(&partial).unwrap();
@@ -385,14 +460,18 @@ async fn reconcile_fails_unfinished_work_and_removes_partial_images() {
             checkpoints_root: d.path().join("checkpoints"),
             queue_capacity: 8,
             job_timeout: Duration::from_secs(60),
+            policy: Policy::default(),
         },
     );
     let report = jobs.reconcile(Duration::from_secs(1)).await.unwrap();
-    let job = jobs.job(&job.id.to_string()).await.unwrap();
+    let job = jobs.job(&Caller::ROOT, &job.id.to_string()).await.unwrap();
     assert_eq!(job.state, JobState::Failed);
     assert!(job.error.unwrap().message.contains("restarted"));
     assert_eq!(
-        jobs.checkpoint("interrupted").await.unwrap().status,
+        jobs.checkpoint(&Caller::ROOT, "interrupted")
+            .await
+            .unwrap()
+            .status,
         CheckpointStatus::Failed
     );
     assert!(!partial.exists());
@@ -404,7 +483,10 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
     let (d, jobs, _) = setup(FakeEngine::default(), 8).await;
     let root = d.path().join("checkpoints");
     // A dump CRIU finished while the daemon was down: log says so, images in .partial.
-    let (cp, job) = jobs.submit_checkpoint(req(9, "finished")).await.unwrap();
+    let (cp, job) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(9, "finished"))
+        .await
+        .unwrap();
     let partial = partial_dir(Path::new(&cp.dir));
     std::fs::create_dir(&partial).unwrap();
     std::fs::write(partial.join("pages-1.img"), vec![1u8; 100]).unwrap();
@@ -417,7 +499,10 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
     running.state = JobState::Running;
     jobs.catalog().update_job(&running).await.unwrap();
     // A ready checkpoint whose images vanished.
-    let (gone, gone_job) = jobs.submit_checkpoint(req(10, "gone")).await.unwrap();
+    let (gone, gone_job) = jobs
+        .submit_checkpoint(&Caller::ROOT, req(10, "gone"))
+        .await
+        .unwrap();
     let mut ready = gone.clone();
     ready.status = CheckpointStatus::Ready;
     jobs.catalog().update_checkpoint(&ready).await.unwrap();
@@ -437,6 +522,7 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
             checkpoints_root: root.clone(),
             queue_capacity: 8,
             job_timeout: Duration::from_secs(60),
+            policy: Policy::default(),
         },
     );
     let report = jobs.reconcile(Duration::from_secs(1)).await.unwrap();
@@ -450,9 +536,9 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
         root.join("stray").exists(),
         "an unknown directory was deleted"
     );
-    let job = jobs.job(&job.id.to_string()).await.unwrap();
+    let job = jobs.job(&Caller::ROOT, &job.id.to_string()).await.unwrap();
     assert_eq!(job.state, JobState::Succeeded);
-    let cp = jobs.checkpoint("finished").await.unwrap();
+    let cp = jobs.checkpoint(&Caller::ROOT, "finished").await.unwrap();
     assert_eq!(cp.status, CheckpointStatus::Ready);
     assert!(Path::new(&cp.dir).join("pages-1.img").exists() && !partial.exists());
     // Killed only once published.
@@ -461,7 +547,7 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
         vec![(Stopped::Tasks(vec![4242]), true)]
     );
     assert_eq!(
-        jobs.checkpoint("gone").await.unwrap().status,
+        jobs.checkpoint(&Caller::ROOT, "gone").await.unwrap().status,
         CheckpointStatus::Missing
     );
 }

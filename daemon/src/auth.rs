@@ -1,0 +1,255 @@
+//! Who may do what. Every request is attributed to the uid the kernel reports for its
+//! connection (SO_PEERCRED); the HTTP layer turns that into a `Caller`, and the rules live here.
+//!
+//! - uid 0 is the administrator: everything.
+//! - Any other caller may checkpoint only process trees whose every task runs entirely as its uid
+//!   (real, effective, saved and filesystem uids), checked through a pidfd so that a pid reused
+//!   during the check is noticed; sees and acts on only the checkpoints and jobs it created
+//!   (others' are 404 to it); may not touch containers (runc and its state are root's); may give a
+//!   `checkpoint_dir` only under the configured `allowed_dirs`.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use ckptd_api::Target;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+impl Caller {
+    /// The daemon itself, and root callers.
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: None,
+    };
+
+    /// A caller the kernel could not identify: allowed nothing.
+    pub const NOBODY: Caller = Caller {
+        uid: u32::MAX,
+        gid: u32::MAX,
+        pid: None,
+    };
+
+    pub fn is_admin(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Whether this caller may see (and so act on) something owned by `owner`.
+    pub fn can_see(&self, owner: u32) -> bool {
+        self.is_admin() || owner == self.uid
+    }
+
+    /// The owner filter of this caller's lists: none for root, its own uid for others.
+    pub fn owner_filter(&self) -> Option<u32> {
+        (!self.is_admin()).then_some(self.uid)
+    }
+}
+
+pub fn forbidden(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Forbidden, message)
+}
+
+/// The rules that depend on configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Where non-root callers may put a `checkpoint_dir` (canonical paths).
+    pub allowed_dirs: Vec<PathBuf>,
+}
+
+impl Policy {
+    /// May `caller` checkpoint `target` into `checkpoint_dir`?
+    pub fn check_checkpoint(
+        &self,
+        caller: &Caller,
+        target: &Target,
+        checkpoint_dir: Option<&Path>,
+    ) -> Result<()> {
+        if caller.is_admin() {
+            return Ok(());
+        }
+        match target {
+            Target::Container { .. } => {
+                return Err(forbidden(format!(
+                "uid {} may not checkpoint containers: containers are root's (runc and its state \
+                     belong to root); ask an administrator",
+                caller.uid
+            )))
+            }
+            Target::Process { pid } => owns_tree(caller.uid, *pid)?,
+        }
+        if let Some(dir) = checkpoint_dir {
+            self.check_dir(caller, dir)?;
+        }
+        Ok(())
+    }
+
+    /// May `caller` restore into `into` (None: in place)?
+    pub fn check_restore(&self, caller: &Caller, into: Option<&Target>) -> Result<()> {
+        if caller.is_admin() || into.is_none() {
+            return Ok(());
+        }
+        match into {
+            Some(Target::Container { .. }) => Err(forbidden(format!(
+                "uid {} may not restore into containers: containers are root's",
+                caller.uid
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_dir(&self, caller: &Caller, dir: &Path) -> Result<()> {
+        let real = dir.canonicalize().map_err(|e| {
+            Error::invalid(format!(
+                "checkpoint_dir {} cannot be resolved: {e}",
+                dir.display()
+            ))
+        })?;
+        if self.allowed_dirs.iter().any(|a| real.starts_with(a)) {
+            return Ok(());
+        }
+        let allowed = if self.allowed_dirs.is_empty() {
+            "none are configured".to_owned()
+        } else {
+            self.allowed_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(forbidden(format!(
+            "uid {} may not write checkpoints to {}: non-root callers may use only the allowed_dirs \
+             ({allowed})",
+            caller.uid,
+            dir.display()
+        ))
+        .with_hint("leave out checkpoint_dir to use the daemon's own storage, or ask an administrator to add the directory to allowed_dirs"))
+    }
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A pidfd becomes readable when its process exits.
+fn exited(pidfd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & libc::POLLIN != 0
+}
+
+/// The four uids (real, effective, saved, filesystem) of a process.
+fn uids(pid: i32) -> Option<[u32; 4]> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let v: Vec<u32> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (v.len() == 4).then(|| [v[0], v[1], v[2], v[3]])
+}
+
+/// Every task of the tree rooted at `pid` runs entirely as `uid`. The root is held by a pidfd
+/// during the check, so a process that exits and whose pid is reused meanwhile is noticed.
+pub fn owns_tree(uid: u32, pid: i32) -> Result<()> {
+    let gone = || Error::target_unavailable(format!("no process with pid {pid} exists"));
+    let pidfd = pidfd_open(pid).ok_or_else(gone)?;
+    for p in sys::process_tree(pid) {
+        let Some(ids) = uids(p) else { continue };
+        if ids.iter().any(|&u| u != uid) {
+            let comm = sys::proc_stat(p).map(|s| s.comm).unwrap_or_default();
+            return Err(forbidden(format!(
+                "pid {p} ({comm}) runs as uid {} (real, effective, saved, fs: {ids:?}); uid {uid} may \
+                 checkpoint only process trees that are entirely its own",
+                ids[1]
+            )));
+        }
+    }
+    if exited(&pidfd) {
+        return Err(gone());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_owns_what_root_runs_and_others_do_not() {
+        let me = std::process::id() as i32;
+        owns_tree(0, me).unwrap();
+        let e = owns_tree(1000, me).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Forbidden);
+        assert!(e.message.contains("runs as uid 0"), "{}", e.message);
+        assert_eq!(
+            owns_tree(1000, 4_000_000).unwrap_err().kind,
+            ErrorKind::TargetUnavailable
+        );
+    }
+
+    #[test]
+    fn visibility() {
+        let alice = Caller {
+            uid: 1000,
+            gid: 1000,
+            pid: None,
+        };
+        assert!(alice.can_see(1000) && !alice.can_see(0) && !alice.can_see(1001));
+        assert!(Caller::ROOT.can_see(1000));
+        assert_eq!(alice.owner_filter(), Some(1000));
+        assert_eq!(Caller::ROOT.owner_filter(), None);
+        assert!(!Caller::NOBODY.can_see(0));
+    }
+
+    #[test]
+    fn non_root_dirs_must_be_allowed() {
+        let d = tempfile::tempdir().unwrap();
+        let allowed = d.path().join("ok");
+        std::fs::create_dir(&allowed).unwrap();
+        std::fs::create_dir(allowed.join("sub")).unwrap();
+        let p = Policy {
+            allowed_dirs: vec![allowed.canonicalize().unwrap()],
+        };
+        let alice = Caller {
+            uid: 1000,
+            gid: 1000,
+            pid: None,
+        };
+        p.check_dir(&alice, &allowed.join("sub")).unwrap();
+        let e = p.check_dir(&alice, d.path()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Forbidden);
+        let e = p
+            .check_checkpoint(
+                &alice,
+                &Target::Container {
+                    id: "x".into(),
+                    runtime: "runc".into(),
+                    root: None,
+                    bundle: None,
+                },
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Forbidden);
+    }
+}
