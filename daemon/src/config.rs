@@ -31,6 +31,12 @@ pub struct Args {
     /// socket 0600, root only].
     #[arg(long, env = "CKPTD_SOCKET_GROUP")]
     pub socket_group: Option<String>,
+    /// Also serve the API on this TCP address (trusted networks only; needs tcp_token_file).
+    #[arg(long, env = "CKPTD_TCP_LISTEN")]
+    pub tcp_listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token TCP clients must send (not readable by group or others).
+    #[arg(long, env = "CKPTD_TCP_TOKEN_FILE")]
+    pub tcp_token_file: Option<PathBuf>,
 }
 
 /// The TOML file. Every key is optional; unknown keys are an error so typos do not go unnoticed.
@@ -41,6 +47,8 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub workers: Option<usize>,
     pub socket_group: Option<String>,
+    pub tcp_listen: Option<std::net::SocketAddr>,
+    pub tcp_token_file: Option<PathBuf>,
     /// Directories under which non-root callers may put a checkpoint_dir.
     pub allowed_dirs: Option<Vec<PathBuf>>,
     pub queue_capacity: Option<usize>,
@@ -60,6 +68,8 @@ pub struct Config {
     pub socket_group: Option<(String, u32)>,
     /// Where non-root callers may put a checkpoint_dir (canonical paths).
     pub allowed_dirs: Vec<PathBuf>,
+    /// The optional TCP listener and the token its clients must present.
+    pub tcp: Option<TcpConfig>,
     pub state_dir: PathBuf,
     pub workers: usize,
     /// Jobs that may wait for a worker; one more gets 429 queue_full.
@@ -131,6 +141,10 @@ impl Config {
                 .unwrap_or_else(|| "/run/ckptd.sock".into()),
             socket_group,
             allowed_dirs,
+            tcp: tcp_config(
+                args.tcp_listen.or(file.tcp_listen),
+                args.tcp_token_file.or(file.tcp_token_file),
+            )?,
             state_dir: args
                 .state_dir
                 .or(file.state_dir)
@@ -183,6 +197,55 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The TCP listener: off by default; a bearer token from a private file is required.
+#[derive(Clone)]
+pub struct TcpConfig {
+    pub addr: std::net::SocketAddr,
+    pub token: String,
+}
+
+impl std::fmt::Debug for TcpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConfig")
+            .field("addr", &self.addr)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+fn tcp_config(
+    addr: Option<std::net::SocketAddr>,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<Option<TcpConfig>> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(addr) = addr else {
+        if token_file.is_some() {
+            bail!("tcp_token_file is set but tcp_listen is not; set both to serve over TCP");
+        }
+        return Ok(None);
+    };
+    let Some(file) = token_file else {
+        bail!("tcp_listen needs tcp_token_file: a file holding the bearer token TCP clients must send");
+    };
+    let md = std::fs::metadata(&file)
+        .with_context(|| format!("cannot read tcp_token_file {}", file.display()))?;
+    if md.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "tcp_token_file {} is readable by group or others (mode {:o}); chmod 600 it",
+            file.display(),
+            md.permissions().mode() & 0o777
+        );
+    }
+    let token = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read tcp_token_file {}", file.display()))?
+        .trim()
+        .to_owned();
+    if token.len() < 16 {
+        bail!("the token in {} is shorter than 16 characters; use a long random one (openssl rand -hex 32)", file.display());
+    }
+    Ok(Some(TcpConfig { addr, token }))
 }
 
 fn absolute(what: &str, p: &Path) -> anyhow::Result<()> {

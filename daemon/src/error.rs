@@ -22,10 +22,12 @@ pub enum ErrorKind {
     Cancelled,
     /// A job that ran longer than `job_timeout_secs`.
     Timeout,
+    /// A TCP request without the right bearer token.
+    Unauthorized,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         Self::InvalidRequest,
         Self::Forbidden,
         Self::NotFound,
@@ -39,6 +41,7 @@ impl ErrorKind {
         Self::InsufficientStorage,
         Self::Cancelled,
         Self::Timeout,
+        Self::Unauthorized,
     ];
 
     pub fn code(self) -> &'static str {
@@ -56,6 +59,7 @@ impl ErrorKind {
             Self::InsufficientStorage => "insufficient_storage",
             Self::Cancelled => "cancelled",
             Self::Timeout => "timeout",
+            Self::Unauthorized => "unauthorized",
         }
     }
 

@@ -107,14 +107,31 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = {
-        let mut stop_rx = stop_rx.clone();
-        let app = http::router(state).into_make_service_with_connect_info::<auth::Caller>();
-        axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        })
+    let tcp = match &cfg.tcp {
+        Some(t) => {
+            let l = tokio::net::TcpListener::bind(t.addr)
+                .await
+                .with_context(|| format!("cannot listen on TCP {}", t.addr))?;
+            tracing::warn!(addr = %l.local_addr()?, "also serving on TCP with a bearer token: trusted networks only");
+            Some((l, t.token.clone()))
+        }
+        None => None,
     };
-    let server = tokio::spawn(async move { server.await });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    {
+        let app = http::router(state.clone()).into_make_service_with_connect_info::<auth::Caller>();
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+        servers.spawn(async move { serve.await });
+    }
+    if let Some((l, token)) = tcp {
+        let app =
+            http::tcp_router(state, token).into_make_service_with_connect_info::<auth::Caller>();
+        let serve = axum::serve(l, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+        servers.spawn(async move { serve.await });
+    }
 
     shutdown_signal().await;
     tracing::info!(
@@ -124,7 +141,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Stop the jobs first so that requests waiting on them get their answer, then the server.
     jobs.shutdown(cfg.shutdown_timeout).await;
     stop_tx.send_replace(true);
-    if tokio::time::timeout(std::time::Duration::from_secs(5), server)
+    if tokio::time::timeout(std::time::Duration::from_secs(5), servers.join_all())
         .await
         .is_err()
     {

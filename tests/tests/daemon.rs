@@ -139,3 +139,101 @@ async fn the_daemon_s_criu_config_is_used_for_processes_and_recorded() {
         "CRIU did not read it"
     );
 }
+
+/// The optional TCP listener: off by default, bearer token required, token file must be private.
+#[tokio::test]
+async fn the_tcp_listener_needs_its_bearer_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+
+    // A token file others can read is refused, as is a listener without a token file.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let start = |args: &[&str]| {
+        Command::new(daemon_binary())
+            .args([
+                "--socket",
+                dir.path().join("s.sock").to_str().unwrap(),
+                "--state-dir",
+                dir.path().join("st").to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = start(&[
+        "--tcp-listen",
+        "127.0.0.1:0",
+        "--tcp-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = start(&["--tcp-listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs tcp_token_file"));
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let d = Daemon::start_with(&[
+        "--tcp-listen",
+        "127.0.0.1:0",
+        "--tcp-token-file",
+        token_file.to_str().unwrap(),
+    ])
+    .await;
+    let log = d.log();
+    let addr = log
+        .lines()
+        .find(|l| l.contains("also serving on TCP"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap().to_owned())
+        .expect("the TCP address in the log");
+    let curl = |auth: Option<&str>, method: &str, path: &str, body: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-w", "\n%{http_code}", "-X", method]);
+        if let Some(a) = auth {
+            c.args(["-H", &format!("Authorization: Bearer {a}")]);
+        }
+        if let Some(b) = body {
+            c.args(["-d", b]);
+        }
+        let out = c.arg(format!("http://{addr}{path}")).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_owned(), body.to_owned())
+    };
+    let (code, body) = curl(None, "GET", "/v1/health", None);
+    assert_eq!(code, "401", "{body}");
+    assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
+    assert_eq!(
+        curl(
+            Some("wrong-token-wrong-token-wrong"),
+            "GET",
+            "/v1/checkpoints",
+            None
+        )
+        .0,
+        "401"
+    );
+    assert_eq!(curl(Some(token), "GET", "/v1/health", None).0, "200");
+    // A token holder acts as root.
+    let t = Target::python(d.dir.path(), "tcp-api", 0, false);
+    let body = format!(
+        "{{\"target\":{{\"kind\":\"process\",\"pid\":{}}},\"leave_running\":true}}",
+        t.pid
+    );
+    let (code, out) = curl(
+        Some(token),
+        "POST",
+        "/v1/checkpoints?wait=true",
+        Some(&body),
+    );
+    assert_eq!(code, "201", "{out}");
+    assert!(out.contains("\"owner_uid\":0"));
+}

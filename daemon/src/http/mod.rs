@@ -39,6 +39,54 @@ impl
     }
 }
 
+/// TCP connections carry no credentials: they are nobody until the bearer token says otherwise.
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for crate::auth::Caller
+{
+    fn connect_info(_: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        crate::auth::Caller::NOBODY
+    }
+}
+
+/// The router for the TCP listener: every request must carry `Authorization: Bearer <token>`;
+/// a token holder acts as root (the listener is for trusted networks only).
+pub fn tcp_router(state: AppState, token: String) -> Router {
+    use axum::extract::{ConnectInfo, Request};
+    use axum::middleware::{self, Next};
+    use axum::response::IntoResponse;
+    let token = std::sync::Arc::new(token);
+    router(state).layer(middleware::from_fn(move |mut req: Request, next: Next| {
+        let token = token.clone();
+        async move {
+            let given = req
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                return crate::error::Error::new(
+                    crate::error::ErrorKind::Unauthorized,
+                    "this TCP listener needs \"Authorization: Bearer <token>\" with the daemon's token",
+                )
+                .with_hint("use the token from the daemon's tcp_token_file, or the Unix socket")
+                .into_response();
+            }
+            req.extensions_mut().insert(ConnectInfo(crate::auth::Caller::ROOT));
+            next.run(req).await
+        }
+    }))
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Largest request body accepted (413 above).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
