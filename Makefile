@@ -5,7 +5,7 @@ CARGO ?= cargo
 # The virtualenv make setup creates for the OpenAPI validator.
 PYTHON ?= /var/cache/ckptd-setup/venv/bin/python
 
-.PHONY: setup build run test lint unit e2e openapi clean
+.PHONY: setup build run test lint openapi schemathesis clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,9 +23,15 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Property-based API tests from openapi.yaml, the daemon in its own PID namespace.
+schemathesis: setup
+	$(CARGO) build -p ckptd
+	bash scripts/schemathesis.sh
+
 test: setup lint openapi
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
+	bash scripts/schemathesis.sh
 
 clean:
 	$(CARGO) clean

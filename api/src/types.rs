@@ -9,6 +9,7 @@ use uuid::Uuid;
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
     Process {
+        #[serde(deserialize_with = "json_integer")]
         pid: i32,
     },
     Container {
@@ -22,6 +23,23 @@ pub enum Target {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bundle: Option<String>,
     },
+}
+
+/// An i32 as JSON Schema counts integers: `42` and also `42.0` (a number with no fraction).
+fn json_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    let v = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => i,
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e18 => f as i64,
+        _ => {
+            return Err(D::Error::custom(format!(
+                "invalid value: {n}, expected an integer"
+            )))
+        }
+    };
+    i32::try_from(v)
+        .map_err(|_| D::Error::custom(format!("invalid value: integer `{v}`, expected i32")))
 }
 
 fn default_runtime() -> String {

@@ -55,6 +55,15 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
+/// The thread group (process) a task id belongs to: itself for a process, its process for a
+/// thread. /proc answers for thread ids too, though it does not list them.
+pub fn tgid(pid: i32) -> Option<i32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:")?.trim().parse().ok())
+}
+
 /// The daemon's own pid and every ancestor's, up to pid 1.
 pub fn self_and_ancestors() -> Vec<i32> {
     let mut out = vec![std::process::id() as i32];

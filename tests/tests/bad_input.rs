@@ -91,8 +91,8 @@ async fn bad_inputs_get_their_status_and_error_body() {
             Method::POST,
             "/v1/checkpoints",
             post(json!({"target": proc_(1)})),
-            400,
-            "invalid_request",
+            403,
+            "forbidden",
             "init process",
         ),
         case(
@@ -100,8 +100,8 @@ async fn bad_inputs_get_their_status_and_error_body() {
             Method::POST,
             "/v1/checkpoints",
             post(json!({"target": proc_(2)})),
-            400,
-            "invalid_request",
+            422,
+            "target_unavailable",
             "kernel thread",
         ),
         case(
@@ -109,8 +109,8 @@ async fn bad_inputs_get_their_status_and_error_body() {
             Method::POST,
             "/v1/checkpoints",
             post(json!({"target": proc_(d.pid())})),
-            400,
-            "invalid_request",
+            403,
+            "forbidden",
             "ckptd itself",
         ),
         case(
@@ -118,8 +118,8 @@ async fn bad_inputs_get_their_status_and_error_body() {
             Method::POST,
             "/v1/checkpoints",
             post(json!({"target": proc_(std::process::id() as i32)})),
-            400,
-            "invalid_request",
+            403,
+            "forbidden",
             "ancestors",
         ),
         case(
@@ -262,8 +262,8 @@ async fn bad_inputs_get_their_status_and_error_body() {
             Method::POST,
             "/v1/checkpoints",
             post(json!({"target": proc_(pid), "checkpoint_dir": "/nonexistent/ckptd"})),
-            400,
-            "invalid_request",
+            422,
+            "target_unavailable",
             "does not exist",
         ),
         case(
@@ -271,8 +271,8 @@ async fn bad_inputs_get_their_status_and_error_body() {
             Method::POST,
             "/v1/checkpoints",
             post(json!({"target": proc_(pid), "checkpoint_dir": file})),
-            400,
-            "invalid_request",
+            422,
+            "target_unavailable",
             "not a directory",
         ),
         case(
@@ -280,8 +280,8 @@ async fn bad_inputs_get_their_status_and_error_body() {
             Method::POST,
             "/v1/checkpoints",
             post(json!({"target": proc_(pid), "checkpoint_dir": link})),
-            400,
-            "invalid_request",
+            422,
+            "target_unavailable",
             "symlink",
         ),
         case(
@@ -515,4 +515,134 @@ async fn bad_inputs_get_their_status_and_error_body() {
         before
     );
     drop(zombie);
+}
+
+/// Found by schemathesis: a pid that happened to be one of ckptd's own CRIU helpers was dumped.
+#[tokio::test]
+async fn the_daemon_s_own_helpers_are_not_targets() {
+    let d = Daemon::start().await;
+    // A child of the daemon: the `cat` reading a restored container's output is one; a CRIU of a
+    // running job is another. Take whatever child the daemon has while a slow job runs: start a
+    // leave_running dump of a 512 MiB process and look for the daemon's children meanwhile.
+    let t = Target::python(d.dir.path(), "helper", 512, false);
+    let r = d
+        .client
+        .send_json(
+            Method::POST,
+            "/v1/checkpoints",
+            &json!({"target": {"kind": "process", "pid": t.pid}, "leave_running": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 202);
+    let daemon = d.pid();
+    let mut child = None;
+    for _ in 0..400 {
+        let kids = std::fs::read_to_string(format!("/proc/{daemon}/task/{daemon}/children"))
+            .unwrap_or_default();
+        let all: Vec<i32> = std::fs::read_dir(format!("/proc/{daemon}/task"))
+            .unwrap()
+            .flatten()
+            .flat_map(|t| {
+                std::fs::read_to_string(t.path().join("children"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .chain(kids.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect();
+        if let Some(&c) = all.first() {
+            child = Some(c);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let child = child.expect("the daemon never ran a helper");
+    let resp = d
+        .client
+        .send_json(
+            Method::POST,
+            "/v1/checkpoints",
+            &json!({"target": {"kind": "process", "pid": child}}),
+        )
+        .await
+        .unwrap();
+    let body: Value = resp.json().unwrap();
+    // 403 while it runs; 422 if it ended in between.
+    assert!(
+        matches!(resp.status.as_u16(), 403 | 422),
+        "{} {body}",
+        resp.status
+    );
+    if resp.status.as_u16() == 403 {
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("helper process of ckptd"),
+            "{body}"
+        );
+    }
+}
+
+/// Found by schemathesis: a thread id of the daemon passed as a pid reached CRIU.
+#[tokio::test]
+async fn thread_ids_are_not_process_targets() {
+    let d = Daemon::start().await;
+    let daemon = d.pid();
+    let thread: i32 = std::fs::read_dir(format!("/proc/{daemon}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .find(|&t| t != daemon)
+        .expect("the daemon has worker threads");
+    let resp = d
+        .client
+        .send_json(
+            Method::POST,
+            "/v1/checkpoints",
+            &json!({"target": {"kind": "process", "pid": thread}}),
+        )
+        .await
+        .unwrap();
+    let body: Value = resp.json().unwrap();
+    assert_eq!(resp.status.as_u16(), 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("thread of ckptd itself"),
+        "{body}"
+    );
+    // Another process's thread: 422 naming the process.
+    let t = Target::spawn(
+        &["python3", "-c", "import threading,time\nthreading.Thread(target=lambda: time.sleep(600), daemon=True).start()\nprint(0, flush=True)\ntime.sleep(600)"],
+        &d.dir.path().join("threads.out"),
+    );
+    t.wait_for_lines(1);
+    let tid: i32 = std::fs::read_dir(format!("/proc/{}/task", t.pid))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .find(|&x| x != t.pid)
+        .expect("a second thread");
+    let resp = d
+        .client
+        .send_json(
+            Method::POST,
+            "/v1/checkpoints",
+            &json!({"target": {"kind": "process", "pid": tid}}),
+        )
+        .await
+        .unwrap();
+    let body: Value = resp.json().unwrap();
+    assert_eq!(resp.status.as_u16(), 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("thread of process {}", t.pid)),
+        "{body}"
+    );
 }

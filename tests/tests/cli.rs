@@ -69,7 +69,7 @@ async fn ckpt_create_ls_inspect_rm_and_exit_codes() {
     let out = ckpt(&d, &["create", "1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("invalid_request: pid 1 is the init process"),
+        text(&out.stderr).contains("forbidden: pid 1 is the init process"),
         "{}",
         text(&out.stderr)
     );

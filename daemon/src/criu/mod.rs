@@ -606,7 +606,7 @@ pub fn check_process(pid: i32) -> Result<()> {
         )));
     }
     if pid == 1 {
-        return Err(Error::invalid(
+        return Err(crate::auth::forbidden(
             "pid 1 is the init process: dumping it would freeze the whole system; checkpoint a \
              process tree below it",
         ));
@@ -618,9 +618,20 @@ pub fn check_process(pid: i32) -> Result<()> {
         );
     };
     if st.is_kernel_thread() {
-        return Err(Error::invalid(format!(
+        return Err(Error::target_unavailable(format!(
             "pid {pid} ({}) is a kernel thread; CRIU checkpoints user processes only",
             st.comm
+        )));
+    }
+    // A thread id is not a process: found by schemathesis, a daemon thread's id once reached CRIU.
+    if let Some(tgid) = sys::tgid(pid).filter(|&t| t != pid) {
+        if tgid == std::process::id() as i32 {
+            return Err(crate::auth::forbidden(format!(
+                "pid {pid} is a thread of ckptd itself; it cannot be checkpointed"
+            )));
+        }
+        return Err(Error::target_unavailable(format!(
+            "pid {pid} is a thread of process {tgid}, not a process; checkpoint the process: pid {tgid}"
         )));
     }
     if st.is_zombie() {
@@ -630,9 +641,18 @@ pub fn check_process(pid: i32) -> Result<()> {
         )));
     }
     if sys::self_and_ancestors().contains(&pid) {
-        return Err(Error::invalid(format!(
+        return Err(crate::auth::forbidden(format!(
             "pid {pid} ({}) is ckptd itself or one of its ancestors; dumping it would freeze the \
              daemon that runs the dump",
+            st.comm
+        )));
+    }
+    // Its own helpers (a CRIU or runc of another job, an output reader) run below the daemon.
+    let me = std::process::id() as i32;
+    if sys::process_tree(me).contains(&pid) {
+        return Err(crate::auth::forbidden(format!(
+            "pid {pid} ({}) is a helper process of ckptd itself (a CRIU, runc or output reader of \
+             another job); it cannot be checkpointed",
             st.comm
         )));
     }

@@ -174,3 +174,73 @@ fn every_error_kind_has_one_status() {
         assert!(s.is_client_error() || s.is_server_error(), "{k:?}");
     }
 }
+
+mod fuzz {
+    //! Request parsing under arbitrary input, through the real router: whatever a client sends,
+    //! the answer is never a 5xx and always the API's error body when it is an error.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn check(status: StatusCode, body: &serde_json::Value) -> Result<(), TestCaseError> {
+        prop_assert!(!status.is_server_error(), "{status} {body}");
+        if status.is_client_error() {
+            prop_assert!(body["error"]["code"].is_string(), "{status} {body}");
+            prop_assert!(body["error"]["message"].is_string(), "{status} {body}");
+        }
+        Ok(())
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bodies(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let rt = rt();
+            let (_d, app) = rt.block_on(app());
+            for path in ["/v1/checkpoints", "/v1/checkpoints/x/restore"] {
+                let req = Request::builder().method(Method::POST).uri(path).body(Body::from(body.clone())).unwrap();
+                let resp = rt.block_on(app.clone().oneshot(req)).unwrap();
+                let status = resp.status();
+                let bytes = rt.block_on(resp.into_body().collect()).unwrap().to_bytes();
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                check(status, &v)?;
+            }
+        }
+
+        #[test]
+        fn json_shaped_bodies(
+            pid in any::<i64>(),
+            name in "\\PC{0,40}",
+            dir in "\\PC{0,40}",
+            key in "\\PC{0,10}",
+            val in "\\PC{0,10}",
+        ) {
+            let rt = rt();
+            let (_d, app) = rt.block_on(app());
+            let body = serde_json::json!({
+                "target": {"kind": "process", "pid": pid},
+                "name": name, "checkpoint_dir": dir, "labels": {key: val},
+            });
+            let (status, v) = rt.block_on(call(&app, Method::POST, "/v1/checkpoints", &body.to_string()));
+            check(status, &v)?;
+        }
+
+        #[test]
+        fn arbitrary_queries(q in "[a-z=&%0-9.-]{0,60}") {
+            let rt = rt();
+            let (_d, app) = rt.block_on(app());
+            for path in ["/v1/checkpoints", "/v1/jobs", "/v1/jobs/6f1c1b0e-8a44-4d3f-a5a5-0a0b0c0d0e0f"] {
+                let (status, v) = rt.block_on(call(&app, Method::GET, &format!("{path}?{q}"), ""));
+                check(status, &v)?;
+            }
+        }
+    }
+}

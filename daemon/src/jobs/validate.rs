@@ -63,7 +63,7 @@ pub fn labels(labels: &BTreeMap<String, String>) -> Result<()> {
 /// without `..` and not itself a symlink, in which the checkpoint's own folder will be created.
 pub fn checkpoint_dir(dir: &str) -> Result<PathBuf> {
     let path = Path::new(dir);
-    if !path.is_absolute() {
+    if !path.is_absolute() || dir.contains('\0') {
         return Err(Error::invalid(format!(
             "checkpoint_dir {dir:?} is not an absolute path"
         )));
@@ -73,17 +73,18 @@ pub fn checkpoint_dir(dir: &str) -> Result<PathBuf> {
             "checkpoint_dir {dir:?} contains a '..' component; give the directory's real path"
         )));
     }
+    // What the directory is like on disk is world state, as a pid's process is: 422.
     match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::invalid(format!(
-            "checkpoint_dir {dir} does not exist; create it first (mkdir -m 0700 {dir})"
-        ))),
-        Err(e) => Err(Error::invalid(format!(
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::target_unavailable(
+            format!("checkpoint_dir {dir} does not exist; create it first (mkdir -m 0700 {dir})"),
+        )),
+        Err(e) => Err(Error::target_unavailable(format!(
             "checkpoint_dir {dir} cannot be read: {e}"
         ))),
-        Ok(md) if md.file_type().is_symlink() => Err(Error::invalid(format!(
+        Ok(md) if md.file_type().is_symlink() => Err(Error::target_unavailable(format!(
             "checkpoint_dir {dir} is a symlink; give the directory it points to"
         ))),
-        Ok(md) if !md.is_dir() => Err(Error::invalid(format!(
+        Ok(md) if !md.is_dir() => Err(Error::target_unavailable(format!(
             "checkpoint_dir {dir} is not a directory"
         ))),
         Ok(_) => Ok(path.to_owned()),

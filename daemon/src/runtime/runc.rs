@@ -56,6 +56,16 @@ struct Container<'a> {
     root: Option<&'a str>,
 }
 
+/// runc's own id format (`^[\w+\-.]+$`), at most a file name long, and not `.`/`..`-like or an
+/// option-like first character.
+fn valid_container_id(id: &str) -> bool {
+    (1..=255).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '.' | '-'))
+        && !id.starts_with(['.', '-'])
+}
+
 fn container_of(t: &Target) -> Result<Container<'_>> {
     match t {
         Target::Container {
@@ -67,11 +77,14 @@ fn container_of(t: &Target) -> Result<Container<'_>> {
                      has no CRIU support)"
                 )));
             }
-            if id.is_empty() || id.len() > 1024 || id.contains('/') || id.starts_with('-') {
-                return Err(Error::invalid(format!("invalid container id {id:?}")));
+            if !valid_container_id(id) {
+                return Err(Error::invalid(format!(
+                    "invalid container id {id:?}: runc ids are 1-255 characters of letters, digits, \
+                     '_', '+', '.', '-', not starting with '.' or '-'"
+                )));
             }
             if let Some(r) = root {
-                if !Path::new(r).is_absolute() {
+                if !Path::new(r).is_absolute() || r.contains('\0') {
                     return Err(Error::invalid(format!(
                         "root {r:?} must be an absolute path"
                     )));
@@ -280,7 +293,7 @@ impl RuncEngine {
                         )))
                     }
                 };
-                if !Path::new(&bundle).is_absolute() {
+                if !Path::new(&bundle).is_absolute() || bundle.contains('\0') {
                     return Err(Error::invalid(format!(
                         "bundle {bundle:?} must be an absolute path"
                     )));
@@ -342,6 +355,9 @@ impl RuncEngine {
             (false, Some(_)) => Err(Error::invalid(
                 "console_socket is only for containers with a terminal; this one has none",
             )),
+            (true, Some(s)) if !s.starts_with('/') || s.contains('\0') => Err(Error::invalid(format!(
+                "console_socket {s:?} must be an absolute path (without NUL)"
+            ))),
             (true, Some(s)) => {
                 use std::os::unix::fs::FileTypeExt;
                 match std::fs::metadata(s) {
