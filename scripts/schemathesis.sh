@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-/var/cache/ckptd-setup/venv}
 CKPTD=${CKPTD:-target/debug/ckptd}
 EXAMPLES=${EXAMPLES:-40}
+# `make test` pins the seed so CI runs what developers ran; `make schemathesis` explores (SEED=random).
+SEED=${SEED:-random}
+seed_args=()
+[ "$SEED" = random ] || seed_args=(--seed "$SEED")
 work=$(mktemp -d /tmp/ckptd-schemathesis.XXXXXX)
 pid=
 # unshare --fork ignores SIGTERM while it waits; SIGKILL it, and --kill-child stops the daemon.
@@ -28,7 +32,7 @@ done
 status=0
 "$VENV/bin/schemathesis" --config-file schemathesis.toml run openapi.yaml --url "http://127.0.0.1:$port" \
   --header "Authorization: Bearer $(cat "$work/token")" \
-  --checks all --max-examples "$EXAMPLES" --request-timeout 30 --no-color || status=$?
+  --checks all --max-examples "$EXAMPLES" --request-timeout 30 --no-color "${seed_args[@]}" || status=$?
 if [ $status -ne 0 ]; then
   echo "--- daemon log (last 40 lines) ---"; tail -40 "$work/daemon.log"
 fi

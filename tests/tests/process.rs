@@ -885,3 +885,97 @@ async fn kill_9_of_the_daemon_and_criu_mid_dump_resumes_the_process() {
         );
     }
 }
+
+/// Images whose directory was replaced are not restored (a restore runs their code).
+#[tokio::test]
+async fn a_tampered_image_directory_is_not_restored() {
+    let d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "tamper", 0, false);
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("tam".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap()
+        .checkpoint;
+    // Replace the directory with one an unprivileged user owns (the images copied in).
+    let dir = std::path::Path::new(&cp.dir);
+    let moved = d.dir.path().join("moved");
+    std::fs::rename(dir, &moved).unwrap();
+    std::fs::create_dir(dir).unwrap();
+    for e in std::fs::read_dir(&moved).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    let err = d
+        .client
+        .restore("tam", &RestoreRequest::default(), false)
+        .await
+        .unwrap_err();
+    let (status, e) = err.api_error().unwrap();
+    assert_eq!(status.as_u16(), 403, "{e:?}");
+    assert!(e.message.contains("tampered"), "{}", e.message);
+    assert!(d
+        .client
+        .jobs("kind=restore")
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+/// Different targets are dumped in parallel up to the worker count, and the API answers while
+/// a long dump runs.
+#[tokio::test]
+async fn different_targets_dump_in_parallel_and_the_api_answers_meanwhile() {
+    let d = Daemon::start_with(&["--workers", "2"]).await;
+    let a = Target::python(d.dir.path(), "pa", 2048, false);
+    let b = Target::python(d.dir.path(), "pb", 2048, false);
+    let mut ids = Vec::new();
+    for t in [&a, &b] {
+        let r = d
+            .client
+            .create_checkpoint(
+                &CreateCheckpoint {
+                    target: process(t.pid),
+                    leave_running: true,
+                    ..Default::default()
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        ids.push(r.job.id.to_string());
+    }
+    // While the first runs, the API answers (and says it is still running).
+    d.wait_job(&ids[0], |j| j.state == JobState::Running).await;
+    let health = d.client.health().await.unwrap();
+    assert_eq!(health.status, "ok");
+    let listed = d.client.list_checkpoints("status=running").await.unwrap();
+    assert!(
+        !listed.items.is_empty(),
+        "the API answered only after the dumps"
+    );
+    let mut spans = Vec::new();
+    for id in &ids {
+        let j = d
+            .client
+            .job(id, Some(Duration::from_secs(120)))
+            .await
+            .unwrap();
+        assert_eq!(j.state, JobState::Succeeded, "{j:?}");
+        spans.push((j.started_at.unwrap(), j.finished_at.unwrap()));
+    }
+    // The two ran at the same time: each started before the other finished.
+    assert!(
+        spans[0].0 < spans[1].1 && spans[1].0 < spans[0].1,
+        "{spans:?}"
+    );
+}

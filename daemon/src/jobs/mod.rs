@@ -291,6 +291,7 @@ impl Jobs {
             file_locks: req.file_locks.unwrap_or(cp.options.file_locks),
             shell_job: req.shell_job.unwrap_or(cp.options.shell_job),
         };
+        check_images_dir(&cp)?;
         let job = new_job(JobKind::Restore, cp.id, caller.uid);
         // The target being restored is busy: the original, or the new container.
         let destination = req.target.as_ref().unwrap_or(&cp.target);
@@ -797,6 +798,34 @@ fn full_disk_error(e: Error, images: &Path) -> Error {
         }
         _ => e,
     }
+}
+
+/// Before a restore (which runs the images' code with the credentials they record): the images
+/// must still be in the directory ckptd made, a real directory owned by root that nobody else can
+/// write, so that nobody could have swapped or edited them (a non-root caller may own the
+/// `checkpoint_dir` they sit in).
+fn check_images_dir(cp: &Checkpoint) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = Path::new(&cp.dir);
+    let md = std::fs::symlink_metadata(dir).map_err(|e| {
+        Error::conflict(format!(
+            "the images of checkpoint {} are gone from {}: {e}",
+            cp.name, cp.dir
+        ))
+        .with_hint("delete the checkpoint; it cannot be restored")
+    })?;
+    if md.file_type().is_symlink() || !md.is_dir() || md.uid() != 0 || md.mode() & 0o022 != 0 {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            format!(
+                "refusing to restore checkpoint {}: {} is no longer the root-owned, private directory \
+                 ckptd created (it may have been replaced or tampered with)",
+                cp.name, cp.dir
+            ),
+        )
+        .with_hint("restore only images you trust; delete this checkpoint and take a new one"));
+    }
+    Ok(())
 }
 
 /// Room kept free beyond the estimate: CRIU's own files, the log, and the estimate's slack.
