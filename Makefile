@@ -5,7 +5,7 @@ CARGO ?= cargo
 # The virtualenv make setup creates for the OpenAPI validator.
 PYTHON ?= /var/cache/ckptd-setup/venv/bin/python
 
-.PHONY: setup build run test lint openapi schemathesis clean
+.PHONY: setup build run test lint openapi schemathesis install clean
 
 setup:
 	@bash scripts/setup.sh
@@ -32,6 +32,18 @@ test: setup lint openapi
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
 	SEED=20261127 bash scripts/schemathesis.sh
+
+# Binaries to /usr/local/bin, units and snippets to /etc/systemd and /etc/{sysusers,tmpfiles}.d.
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 target/release/ckptd $(DESTDIR)$(PREFIX)/bin/ckptd
+	install -D -m 0755 target/release/ckpt $(DESTDIR)$(PREFIX)/bin/ckpt
+	install -D -m 0644 systemd/ckptd.service $(DESTDIR)/etc/systemd/system/ckptd.service
+	install -D -m 0644 systemd/ckptd.socket $(DESTDIR)/etc/systemd/system/ckptd.socket
+	install -D -m 0644 systemd/sysusers.d/ckptd.conf $(DESTDIR)/etc/sysusers.d/ckptd.conf
+	install -D -m 0644 systemd/tmpfiles.d/ckptd.conf $(DESTDIR)/etc/tmpfiles.d/ckptd.conf
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/ckptd/README.md
+	@echo "installed; then: systemd-sysusers && systemd-tmpfiles --create && systemctl daemon-reload && systemctl enable --now ckptd.socket"
 
 clean:
 	$(CARGO) clean

@@ -92,11 +92,11 @@ fi
 # externally managed; no package of the validator exists in Debian 12).
 CURRENT_STEP="python venv with openapi-spec-validator"
 VENV="$CACHE/venv"
-if ! "$VENV/bin/python" -c 'import openapi_spec_validator, yaml, schemathesis' 2>/dev/null; then
-  step "$CURRENT_STEP and schemathesis"
+if ! "$VENV/bin/python" -c 'import openapi_spec_validator, yaml, schemathesis, prometheus_client' 2>/dev/null; then
+  step "$CURRENT_STEP, schemathesis, prometheus-client"
   rm -rf "$VENV"
   /usr/bin/python3 -m venv "$VENV" || die "python3 -m venv failed (is python3-venv installed?)"
-  "$VENV/bin/pip" install -q 'openapi-spec-validator>=0.7' pyyaml 'schemathesis>=4,<5' \
+  "$VENV/bin/pip" install -q 'openapi-spec-validator>=0.7' pyyaml 'schemathesis>=4,<5' prometheus-client \
     || die "pip install openapi-spec-validator schemathesis failed"
 fi
 

@@ -367,6 +367,11 @@ pub struct CriuInfo {
     pub check_ok: bool,
     /// What `criu check` printed when it failed (or why it could not run).
     pub check_output: Option<String>,
+    /// `criu check --feature X` for the features that matter: uffd (lazy restore),
+    /// mem_dirty_track (soft-dirty, incremental dumps), pidfd_store, network_lock_nftables,
+    /// tcp_half_closed (TCP repair of half-closed connections).
+    #[serde(default)]
+    pub features: BTreeMap<String, bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -37,6 +37,15 @@ pub struct Args {
     /// File holding the bearer token TCP clients must send (not readable by group or others).
     #[arg(long, env = "CKPTD_TCP_TOKEN_FILE")]
     pub tcp_token_file: Option<PathBuf>,
+    /// Log format on stderr: text (journald-friendly) or json (one object a line).
+    #[arg(long, env = "CKPTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The TOML file. Every key is optional; unknown keys are an error so typos do not go unnoticed.

@@ -14,6 +14,8 @@ pub mod http;
 pub mod jobs;
 pub mod runtime;
 pub mod sys;
+pub mod systemd;
+pub mod telemetry;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,7 +31,14 @@ use crate::jobs::{Jobs, JobsConfig};
 use crate::runtime::runc::RuncEngine;
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// `activated`: the listening socket systemd passed (socket activation); None to bind our own.
+pub async fn run(
+    cfg: Config,
+    activated: Option<std::os::unix::net::UnixListener>,
+) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM that arrives at any point after start-up (say, right after
+    // READY=1) must stop the daemon gracefully, not kill it by the default action.
+    let mut signals = ShutdownSignals::new()?;
     // Checkpoint images hold process memory: nothing ckptd (or the CRIU it runs) creates is
     // readable by others. CRIU restores each process's own umask from its images.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -92,7 +101,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     jobs.start(cfg.workers);
 
-    let listener = bind(&cfg.socket, cfg.socket_group.as_ref().map(|(_, gid)| *gid))?;
+    // A socket systemd passed is systemd's to remove; one we bound is ours.
+    let owns_socket = activated.is_none();
+    let listener = match activated {
+        // systemd owns that socket (ckptd.socket sets its path, mode and group).
+        Some(l) => UnixListener::from_std(l).context("cannot use the socket systemd passed")?,
+        None => bind(&cfg.socket, cfg.socket_group.as_ref().map(|(_, gid)| *gid))?,
+    };
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), workers = cfg.workers, "ckptd listening");
     let state = AppState {
         jobs: jobs.clone(),
@@ -133,7 +148,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         servers.spawn(async move { serve.await });
     }
 
-    shutdown_signal().await;
+    systemd::notify("READY=1\nSTATUS=serving");
+    let watchdog = systemd::watchdog_interval().map(|every| {
+        tokio::spawn(async move {
+            loop {
+                systemd::notify("WATCHDOG=1");
+                tokio::time::sleep(every).await;
+            }
+        })
+    });
+    signals.recv().await;
+    systemd::notify("STOPPING=1");
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     tracing::info!(
         "stopping: no new jobs; running jobs get {} s to finish",
         cfg.shutdown_timeout.as_secs()
@@ -147,7 +175,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("some connections were still open after 5 s; closing them");
     }
-    let _ = std::fs::remove_file(&cfg.socket);
+    if owns_socket {
+        let _ = std::fs::remove_file(&cfg.socket);
+    }
     catalog.close().await;
     tracing::info!("ckptd stopped");
     Ok(())
@@ -195,12 +225,25 @@ fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, registered as soon as the daemon starts.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

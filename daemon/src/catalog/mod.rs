@@ -408,6 +408,13 @@ impl Catalog {
         rows.iter().map(checkpoint_from_row).collect()
     }
 
+    pub async fn count_checkpoints(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM checkpoints")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? as u64)
+    }
+
     /// Every checkpoint id in the catalog.
     pub async fn checkpoint_ids(&self) -> Result<std::collections::HashSet<Uuid>> {
         let rows = sqlx::query("SELECT id FROM checkpoints")

@@ -31,7 +31,18 @@ pub struct CriuProbe {
     pub version: Option<String>,
     pub check_ok: bool,
     pub check_output: Option<String>,
+    pub features: std::collections::BTreeMap<String, bool>,
 }
+
+/// The CRIU features `/v1/info` reports.
+pub const FEATURES: [&str; 6] = [
+    "uffd",
+    "uffd-noncoop",
+    "mem_dirty_track",
+    "pidfd_store",
+    "network_lock_nftables",
+    "tcp_half_closed",
+];
 
 impl CriuProbe {
     pub async fn run(configured: Option<&Path>) -> CriuProbe {
@@ -44,6 +55,7 @@ impl CriuProbe {
                 version: None,
                 check_ok: false,
                 check_output: Some("criu not found in PATH; run `make setup`".into()),
+                features: Default::default(),
             };
         };
         let version = Command::new(&path)
@@ -76,11 +88,31 @@ impl CriuProbe {
                 Some("`criu check` did not finish within 60 s".into()),
             ),
         };
+        // `criu check` above also warmed CRIU's kdat cache, so these are quick.
+        let probes = FEATURES.iter().map(|f| {
+            let path = path.clone();
+            async move {
+                let out = Command::new(&path)
+                    .args(["check", "--feature", f])
+                    .output()
+                    .await;
+                let ok = out.is_ok_and(|o| {
+                    o.status.success()
+                        && String::from_utf8_lossy(&o.stdout).contains("is supported")
+                });
+                ((*f).to_owned(), ok)
+            }
+        });
+        let features = futures_util::future::join_all(probes)
+            .await
+            .into_iter()
+            .collect();
         CriuProbe {
             path: Some(path),
             version,
             check_ok,
             check_output,
+            features,
         }
     }
 }

@@ -54,6 +54,7 @@ pub async fn info(State(s): State<AppState>) -> Json<Info> {
             version: i.criu.version.clone(),
             check_ok: i.criu.check_ok,
             check_output: i.criu.check_output.clone(),
+            features: i.criu.features.clone(),
         },
         runtimes,
         storage: StorageInfo {
@@ -224,4 +225,71 @@ pub async fn cancel_job(
 ) -> Result<Response> {
     let job = s.jobs.cancel(&caller, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(JobEnvelope { job })).into_response())
+}
+
+/// Prometheus metrics (text exposition format 0.0.4). Counts only; any caller who can connect.
+pub async fn metrics(State(s): State<AppState>) -> Result<Response> {
+    let text = s.jobs.metrics_text(s.info.workers).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Server-sent events: each `data:` line one JSON event the caller may see. A consumer that
+/// falls more than `telemetry::EVENT_BUFFER` events behind is disconnected (it never slows a
+/// worker); keep-alive comments every 15 s; the stream ends when the daemon stops.
+pub async fn events(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<
+        Item = std::result::Result<axum::response::sse::Event, std::convert::Infallible>,
+    >,
+> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = s.jobs.events().subscribe();
+    let stopping = s.jobs.stopping();
+    let stream =
+        futures_util::stream::unfold((rx, stopping), move |(mut rx, mut stopping)| async move {
+            loop {
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    _ = stopping.wait_for(|s| *s) => return None,
+                };
+                match next {
+                    Ok(ev) => {
+                        let owner = ev
+                            .job
+                            .as_ref()
+                            .map(|j| j.owner_uid)
+                            .or(ev.checkpoint.as_ref().map(|c| c.owner_uid))
+                            .unwrap_or(0);
+                        if !caller.can_see(owner) {
+                            continue;
+                        }
+                        let data = serde_json::to_string(&ev).expect("events serialize");
+                        return Some((Ok(SseEvent::default().data(data)), (rx, stopping)));
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "an event consumer fell behind and was disconnected"
+                        );
+                        return None;
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        });
+    Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    )
 }

@@ -148,6 +148,8 @@ fn routes() -> Routes {
     .add(Method::GET, "/v1/jobs", list_jobs)
     .add(Method::GET, "/v1/jobs/{id}", get_job)
     .add(Method::POST, "/v1/jobs/{id}/cancel", cancel_job)
+    .add(Method::GET, "/v1/events", events)
+    .add(Method::GET, "/metrics", metrics)
 }
 
 /// Every (method, path) the API serves.

@@ -35,6 +35,7 @@ use crate::engine::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
+use crate::telemetry::{Events, Gauges, Metrics};
 
 pub const DUMP_LOG: &str = "dump.log";
 
@@ -65,6 +66,8 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     shutting_down: AtomicBool,
     running: AtomicUsize,
+    events: Events,
+    metrics: Metrics,
     /// Stop senders of running jobs (cancel and timeout use them).
     stoppers: Mutex<HashMap<Uuid, watch::Sender<Option<StopReason>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
@@ -110,6 +113,8 @@ impl Jobs {
                 shutting_down: AtomicBool::new(false),
                 running: AtomicUsize::new(0),
                 stoppers: Mutex::new(HashMap::new()),
+                events: Events::default(),
+                metrics: Metrics::default(),
                 workers: Mutex::new(Vec::new()),
             }),
         }
@@ -126,6 +131,27 @@ impl Jobs {
             let inner = self.inner.clone();
             workers.push(tokio::spawn(async move { inner.worker(i).await }));
         }
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    /// Becomes true when the daemon starts stopping (long-lived streams end then).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// The Prometheus exposition of the daemon's metrics.
+    pub async fn metrics_text(&self, workers: usize) -> Result<String> {
+        let inner = &self.inner;
+        let gauges = Gauges {
+            queue_depth: inner.queue.max_capacity() - inner.queue.capacity(),
+            busy_workers: self.running_jobs(),
+            workers,
+            catalog_checkpoints: inner.catalog.count_checkpoints().await?,
+        };
+        Ok(inner.metrics.render(&gauges))
     }
 
     pub fn running_jobs(&self) -> usize {
@@ -254,6 +280,8 @@ impl Jobs {
             return Err(e);
         }
         permit.send(job.id);
+        inner.events.checkpoint("checkpoint.created", &checkpoint);
+        inner.events.job("job.queued", &job);
         tracing::info!(job = %job.id, checkpoint = %checkpoint.id, name = %checkpoint.name, target = %checkpoint.target.key(), "checkpoint queued");
         Ok((checkpoint, job))
     }
@@ -314,6 +342,7 @@ impl Jobs {
             return Err(e);
         }
         permit.send(job.id);
+        inner.events.job("job.queued", &job);
         tracing::info!(job = %job.id, checkpoint = %cp.id, "restore queued");
         Ok(job)
     }
@@ -431,6 +460,7 @@ impl Jobs {
                 self.inner.catalog.update_checkpoint(&cp).await?;
             }
         }
+        self.inner.record_end(&job).await;
         self.inner.release_job(&job);
         self.inner.job_finished();
         Ok(job)
@@ -466,6 +496,7 @@ impl Jobs {
         inner.release(reservation);
         if result.is_ok() {
             tracing::info!(checkpoint = %cp.id, name = %cp.name, "checkpoint deleted");
+            inner.events.checkpoint("checkpoint.deleted", &cp);
         }
         result
     }
@@ -1056,6 +1087,7 @@ impl Inner {
         if !self.catalog.update_job_if(&job, JobState::Queued).await? {
             return Ok(()); // cancelled just now
         }
+        self.events.job("job.running", &job);
         let span = tracing::info_span!("job", id = %job.id, kind = job.kind.as_str(), target = %cp.target.key());
         let _enter = span.enter();
         tracing::info!("job started");
@@ -1150,9 +1182,55 @@ impl Inner {
                 }
             }
         }
+        if written {
+            self.record_end(&job).await;
+        }
         self.release_job(&job);
         self.job_finished();
         Ok(())
+    }
+
+    /// Events and metrics for a job that has just ended.
+    async fn record_end(&self, job: &Job) {
+        self.events.job(&format!("job.{}", job.state.as_str()), job);
+        let secs = match (job.started_at, job.finished_at) {
+            (Some(a), Some(b)) => (b - a).num_microseconds().map(|us| us as f64 / 1e6),
+            _ => None,
+        };
+        match job.kind {
+            JobKind::Restore => {
+                self.metrics.restores.add(job.state);
+                if let (JobState::Succeeded, Some(s)) = (job.state, secs) {
+                    self.metrics.restore_seconds.observe(s);
+                }
+            }
+            JobKind::Checkpoint => {
+                self.metrics.checkpoints.add(job.state);
+                let Ok(Some(cp)) = self
+                    .catalog
+                    .checkpoint(&job.checkpoint_id.to_string())
+                    .await
+                else {
+                    return;
+                };
+                if cp.status == CheckpointStatus::Ready {
+                    if let Some(s) = secs {
+                        self.metrics.checkpoint_seconds.observe(s);
+                    }
+                    if let Some(st) = cp.stats {
+                        self.metrics
+                            .frozen_seconds
+                            .observe(st.frozen_time_us as f64 / 1e6);
+                    }
+                    self.metrics
+                        .bytes_written
+                        .fetch_add(cp.size_bytes, Ordering::Relaxed);
+                    self.events.checkpoint("checkpoint.ready", &cp);
+                } else {
+                    self.events.checkpoint("checkpoint.failed", &cp);
+                }
+            }
+        }
     }
 
     /// Dump, make durable, publish.

@@ -1,0 +1,250 @@
+//! What ckptd tells dashboards: a stream of events (server-sent over `/v1/events`) and
+//! Prometheus metrics (`/metrics`). Workers publish without ever waiting: events go to a bounded
+//! broadcast channel (a consumer that falls behind is dropped), metrics are atomics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ckptd_api::{Checkpoint, Job};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// One event: `type` (e.g. `job.succeeded`, `checkpoint.ready`), `time`, and what it is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Events buffered per subscriber before it counts as too slow and is dropped.
+pub const EVENT_BUFFER: usize = 1024;
+
+#[derive(Clone)]
+pub struct Events {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(EVENT_BUFFER).0,
+        }
+    }
+}
+
+impl Events {
+    pub fn job(&self, kind: &str, job: &Job) {
+        self.send(kind, Some(job.clone()), None);
+    }
+    pub fn checkpoint(&self, kind: &str, cp: &Checkpoint) {
+        self.send(kind, None, Some(cp.clone()));
+    }
+    fn send(&self, kind: &str, job: Option<Job>, checkpoint: Option<Checkpoint>) {
+        // No subscriber is not an error; a full buffer drops the slow subscriber, not the event.
+        let _ = self.tx.send(Event {
+            kind: kind.to_owned(),
+            time: crate::catalog::now(),
+            job,
+            checkpoint,
+        });
+    }
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}
+
+/// Upper bounds of the duration histograms, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, secs: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+        for (i, b) in BUCKETS.iter().enumerate() {
+            out.push_str(&format!(
+                "{name}_bucket{{le=\"{b}\"}} {}\n",
+                self.counts[i].load(Ordering::Relaxed)
+            ));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
+        out.push_str(&format!(
+            "{name}_sum {}\n",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+        out.push_str(&format!("{name}_count {count}\n"));
+    }
+}
+
+/// Counters by result: succeeded, failed, cancelled.
+#[derive(Default)]
+pub struct ByResult {
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub cancelled: AtomicU64,
+}
+
+impl ByResult {
+    pub fn add(&self, state: ckptd_api::JobState) {
+        use ckptd_api::JobState::*;
+        let c = match state {
+            Succeeded => &self.succeeded,
+            Failed => &self.failed,
+            Cancelled => &self.cancelled,
+            Queued | Running => return,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for (r, c) in [
+            ("succeeded", &self.succeeded),
+            ("failed", &self.failed),
+            ("cancelled", &self.cancelled),
+        ] {
+            out.push_str(&format!(
+                "{name}{{result=\"{r}\"}} {}\n",
+                c.load(Ordering::Relaxed)
+            ));
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub checkpoints: ByResult,
+    pub restores: ByResult,
+    pub checkpoint_seconds: Histogram,
+    pub restore_seconds: Histogram,
+    pub frozen_seconds: Histogram,
+    pub bytes_written: AtomicU64,
+}
+
+/// Numbers read at scrape time.
+pub struct Gauges {
+    pub queue_depth: usize,
+    pub busy_workers: usize,
+    pub workers: usize,
+    pub catalog_checkpoints: u64,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::new();
+        self.checkpoints.render(
+            "ckptd_checkpoints_total",
+            "Checkpoint jobs ended, by result.",
+            &mut out,
+        );
+        self.restores.render(
+            "ckptd_restores_total",
+            "Restore jobs ended, by result.",
+            &mut out,
+        );
+        self.checkpoint_seconds.render(
+            "ckptd_checkpoint_duration_seconds",
+            "Time from a checkpoint job's start to its images being durable.",
+            &mut out,
+        );
+        self.restore_seconds.render(
+            "ckptd_restore_duration_seconds",
+            "Duration of restore jobs.",
+            &mut out,
+        );
+        self.frozen_seconds.render(
+            "ckptd_frozen_seconds",
+            "How long targets were frozen, from CRIU's statistics.",
+            &mut out,
+        );
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        };
+        gauge(
+            &mut out,
+            "ckptd_bytes_written_total",
+            "Bytes of checkpoint images made durable.",
+            "counter",
+            self.bytes_written.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "ckptd_queue_depth",
+            "Jobs waiting for a worker.",
+            "gauge",
+            g.queue_depth.to_string(),
+        );
+        gauge(
+            &mut out,
+            "ckptd_busy_workers",
+            "Workers running a job.",
+            "gauge",
+            g.busy_workers.to_string(),
+        );
+        gauge(
+            &mut out,
+            "ckptd_workers",
+            "Workers configured.",
+            "gauge",
+            g.workers.to_string(),
+        );
+        gauge(
+            &mut out,
+            "ckptd_catalog_checkpoints",
+            "Checkpoints in the catalog.",
+            "gauge",
+            g.catalog_checkpoints.to_string(),
+        );
+        out.push_str(&format!(
+            "# HELP ckptd_build_info ckptd's version.\n# TYPE ckptd_build_info gauge\nckptd_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(0.03);
+        h.observe(3.0);
+        let mut s = String::new();
+        h.render("x", "h", &mut s);
+        assert!(s.contains("x_bucket{le=\"0.025\"} 0\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"0.05\"} 1\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"5\"} 2\n"), "{s}");
+        assert!(s.contains("x_bucket{le=\"+Inf\"} 2\n"), "{s}");
+        assert!(s.contains("x_count 2\n"), "{s}");
+    }
+}

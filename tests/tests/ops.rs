@@ -1,0 +1,251 @@
+//! ckptd as a system daemon: systemd units, socket activation, readiness notification,
+//! Prometheus metrics and the event stream, with the real tools.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ckptd_api::{Client, CreateCheckpoint, Target as ApiTarget};
+use ckptd_tests::{daemon_binary, signal, wait_until, Daemon, Target};
+
+const VENV_PYTHON: &str = "/var/cache/ckptd-setup/venv/bin/python";
+
+#[test]
+fn systemd_analyze_verifies_both_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd");
+    let service = std::fs::read_to_string(format!("{root}/ckptd.service")).unwrap();
+    // verify checks that ExecStart exists: point it at the binary just built.
+    let service = service.replace("/usr/local/bin/ckptd", daemon_binary().to_str().unwrap());
+    std::fs::write(dir.path().join("ckptd.service"), service).unwrap();
+    std::fs::copy(
+        format!("{root}/ckptd.socket"),
+        dir.path().join("ckptd.socket"),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("ckptd.service"))
+        .arg(dir.path().join("ckptd.socket"))
+        .output()
+        .expect("systemd-analyze");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.trim().is_empty(),
+        "systemd-analyze verify warned:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn socket_activation_serves_the_passed_socket_and_binds_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let passed = dir.path().join("activated.sock");
+    let own = dir.path().join("own.sock");
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&passed)
+        .arg(daemon_binary())
+        .arg("--socket")
+        .arg(&own)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate");
+    wait_until("the activation socket", || passed.exists());
+    // The first connection starts the daemon, which must answer on the socket it was given.
+    let client = Client::new(&passed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        match client.health().await {
+            Ok(h) => break h,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no answer on the passed socket: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(health.status, "ok");
+    assert!(!own.exists(), "the daemon bound a socket of its own");
+    signal(child.id() as i32, libc::SIGTERM);
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn readiness_and_stopping_are_notified() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let sock = dir.path().join("ckptd.sock");
+    let mut child = Command::new(daemon_binary())
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("NOTIFY_SOCKET", &notify)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = listener.recv(&mut buf).expect("a notification");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.contains("READY=1"), "{msg}");
+    // Ready means ready: the API answers now.
+    assert_eq!(Client::new(&sock).health().await.unwrap().status, "ok");
+    signal(child.id() as i32, libc::SIGTERM);
+    let n = listener.recv(&mut buf).expect("a stopping notification");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn metrics_parse_with_prometheus_and_count_a_checkpoint() {
+    let d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "metrics", 16, false);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: t.pid }),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    let resp = d.client.get("/metrics").await.unwrap();
+    assert_eq!(resp.status.as_u16(), 200);
+    assert!(resp
+        .content_type
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("text/plain; version=0.0.4"));
+    let text = resp.text();
+    // The reference parser (python prometheus-client) reads it; print the samples we check.
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+want = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        if s.name == "ckptd_checkpoints_total" and s.labels.get("result") == "succeeded":
+            want["ok"] = s.value
+        if s.name == "ckptd_frozen_seconds_count":
+            want["frozen"] = s.value
+        if s.name == "ckptd_bytes_written_total":
+            want["bytes"] = s.value
+        if s.name == "ckptd_build_info":
+            want["build"] = s.value
+print(want["ok"], want["frozen"], want["bytes"], want["build"])
+"#;
+    let mut py = Command::new(VENV_PYTHON)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the setup's venv python (make setup)");
+    use std::io::Write;
+    py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vals: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(vals[0], 1.0, "{text}");
+    assert_eq!(vals[1], 1.0);
+    assert!(
+        vals[2] > 16.0 * 1024.0 * 1024.0,
+        "bytes written {}",
+        vals[2]
+    );
+    assert_eq!(vals[3], 1.0);
+    for name in [
+        "ckptd_restores_total",
+        "ckptd_checkpoint_duration_seconds_bucket",
+        "ckptd_queue_depth",
+        "ckptd_busy_workers",
+        "ckptd_catalog_checkpoints 1",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn an_event_stream_client_sees_a_job_succeed() {
+    let d = Daemon::start().await;
+    let out_path = d.dir.path().join("events.txt");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut curl = Command::new("curl")
+        .args(["-sN", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("http://ckptd/v1/events")
+        .stdout(out)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Target::python(d.dir.path(), "sse", 0, false);
+    let created = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: t.pid }),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    wait_until("the job.succeeded event", || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains("\"type\":\"job.succeeded\"")
+    });
+    let _ = curl.kill();
+    let _ = curl.wait();
+    let events: Vec<serde_json::Value> = BufReader::new(std::fs::File::open(&out_path).unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| {
+            l.strip_prefix("data:")
+                .map(|d| serde_json::from_str(d.trim()).unwrap())
+        })
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "checkpoint.created",
+            "job.queued",
+            "job.running",
+            "job.succeeded",
+            "checkpoint.ready"
+        ],
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e["time"].is_string()));
+    assert_eq!(events[3]["job"]["id"], created.job.id.to_string());
+    assert_eq!(events[4]["checkpoint"]["status"], "ready");
+}
