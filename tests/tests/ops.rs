@@ -249,3 +249,66 @@ async fn an_event_stream_client_sees_a_job_succeed() {
     assert_eq!(events[3]["job"]["id"], created.job.id.to_string());
     assert_eq!(events[4]["checkpoint"]["status"], "ready");
 }
+
+#[tokio::test]
+async fn the_watchdog_is_fed_and_json_logs_carry_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let sock = dir.path().join("ckptd.sock");
+    let log = dir.path().join("daemon.log");
+    let mut child = Command::new(daemon_binary())
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--log-format", "json"])
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "400000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // READY=1, then WATCHDOG=1 at least twice (every 200 ms).
+    let mut buf = [0u8; 512];
+    let mut watchdogs = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while watchdogs < 2 {
+        assert!(Instant::now() < deadline, "no watchdog notifications");
+        let n = listener.recv(&mut buf).expect("a notification");
+        if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+            watchdogs += 1;
+        }
+    }
+    // A job's log lines are JSON objects whose span names the job and its target.
+    let client = Client::new(&sock);
+    let t = Target::python(dir.path(), "jsonlog", 0, false);
+    let created = client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: t.pid }),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    signal(child.id() as i32, libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    let job_line = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "job succeeded")
+        .unwrap_or_else(|| panic!("no job line in:\n{text}"));
+    assert_eq!(job_line["span"]["id"], created.job.id.to_string());
+    assert_eq!(job_line["span"]["target"], format!("process:{}", t.pid));
+}
