@@ -5,7 +5,7 @@ CARGO ?= cargo
 # The virtualenv make setup creates for the OpenAPI validator.
 PYTHON ?= /var/cache/ckptd-setup/venv/bin/python
 
-.PHONY: setup build run test lint openapi schemathesis install clean
+.PHONY: setup build run test lint openapi schemathesis install bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -32,6 +32,10 @@ test: setup lint openapi
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace
 	SEED=20261127 bash scripts/schemathesis.sh
+
+# Speed, against CRIU by hand; writes BENCHMARKS.md (not part of make test).
+bench: build
+	bash scripts/bench.sh
 
 # Binaries to /usr/local/bin, units and snippets to /etc/systemd and /etc/{sysusers,tmpfiles}.d.
 PREFIX ?= /usr/local

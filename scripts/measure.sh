@@ -73,3 +73,5 @@ done
 echo "median of $RUNS, ${SIZE_MIB} MiB on $(df --output=source,fstype "$WORK" | tail -1):"
 echo "  checkpoint: ckptd $(med <"$WORK/api-dump") s   criu dump + sync $(med <"$WORK/criu-dump") s   (frozen per CRIU: $(med <"$WORK/frozen") s)"
 echo "  restore:    ckptd $(med <"$WORK/api-restore") s   criu restore     $(med <"$WORK/criu-restore") s"
+# One line for scripts/bench.sh: size, medians (s): ckptd dump, criu dump+sync, frozen, ckptd restore, criu restore.
+echo "RESULT $SIZE_MIB $(med <"$WORK/api-dump") $(med <"$WORK/criu-dump") $(med <"$WORK/frozen") $(med <"$WORK/api-restore") $(med <"$WORK/criu-restore")"
