@@ -28,9 +28,11 @@ pub async fn info(State(s): State<AppState>) -> Json<Info> {
     let runc = crate::criu::find_in_path("runc");
     let runtimes = match runc {
         Some(p) => {
-            let version = std::process::Command::new(&p)
+            // Async: /v1/info never holds an executor thread while runc starts.
+            let version = tokio::process::Command::new(&p)
                 .arg("--version")
                 .output()
+                .await
                 .ok()
                 .and_then(|o| {
                     String::from_utf8_lossy(&o.stdout)
