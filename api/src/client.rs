@@ -13,8 +13,8 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use crate::{
-    Checkpoint, CheckpointAndJob, CreateCheckpoint, ErrorBody, ErrorInfo, Health, Info, Job,
-    JobEnvelope, List, RestoreRequest,
+    Checkpoint, CheckpointAndJob, CreateCheckpoint, CreateSchedule, ErrorBody, ErrorInfo, Health,
+    Info, Job, JobEnvelope, List, RestoreRequest, RetentionPlan, Schedule, UpdateSchedule,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -104,13 +104,16 @@ impl Client {
         &self.socket
     }
 
-    /// Sends one request with an optional raw body and returns the raw answer.
-    pub async fn request(
+    /// One HTTP/1.1 connection to the daemon: the request sender and the task driving it.
+    async fn connect(
         &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Response, ClientError> {
+    ) -> Result<
+        (
+            hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+            tokio::task::JoinHandle<hyper::Result<()>>,
+        ),
+        ClientError,
+    > {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -118,9 +121,18 @@ impl Client {
                     path: self.socket.clone(),
                     source,
                 })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let conn = tokio::spawn(conn);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        Ok((sender, tokio::spawn(conn)))
+    }
+
+    /// Sends one request with an optional raw body and returns the raw answer.
+    pub async fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
+        let (mut sender, conn) = self.connect().await?;
         let mut req = Request::builder()
             .method(method)
             .uri(path_and_query)
@@ -204,13 +216,11 @@ impl Client {
     }
 
     pub async fn delete_checkpoint(&self, reference: &str) -> Result<(), ClientError> {
-        let resp = self
-            .request(
-                Method::DELETE,
-                &format!("/v1/checkpoints/{reference}"),
-                None,
-            )
-            .await?;
+        self.delete(&format!("/v1/checkpoints/{reference}")).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let resp = self.request(Method::DELETE, path, None).await?;
         if resp.status.is_success() {
             Ok(())
         } else {
@@ -271,5 +281,86 @@ impl Client {
             .await?
             .into_result()?;
         Ok(env.job)
+    }
+
+    pub async fn create_schedule(&self, req: &CreateSchedule) -> Result<Schedule, ClientError> {
+        self.send_json(Method::POST, "/v1/schedules", req)
+            .await?
+            .into_result()
+    }
+
+    pub async fn schedules(&self) -> Result<List<Schedule>, ClientError> {
+        self.get("/v1/schedules").await?.into_result()
+    }
+
+    pub async fn schedule(&self, reference: &str) -> Result<Schedule, ClientError> {
+        self.get(&format!("/v1/schedules/{reference}"))
+            .await?
+            .into_result()
+    }
+
+    pub async fn update_schedule(
+        &self,
+        reference: &str,
+        req: &UpdateSchedule,
+    ) -> Result<Schedule, ClientError> {
+        self.send_json(Method::PATCH, &format!("/v1/schedules/{reference}"), req)
+            .await?
+            .into_result()
+    }
+
+    pub async fn delete_schedule(&self, reference: &str) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/schedules/{reference}")).await
+    }
+
+    /// `POST /v1/schedules/{ref}/run`; with `wait`, answers when the job has ended.
+    pub async fn run_schedule(
+        &self,
+        reference: &str,
+        wait: bool,
+    ) -> Result<CheckpointAndJob, ClientError> {
+        let q = if wait { "?wait=true" } else { "" };
+        self.request(
+            Method::POST,
+            &format!("/v1/schedules/{reference}/run{q}"),
+            None,
+        )
+        .await?
+        .into_result()
+    }
+
+    pub async fn retention_plan(&self, reference: &str) -> Result<RetentionPlan, ClientError> {
+        self.get(&format!("/v1/schedules/{reference}/retention"))
+            .await?
+            .into_result()
+    }
+
+    /// Follows `GET /v1/events`, calling `on_event` with each event's JSON until it returns
+    /// false or the daemon ends the stream.
+    pub async fn events(&self, mut on_event: impl FnMut(&str) -> bool) -> Result<(), ClientError> {
+        let (mut sender, conn) = self.connect().await?;
+        let req = Request::builder()
+            .uri("/v1/events")
+            .header("host", "ckptd")
+            .body(Full::new(Bytes::new()))
+            .expect("request parts are valid");
+        let mut body = sender.send_request(req).await?.into_body();
+        let mut pending = String::new();
+        'stream: while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            pending.push_str(&String::from_utf8_lossy(&data));
+            while let Some(i) = pending.find('\n') {
+                let line: String = pending.drain(..=i).collect();
+                if let Some(json) = line.trim_end().strip_prefix("data:") {
+                    if !on_event(json.trim_start()) {
+                        break 'stream;
+                    }
+                }
+            }
+        }
+        conn.abort();
+        Ok(())
     }
 }

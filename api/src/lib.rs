@@ -7,4 +7,5 @@ mod client;
 mod types;
 
 pub use client::{Client, ClientError, Response};
+pub use hyper::StatusCode;
 pub use types::*;

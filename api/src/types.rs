@@ -42,6 +42,26 @@ fn json_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error>
         .map_err(|_| D::Error::custom(format!("invalid value: integer `{v}`, expected i32")))
 }
 
+/// An optional u32 counted as JSON Schema counts integers (`3` and `3.0`).
+fn json_u32_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let v = match (n.as_u64(), n.as_f64()) {
+        (Some(i), _) => i,
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..1e18).contains(&f) => f as u64,
+        _ => {
+            return Err(D::Error::custom(format!(
+                "invalid value: {n}, expected a non-negative integer"
+            )))
+        }
+    };
+    u32::try_from(v)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("invalid value: integer `{v}`, expected u32")))
+}
+
 fn default_runtime() -> String {
     "runc".to_owned()
 }
@@ -152,6 +172,9 @@ pub struct Checkpoint {
     /// uid of the caller that created it (0: root). Only root and the owner see it.
     #[serde(default)]
     pub owner_uid: u32,
+    /// When the expiry timer deletes it (`expires_in` at create).
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -238,6 +261,15 @@ pub struct Job {
     /// uid of the caller that created it (0: root).
     #[serde(default)]
     pub owner_uid: u32,
+    /// A running checkpoint job: how far it has got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<JobProgress>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// Bytes of images written so far.
+    pub bytes_written: u64,
 }
 
 /// The structured error of every 4xx/5xx answer and of failed jobs and checkpoints.
@@ -302,6 +334,10 @@ pub struct CreateCheckpoint {
     pub checkpoint_dir: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Delete the checkpoint this long after it is created: `90s`, `30m`, `12h`, `7d`, `2w`,
+    /// or a sum such as `1d12h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
 }
 
 impl CreateCheckpoint {
@@ -401,4 +437,186 @@ pub struct Info {
     pub storage: StorageInfo,
     pub workers: usize,
     pub queue_capacity: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The checkpoints a schedule takes: the options of `POST /v1/checkpoints`, except that
+/// `leave_running` defaults to true (a schedule that stopped its target would run once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleOptions {
+    #[serde(default = "yes")]
+    pub leave_running: bool,
+    #[serde(default)]
+    pub tcp_established: bool,
+    #[serde(default)]
+    pub ext_unix_sk: bool,
+    #[serde(default)]
+    pub file_locks: bool,
+    #[serde(default)]
+    pub shell_job: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_dir: Option<String>,
+    /// Added to each checkpoint, besides `schedule=<name>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+}
+
+impl Default for ScheduleOptions {
+    fn default() -> Self {
+        Self {
+            leave_running: true,
+            tcp_established: false,
+            ext_unix_sk: false,
+            file_locks: false,
+            shell_job: false,
+            checkpoint_dir: None,
+            labels: BTreeMap::new(),
+            expires_in: None,
+        }
+    }
+}
+
+/// Which of a schedule's checkpoints stay, with restic's semantics: each rule keeps the newest
+/// checkpoint of each of its last N calendar buckets (UTC) that hold one, the rules are ORed,
+/// and the newest ready checkpoint always stays. No rule at all keeps everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "json_u32_opt"
+    )]
+    pub keep_last: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "json_u32_opt"
+    )]
+    pub keep_hourly: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "json_u32_opt"
+    )]
+    pub keep_daily: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "json_u32_opt"
+    )]
+    pub keep_weekly: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "json_u32_opt"
+    )]
+    pub keep_monthly: Option<u32>,
+    /// Keep every checkpoint taken within this long of the newest one (`36h`, `7d`, `2w`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A schedule's most recent run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRun {
+    pub at: DateTime<Utc>,
+    pub status: RunStatus,
+    /// Started by `POST /v1/schedules/{ref}/run` rather than by the clock.
+    #[serde(default)]
+    pub manual: bool,
+    #[serde(default)]
+    pub job_id: Option<Uuid>,
+    #[serde(default)]
+    pub checkpoint_id: Option<Uuid>,
+    #[serde(default)]
+    pub checkpoint_name: Option<String>,
+    #[serde(default)]
+    pub error: Option<ErrorInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub id: Uuid,
+    pub name: String,
+    pub target: Target,
+    /// As given: 5 fields, 6 with seconds first, or @hourly/@daily/@weekly/@monthly/@yearly.
+    pub cron: String,
+    /// What runs: the @-forms with this schedule's stable jitter filled in.
+    pub effective_cron: String,
+    pub options: ScheduleOptions,
+    pub retention: Retention,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// None while disabled.
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_run: Option<ScheduleRun>,
+    #[serde(default)]
+    pub owner_uid: u32,
+}
+
+/// Body of `POST /v1/schedules`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSchedule {
+    pub name: String,
+    pub target: Target,
+    pub cron: String,
+    #[serde(default)]
+    pub options: ScheduleOptions,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// Body of `PATCH /v1/schedules/{ref}`: each field given replaces the schedule's (`options` and
+/// `retention` as whole objects); the name stays, since its checkpoints carry it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSchedule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<ScheduleOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionItem {
+    pub checkpoint_id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub status: CheckpointStatus,
+    /// Why it stays (every rule that keeps it), or why it goes.
+    pub reasons: Vec<String>,
+}
+
+/// `GET /v1/schedules/{ref}/retention`: what the next retention pass would keep and prune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetentionPlan {
+    pub schedule: String,
+    pub retention: Retention,
+    pub keep: Vec<RetentionItem>,
+    pub prune: Vec<RetentionItem>,
 }

@@ -38,6 +38,15 @@ impl Caller {
         pid: None,
     };
 
+    /// A schedule's runs act as the uid that created the schedule.
+    pub fn owner(uid: u32) -> Caller {
+        Caller {
+            uid,
+            gid: u32::MAX,
+            pid: None,
+        }
+    }
+
     pub fn is_admin(&self) -> bool {
         self.uid == 0
     }

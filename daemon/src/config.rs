@@ -68,6 +68,7 @@ pub struct FileConfig {
     pub shutdown_timeout_secs: Option<u64>,
     pub job_timeout_secs: Option<u64>,
     pub restore_pid_wait_secs: Option<u64>,
+    pub retention_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +98,8 @@ pub struct Config {
     pub job_timeout: Duration,
     /// At restore, how long to wait for a zombie that holds a needed pid to be reaped.
     pub restore_pid_wait: Duration,
+    /// How often retention and expiry run (besides after each scheduled checkpoint).
+    pub retention_interval: Duration,
 }
 
 pub const MAX_WORKERS: usize = 256;
@@ -167,6 +170,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(120)),
             job_timeout: Duration::from_secs(file.job_timeout_secs.unwrap_or(1800)),
             restore_pid_wait: Duration::from_secs(file.restore_pid_wait_secs.unwrap_or(10)),
+            retention_interval: Duration::from_secs(file.retention_interval_secs.unwrap_or(60)),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -180,6 +184,9 @@ impl Config {
                 "workers must be between 1 and {MAX_WORKERS}, got {}",
                 self.workers
             );
+        }
+        if self.retention_interval.is_zero() {
+            bail!("retention_interval_secs must be at least 1");
         }
         if self.job_timeout.is_zero() {
             bail!("job_timeout_secs must be at least 1");

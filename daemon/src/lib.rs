@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod runtime;
+pub mod schedules;
 pub mod sys;
 pub mod systemd;
 pub mod telemetry;
@@ -100,6 +101,8 @@ pub async fn run(
         );
     }
     jobs.start(cfg.workers);
+    let schedules = schedules::Schedules::new(jobs.clone(), cfg.retention_interval);
+    let clock = schedules.start(jobs.stopping());
 
     // A socket systemd passed is systemd's to remove; one we bound is ours.
     let owns_socket = activated.is_none();
@@ -111,6 +114,7 @@ pub async fn run(
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), workers = cfg.workers, "ckptd listening");
     let state = AppState {
         jobs: jobs.clone(),
+        schedules,
         info: Arc::new(DaemonInfo {
             criu: probe,
             state_dir: cfg.state_dir.clone(),
@@ -168,6 +172,7 @@ pub async fn run(
     );
     // Stop the jobs first so that requests waiting on them get their answer, then the server.
     jobs.shutdown(cfg.shutdown_timeout).await;
+    clock.abort();
     stop_tx.send_replace(true);
     if tokio::time::timeout(std::time::Duration::from_secs(5), servers.join_all())
         .await

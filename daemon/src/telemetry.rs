@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ckptd_api::{Checkpoint, Job};
+use ckptd_api::{Checkpoint, Job, Schedule};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -18,6 +18,8 @@ pub struct Event {
     pub job: Option<Job>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Checkpoint>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 /// Events buffered per subscriber before it counts as too slow and is dropped.
@@ -38,18 +40,28 @@ impl Default for Events {
 
 impl Events {
     pub fn job(&self, kind: &str, job: &Job) {
-        self.send(kind, Some(job.clone()), None);
+        self.send(kind, Some(job.clone()), None, None);
     }
     pub fn checkpoint(&self, kind: &str, cp: &Checkpoint) {
-        self.send(kind, None, Some(cp.clone()));
+        self.send(kind, None, Some(cp.clone()), None);
     }
-    fn send(&self, kind: &str, job: Option<Job>, checkpoint: Option<Checkpoint>) {
+    pub fn schedule(&self, kind: &str, s: &Schedule) {
+        self.send(kind, None, None, Some(s.clone()));
+    }
+    fn send(
+        &self,
+        kind: &str,
+        job: Option<Job>,
+        checkpoint: Option<Checkpoint>,
+        schedule: Option<Schedule>,
+    ) {
         // No subscriber is not an error; a full buffer drops the slow subscriber, not the event.
         let _ = self.tx.send(Event {
             kind: kind.to_owned(),
             time: crate::catalog::now(),
             job,
             checkpoint,
+            schedule,
         });
     }
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

@@ -2,7 +2,10 @@
 
 use std::process::{Command, Output};
 
-use ckptd_tests::{workspace_binary, Daemon, Target};
+use ckptd_tests::{
+    unique_id, wait_until, workspace_binary, Bundle, Container, ContainerStdio, Daemon, Target,
+    CONTAINER_LOOPER,
+};
 
 fn ckpt(d: &Daemon, args: &[&str]) -> Output {
     Command::new(workspace_binary("ckpt"))
@@ -41,7 +44,7 @@ async fn ckpt_create_ls_inspect_rm_and_exit_codes() {
         text(&out.stderr)
     );
     assert!(
-        text(&out.stdout).starts_with("cli1 ready "),
+        text(&out.stdout).starts_with("cli1  ready  "),
         "{}",
         text(&out.stdout)
     );
@@ -60,10 +63,18 @@ async fn ckpt_create_ls_inspect_rm_and_exit_codes() {
     let items: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(items[0]["name"], "cli1");
 
-    let out = ckpt(&d, &["inspect", "cli1"]);
+    let out = ckpt(&d, &["inspect", "cli1", "--json"]);
     let cp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cp["status"], "ready");
     assert_eq!(cp["labels"]["app"], "cli");
+    // For people: one field per line.
+    let human = text(&ckpt(&d, &["inspect", "cli1"]).stdout);
+    assert!(human.contains("Status:       ready"), "{human}");
+    assert!(human.contains("Labels:       app=cli"), "{human}");
+    assert!(
+        human.contains(&format!("Target:       pid {pid}")),
+        "{human}"
+    );
 
     // A refusal: exit 1, the daemon's code, message and hint on stderr.
     let out = ckpt(&d, &["create", "1"]);
@@ -99,4 +110,152 @@ async fn ckpt_create_ls_inspect_rm_and_exit_codes() {
     let out = ckpt(&d, &["inspect", "cli1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("not_found"));
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{}{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The seed's flow from the command line: checkpoint (the target stops), restore in place (it
+/// continues where it stopped), jobs, logs and the schedule commands.
+#[tokio::test]
+async fn ckpt_restore_jobs_logs_schedules_and_completions() {
+    let d = Daemon::start().await;
+    let mut t = Target::looper(d.dir.path());
+    let pid = t.pid.to_string();
+    let out = ok(&ckpt(&d, &["create", &pid, "seed", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["checkpoint"]["status"], "ready");
+    assert_eq!(v["job"]["state"], "succeeded");
+    t.reap();
+    assert!(!t.is_progressing(std::time::Duration::from_millis(500)));
+
+    let out = ok(&ckpt(&d, &["restore", "seed"]));
+    assert_eq!(out.trim(), format!("restored: pid {pid}"));
+    assert!(t.is_progressing(std::time::Duration::from_secs(3)));
+    t.assert_contiguous();
+
+    let jobs = ok(&ckpt(&d, &["jobs"]));
+    let header = jobs.lines().next().unwrap();
+    assert!(
+        header.starts_with("JOB") && header.contains("STATE"),
+        "{jobs}"
+    );
+    assert!(
+        jobs.lines().any(|l| l.contains("restore")
+            && l.contains("succeeded")
+            && l.contains(&format!("pid {pid}"))),
+        "{jobs}"
+    );
+    let logs = ok(&ckpt(&d, &["logs", "seed"]));
+    assert!(
+        logs.contains("dump.log") && logs.contains("restore-"),
+        "{logs}"
+    );
+    // Restoring a process that runs again: the pid is in use, exit 1 with the reason.
+    let out = ckpt(&d, &["restore", "seed"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(&pid), "{}", text(&out.stderr));
+
+    // Schedules.
+    let add = ok(&ckpt(
+        &d,
+        &[
+            "schedule",
+            "add",
+            "nightly",
+            &pid,
+            "--cron",
+            "@daily",
+            "--keep-daily",
+            "7",
+            "--keep-last",
+            "2",
+        ],
+    ));
+    assert!(add.contains("nightly") && add.contains("daily=7"), "{add}");
+    let run = ok(&ckpt(&d, &["schedule", "run", "nightly"]));
+    assert!(
+        run.starts_with("nightly-2") && run.contains(" ready "),
+        "{run}"
+    );
+    let ls = ok(&ckpt(&d, &["schedule", "ls"]));
+    assert!(ls.contains("succeeded"), "{ls}");
+    let plan = ok(&ckpt(&d, &["schedule", "retention", "nightly"]));
+    assert!(
+        plan.contains("keep") && plan.contains("newest ready checkpoint"),
+        "{plan}"
+    );
+    let only = ok(&ckpt(&d, &["ls", "--schedule", "nightly", "--json"]));
+    let items: serde_json::Value = serde_json::from_str(&only).unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 1);
+    ok(&ckpt(&d, &["schedule", "disable", "nightly"]));
+    let off: serde_json::Value =
+        serde_json::from_str(&ok(&ckpt(&d, &["schedule", "inspect", "nightly"]))).unwrap();
+    assert_eq!(off["enabled"], false);
+    let bad = ckpt(&d, &["schedule", "add", "x", &pid, "--cron", "99 * * * *"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("invalid_request: invalid cron"),
+        "{}",
+        text(&bad.stderr)
+    );
+    assert_eq!(
+        ckpt(&d, &["schedule", "add", "x", &pid]).status.code(),
+        Some(2)
+    );
+    ok(&ckpt(&d, &["schedule", "rm", "nightly"]));
+    assert_eq!(
+        ckpt(&d, &["schedule", "rm", "nightly"]).status.code(),
+        Some(1)
+    );
+
+    let bash = ok(&ckpt(&d, &["completions", "bash"]));
+    assert!(
+        bash.contains("_ckpt()") && bash.contains("schedule"),
+        "completion script"
+    );
+}
+
+/// A container target from the command line, restored into a new container.
+#[tokio::test]
+async fn ckpt_container_checkpoint_and_restore_into_a_new_container() {
+    let d = Daemon::start().await;
+    let bundle = Bundle::busybox(&d.dir.path().join("b1"), CONTAINER_LOOPER, |_| {});
+    let id = unique_id("cli-ct");
+    let _c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("output", || bundle.out_lines().len() >= 3);
+    let out = ok(&ckpt(&d, &["create", &id, "ctcli", "--leave-running"]));
+    assert!(out.starts_with("ctcli  ready"), "{out}");
+    let ls = ok(&ckpt(&d, &["ls", "--container", &id]));
+    assert!(ls.contains(&format!("runc {id}")), "{ls}");
+
+    let copy = bundle.copy_to(&d.dir.path().join("b2"));
+    let clone_id = unique_id("cli-clone");
+    let clone = Container::adopt(&clone_id);
+    let out = ok(&ckpt(
+        &d,
+        &[
+            "restore",
+            "ctcli",
+            "--into",
+            &clone_id,
+            "--bundle",
+            copy.dir.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains(&format!("container {clone_id}")), "{out}");
+    assert_eq!(clone.status().as_deref(), Some("running"));
+    // --into needs --bundle: a usage error.
+    assert_eq!(
+        ckpt(&d, &["restore", "ctcli", "--into", "x"]).status.code(),
+        Some(2)
+    );
 }

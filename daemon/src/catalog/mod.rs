@@ -112,6 +112,46 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
         stats: opt_json(row.try_get("stats")?, "stats")?,
         error: opt_json::<ErrorInfo>(row.try_get("error")?, "error")?,
         owner_uid: row.try_get::<i64, _>("owner_uid")? as u32,
+        expires_at: row
+            .try_get::<Option<String>, _>("expires_at")?
+            .map(|s| parse_ts(&s))
+            .transpose()?,
+    })
+}
+
+/// A schedule as stored; `schedules::` derives `effective_cron` and `next_run_at` from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRow {
+    pub id: Uuid,
+    pub name: String,
+    pub target: Target,
+    pub cron: String,
+    pub options: ckptd_api::ScheduleOptions,
+    pub retention: ckptd_api::Retention,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub anchor_at: DateTime<Utc>,
+    pub last_run: Option<ckptd_api::ScheduleRun>,
+    pub owner_uid: u32,
+}
+
+fn schedule_from_row(row: &SqliteRow) -> Result<ScheduleRow> {
+    let id: String = row.try_get("id")?;
+    Ok(ScheduleRow {
+        id: Uuid::parse_str(&id)
+            .map_err(|e| Error::internal(format!("bad schedule id in catalog: {e}")))?,
+        name: row.try_get("name")?,
+        target: from_json(&row.try_get::<String, _>("target")?, "target")?,
+        cron: row.try_get("cron")?,
+        options: from_json(&row.try_get::<String, _>("options")?, "schedule options")?,
+        retention: from_json(&row.try_get::<String, _>("retention")?, "retention")?,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
+        updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
+        anchor_at: parse_ts(&row.try_get::<String, _>("anchor_at")?)?,
+        last_run: opt_json(row.try_get("last_run")?, "last run")?,
+        owner_uid: row.try_get::<i64, _>("owner_uid")? as u32,
     })
 }
 
@@ -138,6 +178,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         result: opt_json(row.try_get("result")?, "result")?,
         error: opt_json(row.try_get("error")?, "error")?,
         owner_uid: row.try_get::<i64, _>("owner_uid")? as u32,
+        progress: None,
     })
 }
 
@@ -196,8 +237,8 @@ impl Catalog {
         let res = sqlx::query(
             "INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, \
              created_at, completed_at, dir, size_bytes, options, labels, criu_version, stats, error, \
-             container, criu_config, owner_uid) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             container, criu_config, owner_uid, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(cp.id.to_string())
         .bind(&cp.name)
@@ -218,6 +259,7 @@ impl Catalog {
         .bind(cp.container.as_ref().map(to_json))
         .bind(&cp.criu_config)
         .bind(i64::from(cp.owner_uid))
+        .bind(cp.expires_at.as_ref().map(ts))
         .execute(&mut *tx)
         .await;
         match res {
@@ -408,6 +450,116 @@ impl Catalog {
         rows.iter().map(checkpoint_from_row).collect()
     }
 
+    /// Checkpoints whose expiry has passed and whose job has ended, oldest first.
+    pub async fn expired_checkpoints(&self, now: &DateTime<Utc>) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT * FROM checkpoints WHERE expires_at IS NOT NULL AND expires_at <= ? \
+             AND status NOT IN ('pending', 'running') ORDER BY seq",
+        )
+        .bind(ts(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    /// Every checkpoint of `owner` labelled `key=value`, oldest first (a schedule's).
+    pub async fn checkpoints_labelled(
+        &self,
+        key: &str,
+        value: &str,
+        owner: u32,
+    ) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(
+            "SELECT * FROM checkpoints WHERE owner_uid = ? AND EXISTS \
+             (SELECT 1 FROM json_each(labels) WHERE key = ? AND value = ?) ORDER BY seq",
+        )
+        .bind(i64::from(owner))
+        .bind(key)
+        .bind(value)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    pub async fn insert_schedule(&self, s: &ScheduleRow) -> Result<()> {
+        let res = sqlx::query(
+            "INSERT INTO schedules (id, name, target, cron, options, retention, enabled, \
+             created_at, updated_at, anchor_at, last_run, owner_uid) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.id.to_string())
+        .bind(&s.name)
+        .bind(to_json(&s.target))
+        .bind(&s.cron)
+        .bind(to_json(&s.options))
+        .bind(to_json(&s.retention))
+        .bind(i64::from(s.enabled))
+        .bind(ts(&s.created_at))
+        .bind(ts(&s.updated_at))
+        .bind(ts(&s.anchor_at))
+        .bind(s.last_run.as_ref().map(to_json))
+        .bind(i64::from(s.owner_uid))
+        .execute(&self.pool)
+        .await;
+        match res {
+            Err(e) if is_unique_violation(&e, "schedules.name") => Err(Error::conflict(format!(
+                "a schedule named {:?} already exists",
+                s.name
+            ))
+            .with_hint("choose another name, or change the existing schedule with PATCH")),
+            r => r.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    /// Writes a schedule's mutable fields; false if it is gone.
+    pub async fn update_schedule(&self, s: &ScheduleRow) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE schedules SET target = ?, cron = ?, options = ?, retention = ?, enabled = ?, \
+             updated_at = ?, anchor_at = ?, last_run = ? WHERE id = ?",
+        )
+        .bind(to_json(&s.target))
+        .bind(&s.cron)
+        .bind(to_json(&s.options))
+        .bind(to_json(&s.retention))
+        .bind(i64::from(s.enabled))
+        .bind(ts(&s.updated_at))
+        .bind(ts(&s.anchor_at))
+        .bind(s.last_run.as_ref().map(to_json))
+        .bind(s.id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// A schedule by id or name.
+    pub async fn schedule(&self, reference: &str) -> Result<Option<ScheduleRow>> {
+        let row = sqlx::query("SELECT * FROM schedules WHERE id = ? OR name = ? LIMIT 1")
+            .bind(reference)
+            .bind(reference)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(schedule_from_row).transpose()
+    }
+
+    /// Every schedule (of `owner`, when given), oldest first.
+    pub async fn schedules(&self, owner: Option<u32>) -> Result<Vec<ScheduleRow>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM schedules WHERE 1 = 1");
+        if let Some(o) = owner {
+            q.push(" AND owner_uid = ").push_bind(i64::from(o));
+        }
+        q.push(" ORDER BY seq");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    pub async fn delete_schedule(&self, id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM schedules WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn count_checkpoints(&self) -> Result<u64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM checkpoints")
             .fetch_one(&self.pool)
@@ -501,6 +653,7 @@ mod tests {
             stats: None,
             error: None,
             owner_uid: 0,
+            expires_at: None,
         }
     }
 
@@ -516,6 +669,7 @@ mod tests {
             result: None,
             error: None,
             owner_uid: 0,
+            progress: None,
         }
     }
 

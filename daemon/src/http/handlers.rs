@@ -5,8 +5,9 @@ use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ckptd_api::{
-    CheckpointAndJob, CreateCheckpoint, CriuInfo, Health, Info, Job, JobEnvelope, JobState, List,
-    RestoreRequest, RuntimeInfo, StorageInfo,
+    CheckpointAndJob, CreateCheckpoint, CreateSchedule, CriuInfo, Health, Info, Job, JobEnvelope,
+    JobState, List, RestoreRequest, RetentionPlan, RuntimeInfo, Schedule, StorageInfo,
+    UpdateSchedule,
 };
 
 use super::error::ApiJson;
@@ -107,15 +108,27 @@ pub async fn create_checkpoint(
 ) -> Result<Response> {
     let wait = query::wait_flag(&uri)?;
     let (checkpoint, job) = s.jobs.submit_checkpoint(&caller, body).await?;
+    checkpoint_answer(&s, &caller, checkpoint, job, wait).await
+}
+
+/// The answer to a request that queued a checkpoint: 202 with the job's location, or with
+/// `?wait=true` 201 once it is ready (the job's error when it fails).
+async fn checkpoint_answer(
+    s: &AppState,
+    caller: &Caller,
+    checkpoint: ckptd_api::Checkpoint,
+    job: Job,
+    wait: bool,
+) -> Result<Response> {
     let location = format!("/v1/jobs/{}", job.id);
     if wait {
-        match wait_for(&s, &caller, &job).await? {
+        match wait_for(s, caller, &job).await? {
             Waited::Failed(answer) => return Ok(answer),
             Waited::NotYet => {}
             Waited::Succeeded(job) => {
                 let checkpoint = s
                     .jobs
-                    .checkpoint(&caller, &checkpoint.id.to_string())
+                    .checkpoint(caller, &checkpoint.id.to_string())
                     .await?;
                 let body = Json(CheckpointAndJob { checkpoint, job });
                 return Ok((StatusCode::CREATED, body).into_response());
@@ -124,9 +137,9 @@ pub async fn create_checkpoint(
     }
     let checkpoint = s
         .jobs
-        .checkpoint(&caller, &checkpoint.id.to_string())
+        .checkpoint(caller, &checkpoint.id.to_string())
         .await?;
-    let job = s.jobs.job(&caller, &job.id.to_string()).await?;
+    let job = s.jobs.job(caller, &job.id.to_string()).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -229,6 +242,74 @@ pub async fn cancel_job(
     Ok((StatusCode::ACCEPTED, Json(JobEnvelope { job })).into_response())
 }
 
+pub async fn create_schedule(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    ApiJson(body): ApiJson<CreateSchedule>,
+) -> Result<Response> {
+    let schedule = s.schedules.create(&caller, body).await?;
+    let location = format!("/v1/schedules/{}", schedule.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(schedule),
+    )
+        .into_response())
+}
+
+pub async fn list_schedules(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+) -> Result<Json<List<Schedule>>> {
+    Ok(Json(s.schedules.list(&caller).await?))
+}
+
+pub async fn get_schedule(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(reference): Path<String>,
+) -> Result<Json<Schedule>> {
+    Ok(Json(s.schedules.get(&caller, &reference).await?))
+}
+
+pub async fn update_schedule(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(reference): Path<String>,
+    ApiJson(body): ApiJson<UpdateSchedule>,
+) -> Result<Json<Schedule>> {
+    Ok(Json(s.schedules.update(&caller, &reference, body).await?))
+}
+
+pub async fn delete_schedule(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(reference): Path<String>,
+) -> Result<StatusCode> {
+    s.schedules.delete(&caller, &reference).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs a schedule now; answered as `POST /v1/checkpoints` is.
+pub async fn run_schedule(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(reference): Path<String>,
+    uri: Uri,
+) -> Result<Response> {
+    let wait = query::wait_flag(&uri)?;
+    let (checkpoint, job) = s.schedules.run_now(&caller, &reference).await?;
+    checkpoint_answer(&s, &caller, checkpoint, job, wait).await
+}
+
+pub async fn schedule_retention(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(reference): Path<String>,
+) -> Result<Json<RetentionPlan>> {
+    Ok(Json(s.schedules.retention_plan(&caller, &reference).await?))
+}
+
 /// Prometheus metrics (text exposition format 0.0.4). Counts only; any caller who can connect.
 pub async fn metrics(State(s): State<AppState>) -> Result<Response> {
     let text = s.jobs.metrics_text(s.info.workers).await?;
@@ -271,6 +352,7 @@ pub async fn events(
                             .as_ref()
                             .map(|j| j.owner_uid)
                             .or(ev.checkpoint.as_ref().map(|c| c.owner_uid))
+                            .or(ev.schedule.as_ref().map(|s| s.owner_uid))
                             .unwrap_or(0);
                         if !caller.can_see(owner) {
                             continue;

@@ -104,6 +104,7 @@ pub struct DaemonInfo {
 #[derive(Clone)]
 pub struct AppState {
     pub jobs: Jobs,
+    pub schedules: crate::schedules::Schedules,
     pub info: Arc<DaemonInfo>,
 }
 
@@ -145,6 +146,17 @@ fn routes() -> Routes {
         restore_checkpoint,
     )
     .add(Method::GET, "/v1/checkpoints/{ref}/log", checkpoint_log)
+    .add(Method::POST, "/v1/schedules", create_schedule)
+    .add(Method::GET, "/v1/schedules", list_schedules)
+    .add(Method::GET, "/v1/schedules/{ref}", get_schedule)
+    .add(Method::PATCH, "/v1/schedules/{ref}", update_schedule)
+    .add(Method::DELETE, "/v1/schedules/{ref}", delete_schedule)
+    .add(Method::POST, "/v1/schedules/{ref}/run", run_schedule)
+    .add(
+        Method::GET,
+        "/v1/schedules/{ref}/retention",
+        schedule_retention,
+    )
     .add(Method::GET, "/v1/jobs", list_jobs)
     .add(Method::GET, "/v1/jobs/{id}", get_job)
     .add(Method::POST, "/v1/jobs/{id}/cancel", cancel_job)

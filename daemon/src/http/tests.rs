@@ -88,7 +88,14 @@ async fn app() -> (tempfile::TempDir, Router) {
         queue_capacity: 4,
         unknown_dirs: vec![],
     });
-    let app = router(AppState { jobs, info }).layer(axum::extract::connect_info::MockConnectInfo(
+    let schedules =
+        crate::schedules::Schedules::new(jobs.clone(), std::time::Duration::from_secs(60));
+    let app = router(AppState {
+        jobs,
+        schedules,
+        info,
+    })
+    .layer(axum::extract::connect_info::MockConnectInfo(
         crate::auth::Caller::ROOT,
     ));
     (d, app)

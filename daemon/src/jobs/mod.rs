@@ -172,6 +172,21 @@ impl Jobs {
         Ok(())
     }
 
+    /// Whether `caller` may checkpoint `target` (into `dir`), and the target is there to be
+    /// checkpointed now: the checks `submit_checkpoint` makes before it creates anything.
+    pub async fn check_checkpoint(
+        &self,
+        caller: &Caller,
+        target: &Target,
+        dir: Option<&Path>,
+    ) -> Result<()> {
+        self.inner
+            .cfg
+            .policy
+            .check_checkpoint(caller, target, dir)?;
+        self.inner.engine.check_target(target).await
+    }
+
     /// Validates a checkpoint request and queues its job. Nothing is created when it is refused.
     pub async fn submit_checkpoint(
         &self,
@@ -189,20 +204,23 @@ impl Jobs {
             validate::name(n)?;
         }
         validate::labels(&req.labels)?;
+        let expires_in = req
+            .expires_in
+            .as_deref()
+            .map(|d| validate::duration("expires_in", d))
+            .transpose()?;
         let custom_dir = req
             .checkpoint_dir
             .as_deref()
             .map(validate::checkpoint_dir)
             .transpose()?;
         // Authorization first: a caller learns nothing about targets it may not touch.
-        inner
-            .cfg
-            .policy
-            .check_checkpoint(caller, &target, custom_dir.as_deref())?;
-        inner.engine.check_target(&target).await?;
+        self.check_checkpoint(caller, &target, custom_dir.as_deref())
+            .await?;
 
         let id = Uuid::new_v4();
         let created_at = catalog::now();
+        let expires_at = expires_in.map(|d| validate::add_capped(created_at, d));
         let name = match &req.name {
             Some(n) => {
                 if inner.catalog.name_exists(n).await? {
@@ -270,6 +288,7 @@ impl Jobs {
             stats: None,
             error: None,
             owner_uid: caller.uid,
+            expires_at,
         };
         if let Err(e) = inner
             .catalog
@@ -367,12 +386,26 @@ impl Jobs {
                 .with_hint("list jobs with GET /v1/jobs")
         };
         let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
-        self.inner
+        let mut job = self
+            .inner
             .catalog
             .job(uuid)
             .await?
             .filter(|j| caller.can_see(j.owner_uid))
-            .ok_or_else(not_found)
+            .ok_or_else(not_found)?;
+        if job.state == JobState::Running && job.kind == JobKind::Checkpoint {
+            // What CRIU has written so far into the partial directory.
+            if let Some(cp) = self
+                .inner
+                .catalog
+                .checkpoint(&job.checkpoint_id.to_string())
+                .await?
+            {
+                let bytes_written = sys::dir_size(&partial_dir(Path::new(&cp.dir))).unwrap_or(0);
+                job.progress = Some(ckptd_api::JobProgress { bytes_written });
+            }
+        }
+        Ok(job)
     }
 
     /// The checkpoints `caller` may see.
@@ -906,6 +939,7 @@ fn new_job(kind: JobKind, checkpoint_id: Uuid, owner_uid: u32) -> Job {
         finished_at: None,
         result: None,
         error: None,
+        progress: None,
     }
 }
 

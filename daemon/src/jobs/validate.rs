@@ -91,9 +91,101 @@ pub fn checkpoint_dir(dir: &str) -> Result<PathBuf> {
     }
 }
 
+/// A duration as ckptd's API writes them: a number (at most 6 digits) and a unit, or a sum of
+/// up to four such (`90s`, `30m`, `12h`, `7d`, `2w`, `1d12h`); openapi.yaml's `Duration`.
+/// `field` names it in the error.
+pub fn duration(field: &str, text: &str) -> Result<chrono::TimeDelta> {
+    let bad = |why: &str| {
+        Error::invalid(format!(
+            "invalid {field} {text:?}: {why}; write a number and a unit s, m (minutes), h, d or \
+             w, or a sum of up to four such as 1d12h"
+        ))
+    };
+    let mut total: i64 = 0;
+    let mut parts = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            if digits.len() > 6 {
+                return Err(bad("a number has at most 6 digits"));
+            }
+            continue;
+        }
+        let unit: i64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(bad(&format!("unknown unit {c:?}"))),
+        };
+        if digits.is_empty() {
+            return Err(bad("a unit needs a number before it"));
+        }
+        // At most 999999 weeks each: no overflow.
+        total += digits.parse::<i64>().unwrap_or(0) * unit;
+        digits.clear();
+        parts += 1;
+        if parts > 4 {
+            return Err(bad("at most four parts"));
+        }
+    }
+    if !digits.is_empty() || parts == 0 {
+        return Err(bad("a number needs a unit after it"));
+    }
+    Ok(chrono::TimeDelta::seconds(total))
+}
+
+/// `t + d`, or the last moment of year 9999 (timestamps stay four-digit years, which sort as
+/// text in the catalog).
+pub fn add_capped(
+    t: chrono::DateTime<chrono::Utc>,
+    d: chrono::TimeDelta,
+) -> chrono::DateTime<chrono::Utc> {
+    let max = chrono::DateTime::<chrono::Utc>::from_timestamp(253_402_300_799, 0).unwrap_or(t);
+    t.checked_add_signed(d).map_or(max, |v| v.min(max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        for (t, secs) in [
+            ("90s", 90),
+            ("30m", 1800),
+            ("7d", 604_800),
+            ("1d12h", 129_600),
+            ("2w", 1_209_600),
+            ("0s", 0),
+            ("1s1s1s1s", 4),
+        ] {
+            assert_eq!(duration("x", t).unwrap().num_seconds(), secs, "{t}");
+        }
+        let far = duration("x", "999999w999999w999999w999999w").unwrap();
+        let now = chrono::Utc::now();
+        assert_eq!(
+            add_capped(now, far).to_rfc3339(),
+            "9999-12-31T23:59:59+00:00"
+        );
+        for bad in [
+            "",
+            "7",
+            "d",
+            "7y",
+            "1.5h",
+            "-1d",
+            "1234567w",
+            "1 d",
+            "1s1s1s1s1s",
+            " 1d",
+        ] {
+            let e = duration("expires_in", bad).unwrap_err();
+            assert!(e.message.contains("expires_in"), "{bad}: {}", e.message);
+        }
+    }
 
     #[test]
     fn names() {

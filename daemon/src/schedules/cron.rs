@@ -1,0 +1,187 @@
+//! When schedules run: cron expressions parsed by the `croner` crate (5 fields, or 6 with
+//! seconds first), plus `@hourly`, `@daily`, `@weekly`, `@monthly` and `@yearly` with a stable
+//! per-schedule jitter, as Jenkins' `H`: the minute (and hour, weekday, day) is derived from a
+//! hash of the schedule's name, so a hundred `@daily` schedules do not all freeze their targets
+//! at midnight, and one schedule keeps its time across restarts and hosts.
+
+use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The expression croner parses: the @-forms with their jitter filled in.
+    pub effective: String,
+    cron: Cron,
+}
+
+/// A number in `0..n` from the schedule's name and a salt (one per field).
+fn hashed(name: &str, salt: &str, n: u64) -> u64 {
+    let d = Sha256::digest(format!("{salt}:{name}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b) % n
+}
+
+/// The 5-field form of an @-expression for schedule `name`; None for anything else.
+fn expand_macro(expr: &str, name: &str) -> Option<Result<String>> {
+    let m = hashed(name, "minute", 60);
+    let h = hashed(name, "hour", 24);
+    let dow = hashed(name, "weekday", 7);
+    // 1-28: a day every month has.
+    let dom = hashed(name, "day", 28) + 1;
+    let mon = hashed(name, "month", 12) + 1;
+    let e = match expr {
+        "@hourly" => format!("{m} * * * *"),
+        "@daily" | "@midnight" => format!("{m} {h} * * *"),
+        "@weekly" => format!("{m} {h} * * {dow}"),
+        "@monthly" => format!("{m} {h} {dom} * *"),
+        "@yearly" | "@annually" => format!("{m} {h} {dom} {mon} *"),
+        other if other.starts_with('@') => {
+            return Some(Err(Error::invalid(format!(
+                "unknown cron shorthand {other:?}; ckptd knows @hourly, @daily, @weekly, \
+                 @monthly and @yearly"
+            ))))
+        }
+        _ => return None,
+    };
+    Some(Ok(e))
+}
+
+pub fn parse(expr: &str, name: &str) -> Result<Spec> {
+    let effective = match expand_macro(expr, name) {
+        Some(e) => e?,
+        None => expr.to_owned(),
+    };
+    // openapi.yaml's `Cron`: fields of these characters separated by single spaces.
+    let lexical = effective.split(' ').all(|f| {
+        !f.is_empty()
+            && f.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '/' | '#' | '?' | '+' | '-')
+            })
+    });
+    if !lexical {
+        return Err(Error::invalid(format!(
+            "invalid cron {expr:?}: fields are separated by single spaces and made of digits, \
+             letters and * , / - # ? +"
+        )));
+    }
+    let fields = effective.split(' ').count();
+    if !(5..=6).contains(&fields) {
+        return Err(Error::invalid(format!(
+            "invalid cron {expr:?}: {fields} fields; give 5 (minute hour day month weekday), \
+             6 (seconds first) or @hourly/@daily/@weekly/@monthly"
+        )));
+    }
+    let cron = CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(&effective)
+        .map_err(|e| Error::invalid(format!("invalid cron {expr:?}: {e}")))?;
+    let spec = Spec { effective, cron };
+    // An expression that never matches (`0 0 31 2 *`) would make a schedule that never runs.
+    if spec.next_after(&Utc::now()).is_none() {
+        return Err(Error::invalid(format!(
+            "cron {expr:?} never matches a date; check its day and month fields"
+        )));
+    }
+    Ok(spec)
+}
+
+impl Spec {
+    /// The first slot strictly after `t`.
+    pub fn next_after(&self, t: &DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_next_occurrence(t, false).ok()
+    }
+
+    /// The newest slot at or before `t`.
+    pub fn latest_until(&self, t: &DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_previous_occurrence(t, true).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn five_and_six_fields() {
+        let five = parse("*/15 * * * *", "a").unwrap();
+        assert_eq!(
+            five.next_after(&at("2026-11-27T10:07:30Z")),
+            Some(at("2026-11-27T10:15:00Z"))
+        );
+        let six = parse("*/5 * * * * *", "a").unwrap();
+        assert_eq!(
+            six.next_after(&at("2026-11-27T10:07:31Z")),
+            Some(at("2026-11-27T10:07:35Z"))
+        );
+        assert_eq!(
+            six.latest_until(&at("2026-11-27T10:07:35Z")),
+            Some(at("2026-11-27T10:07:35Z"))
+        );
+        let weekdays = parse("30 2 * * 1-5", "a").unwrap();
+        // 2026-11-28 is a Saturday: the next weekday 02:30 is Monday the 30th.
+        assert_eq!(
+            weekdays.next_after(&at("2026-11-27T03:00:00Z")),
+            Some(at("2026-11-30T02:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn macros_have_stable_jitter() {
+        let a = parse("@daily", "db-nightly").unwrap();
+        let again = parse("@daily", "db-nightly").unwrap();
+        assert_eq!(a.effective, again.effective);
+        let fields: Vec<u32> = a
+            .effective
+            .split(' ')
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        assert!(fields[0] < 60 && fields[1] < 24, "{}", a.effective);
+        // Different names spread over the hour.
+        let minutes: std::collections::HashSet<String> = (0..50)
+            .map(|i| parse("@hourly", &format!("s{i}")).unwrap().effective)
+            .collect();
+        assert!(minutes.len() > 20, "{minutes:?}");
+        let m = parse("@monthly", "x").unwrap();
+        let dom: u32 = m.effective.split(' ').nth(2).unwrap().parse().unwrap();
+        assert!((1..=28).contains(&dom));
+        let next = m.next_after(&Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+        assert!(next.is_some());
+    }
+
+    #[test]
+    fn refusals() {
+        for bad in [
+            "",
+            "* * * *",
+            "* * * * * * *",
+            "61 * * * *",
+            "@reboot",
+            "@every 5m",
+            "x y z a b",
+            "@DAILY",
+            " * * * * *",
+            "*  * * * *",
+            "*\t* * * *",
+        ] {
+            let e = parse(bad, "a").unwrap_err();
+            assert!(e.message.contains("cron"), "{bad}: {}", e.message);
+        }
+        assert!(parse("0 0 31 2 *", "a")
+            .unwrap_err()
+            .message
+            .contains("never"));
+    }
+}

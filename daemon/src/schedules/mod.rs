@@ -1,0 +1,562 @@
+//! Schedules: periodic checkpoints of one target, each followed by a retention pass; and the
+//! expiry of checkpoints created with `expires_in`.
+//!
+//! One task runs the clock. Each schedule stores an anchor: its next run is the first cron slot
+//! after it. Creating a schedule, and changing its cron or enabling it, set the anchor to now;
+//! a run sets it to the newest slot at or before now. So a daemon that was down over several
+//! slots runs the schedule once at start, not once per missed slot, and a re-enabled schedule
+//! does not catch up on the time it was disabled.
+//!
+//! A run is an ordinary checkpoint job submitted as the schedule's owner, named
+//! `<schedule>-<UTC timestamp>` and labelled `schedule=<name>`. A target that has gone away (or
+//! any other refusal) marks the run failed and emits `schedule.failed`; the schedule stays.
+//! When the job ends, the run's result is recorded and the schedule's retention applied. The
+//! same retention runs for every schedule on a timer, together with the expiry of checkpoints.
+
+pub mod cron;
+pub mod retention;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ckptd_api::{
+    Checkpoint, CheckpointStatus, CreateCheckpoint, CreateSchedule, Job, JobState, List,
+    RetentionItem, RetentionPlan, RunStatus, Schedule, ScheduleOptions, ScheduleRun,
+    UpdateSchedule,
+};
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::catalog::{self, Catalog, ScheduleRow};
+use crate::error::{Error, ErrorKind, Result};
+use crate::jobs::{validate, Jobs};
+
+/// The label every scheduled checkpoint carries.
+pub const LABEL: &str = "schedule";
+
+/// Longest schedule name: room for `-<timestamp>` and a clash suffix in a checkpoint name.
+const MAX_NAME: usize = 100;
+
+#[derive(Clone)]
+pub struct Schedules {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Jobs,
+    /// Wakes the clock when a schedule changes.
+    changed: Notify,
+    /// How often retention and expiry run besides after each scheduled checkpoint.
+    interval: Duration,
+    /// One retention or expiry pass at a time.
+    pass: tokio::sync::Mutex<()>,
+}
+
+fn not_found(reference: &str) -> Error {
+    Error::not_found(format!("no schedule with id or name {reference:?}"))
+        .with_hint("list schedules with GET /v1/schedules")
+}
+
+impl Schedules {
+    pub fn new(jobs: Jobs, interval: Duration) -> Schedules {
+        Schedules {
+            inner: Arc::new(Inner {
+                jobs,
+                changed: Notify::new(),
+                interval,
+                pass: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    fn catalog(&self) -> &Catalog {
+        self.inner.jobs.catalog()
+    }
+
+    /// The API's view of a stored schedule.
+    fn view(row: ScheduleRow) -> Schedule {
+        let spec = cron::parse(&row.cron, &row.name);
+        let (effective_cron, next_run_at) = match &spec {
+            Ok(s) => (
+                s.effective.clone(),
+                row.enabled.then(|| s.next_after(&row.anchor_at)).flatten(),
+            ),
+            Err(_) => (row.cron.clone(), None),
+        };
+        Schedule {
+            id: row.id,
+            name: row.name,
+            target: row.target,
+            cron: row.cron,
+            effective_cron,
+            options: row.options,
+            retention: row.retention,
+            enabled: row.enabled,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            next_run_at,
+            last_run: row.last_run,
+            owner_uid: row.owner_uid,
+        }
+    }
+
+    /// What every write checks: the cron, the retention rules, the options and that `caller`
+    /// may checkpoint the target (which must be there now: a typo is caught at once).
+    async fn validate(&self, caller: &Caller, row: &ScheduleRow) -> Result<()> {
+        cron::parse(&row.cron, &row.name)?;
+        retention::Rules::from_api(&row.retention)?;
+        let o = &row.options;
+        validate::labels(&o.labels)?;
+        if o.labels.contains_key(LABEL) {
+            return Err(Error::invalid(format!(
+                "the label {LABEL:?} is set by ckptd on every scheduled checkpoint; use another key"
+            )));
+        }
+        if let Some(e) = &o.expires_in {
+            validate::duration("expires_in", e)?;
+        }
+        let dir = o
+            .checkpoint_dir
+            .as_deref()
+            .map(validate::checkpoint_dir)
+            .transpose()?;
+        self.inner
+            .jobs
+            .check_checkpoint(caller, &row.target, dir.as_deref())
+            .await
+    }
+
+    pub async fn create(&self, caller: &Caller, req: CreateSchedule) -> Result<Schedule> {
+        validate::name(&req.name).map_err(|_| {
+            Error::invalid(format!(
+                "invalid schedule name {:?}: 1-{MAX_NAME} characters of letters, digits, '_', \
+                 '.' and '-', starting with a letter or digit, and not a UUID",
+                req.name
+            ))
+        })?;
+        if req.name.len() > MAX_NAME {
+            return Err(Error::invalid(format!(
+                "schedule name {:?} is longer than {MAX_NAME} characters (its checkpoints add a \
+                 timestamp to it)",
+                req.name
+            )));
+        }
+        let now = catalog::now();
+        let row = ScheduleRow {
+            id: Uuid::new_v4(),
+            name: req.name,
+            target: req.target,
+            cron: req.cron,
+            options: req.options,
+            retention: req.retention,
+            enabled: req.enabled,
+            created_at: now,
+            updated_at: now,
+            anchor_at: now,
+            last_run: None,
+            owner_uid: caller.uid,
+        };
+        self.validate(caller, &row).await?;
+        self.catalog().insert_schedule(&row).await?;
+        let s = Self::view(row);
+        tracing::info!(schedule = %s.name, cron = %s.effective_cron, target = %s.target.key(), "schedule created");
+        self.inner.jobs.events().schedule("schedule.created", &s);
+        self.inner.changed.notify_one();
+        Ok(s)
+    }
+
+    async fn row(&self, caller: &Caller, reference: &str) -> Result<ScheduleRow> {
+        self.catalog()
+            .schedule(reference)
+            .await?
+            .filter(|s| caller.can_see(s.owner_uid))
+            .ok_or_else(|| not_found(reference))
+    }
+
+    pub async fn get(&self, caller: &Caller, reference: &str) -> Result<Schedule> {
+        Ok(Self::view(self.row(caller, reference).await?))
+    }
+
+    pub async fn list(&self, caller: &Caller) -> Result<List<Schedule>> {
+        let rows = self.catalog().schedules(caller.owner_filter()).await?;
+        Ok(List {
+            items: rows.into_iter().map(Self::view).collect(),
+            next: None,
+        })
+    }
+
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        req: UpdateSchedule,
+    ) -> Result<Schedule> {
+        let mut row = self.row(caller, reference).await?;
+        let now = catalog::now();
+        let retime = req.cron.as_ref().is_some_and(|c| *c != row.cron)
+            || req.enabled.is_some_and(|e| e && !row.enabled);
+        if let Some(t) = req.target {
+            row.target = t;
+        }
+        if let Some(c) = req.cron {
+            row.cron = c;
+        }
+        if let Some(o) = req.options {
+            row.options = o;
+        }
+        if let Some(r) = req.retention {
+            row.retention = r;
+        }
+        if let Some(e) = req.enabled {
+            row.enabled = e;
+        }
+        if retime {
+            row.anchor_at = now;
+        }
+        row.updated_at = now;
+        self.validate(caller, &row).await?;
+        if !self.catalog().update_schedule(&row).await? {
+            return Err(not_found(reference));
+        }
+        let s = Self::view(row);
+        self.inner.jobs.events().schedule("schedule.updated", &s);
+        self.inner.changed.notify_one();
+        Ok(s)
+    }
+
+    /// Removes the schedule. Its checkpoints stay (with their label) until deleted or expired.
+    pub async fn delete(&self, caller: &Caller, reference: &str) -> Result<()> {
+        let row = self.row(caller, reference).await?;
+        self.catalog().delete_schedule(row.id).await?;
+        tracing::info!(schedule = %row.name, "schedule deleted");
+        self.inner
+            .jobs
+            .events()
+            .schedule("schedule.deleted", &Self::view(row));
+        self.inner.changed.notify_one();
+        Ok(())
+    }
+
+    /// Runs the schedule now (enabled or not); its clock is untouched.
+    pub async fn run_now(&self, caller: &Caller, reference: &str) -> Result<(Checkpoint, Job)> {
+        let row = self.row(caller, reference).await?;
+        self.fire(row, None).await
+    }
+
+    pub async fn retention_plan(&self, caller: &Caller, reference: &str) -> Result<RetentionPlan> {
+        let row = self.row(caller, reference).await?;
+        let (keep, prune) = self.plan(&row).await?;
+        Ok(RetentionPlan {
+            schedule: row.name,
+            retention: row.retention,
+            keep,
+            prune,
+        })
+    }
+
+    async fn plan(&self, row: &ScheduleRow) -> Result<(Vec<RetentionItem>, Vec<RetentionItem>)> {
+        let rules = retention::Rules::from_api(&row.retention)?;
+        let items = self
+            .catalog()
+            .checkpoints_labelled(LABEL, &row.name, row.owner_uid)
+            .await?
+            .into_iter()
+            .map(|cp| RetentionItem {
+                checkpoint_id: cp.id,
+                name: cp.name,
+                created_at: cp.created_at,
+                status: cp.status,
+                reasons: vec![],
+            })
+            .collect();
+        Ok(retention::plan(items, &rules))
+    }
+
+    /// Submits one run. `slot`: the cron slot being run (None: a manual run).
+    async fn fire(
+        &self,
+        mut row: ScheduleRow,
+        slot: Option<DateTime<Utc>>,
+    ) -> Result<(Checkpoint, Job)> {
+        let jobs = &self.inner.jobs;
+        let now = catalog::now();
+        let result = match self.checkpoint_name(&row.name, &now).await {
+            Ok(name) => {
+                jobs.submit_checkpoint(&Caller::owner(row.owner_uid), request(&row, name))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            if jobs.is_shutting_down() && e.kind == ErrorKind::Unavailable {
+                return result;
+            }
+        }
+        let run = match &result {
+            Ok((cp, job)) => ScheduleRun {
+                at: now,
+                status: RunStatus::Running,
+                manual: slot.is_none(),
+                job_id: Some(job.id),
+                checkpoint_id: Some(cp.id),
+                checkpoint_name: Some(cp.name.clone()),
+                error: None,
+            },
+            Err(e) => ScheduleRun {
+                at: now,
+                status: RunStatus::Failed,
+                manual: slot.is_none(),
+                job_id: None,
+                checkpoint_id: None,
+                checkpoint_name: None,
+                error: Some(e.to_info()),
+            },
+        };
+        row.last_run = Some(run);
+        if let Some(slot) = slot {
+            row.anchor_at = slot.max(row.anchor_at);
+        }
+        self.catalog().update_schedule(&row).await?;
+        let view = Self::view(row.clone());
+        match &result {
+            Ok((cp, job)) => {
+                tracing::info!(schedule = %row.name, checkpoint = %cp.name, job = %job.id, "scheduled checkpoint started");
+                jobs.events().schedule("schedule.started", &view);
+                let this = self.clone();
+                let job_id = job.id;
+                tokio::spawn(async move { this.finish(row.id, job_id).await });
+            }
+            Err(e) => {
+                tracing::warn!(schedule = %row.name, error = %e, "scheduled checkpoint refused");
+                jobs.events().schedule("schedule.failed", &view);
+            }
+        }
+        result
+    }
+
+    /// `<schedule>-<UTC timestamp>`, with `-2`, `-3`... when a run in the same second has it.
+    async fn checkpoint_name(&self, schedule: &str, at: &DateTime<Utc>) -> Result<String> {
+        let base = format!("{schedule}-{}", at.format("%Y%m%dT%H%M%SZ"));
+        if !self.catalog().name_exists(&base).await? {
+            return Ok(base);
+        }
+        for n in 2..100 {
+            let name = format!("{base}-{n}");
+            if !self.catalog().name_exists(&name).await? {
+                return Ok(name);
+            }
+        }
+        Err(Error::conflict(format!(
+            "too many checkpoints named {base}-N already exist"
+        )))
+    }
+
+    /// Waits for a run's job, records its result, and applies the schedule's retention.
+    async fn finish(&self, schedule: Uuid, job_id: Uuid) {
+        let job = match self
+            .inner
+            .jobs
+            .wait(
+                &Caller::ROOT,
+                &job_id.to_string(),
+                Duration::from_secs(7 * 86_400),
+            )
+            .await
+        {
+            Ok(j) if j.state.is_finished() => j,
+            _ => return,
+        };
+        let Ok(Some(mut row)) = self.catalog().schedule(&schedule.to_string()).await else {
+            return;
+        };
+        let Some(run) = row.last_run.as_mut().filter(|r| r.job_id == Some(job_id)) else {
+            return;
+        };
+        let ok = job.state == JobState::Succeeded;
+        run.status = if ok {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        run.error = job.error.clone();
+        if let Err(e) = self.catalog().update_schedule(&row).await {
+            tracing::error!(schedule = %row.name, error = %e, "recording a scheduled run failed");
+        }
+        let kind = if ok {
+            "schedule.succeeded"
+        } else {
+            "schedule.failed"
+        };
+        self.inner
+            .jobs
+            .events()
+            .schedule(kind, &Self::view(row.clone()));
+        if let Err(e) = self.apply_retention(&row).await {
+            tracing::warn!(schedule = %row.name, error = %e, "retention failed");
+        }
+    }
+
+    /// Deletes what the schedule's retention prunes; returns how many went.
+    async fn apply_retention(&self, row: &ScheduleRow) -> Result<usize> {
+        let _pass = self.inner.pass.lock().await;
+        let (_, prune) = self.plan(row).await?;
+        let mut pruned = 0;
+        for it in prune {
+            let why = format!(
+                "pruned by {}'s retention: {}",
+                row.name,
+                it.reasons.join("; ")
+            );
+            pruned += usize::from(self.remove(it.checkpoint_id, &it.name, &why).await);
+        }
+        Ok(pruned)
+    }
+
+    /// Deletes checkpoints whose expiry has passed, except the newest ready checkpoint of each
+    /// schedule (a schedule whose runs keep failing must not end up with nothing).
+    async fn expire(&self) -> Result<usize> {
+        let expired = self.catalog().expired_checkpoints(&catalog::now()).await?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let _pass = self.inner.pass.lock().await;
+        let mut protected = HashSet::new();
+        for s in self.catalog().schedules(None).await? {
+            let newest = self
+                .catalog()
+                .checkpoints_labelled(LABEL, &s.name, s.owner_uid)
+                .await?
+                .into_iter()
+                .filter(|c| c.status == CheckpointStatus::Ready)
+                .max_by_key(|c| c.created_at);
+            protected.extend(newest.map(|c| c.id));
+        }
+        let mut n = 0;
+        for cp in expired.into_iter().filter(|c| !protected.contains(&c.id)) {
+            let why = format!("expired (expires_at {:?})", cp.expires_at);
+            n += usize::from(self.remove(cp.id, &cp.name, &why).await);
+        }
+        Ok(n)
+    }
+
+    /// Deletes one checkpoint for retention or expiry; true if it went. One deleted meanwhile,
+    /// or in use by a job, is left to the next pass.
+    async fn remove(&self, id: Uuid, name: &str, why: &str) -> bool {
+        match self
+            .inner
+            .jobs
+            .delete_checkpoint(&Caller::ROOT, &id.to_string())
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(checkpoint = %name, "{why}");
+                true
+            }
+            Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Conflict) => false,
+            Err(e) => {
+                tracing::warn!(checkpoint = %name, error = %e, "deleting failed ({why})");
+                false
+            }
+        }
+    }
+
+    /// Retention for every schedule, then expiry.
+    async fn sweep(&self) {
+        match self.catalog().schedules(None).await {
+            Ok(rows) => {
+                for row in rows {
+                    if let Err(e) = self.apply_retention(&row).await {
+                        tracing::warn!(schedule = %row.name, error = %e, "retention failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the schedules"),
+        }
+        if let Err(e) = self.expire().await {
+            tracing::warn!(error = %e, "expiry failed");
+        }
+    }
+
+    /// Starts the clock; it ends when `stopping` turns true.
+    pub fn start(&self, mut stopping: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let interval = this.inner.interval;
+            let mut next_sweep = tokio::time::Instant::now();
+            loop {
+                let mut wake = tokio::time::Instant::now() + interval;
+                match this.due().await {
+                    Ok(Some(d)) => wake = wake.min(tokio::time::Instant::now() + d),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the schedules"),
+                }
+                if tokio::time::Instant::now() >= next_sweep {
+                    this.sweep().await;
+                    next_sweep = tokio::time::Instant::now() + interval;
+                }
+                wake = wake.min(next_sweep);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = this.inner.changed.notified() => {}
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    }
+
+    /// Runs every schedule whose next slot has come; returns how long until the next one.
+    async fn due(&self) -> Result<Option<Duration>> {
+        let mut soonest: Option<Duration> = None;
+        for row in self.catalog().schedules(None).await? {
+            if !row.enabled {
+                continue;
+            }
+            let spec = match cron::parse(&row.cron, &row.name) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(schedule = %row.name, error = %e, "schedule has a bad cron; skipped");
+                    continue;
+                }
+            };
+            let Some(next) = spec.next_after(&row.anchor_at) else {
+                continue;
+            };
+            let now = catalog::now();
+            if next <= now {
+                // Missed slots (the daemon was down) collapse into this one run.
+                let slot = spec.latest_until(&now).unwrap_or(next);
+                if let Err(e) = self.fire(row, Some(slot)).await {
+                    tracing::debug!(error = %e, "run refused (recorded on the schedule)");
+                }
+                // Its next slot is after `now`; the caller loops again at once for it.
+                soonest = Some(Duration::ZERO);
+            } else {
+                let wait = (next - now).to_std().unwrap_or_default();
+                soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+            }
+        }
+        Ok(soonest)
+    }
+}
+
+/// The checkpoint request of one run.
+fn request(row: &ScheduleRow, name: String) -> CreateCheckpoint {
+    let o: &ScheduleOptions = &row.options;
+    let mut labels = o.labels.clone();
+    labels.insert(LABEL.to_owned(), row.name.clone());
+    CreateCheckpoint {
+        target: Some(row.target.clone()),
+        name: Some(name),
+        leave_running: o.leave_running,
+        tcp_established: o.tcp_established,
+        ext_unix_sk: o.ext_unix_sk,
+        file_locks: o.file_locks,
+        shell_job: o.shell_job,
+        checkpoint_dir: o.checkpoint_dir.clone(),
+        labels,
+        expires_in: o.expires_in.clone(),
+    }
+}

@@ -1,0 +1,410 @@
+//! Schedules, retention and expiry against the real daemon, real CRIU and real processes.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use ckptd_api::{
+    CheckpointStatus, CreateCheckpoint, CreateSchedule, Retention, RunStatus, Schedule,
+    ScheduleOptions, Target as ApiTarget, UpdateSchedule,
+};
+use ckptd_tests::{Daemon, Target};
+
+/// A daemon whose timer pass (retention of every schedule, expiry) runs every `secs`.
+async fn daemon_with_interval(secs: u64) -> Daemon {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), format!("retention_interval_secs = {secs}\n")).unwrap();
+    // The daemon reads its config at start only; keep the file for restarts.
+    let (_, path) = cfg.keep().unwrap();
+    Daemon::start_with(&["--config", path.to_str().unwrap()]).await
+}
+
+fn schedule(name: &str, pid: i32, cron: &str, retention: Retention) -> CreateSchedule {
+    CreateSchedule {
+        name: name.into(),
+        target: ApiTarget::Process { pid },
+        cron: cron.into(),
+        options: ScheduleOptions::default(),
+        retention,
+        enabled: true,
+    }
+}
+
+async fn labelled(d: &Daemon, name: &str) -> Vec<ckptd_api::Checkpoint> {
+    d.client
+        .list_checkpoints(&format!("label=schedule={name}"))
+        .await
+        .unwrap()
+        .items
+}
+
+/// Polls the schedule until `pred` holds (up to `secs`).
+async fn wait_schedule(
+    d: &Daemon,
+    name: &str,
+    secs: u64,
+    mut pred: impl FnMut(&Schedule) -> bool,
+) -> Schedule {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = d.client.schedule(name).await.unwrap();
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "schedule {name} did not get there: {s:#?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_six_field_schedule_with_keep_last_2_leaves_two_ready_checkpoints() {
+    // The timer pass is an hour away: what prunes here is the pass after each run.
+    let d = daemon_with_interval(3600).await;
+    let t = Target::python(d.dir.path(), "every2", 0, false);
+    let s = d
+        .client
+        .create_schedule(&schedule(
+            "every2",
+            t.pid,
+            "*/2 * * * * *",
+            Retention {
+                keep_last: Some(2),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(s.effective_cron, "*/2 * * * * *");
+    assert!(
+        s.options.leave_running,
+        "schedules leave the target running by default"
+    );
+    assert!(s.next_run_at.is_some());
+
+    // Five successful runs, each a new checkpoint.
+    let mut done = BTreeSet::new();
+    wait_schedule(&d, "every2", 40, |s| {
+        if let Some(r) = &s.last_run {
+            assert_ne!(r.status, RunStatus::Failed, "a run failed: {r:#?}");
+            if r.status == RunStatus::Succeeded {
+                done.insert(r.checkpoint_name.clone().unwrap());
+            }
+        }
+        done.len() >= 5
+    })
+    .await;
+    let off = d
+        .client
+        .update_schedule(
+            "every2",
+            &UpdateSchedule {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!off.enabled && off.next_run_at.is_none());
+    wait_schedule(&d, "every2", 30, |s| {
+        s.last_run
+            .as_ref()
+            .is_some_and(|r| r.status != RunStatus::Running)
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let kept = loop {
+        let kept = labelled(&d, "every2").await;
+        if kept.len() == 2 || Instant::now() > deadline {
+            break kept;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(kept.len(), 2, "{kept:#?}");
+    for cp in &kept {
+        assert_eq!(cp.status, CheckpointStatus::Ready);
+        assert!(cp.name.starts_with("every2-2"), "{}", cp.name);
+        assert_eq!(cp.labels["schedule"], "every2");
+        assert!(std::path::Path::new(&cp.dir).is_dir());
+    }
+    // The pruned ones are gone from disk too: only the two kept directories remain.
+    let dirs = std::fs::read_dir(d.state_dir.join("checkpoints"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 2);
+    // The process was never stopped.
+    assert!(t.is_progressing(Duration::from_secs(2)));
+    t.assert_contiguous();
+
+    let plan = d.client.retention_plan("every2").await.unwrap();
+    assert!(plan.prune.is_empty(), "{plan:#?}");
+    assert_eq!(plan.keep.len(), 2);
+    assert_eq!(
+        plan.keep[0].reasons,
+        ["newest ready checkpoint", "last checkpoint"]
+    );
+    assert_eq!(plan.keep[1].reasons, ["last checkpoint"]);
+
+    // Deleting the schedule keeps its checkpoints.
+    d.client.delete_schedule("every2").await.unwrap();
+    assert_eq!(labelled(&d, "every2").await.len(), 2);
+    let e = d.client.schedule("every2").await.unwrap_err();
+    assert_eq!(e.api_error().unwrap().0.as_u16(), 404);
+}
+
+#[tokio::test]
+async fn a_run_missed_while_the_daemon_was_down_runs_once_at_start() {
+    let mut d = daemon_with_interval(3600).await;
+    let t = Target::python(d.dir.path(), "missed", 0, false);
+    // Two slots, 3 and 5 s from now, both passing while the daemon is down.
+    let now = chrono::Utc::now().timestamp();
+    let cron = format!("{},{} * * * * *", (now + 3) % 60, (now + 5) % 60);
+    d.client
+        .create_schedule(&schedule("missed", t.pid, &cron, Retention::default()))
+        .await
+        .unwrap();
+    let status = d.stop().await;
+    assert!(status.success());
+    assert!(
+        chrono::Utc::now().timestamp() < now + 3,
+        "the daemon took too long to stop"
+    );
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    d.restart_after_stop().await;
+
+    let s = wait_schedule(&d, "missed", 20, |s| {
+        s.last_run
+            .as_ref()
+            .is_some_and(|r| r.status == RunStatus::Succeeded)
+    })
+    .await;
+    let run = s.last_run.unwrap();
+    assert!(!run.manual);
+    // Once, not once per missed slot: no second run follows (the next slot is a minute away).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cps = labelled(&d, "missed").await;
+    assert_eq!(cps.len(), 1, "{cps:#?}");
+    let next = d
+        .client
+        .schedule("missed")
+        .await
+        .unwrap()
+        .next_run_at
+        .unwrap();
+    assert!(
+        next > chrono::Utc::now() + chrono::TimeDelta::seconds(40),
+        "{next}"
+    );
+    assert!(t.is_progressing(Duration::from_secs(2)));
+}
+
+#[tokio::test]
+async fn a_target_that_went_away_fails_the_run_and_the_schedule_stays() {
+    let d = daemon_with_interval(3600).await;
+    let mut t = Target::python(d.dir.path(), "gone", 0, false);
+    d.client
+        .create_schedule(&schedule(
+            "gone",
+            t.pid,
+            "* * * * * *",
+            Retention::default(),
+        ))
+        .await
+        .unwrap();
+    // Listen for the event before the target goes.
+    let client = d.client.clone();
+    let events = tokio::spawn(async move {
+        let mut failed = None;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(20),
+            client.events(|data| {
+                let ev: serde_json::Value = serde_json::from_str(data).unwrap();
+                if ev["type"] == "schedule.failed" {
+                    failed = Some(ev);
+                    return false;
+                }
+                true
+            }),
+        )
+        .await;
+        failed
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ckptd_tests::signal(t.pid, libc::SIGKILL);
+    t.reap();
+
+    let ev = events.await.unwrap().expect("a schedule.failed event");
+    assert_eq!(ev["schedule"]["name"], "gone");
+    assert_eq!(
+        ev["schedule"]["last_run"]["error"]["code"], "target_unavailable",
+        "{ev}"
+    );
+    let s = d.client.schedule("gone").await.unwrap();
+    assert!(s.enabled, "the schedule stays");
+    let run = s.last_run.unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(
+        run.error.unwrap().message.contains(&t.pid.to_string()),
+        "the error names the pid"
+    );
+    assert!(s.next_run_at.is_some());
+}
+
+#[tokio::test]
+async fn checkpoints_expire_and_schedules_are_checked() {
+    let d = daemon_with_interval(1).await;
+    let t = Target::python(d.dir.path(), "expiring", 0, false);
+    let create = |name: &str, expires_in: Option<&str>| CreateCheckpoint {
+        target: Some(ApiTarget::Process { pid: t.pid }),
+        name: Some(name.into()),
+        leave_running: true,
+        expires_in: expires_in.map(str::to_owned),
+        ..Default::default()
+    };
+    let short = d
+        .client
+        .create_checkpoint(&create("short", Some("2s")), true)
+        .await
+        .unwrap()
+        .checkpoint;
+    let expires = short.expires_at.expect("expires_at");
+    assert!(expires - short.created_at == chrono::TimeDelta::seconds(2));
+    d.client
+        .create_checkpoint(&create("forever", None), true)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.client.checkpoint("short").await.is_ok() {
+        assert!(Instant::now() < deadline, "short did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!std::path::Path::new(&short.dir).exists());
+    assert!(d.client.checkpoint("forever").await.is_ok());
+    let e = d
+        .client
+        .create_checkpoint(&create("bad", Some("7y")), true)
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 400);
+    assert!(err.message.contains("expires_in"), "{err}");
+
+    // What a schedule is checked for, each refusal naming the problem.
+    let cases: Vec<(CreateSchedule, u16, &str)> = vec![
+        (
+            schedule("c1", t.pid, "61 * * * *", Retention::default()),
+            400,
+            "cron",
+        ),
+        (
+            schedule("c2", t.pid, "@reboot", Retention::default()),
+            400,
+            "@hourly",
+        ),
+        (
+            schedule("c3", t.pid, "0 0 31 2 *", Retention::default()),
+            400,
+            "never",
+        ),
+        (
+            schedule(
+                "c4",
+                t.pid,
+                "@daily",
+                Retention {
+                    keep_within: Some("1y".into()),
+                    ..Default::default()
+                },
+            ),
+            400,
+            "keep_within",
+        ),
+        (
+            schedule("c5", 4_000_000, "@daily", Retention::default()),
+            422,
+            "4000000",
+        ),
+        (
+            schedule("-bad", t.pid, "@daily", Retention::default()),
+            400,
+            "schedule name",
+        ),
+        (
+            CreateSchedule {
+                options: ScheduleOptions {
+                    labels: [("schedule".to_owned(), "x".to_owned())].into(),
+                    ..Default::default()
+                },
+                ..schedule("c6", t.pid, "@daily", Retention::default())
+            },
+            400,
+            "set by ckptd",
+        ),
+    ];
+    for (req, code, text) in cases {
+        let e = d.client.create_schedule(&req).await.unwrap_err();
+        let (status, err) = e.api_error().unwrap();
+        assert_eq!(status.as_u16(), code, "{}: {err}", req.name);
+        assert!(err.message.contains(text), "{}: {err}", req.name);
+    }
+    let daily = d
+        .client
+        .create_schedule(&schedule("daily", t.pid, "@daily", Retention::default()))
+        .await
+        .unwrap();
+    // @daily gets a stable minute and hour of its own.
+    let fields: Vec<&str> = daily.effective_cron.split(' ').collect();
+    assert_eq!(fields.len(), 5);
+    assert_eq!(&fields[2..], ["*", "*", "*"]);
+    let e = d
+        .client
+        .create_schedule(&schedule("daily", t.pid, "@hourly", Retention::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.api_error().unwrap().0.as_u16(), 409);
+    // A manual run: a checkpoint now, named and labelled as a scheduled one.
+    let out = d.client.run_schedule("daily", true).await.unwrap();
+    assert!(out.checkpoint.name.starts_with("daily-"));
+    assert_eq!(out.checkpoint.labels["schedule"], "daily");
+    let s = d.client.schedule("daily").await.unwrap();
+    assert!(s.last_run.unwrap().manual);
+    // Even with an expiry passed, a schedule's newest ready checkpoint is not expired.
+    d.client
+        .update_schedule(
+            "daily",
+            &UpdateSchedule {
+                options: Some(ScheduleOptions {
+                    expires_in: Some("1s".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let first = d
+        .client
+        .run_schedule("daily", true)
+        .await
+        .unwrap()
+        .checkpoint;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = d
+        .client
+        .run_schedule("daily", true)
+        .await
+        .unwrap()
+        .checkpoint;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.client.checkpoint(&first.name).await.is_ok() {
+        assert!(Instant::now() < deadline, "{} did not expire", first.name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        d.client.checkpoint(&second.name).await.is_ok(),
+        "the newest ready checkpoint of a schedule stays"
+    );
+}
