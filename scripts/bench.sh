@@ -4,6 +4,7 @@
 #    `criu restore`, same filesystem, alternating runs, median of RUNS (default 3), for 64 MiB,
 #    512 MiB and 1 GiB processes (scripts/measure.sh);
 #  - the frozen time CRIU itself reports;
+#  - archive export (zstd, gzip) against `tar | zstd -T0` / `tar | gzip -1` (scripts/bench_archive.sh);
 #  - the daemon's idle RSS.
 # Run as root after `make build`. Not run by `make test`: speed is measured here, not asserted.
 set -euo pipefail
@@ -18,6 +19,9 @@ for size in $SIZES; do
   line=$(SIZE_MIB=$size RUNS=$RUNS CKPTD=$CKPTD bash scripts/measure.sh | tee /dev/stderr | grep '^RESULT')
   results+=("$line")
 done
+
+echo "== archives"
+archive=$(RUNS=$RUNS CKPTD=$CKPTD bash scripts/bench_archive.sh | tee /dev/stderr | grep '^RESULT')
 
 # Idle RSS: a fresh daemon, after start-up, doing nothing.
 work=$(mktemp -d)
@@ -44,6 +48,22 @@ secs() { awk -v a="$1" 'BEGIN { printf "%.3f s", a }'; }
     read -r _ size ad cd fr ar cr <<<"$r"
     echo "| $size MiB | $(secs "$ad") | $(secs "$cd") | $(ratio "$ad" "$cd") | $(secs "$fr") | $(secs "$ar") | $(secs "$cr") | $(ratio "$ar" "$cr") |"
   done
+  echo
+  echo "## Archives"
+  echo
+  echo "\`GET /v1/checkpoints/{ref}/archive\` (streamed over the socket by curl, sha256 of every file"
+  echo "computed on the way) against tar piped into the compressor by hand, same images (a 512 MiB"
+  echo "process, half random bytes), page cache dropped before each run, median of $RUNS."
+  echo
+  echo "| compression | images | ckptd archive | by hand | ratio | ckptd throughput | archive size |"
+  echo "|---|---|---|---|---|---|---|"
+  while read -r _ c size api cli bytes; do
+    hand=$([ "$c" = zstd ] && echo '`tar \| zstd -T0 -3`' || echo '`tar \| gzip -1`')
+    echo "| $c (by hand: $hand) | $((size / 1048576)) MiB | $(secs "$api") | $(secs "$cli") | $(ratio "$api" "$cli") | $(awk -v s="$size" -v t="$api" 'BEGIN { printf "%.0f MB/s", s / t / 1e6 }') | $((bytes / 1048576)) MiB |"
+  done <<<"$archive"
+  echo
+  echo "ckptd's zstd is level 3 with one worker per core, like \`zstd -T0 -3\`; its gzip is flate2's fast"
+  echo "level (1), compared with single-threaded \`gzip -1\` (pigz is not installed here)."
   echo
   echo "Daemon idle RSS: $((rss_kib / 1024)) MiB ($rss_kib KiB)."
   echo

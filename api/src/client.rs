@@ -6,16 +6,84 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
 
 use crate::{
-    Checkpoint, CheckpointAndJob, CreateCheckpoint, CreateSchedule, ErrorBody, ErrorInfo, Health,
-    Info, Job, JobEnvelope, List, RestoreRequest, RetentionPlan, Schedule, UpdateSchedule,
+    AdoptRequest, Checkpoint, CheckpointAndJob, CreateCheckpoint, CreateSchedule, ErrorBody,
+    ErrorInfo, Health, Info, Job, JobEnvelope, List, RestoreRequest, RetentionPlan, Schedule,
+    UpdateSchedule,
 };
+
+/// A daemon's TCP listener (`tcp_listen`), reached with its bearer token: where `migrate` sends
+/// an archive.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// `host:port`.
+    pub addr: String,
+    pub token: String,
+}
+
+/// Reads a whole answer into a `Response`.
+async fn collect(resp: hyper::Response<hyper::body::Incoming>) -> Result<Response, ClientError> {
+    let status = resp.status();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header("content-type");
+    let location = header("location");
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(Response {
+        status,
+        content_type,
+        location,
+        body,
+    })
+}
+
+impl Remote {
+    /// Sends one request with `body` over a new TCP connection.
+    pub async fn request<B>(
+        &self,
+        method: Method,
+        path: &str,
+        body: B,
+    ) -> Result<Response, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: PathBuf::from(&self.addr),
+                source,
+            })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let conn = tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.addr)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(body)
+            .expect("request parts are valid");
+        let resp = collect(sender.send_request(req).await?).await;
+        conn.abort();
+        resp
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -33,6 +101,8 @@ pub enum ClientError {
         status: StatusCode,
         error: ErrorInfo,
     },
+    #[error("{0}")]
+    Io(String),
     #[error("ckptd answered {status} with a body that is not what the API promises: {body}")]
     Decode { status: StatusCode, body: String },
 }
@@ -105,15 +175,14 @@ impl Client {
     }
 
     /// One HTTP/1.1 connection to the daemon: the request sender and the task driving it.
-    async fn connect(
+    async fn connect<B>(
         &self,
-    ) -> Result<
-        (
-            hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-            tokio::task::JoinHandle<hyper::Result<()>>,
-        ),
-        ClientError,
-    > {
+    ) -> Result<(SendRequest<B>, JoinHandle<hyper::Result<()>>), ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -143,24 +212,9 @@ impl Client {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .expect("request parts are valid");
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header("content-type");
-        let location = header("location");
-        let body = resp.into_body().collect().await?.to_bytes();
+        let resp = collect(sender.send_request(req).await?).await;
         conn.abort();
-        Ok(Response {
-            status,
-            content_type,
-            location,
-            body,
-        })
+        resp
     }
 
     pub async fn get(&self, path: &str) -> Result<Response, ClientError> {
@@ -363,4 +417,111 @@ impl Client {
         conn.abort();
         Ok(())
     }
+
+    /// Opens `GET /v1/checkpoints/{ref}/archive`: the streaming body on success.
+    async fn open_archive(
+        &self,
+        reference: &str,
+        compression: &str,
+    ) -> Result<(hyper::body::Incoming, JoinHandle<hyper::Result<()>>), ClientError> {
+        let (mut sender, conn) = self.connect::<Full<Bytes>>().await?;
+        let req = Request::builder()
+            .uri(format!(
+                "/v1/checkpoints/{reference}/archive?compression={compression}"
+            ))
+            .header("host", "ckptd")
+            .body(Full::new(Bytes::new()))
+            .expect("request parts are valid");
+        let resp = sender.send_request(req).await?;
+        if !resp.status().is_success() {
+            let r = collect(resp).await?;
+            conn.abort();
+            return Err(r.api_err());
+        }
+        Ok((resp.into_body(), conn))
+    }
+
+    /// Streams a checkpoint's archive into `out`; returns the bytes written.
+    pub async fn export(
+        &self,
+        reference: &str,
+        compression: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        let (mut body, conn) = self.open_archive(reference, compression).await?;
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| ClientError::Io(format!("writing the archive: {e}")))?;
+                n += data.len() as u64;
+            }
+        }
+        out.flush()
+            .await
+            .map_err(|e| ClientError::Io(format!("writing the archive: {e}")))?;
+        conn.abort();
+        Ok(n)
+    }
+
+    /// Uploads an archive from `input` to `POST /v1/checkpoints/import`.
+    pub async fn import(
+        &self,
+        input: impl tokio::io::AsyncRead + Send + 'static,
+        name: Option<&str>,
+    ) -> Result<Checkpoint, ClientError> {
+        let body = reader_body(input);
+        let (mut sender, conn) = self.connect().await?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(import_path(name))
+            .header("host", "ckptd")
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .expect("request parts are valid");
+        let resp = collect(sender.send_request(req).await?).await;
+        conn.abort();
+        resp?.into_result()
+    }
+
+    pub async fn adopt(&self, req: &AdoptRequest) -> Result<Checkpoint, ClientError> {
+        self.send_json(Method::POST, "/v1/checkpoints/adopt", req)
+            .await?
+            .into_result()
+    }
+
+    /// Moves a checkpoint to another daemon: this daemon's archive (zstd) streamed straight into
+    /// `to`'s import, nothing stored in between. Returns the checkpoint as `to` catalogued it.
+    pub async fn migrate(
+        &self,
+        reference: &str,
+        to: &Remote,
+        name: Option<&str>,
+    ) -> Result<Checkpoint, ClientError> {
+        let (body, conn) = self.open_archive(reference, "zstd").await?;
+        let resp = to.request(Method::POST, &import_path(name), body).await;
+        conn.abort();
+        resp?.into_result()
+    }
+}
+
+fn import_path(name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("/v1/checkpoints/import?name={n}"),
+        None => "/v1/checkpoints/import".to_owned(),
+    }
+}
+
+/// A request body read from `input` in 256 KiB chunks.
+fn reader_body(
+    input: impl tokio::io::AsyncRead + Send + 'static,
+) -> http_body_util::StreamBody<
+    impl futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, std::io::Error>> + Send,
+> {
+    use futures_util::StreamExt;
+    http_body_util::StreamBody::new(
+        tokio_util::io::ReaderStream::with_capacity(input, 256 * 1024)
+            .map(|r| r.map(hyper::body::Frame::data)),
+    )
 }

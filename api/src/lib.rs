@@ -6,6 +6,6 @@
 mod client;
 mod types;
 
-pub use client::{Client, ClientError, Response};
-pub use hyper::StatusCode;
+pub use client::{Client, ClientError, Remote, Response};
+pub use hyper::{Method, StatusCode};
 pub use types::*;

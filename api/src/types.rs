@@ -620,3 +620,22 @@ pub struct RetentionPlan {
     pub keep: Vec<RetentionItem>,
     pub prune: Vec<RetentionItem>,
 }
+
+/// Body of `POST /v1/checkpoints/adopt`: an existing image directory to catalogue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptRequest {
+    /// The image directory (absolute): one made by `criu dump`, `runc checkpoint` or Docker.
+    pub dir: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Process images: defaults to the root of the dumped tree. runc/Docker images: needed,
+    /// as `{"kind":"container","id":...,"bundle":...}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// The options the images were dumped with (a restore reuses them).
+    #[serde(default)]
+    pub options: CheckpointOptions,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}

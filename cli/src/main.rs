@@ -6,6 +6,7 @@ mod table;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -65,8 +66,9 @@ impl TargetArgs {
     }
 }
 
+/// CRIU's options that a checkpoint records and its restores reuse.
 #[derive(Args, Clone, Default)]
-struct DumpFlags {
+struct CriuFlags {
     /// Dump and restore established TCP connections.
     #[arg(long)]
     tcp_established: bool,
@@ -79,6 +81,24 @@ struct DumpFlags {
     /// The tree is attached to a terminal or session outside it.
     #[arg(long)]
     shell_job: bool,
+}
+
+impl CriuFlags {
+    fn options(&self, leave_running: bool) -> ckptd_api::CheckpointOptions {
+        ckptd_api::CheckpointOptions {
+            leave_running,
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            file_locks: self.file_locks,
+            shell_job: self.shell_job,
+        }
+    }
+}
+
+#[derive(Args, Clone, Default)]
+struct DumpFlags {
+    #[command(flatten)]
+    criu: CriuFlags,
     /// Existing directory in which the checkpoint's own folder is created.
     #[arg(long)]
     checkpoint_dir: Option<String>,
@@ -199,6 +219,61 @@ enum Command {
     },
     /// Print CRIU's logs of a checkpoint.
     Logs { reference: String },
+    /// Write a checkpoint's archive (tar with a manifest of sha256 sums) to a file (mode 0600).
+    Export {
+        reference: String,
+        /// The file to write; `-` for standard output.
+        #[arg(short, long)]
+        output: String,
+        #[arg(long, default_value = "zstd", value_parser = ["zstd", "gzip", "none"])]
+        compression: String,
+    },
+    /// Import an archive as a new ready checkpoint (root only; compression is detected).
+    Import {
+        /// The archive; `-` for standard input.
+        file: String,
+        /// Name it this instead of the name in the archive.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Catalogue an image directory made by `criu dump`, `runc checkpoint` or Docker (root only).
+    Adopt {
+        dir: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// runc/Docker images: the container id to restore them as (with --bundle).
+        #[arg(long, requires = "bundle")]
+        container: Option<String>,
+        /// runc/Docker images: the bundle (config.json and rootfs) to restore them with.
+        #[arg(long, requires = "container")]
+        bundle: Option<String>,
+        /// The options the images were dumped with (restores reuse them).
+        #[command(flatten)]
+        criu: CriuFlags,
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a checkpoint to another ckptd: its archive streamed into that daemon's import over
+    /// its TCP listener (tcp_listen + tcp_token_file there).
+    Migrate {
+        reference: String,
+        /// The other daemon's TCP listener, host:port.
+        #[arg(long)]
+        to: String,
+        /// A file holding the other daemon's bearer token.
+        #[arg(long, env = "CKPTD_TOKEN_FILE")]
+        token_file: String,
+        /// Name it this on the other daemon.
+        #[arg(long)]
+        name: Option<String>,
+        /// Restore it there once imported.
+        #[arg(long)]
+        restore: bool,
+    },
     /// List jobs, newest first; --watch follows them as they change.
     Jobs {
         /// queued, running, succeeded, failed or cancelled.
@@ -610,10 +685,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 target: Some(target.target()),
                 name,
                 leave_running,
-                tcp_established: flags.tcp_established,
-                ext_unix_sk: flags.ext_unix_sk,
-                file_locks: flags.file_locks,
-                shell_job: flags.shell_job,
+                tcp_established: flags.criu.tcp_established,
+                ext_unix_sk: flags.criu.ext_unix_sk,
+                file_locks: flags.criu.file_locks,
+                shell_job: flags.criu.shell_job,
                 checkpoint_dir: flags.checkpoint_dir,
                 labels: flags.labels.into_iter().collect::<BTreeMap<_, _>>(),
                 expires_in: flags.expires_in,
@@ -712,6 +787,97 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             }
         }
         Command::Logs { reference } => print!("{}", client.checkpoint_log(&reference).await?),
+        Command::Export {
+            reference,
+            output,
+            compression,
+        } => export(&client, &reference, &output, &compression).await?,
+        Command::Import { file, name, json } => {
+            let cp = if file == "-" {
+                client.import(tokio::io::stdin(), name.as_deref()).await?
+            } else {
+                let f = tokio::fs::File::open(&file)
+                    .await
+                    .map_err(|e| ClientError::Io(format!("cannot open {file}: {e}")))?;
+                client.import(f, name.as_deref()).await?
+            };
+            if json {
+                print_json(&cp);
+            } else {
+                println!(
+                    "{}  {}  {}  {}",
+                    cp.name,
+                    cp.status.as_str(),
+                    human_bytes(cp.size_bytes),
+                    cp.dir
+                );
+            }
+        }
+        Command::Adopt {
+            dir,
+            name,
+            container,
+            bundle,
+            criu,
+            labels,
+            json,
+        } => {
+            let req = ckptd_api::AdoptRequest {
+                dir,
+                name,
+                target: container.map(|id| Target::Container {
+                    id,
+                    runtime: "runc".into(),
+                    root: None,
+                    bundle,
+                }),
+                options: criu.options(false),
+                labels: labels.into_iter().collect(),
+            };
+            let cp = client.adopt(&req).await?;
+            if json {
+                print_json(&cp);
+            } else {
+                println!(
+                    "{}  {}  {}  {}",
+                    cp.name,
+                    target_text(&cp.target),
+                    human_bytes(cp.size_bytes),
+                    cp.dir
+                );
+            }
+        }
+        Command::Migrate {
+            reference,
+            to,
+            token_file,
+            name,
+            restore,
+        } => {
+            let token = std::fs::read_to_string(&token_file).map_err(|e| {
+                ClientError::Io(format!("cannot read the token file {token_file}: {e}"))
+            })?;
+            let remote = ckptd_api::Remote {
+                addr: to.clone(),
+                token: token.trim().to_owned(),
+            };
+            let cp = client.migrate(&reference, &remote, name.as_deref()).await?;
+            println!("{} imported on {to} as {} ({})", reference, cp.name, cp.id);
+            if restore {
+                let env: ckptd_api::JobEnvelope = remote
+                    .request(
+                        ckptd_api::Method::POST,
+                        &format!("/v1/checkpoints/{}/restore?wait=true", cp.id),
+                        http_body_util::Empty::<bytes::Bytes>::new(),
+                    )
+                    .await?
+                    .into_result()?;
+                if env.job.state != JobState::Succeeded {
+                    return Err(job_failed(&env.job));
+                }
+                println!("restored on {to}: {}", job_outcome(&env.job));
+            }
+        }
         Command::Jobs { state, watch, json } => {
             let q = state
                 .map(|s| format!("state={}", encode(&s)))
@@ -805,6 +971,40 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// Writes a checkpoint's archive to `output` (`-`: stdout), created 0600: it holds process memory.
+/// A failed export removes what it wrote.
+async fn export(
+    client: &Client,
+    reference: &str,
+    output: &str,
+    compression: &str,
+) -> Result<(), ClientError> {
+    if output == "-" {
+        client
+            .export(reference, compression, &mut tokio::io::stdout())
+            .await?;
+        return Ok(());
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(|e| ClientError::Io(format!("cannot create {output}: {e}")))?;
+    let mut out = tokio::fs::File::from_std(file);
+    match client.export(reference, compression, &mut out).await {
+        Ok(n) => {
+            println!("{output}  {}", human_bytes(n));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(output);
+            Err(e)
+        }
+    }
+}
+
 /// One line for an event: time, type, and what it is about.
 fn event_line(data: &str) -> String {
     let Ok(ev) = serde_json::from_str::<serde_json::Value>(data) else {
@@ -856,10 +1056,10 @@ async fn schedule(client: &Client, cmd: ScheduleCommand) -> Result<(), ClientErr
                 cron,
                 options: ScheduleOptions {
                     leave_running: !stop,
-                    tcp_established: flags.tcp_established,
-                    ext_unix_sk: flags.ext_unix_sk,
-                    file_locks: flags.file_locks,
-                    shell_job: flags.shell_job,
+                    tcp_established: flags.criu.tcp_established,
+                    ext_unix_sk: flags.criu.ext_unix_sk,
+                    file_locks: flags.criu.file_locks,
+                    shell_job: flags.criu.shell_job,
                     checkpoint_dir: flags.checkpoint_dir,
                     labels: flags.labels.into_iter().collect(),
                     expires_in: flags.expires_in,

@@ -69,6 +69,7 @@ pub struct FileConfig {
     pub job_timeout_secs: Option<u64>,
     pub restore_pid_wait_secs: Option<u64>,
     pub retention_interval_secs: Option<u64>,
+    pub import_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +101,8 @@ pub struct Config {
     pub restore_pid_wait: Duration,
     /// How often retention and expiry run (besides after each scheduled checkpoint).
     pub retention_interval: Duration,
+    /// Largest archive `POST /v1/checkpoints/import` accepts.
+    pub import_max_bytes: u64,
 }
 
 pub const MAX_WORKERS: usize = 256;
@@ -171,6 +174,7 @@ impl Config {
             job_timeout: Duration::from_secs(file.job_timeout_secs.unwrap_or(1800)),
             restore_pid_wait: Duration::from_secs(file.restore_pid_wait_secs.unwrap_or(10)),
             retention_interval: Duration::from_secs(file.retention_interval_secs.unwrap_or(60)),
+            import_max_bytes: file.import_max_bytes.unwrap_or(64 << 30),
         };
         cfg.validate()?;
         Ok(cfg)

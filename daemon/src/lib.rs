@@ -4,6 +4,7 @@
 //! workers, durability, state transitions) over `catalog` (SQLite) and an `engine::Engine`
 //! (`criu::CriuEngine` for process trees).
 
+pub mod archive;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -83,6 +84,7 @@ pub async fn run(
             policy: auth::Policy {
                 allowed_dirs: cfg.allowed_dirs.clone(),
             },
+            import_max_bytes: cfg.import_max_bytes,
         },
     );
     // A CRIU that outlived a crashed daemon is given up to 5 minutes to finish its dump.

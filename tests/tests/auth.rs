@@ -220,6 +220,22 @@ async fn the_authorization_matrix_with_real_users() {
             "runs as uid 0",
         ),
         (
+            "an import",
+            "POST",
+            "/v1/checkpoints/import".into(),
+            post(json!({})),
+            403,
+            "only root brings images into ckptd",
+        ),
+        (
+            "an adoption",
+            "POST",
+            "/v1/checkpoints/adopt".into(),
+            post(json!({"dir": "/tmp"})),
+            403,
+            "only root brings images into ckptd",
+        ),
+        (
             "a container",
             "POST",
             "/v1/checkpoints".into(),

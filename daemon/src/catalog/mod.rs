@@ -223,9 +223,27 @@ impl Catalog {
         self.pool.close().await;
     }
 
+    /// Inserts a checkpoint that no job takes (an import or an adopted directory).
+    pub async fn insert_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::insert_checkpoint_in(&mut tx, cp).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Inserts a new checkpoint and the job that will take it, in one transaction.
     pub async fn insert_checkpoint_with_job(&self, cp: &Checkpoint, job: &Job) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        Self::insert_checkpoint_in(&mut tx, cp).await?;
+        Self::insert_job_in(&mut tx, job, &serde_json::Value::Null).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_checkpoint_in(
+        tx: &mut sqlx::Transaction<'_, Sqlite>,
+        cp: &Checkpoint,
+    ) -> Result<()> {
         let (pid, container) = match &cp.target {
             Target::Process { pid } => (Some(*pid), None),
             Target::Container { id, .. } => (None, Some(id.clone())),
@@ -260,7 +278,7 @@ impl Catalog {
         .bind(&cp.criu_config)
         .bind(i64::from(cp.owner_uid))
         .bind(cp.expires_at.as_ref().map(ts))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await;
         match res {
             Err(e) if is_unique_violation(&e, "checkpoints.name") => {
@@ -278,8 +296,6 @@ impl Catalog {
             }
             r => r?,
         };
-        Self::insert_job_in(&mut tx, job, &serde_json::Value::Null).await?;
-        tx.commit().await?;
         Ok(())
     }
 

@@ -211,6 +211,75 @@ pub async fn checkpoint_log(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
+/// Streams a ready checkpoint as a tar archive (zstd by default) with its manifest last.
+pub async fn export_checkpoint(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(reference): Path<String>,
+    uri: Uri,
+) -> Result<Response> {
+    let compression = query::compression(&uri)?;
+    let (cp, rx) = s.jobs.export(&caller, &reference, compression).await?;
+    let body = axum::body::Body::from_stream(tokio_stream_of(rx));
+    let disposition = format!(
+        "attachment; filename=\"{}.{}\"",
+        cp.name,
+        compression.extension()
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, compression.content_type().to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The chunks an exporter sends, as a body stream.
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Imports an archive (the raw body; zstd, gzip or plain tar) as a new ready checkpoint.
+pub async fn import_checkpoint(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    uri: Uri,
+    body: axum::body::Body,
+) -> Result<Response> {
+    use futures_util::TryStreamExt;
+    let name = query::import_name(&uri)?;
+    let reader = tokio_util::io::StreamReader::new(
+        body.into_data_stream()
+            .map_err(|e| std::io::Error::other(format!("reading the upload: {e}"))),
+    );
+    let cp = s.jobs.import(&caller, reader, name).await?;
+    Ok(created(format!("/v1/checkpoints/{}", cp.id), cp))
+}
+
+/// Catalogues an existing image directory.
+pub async fn adopt_checkpoint(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    ApiJson(body): ApiJson<ckptd_api::AdoptRequest>,
+) -> Result<Response> {
+    let cp = s.jobs.adopt(&caller, body).await?;
+    Ok(created(format!("/v1/checkpoints/{}", cp.id), cp))
+}
+
+/// 201 with the new resource's Location and its JSON.
+fn created<T: serde::Serialize>(location: String, body: T) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response()
+}
+
 pub async fn list_jobs(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
@@ -248,13 +317,7 @@ pub async fn create_schedule(
     ApiJson(body): ApiJson<CreateSchedule>,
 ) -> Result<Response> {
     let schedule = s.schedules.create(&caller, body).await?;
-    let location = format!("/v1/schedules/{}", schedule.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(schedule),
-    )
-        .into_response())
+    Ok(created(format!("/v1/schedules/{}", schedule.id), schedule))
 }
 
 pub async fn list_schedules(

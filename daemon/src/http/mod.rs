@@ -126,6 +126,21 @@ impl Routes {
         self.table.push((method, path));
         self
     }
+
+    /// A route whose body is a stream with its own limit (an archive upload), not the 1 MiB of
+    /// JSON bodies.
+    fn add_stream<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("standard method");
+        self.router = self
+            .router
+            .route(path, on(filter, handler).layer(DefaultBodyLimit::disable()));
+        self.table.push((method, path));
+        self
+    }
 }
 
 fn routes() -> Routes {
@@ -146,6 +161,13 @@ fn routes() -> Routes {
         restore_checkpoint,
     )
     .add(Method::GET, "/v1/checkpoints/{ref}/log", checkpoint_log)
+    .add(
+        Method::GET,
+        "/v1/checkpoints/{ref}/archive",
+        export_checkpoint,
+    )
+    .add_stream(Method::POST, "/v1/checkpoints/import", import_checkpoint)
+    .add(Method::POST, "/v1/checkpoints/adopt", adopt_checkpoint)
     .add(Method::POST, "/v1/schedules", create_schedule)
     .add(Method::GET, "/v1/schedules", list_schedules)
     .add(Method::GET, "/v1/schedules/{ref}", get_schedule)

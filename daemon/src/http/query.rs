@@ -61,6 +61,34 @@ pub fn wait_flag(uri: &Uri) -> Result<bool> {
     Ok(wait)
 }
 
+/// `?compression=zstd|gzip|none` of the archive route (zstd when left out).
+pub fn compression(uri: &Uri) -> Result<crate::archive::Compression> {
+    let mut c = crate::archive::Compression::Zstd;
+    for (k, v) in pairs(uri)? {
+        match k.as_str() {
+            "compression" => {
+                c = crate::archive::Compression::parse(&v).ok_or_else(|| {
+                    Error::invalid(format!("compression={v:?} is not one of zstd, gzip, none"))
+                })?
+            }
+            _ => return Err(unknown(&k, "compression")),
+        }
+    }
+    Ok(c)
+}
+
+/// `?name=` of the import route.
+pub fn import_name(uri: &Uri) -> Result<Option<String>> {
+    let mut name = None;
+    for (k, v) in pairs(uri)? {
+        match k.as_str() {
+            "name" => name = Some(v),
+            _ => return Err(unknown(&k, "name")),
+        }
+    }
+    Ok(name)
+}
+
 /// Longest long-poll accepted by `GET /v1/jobs/{id}?wait=SECONDS`.
 pub const MAX_WAIT_SECS: u64 = 600;
 

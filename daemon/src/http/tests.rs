@@ -78,6 +78,7 @@ async fn app() -> (tempfile::TempDir, Router) {
             queue_capacity: 4,
             job_timeout: std::time::Duration::from_secs(60),
             policy: Default::default(),
+            import_max_bytes: 1 << 30,
         },
     );
     let info = Arc::new(DaemonInfo {

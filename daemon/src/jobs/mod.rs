@@ -11,6 +11,7 @@
 //! queued. A queued second dump of a tree that the first dump stops would fail anyway, and a cron
 //! job or script learns at once that its request overlapped instead of piling up work.
 
+mod portability;
 pub mod validate;
 
 use std::collections::{HashMap, HashSet};
@@ -47,6 +48,8 @@ pub struct JobsConfig {
     pub job_timeout: Duration,
     /// Who may do what (the configurable part).
     pub policy: Policy,
+    /// Largest archive an import accepts (bytes read and bytes written).
+    pub import_max_bytes: u64,
 }
 
 #[derive(Clone)]
@@ -684,6 +687,12 @@ impl Jobs {
         if let Ok(entries) = std::fs::read_dir(&inner.cfg.checkpoints_root) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(portability::STAGING_PREFIX) {
+                    // An import the previous run did not finish: never published, ours to drop.
+                    tracing::warn!(path = %e.path().display(), "removing an unfinished import");
+                    let _ = sys::remove_dir_tree(&e.path());
+                    continue;
+                }
                 let id = name.trim_end_matches(".partial");
                 if !Uuid::parse_str(id).is_ok_and(|u| known.contains(&u)) {
                     tracing::warn!(path = %e.path().display(), "a directory no checkpoint row knows; left in place");
@@ -955,20 +964,7 @@ fn default_name(target: &Target, at: &chrono::DateTime<chrono::Utc>) -> String {
             .unwrap_or_else(|| format!("pid{pid}")),
         Target::Container { id, .. } => id.clone(),
     };
-    let mut base: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(100)
-        .collect();
-    if !base.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        base.insert(0, 'p');
-    }
+    let base = validate::name_from(&base, "p");
     format!("{base}-{}", at.format("%Y%m%dT%H%M%SZ"))
 }
 

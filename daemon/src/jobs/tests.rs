@@ -149,6 +149,7 @@ async fn setup_with_timeout(
             queue_capacity,
             job_timeout,
             policy: Policy::default(),
+            import_max_bytes: 1 << 30,
         },
     );
     (d, jobs, engine)
@@ -461,6 +462,7 @@ async fn reconcile_fails_unfinished_work_and_removes_partial_images() {
             queue_capacity: 8,
             job_timeout: Duration::from_secs(60),
             policy: Policy::default(),
+            import_max_bytes: 1 << 30,
         },
     );
     let report = jobs.reconcile(Duration::from_secs(1)).await.unwrap();
@@ -523,6 +525,7 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
             queue_capacity: 8,
             job_timeout: Duration::from_secs(60),
             policy: Policy::default(),
+            import_max_bytes: 1 << 30,
         },
     );
     let report = jobs.reconcile(Duration::from_secs(1)).await.unwrap();

@@ -7,6 +7,9 @@ use crate::error::{Error, Result};
 
 pub const MAX_LABELS: usize = 64;
 
+/// Names that are routes under /v1/checkpoints/ and so cannot name a checkpoint.
+pub const RESERVED_NAMES: [&str; 2] = ["import", "adopt"];
+
 /// Names: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`, and not a UUID (ids are UUIDs; `{ref}` takes both).
 pub fn name(name: &str) -> Result<()> {
     let ok = name.len() <= 128
@@ -23,6 +26,11 @@ pub fn name(name: &str) -> Result<()> {
              '_', '.' and '-', starting with a letter or digit"
         )));
     }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(Error::invalid(format!(
+            "invalid checkpoint name {name:?}: it is a route (/v1/checkpoints/{name}); choose another"
+        )));
+    }
     if uuid::Uuid::parse_str(name).is_ok() {
         return Err(Error::invalid(format!(
             "invalid checkpoint name {name:?}: a name may not be a UUID, which would be mistaken \
@@ -30,6 +38,28 @@ pub fn name(name: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A valid name made from any text (a command, a container id, a directory name): other
+/// characters become `-`, at most 100 characters (room for a suffix), `prefix` put in front when it
+/// would not start with a letter or digit.
+pub fn name_from(text: &str, prefix: &str) -> String {
+    let base: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(100)
+        .collect();
+    if base.starts_with(|c: char| c.is_ascii_alphanumeric()) && name(&base).is_ok() {
+        base
+    } else {
+        format!("{prefix}{base}")
+    }
 }
 
 pub fn labels(labels: &BTreeMap<String, String>) -> Result<()> {

@@ -1,0 +1,389 @@
+//! Moving checkpoints: export as an archive, import an archive, adopt an image directory made
+//! outside ckptd. None of these runs CRIU or touches a target, so none is a job: export streams
+//! while the request lasts, import and adopt answer with the new ready checkpoint.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use ckptd_api::{AdoptRequest, Checkpoint, CheckpointStatus, ContainerRecord, Target};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{validate, Jobs};
+use crate::archive::{self, Compression, Manifest};
+use crate::auth::{forbidden, Caller};
+use crate::catalog;
+use crate::criu::images;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// Imports unpack into `<checkpoints>/.import-<uuid>` (0700) before they are published; the
+/// daemon removes leftovers of a crash at start.
+pub const STAGING_PREFIX: &str = ".import-";
+
+/// Chunks of the export stream in flight: a slow reader holds back the archiver, not memory.
+const CHUNKS: usize = 8;
+const CHUNK: usize = 256 * 1024;
+
+/// `Write` into a bounded channel of body chunks (blocking: runs on a blocking thread).
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// Removes a staging directory unless the import was published.
+struct Staging(Option<PathBuf>);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            if let Err(e) = sys::remove_dir_tree(&p) {
+                tracing::error!(dir = %p.display(), error = %e, "cannot remove a refused import");
+            }
+        }
+    }
+}
+
+fn admin_only(caller: &Caller, what: &str) -> Result<()> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(forbidden(format!(
+            "uid {} may not {what}: restoring images runs the code and credentials they hold, so \
+             only root brings images into ckptd",
+            caller.uid
+        )))
+    }
+}
+
+impl Jobs {
+    /// Starts streaming a ready checkpoint as an archive; the receiver yields the body.
+    pub async fn export(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        compression: Compression,
+    ) -> Result<(Checkpoint, mpsc::Receiver<io::Result<Bytes>>)> {
+        let cp = self.checkpoint(caller, reference).await?;
+        if cp.status != CheckpointStatus::Ready {
+            return Err(Error::conflict(format!(
+                "checkpoint {} is {}; only ready checkpoints can be exported",
+                cp.name,
+                cp.status.as_str()
+            )));
+        }
+        let manifest = Manifest {
+            format: archive::FORMAT.into(),
+            name: cp.name.clone(),
+            target: cp.target.clone(),
+            options: cp.options,
+            labels: cp.labels.clone(),
+            created_at: cp.created_at,
+            criu_version: cp.criu_version.clone(),
+            container: cp.container.clone(),
+            stats: cp.stats,
+            kernel: sys::kernel_release(),
+            arch: archive::arch(),
+            ckptd_version: env!("CARGO_PKG_VERSION").into(),
+            files: vec![],
+        };
+        let (tx, rx) = mpsc::channel(CHUNKS);
+        let dir = PathBuf::from(&cp.dir);
+        let name = cp.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let started = std::time::Instant::now();
+            match archive::export(&dir, manifest, compression, &mut w) {
+                Ok(()) => {
+                    tracing::info!(checkpoint = %name, ?compression, secs = started.elapsed().as_secs_f64(), "exported")
+                }
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    tracing::warn!(checkpoint = %name, "export abandoned by the client")
+                }
+                Err(e) => {
+                    tracing::error!(checkpoint = %name, error = %e, "export failed mid-stream");
+                    // Ends the body with an error: the client sees a cut-off transfer, never a
+                    // short archive that looks whole.
+                    let _ = tx.blocking_send(Err(e));
+                }
+            }
+        });
+        Ok((cp, rx))
+    }
+
+    /// Unpacks, verifies and publishes an archive as a new ready checkpoint. Nothing of a
+    /// refused archive stays on disk.
+    pub async fn import(
+        &self,
+        caller: &Caller,
+        body: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        name: Option<String>,
+    ) -> Result<Checkpoint> {
+        self.refuse_if_shutting_down()?;
+        admin_only(caller, "import archives")?;
+        let inner = &self.inner;
+        let limit = inner.cfg.import_max_bytes;
+        if let Some(n) = &name {
+            validate::name(n)?;
+            self.refuse_taken_name(n).await?;
+        }
+        let id = Uuid::new_v4();
+        let root = inner.cfg.checkpoints_root.clone();
+        let staging_dir = root.join(format!("{STAGING_PREFIX}{id}"));
+        std::fs::create_dir(&staging_dir)
+            .map_err(|e| Error::io("cannot create the import directory", &staging_dir, &e))?;
+        let mut staging = Staging(Some(staging_dir.clone()));
+        let s = staging_dir.clone();
+        let imported = tokio::task::spawn_blocking(move || {
+            archive::import(tokio_util::io::SyncIoBridge::new(body), &s, limit)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("import task failed: {e}")))??;
+        let m = imported.manifest;
+        let here = archive::arch();
+        if m.arch != here {
+            return Err(Error::target_unavailable(format!(
+                "the archive was taken on {}, this machine is {here}; CRIU restores on the same \
+                 architecture only",
+                m.arch
+            )));
+        }
+        let name = match name {
+            Some(n) => n,
+            None => {
+                validate::name(&m.name)?;
+                self.refuse_taken_name(&m.name).await?;
+                m.name.clone()
+            }
+        };
+        validate::labels(&m.labels)?;
+        let dir = root.join(id.to_string());
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            sys::fsync_dir_tree(&staging_dir)?;
+            std::fs::rename(&staging_dir, &d)?;
+            sys::fsync_dir(d.parent().unwrap_or(Path::new("/")))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("import task failed: {e}")))?
+        .map_err(|e| Error::io("cannot publish the imported images", &dir, &e))?;
+        // Published under its final name: from here the directory is the checkpoint's.
+        staging.0 = Some(dir.clone());
+        let cp = Checkpoint {
+            id,
+            name,
+            target: m.target,
+            status: CheckpointStatus::Ready,
+            created_at: m.created_at,
+            completed_at: Some(catalog::now()),
+            dir: dir.display().to_string(),
+            size_bytes: imported.bytes,
+            options: m.options,
+            labels: m.labels,
+            criu_version: m.criu_version,
+            criu_config: None,
+            container: m.container,
+            stats: m.stats,
+            error: None,
+            owner_uid: caller.uid,
+            expires_at: None,
+        };
+        inner.catalog.insert_checkpoint(&cp).await?;
+        staging.0 = None;
+        tracing::info!(checkpoint = %cp.name, id = %cp.id, bytes = cp.size_bytes, "imported");
+        inner.events.checkpoint("checkpoint.imported", &cp);
+        Ok(cp)
+    }
+
+    async fn refuse_taken_name(&self, name: &str) -> Result<()> {
+        if self.inner.catalog.name_exists(name).await? {
+            return Err(
+                Error::conflict(format!("a checkpoint named {name:?} already exists")).with_hint(
+                    "give another name (?name= / --name), or delete the old checkpoint first",
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Catalogues an existing image directory in place; from then on ckptd manages it (deleting
+    /// the checkpoint deletes the directory).
+    pub async fn adopt(&self, caller: &Caller, req: AdoptRequest) -> Result<Checkpoint> {
+        admin_only(caller, "adopt image directories")?;
+        let dir = validate::checkpoint_dir(&req.dir)?;
+        {
+            use std::os::unix::fs::MetadataExt;
+            let md = std::fs::metadata(&dir)
+                .map_err(|e| Error::io("cannot read the image directory", &dir, &e))?;
+            if md.uid() != 0 || md.mode() & 0o022 != 0 {
+                return Err(Error::target_unavailable(format!(
+                    "{} is not a root-owned directory that only root can write; a restore would \
+                     refuse it (its images could have been changed by someone else)",
+                    dir.display()
+                ))
+                .with_hint(format!(
+                    "if you trust its content: chown root {0} && chmod go-w {0}",
+                    dir.display()
+                )));
+            }
+        }
+        if !dir.join("inventory.img").is_file() {
+            return Err(Error::target_unavailable(format!(
+                "{} is not a CRIU image directory (it has no inventory.img)",
+                dir.display()
+            ))
+            .with_hint("give the directory `criu dump -D`, `runc checkpoint --image-path` or Docker's checkpoint wrote"));
+        }
+        validate::labels(&req.labels)?;
+        let (target, container) = adopted_target(&dir, req.target)?;
+        let name = match req.name {
+            Some(n) => {
+                validate::name(&n)?;
+                self.refuse_taken_name(&n).await?;
+                n
+            }
+            None => self.adopted_name(&dir).await?,
+        };
+        let created_at = std::fs::metadata(dir.join("inventory.img"))
+            .and_then(|m| m.modified())
+            .map(chrono::DateTime::<chrono::Utc>::from)
+            .unwrap_or_else(|_| catalog::now());
+        let created_at = chrono::DateTime::from_timestamp_micros(created_at.timestamp_micros())
+            .unwrap_or(created_at);
+        let cp = Checkpoint {
+            id: Uuid::new_v4(),
+            name,
+            target,
+            status: CheckpointStatus::Ready,
+            created_at,
+            completed_at: Some(catalog::now()),
+            dir: dir.display().to_string(),
+            size_bytes: sys::dir_size(&dir).unwrap_or(0),
+            options: req.options,
+            labels: req.labels,
+            criu_version: None,
+            criu_config: None,
+            container,
+            stats: images::read_dump_stats(&dir).ok(),
+            error: None,
+            owner_uid: caller.uid,
+            expires_at: None,
+        };
+        self.inner.catalog.insert_checkpoint(&cp).await?;
+        tracing::info!(checkpoint = %cp.name, dir = %cp.dir, "adopted");
+        self.inner.events.checkpoint("checkpoint.adopted", &cp);
+        Ok(cp)
+    }
+
+    /// `<directory name>`, made a valid unused name.
+    async fn adopted_name(&self, dir: &Path) -> Result<String> {
+        let base = validate::name_from(
+            &dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            "adopted-",
+        );
+        if !self.inner.catalog.name_exists(&base).await? {
+            return Ok(base);
+        }
+        Ok(format!(
+            "{base}-{}",
+            &Uuid::new_v4().simple().to_string()[..8]
+        ))
+    }
+}
+
+/// The target of adopted images, and for runc/Docker images the container record a restore
+/// needs. runc writes `descriptors.json` next to its images; `criu dump` does not.
+fn adopted_target(dir: &Path, given: Option<Target>) -> Result<(Target, Option<ContainerRecord>)> {
+    let descriptors = dir.join("descriptors.json");
+    if descriptors.is_file() {
+        let Some(Target::Container {
+            id,
+            runtime,
+            root,
+            bundle: Some(bundle),
+        }) = given
+        else {
+            return Err(Error::invalid(format!(
+                "{} holds container images (runc's descriptors.json): give \"target\": \
+                 {{\"kind\":\"container\",\"id\":\"...\",\"bundle\":\"/path/to/bundle\"}}",
+                dir.display()
+            )));
+        };
+        let config = std::fs::read(Path::new(&bundle).join("config.json")).map_err(|e| {
+            Error::target_unavailable(format!("cannot read {bundle}/config.json: {e}"))
+        })?;
+        let parsed: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
+        let stdio: Vec<String> = std::fs::read(&descriptors)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let record = ContainerRecord {
+            bundle: bundle.clone(),
+            config_sha256: format!("{:x}", Sha256::digest(&config)),
+            terminal: parsed["process"]["terminal"].as_bool().unwrap_or(false),
+            stdio,
+        };
+        return Ok((
+            Target::Container {
+                id,
+                runtime,
+                root,
+                bundle: None,
+            },
+            Some(record),
+        ));
+    }
+    let pids = images::read_tree_pids(dir).map_err(|e| {
+        Error::target_unavailable(format!(
+            "cannot read the process tree of {} (pstree.img): {e}",
+            dir.display()
+        ))
+    })?;
+    let root = *pids.first().ok_or_else(|| {
+        Error::target_unavailable(format!("{}/pstree.img lists no process", dir.display()))
+    })?;
+    match given {
+        None => Ok((Target::Process { pid: root }, None)),
+        Some(Target::Process { pid }) if pid == root => Ok((Target::Process { pid }, None)),
+        Some(t) => Err(Error::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "{} holds the process tree of pid {root}, not {}; leave \"target\" out to use it",
+                dir.display(),
+                t.key()
+            ),
+        )),
+    }
+}
