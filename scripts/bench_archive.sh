@@ -24,8 +24,8 @@ for i in range(n // 2, n, 4096): m[i] = 1
 print('ready', flush=True)
 while True: time.sleep(0.1)
 " </dev/null >"$WORK/target.out" 2>&1 &
+pid=$!
 until grep -q ready "$WORK/target.out" 2>/dev/null; do sleep 0.1; done
-pid=$(pgrep -f ckptd-archive-target)
 dir=$(curl -sf --unix-socket "$sock" -X POST 'http://x/v1/checkpoints?wait=true' \
   -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"bench\",\"leave_running\":true}" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["checkpoint"]["dir"])')

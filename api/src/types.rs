@@ -371,6 +371,10 @@ pub struct RestoreRequest {
     /// `--console-socket`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_socket: Option<String>,
+    /// Process checkpoints: restore memory lazily (CRIU's lazy pages over userfaultfd), so the
+    /// tree runs before all its memory is read back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lazy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

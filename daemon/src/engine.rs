@@ -97,6 +97,8 @@ pub struct RestoreSpec<'a> {
     /// Log file name, created inside `images_dir`.
     pub log_name: &'a str,
     pub console_socket: Option<&'a str>,
+    /// Restore memory lazily (process checkpoints).
+    pub lazy: bool,
     pub stop: StopSignal,
 }
 

@@ -116,6 +116,7 @@ pub async fn run(
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), workers = cfg.workers, "ckptd listening");
     let state = AppState {
         jobs: jobs.clone(),
+        lists: Default::default(),
         schedules,
         info: Arc::new(DaemonInfo {
             criu: probe,

@@ -979,3 +979,51 @@ async fn different_targets_dump_in_parallel_and_the_api_answers_meanwhile() {
         "{spans:?}"
     );
 }
+
+/// `"lazy": true`: CRIU's lazy pages serve the tree's memory from the images on demand; the tree
+/// runs on, its output contiguous, and the page server's log is kept with the restore's.
+#[tokio::test]
+async fn a_lazy_restore_runs_the_tree_and_serves_its_memory() {
+    let d = Daemon::start().await;
+    let mut t = Target::python(d.dir.path(), "lazy", 128, false);
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: t.pid }),
+                name: Some("lazy1".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap()
+        .checkpoint;
+    t.reap();
+    let stopped_at = t.lines().len();
+    let job = d
+        .client
+        .restore(
+            "lazy1",
+            &RestoreRequest {
+                lazy: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("lazy restore");
+    assert_eq!(job.result.unwrap().pid, Some(t.pid));
+    assert!(t.is_progressing(Duration::from_secs(3)));
+    assert!(t.assert_contiguous() > stopped_at);
+    let lazy_log = std::path::Path::new(&cp.dir).join(format!("lazy-restore-{}.log", job.id));
+    assert!(lazy_log.is_file(), "the lazy-pages log is kept");
+    let logs = d.client.checkpoint_log("lazy1").await.unwrap();
+    assert!(logs.contains(&format!("lazy-restore-{}.log", job.id)));
+    // The page server has exited (all memory is in) by the time the job ends.
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("lazy-pages -D {}", cp.dir)])
+        .output()
+        .unwrap();
+    assert!(out.stdout.is_empty(), "criu lazy-pages still runs");
+}

@@ -51,6 +51,8 @@ pub struct JobFilter {
 #[derive(Clone)]
 pub struct Catalog {
     pool: SqlitePool,
+    /// Bumped after every write to the checkpoints table; readers cache lists against it.
+    checkpoints_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Times are stored as the API prints them; see `now()` for why they round-trip exactly.
@@ -216,11 +218,27 @@ impl Catalog {
             .run(&pool)
             .await
             .map_err(|e| anyhow::anyhow!("cannot migrate the catalog {}: {e}", path.display()))?;
-        Ok(Catalog { pool })
+        Ok(Catalog {
+            pool,
+            checkpoints_version: Default::default(),
+        })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Changes whenever a checkpoint row is written: a list read at version V is current as
+    /// long as the version is still V. Bumped after the write commits and before the writer's
+    /// caller learns of it, so a client sees its own writes.
+    pub fn checkpoints_version(&self) -> u64 {
+        self.checkpoints_version
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn checkpoints_changed(&self) {
+        self.checkpoints_version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Inserts a checkpoint that no job takes (an import or an adopted directory).
@@ -228,6 +246,7 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         Self::insert_checkpoint_in(&mut tx, cp).await?;
         tx.commit().await?;
+        self.checkpoints_changed();
         Ok(())
     }
 
@@ -237,6 +256,7 @@ impl Catalog {
         Self::insert_checkpoint_in(&mut tx, cp).await?;
         Self::insert_job_in(&mut tx, job, &serde_json::Value::Null).await?;
         tx.commit().await?;
+        self.checkpoints_changed();
         Ok(())
     }
 
@@ -348,6 +368,7 @@ impl Catalog {
         .bind(cp.id.to_string())
         .execute(&self.pool)
         .await?;
+        self.checkpoints_changed();
         Ok(())
     }
 
@@ -600,6 +621,7 @@ impl Catalog {
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
+        self.checkpoints_changed();
         Ok(())
     }
 
@@ -736,6 +758,41 @@ mod tests {
         // Also identical through JSON, as the API serves it.
         let served = serde_json::to_value(c.checkpoint("a").await.unwrap().unwrap()).unwrap();
         assert_eq!(served, serde_json::to_value(&cp).unwrap());
+    }
+
+    #[tokio::test]
+    async fn every_checkpoint_write_changes_the_version_lists_are_cached_against() {
+        let (_d, c) = open().await;
+        let mut cp = checkpoint("v", 3);
+        let v0 = c.checkpoints_version();
+        c.insert_checkpoint_with_job(&cp, &job_for(&cp))
+            .await
+            .unwrap();
+        let v1 = c.checkpoints_version();
+        assert_ne!(v0, v1);
+        cp.status = CheckpointStatus::Ready;
+        c.update_checkpoint(&cp).await.unwrap();
+        let v2 = c.checkpoints_version();
+        assert_ne!(v1, v2);
+        // Reads and job writes leave it alone.
+        c.list_checkpoints(&CheckpointFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut job = job_for(&cp);
+        c.insert_job(&job, &serde_json::Value::Null).await.unwrap();
+        job.state = JobState::Running;
+        c.update_job(&job).await.unwrap();
+        assert_eq!(c.checkpoints_version(), v2);
+        c.delete_checkpoint(cp.id).await.unwrap();
+        assert_ne!(c.checkpoints_version(), v2);
+        let mut other = checkpoint("w", 4);
+        other.dir = "/w".into();
+        let v3 = c.checkpoints_version();
+        c.insert_checkpoint(&other).await.unwrap();
+        assert_ne!(c.checkpoints_version(), v3);
     }
 
     #[tokio::test]

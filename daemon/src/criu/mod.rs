@@ -243,6 +243,47 @@ pub struct CriuEngine {
     pid_wait: Duration,
 }
 
+/// A running `criu lazy-pages` serving one restore.
+struct LazyPages {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl LazyPages {
+    /// Waits until all the restored tree's memory is in (lazy-pages exits then), so that the
+    /// checkpoint stays reserved, and its images on disk, for as long as they are read. The
+    /// restore failed only if the tree did not survive it.
+    async fn finish(mut self, pid: i32, name: &str) -> Result<()> {
+        let status = self.child.wait().await;
+        let ok = status.as_ref().is_ok_and(|s| s.success());
+        if !ok {
+            tracing::warn!(checkpoint = name, ?status, log = %self.log.display(), "criu lazy-pages ended with an error");
+        }
+        if pid > 0 && sys::proc_stat(pid).is_none_or(|s| s.state == 'Z') {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            return Err(Error::new(
+                ErrorKind::CriuFailed,
+                format!(
+                    "the restored tree of checkpoint {name} (pid {pid}) died while its memory was \
+                     being restored lazily"
+                ),
+            )
+            .with("log_tail", log::error_lines(&text, LOG_TAIL_LINES))
+            .with("log", self.log.display().to_string())
+            .with_hint("restore without \"lazy\""));
+        }
+        Ok(())
+    }
+
+    fn abort(mut self) {
+        if let Some(pg) = self.child.id() {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg as i32), Signal::SIGKILL);
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
 /// CRIU's own default options file, read on every command-line run.
 const CRIU_DEFAULT_CONF: &str = "/etc/criu/default.conf";
 
@@ -384,6 +425,11 @@ impl CriuEngine {
                 .with_hint("take a new checkpoint; this one cannot be restored")
         })?;
         self.wait_for_free_pids(&pids).await?;
+        let lazy = if spec.lazy {
+            Some(self.start_lazy_pages(criu, &spec).await?)
+        } else {
+            None
+        };
         let pidfile = spec
             .images_dir
             .join(format!("{}.pid", spec.log_name.trim_end_matches(".log")));
@@ -400,26 +446,89 @@ impl CriuEngine {
             pidfile.display().to_string(),
         ];
         Self::option_flags(&spec.options, &mut args);
+        if lazy.is_some() {
+            args.push("--lazy-pages".into());
+        }
         let log_path = spec.images_dir.join(spec.log_name);
         // A restored shell job inherits CRIU's stdio: never a pipe ckptd would wait on.
         let mut cmd = self.command(criu, &args);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        run_logged(
+        let restored = run_logged(
             cmd,
             &log_path,
             None,
             format!("CRIU could not restore checkpoint {name}"),
             &spec.stop,
         )
-        .await?;
+        .await;
         let pid = std::fs::read_to_string(&pidfile)
             .ok()
-            .and_then(|s| s.trim().parse().ok());
+            .and_then(|s| s.trim().parse().ok())
+            .or(pids.first().copied());
         let _ = std::fs::remove_file(&pidfile);
+        if let Some(lazy) = lazy {
+            match &restored {
+                Ok(()) => lazy.finish(pid.unwrap_or(0), name).await?,
+                Err(_) => lazy.abort(),
+            }
+        }
+        restored?;
         Ok(JobResult {
-            pid: pid.or(pids.first().copied()),
+            pid,
             ..Default::default()
         })
+    }
+
+    /// Starts `criu lazy-pages`, which serves the restored tree's memory from the images on
+    /// demand (userfaultfd) and copies the rest in the background, then exits. Its own process
+    /// group, like every CRIU ckptd runs: it outlives a daemon restart, which the restored tree
+    /// depends on until all its memory is in.
+    async fn start_lazy_pages(&self, criu: &Path, spec: &RestoreSpec<'_>) -> Result<LazyPages> {
+        if self.probe.features.get("uffd") == Some(&false) {
+            return Err(Error::target_unavailable(
+                "lazy restore needs userfaultfd, which `criu check --feature uffd` says this \
+                 kernel does not offer",
+            )
+            .with_hint("restore without \"lazy\""));
+        }
+        let log_name = format!("lazy-{}", spec.log_name);
+        let args: Vec<String> = vec![
+            "lazy-pages".into(),
+            "-D".into(),
+            spec.images_dir.display().to_string(),
+            "-o".into(),
+            log_name.clone(),
+            format!("-v{}", self.log_level),
+        ];
+        let mut cmd = self.command(criu, &args);
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::unavailable(format!("cannot run `criu lazy-pages`: {e}")))?;
+        let mut lazy = LazyPages {
+            child,
+            log: spec.images_dir.join(log_name),
+        };
+        // The restore connects to the page server's socket: start it only once that exists.
+        let socket = spec.images_dir.join("lazy-pages.socket");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            let exited = lazy.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                let text = std::fs::read_to_string(&lazy.log).unwrap_or_default();
+                lazy.abort();
+                return Err(Error::new(
+                    ErrorKind::CriuFailed,
+                    "criu lazy-pages did not start its page server",
+                )
+                .with("log_tail", log::error_lines(&text, LOG_TAIL_LINES))
+                .with_hint("restore without \"lazy\""));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(lazy)
     }
 
     /// A restore in place needs the tree's old pids. A zombie that holds one is given

@@ -152,9 +152,24 @@ pub async fn list_checkpoints(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
     uri: Uri,
-) -> Result<Json<List<ckptd_api::Checkpoint>>> {
+) -> Result<Response> {
     let filter = query::checkpoint_filter(&uri)?;
-    Ok(Json(s.jobs.list_checkpoints(&caller, filter).await?))
+    // Read the version before the query: a write during it makes the entry stale at once.
+    let version = s.jobs.catalog().checkpoints_version();
+    let key = format!("{:?}|{filter:?}", caller.owner_filter());
+    let body = match s.lists.get(&key, version) {
+        Some(b) => b,
+        None => {
+            let list = s.jobs.list_checkpoints(&caller, filter).await?;
+            let b = bytes::Bytes::from(
+                serde_json::to_vec(&list)
+                    .map_err(|e| Error::internal(format!("cannot serialize the list: {e}")))?,
+            );
+            s.lists.put(key, version, b.clone());
+            b
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 pub async fn get_checkpoint(

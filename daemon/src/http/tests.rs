@@ -93,6 +93,7 @@ async fn app() -> (tempfile::TempDir, Router) {
         crate::schedules::Schedules::new(jobs.clone(), std::time::Duration::from_secs(60));
     let app = router(AppState {
         jobs,
+        lists: Default::default(),
         schedules,
         info,
     })

@@ -91,6 +91,8 @@ struct RestoreWork {
     into: Option<Target>,
     #[serde(default)]
     console_socket: Option<String>,
+    #[serde(default)]
+    lazy: bool,
 }
 
 /// The partial directory a dump writes to before it is durable.
@@ -341,6 +343,12 @@ impl Jobs {
             file_locks: req.file_locks.unwrap_or(cp.options.file_locks),
             shell_job: req.shell_job.unwrap_or(cp.options.shell_job),
         };
+        if req.lazy && !matches!(cp.target, Target::Process { .. }) {
+            return Err(Error::invalid(format!(
+                "lazy restore is offered for process checkpoints; {} is a container checkpoint",
+                cp.name
+            )));
+        }
         check_images_dir(&cp)?;
         let job = new_job(JobKind::Restore, cp.id, caller.uid);
         // The target being restored is busy: the original, or the new container.
@@ -357,6 +365,7 @@ impl Jobs {
             options,
             into: req.target.clone(),
             console_socket: req.console_socket.clone(),
+            lazy: req.lazy,
         };
         let work = serde_json::to_value(work).expect("serializes");
         if let Err(e) = inner.catalog.insert_job(&job, &work).await {
@@ -561,9 +570,12 @@ impl Jobs {
             })
             .await?;
         for job in restores.items.iter().rev() {
-            let path = dir.join(restore_log_name(job.id));
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                out.push_str(&format!("=== {} ===\n{text}", path.display()));
+            let name = restore_log_name(job.id);
+            // A lazy restore's page server logs next to it.
+            for path in [dir.join(&name), dir.join(format!("lazy-{name}"))] {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    out.push_str(&format!("=== {} ===\n{text}", path.display()));
+                }
             }
         }
         if out.is_empty() {
@@ -1148,6 +1160,7 @@ impl Inner {
                     images_dir: Path::new(&cp.dir),
                     log_name: &restore_log_name(job.id),
                     console_socket: work.console_socket.as_deref(),
+                    lazy: work.lazy,
                     stop,
                 };
                 self.engine.restore(spec).await.map(Some)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# API latency over the Unix socket with 64 concurrent clients (oha, a real load tool), for
+# `GET /v1/checkpoints?limit=100` on a 10,000-row catalog and for `/v1/health`, idle and while
+# 1 GiB dumps run back to back. Prints RESULT lines: name rps p50 p99 max (seconds).
+set -euo pipefail
+. "$(dirname "$0")/bench_lib.sh"
+CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
+OHA=${OHA:-/var/cache/ckptd-setup/oha/bin/oha}
+SECS=${SECS:-10}
+ROWS=${ROWS:-10000}
+WORK=/var/tmp/ckptd-bench-api; rm -rf "$WORK"; mkdir -p "$WORK"
+SOCK=$WORK/s.sock
+trap 'stop_daemon; pkill -f ckptd-bench-api-target || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+
+# The catalog: ROWS ready checkpoints with real (empty) directories, written straight into the
+# SQLite file the daemon made (its schema), then the daemon restarted on it.
+start_daemon "$SOCK" "$WORK/state"; stop_daemon
+python3 - "$WORK/state" "$ROWS" <<'PY'
+import json, os, sqlite3, sys, uuid
+state, rows = sys.argv[1], int(sys.argv[2])
+db = sqlite3.connect(os.path.join(state, "catalog.db"))
+opts = json.dumps({"leave_running": True, "tcp_established": False, "ext_unix_sk": False, "file_locks": False, "shell_job": False})
+batch = []
+for i in range(rows):
+    cid = str(uuid.uuid4())
+    d = os.path.join(state, "checkpoints", cid)
+    os.mkdir(d)
+    batch.append((cid, f"bench-{i:05d}", "process", 1000 + i % 5000, None,
+                  json.dumps({"kind": "process", "pid": 1000 + i % 5000}), "ready",
+                  "2026-11-27T10:00:00.%06dZ" % (i % 1000000), "2026-11-27T10:00:01Z", d, 4096 * (i % 97),
+                  opts, json.dumps({"app": f"a{i % 10}"}), "4.2.1"))
+db.executemany("INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, created_at, completed_at, dir, size_bytes, options, labels, criu_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
+db.commit()
+PY
+start_daemon "$SOCK" "$WORK/state"
+count=$(api http://x/metrics | awk '/^ckptd_catalog_checkpoints / {print $2}')
+[ "$count" = "$ROWS" ] || { echo "catalog has $count rows, wanted $ROWS" >&2; exit 1; }
+
+load() { # load NAME PATH [CLIENTS [oha args...]]
+  local name=$1 path=$2 clients=${3:-64}; shift 2; [ $# -gt 0 ] && shift
+  "$OHA" -z "${SECS}s" -c "$clients" --no-tui --output-format json --unix-socket "$SOCK" "$@" "http://x$path" >"$WORK/$name.json"
+  python3 - "$WORK/$name.json" "$name" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+codes = d["statusCodeDistribution"]
+assert list(codes) == ["200"], f"non-200 answers: {codes}"
+p = d["latencyPercentiles"]
+print("RESULT", sys.argv[2], round(d["summary"]["requestsPerSec"]), p["p50"], p["p99"], d["summary"]["slowest"])
+PY
+}
+load list "/v1/checkpoints?limit=100"
+# Uncached: a different page each request (one client, so each is a query, 100 row decodes and a
+# serialization).
+load list-uncached "/v1/checkpoints\\?limit=100&after=[1-9][0-9]{3}" 1 --rand-regex-url
+load list-label "/v1/checkpoints?limit=100&label=app=a3"
+load health "/v1/health"
+
+# /v1/health while 1 GiB dumps run back to back (leave_running; each deleted after).
+hog 1024 ckptd-bench-api-target "$WORK/target.out"
+( while [ ! -e "$WORK/stop" ]; do
+    n=$(api -X POST 'http://x/v1/checkpoints?wait=true' -d "{\"target\":{\"kind\":\"process\",\"pid\":$HOG},\"leave_running\":true}" | json 'd["checkpoint"]["name"]')
+    echo x >>"$WORK/dumps"
+    api -X DELETE "http://x/v1/checkpoints/$n" >/dev/null
+  done ) &
+dumper=$!
+until [ -s "$WORK/dumps" ]; do sleep 0.05; done
+load health-during-dumps "/v1/health"
+load list-during-dumps "/v1/checkpoints?limit=100"
+touch "$WORK/stop"; wait "$dumper"
+echo "RESULT dumps-during-load $(wc -l <"$WORK/dumps")"

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A runc container holding SIZE_MIB (default 512) MiB: ckptd checkpoint (request to ready, images
+# fsynced, container removed) and restore in place, against `runc checkpoint` + `sync` and
+# `runc restore -d` by hand; alternating, median of RUNS. Prints
+# "RESULT container SIZE ckptd_dump runc_dump ckptd_restore runc_restore".
+set -euo pipefail
+. "$(dirname "$0")/bench_lib.sh"
+CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
+SIZE_MIB=${SIZE_MIB:-512}; RUNS=${RUNS:-3}
+WORK=/var/tmp/ckptd-bench-container; rm -rf "$WORK"; mkdir -p "$WORK"
+SOCK=$WORK/s.sock
+ID=ckptd-bench-ct
+trap 'stop_daemon; runc delete -f $ID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+# The bundle: busybox-static plus a static C program that holds the memory and counts into /out.log.
+B=$WORK/bundle; mkdir -p "$B/rootfs/bin" "$B/rootfs/proc" "$B/rootfs/dev" "$B/rootfs/sys" "$B/rootfs/tmp"
+cp /bin/busybox "$B/rootfs/bin/busybox"; ln -s busybox "$B/rootfs/bin/sh"
+cat >"$WORK/hog.c" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    size_t n = (size_t)atol(argv[1]) << 20;
+    char *m = malloc(n);
+    for (size_t i = 0; i < n; i += 4096) m[i] = 1;
+    FILE *f = fopen("/out.log", "a");
+    for (long i = 0;; i++) { fprintf(f, "%ld\n", i); fflush(f); usleep(50000); }
+}
+C
+gcc -O2 -static -o "$B/rootfs/hog" "$WORK/hog.c"
+(cd "$B" && runc spec)
+python3 - "$B/config.json" "$SIZE_MIB" <<'PY'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p))
+c["process"]["terminal"] = False; c["process"]["args"] = ["/hog", sys.argv[2]]; c["root"]["readonly"] = False
+json.dump(c, open(p, "w"))
+PY
+run_ct() {
+  rm -f "$B/rootfs/out.log"
+  (cd "$B" && runc run -d $ID </dev/null >/dev/null 2>&1)
+  until [ -s "$B/rootfs/out.log" ]; do sleep 0.02; done
+}
+start_daemon "$SOCK" "$WORK/state"
+for f in cd cr rd rr; do : >"$WORK/$f"; done
+by_ckptd() {
+  run_ct
+  local t0 t1 t2 name
+  t0=$(now)
+  name=$(api -X POST 'http://x/v1/checkpoints?wait=true' -d "{\"target\":{\"kind\":\"container\",\"id\":\"$ID\"}}" | json 'd["checkpoint"]["name"]')
+  t1=$(now)
+  api -X POST "http://x/v1/checkpoints/$name/restore?wait=true" >/dev/null
+  t2=$(now)
+  elapsed "$t0" "$t1" >>"$WORK/cd"; elapsed "$t1" "$t2" >>"$WORK/cr"
+  runc delete -f $ID; api -X DELETE "http://x/v1/checkpoints/$name" >/dev/null
+}
+by_hand() {
+  run_ct
+  local d=$WORK/img t0 t1 t2
+  rm -rf "$d"
+  t0=$(now)
+  runc checkpoint --image-path "$d" --work-path "$d" $ID; sync
+  t1=$(now)
+  runc restore -d --image-path "$d" --work-path "$d" --bundle "$B" $ID </dev/null >/dev/null 2>&1
+  t2=$(now)
+  elapsed "$t0" "$t1" >>"$WORK/rd"; elapsed "$t1" "$t2" >>"$WORK/rr"
+  runc delete -f $ID
+}
+for i in $(seq "$RUNS"); do
+  if [ $((i % 2)) -eq 1 ]; then by_ckptd; by_hand; else by_hand; by_ckptd; fi
+done
+echo "RESULT container $SIZE_MIB $(med <"$WORK/cd") $(med <"$WORK/rd") $(med <"$WORK/cr") $(med <"$WORK/rr")"
