@@ -198,9 +198,13 @@ enum Command {
     /// Restore a checkpoint: in place, or a container checkpoint into a new container.
     Restore {
         reference: String,
-        /// Restore a container checkpoint into a new container with this id (needs --bundle).
-        #[arg(long, requires = "bundle")]
+        /// Restore a container checkpoint into another container: a new runc container with
+        /// this id (needs --bundle), or an existing stopped Docker container (--runtime docker).
+        #[arg(long)]
         into: Option<String>,
+        /// The runtime of --into.
+        #[arg(long, default_value = "runc", requires = "into")]
+        runtime: String,
         /// The new container's bundle (config.json and rootfs).
         #[arg(long, requires = "into")]
         bundle: Option<String>,
@@ -749,6 +753,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Restore {
             reference,
             into,
+            runtime,
             bundle,
             root,
             console_socket,
@@ -756,9 +761,17 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             no_wait,
             json,
         } => {
+            if into.is_some() && runtime == "runc" && bundle.is_none() {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "--into a new runc container needs --bundle DIR (its config.json and rootfs)",
+                    )
+                    .exit();
+            }
             let target = into.map(|id| Target::Container {
                 id,
-                runtime: "runc".into(),
+                runtime,
                 root,
                 bundle,
             });

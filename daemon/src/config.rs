@@ -70,6 +70,7 @@ pub struct FileConfig {
     pub restore_pid_wait_secs: Option<u64>,
     pub retention_interval_secs: Option<u64>,
     pub import_max_bytes: Option<u64>,
+    pub docker_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +104,8 @@ pub struct Config {
     pub retention_interval: Duration,
     /// Largest archive `POST /v1/checkpoints/import` accepts.
     pub import_max_bytes: u64,
+    /// Docker's API socket (Docker container targets).
+    pub docker_socket: PathBuf,
 }
 
 pub const MAX_WORKERS: usize = 256;
@@ -175,6 +178,9 @@ impl Config {
             restore_pid_wait: Duration::from_secs(file.restore_pid_wait_secs.unwrap_or(10)),
             retention_interval: Duration::from_secs(file.retention_interval_secs.unwrap_or(60)),
             import_max_bytes: file.import_max_bytes.unwrap_or(64 << 30),
+            docker_socket: file
+                .docker_socket
+                .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock")),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -66,6 +66,8 @@ pub enum Stopped {
         root: Option<String>,
         paused_by_us: bool,
     },
+    /// A Docker container ckptd paused for the dump (Docker's full id).
+    Docker { id: String },
 }
 
 /// What a dump produced.
@@ -144,12 +146,14 @@ pub const DUMP_DONE: &str = "Dumping finished successfully";
 pub struct Engines {
     pub criu: std::sync::Arc<CriuEngine>,
     pub runc: RuncEngine,
+    pub docker: crate::runtime::docker::DockerEngine,
 }
 
 impl Engines {
     fn for_target(&self, target: &Target) -> &dyn Engine {
         match target {
             Target::Process { .. } => &*self.criu,
+            Target::Container { runtime, .. } if runtime == "docker" => &self.docker,
             Target::Container { .. } => &self.runc,
         }
     }
@@ -195,6 +199,7 @@ impl Engine for Engines {
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         match stopped {
             Stopped::Container { .. } => self.runc.release(stopped, kill),
+            Stopped::Docker { .. } => self.docker.release(stopped, kill),
             _ => self.criu.release(stopped, kill),
         }
     }

@@ -72,7 +72,8 @@ pub async fn run(
     let runc = cfg.runc_path.clone().or_else(|| criu::find_in_path("runc"));
     let engine = Arc::new(Engines {
         criu: criu.clone(),
-        runc: RuncEngine::new(runc, cfg.container_logs_dir(), criu),
+        runc: RuncEngine::new(runc, cfg.container_logs_dir(), criu.clone()),
+        docker: runtime::docker::DockerEngine::new(cfg.docker_socket.clone(), criu),
     });
     let jobs = Jobs::new(
         catalog.clone(),

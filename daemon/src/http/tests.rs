@@ -68,7 +68,8 @@ async fn app() -> (tempfile::TempDir, Router) {
     ));
     let engine = Arc::new(crate::engine::Engines {
         criu: criu.clone(),
-        runc: crate::runtime::runc::RuncEngine::new(None, d.path().join("logs"), criu),
+        runc: crate::runtime::runc::RuncEngine::new(None, d.path().join("logs"), criu.clone()),
+        docker: crate::runtime::docker::DockerEngine::new(d.path().join("docker.sock"), criu),
     });
     let jobs = Jobs::new(
         catalog,

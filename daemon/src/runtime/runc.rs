@@ -58,7 +58,7 @@ struct Container<'a> {
 
 /// runc's own id format (`^[\w+\-.]+$`), at most a file name long, and not `.`/`..`-like or an
 /// option-like first character.
-fn valid_container_id(id: &str) -> bool {
+pub(crate) fn valid_container_id(id: &str) -> bool {
     (1..=255).contains(&id.len())
         && id
             .chars()
@@ -73,8 +73,8 @@ fn container_of(t: &Target) -> Result<Container<'_>> {
         } => {
             if runtime != "runc" {
                 return Err(Error::invalid(format!(
-                    "runtime {runtime:?} is not supported; ckptd drives runc (crun on Debian 12 \
-                     has no CRIU support)"
+                    "runtime {runtime:?} is not supported; ckptd drives runc and docker (crun on \
+                     Debian 12 has no CRIU support)"
                 )));
             }
             if !valid_container_id(id) {

@@ -1,0 +1,464 @@
+//! Docker containers, through the Docker Engine API on its Unix socket (`docker_socket`).
+//!
+//! Measured with Docker 20.10 (experimental), containerd 1.6, runc 1.1.5 and CRIU 4.2.1:
+//! - Docker checkpoints a *paused* container with `Exit: false` (it stays paused) and kills a
+//!   paused container. So, as for runc, a checkpoint that stops its container pauses it
+//!   (`POST /containers/{id}/pause`), dumps it, makes the images durable, and only then kills it
+//!   (`POST /containers/{id}/kill`): Docker records the exit, `docker ps` shows it exited. A failed
+//!   dump unpauses it. Docker's own `docker checkpoint create` kills the container as soon as the
+//!   dump ends, before its images are on disk.
+//! - The images go to the checkpoint's own directory (`CheckpointDir`), catalogued like any other.
+//! - `docker start --checkpoint-dir` answers "custom checkpointdir is not supported"; a restore
+//!   links (or copies) the images into the container's own checkpoints directory under Docker's
+//!   root, starts the container from them (`POST /containers/{id}/start?checkpoint=`), and removes
+//!   that copy. The same restores into another container the user created (`docker create`).
+//! - `docker logs` continues: Docker attaches the restored container's output to its log.
+
+use std::path::{Path, PathBuf};
+
+use ckptd_api::{Checkpoint, Client, ContainerRecord, JobResult, Method, Target};
+use serde::Deserialize;
+
+use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::error::{Error, ErrorKind, Result};
+use crate::{criu, sys};
+
+pub struct DockerEngine {
+    socket: PathBuf,
+    criu: std::sync::Arc<criu::CriuEngine>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DockerError {
+    message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerState {
+    running: bool,
+    paused: bool,
+    pid: i32,
+    status: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerConfig {
+    #[serde(default)]
+    tty: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerJson {
+    id: String,
+    name: String,
+    state: ContainerState,
+    config: ContainerConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerInfo {
+    #[serde(default)]
+    experimental_build: bool,
+    docker_root_dir: String,
+}
+
+fn docker_id(t: &Target) -> Result<&str> {
+    match t {
+        Target::Container {
+            id, root, bundle, ..
+        } => {
+            if root.is_some() || bundle.is_some() {
+                return Err(Error::invalid(
+                    "a Docker target is {\"kind\":\"container\",\"runtime\":\"docker\",\"id\":NAME_OR_ID}; \
+                     \"root\" and \"bundle\" are runc's",
+                ));
+            }
+            // The same characters as runc ids; Docker itself says whether it knows the name.
+            if !crate::runtime::runc::valid_container_id(id) {
+                return Err(Error::invalid(format!(
+                    "invalid Docker container name or id {id:?}"
+                )));
+            }
+            Ok(id)
+        }
+        Target::Process { .. } => Err(Error::internal(
+            "a process target reached the Docker engine",
+        )),
+    }
+}
+
+impl DockerEngine {
+    pub fn new(socket: PathBuf, criu: std::sync::Arc<criu::CriuEngine>) -> Self {
+        Self { socket, criu }
+    }
+
+    /// One Engine API call; Docker's errors become ckptd's, with the fix in the hint.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<ckptd_api::Response> {
+        let client = Client::new(&self.socket);
+        let resp = client
+            .request(method, path, body.map(|b| b.to_string().into_bytes()))
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!(
+                    "cannot reach Docker at {}: {e}",
+                    self.socket.display()
+                ))
+                .with_hint("start dockerd, or set docker_socket in ckptd's config to its socket")
+            })?;
+        if resp.status.is_success() {
+            return Ok(resp);
+        }
+        let message = resp
+            .json::<DockerError>()
+            .map(|e| e.message)
+            .unwrap_or_else(|_| resp.text());
+        let kind = match resp.status.as_u16() {
+            404 => ErrorKind::TargetUnavailable,
+            409 => ErrorKind::Conflict,
+            400 => ErrorKind::InvalidRequest,
+            _ => ErrorKind::CriuFailed,
+        };
+        Err(Error::new(kind, format!("Docker: {message}"))
+            .with("docker_status", resp.status.as_u16()))
+    }
+
+    async fn info(&self) -> Result<DockerInfo> {
+        let info: DockerInfo = self
+            .call(Method::GET, "/info", None)
+            .await?
+            .json()
+            .map_err(|e| Error::internal(format!("Docker's /info: {e}")))?;
+        if !info.experimental_build {
+            return Err(Error::unavailable(
+                "Docker is not in experimental mode, which its checkpoints need",
+            )
+            .with_hint(
+                "add {\"experimental\": true} to /etc/docker/daemon.json and restart dockerd",
+            ));
+        }
+        Ok(info)
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerJson> {
+        let c: ContainerJson = self
+            .call(Method::GET, &format!("/containers/{id}/json"), None)
+            .await
+            .map_err(|e| match e.kind {
+                ErrorKind::TargetUnavailable => {
+                    Error::target_unavailable(format!("Docker has no container {id:?}"))
+                        .with_hint("docker ps -a lists the containers")
+                }
+                _ => e,
+            })?
+            .json()
+            .map_err(|e| Error::internal(format!("Docker's inspect of {id}: {e}")))?;
+        Ok(c)
+    }
+
+    async fn running(&self, id: &str) -> Result<ContainerJson> {
+        self.info().await?;
+        let c = self.inspect(id).await?;
+        if !c.state.running || c.state.paused {
+            return Err(Error::target_unavailable(format!(
+                "Docker container {id} is {}, not running",
+                if c.state.paused {
+                    "paused"
+                } else {
+                    c.state.status.as_str()
+                }
+            ))
+            .with_hint(if c.state.paused {
+                format!("docker unpause {id}")
+            } else {
+                format!("docker start {id}")
+            }));
+        }
+        Ok(c)
+    }
+
+    async fn dump_container(&self, spec: DumpSpec<'_>) -> Result<DumpOutput> {
+        self.criu.usable()?;
+        let id = docker_id(spec.target)?;
+        let c = self.running(id).await?;
+        let pause = !spec.options.leave_running;
+        if pause {
+            self.call(Method::POST, &format!("/containers/{}/pause", c.id), None)
+                .await?;
+        }
+        // Docker creates <CheckpointDir>/<CheckpointID> itself: the images land in a sub-folder
+        // of the partial directory and are moved up.
+        let sub = "docker";
+        let body = serde_json::json!({
+            "CheckpointID": sub,
+            "CheckpointDir": spec.images_dir.display().to_string(),
+            "Exit": false,
+        });
+        let dumped = self
+            .call(
+                Method::POST,
+                &format!("/containers/{}/checkpoints", c.id),
+                Some(body),
+            )
+            .await
+            .and_then(|_| lift(&spec.images_dir.join(sub), spec.images_dir, spec.log_name));
+        if let Err(e) = dumped {
+            if pause {
+                let _ = self
+                    .call(Method::POST, &format!("/containers/{}/unpause", c.id), None)
+                    .await;
+            }
+            let log = spec.images_dir.join(spec.log_name);
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(Error::new(
+                ErrorKind::CriuFailed,
+                format!("Docker could not checkpoint container {id}: {}", e.message),
+            )
+            .with("log_tail", criu::log::error_lines(&text, 12))
+            .with("log", log.display().to_string()));
+        }
+        let stdio: Vec<String> = std::fs::read(spec.images_dir.join("descriptors.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(DumpOutput {
+            stats: criu::dump_stats(spec.images_dir),
+            stopped: if pause {
+                Stopped::Docker { id: c.id.clone() }
+            } else {
+                Stopped::Nothing
+            },
+            container: Some(ContainerRecord {
+                bundle: format!("docker:{}", c.id),
+                config_sha256: String::new(),
+                terminal: c.config.tty,
+                stdio,
+            }),
+            criu_config: None,
+        })
+    }
+
+    /// The container a restore starts: the checkpoint's own, or `into` (which must exist).
+    fn destination<'a>(cp: &'a Checkpoint, into: Option<&'a Target>) -> Result<&'a str> {
+        match into {
+            None => docker_id(&cp.target),
+            Some(t) => docker_id(t),
+        }
+    }
+
+    async fn check_restore_target(
+        &self,
+        cp: &Checkpoint,
+        into: Option<&Target>,
+    ) -> Result<ContainerJson> {
+        let id = Self::destination(cp, into)?;
+        self.info().await?;
+        let c = self.inspect(id).await.map_err(|e| {
+            if into.is_some() && e.kind == ErrorKind::TargetUnavailable {
+                Error::target_unavailable(format!(
+                    "Docker has no container {id:?} to restore into"
+                ))
+                .with_hint(format!(
+                    "create it first with the original's image and command: docker create --name {id} IMAGE CMD"
+                ))
+            } else {
+                e
+            }
+        })?;
+        if c.state.running {
+            return Err(Error::conflict(format!(
+                "Docker container {id} is running; a restore starts a stopped container"
+            ))
+            .with_hint(format!(
+                "docker stop {id}, or restore into another container"
+            )));
+        }
+        Ok(c)
+    }
+
+    async fn restore_container(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
+        self.criu.usable()?;
+        let cp = spec.checkpoint;
+        let c = self.check_restore_target(cp, spec.into).await?;
+        let info = self.info().await?;
+        // Docker starts only from its own checkpoints directory: link the images there.
+        let name = format!("ckptd-{}", cp.id.simple());
+        let there = Path::new(&info.docker_root_dir)
+            .join("containers")
+            .join(&c.id)
+            .join("checkpoints")
+            .join(&name);
+        let copied = link_or_copy(spec.images_dir, &there);
+        let started = match copied {
+            Ok(()) => {
+                self.call(
+                    Method::POST,
+                    &format!("/containers/{}/start?checkpoint={name}", c.id),
+                    None,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let _ = sys::remove_dir_tree(&there);
+        if let Err(e) = started {
+            return Err(Error::new(
+                ErrorKind::CriuFailed,
+                format!(
+                    "Docker could not start container {} from checkpoint {}: {}",
+                    c.name.trim_start_matches('/'),
+                    cp.name,
+                    e.message
+                ),
+            ));
+        }
+        let now = self.inspect(&c.id).await?;
+        Ok(JobResult {
+            pid: Some(now.state.pid),
+            container: Some(now.name.trim_start_matches('/').to_owned()),
+            output_log: None,
+        })
+    }
+}
+
+/// Moves Docker's image files from `sub` up into `dir` (and its dump log to `log_name`).
+fn lift(sub: &Path, dir: &Path, log_name: &str) -> Result<()> {
+    let entries =
+        std::fs::read_dir(sub).map_err(|e| Error::io("cannot read Docker's images", sub, &e))?;
+    for e in entries {
+        let e = e.map_err(|e| Error::io("cannot read Docker's images", sub, &e))?;
+        let name = e.file_name();
+        let to = if name == "dump.log" {
+            dir.join(log_name)
+        } else {
+            dir.join(&name)
+        };
+        std::fs::rename(e.path(), &to)
+            .map_err(|err| Error::io("cannot move an image", &to, &err))?;
+    }
+    std::fs::remove_dir(sub).map_err(|e| Error::io("cannot remove", sub, &e))
+}
+
+/// Hard-links the regular files of `from` into a new directory `to` (copies across filesystems).
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io("cannot create", to, &e))?;
+    let entries = std::fs::read_dir(from).map_err(|e| Error::io("cannot read", from, &e))?;
+    for e in entries.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let dst = to.join(e.file_name());
+        if std::fs::hard_link(e.path(), &dst).is_err() {
+            std::fs::copy(e.path(), &dst)
+                .map_err(|err| Error::io("cannot copy an image", &dst, &err))?;
+        }
+    }
+    Ok(())
+}
+
+impl Engine for DockerEngine {
+    fn version(&self) -> Option<String> {
+        self.criu.version()
+    }
+
+    fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let id = docker_id(target)?;
+            self.running(id).await.map(|_| ())
+        })
+    }
+
+    fn check_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        console_socket: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if console_socket.is_some() {
+                return Err(Error::invalid(
+                    "console_socket is runc's; Docker attaches a restored container's terminal itself",
+                ));
+            }
+            self.check_restore_target(checkpoint, into)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let c = self.running(docker_id(target)?).await?;
+            Ok(sys::tree_dump_estimate(c.state.pid))
+        })
+    }
+
+    fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
+        Box::pin(self.dump_container(spec))
+    }
+
+    fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
+        Box::pin(self.restore_container(spec))
+    }
+
+    fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Stopped::Docker { id } = stopped {
+                let action = if kill { "kill" } else { "unpause" };
+                if let Err(e) = self
+                    .call(Method::POST, &format!("/containers/{id}/{action}"), None)
+                    .await
+                {
+                    tracing::error!(error = %e, container = %id, action, "Docker did not end what the dump left paused");
+                }
+            }
+        })
+    }
+
+    fn recover_dump<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        _images: &'a Path,
+    ) -> BoxFuture<'a, Option<DumpOutput>> {
+        Box::pin(async move {
+            // As for runc: the dump is dropped, and a container ckptd had paused runs again.
+            if let (Ok(id), false) = (docker_id(&cp.target), cp.options.leave_running) {
+                if matches!(self.inspect(id).await, Ok(c) if c.state.paused) {
+                    tracing::warn!(
+                        container = id,
+                        "unpausing a container an interrupted dump left paused"
+                    );
+                    let _ = self
+                        .call(Method::POST, &format!("/containers/{id}/unpause"), None)
+                        .await;
+                }
+            }
+            None
+        })
+    }
+
+    fn recover_restore<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        into: Option<&'a Target>,
+        _log_name: &'a str,
+    ) -> BoxFuture<'a, Option<JobResult>> {
+        Box::pin(async move {
+            let id = Self::destination(cp, into).ok()?;
+            let c = self.inspect(id).await.ok()?;
+            c.state.running.then(|| JobResult {
+                pid: Some(c.state.pid),
+                container: Some(c.name.trim_start_matches('/').to_owned()),
+                output_log: None,
+            })
+        })
+    }
+}

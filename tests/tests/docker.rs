@@ -1,0 +1,368 @@
+//! Docker containers through ckptd, against a real dockerd (experimental mode, its own data root
+//! and socket) that the test starts when it is not already running and stops afterwards. The
+//! image is imported from a busybox-static root filesystem (no registry is reachable).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use ckptd_api::{CheckpointStatus, CreateCheckpoint, RestoreRequest, Target as ApiTarget};
+use ckptd_tests::{wait_until, Daemon};
+
+const SOCKET: &str = "/run/ckptd-test-docker.sock";
+const IMAGE: &str = "ckptd-busybox:test";
+const LOOPER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done";
+
+/// A dockerd for the tests; stopped on drop if the test started it.
+struct Dockerd {
+    started: Option<std::process::Child>,
+    work: tempfile::TempDir,
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .env("DOCKER_HOST", format!("unix://{SOCKET}"))
+        .args(args)
+        .output()
+        .expect("docker CLI (make setup installs docker.io)")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let work = tempfile::tempdir().unwrap();
+        let running = docker(&["info"]).status.success();
+        let started = if running {
+            None
+        } else {
+            let cfg = work.path().join("daemon.json");
+            std::fs::write(&cfg, r#"{"experimental": true}"#).unwrap();
+            let log = std::fs::File::create(work.path().join("dockerd.log")).unwrap();
+            let child = Command::new("dockerd")
+                .arg("--config-file")
+                .arg(&cfg)
+                .args([
+                    "--data-root",
+                    "/var/lib/ckptd-test-docker",
+                    "--exec-root",
+                    "/run/ckptd-test-docker",
+                    "--pidfile",
+                    "/run/ckptd-test-docker.pid",
+                    "--host",
+                    &format!("unix://{SOCKET}"),
+                    "--iptables=false",
+                    "--bridge=none",
+                ])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("dockerd (make setup installs docker.io)");
+            Some(child)
+        };
+        let mut d = Dockerd { started, work };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !docker(&["info"]).status.success() {
+            let log =
+                std::fs::read_to_string(d.work.path().join("dockerd.log")).unwrap_or_default();
+            if let Some(c) = d.started.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("dockerd exited with {st}:\n{log}");
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dockerd did not answer in 60 s:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let info = docker_ok(&["info", "--format", "{{.ExperimentalBuild}}"]);
+        assert_eq!(info.trim(), "true", "the test dockerd must be experimental");
+        if !docker(&["image", "inspect", IMAGE]).status.success() {
+            let rootfs = d.work.path().join("rootfs");
+            std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+            std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+            for a in ["sh", "sleep", "echo", "cat", "nc"] {
+                std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+            }
+            let st = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "tar -C {} -c . | DOCKER_HOST=unix://{SOCKET} docker import - {IMAGE}",
+                    rootfs.display()
+                ))
+                .output()
+                .unwrap();
+            assert!(
+                st.status.success(),
+                "docker import: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+        }
+        d
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.started.take() {
+            ckptd_tests::signal(c.id() as i32, libc::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A container the test made; removed on drop.
+struct Ctr(String);
+
+impl Ctr {
+    fn run(name: &str) -> Ctr {
+        let _ = docker(&["rm", "-f", name]);
+        docker_ok(&["run", "-d", "--name", name, IMAGE, "/bin/sh", "-c", LOOPER]);
+        let c = Ctr(name.to_owned());
+        wait_until("output", || c.logs().len() >= 3);
+        c
+    }
+    fn create(name: &str) -> Ctr {
+        let _ = docker(&["rm", "-f", name]);
+        docker_ok(&["create", "--name", name, IMAGE, "/bin/sh", "-c", LOOPER]);
+        Ctr(name.to_owned())
+    }
+    fn logs(&self) -> Vec<String> {
+        docker_ok(&["logs", &self.0])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+    fn status(&self) -> String {
+        docker_ok(&["inspect", "--format", "{{.State.Status}}", &self.0])
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+fn target(id: &str) -> Option<ApiTarget> {
+    Some(ApiTarget::Container {
+        id: id.into(),
+        runtime: "docker".into(),
+        root: None,
+        bundle: None,
+    })
+}
+
+fn counts(lines: &[String], what: &str) {
+    ckptd_tests::assert_counts(lines, what);
+}
+
+fn grows(c: &Ctr) -> bool {
+    let before = c.logs().len();
+    std::thread::sleep(Duration::from_millis(800));
+    c.logs().len() > before
+}
+
+#[tokio::test]
+async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
+    let _dockerd = Dockerd::start();
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), format!("docker_socket = \"{SOCKET}\"\n")).unwrap();
+    let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
+
+    // 1. looper, checkpointed as checkpoint1: it stops and its logs stop; restored, its logs
+    //    continue from where they stopped.
+    let looper = Ctr::run("ckptd-looper");
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: target("ckptd-looper"),
+                name: Some("checkpoint1".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("docker checkpoint");
+    assert_eq!(cp.checkpoint.status, CheckpointStatus::Ready);
+    // containerd keeps CRIU's work directory (its log and stats-dump) to itself.
+    assert!(cp.checkpoint.size_bytes > 0);
+    assert!(Path::new(&cp.checkpoint.dir)
+        .join("descriptors.json")
+        .is_file());
+    assert_eq!(looper.status(), "exited", "docker inspect tells the truth");
+    assert!(!docker_ok(&["ps", "--format", "{{.Names}}"]).contains("ckptd-looper"));
+    let stopped_at = looper.logs().len();
+    assert!(!grows(&looper), "its logs stop");
+    let job = d
+        .client
+        .restore("checkpoint1", &RestoreRequest::default(), true)
+        .await
+        .expect("restore in place");
+    assert_eq!(
+        job.result.unwrap().container.as_deref(),
+        Some("ckptd-looper")
+    );
+    assert_eq!(looper.status(), "running");
+    wait_until("logs to continue", || looper.logs().len() > stopped_at + 3);
+    counts(&looper.logs(), "docker logs of the restored looper");
+    // Docker's own checkpoints directory is left as it was.
+    assert!(
+        docker_ok(&["checkpoint", "ls", "ckptd-looper"])
+            .lines()
+            .count()
+            <= 1
+    );
+    // Restoring onto a running container: 409 with the fix.
+    let e = d
+        .client
+        .restore("checkpoint1", &RestoreRequest::default(), true)
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 409, "{err}");
+    assert!(err.hint().unwrap().contains("docker stop"));
+
+    // 2. looper2 into a custom directory, restored into looper-clone (which Docker itself
+    //    refuses: "custom checkpointdir is not supported").
+    let looper2 = Ctr::run("ckptd-looper2");
+    let custom = tempfile::tempdir().unwrap();
+    let cp2 = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: target("ckptd-looper2"),
+                name: Some("checkpoint2".into()),
+                checkpoint_dir: Some(custom.path().display().to_string()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint into a custom dir")
+        .checkpoint;
+    assert_eq!(Path::new(&cp2.dir), custom.path().join("checkpoint2"));
+    let stopped2 = looper2.logs();
+    let clone = Ctr::create("ckptd-looper-clone");
+    d.client
+        .restore(
+            "checkpoint2",
+            &RestoreRequest {
+                target: target("ckptd-looper-clone"),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("restore into looper-clone");
+    assert_eq!(clone.status(), "running");
+    wait_until("the clone's logs", || clone.logs().len() > 3);
+    let first: usize = clone.logs()[0].trim().parse().unwrap();
+    assert_eq!(
+        first,
+        stopped2.len(),
+        "looper-clone continues where looper2 stopped: {:?}",
+        clone.logs()
+    );
+
+    // leave_running: the container runs on, Docker still sees it running.
+    let lr = Ctr::run("ckptd-looper-lr");
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: target("ckptd-looper-lr"),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("leave_running");
+    assert_eq!(lr.status(), "running");
+    assert!(grows(&lr));
+    counts(&lr.logs(), "a container left running");
+
+    // Errors: no such container, a stopped one, a clone that does not exist.
+    let e = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: target("ckptd-nope"),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.api_error().unwrap().0.as_u16(), 422);
+    let stopped = Ctr::create("ckptd-stopped");
+    let e = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: target(&stopped.0),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 422);
+    assert!(err.hint().unwrap().contains("docker start"), "{err}");
+    let e = d
+        .client
+        .restore(
+            "checkpoint2",
+            &RestoreRequest {
+                target: target("ckptd-no-clone"),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert!(e
+        .api_error()
+        .unwrap()
+        .1
+        .hint()
+        .unwrap()
+        .contains("docker create"));
+    drop(d);
+
+    // Docker not reachable: 503 with the fix.
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cfg.path(),
+        "docker_socket = \"/run/ckptd-no-docker.sock\"\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
+    let e = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: target("ckptd-looper"),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 503);
+    assert!(err.hint().unwrap().contains("docker_socket"), "{err}");
+}
