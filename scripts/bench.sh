@@ -6,6 +6,8 @@
 #  - frozen time with images on disk vs tmpfs (bench_frozen.sh)
 #  - lazy restore vs full restore, time to first progress (bench_lazy.sh)
 #  - container checkpoint/restore vs `runc checkpoint`+`sync` / `runc restore` (bench_container.sh)
+#  - Docker container checkpoint/restore vs `docker checkpoint create` / `docker start --checkpoint`
+#    (bench_docker.sh; starts its own experimental dockerd)
 #  - N parallel checkpoints against the worker count (bench_parallel.sh)
 #  - archive export vs `tar | zstd -T0` / `tar | gzip -1` (bench_archive.sh)
 #  - API throughput and latency with oha, 64 clients, 10,000-row catalog, during dumps (bench_api.sh)
@@ -33,6 +35,7 @@ done
 echo "== frozen time, disk vs tmpfs"; frozen=$(bash scripts/bench_frozen.sh | result)
 echo "== lazy restore"; lazy=$(bash scripts/bench_lazy.sh | result)
 echo "== container"; container=$(bash scripts/bench_container.sh | result)
+echo "== docker"; dockerb=$(bash scripts/bench_docker.sh | result)
 echo "== parallel"; parallel=$(bash scripts/bench_parallel.sh | result)
 echo "== archives"; archive=$(bash scripts/bench_archive.sh | result)
 echo "== API"; apilat=$(bash scripts/bench_api.sh | result)
@@ -90,6 +93,28 @@ ms() { awk -v a="$1" 'BEGIN { printf "%.2f ms", a * 1000 }'; }
   echo "The checkpoint's extra cost is the durability promise: runc kills a container as soon as"
   echo "its dump ends, before its images are on disk, so ckptd freezes the container first, dumps it"
   echo "with \`--leave-running\`, fsyncs, and only then deletes it (two more runc runs)."
+  echo
+  echo "## Docker containers against Docker"
+  echo
+  read -r _ _ size cd dd cr dr <<<"$dockerb"
+  echo "A Docker container (a static C program holding $size MiB), Docker 20.10 experimental."
+  echo "ckptd dumps with runc on Docker's own container (\`docker_runc_root\`) and restores through"
+  echo "\`POST /containers/{id}/start?checkpoint=\`; by hand: \`docker checkpoint create\`,"
+  echo "\`docker start --checkpoint\`."
+  echo
+  echo "| | ckptd | Docker | ratio |"
+  echo "|---|---|---|---|"
+  echo "| checkpoint | $(secs "$cd") | $(secs "$dd") | $(ratio "$cd" "$dd") |"
+  echo "| restore | $(secs "$cr") | $(secs "$dr") | $(ratio "$cr" "$dr") |"
+  echo
+  echo "Where Docker's time goes: containerd turns a checkpoint into an image in its content store"
+  echo "(CRIU's images tarred and sha256-hashed), and Docker unpacks it again into its checkpoints"
+  echo "directory; a start from a checkpoint tars that directory back into the content store and"
+  echo "containerd unpacks it once more for runc. ckptd's checkpoint skips all of it (runc writes"
+  echo "straight into the checkpoint's directory; Docker still sees the pause and the kill). Its"
+  echo "restore must go through Docker to keep Docker's state true, so it pays Docker's price, plus"
+  echo "linking the images into Docker's directory (a copy here, where /var/tmp and Docker's root"
+  echo "are on different filesystems; a hard link when they share one)."
   echo
   echo "## Frozen time: disk or tmpfs"
   echo

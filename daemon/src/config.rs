@@ -71,6 +71,7 @@ pub struct FileConfig {
     pub retention_interval_secs: Option<u64>,
     pub import_max_bytes: Option<u64>,
     pub docker_socket: Option<PathBuf>,
+    pub docker_runc_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +107,8 @@ pub struct Config {
     pub import_max_bytes: u64,
     /// Docker's API socket (Docker container targets).
     pub docker_socket: PathBuf,
+    /// runc's state directory for Docker's containers (`<exec-root>/runtime-runc/moby`).
+    pub docker_runc_root: PathBuf,
 }
 
 pub const MAX_WORKERS: usize = 256;
@@ -181,6 +184,9 @@ impl Config {
             docker_socket: file
                 .docker_socket
                 .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock")),
+            docker_runc_root: file
+                .docker_runc_root
+                .unwrap_or_else(|| PathBuf::from("/run/docker/runtime-runc/moby")),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -72,8 +72,13 @@ pub async fn run(
     let runc = cfg.runc_path.clone().or_else(|| criu::find_in_path("runc"));
     let engine = Arc::new(Engines {
         criu: criu.clone(),
-        runc: RuncEngine::new(runc, cfg.container_logs_dir(), criu.clone()),
-        docker: runtime::docker::DockerEngine::new(cfg.docker_socket.clone(), criu),
+        runc: RuncEngine::new(runc.clone(), cfg.container_logs_dir(), criu.clone()),
+        docker: runtime::docker::DockerEngine::new(
+            cfg.docker_socket.clone(),
+            cfg.docker_runc_root.clone(),
+            runc,
+            criu,
+        ),
     });
     let jobs = Jobs::new(
         catalog.clone(),
@@ -103,6 +108,7 @@ pub async fn run(
             "reconciled what the previous run left unfinished"
         );
     }
+    runtime::docker::recover_runc_conf();
     jobs.start(cfg.workers);
     let schedules = schedules::Schedules::new(jobs.clone(), cfg.retention_interval);
     let clock = schedules.start(jobs.stopping());

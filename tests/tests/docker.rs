@@ -10,7 +10,9 @@ use ckptd_api::{CheckpointStatus, CreateCheckpoint, RestoreRequest, Target as Ap
 use ckptd_tests::{wait_until, Daemon};
 
 const SOCKET: &str = "/run/ckptd-test-docker.sock";
-const IMAGE: &str = "ckptd-busybox:test";
+/// runc's state of the test dockerd's containers (`<exec-root>/runtime-runc/moby`).
+const RUNC_ROOT: &str = "/run/ckptd-test-docker/runtime-runc/moby";
+const IMAGE: &str = "ckptd-busybox:2";
 const LOOPER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done";
 
 /// A dockerd for the tests; stopped on drop if the test started it.
@@ -40,6 +42,27 @@ fn docker_ok(args: &[&str]) -> String {
 impl Dockerd {
     fn start() -> Dockerd {
         let work = tempfile::tempdir().unwrap();
+        // A dockerd of an earlier run that is still stopping: wait for it; a stale pid file of
+        // one that is gone: remove it.
+        let pidfile = Path::new("/run/ckptd-test-docker.pid");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while let Some(pid) = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            if docker(&["info"]).status.success() {
+                break;
+            }
+            if !ckptd_tests::alive(pid) {
+                let _ = std::fs::remove_file(pidfile);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dockerd {pid} does not stop"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let running = docker(&["info"]).status.success();
         let started = if running {
             None
@@ -90,7 +113,7 @@ impl Dockerd {
             let rootfs = d.work.path().join("rootfs");
             std::fs::create_dir_all(rootfs.join("bin")).unwrap();
             std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-            for a in ["sh", "sleep", "echo", "cat", "nc"] {
+            for a in ["sh", "sleep", "echo", "cat", "nc", "tee"] {
                 std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
             }
             let st = Command::new("sh")
@@ -125,8 +148,11 @@ struct Ctr(String);
 
 impl Ctr {
     fn run(name: &str) -> Ctr {
+        Self::run_script(name, LOOPER)
+    }
+    fn run_script(name: &str, script: &str) -> Ctr {
         let _ = docker(&["rm", "-f", name]);
-        docker_ok(&["run", "-d", "--name", name, IMAGE, "/bin/sh", "-c", LOOPER]);
+        docker_ok(&["run", "-d", "--name", name, IMAGE, "/bin/sh", "-c", script]);
         let c = Ctr(name.to_owned());
         wait_until("output", || c.logs().len() >= 3);
         c
@@ -178,7 +204,11 @@ fn grows(c: &Ctr) -> bool {
 async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
     let _dockerd = Dockerd::start();
     let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(cfg.path(), format!("docker_socket = \"{SOCKET}\"\n")).unwrap();
+    std::fs::write(
+        cfg.path(),
+        format!("docker_socket = \"{SOCKET}\"\ndocker_runc_root = \"{RUNC_ROOT}\"\n"),
+    )
+    .unwrap();
     let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
 
     // 1. looper, checkpointed as checkpoint1: it stops and its logs stop; restored, its logs
@@ -197,8 +227,10 @@ async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
         .await
         .expect("docker checkpoint");
     assert_eq!(cp.checkpoint.status, CheckpointStatus::Ready);
-    // containerd keeps CRIU's work directory (its log and stats-dump) to itself.
-    assert!(cp.checkpoint.size_bytes > 0);
+    // ckptd ran runc itself on Docker's container: CRIU's statistics and log are there.
+    let stats = cp.checkpoint.stats.expect("CRIU statistics");
+    assert!(stats.pages_written > 0);
+    assert!(Path::new(&cp.checkpoint.dir).join("dump.log").is_file());
     assert!(Path::new(&cp.checkpoint.dir)
         .join("descriptors.json")
         .is_file());
@@ -293,6 +325,74 @@ async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
     assert_eq!(lr.status(), "running");
     assert!(grows(&lr));
     counts(&lr.logs(), "a container left running");
+
+    // A container holding an established loopback TCP connection: refused with the hint, then
+    // checkpointed and restored with tcp_established, which Docker's own API cannot pass.
+    let tcp = Ctr::run_script(
+        "ckptd-looper-tcp",
+        "sleep 100000 | nc -l -p 5000 >/dev/null & sleep 0.5; \
+         sleep 100000 | nc 127.0.0.1 5000 >/dev/null & \
+         i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done",
+    );
+    let e = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: target("ckptd-looper-tcp"),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.api_error()
+            .unwrap()
+            .1
+            .hint()
+            .unwrap()
+            .contains("tcp_established"),
+        "{e}"
+    );
+    assert_eq!(
+        tcp.status(),
+        "running",
+        "a failed dump leaves the container running"
+    );
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: target("ckptd-looper-tcp"),
+                name: Some("tcp1".into()),
+                tcp_established: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("tcp_established checkpoint");
+    // Docker's restore of established connections fails in CRIU (Docker brings a restored
+    // container's network up only after CRIU has run); ckptd says so in CRIU's words, not
+    // "criu failed: type NOTIFY errno 0", with CRIU's log kept in the checkpoint's directory.
+    let e = d
+        .client
+        .restore("tcp1", &RestoreRequest::default(), true)
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 500);
+    assert!(err.message.contains("Network is unreachable"), "{err}");
+    assert!(!err.message.contains("NOTIFY"), "{err}");
+    assert!(err.hint().unwrap().contains("network"), "{err}");
+    assert!(Path::new(err.details["log"].as_str().unwrap()).is_file());
+    assert_ne!(tcp.status(), "running");
+    assert!(
+        !Path::new("/etc/criu/runc.conf").exists()
+            || !std::fs::read_to_string("/etc/criu/runc.conf")
+                .unwrap()
+                .contains("ckptd"),
+        "runc.conf is put back"
+    );
 
     // Errors: no such container, a stopped one, a clone that does not exist.
     let e = d

@@ -34,6 +34,15 @@ pub fn hint(log: &str) -> Option<String> {
         .filter(|l| !HARMLESS.iter().any(|h| l.contains(h)))
         .collect();
     let has = |needle: &str| errors.iter().any(|l| l.contains(needle));
+    if has("Can't connect inet socket back: Network is unreachable") {
+        return Some(
+            "CRIU could not re-create the tree's TCP connections: their network is not up in the \
+             restored network namespace (Docker gives a restored container a new one and brings \
+             its network up only after CRIU has run); close the connections before the \
+             checkpoint, or run the workload as a runc container, whose restore keeps them"
+                .into(),
+        );
+    }
     if has("Connected TCP socket") || has("--tcp-established") {
         return Some(
             "the process has an established TCP connection: retry with \"tcp_established\": true \
@@ -180,6 +189,11 @@ mod tests {
             (
                 "(00.02) Error (criu/cr-dump.c:389): Can't get rlimit 0: Operation not permitted",
                 "CAP_SYS_RESOURCE",
+            ),
+            // A Docker restore with tcp_established (Docker 20.10, containerd 1.6, runc 1.1.5).
+            (
+                "(00.068317)      8: Error (soccr/soccr.c:529): Can't connect inet socket back: Network is unreachable",
+                "network is not up",
             ),
         ];
         for (line, want) in cases {

@@ -69,7 +69,12 @@ async fn app() -> (tempfile::TempDir, Router) {
     let engine = Arc::new(crate::engine::Engines {
         criu: criu.clone(),
         runc: crate::runtime::runc::RuncEngine::new(None, d.path().join("logs"), criu.clone()),
-        docker: crate::runtime::docker::DockerEngine::new(d.path().join("docker.sock"), criu),
+        docker: crate::runtime::docker::DockerEngine::new(
+            d.path().join("docker.sock"),
+            d.path().join("moby"),
+            None,
+            criu,
+        ),
     });
     let jobs = Jobs::new(
         catalog,

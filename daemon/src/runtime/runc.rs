@@ -34,7 +34,7 @@ use crate::criu::{self, run_logged, CriuEngine};
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
 use crate::error::{Error, Result};
 
-const RUNC_CONF: &str = "/etc/criu/runc.conf";
+pub(crate) const RUNC_CONF: &str = "/etc/criu/runc.conf";
 
 pub struct RuncEngine {
     runc: Option<PathBuf>,
