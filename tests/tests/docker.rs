@@ -422,25 +422,32 @@ async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
     let (status, err) = e.api_error().unwrap();
     assert_eq!(status.as_u16(), 422);
     assert!(err.hint().unwrap().contains("docker start"), "{err}");
-    let e = d
+    // Into a name Docker does not know: created from the configuration ckptd recorded with the
+    // checkpoint (image, command, host config), then started from the images.
+    let created = Ctr("ckptd-looper-new".into());
+    let _ = docker(&["rm", "-f", &created.0]);
+    let job = d
         .client
         .restore(
             "checkpoint2",
             &RestoreRequest {
-                target: target("ckptd-no-clone"),
+                target: target("ckptd-looper-new"),
                 ..Default::default()
             },
             true,
         )
         .await
-        .unwrap_err();
-    assert!(e
-        .api_error()
-        .unwrap()
-        .1
-        .hint()
-        .unwrap()
-        .contains("docker create"));
+        .expect("restore into a container ckptd creates");
+    assert_eq!(
+        job.result.unwrap().container.as_deref(),
+        Some("ckptd-looper-new")
+    );
+    assert_eq!(created.status(), "running");
+    let image = docker_ok(&["inspect", "--format", "{{.Config.Image}}", &created.0]);
+    assert_eq!(image.trim(), IMAGE);
+    wait_until("the new container's logs", || created.logs().len() > 3);
+    let first: usize = created.logs()[0].trim().parse().unwrap();
+    assert_eq!(first, stopped2.len(), "{:?}", created.logs());
     drop(d);
 
     // Docker not reachable: 503 with the fix.

@@ -298,6 +298,10 @@ impl DockerEngine {
             .with("log_tail", criu::log::error_lines(&text, 12))
             .with("log", log.display().to_string()));
         }
+        if let Err(e) = self.record_config(&c.id, spec.images_dir).await {
+            // Only a restore into a new name needs it; say so, and carry on.
+            tracing::warn!(container = %c.id, error = %e, "cannot record the container's configuration");
+        }
         let stdio: Vec<String> = std::fs::read(spec.images_dir.join("descriptors.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -319,6 +323,88 @@ impl DockerEngine {
         })
     }
 
+    /// Records, next to the images, what Docker needs to create a container like the checkpointed
+    /// one (its `Config` and `HostConfig`): a restore into a name Docker does not know creates it.
+    async fn record_config(&self, full_id: &str, dir: &Path) -> Result<()> {
+        let v: serde_json::Value = self
+            .call(Method::GET, &format!("/containers/{full_id}/json"), None)
+            .await?
+            .json()
+            .map_err(|e| Error::internal(format!("Docker's inspect of {full_id}: {e}")))?;
+        // What `docker create` takes to make the same process in the same surroundings; not the
+        // whole inspect output, whose Docker-filled fields (hostname, masked paths, ...) give the
+        // new container mounts that the images do not expect.
+        let pick = |from: &serde_json::Value, keys: &[&str]| {
+            let mut out = serde_json::Map::new();
+            for k in keys {
+                if let Some(x) = from.get(*k).filter(|x| !x.is_null()) {
+                    out.insert((*k).to_owned(), x.clone());
+                }
+            }
+            serde_json::Value::Object(out)
+        };
+        let mut create = pick(
+            &v["Config"],
+            &[
+                "Image",
+                "Cmd",
+                "Entrypoint",
+                "Env",
+                "WorkingDir",
+                "User",
+                "Labels",
+                "Tty",
+                "OpenStdin",
+                "StopSignal",
+            ],
+        );
+        create["HostConfig"] = pick(
+            &v["HostConfig"],
+            &[
+                "Binds",
+                "Mounts",
+                "NetworkMode",
+                "Privileged",
+                "CapAdd",
+                "CapDrop",
+                "SecurityOpt",
+                "Tmpfs",
+                "ShmSize",
+            ],
+        );
+        let path = dir.join(CONTAINER_CONFIG);
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&create).unwrap_or_default(),
+        )
+        .map_err(|e| Error::io("cannot record the container's configuration", &path, &e))
+    }
+
+    /// Creates container `name` from the configuration recorded with checkpoint `cp`.
+    async fn create_like(&self, cp: &Checkpoint, name: &str) -> Result<()> {
+        let path = Path::new(&cp.dir).join(CONTAINER_CONFIG);
+        let body: serde_json::Value = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                Error::target_unavailable(format!(
+                    "Docker has no container {name:?} to restore into, and checkpoint {} has no \
+                     recorded configuration to create one from",
+                    cp.name
+                ))
+                .with_hint(format!(
+                    "create it first with the original's image and command: docker create --name {name} IMAGE CMD"
+                ))
+            })?;
+        self.call(
+            Method::POST,
+            &format!("/containers/create?name={name}"),
+            Some(body),
+        )
+        .await
+        .map(|_| tracing::info!(container = name, checkpoint = %cp.name, "created a Docker container to restore into"))
+    }
+
     /// The container a restore starts: the checkpoint's own, or `into` (which must exist).
     fn destination<'a>(cp: &'a Checkpoint, into: Option<&'a Target>) -> Result<&'a str> {
         match into {
@@ -331,21 +417,28 @@ impl DockerEngine {
         &self,
         cp: &Checkpoint,
         into: Option<&Target>,
-    ) -> Result<ContainerJson> {
+    ) -> Result<Option<ContainerJson>> {
         let id = Self::destination(cp, into)?;
         self.info().await?;
-        let c = self.inspect(id).await.map_err(|e| {
-            if into.is_some() && e.kind == ErrorKind::TargetUnavailable {
-                Error::target_unavailable(format!(
+        let c = match self.inspect(id).await {
+            Err(e)
+                if into.is_some()
+                    && e.kind == ErrorKind::TargetUnavailable
+                    && Path::new(&cp.dir).join(CONTAINER_CONFIG).is_file() =>
+            {
+                // A name Docker does not know: the restore creates it like the original.
+                return Ok(None);
+            }
+            Err(e) if into.is_some() && e.kind == ErrorKind::TargetUnavailable => {
+                return Err(Error::target_unavailable(format!(
                     "Docker has no container {id:?} to restore into"
                 ))
                 .with_hint(format!(
                     "create it first with the original's image and command: docker create --name {id} IMAGE CMD"
-                ))
-            } else {
-                e
+                )))
             }
-        })?;
+            r => r?,
+        };
         if c.state.running {
             return Err(Error::conflict(format!(
                 "Docker container {id} is running; a restore starts a stopped container"
@@ -354,13 +447,20 @@ impl DockerEngine {
                 "docker stop {id}, or restore into another container"
             )));
         }
-        Ok(c)
+        Ok(Some(c))
     }
 
     async fn restore_container(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
         self.criu.usable()?;
         let cp = spec.checkpoint;
-        let c = self.check_restore_target(cp, spec.into).await?;
+        let c = match self.check_restore_target(cp, spec.into).await? {
+            Some(c) => c,
+            None => {
+                let id = Self::destination(cp, spec.into)?;
+                self.create_like(cp, id).await?;
+                self.inspect(id).await?
+            }
+        };
         let info = self.info().await?;
         // Docker starts only from its own checkpoints directory: link the images there.
         let name = format!("ckptd-{}", cp.id.simple());
@@ -420,6 +520,9 @@ impl DockerEngine {
         })
     }
 }
+
+/// The checkpointed container's Docker configuration, recorded next to its images.
+const CONTAINER_CONFIG: &str = "docker-container.json";
 
 /// Marks the lines ckptd adds to runc.conf, so that a crash in between is undone at start.
 const CONF_MARK: &str = "# ckptd: for one Docker restore; removed when it ends";
