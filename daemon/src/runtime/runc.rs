@@ -499,7 +499,7 @@ impl RuncEngine {
             }
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && matches!(self.state(&c).await, Ok(Some(_))) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         } else if paused_by_us {
             if let Err(e) = self.simple(&c, &["resume"]).await {
