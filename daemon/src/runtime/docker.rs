@@ -739,3 +739,118 @@ impl Engine for DockerEngine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for dockerd's API on a Unix socket, answering `/info` and one container's
+    /// inspect as Docker 20.10 does: the error branches that a real experimental dockerd (the
+    /// e2e test's) cannot show.
+    async fn fake_docker(experimental: bool, state: &'static str) -> (tempfile::TempDir, PathBuf) {
+        use axum::routing::get;
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("docker.sock");
+        let app = axum::Router::new()
+            .route(
+                "/info",
+                get(move || async move {
+                    axum::Json(serde_json::json!({
+                        "ExperimentalBuild": experimental,
+                        "DockerRootDir": "/var/lib/docker"
+                    }))
+                }),
+            )
+            .route(
+                "/containers/{id}/json",
+                get(move |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    if id != "web" {
+                        return (
+                            axum::http::StatusCode::NOT_FOUND,
+                            axum::Json(serde_json::json!({"message": format!("No such container: {id}")})),
+                        );
+                    }
+                    (
+                        axum::http::StatusCode::OK,
+                        axum::Json(serde_json::json!({
+                            "Id": "0123abcd", "Name": "/web",
+                            "State": {"Running": state == "running", "Paused": state == "paused", "Pid": 42, "Status": state},
+                            "Config": {"Tty": false}
+                        })),
+                    )
+                }),
+            );
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (d, sock)
+    }
+
+    fn engine(sock: PathBuf) -> DockerEngine {
+        let criu = std::sync::Arc::new(criu::CriuEngine::new(
+            criu::CriuProbe {
+                path: None,
+                version: None,
+                check_ok: false,
+                check_output: None,
+                features: Default::default(),
+            },
+            4,
+            None,
+            std::time::Duration::from_secs(1),
+        ));
+        DockerEngine::new(sock, PathBuf::from("/nonexistent"), None, criu)
+    }
+
+    fn docker(id: &str) -> Target {
+        Target::Container {
+            id: id.into(),
+            runtime: "docker".into(),
+            root: None,
+            bundle: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_say_what_to_do() {
+        let (_d, sock) = fake_docker(false, "running").await;
+        let e = engine(sock).check_target(&docker("web")).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(
+            e.to_info()
+                .hint()
+                .unwrap()
+                .contains("\"experimental\": true"),
+            "{e}"
+        );
+
+        let (_d, sock) = fake_docker(true, "exited").await;
+        let eng = engine(sock);
+        let e = eng.check_target(&docker("web")).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TargetUnavailable);
+        assert!(e.message.contains("exited"), "{e}");
+        assert_eq!(e.to_info().hint(), Some("docker start web"));
+        let e = eng.check_target(&docker("nope")).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::TargetUnavailable);
+        assert!(e.message.contains("no container \"nope\""), "{e}");
+
+        let (_d, sock) = fake_docker(true, "paused").await;
+        let e = engine(sock).check_target(&docker("web")).await.unwrap_err();
+        assert_eq!(e.to_info().hint(), Some("docker unpause web"));
+
+        let e = engine(PathBuf::from("/nonexistent/docker.sock"))
+            .check_target(&docker("web"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(e.to_info().hint().unwrap().contains("docker_socket"), "{e}");
+
+        // runc's fields are not Docker's.
+        let t = Target::Container {
+            id: "web".into(),
+            runtime: "docker".into(),
+            root: Some("/run/runc".into()),
+            bundle: None,
+        };
+        assert_eq!(docker_id(&t).unwrap_err().kind, ErrorKind::InvalidRequest);
+    }
+}
