@@ -168,23 +168,37 @@ fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Re
         }
     }
     names.sort();
+    // Files are opened, sized and read ahead on a thread of their own, 1 MiB at a time, while
+    // this one hashes, tars and feeds the compressor: the overlap `tar | zstd` gets from being
+    // two processes (a cold page cache otherwise leaves the compressor waiting on each read).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(READ_AHEAD_CHUNKS);
+    let reading = {
+        let dir = dir.to_owned();
+        let names = names.clone();
+        std::thread::spawn(move || read_ahead(&dir, &names, &tx))
+    };
+    let mut chunks = ChunkReader {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+        ended: false,
+    };
     let mut tar = tar::Builder::new(out);
     manifest.files.clear();
     for name in names {
-        let f = File::open(dir.join(&name))?;
-        let size = f.metadata()?.len();
+        let size = match chunks.rx.recv() {
+            Ok(Chunk::Start(size)) => size,
+            Ok(Chunk::Failed(e)) => return Err(e),
+            _ => return Err(io::Error::other("the archive's reader stopped")),
+        };
         let mut r = Hashing {
-            inner: f.take(size),
+            inner: (&mut chunks).take(size),
             hash: Sha256::new(),
             bytes: 0,
         };
-        // Large reads: the copy into tar, the hash and the compressor each see 1 MiB at a time.
-        tar.append_data(
-            &mut header(size),
-            &name,
-            &mut io::BufReader::with_capacity(1 << 20, &mut r),
-        )?;
-        if r.bytes != size {
+        tar.append_data(&mut header(size), &name, &mut r)?;
+        let Hashing { bytes, hash, .. } = r;
+        if bytes != size || chunks.rest()? != 0 {
             return Err(io::Error::other(format!(
                 "{name} changed size while it was archived"
             )));
@@ -192,12 +206,118 @@ fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Re
         manifest.files.push(FileEntry {
             name,
             size,
-            sha256: format!("{:x}", r.hash.finalize()),
+            sha256: format!("{:x}", hash.finalize()),
         });
     }
+    drop(chunks);
+    let _ = reading.join();
     let json = serde_json::to_vec_pretty(&*manifest).map_err(io::Error::other)?;
     tar.append_data(&mut header(json.len() as u64), MANIFEST, json.as_slice())?;
     tar.into_inner()?.flush()
+}
+
+/// 1 MiB chunks read ahead of the archiver.
+const READ_AHEAD_CHUNKS: usize = 8;
+const CHUNK: usize = 1 << 20;
+
+/// What the read-ahead thread sends: per file, its size, its data, its end.
+enum Chunk {
+    Start(u64),
+    Data(Vec<u8>),
+    End,
+    Failed(io::Error),
+}
+
+fn read_ahead(dir: &Path, names: &[String], tx: &std::sync::mpsc::SyncSender<Chunk>) {
+    for name in names {
+        let sent = (|| -> io::Result<bool> {
+            let mut f = File::open(dir.join(name))?;
+            if tx.send(Chunk::Start(f.metadata()?.len())).is_err() {
+                return Ok(false);
+            }
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let mut n = 0;
+                while n < CHUNK {
+                    match f.read(&mut buf[n..])? {
+                        0 => break,
+                        k => n += k,
+                    }
+                }
+                if n == 0 {
+                    return Ok(tx.send(Chunk::End).is_ok());
+                }
+                buf.truncate(n);
+                if tx.send(Chunk::Data(buf)).is_err() {
+                    return Ok(false);
+                }
+            }
+        })();
+        match sent {
+            Ok(true) => {}
+            // The archiver stopped (the client went away): nothing more to read.
+            Ok(false) => return,
+            Err(e) => {
+                let _ = tx.send(Chunk::Failed(e));
+                return;
+            }
+        }
+    }
+}
+
+/// One file's chunks as a `Read` (EOF at its end).
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<Chunk>,
+    buf: Vec<u8>,
+    pos: usize,
+    /// The current file's end was read.
+    ended: bool,
+}
+
+impl ChunkReader {
+    /// Bytes of the current file past what was read (a file that grew), up to its end.
+    fn rest(&mut self) -> io::Result<u64> {
+        let mut n = (self.buf.len() - self.pos) as u64;
+        self.buf.clear();
+        self.pos = 0;
+        if std::mem::take(&mut self.ended) {
+            return Ok(n);
+        }
+        loop {
+            match self.rx.recv() {
+                Ok(Chunk::Data(d)) => n += d.len() as u64,
+                Ok(Chunk::End) => return Ok(n),
+                Ok(Chunk::Failed(e)) => return Err(e),
+                _ => return Err(io::Error::other("the archive's reader stopped")),
+            }
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.ended {
+            return Ok(0);
+        }
+        if self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(Chunk::Data(d)) => {
+                    self.buf = d;
+                    self.pos = 0;
+                }
+                Ok(Chunk::End) => {
+                    self.ended = true;
+                    return Ok(0);
+                }
+                Ok(Chunk::Failed(e)) => return Err(e),
+                _ => return Err(io::Error::other("the archive's reader stopped")),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// What an import produced in the staging directory.
