@@ -250,6 +250,24 @@ async fn a_target_that_went_away_fails_the_run_and_the_schedule_stays() {
         "the error names the pid"
     );
     assert!(s.next_run_at.is_some());
+    // A schedule whose target has gone can still be changed and disabled.
+    let off = d
+        .client
+        .update_schedule(
+            "gone",
+            &UpdateSchedule {
+                enabled: Some(false),
+                retention: Some(Retention {
+                    keep_last: Some(1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("disable a schedule whose target is gone");
+    assert!(!off.enabled);
+    assert_eq!(off.retention.keep_last, Some(1));
 }
 
 #[tokio::test]

@@ -103,9 +103,11 @@ impl Schedules {
         }
     }
 
-    /// What every write checks: the cron, the retention rules, the options and that `caller`
-    /// may checkpoint the target (which must be there now: a typo is caught at once).
-    async fn validate(&self, caller: &Caller, row: &ScheduleRow) -> Result<()> {
+    /// What every write checks: the cron, the retention rules, the options and, with
+    /// `check_target`, that `caller` may checkpoint the target and that it is there now (a typo is
+    /// caught at once). A change that keeps the target does not re-check it: a schedule whose
+    /// target has gone can still be disabled or given other retention.
+    async fn validate(&self, caller: &Caller, row: &ScheduleRow, check_target: bool) -> Result<()> {
         cron::parse(&row.cron, &row.name)?;
         retention::Rules::from_api(&row.retention)?;
         let o = &row.options;
@@ -123,6 +125,9 @@ impl Schedules {
             .as_deref()
             .map(validate::checkpoint_dir)
             .transpose()?;
+        if !check_target {
+            return Ok(());
+        }
         self.inner
             .jobs
             .check_checkpoint(caller, &row.target, dir.as_deref())
@@ -159,7 +164,7 @@ impl Schedules {
             last_run: None,
             owner_uid: caller.uid,
         };
-        self.validate(caller, &row).await?;
+        self.validate(caller, &row, true).await?;
         self.catalog().insert_schedule(&row).await?;
         let s = Self::view(row);
         tracing::info!(schedule = %s.name, cron = %s.effective_cron, target = %s.target.key(), "schedule created");
@@ -198,6 +203,11 @@ impl Schedules {
         let now = catalog::now();
         let retime = req.cron.as_ref().is_some_and(|c| *c != row.cron)
             || req.enabled.is_some_and(|e| e && !row.enabled);
+        let new_target = req.target.as_ref().is_some_and(|t| *t != row.target);
+        let new_dir = req
+            .options
+            .as_ref()
+            .is_some_and(|o| o.checkpoint_dir != row.options.checkpoint_dir);
         if let Some(t) = req.target {
             row.target = t;
         }
@@ -217,7 +227,7 @@ impl Schedules {
             row.anchor_at = now;
         }
         row.updated_at = now;
-        self.validate(caller, &row).await?;
+        self.validate(caller, &row, new_target || new_dir).await?;
         if !self.catalog().update_schedule(&row).await? {
             return Err(not_found(reference));
         }
