@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use ckptd_api::{AdoptRequest, Checkpoint, CheckpointStatus, ContainerRecord, Target};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -326,8 +325,7 @@ impl Jobs {
 /// The target of adopted images, and for runc/Docker images the container record a restore
 /// needs. runc writes `descriptors.json` next to its images; `criu dump` does not.
 fn adopted_target(dir: &Path, given: Option<Target>) -> Result<(Target, Option<ContainerRecord>)> {
-    let descriptors = dir.join("descriptors.json");
-    if descriptors.is_file() {
+    if dir.join("descriptors.json").is_file() {
         let Some(Target::Container {
             id,
             runtime,
@@ -344,17 +342,7 @@ fn adopted_target(dir: &Path, given: Option<Target>) -> Result<(Target, Option<C
         let config = std::fs::read(Path::new(&bundle).join("config.json")).map_err(|e| {
             Error::target_unavailable(format!("cannot read {bundle}/config.json: {e}"))
         })?;
-        let parsed: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
-        let stdio: Vec<String> = std::fs::read(&descriptors)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let record = ContainerRecord {
-            bundle: bundle.clone(),
-            config_sha256: format!("{:x}", Sha256::digest(&config)),
-            terminal: parsed["process"]["terminal"].as_bool().unwrap_or(false),
-            stdio,
-        };
+        let record = crate::runtime::runc::container_record(&bundle, &config, dir);
         return Ok((
             Target::Container {
                 id,

@@ -302,10 +302,7 @@ impl DockerEngine {
             // Only a restore into a new name needs it; say so, and carry on.
             tracing::warn!(container = %c.id, error = %e, "cannot record the container's configuration");
         }
-        let stdio: Vec<String> = std::fs::read(spec.images_dir.join("descriptors.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let stdio = crate::runtime::runc::recorded_stdio(spec.images_dir);
         Ok(DumpOutput {
             stats: criu::dump_stats(spec.images_dir),
             stopped: if pause {

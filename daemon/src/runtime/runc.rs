@@ -58,6 +58,27 @@ struct Container<'a> {
 
 /// runc's own id format (`^[\w+\-.]+$`), at most a file name long, and not `.`/`..`-like or an
 /// option-like first character.
+/// Where a dumped container's stdin, stdout and stderr pointed: runc's `descriptors.json` next to
+/// its images (empty when there is none).
+pub(crate) fn recorded_stdio(images: &Path) -> Vec<String> {
+    std::fs::read(images.join("descriptors.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// The record a restore in place needs of a runc container: its bundle, the digest of the
+/// bundle's `config.json` (the bytes given), whether it has a terminal, and its stdio.
+pub(crate) fn container_record(bundle: &str, config: &[u8], images: &Path) -> ContainerRecord {
+    let parsed: serde_json::Value = serde_json::from_slice(config).unwrap_or_default();
+    ContainerRecord {
+        bundle: bundle.to_owned(),
+        config_sha256: format!("{:x}", Sha256::digest(config)),
+        terminal: parsed["process"]["terminal"].as_bool().unwrap_or(false),
+        stdio: recorded_stdio(images),
+    }
+}
+
 pub(crate) fn valid_container_id(id: &str) -> bool {
     (1..=255).contains(&id.len())
         && id
@@ -194,7 +215,6 @@ impl RuncEngine {
             Error::target_unavailable(format!("cannot read {}/config.json: {e}", state.bundle))
         })?;
         let parsed: serde_json::Value = serde_json::from_slice(&config).unwrap_or_default();
-        let terminal = parsed["process"]["terminal"].as_bool().unwrap_or(false);
         let criu_config = match parsed["annotations"]["org.criu.config"].as_str() {
             Some("") => None,
             Some(f) => Some(f.to_owned()),
@@ -238,10 +258,6 @@ impl RuncEngine {
             }
             return Err(e);
         }
-        let stdio: Vec<String> = std::fs::read(spec.images_dir.join("descriptors.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
         let stopped = if spec.options.leave_running {
             Stopped::Nothing
         } else {
@@ -254,12 +270,7 @@ impl RuncEngine {
         Ok(DumpOutput {
             stats: criu::dump_stats(spec.images_dir),
             stopped,
-            container: Some(ContainerRecord {
-                bundle: state.bundle.clone(),
-                config_sha256: format!("{:x}", Sha256::digest(&config)),
-                terminal,
-                stdio,
-            }),
+            container: Some(container_record(&state.bundle, &config, spec.images_dir)),
             criu_config,
         })
     }
