@@ -270,6 +270,11 @@ impl DockerEngine {
         self.criu.usable()?;
         let id = docker_id(spec.target)?;
         let c = self.running(id).await?;
+        // Before the pause: nothing but the dump itself happens while the container is frozen.
+        if let Err(e) = self.record_config(&c.id, spec.images_dir).await {
+            // Only a restore into a new name needs it; say so, and carry on.
+            tracing::warn!(container = %c.id, error = %e, "cannot record the container's configuration");
+        }
         let pause = !spec.options.leave_running;
         if pause {
             self.call(Method::POST, &format!("/containers/{}/pause", c.id), None)
@@ -297,10 +302,6 @@ impl DockerEngine {
             )
             .with("log_tail", criu::log::error_lines(&text, 12))
             .with("log", log.display().to_string()));
-        }
-        if let Err(e) = self.record_config(&c.id, spec.images_dir).await {
-            // Only a restore into a new name needs it; say so, and carry on.
-            tracing::warn!(container = %c.id, error = %e, "cannot record the container's configuration");
         }
         let stdio = crate::runtime::runc::recorded_stdio(spec.images_dir);
         Ok(DumpOutput {
