@@ -85,7 +85,7 @@ pub struct Config {
     pub tcp: Option<TcpConfig>,
     pub state_dir: PathBuf,
     pub workers: usize,
-    /// Jobs that may wait for a worker; one more gets 429 queue_full.
+    /// Service that may wait for a worker; one more gets 429 queue_full.
     pub queue_capacity: usize,
     /// CRIU binary; searched in PATH when unset.
     pub criu_path: Option<PathBuf>,

@@ -103,6 +103,9 @@ impl Error {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, message)
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
+    }
 
     /// Adds a detail; `hint` says what to try, `log_tail` quotes CRIU's log.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {

@@ -1,10 +1,10 @@
 //! ckptd: manages CRIU checkpoints of process trees over a Unix-socket REST API.
 //!
-//! Layers, one way: `http` (requests -> domain calls, errors -> answers) over `jobs` (queue,
-//! workers, durability, state transitions) over `catalog` (SQLite) and an `engine::Engine`
-//! (`criu::CriuEngine` for process trees).
+//! Layers, one way (see docs/architecture.md): `http` (requests -> domain calls, errors ->
+//! answers) over `service` (admission, queue and workers, durability, reconciliation, reads),
+//! `portability` and `schedules`, over `catalog` (SQLite) and an `engine::Engine` chosen by
+//! `runtime` (process trees, runc, Docker), which use the `criu` toolkit.
 
-pub mod archive;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -12,9 +12,11 @@ pub mod criu;
 pub mod engine;
 pub mod error;
 pub mod http;
-pub mod jobs;
+pub mod portability;
 pub mod runtime;
 pub mod schedules;
+pub mod service;
+pub mod stop;
 pub mod sys;
 pub mod systemd;
 pub mod telemetry;
@@ -26,11 +28,11 @@ use anyhow::{bail, Context};
 use tokio::net::UnixListener;
 
 use crate::config::Config;
-use crate::criu::{CriuEngine, CriuProbe};
-use crate::engine::Engines;
+use crate::criu::{Criu, CriuProbe};
 use crate::http::{AppState, DaemonInfo};
-use crate::jobs::{Jobs, JobsConfig};
-use crate::runtime::runc::RuncEngine;
+use crate::portability::Portability;
+use crate::runtime::{EnginePaths, Engines};
+use crate::service::{Service, ServiceConfig};
 
 /// Runs the daemon until SIGTERM or SIGINT.
 /// `activated`: the listening socket systemd passed (socket activation); None to bind our own.
@@ -63,27 +65,25 @@ pub async fn run(
             "CRIU is not usable: checkpoints will fail with 503 until it is fixed (make setup)"
         );
     }
-    let criu = Arc::new(CriuEngine::new(
+    let criu = Arc::new(Criu::new(
         probe.clone(),
         cfg.criu_log_level,
         cfg.criu_config.clone(),
-        cfg.restore_pid_wait,
     ));
-    let runc = cfg.runc_path.clone().or_else(|| criu::find_in_path("runc"));
-    let engine = Arc::new(Engines {
-        criu: criu.clone(),
-        runc: RuncEngine::new(runc.clone(), cfg.container_logs_dir(), criu.clone()),
-        docker: runtime::docker::DockerEngine::new(
-            cfg.docker_socket.clone(),
-            cfg.docker_runc_root.clone(),
-            runc,
-            criu,
-        ),
-    });
-    let jobs = Jobs::new(
+    let engine = Arc::new(Engines::new(
+        criu,
+        cfg.restore_pid_wait,
+        EnginePaths {
+            runc: cfg.runc_path.clone().or_else(|| criu::find_in_path("runc")),
+            container_logs: cfg.container_logs_dir(),
+            docker_socket: cfg.docker_socket.clone(),
+            docker_runc_root: cfg.docker_runc_root.clone(),
+        },
+    ));
+    let service = Service::new(
         catalog.clone(),
         engine,
-        JobsConfig {
+        ServiceConfig {
             checkpoints_root: cfg.checkpoints_dir(),
             queue_capacity: cfg.queue_capacity,
             job_timeout: cfg.job_timeout,
@@ -95,11 +95,11 @@ pub async fn run(
     );
     // A CRIU that outlived a crashed daemon is given up to 5 minutes to finish its dump.
     let criu_wait = cfg.job_timeout.min(std::time::Duration::from_secs(300));
-    let report = jobs
+    let report = service
         .reconcile(criu_wait)
         .await
         .context("startup reconciliation of the catalog failed")?;
-    if report != jobs::Reconciled::default() {
+    if report != service::Reconciled::default() {
         tracing::warn!(
             completed = report.completed,
             failed = report.failed,
@@ -109,9 +109,9 @@ pub async fn run(
         );
     }
     runtime::docker::recover_runc_conf();
-    jobs.start(cfg.workers);
-    let schedules = schedules::Schedules::new(jobs.clone(), cfg.retention_interval);
-    let clock = schedules.start(jobs.stopping());
+    service.start(cfg.workers);
+    let schedules = schedules::Schedules::new(service.clone(), cfg.retention_interval);
+    let clock = schedules.start(service.stopping());
 
     // A socket systemd passed is systemd's to remove; one we bound is ours.
     let owns_socket = activated.is_none();
@@ -122,7 +122,8 @@ pub async fn run(
     };
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), workers = cfg.workers, "ckptd listening");
     let state = AppState {
-        jobs: jobs.clone(),
+        portability: Portability::new(service.clone()),
+        service: service.clone(),
         lists: Default::default(),
         schedules,
         info: Arc::new(DaemonInfo {
@@ -181,7 +182,7 @@ pub async fn run(
         cfg.shutdown_timeout.as_secs()
     );
     // Stop the jobs first so that requests waiting on them get their answer, then the server.
-    jobs.shutdown(cfg.shutdown_timeout).await;
+    service.shutdown(cfg.shutdown_timeout).await;
     clock.abort();
     stop_tx.send_replace(true);
     if tokio::time::timeout(std::time::Duration::from_secs(5), servers.join_all())

@@ -199,6 +199,9 @@ pub fn process_tree(pid: i32) -> Vec<i32> {
     out
 }
 
+/// Room kept free beyond a dump's estimate: CRIU's own files, the log, and the estimate's slack.
+pub const SPACE_MARGIN: u64 = 16 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,7 +209,7 @@ impl Metrics {
         gauge(
             &mut out,
             "ckptd_queue_depth",
-            "Jobs waiting for a worker.",
+            "Service waiting for a worker.",
             "gauge",
             g.queue_depth.to_string(),
         );

@@ -1,5 +1,22 @@
-//! Turns a CRIU log into what a user needs: the `Error` lines that matter (`log_tail`) and, where
-//! the cause is recognised, a `hint` that says what to do about it.
+//! Turns a CRIU log into what a user needs: the `Error` lines that matter (`log_tail`), the
+//! cause, whether the disk filled up, and, where the cause is recognised, a `hint` that says what
+//! to do about it. Every error built from a CRIU log is built here (`failure`), and every "the
+//! disk filled up during a dump" is decided here (`no_space`, `full_disk`).
+
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind};
+use crate::sys;
+
+/// How many CRIU error lines a failure quotes.
+pub const TAIL_LINES: usize = 12;
+
+/// The file a dump's CRIU log is written to, in the checkpoint's directory.
+pub const DUMP_LOG: &str = "dump.log";
+
+/// The line CRIU logs only once a dump has fully succeeded (after the final state switch and
+/// the statistics).
+pub const DUMP_DONE: &str = "Dumping finished successfully";
 
 /// Lines CRIU logs as errors on every run on hosts without CAP_SYS_RESOURCE; never the cause.
 const HARMLESS: &[&str] = &["Can't setup RLIMIT_NOFILE"];
@@ -16,6 +33,98 @@ pub fn error_lines(log: &str, max: usize) -> Vec<String> {
         lines.drain(..lines.len() - max);
     }
     lines
+}
+
+/// The error lines a failure quotes (`log_tail`): the last `TAIL_LINES` of them.
+pub fn tail(log: &str) -> Vec<String> {
+    error_lines(log, TAIL_LINES)
+}
+
+/// The first line of `tail` that says why (not CRIU giving up: "FAILED", "criu failed: type"),
+/// as its bare message.
+pub fn cause(tail: &[String]) -> Option<String> {
+    tail.iter()
+        .find(|l| !l.contains("FAILED") && !l.contains("criu failed: type"))
+        .map(|l| message_of(l))
+}
+
+/// Whether CRIU failed because the filesystem it wrote to was full.
+pub fn no_space(log: &str) -> bool {
+    log.contains("No space left on device")
+}
+
+/// The error of a program that drove CRIU and failed: `what` failed, because of the log's cause
+/// (or `fallback` when the log names none); `log_tail` quotes CRIU's error lines (or, when there
+/// are none, `other_lines`: the runtime's own output); a full disk is `insufficient_storage`.
+/// The hint is the recognised cause's, else where to read the whole log.
+pub fn failure(
+    what: &str,
+    log: &str,
+    other_lines: &[String],
+    fallback: &str,
+    log_path: &Path,
+) -> Error {
+    let mut lines = tail(log);
+    if lines.is_empty() {
+        lines = other_lines
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .cloned()
+            .collect();
+    }
+    let cause = cause(&lines).unwrap_or_else(|| fallback.to_owned());
+    let kind = if no_space(log) {
+        ErrorKind::InsufficientStorage
+    } else {
+        ErrorKind::CriuFailed
+    };
+    let err = Error::new(kind, format!("{what}: {cause}"))
+        .with("log_tail", lines)
+        .with("log", log_path.display().to_string());
+    match hint(log) {
+        Some(h) => err.with_hint(h),
+        None => err.with_hint(format!(
+            "read the full CRIU log ({}) or GET /v1/checkpoints/{{ref}}/log",
+            log_path.display()
+        )),
+    }
+}
+
+/// A failed dump on a filesystem with (almost) no room left failed for lack of space, whatever
+/// CRIU managed to log: a full disk can keep it from writing even its log.
+pub fn full_disk(e: Error, images: &Path) -> Error {
+    if e.kind == ErrorKind::InsufficientStorage {
+        return e;
+    }
+    // CRIU ends the log of a failed dump with "Dumping FAILED."; without it, it could not write
+    // its own log: the filesystem filled up (and may have been freed since by another job).
+    let log_cut = e.kind == ErrorKind::CriuFailed
+        && !std::fs::read_to_string(images.join(DUMP_LOG))
+            .unwrap_or_default()
+            .contains("FAILED");
+    match sys::free_bytes(images) {
+        Ok(free) if free < sys::SPACE_MARGIN || log_cut => {
+            let mut full = Error::new(
+                ErrorKind::InsufficientStorage,
+                format!(
+                    "the filesystem holding {} filled up or failed during the dump (CRIU could not \
+                     finish writing; {} KiB free now); the partial images were removed and the \
+                     target left running",
+                    images.display(),
+                    free >> 10
+                ),
+            )
+            .with_hint("free space there, or give a checkpoint_dir on a larger filesystem");
+            for (k, v) in e.details {
+                if k != "hint" {
+                    full.details.insert(k, v);
+                }
+            }
+            full.details.insert("criu_message".into(), e.message.into());
+            full
+        }
+        _ => e,
+    }
 }
 
 /// The message of a CRIU log line, without its timestamp and source location.

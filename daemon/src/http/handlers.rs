@@ -92,7 +92,10 @@ enum Waited {
 }
 
 async fn wait_for(s: &AppState, caller: &Caller, job: &Job) -> Result<Waited> {
-    let job = s.jobs.wait(caller, &job.id.to_string(), POST_WAIT).await?;
+    let job = s
+        .service
+        .wait(caller, &job.id.to_string(), POST_WAIT)
+        .await?;
     Ok(match job.state {
         JobState::Succeeded => Waited::Succeeded(job),
         st if st.is_finished() => Waited::Failed(job_error(&job)),
@@ -107,7 +110,7 @@ pub async fn create_checkpoint(
     ApiJson(body): ApiJson<CreateCheckpoint>,
 ) -> Result<Response> {
     let wait = query::wait_flag(&uri)?;
-    let (checkpoint, job) = s.jobs.submit_checkpoint(&caller, body).await?;
+    let (checkpoint, job) = s.service.submit_checkpoint(&caller, body).await?;
     checkpoint_answer(&s, &caller, checkpoint, job, wait).await
 }
 
@@ -127,7 +130,7 @@ async fn checkpoint_answer(
             Waited::NotYet => {}
             Waited::Succeeded(job) => {
                 let checkpoint = s
-                    .jobs
+                    .service
                     .checkpoint(caller, &checkpoint.id.to_string())
                     .await?;
                 let body = Json(CheckpointAndJob { checkpoint, job });
@@ -136,10 +139,10 @@ async fn checkpoint_answer(
         }
     }
     let checkpoint = s
-        .jobs
+        .service
         .checkpoint(caller, &checkpoint.id.to_string())
         .await?;
-    let job = s.jobs.job(caller, &job.id.to_string()).await?;
+    let job = s.service.job(caller, &job.id.to_string()).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -155,12 +158,12 @@ pub async fn list_checkpoints(
 ) -> Result<Response> {
     let filter = query::checkpoint_filter(&uri)?;
     // Read the version before the query: a write during it makes the entry stale at once.
-    let version = s.jobs.catalog().checkpoints_version();
+    let version = s.service.catalog().checkpoints_version();
     let key = format!("{:?}|{filter:?}", caller.owner_filter());
     let body = match s.lists.get(&key, version) {
         Some(b) => b,
         None => {
-            let list = s.jobs.list_checkpoints(&caller, filter).await?;
+            let list = s.service.list_checkpoints(&caller, filter).await?;
             let b = bytes::Bytes::from(
                 serde_json::to_vec(&list)
                     .map_err(|e| Error::internal(format!("cannot serialize the list: {e}")))?,
@@ -177,7 +180,7 @@ pub async fn get_checkpoint(
     ConnectInfo(caller): ConnectInfo<Caller>,
     Path(reference): Path<String>,
 ) -> Result<Json<ckptd_api::Checkpoint>> {
-    Ok(Json(s.jobs.checkpoint(&caller, &reference).await?))
+    Ok(Json(s.service.checkpoint(&caller, &reference).await?))
 }
 
 pub async fn delete_checkpoint(
@@ -185,7 +188,7 @@ pub async fn delete_checkpoint(
     ConnectInfo(caller): ConnectInfo<Caller>,
     Path(reference): Path<String>,
 ) -> Result<StatusCode> {
-    s.jobs.delete_checkpoint(&caller, &reference).await?;
+    s.service.delete_checkpoint(&caller, &reference).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -197,7 +200,7 @@ pub async fn restore_checkpoint(
     ApiJson(body): ApiJson<RestoreRequest>,
 ) -> Result<Response> {
     let wait = query::wait_flag(&uri)?;
-    let job = s.jobs.submit_restore(&caller, &reference, body).await?;
+    let job = s.service.submit_restore(&caller, &reference, body).await?;
     let location = format!("/v1/jobs/{}", job.id);
     if wait {
         match wait_for(&s, &caller, &job).await? {
@@ -208,7 +211,7 @@ pub async fn restore_checkpoint(
             }
         }
     }
-    let job = s.jobs.job(&caller, &job.id.to_string()).await?;
+    let job = s.service.job(&caller, &job.id.to_string()).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -222,7 +225,7 @@ pub async fn checkpoint_log(
     ConnectInfo(caller): ConnectInfo<Caller>,
     Path(reference): Path<String>,
 ) -> Result<Response> {
-    let text = s.jobs.logs(&caller, &reference).await?;
+    let text = s.service.logs(&caller, &reference).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
@@ -234,7 +237,10 @@ pub async fn export_checkpoint(
     uri: Uri,
 ) -> Result<Response> {
     let compression = query::compression(&uri)?;
-    let (cp, rx) = s.jobs.export(&caller, &reference, compression).await?;
+    let (cp, rx) = s
+        .portability
+        .export(&caller, &reference, compression)
+        .await?;
     let body = axum::body::Body::from_stream(tokio_stream_of(rx));
     let disposition = format!(
         "attachment; filename=\"{}.{}\"",
@@ -271,7 +277,7 @@ pub async fn import_checkpoint(
         body.into_data_stream()
             .map_err(|e| std::io::Error::other(format!("reading the upload: {e}"))),
     );
-    let cp = s.jobs.import(&caller, reader, name).await?;
+    let cp = s.portability.import(&caller, reader, name).await?;
     Ok(created(format!("/v1/checkpoints/{}", cp.id), cp))
 }
 
@@ -281,7 +287,7 @@ pub async fn adopt_checkpoint(
     ConnectInfo(caller): ConnectInfo<Caller>,
     ApiJson(body): ApiJson<ckptd_api::AdoptRequest>,
 ) -> Result<Response> {
-    let cp = s.jobs.adopt(&caller, body).await?;
+    let cp = s.portability.adopt(&caller, body).await?;
     Ok(created(format!("/v1/checkpoints/{}", cp.id), cp))
 }
 
@@ -301,7 +307,7 @@ pub async fn list_jobs(
     uri: Uri,
 ) -> Result<Json<List<Job>>> {
     let filter = query::job_filter(&uri)?;
-    Ok(Json(s.jobs.list_jobs(&caller, filter).await?))
+    Ok(Json(s.service.list_jobs(&caller, filter).await?))
 }
 
 pub async fn get_job(
@@ -311,8 +317,12 @@ pub async fn get_job(
     uri: Uri,
 ) -> Result<Json<Job>> {
     let job = match query::wait_seconds(&uri)? {
-        Some(secs) => s.jobs.wait(&caller, &id, Duration::from_secs(secs)).await?,
-        None => s.jobs.job(&caller, &id).await?,
+        Some(secs) => {
+            s.service
+                .wait(&caller, &id, Duration::from_secs(secs))
+                .await?
+        }
+        None => s.service.job(&caller, &id).await?,
     };
     Ok(Json(job))
 }
@@ -322,7 +332,7 @@ pub async fn cancel_job(
     ConnectInfo(caller): ConnectInfo<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let job = s.jobs.cancel(&caller, &id).await?;
+    let job = s.service.cancel(&caller, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(JobEnvelope { job })).into_response())
 }
 
@@ -390,7 +400,7 @@ pub async fn schedule_retention(
 
 /// Prometheus metrics (text exposition format 0.0.4). Counts only; any caller who can connect.
 pub async fn metrics(State(s): State<AppState>) -> Result<Response> {
-    let text = s.jobs.metrics_text(s.info.workers).await?;
+    let text = s.service.metrics_text(s.info.workers).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -414,8 +424,8 @@ pub async fn events(
 > {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    let rx = s.jobs.events().subscribe();
-    let stopping = s.jobs.stopping();
+    let rx = s.service.events().subscribe();
+    let stopping = s.service.stopping();
     let stream =
         futures_util::stream::unfold((rx, stopping), move |(mut rx, mut stopping)| async move {
             loop {

@@ -1,4 +1,4 @@
-//! The REST API: routes requests to the domain (`Jobs`, the catalog) and nothing else. It never
+//! The REST API: routes requests to the domain (`Service`, the catalog) and nothing else. It never
 //! runs SQL or spawns CRIU; errors become answers in `error.rs` only.
 
 pub mod error;
@@ -15,7 +15,7 @@ use axum::routing::{on, MethodFilter};
 use axum::Router;
 
 use crate::criu::CriuProbe;
-use crate::jobs::Jobs;
+use crate::service::Service;
 
 /// The caller of a connection, from the kernel (SO_PEERCRED). A peer the kernel cannot identify
 /// is `Caller::NOBODY`, which may do nothing.
@@ -138,7 +138,8 @@ impl ListCache {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub jobs: Jobs,
+    pub service: Service,
+    pub portability: crate::portability::Portability,
     pub lists: Arc<ListCache>,
     pub schedules: crate::schedules::Schedules,
     pub info: Arc<DaemonInfo>,

@@ -62,12 +62,12 @@ pub fn wait_flag(uri: &Uri) -> Result<bool> {
 }
 
 /// `?compression=zstd|gzip|none` of the archive route (zstd when left out).
-pub fn compression(uri: &Uri) -> Result<crate::archive::Compression> {
-    let mut c = crate::archive::Compression::Zstd;
+pub fn compression(uri: &Uri) -> Result<crate::portability::archive::Compression> {
+    let mut c = crate::portability::archive::Compression::Zstd;
     for (k, v) in pairs(uri)? {
         match k.as_str() {
             "compression" => {
-                c = crate::archive::Compression::parse(&v).ok_or_else(|| {
+                c = crate::portability::archive::Compression::parse(&v).ok_or_else(|| {
                     Error::invalid(format!("compression={v:?} is not one of zstd, gzip, none"))
                 })?
             }

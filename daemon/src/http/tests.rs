@@ -10,8 +10,8 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::catalog::Catalog;
-use crate::criu::{CriuEngine, CriuProbe};
-use crate::jobs::{Jobs, JobsConfig};
+use crate::criu::{Criu, CriuProbe};
+use crate::service::{Service, ServiceConfig};
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
@@ -60,26 +60,21 @@ async fn app() -> (tempfile::TempDir, Router) {
         check_output: None,
         features: Default::default(),
     };
-    let criu = Arc::new(CriuEngine::new(
-        probe.clone(),
-        4,
-        None,
+    let criu = Arc::new(Criu::new(probe.clone(), 4, None));
+    let engine = Arc::new(crate::runtime::Engines::new(
+        criu,
         std::time::Duration::from_secs(1),
+        crate::runtime::EnginePaths {
+            runc: None,
+            container_logs: d.path().join("logs"),
+            docker_socket: d.path().join("docker.sock"),
+            docker_runc_root: d.path().join("moby"),
+        },
     ));
-    let engine = Arc::new(crate::engine::Engines {
-        criu: criu.clone(),
-        runc: crate::runtime::runc::RuncEngine::new(None, d.path().join("logs"), criu.clone()),
-        docker: crate::runtime::docker::DockerEngine::new(
-            d.path().join("docker.sock"),
-            d.path().join("moby"),
-            None,
-            criu,
-        ),
-    });
-    let jobs = Jobs::new(
+    let service = Service::new(
         catalog,
         engine,
-        JobsConfig {
+        ServiceConfig {
             checkpoints_root: d.path().join("checkpoints"),
             queue_capacity: 4,
             job_timeout: std::time::Duration::from_secs(60),
@@ -96,9 +91,10 @@ async fn app() -> (tempfile::TempDir, Router) {
         unknown_dirs: vec![],
     });
     let schedules =
-        crate::schedules::Schedules::new(jobs.clone(), std::time::Duration::from_secs(60));
+        crate::schedules::Schedules::new(service.clone(), std::time::Duration::from_secs(60));
     let app = router(AppState {
-        jobs,
+        portability: crate::portability::Portability::new(service.clone()),
+        service,
         lists: Default::default(),
         schedules,
         info,

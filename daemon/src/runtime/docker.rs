@@ -28,7 +28,7 @@ pub struct DockerEngine {
     /// runc's state directory for Docker's containers (`<exec-root>/runtime-runc/moby`).
     runc_root: PathBuf,
     runc: Option<PathBuf>,
-    criu: std::sync::Arc<criu::CriuEngine>,
+    criu: std::sync::Arc<criu::Criu>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,7 +99,7 @@ impl DockerEngine {
         socket: PathBuf,
         runc_root: PathBuf,
         runc: Option<PathBuf>,
-        criu: std::sync::Arc<criu::CriuEngine>,
+        criu: std::sync::Arc<criu::Criu>,
     ) -> Self {
         Self {
             socket,
@@ -134,7 +134,7 @@ impl DockerEngine {
             dir,
             "--leave-running".into(),
         ];
-        criu::CriuEngine::option_flags(&spec.options, &mut args);
+        criu::Criu::option_flags(&spec.options, &mut args);
         args.push(full_id.to_owned());
         let mut cmd = tokio::process::Command::new(runc);
         cmd.args(&args)
@@ -784,7 +784,7 @@ mod tests {
     }
 
     fn engine(sock: PathBuf) -> DockerEngine {
-        let criu = std::sync::Arc::new(criu::CriuEngine::new(
+        let criu = std::sync::Arc::new(criu::Criu::new(
             criu::CriuProbe {
                 path: None,
                 version: None,
@@ -794,7 +794,6 @@ mod tests {
             },
             4,
             None,
-            std::time::Duration::from_secs(1),
         ));
         DockerEngine::new(sock, PathBuf::from("/nonexistent"), None, criu)
     }

@@ -1,5 +1,133 @@
-//! OCI runtimes. runc drives CRIU itself (`runc checkpoint` / `runc restore`); crun on Debian 12
-//! is built without CRIU support, so runc is the one runtime for now.
+//! The engines: process trees through CRIU (`process`), containers through their runtime (`runc`,
+//! `docker`), and `Engines`, which sends each target to its engine. runc drives CRIU itself
+//! (`runc checkpoint` / `runc restore`); crun on Debian 12 is built without CRIU support.
 
 pub mod docker;
+pub mod process;
 pub mod runc;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ckptd_api::{Checkpoint, JobResult, Target};
+
+use crate::criu::Criu;
+use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::error::{Error, Result};
+use docker::DockerEngine;
+use process::ProcessEngine;
+use runc::RuncEngine;
+
+/// Process trees to CRIU, containers to their runtime.
+pub struct Engines {
+    pub process: ProcessEngine,
+    /// The CRIU every engine runs (its version is recorded with each checkpoint).
+    pub criu: Arc<Criu>,
+    pub runc: RuncEngine,
+    pub docker: DockerEngine,
+}
+
+/// Where the engines find their programs and state.
+pub struct EnginePaths {
+    /// runc, when installed (containers need it).
+    pub runc: Option<std::path::PathBuf>,
+    /// Where restored runc containers' piped output is written.
+    pub container_logs: std::path::PathBuf,
+    pub docker_socket: std::path::PathBuf,
+    /// runc's state directory for Docker's containers.
+    pub docker_runc_root: std::path::PathBuf,
+}
+
+impl Engines {
+    pub fn new(criu: Arc<Criu>, restore_pid_wait: std::time::Duration, paths: EnginePaths) -> Self {
+        Engines {
+            process: ProcessEngine::new(criu.clone(), restore_pid_wait),
+            runc: RuncEngine::new(paths.runc.clone(), paths.container_logs, criu.clone()),
+            docker: DockerEngine::new(
+                paths.docker_socket,
+                paths.docker_runc_root,
+                paths.runc,
+                criu.clone(),
+            ),
+            criu,
+        }
+    }
+
+    fn for_target(&self, target: &Target) -> &dyn Engine {
+        match target {
+            Target::Process { .. } => &self.process,
+            Target::Container { runtime, .. } if runtime == "docker" => &self.docker,
+            Target::Container { .. } => &self.runc,
+        }
+    }
+}
+
+impl Engine for Engines {
+    fn version(&self) -> Option<String> {
+        self.criu.version()
+    }
+    fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
+        self.for_target(target).check_target(target)
+    }
+    fn check_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        console_socket: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        if let Some(t) = into {
+            if std::mem::discriminant(t) != std::mem::discriminant(&checkpoint.target) {
+                return Box::pin(async move {
+                    Err(Error::invalid(format!(
+                        "checkpoint {} is of a {}; it cannot be restored as a {}",
+                        checkpoint.name,
+                        kind_name(&checkpoint.target),
+                        kind_name(t)
+                    )))
+                });
+            }
+        }
+        self.for_target(&checkpoint.target)
+            .check_restore(checkpoint, into, console_socket)
+    }
+    fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
+        self.for_target(target).dump_estimate(target)
+    }
+    fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
+        self.for_target(spec.target).dump(spec)
+    }
+    fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
+        self.for_target(&spec.checkpoint.target).restore(spec)
+    }
+    fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
+        match stopped {
+            Stopped::Container { .. } => self.runc.release(stopped, kill),
+            Stopped::Docker { .. } => self.docker.release(stopped, kill),
+            _ => self.process.release(stopped, kill),
+        }
+    }
+    fn recover_dump<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        images: &'a Path,
+    ) -> BoxFuture<'a, Option<DumpOutput>> {
+        self.for_target(&checkpoint.target)
+            .recover_dump(checkpoint, images)
+    }
+    fn recover_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        log_name: &'a str,
+    ) -> BoxFuture<'a, Option<JobResult>> {
+        self.for_target(&checkpoint.target)
+            .recover_restore(checkpoint, into, log_name)
+    }
+}
+
+fn kind_name(t: &Target) -> &'static str {
+    match t {
+        Target::Process { .. } => "process",
+        Target::Container { .. } => "container",
+    }
+}

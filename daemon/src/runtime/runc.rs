@@ -30,7 +30,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 
-use crate::criu::{self, run_logged, CriuEngine};
+use crate::criu::{self, run_logged, Criu};
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
 use crate::error::{Error, Result};
 
@@ -40,7 +40,7 @@ pub struct RuncEngine {
     runc: Option<PathBuf>,
     /// Where restored containers' piped stdout/stderr are written.
     logs_dir: PathBuf,
-    criu: std::sync::Arc<CriuEngine>,
+    criu: std::sync::Arc<Criu>,
 }
 
 /// What `runc state` says.
@@ -121,7 +121,7 @@ fn container_of(t: &Target) -> Result<Container<'_>> {
 }
 
 impl RuncEngine {
-    pub fn new(runc: Option<PathBuf>, logs_dir: PathBuf, criu: std::sync::Arc<CriuEngine>) -> Self {
+    pub fn new(runc: Option<PathBuf>, logs_dir: PathBuf, criu: std::sync::Arc<Criu>) -> Self {
         Self {
             runc,
             logs_dir,
@@ -235,7 +235,7 @@ impl RuncEngine {
             // Always: a container to be stopped stays paused until its images are durable.
             "--leave-running".into(),
         ];
-        CriuEngine::option_flags(&spec.options, &mut args);
+        Criu::option_flags(&spec.options, &mut args);
         args.push(c.id.to_owned());
         let mut cmd = self.command(&c)?;
         cmd.args(&args);
@@ -402,7 +402,7 @@ impl RuncEngine {
             args.push("--console-socket".into());
             args.push(s.into());
         }
-        CriuEngine::option_flags(&spec.options, &mut args);
+        Criu::option_flags(&spec.options, &mut args);
         args.push(c.id.to_owned());
 
         // runc's own messages go to a file, since its stderr may become the container's.

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::catalog::{self, Catalog, ScheduleRow};
 use crate::error::{Error, ErrorKind, Result};
-use crate::jobs::{validate, Jobs};
+use crate::service::{validate, Service};
 
 /// The label every scheduled checkpoint carries.
 pub const LABEL: &str = "schedule";
@@ -46,7 +46,7 @@ pub struct Schedules {
 }
 
 struct Inner {
-    jobs: Jobs,
+    jobs: Service,
     /// Wakes the clock when a schedule changes.
     changed: Notify,
     /// How often retention and expiry run besides after each scheduled checkpoint.
@@ -61,7 +61,7 @@ fn not_found(reference: &str) -> Error {
 }
 
 impl Schedules {
-    pub fn new(jobs: Jobs, interval: Duration) -> Schedules {
+    pub fn new(jobs: Service, interval: Duration) -> Schedules {
         Schedules {
             inner: Arc::new(Inner {
                 jobs,

@@ -17,7 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ckptd_api::{CheckpointStatus, Retention, RetentionItem};
 
 use crate::error::Result;
-use crate::jobs::validate;
+use crate::service::validate;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rules {

@@ -10,17 +10,16 @@ use ckptd_api::{AdoptRequest, Checkpoint, CheckpointStatus, ContainerRecord, Tar
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{validate, Jobs};
-use crate::archive::{self, Compression, Manifest};
+pub mod archive;
+
 use crate::auth::{forbidden, Caller};
 use crate::catalog;
 use crate::criu::images;
 use crate::error::{Error, ErrorKind, Result};
+use crate::service::{validate, Service, STAGING_PREFIX};
 use crate::sys;
+use archive::{Compression, Manifest};
 
-/// Imports unpack into `<checkpoints>/.import-<uuid>` (0700) before they are published; the
-/// daemon removes leftovers of a crash at start.
-pub const STAGING_PREFIX: &str = ".import-";
 
 /// Chunks of the export stream in flight: a slow reader holds back the archiver, not memory.
 const CHUNKS: usize = 8;
@@ -82,7 +81,17 @@ fn admin_only(caller: &Caller, what: &str) -> Result<()> {
     }
 }
 
-impl Jobs {
+/// Export, import and adopt, over the service's catalog and events.
+#[derive(Clone)]
+pub struct Portability {
+    service: Service,
+}
+
+impl Portability {
+    pub fn new(service: Service) -> Portability {
+        Portability { service }
+    }
+
     /// Starts streaming a ready checkpoint as an archive; the receiver yields the body.
     pub async fn export(
         &self,
@@ -90,7 +99,7 @@ impl Jobs {
         reference: &str,
         compression: Compression,
     ) -> Result<(Checkpoint, mpsc::Receiver<io::Result<Bytes>>)> {
-        let cp = self.checkpoint(caller, reference).await?;
+        let cp = self.service.checkpoint(caller, reference).await?;
         if cp.status != CheckpointStatus::Ready {
             return Err(Error::conflict(format!(
                 "checkpoint {} is {}; only ready checkpoints can be exported",
@@ -148,16 +157,15 @@ impl Jobs {
         body: impl tokio::io::AsyncRead + Send + Unpin + 'static,
         name: Option<String>,
     ) -> Result<Checkpoint> {
-        self.refuse_if_shutting_down()?;
+        self.service.refuse_if_shutting_down()?;
         admin_only(caller, "import archives")?;
-        let inner = &self.inner;
-        let limit = inner.cfg.import_max_bytes;
+        let limit = self.service.config().import_max_bytes;
         if let Some(n) = &name {
             validate::name(n)?;
             self.refuse_taken_name(n).await?;
         }
         let id = Uuid::new_v4();
-        let root = inner.cfg.checkpoints_root.clone();
+        let root = self.service.config().checkpoints_root.clone();
         let staging_dir = root.join(format!("{STAGING_PREFIX}{id}"));
         std::fs::create_dir(&staging_dir)
             .map_err(|e| Error::io("cannot create the import directory", &staging_dir, &e))?;
@@ -217,15 +225,15 @@ impl Jobs {
             owner_uid: caller.uid,
             expires_at: None,
         };
-        inner.catalog.insert_checkpoint(&cp).await?;
+        self.service.catalog().insert_checkpoint(&cp).await?;
         staging.0 = None;
         tracing::info!(checkpoint = %cp.name, id = %cp.id, bytes = cp.size_bytes, "imported");
-        inner.events.checkpoint("checkpoint.imported", &cp);
+        self.service.events().checkpoint("checkpoint.imported", &cp);
         Ok(cp)
     }
 
     async fn refuse_taken_name(&self, name: &str) -> Result<()> {
-        if self.inner.catalog.name_exists(name).await? {
+        if self.service.catalog().name_exists(name).await? {
             return Err(
                 Error::conflict(format!("a checkpoint named {name:?} already exists")).with_hint(
                     "give another name (?name= / --name), or delete the old checkpoint first",
@@ -298,9 +306,9 @@ impl Jobs {
             owner_uid: caller.uid,
             expires_at: None,
         };
-        self.inner.catalog.insert_checkpoint(&cp).await?;
+        self.service.catalog().insert_checkpoint(&cp).await?;
         tracing::info!(checkpoint = %cp.name, dir = %cp.dir, "adopted");
-        self.inner.events.checkpoint("checkpoint.adopted", &cp);
+        self.service.events().checkpoint("checkpoint.adopted", &cp);
         Ok(cp)
     }
 
@@ -312,7 +320,7 @@ impl Jobs {
                 .unwrap_or_default(),
             "adopted-",
         );
-        if !self.inner.catalog.name_exists(&base).await? {
+        if !self.service.catalog().name_exists(&base).await? {
             return Ok(base);
         }
         Ok(format!(

@@ -5,12 +5,16 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex as StdMutex;
 
-use ckptd_api::{Checkpoint, CreateCheckpoint, JobResult, Target};
+use ckptd_api::{
+    Checkpoint, CheckpointStatus, CreateCheckpoint, JobResult, JobState, RestoreRequest, Target,
+};
 use tokio::sync::Semaphore;
 
 use super::*;
 use crate::auth::Caller;
+use crate::criu::{DUMP_DONE, DUMP_LOG};
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::error::ErrorKind;
 
 /// Writes a fake image and log; fails when told to; can be held at the start of a dump.
 #[derive(Default)]
@@ -102,7 +106,7 @@ impl Engine for FakeEngine {
         // A fake dump "finished" when its log says so.
         let done = std::fs::read_to_string(images.join(DUMP_LOG))
             .unwrap_or_default()
-            .contains(crate::engine::DUMP_DONE);
+            .contains(DUMP_DONE);
         Box::pin(async move {
             done.then(|| DumpOutput {
                 stopped: Stopped::Tasks(vec![4242]),
@@ -127,7 +131,7 @@ impl Engine for FakeEngine {
 async fn setup(
     engine: FakeEngine,
     queue_capacity: usize,
-) -> (tempfile::TempDir, Jobs, Arc<FakeEngine>) {
+) -> (tempfile::TempDir, Service, Arc<FakeEngine>) {
     setup_with_timeout(engine, queue_capacity, Duration::from_secs(60)).await
 }
 
@@ -135,16 +139,16 @@ async fn setup_with_timeout(
     engine: FakeEngine,
     queue_capacity: usize,
     job_timeout: Duration,
-) -> (tempfile::TempDir, Jobs, Arc<FakeEngine>) {
+) -> (tempfile::TempDir, Service, Arc<FakeEngine>) {
     let d = tempfile::tempdir().unwrap();
     let catalog = Catalog::open(&d.path().join("catalog.db")).await.unwrap();
     let root = d.path().join("checkpoints");
     std::fs::create_dir(&root).unwrap();
     let engine = Arc::new(engine);
-    let jobs = Jobs::new(
+    let jobs = Service::new(
         catalog,
         engine.clone(),
-        JobsConfig {
+        ServiceConfig {
             checkpoints_root: root,
             queue_capacity,
             job_timeout,
@@ -272,7 +276,7 @@ async fn one_job_per_target_the_second_is_409() {
         .unwrap(); // another target is fine
 }
 
-async fn wait_running(jobs: &Jobs, id: Uuid) {
+async fn wait_running(jobs: &Service, id: Uuid) {
     for _ in 0..500 {
         if jobs
             .job(&Caller::ROOT, &id.to_string())
@@ -454,10 +458,10 @@ async fn reconcile_fails_unfinished_work_and_removes_partial_images() {
     jobs.catalog().update_job(&running).await.unwrap();
     drop(jobs);
     let catalog = Catalog::open(&d.path().join("catalog.db")).await.unwrap();
-    let jobs = Jobs::new(
+    let jobs = Service::new(
         catalog,
         Arc::new(FakeEngine::default()),
-        JobsConfig {
+        ServiceConfig {
             checkpoints_root: d.path().join("checkpoints"),
             queue_capacity: 8,
             job_timeout: Duration::from_secs(60),
@@ -492,11 +496,7 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
     let partial = partial_dir(Path::new(&cp.dir));
     std::fs::create_dir(&partial).unwrap();
     std::fs::write(partial.join("pages-1.img"), vec![1u8; 100]).unwrap();
-    std::fs::write(
-        partial.join(DUMP_LOG),
-        format!("...\n{}\n", crate::engine::DUMP_DONE),
-    )
-    .unwrap();
+    std::fs::write(partial.join(DUMP_LOG), format!("...\n{}\n", DUMP_DONE)).unwrap();
     let mut running = job.clone();
     running.state = JobState::Running;
     jobs.catalog().update_job(&running).await.unwrap();
@@ -517,10 +517,10 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
 
     let engine = Arc::new(FakeEngine::default());
     let catalog = Catalog::open(&d.path().join("catalog.db")).await.unwrap();
-    let jobs = Jobs::new(
+    let jobs = Service::new(
         catalog,
         engine.clone(),
-        JobsConfig {
+        ServiceConfig {
             checkpoints_root: root.clone(),
             queue_capacity: 8,
             job_timeout: Duration::from_secs(60),

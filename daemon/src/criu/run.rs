@@ -1,0 +1,102 @@
+//! Running a program that drives CRIU (`criu` itself, or a runtime such as runc): its own
+//! process group, stoppable, and its failure explained from CRIU's log.
+
+use std::path::Path;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+
+use super::log;
+use crate::stop::StopSignal;
+use crate::error::{Error, Result};
+
+/// Runs a program that drives CRIU (`criu` itself, or a runtime such as runc) and, when it fails,
+/// builds the user's error from CRIU's log: the cause, `log_tail`, `hint`, the log's path and the
+/// exact command. `runtime_log` is read for the cause when CRIU's log has none (runc's own
+/// errors, e.g. "container does not exist").
+pub async fn run_logged(
+    mut cmd: Command,
+    log_path: &Path,
+    runtime_log: Option<&Path>,
+    what: String,
+    stop: &StopSignal,
+) -> Result<()> {
+    let command = {
+        let std = cmd.as_std();
+        std::iter::once(std.get_program().to_string_lossy().into_owned())
+            .chain(std.get_args().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let started = Instant::now();
+    let cannot_run = |e: std::io::Error| {
+        Error::unavailable(format!("cannot run `{command}`: {e}"))
+            .with_hint("check that criu and runc are installed and executable (make setup)")
+    };
+    // Its own process group: a Ctrl-C meant for the daemon never hits CRIU mid-dump, and a stop
+    // reaches CRIU and everything it started (runc's criu swrk). spawn + wait_with_output, not
+    // output(): output() replaces stdout/stderr with capture pipes, which a restored tree would
+    // inherit, and the wait would last as long as the restored tree.
+    let child = cmd.process_group(0).spawn().map_err(cannot_run)?;
+    let pgid = child.id().map(|p| p as i32);
+    let wait = child.wait_with_output();
+    tokio::pin!(wait);
+    let mut stop = stop.clone();
+    let mut stopped_by = None;
+    // Listen until a stop arrives or nobody can send one any more.
+    let mut listening = true;
+    let out = loop {
+        tokio::select! {
+            out = &mut wait => break out.map_err(cannot_run)?,
+            changed = stop.changed(), if listening => {
+                let reason = *stop.borrow();
+                match (changed, reason) {
+                    (Ok(()), Some(r)) => {
+                        // Measured: CRIU stopped at any point of a dump leaves the target running
+                        // (its parasite returns when CRIU's socket closes); callers resume what a
+                        // dump had stopped.
+                        tracing::warn!(%command, reason = ?r, "stopping CRIU");
+                        if let Some(pg) = pgid {
+                            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg), Signal::SIGTERM);
+                        }
+                        stopped_by = Some(r);
+                        listening = false;
+                    }
+                    (Err(_), _) => listening = false,
+                    (Ok(()), None) => {}
+                }
+            }
+        }
+    };
+    if let Some(r) = stopped_by {
+        if !out.status.success() {
+            return Err(r
+                .error()
+                .with("log", log_path.display().to_string())
+                .with("command", command));
+        }
+    }
+    tracing::debug!(%command, elapsed_ms = started.elapsed().as_millis() as u64, status = %out.status, "finished");
+    if out.status.success() {
+        return Ok(());
+    }
+    let log_text = std::fs::read_to_string(log_path).unwrap_or_default();
+    // runc's own errors (e.g. "container does not exist") when CRIU's log has none.
+    let mut runtime_lines: Vec<String> = runtime_log
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    runtime_lines.extend(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(str::to_owned),
+    );
+    let cause = format!("exited with {}", out.status);
+    let err = log::failure(&what, &log_text, &runtime_lines, &cause, log_path)
+        .with("command", command)
+        .with("exit_status", out.status.to_string());
+    Err(err)
+}

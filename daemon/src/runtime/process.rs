@@ -1,0 +1,494 @@
+//! Process trees, checkpointed and restored by CRIU itself (`criu dump` / `criu restore`).
+//!
+//! Without `leave_running` CRIU leaves the tree stopped (`--leave-stopped`), not killed: the
+//! service kills it only once the images are durable, and resumes it if they cannot be made so.
+//! A restore in place waits (bounded) for zombies holding the tree's old pids; a lazy restore
+//! serves memory from a `criu lazy-pages` page server in its own process group.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ckptd_api::{Checkpoint, JobResult, Target};
+use nix::sys::signal::Signal;
+
+use crate::criu::{self, images, log, run_logged, Criu};
+use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// Process trees through CRIU.
+pub struct ProcessEngine {
+    criu: Arc<Criu>,
+    /// At restore, how long to wait for a zombie holding a needed pid to be reaped.
+    pid_wait: Duration,
+}
+
+/// A running `criu lazy-pages` serving one restore.
+struct LazyPages {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl LazyPages {
+    /// Waits until all the restored tree's memory is in (lazy-pages exits then), so that the
+    /// checkpoint stays reserved, and its images on disk, for as long as they are read. The
+    /// restore failed only if the tree did not survive it.
+    async fn finish(mut self, pid: i32, name: &str) -> Result<()> {
+        let status = self.child.wait().await;
+        let ok = status.as_ref().is_ok_and(|s| s.success());
+        if !ok {
+            tracing::warn!(checkpoint = name, ?status, log = %self.log.display(), "criu lazy-pages ended with an error");
+        }
+        if pid > 0 && sys::proc_stat(pid).is_none_or(|s| s.state == 'Z') {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            return Err(Error::new(
+                ErrorKind::CriuFailed,
+                format!(
+                    "the restored tree of checkpoint {name} (pid {pid}) died while its memory was \
+                     being restored lazily"
+                ),
+            )
+            .with("log_tail", log::tail(&text))
+            .with("log", self.log.display().to_string())
+            .with_hint("restore without \"lazy\""));
+        }
+        Ok(())
+    }
+
+    fn abort(mut self) {
+        if let Some(pg) = self.child.id() {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg as i32), Signal::SIGKILL);
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+impl ProcessEngine {
+    pub fn new(criu: Arc<Criu>, pid_wait: Duration) -> Self {
+        Self { criu, pid_wait }
+    }
+
+    async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
+        check_process(pid)?;
+        let criu = self.criu.usable()?;
+        let mut args: Vec<String> = vec![
+            "dump".into(),
+            "-t".into(),
+            pid.to_string(),
+            "-D".into(),
+            spec.images_dir.display().to_string(),
+            "-o".into(),
+            spec.log_name.into(),
+            format!("-v{}", self.criu.log_level()),
+        ];
+        // Without leave_running the tree is left stopped, not killed: ckptd kills it only once
+        // the images are durable, and resumes it if they cannot be made so.
+        args.push(if spec.options.leave_running {
+            "--leave-running".into()
+        } else {
+            "--leave-stopped".into()
+        });
+        Criu::option_flags(&spec.options, &mut args);
+        let log_path = spec.images_dir.join(spec.log_name);
+        if let Err(e) = run_logged(
+            self.criu.command(criu, &args),
+            &log_path,
+            None,
+            format!("CRIU could not dump pid {pid}"),
+            &spec.stop,
+        )
+        .await
+        {
+            // CRIU resumes the tree when a dump fails; make sure nothing stays stopped even if
+            // CRIU itself died half-way.
+            resume_if_stopped(pid);
+            return Err(e);
+        }
+        let stopped = if spec.options.leave_running {
+            Stopped::Nothing
+        } else {
+            Stopped::Tasks(
+                images::read_tree_pids(spec.images_dir).unwrap_or_else(|_| sys::process_tree(pid)),
+            )
+        };
+        Ok(DumpOutput {
+            stats: criu::dump_stats(spec.images_dir),
+            stopped,
+            container: None,
+            criu_config: self.criu.options_file(),
+        })
+    }
+
+    async fn restore_process(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
+        let criu = self.criu.usable()?;
+        let name = &spec.checkpoint.name;
+        let pids = images::read_tree_pids(spec.images_dir).map_err(|e| {
+            Error::internal(format!("checkpoint {name} is damaged: {e}"))
+                .with_hint("take a new checkpoint; this one cannot be restored")
+        })?;
+        self.wait_for_free_pids(&pids).await?;
+        let lazy = if spec.lazy {
+            Some(self.start_lazy_pages(criu, &spec).await?)
+        } else {
+            None
+        };
+        let pidfile = spec
+            .images_dir
+            .join(format!("{}.pid", spec.log_name.trim_end_matches(".log")));
+        let mut args: Vec<String> = vec![
+            "restore".into(),
+            "-D".into(),
+            spec.images_dir.display().to_string(),
+            "-o".into(),
+            spec.log_name.into(),
+            format!("-v{}", self.criu.log_level()),
+            // Detached: the restored tree is not a child of ckptd and outlives it.
+            "--restore-detached".into(),
+            "--pidfile".into(),
+            pidfile.display().to_string(),
+        ];
+        Criu::option_flags(&spec.options, &mut args);
+        if lazy.is_some() {
+            args.push("--lazy-pages".into());
+        }
+        let log_path = spec.images_dir.join(spec.log_name);
+        // A restored shell job inherits CRIU's stdio: never a pipe ckptd would wait on.
+        let mut cmd = self.criu.command(criu, &args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let restored = run_logged(
+            cmd,
+            &log_path,
+            None,
+            format!("CRIU could not restore checkpoint {name}"),
+            &spec.stop,
+        )
+        .await;
+        let pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .or(pids.first().copied());
+        let _ = std::fs::remove_file(&pidfile);
+        if let Some(lazy) = lazy {
+            match &restored {
+                Ok(()) => lazy.finish(pid.unwrap_or(0), name).await?,
+                Err(_) => lazy.abort(),
+            }
+        }
+        restored?;
+        Ok(JobResult {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    /// Starts `criu lazy-pages`, which serves the restored tree's memory from the images on
+    /// demand (userfaultfd) and copies the rest in the background, then exits. Its own process
+    /// group, like every CRIU ckptd runs: it outlives a daemon restart, which the restored tree
+    /// depends on until all its memory is in.
+    async fn start_lazy_pages(&self, criu: &Path, spec: &RestoreSpec<'_>) -> Result<LazyPages> {
+        if self.criu.probe().features.get("uffd") == Some(&false) {
+            return Err(Error::target_unavailable(
+                "lazy restore needs userfaultfd, which `criu check --feature uffd` says this \
+                 kernel does not offer",
+            )
+            .with_hint("restore without \"lazy\""));
+        }
+        let log_name = format!("lazy-{}", spec.log_name);
+        let args: Vec<String> = vec![
+            "lazy-pages".into(),
+            "-D".into(),
+            spec.images_dir.display().to_string(),
+            "-o".into(),
+            log_name.clone(),
+            format!("-v{}", self.criu.log_level()),
+        ];
+        let mut cmd = self.criu.command(criu, &args);
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::unavailable(format!("cannot run `criu lazy-pages`: {e}")))?;
+        let mut lazy = LazyPages {
+            child,
+            log: spec.images_dir.join(log_name),
+        };
+        // The restore connects to the page server's socket: start it only once that exists.
+        let socket = spec.images_dir.join("lazy-pages.socket");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            let exited = lazy.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() > deadline {
+                let text = std::fs::read_to_string(&lazy.log).unwrap_or_default();
+                lazy.abort();
+                return Err(Error::new(
+                    ErrorKind::CriuFailed,
+                    "criu lazy-pages did not start its page server",
+                )
+                .with("log_tail", log::tail(&text))
+                .with_hint("restore without \"lazy\""));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(lazy)
+    }
+
+    /// A restore in place needs the tree's old pids. A zombie that holds one is given
+    /// `pid_wait` to be reaped by its parent; a live process is a conflict.
+    async fn wait_for_free_pids(&self, pids: &[i32]) -> Result<()> {
+        let deadline = Instant::now() + self.pid_wait;
+        loop {
+            let taken: Vec<sys::ProcStat> =
+                pids.iter().filter_map(|&p| sys::proc_stat(p)).collect();
+            let Some(first) = taken.first() else {
+                return Ok(());
+            };
+            let all_zombies = taken.iter().all(sys::ProcStat::is_zombie);
+            if !all_zombies || Instant::now() >= deadline {
+                let why = if first.is_zombie() {
+                    format!(
+                        "is held by a zombie (exited, not yet reaped by its parent pid {}) after {} s",
+                        first.ppid,
+                        self.pid_wait.as_secs()
+                    )
+                } else {
+                    format!(
+                        "is in use by another process ('{}', state {})",
+                        first.comm, first.state
+                    )
+                };
+                return Err(Error::conflict(format!(
+                    "cannot restore in place: pid {} {why}",
+                    first.pid
+                ))
+                .with("pid", first.pid)
+                .with_hint(format!(
+                    "pid {} is in use by another process; stop it first, or restore into a \
+                     container, which has its own pid namespace",
+                    first.pid
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Resumes the tree below `pid` if anything in it was left stopped.
+fn resume_if_stopped(pid: i32) {
+    let tree = sys::process_tree(pid);
+    let stopped: Vec<i32> = tree
+        .into_iter()
+        .filter(|&p| sys::proc_stat(p).is_some_and(|s| s.state == 'T'))
+        .collect();
+    if !stopped.is_empty() {
+        tracing::warn!(?stopped, "resuming tasks a failed dump left stopped");
+        sys::signal_all(&stopped, Signal::SIGCONT);
+    }
+}
+
+impl Engine for ProcessEngine {
+    fn version(&self) -> Option<String> {
+        self.criu.version()
+    }
+
+    fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match target {
+                Target::Process { pid } => check_process(*pid),
+                Target::Container { .. } => Err(Error::internal(
+                    "a container target reached the process engine",
+                )),
+            }
+        })
+    }
+
+    fn check_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        console_socket: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if into.is_some_and(|t| *t != checkpoint.target) {
+                return Err(Error::invalid(
+                    "a process checkpoint is restored in place, with its original pids; leave out \
+                     \"target\" (restoring a process under another pid needs a container)",
+                ));
+            }
+            if console_socket.is_some() {
+                return Err(Error::invalid(
+                    "console_socket is for containers with a terminal; a process checkpoint \
+                     restores its own terminal with shell_job",
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            match target {
+                Target::Process { pid } => Ok(sys::tree_dump_estimate(*pid)),
+                Target::Container { .. } => Err(Error::internal(
+                    "a container target reached the process engine",
+                )),
+            }
+        })
+    }
+
+    fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
+        Box::pin(async move {
+            match *spec.target {
+                Target::Process { pid } => self.dump_process(pid, spec).await,
+                Target::Container { .. } => Err(Error::internal(
+                    "a container target reached the process engine",
+                )),
+            }
+        })
+    }
+
+    fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
+        Box::pin(self.restore_process(spec))
+    }
+
+    fn recover_dump<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        images: &'a Path,
+    ) -> BoxFuture<'a, Option<DumpOutput>> {
+        Box::pin(async move {
+            let log = std::fs::read_to_string(images.join(criu::DUMP_LOG)).unwrap_or_default();
+            let pids = images::read_tree_pids(images).unwrap_or_default();
+            // Only tasks still stopped: a pid reused by another process since is not touched.
+            let stopped: Vec<i32> = pids
+                .iter()
+                .copied()
+                .filter(|&p| sys::proc_stat(p).is_some_and(|s| s.state == 'T'))
+                .collect();
+            if log.contains(criu::DUMP_DONE) {
+                return Some(DumpOutput {
+                    stats: criu::dump_stats(images),
+                    stopped: if cp.options.leave_running {
+                        Stopped::Nothing
+                    } else {
+                        Stopped::Tasks(stopped)
+                    },
+                    container: None,
+                    criu_config: self.criu.options_file(),
+                });
+            }
+            if !stopped.is_empty() {
+                tracing::warn!(?stopped, checkpoint = %cp.id, "resuming tasks an interrupted dump left stopped");
+                sys::signal_all(&stopped, Signal::SIGCONT);
+            }
+            if let Target::Process { pid } = cp.target {
+                resume_if_stopped(pid);
+            }
+            None
+        })
+    }
+
+    fn recover_restore<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        _into: Option<&'a Target>,
+        log_name: &'a str,
+    ) -> BoxFuture<'a, Option<JobResult>> {
+        Box::pin(async move {
+            // CRIU writes the pidfile only once the restore has succeeded.
+            let pidfile =
+                Path::new(&cp.dir).join(format!("{}.pid", log_name.trim_end_matches(".log")));
+            let pid: i32 = std::fs::read_to_string(&pidfile)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let _ = std::fs::remove_file(&pidfile);
+            sys::proc_stat(pid)
+                .is_some_and(|s| !s.is_zombie())
+                .then(|| JobResult {
+                    pid: Some(pid),
+                    ..Default::default()
+                })
+        })
+    }
+
+    fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Stopped::Tasks(pids) = stopped {
+                sys::signal_all(
+                    pids,
+                    if kill {
+                        Signal::SIGKILL
+                    } else {
+                        Signal::SIGCONT
+                    },
+                );
+            }
+        })
+    }
+}
+
+/// Refuses pids that cannot or must not be dumped, saying why.
+pub fn check_process(pid: i32) -> Result<()> {
+    if pid <= 0 {
+        return Err(Error::invalid(format!(
+            "pid must be a positive integer, got {pid}"
+        )));
+    }
+    if pid == 1 {
+        return Err(Error::forbidden(
+            "pid 1 is the init process: dumping it would freeze the whole system; checkpoint a \
+             process tree below it",
+        ));
+    }
+    let Some(st) = sys::proc_stat(pid) else {
+        return Err(
+            Error::target_unavailable(format!("no process with pid {pid} exists"))
+                .with_hint("check the pid (ps -p PID); the process may have exited"),
+        );
+    };
+    if st.is_kernel_thread() {
+        return Err(Error::target_unavailable(format!(
+            "pid {pid} ({}) is a kernel thread; CRIU checkpoints user processes only",
+            st.comm
+        )));
+    }
+    // A thread id is not a process: found by schemathesis, a daemon thread's id once reached CRIU.
+    if let Some(tgid) = sys::tgid(pid).filter(|&t| t != pid) {
+        if tgid == std::process::id() as i32 {
+            return Err(Error::forbidden(format!(
+                "pid {pid} is a thread of ckptd itself; it cannot be checkpointed"
+            )));
+        }
+        return Err(Error::target_unavailable(format!(
+            "pid {pid} is a thread of process {tgid}, not a process; checkpoint the process: pid {tgid}"
+        )));
+    }
+    if st.is_zombie() {
+        return Err(Error::target_unavailable(format!(
+            "pid {pid} ({}) has exited and is a zombie waiting to be reaped; there is nothing to checkpoint",
+            st.comm
+        )));
+    }
+    if sys::self_and_ancestors().contains(&pid) {
+        return Err(Error::forbidden(format!(
+            "pid {pid} ({}) is ckptd itself or one of its ancestors; dumping it would freeze the \
+             daemon that runs the dump",
+            st.comm
+        )));
+    }
+    // Its own helpers (a CRIU or runc of another job, an output reader) run below the daemon.
+    let me = std::process::id() as i32;
+    if sys::process_tree(me).contains(&pid) {
+        return Err(Error::forbidden(format!(
+            "pid {pid} ({}) is a helper process of ckptd itself (a CRIU, runc or output reader of \
+             another job); it cannot be checkpointed",
+            st.comm
+        )));
+    }
+    Ok(())
+}

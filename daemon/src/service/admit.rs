@@ -1,0 +1,309 @@
+//! Admission: a request becomes a queued job, or is refused with nothing created. Validation,
+//! authorization, the target check, the space check, the name, the reservation and the queue slot
+//! come first; the catalog rows and the queue entry are written last, together.
+
+use std::path::Path;
+
+use ckptd_api::{
+    Checkpoint, CheckpointOptions, CheckpointStatus, CreateCheckpoint, Job, JobKind, JobState,
+    RestoreRequest, Target,
+};
+use uuid::Uuid;
+
+use super::*;
+use crate::auth::Caller;
+use crate::catalog::{self};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+impl Service {
+    /// Whether `caller` may checkpoint `target` (into `dir`), and the target is there to be
+    /// checkpointed now: the checks `submit_checkpoint` makes before it creates anything.
+    pub async fn check_checkpoint(
+        &self,
+        caller: &Caller,
+        target: &Target,
+        dir: Option<&Path>,
+    ) -> Result<()> {
+        self.inner
+            .cfg
+            .policy
+            .check_checkpoint(caller, target, dir)?;
+        self.inner.engine.check_target(target).await
+    }
+
+    /// Validates a checkpoint request and queues its job. Nothing is created when it is refused.
+    pub async fn submit_checkpoint(
+        &self,
+        caller: &Caller,
+        req: CreateCheckpoint,
+    ) -> Result<(Checkpoint, Job)> {
+        self.refuse_if_shutting_down()?;
+        let inner = &self.inner;
+        let target = req.target.clone().ok_or_else(|| {
+            Error::invalid(
+                "the request has no \"target\"; give {\"target\":{\"kind\":\"process\",\"pid\":N}}",
+            )
+        })?;
+        if let Some(n) = &req.name {
+            validate::name(n)?;
+        }
+        validate::labels(&req.labels)?;
+        let expires_in = req
+            .expires_in
+            .as_deref()
+            .map(|d| validate::duration("expires_in", d))
+            .transpose()?;
+        let custom_dir = req
+            .checkpoint_dir
+            .as_deref()
+            .map(validate::checkpoint_dir)
+            .transpose()?;
+        // Authorization first: a caller learns nothing about targets it may not touch.
+        self.check_checkpoint(caller, &target, custom_dir.as_deref())
+            .await?;
+
+        let id = Uuid::new_v4();
+        let created_at = catalog::now();
+        let expires_at = expires_in.map(|d| validate::add_capped(created_at, d));
+        let name = match &req.name {
+            Some(n) => {
+                if inner.catalog.name_exists(n).await? {
+                    return Err(Error::conflict(format!(
+                        "a checkpoint named {n:?} already exists"
+                    ))
+                    .with_hint("choose another name, or delete the old checkpoint first"));
+                }
+                n.clone()
+            }
+            None => {
+                let base = default_name(&target, &created_at);
+                if inner.catalog.name_exists(&base).await? {
+                    format!("{base}-{}", &id.simple().to_string()[..8])
+                } else {
+                    base
+                }
+            }
+        };
+        let dir = match &custom_dir {
+            Some(parent) => {
+                let dir = parent.join(&name);
+                for p in [dir.clone(), partial_dir(&dir)] {
+                    if std::fs::symlink_metadata(&p).is_ok() {
+                        return Err(Error::conflict(format!(
+                            "{} already exists; ckptd creates the checkpoint's own folder in checkpoint_dir",
+                            p.display()
+                        ))
+                        .with_hint("choose another name or checkpoint_dir"));
+                    }
+                }
+                dir
+            }
+            None => inner.cfg.checkpoints_root.join(id.to_string()),
+        };
+
+        check_space(
+            inner.engine.dump_estimate(&target).await?,
+            dir.parent().unwrap_or(&dir),
+        )?;
+
+        let job = new_job(JobKind::Checkpoint, id, caller.uid);
+        let reservation = inner.reserve(&target, None, job.id)?;
+        let permit = match inner.queue.try_reserve() {
+            Ok(p) => p,
+            Err(_) => {
+                inner.release(reservation);
+                return Err(queue_full(inner.cfg.queue_capacity));
+            }
+        };
+        let checkpoint = Checkpoint {
+            id,
+            name,
+            target,
+            status: CheckpointStatus::Pending,
+            created_at,
+            completed_at: None,
+            dir: dir.display().to_string(),
+            size_bytes: 0,
+            options: req.options(),
+            labels: req.labels.clone(),
+            criu_version: inner.engine.version(),
+            criu_config: None,
+            container: None,
+            stats: None,
+            error: None,
+            owner_uid: caller.uid,
+            expires_at,
+        };
+        if let Err(e) = inner
+            .catalog
+            .insert_checkpoint_with_job(&checkpoint, &job)
+            .await
+        {
+            inner.release(reservation);
+            return Err(e);
+        }
+        permit.send(job.id);
+        inner.events.checkpoint("checkpoint.created", &checkpoint);
+        inner.events.job("job.queued", &job);
+        tracing::info!(job = %job.id, checkpoint = %checkpoint.id, name = %checkpoint.name, target = %checkpoint.target.key(), "checkpoint queued");
+        Ok((checkpoint, job))
+    }
+
+    /// Queues a restore of a ready checkpoint.
+    pub async fn submit_restore(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        req: RestoreRequest,
+    ) -> Result<Job> {
+        self.refuse_if_shutting_down()?;
+        let inner = &self.inner;
+        let cp = self.checkpoint(caller, reference).await?;
+        inner
+            .cfg
+            .policy
+            .check_restore(caller, req.target.as_ref())?;
+        if cp.status != CheckpointStatus::Ready {
+            return Err(Error::conflict(format!(
+                "checkpoint {} is {}; only a ready checkpoint can be restored",
+                cp.name,
+                cp.status.as_str()
+            ))
+            .with_hint("see its error with GET /v1/checkpoints/{ref}, or take a new checkpoint"));
+        }
+        inner
+            .engine
+            .check_restore(&cp, req.target.as_ref(), req.console_socket.as_deref())
+            .await?;
+        let options = CheckpointOptions {
+            leave_running: cp.options.leave_running,
+            tcp_established: req.tcp_established.unwrap_or(cp.options.tcp_established),
+            ext_unix_sk: req.ext_unix_sk.unwrap_or(cp.options.ext_unix_sk),
+            file_locks: req.file_locks.unwrap_or(cp.options.file_locks),
+            shell_job: req.shell_job.unwrap_or(cp.options.shell_job),
+        };
+        if req.lazy && !matches!(cp.target, Target::Process { .. }) {
+            return Err(Error::invalid(format!(
+                "lazy restore is offered for process checkpoints; {} is a container checkpoint",
+                cp.name
+            )));
+        }
+        check_images_dir(&cp)?;
+        let job = new_job(JobKind::Restore, cp.id, caller.uid);
+        // The target being restored is busy: the original, or the new container.
+        let destination = req.target.as_ref().unwrap_or(&cp.target);
+        let reservation = inner.reserve(destination, Some(cp.id), job.id)?;
+        let permit = match inner.queue.try_reserve() {
+            Ok(p) => p,
+            Err(_) => {
+                inner.release(reservation);
+                return Err(queue_full(inner.cfg.queue_capacity));
+            }
+        };
+        let work = RestoreWork {
+            options,
+            into: req.target.clone(),
+            console_socket: req.console_socket.clone(),
+            lazy: req.lazy,
+        };
+        let work = serde_json::to_value(work).expect("serializes");
+        if let Err(e) = inner.catalog.insert_job(&job, &work).await {
+            inner.release(reservation);
+            return Err(e);
+        }
+        permit.send(job.id);
+        inner.events.job("job.queued", &job);
+        tracing::info!(job = %job.id, checkpoint = %cp.id, "restore queued");
+        Ok(job)
+    }
+}
+
+/// Before a restore (which runs the images' code with the credentials they record): the images
+/// must still be in the directory ckptd made, a real directory owned by root that nobody else can
+/// write, so that nobody could have swapped or edited them (a non-root caller may own the
+/// `checkpoint_dir` they sit in).
+pub(super) fn check_images_dir(cp: &Checkpoint) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = Path::new(&cp.dir);
+    let md = std::fs::symlink_metadata(dir).map_err(|e| {
+        Error::conflict(format!(
+            "the images of checkpoint {} are gone from {}: {e}",
+            cp.name, cp.dir
+        ))
+        .with_hint("delete the checkpoint; it cannot be restored")
+    })?;
+    if md.file_type().is_symlink() || !md.is_dir() || md.uid() != 0 || md.mode() & 0o022 != 0 {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            format!(
+                "refusing to restore checkpoint {}: {} is no longer the root-owned, private directory \
+                 ckptd created (it may have been replaced or tampered with)",
+                cp.name, cp.dir
+            ),
+        )
+        .with_hint("restore only images you trust; delete this checkpoint and take a new one"));
+    }
+    Ok(())
+}
+
+/// 507 when the images (about `estimate` bytes) would not fit where they go.
+pub(super) fn check_space(estimate: u64, parent: &Path) -> Result<()> {
+    let free = sys::free_bytes(parent)
+        .map_err(|e| Error::io("cannot read the free space of", parent, &e))?;
+    let needed = estimate + estimate / 10 + sys::SPACE_MARGIN;
+    if free < needed {
+        return Err(Error::new(
+            ErrorKind::InsufficientStorage,
+            format!(
+                "not enough space for the images in {}: the target holds about {} MiB of memory, \
+                 which needs about {} MiB; {} MiB are free",
+                parent.display(),
+                estimate >> 20,
+                needed >> 20,
+                free >> 20
+            ),
+        )
+        .with("needed_bytes", needed)
+        .with("free_bytes", free)
+        .with_hint("free space there, or give a checkpoint_dir on a larger filesystem"));
+    }
+    Ok(())
+}
+
+pub(super) fn queue_full(capacity: usize) -> Error {
+    Error::new(
+        ErrorKind::QueueFull,
+        format!("the job queue is full ({capacity} jobs wait for a worker)"),
+    )
+    .with_hint("retry later, or raise queue_capacity / workers in the config")
+}
+
+pub(super) fn new_job(kind: JobKind, checkpoint_id: Uuid, owner_uid: u32) -> Job {
+    Job {
+        owner_uid,
+        id: Uuid::new_v4(),
+        kind,
+        checkpoint_id,
+        state: JobState::Queued,
+        created_at: catalog::now(),
+        started_at: None,
+        finished_at: None,
+        result: None,
+        error: None,
+        progress: None,
+    }
+}
+
+/// `<comm>-<UTC timestamp>`, e.g. `looper-20261127T101500Z`.
+pub(super) fn default_name(target: &Target, at: &chrono::DateTime<chrono::Utc>) -> String {
+    let base = match target {
+        Target::Process { pid } => sys::proc_stat(*pid)
+            .map(|s| s.comm)
+            .unwrap_or_else(|| format!("pid{pid}")),
+        Target::Container { id, .. } => id.clone(),
+    };
+    let base = validate::name_from(&base, "p");
+    format!("{base}-{}", at.format("%Y%m%dT%H%M%SZ"))
+}

@@ -1,0 +1,220 @@
+//! The service: checkpoints and restores, admitted, queued and run by a bounded pool of workers.
+//! Each file does one job: `admit` (validate, authorize, reserve, insert, enqueue), `reserve`
+//! (one job per target), `queue` (workers and the job state machine, cancel, shutdown),
+//! `publish` (durability), `reconcile` (start-up), `read` (get, list, wait, logs, delete).
+//!
+//! Life of a checkpoint: `submit_checkpoint` validates, reserves the target, inserts the
+//! `pending` checkpoint and its `queued` job in one transaction and enqueues the job; a worker
+//! claims it (`running`), has the engine dump into `<dir>.partial`, fsyncs the images and the
+//! directory, renames it to `<dir>`, and only then marks the checkpoint `ready` (and, without
+//! `leave_running`, kills the tree CRIU left stopped). On failure the images are removed, the
+//! CRIU log is kept in `<dir>`, and the error is recorded on both rows.
+//!
+//! One job per target at a time: a second job for a busy target is refused with 409 rather than
+//! queued. A queued second dump of a tree that the first dump stops would fail anyway, and a cron
+//! job or script learns at once that its request overlapped instead of piling up work.
+
+mod admit;
+mod publish;
+mod queue;
+mod read;
+mod reconcile;
+mod reserve;
+pub mod validate;
+
+pub use reconcile::Reconciled;
+
+use publish::{keep_only_log, record_taken, Taken};
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ckptd_api::{CheckpointOptions, Target};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::auth::Policy;
+use crate::catalog::Catalog;
+use crate::engine::{Engine, StopReason};
+use crate::error::{Error, Result};
+use crate::telemetry::{Events, Gauges, Metrics};
+
+pub struct ServiceConfig {
+    /// Where checkpoints without a `checkpoint_dir` live (`<state>/checkpoints`).
+    pub checkpoints_root: PathBuf,
+    pub queue_capacity: usize,
+    /// A running job is stopped after this long (its target left running).
+    pub job_timeout: Duration,
+    /// Who may do what (the configurable part).
+    pub policy: Policy,
+    /// Largest archive an import accepts (bytes read and bytes written).
+    pub import_max_bytes: u64,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog: Catalog,
+    engine: Arc<dyn Engine>,
+    cfg: ServiceConfig,
+    queue: mpsc::Sender<Uuid>,
+    queue_rx: tokio::sync::Mutex<mpsc::Receiver<Uuid>>,
+    busy: Mutex<Busy>,
+    /// Bumped whenever a job ends; waiters re-read the catalog.
+    finished: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+    shutting_down: AtomicBool,
+    running: AtomicUsize,
+    events: Events,
+    metrics: Metrics,
+    /// Stop senders of running jobs (cancel and timeout use them).
+    stoppers: Mutex<HashMap<Uuid, watch::Sender<Option<StopReason>>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Targets and checkpoints that a queued or running job (or a delete) is using.
+#[derive(Default)]
+pub(super) struct Busy {
+    targets: HashMap<String, Uuid>,
+    checkpoints: HashSet<Uuid>,
+}
+
+/// What a restore job needs beyond its checkpoint, stored with the job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct RestoreWork {
+    options: CheckpointOptions,
+    #[serde(default)]
+    into: Option<Target>,
+    #[serde(default)]
+    console_socket: Option<String>,
+    #[serde(default)]
+    lazy: bool,
+}
+
+/// Where an import unpacks, inside the checkpoints root, before it is published: never a
+/// checkpoint, so start-up removes what a previous run left of one.
+pub const STAGING_PREFIX: &str = ".import-";
+
+/// The partial directory a dump writes to before it is durable.
+pub fn partial_dir(dir: &Path) -> PathBuf {
+    let mut s = dir.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+pub fn restore_log_name(job: Uuid) -> String {
+    format!("restore-{job}.log")
+}
+
+impl Service {
+    pub fn new(catalog: Catalog, engine: Arc<dyn Engine>, cfg: ServiceConfig) -> Service {
+        let (queue, queue_rx) = mpsc::channel(cfg.queue_capacity);
+        Service {
+            inner: Arc::new(Inner {
+                catalog,
+                engine,
+                cfg,
+                queue,
+                queue_rx: tokio::sync::Mutex::new(queue_rx),
+                busy: Mutex::new(Busy::default()),
+                finished: watch::channel(0).0,
+                shutdown: watch::channel(false).0,
+                shutting_down: AtomicBool::new(false),
+                running: AtomicUsize::new(0),
+                stoppers: Mutex::new(HashMap::new()),
+                events: Events::default(),
+                metrics: Metrics::default(),
+                workers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.cfg
+    }
+
+    /// Starts `n` workers.
+    pub fn start(&self, n: usize) {
+        let mut workers = self.inner.workers.lock().expect("workers lock");
+        for i in 0..n {
+            let inner = self.inner.clone();
+            workers.push(tokio::spawn(async move { inner.worker(i).await }));
+        }
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    /// Becomes true when the daemon starts stopping (long-lived streams end then).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// The Prometheus exposition of the daemon's metrics.
+    pub async fn metrics_text(&self, workers: usize) -> Result<String> {
+        let inner = &self.inner;
+        let gauges = Gauges {
+            queue_depth: inner.queue.max_capacity() - inner.queue.capacity(),
+            busy_workers: self.running_jobs(),
+            workers,
+            catalog_checkpoints: inner.catalog.count_checkpoints().await?,
+        };
+        Ok(inner.metrics.render(&gauges))
+    }
+
+    pub fn running_jobs(&self) -> usize {
+        self.inner.running.load(Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub fn refuse_if_shutting_down(&self) -> Result<()> {
+        if self.is_shutting_down() {
+            return Err(
+                Error::unavailable("ckptd is shutting down and takes no new jobs")
+                    .with_hint("retry once the daemon has restarted"),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Stop senders of running jobs; poison is ignored as for the busy sets.
+    pub(super) fn stoppers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<Option<StopReason>>>> {
+        self.stoppers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The busy sets; their critical sections cannot panic half-way, so poison is ignored.
+    pub(super) fn busy(&self) -> std::sync::MutexGuard<'_, Busy> {
+        self.busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn job_finished(&self) {
+        self.finished.send_modify(|n| *n += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests;

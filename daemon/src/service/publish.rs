@@ -1,0 +1,155 @@
+//! Publishing a dump: its images are made durable (fsync every file and the directory, rename
+//! `.partial` to the final directory, fsync the parent) before the checkpoint is `ready` and before
+//! what the dump left stopped is ended. A failed dump keeps only CRIU's log.
+
+use std::path::{Path, PathBuf};
+
+use ckptd_api::{Checkpoint, CheckpointStatus, DumpStats, Target};
+
+use super::*;
+use crate::auth::{self};
+use crate::catalog::{self};
+use crate::criu::{self, DUMP_LOG};
+use crate::engine::{DumpOutput, DumpSpec, StopSignal};
+use crate::error::{Error, Result};
+use crate::sys;
+
+impl Inner {
+    /// Dump, make durable, publish.
+    pub(super) async fn take_checkpoint(&self, cp: &Checkpoint, stop: StopSignal) -> Result<Taken> {
+        // A non-root owner's target is checked again now that the job runs: the tree may have
+        // changed (or its pid been reused) since the request.
+        if let (Target::Process { pid }, false) = (&cp.target, cp.owner_uid == 0) {
+            auth::owns_tree(cp.owner_uid, *pid)?;
+        }
+        let dir = PathBuf::from(&cp.dir);
+        let partial = partial_dir(&dir);
+        sys::create_private_dir(&partial)
+            .map_err(|e| Error::io("cannot create the image directory", &partial, &e))?;
+        let out = self
+            .engine
+            .dump(DumpSpec {
+                target: &cp.target,
+                options: cp.options,
+                images_dir: &partial,
+                log_name: DUMP_LOG,
+                stop: stop.clone(),
+            })
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(mut e) => {
+                e = criu::log::full_disk(e, &partial);
+                keep_only_log(&partial, &dir);
+                if e.details.contains_key("log") {
+                    e.details.insert(
+                        "log".into(),
+                        dir.join(DUMP_LOG).display().to_string().into(),
+                    );
+                }
+                return Err(e);
+            }
+        };
+        self.publish(out, &partial, &dir, &stop).await
+    }
+
+    /// Makes a finished dump's images durable and publishes them: fsync every file and the
+    /// directory, rename `.partial` to the final directory, fsync the parent; only then end what
+    /// the dump left stopped. If that fails, or a stop is requested, the target carries on and
+    /// the images go.
+    pub(super) async fn publish(
+        &self,
+        out: DumpOutput,
+        partial: &Path,
+        dir: &Path,
+        stop: &StopSignal,
+    ) -> Result<Taken> {
+        let stopped_now = *stop.borrow();
+        if let Some(reason) = stopped_now {
+            self.engine.release(&out.stopped, false).await;
+            keep_only_log(partial, dir);
+            return Err(reason.error());
+        }
+        let p = partial.to_owned();
+        let d = dir.to_owned();
+        let durable = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            sys::fsync_dir_tree(&p)?;
+            std::fs::rename(&p, &d)?;
+            sys::fsync_dir(d.parent().unwrap_or(Path::new("/")))?;
+            sys::dir_size(&d)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("durability task failed: {e}")))?;
+        match durable {
+            Ok(size) => {
+                // A stop that came while the images were made durable still wins: the target
+                // carries on and the checkpoint is dropped, as the caller asked.
+                let stopped_now = *stop.borrow();
+                if let Some(reason) = stopped_now {
+                    self.engine.release(&out.stopped, false).await;
+                    remove_images(dir);
+                    return Err(reason.error());
+                }
+                self.engine.release(&out.stopped, true).await;
+                Ok(Taken {
+                    stats: out.stats,
+                    size,
+                    container: out.container,
+                    criu_config: out.criu_config,
+                })
+            }
+            Err(e) => {
+                // Not durable: the target must survive, and nothing half-written stays.
+                self.engine.release(&out.stopped, false).await;
+                keep_only_log(partial, dir);
+                Err(Error::io("cannot make the checkpoint images durable in", partial, &e)
+                    .with_hint("check free space and the filesystem's health; the process was left running"))
+            }
+        }
+    }
+}
+
+/// Writes a dump's outcome onto its checkpoint.
+pub(super) fn record_taken(cp: &mut Checkpoint, result: &Result<Taken>) {
+    cp.completed_at = Some(catalog::now());
+    match result {
+        Ok(done) => {
+            cp.status = CheckpointStatus::Ready;
+            cp.stats = done.stats;
+            cp.size_bytes = done.size;
+            cp.container = done.container.clone();
+            cp.criu_config = done.criu_config.clone();
+        }
+        Err(e) => {
+            cp.status = CheckpointStatus::Failed;
+            cp.error = Some(e.to_info());
+        }
+    }
+}
+
+/// What a successful dump records on its checkpoint.
+pub(super) struct Taken {
+    pub(super) stats: Option<DumpStats>,
+    pub(super) size: u64,
+    pub(super) container: Option<ckptd_api::ContainerRecord>,
+    pub(super) criu_config: Option<String>,
+}
+
+/// After a failed dump: remove the images, keep CRIU's log in the checkpoint's directory.
+pub(super) fn keep_only_log(partial: &Path, dir: &Path) {
+    remove_images(partial);
+    if std::fs::rename(partial, dir).is_err() {
+        let _ = sys::remove_dir_tree(partial);
+    }
+}
+
+/// Removes everything in an image directory but CRIU's dump log.
+pub(super) fn remove_images(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name() != DUMP_LOG {
+                let _ = sys::remove_dir_tree(&e.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The queue and its workers: each job runs from `queued` to its end through one state machine
+//! (`run`, `end_job`), with its stop signal (cancel, timeout) and its events and metrics. Shutdown
+//! cancels what is queued and gives what runs time to finish.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ckptd_api::{CheckpointStatus, Job, JobKind, JobResult, JobState};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::*;
+use crate::auth::Caller;
+use crate::catalog::{self};
+use crate::engine::{RestoreSpec, StopReason};
+use crate::error::{Error, ErrorKind, Result};
+
+impl Service {
+    /// Cancels a job. A queued job ends at once. A running one is asked to stop: CRIU is
+    /// interrupted (which leaves the target running, measured at every point of a dump), what a
+    /// dump had stopped is resumed, and the job ends `cancelled` moments later.
+    pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<Job> {
+        let mut job = self.job(caller, id).await?;
+        match job.state {
+            JobState::Queued => {}
+            JobState::Running => {
+                let sender = self.inner.stoppers().get(&job.id).cloned();
+                let Some(tx) = sender else {
+                    return Err(Error::conflict(format!("job {id} is just starting"))
+                        .with_hint("retry the cancel in a moment"));
+                };
+                request_stop(&tx, StopReason::Cancelled);
+                return Ok(job);
+            }
+            s => {
+                return Err(Error::conflict(format!(
+                    "job {id} has already ended ({})",
+                    s.as_str()
+                )))
+            }
+        }
+        let err = Error::new(
+            ErrorKind::Cancelled,
+            "the job was cancelled before it started",
+        );
+        job.state = JobState::Cancelled;
+        job.finished_at = Some(catalog::now());
+        job.error = Some(err.to_info());
+        if !self
+            .inner
+            .catalog
+            .update_job_if(&job, JobState::Queued)
+            .await?
+        {
+            // A worker claimed it in the meantime.
+            return Box::pin(self.cancel(caller, id)).await;
+        }
+        if job.kind == JobKind::Checkpoint {
+            if let Some(mut cp) = self
+                .inner
+                .catalog
+                .checkpoint(&job.checkpoint_id.to_string())
+                .await?
+            {
+                cp.status = CheckpointStatus::Failed;
+                cp.completed_at = job.finished_at;
+                cp.error = job.error.clone();
+                self.inner.catalog.update_checkpoint(&cp).await?;
+            }
+        }
+        self.inner.record_end(&job).await;
+        self.inner.release_job(&job);
+        self.inner.job_finished();
+        Ok(job)
+    }
+
+    /// Stops taking jobs, cancels queued ones, and gives running ones `timeout` to finish.
+    pub async fn shutdown(&self, timeout: Duration) {
+        let inner = &self.inner;
+        inner.shutting_down.store(true, Ordering::SeqCst);
+        inner.shutdown.send_replace(true);
+        let workers: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *inner.workers.lock().expect("workers lock"));
+        // Queued jobs will not run now: record that, so the caller knows to resubmit.
+        let queued = inner
+            .catalog
+            .list_jobs(&catalog::JobFilter {
+                state: Some(JobState::Queued),
+                limit: catalog::MAX_LIMIT,
+                ..Default::default()
+            })
+            .await;
+        if let Ok(queued) = queued {
+            let err = Error::unavailable("ckptd shut down before the job started")
+                .with_hint("submit it again once the daemon has restarted");
+            for job in queued.items {
+                if let Err(e) = inner
+                    .end_job(job, Err(err.clone()), Some(JobState::Queued))
+                    .await
+                {
+                    tracing::error!(error = %e, "recording a cancelled job failed");
+                }
+            }
+        }
+        let running = self.running_jobs();
+        if running > 0 {
+            tracing::info!(
+                running,
+                timeout_s = timeout.as_secs(),
+                "waiting for running jobs"
+            );
+        }
+        let all = futures_join(workers);
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!(
+                "running jobs did not finish within {} s; they are resolved at the next start",
+                timeout.as_secs()
+            );
+        }
+    }
+}
+
+impl Inner {
+    pub(super) async fn worker(self: Arc<Self>, n: usize) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let id = {
+                let mut rx = self.queue_rx.lock().await;
+                tokio::select! {
+                    id = rx.recv() => id,
+                    _ = shutdown.changed() => None,
+                }
+            };
+            let Some(id) = id else { break };
+            self.running.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.run(id).await {
+                tracing::error!(job = %id, error = %e, "job bookkeeping failed");
+                self.fail_unfinished(id, e).await;
+            }
+            self.running.fetch_sub(1, Ordering::Relaxed);
+        }
+        tracing::debug!(worker = n, "worker stopped");
+    }
+
+    /// After `run` itself failed (the catalog could not be written): record the job as failed if
+    /// it can be, and in any case free its target so later jobs are not refused forever.
+    pub(super) async fn fail_unfinished(&self, id: Uuid, e: Error) {
+        match self.catalog.job(id).await {
+            Ok(Some(job)) if !job.state.is_finished() => {
+                let from = job.state;
+                let release = job.clone();
+                if let Err(e2) = self.end_job(job, Err(e), Some(from)).await {
+                    tracing::error!(job = %id, error = %e2, "cannot record the job's failure");
+                    self.release_job(&release);
+                    self.job_finished();
+                }
+            }
+            Ok(Some(job)) => self.release_job(&job),
+            _ => self.busy().targets.retain(|_, j| *j != id),
+        }
+    }
+
+    /// Runs one job from `queued` to its end.
+    pub(super) async fn run(&self, id: Uuid) -> Result<()> {
+        let Some((mut job, request)) = self.catalog.job_with_request(id).await? else {
+            return Ok(());
+        };
+        if job.state != JobState::Queued {
+            return Ok(()); // cancelled while it waited
+        }
+        let Some(mut cp) = self
+            .catalog
+            .checkpoint(&job.checkpoint_id.to_string())
+            .await?
+        else {
+            let e = Error::not_found("the job's checkpoint no longer exists");
+            return self.end_job(job, Err(e), Some(JobState::Queued)).await;
+        };
+        job.state = JobState::Running;
+        job.started_at = Some(catalog::now());
+        if !self.catalog.update_job_if(&job, JobState::Queued).await? {
+            return Ok(()); // cancelled just now
+        }
+        self.events.job("job.running", &job);
+        let span = tracing::info_span!("job", id = %job.id, kind = job.kind.as_str(), target = %cp.target.key());
+        let _enter = span.enter();
+        tracing::info!("job started");
+        drop(_enter);
+        let (stop_tx, stop) = watch::channel(None);
+        self.stoppers().insert(job.id, stop_tx.clone());
+        let timeout = self.cfg.job_timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            request_stop(&stop_tx, StopReason::TimedOut(timeout));
+        });
+        let outcome = match job.kind {
+            JobKind::Checkpoint => {
+                cp.status = CheckpointStatus::Running;
+                self.catalog.update_checkpoint(&cp).await?;
+                let result = self.take_checkpoint(&cp, stop).await;
+                record_taken(&mut cp, &result);
+                self.catalog.update_checkpoint(&cp).await?;
+                result.map(|_| None)
+            }
+            JobKind::Restore => {
+                let work: RestoreWork = serde_json::from_value(request)
+                    .map_err(|e| Error::internal(format!("bad restore job request: {e}")))?;
+                let spec = RestoreSpec {
+                    checkpoint: &cp,
+                    into: work.into.as_ref(),
+                    options: work.options,
+                    images_dir: Path::new(&cp.dir),
+                    log_name: &restore_log_name(job.id),
+                    console_socket: work.console_socket.as_deref(),
+                    lazy: work.lazy,
+                    stop,
+                };
+                self.engine.restore(spec).await.map(Some)
+            }
+        };
+        timer.abort();
+        self.stoppers().remove(&job.id);
+        let _enter = span.enter();
+        match &outcome {
+            Ok(_) => tracing::info!("job succeeded"),
+            Err(e) => tracing::warn!(error = %e, "job failed"),
+        }
+        drop(_enter);
+        self.end_job(job, outcome, None).await
+    }
+
+    /// Records a job's end (optionally only if it is still in `from`) and wakes waiters.
+    pub(super) async fn end_job(
+        &self,
+        mut job: Job,
+        outcome: Result<Option<JobResult>>,
+        from: Option<JobState>,
+    ) -> Result<()> {
+        job.finished_at = Some(catalog::now());
+        match outcome {
+            Ok(result) => {
+                job.state = JobState::Succeeded;
+                job.result = result;
+            }
+            Err(e) => {
+                job.state = if e.kind == ErrorKind::Cancelled
+                    || (from == Some(JobState::Queued) && e.kind == ErrorKind::Unavailable)
+                {
+                    JobState::Cancelled
+                } else {
+                    JobState::Failed
+                };
+                job.error = Some(e.to_info());
+            }
+        }
+        let written = match from {
+            Some(f) => self.catalog.update_job_if(&job, f).await?,
+            None => {
+                self.catalog.update_job(&job).await?;
+                true
+            }
+        };
+        if written && job.kind == JobKind::Checkpoint && from.is_some() {
+            if let Some(mut cp) = self
+                .catalog
+                .checkpoint(&job.checkpoint_id.to_string())
+                .await?
+            {
+                if !matches!(
+                    cp.status,
+                    CheckpointStatus::Ready | CheckpointStatus::Failed
+                ) {
+                    cp.status = CheckpointStatus::Failed;
+                    cp.completed_at = job.finished_at;
+                    cp.error = job.error.clone();
+                    self.catalog.update_checkpoint(&cp).await?;
+                }
+            }
+        }
+        if written {
+            self.record_end(&job).await;
+        }
+        self.release_job(&job);
+        self.job_finished();
+        Ok(())
+    }
+
+    /// Events and metrics for a job that has just ended.
+    pub(super) async fn record_end(&self, job: &Job) {
+        self.events.job(&format!("job.{}", job.state.as_str()), job);
+        let secs = match (job.started_at, job.finished_at) {
+            (Some(a), Some(b)) => (b - a).num_microseconds().map(|us| us as f64 / 1e6),
+            _ => None,
+        };
+        match job.kind {
+            JobKind::Restore => {
+                self.metrics.restores.add(job.state);
+                if let (JobState::Succeeded, Some(s)) = (job.state, secs) {
+                    self.metrics.restore_seconds.observe(s);
+                }
+            }
+            JobKind::Checkpoint => {
+                self.metrics.checkpoints.add(job.state);
+                let Ok(Some(cp)) = self
+                    .catalog
+                    .checkpoint(&job.checkpoint_id.to_string())
+                    .await
+                else {
+                    return;
+                };
+                if cp.status == CheckpointStatus::Ready {
+                    if let Some(s) = secs {
+                        self.metrics.checkpoint_seconds.observe(s);
+                    }
+                    if let Some(st) = cp.stats {
+                        self.metrics
+                            .frozen_seconds
+                            .observe(st.frozen_time_us as f64 / 1e6);
+                    }
+                    self.metrics
+                        .bytes_written
+                        .fetch_add(cp.size_bytes, Ordering::Relaxed);
+                    self.events.checkpoint("checkpoint.ready", &cp);
+                } else {
+                    self.events.checkpoint("checkpoint.failed", &cp);
+                }
+            }
+        }
+    }
+}
+
+/// Asks a running job to stop; the first reason given wins.
+pub(super) fn request_stop(tx: &watch::Sender<Option<StopReason>>, reason: StopReason) {
+    tx.send_if_modified(|r| {
+        let first = r.is_none();
+        if first {
+            *r = Some(reason);
+        }
+        first
+    });
+}
+
+pub(super) async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}

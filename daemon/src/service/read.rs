@@ -1,0 +1,170 @@
+//! Reads of the catalog on behalf of a caller (who sees only what it may), waiting for jobs, the
+//! CRIU logs of a checkpoint, and deleting a checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ckptd_api::{Checkpoint, CheckpointStatus, Job, JobKind, JobState, List};
+use uuid::Uuid;
+
+use super::*;
+use crate::auth::Caller;
+use crate::catalog::{self};
+use crate::criu::DUMP_LOG;
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+impl Service {
+    /// A checkpoint by id or name, if `caller` may see it (others' are "not found" to it).
+    pub async fn checkpoint(&self, caller: &Caller, reference: &str) -> Result<Checkpoint> {
+        self.inner
+            .catalog
+            .checkpoint(reference)
+            .await?
+            .filter(|cp| caller.can_see(cp.owner_uid))
+            .ok_or_else(|| {
+                Error::not_found(format!("no checkpoint with id or name {reference:?}"))
+                    .with_hint("list checkpoints with GET /v1/checkpoints")
+            })
+    }
+
+    /// A job, if `caller` may see it.
+    pub async fn job(&self, caller: &Caller, id: &str) -> Result<Job> {
+        let not_found = || {
+            Error::not_found(format!("no job with id {id:?}"))
+                .with_hint("list jobs with GET /v1/jobs")
+        };
+        let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
+        let mut job = self
+            .inner
+            .catalog
+            .job(uuid)
+            .await?
+            .filter(|j| caller.can_see(j.owner_uid))
+            .ok_or_else(not_found)?;
+        if job.state == JobState::Running && job.kind == JobKind::Checkpoint {
+            // What CRIU has written so far into the partial directory.
+            if let Some(cp) = self
+                .inner
+                .catalog
+                .checkpoint(&job.checkpoint_id.to_string())
+                .await?
+            {
+                let bytes_written = sys::dir_size(&partial_dir(Path::new(&cp.dir))).unwrap_or(0);
+                job.progress = Some(ckptd_api::JobProgress { bytes_written });
+            }
+        }
+        Ok(job)
+    }
+
+    /// The checkpoints `caller` may see.
+    pub async fn list_checkpoints(
+        &self,
+        caller: &Caller,
+        mut f: catalog::CheckpointFilter,
+    ) -> Result<List<Checkpoint>> {
+        f.owner = caller.owner_filter();
+        self.inner.catalog.list_checkpoints(&f).await
+    }
+
+    /// The jobs `caller` may see.
+    pub async fn list_jobs(&self, caller: &Caller, mut f: catalog::JobFilter) -> Result<List<Job>> {
+        f.owner = caller.owner_filter();
+        self.inner.catalog.list_jobs(&f).await
+    }
+
+    /// The job once it has ended, or as it is when `timeout` runs out. At shutdown, queued jobs
+    /// end (cancelled) and running ones are given time to finish, so waiters get a final answer.
+    pub async fn wait(&self, caller: &Caller, id: &str, timeout: Duration) -> Result<Job> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut finished = self.inner.finished.subscribe();
+        loop {
+            let job = self.job(caller, id).await?;
+            if job.state.is_finished() {
+                return Ok(job);
+            }
+            tokio::select! {
+                _ = finished.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(job),
+            }
+        }
+    }
+
+    /// The CRIU logs of a checkpoint: the dump's, then each restore's, oldest first.
+    pub async fn logs(&self, caller: &Caller, reference: &str) -> Result<String> {
+        let cp = self.checkpoint(caller, reference).await?;
+        let dir = PathBuf::from(&cp.dir);
+        let mut out = String::new();
+        let dump_log = if dir.join(DUMP_LOG).exists() {
+            dir.join(DUMP_LOG)
+        } else {
+            partial_dir(&dir).join(DUMP_LOG)
+        };
+        if let Ok(text) = std::fs::read_to_string(&dump_log) {
+            out.push_str(&format!("=== {} ===\n{text}", dump_log.display()));
+        }
+        let restores = self
+            .inner
+            .catalog
+            .list_jobs(&catalog::JobFilter {
+                kind: Some(JobKind::Restore),
+                checkpoint_id: Some(cp.id),
+                limit: catalog::MAX_LIMIT,
+                ..Default::default()
+            })
+            .await?;
+        for job in restores.items.iter().rev() {
+            let name = restore_log_name(job.id);
+            // A lazy restore's page server logs next to it.
+            for path in [dir.join(&name), dir.join(format!("lazy-{name}"))] {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    out.push_str(&format!("=== {} ===\n{text}", path.display()));
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(Error::not_found(format!(
+                "checkpoint {} has no CRIU log yet (status {})",
+                cp.name,
+                cp.status.as_str()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Removes a checkpoint's images and its row. Refused while a job uses it.
+    pub async fn delete_checkpoint(&self, caller: &Caller, reference: &str) -> Result<()> {
+        let inner = &self.inner;
+        let cp = self.checkpoint(caller, reference).await?;
+        if matches!(
+            cp.status,
+            CheckpointStatus::Pending | CheckpointStatus::Running
+        ) {
+            return Err(Error::conflict(format!(
+                "checkpoint {} is {}: its job has not ended",
+                cp.name,
+                cp.status.as_str()
+            ))
+            .with_hint("wait for the job (GET /v1/jobs?state=running), then delete"));
+        }
+        let reservation = inner.reserve_checkpoint(cp.id)?;
+        let dir = PathBuf::from(&cp.dir);
+        let removed =
+            sys::remove_dir_tree(&partial_dir(&dir)).and_then(|()| sys::remove_dir_tree(&dir));
+        let result = match removed {
+            Ok(()) => inner.catalog.delete_checkpoint(cp.id).await,
+            Err(e) => Err(
+                Error::io("cannot remove the checkpoint directory", &dir, &e).with_hint(
+                    "fix the directory's permissions or remove it by hand, then delete again",
+                ),
+            ),
+        };
+        inner.release(reservation);
+        if result.is_ok() {
+            tracing::info!(checkpoint = %cp.id, name = %cp.name, "checkpoint deleted");
+            inner.events.checkpoint("checkpoint.deleted", &cp);
+        }
+        result
+    }
+}

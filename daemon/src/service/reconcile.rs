@@ -1,0 +1,213 @@
+//! Start-up reconciliation: what a previous run of the daemon left unfinished is resolved before
+//! any new job runs. No job stays `queued` or `running` across a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ckptd_api::{CheckpointStatus, Job, JobKind, JobResult, JobState};
+use uuid::Uuid;
+
+use super::*;
+use crate::catalog::{self};
+use crate::engine::never_stop;
+use crate::error::{Error, Result};
+use crate::sys;
+
+impl Service {
+    /// Resolves what a previous run of the daemon left unfinished; no job stays `queued` or
+    /// `running` across a restart. A dump CRIU finished while the daemon was down (it runs in its
+    /// own process group and outlives a SIGKILL of the daemon) is made durable and published;
+    /// any other interrupted dump is dropped and its target resumed. A restore that completed is
+    /// recorded with its pid. `ready` rows whose directory vanished become `missing`; directories
+    /// no row knows are reported, never deleted. `criu_wait` bounds the wait for a CRIU still
+    /// writing into a partial directory.
+    pub async fn reconcile(&self, criu_wait: Duration) -> Result<Reconciled> {
+        let inner = &self.inner;
+        let mut report = Reconciled::default();
+        let restarted = Error::internal("ckptd restarted before the job finished")
+            .with_hint("submit the job again");
+        for state in [JobState::Queued, JobState::Running] {
+            let jobs = inner
+                .catalog
+                .list_jobs(&catalog::JobFilter {
+                    state: Some(state),
+                    limit: catalog::MAX_LIMIT,
+                    ..Default::default()
+                })
+                .await?;
+            for job in jobs.items {
+                let outcome = if state == JobState::Running {
+                    self.recover_job(&job, &restarted, criu_wait).await?
+                } else {
+                    Err(restarted.clone())
+                };
+                match &outcome {
+                    Ok(_) => report.completed += 1,
+                    Err(_) => report.failed += 1,
+                }
+                tracing::warn!(job = %job.id, was = state.as_str(), completed = outcome.is_ok(), "resolved a job the daemon left unfinished");
+                inner.end_job(job, outcome, Some(state)).await?;
+            }
+        }
+        // Rows of checkpoints whose job is gone (should not happen; belt and braces).
+        for mut cp in inner
+            .catalog
+            .checkpoints_with_status(&[CheckpointStatus::Pending, CheckpointStatus::Running])
+            .await?
+        {
+            let partial = partial_dir(Path::new(&cp.dir));
+            if partial.exists() {
+                let _ = inner.engine.recover_dump(&cp, &partial).await;
+                keep_only_log(&partial, Path::new(&cp.dir));
+            }
+            record_taken(&mut cp, &Err(restarted.clone()));
+            inner.catalog.update_checkpoint(&cp).await?;
+            report.failed += 1;
+        }
+        for mut cp in inner
+            .catalog
+            .checkpoints_with_status(&[CheckpointStatus::Ready])
+            .await?
+        {
+            if !Path::new(&cp.dir).is_dir() {
+                tracing::warn!(checkpoint = %cp.id, dir = %cp.dir, "the directory of a ready checkpoint is gone: marked missing");
+                cp.status = CheckpointStatus::Missing;
+                inner.catalog.update_checkpoint(&cp).await?;
+                report.missing += 1;
+            }
+        }
+        let known = inner.catalog.checkpoint_ids().await?;
+        if let Ok(entries) = std::fs::read_dir(&inner.cfg.checkpoints_root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(STAGING_PREFIX) {
+                    // An import the previous run did not finish: never published, ours to drop.
+                    tracing::warn!(path = %e.path().display(), "removing an unfinished import");
+                    let _ = sys::remove_dir_tree(&e.path());
+                    continue;
+                }
+                let id = name.trim_end_matches(".partial");
+                if !Uuid::parse_str(id).is_ok_and(|u| known.contains(&u)) {
+                    tracing::warn!(path = %e.path().display(), "a directory no checkpoint row knows; left in place");
+                    report.unknown_dirs.push(e.path().display().to_string());
+                }
+            }
+        }
+        report.unknown_dirs.sort();
+        Ok(report)
+    }
+
+    /// The outcome of a job that was running when the daemon stopped.
+    pub(super) async fn recover_job(
+        &self,
+        job: &Job,
+        restarted: &Error,
+        criu_wait: Duration,
+    ) -> Result<Result<Option<JobResult>>> {
+        let inner = &self.inner;
+        let Some(mut cp) = inner
+            .catalog
+            .checkpoint(&job.checkpoint_id.to_string())
+            .await?
+        else {
+            return Ok(Err(restarted.clone()));
+        };
+        let dir = PathBuf::from(&cp.dir);
+        match job.kind {
+            JobKind::Checkpoint => {
+                let partial = partial_dir(&dir);
+                wait_for_leftover_criu(&partial, criu_wait).await;
+                let result = if partial.exists() {
+                    match inner.engine.recover_dump(&cp, &partial).await {
+                        Some(out) => inner.publish(out, &partial, &dir, &never_stop()).await,
+                        None => {
+                            keep_only_log(&partial, &dir);
+                            Err(restarted.clone())
+                        }
+                    }
+                } else if dir.join("pstree.img").exists() {
+                    // Renamed (so durable) but not yet recorded: end what the dump stopped.
+                    match inner.engine.recover_dump(&cp, &dir).await {
+                        Some(out) => {
+                            inner.engine.release(&out.stopped, true).await;
+                            Ok(Taken {
+                                stats: out.stats,
+                                size: sys::dir_size(&dir).unwrap_or(0),
+                                container: out.container,
+                                criu_config: out.criu_config,
+                            })
+                        }
+                        None => Err(restarted.clone()),
+                    }
+                } else {
+                    Err(restarted.clone())
+                };
+                record_taken(&mut cp, &result);
+                inner.catalog.update_checkpoint(&cp).await?;
+                Ok(result.map(|_| None))
+            }
+            JobKind::Restore => {
+                wait_for_leftover_criu(&dir, criu_wait).await;
+                let Some((_, request)) = inner.catalog.job_with_request(job.id).await? else {
+                    return Ok(Err(restarted.clone()));
+                };
+                let work: Option<RestoreWork> = serde_json::from_value(request).ok();
+                let into = work.as_ref().and_then(|w| w.into.as_ref());
+                let recovered = inner
+                    .engine
+                    .recover_restore(&cp, into, &restore_log_name(job.id))
+                    .await;
+                Ok(recovered.map(Some).ok_or_else(|| restarted.clone()))
+            }
+        }
+    }
+}
+
+/// What startup reconciliation found (logged, and shown by `/v1/info`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reconciled {
+    /// Interrupted jobs that had in fact completed and were recorded as such.
+    pub completed: usize,
+    pub failed: usize,
+    /// Ready checkpoints whose images are gone.
+    pub missing: usize,
+    /// Directories in the checkpoints root that no row knows.
+    pub unknown_dirs: Vec<String>,
+}
+
+/// Waits (bounded) until no CRIU (or runc) that outlived the daemon still works in `partial`.
+/// Only the process ckptd started counts: it leads its own process group. Helpers it forked
+/// that are left without it cannot finish anything (seen: a stopped orphan CRIU helper) and are
+/// killed.
+pub(super) async fn wait_for_leftover_criu(partial: &Path, limit: Duration) {
+    let needle = partial.display().to_string();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let me = std::process::id() as i32;
+        let procs: Vec<sys::ProcStat> = sys::processes_mentioning(&needle)
+            .into_iter()
+            .filter(|&p| p != me)
+            .filter_map(sys::proc_stat)
+            .filter(|s| !s.is_zombie())
+            .collect();
+        let left: Vec<i32> = procs
+            .iter()
+            .filter(|s| s.pid == s.pgrp)
+            .map(|s| s.pid)
+            .collect();
+        if left.is_empty() {
+            let orphans: Vec<i32> = procs.iter().map(|s| s.pid).collect();
+            if !orphans.is_empty() {
+                tracing::warn!(?orphans, path = %needle, "killing helpers a dead CRIU left behind");
+                sys::signal_all(&orphans, nix::sys::signal::Signal::SIGKILL);
+            }
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(?left, path = %needle, "CRIU still runs after the wait; resolving the job anyway");
+            return;
+        }
+        tracing::info!(?left, path = %needle, "waiting for a CRIU that outlived the daemon");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,80 @@
+//! Reservations: one job per target, and no delete of a checkpoint a job reads. Held in memory
+//! (a restart ends every job), taken at admission and given back when the job ends.
+
+use ckptd_api::{Job, JobKind, Target};
+use uuid::Uuid;
+
+use super::*;
+use crate::error::{Error, Result};
+
+impl Inner {
+    pub(super) fn reserve(
+        &self,
+        target: &Target,
+        checkpoint: Option<Uuid>,
+        job: Uuid,
+    ) -> Result<Reservation> {
+        let mut busy = self.busy();
+        let key = target.key();
+        if let Some(other) = busy.targets.get(&key) {
+            return Err(Error::conflict(format!(
+                "another job ({other}) is already working on {key}; one job per target runs at a time"
+            ))
+            .with("job_id", other.to_string())
+            .with_hint(format!("wait for it to end (GET /v1/jobs/{other}?wait=60), then retry")));
+        }
+        if let Some(c) = checkpoint {
+            if busy.checkpoints.contains(&c) {
+                return Err(
+                    Error::conflict(format!("checkpoint {c} is in use by another job"))
+                        .with_hint("wait for that job to end, then retry"),
+                );
+            }
+            busy.checkpoints.insert(c);
+        }
+        busy.targets.insert(key.clone(), job);
+        Ok(Reservation {
+            target: Some(key),
+            checkpoint,
+        })
+    }
+
+    pub(super) fn reserve_checkpoint(&self, checkpoint: Uuid) -> Result<Reservation> {
+        let mut busy = self.busy();
+        if !busy.checkpoints.insert(checkpoint) {
+            return Err(
+                Error::conflict(format!("checkpoint {checkpoint} is in use by a job"))
+                    .with_hint("wait for the job to end (GET /v1/jobs?state=running), then retry"),
+            );
+        }
+        Ok(Reservation {
+            target: None,
+            checkpoint: Some(checkpoint),
+        })
+    }
+
+    pub(super) fn release(&self, r: Reservation) {
+        let mut busy = self.busy();
+        if let Some(t) = r.target {
+            busy.targets.remove(&t);
+        }
+        if let Some(c) = r.checkpoint {
+            busy.checkpoints.remove(&c);
+        }
+    }
+
+    /// Releases everything `job` holds: its target, and the checkpoint a restore reads.
+    pub(super) fn release_job(&self, job: &Job) {
+        let mut busy = self.busy();
+        busy.targets.retain(|_, j| *j != job.id);
+        if job.kind == JobKind::Restore {
+            busy.checkpoints.remove(&job.checkpoint_id);
+        }
+    }
+}
+
+/// A reservation of a target (and checkpoint) for one job.
+pub(super) struct Reservation {
+    target: Option<String>,
+    checkpoint: Option<Uuid>,
+}
