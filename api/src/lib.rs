@@ -3,8 +3,11 @@
 //! The types here are the contract described in `openapi.yaml`: every field that goes over the
 //! wire is declared once, here, and shared by the daemon, the `ckpt` CLI and the end-to-end tests.
 
+mod advice;
 mod client;
 mod types;
+
+pub use advice::{retry_text, Advice, CriuOption};
 
 pub use client::{Client, ClientError, Remote, Response};
 pub use hyper::{Method, StatusCode};

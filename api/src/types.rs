@@ -285,6 +285,13 @@ impl ErrorInfo {
     pub fn hint(&self) -> Option<&str> {
         self.details.get("hint").and_then(|v| v.as_str())
     }
+    /// The advice behind `hint`, for a caller that phrases it in its own words.
+    pub fn advice(&self) -> Option<crate::Advice> {
+        self.details
+            .get("advice")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .filter(|a| *a != crate::Advice::Unknown)
+    }
     pub fn log_tail(&self) -> Vec<String> {
         self.details
             .get("log_tail")

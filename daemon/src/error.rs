@@ -2,7 +2,7 @@
 //! the wire `code` and, in `http::error`, the HTTP status), a message that says what failed and
 //! what to try, and structured details (`hint`, `log_tail`, ...).
 
-use ckptd_api::ErrorInfo;
+use ckptd_api::{Advice, ErrorInfo};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,23 @@ impl ErrorKind {
     }
 }
 
+/// What to try next: plain words, or advice each caller phrases itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hint {
+    Plain(String),
+    Advice(Advice),
+}
+
+impl Hint {
+    /// The hint as API callers read it in `details.hint`.
+    pub fn api_text(&self) -> String {
+        match self {
+            Hint::Plain(h) => h.clone(),
+            Hint::Advice(a) => a.api_text(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Error {
     pub kind: ErrorKind,
@@ -113,8 +130,25 @@ impl Error {
         self
     }
 
+    /// A hint in words every caller understands (no route, field or flag in it).
     pub fn with_hint(self, hint: impl Into<String>) -> Self {
         self.with("hint", hint.into())
+    }
+
+    /// Advice each caller phrases in its own words: `details.advice`, and `details.hint` in the
+    /// API's words.
+    pub fn with_advice(self, advice: Advice) -> Self {
+        let hint = advice.api_text();
+        let value = serde_json::to_value(&advice).expect("advice serializes");
+        self.with("advice", value).with("hint", hint)
+    }
+
+    /// A hint of either kind.
+    pub fn with_any_hint(self, hint: Hint) -> Self {
+        match hint {
+            Hint::Plain(h) => self.with_hint(h),
+            Hint::Advice(a) => self.with_advice(a),
+        }
     }
 
     /// An I/O failure on a path, phrased for the user.

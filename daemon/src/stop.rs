@@ -38,4 +38,3 @@ pub fn never_stop() -> StopSignal {
     std::mem::forget(tx);
     rx
 }
-

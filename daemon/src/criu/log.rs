@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use crate::error::{Error, ErrorKind};
+use ckptd_api::{Advice, CriuOption};
+
+use crate::error::{Error, ErrorKind, Hint};
 use crate::sys;
 
 /// How many CRIU error lines a failure quotes.
@@ -81,13 +83,11 @@ pub fn failure(
     let err = Error::new(kind, format!("{what}: {cause}"))
         .with("log_tail", lines)
         .with("log", log_path.display().to_string());
-    match hint(log) {
-        Some(h) => err.with_hint(h),
-        None => err.with_hint(format!(
-            "read the full CRIU log ({}) or GET /v1/checkpoints/{{ref}}/log",
-            log_path.display()
-        )),
-    }
+    err.with_any_hint(hint(log).unwrap_or_else(|| {
+        Hint::Advice(Advice::ReadLog {
+            path: log_path.display().to_string(),
+        })
+    }))
 }
 
 /// A failed dump on a filesystem with (almost) no room left failed for lack of space, whatever
@@ -136,7 +136,7 @@ pub fn message_of(line: &str) -> String {
 }
 
 /// A recognised cause: what to tell the user to do.
-pub fn hint(log: &str) -> Option<String> {
+pub fn hint(log: &str) -> Option<Hint> {
     let errors: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("Error (") || l.starts_with("Error"))
@@ -144,96 +144,118 @@ pub fn hint(log: &str) -> Option<String> {
         .collect();
     let has = |needle: &str| errors.iter().any(|l| l.contains(needle));
     if has("Can't connect inet socket back: Network is unreachable") {
-        return Some(
+        return Some(plain(
             "CRIU could not re-create the tree's TCP connections: their network is not up in the \
              restored network namespace (Docker gives a restored container a new one and brings \
              its network up only after CRIU has run); close the connections before the \
              checkpoint, or run the workload as a runc container, whose restore keeps them"
                 .into(),
-        );
+        ));
     }
     if has("Connected TCP socket") || has("--tcp-established") {
-        return Some(
-            "the process has an established TCP connection: retry with \"tcp_established\": true \
-             (the connection is then restored too, so restore on a host where its address is valid)"
-                .into(),
-        );
+        return Some(retry(
+            CriuOption::TcpEstablished,
+            "the process has an established TCP connection",
+            None,
+            Some("the connection is then restored too, so restore on a host where its address is valid"),
+        ));
     }
     if has("External socket is used") || has("ext-unix-sk") || has("unix: Can't dump") {
-        return Some(
-            "the process uses a unix socket whose peer is outside the dumped tree: retry with \
-             \"ext_unix_sk\": true, or checkpoint the peer together with it"
-                .into(),
-        );
+        return Some(retry(
+            CriuOption::ExtUnixSk,
+            "the process uses a unix socket whose peer is outside the dumped tree",
+            Some("checkpoint the peer together with it"),
+            None,
+        ));
     }
     if has("tty") && (has("shell-job") || has("Can't dump") || has("tty:")) {
-        return Some(
-            "the process is attached to a terminal or its session leader is outside the tree: \
-             retry with \"shell_job\": true, or start the target with setsid and its stdio \
-             redirected away from the terminal"
-                .into(),
-        );
+        return Some(retry(
+            CriuOption::ShellJob,
+            "the process is attached to a terminal or its session leader is outside the tree",
+            Some("start the target with setsid and its stdio redirected away from the terminal"),
+            None,
+        ));
     }
     if has("is outside of tree") || has("session leader") || has("--shell-job") {
-        return Some(
+        return Some(retry(
+            CriuOption::ShellJob,
             "the process belongs to a session or process group led by a process outside the dumped \
-             tree: retry with \"shell_job\": true, or start the target with setsid"
-                .into(),
-        );
+             tree",
+            Some("start the target with setsid"),
+            None,
+        ));
     }
     if has("file locks") || has("--file-locks") {
-        return Some("the process holds file locks: retry with \"file_locks\": true".into());
+        return Some(retry(
+            CriuOption::FileLocks,
+            "the process holds file locks",
+            None,
+            None,
+        ));
     }
     if has("No space left on device") {
-        return Some(
+        return Some(plain(
             "the filesystem holding the images filled up; the partial images were removed: free \
              space or choose another checkpoint_dir"
                 .into(),
-        );
-    }
-    if let Some(pid) = pid_in_use(&errors) {
-        return Some(format!(
-            "pid {pid} is in use by another process; stop it first (or restore into a container, \
-             which has its own pid namespace)"
         ));
     }
+    if let Some(pid) = pid_in_use(&errors) {
+        return Some(plain(format!(
+            "pid {pid} is in use by another process; stop it first (or restore into a container, \
+             which has its own pid namespace)"
+        )));
+    }
     if has("iptables") || has("nft") && has("lock") || has("Can't lock network") {
-        return Some(
+        return Some(plain(
             "CRIU could not lock the network: install iptables (apt-get install iptables) or \
              configure CRIU's nftables network lock"
                 .into(),
-        );
-    }
-    if let Some(file) = missing_file(&errors) {
-        return Some(format!(
-            "the restored root filesystem has no {file}, which the images need: restore into a \
-             bundle whose rootfs holds the same files as the checkpointed one (copy it with cp -a)"
         ));
     }
+    if let Some(file) = missing_file(&errors) {
+        return Some(plain(format!(
+            "the restored root filesystem has no {file}, which the images need: restore into a \
+             bundle whose rootfs holds the same files as the checkpointed one (copy it with cp -a)"
+        )));
+    }
     if has("Can't lookup mount=") {
-        return Some(
+        return Some(plain(
             "a file descriptor (often stdout or stderr) points at a file opened outside the \
              target's mount namespace (a host file, even one inside the container's rootfs): point \
              its stdio at /dev/null or a pipe, or let the container open its own files"
                 .into(),
-        );
+        ));
     }
     if has("Can't get rlimit") && has("Operation not permitted") {
-        return Some(
+        return Some(plain(
             "CRIU could not read the target's resource limits: dumping a process of another user \
              needs CAP_SYS_RESOURCE, which ckptd (and so CRIU) does not have here; run ckptd with \
              it (systemd: AmbientCapabilities / no CapabilityBoundingSet that drops it)"
                 .into(),
-        );
+        ));
     }
     if has("Operation not permitted") || has("EPERM") {
-        return Some(
+        return Some(plain(
             "CRIU was denied a privileged operation: ckptd must run as root with the capabilities \
              CRIU needs (CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE)"
                 .into(),
-        );
+        ));
     }
     None
+}
+
+fn plain(text: String) -> Hint {
+    Hint::Plain(text)
+}
+
+fn retry(option: CriuOption, because: &str, or: Option<&str>, note: Option<&str>) -> Hint {
+    Hint::Advice(Advice::RetryWith {
+        option,
+        because: because.into(),
+        or: or.map(str::to_owned),
+        note: note.map(str::to_owned),
+    })
 }
 
 /// `Can't open file bin/busybox on restore: No such file or directory`
@@ -276,14 +298,17 @@ mod tests {
         let tail = error_lines(TCP_LOG, 10);
         assert_eq!(tail.len(), 3, "{tail:?}");
         assert!(tail[0].contains("Connected TCP socket"));
-        assert!(hint(TCP_LOG).unwrap().contains("tcp_established"));
+        assert!(hint(TCP_LOG)
+            .unwrap()
+            .api_text()
+            .contains("tcp_established"));
     }
 
     #[test]
     fn pid_in_use_is_recognised() {
         let log = "(00.066771) Error (criu/cr-restore.c:1237): Can't fork for 6630: File exists\n\
                    (00.066806) Error (criu/cr-restore.c:2331): Restoring FAILED.\n";
-        let h = hint(log).unwrap();
+        let h = hint(log).unwrap().api_text();
         assert!(h.contains("pid 6630 is in use"), "{h}");
     }
 
@@ -307,7 +332,7 @@ mod tests {
         ];
         for (line, want) in cases {
             let log = format!("{line}\n(00.02) Error (criu/cr-dump.c:1975): Dumping FAILED.\n");
-            let h = hint(&log).unwrap_or_default();
+            let h = hint(&log).map(|h| h.api_text()).unwrap_or_default();
             assert!(h.contains(want), "{line}: {h}");
         }
     }

@@ -8,8 +8,8 @@ use nix::sys::signal::Signal;
 use tokio::process::Command;
 
 use super::log;
-use crate::stop::StopSignal;
 use crate::error::{Error, Result};
+use crate::stop::StopSignal;
 
 /// Runs a program that drives CRIU (`criu` itself, or a runtime such as runc) and, when it fails,
 /// builds the user's error from CRIU's log: the cause, `log_tail`, `hint`, the log's path and the

@@ -20,7 +20,6 @@ use crate::service::{validate, Service, STAGING_PREFIX};
 use crate::sys;
 use archive::{Compression, Manifest};
 
-
 /// Chunks of the export stream in flight: a slow reader holds back the archiver, not memory.
 const CHUNKS: usize = 8;
 const CHUNK: usize = 256 * 1024;

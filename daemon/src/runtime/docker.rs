@@ -296,12 +296,13 @@ impl DockerEngine {
             }
             let log = spec.images_dir.join(spec.log_name);
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(Error::new(
-                ErrorKind::CriuFailed,
-                format!("Docker could not checkpoint container {id}: {}", e.message),
-            )
-            .with("log_tail", criu::log::error_lines(&text, 12))
-            .with("log", log.display().to_string()));
+            return Err(criu::log::failure(
+                &format!("Docker could not checkpoint container {id}"),
+                &text,
+                &[],
+                &e.message,
+                &log,
+            ));
         }
         let stdio = crate::runtime::runc::recorded_stdio(spec.images_dir);
         Ok(DumpOutput {
@@ -491,24 +492,17 @@ impl DockerEngine {
         if let Err(e) = started {
             // CRIU's own words, from the log it wrote where ckptd asked.
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail = criu::log::error_lines(&text, 12);
-            // The first error is the cause; the last ones are CRIU giving up.
-            let cause = tail.first().map(|l| criu::log::message_of(l));
-            let mut err = Error::new(
-                ErrorKind::CriuFailed,
-                format!(
-                    "Docker could not start container {} from checkpoint {}: {}",
+            return Err(criu::log::failure(
+                &format!(
+                    "Docker could not start container {} from checkpoint {}",
                     c.name.trim_start_matches('/'),
-                    cp.name,
-                    cause.unwrap_or(e.message)
+                    cp.name
                 ),
-            )
-            .with("log_tail", tail)
-            .with("log", log.display().to_string());
-            if let Some(h) = criu::log::hint(&text) {
-                err = err.with_hint(h);
-            }
-            return Err(err);
+                &text,
+                &[],
+                &e.message,
+                &log,
+            ));
         }
         let now = self.inspect(&c.id).await?;
         Ok(JobResult {

@@ -57,7 +57,7 @@ struct Inner {
 
 fn not_found(reference: &str) -> Error {
     Error::not_found(format!("no schedule with id or name {reference:?}"))
-        .with_hint("list schedules with GET /v1/schedules")
+        .with_advice(ckptd_api::Advice::ListSchedules)
 }
 
 impl Schedules {

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use ckptd_api::Advice;
 use ckptd_api::{
     Checkpoint, CheckpointOptions, CheckpointStatus, CreateCheckpoint, Job, JobKind, JobState,
     RestoreRequest, Target,
@@ -171,7 +172,9 @@ impl Service {
                 cp.name,
                 cp.status.as_str()
             ))
-            .with_hint("see its error with GET /v1/checkpoints/{ref}, or take a new checkpoint"));
+            .with_advice(Advice::ShowCheckpoint {
+                checkpoint: cp.name.clone(),
+            }));
         }
         inner
             .engine

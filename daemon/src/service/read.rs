@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ckptd_api::Advice;
 use ckptd_api::{Checkpoint, CheckpointStatus, Job, JobKind, JobState, List};
 use uuid::Uuid;
 
@@ -25,16 +26,14 @@ impl Service {
             .filter(|cp| caller.can_see(cp.owner_uid))
             .ok_or_else(|| {
                 Error::not_found(format!("no checkpoint with id or name {reference:?}"))
-                    .with_hint("list checkpoints with GET /v1/checkpoints")
+                    .with_advice(Advice::ListCheckpoints)
             })
     }
 
     /// A job, if `caller` may see it.
     pub async fn job(&self, caller: &Caller, id: &str) -> Result<Job> {
-        let not_found = || {
-            Error::not_found(format!("no job with id {id:?}"))
-                .with_hint("list jobs with GET /v1/jobs")
-        };
+        let not_found =
+            || Error::not_found(format!("no job with id {id:?}")).with_advice(Advice::ListJobs);
         let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
         let mut job = self
             .inner
@@ -146,7 +145,7 @@ impl Service {
                 cp.name,
                 cp.status.as_str()
             ))
-            .with_hint("wait for the job (GET /v1/jobs?state=running), then delete"));
+            .with_advice(Advice::WaitForRunningJobs));
         }
         let reservation = inner.reserve_checkpoint(cp.id)?;
         let dir = PathBuf::from(&cp.dir);

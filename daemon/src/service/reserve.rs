@@ -1,6 +1,7 @@
 //! Reservations: one job per target, and no delete of a checkpoint a job reads. Held in memory
 //! (a restart ends every job), taken at admission and given back when the job ends.
 
+use ckptd_api::Advice;
 use ckptd_api::{Job, JobKind, Target};
 use uuid::Uuid;
 
@@ -21,7 +22,7 @@ impl Inner {
                 "another job ({other}) is already working on {key}; one job per target runs at a time"
             ))
             .with("job_id", other.to_string())
-            .with_hint(format!("wait for it to end (GET /v1/jobs/{other}?wait=60), then retry")));
+            .with_advice(Advice::WaitForJob { job: other.to_string() }));
         }
         if let Some(c) = checkpoint {
             if busy.checkpoints.contains(&c) {
@@ -44,7 +45,7 @@ impl Inner {
         if !busy.checkpoints.insert(checkpoint) {
             return Err(
                 Error::conflict(format!("checkpoint {checkpoint} is in use by a job"))
-                    .with_hint("wait for the job to end (GET /v1/jobs?state=running), then retry"),
+                    .with_advice(Advice::WaitForRunningJobs),
             );
         }
         Ok(Reservation {
