@@ -15,10 +15,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
+use crate::query::{
+    with_query, ArchiveQuery, CheckpointQuery, ImportQuery, JobQuery, JobWaitQuery, WaitQuery,
+};
 use crate::{
-    AdoptRequest, Checkpoint, CheckpointAndJob, CreateCheckpoint, CreateSchedule, ErrorBody,
-    ErrorInfo, Health, Info, Job, JobEnvelope, List, RestoreRequest, RetentionPlan, Schedule,
-    UpdateSchedule,
+    AdoptRequest, Checkpoint, CheckpointAndJob, Compression, CreateCheckpoint, CreateSchedule,
+    ErrorBody, ErrorInfo, Event, Health, Info, Job, JobEnvelope, List, RestoreRequest,
+    RetentionPlan, Schedule, UpdateSchedule,
 };
 
 /// A daemon's TCP listener (`tcp_listen`), reached with its bearer token: where `migrate` sends
@@ -87,9 +90,7 @@ impl Remote {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "cannot connect to ckptd at {path}: {source} (is the daemon running? try: sudo make run)"
-    )]
+    #[error("cannot connect to ckptd at {}: {source} ({})", path.display(), connect_advice(source))]
     Connect {
         path: PathBuf,
         source: std::io::Error,
@@ -114,6 +115,21 @@ impl ClientError {
             ClientError::Api { status, error } => Some((*status, error)),
             _ => None,
         }
+    }
+}
+
+/// What to try when the daemon's socket cannot be reached, by why.
+fn connect_advice(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            "you may not use this socket: run as root, or ask for membership of the group the \
+             daemon gives it (socket_group)"
+        }
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            "is ckptd running? start it with `make run` as root, or `systemctl start ckptd.socket`; \
+             or point --socket / CKPTD_SOCKET at its socket"
+        }
+        _ => "check that ckptd is running and that --socket / CKPTD_SOCKET names its socket",
     }
 }
 
@@ -245,22 +261,20 @@ impl Client {
         req: &CreateCheckpoint,
         wait: bool,
     ) -> Result<CheckpointAndJob, ClientError> {
-        let path = if wait {
-            "/v1/checkpoints?wait=true"
-        } else {
-            "/v1/checkpoints"
-        };
-        self.send_json(Method::POST, path, req).await?.into_result()
+        let path = with_query("/v1/checkpoints", &WaitQuery { wait });
+        self.send_json(Method::POST, &path, req)
+            .await?
+            .into_result()
     }
 
-    /// `GET /v1/checkpoints` with a raw query string (`pid=1&label=a=b`).
-    pub async fn list_checkpoints(&self, query: &str) -> Result<List<Checkpoint>, ClientError> {
-        let path = if query.is_empty() {
-            "/v1/checkpoints".to_owned()
-        } else {
-            format!("/v1/checkpoints?{query}")
-        };
-        self.get(&path).await?.into_result()
+    /// `GET /v1/checkpoints`: one page, filtered.
+    pub async fn list_checkpoints(
+        &self,
+        query: &CheckpointQuery,
+    ) -> Result<List<Checkpoint>, ClientError> {
+        self.get(&with_query("/v1/checkpoints", query))
+            .await?
+            .into_result()
     }
 
     pub async fn checkpoint(&self, reference: &str) -> Result<Checkpoint, ClientError> {
@@ -288,13 +302,12 @@ impl Client {
         req: &RestoreRequest,
         wait: bool,
     ) -> Result<Job, ClientError> {
-        let q = if wait { "?wait=true" } else { "" };
+        let path = with_query(
+            &format!("/v1/checkpoints/{reference}/restore"),
+            &WaitQuery { wait },
+        );
         let env: JobEnvelope = self
-            .send_json(
-                Method::POST,
-                &format!("/v1/checkpoints/{reference}/restore{q}"),
-                req,
-            )
+            .send_json(Method::POST, &path, req)
             .await?
             .into_result()?;
         Ok(env.job)
@@ -311,22 +324,21 @@ impl Client {
         }
     }
 
-    pub async fn jobs(&self, query: &str) -> Result<List<Job>, ClientError> {
-        let path = if query.is_empty() {
-            "/v1/jobs".to_owned()
-        } else {
-            format!("/v1/jobs?{query}")
-        };
-        self.get(&path).await?.into_result()
+    /// `GET /v1/jobs`: one page, filtered.
+    pub async fn jobs(&self, query: &JobQuery) -> Result<List<Job>, ClientError> {
+        self.get(&with_query("/v1/jobs", query))
+            .await?
+            .into_result()
     }
 
     /// `GET /v1/jobs/{id}`, long-polling up to `wait` until the job ends.
     pub async fn job(&self, id: &str, wait: Option<Duration>) -> Result<Job, ClientError> {
-        let path = match wait {
-            Some(w) => format!("/v1/jobs/{id}?wait={}", w.as_secs().max(1)),
-            None => format!("/v1/jobs/{id}"),
+        let q = JobWaitQuery {
+            wait: wait.map(|w| w.as_secs().max(1)),
         };
-        self.get(&path).await?.into_result()
+        self.get(&with_query(&format!("/v1/jobs/{id}"), &q))
+            .await?
+            .into_result()
     }
 
     pub async fn cancel_job(&self, id: &str) -> Result<Job, ClientError> {
@@ -373,14 +385,11 @@ impl Client {
         reference: &str,
         wait: bool,
     ) -> Result<CheckpointAndJob, ClientError> {
-        let q = if wait { "?wait=true" } else { "" };
-        self.request(
-            Method::POST,
-            &format!("/v1/schedules/{reference}/run{q}"),
-            None,
-        )
-        .await?
-        .into_result()
+        let path = with_query(
+            &format!("/v1/schedules/{reference}/run"),
+            &WaitQuery { wait },
+        );
+        self.request(Method::POST, &path, None).await?.into_result()
     }
 
     pub async fn retention_plan(&self, reference: &str) -> Result<RetentionPlan, ClientError> {
@@ -389,45 +398,66 @@ impl Client {
             .into_result()
     }
 
-    /// Follows `GET /v1/events`, calling `on_event` with each event's JSON until it returns
-    /// false or the daemon ends the stream.
-    pub async fn events(&self, mut on_event: impl FnMut(&str) -> bool) -> Result<(), ClientError> {
+    /// Follows `GET /v1/events`, calling `on_event` with each event and its JSON as sent until
+    /// it returns false or the daemon ends the stream. A `data:` that is not an `Event` ends the
+    /// stream with `ClientError::Decode`.
+    pub async fn events(
+        &self,
+        mut on_event: impl FnMut(Event, &str) -> bool,
+    ) -> Result<(), ClientError> {
+        use eventsource_stream::Eventsource;
+        use futures_util::StreamExt;
         let (mut sender, conn) = self.connect().await?;
         let req = Request::builder()
             .uri("/v1/events")
             .header("host", "ckptd")
             .body(Full::new(Bytes::new()))
             .expect("request parts are valid");
-        let mut body = sender.send_request(req).await?.into_body();
-        let mut pending = String::new();
-        'stream: while let Some(frame) = body.frame().await {
-            let Ok(data) = frame?.into_data() else {
-                continue;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let r = collect(resp).await?;
+            conn.abort();
+            return Err(r.api_err());
+        }
+        let mut stream = resp.into_body().into_data_stream().eventsource();
+        let result = loop {
+            let Some(next) = stream.next().await else {
+                break Ok(());
             };
-            pending.push_str(&String::from_utf8_lossy(&data));
-            while let Some(i) = pending.find('\n') {
-                let line: String = pending.drain(..=i).collect();
-                if let Some(json) = line.trim_end().strip_prefix("data:") {
-                    if !on_event(json.trim_start()) {
-                        break 'stream;
+            let sse = match next {
+                Ok(e) => e,
+                Err(e) => break Err(ClientError::Io(format!("reading /v1/events: {e}"))),
+            };
+            match serde_json::from_str::<Event>(&sse.data) {
+                Ok(ev) => {
+                    if !on_event(ev, &sse.data) {
+                        break Ok(());
                     }
                 }
+                Err(_) => {
+                    break Err(ClientError::Decode {
+                        status,
+                        body: sse.data,
+                    })
+                }
             }
-        }
+        };
         conn.abort();
-        Ok(())
+        result
     }
 
     /// Opens `GET /v1/checkpoints/{ref}/archive`: the streaming body on success.
     async fn open_archive(
         &self,
         reference: &str,
-        compression: &str,
+        compression: Compression,
     ) -> Result<(hyper::body::Incoming, JoinHandle<hyper::Result<()>>), ClientError> {
         let (mut sender, conn) = self.connect::<Full<Bytes>>().await?;
         let req = Request::builder()
-            .uri(format!(
-                "/v1/checkpoints/{reference}/archive?compression={compression}"
+            .uri(with_query(
+                &format!("/v1/checkpoints/{reference}/archive"),
+                &ArchiveQuery { compression },
             ))
             .header("host", "ckptd")
             .body(Full::new(Bytes::new()))
@@ -445,7 +475,7 @@ impl Client {
     pub async fn export(
         &self,
         reference: &str,
-        compression: &str,
+        compression: Compression,
         out: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<u64, ClientError> {
         let (mut body, conn) = self.open_archive(reference, compression).await?;
@@ -499,7 +529,7 @@ impl Client {
         to: &Remote,
         name: Option<&str>,
     ) -> Result<Checkpoint, ClientError> {
-        let (body, conn) = self.open_archive(reference, "zstd").await?;
+        let (body, conn) = self.open_archive(reference, Compression::Zstd).await?;
         let resp = to.request(Method::POST, &import_path(name), body).await;
         conn.abort();
         resp?.into_result()
@@ -507,10 +537,12 @@ impl Client {
 }
 
 fn import_path(name: Option<&str>) -> String {
-    match name {
-        Some(n) => format!("/v1/checkpoints/import?name={n}"),
-        None => "/v1/checkpoints/import".to_owned(),
-    }
+    with_query(
+        "/v1/checkpoints/import",
+        &ImportQuery {
+            name: name.map(str::to_owned),
+        },
+    )
 }
 
 /// A request body read from `input` in 256 KiB chunks.

@@ -5,10 +5,12 @@
 
 mod advice;
 mod client;
+pub mod query;
 mod types;
 
 pub use advice::{retry_text, Advice, CriuOption};
 
 pub use client::{Client, ClientError, Remote, Response};
 pub use hyper::{Method, StatusCode};
+pub use query::Compression;
 pub use types::*;

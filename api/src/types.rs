@@ -14,8 +14,8 @@ pub enum Target {
     },
     Container {
         id: String,
-        #[serde(default = "default_runtime")]
-        runtime: String,
+        #[serde(default)]
+        runtime: Runtime,
         /// The runtime's state directory (runc's `--root`); its default when left out.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         root: Option<String>,
@@ -62,8 +62,48 @@ fn json_u32_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D
         .map_err(|_| D::Error::custom(format!("invalid value: integer `{v}`, expected u32")))
 }
 
-fn default_runtime() -> String {
-    "runc".to_owned()
+/// The container runtime of a container target.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum Runtime {
+    /// runc, driving CRIU itself; its state directory in the target's `root`.
+    #[default]
+    Runc,
+    /// A Docker container through the Docker Engine API (experimental mode).
+    Docker,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Refuses a runtime ckptd does not drive with the reason, not only the list.
+impl<'de> Deserialize<'de> for Runtime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "runtime {s:?} is not supported; ckptd drives runc and docker (crun on Debian 12 \
+                 has no CRIU support)"
+            ))
+        })
+    }
 }
 
 impl Target {
@@ -115,8 +155,21 @@ pub struct DumpStats {
     pub pages_written: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CheckpointStatus {
     Pending,
     Running,
@@ -128,23 +181,10 @@ pub enum CheckpointStatus {
 
 impl CheckpointStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Running => "running",
-            Self::Ready => "ready",
-            Self::Failed => "failed",
-            Self::Missing => "missing",
-        }
+        self.into()
     }
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => Self::Pending,
-            "running" => Self::Running,
-            "ready" => Self::Ready,
-            "failed" => Self::Failed,
-            "missing" => Self::Missing,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 }
 
@@ -177,8 +217,21 @@ pub struct Checkpoint {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum JobKind {
     Checkpoint,
     Restore,
@@ -186,22 +239,28 @@ pub enum JobKind {
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Checkpoint => "checkpoint",
-            Self::Restore => "restore",
-        }
+        self.into()
     }
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "checkpoint" => Self::Checkpoint,
-            "restore" => Self::Restore,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum JobState {
     Queued,
     Running,
@@ -212,23 +271,10 @@ pub enum JobState {
 
 impl JobState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
+        self.into()
     }
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "running" => Self::Running,
-            "succeeded" => Self::Succeeded,
-            "failed" => Self::Failed,
-            "cancelled" => Self::Cancelled,
-            _ => return None,
-        })
+        s.parse().ok()
     }
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
@@ -270,6 +316,21 @@ pub struct Job {
 pub struct JobProgress {
     /// Bytes of images written so far.
     pub bytes_written: u64,
+}
+
+/// One event of `GET /v1/events`: `type` (e.g. `job.succeeded`, `checkpoint.ready`), `time`, and
+/// the object it is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub time: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 /// The structured error of every 4xx/5xx answer and of failed jobs and checkpoints.

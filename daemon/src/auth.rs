@@ -252,7 +252,7 @@ mod tests {
                 &alice,
                 &Target::Container {
                     id: "x".into(),
-                    runtime: "runc".into(),
+                    runtime: ckptd_api::Runtime::Runc,
                     root: None,
                     bundle: None,
                 },

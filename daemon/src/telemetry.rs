@@ -4,23 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ckptd_api::{Checkpoint, Job, Schedule};
-use serde::Serialize;
+use ckptd_api::{Checkpoint, Event, Job, Schedule};
 use tokio::sync::broadcast;
-
-/// One event: `type` (e.g. `job.succeeded`, `checkpoint.ready`), `time`, and what it is about.
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub time: chrono::DateTime<chrono::Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job: Option<Job>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<Checkpoint>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<Schedule>,
-}
 
 /// Events buffered per subscriber before it counts as too slow and is dropped.
 pub const EVENT_BUFFER: usize = 1024;

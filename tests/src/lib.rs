@@ -7,6 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use ckptd_api as api;
+
+/// A list query written as its query string (`"pid=4&label=a=b"`), parsed as the daemon would.
+pub fn q<T: serde::de::DeserializeOwned>(query: impl AsRef<str>) -> T {
+    ckptd_api::query::parse(query.as_ref()).expect("a valid query string")
+}
 use ckptd_api::Client;
 
 /// A binary of this workspace (target/<profile>/NAME, beside the test's deps dir). `cargo test`

@@ -328,7 +328,15 @@ async fn the_authorization_matrix_with_real_users() {
     let jobs = jobs["items"].as_array().unwrap();
     assert_eq!(jobs.len(), 2);
     assert!(jobs.iter().all(|j| j["owner_uid"] == alice_uid), "{jobs:?}");
-    assert_eq!(d.client.list_checkpoints("").await.unwrap().items.len(), 3);
+    assert_eq!(
+        d.client
+            .list_checkpoints(&ckptd_tests::q(""))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
     assert!(
         d.client.checkpoint("roots").await.is_ok(),
         "root's checkpoint was deleted by alice"

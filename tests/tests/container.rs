@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 fn container(id: &str) -> Option<ApiTarget> {
     Some(ApiTarget::Container {
         id: id.into(),
-        runtime: "runc".into(),
+        runtime: ckptd_api::Runtime::Runc,
         root: None,
         bundle: None,
     })
@@ -23,7 +23,7 @@ fn container(id: &str) -> Option<ApiTarget> {
 fn into(id: &str, bundle: &Bundle) -> Option<ApiTarget> {
     Some(ApiTarget::Container {
         id: id.into(),
-        runtime: "runc".into(),
+        runtime: ckptd_api::Runtime::Runc,
         root: None,
         bundle: Some(bundle.dir.display().to_string()),
     })
@@ -87,14 +87,14 @@ async fn checkpoint_restore_in_place_and_into_a_new_container() {
     // The container filter of the list (and custom-dir checkpoints are listed).
     let list = d
         .client
-        .list_checkpoints(&format!("container={id}"))
+        .list_checkpoints(&ckptd_tests::q(format!("container={id}")))
         .await
         .unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].id, cp.id);
     assert!(d
         .client
-        .list_checkpoints("container=nope")
+        .list_checkpoints(&ckptd_tests::q("container=nope"))
         .await
         .unwrap()
         .items
@@ -544,7 +544,7 @@ async fn container_requests_that_cannot_work_are_refused_with_reasons() {
     );
     assert!(
         d.client
-            .jobs("kind=restore")
+            .jobs(&ckptd_tests::q("kind=restore"))
             .await
             .unwrap()
             .items
@@ -690,7 +690,7 @@ async fn another_runc_root_and_a_changed_bundle_config() {
     wait_until("output", || bundle.out_lines().len() >= 2);
     let target = ApiTarget::Container {
         id: id.clone(),
-        runtime: "runc".into(),
+        runtime: ckptd_api::Runtime::Runc,
         root: Some(root.display().to_string()),
         bundle: None,
     };

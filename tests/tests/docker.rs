@@ -184,7 +184,7 @@ impl Drop for Ctr {
 fn target(id: &str) -> Option<ApiTarget> {
     Some(ApiTarget::Container {
         id: id.into(),
-        runtime: "docker".into(),
+        runtime: ckptd_api::Runtime::Docker,
         root: None,
         bundle: None,
     })

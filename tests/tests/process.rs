@@ -71,7 +71,7 @@ async fn looper_checkpoint_list_restore_delete() {
     // List.
     let list = d
         .client
-        .list_checkpoints(&format!("pid={pid}"))
+        .list_checkpoints(&ckptd_tests::q(format!("pid={pid}")))
         .await
         .unwrap();
     assert_eq!(list.items.len(), 1);
@@ -181,7 +181,7 @@ async fn async_jobs_long_poll_labels_and_filters() {
         let c = d.client.clone();
         let q = q.to_owned();
         async move {
-            c.list_checkpoints(&q)
+            c.list_checkpoints(&ckptd_tests::q(&q))
                 .await
                 .unwrap()
                 .items
@@ -198,11 +198,18 @@ async fn async_jobs_long_poll_labels_and_filters() {
     assert_eq!(names("status=ready").await.len(), 3);
     assert_eq!(names("status=failed").await.len(), 0);
     // Paging with the cursor.
-    let p1 = d.client.list_checkpoints("limit=2").await.unwrap();
+    let p1 = d
+        .client
+        .list_checkpoints(&ckptd_tests::q("limit=2"))
+        .await
+        .unwrap();
     assert_eq!(p1.items.len(), 2);
     let p2 = d
         .client
-        .list_checkpoints(&format!("limit=2&after={}", p1.next.unwrap()))
+        .list_checkpoints(&ckptd_tests::q(format!(
+            "limit=2&after={}",
+            p1.next.unwrap()
+        )))
         .await
         .unwrap();
     assert_eq!(
@@ -213,13 +220,13 @@ async fn async_jobs_long_poll_labels_and_filters() {
     // Jobs list and filters.
     let jobs = d
         .client
-        .jobs("kind=checkpoint&state=succeeded")
+        .jobs(&ckptd_tests::q("kind=checkpoint&state=succeeded"))
         .await
         .unwrap();
     assert_eq!(jobs.items.len(), 3);
     assert!(d
         .client
-        .jobs("kind=restore")
+        .jobs(&ckptd_tests::q("kind=restore"))
         .await
         .unwrap()
         .items
@@ -401,7 +408,12 @@ async fn checkpoint_dir_puts_images_where_asked_and_restores_from_there() {
     assert_eq!(std::path::Path::new(&cp.dir), custom.path().join("custom1"));
     assert!(custom.path().join("custom1/pstree.img").exists());
     assert_eq!(
-        d.client.list_checkpoints("").await.unwrap().items[0].dir,
+        d.client
+            .list_checkpoints(&ckptd_tests::q(""))
+            .await
+            .unwrap()
+            .items[0]
+            .dir,
         cp.dir
     );
     // The same name again: its folder exists, so 409, and nothing new is recorded.
@@ -420,7 +432,15 @@ async fn checkpoint_dir_puts_images_where_asked_and_restores_from_there() {
         .await
         .unwrap_err();
     assert_eq!(err.api_error().unwrap().0.as_u16(), 409, "{err}");
-    assert_eq!(d.client.list_checkpoints("").await.unwrap().items.len(), 1);
+    assert_eq!(
+        d.client
+            .list_checkpoints(&ckptd_tests::q(""))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     t.reap();
     let stopped_at = t.lines().len();
     let job = d
@@ -624,7 +644,7 @@ async fn a_small_filesystem_gets_507_up_front_or_a_clean_failure() {
     assert!(e.message.contains("MiB are free"), "{}", e.message);
     assert!(d
         .client
-        .list_checkpoints("")
+        .list_checkpoints(&ckptd_tests::q(""))
         .await
         .unwrap()
         .items
@@ -924,7 +944,7 @@ async fn a_tampered_image_directory_is_not_restored() {
     assert!(e.message.contains("tampered"), "{}", e.message);
     assert!(d
         .client
-        .jobs("kind=restore")
+        .jobs(&ckptd_tests::q("kind=restore"))
         .await
         .unwrap()
         .items
@@ -958,7 +978,11 @@ async fn different_targets_dump_in_parallel_and_the_api_answers_meanwhile() {
     d.wait_job(&ids[0], |j| j.state == JobState::Running).await;
     let health = d.client.health().await.unwrap();
     assert_eq!(health.status, "ok");
-    let listed = d.client.list_checkpoints("status=running").await.unwrap();
+    let listed = d
+        .client
+        .list_checkpoints(&ckptd_tests::q("status=running"))
+        .await
+        .unwrap();
     assert!(
         !listed.items.is_empty(),
         "the API answered only after the dumps"

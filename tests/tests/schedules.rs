@@ -31,7 +31,7 @@ fn schedule(name: &str, pid: i32, cron: &str, retention: Retention) -> CreateSch
 
 async fn labelled(d: &Daemon, name: &str) -> Vec<ckptd_api::Checkpoint> {
     d.client
-        .list_checkpoints(&format!("label=schedule={name}"))
+        .list_checkpoints(&ckptd_tests::q(format!("label=schedule={name}")))
         .await
         .unwrap()
         .items
@@ -219,7 +219,7 @@ async fn a_target_that_went_away_fails_the_run_and_the_schedule_stays() {
         let mut failed = None;
         let _ = tokio::time::timeout(
             Duration::from_secs(20),
-            client.events(|data| {
+            client.events(|_, data| {
                 let ev: serde_json::Value = serde_json::from_str(data).unwrap();
                 if ev["type"] == "schedule.failed" {
                     failed = Some(ev);

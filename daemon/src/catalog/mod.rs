@@ -21,8 +21,7 @@ use crate::error::{Error, Result};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-pub const MAX_LIMIT: u32 = 1000;
-pub const DEFAULT_LIMIT: u32 = 100;
+pub use ckptd_api::query::{DEFAULT_LIMIT, MAX_LIMIT};
 
 /// `GET /v1/checkpoints` filters.
 #[derive(Debug, Clone, Default, PartialEq)]

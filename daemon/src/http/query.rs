@@ -1,169 +1,86 @@
-//! Query strings, parsed strictly: an unknown parameter or a malformed value is a 400 that names
-//! it, never silently ignored.
+//! Query strings, parsed strictly into the api crate's query structs (the client writes the same
+//! structs): an unknown parameter or a malformed value is a 400 that names it, never silently
+//! ignored. Limits the structs cannot say are checked here.
 
-use axum::extract::Query;
 use axum::http::Uri;
-use ckptd_api::{CheckpointStatus, JobKind, JobState};
+use ckptd_api::query::{
+    self, ArchiveQuery, CheckpointQuery, ImportQuery, JobQuery, JobWaitQuery, WaitQuery,
+    DEFAULT_LIMIT, MAX_LIMIT, MAX_WAIT_SECS,
+};
+use ckptd_api::Compression;
 
-use crate::catalog::{CheckpointFilter, JobFilter, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::catalog::{CheckpointFilter, JobFilter};
 use crate::error::{Error, Result};
 
-fn pairs(uri: &Uri) -> Result<Vec<(String, String)>> {
-    Query::<Vec<(String, String)>>::try_from_uri(uri)
-        .map(|q| q.0)
-        .map_err(|e| Error::invalid(format!("malformed query string: {e}")))
+fn parse<T: serde::de::DeserializeOwned>(uri: &Uri) -> Result<T> {
+    query::parse(uri.query().unwrap_or_default()).map_err(|e| Error::invalid(e.0))
 }
 
-fn unknown(key: &str, known: &str) -> Error {
-    Error::invalid(format!(
-        "unknown query parameter {key:?}; this route takes: {known}"
-    ))
-}
-
-fn parse<T: std::str::FromStr>(key: &str, v: &str, what: &str) -> Result<T> {
-    v.parse()
-        .map_err(|_| Error::invalid(format!("query parameter {key}={v:?} is not {what}")))
-}
-
-fn limit(v: &str) -> Result<u32> {
-    let n: u32 = parse("limit", v, "a number")?;
-    if n == 0 || n > MAX_LIMIT {
-        return Err(Error::invalid(format!(
+fn limit(n: Option<u32>) -> Result<u32> {
+    match n {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(Error::invalid(format!(
             "limit must be between 1 and {MAX_LIMIT}, got {n}"
-        )));
-    }
-    Ok(n)
-}
-
-fn cursor(v: &str) -> Result<i64> {
-    parse("after", v, "a cursor from a previous page's \"next\"")
-}
-
-fn boolean(key: &str, v: &str) -> Result<bool> {
-    match v {
-        "true" | "1" | "" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(Error::invalid(format!(
-            "query parameter {key}={v:?} is not true or false"
         ))),
     }
 }
 
 /// `?wait=true` on POST routes.
 pub fn wait_flag(uri: &Uri) -> Result<bool> {
-    let mut wait = false;
-    for (k, v) in pairs(uri)? {
-        match k.as_str() {
-            "wait" => wait = boolean(&k, &v)?,
-            _ => return Err(unknown(&k, "wait")),
-        }
-    }
-    Ok(wait)
+    parse::<WaitQuery>(uri).map(|q| q.wait)
 }
 
 /// `?compression=zstd|gzip|none` of the archive route (zstd when left out).
-pub fn compression(uri: &Uri) -> Result<crate::portability::archive::Compression> {
-    let mut c = crate::portability::archive::Compression::Zstd;
-    for (k, v) in pairs(uri)? {
-        match k.as_str() {
-            "compression" => {
-                c = crate::portability::archive::Compression::parse(&v).ok_or_else(|| {
-                    Error::invalid(format!("compression={v:?} is not one of zstd, gzip, none"))
-                })?
-            }
-            _ => return Err(unknown(&k, "compression")),
-        }
-    }
-    Ok(c)
+pub fn compression(uri: &Uri) -> Result<Compression> {
+    parse::<ArchiveQuery>(uri).map(|q| q.compression)
 }
 
 /// `?name=` of the import route.
 pub fn import_name(uri: &Uri) -> Result<Option<String>> {
-    let mut name = None;
-    for (k, v) in pairs(uri)? {
-        match k.as_str() {
-            "name" => name = Some(v),
-            _ => return Err(unknown(&k, "name")),
-        }
-    }
-    Ok(name)
+    parse::<ImportQuery>(uri).map(|q| q.name)
 }
 
-/// Longest long-poll accepted by `GET /v1/jobs/{id}?wait=SECONDS`.
-pub const MAX_WAIT_SECS: u64 = 600;
-
+/// `?wait=SECONDS` of `GET /v1/jobs/{id}`.
 pub fn wait_seconds(uri: &Uri) -> Result<Option<u64>> {
-    let mut wait = None;
-    for (k, v) in pairs(uri)? {
-        match k.as_str() {
-            "wait" => {
-                let s: u64 = parse(&k, &v, "a number of seconds")?;
-                if s > MAX_WAIT_SECS {
-                    return Err(Error::invalid(format!(
-                        "wait is at most {MAX_WAIT_SECS} seconds, got {s}"
-                    )));
-                }
-                wait = Some(s);
-            }
-            _ => return Err(unknown(&k, "wait")),
-        }
+    let q: JobWaitQuery = parse(uri)?;
+    match q.wait {
+        Some(s) if s > MAX_WAIT_SECS => Err(Error::invalid(format!(
+            "wait is at most {MAX_WAIT_SECS} seconds, got {s}"
+        ))),
+        w => Ok(w),
     }
-    Ok(wait)
 }
 
 pub fn checkpoint_filter(uri: &Uri) -> Result<CheckpointFilter> {
-    let mut f = CheckpointFilter {
-        limit: DEFAULT_LIMIT,
-        ..Default::default()
-    };
-    for (k, v) in pairs(uri)? {
-        match k.as_str() {
-            "pid" => f.pid = Some(parse(&k, &v, "a pid")?),
-            "container" => f.container = Some(v),
-            "status" => {
-                f.status = Some(CheckpointStatus::parse(&v).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "status={v:?} is not one of pending, running, ready, failed"
-                    ))
-                })?)
-            }
-            "label" => {
-                let (lk, lv) = v
-                    .split_once('=')
-                    .ok_or_else(|| Error::invalid(format!("label={v:?} must be key=value")))?;
-                f.labels.push((lk.to_owned(), lv.to_owned()));
-            }
-            "limit" => f.limit = limit(&v)?,
-            "after" => f.after = Some(cursor(&v)?),
-            _ => return Err(unknown(&k, "pid, container, status, label, limit, after")),
-        }
-    }
-    Ok(f)
+    let q: CheckpointQuery = parse(uri)?;
+    let labels = q
+        .labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| Error::invalid(format!("label={l:?} must be key=value")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(CheckpointFilter {
+        pid: q.pid,
+        container: q.container,
+        status: q.status,
+        labels,
+        owner: None,
+        limit: limit(q.limit)?,
+        after: q.after,
+    })
 }
 
 pub fn job_filter(uri: &Uri) -> Result<JobFilter> {
-    let mut f = JobFilter {
-        limit: DEFAULT_LIMIT,
+    let q: JobQuery = parse(uri)?;
+    Ok(JobFilter {
+        state: q.state,
+        kind: q.kind,
+        limit: limit(q.limit)?,
+        after: q.after,
         ..Default::default()
-    };
-    for (k, v) in pairs(uri)? {
-        match k.as_str() {
-            "state" => {
-                f.state = Some(JobState::parse(&v).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "state={v:?} is not one of queued, running, succeeded, failed, cancelled"
-                    ))
-                })?)
-            }
-            "kind" => {
-                f.kind = Some(JobKind::parse(&v).ok_or_else(|| {
-                    Error::invalid(format!("kind={v:?} is not one of checkpoint, restore"))
-                })?)
-            }
-            "limit" => f.limit = limit(&v)?,
-            "after" => f.after = Some(cursor(&v)?),
-            _ => return Err(unknown(&k, "state, kind, limit, after")),
-        }
-    }
-    Ok(f)
+    })
 }

@@ -15,6 +15,8 @@
 //! exactly, size and sha256 included. The caller removes the staging directory on any error.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+pub use ckptd_api::Compression;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -31,38 +33,6 @@ pub const MANIFEST: &str = "manifest.json";
 pub const FORMAT: &str = "ckptd-archive/1";
 /// Most files an archive may hold (a CRIU image directory has a few per process).
 const MAX_FILES: usize = 100_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Zstd,
-    Gzip,
-    None,
-}
-
-impl Compression {
-    pub fn parse(s: &str) -> Option<Compression> {
-        Some(match s {
-            "zstd" => Self::Zstd,
-            "gzip" => Self::Gzip,
-            "none" => Self::None,
-            _ => return None,
-        })
-    }
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Zstd => "application/zstd",
-            Self::Gzip => "application/gzip",
-            Self::None => "application/x-tar",
-        }
-    }
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Zstd => "tar.zst",
-            Self::Gzip => "tar.gz",
-            Self::None => "tar",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -795,7 +795,7 @@ mod tests {
     fn docker(id: &str) -> Target {
         Target::Container {
             id: id.into(),
-            runtime: "docker".into(),
+            runtime: ckptd_api::Runtime::Docker,
             root: None,
             bundle: None,
         }
@@ -838,7 +838,7 @@ mod tests {
         // runc's fields are not Docker's.
         let t = Target::Container {
             id: "web".into(),
-            runtime: "docker".into(),
+            runtime: ckptd_api::Runtime::Docker,
             root: Some("/run/runc".into()),
             bundle: None,
         };

@@ -9,7 +9,7 @@ pub mod runc;
 use std::path::Path;
 use std::sync::Arc;
 
-use ckptd_api::{Checkpoint, JobResult, Target};
+use ckptd_api::{Checkpoint, JobResult, Runtime, Target};
 
 use crate::criu::Criu;
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
@@ -56,8 +56,14 @@ impl Engines {
     fn for_target(&self, target: &Target) -> &dyn Engine {
         match target {
             Target::Process { .. } => &self.process,
-            Target::Container { runtime, .. } if runtime == "docker" => &self.docker,
-            Target::Container { .. } => &self.runc,
+            Target::Container {
+                runtime: Runtime::Docker,
+                ..
+            } => &self.docker,
+            Target::Container {
+                runtime: Runtime::Runc,
+                ..
+            } => &self.runc,
         }
     }
 }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ckptd_api::{Checkpoint, ContainerRecord, JobResult, Target};
+use ckptd_api::{Checkpoint, ContainerRecord, JobResult, Runtime, Target};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
@@ -92,10 +92,9 @@ fn container_of(t: &Target) -> Result<Container<'_>> {
         Target::Container {
             id, runtime, root, ..
         } => {
-            if runtime != "runc" {
-                return Err(Error::invalid(format!(
-                    "runtime {runtime:?} is not supported; ckptd drives runc and docker (crun on \
-                     Debian 12 has no CRIU support)"
+            if *runtime != Runtime::Runc {
+                return Err(Error::internal(format!(
+                    "a {runtime} container target reached the runc engine"
                 )));
             }
             if !valid_container_id(id) {

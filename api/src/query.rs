@@ -1,0 +1,226 @@
+//! Query strings of the API, declared once: the daemon parses them with [`parse`] (strictly: an
+//! unknown parameter or a malformed value is an error that names it) and the client writes them
+//! with [`encode`]. Repeated keys (`label=a=1&label=b=2`) become lists.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CheckpointStatus, JobKind, JobState};
+
+/// Most items one page of a list holds.
+pub const MAX_LIMIT: u32 = 1000;
+/// Items of a page when `limit` is left out.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Longest long-poll accepted by `GET /v1/jobs/{id}?wait=SECONDS`.
+pub const MAX_WAIT_SECS: u64 = 600;
+
+/// `GET /v1/checkpoints` filters and paging.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<CheckpointStatus>,
+    /// `key=value`, repeatable: checkpoints with every one of these labels.
+    #[serde(default, rename = "label", skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `next` cursor of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+}
+
+/// `GET /v1/jobs` filters and paging.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<JobKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+}
+
+/// `?wait=true` of the routes that start a job: answer when it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    #[serde(default, deserialize_with = "flag")]
+    pub wait: bool,
+}
+
+/// `GET /v1/jobs/{id}?wait=SECONDS`: long-poll until the job ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobWaitQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u64>,
+}
+
+/// How an archive is compressed.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Gzip,
+    None,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+    /// The archive's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Zstd => "application/zstd",
+            Self::Gzip => "application/gzip",
+            Self::None => "application/x-tar",
+        }
+    }
+    /// The usual file name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Zstd => "tar.zst",
+            Self::Gzip => "tar.gz",
+            Self::None => "tar",
+        }
+    }
+}
+
+/// `GET /v1/checkpoints/{ref}/archive?compression=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveQuery {
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// `POST /v1/checkpoints/import?name=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A query-string flag: `true`, `1` or a bare `wait` / `wait=` are on; `false` and `0` off.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    use serde::de::Error;
+    let v = String::deserialize(d)?;
+    match v.as_str() {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(D::Error::custom(format!("{v:?} is not true or false"))),
+    }
+}
+
+/// Why a query string was refused, in the API's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct QueryError(pub String);
+
+/// Parses a query string (without the `?`) strictly.
+pub fn parse<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, QueryError> {
+    serde_html_form::from_str(query).map_err(|e| {
+        let e = e.to_string();
+        QueryError(match e.strip_prefix("unknown field ") {
+            Some(rest) => format!(
+                "unknown query parameter {}",
+                rest.replacen(", expected", "; this route takes", 1)
+                    .replacen("there are no fields", "this route takes none", 1)
+            ),
+            None => format!("invalid query string: {e}"),
+        })
+    })
+}
+
+/// The query string (without the `?`) of `q`; empty when every field is left out.
+pub fn encode<T: Serialize>(q: &T) -> String {
+    serde_html_form::to_string(q).expect("query structs serialize")
+}
+
+/// `path?query`, or `path` when the query is empty.
+pub fn with_query<T: Serialize>(path: &str, q: &T) -> String {
+    match encode(q) {
+        s if s.is_empty() => path.to_owned(),
+        s => format!("{path}?{s}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_labels_round_trip_and_are_encoded() {
+        let q = CheckpointQuery {
+            status: Some(CheckpointStatus::Missing),
+            labels: vec!["app=web".into(), "tier=a b&c".into()],
+            limit: Some(5),
+            ..Default::default()
+        };
+        let s = encode(&q);
+        assert_eq!(
+            s,
+            "status=missing&label=app%3Dweb&label=tier%3Da+b%26c&limit=5"
+        );
+        assert_eq!(parse::<CheckpointQuery>(&s).unwrap(), q);
+        assert_eq!(
+            with_query("/v1/checkpoints", &CheckpointQuery::default()),
+            "/v1/checkpoints"
+        );
+    }
+
+    #[test]
+    fn unknown_parameters_are_named() {
+        let e = parse::<WaitQuery>("wiat=true").unwrap_err();
+        assert!(e.0.starts_with("unknown query parameter `wiat`"), "{e}");
+        assert!(e.0.contains("this route takes `wait`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_not_ignored() {
+        for q in ["status=done", "pid=x", "limit=-1", "after=z"] {
+            assert!(parse::<CheckpointQuery>(q).is_err(), "{q}");
+        }
+        assert!(parse::<JobQuery>("state=finished").is_err());
+        assert!(parse::<ArchiveQuery>("compression=xz").is_err());
+    }
+
+    #[test]
+    fn wait_flags_read_as_before() {
+        for (q, want) in [
+            ("wait=true", true),
+            ("wait=1", true),
+            ("wait=", true),
+            ("wait", true),
+        ] {
+            assert_eq!(parse::<WaitQuery>(q).unwrap().wait, want, "{q}");
+        }
+        for q in ["wait=false", "wait=0", ""] {
+            assert!(!parse::<WaitQuery>(q).unwrap().wait, "{q}");
+        }
+        assert!(parse::<WaitQuery>("wait=yes").is_err());
+    }
+}

@@ -1,0 +1,399 @@
+//! The command line: every command, flag and help text of `ckpt`, and nothing that runs.
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+
+use ckptd_api::{
+    CheckpointOptions, CheckpointStatus, Compression, JobState, Retention, Runtime, Target,
+};
+use strum::VariantNames;
+
+#[derive(Parser)]
+#[command(
+    name = "ckpt",
+    version,
+    about = "Checkpoint and restore process trees and containers through ckptd",
+    after_help = "TARGET is a pid (digits) or a container id. Exit codes: 0 success, 1 failure \
+                  (the daemon's message and hint on stderr), 2 usage error."
+)]
+pub struct Cli {
+    /// ckptd's API socket.
+    #[arg(
+        long,
+        env = "CKPTD_SOCKET",
+        default_value = "/run/ckptd.sock",
+        global = true
+    )]
+    pub socket: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A process or container target on the command line.
+#[derive(Args, Clone)]
+pub struct TargetArgs {
+    /// A pid (digits) or a container id.
+    pub target: String,
+    /// The container runtime (containers only).
+    #[arg(long, default_value = "runc", value_parser = runtime_arg())]
+    pub runtime: Runtime,
+    /// The runtime's state directory (runc's --root; containers only).
+    #[arg(long)]
+    pub root: Option<String>,
+}
+
+impl TargetArgs {
+    pub fn target(&self) -> Target {
+        match self.target.parse::<i32>() {
+            Ok(pid) if self.target.bytes().all(|b| b.is_ascii_digit()) => Target::Process { pid },
+            _ => Target::Container {
+                id: self.target.clone(),
+                runtime: self.runtime,
+                root: self.root.clone(),
+                bundle: None,
+            },
+        }
+    }
+}
+
+/// CRIU's options that a checkpoint records and its restores reuse.
+#[derive(Args, Clone, Default)]
+pub struct CriuFlags {
+    /// Dump and restore established TCP connections.
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Allow unix sockets whose peer is outside the tree.
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// Dump and restore file locks.
+    #[arg(long)]
+    pub file_locks: bool,
+    /// The tree is attached to a terminal or session outside it.
+    #[arg(long)]
+    pub shell_job: bool,
+}
+
+impl CriuFlags {
+    pub fn options(&self, leave_running: bool) -> CheckpointOptions {
+        CheckpointOptions {
+            leave_running,
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            file_locks: self.file_locks,
+            shell_job: self.shell_job,
+        }
+    }
+}
+
+#[derive(Args, Clone, Default)]
+pub struct DumpFlags {
+    #[command(flatten)]
+    pub criu: CriuFlags,
+    /// Existing directory in which the checkpoint's own folder is created.
+    #[arg(long)]
+    pub checkpoint_dir: Option<String>,
+    /// Label key=value; repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Delete the checkpoint this long after it is taken (90s, 30m, 12h, 7d, 2w, 1d12h).
+    #[arg(long)]
+    pub expires_in: Option<String>,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct RetentionFlags {
+    /// Keep the newest N.
+    #[arg(long)]
+    pub keep_last: Option<u32>,
+    /// Keep the newest of each of the last N hours.
+    #[arg(long)]
+    pub keep_hourly: Option<u32>,
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    /// Keep everything within this long of the newest (36h, 7d).
+    #[arg(long)]
+    pub keep_within: Option<String>,
+}
+
+impl RetentionFlags {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_within: self.keep_within.clone(),
+        }
+    }
+    pub fn is_set(&self) -> bool {
+        self.retention() != Retention::default()
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Checkpoint a process tree or a container.
+    Create(CreateArgs),
+    /// List checkpoints, newest first.
+    Ls(LsArgs),
+    /// Show one checkpoint (by id or name).
+    Inspect {
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete checkpoints and their images.
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Restore a checkpoint: in place, or a container checkpoint into a new container.
+    Restore(RestoreArgs),
+    /// Print CRIU's logs of a checkpoint.
+    Logs { reference: String },
+    /// Write a checkpoint's archive (tar with a manifest of sha256 sums) to a file (mode 0600).
+    Export {
+        reference: String,
+        /// The file to write; `-` for standard output.
+        #[arg(short, long)]
+        output: String,
+        #[arg(long, default_value = "zstd", value_parser = enum_arg::<Compression>(Compression::VARIANTS))]
+        compression: Compression,
+    },
+    /// Import an archive as a new ready checkpoint (root only; compression is detected).
+    Import {
+        /// The archive; `-` for standard input.
+        file: String,
+        /// Name it this instead of the name in the archive.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Catalogue an image directory made by `criu dump`, `runc checkpoint` or Docker (root only).
+    Adopt(AdoptArgs),
+    /// Move a checkpoint to another ckptd: its archive streamed into that daemon's import over
+    /// its TCP listener (tcp_listen + tcp_token_file there).
+    Migrate(MigrateArgs),
+    /// List jobs, newest first; --watch follows them as they change.
+    Jobs {
+        #[arg(long, value_parser = enum_arg::<JobState>(JobState::VARIANTS))]
+        state: Option<JobState>,
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a queued or running job.
+    Cancel { job: String },
+    /// Follow the daemon's events (jobs, checkpoints, schedules) until interrupted.
+    Events {
+        /// One JSON event per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scheduled checkpoints with retention.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Show the daemon's versions, CRIU, storage and workers.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Unique name (default: <command or container>-<UTC timestamp>).
+    pub name: Option<String>,
+    /// Keep the target running after the dump.
+    #[arg(long)]
+    pub leave_running: bool,
+    #[command(flatten)]
+    pub flags: DumpFlags,
+    /// Return once the job is queued instead of when it ends.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    #[arg(long)]
+    pub pid: Option<i32>,
+    #[arg(long)]
+    pub container: Option<String>,
+    #[arg(long, value_parser = enum_arg::<CheckpointStatus>(CheckpointStatus::VARIANTS))]
+    pub status: Option<CheckpointStatus>,
+    /// Only those of this schedule (label schedule=NAME).
+    #[arg(long)]
+    pub schedule: Option<String>,
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// At most this many (the daemon pages by 1000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    pub reference: String,
+    /// Restore a container checkpoint into another container: a new runc container with
+    /// this id (needs --bundle), or an existing stopped Docker container (--runtime docker).
+    #[arg(long)]
+    pub into: Option<String>,
+    /// The runtime of --into.
+    #[arg(long, default_value = "runc", requires = "into", value_parser = runtime_arg())]
+    pub runtime: Runtime,
+    /// The new container's bundle (config.json and rootfs).
+    #[arg(long, requires = "into")]
+    pub bundle: Option<String>,
+    /// runc's --root for the new container.
+    #[arg(long, requires = "into")]
+    pub root: Option<String>,
+    /// A Unix socket to receive a terminal container's pty master.
+    #[arg(long)]
+    pub console_socket: Option<String>,
+    /// CRIU options for this restore (left out: those the checkpoint was taken with).
+    #[command(flatten)]
+    pub criu: CriuFlags,
+    #[arg(long)]
+    pub no_wait: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct AdoptArgs {
+    pub dir: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// runc/Docker images: the container id to restore them as (with --bundle).
+    #[arg(long, requires = "bundle")]
+    pub container: Option<String>,
+    /// runc/Docker images: the bundle (config.json and rootfs) to restore them with.
+    #[arg(long, requires = "container")]
+    pub bundle: Option<String>,
+    /// The options the images were dumped with (restores reuse them).
+    #[command(flatten)]
+    pub criu: CriuFlags,
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    pub reference: String,
+    /// The other daemon's TCP listener, host:port.
+    #[arg(long)]
+    pub to: String,
+    /// A file holding the other daemon's bearer token.
+    #[arg(long, env = "CKPTD_TOKEN_FILE")]
+    pub token_file: String,
+    /// Name it this on the other daemon.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Restore it there once imported.
+    #[arg(long)]
+    pub restore: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule: `ckpt schedule add NAME TARGET --cron '0 */6 * * *' --keep-last 4`.
+    Add(ScheduleAddArgs),
+    /// List schedules with their next and last runs.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one schedule.
+    Inspect { reference: String },
+    /// Change a schedule's cron or retention.
+    Set {
+        reference: String,
+        #[arg(long)]
+        cron: Option<String>,
+        #[command(flatten)]
+        retention: RetentionFlags,
+    },
+    /// Enable a schedule (its clock restarts from now).
+    Enable { reference: String },
+    /// Disable a schedule.
+    Disable { reference: String },
+    /// Delete schedules (their checkpoints stay).
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Run a schedule now.
+    Run {
+        reference: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Preview what retention would keep and prune, and why.
+    Retention {
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct ScheduleAddArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// 5 fields, 6 with seconds first, or @hourly/@daily/@weekly/@monthly (UTC).
+    #[arg(long)]
+    pub cron: String,
+    /// Stop (kill) the target after each dump instead of leaving it running.
+    #[arg(long)]
+    pub stop: bool,
+    #[command(flatten)]
+    pub flags: DumpFlags,
+    #[command(flatten)]
+    pub retention: RetentionFlags,
+    /// Create it disabled.
+    #[arg(long)]
+    pub disabled: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("label {s:?} must be key=value"))
+}
+
+/// `--runtime`: one of the runtimes the API knows, listed in `--help` and in the error.
+fn runtime_arg() -> impl TypedValueParser<Value = Runtime> {
+    enum_arg::<Runtime>(Runtime::VARIANTS)
+}
+
+/// A flag whose values are one of the API's enum strings.
+fn enum_arg<T>(variants: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(variants).map(|s| match s.parse::<T>() {
+        Ok(v) => v,
+        Err(_) => unreachable!("{s} is one of the listed values"),
+    })
+}

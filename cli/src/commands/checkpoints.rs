@@ -1,0 +1,223 @@
+//! `ckpt create`, `ls`, `inspect`, `rm`, `restore`, `logs`.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use ckptd_api::query::CheckpointQuery;
+use ckptd_api::{
+    CheckpointAndJob, Client, ClientError, CreateCheckpoint, ErrorInfo, Job, JobState,
+    RestoreRequest, Runtime, StatusCode, Target,
+};
+use clap::CommandFactory;
+
+use crate::args::{Cli, CreateArgs, LsArgs, RestoreArgs};
+use crate::render::{checkpoint_table, inspect_text, job_outcome, print_json, report};
+use crate::table::human_bytes;
+
+pub async fn create(client: &Client, a: CreateArgs) -> Result<(), ClientError> {
+    let req = CreateCheckpoint {
+        target: Some(a.target.target()),
+        name: a.name,
+        leave_running: a.leave_running,
+        tcp_established: a.flags.criu.tcp_established,
+        ext_unix_sk: a.flags.criu.ext_unix_sk,
+        file_locks: a.flags.criu.file_locks,
+        shell_job: a.flags.criu.shell_job,
+        checkpoint_dir: a.flags.checkpoint_dir,
+        labels: a.flags.labels.into_iter().collect(),
+        expires_in: a.flags.expires_in,
+    };
+    // Queued at once; followed here so that a terminal shows progress.
+    let out = client.create_checkpoint(&req, false).await?;
+    finish_checkpoint(client, out, a.no_wait, a.json).await
+}
+
+pub async fn ls(client: &Client, a: LsArgs) -> Result<(), ClientError> {
+    let mut labels: Vec<String> = a
+        .schedule
+        .map(|s| format!("schedule={s}"))
+        .into_iter()
+        .collect();
+    labels.extend(a.labels.into_iter().map(|(k, v)| format!("{k}={v}")));
+    let q = CheckpointQuery {
+        pid: a.pid,
+        container: a.container,
+        status: a.status,
+        labels,
+        limit: Some(a.limit.clamp(1, ckptd_api::query::MAX_LIMIT)),
+        after: None,
+    };
+    let list = client.list_checkpoints(&q).await?;
+    if a.json {
+        print_json(&list.items);
+    } else {
+        print!("{}", checkpoint_table(&list.items));
+    }
+    Ok(())
+}
+
+pub async fn inspect(client: &Client, reference: &str, json: bool) -> Result<(), ClientError> {
+    let c = client.checkpoint(reference).await?;
+    if json {
+        print_json(&c);
+    } else {
+        println!("{}", inspect_text(&c));
+    }
+    Ok(())
+}
+
+pub async fn rm(client: &Client, references: Vec<String>) -> Result<(), ClientError> {
+    let mut failed = None;
+    for r in references {
+        failed = printed(&r, client.delete_checkpoint(&r).await).or(failed);
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError> {
+    if a.into.is_some() && a.runtime == Runtime::Runc && a.bundle.is_none() {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--into a new runc container needs --bundle DIR (its config.json and rootfs)",
+            )
+            .exit();
+    }
+    let target = a.into.map(|id| Target::Container {
+        id,
+        runtime: a.runtime,
+        root: a.root,
+        bundle: a.bundle,
+    });
+    // A flag left out keeps the option the checkpoint was taken with.
+    let on = |b: bool| b.then_some(true);
+    let req = RestoreRequest {
+        target,
+        tcp_established: on(a.criu.tcp_established),
+        ext_unix_sk: on(a.criu.ext_unix_sk),
+        file_locks: on(a.criu.file_locks),
+        shell_job: on(a.criu.shell_job),
+        console_socket: a.console_socket,
+        ..Default::default()
+    };
+    let mut job = client.restore(&a.reference, &req, false).await?;
+    if !a.no_wait {
+        job = follow(client, job).await?;
+        if job.state != JobState::Succeeded {
+            return Err(job_failed(&job));
+        }
+    }
+    if a.json {
+        print_json(&job);
+    } else if a.no_wait {
+        println!("job {} {}", job.id, job.state.as_str());
+    } else {
+        println!("restored: {}", job_outcome(&job));
+        if let Some(log) = job.result.as_ref().and_then(|r| r.output_log.clone()) {
+            println!("output: {log}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn logs(client: &Client, reference: &str) -> Result<(), ClientError> {
+    print!("{}", client.checkpoint_log(reference).await?);
+    Ok(())
+}
+
+/// Waits for a job, drawing a live progress line on stderr when it is a terminal.
+pub async fn follow(client: &Client, job: Job) -> Result<Job, ClientError> {
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut job = job;
+    while !job.state.is_finished() {
+        // A terminal gets a line that moves four times a second; otherwise long-poll, which
+        // answers the moment the job ends.
+        job = if tty {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            client.job(&job.id.to_string(), None).await?
+        } else {
+            client
+                .job(&job.id.to_string(), Some(Duration::from_secs(60)))
+                .await?
+        };
+        if tty && !job.state.is_finished() {
+            let bytes = job
+                .progress
+                .map(|p| format!(", {} written", human_bytes(p.bytes_written)))
+                .unwrap_or_default();
+            eprint!(
+                "\r\x1b[2K{} {} {:.1}s{bytes}",
+                job.kind.as_str(),
+                job.state.as_str(),
+                start.elapsed().as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    Ok(job)
+}
+
+/// A job that ended without success, as the daemon's error.
+pub fn job_failed(job: &Job) -> ClientError {
+    ClientError::Api {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        error: job.error.clone().unwrap_or_else(|| ErrorInfo {
+            code: "internal".into(),
+            message: format!("job {} ended {}", job.id, job.state.as_str()),
+            details: Default::default(),
+        }),
+    }
+}
+
+/// Queues a checkpoint (create or schedule run), then follows it unless `no_wait`.
+pub async fn finish_checkpoint(
+    client: &Client,
+    out: CheckpointAndJob,
+    no_wait: bool,
+    json: bool,
+) -> Result<(), ClientError> {
+    let mut out = out;
+    if !no_wait {
+        let job = follow(client, out.job).await?;
+        out.checkpoint = client.checkpoint(&out.checkpoint.id.to_string()).await?;
+        out.job = job;
+        if out.job.state != JobState::Succeeded {
+            return Err(job_failed(&out.job));
+        }
+    }
+    if json {
+        print_json(&out);
+    } else {
+        let c = &out.checkpoint;
+        println!(
+            "{}  {}  {}  {}",
+            c.name,
+            c.status.as_str(),
+            human_bytes(c.size_bytes),
+            c.dir
+        );
+        if no_wait {
+            println!("job {} {}", out.job.id, out.job.state.as_str());
+        }
+    }
+    Ok(())
+}
+
+/// For commands over several references: prints the reference that worked, reports the error
+/// of one that did not (and returns it), so that one failure does not stop the others.
+pub fn printed(reference: &str, r: Result<(), ClientError>) -> Option<ClientError> {
+    match r {
+        Ok(()) => {
+            println!("{reference}");
+            None
+        }
+        Err(e) => {
+            report(&e);
+            Some(e)
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! `ckpt info` and `ckpt completions`.
+
+use clap::CommandFactory;
+
+use ckptd_api::{Client, ClientError};
+
+use crate::args::Cli;
+use crate::render::print_json;
+use crate::table::human_bytes;
+
+pub async fn info(client: &Client, json: bool) -> Result<(), ClientError> {
+    let i = client.info().await?;
+    if json {
+        print_json(&i);
+    } else {
+        println!("ckptd     {}", i.version);
+        println!("kernel    {}", i.kernel);
+        println!(
+            "criu      {} ({}){}",
+            i.criu.version.as_deref().unwrap_or("?"),
+            i.criu.path.as_deref().unwrap_or("not found"),
+            if i.criu.check_ok {
+                ""
+            } else {
+                ", criu check FAILED"
+            }
+        );
+        for r in &i.runtimes {
+            println!(
+                "runtime   {} {} ({})",
+                r.name,
+                r.version.as_deref().unwrap_or("?"),
+                r.path
+            );
+        }
+        println!(
+            "storage   {} ({} free)",
+            i.storage.checkpoints_dir,
+            human_bytes(i.storage.free_bytes)
+        );
+        println!("workers   {} (queue {})", i.workers, i.queue_capacity);
+    }
+    Ok(())
+}
+
+pub fn completions(shell: clap_complete::Shell) {
+    clap_complete::generate(shell, &mut Cli::command(), "ckpt", &mut std::io::stdout());
+}

@@ -1,0 +1,7 @@
+//! One module per group of commands; each function takes the client and its parsed arguments.
+
+pub mod checkpoints;
+pub mod daemon;
+pub mod jobs;
+pub mod portability;
+pub mod schedules;

@@ -1,0 +1,134 @@
+//! `ckpt export`, `import`, `adopt`, `migrate`.
+
+use std::os::unix::fs::OpenOptionsExt;
+
+use ckptd_api::{AdoptRequest, Client, ClientError, Compression, JobEnvelope, JobState, Method};
+use ckptd_api::{Remote, Runtime, Target};
+
+use crate::args::{AdoptArgs, MigrateArgs};
+use crate::commands::checkpoints::job_failed;
+use crate::render::{job_outcome, print_json, target_text};
+use crate::table::human_bytes;
+
+/// Writes a checkpoint's archive to `output` (`-`: stdout), created 0600: it holds process memory.
+/// A failed export removes what it wrote.
+pub async fn export(
+    client: &Client,
+    reference: &str,
+    output: &str,
+    compression: Compression,
+) -> Result<(), ClientError> {
+    if output == "-" {
+        client
+            .export(reference, compression, &mut tokio::io::stdout())
+            .await?;
+        return Ok(());
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(output)
+        .map_err(|e| ClientError::Io(format!("cannot create {output}: {e}")))?;
+    let mut out = tokio::fs::File::from_std(file);
+    match client.export(reference, compression, &mut out).await {
+        Ok(n) => {
+            println!("{output}  {}", human_bytes(n));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(output);
+            Err(e)
+        }
+    }
+}
+
+pub async fn import(
+    client: &Client,
+    file: &str,
+    name: Option<&str>,
+    json: bool,
+) -> Result<(), ClientError> {
+    let cp = if file == "-" {
+        client.import(tokio::io::stdin(), name).await?
+    } else {
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| ClientError::Io(format!("cannot open {file}: {e}")))?;
+        client.import(f, name).await?
+    };
+    if json {
+        print_json(&cp);
+    } else {
+        println!(
+            "{}  {}  {}  {}",
+            cp.name,
+            cp.status.as_str(),
+            human_bytes(cp.size_bytes),
+            cp.dir
+        );
+    }
+    Ok(())
+}
+
+pub async fn adopt(client: &Client, a: AdoptArgs) -> Result<(), ClientError> {
+    let req = AdoptRequest {
+        dir: a.dir,
+        name: a.name,
+        target: a.container.map(|id| Target::Container {
+            id,
+            runtime: Runtime::Runc,
+            root: None,
+            bundle: a.bundle,
+        }),
+        options: a.criu.options(false),
+        labels: a.labels.into_iter().collect(),
+    };
+    let cp = client.adopt(&req).await?;
+    if a.json {
+        print_json(&cp);
+    } else {
+        println!(
+            "{}  {}  {}  {}",
+            cp.name,
+            target_text(&cp.target),
+            human_bytes(cp.size_bytes),
+            cp.dir
+        );
+    }
+    Ok(())
+}
+
+pub async fn migrate(client: &Client, a: MigrateArgs) -> Result<(), ClientError> {
+    let token = std::fs::read_to_string(&a.token_file).map_err(|e| {
+        ClientError::Io(format!("cannot read the token file {}: {e}", a.token_file))
+    })?;
+    let to = a.to;
+    let remote = Remote {
+        addr: to.clone(),
+        token: token.trim().to_owned(),
+    };
+    let cp = client
+        .migrate(&a.reference, &remote, a.name.as_deref())
+        .await?;
+    println!(
+        "{} imported on {to} as {} ({})",
+        a.reference, cp.name, cp.id
+    );
+    if a.restore {
+        let env: JobEnvelope = remote
+            .request(
+                Method::POST,
+                &format!("/v1/checkpoints/{}/restore?wait=true", cp.id),
+                http_body_util::Empty::<bytes::Bytes>::new(),
+            )
+            .await?
+            .into_result()?;
+        if env.job.state != JobState::Succeeded {
+            return Err(job_failed(&env.job));
+        }
+        println!("restored on {to}: {}", job_outcome(&env.job));
+    }
+    Ok(())
+}

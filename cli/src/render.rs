@@ -1,0 +1,278 @@
+//! What `ckpt` prints: tables and text for people, JSON for scripts, events as one line each, and
+//! errors with their hint in `ckpt`'s own words.
+
+use std::io::Write;
+
+use ckptd_api::{Advice, Checkpoint, ClientError, Event, Job, Retention, Schedule, Target};
+
+use crate::table::{human_bytes, Table};
+
+pub fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("\"{e}\""))
+    );
+}
+
+pub fn target_text(t: &Target) -> String {
+    match t {
+        Target::Process { pid } => format!("pid {pid}"),
+        Target::Container { id, runtime, .. } => format!("{runtime} {id}"),
+    }
+}
+
+/// "3m ago", or "in 5s" for a time to come.
+pub fn ago(t: &chrono::DateTime<chrono::Utc>) -> String {
+    let ms = (chrono::Utc::now() - *t).num_milliseconds();
+    if ms < 0 {
+        // Round up: a run due in 0.4 s is "in 1s", not "0s ago".
+        format!("in {}", short_secs((-ms + 999) / 1000))
+    } else {
+        format!("{} ago", short_secs(ms / 1000))
+    }
+}
+
+pub fn short_secs(s: i64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+pub fn checkpoint_table(items: &[Checkpoint]) -> Table {
+    let mut t = Table::new(&["NAME", "TARGET", "STATUS", "SIZE", "CREATED", "ID"]);
+    for c in items {
+        t.row(vec![
+            c.name.clone(),
+            target_text(&c.target),
+            c.status.as_str().to_owned(),
+            human_bytes(c.size_bytes),
+            ago(&c.created_at),
+            c.id.to_string(),
+        ]);
+    }
+    t
+}
+
+pub fn job_table(items: &[Job]) -> Table {
+    let mut t = Table::new(&["JOB", "KIND", "STATE", "CHECKPOINT", "CREATED", "RESULT"]);
+    for j in items {
+        t.row(vec![
+            j.id.to_string(),
+            j.kind.as_str().to_owned(),
+            j.state.as_str().to_owned(),
+            j.checkpoint_id.to_string(),
+            ago(&j.created_at),
+            job_outcome(j),
+        ]);
+    }
+    t
+}
+
+pub fn job_outcome(j: &Job) -> String {
+    if let Some(e) = &j.error {
+        return e.to_string();
+    }
+    match &j.result {
+        Some(r) => {
+            let mut parts = Vec::new();
+            if let Some(pid) = r.pid {
+                parts.push(format!("pid {pid}"));
+            }
+            if let Some(c) = &r.container {
+                parts.push(format!("container {c}"));
+            }
+            parts.join(", ")
+        }
+        None => String::new(),
+    }
+}
+
+pub fn inspect_text(c: &Checkpoint) -> String {
+    let mut out = Vec::new();
+    let mut kv = |k: &str, v: String| out.push(format!("{k:<14}{v}"));
+    kv("Name:", c.name.clone());
+    kv("ID:", c.id.to_string());
+    kv("Target:", target_text(&c.target));
+    kv("Status:", c.status.as_str().to_owned());
+    kv("Created:", c.created_at.to_rfc3339());
+    if let Some(t) = c.completed_at {
+        kv("Completed:", t.to_rfc3339());
+    }
+    if let Some(t) = c.expires_at {
+        kv("Expires:", format!("{} ({})", t.to_rfc3339(), ago(&t)));
+    }
+    kv("Directory:", c.dir.clone());
+    kv("Size:", human_bytes(c.size_bytes));
+    let o = &c.options;
+    let opts: Vec<&str> = [
+        (o.leave_running, "leave_running"),
+        (o.tcp_established, "tcp_established"),
+        (o.ext_unix_sk, "ext_unix_sk"),
+        (o.file_locks, "file_locks"),
+        (o.shell_job, "shell_job"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect();
+    kv(
+        "Options:",
+        if opts.is_empty() {
+            "-".into()
+        } else {
+            opts.join(", ")
+        },
+    );
+    if !c.labels.is_empty() {
+        let l: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        kv("Labels:", l.join(", "));
+    }
+    if let Some(v) = &c.criu_version {
+        kv("CRIU:", v.clone());
+    }
+    if let Some(s) = &c.stats {
+        kv(
+            "Frozen:",
+            format!(
+                "{:.3} s ({} pages written)",
+                s.frozen_time_us as f64 / 1e6,
+                s.pages_written
+            ),
+        );
+    }
+    if let Some(r) = &c.container {
+        kv("Bundle:", r.bundle.clone());
+    }
+    if let Some(e) = &c.error {
+        kv("Error:", e.to_string());
+        for l in e.log_tail() {
+            out.push(format!("              {l}"));
+        }
+    }
+    out.join("\n")
+}
+
+pub fn schedule_table(items: &[Schedule]) -> Table {
+    let mut t = Table::new(&["NAME", "TARGET", "CRON", "ENABLED", "NEXT", "LAST", "KEEP"]);
+    for s in items {
+        let last = match &s.last_run {
+            Some(r) => {
+                let mut l = format!("{:?} {}", r.status, ago(&r.at)).to_lowercase();
+                if let Some(e) = &r.error {
+                    l.push_str(&format!(": {}", e.message));
+                }
+                l
+            }
+            None => "-".into(),
+        };
+        t.row(vec![
+            s.name.clone(),
+            target_text(&s.target),
+            s.effective_cron.clone(),
+            if s.enabled { "yes" } else { "no" }.into(),
+            s.next_run_at.map(|t| ago(&t)).unwrap_or_else(|| "-".into()),
+            last,
+            retention_text(&s.retention),
+        ]);
+    }
+    t
+}
+
+pub fn retention_text(r: &Retention) -> String {
+    let mut parts = Vec::new();
+    for (n, label) in [
+        (r.keep_last, "last"),
+        (r.keep_hourly, "hourly"),
+        (r.keep_daily, "daily"),
+        (r.keep_weekly, "weekly"),
+        (r.keep_monthly, "monthly"),
+    ] {
+        if let Some(n) = n.filter(|n| *n > 0) {
+            parts.push(format!("{label}={n}"));
+        }
+    }
+    if let Some(w) = &r.keep_within {
+        parts.push(format!("within={w}"));
+    }
+    if parts.is_empty() {
+        "all".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// One line for an event: time, type, and what it is about.
+pub fn event_line(ev: &Event) -> String {
+    let about = if let Some(j) = &ev.job {
+        format!("job {} ({})", j.id, j.kind.as_str())
+    } else if let Some(c) = &ev.checkpoint {
+        format!("checkpoint {}", c.name)
+    } else if let Some(s) = &ev.schedule {
+        let mut t = format!("schedule {}", s.name);
+        if let Some(e) = s.last_run.as_ref().and_then(|r| r.error.as_ref()) {
+            t.push_str(&format!(": {}", e.message));
+        }
+        t
+    } else {
+        String::new()
+    };
+    format!(
+        "{}  {:<20} {about}",
+        ev.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        ev.kind
+    )
+}
+
+/// The advice of an error in `ckpt`'s words: commands and flags, not routes and JSON fields.
+pub fn advice(a: &Advice) -> Option<String> {
+    Some(match a {
+        Advice::RetryWith {
+            option,
+            because,
+            or,
+            note,
+        } => ckptd_api::retry_text(because, option.flag(), or, note),
+        Advice::ListCheckpoints => "list checkpoints with `ckpt ls`".into(),
+        Advice::ListJobs => "list jobs with `ckpt jobs`".into(),
+        Advice::ListSchedules => "list schedules with `ckpt schedule ls`".into(),
+        Advice::ShowCheckpoint { checkpoint } => {
+            format!("see its error with `ckpt inspect {checkpoint}`, or take a new checkpoint")
+        }
+        Advice::ReadLog { path } => {
+            format!("read the full CRIU log with `ckpt logs NAME` (or {path})")
+        }
+        Advice::WaitForJob { job } => {
+            format!("wait for job {job} to end (`ckpt jobs --watch`), then retry")
+        }
+        Advice::WaitForRunningJobs => {
+            "wait for the running job to end (`ckpt jobs --state running`), then retry".into()
+        }
+        Advice::Unknown => return None,
+    })
+}
+
+/// An error on stderr: the daemon's code and message, the hint in `ckpt`'s words (the daemon's
+/// own words when it gave no advice this CLI knows), and CRIU's error lines.
+pub fn report(e: &ClientError) {
+    match e.api_error() {
+        Some((_, err)) => {
+            eprintln!("ckpt: {}: {}", err.code, err.message);
+            if let Some(h) = err
+                .advice()
+                .as_ref()
+                .and_then(advice)
+                .or(err.hint().map(str::to_owned))
+            {
+                eprintln!("hint: {h}");
+            }
+            for l in err.log_tail() {
+                eprintln!("  {l}");
+            }
+        }
+        None => eprintln!("ckpt: {e}"),
+    }
+    let _ = std::io::stderr().flush();
+}
