@@ -17,7 +17,11 @@ pub const MAX_WAIT_SECS: u64 = 600;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointQuery {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "a_pid",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -26,10 +30,18 @@ pub struct CheckpointQuery {
     /// `key=value`, repeatable: checkpoints with every one of these labels.
     #[serde(default, rename = "label", skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "a_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub limit: Option<u32>,
     /// The `next` cursor of the previous page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "a_cursor",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub after: Option<i64>,
 }
 
@@ -41,9 +53,17 @@ pub struct JobQuery {
     pub state: Option<JobState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<JobKind>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "a_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub limit: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "a_cursor",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub after: Option<i64>,
 }
 
@@ -59,7 +79,11 @@ pub struct WaitQuery {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobWaitQuery {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub wait: Option<u64>,
 }
 
@@ -135,22 +159,54 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
 }
 
+/// A number in a query string, refused with what it should have been.
+fn number<'de, D, T>(d: D, what: &str) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+{
+    use serde::de::Error;
+    let v = String::deserialize(d)?;
+    v.parse()
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{v:?} is not {what}")))
+}
+
+fn a_pid<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    number(d, "a pid")
+}
+
+fn a_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    number(d, "a number")
+}
+
+fn a_cursor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    number(d, "a cursor from a previous page's \"next\"")
+}
+
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    number(d, "a number of seconds")
+}
+
 /// Why a query string was refused, in the API's words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct QueryError(pub String);
 
-/// Parses a query string (without the `?`) strictly.
+/// Parses a query string (without the `?`) strictly; an error names the parameter.
 pub fn parse<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, QueryError> {
-    serde_html_form::from_str(query).map_err(|e| {
-        let e = e.to_string();
-        QueryError(match e.strip_prefix("unknown field ") {
+    let de = serde_html_form::Deserializer::from_bytes(query.as_bytes());
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let param = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        QueryError(match inner.strip_prefix("unknown field ") {
             Some(rest) => format!(
                 "unknown query parameter {}",
                 rest.replacen(", expected", "; this route takes", 1)
                     .replacen("there are no fields", "this route takes none", 1)
             ),
-            None => format!("invalid query string: {e}"),
+            None if param != "." => format!("query parameter {param}: {inner}"),
+            None => format!("invalid query string: {inner}"),
         })
     })
 }
@@ -204,7 +260,13 @@ mod tests {
         for q in ["status=done", "pid=x", "limit=-1", "after=z"] {
             assert!(parse::<CheckpointQuery>(q).is_err(), "{q}");
         }
-        assert!(parse::<JobQuery>("state=finished").is_err());
+        let e = parse::<JobQuery>("state=finished").unwrap_err();
+        assert!(
+            e.0.starts_with("query parameter state: unknown variant `finished`"),
+            "{e}"
+        );
+        let e = parse::<JobWaitQuery>("wait=forever").unwrap_err();
+        assert!(e.0.starts_with("query parameter wait:"), "{e}");
         assert!(parse::<ArchiveQuery>("compression=xz").is_err());
     }
 

@@ -25,12 +25,19 @@ pub enum Stopped {
     Tasks(Vec<i32>),
     /// A container left paused; `paused_by_us` says whether a failure should resume it.
     Container {
-        id: String,
-        root: Option<String>,
+        container: ContainerHandle,
         paused_by_us: bool,
     },
-    /// A Docker container ckptd paused for the dump (Docker's full id).
-    Docker { id: String },
+}
+
+/// One container of a runtime, as the runtime names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerHandle {
+    pub runtime: ckptd_api::Runtime,
+    /// The runtime's id of the container (Docker: its full id).
+    pub id: String,
+    /// runc's `--root`, where the runtime keeps its state (None: its default).
+    pub root: Option<String>,
 }
 
 /// What a dump produced.

@@ -16,10 +16,13 @@
 
 use std::path::{Path, PathBuf};
 
-use ckptd_api::{Checkpoint, Client, ContainerRecord, JobResult, Method, Target};
+use ckptd_api::{Checkpoint, Client, ContainerRecord, JobResult, Method, Runtime, Target};
 use serde::Deserialize;
 
-use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use super::container::{self, ContainerOps};
+use crate::engine::{
+    BoxFuture, ContainerHandle, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::{criu, sys};
 
@@ -119,36 +122,6 @@ impl DockerEngine {
             .join("state.json")
             .is_file()
             .then_some(runc)
-    }
-
-    /// `runc checkpoint --leave-running` of Docker's container into `spec.images_dir`.
-    async fn dump_with_runc(&self, runc: &Path, full_id: &str, spec: &DumpSpec<'_>) -> Result<()> {
-        let dir = spec.images_dir.display().to_string();
-        let mut args: Vec<String> = vec![
-            "--root".into(),
-            self.runc_root.display().to_string(),
-            "checkpoint".into(),
-            "--image-path".into(),
-            dir.clone(),
-            "--work-path".into(),
-            dir,
-            "--leave-running".into(),
-        ];
-        criu::Criu::option_flags(&spec.options, &mut args);
-        args.push(full_id.to_owned());
-        let mut cmd = tokio::process::Command::new(runc);
-        cmd.args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        criu::run_logged(
-            cmd,
-            &spec.images_dir.join(spec.log_name),
-            None,
-            format!("CRIU (through runc) could not checkpoint Docker container {full_id}"),
-            &spec.stop,
-        )
-        .await
     }
 
     /// Docker's own checkpoint (`Exit: false`) into `spec.images_dir`. Docker creates
@@ -275,43 +248,17 @@ impl DockerEngine {
             // Only a restore into a new name needs it; say so, and carry on.
             tracing::warn!(container = %c.id, error = %e, "cannot record the container's configuration");
         }
-        let pause = !spec.options.leave_running;
-        if pause {
-            self.call(Method::POST, &format!("/containers/{}/pause", c.id), None)
-                .await?;
-        }
-        let dumped = match self.direct_runc(&c.id) {
-            Some(runc) => self.dump_with_runc(runc, &c.id, &spec).await,
-            None => self.dump_with_docker(&c.id, &spec).await,
+        let handle = ContainerHandle {
+            runtime: Runtime::Docker,
+            id: c.id.clone(),
+            root: None,
         };
-        if let Err(e) = dumped {
-            if pause {
-                let _ = self
-                    .call(Method::POST, &format!("/containers/{}/unpause", c.id), None)
-                    .await;
-            }
-            if e.details.contains_key("log_tail") || e.kind == ErrorKind::InvalidRequest {
-                // runc's failure, already explained from CRIU's log; or a refused option.
-                return Err(e);
-            }
-            let log = spec.images_dir.join(spec.log_name);
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(criu::log::failure(
-                &format!("Docker could not checkpoint container {id}"),
-                &text,
-                &[],
-                &e.message,
-                &log,
-            ));
-        }
+        // `running` refused a paused container: a pause here is always ckptd's.
+        let stopped = container::checkpoint(self, handle, false, &spec).await?;
         let stdio = crate::runtime::runc::recorded_stdio(spec.images_dir);
         Ok(DumpOutput {
             stats: criu::dump_stats(spec.images_dir),
-            stopped: if pause {
-                Stopped::Docker { id: c.id.clone() }
-            } else {
-                Stopped::Nothing
-            },
+            stopped,
             container: Some(ContainerRecord {
                 bundle: format!("docker:{}", c.id),
                 config_sha256: String::new(),
@@ -633,6 +580,87 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+impl DockerEngine {
+    /// POST `/containers/{id}/{action}` (pause, unpause, kill).
+    async fn act(&self, c: &ContainerHandle, action: &str) -> Result<()> {
+        self.call(
+            Method::POST,
+            &format!("/containers/{}/{action}", c.id),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The dump, with runc itself when it can (the fast path), else through Docker's API; a
+    /// failure that CRIU's log does not already explain is explained from it here.
+    async fn dump_leaving_running(&self, c: &ContainerHandle, spec: &DumpSpec<'_>) -> Result<()> {
+        let dumped = match self.direct_runc(&c.id) {
+            Some(runc) => {
+                let root = self.runc_root.display().to_string();
+                let what = format!(
+                    "CRIU (through runc) could not checkpoint Docker container {}",
+                    c.id
+                );
+                crate::runtime::runc::checkpoint_leaving_running(
+                    runc,
+                    Some(&root),
+                    &c.id,
+                    spec,
+                    what,
+                )
+                .await
+            }
+            None => self.dump_with_docker(&c.id, spec).await,
+        };
+        match dumped {
+            // runc's failure, already explained from CRIU's log; or a refused option.
+            Err(e) if e.details.contains_key("log_tail") || e.kind == ErrorKind::InvalidRequest => {
+                Err(e)
+            }
+            Err(e) => {
+                let log = spec.images_dir.join(spec.log_name);
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                Err(criu::log::failure(
+                    &format!("Docker could not checkpoint container {}", c.id),
+                    &text,
+                    &[],
+                    &e.message,
+                    &log,
+                ))
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+impl ContainerOps for DockerEngine {
+    fn pause<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.act(c, "pause"))
+    }
+
+    fn resume<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.act(c, "unpause"))
+    }
+
+    /// Through Docker, which records the exit (`docker ps -a`: Exited (137)).
+    fn end<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.act(c, "kill"))
+    }
+
+    fn is_paused<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, bool> {
+        Box::pin(async move { matches!(self.inspect(&c.id).await, Ok(j) if j.state.paused) })
+    }
+
+    fn dump<'a>(
+        &'a self,
+        c: &'a ContainerHandle,
+        spec: &'a DumpSpec<'a>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.dump_leaving_running(c, spec))
+    }
+}
+
 impl Engine for DockerEngine {
     fn version(&self) -> Option<String> {
         self.criu.version()
@@ -680,14 +708,12 @@ impl Engine for DockerEngine {
 
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Stopped::Docker { id } = stopped {
-                let action = if kill { "kill" } else { "unpause" };
-                if let Err(e) = self
-                    .call(Method::POST, &format!("/containers/{id}/{action}"), None)
-                    .await
-                {
-                    tracing::error!(error = %e, container = %id, action, "Docker did not end what the dump left paused");
-                }
+            if let Stopped::Container {
+                container: c,
+                paused_by_us,
+            } = stopped
+            {
+                container::release(self, c, *paused_by_us, kill).await;
             }
         })
     }
@@ -699,16 +725,13 @@ impl Engine for DockerEngine {
     ) -> BoxFuture<'a, Option<DumpOutput>> {
         Box::pin(async move {
             // As for runc: the dump is dropped, and a container ckptd had paused runs again.
-            if let (Ok(id), false) = (docker_id(&cp.target), cp.options.leave_running) {
-                if matches!(self.inspect(id).await, Ok(c) if c.state.paused) {
-                    tracing::warn!(
-                        container = id,
-                        "unpausing a container an interrupted dump left paused"
-                    );
-                    let _ = self
-                        .call(Method::POST, &format!("/containers/{id}/unpause"), None)
-                        .await;
-                }
+            if let Ok(id) = docker_id(&cp.target) {
+                let handle = ContainerHandle {
+                    runtime: Runtime::Docker,
+                    id: id.to_owned(),
+                    root: None,
+                };
+                container::recover(self, &handle, cp.options.leave_running).await;
             }
             None
         })

@@ -2,6 +2,7 @@
 //! `docker`), and `Engines`, which sends each target to its engine. runc drives CRIU itself
 //! (`runc checkpoint` / `runc restore`); crun on Debian 12 is built without CRIU support.
 
+pub mod container;
 pub mod docker;
 pub mod process;
 pub mod runc;
@@ -107,8 +108,10 @@ impl Engine for Engines {
     }
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         match stopped {
+            Stopped::Container { container, .. } if container.runtime == Runtime::Docker => {
+                self.docker.release(stopped, kill)
+            }
             Stopped::Container { .. } => self.runc.release(stopped, kill),
-            Stopped::Docker { .. } => self.docker.release(stopped, kill),
             _ => self.process.release(stopped, kill),
         }
     }

@@ -30,8 +30,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 
+use super::container::{self, ContainerOps};
 use crate::criu::{self, run_logged, Criu};
-use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::engine::{
+    BoxFuture, ContainerHandle, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped,
+};
 use crate::error::{Error, Result};
 
 pub(crate) const RUNC_CONF: &str = "/etc/criu/runc.conf";
@@ -54,6 +57,15 @@ pub struct RuncState {
 struct Container<'a> {
     id: &'a str,
     root: Option<&'a str>,
+}
+
+impl<'a> Container<'a> {
+    fn of(h: &'a ContainerHandle) -> Self {
+        Container {
+            id: &h.id,
+            root: h.root.as_deref(),
+        }
+    }
 }
 
 /// runc's own id format (`^[\w+\-.]+$`), at most a file name long, and not `.`/`..`-like or an
@@ -220,52 +232,12 @@ impl RuncEngine {
             None => Path::new(RUNC_CONF).exists().then(|| RUNC_CONF.to_owned()),
         };
 
-        let pause = !spec.options.leave_running && state.status == "running";
-        if pause {
-            self.simple(&c, &["pause"]).await?;
-        }
-        let dir = spec.images_dir.display().to_string();
-        let mut args: Vec<String> = vec![
-            "checkpoint".into(),
-            "--image-path".into(),
-            dir.clone(),
-            "--work-path".into(),
-            dir,
-            // Always: a container to be stopped stays paused until its images are durable.
-            "--leave-running".into(),
-        ];
-        Criu::option_flags(&spec.options, &mut args);
-        args.push(c.id.to_owned());
-        let mut cmd = self.command(&c)?;
-        cmd.args(&args);
-        let result = run_logged(
-            cmd,
-            &spec.images_dir.join(spec.log_name),
-            None,
-            format!(
-                "CRIU (through runc) could not checkpoint container {}",
-                c.id
-            ),
-            &spec.stop,
-        )
-        .await;
-        if let Err(e) = result {
-            if pause {
-                if let Err(r) = self.simple(&c, &["resume"]).await {
-                    tracing::error!(error = %r, container = c.id, "cannot resume the container after a failed dump");
-                }
-            }
-            return Err(e);
-        }
-        let stopped = if spec.options.leave_running {
-            Stopped::Nothing
-        } else {
-            Stopped::Container {
-                id: c.id.to_owned(),
-                root: c.root.map(str::to_owned),
-                paused_by_us: pause,
-            }
+        let handle = ContainerHandle {
+            runtime: Runtime::Runc,
+            id: c.id.to_owned(),
+            root: c.root.map(str::to_owned),
         };
+        let stopped = container::checkpoint(self, handle, state.status == "paused", &spec).await?;
         Ok(DumpOutput {
             stats: criu::dump_stats(spec.images_dir),
             stopped,
@@ -493,29 +465,94 @@ impl RuncEngine {
         });
         Ok((write_end, log))
     }
+}
 
-    async fn release_container(
-        &self,
-        id: &str,
-        root: Option<&str>,
-        paused_by_us: bool,
-        kill: bool,
-    ) {
-        let c = Container { id, root };
-        if kill {
+/// Runs `runc [--root ROOT] checkpoint --leave-running` of container `id` into the spec's image
+/// directory (images, CRIU's log and statistics together), with the spec's CRIU options. Shared by
+/// runc containers and Docker's (whose runc state sits under Docker's exec root).
+pub(crate) async fn checkpoint_leaving_running(
+    runc: &Path,
+    root: Option<&str>,
+    id: &str,
+    spec: &DumpSpec<'_>,
+    what: String,
+) -> Result<()> {
+    let dir = spec.images_dir.display().to_string();
+    let mut cmd = Command::new(runc);
+    if let Some(r) = root {
+        cmd.arg("--root").arg(r);
+    }
+    let mut args: Vec<String> = vec![
+        "checkpoint".into(),
+        "--image-path".into(),
+        dir.clone(),
+        "--work-path".into(),
+        dir,
+        // Always: a container to be stopped stays paused until its images are durable.
+        "--leave-running".into(),
+    ];
+    Criu::option_flags(&spec.options, &mut args);
+    args.push(id.to_owned());
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    run_logged(
+        cmd,
+        &spec.images_dir.join(spec.log_name),
+        None,
+        what,
+        &spec.stop,
+    )
+    .await
+}
+
+impl ContainerOps for RuncEngine {
+    fn pause<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.simple(&Container::of(c), &["pause"]).await })
+    }
+
+    fn resume<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.simple(&Container::of(c), &["resume"]).await })
+    }
+
+    fn end<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let c = Container::of(c);
             // delete --force kills a paused container too, and removes runc's state of it.
-            if let Err(e) = self.simple(&c, &["delete", "--force"]).await {
-                tracing::error!(error = %e, container = id, "cannot remove the checkpointed container");
-            }
+            self.simple(&c, &["delete", "--force"]).await?;
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && matches!(self.state(&c).await, Ok(Some(_))) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-        } else if paused_by_us {
-            if let Err(e) = self.simple(&c, &["resume"]).await {
-                tracing::error!(error = %e, container = id, "cannot resume the container");
-            }
-        }
+            Ok(())
+        })
+    }
+
+    fn is_paused<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            matches!(self.state(&Container::of(c)).await, Ok(Some(s)) if s.status == "paused")
+        })
+    }
+
+    fn dump<'a>(
+        &'a self,
+        c: &'a ContainerHandle,
+        spec: &'a DumpSpec<'a>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            checkpoint_leaving_running(
+                self.runc()?,
+                c.root.as_deref(),
+                &c.id,
+                spec,
+                format!(
+                    "CRIU (through runc) could not checkpoint container {}",
+                    c.id
+                ),
+            )
+            .await
+        })
     }
 }
 
@@ -570,18 +607,13 @@ impl Engine for RuncEngine {
         _images: &'a Path,
     ) -> BoxFuture<'a, Option<DumpOutput>> {
         Box::pin(async move {
-            // The container record cannot be rebuilt reliably after a crash: the dump is dropped
-            // and a container ckptd had paused for it runs again.
-            if let (Ok(c), false) = (container_of(&cp.target), cp.options.leave_running) {
-                if matches!(self.state(&c).await, Ok(Some(s)) if s.status == "paused") {
-                    tracing::warn!(
-                        container = c.id,
-                        "resuming a container an interrupted dump left paused"
-                    );
-                    if let Err(e) = self.simple(&c, &["resume"]).await {
-                        tracing::error!(error = %e, container = c.id, "cannot resume the container");
-                    }
-                }
+            if let Ok(c) = container_of(&cp.target) {
+                let handle = ContainerHandle {
+                    runtime: Runtime::Runc,
+                    id: c.id.to_owned(),
+                    root: c.root.map(str::to_owned),
+                };
+                container::recover(self, &handle, cp.options.leave_running).await;
             }
             None
         })
@@ -607,13 +639,11 @@ impl Engine for RuncEngine {
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Stopped::Container {
-                id,
-                root,
+                container: c,
                 paused_by_us,
             } = stopped
             {
-                self.release_container(id, root.as_deref(), *paused_by_us, kill)
-                    .await;
+                container::release(self, c, *paused_by_us, kill).await;
             }
         })
     }

@@ -1,0 +1,237 @@
+//! The one checkpoint flow of every container runtime: freeze, dump leaving it running, make the
+//! images durable (the service's `publish`), then release (end it) or recover (let it run again).
+//!
+//! Why freeze first and dump with `--leave-running`: runc has no `--leave-stopped`, and a
+//! runtime's own "checkpoint and exit" kills the container as soon as CRIU is done, before its
+//! images are on disk. A container that is to stop is paused (cgroup freezer) for the dump, stays
+//! paused while the images are made durable, and is ended only then; if they cannot be made
+//! durable, or the dump fails, it is resumed. `leave_running` neither pauses nor ends it.
+//!
+//! A runtime (runc, Docker, ...) is a small implementation of [`ContainerOps`]: how to pause,
+//! resume and end one of its containers, and how to dump it while it stays as it is.
+
+use crate::engine::{BoxFuture, ContainerHandle, DumpSpec, Stopped};
+use crate::error::Result;
+
+/// What a runtime does to one of its containers for the flow.
+pub trait ContainerOps: Send + Sync {
+    /// Freezes the container (cgroup freezer).
+    fn pause<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>>;
+    /// Thaws it.
+    fn resume<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>>;
+    /// Ends it once its images are durable (the runtime records the exit).
+    fn end<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>>;
+    /// Whether it is paused now (after a crash: whether an interrupted dump left it so).
+    fn is_paused<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, bool>;
+    /// Dumps it into `spec.images_dir`, leaving it as it is (running or paused).
+    fn dump<'a>(
+        &'a self,
+        c: &'a ContainerHandle,
+        spec: &'a DumpSpec<'a>,
+    ) -> BoxFuture<'a, Result<()>>;
+}
+
+/// Freezes (unless `leave_running`, or the container was paused already), dumps, and resumes
+/// it if the dump fails. Returns what the service must end once the images are durable.
+pub async fn checkpoint(
+    ops: &dyn ContainerOps,
+    c: ContainerHandle,
+    already_paused: bool,
+    spec: &DumpSpec<'_>,
+) -> Result<Stopped> {
+    let pause = !spec.options.leave_running && !already_paused;
+    if pause {
+        ops.pause(&c).await?;
+    }
+    if let Err(e) = ops.dump(&c, spec).await {
+        if pause {
+            if let Err(r) = ops.resume(&c).await {
+                tracing::error!(error = %r, container = %c.id, "cannot resume the container after a failed dump");
+            }
+        }
+        return Err(e);
+    }
+    Ok(if spec.options.leave_running {
+        Stopped::Nothing
+    } else {
+        Stopped::Container {
+            container: c,
+            paused_by_us: pause,
+        }
+    })
+}
+
+/// Ends what a dump left paused (`kill`, its images durable), or lets it run again.
+pub async fn release(ops: &dyn ContainerOps, c: &ContainerHandle, paused_by_us: bool, kill: bool) {
+    let (what, result) = if kill {
+        ("end", ops.end(c).await)
+    } else if paused_by_us {
+        ("resume", ops.resume(c).await)
+    } else {
+        return;
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, container = %c.id, action = what, "the runtime did not do what the dump's end needs");
+    }
+}
+
+/// After a daemon crash: a container an interrupted dump (not `leave_running`) left paused runs
+/// again. The dump itself is dropped: the container's record cannot be rebuilt reliably.
+pub async fn recover(ops: &dyn ContainerOps, c: &ContainerHandle, leave_running: bool) {
+    if leave_running || !ops.is_paused(c).await {
+        return;
+    }
+    tracing::warn!(container = %c.id, "resuming a container an interrupted dump left paused");
+    if let Err(e) = ops.resume(c).await {
+        tracing::error!(error = %e, container = %c.id, "cannot resume the container");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ckptd_api::{CheckpointOptions, Runtime};
+
+    use super::*;
+    use crate::error::{Error, ErrorKind};
+
+    /// Records what the flow asks of the runtime; the dump fails when told to.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<&'static str>>,
+        fail_dump: bool,
+        paused: bool,
+    }
+
+    impl Recorder {
+        fn calls(&self) -> Vec<&'static str> {
+            self.calls.lock().unwrap().clone()
+        }
+        fn call(&self, what: &'static str) {
+            self.calls.lock().unwrap().push(what);
+        }
+    }
+
+    impl ContainerOps for Recorder {
+        fn pause<'a>(&'a self, _: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                self.call("pause");
+                Ok(())
+            })
+        }
+        fn resume<'a>(&'a self, _: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                self.call("resume");
+                Ok(())
+            })
+        }
+        fn end<'a>(&'a self, _: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                self.call("end");
+                Ok(())
+            })
+        }
+        fn is_paused<'a>(&'a self, _: &'a ContainerHandle) -> BoxFuture<'a, bool> {
+            Box::pin(async move { self.paused })
+        }
+        fn dump<'a>(
+            &'a self,
+            _: &'a ContainerHandle,
+            _: &'a DumpSpec<'a>,
+        ) -> BoxFuture<'a, Result<()>> {
+            Box::pin(async move {
+                self.call("dump");
+                if self.fail_dump {
+                    Err(Error::new(ErrorKind::CriuFailed, "no"))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    fn handle() -> ContainerHandle {
+        ContainerHandle {
+            runtime: Runtime::Runc,
+            id: "c1".into(),
+            root: None,
+        }
+    }
+
+    fn spec(leave_running: bool) -> DumpSpec<'static> {
+        DumpSpec {
+            target: Box::leak(Box::new(ckptd_api::Target::Process { pid: 1 })),
+            options: CheckpointOptions {
+                leave_running,
+                ..Default::default()
+            },
+            images_dir: std::path::Path::new("/nonexistent"),
+            log_name: "dump.log",
+            stop: crate::stop::never_stop(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopping_dump_pauses_and_leaves_the_end_to_the_service() {
+        let r = Recorder::default();
+        let s = checkpoint(&r, handle(), false, &spec(false)).await.unwrap();
+        assert_eq!(r.calls(), ["pause", "dump"]);
+        assert_eq!(
+            s,
+            Stopped::Container {
+                container: handle(),
+                paused_by_us: true
+            }
+        );
+        release(&r, &handle(), true, true).await;
+        assert_eq!(r.calls(), ["pause", "dump", "end"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_dump_resumes_what_it_paused_and_only_that() {
+        let r = Recorder {
+            fail_dump: true,
+            ..Default::default()
+        };
+        checkpoint(&r, handle(), false, &spec(false))
+            .await
+            .unwrap_err();
+        assert_eq!(r.calls(), ["pause", "dump", "resume"]);
+        // Paused by someone else: left paused.
+        let r = Recorder {
+            fail_dump: true,
+            ..Default::default()
+        };
+        checkpoint(&r, handle(), true, &spec(false))
+            .await
+            .unwrap_err();
+        assert_eq!(r.calls(), ["dump"]);
+    }
+
+    #[tokio::test]
+    async fn leave_running_never_pauses_or_ends() {
+        let r = Recorder::default();
+        let s = checkpoint(&r, handle(), false, &spec(true)).await.unwrap();
+        assert_eq!(s, Stopped::Nothing);
+        assert_eq!(r.calls(), ["dump"]);
+        // Not durable: resume only what the dump paused.
+        release(&r, &handle(), false, false).await;
+        assert_eq!(r.calls(), ["dump"]);
+    }
+
+    #[tokio::test]
+    async fn recovery_resumes_only_a_paused_container_of_a_stopping_dump() {
+        let r = Recorder {
+            paused: true,
+            ..Default::default()
+        };
+        recover(&r, &handle(), true).await;
+        assert!(r.calls().is_empty());
+        recover(&r, &handle(), false).await;
+        assert_eq!(r.calls(), ["resume"]);
+        let r = Recorder::default();
+        recover(&r, &handle(), false).await;
+        assert!(r.calls().is_empty());
+    }
+}
