@@ -90,10 +90,12 @@ async fn ckpt_create_ls_inspect_rm_and_exit_codes() {
     let out = ckpt(&d, &["create", &tcp.pid.to_string()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
+    // The hint in ckpt's words: the flag to add, not the API's JSON field.
     assert!(
-        err.contains("hint:") && err.contains("tcp_established"),
+        err.contains("hint:") && err.contains("retry with --tcp-established"),
         "{err}"
     );
+    assert!(!err.contains("\"tcp_established\""), "{err}");
     assert!(err.contains("Connected TCP socket"), "{err}");
 
     // Usage errors: exit 2.

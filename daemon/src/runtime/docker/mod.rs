@@ -16,8 +16,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ckptd_api::{Checkpoint, Client, ContainerRecord, JobResult, Method, Runtime, Target};
-use serde::Deserialize;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use ckptd_api::{Checkpoint, ContainerRecord, JobResult, Runtime, Target};
 
 use super::container::{self, ContainerOps};
 use crate::engine::{
@@ -26,50 +26,16 @@ use crate::engine::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::{criu, sys};
 
+mod api;
+
+use api::{Container, DockerApi};
+
 pub struct DockerEngine {
-    socket: PathBuf,
+    api: DockerApi,
     /// runc's state directory for Docker's containers (`<exec-root>/runtime-runc/moby`).
     runc_root: PathBuf,
     runc: Option<PathBuf>,
     criu: std::sync::Arc<criu::Criu>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DockerError {
-    message: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ContainerState {
-    running: bool,
-    paused: bool,
-    pid: i32,
-    status: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ContainerConfig {
-    #[serde(default)]
-    tty: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ContainerJson {
-    id: String,
-    name: String,
-    state: ContainerState,
-    config: ContainerConfig,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DockerInfo {
-    #[serde(default)]
-    experimental_build: bool,
-    docker_root_dir: String,
 }
 
 fn docker_id(t: &Target) -> Result<&str> {
@@ -105,7 +71,7 @@ impl DockerEngine {
         criu: std::sync::Arc<criu::Criu>,
     ) -> Self {
         Self {
-            socket,
+            api: DockerApi::new(socket),
             runc_root,
             runc,
             criu,
@@ -136,62 +102,14 @@ impl DockerEngine {
             .with_hint("set docker_runc_root to <dockerd exec-root>/runtime-runc/moby so that ckptd runs runc itself"));
         }
         let sub = "docker";
-        let body = serde_json::json!({
-            "CheckpointID": sub,
-            "CheckpointDir": spec.images_dir.display().to_string(),
-            "Exit": false,
-        });
-        self.call(
-            Method::POST,
-            &format!("/containers/{full_id}/checkpoints"),
-            Some(body),
-        )
-        .await?;
+        self.api.checkpoint(full_id, sub, spec.images_dir).await?;
         lift(&spec.images_dir.join(sub), spec.images_dir, spec.log_name)
     }
 
-    /// One Engine API call; Docker's errors become ckptd's, with the fix in the hint.
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<ckptd_api::Response> {
-        let client = Client::new(&self.socket);
-        let resp = client
-            .request(method, path, body.map(|b| b.to_string().into_bytes()))
-            .await
-            .map_err(|e| {
-                Error::unavailable(format!(
-                    "cannot reach Docker at {}: {e}",
-                    self.socket.display()
-                ))
-                .with_hint("start dockerd, or set docker_socket in ckptd's config to its socket")
-            })?;
-        if resp.status.is_success() {
-            return Ok(resp);
-        }
-        let message = resp
-            .json::<DockerError>()
-            .map(|e| e.message)
-            .unwrap_or_else(|_| resp.text());
-        let kind = match resp.status.as_u16() {
-            404 => ErrorKind::TargetUnavailable,
-            409 => ErrorKind::Conflict,
-            400 => ErrorKind::InvalidRequest,
-            _ => ErrorKind::CriuFailed,
-        };
-        Err(Error::new(kind, format!("Docker: {message}"))
-            .with("docker_status", resp.status.as_u16()))
-    }
-
-    async fn info(&self) -> Result<DockerInfo> {
-        let info: DockerInfo = self
-            .call(Method::GET, "/info", None)
-            .await?
-            .json()
-            .map_err(|e| Error::internal(format!("Docker's /info: {e}")))?;
-        if !info.experimental_build {
+    /// Docker, if its checkpoints can work: reachable and in experimental mode.
+    async fn info(&self) -> Result<api::DockerInfo> {
+        let info = self.api.info().await?;
+        if !info.experimental {
             return Err(Error::unavailable(
                 "Docker is not in experimental mode, which its checkpoints need",
             )
@@ -202,35 +120,23 @@ impl DockerEngine {
         Ok(info)
     }
 
-    async fn inspect(&self, id: &str) -> Result<ContainerJson> {
-        let c: ContainerJson = self
-            .call(Method::GET, &format!("/containers/{id}/json"), None)
-            .await
-            .map_err(|e| match e.kind {
-                ErrorKind::TargetUnavailable => {
-                    Error::target_unavailable(format!("Docker has no container {id:?}"))
-                        .with_hint("docker ps -a lists the containers")
-                }
-                _ => e,
-            })?
-            .json()
-            .map_err(|e| Error::internal(format!("Docker's inspect of {id}: {e}")))?;
-        Ok(c)
+    async fn inspect(&self, id: &str) -> Result<Container> {
+        self.api.inspect(id).await
     }
 
-    async fn running(&self, id: &str) -> Result<ContainerJson> {
+    async fn running(&self, id: &str) -> Result<Container> {
         self.info().await?;
         let c = self.inspect(id).await?;
-        if !c.state.running || c.state.paused {
+        if !c.running || c.paused {
             return Err(Error::target_unavailable(format!(
                 "Docker container {id} is {}, not running",
-                if c.state.paused {
+                if c.paused {
                     "paused"
                 } else {
-                    c.state.status.as_str()
+                    c.status.as_str()
                 }
             ))
-            .with_hint(if c.state.paused {
+            .with_hint(if c.paused {
                 format!("docker unpause {id}")
             } else {
                 format!("docker start {id}")
@@ -262,7 +168,7 @@ impl DockerEngine {
             container: Some(ContainerRecord {
                 bundle: format!("docker:{}", c.id),
                 config_sha256: String::new(),
-                terminal: c.config.tty,
+                terminal: c.tty,
                 stdio,
             }),
             criu_config: None,
@@ -270,54 +176,40 @@ impl DockerEngine {
     }
 
     /// Records, next to the images, what Docker needs to create a container like the checkpointed
-    /// one (its `Config` and `HostConfig`): a restore into a name Docker does not know creates it.
+    /// one (from its `Config` and `HostConfig`): a restore into a name Docker does not know
+    /// creates it.
     async fn record_config(&self, full_id: &str, dir: &Path) -> Result<()> {
-        let v: serde_json::Value = self
-            .call(Method::GET, &format!("/containers/{full_id}/json"), None)
-            .await?
-            .json()
-            .map_err(|e| Error::internal(format!("Docker's inspect of {full_id}: {e}")))?;
+        let v = self.api.inspect_raw(full_id).await?;
+        let config = v.config.unwrap_or_default();
+        let host = v.host_config.unwrap_or_default();
         // What `docker create` takes to make the same process in the same surroundings; not the
         // whole inspect output, whose Docker-filled fields (hostname, masked paths, ...) give the
         // new container mounts that the images do not expect.
-        let pick = |from: &serde_json::Value, keys: &[&str]| {
-            let mut out = serde_json::Map::new();
-            for k in keys {
-                if let Some(x) = from.get(*k).filter(|x| !x.is_null()) {
-                    out.insert((*k).to_owned(), x.clone());
-                }
-            }
-            serde_json::Value::Object(out)
+        let create = ContainerCreateBody {
+            image: config.image,
+            cmd: config.cmd,
+            entrypoint: config.entrypoint,
+            env: config.env,
+            working_dir: config.working_dir,
+            user: config.user,
+            labels: config.labels,
+            tty: config.tty,
+            open_stdin: config.open_stdin,
+            stop_signal: config.stop_signal,
+            host_config: Some(HostConfig {
+                binds: host.binds,
+                mounts: host.mounts,
+                network_mode: host.network_mode,
+                privileged: host.privileged,
+                cap_add: host.cap_add,
+                cap_drop: host.cap_drop,
+                security_opt: host.security_opt,
+                tmpfs: host.tmpfs,
+                shm_size: host.shm_size,
+                ..Default::default()
+            }),
+            ..Default::default()
         };
-        let mut create = pick(
-            &v["Config"],
-            &[
-                "Image",
-                "Cmd",
-                "Entrypoint",
-                "Env",
-                "WorkingDir",
-                "User",
-                "Labels",
-                "Tty",
-                "OpenStdin",
-                "StopSignal",
-            ],
-        );
-        create["HostConfig"] = pick(
-            &v["HostConfig"],
-            &[
-                "Binds",
-                "Mounts",
-                "NetworkMode",
-                "Privileged",
-                "CapAdd",
-                "CapDrop",
-                "SecurityOpt",
-                "Tmpfs",
-                "ShmSize",
-            ],
-        );
         let path = dir.join(CONTAINER_CONFIG);
         std::fs::write(
             &path,
@@ -329,7 +221,7 @@ impl DockerEngine {
     /// Creates container `name` from the configuration recorded with checkpoint `cp`.
     async fn create_like(&self, cp: &Checkpoint, name: &str) -> Result<()> {
         let path = Path::new(&cp.dir).join(CONTAINER_CONFIG);
-        let body: serde_json::Value = std::fs::read(&path)
+        let body: ContainerCreateBody = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| {
@@ -342,12 +234,9 @@ impl DockerEngine {
                     "create it first with the original's image and command: docker create --name {name} IMAGE CMD"
                 ))
             })?;
-        self.call(
-            Method::POST,
-            &format!("/containers/create?name={name}"),
-            Some(body),
-        )
-        .await
+        self.api
+            .create(name, body)
+            .await
         .map(|_| tracing::info!(container = name, checkpoint = %cp.name, "created a Docker container to restore into"))
     }
 
@@ -363,7 +252,7 @@ impl DockerEngine {
         &self,
         cp: &Checkpoint,
         into: Option<&Target>,
-    ) -> Result<Option<ContainerJson>> {
+    ) -> Result<Option<Container>> {
         let id = Self::destination(cp, into)?;
         self.info().await?;
         let c = match self.inspect(id).await {
@@ -385,7 +274,7 @@ impl DockerEngine {
             }
             r => r?,
         };
-        if c.state.running {
+        if c.running {
             return Err(Error::conflict(format!(
                 "Docker container {id} is running; a restore starts a stopped container"
             ))
@@ -410,7 +299,8 @@ impl DockerEngine {
         let info = self.info().await?;
         // Docker starts only from its own checkpoints directory: link the images there.
         let name = format!("ckptd-{}", cp.id.simple());
-        let there = Path::new(&info.docker_root_dir)
+        let there = info
+            .root_dir
             .join("containers")
             .join(&c.id)
             .join("checkpoints")
@@ -422,14 +312,7 @@ impl DockerEngine {
                 let _one = RUNC_CONF_LOCK.lock().await;
                 match RuncConf::apply(&spec.options, &log) {
                     // `_conf` puts runc.conf back when the start has answered.
-                    Ok(_conf) => {
-                        self.call(
-                            Method::POST,
-                            &format!("/containers/{}/start?checkpoint={name}", c.id),
-                            None,
-                        )
-                        .await
-                    }
+                    Ok(_conf) => self.api.start_from_checkpoint(&c.id, &name).await,
                     Err(e) => Err(e),
                 }
             }
@@ -442,8 +325,7 @@ impl DockerEngine {
             return Err(criu::log::failure(
                 &format!(
                     "Docker could not start container {} from checkpoint {}",
-                    c.name.trim_start_matches('/'),
-                    cp.name
+                    c.name, cp.name
                 ),
                 &text,
                 &[],
@@ -453,8 +335,8 @@ impl DockerEngine {
         }
         let now = self.inspect(&c.id).await?;
         Ok(JobResult {
-            pid: Some(now.state.pid),
-            container: Some(now.name.trim_start_matches('/').to_owned()),
+            pid: Some(now.pid),
+            container: Some(now.name.clone()),
             output_log: None,
         })
     }
@@ -581,17 +463,6 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
 }
 
 impl DockerEngine {
-    /// POST `/containers/{id}/{action}` (pause, unpause, kill).
-    async fn act(&self, c: &ContainerHandle, action: &str) -> Result<()> {
-        self.call(
-            Method::POST,
-            &format!("/containers/{}/{action}", c.id),
-            None,
-        )
-        .await
-        .map(|_| ())
-    }
-
     /// The dump, with runc itself when it can (the fast path), else through Docker's API; a
     /// failure that CRIU's log does not already explain is explained from it here.
     async fn dump_leaving_running(&self, c: &ContainerHandle, spec: &DumpSpec<'_>) -> Result<()> {
@@ -636,20 +507,20 @@ impl DockerEngine {
 
 impl ContainerOps for DockerEngine {
     fn pause<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.act(c, "pause"))
+        Box::pin(self.api.pause(&c.id))
     }
 
     fn resume<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.act(c, "unpause"))
+        Box::pin(self.api.unpause(&c.id))
     }
 
     /// Through Docker, which records the exit (`docker ps -a`: Exited (137)).
     fn end<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.act(c, "kill"))
+        Box::pin(self.api.kill(&c.id))
     }
 
     fn is_paused<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, bool> {
-        Box::pin(async move { matches!(self.inspect(&c.id).await, Ok(j) if j.state.paused) })
+        Box::pin(async move { matches!(self.inspect(&c.id).await, Ok(j) if j.paused) })
     }
 
     fn dump<'a>(
@@ -694,7 +565,7 @@ impl Engine for DockerEngine {
     fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let c = self.running(docker_id(target)?).await?;
-            Ok(sys::tree_dump_estimate(c.state.pid))
+            Ok(sys::tree_dump_estimate(c.pid))
         })
     }
 
@@ -746,9 +617,9 @@ impl Engine for DockerEngine {
         Box::pin(async move {
             let id = Self::destination(cp, into).ok()?;
             let c = self.inspect(id).await.ok()?;
-            c.state.running.then(|| JobResult {
-                pid: Some(c.state.pid),
-                container: Some(c.name.trim_start_matches('/').to_owned()),
+            c.running.then(|| JobResult {
+                pid: Some(c.pid),
+                container: Some(c.name.to_owned()),
                 output_log: None,
             })
         })
@@ -857,6 +728,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unavailable);
         assert!(e.to_info().hint().unwrap().contains("docker_socket"), "{e}");
+        // Docker's socket, in Docker's words: not ckptd's client advice about ckptd.
+        assert_eq!(
+            e.message,
+            "cannot reach Docker at /nonexistent/docker.sock: no socket there (is dockerd running?)"
+        );
 
         // runc's fields are not Docker's.
         let t = Target::Container {
