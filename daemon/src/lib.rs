@@ -70,11 +70,12 @@ pub async fn run(
         cfg.criu_log_level,
         cfg.criu_config.clone(),
     ));
+    let runc = cfg.runc_path.clone().or_else(|| criu::find_in_path("runc"));
     let engine = Arc::new(Engines::new(
         criu,
         cfg.restore_pid_wait,
         EnginePaths {
-            runc: cfg.runc_path.clone().or_else(|| criu::find_in_path("runc")),
+            runc: runc.clone(),
             container_logs: cfg.container_logs_dir(),
             docker_socket: cfg.docker_socket.clone(),
             docker_runc_root: cfg.docker_runc_root.clone(),
@@ -128,6 +129,7 @@ pub async fn run(
         schedules,
         info: Arc::new(DaemonInfo {
             criu: probe,
+            runc,
             state_dir: cfg.state_dir.clone(),
             checkpoints_dir: cfg.checkpoints_dir(),
             workers: cfg.workers,

@@ -85,6 +85,32 @@ async fn ckpt_create_ls_inspect_rm_and_exit_codes() {
         text(&out.stderr)
     );
 
+    // Hints name ckpt's commands, not the API's routes.
+    let out = ckpt(&d, &["inspect", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("hint: list checkpoints with `ckpt ls`"),
+        "{err}"
+    );
+    assert!(!err.contains("GET /v1"), "{err}");
+    let out = ckpt(&d, &["cancel", "00000000-0000-0000-0000-000000000000"]);
+    assert!(
+        text(&out.stderr).contains("`ckpt jobs`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A daemon that is not there: what to start, not an HTTP error.
+    let out = Command::new(workspace_binary("ckpt"))
+        .args(["--socket", "/nonexistent/ckptd.sock", "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("is ckptd running?"), "{err}");
+    assert!(!err.contains("sudo"), "{err}");
+
     // A CRIU failure: exit 1 with the hint and CRIU's error lines.
     let tcp = Target::python(d.dir.path(), "clitcp", 0, true);
     let out = ckpt(&d, &["create", &tcp.pid.to_string()]);

@@ -237,3 +237,31 @@ async fn the_tcp_listener_needs_its_bearer_token() {
     assert_eq!(code, "201", "{out}");
     assert!(out.contains("\"owner_uid\":0"));
 }
+
+/// `/v1/info` reports the runc the daemon is configured to run (`runc_path`), not the first one
+/// in PATH.
+#[tokio::test]
+async fn info_reports_the_configured_runc() {
+    let dir = tempfile::tempdir().unwrap();
+    let runc = dir.path().join("my-runc");
+    let installed = std::process::Command::new("sh")
+        .args(["-c", "command -v runc"])
+        .output()
+        .unwrap();
+    let installed = String::from_utf8(installed.stdout).unwrap();
+    std::fs::copy(installed.trim(), &runc).expect("copy runc");
+    let toml = dir.path().join("ckptd.toml");
+    std::fs::write(&toml, format!("runc_path = \"{}\"\n", runc.display())).unwrap();
+    let d = Daemon::start_with(&["--config", toml.to_str().unwrap()]).await;
+    let info = d.client.info().await.unwrap();
+    assert_eq!(info.runtimes.len(), 1, "{:?}", info.runtimes);
+    assert_eq!(info.runtimes[0].path, runc.to_str().unwrap());
+    assert!(
+        info.runtimes[0]
+            .version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("runc version")),
+        "{:?}",
+        info.runtimes[0]
+    );
+}

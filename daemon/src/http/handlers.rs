@@ -26,27 +26,12 @@ pub async fn health() -> Json<Health> {
 
 pub async fn info(State(s): State<AppState>) -> Json<Info> {
     let i = &s.info;
-    let runc = crate::criu::find_in_path("runc");
-    let runtimes = match runc {
-        Some(p) => {
-            // Async: /v1/info never holds an executor thread while runc starts.
-            let version = tokio::process::Command::new(&p)
-                .arg("--version")
-                .output()
-                .await
-                .ok()
-                .and_then(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .next()
-                        .map(str::to_owned)
-                });
-            vec![RuntimeInfo {
-                name: "runc".into(),
-                path: p.display().to_string(),
-                version,
-            }]
-        }
+    let runtimes = match &i.runc {
+        Some(p) => vec![RuntimeInfo {
+            name: "runc".into(),
+            path: p.display().to_string(),
+            version: crate::runtime::runc::version(p).await,
+        }],
         None => vec![],
     };
     Json(Info {

@@ -91,6 +91,15 @@ pub(crate) fn container_record(bundle: &str, config: &[u8], images: &Path) -> Co
     }
 }
 
+/// The first line of `runc --version`, run asynchronously (an executor thread never waits on it).
+pub async fn version(runc: &Path) -> Option<String> {
+    let out = Command::new(runc).arg("--version").output().await.ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_owned)
+}
+
 pub(crate) fn valid_container_id(id: &str) -> bool {
     (1..=255).contains(&id.len())
         && id
