@@ -1,5 +1,9 @@
 //! The two systemd protocols ckptd speaks, without libsystemd: readiness notification
 //! (`NOTIFY_SOCKET`, sd_notify(3)) and socket activation (`LISTEN_FDS`, sd_listen_fds(3)).
+//!
+//! `sd-notify` reads `LISTEN_FDS` and the watchdog variables. The notification itself is sent
+//! here: sd-notify 0.5 connects to `NOTIFY_SOCKET` as a path, and systemd names an abstract
+//! socket with a leading `@` (in containers, and in the ops tests), which it cannot reach.
 
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixDatagram;
@@ -30,49 +34,31 @@ pub fn notify(state: &str) {
 /// The watchdog interval systemd asks for (`WATCHDOG_USEC` for this pid), halved as sd_watchdog
 /// recommends.
 pub fn watchdog_interval() -> Option<Duration> {
-    if let Some(pid) = std::env::var("WATCHDOG_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-    {
-        if pid != std::process::id() {
-            return None;
-        }
-    }
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+    sd_notify::watchdog_enabled()
+        .filter(|d| !d.is_zero())
+        .map(|d| d / 2)
 }
 
 /// The Unix listening socket systemd passed (`LISTEN_FDS`/`LISTEN_PID`, first fd 3), if any.
 /// The variables are removed so that children (CRIU, runc) do not see them.
 pub fn listen_fd() -> anyhow::Result<Option<std::os::unix::net::UnixListener>> {
-    let pid_ok = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        .is_some_and(|p| p == std::process::id());
-    let fds: Option<i32> = std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|n| n.parse().ok());
+    // Sets FD_CLOEXEC on each fd it returns; none when LISTEN_PID is not this process.
+    let fds: Vec<i32> = sd_notify::listen_fds()?.collect();
     for v in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         // SAFETY: called at start-up, before the runtime spawns threads that read the environment.
         unsafe { std::env::remove_var(v) };
     }
-    match (pid_ok, fds) {
-        (true, Some(n)) if n >= 1 => {
-            if n > 1 {
-                anyhow::bail!(
-                    "systemd passed {n} sockets; ckptd serves exactly one (ListenStream=)"
-                );
-            }
-            const SD_LISTEN_FDS_START: i32 = 3;
-            // SAFETY: systemd hands fd 3 to this process for it to own; nothing else uses it.
-            let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(SD_LISTEN_FDS_START) };
-            nix::fcntl::fcntl(
-                SD_LISTEN_FDS_START,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )?;
+    match fds.as_slice() {
+        [] => Ok(None),
+        [fd] => {
+            // SAFETY: systemd hands this fd to this process for it to own; nothing else uses it.
+            let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(*fd) };
             l.set_nonblocking(true)?;
             Ok(Some(l))
         }
-        _ => Ok(None),
+        many => anyhow::bail!(
+            "systemd passed {} sockets; ckptd serves exactly one (ListenStream=)",
+            many.len()
+        ),
     }
 }

@@ -204,7 +204,12 @@ async fn an_event_stream_client_sees_a_job_succeed() {
         .stdout(out)
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Subscribed once the daemon's first comment has arrived.
+    wait_until("the stream's first comment", || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .starts_with(": connected")
+    });
     let t = Target::python(d.dir.path(), "sse", 0, false);
     let created = d
         .client

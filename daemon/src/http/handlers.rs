@@ -444,7 +444,9 @@ pub async fn events(
                 }
             }
         });
-    Sse::new(stream).keep_alive(
+    // A first comment tells the client it is subscribed: every event from here on reaches it.
+    let hello = futures_util::stream::once(async { Ok(SseEvent::default().comment("connected")) });
+    Sse::new(futures_util::StreamExt::chain(hello, stream)).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))
             .text("keep-alive"),

@@ -18,7 +18,7 @@ const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 fn spec_routes() -> BTreeSet<(String, String)> {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml")).unwrap();
-    let spec: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let spec: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     let mut out = BTreeSet::new();
     for (path, item) in spec["paths"].as_mapping().unwrap() {
         for (method, _) in item.as_mapping().unwrap() {
