@@ -8,7 +8,7 @@
 //!   (others' are 404 to it); may not touch containers (runc and its state are root's); may give a
 //!   `checkpoint_dir` only under the configured `allowed_dirs`.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use ckptd_api::Target;
@@ -144,37 +144,26 @@ impl Policy {
 }
 
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
 }
 
 /// A pidfd becomes readable when its process exits.
 fn exited(pidfd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents & libc::POLLIN != 0
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        && fds[0].revents().contains(PollFlags::IN)
 }
 
 /// The four uids (real, effective, saved, filesystem) of a process.
 fn uids(pid: i32) -> Option<[u32; 4]> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    let v: Vec<u32> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    (v.len() == 4).then(|| [v[0], v[1], v[2], v[3]])
+    let st = procfs::process::Process::new(pid).ok()?.status().ok()?;
+    Some([st.ruid, st.euid, st.suid, st.fuid])
 }
 
 /// Every task of the tree rooted at `pid` runs entirely as `uid`. The root is held by a pidfd

@@ -30,38 +30,27 @@ impl ProcStat {
 
 /// Reads /proc/PID/stat; `None` when no such process exists.
 pub fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
+    let st = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    Some(ProcStat::from(st))
 }
 
-fn parse_stat(text: &str) -> Option<ProcStat> {
-    // pid (comm) state ppid pgrp session tty_nr tpgid flags ...; comm may hold spaces and ')'.
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let pid = text[..open].trim().parse().ok()?;
-    let comm = text[open + 1..close].to_owned();
-    let mut rest = text[close + 1..].split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    let pgrp = rest.next()?.parse().ok()?;
-    let flags = rest.nth(3)?.parse().ok()?;
-    Some(ProcStat {
-        pid,
-        comm,
-        state,
-        ppid,
-        pgrp,
-        flags,
-    })
+impl From<procfs::process::Stat> for ProcStat {
+    fn from(st: procfs::process::Stat) -> Self {
+        ProcStat {
+            pid: st.pid,
+            comm: st.comm,
+            state: st.state,
+            ppid: st.ppid,
+            pgrp: st.pgrp,
+            flags: u64::from(st.flags),
+        }
+    }
 }
 
 /// The thread group (process) a task id belongs to: itself for a process, its process for a
 /// thread. /proc answers for thread ids too, though it does not list them.
 pub fn tgid(pid: i32) -> Option<i32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:")?.trim().parse().ok())
+    Some(procfs::process::Process::new(pid).ok()?.status().ok()?.tgid)
 }
 
 /// The daemon's own pid and every ancestor's, up to pid 1.
@@ -150,31 +139,22 @@ pub fn kernel_release() -> String {
 pub fn tree_dump_estimate(pid: i32) -> u64 {
     process_tree(pid)
         .into_iter()
-        .map(|p| {
-            let status = fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
-            status
-                .lines()
-                .filter(|l| l.starts_with("RssAnon:") || l.starts_with("RssShmem:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>()
-                * 1024
-        })
+        .filter_map(|p| procfs::process::Process::new(p).ok()?.status().ok())
+        .map(|st| (st.rssanon.unwrap_or(0) + st.rssshmem.unwrap_or(0)) * 1024)
         .sum()
 }
 
 /// Processes whose command line mentions `needle` (e.g. a CRIU still writing into a directory).
 pub fn processes_mentioning(needle: &str) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
+    let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
+    all.flatten()
+        .filter(|p| {
+            p.cmdline()
+                .is_ok_and(|args| args.iter().any(|a| a.contains(needle)))
         })
+        .map(|p| p.pid())
         .collect()
 }
 
@@ -183,14 +163,12 @@ pub fn process_tree(pid: i32) -> Vec<i32> {
     let mut out = vec![pid];
     let mut i = 0;
     while i < out.len() {
-        let p = out[i];
-        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let children = fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                    if !out.contains(&c) {
-                        out.push(c);
-                    }
+        let tasks = procfs::process::Process::new(out[i]).and_then(|p| p.tasks());
+        for task in tasks.into_iter().flatten().flatten() {
+            for c in task.children().unwrap_or_default() {
+                let c = c as i32;
+                if !out.contains(&c) {
+                    out.push(c);
                 }
             }
         }
@@ -198,7 +176,6 @@ pub fn process_tree(pid: i32) -> Vec<i32> {
     }
     out
 }
-
 /// Room kept free beyond a dump's estimate: CRIU's own files, the log, and the estimate's slack.
 pub const SPACE_MARGIN: u64 = 16 << 20;
 
@@ -208,8 +185,10 @@ mod tests {
 
     #[test]
     fn parses_stat_with_odd_comm() {
-        let s = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0";
-        let st = parse_stat(s).unwrap();
+        let s = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 3 4 20 0 1 0 100 1000 10 \
+                 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+        use procfs::FromRead;
+        let st = ProcStat::from(procfs::process::Stat::from_read(s.as_bytes()).unwrap());
         assert_eq!(st.pid, 42);
         assert_eq!(st.comm, "a (b) c");
         assert_eq!(st.state, 'S');
