@@ -1,11 +1,13 @@
 //! Reads the few CRIU image files ckptd needs: `stats-dump` (CRIU's timing statistics) and
 //! `pstree.img` (every pid of the dumped tree). A CRIU image is two 32-bit magics followed by
-//! entries, each a little-endian u32 length and a protobuf message. Only varint fields are read,
-//! so a tiny decoder does; unknown fields are skipped, which keeps it forward compatible.
+//! entries, each a little-endian u32 length and a protobuf message, decoded with `prost` from
+//! the messages below (the fields ckptd reads of CRIU's `stats.proto` and `pstree.proto`; prost
+//! skips the others, which keeps it forward compatible).
 
 use std::path::Path;
 
 use ckptd_api::DumpStats;
+use prost::Message;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -15,77 +17,62 @@ pub enum ImageError {
         source: std::io::Error,
     },
     #[error("{path} is not a valid CRIU image: {why}")]
-    Corrupt { path: String, why: &'static str },
+    Corrupt { path: String, why: String },
 }
 
-fn read_entries(path: &Path) -> Result<Vec<Vec<u8>>, ImageError> {
+/// CRIU's `stats_entry` (stats.proto).
+#[derive(Clone, PartialEq, Message)]
+struct StatsEntry {
+    #[prost(message, optional, tag = "1")]
+    dump: Option<DumpStatsEntry>,
+}
+
+/// CRIU's `dump_stats_entry`: times in microseconds.
+#[derive(Clone, PartialEq, Message)]
+struct DumpStatsEntry {
+    #[prost(uint64, tag = "1")]
+    freezing_time: u64,
+    #[prost(uint64, tag = "2")]
+    frozen_time: u64,
+    #[prost(uint64, tag = "3")]
+    memdump_time: u64,
+    #[prost(uint64, tag = "4")]
+    memwrite_time: u64,
+    #[prost(uint64, tag = "7")]
+    pages_written: u64,
+}
+
+/// CRIU's `pstree_entry` (pstree.proto).
+#[derive(Clone, PartialEq, Message)]
+struct PstreeEntry {
+    #[prost(uint32, tag = "1")]
+    pid: u32,
+    #[prost(uint32, repeated, tag = "5")]
+    threads: Vec<u32>,
+}
+
+/// The entries of an image, each decoded as `M`.
+fn read_entries<M: Message + Default>(path: &Path) -> Result<Vec<M>, ImageError> {
+    let corrupt = |why: String| ImageError::Corrupt {
+        path: path.display().to_string(),
+        why,
+    };
     let data = std::fs::read(path).map_err(|source| ImageError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    entries(&data).map_err(|why| ImageError::Corrupt {
-        path: path.display().to_string(),
-        why,
-    })
-}
-
-fn entries(data: &[u8]) -> Result<Vec<Vec<u8>>, &'static str> {
-    if data.len() < 8 {
-        return Err("shorter than its magic");
-    }
-    let mut rest = &data[8..];
+    let mut rest = data.get(8..).ok_or_else(|| corrupt("shorter than its magic".into()))?;
     let mut out = Vec::new();
     while !rest.is_empty() {
-        if rest.len() < 4 {
-            return Err("truncated entry size");
-        }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        rest = &rest[4..];
-        if rest.len() < len {
-            return Err("truncated entry");
-        }
-        out.push(rest[..len].to_vec());
-        rest = &rest[len..];
-    }
-    Ok(out)
-}
-
-/// A protobuf field: number and either a varint or a length-delimited payload.
-enum Field<'a> {
-    Varint(u32, u64),
-    Bytes(u32, &'a [u8]),
-}
-
-fn varint(buf: &mut &[u8]) -> Result<u64, &'static str> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = buf.split_first().ok_or("truncated varint")?;
-        *buf = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err("varint too long")
-}
-
-fn fields(mut buf: &[u8]) -> Result<Vec<Field<'_>>, &'static str> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let key = varint(&mut buf)?;
-        let num = (key >> 3) as u32;
-        match key & 7 {
-            0 => out.push(Field::Varint(num, varint(&mut buf)?)),
-            1 => buf = buf.get(8..).ok_or("truncated fixed64")?,
-            2 => {
-                let len = varint(&mut buf)? as usize;
-                let payload = buf.get(..len).ok_or("truncated bytes")?;
-                out.push(Field::Bytes(num, payload));
-                buf = &buf[len..];
-            }
-            5 => buf = buf.get(4..).ok_or("truncated fixed32")?,
-            _ => return Err("unsupported wire type"),
-        }
+        let (size, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt("truncated entry size".into()))?;
+        let len = u32::from_le_bytes(*size) as usize;
+        let entry = tail
+            .get(..len)
+            .ok_or_else(|| corrupt("truncated entry".into()))?;
+        out.push(M::decode(entry).map_err(|e| corrupt(e.to_string()))?);
+        rest = &tail[len..];
     }
     Ok(out)
 }
@@ -93,64 +80,39 @@ fn fields(mut buf: &[u8]) -> Result<Vec<Field<'_>>, &'static str> {
 /// CRIU's dump statistics (StatsEntry.dump, a DumpStatsEntry).
 pub fn read_dump_stats(images: &Path) -> Result<DumpStats, ImageError> {
     let path = images.join("stats-dump");
-    let corrupt = |why| ImageError::Corrupt {
+    let corrupt = |why: &str| ImageError::Corrupt {
         path: path.display().to_string(),
-        why,
+        why: why.into(),
     };
-    let entries = read_entries(&path)?;
-    let entry = entries.first().ok_or_else(|| corrupt("no entry"))?;
-    let mut stats = DumpStats::default();
-    for f in fields(entry).map_err(corrupt)? {
-        if let Field::Bytes(1, dump) = f {
-            for g in fields(dump).map_err(corrupt)? {
-                if let Field::Varint(n, v) = g {
-                    match n {
-                        1 => stats.freezing_time_us = v,
-                        2 => stats.frozen_time_us = v,
-                        3 => stats.memdump_time_us = v,
-                        4 => stats.memwrite_time_us = v,
-                        7 => stats.pages_written = v,
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-    Ok(stats)
+    let entries: Vec<StatsEntry> = read_entries(&path)?;
+    let entry = entries.into_iter().next().ok_or_else(|| corrupt("no entry"))?;
+    let d = entry.dump.ok_or_else(|| corrupt("no dump statistics"))?;
+    Ok(DumpStats {
+        freezing_time_us: d.freezing_time,
+        frozen_time_us: d.frozen_time,
+        memdump_time_us: d.memdump_time,
+        memwrite_time_us: d.memwrite_time,
+        pages_written: d.pages_written,
+    })
 }
 
-/// Every pid and thread id of the dumped tree, root first (PstreeEntry: pid=1, threads=5).
+/// Every pid and thread id of the dumped tree, root first.
 pub fn read_tree_pids(images: &Path) -> Result<Vec<i32>, ImageError> {
     let path = images.join("pstree.img");
-    let corrupt = |why| ImageError::Corrupt {
-        path: path.display().to_string(),
-        why,
-    };
     let mut pids = Vec::new();
-    for entry in read_entries(&path)? {
-        for f in fields(&entry).map_err(corrupt)? {
-            match f {
-                Field::Varint(1, v) | Field::Varint(5, v) => {
-                    let pid = v as i32;
-                    if !pids.contains(&pid) {
-                        pids.push(pid);
-                    }
-                }
-                // packed repeated threads
-                Field::Bytes(5, mut packed) => {
-                    while !packed.is_empty() {
-                        let pid = varint(&mut packed).map_err(corrupt)? as i32;
-                        if !pids.contains(&pid) {
-                            pids.push(pid);
-                        }
-                    }
-                }
-                _ => {}
+    for entry in read_entries::<PstreeEntry>(&path)? {
+        for pid in std::iter::once(entry.pid).chain(entry.threads) {
+            let pid = pid as i32;
+            if !pids.contains(&pid) {
+                pids.push(pid);
             }
         }
     }
     if pids.is_empty() {
-        return Err(corrupt("no process in the tree"));
+        return Err(ImageError::Corrupt {
+            path: path.display().to_string(),
+            why: "no process in the tree".into(),
+        });
     }
     Ok(pids)
 }
