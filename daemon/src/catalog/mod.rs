@@ -14,7 +14,8 @@ use serde::Serialize;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::types::Json;
+use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -80,44 +81,64 @@ fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
         .map_err(|e| Error::internal(format!("catalog holds bad {what} JSON: {e}")))
 }
 
-fn opt_json<T: DeserializeOwned>(s: Option<String>, what: &str) -> Result<Option<T>> {
-    s.map(|s| from_json(&s, what)).transpose()
-}
-
 fn is_unique_violation(e: &sqlx::Error, index: &str) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains(index))
 }
 
+/// A row of `checkpoints` as SQLite holds it: JSON columns decoded by `Json`, times and enums as
+/// the API writes them.
+#[derive(sqlx::FromRow)]
+struct CheckpointRow {
+    id: String,
+    name: String,
+    target: Json<Target>,
+    status: String,
+    created_at: String,
+    completed_at: Option<String>,
+    dir: String,
+    size_bytes: i64,
+    options: Json<ckptd_api::CheckpointOptions>,
+    labels: Json<std::collections::BTreeMap<String, String>>,
+    criu_version: Option<String>,
+    criu_config: Option<String>,
+    container: Option<Json<ckptd_api::ContainerRecord>>,
+    stats: Option<Json<ckptd_api::DumpStats>>,
+    error: Option<Json<ErrorInfo>>,
+    owner_uid: i64,
+    expires_at: Option<String>,
+}
+
 fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
-    let id: String = row.try_get("id")?;
-    let status: String = row.try_get("status")?;
+    let r = CheckpointRow::from_row(row)?;
     Ok(Checkpoint {
-        id: Uuid::parse_str(&id).map_err(|e| Error::internal(format!("bad id in catalog: {e}")))?,
-        name: row.try_get("name")?,
-        target: from_json::<Target>(&row.try_get::<String, _>("target")?, "target")?,
-        status: CheckpointStatus::parse(&status).ok_or_else(|| {
-            Error::internal(format!("bad checkpoint status {status:?} in catalog"))
+        id: parse_uuid(&r.id, "checkpoint id")?,
+        name: r.name,
+        target: r.target.0,
+        status: CheckpointStatus::parse(&r.status).ok_or_else(|| {
+            Error::internal(format!("bad checkpoint status {:?} in catalog", r.status))
         })?,
-        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
-        completed_at: row
-            .try_get::<Option<String>, _>("completed_at")?
-            .map(|s| parse_ts(&s))
-            .transpose()?,
-        dir: row.try_get("dir")?,
-        size_bytes: row.try_get::<i64, _>("size_bytes")? as u64,
-        options: from_json(&row.try_get::<String, _>("options")?, "options")?,
-        labels: from_json(&row.try_get::<String, _>("labels")?, "labels")?,
-        criu_version: row.try_get("criu_version")?,
-        criu_config: row.try_get("criu_config")?,
-        container: opt_json(row.try_get("container")?, "container")?,
-        stats: opt_json(row.try_get("stats")?, "stats")?,
-        error: opt_json::<ErrorInfo>(row.try_get("error")?, "error")?,
-        owner_uid: row.try_get::<i64, _>("owner_uid")? as u32,
-        expires_at: row
-            .try_get::<Option<String>, _>("expires_at")?
-            .map(|s| parse_ts(&s))
-            .transpose()?,
+        created_at: parse_ts(&r.created_at)?,
+        completed_at: opt_ts(r.completed_at)?,
+        dir: r.dir,
+        size_bytes: r.size_bytes as u64,
+        options: r.options.0,
+        labels: r.labels.0,
+        criu_version: r.criu_version,
+        criu_config: r.criu_config,
+        container: r.container.map(|j| j.0),
+        stats: r.stats.map(|j| j.0),
+        error: r.error.map(|j| j.0),
+        owner_uid: r.owner_uid as u32,
+        expires_at: opt_ts(r.expires_at)?,
     })
+}
+
+fn parse_uuid(s: &str, what: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|e| Error::internal(format!("bad {what} {s:?} in catalog: {e}")))
+}
+
+fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
+    s.map(|s| parse_ts(&s)).transpose()
 }
 
 /// A schedule as stored; `schedules::` derives `effective_cron` and `next_run_at` from it.
@@ -137,48 +158,68 @@ pub struct ScheduleRow {
     pub owner_uid: u32,
 }
 
+#[derive(sqlx::FromRow)]
+struct StoredSchedule {
+    id: String,
+    name: String,
+    target: Json<Target>,
+    cron: String,
+    options: Json<ckptd_api::ScheduleOptions>,
+    retention: Json<ckptd_api::Retention>,
+    enabled: bool,
+    created_at: String,
+    updated_at: String,
+    anchor_at: String,
+    last_run: Option<Json<ckptd_api::ScheduleRun>>,
+    owner_uid: i64,
+}
+
 fn schedule_from_row(row: &SqliteRow) -> Result<ScheduleRow> {
-    let id: String = row.try_get("id")?;
+    let r = StoredSchedule::from_row(row)?;
     Ok(ScheduleRow {
-        id: Uuid::parse_str(&id)
-            .map_err(|e| Error::internal(format!("bad schedule id in catalog: {e}")))?,
-        name: row.try_get("name")?,
-        target: from_json(&row.try_get::<String, _>("target")?, "target")?,
-        cron: row.try_get("cron")?,
-        options: from_json(&row.try_get::<String, _>("options")?, "schedule options")?,
-        retention: from_json(&row.try_get::<String, _>("retention")?, "retention")?,
-        enabled: row.try_get::<i64, _>("enabled")? != 0,
-        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
-        updated_at: parse_ts(&row.try_get::<String, _>("updated_at")?)?,
-        anchor_at: parse_ts(&row.try_get::<String, _>("anchor_at")?)?,
-        last_run: opt_json(row.try_get("last_run")?, "last run")?,
-        owner_uid: row.try_get::<i64, _>("owner_uid")? as u32,
+        id: parse_uuid(&r.id, "schedule id")?,
+        name: r.name,
+        target: r.target.0,
+        cron: r.cron,
+        options: r.options.0,
+        retention: r.retention.0,
+        enabled: r.enabled,
+        created_at: parse_ts(&r.created_at)?,
+        updated_at: parse_ts(&r.updated_at)?,
+        anchor_at: parse_ts(&r.anchor_at)?,
+        last_run: r.last_run.map(|j| j.0),
+        owner_uid: r.owner_uid as u32,
     })
 }
 
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    kind: String,
+    checkpoint_id: String,
+    state: String,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    result: Option<Json<ckptd_api::JobResult>>,
+    error: Option<Json<ErrorInfo>>,
+    owner_uid: i64,
+}
+
 fn job_from_row(row: &SqliteRow) -> Result<Job> {
-    let id: String = row.try_get("id")?;
-    let cid: String = row.try_get("checkpoint_id")?;
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
+    let r = JobRow::from_row(row)?;
     let bad = |what: &str, v: &str| Error::internal(format!("bad job {what} {v:?} in catalog"));
     Ok(Job {
-        id: Uuid::parse_str(&id).map_err(|_| bad("id", &id))?,
-        kind: JobKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
-        checkpoint_id: Uuid::parse_str(&cid).map_err(|_| bad("checkpoint_id", &cid))?,
-        state: JobState::parse(&state).ok_or_else(|| bad("state", &state))?,
-        created_at: parse_ts(&row.try_get::<String, _>("created_at")?)?,
-        started_at: row
-            .try_get::<Option<String>, _>("started_at")?
-            .map(|s| parse_ts(&s))
-            .transpose()?,
-        finished_at: row
-            .try_get::<Option<String>, _>("finished_at")?
-            .map(|s| parse_ts(&s))
-            .transpose()?,
-        result: opt_json(row.try_get("result")?, "result")?,
-        error: opt_json(row.try_get("error")?, "error")?,
-        owner_uid: row.try_get::<i64, _>("owner_uid")? as u32,
+        id: parse_uuid(&r.id, "job id")?,
+        kind: JobKind::parse(&r.kind).ok_or_else(|| bad("kind", &r.kind))?,
+        checkpoint_id: parse_uuid(&r.checkpoint_id, "job checkpoint_id")?,
+        state: JobState::parse(&r.state).ok_or_else(|| bad("state", &r.state))?,
+        created_at: parse_ts(&r.created_at)?,
+        started_at: opt_ts(r.started_at)?,
+        finished_at: opt_ts(r.finished_at)?,
+        result: r.result.map(|j| j.0),
+        error: r.error.map(|j| j.0),
+        owner_uid: r.owner_uid as u32,
         progress: None,
     })
 }

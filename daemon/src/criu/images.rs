@@ -61,7 +61,9 @@ fn read_entries<M: Message + Default>(path: &Path) -> Result<Vec<M>, ImageError>
         path: path.display().to_string(),
         source,
     })?;
-    let mut rest = data.get(8..).ok_or_else(|| corrupt("shorter than its magic".into()))?;
+    let mut rest = data
+        .get(8..)
+        .ok_or_else(|| corrupt("shorter than its magic".into()))?;
     let mut out = Vec::new();
     while !rest.is_empty() {
         let (size, tail) = rest
@@ -85,7 +87,10 @@ pub fn read_dump_stats(images: &Path) -> Result<DumpStats, ImageError> {
         why: why.into(),
     };
     let entries: Vec<StatsEntry> = read_entries(&path)?;
-    let entry = entries.into_iter().next().ok_or_else(|| corrupt("no entry"))?;
+    let entry = entries
+        .into_iter()
+        .next()
+        .ok_or_else(|| corrupt("no entry"))?;
     let d = entry.dump.ok_or_else(|| corrupt("no dump statistics"))?;
     Ok(DumpStats {
         freezing_time_us: d.freezing_time,
