@@ -8,6 +8,35 @@ use std::time::{Duration, Instant};
 
 pub use ckptd_api as api;
 
+/// One scenario of `scenarios`: a boxed future over the shared fixtures.
+pub type Scenario<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
+/// Runs scenarios that share costly fixtures (a dockerd, real users) one after another. Each runs
+/// even when an earlier one failed; the test then fails naming every scenario that failed, with
+/// its panic message, so one broken scenario never hides the others.
+pub async fn scenarios(list: Vec<(&'static str, Scenario<'_>)>) {
+    use futures_util::FutureExt;
+    let total = list.len();
+    let mut failed = Vec::new();
+    for (name, scenario) in list {
+        eprintln!("--- scenario: {name}");
+        if let Err(panic) = std::panic::AssertUnwindSafe(scenario).catch_unwind().await {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panicked".into());
+            failed.push(format!("{name}: {why}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {total} scenarios failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
 /// A list query written as its query string (`"pid=4&label=a=b"`), parsed as the daemon would.
 pub fn q<T: serde::de::DeserializeOwned>(query: impl AsRef<str>) -> T {
     ckptd_api::query::parse(query.as_ref()).expect("a valid query string")
@@ -580,5 +609,31 @@ impl Drop for ConsoleReceiver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn every_scenario_runs_and_each_failure_is_named() {
+        let ran = AtomicUsize::new(0);
+        let r = std::panic::AssertUnwindSafe(super::scenarios(vec![
+            ("first", Box::pin(async { panic!("boom one") })),
+            (
+                "second",
+                Box::pin(async {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }),
+            ),
+            ("third", Box::pin(async { panic!("boom three") })),
+        ]));
+        let err = futures_util::FutureExt::catch_unwind(r).await.unwrap_err();
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the one after a failure ran");
+        assert!(msg.contains("2 of 3 scenarios failed"), "{msg}");
+        assert!(msg.contains("first: boom one"), "{msg}");
+        assert!(msg.contains("third: boom three"), "{msg}");
     }
 }

@@ -201,7 +201,7 @@ fn grows(c: &Ctr) -> bool {
 }
 
 #[tokio::test]
-async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
+async fn docker_scenarios() {
     let _dockerd = Dockerd::start();
     let cfg = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
@@ -210,9 +210,28 @@ async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
     )
     .unwrap();
     let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
+    ckptd_tests::scenarios(vec![
+        (
+            "checkpoint1: looper stops, restored in place",
+            Box::pin(checkpoint_and_restore_in_place(&d)),
+        ),
+        (
+            "checkpoint2: looper2 in a custom dir, restored into a clone and a new name",
+            Box::pin(custom_dir_clone_and_new_name(&d)),
+        ),
+        ("leave_running", Box::pin(leave_running(&d))),
+        ("established TCP", Box::pin(established_tcp(&d))),
+        (
+            "missing and stopped containers",
+            Box::pin(missing_and_stopped(&d)),
+        ),
+    ])
+    .await;
+}
 
-    // 1. looper, checkpointed as checkpoint1: it stops and its logs stop; restored, its logs
-    //    continue from where they stopped.
+/// The seed's first scenario: looper, checkpointed as checkpoint1: it stops and its logs stop;
+/// restored, its logs continue from where they stopped.
+async fn checkpoint_and_restore_in_place(d: &Daemon) {
     let looper = Ctr::run("ckptd-looper");
     let cp = d
         .client
@@ -266,9 +285,12 @@ async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
     let (status, err) = e.api_error().unwrap();
     assert_eq!(status.as_u16(), 409, "{err}");
     assert!(err.hint().unwrap().contains("docker stop"));
+}
 
-    // 2. looper2 into a custom directory, restored into looper-clone (which Docker itself
-    //    refuses: "custom checkpointdir is not supported").
+/// The seed's second scenario: looper2 into a custom directory, restored into looper-clone (which
+/// Docker itself refuses: "custom checkpointdir is not supported"), and into a name Docker does
+/// not know.
+async fn custom_dir_clone_and_new_name(d: &Daemon) {
     let looper2 = Ctr::run("ckptd-looper2");
     let custom = tempfile::tempdir().unwrap();
     let cp2 = d
@@ -309,7 +331,36 @@ async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
         clone.logs()
     );
 
-    // leave_running: the container runs on, Docker still sees it running.
+    // Into a name Docker does not know: created from the configuration ckptd recorded with the
+    // checkpoint (image, command, host config), then started from the images.
+    let created = Ctr("ckptd-looper-new".into());
+    let _ = docker(&["rm", "-f", &created.0]);
+    let job = d
+        .client
+        .restore(
+            "checkpoint2",
+            &RestoreRequest {
+                target: target("ckptd-looper-new"),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("restore into a container ckptd creates");
+    assert_eq!(
+        job.result.unwrap().container.as_deref(),
+        Some("ckptd-looper-new")
+    );
+    assert_eq!(created.status(), "running");
+    let image = docker_ok(&["inspect", "--format", "{{.Config.Image}}", &created.0]);
+    assert_eq!(image.trim(), IMAGE);
+    wait_until("the new container's logs", || created.logs().len() > 3);
+    let first: usize = created.logs()[0].trim().parse().unwrap();
+    assert_eq!(first, stopped2.len(), "{:?}", created.logs());
+}
+
+/// leave_running: the container runs on, Docker still sees it running.
+async fn leave_running(d: &Daemon) {
     let lr = Ctr::run("ckptd-looper-lr");
     d.client
         .create_checkpoint(
@@ -325,9 +376,11 @@ async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
     assert_eq!(lr.status(), "running");
     assert!(grows(&lr));
     counts(&lr.logs(), "a container left running");
+}
 
-    // A container holding an established loopback TCP connection: refused with the hint, then
-    // checkpointed and restored with tcp_established, which Docker's own API cannot pass.
+/// A container holding an established loopback TCP connection: refused with the hint, then
+/// checkpointed with tcp_established, which Docker's own API cannot pass.
+async fn established_tcp(d: &Daemon) {
     let tcp = Ctr::run_script(
         "ckptd-looper-tcp",
         "sleep 100000 | nc -l -p 5000 >/dev/null & sleep 0.5; \
@@ -393,8 +446,10 @@ async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
                 .contains("ckptd"),
         "runc.conf is put back"
     );
+}
 
-    // Errors: no such container, a stopped one, a clone that does not exist.
+/// Errors: no such container, a stopped one.
+async fn missing_and_stopped(d: &Daemon) {
     let e = d
         .client
         .create_checkpoint(
@@ -422,35 +477,11 @@ async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
     let (status, err) = e.api_error().unwrap();
     assert_eq!(status.as_u16(), 422);
     assert!(err.hint().unwrap().contains("docker start"), "{err}");
-    // Into a name Docker does not know: created from the configuration ckptd recorded with the
-    // checkpoint (image, command, host config), then started from the images.
-    let created = Ctr("ckptd-looper-new".into());
-    let _ = docker(&["rm", "-f", &created.0]);
-    let job = d
-        .client
-        .restore(
-            "checkpoint2",
-            &RestoreRequest {
-                target: target("ckptd-looper-new"),
-                ..Default::default()
-            },
-            true,
-        )
-        .await
-        .expect("restore into a container ckptd creates");
-    assert_eq!(
-        job.result.unwrap().container.as_deref(),
-        Some("ckptd-looper-new")
-    );
-    assert_eq!(created.status(), "running");
-    let image = docker_ok(&["inspect", "--format", "{{.Config.Image}}", &created.0]);
-    assert_eq!(image.trim(), IMAGE);
-    wait_until("the new container's logs", || created.logs().len() > 3);
-    let first: usize = created.logs()[0].trim().parse().unwrap();
-    assert_eq!(first, stopped2.len(), "{:?}", created.logs());
-    drop(d);
+}
 
-    // Docker not reachable: 503 with the fix.
+/// Docker not reachable: 503 with the fix, in Docker's words.
+#[tokio::test]
+async fn docker_unreachable() {
     let cfg = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         cfg.path(),
@@ -472,4 +503,10 @@ async fn the_seeds_two_docker_scenarios_leave_running_and_errors() {
     let (status, err) = e.api_error().unwrap();
     assert_eq!(status.as_u16(), 503);
     assert!(err.hint().unwrap().contains("docker_socket"), "{err}");
+    assert!(
+        err.message
+            .starts_with("cannot reach Docker at /run/ckptd-no-docker.sock"),
+        "{err}"
+    );
+    assert!(!err.message.contains("ckptd at"), "{err}");
 }

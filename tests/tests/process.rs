@@ -892,8 +892,21 @@ async fn kill_9_of_the_daemon_and_criu_mid_dump_resumes_the_process() {
                 "partial images left"
             );
         }
-        // CRIU may have finished in the instant before its kill.
-        JobState::Succeeded => {}
+        // CRIU may have finished in the instant before its kill: then the restart published
+        // it, whole and durable, and ended the process as a checkpoint without leave_running
+        // does.
+        JobState::Succeeded => {
+            let cp = d.client.checkpoint("k9b").await.unwrap();
+            assert_eq!(cp.status, CheckpointStatus::Ready);
+            let dir = std::path::Path::new(&cp.dir);
+            assert!(dir.join("pstree.img").is_file(), "images missing");
+            assert!(cp.size_bytes > 1 << 30, "size {}", cp.size_bytes);
+            assert!(
+                !std::path::Path::new(&partial).exists(),
+                "partial images left"
+            );
+            ckptd_tests::wait_until("the checkpointed process to end", || !alive(t.pid));
+        }
         s => panic!("job still {s:?}"),
     }
     if job.state == JobState::Failed {
