@@ -22,6 +22,7 @@ openapi: setup
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check_layers.py
 
 # Property-based API tests from openapi.yaml, the daemon in its own PID namespace.
 schemathesis: setup

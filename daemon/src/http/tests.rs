@@ -265,3 +265,48 @@ mod fuzz {
         }
     }
 }
+
+/// Every advice the daemon can give is one openapi.yaml's `Advice` lists, with its fields.
+#[test]
+fn openapi_lists_every_advice() {
+    use ckptd_api::{Advice, CriuOption};
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml"))
+        .unwrap();
+    let spec: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let schema = &spec["components"]["schemas"]["Advice"];
+    let kinds: Vec<&str> = schema["properties"]["kind"]["enum"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let all = [
+        Advice::RetryWith {
+            option: CriuOption::ShellJob,
+            because: "b".into(),
+            or: Some("o".into()),
+            note: Some("n".into()),
+        },
+        Advice::ListCheckpoints,
+        Advice::ListJobs,
+        Advice::ListSchedules,
+        Advice::ShowCheckpoint {
+            checkpoint: "c".into(),
+        },
+        Advice::ReadLog { path: "/p".into() },
+        Advice::WaitForJob { job: "j".into() },
+        Advice::WaitForRunningJobs,
+    ];
+    assert_eq!(kinds.len(), all.len(), "{kinds:?}");
+    for a in all {
+        let v = serde_json::to_value(&a).unwrap();
+        let kind = v["kind"].as_str().unwrap();
+        assert!(kinds.contains(&kind), "{kind} is not in openapi.yaml");
+        for field in v.as_object().unwrap().keys() {
+            assert!(
+                !schema["properties"][field.as_str()].is_null(),
+                "{kind}.{field} is not in openapi.yaml"
+            );
+        }
+    }
+}
