@@ -557,3 +557,62 @@ fn reader_body(
             .map(|r| r.map(hyper::body::Frame::data)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &str) -> Response {
+        Response {
+            status: StatusCode::from_u16(status).unwrap(),
+            content_type: Some("application/json".into()),
+            location: None,
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn an_error_body_becomes_the_daemons_error() {
+        let r = response(
+            404,
+            r#"{"error":{"code":"not_found","message":"no checkpoint","details":{"hint":"h","advice":{"kind":"list_checkpoints"}}}}"#,
+        );
+        let e = r.into_result::<Checkpoint>().unwrap_err();
+        let (status, info) = e.api_error().unwrap();
+        assert_eq!(status.as_u16(), 404);
+        assert_eq!(info.code, "not_found");
+        assert_eq!(info.hint(), Some("h"));
+        assert_eq!(info.advice(), Some(crate::Advice::ListCheckpoints));
+    }
+
+    #[test]
+    fn a_body_that_is_not_the_contract_is_a_decode_error_with_the_body() {
+        let e = response(502, "<html>bad gateway</html>")
+            .into_result::<Checkpoint>()
+            .unwrap_err();
+        assert!(matches!(&e, ClientError::Decode { body, .. } if body.contains("bad gateway")));
+        let e = response(200, "{}").into_result::<Checkpoint>().unwrap_err();
+        assert!(matches!(e, ClientError::Decode { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_says_how_to_start_ckptd() {
+        let e = Client::new("/nonexistent/ckptd.sock")
+            .health()
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot connect to ckptd at /nonexistent/ckptd.sock"),
+            "{text}"
+        );
+        assert!(text.contains("is ckptd running?"), "{text}");
+        assert!(!text.contains("sudo"), "{text}");
+    }
+
+    #[test]
+    fn a_permission_error_names_the_socket_group() {
+        let e = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(connect_advice(&e).contains("socket_group"));
+    }
+}

@@ -270,8 +270,8 @@ mod fuzz {
 #[test]
 fn openapi_lists_every_advice() {
     use ckptd_api::{Advice, CriuOption};
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml")).unwrap();
     let spec: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     let schema = &spec["components"]["schemas"]["Advice"];
     let kinds: Vec<&str> = schema["properties"]["kind"]["enum"]

@@ -60,6 +60,14 @@ struct Container<'a> {
 }
 
 impl<'a> Container<'a> {
+    fn handle(&self) -> ContainerHandle {
+        ContainerHandle {
+            runtime: Runtime::Runc,
+            id: self.id.to_owned(),
+            root: self.root.map(str::to_owned),
+        }
+    }
+
     fn of(h: &'a ContainerHandle) -> Self {
         Container {
             id: &h.id,
@@ -241,11 +249,7 @@ impl RuncEngine {
             None => Path::new(RUNC_CONF).exists().then(|| RUNC_CONF.to_owned()),
         };
 
-        let handle = ContainerHandle {
-            runtime: Runtime::Runc,
-            id: c.id.to_owned(),
-            root: c.root.map(str::to_owned),
-        };
+        let handle = c.handle();
         let stopped = container::checkpoint(self, handle, state.status == "paused", &spec).await?;
         Ok(DumpOutput {
             stats: criu::dump_stats(spec.images_dir),
@@ -617,11 +621,7 @@ impl Engine for RuncEngine {
     ) -> BoxFuture<'a, Option<DumpOutput>> {
         Box::pin(async move {
             if let Ok(c) = container_of(&cp.target) {
-                let handle = ContainerHandle {
-                    runtime: Runtime::Runc,
-                    id: c.id.to_owned(),
-                    root: c.root.map(str::to_owned),
-                };
+                let handle = c.handle();
                 container::recover(self, &handle, cp.options.leave_running).await;
             }
             None

@@ -38,6 +38,15 @@ pub struct DockerEngine {
     criu: std::sync::Arc<criu::Criu>,
 }
 
+/// A Docker container as the container flow names it (Docker's full id, or a name).
+fn handle(id: &str) -> ContainerHandle {
+    ContainerHandle {
+        runtime: Runtime::Docker,
+        id: id.to_owned(),
+        root: None,
+    }
+}
+
 fn docker_id(t: &Target) -> Result<&str> {
     match t {
         Target::Container {
@@ -154,11 +163,7 @@ impl DockerEngine {
             // Only a restore into a new name needs it; say so, and carry on.
             tracing::warn!(container = %c.id, error = %e, "cannot record the container's configuration");
         }
-        let handle = ContainerHandle {
-            runtime: Runtime::Docker,
-            id: c.id.clone(),
-            root: None,
-        };
+        let handle = handle(&c.id);
         // `running` refused a paused container: a pause here is always ckptd's.
         let stopped = container::checkpoint(self, handle, false, &spec).await?;
         let stdio = crate::runtime::runc::recorded_stdio(spec.images_dir);
@@ -597,11 +602,7 @@ impl Engine for DockerEngine {
         Box::pin(async move {
             // As for runc: the dump is dropped, and a container ckptd had paused runs again.
             if let Ok(id) = docker_id(&cp.target) {
-                let handle = ContainerHandle {
-                    runtime: Runtime::Docker,
-                    id: id.to_owned(),
-                    root: None,
-                };
+                let handle = handle(id);
                 container::recover(self, &handle, cp.options.leave_running).await;
             }
             None
