@@ -114,14 +114,11 @@ impl Policy {
         }
     }
 
+    /// Whether a non-root caller may name `dir` at all: inside `allowed_dirs`, judged on the
+    /// path as written (`validate::checkpoint_dir` has normalized it), before anything on disk is
+    /// looked at, so a refused caller learns nothing about what exists there.
     fn check_dir(&self, caller: &Caller, dir: &Path) -> Result<()> {
-        let real = dir.canonicalize().map_err(|e| {
-            Error::invalid(format!(
-                "checkpoint_dir {} cannot be resolved: {e}",
-                dir.display()
-            ))
-        })?;
-        if self.allowed_dirs.iter().any(|a| real.starts_with(a)) {
+        if self.allowed_dirs.iter().any(|a| dir.starts_with(a)) {
             return Ok(());
         }
         let allowed = if self.allowed_dirs.is_empty() {
@@ -134,12 +131,58 @@ impl Policy {
                 .join(", ")
         };
         Err(forbidden(format!(
-            "uid {} may not write checkpoints to {}: non-root callers may use only the allowed_dirs \
-             ({allowed})",
+            "uid {} may not write checkpoints to {}: non-root callers may use only directories \
+             of their own inside the allowed_dirs ({allowed})",
             caller.uid,
             dir.display()
         ))
         .with_hint("leave out checkpoint_dir to use the daemon's own storage, or ask an administrator to add the directory to allowed_dirs"))
+    }
+
+    /// Whether `caller` may use the existing directory `dir` (canonical, already inside the
+    /// allowed_dirs): a non-root caller must own it, and every directory above it must be root's
+    /// and writable by no one else unless sticky (as /srv/ckpt at 1777: there only an entry's
+    /// owner can rename it). Together with the symlink-free open at every later use, nobody but
+    /// the caller can put anything else at that path.
+    pub fn check_dir_owner(&self, caller: &Caller, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        if caller.is_admin() {
+            return Ok(());
+        }
+        let refuse = |why: String| {
+            forbidden(format!(
+                "uid {} may not write checkpoints to {}: {why}",
+                caller.uid,
+                dir.display()
+            ))
+            .with_hint(
+                "give a directory of your own (mkdir -m 0700 DIR as yourself) inside an allowed_dirs \
+                 entry that only root can change, or leave out checkpoint_dir",
+            )
+        };
+        let md = std::fs::symlink_metadata(dir)
+            .map_err(|e| refuse(format!("it cannot be read ({e})")))?;
+        if md.uid() != caller.uid {
+            return Err(refuse(format!(
+                "it belongs to uid {}, and a non-root caller may use only its own directories",
+                md.uid()
+            )));
+        }
+        for a in dir.ancestors().skip(1) {
+            let md = std::fs::symlink_metadata(a)
+                .map_err(|e| refuse(format!("{} cannot be read ({e})", a.display())))?;
+            let others_write = md.mode() & 0o022 != 0 && md.mode() & 0o1000 == 0;
+            if md.uid() != 0 || others_write {
+                return Err(refuse(format!(
+                    "{} above it can be changed by a user other than root (owner uid {}, mode \
+                     {:o}), so what that path names could change under the daemon",
+                    a.display(),
+                    md.uid(),
+                    md.mode() & 0o7777
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -160,26 +203,94 @@ fn exited(pidfd: &OwnedFd) -> bool {
         && fds[0].revents().contains(PollFlags::IN)
 }
 
-/// The four uids (real, effective, saved, filesystem) of a process.
-fn uids(pid: i32) -> Option<[u32; 4]> {
-    let st = procfs::process::Process::new(pid).ok()?.status().ok()?;
-    Some([st.ruid, st.euid, st.suid, st.fuid])
+/// A process's uids (real, effective, saved, filesystem), gids (the same four) and
+/// supplementary groups.
+struct Ids {
+    uids: [u32; 4],
+    gids: [u32; 4],
+    groups: Vec<u32>,
 }
 
-/// Every task of the tree rooted at `pid` runs entirely as `uid`. The root is held by a pidfd
-/// during the check, so a process that exits and whose pid is reused meanwhile is noticed.
+fn ids(pid: i32) -> Option<Ids> {
+    let st = procfs::process::Process::new(pid).ok()?.status().ok()?;
+    Some(Ids {
+        uids: [st.ruid, st.euid, st.suid, st.fuid],
+        gids: [st.rgid, st.egid, st.sgid, st.fgid],
+        groups: st.groups,
+    })
+}
+
+/// The account of a non-root owner as CRIU runs for it: its uid, primary gid and every group it
+/// belongs to, from the user database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Account {
+    pub fn of(uid: u32) -> Result<Account> {
+        use nix::unistd::{getgrouplist, Uid, User};
+        let none = || {
+            forbidden(format!(
+                "uid {uid} has no entry in the user database; ckptd runs CRIU with its owner's \
+                 uid and groups and cannot tell what they are"
+            ))
+        };
+        let user = User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .ok_or_else(none)?;
+        let name = std::ffi::CString::new(user.name.as_bytes()).map_err(|_| none())?;
+        let mut groups: Vec<u32> = getgrouplist(&name, user.gid)
+            .map_err(|_| none())?
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        Ok(Account {
+            uid,
+            gid: user.gid.as_raw(),
+            groups,
+        })
+    }
+}
+
+/// Every task of the tree rooted at `pid` runs entirely as `uid` and within its groups (a
+/// setgid program's process holds a group its user does not, and so memory the user may not
+/// read). The root is held by a pidfd during the check, so a process that exits and whose pid is
+/// reused meanwhile is noticed.
 pub fn owns_tree(uid: u32, pid: i32) -> Result<()> {
     let gone = || Error::target_unavailable(format!("no process with pid {pid} exists"));
     let pidfd = pidfd_open(pid).ok_or_else(gone)?;
+    let account = (uid != 0).then(|| Account::of(uid)).transpose()?;
     for p in sys::process_tree(pid) {
-        let Some(ids) = uids(p) else { continue };
-        if ids.iter().any(|&u| u != uid) {
-            let comm = sys::proc_stat(p).map(|s| s.comm).unwrap_or_default();
+        let Some(ids) = ids(p) else { continue };
+        let comm = || sys::proc_stat(p).map(|s| s.comm).unwrap_or_default();
+        if ids.uids.iter().any(|&u| u != uid) {
             return Err(forbidden(format!(
-                "pid {p} ({comm}) runs as uid {} (real, effective, saved, fs: {ids:?}); uid {uid} may \
+                "pid {p} ({}) runs as uid {} (real, effective, saved, fs: {:?}); uid {uid} may \
                  checkpoint only process trees that are entirely its own",
-                ids[1]
+                comm(),
+                ids.uids[1],
+                ids.uids
             )));
+        }
+        if let Some(a) = &account {
+            let foreign = ids
+                .gids
+                .iter()
+                .chain(&ids.groups)
+                .find(|g| !a.groups.contains(g) && **g != a.gid);
+            if let Some(g) = foreign {
+                return Err(forbidden(format!(
+                    "pid {p} ({}) runs with group {g}, which uid {uid} is not a member of; a \
+                     non-root caller may checkpoint only processes that run within its own groups",
+                    comm()
+                )));
+            }
         }
     }
     if exited(&pidfd) {
@@ -233,9 +344,15 @@ mod tests {
             gid: 1000,
             pid: None,
         };
-        p.check_dir(&alice, &allowed.join("sub")).unwrap();
+        p.check_dir(&alice, &allowed.canonicalize().unwrap().join("sub"))
+            .unwrap();
         let e = p.check_dir(&alice, d.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Forbidden);
+        // Inside the allowed dirs, but root's, not alice's.
+        let e = p
+            .check_dir_owner(&alice, &allowed.canonicalize().unwrap().join("sub"))
+            .unwrap_err();
+        assert!(e.message.contains("belongs to uid 0"), "{}", e.message);
         let e = p
             .check_checkpoint(
                 &alice,

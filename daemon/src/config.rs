@@ -72,6 +72,13 @@ pub struct FileConfig {
     pub import_max_bytes: Option<u64>,
     pub docker_socket: Option<PathBuf>,
     pub docker_runc_root: Option<PathBuf>,
+    /// Connections open at once, in all (root keeps `root_reserved_connections` of them).
+    pub max_connections: Option<usize>,
+    /// Connections open at once per uid (socket) or per address (TCP); root is not limited.
+    pub max_connections_per_peer: Option<usize>,
+    pub root_reserved_connections: Option<usize>,
+    /// How long a connection may take to send a request's header (and so stay idle).
+    pub header_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,9 +116,31 @@ pub struct Config {
     pub docker_socket: PathBuf,
     /// runc's state directory for Docker's containers (`<exec-root>/runtime-runc/moby`).
     pub docker_runc_root: PathBuf,
+    /// Connection limits of both listeners.
+    pub limits: ConnectionLimits,
 }
 
 pub const MAX_WORKERS: usize = 256;
+
+/// The connection limits of both listeners (`http::serve` enforces them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub max: usize,
+    pub per_peer: usize,
+    pub reserve: usize,
+    pub header_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max: 1024,
+            per_peer: 64,
+            reserve: 32,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 impl Config {
     pub fn catalog_path(&self) -> PathBuf {
@@ -187,6 +216,17 @@ impl Config {
             docker_runc_root: file
                 .docker_runc_root
                 .unwrap_or_else(|| PathBuf::from("/run/docker/runtime-runc/moby")),
+            limits: {
+                let d = ConnectionLimits::default();
+                ConnectionLimits {
+                    max: file.max_connections.unwrap_or(d.max),
+                    per_peer: file.max_connections_per_peer.unwrap_or(d.per_peer),
+                    reserve: file.root_reserved_connections.unwrap_or(d.reserve),
+                    header_timeout: file
+                        .header_timeout_secs
+                        .map_or(d.header_timeout, Duration::from_secs),
+                }
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -194,6 +234,17 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         absolute("socket", &self.socket)?;
+        let l = &self.limits;
+        if l.max == 0 || l.per_peer == 0 || l.reserve >= l.max || l.header_timeout.is_zero() {
+            bail!(
+                "connection limits: max_connections ({}) and max_connections_per_peer ({}) must be \
+                 at least 1, root_reserved_connections ({}) below max_connections, and \
+                 header_timeout_secs at least 1",
+                l.max,
+                l.per_peer,
+                l.reserve
+            );
+        }
         absolute("state_dir", &self.state_dir)?;
         if self.workers == 0 || self.workers > MAX_WORKERS {
             bail!(
@@ -251,7 +302,7 @@ fn tcp_config(
     addr: Option<std::net::SocketAddr>,
     token_file: Option<PathBuf>,
 ) -> anyhow::Result<Option<TcpConfig>> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Some(addr) = addr else {
         if token_file.is_some() {
             bail!("tcp_token_file is set but tcp_listen is not; set both to serve over TCP");
@@ -263,6 +314,16 @@ fn tcp_config(
     };
     let md = std::fs::metadata(&file)
         .with_context(|| format!("cannot read tcp_token_file {}", file.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if md.uid() != 0 && md.uid() != me {
+        bail!(
+            "tcp_token_file {} belongs to uid {}; it must be root's (or the daemon's own): whoever \
+             owns it can change the token. chown root {} it",
+            file.display(),
+            md.uid(),
+            file.display()
+        );
+    }
     if md.permissions().mode() & 0o077 != 0 {
         bail!(
             "tcp_token_file {} is readable by group or others (mode {:o}); chmod 600 it",

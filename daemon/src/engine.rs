@@ -9,6 +9,7 @@ use std::pin::Pin;
 
 use ckptd_api::{Checkpoint, CheckpointOptions, ContainerRecord, DumpStats, JobResult, Target};
 
+pub use crate::auth::Account;
 use crate::error::Result;
 pub use crate::stop::{never_stop, StopReason, StopSignal};
 
@@ -57,6 +58,8 @@ pub struct DumpSpec<'a> {
     pub images_dir: &'a Path,
     /// Log file name, created inside `images_dir`.
     pub log_name: &'a str,
+    /// A non-root owner, whose CRIU runs as that owner (None: root's).
+    pub owner: Option<Account>,
     pub stop: StopSignal,
 }
 
@@ -71,6 +74,8 @@ pub struct RestoreSpec<'a> {
     pub console_socket: Option<&'a str>,
     /// Restore memory lazily (process checkpoints).
     pub lazy: bool,
+    /// The checkpoint's non-root owner, whose CRIU runs as that owner (None: root's).
+    pub owner: Option<Account>,
     pub stop: StopSignal,
 }
 

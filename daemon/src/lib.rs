@@ -55,6 +55,10 @@ pub async fn run(
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create state directory {}", dir.display()))?;
     }
+    raise_fd_limit();
+    // One daemon per state directory, decided before anything reads the catalog: a second
+    // daemon's start-up reconciliation would otherwise end the first one's running jobs.
+    let _lock = lock_state_dir(&cfg.state_dir)?;
     let catalog = catalog::Catalog::open(&cfg.catalog_path()).await?;
     let probe = CriuProbe::run(cfg.criu_path.as_deref()).await;
     if probe.check_ok {
@@ -149,20 +153,20 @@ pub async fn run(
         }
         None => None,
     };
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let mut servers = tokio::task::JoinSet::new();
-    {
-        let app = http::router(state.clone()).into_make_service_with_connect_info::<auth::Caller>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-        servers.spawn(async move { serve.await });
-    }
+    servers.spawn(http::serve::unix(
+        listener,
+        http::router(state.clone()),
+        cfg.limits,
+        stop_rx.clone(),
+    ));
     if let Some((l, token)) = tcp {
-        let app =
-            http::tcp_router(state, token).into_make_service_with_connect_info::<auth::Caller>();
-        let serve = axum::serve(l, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-        servers.spawn(async move { serve.await });
+        servers.spawn(http::serve::tcp(
+            l,
+            http::tcp_router(state, token),
+            cfg.limits,
+            stop_rx.clone(),
+        ));
     }
 
     systemd::notify("READY=1\nSTATUS=serving");
@@ -199,6 +203,58 @@ pub async fn run(
     catalog.close().await;
     tracing::info!("ckptd stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one: connections are bounded by
+/// `max_connections`, and the rest (catalog, images, CRIU's pipes) must never be starved.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open files limit");
+            }
+        }
+    }
+}
+
+/// The name of the lock file in the state directory.
+pub const LOCK_FILE: &str = "ckptd.lock";
+
+/// Takes the state directory's exclusive lock (flock on `ckptd.lock`, held until the daemon
+/// exits; the kernel drops it if the daemon dies), or says which daemon holds it.
+fn lock_state_dir(state_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .with_context(|| format!("cannot open the state directory's lock {}", path.display()))?;
+    let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another ckptd (pid {}) is already running on state directory {}; stop it first, \
+                 or give this one another --state-dir",
+                holder.trim(),
+                state_dir.display()
+            );
+        }
+        Err((_, e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    };
+    lock.set_len(0)?;
+    write!(lock, "{}", std::process::id())?;
+    Ok(lock)
 }
 
 /// Binds the API socket, never more open than asked at any moment: born owner-only (the umask is

@@ -1,9 +1,12 @@
 //! Small, safe wrappers over what ckptd reads from the kernel: /proc entries of target processes
 //! and the filesystem operations that make checkpoint images durable.
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
-use std::path::Path;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// What /proc says of one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,13 +82,97 @@ pub fn fsync_dir_tree(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         if entry.file_type()?.is_file() {
-            File::open(entry.path())?.sync_all()?;
+            open_regular(&entry.path())?.sync_all()?;
         }
     }
     File::open(dir)?.sync_all()
 }
 
 /// fsyncs a directory (after a rename or create in it).
+/// Opens a regular file for reading without following a symlink and without blocking on a FIFO
+/// swapped in for it: images in a directory a non-root owner can write are read this way by root.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(f)
+}
+
+/// A checkpoint's directory reached from `/` without following any symlink: its parent is opened
+/// once with `openat2(RESOLVE_NO_SYMLINKS)` and held, and every later operation goes through
+/// `/proc/<ckptd>/fd/<parent>/<name>`, which names exactly that parent whatever happens to the
+/// path meanwhile. Children that run as root (CRIU, runc, dockerd) can use the same path.
+#[derive(Debug)]
+pub struct AnchoredDir {
+    parent: OwnedFd,
+    name: OsString,
+    real: PathBuf,
+}
+
+impl AnchoredDir {
+    /// `dir` is the absolute, canonical path the catalog stores. Fails with ELOOP ("Too many
+    /// levels of symbolic links") when any of its components is (now) a symlink.
+    pub fn open(dir: &Path) -> io::Result<AnchoredDir> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no parent directory", dir.display()),
+            ));
+        };
+        let fd = openat2(
+            CWD,
+            parent,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(io::Error::from)?;
+        Ok(AnchoredDir {
+            parent: fd,
+            name: name.to_owned(),
+            real: dir.to_owned(),
+        })
+    }
+
+    /// The held parent, as a path that resolves to it alone.
+    pub fn parent(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.parent.as_raw_fd()
+        ))
+    }
+
+    /// The checkpoint's directory inside the held parent.
+    pub fn path(&self) -> PathBuf {
+        self.parent().join(&self.name)
+    }
+
+    /// A sibling of the checkpoint's directory (its `.partial` twin).
+    pub fn sibling(&self, name: &str) -> PathBuf {
+        self.parent().join(name)
+    }
+
+    /// The path as the catalog and the user know it, for messages.
+    pub fn real(&self) -> &Path {
+        &self.real
+    }
+
+    /// The owner uid of the held parent.
+    pub fn parent_owner(&self) -> io::Result<u32> {
+        Ok(File::from(self.parent.try_clone()?).metadata()?.uid())
+    }
+}
+
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -153,10 +240,18 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
         .filter(|p| {
             p.cmdline()
                 .is_ok_and(|args| args.iter().any(|a| a.contains(needle)))
+                || p.environ().is_ok_and(|env| {
+                    env.get(std::ffi::OsStr::new(IMAGES_ENV))
+                        .is_some_and(|v| v.to_string_lossy().contains(needle))
+                })
         })
         .map(|p| p.pid())
         .collect()
 }
+
+/// Set on a CRIU that names its image directory only through an inherited descriptor: the
+/// directory's path, so that a daemon restarted after a crash can find that CRIU.
+pub const IMAGES_ENV: &str = "CKPTD_IMAGES";
 
 /// `pid` and all its descendants, from /proc/PID/task/TID/children (parents before children).
 pub fn process_tree(pid: i32) -> Vec<i32> {

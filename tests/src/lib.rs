@@ -163,6 +163,24 @@ impl Daemon {
         }
     }
 
+    /// Root's health checks over the socket, `n` of them one after another: each must be
+    /// answered within `within` (a flood of other clients must not starve root).
+    pub async fn assert_health_answers_within(&self, n: usize, within: Duration) {
+        for i in 0..n {
+            let started = Instant::now();
+            self.client.health().await.expect("health answers");
+            let took = started.elapsed();
+            assert!(took < within, "health #{i} took {took:?}");
+        }
+    }
+
+    /// How many descriptors the daemon holds open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("the daemon's /proc")
+            .count()
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub async fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");

@@ -1,11 +1,11 @@
 //! Who may do what, with real users the test creates (useradd) and real peer credentials:
-//! clients and targets run under `setpriv` as those users.
+//! clients and targets run under `setpriv` as those users. Each attack a socket-group member
+//! could try is a scenario of its own, so each failure names itself.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::time::Duration;
 
-use ckptd_tests::{alive, Daemon, Target};
+use ckptd_tests::{alive, scenarios, Daemon, Target};
 use serde_json::{json, Value};
 
 /// What, method, path, body, expected status, expected words in the message.
@@ -110,41 +110,155 @@ fn curl_as(
     ))
 }
 
-#[tokio::test]
-async fn the_authorization_matrix_with_real_users() {
-    let acc = Accounts::create();
-    let (alice, bob) = (acc.users[0].clone(), acc.users[1].clone());
-    let (alice_uid, alice_gid) = acc.ids(&alice);
+/// The shared fixture: two users (alice in the socket group, bob outside it), a daemon whose
+/// allowed_dirs is `allowed` (root's, 1777 as a shared parent would be), and alice's own
+/// directory inside it.
+struct Fixture {
+    acc: Accounts,
+    d: Daemon,
+    alice: String,
+    bob: String,
+    alice_uid: u32,
+    alice_gid: u32,
+    dir: tempfile::TempDir,
+    allowed: std::path::PathBuf,
+    mine: std::path::PathBuf,
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let allowed = dir.path().join("allowed");
-    let elsewhere = dir.path().join("elsewhere");
-    for p in [&allowed, &elsewhere] {
-        std::fs::create_dir(p).unwrap();
+impl Fixture {
+    async fn new() -> Fixture {
+        let acc = Accounts::create();
+        let (alice, bob) = (acc.users[0].clone(), acc.users[1].clone());
+        let (alice_uid, alice_gid) = acc.ids(&alice);
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = dir.path().join("allowed");
+        std::fs::create_dir(&allowed).unwrap();
+        std::fs::set_permissions(&allowed, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        let mine = allowed.join(&alice);
+        std::fs::create_dir(&mine).unwrap();
+        chown(&mine, alice_uid, alice_gid);
+        let toml = dir.path().join("ckptd.toml");
+        std::fs::write(
+            &toml,
+            format!("allowed_dirs = [\"{}\"]\n", allowed.display()),
+        )
+        .unwrap();
+        let d = Daemon::start_with(&[
+            "--socket-group",
+            &acc.group,
+            "--config",
+            toml.to_str().unwrap(),
+        ])
+        .await;
+        // Let the users reach the socket's directory and the allowed one.
+        for p in [d.dir.path(), dir.path()] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Fixture {
+            acc,
+            d,
+            alice,
+            bob,
+            alice_uid,
+            alice_gid,
+            dir,
+            allowed,
+            mine,
+        }
     }
-    let toml = dir.path().join("ckptd.toml");
-    std::fs::write(
-        &toml,
-        format!("allowed_dirs = [\"{}\"]\n", allowed.display()),
-    )
-    .unwrap();
-    let d = Daemon::start_with(&[
-        "--socket-group",
-        &acc.group,
-        "--config",
-        toml.to_str().unwrap(),
+
+    /// `curl` as alice.
+    fn alice(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        curl_as(&self.d, &self.acc, &self.alice, method, path, body).expect("alice connects")
+    }
+
+    /// Runs `sh -c script` as alice and checks it succeeded.
+    fn sh_as_alice(&self, script: &str) {
+        let st = Command::new("setpriv")
+            .args([
+                "--reuid",
+                &self.alice_uid.to_string(),
+                "--regid",
+                &self.alice_gid.to_string(),
+                "--init-groups",
+                "sh",
+                "-c",
+                script,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "as alice: {script}");
+    }
+
+    /// A process of alice's that counts on its stdout (a file of hers), as the looper does.
+    /// `extra` is Python run first (e.g. opening a file it then holds); `setpriv` may add flags.
+    fn alice_counter(&self, name: &str, extra: &str, setpriv: &[&str]) -> Target {
+        let out = self.d.dir.path().join(format!("{name}.out"));
+        std::fs::File::create(&out).unwrap();
+        chown(&out, self.alice_uid, self.alice_gid);
+        let script = format!(
+            "import time\n{extra}\ni=0\nwhile True:\n    print(i, flush=True); i+=1; time.sleep(0.05)"
+        );
+        let uid = self.alice_uid.to_string();
+        let gid = self.alice_gid.to_string();
+        let mut argv = vec!["setpriv", "--reuid", &uid, "--regid", &gid];
+        if setpriv.is_empty() {
+            argv.push("--init-groups");
+        }
+        argv.extend_from_slice(setpriv);
+        argv.extend_from_slice(&["/usr/bin/python3", "-c", &script]);
+        let t = Target::spawn(&argv, &out);
+        t.wait_for_lines(2);
+        t
+    }
+}
+
+fn chown(p: &std::path::Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+}
+
+fn proc_(p: i32) -> Value {
+    json!({"kind": "process", "pid": p})
+}
+
+#[tokio::test]
+async fn socket_group_members_with_real_users() {
+    let f = Fixture::new().await;
+    scenarios(vec![
+        ("who may do what", Box::pin(matrix(&f))),
+        (
+            "a member checkpoints and restores its own process, CRIU running as the member",
+            Box::pin(member_round_trip(&f)),
+        ),
+        (
+            "a checkpoint_dir re-pointed through a symlink after the checkpoint leads nowhere",
+            Box::pin(repointed_checkpoint_dir(&f)),
+        ),
+        (
+            "a file of the process swapped for a symlink to a root-only file is not opened",
+            Box::pin(swapped_file_is_not_opened(&f)),
+        ),
+        (
+            "a process holding a group the member is not in is not the member's",
+            Box::pin(foreign_group(&f)),
+        ),
+        (
+            "a member's connection flood leaves root's health answering",
+            Box::pin(connection_flood(&f)),
+        ),
     ])
     .await;
-    // Let the users reach the socket's directory.
-    for p in [d.dir.path(), dir.path()] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+}
+
+async fn matrix(f: &Fixture) {
+    let d = &f.d;
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(&d.socket).unwrap();
     assert_eq!(md.mode() & 0o777, 0o660);
     let group_gid = {
         let o = Command::new("getent")
-            .args(["group", &acc.group])
+            .args(["group", &f.acc.group])
             .output()
             .unwrap();
         String::from_utf8_lossy(&o.stdout)
@@ -158,50 +272,37 @@ async fn the_authorization_matrix_with_real_users() {
 
     // Outside the group: cannot connect at all.
     assert!(
-        curl_as(&d, &acc, &bob, "GET", "/v1/health", None).is_none(),
+        curl_as(d, &f.acc, &f.bob, "GET", "/v1/health", None).is_none(),
         "a non-member connected"
     );
 
-    // Alice's own process and root's.
-    let alice_proc = Target::spawn(
-        &[
-            "setpriv",
-            "--reuid",
-            &alice_uid.to_string(),
-            "--regid",
-            &alice_gid.to_string(),
-            "--init-groups",
-            "/usr/bin/python3",
-            "-c",
-            "import time\ni=0\nwhile True:\n    print(i, flush=True); i+=1; time.sleep(0.05)",
-        ],
-        &d.dir.path().join("alice.out"),
-    );
-    alice_proc.wait_for_lines(2);
+    let alice_proc = f.alice_counter("matrix", "", &[]);
     let root_proc = Target::python(d.dir.path(), "rootproc", 0, false);
     d.client
-        .send_json(hyper::Method::POST, "/v1/checkpoints?wait=true", &json!({"target": {"kind": "process", "pid": root_proc.pid}, "name": "roots", "leave_running": true}))
+        .send_json(
+            hyper::Method::POST,
+            "/v1/checkpoints?wait=true",
+            &json!({"target": proc_(root_proc.pid), "name": "roots", "leave_running": true}),
+        )
         .await
         .unwrap();
+    // Inside the allowed dirs, but root's; and a symlink of alice's to her own directory.
+    let roots_dir = f.allowed.join("roots-dir");
+    std::fs::create_dir(&roots_dir).unwrap();
+    let link = f.allowed.join(format!("{}-link", f.alice));
+    f.sh_as_alice(&format!("ln -s {} {}", f.mine.display(), link.display()));
+    std::fs::create_dir_all(f.mine.join("sub")).unwrap();
+    chown(&f.mine.join("sub"), f.alice_uid, f.alice_gid);
 
     let post = |b: Value| Some(b);
-    let proc_ = |p: i32| json!({"kind": "process", "pid": p});
-    // Dumping another uid's process needs CAP_SYS_RESOURCE (CRIU reads its rlimits). Root on
-    // this project's VM lacks it; on a normal host it has it. Measured, not assumed:
-    let can_dump_others = has_cap_sys_resource();
-    let own_ok: (u16, &str) = if can_dump_others {
-        (201, "")
-    } else {
-        (500, "Can't get rlimit")
-    };
     let cases: Vec<Case> = vec![
         (
             "own process",
             "POST",
             "/v1/checkpoints?wait=true".into(),
             post(json!({"target": proc_(alice_proc.pid), "name": "alices", "leave_running": true})),
-            own_ok.0,
-            own_ok.1,
+            201,
+            "",
         ),
         (
             "root's process",
@@ -247,19 +348,58 @@ async fn the_authorization_matrix_with_real_users() {
             "checkpoint_dir elsewhere",
             "POST",
             "/v1/checkpoints".into(),
-            post(json!({"target": proc_(alice_proc.pid), "checkpoint_dir": elsewhere})),
+            post(
+                json!({"target": proc_(alice_proc.pid), "checkpoint_dir": f.dir.path().join("elsewhere")}),
+            ),
             403,
             "allowed_dirs",
         ),
         (
-            "checkpoint_dir allowed",
+            // Refused before anything is looked at: the same answer whether it exists or not.
+            "checkpoint_dir under /root, not looked at",
+            "POST",
+            "/v1/checkpoints".into(),
+            post(
+                json!({"target": proc_(alice_proc.pid), "checkpoint_dir": "/root/surely-not-there"}),
+            ),
+            403,
+            "may not write checkpoints to /root/surely-not-there: non-root callers",
+        ),
+        (
+            "checkpoint_dir allowed but root's",
+            "POST",
+            "/v1/checkpoints".into(),
+            post(json!({"target": proc_(alice_proc.pid), "checkpoint_dir": roots_dir})),
+            403,
+            "belongs to uid 0",
+        ),
+        (
+            "checkpoint_dir through her symlink, with a trailing /.",
+            "POST",
+            "/v1/checkpoints".into(),
+            post(
+                json!({"target": proc_(alice_proc.pid), "checkpoint_dir": format!("{}/.", link.display())}),
+            ),
+            422,
+            "symlink",
+        ),
+        (
+            "checkpoint_dir below her symlink",
+            "POST",
+            "/v1/checkpoints".into(),
+            post(json!({"target": proc_(alice_proc.pid), "checkpoint_dir": link.join("sub")})),
+            422,
+            "reached through a symlink",
+        ),
+        (
+            "checkpoint_dir her own",
             "POST",
             "/v1/checkpoints?wait=true".into(),
             post(
-                json!({"target": proc_(alice_proc.pid), "name": "alices2", "leave_running": true, "checkpoint_dir": allowed}),
+                json!({"target": proc_(alice_proc.pid), "name": "alices2", "leave_running": true, "checkpoint_dir": f.mine}),
             ),
-            own_ok.0,
-            own_ok.1,
+            201,
+            "",
         ),
         (
             "see root's",
@@ -296,7 +436,7 @@ async fn the_authorization_matrix_with_real_users() {
     ];
     let mut failures = Vec::new();
     for (what, m, path, body, status, has) in cases {
-        let got = curl_as(&d, &acc, &alice, m, &path, body);
+        let got = curl_as(d, &f.acc, &f.alice, m, &path, body);
         let ok = got.as_ref().is_some_and(|(s, b)| {
             *s == status
                 && (has.is_empty()
@@ -309,9 +449,16 @@ async fn the_authorization_matrix_with_real_users() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The dump in her own directory is hers, written by a CRIU running as her.
+    let img = f.mine.join("alices2");
+    assert_eq!(std::fs::metadata(&img).unwrap().uid(), f.alice_uid);
+    assert_eq!(
+        std::fs::metadata(img.join("pstree.img")).unwrap().uid(),
+        f.alice_uid
+    );
 
     // Alice lists only her own; root sees everyone's.
-    let (_, list) = curl_as(&d, &acc, &alice, "GET", "/v1/checkpoints", None).unwrap();
+    let (_, list) = f.alice("GET", "/v1/checkpoints", None);
     let names: Vec<&str> = list["items"]
         .as_array()
         .unwrap()
@@ -323,94 +470,236 @@ async fn the_authorization_matrix_with_real_users() {
         .as_array()
         .unwrap()
         .iter()
-        .all(|c| c["owner_uid"] == alice_uid));
-    let (_, jobs) = curl_as(&d, &acc, &alice, "GET", "/v1/jobs", None).unwrap();
+        .all(|c| c["owner_uid"] == f.alice_uid));
+    let (_, jobs) = f.alice("GET", "/v1/jobs", None);
     let jobs = jobs["items"].as_array().unwrap();
     assert_eq!(jobs.len(), 2);
-    assert!(jobs.iter().all(|j| j["owner_uid"] == alice_uid), "{jobs:?}");
-    assert_eq!(
-        d.client
-            .list_checkpoints(&ckptd_tests::q(""))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        3
+    assert!(
+        jobs.iter().all(|j| j["owner_uid"] == f.alice_uid),
+        "{jobs:?}"
     );
     assert!(
         d.client.checkpoint("roots").await.is_ok(),
         "root's checkpoint was deleted by alice"
     );
     // Alice may delete her own.
-    let (s, _) = curl_as(&d, &acc, &alice, "DELETE", "/v1/checkpoints/alices2", None).unwrap();
+    let (s, _) = f.alice("DELETE", "/v1/checkpoints/alices2", None);
     assert_eq!(s, 204);
-
-    if !can_dump_others {
-        // This host: root's CRIU cannot read another user's rlimits. The refusal is explained,
-        // not a bare "criu failed", and the failed dump left Alice's process running, unfrozen.
-        // (Restoring as the owner runs here once CRIU runs as the owner: the least-privilege
-        // issue.)
-        let cp = d.client.checkpoint("alices").await.unwrap();
-        let e = cp.error.expect("the dump failed");
-        assert!(e.hint().unwrap().contains("CAP_SYS_RESOURCE"), "{e:?}");
-        assert!(alive(alice_proc.pid));
-        assert_ne!(ckptd_tests::proc_state(alice_proc.pid), Some('T'));
-        assert!(alice_proc.is_progressing(Duration::from_secs(2)));
-    } else {
-        owner_restores_as_owner(&d, &acc, &alice, alice_uid, alice_proc).await;
+    assert!(!img.exists());
+    for n in ["alices", "roots"] {
+        d.client.delete_checkpoint(n).await.unwrap();
     }
 }
 
-/// Alice restores her own checkpoint: the process comes back as her.
-async fn owner_restores_as_owner(
-    d: &Daemon,
-    acc: &Accounts,
-    alice: &str,
-    alice_uid: u32,
-    alice_proc: Target,
-) {
-    let proc_ = |p: i32| json!({"kind": "process", "pid": p});
-    let (s, b) = curl_as(
-        d,
-        acc,
-        alice,
+/// Alice checkpoints her own counter (it stops), restores it, and it carries on as her from the
+/// next number: on this host a root CRIU could do neither (it cannot read her rlimits).
+async fn member_round_trip(f: &Fixture) {
+    let mut t = f.alice_counter("roundtrip", "", &[]);
+    let (s, b) = f.alice(
         "POST",
         "/v1/checkpoints?wait=true",
-        Some(json!({"target": proc_(alice_proc.pid), "name": "alices3"})),
-    )
-    .unwrap();
+        Some(json!({"target": proc_(t.pid), "name": "alices3"})),
+    );
     assert_eq!(s, 201, "{b}");
-    let mut alice_proc = alice_proc;
-    alice_proc.reap();
-    let (s, b) = curl_as(
-        d,
-        acc,
-        alice,
-        "POST",
-        "/v1/checkpoints/alices3/restore?wait=true",
-        None,
-    )
-    .unwrap();
+    assert_eq!(b["checkpoint"]["status"], "ready", "{b}");
+    t.reap();
+    let stopped = t.lines().len();
+    let (s, b) = f.alice("POST", "/v1/checkpoints/alices3/restore?wait=true", None);
     assert_eq!(s, 200, "{b}");
-    assert!(alive(alice_proc.pid));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", alice_proc.pid)).unwrap();
+    assert_eq!(b["job"]["state"], "succeeded", "{b}");
+    assert!(alive(t.pid));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", t.pid)).unwrap();
     assert!(
         status
             .lines()
-            .any(|l| l.starts_with("Uid:") && l.contains(&alice_uid.to_string())),
+            .any(|l| l.starts_with("Uid:") && l.contains(&f.alice_uid.to_string())),
         "{status}"
     );
-    assert!(alice_proc.is_progressing(Duration::from_secs(2)));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("CapEff:") && l.ends_with("0000000000000000")),
+        "the restored process holds capabilities: {status}"
+    );
+    ckptd_tests::wait_until("the restored counter writes on", || {
+        t.lines().len() > stopped + 5
+    });
+    t.assert_contiguous();
+    ckptd_tests::signal(t.pid, 9);
+    f.d.client.delete_checkpoint("alices3").await.unwrap();
 }
 
-/// Whether this process (root, as the daemon runs) has CAP_SYS_RESOURCE in its effective set.
-fn has_cap_sys_resource() -> bool {
-    const CAP_SYS_RESOURCE: u32 = 24;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
+/// The attack of the least-privilege issue: alice checkpoints into her own directory, then
+/// re-points its path at a root-only directory through a symlink. Deleting, restoring, exporting
+/// or reading the logs of that checkpoint must touch nothing there.
+async fn repointed_checkpoint_dir(f: &Fixture) {
+    let t = f.alice_counter("repoint", "", &[]);
+    let hers = f.allowed.join(format!("{}-swap", f.alice));
+    std::fs::create_dir(&hers).unwrap();
+    chown(&hers, f.alice_uid, f.alice_gid);
+    let (s, b) = f.alice(
+        "POST",
+        "/v1/checkpoints?wait=true",
+        Some(json!({"target": proc_(t.pid), "name": "swapme", "leave_running": true, "checkpoint_dir": hers})),
+    );
+    assert_eq!(s, 201, "{b}");
+    // A root-only directory with an entry of the checkpoint's name.
+    let root_only = f.dir.path().join("root-only");
+    std::fs::create_dir_all(root_only.join("swapme")).unwrap();
+    std::fs::set_permissions(&root_only, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(root_only.join("swapme/dump.log"), b"root's secret\n").unwrap();
+    f.sh_as_alice(&format!(
+        "mv {h} {h}.old && ln -s {r} {h}",
+        h = hers.display(),
+        r = root_only.display()
+    ));
+
+    let (s, b) = f.alice("DELETE", "/v1/checkpoints/swapme", None);
+    assert_eq!(s, 403, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("symlink"),
+        "{b}"
+    );
+    assert!(
+        root_only.join("swapme/dump.log").exists(),
+        "root's file was removed"
+    );
+    let (s, b) = f.alice("GET", "/v1/checkpoints/swapme/log", None);
+    assert_eq!(s, 403, "{b}");
+    let (s, b) = f.alice("GET", "/v1/checkpoints/swapme/archive", None);
+    assert_eq!(s, 403, "{b}");
+    let (_, b) = f.alice("POST", "/v1/checkpoints/swapme/restore?wait=true", None);
+    assert_eq!(b["error"]["code"], "forbidden", "{b}");
+    let left: Vec<_> = std::fs::read_dir(root_only.join("swapme"))
         .unwrap()
-        .trim();
-    u64::from_str_radix(eff, 16).unwrap() & (1 << CAP_SYS_RESOURCE) != 0
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        ["dump.log"],
+        "something was written into root's directory"
+    );
+    assert_eq!(
+        std::fs::read(root_only.join("swapme/dump.log")).unwrap(),
+        b"root's secret\n"
+    );
+    // Put back, the checkpoint is whole again and goes with its directory.
+    f.sh_as_alice(&format!("rm {h} && mv {h}.old {h}", h = hers.display()));
+    let (s, b) = f.alice("DELETE", "/v1/checkpoints/swapme", None);
+    assert_eq!(s, 204, "{b}");
+    assert!(!hers.join("swapme").exists());
+    ckptd_tests::signal(t.pid, 9);
+}
+
+/// Alice's process holds a file of hers open; after the checkpoint she swaps that file for a
+/// symlink to a root-only file of the same size. The restore's CRIU runs as alice, so it cannot
+/// open root's file: the restore fails, saying why, and no process holds that file.
+async fn swapped_file_is_not_opened(f: &Fixture) {
+    let data = f.mine.join("data.txt");
+    std::fs::write(&data, b"0123456789").unwrap();
+    chown(&data, f.alice_uid, f.alice_gid);
+    let secret_dir = f.dir.path().join("secret");
+    std::fs::create_dir(&secret_dir).unwrap();
+    std::fs::set_permissions(&secret_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let secret = secret_dir.join("key");
+    std::fs::write(&secret, b"SECRET-KEY").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut t = f.alice_counter(
+        "holder",
+        &format!("held = open({:?}, 'r+')", data.display().to_string()),
+        &[],
+    );
+    let (s, b) = f.alice(
+        "POST",
+        "/v1/checkpoints?wait=true",
+        Some(json!({"target": proc_(t.pid), "name": "holder"})),
+    );
+    assert_eq!(s, 201, "{b}");
+    t.reap();
+    f.sh_as_alice(&format!(
+        "rm {d} && ln -s {s} {d}",
+        d = data.display(),
+        s = secret.display()
+    ));
+    let (s, b) = f.alice("POST", "/v1/checkpoints/holder/restore?wait=true", None);
+    assert_eq!(s, 500, "{b}");
+    let e = &b["error"];
+    assert_eq!(e["code"], "criu_failed", "{b}");
+    let said = e["message"].as_str().unwrap();
+    assert!(
+        said.contains("data.txt") && said.contains("Permission denied"),
+        "{b}"
+    );
+    // The log it names is where alice knows it, not behind a descriptor ckptd held.
+    for path in [&e["details"]["log"], &e["details"]["advice"]["path"]] {
+        assert!(
+            path.as_str()
+                .is_some_and(|p| p.starts_with(f.d.dir.path().to_str().unwrap())),
+            "{b}"
+        );
+    }
+    // No process anywhere holds root's file.
+    let holders: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| std::fs::read_dir(p.path().join("fd")).ok())
+        .flat_map(|fds| fds.flatten())
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == secret))
+        .map(|fd| fd.path().display().to_string())
+        .collect();
+    assert!(holders.is_empty(), "root's file is held open: {holders:?}");
+    f.d.client.delete_checkpoint("holder").await.unwrap();
+}
+
+async fn foreign_group(f: &Fixture) {
+    // Alice's uid, but running with root's group 0, as a setgid program's process would.
+    let t = f.alice_counter("setgid", "", &["--groups", "0"]);
+    let (s, b) = f.alice(
+        "POST",
+        "/v1/checkpoints",
+        Some(json!({"target": proc_(t.pid)})),
+    );
+    assert_eq!(s, 403, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("group 0"),
+        "{b}"
+    );
+    ckptd_tests::signal(t.pid, 9);
+}
+
+/// Alice opens 3,000 connections to the socket and holds them without a request: she keeps at
+/// most her per-uid share, the daemon's descriptors stay bounded, and root's health checks
+/// answer within 100 ms throughout.
+async fn connection_flood(f: &Fixture) {
+    let script = format!(
+        "import socket, time\nheld = []\nfor i in range(3000):\n    s = socket.socket(socket.AF_UNIX)\n    \
+         try:\n        s.connect({:?}); held.append(s)\n    except OSError:\n        pass\n\
+         print(len(held), flush=True)\ntime.sleep(60)\n",
+        f.d.socket.display().to_string()
+    );
+    let out = f.d.dir.path().join("flood.out");
+    std::fs::File::create(&out).unwrap();
+    let uid = f.alice_uid.to_string();
+    let gid = f.alice_gid.to_string();
+    let flood = Target::spawn(
+        &[
+            "setpriv",
+            "--reuid",
+            &uid,
+            "--regid",
+            &gid,
+            "--init-groups",
+            "python3",
+            "-c",
+            &script,
+        ],
+        &out,
+    );
+    flood.wait_for_lines(1);
+    let opened: usize = flood.lines()[0].trim().parse().unwrap();
+    assert!(opened > 0, "the flood opened nothing");
+    assert!(f.d.open_fds() < 64 + 64, "{} descriptors", f.d.open_fds());
+    f.d.assert_health_answers_within(50, std::time::Duration::from_millis(100))
+        .await;
+    ckptd_tests::signal(flood.pid, 9);
 }

@@ -236,6 +236,110 @@ async fn the_tcp_listener_needs_its_bearer_token() {
     );
     assert_eq!(code, "201", "{out}");
     assert!(out.contains("\"owner_uid\":0"));
+
+    // A flood of unauthenticated connections from one address: the TCP listener keeps at most
+    // its per-peer share, and root's socket answers within 100 ms throughout.
+    let flood = tcp_flood(&addr, 3000);
+    let opened: usize = flood.lines()[0].trim().parse().unwrap();
+    assert!(opened > 0, "the flood opened nothing");
+    assert!(d.open_fds() < 64 + 64, "{} descriptors", d.open_fds());
+    d.assert_health_answers_within(50, Duration::from_millis(100))
+        .await;
+    drop(flood);
+}
+
+/// Opens `n` TCP connections to `addr` that send nothing, from a helper process that holds
+/// them; its stdout says how many connects succeeded (the daemon closes those over its limits).
+fn tcp_flood(addr: &str, n: usize) -> Target {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let t = Target::spawn(
+        &[
+            "python3",
+            "-c",
+            &format!(
+                "import socket, time\nheld = []\nfor i in range({n}):\n    try:\n        \
+                 held.append(socket.create_connection(({host:?}, {port}), timeout=5))\n    \
+                 except OSError:\n        pass\nprint(len(held), flush=True)\ntime.sleep(60)\n"
+            ),
+        ],
+        &dir.join("flood.out"),
+    );
+    t.wait_for_lines(1);
+    t
+}
+
+/// The attack of a second daemon on a live daemon's state directory: it must stop at once,
+/// saying which daemon holds it, and leave the first one's running job alone.
+#[tokio::test]
+async fn a_second_daemon_on_the_same_state_dir_stops_before_touching_it() {
+    let d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "busy", 1024, false);
+    let (cp, job) = {
+        let r = d
+            .client
+            .send_json(
+                hyper::Method::POST,
+                "/v1/checkpoints",
+                &serde_json::json!({"target": {"kind": "process", "pid": t.pid}, "name": "busy"}),
+            )
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().unwrap();
+        (
+            v["checkpoint"]["id"].as_str().unwrap().to_owned(),
+            v["job"]["id"].as_str().unwrap().to_owned(),
+        )
+    };
+    d.wait_job(&job, |j| j.state == ckptd_tests::api::JobState::Running)
+        .await;
+    let out = Command::new(daemon_binary())
+        .arg("--socket")
+        .arg(d.dir.path().join("second.sock"))
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "another ckptd (pid {}) is already running on state directory",
+            d.pid()
+        )),
+        "{err}"
+    );
+    assert!(!d.dir.path().join("second.sock").exists());
+    let done = d.wait_job(&job, |j| j.state.is_finished()).await;
+    assert_eq!(
+        done.state,
+        ckptd_tests::api::JobState::Succeeded,
+        "{done:?}"
+    );
+    let cp = d.client.checkpoint(&cp).await.unwrap();
+    assert_eq!(cp.status, ckptd_tests::api::CheckpointStatus::Ready);
+}
+
+/// Whoever owns the token file can change the token: it must be root's.
+#[tokio::test]
+async fn a_token_file_owned_by_another_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::os::unix::fs::chown(&token_file, Some(65534), None).unwrap();
+    let out = Command::new(daemon_binary())
+        .args(["--socket", dir.path().join("s.sock").to_str().unwrap()])
+        .args(["--state-dir", dir.path().join("st").to_str().unwrap()])
+        .args(["--tcp-listen", "127.0.0.1:0", "--tcp-token-file"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("belongs to uid 65534") && err.contains("chown root"),
+        "{err}"
+    );
 }
 
 /// `/v1/info` reports the runc the daemon is configured to run (`runc_path`), not the first one

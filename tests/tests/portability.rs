@@ -323,6 +323,8 @@ async fn hostile_archives_are_refused_with_nothing_written_outside() {
         ("duplicate", "add('a.img', b'x')\nadd('a.img', b'x')\nmanifest([('a.img', b'x')])".to_owned(), 400, "twice"),
         ("no-manifest", "add('a.img', b'x')".to_owned(), 400, "no manifest.json"),
         ("garbage", "t.fileobj.write(b'not a tar at all' * 100)".to_owned(), 400, "archive"),
+        // Hashes right, but not a checkpoint: it would import as ready and fail to restore.
+        ("only-inventory", "inv = b'\\x54\\x50\\x3f\\x58' * 4\nadd('inventory.img', inv)\nmanifest([('inventory.img', inv)])".to_owned(), 400, "not a restorable checkpoint"),
     ];
     let before = entries(&d);
     for (name, script, code, text) in cases {

@@ -854,8 +854,9 @@ async fn kill_9_of_the_daemon_and_criu_mid_dump_resumes_the_process() {
         .unwrap();
     let id = created.job.id.to_string();
     d.wait_job(&id, |j| j.state == JobState::Running).await;
-    let partial = format!("{}.partial", created.checkpoint.dir);
-    // CRIU's pid: the process whose command line names the partial directory.
+    // CRIU's pid: the process whose command line names the partial directory (through the
+    // daemon's descriptor of its parent: /proc/<ckptd>/fd/<n>/<id>.partial).
+    let partial = format!("/{}.partial", created.checkpoint.id);
     let mut criu = Vec::new();
     ckptd_tests::wait_until("criu to start", || {
         criu = std::fs::read_dir("/proc")
@@ -888,7 +889,7 @@ async fn kill_9_of_the_daemon_and_criu_mid_dump_resumes_the_process() {
             let cp = d.client.checkpoint("k9b").await.unwrap();
             assert_eq!(cp.status, CheckpointStatus::Failed);
             assert!(
-                !std::path::Path::new(&partial).exists(),
+                !std::path::Path::new(&format!("{}.partial", cp.dir)).exists(),
                 "partial images left"
             );
         }
@@ -902,7 +903,7 @@ async fn kill_9_of_the_daemon_and_criu_mid_dump_resumes_the_process() {
             assert!(dir.join("pstree.img").is_file(), "images missing");
             assert!(cp.size_bytes > 1 << 30, "size {}", cp.size_bytes);
             assert!(
-                !std::path::Path::new(&partial).exists(),
+                !std::path::Path::new(&format!("{}.partial", cp.dir)).exists(),
                 "partial images left"
             );
             ckptd_tests::wait_until("the checkpointed process to end", || !alive(t.pid));
@@ -1063,4 +1064,34 @@ async fn a_lazy_restore_runs_the_tree_and_serves_its_memory() {
         .output()
         .unwrap();
     assert!(out.stdout.is_empty(), "criu lazy-pages still runs");
+}
+
+/// Unnamed checkpoints of processes with the same command, requested at once, are named after
+/// the command and the second: the ones that collide get a suffix, none is refused.
+#[tokio::test]
+async fn concurrent_unnamed_checkpoints_all_get_a_name() {
+    let d = Daemon::start().await;
+    let targets: Vec<Target> = (0..4)
+        .map(|i| Target::python(d.dir.path(), &format!("same{i}"), 0, false))
+        .collect();
+    let bodies: Vec<Value> = targets
+        .iter()
+        .map(|t| json!({"target": {"kind": "process", "pid": t.pid}, "leave_running": true}))
+        .collect();
+    let requests = bodies.iter().map(|b| {
+        d.client
+            .send_json(hyper::Method::POST, "/v1/checkpoints", b)
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let mut names = Vec::new();
+    for a in answers {
+        let a = a.unwrap();
+        assert_eq!(a.status.as_u16(), 202, "{}", a.text());
+        let v: Value = a.json().unwrap();
+        names.push(v["checkpoint"]["name"].as_str().unwrap().to_owned());
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("python3-")), "{names:?}");
 }

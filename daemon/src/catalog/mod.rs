@@ -81,6 +81,9 @@ fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
         .map_err(|e| Error::internal(format!("catalog holds bad {what} JSON: {e}")))
 }
 
+/// The detail a name clash on insert carries, so that a generated name can be retried.
+pub const NAME_TAKEN: &str = "name_taken";
+
 fn is_unique_violation(e: &sqlx::Error, index: &str) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains(index))
 }
@@ -346,6 +349,7 @@ impl Catalog {
                     "a checkpoint named {:?} already exists",
                     cp.name
                 ))
+                .with(NAME_TAKEN, true)
                 .with_hint("choose another name, or delete the old checkpoint first"));
             }
             Err(e) if is_unique_violation(&e, "checkpoints.dir") => {

@@ -57,10 +57,16 @@ fn read_entries<M: Message + Default>(path: &Path) -> Result<Vec<M>, ImageError>
         path: path.display().to_string(),
         why,
     };
-    let data = std::fs::read(path).map_err(|source| ImageError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    // Not followed through a symlink, nor blocked on a FIFO: an owner's images are its own.
+    let data = crate::sys::open_regular(path)
+        .and_then(|mut f| {
+            let mut d = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut d).map(|_| d)
+        })
+        .map_err(|source| ImageError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
     let mut rest = data
         .get(8..)
         .ok_or_else(|| corrupt("shorter than its magic".into()))?;
@@ -99,6 +105,43 @@ pub fn read_dump_stats(images: &Path) -> Result<DumpStats, ImageError> {
         memwrite_time_us: d.memwrite_time,
         pages_written: d.pages_written,
     })
+}
+
+/// Whether `images` holds what a restore needs: inventory.img, a pstree.img naming the tree, and
+/// for every process its core, mm and pagemap images (and a core image for every thread). Says
+/// which file is missing; a directory that passes can still fail in CRIU, but not for want of
+/// a whole kind of image.
+pub fn check_restorable(images: &Path) -> Result<(), ImageError> {
+    let missing = |name: String| ImageError::Corrupt {
+        path: images.join(&name).display().to_string(),
+        why: "missing: the images are not a whole checkpoint".into(),
+    };
+    if !images.join("inventory.img").is_file() {
+        return Err(missing("inventory.img".into()));
+    }
+    let path = images.join("pstree.img");
+    let entries = read_entries::<PstreeEntry>(&path)?;
+    if entries.is_empty() {
+        return Err(ImageError::Corrupt {
+            path: path.display().to_string(),
+            why: "no process in the tree".into(),
+        });
+    }
+    for e in entries {
+        for kind in ["core", "mm", "pagemap"] {
+            let name = format!("{kind}-{}.img", e.pid);
+            if !images.join(&name).is_file() {
+                return Err(missing(name));
+            }
+        }
+        for t in e.threads {
+            let name = format!("core-{t}.img");
+            if !images.join(&name).is_file() {
+                return Err(missing(name));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every pid and thread id of the dumped tree, root first.

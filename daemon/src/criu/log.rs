@@ -96,14 +96,20 @@ pub fn full_disk(e: Error, images: &Path) -> Error {
     if e.kind == ErrorKind::InsufficientStorage {
         return e;
     }
-    // CRIU ends the log of a failed dump with "Dumping FAILED."; without it, it could not write
-    // its own log: the filesystem filled up (and may have been freed since by another job).
-    let log_cut = e.kind == ErrorKind::CriuFailed
-        && !std::fs::read_to_string(images.join(DUMP_LOG))
-            .unwrap_or_default()
-            .contains("FAILED");
+    // CRIU ends the log of a failed dump with "Dumping FAILED."; a CRIU that exited by itself
+    // without writing it could not write its own log: the filesystem filled up (and may have
+    // been freed since by another job). A CRIU killed by a signal also leaves its log cut short,
+    // and says nothing about the disk.
+    let log = std::fs::read_to_string(images.join(DUMP_LOG)).unwrap_or_default();
+    let killed = e
+        .details
+        .get("exit_status")
+        .and_then(|s| s.as_str())
+        .is_some_and(|s| s.contains("signal"));
+    let log_cut = e.kind == ErrorKind::CriuFailed && !killed && !log.contains("FAILED");
+    let said_enospc = log.contains("No space left on device");
     match sys::free_bytes(images) {
-        Ok(free) if free < sys::SPACE_MARGIN || log_cut => {
+        Ok(free) if free < sys::SPACE_MARGIN || log_cut || said_enospc => {
             let mut full = Error::new(
                 ErrorKind::InsufficientStorage,
                 format!(
@@ -292,6 +298,29 @@ mod tests {
 (00.056050) Error (criu/cr-dump.c:1545): Dump files (pid: 7066) failed with -1
 (00.056856) Error (criu/cr-dump.c:1975): Dumping FAILED.
 ";
+
+    /// A CRIU killed mid-dump leaves its log cut short, as a full disk does; only the full disk
+    /// is insufficient_storage.
+    #[test]
+    fn a_killed_criu_is_not_a_full_disk() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(DUMP_LOG), "(00.01) Dumping stuff\n").unwrap();
+        let failed = |status: &str| {
+            Error::new(ErrorKind::CriuFailed, "CRIU could not dump pid 42")
+                .with("exit_status", status.to_owned())
+        };
+        let e = full_disk(failed("signal: 9 (SIGKILL)"), d.path());
+        assert_eq!(e.kind, ErrorKind::CriuFailed, "{e:?}");
+        let e = full_disk(failed("exit status: 1"), d.path());
+        assert_eq!(e.kind, ErrorKind::InsufficientStorage, "{e:?}");
+        std::fs::write(
+            d.path().join(DUMP_LOG),
+            "(00.01) Error (criu/image.c:1): write: No space left on device\n(00.02) Error: Dumping FAILED.\n",
+        )
+        .unwrap();
+        let e = full_disk(failed("exit status: 1"), d.path());
+        assert_eq!(e.kind, ErrorKind::InsufficientStorage, "{e:?}");
+    }
 
     #[test]
     fn tcp_failure_gets_tail_and_hint() {

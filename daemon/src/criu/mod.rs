@@ -19,6 +19,7 @@ use std::process::Stdio;
 use ckptd_api::{CheckpointOptions, DumpStats};
 use tokio::process::Command;
 
+pub use crate::auth::Account;
 use crate::error::{Error, Result};
 
 pub use log::{DUMP_DONE, DUMP_LOG};
@@ -103,7 +104,43 @@ impl Criu {
     }
 
     pub fn command(&self, criu: &Path, args: &[String]) -> Command {
-        let mut cmd = Command::new(criu);
+        self.command_as(criu, args, None)
+    }
+
+    /// A CRIU run for a checkpoint's owner. For root, CRIU itself. For anyone else, CRIU runs
+    /// with the owner's uid, gid and groups (`setpriv`, util-linux) and `--unprivileged`, holding
+    /// only the ambient capabilities of `OWNER_CAPS`: it can read and write only what the owner
+    /// can, so a path or an image the owner controls never reaches a root CRIU. Its image
+    /// directory is handed over as an open descriptor (`ImagesFd`), since the owner cannot
+    /// traverse ckptd's own storage.
+    pub fn command_as(&self, criu: &Path, args: &[String], owner: Option<&RunAs>) -> Command {
+        let mut cmd = match owner {
+            None => Command::new(criu),
+            Some(o) => {
+                let caps = OWNER_CAPS
+                    .iter()
+                    .fold("-all".to_owned(), |acc, c| format!("{acc},+{c}"));
+                let mut cmd = Command::new("setpriv");
+                cmd.arg("--reuid")
+                    .arg(o.account.uid.to_string())
+                    .arg("--regid")
+                    .arg(o.account.gid.to_string());
+                if o.account.groups.is_empty() {
+                    cmd.arg("--clear-groups");
+                } else {
+                    let groups: Vec<String> = o.account.groups.iter().map(u32::to_string).collect();
+                    cmd.arg("--groups").arg(groups.join(","));
+                }
+                cmd.arg("--inh-caps")
+                    .arg(&caps)
+                    .arg("--ambient-caps")
+                    .arg(&caps)
+                    .arg("--")
+                    .arg(criu);
+                o.images.inherit(&mut cmd);
+                cmd
+            }
+        };
         if let Some(c) = &self.config_file {
             cmd.arg("--config").arg(c);
         }
@@ -111,7 +148,60 @@ impl Criu {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if owner.is_some() {
+            cmd.arg("--unprivileged");
+        }
         cmd
+    }
+}
+
+/// What a non-root owner's CRIU holds: CAP_CHECKPOINT_RESTORE and CAP_SYS_PTRACE, which
+/// `--unprivileged` needs to dump and restore the owner's own processes, and CAP_SETPCAP, which
+/// CRIU's restorer needs to put back a bounding set that is not full (measured here: without it a
+/// restore dies with "Unable to drop capability 24"). None of them lets it read or write a file
+/// the owner cannot.
+pub const OWNER_CAPS: [&str; 3] = ["checkpoint_restore", "sys_ptrace", "setpcap"];
+
+/// A non-root owner's CRIU run: the account it runs as and its image directory, open.
+pub struct RunAs {
+    pub account: Account,
+    pub images: ImagesFd,
+}
+
+/// An image directory opened by ckptd and inherited by CRIU, which names it
+/// `/proc/self/fd/<n>`: the only way in for a CRIU that runs as the owner.
+pub struct ImagesFd(std::fs::File, PathBuf);
+
+impl ImagesFd {
+    pub fn open(dir: &Path) -> std::io::Result<ImagesFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(dir)
+            .map(|f| ImagesFd(f, dir.to_owned()))
+    }
+
+    /// The directory as CRIU, which inherits the descriptor, names it.
+    pub fn path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/self/fd/{}", self.0.as_raw_fd())
+    }
+
+    /// Lets `cmd`'s child inherit the descriptor (ckptd opens everything close-on-exec).
+    fn inherit(&self, cmd: &mut Command) {
+        use std::os::fd::AsRawFd;
+        let fd = self.0.as_raw_fd();
+        cmd.env(crate::sys::IMAGES_ENV, &self.1);
+        // SAFETY: fcntl is async-signal-safe, and nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
 }
 

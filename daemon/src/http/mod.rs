@@ -4,6 +4,7 @@
 pub mod error;
 mod handlers;
 mod query;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,38 +17,6 @@ use axum::Router;
 
 use crate::criu::CriuProbe;
 use crate::service::Service;
-
-/// The caller of a connection, from the kernel (SO_PEERCRED). A peer the kernel cannot identify
-/// is `Caller::NOBODY`, which may do nothing.
-impl
-    axum::extract::connect_info::Connected<
-        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
-    > for crate::auth::Caller
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
-        match stream.io().peer_cred() {
-            Ok(c) => crate::auth::Caller {
-                uid: c.uid(),
-                gid: c.gid(),
-                pid: c.pid(),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the peer's credentials; treating it as nobody");
-                crate::auth::Caller::NOBODY
-            }
-        }
-    }
-}
-
-/// TCP connections carry no credentials: they are nobody until the bearer token says otherwise.
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for crate::auth::Caller
-{
-    fn connect_info(_: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        crate::auth::Caller::NOBODY
-    }
-}
 
 /// The router for the TCP listener: every request must carry `Authorization: Bearer <token>`;
 /// a token holder acts as root (the listener is for trusted networks only).
@@ -66,12 +35,18 @@ pub fn tcp_router(state: AppState, token: String) -> Router {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
             if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                return crate::error::Error::new(
+                let mut refused = crate::error::Error::new(
                     crate::error::ErrorKind::Unauthorized,
                     "this TCP listener needs \"Authorization: Bearer <token>\" with the daemon's token",
                 )
                 .with_hint("use the token from the daemon's tcp_token_file, or the Unix socket")
                 .into_response();
+                // An unauthenticated connection is not kept open for another try.
+                refused.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+                return refused;
             }
             req.extensions_mut().insert(ConnectInfo(crate::auth::Caller::ROOT));
             next.run(req).await

@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use ckptd_api::Compression;
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -201,7 +200,8 @@ enum Chunk {
 fn read_ahead(dir: &Path, names: &[String], tx: &std::sync::mpsc::SyncSender<Chunk>) {
     for name in names {
         let sent = (|| -> io::Result<bool> {
-            let mut f = File::open(dir.join(name))?;
+            // Not followed through a symlink swapped in since the listing.
+            let mut f = crate::sys::open_regular(&dir.join(name))?;
             if tx.send(Chunk::Start(f.metadata()?.len())).is_err() {
                 return Ok(false);
             }

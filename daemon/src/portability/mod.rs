@@ -122,9 +122,13 @@ impl Portability {
             files: vec![],
         };
         let (tx, rx) = mpsc::channel(CHUNKS);
-        let dir = PathBuf::from(&cp.dir);
+        // Read through the directory's parent opened without following a symlink, held for
+        // the whole stream.
+        let anchor = crate::service::anchor(&cp)?;
+        let dir = anchor.path();
         let name = cp.name.clone();
         tokio::task::spawn_blocking(move || {
+            let _held = &anchor;
             let mut w = ChannelWriter {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(CHUNK),
@@ -176,6 +180,12 @@ impl Portability {
         .await
         .map_err(|e| Error::internal(format!("import task failed: {e}")))??;
         let m = imported.manifest;
+        // Hashes prove the files are the ones listed, not that they make a checkpoint: an archive
+        // of only inventory.img would import as ready and then fail to restore.
+        crate::criu::images::check_restorable(&staging_dir).map_err(|e| {
+            Error::invalid(format!("the archive is not a restorable checkpoint: {e}"))
+                .with_hint("export the checkpoint again from a ready checkpoint")
+        })?;
         let here = archive::arch();
         if m.arch != here {
             return Err(Error::target_unavailable(format!(
@@ -246,7 +256,7 @@ impl Portability {
     /// the checkpoint deletes the directory).
     pub async fn adopt(&self, caller: &Caller, req: AdoptRequest) -> Result<Checkpoint> {
         admin_only(caller, "adopt image directories")?;
-        let dir = validate::checkpoint_dir(&req.dir)?;
+        let dir = validate::resolve_dir(&validate::checkpoint_dir(&req.dir)?)?;
         {
             use std::os::unix::fs::MetadataExt;
             let md = std::fs::metadata(&dir)

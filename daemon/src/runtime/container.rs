@@ -168,6 +168,7 @@ mod tests {
             },
             images_dir: std::path::Path::new("/nonexistent"),
             log_name: "dump.log",
+            owner: None,
             stop: crate::stop::never_stop(),
         }
     }

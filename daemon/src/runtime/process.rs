@@ -13,10 +13,28 @@ use std::time::{Duration, Instant};
 use ckptd_api::{Checkpoint, JobResult, Target};
 use nix::sys::signal::Signal;
 
-use crate::criu::{self, images, log, run_logged, Criu};
+use crate::criu::{self, images, log, run_logged, Account, Criu, ImagesFd, RunAs};
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
+
+/// A non-root owner's CRIU run over `images` (None for root's).
+fn run_as(owner: Option<&Account>, images: &Path) -> Result<Option<RunAs>> {
+    let Some(account) = owner else {
+        return Ok(None);
+    };
+    let images = ImagesFd::open(images)
+        .map_err(|e| Error::io("cannot open the image directory", images, &e))?;
+    Ok(Some(RunAs {
+        account: account.clone(),
+        images,
+    }))
+}
+
+/// The image directory as CRIU names it: through the inherited descriptor for an owner's CRIU.
+fn images_arg(run_as: Option<&RunAs>, images: &Path) -> String {
+    run_as.map_or_else(|| images.display().to_string(), |r| r.images.path())
+}
 
 /// Process trees through CRIU.
 pub struct ProcessEngine {
@@ -74,12 +92,13 @@ impl ProcessEngine {
     async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
         check_process(pid)?;
         let criu = self.criu.usable()?;
+        let run_as = run_as(spec.owner.as_ref(), spec.images_dir)?;
         let mut args: Vec<String> = vec![
             "dump".into(),
             "-t".into(),
             pid.to_string(),
             "-D".into(),
-            spec.images_dir.display().to_string(),
+            images_arg(run_as.as_ref(), spec.images_dir),
             "-o".into(),
             spec.log_name.into(),
             format!("-v{}", self.criu.log_level()),
@@ -94,7 +113,7 @@ impl ProcessEngine {
         Criu::option_flags(&spec.options, &mut args);
         let log_path = spec.images_dir.join(spec.log_name);
         if let Err(e) = run_logged(
-            self.criu.command(criu, &args),
+            self.criu.command_as(criu, &args, run_as.as_ref()),
             &log_path,
             None,
             format!("CRIU could not dump pid {pid}"),
@@ -130,25 +149,26 @@ impl ProcessEngine {
                 .with_hint("take a new checkpoint; this one cannot be restored")
         })?;
         self.wait_for_free_pids(&pids).await?;
+        let run_as = run_as(spec.owner.as_ref(), spec.images_dir)?;
         let lazy = if spec.lazy {
-            Some(self.start_lazy_pages(criu, &spec).await?)
+            Some(self.start_lazy_pages(criu, &spec, run_as.as_ref()).await?)
         } else {
             None
         };
-        let pidfile = spec
-            .images_dir
-            .join(format!("{}.pid", spec.log_name.trim_end_matches(".log")));
+        let pidfile_name = format!("{}.pid", spec.log_name.trim_end_matches(".log"));
+        let pidfile = spec.images_dir.join(&pidfile_name);
+        let images = images_arg(run_as.as_ref(), spec.images_dir);
         let mut args: Vec<String> = vec![
             "restore".into(),
             "-D".into(),
-            spec.images_dir.display().to_string(),
+            images.clone(),
             "-o".into(),
             spec.log_name.into(),
             format!("-v{}", self.criu.log_level()),
             // Detached: the restored tree is not a child of ckptd and outlives it.
             "--restore-detached".into(),
             "--pidfile".into(),
-            pidfile.display().to_string(),
+            format!("{images}/{pidfile_name}"),
         ];
         Criu::option_flags(&spec.options, &mut args);
         if lazy.is_some() {
@@ -156,7 +176,7 @@ impl ProcessEngine {
         }
         let log_path = spec.images_dir.join(spec.log_name);
         // A restored shell job inherits CRIU's stdio: never a pipe ckptd would wait on.
-        let mut cmd = self.criu.command(criu, &args);
+        let mut cmd = self.criu.command_as(criu, &args, run_as.as_ref());
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let restored = run_logged(
             cmd,
@@ -188,7 +208,12 @@ impl ProcessEngine {
     /// demand (userfaultfd) and copies the rest in the background, then exits. Its own process
     /// group, like every CRIU ckptd runs: it outlives a daemon restart, which the restored tree
     /// depends on until all its memory is in.
-    async fn start_lazy_pages(&self, criu: &Path, spec: &RestoreSpec<'_>) -> Result<LazyPages> {
+    async fn start_lazy_pages(
+        &self,
+        criu: &Path,
+        spec: &RestoreSpec<'_>,
+        run_as: Option<&RunAs>,
+    ) -> Result<LazyPages> {
         if self.criu.probe().features.get("uffd") == Some(&false) {
             return Err(Error::target_unavailable(
                 "lazy restore needs userfaultfd, which `criu check --feature uffd` says this \
@@ -200,12 +225,12 @@ impl ProcessEngine {
         let args: Vec<String> = vec![
             "lazy-pages".into(),
             "-D".into(),
-            spec.images_dir.display().to_string(),
+            images_arg(run_as, spec.images_dir),
             "-o".into(),
             log_name.clone(),
             format!("-v{}", self.criu.log_level()),
         ];
-        let mut cmd = self.criu.command(criu, &args);
+        let mut cmd = self.criu.command_as(criu, &args, run_as);
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);

@@ -132,6 +132,7 @@ impl Schedules {
             .jobs
             .check_checkpoint(caller, &row.target, dir.as_deref())
             .await
+            .map(drop)
     }
 
     pub async fn create(&self, caller: &Caller, req: CreateSchedule) -> Result<Schedule> {

@@ -2,7 +2,7 @@
 //! authorization, the target check, the space check, the name, the reservation and the queue slot
 //! come first; the catalog rows and the queue entry are written last, together.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ckptd_api::Advice;
 use ckptd_api::{
@@ -19,19 +19,25 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
 impl Service {
-    /// Whether `caller` may checkpoint `target` (into `dir`), and the target is there to be
-    /// checkpointed now: the checks `submit_checkpoint` makes before it creates anything.
+    /// Whether `caller` may checkpoint `target` (into `dir`, as `validate::checkpoint_dir`
+    /// normalized it), and the target is there to be checkpointed now: the checks
+    /// `submit_checkpoint` makes before it creates anything. Returns the directory's real path,
+    /// the one to store: authorized on the path as written first, then resolved without symlinks
+    /// and checked for ownership.
     pub async fn check_checkpoint(
         &self,
         caller: &Caller,
         target: &Target,
         dir: Option<&Path>,
-    ) -> Result<()> {
-        self.inner
-            .cfg
-            .policy
-            .check_checkpoint(caller, target, dir)?;
-        self.inner.engine.check_target(target).await
+    ) -> Result<Option<PathBuf>> {
+        let policy = &self.inner.cfg.policy;
+        policy.check_checkpoint(caller, target, dir)?;
+        let real = dir.map(validate::resolve_dir).transpose()?;
+        if let Some(r) = &real {
+            policy.check_dir_owner(caller, r)?;
+        }
+        self.inner.engine.check_target(target).await?;
+        Ok(real)
     }
 
     /// Validates a checkpoint request and queues its job. Nothing is created when it is refused.
@@ -62,7 +68,8 @@ impl Service {
             .map(validate::checkpoint_dir)
             .transpose()?;
         // Authorization first: a caller learns nothing about targets it may not touch.
-        self.check_checkpoint(caller, &target, custom_dir.as_deref())
+        let custom_dir = self
+            .check_checkpoint(caller, &target, custom_dir.as_deref())
             .await?;
 
         let id = Uuid::new_v4();
@@ -137,12 +144,28 @@ impl Service {
             owner_uid: caller.uid,
             expires_at,
         };
-        if let Err(e) = inner
+        let mut checkpoint = checkpoint;
+        let mut inserted = inner
             .catalog
             .insert_checkpoint_with_job(&checkpoint, &job)
-            .await
+            .await;
+        if req.name.is_none()
+            && matches!(&inserted, Err(e) if e.details.contains_key(catalog::NAME_TAKEN))
         {
+            // Another request without a name took the same generated one (same target, same
+            // second) between the check above and this insert: this one gets a suffix.
+            checkpoint.name = format!("{}-{}", checkpoint.name, &id.simple().to_string()[..8]);
+            if let Some(parent) = &custom_dir {
+                checkpoint.dir = parent.join(&checkpoint.name).display().to_string();
+            }
+            inserted = inner
+                .catalog
+                .insert_checkpoint_with_job(&checkpoint, &job)
+                .await;
+        }
+        if let Err(mut e) = inserted {
             inner.release(reservation);
+            e.details.remove(catalog::NAME_TAKEN);
             return Err(e);
         }
         permit.send(job.id);
@@ -229,20 +252,23 @@ impl Service {
 /// `checkpoint_dir` they sit in).
 pub(super) fn check_images_dir(cp: &Checkpoint) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let dir = Path::new(&cp.dir);
-    let md = std::fs::symlink_metadata(dir).map_err(|e| {
+    let anchor = anchor(cp)?;
+    let md = std::fs::symlink_metadata(anchor.path()).map_err(|e| {
         Error::conflict(format!(
             "the images of checkpoint {} are gone from {}: {e}",
             cp.name, cp.dir
         ))
         .with_hint("delete the checkpoint; it cannot be restored")
     })?;
-    if md.file_type().is_symlink() || !md.is_dir() || md.uid() != 0 || md.mode() & 0o022 != 0 {
+    // Root's images are used only by a root CRIU and must be root's alone; a member's are used
+    // only by a CRIU running as that member, so they may be the member's (its CRIU wrote them).
+    let owner_ok = md.uid() == 0 || md.uid() == cp.owner_uid;
+    if md.file_type().is_symlink() || !md.is_dir() || !owner_ok || md.mode() & 0o022 != 0 {
         return Err(Error::new(
             ErrorKind::Forbidden,
             format!(
-                "refusing to restore checkpoint {}: {} is no longer the root-owned, private directory \
-                 ckptd created (it may have been replaced or tampered with)",
+                "refusing to restore checkpoint {}: {} is no longer the private directory its \
+                 dump created (it may have been replaced or tampered with)",
                 cp.name, cp.dir
             ),
         )

@@ -114,6 +114,55 @@ pub fn restore_log_name(job: Uuid) -> String {
     format!("restore-{job}.log")
 }
 
+/// A checkpoint's directory, reached from `/` without following a symlink (`sys::AnchoredDir`):
+/// every operation on a checkpoint's files goes through this, so a path component swapped for a
+/// symlink after the checkpoint was admitted leads nowhere.
+pub fn anchor(cp: &ckptd_api::Checkpoint) -> Result<crate::sys::AnchoredDir> {
+    let dir = Path::new(&cp.dir);
+    crate::sys::AnchoredDir::open(dir).map_err(|e| {
+        let hint = "a directory on its path was replaced since the checkpoint was taken; put the \
+                    directory back where it was, or delete the checkpoint";
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            crate::auth::forbidden(format!(
+                "the path of checkpoint {} ({}) now goes through a symlink; ckptd follows none",
+                cp.name, cp.dir
+            ))
+            .with_hint(hint)
+        } else {
+            Error::io("cannot reach the directory of checkpoint", dir, &e).with_hint(hint)
+        }
+    })
+}
+
+/// The account CRIU runs as for a checkpoint's owner: None for root.
+pub fn owner_account(uid: u32) -> Result<Option<crate::auth::Account>> {
+    (uid != 0)
+        .then(|| crate::auth::Account::of(uid))
+        .transpose()
+}
+
+/// An error about files reached through `anchor`, told with the paths the user knows.
+pub fn real_paths(mut e: Error, anchor: &crate::sys::AnchoredDir) -> Error {
+    let held = anchor.parent().display().to_string();
+    let real = anchor
+        .real()
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .display()
+        .to_string();
+    fn fix(v: &mut serde_json::Value, held: &str, real: &str) {
+        match v {
+            serde_json::Value::String(s) => *s = s.replace(held, real),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| fix(v, held, real)),
+            serde_json::Value::Object(o) => o.values_mut().for_each(|v| fix(v, held, real)),
+            _ => {}
+        }
+    }
+    e.message = e.message.replace(&held, &real);
+    e.details.values_mut().for_each(|v| fix(v, &held, &real));
+    e
+}
+
 impl Service {
     pub fn new(catalog: Catalog, engine: Arc<dyn Engine>, cfg: ServiceConfig) -> Service {
         let (queue, queue_rx) = mpsc::channel(cfg.queue_capacity);

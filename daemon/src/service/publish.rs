@@ -2,7 +2,7 @@
 //! `.partial` to the final directory, fsync the parent) before the checkpoint is `ready` and before
 //! what the dump left stopped is ended. A failed dump keeps only CRIU's log.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ckptd_api::{Checkpoint, CheckpointStatus, DumpStats, Target};
 
@@ -22,10 +22,36 @@ impl Inner {
         if let (Target::Process { pid }, false) = (&cp.target, cp.owner_uid == 0) {
             auth::owns_tree(cp.owner_uid, *pid)?;
         }
-        let dir = PathBuf::from(&cp.dir);
+        let anchor = anchor(cp)?;
+        let owner = owner_account(cp.owner_uid)?;
+        // The directory is the owner's: the parent ckptd holds must be, too (a custom
+        // checkpoint_dir of a non-root owner), or root's (ckptd's own storage).
+        let parent_owner = anchor.parent_owner().map_err(|e| {
+            Error::io(
+                "cannot read the directory of checkpoint",
+                Path::new(&cp.dir),
+                &e,
+            )
+        })?;
+        if parent_owner != 0 && parent_owner != cp.owner_uid {
+            return Err(auth::forbidden(format!(
+                "the directory that holds checkpoint {} now belongs to uid {parent_owner}, not to \
+                 its owner (uid {})",
+                cp.name, cp.owner_uid
+            )));
+        }
+        let dir = anchor.path();
         let partial = partial_dir(&dir);
-        sys::create_private_dir(&partial)
-            .map_err(|e| Error::io("cannot create the image directory", &partial, &e))?;
+        let made = sys::create_private_dir(&partial).and_then(|()| match &owner {
+            Some(a) => std::os::unix::fs::lchown(&partial, Some(a.uid), Some(a.gid)),
+            None => Ok(()),
+        });
+        made.map_err(|e| {
+            real_paths(
+                Error::io("cannot create the image directory", &partial, &e),
+                &anchor,
+            )
+        })?;
         let out = self
             .engine
             .dump(DumpSpec {
@@ -33,6 +59,7 @@ impl Inner {
                 options: cp.options,
                 images_dir: &partial,
                 log_name: DUMP_LOG,
+                owner,
                 stop: stop.clone(),
             })
             .await;
@@ -47,10 +74,12 @@ impl Inner {
                         dir.join(DUMP_LOG).display().to_string().into(),
                     );
                 }
-                return Err(e);
+                return Err(real_paths(e, &anchor));
             }
         };
-        self.publish(out, &partial, &dir, &stop).await
+        self.publish(out, &partial, &dir, &stop)
+            .await
+            .map_err(|e| real_paths(e, &anchor))
     }
 
     /// Makes a finished dump's images durable and publishes them: fsync every file and the

@@ -2,12 +2,11 @@
 //! (`run`, `end_job`), with its stop signal (cancel, timeout) and its events and metrics. Shutdown
 //! cancels what is queued and gives what runs time to finish.
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ckptd_api::{CheckpointStatus, Job, JobKind, JobResult, JobState};
+use ckptd_api::{Checkpoint, CheckpointStatus, Job, JobKind, JobResult, JobState};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -15,7 +14,7 @@ use uuid::Uuid;
 use super::*;
 use crate::auth::Caller;
 use crate::catalog::{self};
-use crate::engine::{RestoreSpec, StopReason};
+use crate::engine::{RestoreSpec, StopReason, StopSignal};
 use crate::error::{Error, ErrorKind, Result};
 
 impl Service {
@@ -211,17 +210,8 @@ impl Inner {
             JobKind::Restore => {
                 let work: RestoreWork = serde_json::from_value(request)
                     .map_err(|e| Error::internal(format!("bad restore job request: {e}")))?;
-                let spec = RestoreSpec {
-                    checkpoint: &cp,
-                    into: work.into.as_ref(),
-                    options: work.options,
-                    images_dir: Path::new(&cp.dir),
-                    log_name: &restore_log_name(job.id),
-                    console_socket: work.console_socket.as_deref(),
-                    lazy: work.lazy,
-                    stop,
-                };
-                self.engine.restore(spec).await.map(Some)
+                self.restore(&cp, work, &restore_log_name(job.id), stop)
+                    .await
             }
         };
         timer.abort();
@@ -233,6 +223,35 @@ impl Inner {
         }
         drop(_enter);
         self.end_job(job, outcome, None).await
+    }
+
+    /// Restores a checkpoint from its directory, reached without following a symlink, with CRIU
+    /// running as the checkpoint's owner when that is not root.
+    async fn restore(
+        &self,
+        cp: &Checkpoint,
+        work: RestoreWork,
+        log_name: &str,
+        stop: StopSignal,
+    ) -> Result<Option<JobResult>> {
+        let anchor = anchor(cp)?;
+        let images = anchor.path();
+        let spec = RestoreSpec {
+            checkpoint: cp,
+            into: work.into.as_ref(),
+            options: work.options,
+            images_dir: &images,
+            log_name,
+            console_socket: work.console_socket.as_deref(),
+            lazy: work.lazy,
+            owner: owner_account(cp.owner_uid)?,
+            stop,
+        };
+        self.engine
+            .restore(spec)
+            .await
+            .map(Some)
+            .map_err(|e| real_paths(e, &anchor))
     }
 
     /// Records a job's end (optionally only if it is still in `from`) and wakes waiters.

@@ -50,7 +50,10 @@ impl Service {
                 .checkpoint(&job.checkpoint_id.to_string())
                 .await?
             {
-                let bytes_written = sys::dir_size(&partial_dir(Path::new(&cp.dir))).unwrap_or(0);
+                let bytes_written = anchor(&cp)
+                    .ok()
+                    .and_then(|a| sys::dir_size(&partial_dir(&a.path())).ok())
+                    .unwrap_or(0);
                 job.progress = Some(ckptd_api::JobProgress { bytes_written });
             }
         }
@@ -93,15 +96,28 @@ impl Service {
     /// The CRIU logs of a checkpoint: the dump's, then each restore's, oldest first.
     pub async fn logs(&self, caller: &Caller, reference: &str) -> Result<String> {
         let cp = self.checkpoint(caller, reference).await?;
-        let dir = PathBuf::from(&cp.dir);
+        let anchor = anchor(&cp)?;
+        let dir = anchor.path();
+        let real = PathBuf::from(&cp.dir);
         let mut out = String::new();
-        let dump_log = if dir.join(DUMP_LOG).exists() {
-            dir.join(DUMP_LOG)
-        } else {
-            partial_dir(&dir).join(DUMP_LOG)
+        // Logs are read without following a symlink: a non-root owner can write its own
+        // checkpoint_dir, and root reads them.
+        let mut append = |path: &Path, shown: &Path| {
+            let text = sys::open_regular(path).and_then(|mut f| {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut f, &mut t).map(|_| t)
+            });
+            if let Ok(text) = text {
+                out.push_str(&format!("=== {} ===\n{text}", shown.display()));
+            }
         };
-        if let Ok(text) = std::fs::read_to_string(&dump_log) {
-            out.push_str(&format!("=== {} ===\n{text}", dump_log.display()));
+        if dir.join(DUMP_LOG).exists() {
+            append(&dir.join(DUMP_LOG), &real.join(DUMP_LOG));
+        } else {
+            append(
+                &partial_dir(&dir).join(DUMP_LOG),
+                &partial_dir(&real).join(DUMP_LOG),
+            );
         }
         let restores = self
             .inner
@@ -116,10 +132,8 @@ impl Service {
         for job in restores.items.iter().rev() {
             let name = restore_log_name(job.id);
             // A lazy restore's page server logs next to it.
-            for path in [dir.join(&name), dir.join(format!("lazy-{name}"))] {
-                if let Ok(text) = std::fs::read_to_string(&path) {
-                    out.push_str(&format!("=== {} ===\n{text}", path.display()));
-                }
+            for name in [name.clone(), format!("lazy-{name}")] {
+                append(&dir.join(&name), &real.join(&name));
             }
         }
         if out.is_empty() {
@@ -148,13 +162,29 @@ impl Service {
             .with_advice(Advice::WaitForRunningJobs));
         }
         let reservation = inner.reserve_checkpoint(cp.id)?;
-        let dir = PathBuf::from(&cp.dir);
-        let removed =
-            sys::remove_dir_tree(&partial_dir(&dir)).and_then(|()| sys::remove_dir_tree(&dir));
+        let real = PathBuf::from(&cp.dir);
+        // Removed through the directory's parent opened without following a symlink: a path
+        // swapped since the checkpoint was taken removes nothing. A parent that is gone has
+        // nothing left to remove.
+        let removed = match sys::AnchoredDir::open(&real) {
+            Ok(a) => sys::remove_dir_tree(&partial_dir(&a.path()))
+                .and_then(|()| sys::remove_dir_tree(&a.path())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(_) => {
+                inner.release(reservation);
+                return Err(anchor(&cp).err().unwrap_or_else(|| {
+                    Error::conflict(format!(
+                        "the directory of checkpoint {} changed while it was being deleted",
+                        cp.name
+                    ))
+                    .with_hint("delete it again")
+                }));
+            }
+        };
         let result = match removed {
             Ok(()) => inner.catalog.delete_checkpoint(cp.id).await,
             Err(e) => Err(
-                Error::io("cannot remove the checkpoint directory", &dir, &e).with_hint(
+                Error::io("cannot remove the checkpoint directory", &real, &e).with_hint(
                     "fix the directory's permissions or remove it by hand, then delete again",
                 ),
             ),

@@ -1,7 +1,7 @@
 //! Start-up reconciliation: what a previous run of the daemon left unfinished is resolved before
 //! any new job runs. No job stays `queued` or `running` across a restart.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use ckptd_api::{CheckpointStatus, Job, JobKind, JobResult, JobState};
@@ -55,10 +55,12 @@ impl Service {
             .checkpoints_with_status(&[CheckpointStatus::Pending, CheckpointStatus::Running])
             .await?
         {
-            let partial = partial_dir(Path::new(&cp.dir));
-            if partial.exists() {
-                let _ = inner.engine.recover_dump(&cp, &partial).await;
-                keep_only_log(&partial, Path::new(&cp.dir));
+            if let Ok(anchor) = anchor(&cp) {
+                let partial = partial_dir(&anchor.path());
+                if partial.exists() {
+                    let _ = inner.engine.recover_dump(&cp, &partial).await;
+                    keep_only_log(&partial, &anchor.path());
+                }
             }
             record_taken(&mut cp, &Err(restarted.clone()));
             inner.catalog.update_checkpoint(&cp).await?;
@@ -69,7 +71,7 @@ impl Service {
             .checkpoints_with_status(&[CheckpointStatus::Ready])
             .await?
         {
-            if !Path::new(&cp.dir).is_dir() {
+            if !anchor(&cp).is_ok_and(|a| a.path().is_dir()) {
                 tracing::warn!(checkpoint = %cp.id, dir = %cp.dir, "the directory of a ready checkpoint is gone: marked missing");
                 cp.status = CheckpointStatus::Missing;
                 inner.catalog.update_checkpoint(&cp).await?;
@@ -112,7 +114,10 @@ impl Service {
         else {
             return Ok(Err(restarted.clone()));
         };
-        let dir = PathBuf::from(&cp.dir);
+        let Ok(anchor) = anchor(&cp) else {
+            return Ok(Err(restarted.clone()));
+        };
+        let dir = anchor.path();
         match job.kind {
             JobKind::Checkpoint => {
                 let partial = partial_dir(&dir);
@@ -180,7 +185,13 @@ pub struct Reconciled {
 /// that are left without it cannot finish anything (seen: a stopped orphan CRIU helper) and are
 /// killed.
 pub(super) async fn wait_for_leftover_criu(partial: &Path, limit: Duration) {
-    let needle = partial.display().to_string();
+    // CRIU names its image directory through the descriptor the previous daemon held
+    // (`/proc/<pid>/fd/<n>/<name>.partial`, or `CKPTD_IMAGES` for an owner's CRIU): the directory's
+    // own name is what every such run mentions.
+    let needle = format!(
+        "/{}",
+        partial.file_name().unwrap_or_default().to_string_lossy()
+    );
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let me = std::process::id() as i32;

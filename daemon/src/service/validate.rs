@@ -89,8 +89,9 @@ pub fn labels(labels: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
-/// `checkpoint_dir` (Docker's `--checkpoint-dir`): an existing absolute directory, reached
-/// without `..` and not itself a symlink, in which the checkpoint's own folder will be created.
+/// `checkpoint_dir` (Docker's `--checkpoint-dir`) as written: an absolute path without `..`,
+/// normalized (`.` and repeated slashes dropped). Nothing on disk is looked at here: the caller is
+/// authorized on this path first, then `resolve_dir` checks what is there.
 pub fn checkpoint_dir(dir: &str) -> Result<PathBuf> {
     let path = Path::new(dir);
     if !path.is_absolute() || dir.contains('\0') {
@@ -103,22 +104,50 @@ pub fn checkpoint_dir(dir: &str) -> Result<PathBuf> {
             "checkpoint_dir {dir:?} contains a '..' component; give the directory's real path"
         )));
     }
+    Ok(path.components().collect())
+}
+
+/// The existing directory a normalized `checkpoint_dir` names, reached without any symlink: the
+/// path the catalog stores and every later step opens without following one.
+pub fn resolve_dir(path: &Path) -> Result<PathBuf> {
+    let dir = path.display();
     // What the directory is like on disk is world state, as a pid's process is: 422.
     match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::target_unavailable(
-            format!("checkpoint_dir {dir} does not exist; create it first (mkdir -m 0700 {dir})"),
-        )),
-        Err(e) => Err(Error::target_unavailable(format!(
-            "checkpoint_dir {dir} cannot be read: {e}"
-        ))),
-        Ok(md) if md.file_type().is_symlink() => Err(Error::target_unavailable(format!(
-            "checkpoint_dir {dir} is a symlink; give the directory it points to"
-        ))),
-        Ok(md) if !md.is_dir() => Err(Error::target_unavailable(format!(
-            "checkpoint_dir {dir} is not a directory"
-        ))),
-        Ok(_) => Ok(path.to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(
+                Error::target_unavailable(format!("checkpoint_dir {dir} does not exist"))
+                    .with_hint(format!("create it first: mkdir -m 0700 {dir}")),
+            )
+        }
+        Err(e) => {
+            return Err(Error::target_unavailable(format!(
+                "checkpoint_dir {dir} cannot be read: {e}"
+            )))
+        }
+        Ok(md) if md.file_type().is_symlink() => {
+            return Err(Error::target_unavailable(format!(
+                "checkpoint_dir {dir} is a symlink; give the directory it points to"
+            )))
+        }
+        Ok(md) if !md.is_dir() => {
+            return Err(Error::target_unavailable(format!(
+                "checkpoint_dir {dir} is not a directory"
+            )))
+        }
+        Ok(_) => {}
     }
+    let real = path.canonicalize().map_err(|e| {
+        Error::target_unavailable(format!("checkpoint_dir {dir} cannot be resolved: {e}"))
+    })?;
+    if real != path {
+        return Err(Error::target_unavailable(format!(
+            "checkpoint_dir {dir} is reached through a symlink (it is {}); ckptd follows no \
+             symlink in a checkpoint's path",
+            real.display()
+        ))
+        .with_hint(format!("give the real path: {}", real.display())));
+    }
+    Ok(real)
 }
 
 /// A duration as ckptd's API writes them: a number (at most 6 digits) and a unit, or a sum of
@@ -234,6 +263,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().to_str().unwrap();
         assert_eq!(checkpoint_dir(p).unwrap(), d.path());
+        assert_eq!(checkpoint_dir(&format!("{p}/./")).unwrap(), d.path());
+        assert_eq!(resolve_dir(d.path()).unwrap(), d.path());
         assert!(checkpoint_dir("relative/x")
             .unwrap_err()
             .message
@@ -242,16 +273,24 @@ mod tests {
             .unwrap_err()
             .message
             .contains(".."));
-        assert!(checkpoint_dir(&format!("{p}/nope"))
+        assert!(resolve_dir(&d.path().join("nope"))
             .unwrap_err()
             .message
             .contains("does not exist"));
         let link = d.path().join("link");
         std::os::unix::fs::symlink(d.path(), &link).unwrap();
-        assert!(checkpoint_dir(link.to_str().unwrap())
+        assert!(resolve_dir(&link).unwrap_err().message.contains("symlink"));
+        // The attack of a trailing "/.": the link is still followed, and refused.
+        let through = checkpoint_dir(&format!("{}/.", link.display())).unwrap();
+        assert!(resolve_dir(&through)
             .unwrap_err()
             .message
-            .contains("symlink"));
+            .contains("is a symlink"));
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        assert!(resolve_dir(&link.join("sub"))
+            .unwrap_err()
+            .message
+            .contains("reached through a symlink"));
     }
 
     #[test]
