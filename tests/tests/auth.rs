@@ -689,17 +689,24 @@ async fn connection_flood(f: &Fixture) {
             "--regid",
             &gid,
             "--init-groups",
-            "python3",
+            "/usr/bin/python3",
             "-c",
             &script,
         ],
         &out,
     );
+    // While it connects, and after.
+    f.d.assert_health_answers_within(50, std::time::Duration::from_millis(100))
+        .await;
     flood.wait_for_lines(1);
-    let opened: usize = flood.lines()[0].trim().parse().unwrap();
+    let said = flood.lines();
+    let opened: usize = said[0]
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the flood failed: {said:?}"));
     assert!(opened > 0, "the flood opened nothing");
     assert!(f.d.open_fds() < 64 + 64, "{} descriptors", f.d.open_fds());
-    f.d.assert_health_answers_within(50, std::time::Duration::from_millis(100))
+    f.d.assert_health_answers_within(20, std::time::Duration::from_millis(100))
         .await;
     ckptd_tests::signal(flood.pid, 9);
 }

@@ -240,7 +240,15 @@ async fn the_tcp_listener_needs_its_bearer_token() {
     // A flood of unauthenticated connections from one address: the TCP listener keeps at most
     // its per-peer share, and root's socket answers within 100 ms throughout.
     let flood = tcp_flood(&addr, 3000);
-    let opened: usize = flood.lines()[0].trim().parse().unwrap();
+    // While it connects, and after.
+    d.assert_health_answers_within(50, Duration::from_millis(100))
+        .await;
+    flood.wait_for_lines(1);
+    let said = flood.lines();
+    let opened: usize = said[0]
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the flood failed: {said:?}"));
     assert!(opened > 0, "the flood opened nothing");
     assert!(d.open_fds() < 64 + 64, "{} descriptors", d.open_fds());
     d.assert_health_answers_within(50, Duration::from_millis(100))
@@ -248,14 +256,15 @@ async fn the_tcp_listener_needs_its_bearer_token() {
     drop(flood);
 }
 
-/// Opens `n` TCP connections to `addr` that send nothing, from a helper process that holds
-/// them; its stdout says how many connects succeeded (the daemon closes those over its limits).
+/// Starts opening `n` TCP connections to `addr` that send nothing, from a helper process that
+/// holds them; its stdout says how many connects succeeded once it is done (the daemon closes
+/// those over its limits).
 fn tcp_flood(addr: &str, n: usize) -> Target {
     let (host, port) = addr.rsplit_once(':').unwrap();
     let dir = tempfile::tempdir().unwrap().keep();
-    let t = Target::spawn(
+    Target::spawn(
         &[
-            "python3",
+            "/usr/bin/python3",
             "-c",
             &format!(
                 "import socket, time\nheld = []\nfor i in range({n}):\n    try:\n        \
@@ -264,9 +273,7 @@ fn tcp_flood(addr: &str, n: usize) -> Target {
             ),
         ],
         &dir.join("flood.out"),
-    );
-    t.wait_for_lines(1);
-    t
+    )
 }
 
 /// The attack of a second daemon on a live daemon's state directory: it must stop at once,

@@ -154,6 +154,8 @@ async fn accept_loop<K, Io, A, F>(
 {
     let graceful = GracefulShutdown::new();
     let limits = counter.limits;
+    let mut refused = 0u64;
+    let mut last_told = std::time::Instant::now() - Duration::from_secs(1);
     loop {
         let accepted = tokio::select! {
             a = accept() => a,
@@ -170,8 +172,18 @@ async fn accept_loop<K, Io, A, F>(
             }
         };
         let Some(slot) = counter.admit(key.clone()) else {
-            tracing::debug!(peer = ?key, "connection over the limits: closed");
             drop(io);
+            // A flood is told once a second, not once a connection: the log is no amplifier.
+            refused += 1;
+            if last_told.elapsed() >= Duration::from_secs(1) {
+                tracing::warn!(
+                    refused,
+                    last_peer = ?key,
+                    "closed connections over the limits (max_connections, max_connections_per_peer)"
+                );
+                refused = 0;
+                last_told = std::time::Instant::now();
+            }
             continue;
         };
         let svc = app
