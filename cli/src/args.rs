@@ -143,25 +143,33 @@ pub enum Command {
     Ls(LsArgs),
     /// Show one checkpoint (by id or name).
     Inspect {
+        /// A checkpoint name or id.
         reference: String,
+        /// Print the checkpoint as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Delete checkpoints and their images.
+    /// Delete checkpoints and their images (each named; one that fails does not stop the rest).
     Rm {
+        /// Checkpoint names or ids.
         #[arg(required = true)]
         references: Vec<String>,
     },
     /// Restore a checkpoint: in place, or a container checkpoint into a new container.
     Restore(RestoreArgs),
     /// Print CRIU's logs of a checkpoint.
-    Logs { reference: String },
+    Logs {
+        /// A checkpoint name or id.
+        reference: String,
+    },
     /// Write a checkpoint's archive (tar with a manifest of sha256 sums) to a file (mode 0600).
     Export {
+        /// A checkpoint name or id.
         reference: String,
-        /// The file to write; `-` for standard output.
+        /// The file to write; `-` for standard output [default: NAME.tar.zst, .tar.gz or .tar].
         #[arg(short, long)]
-        output: String,
+        output: Option<String>,
+        /// How the archive is compressed.
         #[arg(long, default_value = "zstd", value_parser = enum_arg::<Compression>(Compression::VARIANTS))]
         compression: Compression,
     },
@@ -172,6 +180,7 @@ pub enum Command {
         /// Name it this instead of the name in the archive.
         #[arg(long)]
         name: Option<String>,
+        /// Print the new checkpoint as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -182,15 +191,21 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// List jobs, newest first; --watch follows them as they change.
     Jobs {
+        /// Only jobs in this state.
         #[arg(long, value_parser = enum_arg::<JobState>(JobState::VARIANTS))]
         state: Option<JobState>,
+        /// Then follow job events as they happen, until interrupted.
         #[arg(long)]
         watch: bool,
+        /// Print the jobs as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Cancel a queued or running job.
-    Cancel { job: String },
+    /// Cancel a queued or running job (its target is left running).
+    Cancel {
+        /// The job's id.
+        job: String,
+    },
     /// Follow the daemon's events (jobs, checkpoints, schedules) until interrupted.
     Events {
         /// One JSON event per line.
@@ -202,11 +217,15 @@ pub enum Command {
     Schedule(ScheduleCommand),
     /// Show the daemon's versions, CRIU, storage and workers.
     Info {
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args)]
@@ -215,7 +234,8 @@ pub struct CreateArgs {
     pub target: TargetArgs,
     /// Unique name (default: <command or container>-<UTC timestamp>).
     pub name: Option<String>,
-    /// Keep the target running after the dump.
+    /// Keep the target running after the dump. Without it, the target is stopped once its
+    /// images are durable (`ckpt restore NAME` brings it back).
     #[arg(long)]
     pub leave_running: bool,
     #[command(flatten)]
@@ -223,16 +243,20 @@ pub struct CreateArgs {
     /// Return once the job is queued instead of when it ends.
     #[arg(long)]
     pub no_wait: bool,
+    /// Print the checkpoint and its job as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args)]
 pub struct LsArgs {
+    /// Only checkpoints of this pid.
     #[arg(long)]
     pub pid: Option<i32>,
+    /// Only checkpoints of this container.
     #[arg(long)]
     pub container: Option<String>,
+    /// Only checkpoints in this status.
     #[arg(long, value_parser = enum_arg::<CheckpointStatus>(CheckpointStatus::VARIANTS))]
     pub status: Option<CheckpointStatus>,
     /// Only those of this schedule (label schedule=NAME).
@@ -243,20 +267,25 @@ pub struct LsArgs {
     /// At most this many (the daemon pages by 1000).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+    /// Names only, one a line.
+    #[arg(short, long, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print the checkpoints as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args)]
 pub struct RestoreArgs {
+    /// A checkpoint name or id.
     pub reference: String,
     /// Restore a container checkpoint into another container: a new runc container with
-    /// this id (needs --bundle), or an existing stopped Docker container (--runtime docker).
+    /// this id (needs --bundle), or a Docker container (a stopped one, or a new name).
     #[arg(long)]
     pub into: Option<String>,
-    /// The runtime of --into.
-    #[arg(long, default_value = "runc", requires = "into", value_parser = runtime_arg())]
-    pub runtime: Runtime,
+    /// The runtime of --into [default: the checkpoint's own].
+    #[arg(long, requires = "into", value_parser = runtime_arg())]
+    pub runtime: Option<Runtime>,
     /// The new container's bundle (config.json and rootfs).
     #[arg(long, requires = "into")]
     pub bundle: Option<String>,
@@ -269,8 +298,14 @@ pub struct RestoreArgs {
     /// CRIU options for this restore (left out: those the checkpoint was taken with).
     #[command(flatten)]
     pub criu: CriuFlags,
+    /// Restore memory on demand (process checkpoints): the tree runs at once, its pages come
+    /// in as it touches them.
+    #[arg(long)]
+    pub lazy: bool,
+    /// Return once the job is queued instead of when it ends.
     #[arg(long)]
     pub no_wait: bool,
+    /// Print the job as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -18,21 +18,33 @@ use clap::Parser;
 use args::{Cli, Command};
 use commands::{checkpoints, daemon, jobs, portability, schedules};
 
-async fn run(cli: Cli) -> Result<(), ClientError> {
+/// How a command failed: with an error still to report, or having reported its own.
+pub enum Failed {
+    Report(ClientError),
+    Reported,
+}
+
+impl From<ClientError> for Failed {
+    fn from(e: ClientError) -> Self {
+        Failed::Report(e)
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failed> {
     let client = Client::new(&cli.socket);
     let c = &client;
-    match cli.command {
+    let done = match cli.command {
         Command::Create(a) => checkpoints::create(c, a).await,
         Command::Ls(a) => checkpoints::ls(c, a).await,
         Command::Inspect { reference, json } => checkpoints::inspect(c, &reference, json).await,
-        Command::Rm { references } => checkpoints::rm(c, references).await,
+        Command::Rm { references } => return checkpoints::rm(c, references).await,
         Command::Restore(a) => checkpoints::restore(c, a).await,
         Command::Logs { reference } => checkpoints::logs(c, &reference).await,
         Command::Export {
             reference,
             output,
             compression,
-        } => portability::export(c, &reference, &output, compression).await,
+        } => portability::export(c, &reference, output.as_deref(), compression).await,
         Command::Import { file, name, json } => {
             portability::import(c, &file, name.as_deref(), json).await
         }
@@ -47,10 +59,16 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             daemon::completions(shell);
             Ok(())
         }
-    }
+    };
+    Ok(done?)
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends like any Unix tool's (killed by SIGPIPE), not with a panic.
+    // SAFETY: at the start of main, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,9 +82,10 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failed::Report(e)) => {
             render::report(&e);
             ExitCode::FAILURE
         }
+        Err(Failed::Reported) => ExitCode::FAILURE,
     }
 }

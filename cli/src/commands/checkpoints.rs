@@ -13,6 +13,7 @@ use clap::CommandFactory;
 use crate::args::{Cli, CreateArgs, LsArgs, RestoreArgs};
 use crate::render::{checkpoint_table, inspect_text, job_outcome, print_json, report};
 use crate::table::human_bytes;
+use crate::Failed;
 
 pub async fn create(client: &Client, a: CreateArgs) -> Result<(), ClientError> {
     let req = CreateCheckpoint {
@@ -50,6 +51,10 @@ pub async fn ls(client: &Client, a: LsArgs) -> Result<(), ClientError> {
     let list = client.list_checkpoints(&q).await?;
     if a.json {
         print_json(&list.items);
+    } else if a.quiet {
+        for c in &list.items {
+            println!("{}", c.name);
+        }
     } else {
         print!("{}", checkpoint_table(&list.items));
     }
@@ -66,16 +71,31 @@ pub async fn inspect(client: &Client, reference: &str, json: bool) -> Result<(),
     Ok(())
 }
 
-pub async fn rm(client: &Client, references: Vec<String>) -> Result<(), ClientError> {
-    let mut failed = None;
+/// Each failure is reported as it happens; the exit code says whether any failed.
+pub async fn rm(client: &Client, references: Vec<String>) -> Result<(), Failed> {
+    let mut failed = false;
     for r in references {
-        failed = printed(&r, client.delete_checkpoint(&r).await).or(failed);
+        failed |= printed(&r, client.delete_checkpoint(&r).await).is_some();
     }
-    failed.map_or(Ok(()), Err)
+    if failed {
+        Err(Failed::Reported)
+    } else {
+        Ok(())
+    }
 }
 
 pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError> {
-    if a.into.is_some() && a.runtime == Runtime::Runc && a.bundle.is_none() {
+    // --into takes the checkpoint's own runtime unless told otherwise: a Docker checkpoint is
+    // restored into a Docker container.
+    let runtime = match (a.runtime, &a.into) {
+        (Some(r), _) => r,
+        (None, Some(_)) => match client.checkpoint(&a.reference).await?.target {
+            Target::Container { runtime, .. } => runtime,
+            Target::Process { .. } => Runtime::Runc,
+        },
+        (None, None) => Runtime::Runc,
+    };
+    if a.into.is_some() && runtime == Runtime::Runc && a.bundle.is_none() {
         Cli::command()
             .error(
                 clap::error::ErrorKind::MissingRequiredArgument,
@@ -85,7 +105,7 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
     }
     let target = a.into.map(|id| Target::Container {
         id,
-        runtime: a.runtime,
+        runtime,
         root: a.root,
         bundle: a.bundle,
     });
@@ -98,7 +118,7 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         file_locks: on(a.criu.file_locks),
         shell_job: on(a.criu.shell_job),
         console_socket: a.console_socket,
-        ..Default::default()
+        lazy: a.lazy,
     };
     let mut job = client.restore(&a.reference, &req, false).await?;
     if !a.no_wait {
@@ -202,6 +222,13 @@ pub async fn finish_checkpoint(
         );
         if no_wait {
             println!("job {} {}", out.job.id, out.job.state.as_str());
+        } else if !c.options.leave_running {
+            // Without --leave-running the target is gone now: say so, and how to get it back.
+            let what = match &c.target {
+                Target::Process { pid } => format!("pid {pid}"),
+                Target::Container { id, .. } => format!("container {id}"),
+            };
+            eprintln!("stopped {what}; restore it with: ckpt restore {}", c.name);
         }
     }
     Ok(())

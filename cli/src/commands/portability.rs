@@ -10,14 +10,34 @@ use crate::commands::checkpoints::job_failed;
 use crate::render::{job_outcome, print_json, target_text};
 use crate::table::human_bytes;
 
-/// Writes a checkpoint's archive to `output` (`-`: stdout), created 0600: it holds process memory.
-/// A failed export removes what it wrote.
+/// Writes a checkpoint's archive to `output` (`-`: stdout; none: `<name>.tar.zst` and the like
+/// in the current directory), created 0600: it holds process memory. A failed export removes
+/// what it wrote; an existing file is never overwritten by the default name.
 pub async fn export(
     client: &Client,
     reference: &str,
-    output: &str,
+    output: Option<&str>,
     compression: Compression,
 ) -> Result<(), ClientError> {
+    let default;
+    let output = match output {
+        Some(o) => o,
+        None => {
+            let name = client.checkpoint(reference).await?.name;
+            let ext = match compression {
+                Compression::Zstd => "tar.zst",
+                Compression::Gzip => "tar.gz",
+                Compression::None => "tar",
+            };
+            default = format!("{name}.{ext}");
+            if std::path::Path::new(&default).exists() {
+                return Err(ClientError::Io(format!(
+                    "{default} already exists; remove it or give -o FILE"
+                )));
+            }
+            &default
+        }
+    };
     if output == "-" {
         client
             .export(reference, compression, &mut tokio::io::stdout())

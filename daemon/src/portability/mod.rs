@@ -256,7 +256,15 @@ impl Portability {
     /// the checkpoint deletes the directory).
     pub async fn adopt(&self, caller: &Caller, req: AdoptRequest) -> Result<Checkpoint> {
         admin_only(caller, "adopt image directories")?;
-        let dir = validate::resolve_dir(&validate::checkpoint_dir(&req.dir)?)?;
+        let dir = validate::checkpoint_dir(&req.dir)?;
+        if !dir.exists() {
+            return Err(Error::target_unavailable(format!(
+                "there is no image directory at {}",
+                dir.display()
+            ))
+            .with_hint("give the directory that `criu dump -D`, `runc checkpoint --image-path` or Docker wrote"));
+        }
+        let dir = validate::resolve_dir(&dir)?;
         {
             use std::os::unix::fs::MetadataExt;
             let md = std::fs::metadata(&dir)
