@@ -69,6 +69,8 @@ pub struct FileConfig {
     pub job_timeout_secs: Option<u64>,
     pub restore_pid_wait_secs: Option<u64>,
     pub retention_interval_secs: Option<u64>,
+    /// How long a failed checkpoint (its row and CRIU's log) is kept before the timer removes it.
+    pub keep_failed_secs: Option<u64>,
     pub import_max_bytes: Option<u64>,
     pub docker_socket: Option<PathBuf>,
     pub docker_runc_root: Option<PathBuf>,
@@ -110,6 +112,8 @@ pub struct Config {
     pub restore_pid_wait: Duration,
     /// How often retention and expiry run (besides after each scheduled checkpoint).
     pub retention_interval: Duration,
+    /// How long failed checkpoints are kept.
+    pub keep_failed: Duration,
     /// Largest archive `POST /v1/checkpoints/import` accepts.
     pub import_max_bytes: u64,
     /// Docker's API socket (Docker container targets).
@@ -209,6 +213,7 @@ impl Config {
             job_timeout: Duration::from_secs(file.job_timeout_secs.unwrap_or(1800)),
             restore_pid_wait: Duration::from_secs(file.restore_pid_wait_secs.unwrap_or(10)),
             retention_interval: Duration::from_secs(file.retention_interval_secs.unwrap_or(60)),
+            keep_failed: Duration::from_secs(file.keep_failed_secs.unwrap_or(7 * 86400)),
             import_max_bytes: file.import_max_bytes.unwrap_or(64 << 30),
             docker_socket: file
                 .docker_socket

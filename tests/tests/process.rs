@@ -1095,3 +1095,92 @@ async fn concurrent_unnamed_checkpoints_all_get_a_name() {
     assert_eq!(names.len(), 4, "{names:?}");
     assert!(names.iter().all(|n| n.starts_with("python3-")), "{names:?}");
 }
+
+/// A failed checkpoint gives its name up: the retry its error suggests uses the same name. The
+/// failed one stays reachable by id, with CRIU's log under its id (in a custom checkpoint_dir
+/// too), until keep_failed_secs has passed.
+#[tokio::test]
+async fn a_failed_checkpoint_gives_its_name_up_and_is_cleaned_up_later() {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cfg.path(),
+        "keep_failed_secs = 3\nretention_interval_secs = 1\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
+    let t = Target::python(d.dir.path(), "web", 0, true);
+    let custom = d.dir.path().join("custom");
+    std::fs::create_dir(&custom).unwrap();
+    let body = |tcp: bool| {
+        json!({"target": {"kind": "process", "pid": t.pid}, "name": "web1", "leave_running": true,
+               "tcp_established": tcp, "checkpoint_dir": custom})
+    };
+    let failed = d
+        .client
+        .send_json(
+            hyper::Method::POST,
+            "/v1/checkpoints?wait=true",
+            &body(false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.status.as_u16(), 500, "{}", failed.text());
+    let failed: Value = failed.json().unwrap();
+    let hint = failed["error"]["details"]["hint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(hint.contains("tcp_established"), "{hint}");
+    let failed_cp = d
+        .client
+        .list_checkpoints(&ckptd_tests::q("status=failed"))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    assert_eq!(failed_cp.name, "web1");
+    let failed_dir = custom.join(failed_cp.id.to_string());
+    assert_eq!(failed_cp.dir, failed_dir.to_str().unwrap());
+    assert!(failed_dir.join("dump.log").is_file());
+    assert!(!custom.join("web1").exists());
+
+    // The retry, as the hint says, under the same name.
+    let ok = d
+        .client
+        .send_json(
+            hyper::Method::POST,
+            "/v1/checkpoints?wait=true",
+            &body(true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.status.as_u16(), 201, "{}", ok.text());
+    let by_name = d.client.checkpoint("web1").await.unwrap();
+    assert_eq!(by_name.status, CheckpointStatus::Ready);
+    assert_eq!(by_name.dir, custom.join("web1").to_str().unwrap());
+    let by_id = d
+        .client
+        .checkpoint(&failed_cp.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(by_id.status, CheckpointStatus::Failed);
+    // A name a ready checkpoint holds is still refused.
+    let taken = d
+        .client
+        .send_json(hyper::Method::POST, "/v1/checkpoints", &body(true))
+        .await
+        .unwrap();
+    assert_eq!(taken.status.as_u16(), 409, "{}", taken.text());
+
+    // keep_failed_secs later, the failed one and its log are gone; the ready one stays.
+    ckptd_tests::wait_until("the failed checkpoint to be cleaned up", || {
+        !failed_dir.exists()
+    });
+    let left = d
+        .client
+        .list_checkpoints(&ckptd_tests::q(""))
+        .await
+        .unwrap();
+    assert_eq!(left.items.len(), 1);
+    assert_eq!(left.items[0].status, CheckpointStatus::Ready);
+}

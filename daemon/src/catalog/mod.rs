@@ -399,7 +399,7 @@ impl Catalog {
     pub async fn update_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
         sqlx::query(
             "UPDATE checkpoints SET status = ?, completed_at = ?, size_bytes = ?, criu_version = ?, \
-             stats = ?, error = ?, container = ?, criu_config = ? WHERE id = ?",
+             stats = ?, error = ?, container = ?, criu_config = ?, dir = ? WHERE id = ?",
         )
         .bind(cp.status.as_str())
         .bind(cp.completed_at.as_ref().map(ts))
@@ -409,6 +409,7 @@ impl Catalog {
         .bind(cp.error.as_ref().map(to_json))
         .bind(cp.container.as_ref().map(to_json))
         .bind(&cp.criu_config)
+        .bind(&cp.dir)
         .bind(cp.id.to_string())
         .execute(&self.pool)
         .await?;
@@ -454,16 +455,21 @@ impl Catalog {
 
     /// A checkpoint by id or by name.
     pub async fn checkpoint(&self, reference: &str) -> Result<Option<Checkpoint>> {
-        let row = sqlx::query("SELECT * FROM checkpoints WHERE id = ? OR name = ? LIMIT 1")
-            .bind(reference)
-            .bind(reference)
-            .fetch_optional(&self.pool)
-            .await?;
+        // A name is held by at most one checkpoint that did not fail; failed ones keep theirs
+        // (migration 0005): a name finds the live one, else the newest failed one.
+        let row = sqlx::query(
+            "SELECT * FROM checkpoints WHERE id = ? OR name = ? \
+             ORDER BY status = 'failed', seq DESC LIMIT 1",
+        )
+        .bind(reference)
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(checkpoint_from_row).transpose()
     }
 
     pub async fn name_exists(&self, name: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM checkpoints WHERE name = ?")
+        let row = sqlx::query("SELECT 1 FROM checkpoints WHERE name = ? AND status <> 'failed'")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -532,12 +538,19 @@ impl Catalog {
     }
 
     /// Checkpoints whose expiry has passed and whose job has ended, oldest first.
-    pub async fn expired_checkpoints(&self, now: &DateTime<Utc>) -> Result<Vec<Checkpoint>> {
+    /// Checkpoints past their expiry, and failed ones that ended before `failed_before`.
+    pub async fn expired_checkpoints(
+        &self,
+        now: &DateTime<Utc>,
+        failed_before: &DateTime<Utc>,
+    ) -> Result<Vec<Checkpoint>> {
         let rows = sqlx::query(
-            "SELECT * FROM checkpoints WHERE expires_at IS NOT NULL AND expires_at <= ? \
+            "SELECT * FROM checkpoints WHERE ((expires_at IS NOT NULL AND expires_at <= ?) \
+             OR (status = 'failed' AND completed_at <= ?)) \
              AND status NOT IN ('pending', 'running') ORDER BY seq",
         )
         .bind(ts(now))
+        .bind(ts(failed_before))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(checkpoint_from_row).collect()

@@ -174,6 +174,22 @@ pub fn hint(log: &str) -> Option<Hint> {
             None,
         ));
     }
+    if has("Don't have tty to inherit session from") {
+        // Retrying with shell_job would not help: it had it.
+        return Some(plain(
+            "the tree was checkpointed attached to a terminal (shell_job), and a restore through \
+             ckptd has no terminal to give back to it: start such a process detached (setsid, \
+             stdio redirected away from the terminal) before checkpointing it, or restore it by \
+             hand from a terminal with criu restore --shell-job"
+                .into(),
+        ));
+    }
+    if let Some((file, now, was)) = changed_size(&errors) {
+        return Some(plain(format!(
+            "the file {file} changed since the checkpoint ({now} bytes now, {was} then); CRIU \
+             reopens files as they were: put the file back as it was, or take a new checkpoint"
+        )));
+    }
     if has("tty") && (has("shell-job") || has("Can't dump") || has("tty:")) {
         return Some(retry(
             CriuOption::ShellJob,
@@ -208,8 +224,8 @@ pub fn hint(log: &str) -> Option<Hint> {
     }
     if let Some(pid) = pid_in_use(&errors) {
         return Some(plain(format!(
-            "pid {pid} is in use by another process; stop it first (or restore into a container, \
-             which has its own pid namespace)"
+            "pid {pid} is in use by another process, and a restore in place needs the tree's own \
+             pids: stop that process (or wait until the original has exited), then restore again"
         )));
     }
     if has("iptables") || has("nft") && has("lock") || has("Can't lock network") {
@@ -249,6 +265,17 @@ pub fn hint(log: &str) -> Option<Hint> {
         ));
     }
     None
+}
+
+/// "File tmp/x has bad size 32 (expect 23)": the file, its size now and at the checkpoint.
+fn changed_size(errors: &[&str]) -> Option<(String, u64, u64)> {
+    errors.iter().find_map(|l| {
+        let rest = l.split("File ").nth(1)?;
+        let (file, rest) = rest.split_once(" has bad size ")?;
+        let (now, rest) = rest.split_once(" (expect ")?;
+        let was = rest.split(')').next()?;
+        Some((format!("/{file}"), now.parse().ok()?, was.parse().ok()?))
+    })
 }
 
 fn plain(text: String) -> Hint {
@@ -320,6 +347,28 @@ mod tests {
         .unwrap();
         let e = full_disk(failed("exit status: 1"), d.path());
         assert_eq!(e.kind, ErrorKind::InsufficientStorage, "{e:?}");
+    }
+
+    #[test]
+    fn a_changed_file_and_a_lost_terminal_get_their_own_hints() {
+        let log = "(00.01) 12: Error (criu/files-reg.c:2120): File tmp/data.txt has bad size 32 (expect 23)\n";
+        let h = hint(log).unwrap().api_text();
+        assert!(
+            h.contains("/tmp/data.txt changed since the checkpoint (32 bytes now, 23 then)"),
+            "{h}"
+        );
+        let log = "(00.01) Error (criu/tty.c:1015): tty: Don't have tty to inherit session from, aborting\n";
+        let h = hint(log).unwrap().api_text();
+        assert!(
+            h.contains("no terminal to give back") && !h.contains("retry"),
+            "{h}"
+        );
+        let log = "(00.01) Error (criu/cr-restore.c:1237): Can't fork for 4242: File exists\n";
+        let h = hint(log).unwrap().api_text();
+        assert!(
+            h.contains("pid 4242 is in use") && !h.contains("container"),
+            "{h}"
+        );
     }
 
     #[test]

@@ -91,8 +91,11 @@ async fn app() -> (tempfile::TempDir, Router) {
         queue_capacity: 4,
         unknown_dirs: vec![],
     });
-    let schedules =
-        crate::schedules::Schedules::new(service.clone(), std::time::Duration::from_secs(60));
+    let schedules = crate::schedules::Schedules::new(
+        service.clone(),
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(7 * 86400),
+    );
     let app = router(AppState {
         portability: crate::portability::Portability::new(service.clone()),
         service,

@@ -53,6 +53,8 @@ struct Inner {
     interval: Duration,
     /// One retention or expiry pass at a time.
     pass: tokio::sync::Mutex<()>,
+    /// How long a failed checkpoint (its row and CRIU's log) is kept.
+    keep_failed: Duration,
 }
 
 fn not_found(reference: &str) -> Error {
@@ -61,13 +63,14 @@ fn not_found(reference: &str) -> Error {
 }
 
 impl Schedules {
-    pub fn new(jobs: Service, interval: Duration) -> Schedules {
+    pub fn new(jobs: Service, interval: Duration, keep_failed: Duration) -> Schedules {
         Schedules {
             inner: Arc::new(Inner {
                 jobs,
                 changed: Notify::new(),
                 interval,
                 pass: tokio::sync::Mutex::new(()),
+                keep_failed,
             }),
         }
     }
@@ -427,9 +430,19 @@ impl Schedules {
     }
 
     /// Deletes checkpoints whose expiry has passed, except the newest ready checkpoint of each
-    /// schedule (a schedule whose runs keep failing must not end up with nothing).
+    /// schedule (a schedule whose runs keep failing must not end up with nothing), and failed
+    /// checkpoints older than `keep_failed_secs`.
     async fn expire(&self) -> Result<usize> {
-        let expired = self.catalog().expired_checkpoints(&catalog::now()).await?;
+        let now = catalog::now();
+        let keep =
+            chrono::TimeDelta::from_std(self.inner.keep_failed).unwrap_or(chrono::TimeDelta::MAX);
+        let failed_before = now
+            .checked_sub_signed(keep)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let expired = self
+            .catalog()
+            .expired_checkpoints(&now, &failed_before)
+            .await?;
         if expired.is_empty() {
             return Ok(0);
         }
@@ -447,7 +460,10 @@ impl Schedules {
         }
         let mut n = 0;
         for cp in expired.into_iter().filter(|c| !protected.contains(&c.id)) {
-            let why = format!("expired (expires_at {:?})", cp.expires_at);
+            let why = match cp.expires_at {
+                Some(at) if at <= now => format!("expired (expires_at {at:?})"),
+                _ => "a failed checkpoint past keep_failed_secs".to_owned(),
+            };
             n += usize::from(self.remove(cp.id, &cp.name, &why).await);
         }
         Ok(n)

@@ -142,7 +142,7 @@ pub fn owner_account(uid: u32) -> Result<Option<crate::auth::Account>> {
 }
 
 /// An error about files reached through `anchor`, told with the paths the user knows.
-pub fn real_paths(mut e: Error, anchor: &crate::sys::AnchoredDir) -> Error {
+pub fn real_paths(e: Error, anchor: &crate::sys::AnchoredDir) -> Error {
     let held = anchor.parent().display().to_string();
     let real = anchor
         .real()
@@ -150,16 +150,21 @@ pub fn real_paths(mut e: Error, anchor: &crate::sys::AnchoredDir) -> Error {
         .unwrap_or(Path::new("/"))
         .display()
         .to_string();
-    fn fix(v: &mut serde_json::Value, held: &str, real: &str) {
+    replace_paths(e, &held, &real)
+}
+
+/// An error whose message and details name `from`, told with `to` instead.
+pub fn replace_paths(mut e: Error, from: &str, to: &str) -> Error {
+    fn fix(v: &mut serde_json::Value, from: &str, to: &str) {
         match v {
-            serde_json::Value::String(s) => *s = s.replace(held, real),
-            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| fix(v, held, real)),
-            serde_json::Value::Object(o) => o.values_mut().for_each(|v| fix(v, held, real)),
+            serde_json::Value::String(s) => *s = s.replace(from, to),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| fix(v, from, to)),
+            serde_json::Value::Object(o) => o.values_mut().for_each(|v| fix(v, from, to)),
             _ => {}
         }
     }
-    e.message = e.message.replace(&held, &real);
-    e.details.values_mut().for_each(|v| fix(v, &held, &real));
+    e.message = e.message.replace(from, to);
+    e.details.values_mut().for_each(|v| fix(v, from, to));
     e
 }
 

@@ -138,6 +138,31 @@ impl Inner {
     }
 }
 
+/// A failed dump in a custom `checkpoint_dir` leaves CRIU's log in `<dir>/<name>`; it moves to
+/// `<dir>/<id>` so that the name is free for the retry the error suggests (a failed checkpoint
+/// gives its name up). In ckptd's own storage the directory is named by the id already.
+/// The error then names the new directory.
+pub(super) fn file_failed_under_id(cp: &mut Checkpoint, e: Error) -> Error {
+    let id = cp.id.to_string();
+    let Ok(anchor) = anchor(cp) else { return e };
+    if Path::new(&cp.dir)
+        .file_name()
+        .is_some_and(|n| n == id.as_str())
+    {
+        return e;
+    }
+    let (Some(parent), true) = (
+        Path::new(&cp.dir).parent(),
+        std::fs::rename(anchor.path(), anchor.sibling(&id)).is_ok(),
+    ) else {
+        return e;
+    };
+    let moved = parent.join(&id).display().to_string();
+    let e = replace_paths(e, &cp.dir, &moved);
+    cp.dir = moved;
+    e
+}
+
 /// Writes a dump's outcome onto its checkpoint.
 pub(super) fn record_taken(cp: &mut Checkpoint, result: &Result<Taken>) {
     cp.completed_at = Some(catalog::now());

@@ -202,7 +202,10 @@ impl Inner {
             JobKind::Checkpoint => {
                 cp.status = CheckpointStatus::Running;
                 self.catalog.update_checkpoint(&cp).await?;
-                let result = self.take_checkpoint(&cp, stop).await;
+                let result = self
+                    .take_checkpoint(&cp, stop)
+                    .await
+                    .map_err(|e| publish::file_failed_under_id(&mut cp, e));
                 record_taken(&mut cp, &result);
                 self.catalog.update_checkpoint(&cp).await?;
                 result.map(|_| None)
