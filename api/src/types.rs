@@ -322,6 +322,10 @@ pub struct JobProgress {
 /// the object it is about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// The event's place in the daemon's sequence (also its SSE `id:`): a client that reconnects
+    /// with `Last-Event-ID` gets every event after it that the daemon still holds.
+    #[serde(default)]
+    pub id: u64,
     #[serde(rename = "type")]
     pub kind: String,
     pub time: DateTime<Utc>,

@@ -2,25 +2,40 @@
 //! Prometheus metrics (`/metrics`). Workers publish without ever waiting: events go to a bounded
 //! broadcast channel (a consumer that falls behind is dropped), metrics are atomics.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ckptd_api::{Checkpoint, Event, Job, Schedule};
 use tokio::sync::broadcast;
 
-/// Events buffered per subscriber before it counts as too slow and is dropped.
+/// Events buffered per subscriber before it counts as too slow and is dropped; also how many
+/// recent events are held for clients that reconnect with `Last-Event-ID`.
 pub const EVENT_BUFFER: usize = 1024;
 
 #[derive(Clone)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
+    /// The last `EVENT_BUFFER` events and the next id; sending and subscribing take this lock,
+    /// so a backlog and the live stream after it neither overlap nor leave a gap.
+    held: Arc<Mutex<(VecDeque<Event>, u64)>>,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(EVENT_BUFFER).0,
+            held: Arc::new(Mutex::new((VecDeque::with_capacity(EVENT_BUFFER), 1))),
         }
     }
+}
+
+/// What a subscriber gets: the held events after the id it had seen, then the live stream.
+pub struct Subscription {
+    pub backlog: Vec<Event>,
+    /// Events after the id it had seen that are no longer held (it reconnected too late).
+    pub missed: u64,
+    pub live: broadcast::Receiver<Event>,
 }
 
 impl Events {
@@ -40,17 +55,46 @@ impl Events {
         checkpoint: Option<Checkpoint>,
         schedule: Option<Schedule>,
     ) {
-        // No subscriber is not an error; a full buffer drops the slow subscriber, not the event.
-        let _ = self.tx.send(Event {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let ev = Event {
+            id: held.1,
             kind: kind.to_owned(),
             time: crate::catalog::now(),
             job,
             checkpoint,
             schedule,
-        });
+        };
+        held.1 += 1;
+        if held.0.len() == EVENT_BUFFER {
+            held.0.pop_front();
+        }
+        held.0.push_back(ev.clone());
+        // No subscriber is not an error; a full buffer drops the slow subscriber, not the event.
+        let _ = self.tx.send(ev);
     }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+
+    /// The live stream, after the held events newer than `after` (a client's `Last-Event-ID`).
+    pub fn subscribe_after(&self, after: Option<u64>) -> Subscription {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.tx.subscribe();
+        let Some(after) = after else {
+            return Subscription {
+                backlog: Vec::new(),
+                missed: 0,
+                live,
+            };
+        };
+        let backlog: Vec<Event> = held.0.iter().filter(|e| e.id > after).cloned().collect();
+        let oldest = held.0.front().map_or(held.1, |e| e.id);
+        Subscription {
+            backlog,
+            missed: oldest.saturating_sub(after + 1),
+            live,
+        }
     }
 }
 
@@ -230,6 +274,38 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconnecting_subscriber_gets_what_it_missed_once() {
+        let ev = Events::default();
+        let cp = |n: &str| ckptd_api::Schedule {
+            name: n.into(),
+            ..serde_json::from_value(serde_json::json!({
+                "id": "00000000-0000-0000-0000-000000000000", "name": "x",
+                "target": {"kind": "process", "pid": 1}, "cron": "@hourly",
+                "effective_cron": "0 * * * *", "enabled": true, "options": {},
+                "retention": {}, "owner_uid": 0, "created_at": "2026-01-01T00:00:00Z",
+                "updated_at": "2026-01-01T00:00:00Z", "next_run_at": null, "last_run": null
+            }))
+            .unwrap()
+        };
+        ev.schedule("schedule.created", &cp("a"));
+        ev.schedule("schedule.created", &cp("b"));
+        let mut first = ev.subscribe_after(None);
+        assert!(first.backlog.is_empty());
+        ev.schedule("schedule.created", &cp("c"));
+        assert_eq!(first.live.try_recv().unwrap().id, 3);
+        let again = ev.subscribe_after(Some(1));
+        let ids: Vec<u64> = again.backlog.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [2, 3]);
+        assert_eq!(again.missed, 0);
+        for _ in 0..EVENT_BUFFER {
+            ev.schedule("schedule.updated", &cp("c"));
+        }
+        let late = ev.subscribe_after(Some(1));
+        assert_eq!(late.backlog.len(), EVENT_BUFFER);
+        assert_eq!(late.missed, 2);
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

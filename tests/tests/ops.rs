@@ -253,6 +253,47 @@ async fn an_event_stream_client_sees_a_job_succeed() {
     assert!(events.iter().all(|e| e["time"].is_string()));
     assert_eq!(events[3]["job"]["id"], created.job.id.to_string());
     assert_eq!(events[4]["checkpoint"]["status"], "ready");
+    // Each event carries its SSE id, the same as its "id", in sequence.
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|i| i.trim().parse().unwrap())
+        .collect();
+    let data_ids: Vec<u64> = events.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, data_ids);
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+
+    // A client that reconnects with Last-Event-ID gets what happened while it was away, once.
+    let last = ids[1];
+    let t2 = Target::python(d.dir.path(), "sse2", 0, false);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: t2.pid }),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let again = Command::new("curl")
+        .args(["-sN", "--max-time", "2", "-H"])
+        .arg(format!("Last-Event-ID: {last}"))
+        .arg("--unix-socket")
+        .arg(&d.socket)
+        .arg("http://ckptd/v1/events")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&again.stdout);
+    let replayed: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|i| i.trim().parse().unwrap())
+        .collect();
+    let expected: Vec<u64> = (last + 1..=last + 8).collect();
+    assert_eq!(replayed, expected, "{text}");
 }
 
 #[tokio::test]

@@ -402,6 +402,7 @@ pub async fn metrics(State(s): State<AppState>) -> Result<Response> {
 pub async fn events(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
+    headers: axum::http::HeaderMap,
 ) -> axum::response::sse::Sse<
     impl futures_util::Stream<
         Item = std::result::Result<axum::response::sse::Event, std::convert::Infallible>,
@@ -409,10 +410,42 @@ pub async fn events(
 > {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    let rx = s.service.events().subscribe();
+    // A client that reconnects says the last event it saw; it gets every held one after it.
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let sub = s.service.events().subscribe_after(after);
+    let visible = move |ev: &ckptd_api::Event| {
+        let owner = ev
+            .job
+            .as_ref()
+            .map(|j| j.owner_uid)
+            .or(ev.checkpoint.as_ref().map(|c| c.owner_uid))
+            .or(ev.schedule.as_ref().map(|s| s.owner_uid))
+            .unwrap_or(0);
+        caller.can_see(owner)
+    };
+    let sse = |ev: &ckptd_api::Event| {
+        let data = serde_json::to_string(ev).expect("events serialize");
+        SseEvent::default().id(ev.id.to_string()).data(data)
+    };
+    let backlog: Vec<_> = sub
+        .backlog
+        .iter()
+        .filter(|e| visible(e))
+        .map(|e| Ok(sse(e)))
+        .collect();
+    let missed = (sub.missed > 0).then(|| {
+        Ok(SseEvent::default().comment(format!(
+            "{} events after the given Last-Event-ID are no longer held",
+            sub.missed
+        )))
+    });
     let stopping = s.service.stopping();
-    let stream =
-        futures_util::stream::unfold((rx, stopping), move |(mut rx, mut stopping)| async move {
+    let stream = futures_util::stream::unfold(
+        (sub.live, stopping),
+        move |(mut rx, mut stopping)| async move {
             loop {
                 let next = tokio::select! {
                     r = rx.recv() => r,
@@ -420,18 +453,10 @@ pub async fn events(
                 };
                 match next {
                     Ok(ev) => {
-                        let owner = ev
-                            .job
-                            .as_ref()
-                            .map(|j| j.owner_uid)
-                            .or(ev.checkpoint.as_ref().map(|c| c.owner_uid))
-                            .or(ev.schedule.as_ref().map(|s| s.owner_uid))
-                            .unwrap_or(0);
-                        if !caller.can_see(owner) {
+                        if !visible(&ev) {
                             continue;
                         }
-                        let data = serde_json::to_string(&ev).expect("events serialize");
-                        return Some((Ok(SseEvent::default().data(data)), (rx, stopping)));
+                        return Some((Ok(sse(&ev)), (rx, stopping)));
                     }
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(
@@ -443,10 +468,13 @@ pub async fn events(
                     Err(RecvError::Closed) => return None,
                 }
             }
-        });
+        },
+    );
     // A first comment tells the client it is subscribed: every event from here on reaches it.
     let hello = futures_util::stream::once(async { Ok(SseEvent::default().comment("connected")) });
-    Sse::new(futures_util::StreamExt::chain(hello, stream)).keep_alive(
+    let first = futures_util::stream::iter(missed.into_iter().chain(backlog));
+    let all = futures_util::StreamExt::chain(hello, futures_util::StreamExt::chain(first, stream));
+    Sse::new(all).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))
             .text("keep-alive"),
