@@ -22,7 +22,7 @@ trap 'rc=$?; [ $rc -ne 0 ] && printf "\nsetup FAILED at step \"%s\" (exit %s); s
 APT_PKGS=(runc iptables busybox-static pkg-config
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev libnet1-dev
   libcap-dev libbsd-dev libnftables-dev libgnutls28-dev uuid-dev
-  python3 python3-venv curl procps util-linux gcc libc6-dev make docker.io jq zstd)
+  python3 python3-venv curl procps util-linux gcc libc6-dev make docker.io jq zstd tmux)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

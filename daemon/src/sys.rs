@@ -18,6 +18,8 @@ pub struct ProcStat {
     /// Process group id.
     pub pgrp: i32,
     pub flags: u64,
+    /// The controlling terminal's device number (0: none).
+    pub tty_nr: i32,
 }
 
 const PF_KTHREAD: u64 = 0x0020_0000;
@@ -46,6 +48,7 @@ impl From<procfs::process::Stat> for ProcStat {
             ppid: st.ppid,
             pgrp: st.pgrp,
             flags: u64::from(st.flags),
+            tty_nr: st.tty_nr,
         }
     }
 }

@@ -287,3 +287,115 @@ async fn ckpt_container_checkpoint_and_restore_into_a_new_container() {
         Some(2)
     );
 }
+
+/// A process started from a terminal (a tmux pane) is refused at checkpoint time with why and
+/// what to do, in the CLI: a checkpoint of it could not be restored through ckptd.
+#[tokio::test]
+async fn a_process_on_a_terminal_is_refused_with_what_to_do() {
+    let d = Daemon::start().await;
+    let session = unique_id("ckt");
+    let st = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "sleep 600"])
+        .status()
+        .expect("tmux (make setup installs it)");
+    assert!(st.success());
+    let out = Command::new("tmux")
+        .args(["list-panes", "-t", &session, "-F", "#{pane_pid}"])
+        .output()
+        .unwrap();
+    let pid = text(&out.stdout).trim().to_owned();
+    let out = ckpt(&d, &["create", &pid, "--shell-job"]);
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("has a controlling terminal"), "{err}");
+    assert!(err.contains("setsid -f"), "{err}");
+    assert!(
+        d.client
+            .list_checkpoints(&ckptd_tests::q(""))
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "a checkpoint was created"
+    );
+}
+
+/// What a newcomer meets: output piped into head, several rm at once, export without -o,
+/// ls -q, and what create says when it stops the target.
+#[tokio::test]
+async fn everyday_cli_behaviour() {
+    let d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "everyday", 0, false);
+    let pid = t.pid.to_string();
+    let out = ckpt(&d, &["create", &pid, "keep", "--leave-running"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    let out = ckpt(&d, &["create", &pid, "stopping"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!("stopped pid {pid}; restore it with: ckpt restore stopping")
+    );
+
+    // ls -q: the names, nothing else.
+    let out = ckpt(&d, &["ls", "-q"]);
+    assert_eq!(text(&out.stdout), "stopping\nkeep\n");
+
+    // Piped into a reader that stops early: no panic, ended by SIGPIPE like any Unix tool.
+    let sh = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} --socket {} logs keep | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            workspace_binary("ckpt").display(),
+            d.socket.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        !text(&sh.stderr).contains("panicked"),
+        "{}",
+        text(&sh.stderr)
+    );
+    assert!(
+        ["0", "141"].contains(&text(&sh.stdout).trim()),
+        "{}",
+        text(&sh.stdout)
+    );
+
+    // rm: each failure once, the others still removed, exit 1.
+    let out = ckpt(&d, &["rm", "nope", "keep"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "keep\n");
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("no checkpoint").count(), 1, "{err}");
+
+    // export without -o: NAME.tar.zst in the current directory, 0600; never over a file.
+    let work = tempfile::tempdir().unwrap();
+    let export = |args: &[&str]| {
+        Command::new(workspace_binary("ckpt"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .current_dir(work.path())
+            .output()
+            .unwrap()
+    };
+    let out = export(&["export", "stopping"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = work.path().join("stopping.tar.zst");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let out = export(&["export", "stopping"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+}

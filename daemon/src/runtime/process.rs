@@ -515,5 +515,23 @@ pub fn check_process(pid: i32) -> Result<()> {
             st.comm
         )));
     }
+    // A tree attached to a terminal dumps only with shell_job, and then no restore through
+    // ckptd can give it a terminal back (CRIU: "Don't have tty to inherit session from"): refuse
+    // now rather than take a checkpoint that nothing can restore.
+    if let Some(t) = sys::process_tree(pid)
+        .into_iter()
+        .filter_map(sys::proc_stat)
+        .find(|s| s.tty_nr != 0)
+    {
+        return Err(Error::target_unavailable(format!(
+            "pid {} ({}) has a controlling terminal; a checkpoint of it could not be restored, \
+             since a restore through ckptd has no terminal to give back to it",
+            t.pid, t.comm
+        ))
+        .with_hint(
+            "start the program detached from the terminal, in a session of its own and with its \
+             stdio redirected (setsid -f PROGRAM </dev/null >LOG 2>&1), then checkpoint that",
+        ));
+    }
     Ok(())
 }
