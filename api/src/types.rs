@@ -644,6 +644,13 @@ pub struct Schedule {
     pub last_run: Option<ScheduleRun>,
     #[serde(default)]
     pub owner_uid: u32,
+    /// Failed runs in a row (a refused run or a failed job); a success resets it.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// Why ckptd disabled the schedule (after `schedule_max_failures` failed runs in a row);
+    /// enabling it again clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
 }
 
 /// Body of `POST /v1/schedules`.

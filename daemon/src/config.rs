@@ -71,6 +71,8 @@ pub struct FileConfig {
     pub retention_interval_secs: Option<u64>,
     /// How long a failed checkpoint (its row and CRIU's log) is kept before the timer removes it.
     pub keep_failed_secs: Option<u64>,
+    /// Failed runs in a row after which a schedule is disabled (0: never).
+    pub schedule_max_failures: Option<u32>,
     pub import_max_bytes: Option<u64>,
     pub docker_socket: Option<PathBuf>,
     pub docker_runc_root: Option<PathBuf>,
@@ -114,6 +116,8 @@ pub struct Config {
     pub retention_interval: Duration,
     /// How long failed checkpoints are kept.
     pub keep_failed: Duration,
+    /// Failed runs in a row after which a schedule is disabled (0: never).
+    pub schedule_max_failures: u32,
     /// Largest archive `POST /v1/checkpoints/import` accepts.
     pub import_max_bytes: u64,
     /// Docker's API socket (Docker container targets).
@@ -214,6 +218,7 @@ impl Config {
             restore_pid_wait: Duration::from_secs(file.restore_pid_wait_secs.unwrap_or(10)),
             retention_interval: Duration::from_secs(file.retention_interval_secs.unwrap_or(60)),
             keep_failed: Duration::from_secs(file.keep_failed_secs.unwrap_or(7 * 86400)),
+            schedule_max_failures: file.schedule_max_failures.unwrap_or(5),
             import_max_bytes: file.import_max_bytes.unwrap_or(64 << 30),
             docker_socket: file
                 .docker_socket

@@ -115,8 +115,12 @@ pub async fn run(
     }
     runtime::docker::recover_runc_conf();
     service.start(cfg.workers);
-    let schedules =
-        schedules::Schedules::new(service.clone(), cfg.retention_interval, cfg.keep_failed);
+    let schedules = schedules::Schedules::new(
+        service.clone(),
+        cfg.retention_interval,
+        cfg.keep_failed,
+        cfg.schedule_max_failures,
+    );
     let clock = schedules.start(service.stopping());
 
     // A socket systemd passed is systemd's to remove; one we bound is ours.

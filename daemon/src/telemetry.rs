@@ -184,6 +184,8 @@ pub struct Metrics {
     pub restore_seconds: Histogram,
     pub frozen_seconds: Histogram,
     pub bytes_written: AtomicU64,
+    /// Schedules ckptd disabled after too many failed runs in a row.
+    pub schedules_disabled: AtomicU64,
 }
 
 /// Numbers read at scrape time.
@@ -234,6 +236,13 @@ impl Metrics {
             "Bytes of checkpoint images made durable.",
             "counter",
             self.bytes_written.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "ckptd_schedules_disabled_total",
+            "Schedules disabled by ckptd after schedule_max_failures failed runs in a row.",
+            "counter",
+            self.schedules_disabled.load(Ordering::Relaxed).to_string(),
         );
         gauge(
             &mut out,

@@ -426,3 +426,125 @@ async fn checkpoints_expire_and_schedules_are_checked() {
         "the newest ready checkpoint of a schedule stays"
     );
 }
+
+/// A schedule whose target has died stops failing every slot: after schedule_max_failures
+/// failed runs in a row it is disabled, with why, an event and a metric; enabling it again
+/// starts the count afresh.
+#[tokio::test]
+async fn a_schedule_that_keeps_failing_is_disabled_and_says_why() {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "schedule_max_failures = 3\n").unwrap();
+    let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
+    let mut t = Target::python(d.dir.path(), "dying", 0, false);
+    d.client
+        .create_schedule(&schedule(
+            "dying",
+            t.pid,
+            "* * * * * *",
+            Retention::default(),
+        ))
+        .await
+        .unwrap();
+    let client = d.client.clone();
+    let events = tokio::spawn(async move {
+        let mut seen = None;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.events(|_, data| {
+                let ev: serde_json::Value = serde_json::from_str(data).unwrap();
+                if ev["type"] == "schedule.disabled" {
+                    seen = Some(ev);
+                    return false;
+                }
+                true
+            }),
+        )
+        .await;
+        seen
+    });
+    ckptd_tests::signal(t.pid, libc::SIGKILL);
+    t.reap();
+    let ev = events.await.unwrap().expect("a schedule.disabled event");
+    assert_eq!(ev["schedule"]["name"], "dying");
+    let s = d.client.schedule("dying").await.unwrap();
+    assert!(!s.enabled);
+    assert_eq!(s.consecutive_failures, 3);
+    assert!(s.next_run_at.is_none());
+    let why = s.disabled_reason.expect("disabled_reason");
+    assert!(why.contains("after 3 failed runs in a row"), "{why}");
+    assert!(
+        why.contains(&t.pid.to_string()),
+        "the last error names the pid: {why}"
+    );
+    // No run after it was disabled.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        d.client
+            .schedule("dying")
+            .await
+            .unwrap()
+            .consecutive_failures,
+        3
+    );
+    let metrics = d.client.get("/metrics").await.unwrap().text();
+    assert!(
+        metrics.contains("\nckptd_schedules_disabled_total 1\n"),
+        "{metrics}"
+    );
+    let again = d
+        .client
+        .update_schedule(
+            "dying",
+            &UpdateSchedule {
+                enabled: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(again.enabled);
+    assert_eq!(again.consecutive_failures, 0);
+    assert!(again.disabled_reason.is_none());
+}
+
+/// A schedule made again under a deleted one's name does not prune the old one's checkpoints.
+#[tokio::test]
+async fn a_new_schedule_with_an_old_name_does_not_inherit_its_checkpoints() {
+    let d = daemon_with_interval(3600).await;
+    let t = Target::python(d.dir.path(), "reborn", 0, false);
+    let keep_one = Retention {
+        keep_last: Some(1),
+        ..Default::default()
+    };
+    d.client
+        .create_schedule(&schedule("reborn", t.pid, "@yearly", keep_one.clone()))
+        .await
+        .unwrap();
+    let old = d
+        .client
+        .run_schedule("reborn", true)
+        .await
+        .unwrap()
+        .checkpoint;
+    d.client.delete_schedule("reborn").await.unwrap();
+    d.client
+        .create_schedule(&schedule("reborn", t.pid, "@yearly", keep_one))
+        .await
+        .unwrap();
+    d.client.run_schedule("reborn", true).await.unwrap();
+    d.client.run_schedule("reborn", true).await.unwrap();
+    let plan = d.client.retention_plan("reborn").await.unwrap();
+    assert!(
+        plan.keep
+            .iter()
+            .chain(&plan.prune)
+            .all(|i| i.checkpoint_id != old.id),
+        "{plan:#?}"
+    );
+    assert!(d.client.checkpoint(&old.id.to_string()).await.is_ok());
+    assert_eq!(
+        labelled(&d, "reborn").await.len(),
+        2,
+        "the old one and the newest new one"
+    );
+}

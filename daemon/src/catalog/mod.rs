@@ -159,6 +159,8 @@ pub struct ScheduleRow {
     pub anchor_at: DateTime<Utc>,
     pub last_run: Option<ckptd_api::ScheduleRun>,
     pub owner_uid: u32,
+    pub consecutive_failures: u32,
+    pub disabled_reason: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -175,6 +177,8 @@ struct StoredSchedule {
     anchor_at: String,
     last_run: Option<Json<ckptd_api::ScheduleRun>>,
     owner_uid: i64,
+    consecutive_failures: i64,
+    disabled_reason: Option<String>,
 }
 
 fn schedule_from_row(row: &SqliteRow) -> Result<ScheduleRow> {
@@ -192,6 +196,8 @@ fn schedule_from_row(row: &SqliteRow) -> Result<ScheduleRow> {
         anchor_at: parse_ts(&r.anchor_at)?,
         last_run: r.last_run.map(|j| j.0),
         owner_uid: r.owner_uid as u32,
+        consecutive_failures: r.consecutive_failures.max(0) as u32,
+        disabled_reason: r.disabled_reason,
     })
 }
 
@@ -578,8 +584,8 @@ impl Catalog {
     pub async fn insert_schedule(&self, s: &ScheduleRow) -> Result<()> {
         let res = sqlx::query(
             "INSERT INTO schedules (id, name, target, cron, options, retention, enabled, \
-             created_at, updated_at, anchor_at, last_run, owner_uid) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, updated_at, anchor_at, last_run, owner_uid, consecutive_failures, \
+             disabled_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.to_string())
         .bind(&s.name)
@@ -593,6 +599,8 @@ impl Catalog {
         .bind(ts(&s.anchor_at))
         .bind(s.last_run.as_ref().map(to_json))
         .bind(i64::from(s.owner_uid))
+        .bind(i64::from(s.consecutive_failures))
+        .bind(&s.disabled_reason)
         .execute(&self.pool)
         .await;
         match res {
@@ -609,7 +617,8 @@ impl Catalog {
     pub async fn update_schedule(&self, s: &ScheduleRow) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE schedules SET target = ?, cron = ?, options = ?, retention = ?, enabled = ?, \
-             updated_at = ?, anchor_at = ?, last_run = ? WHERE id = ?",
+             updated_at = ?, anchor_at = ?, last_run = ?, consecutive_failures = ?, \
+             disabled_reason = ? WHERE id = ?",
         )
         .bind(to_json(&s.target))
         .bind(&s.cron)
@@ -619,6 +628,8 @@ impl Catalog {
         .bind(ts(&s.updated_at))
         .bind(ts(&s.anchor_at))
         .bind(s.last_run.as_ref().map(to_json))
+        .bind(i64::from(s.consecutive_failures))
+        .bind(&s.disabled_reason)
         .bind(s.id.to_string())
         .execute(&self.pool)
         .await?;

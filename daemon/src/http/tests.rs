@@ -95,6 +95,7 @@ async fn app() -> (tempfile::TempDir, Router) {
         service.clone(),
         std::time::Duration::from_secs(60),
         std::time::Duration::from_secs(7 * 86400),
+        5,
     );
     let app = router(AppState {
         portability: crate::portability::Portability::new(service.clone()),

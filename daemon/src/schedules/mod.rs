@@ -55,6 +55,8 @@ struct Inner {
     pass: tokio::sync::Mutex<()>,
     /// How long a failed checkpoint (its row and CRIU's log) is kept.
     keep_failed: Duration,
+    /// Failed runs in a row after which a schedule is disabled (0: never).
+    max_failures: u32,
 }
 
 fn not_found(reference: &str) -> Error {
@@ -63,7 +65,12 @@ fn not_found(reference: &str) -> Error {
 }
 
 impl Schedules {
-    pub fn new(jobs: Service, interval: Duration, keep_failed: Duration) -> Schedules {
+    pub fn new(
+        jobs: Service,
+        interval: Duration,
+        keep_failed: Duration,
+        max_failures: u32,
+    ) -> Schedules {
         Schedules {
             inner: Arc::new(Inner {
                 jobs,
@@ -71,6 +78,7 @@ impl Schedules {
                 interval,
                 pass: tokio::sync::Mutex::new(()),
                 keep_failed,
+                max_failures,
             }),
         }
     }
@@ -103,6 +111,8 @@ impl Schedules {
             next_run_at,
             last_run: row.last_run,
             owner_uid: row.owner_uid,
+            consecutive_failures: row.consecutive_failures,
+            disabled_reason: row.disabled_reason,
         }
     }
 
@@ -167,6 +177,8 @@ impl Schedules {
             anchor_at: now,
             last_run: None,
             owner_uid: caller.uid,
+            consecutive_failures: 0,
+            disabled_reason: None,
         };
         self.validate(caller, &row, true).await?;
         self.catalog().insert_schedule(&row).await?;
@@ -226,6 +238,11 @@ impl Schedules {
         }
         if let Some(e) = req.enabled {
             row.enabled = e;
+            if e {
+                // Enabled again: the count of failures starts afresh.
+                row.consecutive_failures = 0;
+                row.disabled_reason = None;
+            }
         }
         if retime {
             row.anchor_at = now;
@@ -278,6 +295,9 @@ impl Schedules {
             .checkpoints_labelled(LABEL, &row.name, row.owner_uid)
             .await?
             .into_iter()
+            // A schedule deleted and made again under the same name does not inherit the old
+            // one's checkpoints: only those taken since this one was created are its own.
+            .filter(|cp| cp.created_at >= row.created_at)
             .map(|cp| RetentionItem {
                 checkpoint_id: cp.id,
                 name: cp.name,
@@ -333,8 +353,12 @@ impl Schedules {
         if let Some(slot) = slot {
             row.anchor_at = slot.max(row.anchor_at);
         }
+        let disabled = result.is_err() && self.count_failure(&mut row);
         self.catalog().update_schedule(&row).await?;
         let view = Self::view(row.clone());
+        if disabled {
+            self.announce_disabled(&view);
+        }
         match &result {
             Ok((cp, job)) => {
                 tracing::info!(schedule = %row.name, checkpoint = %cp.name, job = %job.id, "scheduled checkpoint started");
@@ -396,6 +420,12 @@ impl Schedules {
             RunStatus::Failed
         };
         run.error = job.error.clone();
+        let disabled = if ok {
+            row.consecutive_failures = 0;
+            false
+        } else {
+            self.count_failure(&mut row)
+        };
         if let Err(e) = self.catalog().update_schedule(&row).await {
             tracing::error!(schedule = %row.name, error = %e, "recording a scheduled run failed");
         }
@@ -404,13 +434,45 @@ impl Schedules {
         } else {
             "schedule.failed"
         };
-        self.inner
-            .jobs
-            .events()
-            .schedule(kind, &Self::view(row.clone()));
+        let view = Self::view(row.clone());
+        self.inner.jobs.events().schedule(kind, &view);
+        if disabled {
+            self.announce_disabled(&view);
+        }
         if let Err(e) = self.apply_retention(&row).await {
             tracing::warn!(schedule = %row.name, error = %e, "retention failed");
         }
+    }
+
+    /// Counts a failed run; after `max_failures` in a row the schedule is disabled (true) and
+    /// says why: a target that has gone away would otherwise fail every slot forever.
+    fn count_failure(&self, row: &mut ScheduleRow) -> bool {
+        row.consecutive_failures += 1;
+        let max = self.inner.max_failures;
+        if max == 0 || row.consecutive_failures < max || !row.enabled {
+            return false;
+        }
+        row.enabled = false;
+        row.disabled_reason = Some(format!(
+            "disabled by ckptd after {} failed runs in a row (the last: {}); fix the cause, then \
+             enable it again",
+            row.consecutive_failures,
+            row.last_run
+                .as_ref()
+                .and_then(|r| r.error.as_ref())
+                .map_or("no error recorded", |e| e.message.as_str())
+        ));
+        true
+    }
+
+    fn announce_disabled(&self, view: &Schedule) {
+        tracing::warn!(schedule = %view.name, failures = view.consecutive_failures, "schedule disabled after failed runs in a row");
+        self.inner
+            .jobs
+            .metrics()
+            .schedules_disabled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.jobs.events().schedule("schedule.disabled", view);
     }
 
     /// Deletes what the schedule's retention prunes; returns how many went.

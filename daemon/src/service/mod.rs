@@ -212,6 +212,10 @@ impl Service {
         &self.inner.events
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
     /// Becomes true when the daemon starts stopping (long-lived streams end then).
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.subscribe()
