@@ -398,13 +398,30 @@ impl Client {
             .into_result()
     }
 
-    /// Follows `GET /v1/events`, calling `on_event` with each event and its JSON as sent until
-    /// it returns false or the daemon ends the stream. A `data:` that is not an `Event` ends the
-    /// stream with `ClientError::Decode`.
+    /// Follows `GET /v1/events` until `on_event` returns false or the daemon ends the stream.
     pub async fn events(
         &self,
         mut on_event: impl FnMut(Event, &str) -> bool,
     ) -> Result<(), ClientError> {
+        use futures_util::StreamExt;
+        let mut stream = self.event_stream().await?;
+        while let Some(next) = stream.next().await {
+            let (ev, raw) = next?;
+            if !on_event(ev, &raw) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/events` as a stream of events (each with its raw JSON), for callers that do
+    /// asynchronous work per event. Dropping the stream closes the connection.
+    pub async fn event_stream(
+        &self,
+    ) -> Result<
+        impl futures_util::Stream<Item = Result<(Event, String), ClientError>> + Unpin,
+        ClientError,
+    > {
         use eventsource_stream::Eventsource;
         use futures_util::StreamExt;
         let (mut sender, conn) = self.connect().await?;
@@ -420,31 +437,23 @@ impl Client {
             conn.abort();
             return Err(r.api_err());
         }
-        let mut stream = resp.into_body().into_data_stream().eventsource();
-        let result = loop {
-            let Some(next) = stream.next().await else {
-                break Ok(());
-            };
-            let sse = match next {
-                Ok(e) => e,
-                Err(e) => break Err(ClientError::Io(format!("reading /v1/events: {e}"))),
-            };
-            match serde_json::from_str::<Event>(&sse.data) {
-                Ok(ev) => {
-                    if !on_event(ev, &sse.data) {
-                        break Ok(());
-                    }
-                }
-                Err(_) => {
-                    break Err(ClientError::Decode {
+        // The connection's task ends when the body is dropped with the stream.
+        drop(conn);
+        let stream = resp
+            .into_body()
+            .into_data_stream()
+            .eventsource()
+            .map(move |next| {
+                let sse = next.map_err(|e| ClientError::Io(format!("reading /v1/events: {e}")))?;
+                match serde_json::from_str::<Event>(&sse.data) {
+                    Ok(ev) => Ok((ev, sse.data)),
+                    Err(_) => Err(ClientError::Decode {
                         status,
                         body: sse.data,
-                    })
+                    }),
                 }
-            }
-        };
-        conn.abort();
-        result
+            });
+        Ok(Box::pin(stream))
     }
 
     /// Opens `GET /v1/checkpoints/{ref}/archive`: the streaming body on success.

@@ -4,7 +4,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use ckptd_api::{
-    CheckpointOptions, CheckpointStatus, Compression, JobState, Retention, Runtime, Target,
+    CheckpointOptions, CheckpointStatus, Compression, JobKind, JobState, Retention, Runtime, Target,
 };
 use strum::VariantNames;
 
@@ -194,6 +194,15 @@ pub enum Command {
         /// Only jobs in this state.
         #[arg(long, value_parser = enum_arg::<JobState>(JobState::VARIANTS))]
         state: Option<JobState>,
+        /// Only jobs of this kind.
+        #[arg(long, value_parser = enum_arg::<JobKind>(JobKind::VARIANTS))]
+        kind: Option<JobKind>,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Full ids and no cut to the terminal's width.
+        #[arg(long)]
+        wide: bool,
         /// Then follow job events as they happen, until interrupted.
         #[arg(long)]
         watch: bool,
@@ -270,6 +279,9 @@ pub struct LsArgs {
     /// Names only, one a line.
     #[arg(short, long, conflicts_with = "json")]
     pub quiet: bool,
+    /// No cut to the terminal's width.
+    #[arg(long)]
+    pub wide: bool,
     /// Print the checkpoints as JSON.
     #[arg(long)]
     pub json: bool,

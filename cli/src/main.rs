@@ -50,7 +50,27 @@ async fn run(cli: Cli) -> Result<(), Failed> {
         }
         Command::Adopt(a) => portability::adopt(c, a).await,
         Command::Migrate(a) => portability::migrate(c, a).await,
-        Command::Jobs { state, watch, json } => jobs::jobs(c, state, watch, json).await,
+        Command::Jobs {
+            state,
+            kind,
+            limit,
+            wide,
+            watch,
+            json,
+        } => {
+            jobs::jobs(
+                c,
+                jobs::JobsArgs {
+                    state,
+                    kind,
+                    limit,
+                    wide,
+                    watch,
+                    json,
+                },
+            )
+            .await
+        }
         Command::Cancel { job } => jobs::cancel(c, &job).await,
         Command::Events { json } => jobs::events(c, json).await,
         Command::Schedule(cmd) => schedules::run(c, cmd).await,

@@ -56,21 +56,6 @@ pub fn checkpoint_table(items: &[Checkpoint]) -> Table {
     t
 }
 
-pub fn job_table(items: &[Job]) -> Table {
-    let mut t = Table::new(&["JOB", "KIND", "STATE", "CHECKPOINT", "CREATED", "RESULT"]);
-    for j in items {
-        t.row(vec![
-            j.id.to_string(),
-            j.kind.as_str().to_owned(),
-            j.state.as_str().to_owned(),
-            j.checkpoint_id.to_string(),
-            ago(&j.created_at),
-            job_outcome(j),
-        ]);
-    }
-    t
-}
-
 pub fn job_outcome(j: &Job) -> String {
     if let Some(e) = &j.error {
         return e.to_string();
@@ -205,9 +190,14 @@ pub fn retention_text(r: &Retention) -> String {
 }
 
 /// One line for an event: time, type, and what it is about.
-pub fn event_line(ev: &Event) -> String {
+/// One event as a line; a job's names its checkpoint when `checkpoint` is known.
+pub fn event_line(ev: &Event, checkpoint: Option<&str>) -> String {
     let about = if let Some(j) = &ev.job {
-        format!("job {} ({})", j.id, j.kind.as_str())
+        let id = j.id.to_string();
+        match checkpoint {
+            Some(c) => format!("{} of {c} (job {})", j.kind.as_str(), &id[..8]),
+            None => format!("job {id} ({})", j.kind.as_str()),
+        }
     } else if let Some(c) = &ev.checkpoint {
         format!("checkpoint {}", c.name)
     } else if let Some(s) = &ev.schedule {

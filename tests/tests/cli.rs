@@ -399,3 +399,77 @@ async fn everyday_cli_behaviour() {
         text(&out.stderr)
     );
 }
+
+/// `ckpt jobs` names each job's checkpoint and target, and on a narrow terminal (a tmux pane
+/// 60 columns wide) its lines fit; `events` lines name the checkpoint too.
+#[tokio::test]
+async fn ckpt_jobs_names_checkpoints_and_fits_the_terminal() {
+    let d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "jobsview", 0, false);
+    let pid = t.pid.to_string();
+    let out = ckpt(
+        &d,
+        &[
+            "create",
+            &pid,
+            "a-rather-long-checkpoint-name-for-a-narrow-terminal",
+            "--leave-running",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ckpt(&d, &["jobs", "--kind", "checkpoint", "--limit", "5"]);
+    let table = text(&out.stdout);
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("a-rather-long-checkpoint-name-for-a-narrow-terminal")
+            && row.contains(&format!("pid {pid}"))
+            && row.contains("succeeded"),
+        "{table}"
+    );
+
+    let session = unique_id("ckj");
+    let shown = d.dir.path().join("shown.txt");
+    let cmd = format!(
+        "{} --socket {} jobs; sleep 30",
+        workspace_binary("ckpt").display(),
+        d.socket.display()
+    );
+    let st = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-x",
+            "60",
+            "-y",
+            "10",
+            "-s",
+            &session,
+            &cmd,
+        ])
+        .env_remove("COLUMNS")
+        .status()
+        .expect("tmux");
+    assert!(st.success());
+    let mut screen = String::new();
+    wait_until("ckpt jobs on the terminal", || {
+        let o = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &session])
+            .output()
+            .unwrap();
+        screen = text(&o.stdout);
+        screen.contains("succeeded")
+    });
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+    std::fs::write(&shown, &screen).unwrap();
+    for line in screen.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            line.chars().count() <= 60,
+            "a line wider than the terminal: {line:?}\n{screen}"
+        );
+        assert!(!line.ends_with('\\'), "{screen}");
+    }
+    let row = screen.lines().find(|l| l.contains("succeeded")).unwrap();
+    assert!(row.contains("a-rathe…"), "{screen}");
+}

@@ -56,7 +56,13 @@ pub async fn ls(client: &Client, a: LsArgs) -> Result<(), ClientError> {
             println!("{}", c.name);
         }
     } else {
-        print!("{}", checkpoint_table(&list.items));
+        // The name gives way first on a narrow terminal (--wide: nothing is cut).
+        let width = if a.wide {
+            None
+        } else {
+            crate::table::terminal_width()
+        };
+        print!("{}", checkpoint_table(&list.items).fit(width, 0));
     }
     Ok(())
 }

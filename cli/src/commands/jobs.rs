@@ -1,49 +1,126 @@
 //! `ckpt jobs`, `cancel`, `events`.
 
+use std::collections::HashMap;
 use std::io::Write;
 
-use ckptd_api::query::JobQuery;
-use ckptd_api::{Client, ClientError, Event, JobState};
+use ckptd_api::query::{CheckpointQuery, JobQuery};
+use ckptd_api::{Client, ClientError, Event, Job, JobKind, JobState};
+use uuid::Uuid;
 
-use crate::render::{event_line, job_outcome, job_table, print_json};
+use crate::render::{ago, event_line, job_outcome, print_json, target_text};
+use crate::table::{terminal_width, Table};
 
-pub async fn jobs(
-    client: &Client,
-    state: Option<JobState>,
-    watch: bool,
-    json: bool,
-) -> Result<(), ClientError> {
+pub struct JobsArgs {
+    pub state: Option<JobState>,
+    pub kind: Option<JobKind>,
+    pub limit: u32,
+    pub wide: bool,
+    pub watch: bool,
+    pub json: bool,
+}
+
+/// The name and target of the checkpoints jobs belong to, asked once each.
+#[derive(Default)]
+pub struct Names(HashMap<Uuid, (String, String)>);
+
+impl Names {
+    /// Every checkpoint the caller can list, in one request.
+    async fn load(client: &Client) -> Result<Names, ClientError> {
+        let list = client
+            .list_checkpoints(&CheckpointQuery {
+                limit: Some(ckptd_api::query::MAX_LIMIT),
+                ..Default::default()
+            })
+            .await?;
+        Ok(Names(
+            list.items
+                .into_iter()
+                .map(|c| (c.id, (c.name, target_text(&c.target))))
+                .collect(),
+        ))
+    }
+
+    /// A checkpoint's name and target; one not yet known is asked for (a deleted one: its id).
+    async fn get(&mut self, client: &Client, id: Uuid) -> (String, String) {
+        if let Some(n) = self.0.get(&id) {
+            return n.clone();
+        }
+        let n = match client.checkpoint(&id.to_string()).await {
+            Ok(c) => (c.name, target_text(&c.target)),
+            Err(_) => (id.to_string(), String::new()),
+        };
+        self.0.insert(id, n.clone());
+        n
+    }
+
+    fn learn(&mut self, ev: &Event) {
+        if let Some(c) = &ev.checkpoint {
+            self.0
+                .insert(c.id, (c.name.clone(), target_text(&c.target)));
+        }
+    }
+}
+
+fn job_cells(j: &Job, name: &(String, String), wide: bool) -> Vec<String> {
+    let id = j.id.to_string();
+    vec![
+        if wide { id } else { id[..8].to_owned() },
+        j.kind.as_str().to_owned(),
+        j.state.as_str().to_owned(),
+        name.0.clone(),
+        name.1.clone(),
+        ago(&j.created_at),
+        job_outcome(j),
+    ]
+}
+
+pub async fn jobs(client: &Client, a: JobsArgs) -> Result<(), ClientError> {
     let list = client
         .jobs(&JobQuery {
-            state,
+            state: a.state,
+            kind: a.kind,
+            limit: Some(a.limit.clamp(1, ckptd_api::query::MAX_LIMIT)),
             ..Default::default()
         })
         .await?;
-    if json {
+    if a.json {
         print_json(&list.items);
-    } else {
-        print!("{}", job_table(&list.items));
     }
-    if watch {
-        client
-            .events(|ev: Event, _| {
-                if let Some(j) = &ev.job {
-                    if json {
-                        println!("{}", serde_json::to_string(j).unwrap_or_default());
-                    } else {
-                        println!(
-                            "{}  {} {} {}",
-                            j.id,
-                            j.kind.as_str(),
-                            j.state.as_str(),
-                            job_outcome(j)
-                        );
-                    }
-                    let _ = std::io::stdout().flush();
-                }
-                true
-            })
-            .await?;
+    let mut names = Names::load(client).await?;
+    let mut table = Table::new(&[
+        "JOB",
+        "KIND",
+        "STATE",
+        "CHECKPOINT",
+        "TARGET",
+        "CREATED",
+        "RESULT",
+    ]);
+    for j in &list.items {
+        let n = names.get(client, j.checkpoint_id).await;
+        table.row(job_cells(j, &n, a.wide));
+    }
+    // The checkpoint's name gives way first on a narrow terminal (--wide: nothing is cut).
+    let table = table.fit(if a.wide { None } else { terminal_width() }, 3);
+    if !a.json {
+        print!("{table}");
+    }
+    if a.watch {
+        // Later lines keep the table's columns.
+        let widths = table.widths();
+        let mut stream = client.event_stream().await?;
+        while let Some(next) = futures_util::StreamExt::next(&mut stream).await {
+            let (ev, _) = next?;
+            names.learn(&ev);
+            let Some(j) = &ev.job else { continue };
+            if a.json {
+                println!("{}", serde_json::to_string(j).unwrap_or_default());
+            } else {
+                let n = names.get(client, j.checkpoint_id).await;
+                println!("{}", table.line(&widths, &job_cells(j, &n, a.wide)));
+            }
+            let _ = std::io::stdout().flush();
+        }
     }
     Ok(())
 }
@@ -55,15 +132,22 @@ pub async fn cancel(client: &Client, job: &str) -> Result<(), ClientError> {
 }
 
 pub async fn events(client: &Client, json: bool) -> Result<(), ClientError> {
-    client
-        .events(|ev: Event, raw| {
-            if json {
-                println!("{raw}");
-            } else {
-                println!("{}", event_line(&ev));
-            }
-            let _ = std::io::stdout().flush();
-            true
-        })
-        .await
+    let mut names = Names::default();
+    let mut stream = client.event_stream().await?;
+    while let Some(next) = futures_util::StreamExt::next(&mut stream).await {
+        let (ev, raw) = next?;
+        if json {
+            println!("{raw}");
+        } else {
+            names.learn(&ev);
+            // A job's line names its checkpoint.
+            let about = match &ev.job {
+                Some(j) => Some(names.get(client, j.checkpoint_id).await.0),
+                None => None,
+            };
+            println!("{}", event_line(&ev, about.as_deref()));
+        }
+        let _ = std::io::stdout().flush();
+    }
+    Ok(())
 }
