@@ -489,8 +489,15 @@ pub struct CriuInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeInfo {
     pub name: String,
+    /// The binary (runc) or the API socket (Docker).
     pub path: String,
     pub version: Option<String>,
+    /// Whether ckptd can use it now (Docker: its API answered).
+    #[serde(default = "yes")]
+    pub reachable: bool,
+    /// Why it cannot be used, when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -498,6 +505,9 @@ pub struct StorageInfo {
     pub state_dir: String,
     pub checkpoints_dir: String,
     pub free_bytes: u64,
+    /// Bytes the ready checkpoints' images take, wherever they are.
+    #[serde(default)]
+    pub used_bytes: u64,
     /// Directories in the checkpoints root that no checkpoint row knows: reported at start, never
     /// deleted.
     #[serde(default)]

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 
-use ckptd_api::{Checkpoint, CheckpointOptions, ContainerRecord, DumpStats, JobResult, Target};
+use ckptd_api::{
+    Checkpoint, CheckpointOptions, ContainerRecord, DumpStats, JobResult, RuntimeInfo, Target,
+};
 
 pub use crate::auth::Account;
 use crate::error::Result;
@@ -97,6 +99,10 @@ pub trait Engine: Send + Sync + 'static {
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>>;
     /// Ends what a dump left frozen (`kill`), or lets it run again.
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()>;
+    /// The container runtimes behind this engine and whether each can be used now.
+    fn runtimes(&self) -> BoxFuture<'_, Vec<RuntimeInfo>> {
+        Box::pin(async { Vec::new() })
+    }
     /// After a daemon crash: a dump of `checkpoint` that CRIU finished in `images` (to be
     /// published), or None, having let the target run again.
     fn recover_dump<'a>(

@@ -138,7 +138,6 @@ pub async fn run(
         schedules,
         info: Arc::new(DaemonInfo {
             criu: probe,
-            runc,
             state_dir: cfg.state_dir.clone(),
             checkpoints_dir: cfg.checkpoints_dir(),
             workers: cfg.workers,

@@ -252,8 +252,9 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Set on a CRIU that names its image directory only through an inherited descriptor: the
-/// directory's path, so that a daemon restarted after a crash can find that CRIU.
+/// Set on every CRIU ckptd runs over an image directory (which CRIU names only through an
+/// inherited descriptor): the directory's path, so that a daemon restarted after a crash can
+/// find that CRIU.
 pub const IMAGES_ENV: &str = "CKPTD_IMAGES";
 
 /// `pid` and all its descendants, from /proc/PID/task/TID/children (parents before children).

@@ -362,17 +362,36 @@ async fn info_reports_the_configured_runc() {
     let installed = String::from_utf8(installed.stdout).unwrap();
     std::fs::copy(installed.trim(), &runc).expect("copy runc");
     let toml = dir.path().join("ckptd.toml");
-    std::fs::write(&toml, format!("runc_path = \"{}\"\n", runc.display())).unwrap();
+    // And a Docker socket where no dockerd answers: info says so, and why.
+    std::fs::write(
+        &toml,
+        format!(
+            "runc_path = \"{}\"\ndocker_socket = \"{}\"\n",
+            runc.display(),
+            dir.path().join("no-docker.sock").display()
+        ),
+    )
+    .unwrap();
     let d = Daemon::start_with(&["--config", toml.to_str().unwrap()]).await;
     let info = d.client.info().await.unwrap();
-    assert_eq!(info.runtimes.len(), 1, "{:?}", info.runtimes);
-    assert_eq!(info.runtimes[0].path, runc.to_str().unwrap());
+    let names: Vec<&str> = info.runtimes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["runc", "docker"], "{:?}", info.runtimes);
+    let r = &info.runtimes[0];
+    assert_eq!(r.path, runc.to_str().unwrap());
+    assert!(r.reachable && r.error.is_none(), "{r:?}");
     assert!(
-        info.runtimes[0]
-            .version
+        r.version
             .as_deref()
             .is_some_and(|v| v.starts_with("runc version")),
-        "{:?}",
-        info.runtimes[0]
+        "{r:?}"
+    );
+    let docker = &info.runtimes[1];
+    assert!(!docker.reachable, "{docker:?}");
+    assert!(
+        docker
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no socket there")),
+        "{docker:?}"
     );
 }

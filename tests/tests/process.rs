@@ -854,8 +854,9 @@ async fn kill_9_of_the_daemon_and_criu_mid_dump_resumes_the_process() {
         .unwrap();
     let id = created.job.id.to_string();
     d.wait_job(&id, |j| j.state == JobState::Running).await;
-    // CRIU's pid: the process whose command line names the partial directory (through the
-    // daemon's descriptor of its parent: /proc/<ckptd>/fd/<n>/<id>.partial).
+    // CRIU's pid: the process working in the partial directory. CRIU reaches it through a
+    // descriptor it inherited, and carries its path in CKPTD_IMAGES
+    // (/proc/<ckptd>/fd/<n>/<id>.partial), which is how ckptd finds a CRIU that outlived it.
     let partial = format!("/{}.partial", created.checkpoint.id);
     let mut criu = Vec::new();
     ckptd_tests::wait_until("criu to start", || {
@@ -864,8 +865,12 @@ async fn kill_9_of_the_daemon_and_criu_mid_dump_resumes_the_process() {
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             .filter(|p| {
-                std::fs::read(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&partial))
+                std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|env| {
+                    env.split(|b| *b == 0).any(|v| {
+                        let v = String::from_utf8_lossy(v);
+                        v.starts_with("CKPTD_IMAGES=") && v.contains(&partial)
+                    })
+                })
             })
             .collect();
         !criu.is_empty()
@@ -1173,14 +1178,19 @@ async fn a_failed_checkpoint_gives_its_name_up_and_is_cleaned_up_later() {
     assert_eq!(taken.status.as_u16(), 409, "{}", taken.text());
 
     // keep_failed_secs later, the failed one and its log are gone; the ready one stays.
-    ckptd_tests::wait_until("the failed checkpoint to be cleaned up", || {
-        !failed_dir.exists()
-    });
-    let left = d
-        .client
-        .list_checkpoints(&ckptd_tests::q(""))
-        .await
-        .unwrap();
-    assert_eq!(left.items.len(), 1);
-    assert_eq!(left.items[0].status, CheckpointStatus::Ready);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = d
+            .client
+            .list_checkpoints(&ckptd_tests::q(""))
+            .await
+            .unwrap();
+        if left.items.len() == 1 {
+            assert_eq!(left.items[0].status, CheckpointStatus::Ready);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{left:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!failed_dir.exists(), "the failed checkpoint's log stayed");
 }

@@ -25,17 +25,32 @@ pub async fn info(client: &Client, json: bool) -> Result<(), ClientError> {
                 ", criu check FAILED"
             }
         );
+        let features: Vec<String> = i
+            .criu
+            .features
+            .iter()
+            .map(|(f, on)| format!("{f} {}", if *on { "yes" } else { "no" }))
+            .collect();
+        if !features.is_empty() {
+            println!("features  {}", features.join(", "));
+        }
         for r in &i.runtimes {
+            let state = match (&r.error, r.reachable) {
+                (Some(e), _) => format!(": unusable: {e}"),
+                (None, false) => ": unusable".to_owned(),
+                (None, true) => String::new(),
+            };
             println!(
-                "runtime   {} {} ({})",
+                "runtime   {} {} ({}){state}",
                 r.name,
                 r.version.as_deref().unwrap_or("?"),
                 r.path
             );
         }
         println!(
-            "storage   {} ({} free)",
+            "storage   {}: {} used by ready checkpoints, {} free",
             i.storage.checkpoints_dir,
+            human_bytes(i.storage.used_bytes),
             human_bytes(i.storage.free_bytes)
         );
         println!("workers   {} (queue {})", i.workers, i.queue_capacity);

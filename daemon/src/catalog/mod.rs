@@ -474,6 +474,16 @@ impl Catalog {
         row.as_ref().map(checkpoint_from_row).transpose()
     }
 
+    /// Bytes the ready checkpoints' images take.
+    pub async fn ready_bytes(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(size_bytes), 0) FROM checkpoints WHERE status = 'ready'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0) as u64)
+    }
+
     pub async fn name_exists(&self, name: &str) -> Result<bool> {
         let row = sqlx::query("SELECT 1 FROM checkpoints WHERE name = ? AND status <> 'failed'")
             .bind(name)

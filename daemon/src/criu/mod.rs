@@ -104,16 +104,26 @@ impl Criu {
     }
 
     pub fn command(&self, criu: &Path, args: &[String]) -> Command {
-        self.command_as(criu, args, None)
+        let mut cmd = Command::new(criu);
+        self.finish(&mut cmd, args, false);
+        cmd
     }
 
-    /// A CRIU run for a checkpoint's owner. For root, CRIU itself. For anyone else, CRIU runs
-    /// with the owner's uid, gid and groups (`setpriv`, util-linux) and `--unprivileged`, holding
-    /// only the ambient capabilities of `OWNER_CAPS`: it can read and write only what the owner
-    /// can, so a path or an image the owner controls never reaches a root CRIU. Its image
-    /// directory is handed over as an open descriptor (`ImagesFd`), since the owner cannot
-    /// traverse ckptd's own storage.
-    pub fn command_as(&self, criu: &Path, args: &[String], owner: Option<&RunAs>) -> Command {
+    /// A CRIU run over the image directory `images`, which CRIU reaches through the descriptor
+    /// it inherits (`ImagesFd::path`): the path stays valid if ckptd dies meanwhile, and nothing
+    /// on the way to it is looked up again. For root's checkpoints, CRIU itself. For a non-root
+    /// owner, CRIU runs with the owner's uid, gid and groups (`setpriv`, util-linux) and
+    /// `--unprivileged`, holding only the ambient capabilities of `OWNER_CAPS`: it can read and
+    /// write only what the owner can, so a path or an image the owner controls never reaches a
+    /// root CRIU (the owner could not traverse ckptd's storage either: the descriptor is its
+    /// only way in).
+    pub fn command_in(
+        &self,
+        criu: &Path,
+        args: &[String],
+        images: &ImagesFd,
+        owner: Option<&Account>,
+    ) -> Command {
         let mut cmd = match owner {
             None => Command::new(criu),
             Some(o) => {
@@ -122,13 +132,13 @@ impl Criu {
                     .fold("-all".to_owned(), |acc, c| format!("{acc},+{c}"));
                 let mut cmd = Command::new("setpriv");
                 cmd.arg("--reuid")
-                    .arg(o.account.uid.to_string())
+                    .arg(o.uid.to_string())
                     .arg("--regid")
-                    .arg(o.account.gid.to_string());
-                if o.account.groups.is_empty() {
+                    .arg(o.gid.to_string());
+                if o.groups.is_empty() {
                     cmd.arg("--clear-groups");
                 } else {
-                    let groups: Vec<String> = o.account.groups.iter().map(u32::to_string).collect();
+                    let groups: Vec<String> = o.groups.iter().map(u32::to_string).collect();
                     cmd.arg("--groups").arg(groups.join(","));
                 }
                 cmd.arg("--inh-caps")
@@ -137,10 +147,15 @@ impl Criu {
                     .arg(&caps)
                     .arg("--")
                     .arg(criu);
-                o.images.inherit(&mut cmd);
                 cmd
             }
         };
+        images.inherit(&mut cmd);
+        self.finish(&mut cmd, args, owner.is_some());
+        cmd
+    }
+
+    fn finish(&self, cmd: &mut Command, args: &[String], unprivileged: bool) {
         if let Some(c) = &self.config_file {
             cmd.arg("--config").arg(c);
         }
@@ -148,10 +163,9 @@ impl Criu {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if owner.is_some() {
+        if unprivileged {
             cmd.arg("--unprivileged");
         }
-        cmd
     }
 }
 
@@ -162,14 +176,8 @@ impl Criu {
 /// the owner cannot.
 pub const OWNER_CAPS: [&str; 3] = ["checkpoint_restore", "sys_ptrace", "setpcap"];
 
-/// A non-root owner's CRIU run: the account it runs as and its image directory, open.
-pub struct RunAs {
-    pub account: Account,
-    pub images: ImagesFd,
-}
-
 /// An image directory opened by ckptd and inherited by CRIU, which names it
-/// `/proc/self/fd/<n>`: the only way in for a CRIU that runs as the owner.
+/// `/proc/self/fd/<n>`: valid as long as CRIU runs, whatever happens to ckptd or to the path.
 pub struct ImagesFd(std::fs::File, PathBuf);
 
 impl ImagesFd {

@@ -6,8 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ckptd_api::{
     CheckpointAndJob, CreateCheckpoint, CreateSchedule, CriuInfo, Health, Info, Job, JobEnvelope,
-    JobState, List, RestoreRequest, RetentionPlan, RuntimeInfo, Schedule, StorageInfo,
-    UpdateSchedule,
+    JobState, List, RestoreRequest, RetentionPlan, Schedule, StorageInfo, UpdateSchedule,
 };
 
 use super::error::ApiJson;
@@ -26,14 +25,8 @@ pub async fn health() -> Json<Health> {
 
 pub async fn info(State(s): State<AppState>) -> Json<Info> {
     let i = &s.info;
-    let runtimes = match &i.runc {
-        Some(p) => vec![RuntimeInfo {
-            name: "runc".into(),
-            path: p.display().to_string(),
-            version: crate::runtime::runc::version(p).await,
-        }],
-        None => vec![],
-    };
+    let runtimes = s.service.runtimes().await;
+    let used_bytes = s.service.used_bytes().await.unwrap_or(0);
     Json(Info {
         version: env!("CARGO_PKG_VERSION").into(),
         kernel: crate::sys::kernel_release(),
@@ -49,6 +42,7 @@ pub async fn info(State(s): State<AppState>) -> Json<Info> {
             state_dir: i.state_dir.display().to_string(),
             checkpoints_dir: i.checkpoints_dir.display().to_string(),
             free_bytes: crate::sys::free_bytes(&i.checkpoints_dir).unwrap_or(0),
+            used_bytes,
             unknown_dirs: i.unknown_dirs.clone(),
         },
         workers: i.workers,

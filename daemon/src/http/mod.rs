@@ -68,8 +68,6 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// What `/v1/info` reports besides live numbers.
 pub struct DaemonInfo {
     pub criu: CriuProbe,
-    /// The runc the engines run (`runc_path`, else the one in PATH).
-    pub runc: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub checkpoints_dir: PathBuf,
     pub workers: usize,

@@ -84,7 +84,6 @@ async fn app() -> (tempfile::TempDir, Router) {
     );
     let info = Arc::new(DaemonInfo {
         criu: probe,
-        runc: None,
         state_dir: d.path().to_owned(),
         checkpoints_dir: d.path().join("checkpoints"),
         workers: 1,

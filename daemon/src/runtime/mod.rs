@@ -73,6 +73,12 @@ impl Engine for Engines {
     fn version(&self) -> Option<String> {
         self.criu.version()
     }
+    fn runtimes(&self) -> BoxFuture<'_, Vec<ckptd_api::RuntimeInfo>> {
+        Box::pin(async move {
+            let (runc, docker) = tokio::join!(self.runc.describe(), self.docker.describe());
+            runc.into_iter().chain([docker]).collect()
+        })
+    }
     fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
         self.for_target(target).check_target(target)
     }

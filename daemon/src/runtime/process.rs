@@ -13,27 +13,14 @@ use std::time::{Duration, Instant};
 use ckptd_api::{Checkpoint, JobResult, Target};
 use nix::sys::signal::Signal;
 
-use crate::criu::{self, images, log, run_logged, Account, Criu, ImagesFd, RunAs};
+use crate::criu::{self, images, log, run_logged, Criu, ImagesFd};
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
-/// A non-root owner's CRIU run over `images` (None for root's).
-fn run_as(owner: Option<&Account>, images: &Path) -> Result<Option<RunAs>> {
-    let Some(account) = owner else {
-        return Ok(None);
-    };
-    let images = ImagesFd::open(images)
-        .map_err(|e| Error::io("cannot open the image directory", images, &e))?;
-    Ok(Some(RunAs {
-        account: account.clone(),
-        images,
-    }))
-}
-
-/// The image directory as CRIU names it: through the inherited descriptor for an owner's CRIU.
-fn images_arg(run_as: Option<&RunAs>, images: &Path) -> String {
-    run_as.map_or_else(|| images.display().to_string(), |r| r.images.path())
+/// The image directory, opened for the CRIU runs over it to inherit.
+fn open_images(images: &Path) -> Result<ImagesFd> {
+    ImagesFd::open(images).map_err(|e| Error::io("cannot open the image directory", images, &e))
 }
 
 /// Process trees through CRIU.
@@ -92,13 +79,13 @@ impl ProcessEngine {
     async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
         check_process(pid)?;
         let criu = self.criu.usable()?;
-        let run_as = run_as(spec.owner.as_ref(), spec.images_dir)?;
+        let images = open_images(spec.images_dir)?;
         let mut args: Vec<String> = vec![
             "dump".into(),
             "-t".into(),
             pid.to_string(),
             "-D".into(),
-            images_arg(run_as.as_ref(), spec.images_dir),
+            images.path(),
             "-o".into(),
             spec.log_name.into(),
             format!("-v{}", self.criu.log_level()),
@@ -113,7 +100,8 @@ impl ProcessEngine {
         Criu::option_flags(&spec.options, &mut args);
         let log_path = spec.images_dir.join(spec.log_name);
         if let Err(e) = run_logged(
-            self.criu.command_as(criu, &args, run_as.as_ref()),
+            self.criu
+                .command_in(criu, &args, &images, spec.owner.as_ref()),
             &log_path,
             None,
             format!("CRIU could not dump pid {pid}"),
@@ -149,15 +137,15 @@ impl ProcessEngine {
                 .with_hint("take a new checkpoint; this one cannot be restored")
         })?;
         self.wait_for_free_pids(&pids).await?;
-        let run_as = run_as(spec.owner.as_ref(), spec.images_dir)?;
+        let images_fd = open_images(spec.images_dir)?;
         let lazy = if spec.lazy {
-            Some(self.start_lazy_pages(criu, &spec, run_as.as_ref()).await?)
+            Some(self.start_lazy_pages(criu, &spec, &images_fd).await?)
         } else {
             None
         };
         let pidfile_name = format!("{}.pid", spec.log_name.trim_end_matches(".log"));
         let pidfile = spec.images_dir.join(&pidfile_name);
-        let images = images_arg(run_as.as_ref(), spec.images_dir);
+        let images = images_fd.path();
         let mut args: Vec<String> = vec![
             "restore".into(),
             "-D".into(),
@@ -176,7 +164,9 @@ impl ProcessEngine {
         }
         let log_path = spec.images_dir.join(spec.log_name);
         // A restored shell job inherits CRIU's stdio: never a pipe ckptd would wait on.
-        let mut cmd = self.criu.command_as(criu, &args, run_as.as_ref());
+        let mut cmd = self
+            .criu
+            .command_in(criu, &args, &images_fd, spec.owner.as_ref());
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let restored = run_logged(
             cmd,
@@ -212,7 +202,7 @@ impl ProcessEngine {
         &self,
         criu: &Path,
         spec: &RestoreSpec<'_>,
-        run_as: Option<&RunAs>,
+        images: &ImagesFd,
     ) -> Result<LazyPages> {
         if self.criu.probe().features.get("uffd") == Some(&false) {
             return Err(Error::target_unavailable(
@@ -225,12 +215,14 @@ impl ProcessEngine {
         let args: Vec<String> = vec![
             "lazy-pages".into(),
             "-D".into(),
-            images_arg(run_as, spec.images_dir),
+            images.path(),
             "-o".into(),
             log_name.clone(),
             format!("-v{}", self.criu.log_level()),
         ];
-        let mut cmd = self.criu.command_as(criu, &args, run_as);
+        let mut cmd = self
+            .criu
+            .command_in(criu, &args, images, spec.owner.as_ref());
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);

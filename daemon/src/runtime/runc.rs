@@ -100,6 +100,23 @@ pub(crate) fn container_record(bundle: &str, config: &[u8], images: &Path) -> Co
 }
 
 /// The first line of `runc --version`, run asynchronously (an executor thread never waits on it).
+impl RuncEngine {
+    /// runc as `/v1/info` shows it (none when it is not installed).
+    pub async fn describe(&self) -> Option<ckptd_api::RuntimeInfo> {
+        let p = self.runc.as_ref()?;
+        let version = version(p).await;
+        Some(ckptd_api::RuntimeInfo {
+            name: "runc".into(),
+            path: p.display().to_string(),
+            reachable: version.is_some(),
+            error: version
+                .is_none()
+                .then(|| format!("`{} --version` did not answer", p.display())),
+            version,
+        })
+    }
+}
+
 pub async fn version(runc: &Path) -> Option<String> {
     let out = Command::new(runc).arg("--version").output().await.ok()?;
     String::from_utf8_lossy(&out.stdout)

@@ -216,6 +216,16 @@ impl Service {
         &self.inner.metrics
     }
 
+    /// The container runtimes and whether each can be used now.
+    pub async fn runtimes(&self) -> Vec<ckptd_api::RuntimeInfo> {
+        self.inner.engine.runtimes().await
+    }
+
+    /// Bytes the ready checkpoints' images take.
+    pub async fn used_bytes(&self) -> Result<u64> {
+        self.inner.catalog.ready_bytes().await
+    }
+
     /// Becomes true when the daemon starts stopping (long-lived streams end then).
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.subscribe()

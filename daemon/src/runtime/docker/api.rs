@@ -54,6 +54,7 @@ impl From<ContainerInspectResponse> for Container {
 pub struct DockerInfo {
     pub experimental: bool,
     pub root_dir: PathBuf,
+    pub version: Option<String>,
 }
 
 pub struct DockerApi {
@@ -111,6 +112,11 @@ impl DockerApi {
         }
     }
 
+    /// The API socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     pub async fn info(&self) -> Result<DockerInfo> {
         let i = self
             .client()
@@ -119,6 +125,7 @@ impl DockerApi {
             .await
             .map_err(|e| self.error(e))?;
         Ok(DockerInfo {
+            version: i.server_version.clone(),
             experimental: i.experimental_build.unwrap_or(false),
             root_dir: PathBuf::from(
                 i.docker_root_dir

@@ -38,6 +38,31 @@ pub struct DockerEngine {
     criu: std::sync::Arc<criu::Criu>,
 }
 
+impl DockerEngine {
+    /// Docker as `/v1/info` shows it: reachable and experimental, or why not.
+    pub async fn describe(&self) -> ckptd_api::RuntimeInfo {
+        let (version, error) = match self.api.info().await {
+            Ok(i) if i.experimental => (i.version, None),
+            Ok(i) => (
+                i.version,
+                Some(
+                    "dockerd runs without experimental features, which checkpoints need: set \
+                     {\"experimental\": true} in /etc/docker/daemon.json and restart dockerd"
+                        .to_owned(),
+                ),
+            ),
+            Err(e) => (None, Some(e.message)),
+        };
+        ckptd_api::RuntimeInfo {
+            name: "docker".into(),
+            path: self.api.socket().display().to_string(),
+            version,
+            reachable: error.is_none(),
+            error,
+        }
+    }
+}
+
 /// A Docker container as the container flow names it (Docker's full id, or a name).
 fn handle(id: &str) -> ContainerHandle {
     ContainerHandle {
