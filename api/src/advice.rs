@@ -66,6 +66,11 @@ pub enum Advice {
     WaitForJob { job: String },
     /// A running job holds what this request needs: wait for the running jobs, then retry.
     WaitForRunningJobs,
+    /// The container belongs to another runtime than the one named: name that one.
+    UseRuntime {
+        runtime: crate::Runtime,
+        container: String,
+    },
     /// Advice of a newer daemon that this client does not know; `details.hint` phrases it.
     #[serde(other)]
     Unknown,
@@ -96,6 +101,9 @@ impl Advice {
             Advice::WaitForRunningJobs => {
                 "wait for the running job (GET /v1/jobs?state=running), then retry".into()
             }
+            Advice::UseRuntime { runtime, container } => format!(
+                "{runtime} knows a container named {container}: give \"runtime\": \"{runtime}\" in the target"
+            ),
             Advice::Unknown => String::new(),
         }
     }

@@ -370,9 +370,20 @@ pub enum ScheduleCommand {
     },
     /// Show one schedule.
     Inspect { reference: String },
-    /// Change a schedule's cron or retention.
+    /// Change a schedule's target, cron or retention.
     Set {
+        /// The schedule's name or id.
         reference: String,
+        /// A new target: a pid (digits) or a container id.
+        #[arg(long)]
+        target: Option<String>,
+        /// The new target's runtime (containers only).
+        #[arg(long, requires = "target", value_parser = runtime_arg())]
+        runtime: Option<Runtime>,
+        /// The new target's runtime state directory (runc's --root; containers only).
+        #[arg(long, requires = "target")]
+        root: Option<String>,
+        /// A new cron (5 fields, 6 with seconds first, or @hourly/@daily/...; UTC).
         #[arg(long)]
         cron: Option<String>,
         #[command(flatten)]

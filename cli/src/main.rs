@@ -73,7 +73,7 @@ async fn run(cli: Cli) -> Result<(), Failed> {
         }
         Command::Cancel { job } => jobs::cancel(c, &job).await,
         Command::Events { json } => jobs::events(c, json).await,
-        Command::Schedule(cmd) => schedules::run(c, cmd).await,
+        Command::Schedule(cmd) => return schedules::run(c, cmd).await,
         Command::Info { json } => daemon::info(c, json).await,
         Command::Completions { shell } => {
             daemon::completions(shell);

@@ -240,6 +240,9 @@ pub fn advice(a: &Advice) -> Option<String> {
         Advice::WaitForRunningJobs => {
             "wait for the running job to end (`ckpt jobs --state running`), then retry".into()
         }
+        Advice::UseRuntime { runtime, container } => format!(
+            "{runtime} knows a container named {container}: ckpt create {container} --runtime {runtime}"
+        ),
         Advice::Unknown => return None,
     })
 }

@@ -473,3 +473,44 @@ async fn ckpt_jobs_names_checkpoints_and_fits_the_terminal() {
     let row = screen.lines().find(|l| l.contains("succeeded")).unwrap();
     assert!(row.contains("a-rathe…"), "{screen}");
 }
+
+/// `ckpt schedule set --target` moves a schedule to another process; `schedule rm` of a missing
+/// one and a real one reports the failure once and removes the other.
+#[tokio::test]
+async fn ckpt_schedule_set_target_and_rm() {
+    let d = Daemon::start().await;
+    let a = Target::python(d.dir.path(), "sched-a", 0, false);
+    let b = Target::python(d.dir.path(), "sched-b", 0, false);
+    let out = ckpt(
+        &d,
+        &[
+            "schedule",
+            "add",
+            "moving",
+            &a.pid.to_string(),
+            "--cron",
+            "@daily",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ckpt(
+        &d,
+        &["schedule", "set", "moving", "--target", &b.pid.to_string()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = d.client.schedule("moving").await.unwrap();
+    assert_eq!(
+        s.target,
+        ckptd_tests::api::Target::Process { pid: b.pid },
+        "{s:?}"
+    );
+    let out = ckpt(&d, &["schedule", "rm", "nope", "moving"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "moving\n");
+    assert_eq!(
+        text(&out.stderr).matches("no schedule").count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -225,8 +225,52 @@ async fn docker_scenarios() {
             "missing and stopped containers",
             Box::pin(missing_and_stopped(&d)),
         ),
+        (
+            "a Docker container named without --runtime docker",
+            Box::pin(named_without_its_runtime(&d)),
+        ),
     ])
     .await;
+}
+
+/// `ckpt create NAME` of a Docker container, without `--runtime docker`: runc knows no such
+/// container, and the answer says Docker does, in each caller's words.
+async fn named_without_its_runtime(d: &Daemon) {
+    let c = Ctr::run("ckptd-which");
+    let e = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ckptd_api::Target::Container {
+                    id: c.0.clone(),
+                    runtime: ckptd_api::Runtime::Runc,
+                    root: None,
+                    bundle: None,
+                }),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 422);
+    assert!(
+        err.hint().unwrap().contains("\"runtime\": \"docker\""),
+        "{err}"
+    );
+    let out = std::process::Command::new(ckptd_tests::workspace_binary("ckpt"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["create", &c.0])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("ckpt create {} --runtime docker", c.0)),
+        "{stderr}"
+    );
 }
 
 /// The seed's first scenario: looper, checkpointed as checkpoint1: it stops and its logs stop;

@@ -6,8 +6,9 @@ use crate::args::{ScheduleAddArgs, ScheduleCommand};
 use crate::commands::checkpoints::{finish_checkpoint, printed};
 use crate::render::{ago, print_json, schedule_table};
 use crate::table::Table;
+use crate::Failed;
 
-pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), ClientError> {
+pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), Failed> {
     match cmd {
         ScheduleCommand::Add(ScheduleAddArgs {
             name,
@@ -54,10 +55,22 @@ pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), ClientErro
         ScheduleCommand::Inspect { reference } => print_json(&client.schedule(&reference).await?),
         ScheduleCommand::Set {
             reference,
+            target,
+            runtime,
+            root,
             cron,
             retention,
         } => {
+            let target = target.map(|target| {
+                crate::args::TargetArgs {
+                    target,
+                    runtime: runtime.unwrap_or(ckptd_api::Runtime::Runc),
+                    root,
+                }
+                .target()
+            });
             let req = UpdateSchedule {
+                target,
                 cron,
                 retention: retention.is_set().then(|| retention.retention()),
                 ..Default::default()
@@ -68,12 +81,13 @@ pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), ClientErro
         ScheduleCommand::Enable { reference } => set_enabled(client, &reference, true).await?,
         ScheduleCommand::Disable { reference } => set_enabled(client, &reference, false).await?,
         ScheduleCommand::Rm { references } => {
-            let mut failed = None;
+            // Each failure is reported as it happens, once.
+            let mut failed = false;
             for r in references {
-                failed = printed(&r, client.delete_schedule(&r).await).or(failed);
+                failed |= printed(&r, client.delete_schedule(&r).await).is_some();
             }
-            if let Some(e) = failed {
-                return Err(e);
+            if failed {
+                return Err(Failed::Reported);
             }
         }
         ScheduleCommand::Run { reference, no_wait } => {

@@ -80,7 +80,29 @@ impl Engine for Engines {
         })
     }
     fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
-        self.for_target(target).check_target(target)
+        Box::pin(async move {
+            let checked = self.for_target(target).check_target(target).await;
+            // A container runc does not know may be Docker's: say so, in each caller's words.
+            if let (
+                Err(e),
+                Target::Container {
+                    id,
+                    runtime: Runtime::Runc,
+                    ..
+                },
+            ) = (&checked, target)
+            {
+                if e.kind == crate::error::ErrorKind::TargetUnavailable
+                    && self.docker.knows(id).await
+                {
+                    return Err(e.clone().with_advice(ckptd_api::Advice::UseRuntime {
+                        runtime: Runtime::Docker,
+                        container: id.clone(),
+                    }));
+                }
+            }
+            checked
+        })
     }
     fn check_restore<'a>(
         &'a self,

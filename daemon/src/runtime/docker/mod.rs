@@ -39,6 +39,11 @@ pub struct DockerEngine {
 }
 
 impl DockerEngine {
+    /// Whether Docker (reachable now) knows a container by this name or id.
+    pub async fn knows(&self, id: &str) -> bool {
+        self.api.inspect_raw(id).await.is_ok()
+    }
+
     /// Docker as `/v1/info` shows it: reachable and experimental, or why not.
     pub async fn describe(&self) -> ckptd_api::RuntimeInfo {
         let (version, error) = match self.api.info().await {
