@@ -299,6 +299,10 @@ fn openapi_lists_every_advice() {
         Advice::ReadLog { path: "/p".into() },
         Advice::WaitForJob { job: "j".into() },
         Advice::WaitForRunningJobs,
+        Advice::UseRuntime {
+            runtime: ckptd_api::Runtime::Docker,
+            container: "web".into(),
+        },
     ];
     assert_eq!(kinds.len(), all.len(), "{kinds:?}");
     for a in all {
