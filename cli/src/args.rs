@@ -108,10 +108,13 @@ pub struct RetentionFlags {
     /// Keep the newest of each of the last N hours.
     #[arg(long)]
     pub keep_hourly: Option<u32>,
+    /// Keep the newest of each of the last N days (UTC).
     #[arg(long)]
     pub keep_daily: Option<u32>,
+    /// Keep the newest of each of the last N ISO weeks.
     #[arg(long)]
     pub keep_weekly: Option<u32>,
+    /// Keep the newest of each of the last N months.
     #[arg(long)]
     pub keep_monthly: Option<u32>,
     /// Keep everything within this long of the newest (36h, 7d).
@@ -271,6 +274,7 @@ pub struct LsArgs {
     /// Only those of this schedule (label schedule=NAME).
     #[arg(long)]
     pub schedule: Option<String>,
+    /// Only checkpoints with this label key=value; repeatable.
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
     /// At most this many (the daemon pages by 1000).
@@ -324,7 +328,9 @@ pub struct RestoreArgs {
 
 #[derive(Args)]
 pub struct AdoptArgs {
+    /// The image directory (absolute), made by criu dump, runc checkpoint or Docker.
     pub dir: String,
+    /// Name it this (default: from the directory).
     #[arg(long)]
     pub name: Option<String>,
     /// runc/Docker images: the container id to restore them as (with --bundle).
@@ -336,14 +342,17 @@ pub struct AdoptArgs {
     /// The options the images were dumped with (restores reuse them).
     #[command(flatten)]
     pub criu: CriuFlags,
+    /// Label key=value; repeatable.
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Print the checkpoint as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args)]
 pub struct MigrateArgs {
+    /// A checkpoint name or id.
     pub reference: String,
     /// The other daemon's TCP listener, host:port.
     #[arg(long)]
@@ -365,11 +374,15 @@ pub enum ScheduleCommand {
     Add(ScheduleAddArgs),
     /// List schedules with their next and last runs.
     Ls {
+        /// Print the schedules as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show one schedule.
-    Inspect { reference: String },
+    Inspect {
+        /// The schedule's name or id.
+        reference: String,
+    },
     /// Change a schedule's target, cron or retention.
     Set {
         /// The schedule's name or id.
@@ -390,23 +403,34 @@ pub enum ScheduleCommand {
         retention: RetentionFlags,
     },
     /// Enable a schedule (its clock restarts from now).
-    Enable { reference: String },
+    Enable {
+        /// The schedule's name or id.
+        reference: String,
+    },
     /// Disable a schedule.
-    Disable { reference: String },
+    Disable {
+        /// The schedule's name or id.
+        reference: String,
+    },
     /// Delete schedules (their checkpoints stay).
     Rm {
+        /// Schedule names or ids.
         #[arg(required = true)]
         references: Vec<String>,
     },
     /// Run a schedule now.
     Run {
+        /// The schedule's name or id.
         reference: String,
+        /// Return once the job is queued instead of when it ends.
         #[arg(long)]
         no_wait: bool,
     },
     /// Preview what retention would keep and prune, and why.
     Retention {
+        /// The schedule's name or id.
         reference: String,
+        /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -414,6 +438,7 @@ pub enum ScheduleCommand {
 
 #[derive(Args)]
 pub struct ScheduleAddArgs {
+    /// The schedule's name (it names its checkpoints and labels them schedule=NAME).
     pub name: String,
     #[command(flatten)]
     pub target: TargetArgs,
@@ -430,6 +455,7 @@ pub struct ScheduleAddArgs {
     /// Create it disabled.
     #[arg(long)]
     pub disabled: bool,
+    /// Print the schedule as JSON.
     #[arg(long)]
     pub json: bool,
 }
