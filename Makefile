@@ -1,6 +1,6 @@
-# ckptd entry points. Everything runs as root on Debian 12 (CRIU needs it).
-#   sudo make run    set up if needed, build, run the daemon in the foreground with its defaults
-#   sudo make test   set up if needed, then fmt check, clippy -D warnings, OpenAPI check, all tests
+# ckptd entry points. Everything runs as root on Debian 12 (CRIU needs it): as root, or with sudo.
+#   make run        set up if needed, build, run the daemon in the foreground with its defaults
+#   make test       set up if needed, then fmt check, clippy -D warnings, OpenAPI check, all tests
 CARGO ?= cargo
 # The virtualenv make setup creates for the OpenAPI validator.
 PYTHON ?= /var/cache/ckptd-setup/venv/bin/python

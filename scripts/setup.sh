@@ -17,7 +17,7 @@ die() { printf '\nsetup FAILED at step "%s": %s\n' "$CURRENT_STEP" "$*" >&2; exi
 CURRENT_STEP=start
 trap 'rc=$?; [ $rc -ne 0 ] && printf "\nsetup FAILED at step \"%s\" (exit %s); see the output above\n" "$CURRENT_STEP" "$rc" >&2' EXIT
 
-[ "$(id -u)" -eq 0 ] || { echo "setup must run as root (try: sudo make setup)" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "setup must run as root: run it as root, or with sudo (sudo make setup)" >&2; exit 1; }
 
 APT_PKGS=(runc iptables busybox-static pkg-config
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev libnet1-dev
