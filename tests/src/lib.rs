@@ -174,6 +174,24 @@ impl Daemon {
         }
     }
 
+    /// Holds up under `flood`, a helper that opens thousands of connections and prints how many
+    /// it opened once done: root's health answers within 100 ms while it connects and after,
+    /// and the daemon's descriptors stay within its per-peer limit (64) and a margin.
+    pub async fn assert_survives_flood(&self, flood: &Target) {
+        self.assert_health_answers_within(50, Duration::from_millis(100))
+            .await;
+        flood.wait_for_lines(1);
+        let said = flood.lines();
+        let opened: usize = said[0]
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the flood failed: {said:?}"));
+        assert!(opened > 0, "the flood opened nothing");
+        assert!(self.open_fds() < 64 + 64, "{} descriptors", self.open_fds());
+        self.assert_health_answers_within(20, Duration::from_millis(100))
+            .await;
+    }
+
     /// How many descriptors the daemon holds open.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))

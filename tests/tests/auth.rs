@@ -695,18 +695,6 @@ async fn connection_flood(f: &Fixture) {
         ],
         &out,
     );
-    // While it connects, and after.
-    f.d.assert_health_answers_within(50, std::time::Duration::from_millis(100))
-        .await;
-    flood.wait_for_lines(1);
-    let said = flood.lines();
-    let opened: usize = said[0]
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("the flood failed: {said:?}"));
-    assert!(opened > 0, "the flood opened nothing");
-    assert!(f.d.open_fds() < 64 + 64, "{} descriptors", f.d.open_fds());
-    f.d.assert_health_answers_within(20, std::time::Duration::from_millis(100))
-        .await;
+    f.d.assert_survives_flood(&flood).await;
     ckptd_tests::signal(flood.pid, 9);
 }

@@ -37,6 +37,31 @@ async fn labelled(d: &Daemon, name: &str) -> Vec<ckptd_api::Checkpoint> {
         .items
 }
 
+/// Listens, from now, for the first event of type `kind` (up to `secs`).
+fn first_event(
+    d: &Daemon,
+    kind: &'static str,
+    secs: u64,
+) -> tokio::task::JoinHandle<Option<serde_json::Value>> {
+    let client = d.client.clone();
+    tokio::spawn(async move {
+        let mut seen = None;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(secs),
+            client.events(|_, data| {
+                let ev: serde_json::Value = serde_json::from_str(data).unwrap();
+                if ev["type"] == kind {
+                    seen = Some(ev);
+                    return false;
+                }
+                true
+            }),
+        )
+        .await;
+        seen
+    })
+}
+
 /// Polls the schedule until `pred` holds (up to `secs`).
 async fn wait_schedule(
     d: &Daemon,
@@ -214,23 +239,7 @@ async fn a_target_that_went_away_fails_the_run_and_the_schedule_stays() {
         .await
         .unwrap();
     // Listen for the event before the target goes.
-    let client = d.client.clone();
-    let events = tokio::spawn(async move {
-        let mut failed = None;
-        let _ = tokio::time::timeout(
-            Duration::from_secs(20),
-            client.events(|_, data| {
-                let ev: serde_json::Value = serde_json::from_str(data).unwrap();
-                if ev["type"] == "schedule.failed" {
-                    failed = Some(ev);
-                    return false;
-                }
-                true
-            }),
-        )
-        .await;
-        failed
-    });
+    let events = first_event(&d, "schedule.failed", 20);
     tokio::time::sleep(Duration::from_millis(300)).await;
     ckptd_tests::signal(t.pid, libc::SIGKILL);
     t.reap();
@@ -445,23 +454,7 @@ async fn a_schedule_that_keeps_failing_is_disabled_and_says_why() {
         ))
         .await
         .unwrap();
-    let client = d.client.clone();
-    let events = tokio::spawn(async move {
-        let mut seen = None;
-        let _ = tokio::time::timeout(
-            Duration::from_secs(30),
-            client.events(|_, data| {
-                let ev: serde_json::Value = serde_json::from_str(data).unwrap();
-                if ev["type"] == "schedule.disabled" {
-                    seen = Some(ev);
-                    return false;
-                }
-                true
-            }),
-        )
-        .await;
-        seen
-    });
+    let events = first_event(&d, "schedule.disabled", 30);
     ckptd_tests::signal(t.pid, libc::SIGKILL);
     t.reap();
     let ev = events.await.unwrap().expect("a schedule.disabled event");
