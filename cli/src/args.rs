@@ -193,26 +193,7 @@ pub enum Command {
     /// its TCP listener (tcp_listen + tcp_token_file there).
     Migrate(MigrateArgs),
     /// List jobs, newest first; --watch follows them as they change.
-    Jobs {
-        /// Only jobs in this state.
-        #[arg(long, value_parser = enum_arg::<JobState>(JobState::VARIANTS))]
-        state: Option<JobState>,
-        /// Only jobs of this kind.
-        #[arg(long, value_parser = enum_arg::<JobKind>(JobKind::VARIANTS))]
-        kind: Option<JobKind>,
-        /// At most this many, newest first.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        /// Full ids and no cut to the terminal's width.
-        #[arg(long)]
-        wide: bool,
-        /// Then follow job events as they happen, until interrupted.
-        #[arg(long)]
-        watch: bool,
-        /// Print the jobs as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Jobs(JobsArgs),
     /// Cancel a queued or running job (its target is left running).
     Cancel {
         /// The job's id.
@@ -238,6 +219,28 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Args)]
+pub struct JobsArgs {
+    /// Only jobs in this state.
+    #[arg(long, value_parser = enum_arg::<JobState>(JobState::VARIANTS))]
+    pub state: Option<JobState>,
+    /// Only jobs of this kind.
+    #[arg(long, value_parser = enum_arg::<JobKind>(JobKind::VARIANTS))]
+    pub kind: Option<JobKind>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Full ids and no cut to the terminal's width.
+    #[arg(long)]
+    pub wide: bool,
+    /// Then follow job events as they happen, until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print the jobs as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

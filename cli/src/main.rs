@@ -50,27 +50,7 @@ async fn run(cli: Cli) -> Result<(), Failed> {
         }
         Command::Adopt(a) => portability::adopt(c, a).await,
         Command::Migrate(a) => portability::migrate(c, a).await,
-        Command::Jobs {
-            state,
-            kind,
-            limit,
-            wide,
-            watch,
-            json,
-        } => {
-            jobs::jobs(
-                c,
-                jobs::JobsArgs {
-                    state,
-                    kind,
-                    limit,
-                    wide,
-                    watch,
-                    json,
-                },
-            )
-            .await
-        }
+        Command::Jobs(a) => jobs::jobs(c, a).await,
         Command::Cancel { job } => jobs::cancel(c, &job).await,
         Command::Events { json } => jobs::events(c, json).await,
         Command::Schedule(cmd) => return schedules::run(c, cmd).await,

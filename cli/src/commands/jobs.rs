@@ -4,20 +4,12 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use ckptd_api::query::{CheckpointQuery, JobQuery};
-use ckptd_api::{Client, ClientError, Event, Job, JobKind, JobState};
+use ckptd_api::{Client, ClientError, Event, Job};
 use uuid::Uuid;
 
+use crate::args::JobsArgs;
 use crate::render::{ago, event_line, job_outcome, print_json, target_text};
 use crate::table::{terminal_width, Table};
-
-pub struct JobsArgs {
-    pub state: Option<JobState>,
-    pub kind: Option<JobKind>,
-    pub limit: u32,
-    pub wide: bool,
-    pub watch: bool,
-    pub json: bool,
-}
 
 /// The name and target of the checkpoints jobs belong to, asked once each.
 #[derive(Default)]
