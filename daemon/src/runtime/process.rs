@@ -415,14 +415,17 @@ impl Engine for ProcessEngine {
         log_name: &'a str,
     ) -> BoxFuture<'a, Option<JobResult>> {
         Box::pin(async move {
-            // CRIU writes the pidfile only once the restore has succeeded.
-            let pidfile =
-                Path::new(&cp.dir).join(format!("{}.pid", log_name.trim_end_matches(".log")));
-            let pid: i32 = std::fs::read_to_string(&pidfile)
-                .ok()?
-                .trim()
-                .parse()
+            // CRIU writes the pidfile only once the restore has succeeded. Read through the
+            // directory's held parent, without following a symlink or blocking on a FIFO: a
+            // member's directory is the member's to change, and this runs at start-up.
+            let anchor = sys::AnchoredDir::open(Path::new(&cp.dir)).ok()?;
+            let pidfile = anchor
+                .path()
+                .join(format!("{}.pid", log_name.trim_end_matches(".log")));
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut sys::open_regular(&pidfile).ok()?, &mut text)
                 .ok()?;
+            let pid: i32 = text.trim().parse().ok()?;
             let _ = std::fs::remove_file(&pidfile);
             sys::proc_stat(pid)
                 .is_some_and(|s| !s.is_zombie())
@@ -526,4 +529,70 @@ pub fn check_process(pid: i32) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::criu::CriuProbe;
+
+    fn engine() -> ProcessEngine {
+        let probe = CriuProbe {
+            path: None,
+            version: None,
+            check_ok: false,
+            check_output: None,
+            features: Default::default(),
+        };
+        ProcessEngine::new(Arc::new(Criu::new(probe, 4, None)), Duration::from_secs(1))
+    }
+
+    fn checkpoint(dir: &Path) -> Checkpoint {
+        serde_json::from_value(serde_json::json!({
+            "id": "00000000-0000-0000-0000-000000000001", "name": "c",
+            "target": {"kind": "process", "pid": 1}, "status": "ready",
+            "created_at": "2026-01-01T00:00:00Z", "completed_at": null,
+            "dir": dir.display().to_string(), "size_bytes": 0, "options": {}, "labels": {},
+            "criu_version": null, "criu_config": null, "container": null, "stats": null,
+            "error": null, "owner_uid": 1000, "expires_at": null
+        }))
+        .unwrap()
+    }
+
+    /// After a crash, the restore's pidfile in a directory a member can change is read without
+    /// following a symlink and without blocking on a FIFO planted in its place.
+    #[tokio::test]
+    async fn a_planted_pidfile_is_not_followed_nor_waited_on() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("cp");
+        std::fs::create_dir(&dir).unwrap();
+        let cp = checkpoint(&dir);
+        let e = engine();
+        let me = std::process::id() as i32;
+
+        std::fs::write(dir.join("restore-a.pid"), me.to_string()).unwrap();
+        let got = e.recover_restore(&cp, None, "restore-a.log").await;
+        assert_eq!(got.and_then(|r| r.pid), Some(me));
+
+        let elsewhere = d.path().join("elsewhere.pid");
+        std::fs::write(&elsewhere, me.to_string()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("restore-b.pid")).unwrap();
+        assert_eq!(e.recover_restore(&cp, None, "restore-b.log").await, None);
+
+        nix::unistd::mkfifo(
+            &dir.join("restore-c.pid"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        // On a thread of its own: a blocking open of the FIFO must fail this test, not hang it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let _ = tx.send(rt.block_on(e.recover_restore(&cp, None, "restore-c.log")));
+        });
+        let read = rx.recv_timeout(Duration::from_secs(5));
+        assert_eq!(read.expect("blocked on a FIFO"), None);
+    }
 }
