@@ -190,6 +190,25 @@ fn target(id: &str) -> Option<ApiTarget> {
     })
 }
 
+/// Asks for a checkpoint of `target` that must be refused: the API's status and error.
+async fn refused(d: &Daemon, target: Option<ApiTarget>) -> (u16, ckptd_api::ErrorInfo) {
+    let e = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    let (status, err) = e
+        .api_error()
+        .unwrap_or_else(|| panic!("not an API error: {e}"));
+    (status.as_u16(), err.clone())
+}
+
 fn counts(lines: &[String], what: &str) {
     ckptd_tests::assert_counts(lines, what);
 }
@@ -237,24 +256,14 @@ async fn docker_scenarios() {
 /// container, and the answer says Docker does, in each caller's words.
 async fn named_without_its_runtime(d: &Daemon) {
     let c = Ctr::run("ckptd-which");
-    let e = d
-        .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: Some(ckptd_api::Target::Container {
-                    id: c.0.clone(),
-                    runtime: ckptd_api::Runtime::Runc,
-                    root: None,
-                    bundle: None,
-                }),
-                ..Default::default()
-            },
-            true,
-        )
-        .await
-        .unwrap_err();
-    let (status, err) = e.api_error().unwrap();
-    assert_eq!(status.as_u16(), 422);
+    let runc = Some(ApiTarget::Container {
+        id: c.0.clone(),
+        runtime: ckptd_api::Runtime::Runc,
+        root: None,
+        bundle: None,
+    });
+    let (status, err) = refused(d, runc).await;
+    assert_eq!(status, 422);
     assert!(
         err.hint().unwrap().contains("\"runtime\": \"docker\""),
         "{err}"
@@ -494,32 +503,10 @@ async fn established_tcp(d: &Daemon) {
 
 /// Errors: no such container, a stopped one.
 async fn missing_and_stopped(d: &Daemon) {
-    let e = d
-        .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: target("ckptd-nope"),
-                ..Default::default()
-            },
-            true,
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e.api_error().unwrap().0.as_u16(), 422);
+    assert_eq!(refused(d, target("ckptd-nope")).await.0, 422);
     let stopped = Ctr::create("ckptd-stopped");
-    let e = d
-        .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: target(&stopped.0),
-                ..Default::default()
-            },
-            true,
-        )
-        .await
-        .unwrap_err();
-    let (status, err) = e.api_error().unwrap();
-    assert_eq!(status.as_u16(), 422);
+    let (status, err) = refused(d, target(&stopped.0)).await;
+    assert_eq!(status, 422);
     assert!(err.hint().unwrap().contains("docker start"), "{err}");
 }
 
@@ -533,19 +520,8 @@ async fn docker_unreachable() {
     )
     .unwrap();
     let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
-    let e = d
-        .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: target("ckptd-looper"),
-                ..Default::default()
-            },
-            true,
-        )
-        .await
-        .unwrap_err();
-    let (status, err) = e.api_error().unwrap();
-    assert_eq!(status.as_u16(), 503);
+    let (status, err) = refused(&d, target("ckptd-looper")).await;
+    assert_eq!(status, 503);
     assert!(err.hint().unwrap().contains("docker_socket"), "{err}");
     assert!(
         err.message
