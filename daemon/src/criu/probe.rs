@@ -8,8 +8,9 @@ use tokio::process::Command;
 
 use super::find_in_path;
 
-/// What `criu check` and `criu --version` said when the daemon started.
-#[derive(Debug, Clone)]
+/// What `criu check` and `criu --version` said when the daemon started (the default: no CRIU
+/// found).
+#[derive(Debug, Clone, Default)]
 pub struct CriuProbe {
     pub path: Option<PathBuf>,
     pub version: Option<String>,

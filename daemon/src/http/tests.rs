@@ -53,13 +53,7 @@ fn router_and_openapi_list_the_same_routes() {
 async fn app() -> (tempfile::TempDir, Router) {
     let d = tempfile::tempdir().unwrap();
     let catalog = Catalog::open(&d.path().join("c.db")).await.unwrap();
-    let probe = CriuProbe {
-        path: None,
-        version: None,
-        check_ok: false,
-        check_output: None,
-        features: Default::default(),
-    };
+    let probe = CriuProbe::default();
     let criu = Arc::new(Criu::new(probe.clone(), 4, None));
     let engine = Arc::new(crate::runtime::Engines::new(
         criu,

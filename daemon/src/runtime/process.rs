@@ -537,14 +537,8 @@ mod tests {
     use crate::criu::CriuProbe;
 
     fn engine() -> ProcessEngine {
-        let probe = CriuProbe {
-            path: None,
-            version: None,
-            check_ok: false,
-            check_output: None,
-            features: Default::default(),
-        };
-        ProcessEngine::new(Arc::new(Criu::new(probe, 4, None)), Duration::from_secs(1))
+        let criu = Criu::new(CriuProbe::default(), 4, None);
+        ProcessEngine::new(Arc::new(criu), Duration::from_secs(1))
     }
 
     fn checkpoint(dir: &Path) -> Checkpoint {
