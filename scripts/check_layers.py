@@ -9,7 +9,7 @@ import sys
 ROOT = os.path.join(os.path.dirname(__file__), "..", "daemon", "src")
 # Lowest first; a module may import only modules listed before it.
 LAYERS = [
-    "error", "sys", "config", "stop", "systemd", "auth", "criu", "engine", "catalog", "telemetry",
+    "error", "sys", "config", "stop", "systemd", "auth", "criu", "archive", "engine", "catalog", "telemetry", "remote",
     "runtime", "service", "portability", "schedules", "http",
 ]
 

@@ -148,6 +148,36 @@ pub struct ImportQuery {
     pub name: Option<String>,
 }
 
+/// `POST /v1/checkpoints/{ref}/push?remote=NAME[&keep_local=false][&wait=true]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushQuery {
+    pub remote: String,
+    /// False drops the local images once the push is durable.
+    #[serde(default = "yes", deserialize_with = "flag", skip_serializing_if = "is_true")]
+    pub keep_local: bool,
+    #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+    pub wait: bool,
+}
+
+/// `DELETE /v1/checkpoints/{ref}?remote_copies=true`: also delete its copies in remotes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+    pub remote_copies: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// A query-string flag: `true`, `1` or a bare `wait` / `wait=` are on; `false` and `0` off.
 fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     use serde::de::Error;

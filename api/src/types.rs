@@ -215,6 +215,101 @@ pub struct Checkpoint {
     /// When the expiry timer deletes it (`expires_in` at create).
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Where its images are: here (`local`, while they are on this host's disk) and each remote
+    /// that holds a copy. A ready checkpoint with no `local` entry is restored by pulling first.
+    #[serde(default)]
+    pub locations: Vec<Location>,
+}
+
+impl Checkpoint {
+    /// Whether the images are on this host's disk.
+    pub fn is_local(&self) -> bool {
+        self.locations
+            .iter()
+            .any(|l| matches!(l, Location::Local { .. }))
+    }
+
+    /// The copy on remote `name`, if there is one.
+    pub fn remote_copy(&self, name: &str) -> Option<&RemoteCopy> {
+        self.locations.iter().find_map(|l| match l {
+            Location::Remote(c) if c.remote == name => Some(c),
+            _ => None,
+        })
+    }
+
+    /// Every remote copy.
+    pub fn remote_copies(&self) -> impl Iterator<Item = &RemoteCopy> {
+        self.locations.iter().filter_map(|l| match l {
+            Location::Remote(c) => Some(c),
+            Location::Local { .. } => None,
+        })
+    }
+}
+
+/// One place a checkpoint's images are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Location {
+    /// On this host's disk, in `dir`.
+    Local { dir: String },
+    /// An object in a remote (an S3 bucket named in the daemon's configuration).
+    Remote(RemoteCopy),
+}
+
+/// A checkpoint's archive in a remote: the object `key`, its size and sha256 (of the bytes
+/// stored, encrypted or not), and when it was pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteCopy {
+    pub remote: String,
+    pub key: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub pushed_at: DateTime<Utc>,
+    /// Encrypted to the remote's age recipients: only a host with an identity can pull it.
+    #[serde(default)]
+    pub encrypted: bool,
+}
+
+/// `GET /v1/remotes`: a configured remote (never its credentials) and whether it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteInfo {
+    pub name: String,
+    pub endpoint: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    /// `path` (endpoint/bucket/key) or `virtual` (bucket.endpoint/key).
+    pub addressing: String,
+    /// Where the credentials come from: `environment` or `file` (never the credentials).
+    pub credentials: String,
+    /// Pushes are encrypted to age recipients.
+    pub encrypted: bool,
+    /// This host holds an age identity, so it can pull encrypted checkpoints.
+    pub can_decrypt: bool,
+    pub reachable: bool,
+    /// Why the remote is not reachable, in the server's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /v1/remotes/{name}/checkpoints`: a checkpoint a remote holds, read from the record
+/// pushed next to its archive: every field of the checkpoint as the pushing host had it (`dir`
+/// is that host's), the object, and the host it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub object: RemoteCopy,
+    /// The host name of the daemon that pushed it.
+    pub pushed_from: String,
+}
+
+/// Body of `POST /v1/remotes/{name}/checkpoints/{ref}` (a pull). Everything is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// Catalogue it under this name instead of the one it was pushed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(
@@ -235,6 +330,10 @@ pub struct Checkpoint {
 pub enum JobKind {
     Checkpoint,
     Restore,
+    /// Upload a ready checkpoint's archive to a remote.
+    Push,
+    /// Download a checkpoint from a remote and catalogue it here.
+    Pull,
 }
 
 impl JobKind {
@@ -291,6 +390,12 @@ pub struct JobResult {
     /// Where a restored container's stdout/stderr go when they were pipes at checkpoint time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_log: Option<String>,
+    /// A checkpoint job with `push_to`: the push job queued after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_job: Option<Uuid>,
+    /// A push: the copy it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_copy: Option<RemoteCopy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -410,6 +515,17 @@ pub struct CreateCheckpoint {
     /// or a sum such as `1d12h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<String>,
+    /// Push the checkpoint to this remote once it is ready (a push job follows the checkpoint
+    /// job; its id is in the checkpoint job's result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_to: Option<String>,
+    /// With `push_to`: false drops the local images once the push is durable (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_local: Option<bool>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl CreateCheckpoint {
@@ -551,6 +667,12 @@ pub struct ScheduleOptions {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<String>,
+    /// Push each ready checkpoint to this remote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_to: Option<String>,
+    /// With `push_to`: false drops the local images once each push is durable.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub keep_local: bool,
 }
 
 impl Default for ScheduleOptions {
@@ -564,6 +686,8 @@ impl Default for ScheduleOptions {
             checkpoint_dir: None,
             labels: BTreeMap::new(),
             expires_in: None,
+            push_to: None,
+            keep_local: true,
         }
     }
 }
@@ -710,6 +834,18 @@ pub struct RetentionItem {
 pub struct RetentionPlan {
     pub schedule: String,
     pub retention: Retention,
+    /// The checkpoints whose images are on this host (and those not ready yet).
+    pub keep: Vec<RetentionItem>,
+    pub prune: Vec<RetentionItem>,
+    /// The same rules applied to the copies in each remote the schedule's checkpoints are in:
+    /// a pruned copy is deleted from that remote.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remotes: BTreeMap<String, LocationPlan>,
+}
+
+/// Retention in one remote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocationPlan {
     pub keep: Vec<RetentionItem>,
     pub prune: Vec<RetentionItem>,
 }

@@ -83,6 +83,9 @@ pub struct FileConfig {
     pub root_reserved_connections: Option<usize>,
     /// How long a connection may take to send a request's header (and so stay idle).
     pub header_timeout_secs: Option<u64>,
+    /// S3-compatible buckets that hold checkpoints: `[remotes.NAME]`.
+    #[serde(default)]
+    pub remotes: std::collections::BTreeMap<String, RemoteSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +129,8 @@ pub struct Config {
     pub docker_runc_root: PathBuf,
     /// Connection limits of both listeners.
     pub limits: ConnectionLimits,
+    /// `[remotes.NAME]` as written; `remote::Remotes` checks and builds them.
+    pub remotes: std::collections::BTreeMap<String, RemoteSpec>,
 }
 
 pub const MAX_WORKERS: usize = 256;
@@ -237,6 +242,7 @@ impl Config {
                         .map_or(d.header_timeout, Duration::from_secs),
                 }
             },
+            remotes: file.remotes,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -357,6 +363,38 @@ fn absolute(what: &str, p: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `[remotes.NAME]` in the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSpec {
+    /// `http://host:port` or `https://...`; AWS itself when left out.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// Keys start with this (default `ckptd`); an empty string puts them at the bucket's root.
+    pub prefix: Option<String>,
+    /// Default `us-east-1`.
+    pub region: Option<String>,
+    /// `path` or `virtual` (default: `path` with an endpoint, `virtual` for AWS).
+    pub addressing: Option<String>,
+    /// A TOML file with `access_key_id`, `secret_access_key` (and `session_token`), readable by
+    /// its owner only; without it the environment's `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) are used.
+    pub credentials_file: Option<PathBuf>,
+    /// age X25519 public keys (`age1...`): pushes are encrypted to all of them.
+    #[serde(default)]
+    pub age_recipients: Vec<String>,
+    /// age identity file (`age-keygen` output), readable by its owner only: needed to pull
+    /// encrypted checkpoints.
+    pub age_identity_file: Option<PathBuf>,
+    /// Part size of multipart uploads in MiB (5-5120, default 8); grown for checkpoints so large
+    /// that 10,000 parts would not hold them.
+    pub part_size_mib: Option<u64>,
+    /// Parts uploaded at once (1-64, default 4). Memory held by a push is about
+    /// (upload_concurrency + 1) x part size.
+    pub upload_concurrency: Option<usize>,
+}
+
 
 #[cfg(test)]
 mod tests {

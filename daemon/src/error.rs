@@ -24,10 +24,12 @@ pub enum ErrorKind {
     Timeout,
     /// A TCP request without the right bearer token.
     Unauthorized,
+    /// A remote (S3) refused or failed a request; `details.status` is its HTTP status.
+    RemoteFailed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         Self::InvalidRequest,
         Self::Forbidden,
         Self::NotFound,
@@ -42,6 +44,7 @@ impl ErrorKind {
         Self::Cancelled,
         Self::Timeout,
         Self::Unauthorized,
+        Self::RemoteFailed,
     ];
 
     pub fn code(self) -> &'static str {
@@ -60,6 +63,7 @@ impl ErrorKind {
             Self::Cancelled => "cancelled",
             Self::Timeout => "timeout",
             Self::Unauthorized => "unauthorized",
+            Self::RemoteFailed => "remote_failed",
         }
     }
 

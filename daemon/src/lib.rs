@@ -5,6 +5,7 @@
 //! `portability` and `schedules`, over `catalog` (SQLite) and an `engine::Engine` chosen by
 //! `runtime` (process trees, runc, Docker), which use the `criu` toolkit.
 
+pub mod archive;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod portability;
+pub mod remote;
 pub mod runtime;
 pub mod schedules;
 pub mod service;
@@ -59,6 +61,7 @@ pub async fn run(
     // One daemon per state directory, decided before anything reads the catalog: a second
     // daemon's start-up reconciliation would otherwise end the first one's running jobs.
     let _lock = lock_state_dir(&cfg.state_dir)?;
+    let remotes = remote::Remotes::new(&cfg.remotes).context("invalid [remotes] configuration")?;
     let catalog = catalog::Catalog::open(&cfg.catalog_path()).await?;
     let probe = CriuProbe::run(cfg.criu_path.as_deref()).await;
     if probe.check_ok {
@@ -96,6 +99,7 @@ pub async fn run(
                 allowed_dirs: cfg.allowed_dirs.clone(),
             },
             import_max_bytes: cfg.import_max_bytes,
+            remotes,
         },
     );
     // A CRIU that outlived a crashed daemon is given up to 5 minutes to finish its dump.

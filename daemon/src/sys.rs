@@ -218,6 +218,13 @@ pub fn remove_dir_tree(path: &Path) -> io::Result<()> {
     }
 }
 
+/// This host's name (`uname -n`).
+pub fn hostname() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 pub fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())

@@ -186,6 +186,95 @@ pub struct Metrics {
     pub bytes_written: AtomicU64,
     /// Schedules ckptd disabled after too many failed runs in a row.
     pub schedules_disabled: AtomicU64,
+    /// Pushes, pulls and deletes of remote copies.
+    pub remote: RemoteMetrics,
+}
+
+/// Transfers to and from remotes, by remote and direction (`push`, `pull`).
+#[derive(Default)]
+pub struct RemoteMetrics {
+    /// (remote, direction) -> (transfers, bytes, seconds).
+    done: Mutex<std::collections::BTreeMap<(String, &'static str), (u64, u64, f64)>>,
+    /// (remote, direction, reason) -> failures; the reason is the error's code.
+    failed: Mutex<std::collections::BTreeMap<(String, &'static str, String), u64>>,
+    deleted: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl RemoteMetrics {
+    pub fn transferred(&self, remote: &str, direction: &'static str, bytes: u64, secs: f64) {
+        let mut m = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry((remote.to_owned(), direction)).or_default();
+        e.0 += 1;
+        e.1 += bytes;
+        e.2 += secs;
+    }
+
+    pub fn failed(&self, remote: &str, direction: &'static str, e: &crate::error::Error) {
+        let mut m = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((remote.to_owned(), direction, e.kind.code().to_owned()))
+            .or_default() += 1;
+    }
+
+    pub fn deleted(&self, remote: &str) {
+        let mut m = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(remote.to_owned()).or_default() += 1;
+    }
+
+    fn render(&self, out: &mut String) {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, help, pick) in [
+            (
+                "ckptd_remote_transfers_total",
+                "Pushes and pulls that completed, by remote and direction.",
+                0,
+            ),
+            (
+                "ckptd_remote_bytes_total",
+                "Bytes of checkpoint objects pushed and pulled (as stored: compressed, encrypted).",
+                1,
+            ),
+            (
+                "ckptd_remote_seconds_total",
+                "Seconds spent in completed pushes and pulls.",
+                2,
+            ),
+        ] {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for ((remote, dir), (n, bytes, secs)) in done.iter() {
+                let v = match pick {
+                    0 => n.to_string(),
+                    1 => bytes.to_string(),
+                    _ => secs.to_string(),
+                };
+                out.push_str(&format!(
+                    "{name}{{remote=\"{}\",direction=\"{dir}\"}} {v}\n",
+                    label(remote)
+                ));
+            }
+        }
+        let name = "ckptd_remote_failures_total";
+        out.push_str(&format!(
+            "# HELP {name} Pushes and pulls that failed, by remote, direction and reason (the error code).\n# TYPE {name} counter\n"
+        ));
+        for ((remote, dir, reason), n) in self.failed.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.push_str(&format!(
+                "{name}{{remote=\"{}\",direction=\"{dir}\",reason=\"{reason}\"}} {n}\n",
+                label(remote)
+            ));
+        }
+        let name = "ckptd_remote_deletes_total";
+        out.push_str(&format!(
+            "# HELP {name} Remote copies deleted, by remote.\n# TYPE {name} counter\n"
+        ));
+        for (remote, n) in self.deleted.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.push_str(&format!("{name}{{remote=\"{}\"}} {n}\n", label(remote)));
+        }
+    }
+}
+
+/// A label value as the text format needs it.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Numbers read at scrape time.
@@ -272,6 +361,7 @@ impl Metrics {
             "gauge",
             g.catalog_checkpoints.to_string(),
         );
+        self.remote.render(&mut out);
         out.push_str(&format!(
             "# HELP ckptd_build_info ckptd's version.\n# TYPE ckptd_build_info gauge\nckptd_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")

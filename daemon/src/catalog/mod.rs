@@ -109,17 +109,37 @@ struct CheckpointRow {
     error: Option<Json<ErrorInfo>>,
     owner_uid: i64,
     expires_at: Option<String>,
+    local_images: bool,
+    remote_copies: Json<Vec<ckptd_api::RemoteCopy>>,
+}
+
+/// `locations` as the API shows them: the local directory while a ready checkpoint's images are
+/// on disk, then each remote copy.
+fn locations(
+    status: CheckpointStatus,
+    dir: &str,
+    local: bool,
+    remote: Vec<ckptd_api::RemoteCopy>,
+) -> Vec<ckptd_api::Location> {
+    let here = (status == CheckpointStatus::Ready && local).then(|| ckptd_api::Location::Local {
+        dir: dir.to_owned(),
+    });
+    here.into_iter()
+        .chain(remote.into_iter().map(ckptd_api::Location::Remote))
+        .collect()
 }
 
 fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
     let r = CheckpointRow::from_row(row)?;
+    let status = CheckpointStatus::parse(&r.status).ok_or_else(|| {
+        Error::internal(format!("bad checkpoint status {:?} in catalog", r.status))
+    })?;
     Ok(Checkpoint {
         id: parse_uuid(&r.id, "checkpoint id")?,
         name: r.name,
         target: r.target.0,
-        status: CheckpointStatus::parse(&r.status).ok_or_else(|| {
-            Error::internal(format!("bad checkpoint status {:?} in catalog", r.status))
-        })?,
+        status,
+        locations: locations(status, &r.dir, r.local_images, r.remote_copies.0),
         created_at: parse_ts(&r.created_at)?,
         completed_at: opt_ts(r.completed_at)?,
         dir: r.dir,
@@ -134,6 +154,12 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
         owner_uid: r.owner_uid as u32,
         expires_at: opt_ts(r.expires_at)?,
     })
+}
+
+/// Whether the row's images are on this host: a ready checkpoint says so by its `local`
+/// location; one not ready yet (pending, running, failed) will have them here, or has its log.
+fn local_images(cp: &Checkpoint) -> bool {
+    cp.status != CheckpointStatus::Ready || cp.is_local()
 }
 
 fn parse_uuid(s: &str, what: &str) -> Result<Uuid> {
@@ -300,10 +326,15 @@ impl Catalog {
     }
 
     /// Inserts a new checkpoint and the job that will take it, in one transaction.
-    pub async fn insert_checkpoint_with_job(&self, cp: &Checkpoint, job: &Job) -> Result<()> {
+    pub async fn insert_checkpoint_with_job(
+        &self,
+        cp: &Checkpoint,
+        job: &Job,
+        request: &serde_json::Value,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         Self::insert_checkpoint_in(&mut tx, cp).await?;
-        Self::insert_job_in(&mut tx, job, &serde_json::Value::Null).await?;
+        Self::insert_job_in(&mut tx, job, request).await?;
         tx.commit().await?;
         self.checkpoints_changed();
         Ok(())
@@ -324,8 +355,8 @@ impl Catalog {
         let res = sqlx::query(
             "INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, \
              created_at, completed_at, dir, size_bytes, options, labels, criu_version, stats, error, \
-             container, criu_config, owner_uid, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             container, criu_config, owner_uid, expires_at, local_images, remote_copies) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(cp.id.to_string())
         .bind(&cp.name)
@@ -347,6 +378,8 @@ impl Catalog {
         .bind(&cp.criu_config)
         .bind(i64::from(cp.owner_uid))
         .bind(cp.expires_at.as_ref().map(ts))
+        .bind(local_images(cp))
+        .bind(to_json(&cp.remote_copies().cloned().collect::<Vec<_>>()))
         .execute(&mut **tx)
         .await;
         match res {
@@ -405,7 +438,8 @@ impl Catalog {
     pub async fn update_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
         sqlx::query(
             "UPDATE checkpoints SET status = ?, completed_at = ?, size_bytes = ?, criu_version = ?, \
-             stats = ?, error = ?, container = ?, criu_config = ?, dir = ? WHERE id = ?",
+             stats = ?, error = ?, container = ?, criu_config = ?, dir = ?, local_images = ?, \
+             remote_copies = ? WHERE id = ?",
         )
         .bind(cp.status.as_str())
         .bind(cp.completed_at.as_ref().map(ts))
@@ -416,6 +450,8 @@ impl Catalog {
         .bind(cp.container.as_ref().map(to_json))
         .bind(&cp.criu_config)
         .bind(&cp.dir)
+        .bind(local_images(cp))
+        .bind(to_json(&cp.remote_copies().cloned().collect::<Vec<_>>()))
         .bind(cp.id.to_string())
         .execute(&self.pool)
         .await?;
@@ -477,7 +513,8 @@ impl Catalog {
     /// Bytes the ready checkpoints' images take.
     pub async fn ready_bytes(&self) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(size_bytes), 0) FROM checkpoints WHERE status = 'ready'",
+            "SELECT COALESCE(SUM(size_bytes), 0) FROM checkpoints WHERE status = 'ready' \
+             AND local_images = 1",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -770,6 +807,7 @@ mod tests {
             error: None,
             owner_uid: 0,
             expires_at: None,
+            locations: vec![],
         }
     }
 
@@ -800,7 +838,7 @@ mod tests {
         let (d, c) = open().await;
         let mut cp = checkpoint("a", 10);
         let mut job = job_for(&cp);
-        c.insert_checkpoint_with_job(&cp, &job).await.unwrap();
+        c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null).await.unwrap();
         cp.status = CheckpointStatus::Ready;
         cp.completed_at = Some(now());
         cp.size_bytes = 12345;
@@ -843,7 +881,7 @@ mod tests {
         let (_d, c) = open().await;
         let mut cp = checkpoint("v", 3);
         let v0 = c.checkpoints_version();
-        c.insert_checkpoint_with_job(&cp, &job_for(&cp))
+        c.insert_checkpoint_with_job(&cp, &job_for(&cp), &serde_json::Value::Null)
             .await
             .unwrap();
         let v1 = c.checkpoints_version();
@@ -877,13 +915,13 @@ mod tests {
     async fn duplicate_name_is_a_conflict_and_leaves_no_job() {
         let (_d, c) = open().await;
         let a = checkpoint("same", 1);
-        c.insert_checkpoint_with_job(&a, &job_for(&a))
+        c.insert_checkpoint_with_job(&a, &job_for(&a), &serde_json::Value::Null)
             .await
             .unwrap();
         let mut b = checkpoint("same", 2);
         b.dir = "/elsewhere".into();
         let jb = job_for(&b);
-        let e = c.insert_checkpoint_with_job(&b, &jb).await.unwrap_err();
+        let e = c.insert_checkpoint_with_job(&b, &jb, &serde_json::Value::Null).await.unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Conflict, "{e}");
         assert!(c.job(jb.id).await.unwrap().is_none());
     }
@@ -896,7 +934,7 @@ mod tests {
             if i == 3 {
                 cp.status = CheckpointStatus::Failed;
             }
-            c.insert_checkpoint_with_job(&cp, &job_for(&cp))
+            c.insert_checkpoint_with_job(&cp, &job_for(&cp), &serde_json::Value::Null)
                 .await
                 .unwrap();
         }

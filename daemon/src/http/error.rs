@@ -25,6 +25,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
         ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::RemoteFailed => StatusCode::BAD_GATEWAY,
     }
 }
 

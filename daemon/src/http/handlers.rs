@@ -166,9 +166,129 @@ pub async fn delete_checkpoint(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
     Path(reference): Path<String>,
+    uri: Uri,
 ) -> Result<StatusCode> {
-    s.service.delete_checkpoint(&caller, &reference).await?;
+    let q = query::delete(&uri)?;
+    if q.remote_copies {
+        let cp = s.service.checkpoint(&caller, &reference).await?;
+        let remotes: Vec<String> = cp.remote_copies().map(|c| c.remote.clone()).collect();
+        for r in remotes {
+            s.service.forget_copy(&cp, &r).await?;
+        }
+        // Forgetting the last copy of a checkpoint without local images removed its row.
+        if s.service.catalog().checkpoint(&cp.id.to_string()).await?.is_none() {
+            return Ok(StatusCode::NO_CONTENT);
+        }
+        s.service.delete_checkpoint(&caller, &cp.id.to_string()).await?;
+    } else {
+        s.service.delete_checkpoint(&caller, &reference).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A job queued on an existing checkpoint: 202 with its location, or with `?wait=true` 200 once
+/// it succeeded (the job's error when it fails).
+async fn job_answer(s: &AppState, caller: &Caller, job: Job, wait: bool) -> Result<Response> {
+    let location = format!("/v1/jobs/{}", job.id);
+    if wait {
+        match wait_for(s, caller, &job).await? {
+            Waited::Failed(answer) => return Ok(answer),
+            Waited::NotYet => {}
+            Waited::Succeeded(job) => {
+                return Ok((StatusCode::OK, Json(JobEnvelope { job })).into_response())
+            }
+        }
+    }
+    let job = s.service.job(caller, &job.id.to_string()).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(JobEnvelope { job }),
+    )
+        .into_response())
+}
+
+pub async fn push_checkpoint(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(reference): Path<String>,
+    uri: Uri,
+) -> Result<Response> {
+    let q = query::push(&uri)?;
+    let job = s
+        .service
+        .submit_push(&caller, &reference, &q.remote, q.keep_local)
+        .await?;
+    job_answer(&s, &caller, job, q.wait).await
+}
+
+pub async fn list_remotes(
+    State(s): State<AppState>,
+) -> Json<List<ckptd_api::RemoteInfo>> {
+    let infos = futures_util::future::join_all(s.service.remotes().all().map(|r| r.info())).await;
+    Json(List { items: infos, next: None })
+}
+
+pub async fn list_remote_checkpoints(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(remote): Path<String>,
+) -> Result<Json<List<ckptd_api::RemoteCheckpoint>>> {
+    let items = s.service.remote_checkpoints(&caller, &remote).await?;
+    Ok(Json(List { items, next: None }))
+}
+
+pub async fn get_remote_checkpoint(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path((remote, reference)): Path<(String, String)>,
+) -> Result<Json<ckptd_api::RemoteCheckpoint>> {
+    Ok(Json(
+        s.service
+            .remote_checkpoint(&caller, &remote, &reference)
+            .await?,
+    ))
+}
+
+pub async fn pull_checkpoint(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path((remote, reference)): Path<(String, String)>,
+    uri: Uri,
+    ApiJson(body): ApiJson<ckptd_api::PullRequest>,
+) -> Result<Response> {
+    let wait = query::wait_flag(&uri)?;
+    let (checkpoint, job) = s
+        .service
+        .submit_pull(&caller, &remote, &reference, body)
+        .await?;
+    checkpoint_answer(&s, &caller, checkpoint, job, wait).await
+}
+
+pub async fn delete_remote_checkpoint(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path((remote, reference)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    s.service
+        .delete_remote_checkpoint(&caller, &remote, &reference)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn restore_remote_checkpoint(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path((remote, reference)): Path<(String, String)>,
+    uri: Uri,
+    ApiJson(body): ApiJson<RestoreRequest>,
+) -> Result<Response> {
+    let wait = query::wait_flag(&uri)?;
+    let job = s
+        .service
+        .submit_remote_restore(&caller, &remote, &reference, body)
+        .await?;
+    job_answer(&s, &caller, job, wait).await
 }
 
 pub async fn restore_checkpoint(
@@ -180,23 +300,7 @@ pub async fn restore_checkpoint(
 ) -> Result<Response> {
     let wait = query::wait_flag(&uri)?;
     let job = s.service.submit_restore(&caller, &reference, body).await?;
-    let location = format!("/v1/jobs/{}", job.id);
-    if wait {
-        match wait_for(&s, &caller, &job).await? {
-            Waited::Failed(answer) => return Ok(answer),
-            Waited::NotYet => {}
-            Waited::Succeeded(job) => {
-                return Ok((StatusCode::OK, Json(JobEnvelope { job })).into_response())
-            }
-        }
-    }
-    let job = s.service.job(&caller, &job.id.to_string()).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(JobEnvelope { job }),
-    )
-        .into_response())
+    job_answer(&s, &caller, job, wait).await
 }
 
 pub async fn checkpoint_log(

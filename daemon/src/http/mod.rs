@@ -173,6 +173,33 @@ fn routes() -> Routes {
         restore_checkpoint,
     )
     .add(Method::GET, "/v1/checkpoints/{ref}/log", checkpoint_log)
+    .add(Method::POST, "/v1/checkpoints/{ref}/push", push_checkpoint)
+    .add(Method::GET, "/v1/remotes", list_remotes)
+    .add(
+        Method::GET,
+        "/v1/remotes/{name}/checkpoints",
+        list_remote_checkpoints,
+    )
+    .add(
+        Method::GET,
+        "/v1/remotes/{name}/checkpoints/{ref}",
+        get_remote_checkpoint,
+    )
+    .add(
+        Method::POST,
+        "/v1/remotes/{name}/checkpoints/{ref}",
+        pull_checkpoint,
+    )
+    .add(
+        Method::DELETE,
+        "/v1/remotes/{name}/checkpoints/{ref}",
+        delete_remote_checkpoint,
+    )
+    .add(
+        Method::POST,
+        "/v1/remotes/{name}/checkpoints/{ref}/restore",
+        restore_remote_checkpoint,
+    )
     .add(
         Method::GET,
         "/v1/checkpoints/{ref}/archive",

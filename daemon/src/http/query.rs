@@ -36,6 +36,16 @@ pub fn compression(uri: &Uri) -> Result<Compression> {
     parse::<ArchiveQuery>(uri).map(|q| q.compression)
 }
 
+/// `?remote=NAME&keep_local=&wait=` of the push route.
+pub fn push(uri: &Uri) -> Result<query::PushQuery> {
+    parse(uri)
+}
+
+/// `?remote_copies=true` of a checkpoint's delete.
+pub fn delete(uri: &Uri) -> Result<query::DeleteQuery> {
+    parse(uri)
+}
+
 /// `?name=` of the import route.
 pub fn import_name(uri: &Uri) -> Result<Option<String>> {
     parse::<ImportQuery>(uri).map(|q| q.name)

@@ -74,6 +74,7 @@ async fn app() -> (tempfile::TempDir, Router) {
             job_timeout: std::time::Duration::from_secs(60),
             policy: Default::default(),
             import_max_bytes: 1 << 30,
+            remotes: Default::default(),
         },
     );
     let info = Arc::new(DaemonInfo {

@@ -10,15 +10,13 @@ use ckptd_api::{AdoptRequest, Checkpoint, CheckpointStatus, ContainerRecord, Tar
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-pub mod archive;
-
 use crate::auth::{forbidden, Caller};
 use crate::catalog;
 use crate::criu::images;
 use crate::error::{Error, ErrorKind, Result};
 use crate::service::{validate, Service, STAGING_PREFIX};
 use crate::sys;
-use archive::{Compression, Manifest};
+use crate::archive::{self, Compression, Manifest};
 
 /// Chunks of the export stream in flight: a slow reader holds back the archiver, not memory.
 const CHUNKS: usize = 8;
@@ -106,21 +104,7 @@ impl Portability {
                 cp.status.as_str()
             )));
         }
-        let manifest = Manifest {
-            format: archive::FORMAT.into(),
-            name: cp.name.clone(),
-            target: cp.target.clone(),
-            options: cp.options,
-            labels: cp.labels.clone(),
-            created_at: cp.created_at,
-            criu_version: cp.criu_version.clone(),
-            container: cp.container.clone(),
-            stats: cp.stats,
-            kernel: sys::kernel_release(),
-            arch: archive::arch(),
-            ckptd_version: env!("CARGO_PKG_VERSION").into(),
-            files: vec![],
-        };
+        let manifest = Manifest::of(&cp);
         let (tx, rx) = mpsc::channel(CHUNKS);
         // Read through the directory's parent opened without following a symlink, held for
         // the whole stream.
@@ -233,6 +217,9 @@ impl Portability {
             error: None,
             owner_uid: caller.uid,
             expires_at: None,
+            locations: vec![ckptd_api::Location::Local {
+                dir: dir.display().to_string(),
+            }],
         };
         self.service.catalog().insert_checkpoint(&cp).await?;
         staging.0 = None;
@@ -322,6 +309,9 @@ impl Portability {
             error: None,
             owner_uid: caller.uid,
             expires_at: None,
+            locations: vec![ckptd_api::Location::Local {
+                dir: dir.display().to_string(),
+            }],
         };
         self.service.catalog().insert_checkpoint(&cp).await?;
         tracing::info!(checkpoint = %cp.name, dir = %cp.dir, "adopted");

@@ -464,6 +464,7 @@ impl RuncEngine {
             pid: Some(state.pid),
             container: Some(c.id.to_owned()),
             output_log: output_log.map(|p| p.display().to_string()),
+            ..Default::default()
         })
     }
 
@@ -658,6 +659,7 @@ impl Engine for RuncEngine {
                 pid: Some(state.pid),
                 container: Some(c.id.to_owned()),
                 output_log: None,
+                ..Default::default()
             })
         })
     }

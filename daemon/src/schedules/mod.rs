@@ -16,7 +16,7 @@
 pub mod cron;
 pub mod retention;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ use crate::auth::Caller;
 use crate::catalog::{self, Catalog, ScheduleRow};
 use crate::error::{Error, ErrorKind, Result};
 use crate::service::{validate, Service};
+
+/// What retention keeps and prunes in one location.
+type Plan = (Vec<RetentionItem>, Vec<RetentionItem>);
 
 /// The label every scheduled checkpoint carries.
 pub const LABEL: &str = "schedule";
@@ -132,6 +135,17 @@ impl Schedules {
         }
         if let Some(e) = &o.expires_in {
             validate::duration("expires_in", e)?;
+        }
+        match &o.push_to {
+            Some(r) => {
+                self.inner.jobs.remotes().get(r)?;
+            }
+            None if !o.keep_local => {
+                return Err(Error::invalid(
+                    "\"keep_local\": false needs \"push_to\": the images would be nowhere",
+                ))
+            }
+            None => {}
         }
         let dir = o
             .checkpoint_dir
@@ -279,18 +293,28 @@ impl Schedules {
 
     pub async fn retention_plan(&self, caller: &Caller, reference: &str) -> Result<RetentionPlan> {
         let row = self.row(caller, reference).await?;
-        let (keep, prune) = self.plan(&row).await?;
+        let mut plans = self.plan(&row).await?;
+        let (keep, prune) = plans.remove(&None).unwrap_or_default();
         Ok(RetentionPlan {
             schedule: row.name,
             retention: row.retention,
             keep,
             prune,
+            remotes: plans
+                .into_iter()
+                .filter_map(|(loc, (keep, prune))| {
+                    Some((loc?, ckptd_api::LocationPlan { keep, prune }))
+                })
+                .collect(),
         })
     }
 
-    async fn plan(&self, row: &ScheduleRow) -> Result<(Vec<RetentionItem>, Vec<RetentionItem>)> {
+    /// The retention plan of each location of the schedule's checkpoints: this host (`None`:
+    /// the checkpoints whose images are here, and those not ready yet) and each remote (the
+    /// ready checkpoints with a copy there). The same rules apply to each, independently.
+    async fn plan(&self, row: &ScheduleRow) -> Result<BTreeMap<Option<String>, Plan>> {
         let rules = retention::Rules::from_api(&row.retention)?;
-        let items = self
+        let checkpoints: Vec<Checkpoint> = self
             .catalog()
             .checkpoints_labelled(LABEL, &row.name, row.owner_uid)
             .await?
@@ -298,15 +322,31 @@ impl Schedules {
             // A schedule deleted and made again under the same name does not inherit the old
             // one's checkpoints: only those taken since this one was created are its own.
             .filter(|cp| cp.created_at >= row.created_at)
-            .map(|cp| RetentionItem {
-                checkpoint_id: cp.id,
-                name: cp.name,
-                created_at: cp.created_at,
-                status: cp.status,
-                reasons: vec![],
-            })
             .collect();
-        Ok(retention::plan(items, &rules))
+        let item = |cp: &Checkpoint| RetentionItem {
+            checkpoint_id: cp.id,
+            name: cp.name.clone(),
+            created_at: cp.created_at,
+            status: cp.status,
+            reasons: vec![],
+        };
+        let mut locations: BTreeMap<Option<String>, Vec<RetentionItem>> = BTreeMap::new();
+        locations.insert(None, Vec::new());
+        for cp in &checkpoints {
+            if cp.status != CheckpointStatus::Ready || cp.is_local() {
+                locations.entry(None).or_default().push(item(cp));
+            }
+            for c in cp.remote_copies() {
+                locations
+                    .entry(Some(c.remote.clone()))
+                    .or_default()
+                    .push(item(cp));
+            }
+        }
+        Ok(locations
+            .into_iter()
+            .map(|(loc, items)| (loc, retention::plan(items, &rules)))
+            .collect())
     }
 
     /// Submits one run. `slot`: the cron slot being run (None: a manual run).
@@ -475,18 +515,26 @@ impl Schedules {
         self.inner.jobs.events().schedule("schedule.disabled", view);
     }
 
-    /// Deletes what the schedule's retention prunes; returns how many went.
+    /// Deletes what the schedule's retention prunes, in each location; returns how many went.
     async fn apply_retention(&self, row: &ScheduleRow) -> Result<usize> {
         let _pass = self.inner.pass.lock().await;
-        let (_, prune) = self.plan(row).await?;
         let mut pruned = 0;
-        for it in prune {
-            let why = format!(
-                "pruned by {}'s retention: {}",
-                row.name,
-                it.reasons.join("; ")
-            );
-            pruned += usize::from(self.remove(it.checkpoint_id, &it.name, &why).await);
+        for (location, (_, prune)) in self.plan(row).await? {
+            for it in prune {
+                let why = format!(
+                    "pruned by {}'s retention{}: {}",
+                    row.name,
+                    location
+                        .as_ref()
+                        .map_or(String::new(), |r| format!(" in remote {r}")),
+                    it.reasons.join("; ")
+                );
+                let gone = match &location {
+                    None => self.remove_here(it.checkpoint_id, &it.name, &why).await,
+                    Some(r) => self.remove_copy(it.checkpoint_id, &it.name, r, &why).await,
+                };
+                pruned += usize::from(gone);
+            }
         }
         Ok(pruned)
     }
@@ -531,15 +579,55 @@ impl Schedules {
         Ok(n)
     }
 
-    /// Deletes one checkpoint for retention or expiry; true if it went. One deleted meanwhile,
-    /// or in use by a job, is left to the next pass.
+    /// Local retention: a checkpoint with copies in remotes loses its local images (the
+    /// remotes' own retention decides about the copies); one without is deleted.
+    async fn remove_here(&self, id: Uuid, name: &str, why: &str) -> bool {
+        let jobs = &self.inner.jobs;
+        let outcome = match jobs.catalog().checkpoint(&id.to_string()).await {
+            Ok(Some(cp)) if cp.remote_copies().next().is_some() => jobs.drop_local(&cp).await,
+            Ok(Some(_)) => jobs.delete_checkpoint(&Caller::ROOT, &id.to_string()).await,
+            Ok(None) => return false,
+            Err(e) => Err(e),
+        };
+        Self::removed(outcome, name, why)
+    }
+
+    /// Remote retention: deletes the checkpoint's copy in `remote`.
+    async fn remove_copy(&self, id: Uuid, name: &str, remote: &str, why: &str) -> bool {
+        let jobs = &self.inner.jobs;
+        let outcome = match jobs.catalog().checkpoint(&id.to_string()).await {
+            Ok(Some(cp)) => jobs.forget_copy(&cp, remote).await,
+            Ok(None) => return false,
+            Err(e) => Err(e),
+        };
+        Self::removed(outcome, name, why)
+    }
+
+    /// Expiry: deletes the checkpoint and every copy it has in remotes (expires_in was asked
+    /// for it, wherever it went).
     async fn remove(&self, id: Uuid, name: &str, why: &str) -> bool {
-        match self
-            .inner
-            .jobs
-            .delete_checkpoint(&Caller::ROOT, &id.to_string())
-            .await
-        {
+        let jobs = &self.inner.jobs;
+        let outcome = async {
+            let Some(cp) = jobs.catalog().checkpoint(&id.to_string()).await? else {
+                return Ok(());
+            };
+            let remotes: Vec<String> = cp.remote_copies().map(|c| c.remote.clone()).collect();
+            for r in remotes {
+                jobs.forget_copy(&cp, &r).await?;
+            }
+            if jobs.catalog().checkpoint(&id.to_string()).await?.is_none() {
+                return Ok(());
+            }
+            jobs.delete_checkpoint(&Caller::ROOT, &id.to_string()).await
+        }
+        .await;
+        Self::removed(outcome, name, why)
+    }
+
+    /// Logs a retention or expiry removal; true if it happened. One deleted meanwhile, or in use
+    /// by a job, is left to the next pass.
+    fn removed(outcome: Result<()>, name: &str, why: &str) -> bool {
+        match outcome {
             Ok(()) => {
                 tracing::info!(checkpoint = %name, "{why}");
                 true
@@ -647,5 +735,7 @@ fn request(row: &ScheduleRow, name: String) -> CreateCheckpoint {
         checkpoint_dir: o.checkpoint_dir.clone(),
         labels,
         expires_in: o.expires_in.clone(),
+        push_to: o.push_to.clone(),
+        keep_local: Some(o.keep_local),
     }
 }

@@ -62,6 +62,18 @@ impl Service {
             .as_deref()
             .map(|d| validate::duration("expires_in", d))
             .transpose()?;
+        let push = match &req.push_to {
+            Some(r) => Some(remote::PushWork {
+                remote: inner.cfg.remotes.get(r)?.name.clone(),
+                keep_local: req.keep_local.unwrap_or(true),
+            }),
+            None if req.keep_local == Some(false) => {
+                return Err(Error::invalid(
+                    "\"keep_local\": false needs \"push_to\": the images would be nowhere",
+                ))
+            }
+            None => None,
+        };
         let custom_dir = req
             .checkpoint_dir
             .as_deref()
@@ -143,11 +155,13 @@ impl Service {
             error: None,
             owner_uid: caller.uid,
             expires_at,
+            locations: vec![],
         };
         let mut checkpoint = checkpoint;
+        let request = serde_json::to_value(CheckpointWork { push }).expect("serializes");
         let mut inserted = inner
             .catalog
-            .insert_checkpoint_with_job(&checkpoint, &job)
+            .insert_checkpoint_with_job(&checkpoint, &job, &request)
             .await;
         if req.name.is_none()
             && matches!(&inserted, Err(e) if e.details.contains_key(catalog::NAME_TAKEN))
@@ -160,7 +174,7 @@ impl Service {
             }
             inserted = inner
                 .catalog
-                .insert_checkpoint_with_job(&checkpoint, &job)
+                .insert_checkpoint_with_job(&checkpoint, &job, &request)
                 .await;
         }
         if let Err(mut e) = inserted {
@@ -175,7 +189,8 @@ impl Service {
         Ok((checkpoint, job))
     }
 
-    /// Queues a restore of a ready checkpoint.
+    /// Queues a restore of a ready checkpoint. One whose images are only in a remote is pulled
+    /// first, by the same job.
     pub async fn submit_restore(
         &self,
         caller: &Caller,
@@ -183,13 +198,44 @@ impl Service {
         req: RestoreRequest,
     ) -> Result<Job> {
         self.refuse_if_shutting_down()?;
-        let inner = &self.inner;
         let cp = self.checkpoint(caller, reference).await?;
+        if cp.status == CheckpointStatus::Ready && !cp.is_local() {
+            let remotes = &self.inner.cfg.remotes;
+            let Some(copy) = cp.remote_copies().find(|c| remotes.get(&c.remote).is_ok()) else {
+                return Err(Error::conflict(format!(
+                    "checkpoint {}'s images are only in remotes this daemon no longer has ({})",
+                    cp.name,
+                    cp.remote_copies()
+                        .map(|c| c.remote.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .with_hint("add the remote back to the configuration, or delete the checkpoint"));
+            };
+            let remote = copy.remote.clone();
+            return self
+                .submit_restore_pulling(caller, &cp, req, &remote, false)
+                .await;
+        }
+        self.queue_restore(caller, &cp, req, None).await
+    }
+
+    /// Queues a restore of `cp`; with `pull`, the job fetches the images first.
+    pub(super) async fn queue_restore(
+        &self,
+        caller: &Caller,
+        cp: &Checkpoint,
+        req: RestoreRequest,
+        pull: Option<remote::PullWork>,
+    ) -> Result<Job> {
+        let inner = &self.inner;
         inner
             .cfg
             .policy
             .check_restore(caller, req.target.as_ref())?;
-        if cp.status != CheckpointStatus::Ready {
+        if !matches!(cp.status, CheckpointStatus::Ready)
+            && !(pull.is_some() && cp.status == CheckpointStatus::Pending)
+        {
             return Err(Error::conflict(format!(
                 "checkpoint {} is {}; only a ready checkpoint can be restored",
                 cp.name,
@@ -201,7 +247,7 @@ impl Service {
         }
         inner
             .engine
-            .check_restore(&cp, req.target.as_ref(), req.console_socket.as_deref())
+            .check_restore(cp, req.target.as_ref(), req.console_socket.as_deref())
             .await?;
         let options = CheckpointOptions {
             leave_running: cp.options.leave_running,
@@ -216,7 +262,9 @@ impl Service {
                 cp.name
             )));
         }
-        check_images_dir(&cp)?;
+        if pull.is_none() {
+            check_images_dir(cp)?;
+        }
         let job = new_job(JobKind::Restore, cp.id, caller.uid);
         // The target being restored is busy: the original, or the new container.
         let destination = req.target.as_ref().unwrap_or(&cp.target);
@@ -233,6 +281,7 @@ impl Service {
             into: req.target.clone(),
             console_socket: req.console_socket.clone(),
             lazy: req.lazy,
+            pull,
         };
         let work = serde_json::to_value(work).expect("serializes");
         if let Err(e) = inner.catalog.insert_job(&job, &work).await {

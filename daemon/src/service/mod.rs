@@ -19,6 +19,7 @@ mod publish;
 mod queue;
 mod read;
 mod reconcile;
+mod remote;
 mod reserve;
 pub mod validate;
 
@@ -52,8 +53,10 @@ pub struct ServiceConfig {
     pub job_timeout: Duration,
     /// Who may do what (the configurable part).
     pub policy: Policy,
-    /// Largest archive an import accepts (bytes read and bytes written).
+    /// Largest archive an import (or a pull) accepts (bytes read and bytes written).
     pub import_max_bytes: u64,
+    /// The configured remotes.
+    pub remotes: crate::remote::Remotes,
 }
 
 #[derive(Clone)]
@@ -97,6 +100,16 @@ pub(super) struct RestoreWork {
     console_socket: Option<String>,
     #[serde(default)]
     lazy: bool,
+    /// The images are only in a remote: pull them first.
+    #[serde(default)]
+    pull: Option<remote::PullWork>,
+}
+
+/// What a checkpoint job needs beyond its checkpoint: the push that follows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct CheckpointWork {
+    #[serde(default)]
+    push: Option<remote::PushWork>,
 }
 
 /// Where an import unpacks, inside the checkpoints root, before it is published: never a

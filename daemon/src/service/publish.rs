@@ -173,6 +173,9 @@ pub(super) fn record_taken(cp: &mut Checkpoint, result: &Result<Taken>) {
             cp.size_bytes = done.size;
             cp.container = done.container.clone();
             cp.criu_config = done.criu_config.clone();
+            cp.locations = vec![ckptd_api::Location::Local {
+                dir: cp.dir.clone(),
+            }];
         }
         Err(e) => {
             cp.status = CheckpointStatus::Failed;

@@ -200,6 +200,7 @@ impl Inner {
         });
         let outcome = match job.kind {
             JobKind::Checkpoint => {
+                let work: CheckpointWork = serde_json::from_value(request).unwrap_or_default();
                 cp.status = CheckpointStatus::Running;
                 self.catalog.update_checkpoint(&cp).await?;
                 let result = self
@@ -208,13 +209,37 @@ impl Inner {
                     .map_err(|e| publish::file_failed_under_id(&mut cp, e));
                 record_taken(&mut cp, &result);
                 self.catalog.update_checkpoint(&cp).await?;
-                result.map(|_| None)
+                match (result, work.push) {
+                    (Ok(_), Some(push)) => Ok(Some(JobResult {
+                        push_job: self.queue_push(&cp, &job, push).await,
+                        ..Default::default()
+                    })),
+                    (r, _) => r.map(|_| None),
+                }
             }
             JobKind::Restore => {
                 let work: RestoreWork = serde_json::from_value(request)
                     .map_err(|e| Error::internal(format!("bad restore job request: {e}")))?;
-                self.restore(&cp, work, &restore_log_name(job.id), stop)
-                    .await
+                match &work.pull {
+                    Some(pull) => match self.run_pull(&mut cp, pull, job.id, stop.clone()).await {
+                        Ok(()) => self.restore(&cp, work, &restore_log_name(job.id), stop).await,
+                        Err(e) => Err(e),
+                    },
+                    None => {
+                        self.restore(&cp, work, &restore_log_name(job.id), stop)
+                            .await
+                    }
+                }
+            }
+            JobKind::Push => {
+                let work: remote::PushWork = serde_json::from_value(request)
+                    .map_err(|e| Error::internal(format!("bad push job request: {e}")))?;
+                self.run_push(&cp, work, stop).await
+            }
+            JobKind::Pull => {
+                let work: remote::PullWork = serde_json::from_value(request)
+                    .map_err(|e| Error::internal(format!("bad pull job request: {e}")))?;
+                self.run_pull(&mut cp, &work, job.id, stop).await.map(|()| None)
             }
         };
         timer.abort();
@@ -237,6 +262,9 @@ impl Inner {
         log_name: &str,
         stop: StopSignal,
     ) -> Result<Option<JobResult>> {
+        if work.pull.is_some() {
+            super::admit::check_images_dir(cp)?;
+        }
         let anchor = anchor(cp)?;
         let images = anchor.path();
         let spec = RestoreSpec {
@@ -327,6 +355,7 @@ impl Inner {
                     self.metrics.restore_seconds.observe(s);
                 }
             }
+            JobKind::Push | JobKind::Pull => {}
             JobKind::Checkpoint => {
                 self.metrics.checkpoints.add(job.state);
                 let Ok(Some(cp)) = self
@@ -352,6 +381,41 @@ impl Inner {
                 } else {
                     self.events.checkpoint("checkpoint.failed", &cp);
                 }
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Queues the push that follows a checkpoint job with `push_to`; its id, or None (logged,
+    /// with an event) when it cannot be queued: the checkpoint stays, ready, on this host.
+    async fn queue_push(&self, cp: &Checkpoint, after: &Job, work: remote::PushWork) -> Option<Uuid> {
+        let job = super::admit::new_job(JobKind::Push, cp.id, after.owner_uid);
+        let queued = async {
+            let reservation = self.reserve_checkpoint(cp.id)?;
+            let Ok(permit) = self.queue.try_reserve() else {
+                self.release(reservation);
+                return Err(super::admit::queue_full(self.cfg.queue_capacity));
+            };
+            let value = serde_json::to_value(&work).expect("serializes");
+            if let Err(e) = self.catalog.insert_job(&job, &value).await {
+                self.release(reservation);
+                return Err(e);
+            }
+            permit.send(job.id);
+            Ok(())
+        }
+        .await;
+        match queued {
+            Ok(()) => {
+                self.events.job("job.queued", &job);
+                Some(job.id)
+            }
+            Err(e) => {
+                tracing::error!(checkpoint = %cp.name, remote = %work.remote, error = %e, "cannot queue the push that follows the checkpoint");
+                self.metrics.remote.failed(&work.remote, "push", &e);
+                self.events.checkpoint("remote.push_failed", cp);
+                None
             }
         }
     }

@@ -162,32 +162,9 @@ impl Service {
             .with_advice(Advice::WaitForRunningJobs));
         }
         let reservation = inner.reserve_checkpoint(cp.id)?;
-        let real = PathBuf::from(&cp.dir);
-        // Removed through the directory's parent opened without following a symlink: a path
-        // swapped since the checkpoint was taken removes nothing. A parent that is gone has
-        // nothing left to remove.
-        let removed = match sys::AnchoredDir::open(&real) {
-            Ok(a) => sys::remove_dir_tree(&partial_dir(&a.path()))
-                .and_then(|()| sys::remove_dir_tree(&a.path())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(_) => {
-                inner.release(reservation);
-                return Err(anchor(&cp).err().unwrap_or_else(|| {
-                    Error::conflict(format!(
-                        "the directory of checkpoint {} changed while it was being deleted",
-                        cp.name
-                    ))
-                    .with_hint("delete it again")
-                }));
-            }
-        };
-        let result = match removed {
+        let result = match remove_images(&cp) {
             Ok(()) => inner.catalog.delete_checkpoint(cp.id).await,
-            Err(e) => Err(
-                Error::io("cannot remove the checkpoint directory", &real, &e).with_hint(
-                    "fix the directory's permissions or remove it by hand, then delete again",
-                ),
-            ),
+            Err(e) => Err(e),
         };
         inner.release(reservation);
         if result.is_ok() {
@@ -196,4 +173,30 @@ impl Service {
         }
         result
     }
+}
+
+/// Removes a checkpoint's directory (and a partial one), through its parent opened without
+/// following a symlink: a path swapped since the checkpoint was taken removes nothing. A parent
+/// that is gone has nothing left to remove.
+pub(super) fn remove_images(cp: &Checkpoint) -> Result<()> {
+    let real = PathBuf::from(&cp.dir);
+    let removed = match sys::AnchoredDir::open(&real) {
+        Ok(a) => sys::remove_dir_tree(&partial_dir(&a.path()))
+            .and_then(|()| sys::remove_dir_tree(&a.path())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            return Err(anchor(cp).err().unwrap_or_else(|| {
+                Error::conflict(format!(
+                    "the directory of checkpoint {} changed while it was being deleted",
+                    cp.name
+                ))
+                .with_hint("delete it again")
+            }));
+        }
+    };
+    removed.map_err(|e| {
+        Error::io("cannot remove the checkpoint directory", &real, &e).with_hint(
+            "fix the directory's permissions or remove it by hand, then delete again",
+        )
+    })
 }

@@ -71,7 +71,8 @@ impl Service {
             .checkpoints_with_status(&[CheckpointStatus::Ready])
             .await?
         {
-            if !anchor(&cp).is_ok_and(|a| a.path().is_dir()) {
+            // A checkpoint whose images are only in remotes has no directory here.
+            if cp.is_local() && !anchor(&cp).is_ok_and(|a| a.path().is_dir()) {
                 tracing::warn!(checkpoint = %cp.id, dir = %cp.dir, "the directory of a ready checkpoint is gone: marked missing");
                 cp.status = CheckpointStatus::Missing;
                 inner.catalog.update_checkpoint(&cp).await?;
@@ -114,11 +115,18 @@ impl Service {
         else {
             return Ok(Err(restarted.clone()));
         };
+        if matches!(job.kind, JobKind::Push | JobKind::Pull) {
+            // A transfer does not outlive the daemon: the next one starts afresh. A pull's
+            // staging directory is removed below; a push's multipart upload is left to the
+            // bucket's lifecycle rule for incomplete uploads (README).
+            return Ok(Err(restarted.clone()));
+        }
         let Ok(anchor) = anchor(&cp) else {
             return Ok(Err(restarted.clone()));
         };
         let dir = anchor.path();
         match job.kind {
+            JobKind::Push | JobKind::Pull => unreachable!("handled above"),
             JobKind::Checkpoint => {
                 let partial = partial_dir(&dir);
                 wait_for_leftover_criu(&partial, criu_wait).await;

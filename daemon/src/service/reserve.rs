@@ -64,11 +64,11 @@ impl Inner {
         }
     }
 
-    /// Releases everything `job` holds: its target, and the checkpoint a restore reads.
+    /// Releases everything `job` holds: its target, and the checkpoint a restore, push or pull uses.
     pub(super) fn release_job(&self, job: &Job) {
         let mut busy = self.busy();
         busy.targets.retain(|_, j| *j != job.id);
-        if job.kind == JobKind::Restore {
+        if matches!(job.kind, JobKind::Restore | JobKind::Push | JobKind::Pull) {
             busy.checkpoints.remove(&job.checkpoint_id);
         }
     }

@@ -154,6 +154,7 @@ async fn setup_with_timeout(
             job_timeout,
             policy: Policy::default(),
             import_max_bytes: 1 << 30,
+            remotes: Default::default(),
         },
     );
     (d, jobs, engine)
@@ -467,6 +468,7 @@ async fn reconcile_fails_unfinished_work_and_removes_partial_images() {
             job_timeout: Duration::from_secs(60),
             policy: Policy::default(),
             import_max_bytes: 1 << 30,
+            remotes: Default::default(),
         },
     );
     let report = jobs.reconcile(Duration::from_secs(1)).await.unwrap();
@@ -526,6 +528,7 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
             job_timeout: Duration::from_secs(60),
             policy: Policy::default(),
             import_max_bytes: 1 << 30,
+            remotes: Default::default(),
         },
     );
     let report = jobs.reconcile(Duration::from_secs(1)).await.unwrap();

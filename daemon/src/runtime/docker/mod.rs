@@ -373,6 +373,7 @@ impl DockerEngine {
             pid: Some(now.pid),
             container: Some(now.name.clone()),
             output_log: None,
+            ..Default::default()
         })
     }
 }
@@ -652,6 +653,7 @@ impl Engine for DockerEngine {
                 pid: Some(c.pid),
                 container: Some(c.name.to_owned()),
                 output_log: None,
+                ..Default::default()
             })
         })
     }

@@ -61,6 +61,27 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
 }
 
+impl Manifest {
+    /// The manifest of a ready checkpoint's archive (`files` is filled in as it is written).
+    pub fn of(cp: &ckptd_api::Checkpoint) -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            name: cp.name.clone(),
+            target: cp.target.clone(),
+            options: cp.options,
+            labels: cp.labels.clone(),
+            created_at: cp.created_at,
+            criu_version: cp.criu_version.clone(),
+            container: cp.container.clone(),
+            stats: cp.stats,
+            kernel: crate::sys::kernel_release(),
+            arch: arch(),
+            ckptd_version: env!("CARGO_PKG_VERSION").into(),
+            files: vec![],
+        }
+    }
+}
+
 /// A plain file name: no directory part, no `..`, nothing hidden in it.
 fn plain_name(name: &str) -> bool {
     !name.is_empty()
@@ -427,7 +448,12 @@ pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> 
             hash: Sha256::new(),
             bytes: 0,
         };
-        io::copy(&mut r, &mut out).map_err(io_err)?;
+        io::copy(&mut r, &mut out).map_err(|e| match io_err(e) {
+            e if e.kind == ErrorKind::InvalidRequest => {
+                refused(format!("{name}: {}", e.message))
+            }
+            e => e,
+        })?;
         if r.bytes != declared {
             return Err(refused(format!("{name} is truncated in the archive")));
         }

@@ -1,0 +1,628 @@
+//! Remotes: S3-compatible buckets that hold checkpoint archives, shared by any number of ckptd
+//! hosts with no coordinator of their own. This module knows buckets, keys, encryption and
+//! streams; the jobs that use it (push, pull) are the service's.
+//!
+//! Layout in a bucket, under the remote's `prefix`:
+//!
+//! ```text
+//! <prefix>/checkpoints/<id>/archive.tar.zst[.age]   the archive GET .../archive streams
+//! <prefix>/checkpoints/<id>/checkpoint.json         what listing reads: the checkpoint, the object
+//! ```
+//!
+//! The record is written after the archive's multipart upload completes and deleted before the
+//! archive, so a checkpoint is listed only while its archive is whole. Keys use the checkpoint's
+//! id: names are unique per host, ids everywhere.
+//!
+//! The S3 client is `object_store` (the arrow-rs project's): SigV4, multipart uploads with
+//! abort, retries with backoff, path-style or virtual-host addressing. Encryption is `age`
+//! (X25519 recipients, streamed in 64 KiB authenticated chunks).
+
+mod transfer;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ckptd_api::{RemoteCheckpoint, RemoteCopy, RemoteInfo};
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use crate::config::RemoteSpec;
+use crate::error::{Error, ErrorKind, Result};
+
+pub use transfer::{Pushed, StopFlag};
+
+/// S3's limits: parts of 5 MiB to 5 GiB, at most 10,000 of them.
+pub const MIN_PART: u64 = 5 << 20;
+pub const MAX_PART: u64 = 5 << 30;
+pub const MAX_PARTS: u64 = 10_000;
+
+/// The format of the record next to each archive.
+pub const RECORD_FORMAT: &str = "ckptd-remote/1";
+const RECORD: &str = "checkpoint.json";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsFile {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+/// A configured remote, ready to use.
+#[derive(Clone)]
+pub struct Remote {
+    pub name: String,
+    info: RemoteInfo,
+    store: Arc<AmazonS3>,
+    prefix: String,
+    recipients: Vec<age::x25519::Recipient>,
+    identities: Arc<Vec<age::x25519::Identity>>,
+    part_size: u64,
+    concurrency: usize,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("name", &self.name)
+            .field("bucket", &self.info.bucket)
+            .finish()
+    }
+}
+
+/// A file that holds secrets: root's (or the daemon's), not readable by group or others.
+fn read_secret_file(what: &str, path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !path.is_absolute() {
+        bail!("{what} must be an absolute path, got {}", path.display());
+    }
+    let md = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if md.uid() != 0 && md.uid() != me {
+        bail!(
+            "{what} {} belongs to uid {}; it must be root's: whoever owns it can change it. \
+             chown root {0}",
+            path.display(),
+            md.uid()
+        );
+    }
+    if md.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "{what} {} is readable by group or others (mode {:o}); chmod 600 it",
+            path.display(),
+            md.permissions().mode() & 0o777
+        );
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl Remote {
+    /// Builds a remote from its configuration, reading (and checking) its secret files. Nothing
+    /// is sent to the server here.
+    pub fn new(name: &str, spec: &RemoteSpec) -> anyhow::Result<Remote> {
+        if !valid_name(name) {
+            bail!("remote name {name:?}: use letters, digits, '-' and '_' (at most 64)");
+        }
+        let ctx = |what: &str| format!("remotes.{name}: {what}");
+        if spec.bucket.is_empty() {
+            bail!("{}", ctx("bucket is empty"));
+        }
+        let region = spec.region.clone().unwrap_or_else(|| "us-east-1".into());
+        let addressing = spec
+            .addressing
+            .clone()
+            .unwrap_or_else(|| if spec.endpoint.is_some() { "path" } else { "virtual" }.into());
+        if addressing != "path" && addressing != "virtual" {
+            bail!(
+                "{}",
+                ctx(&format!("addressing is {addressing:?}; use \"path\" or \"virtual\""))
+            );
+        }
+        let prefix = spec
+            .prefix
+            .clone()
+            .unwrap_or_else(|| "ckptd".into())
+            .trim_matches('/')
+            .to_owned();
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&spec.bucket)
+            .with_region(&region)
+            .with_virtual_hosted_style_request(addressing == "virtual")
+            .with_retry(object_store::RetryConfig {
+                backoff: object_store::BackoffConfig {
+                    init_backoff: Duration::from_millis(200),
+                    max_backoff: Duration::from_secs(5),
+                    base: 2.0,
+                },
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+            })
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120))
+                    .with_allow_http(true),
+            );
+        let endpoint = match &spec.endpoint {
+            Some(e) => {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    bail!(
+                        "{}",
+                        ctx(&format!("endpoint {e:?} must start with http:// or https://"))
+                    );
+                }
+                b = b.with_endpoint(e.trim_end_matches('/'));
+                e.trim_end_matches('/').to_owned()
+            }
+            None => format!("https://s3.{region}.amazonaws.com"),
+        };
+        let credentials = match &spec.credentials_file {
+            Some(f) => {
+                let text = read_secret_file(&ctx("credentials_file"), f)?;
+                let c: CredentialsFile = toml::from_str(&text).with_context(|| {
+                    format!(
+                        "{}: give access_key_id and secret_access_key (TOML)",
+                        ctx(&format!("credentials_file {}", f.display()))
+                    )
+                })?;
+                b = b
+                    .with_access_key_id(c.access_key_id)
+                    .with_secret_access_key(c.secret_access_key);
+                if let Some(t) = c.session_token {
+                    b = b.with_token(t);
+                }
+                "file"
+            }
+            None => {
+                let id = std::env::var("AWS_ACCESS_KEY_ID").ok();
+                let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok();
+                let (Some(id), Some(secret)) = (id, secret) else {
+                    bail!(
+                        "{}",
+                        ctx("no credentials_file, and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY \
+                             are not both set in ckptd's environment")
+                    );
+                };
+                b = b.with_access_key_id(id).with_secret_access_key(secret);
+                if let Ok(t) = std::env::var("AWS_SESSION_TOKEN") {
+                    b = b.with_token(t);
+                }
+                "environment"
+            }
+        };
+        let mut recipients = Vec::new();
+        for r in &spec.age_recipients {
+            recipients.push(r.parse::<age::x25519::Recipient>().map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    ctx(&format!("age_recipients entry {r:?} is not an age X25519 public key: {e}"))
+                )
+            })?);
+        }
+        let mut identities = Vec::new();
+        if let Some(f) = &spec.age_identity_file {
+            let text = read_secret_file(&ctx("age_identity_file"), f)?;
+            for line in text.lines().map(str::trim) {
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                identities.push(line.parse::<age::x25519::Identity>().map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}",
+                        ctx(&format!(
+                            "age_identity_file {} holds a line that is not an age X25519 \
+                             identity (AGE-SECRET-KEY-1...): {e}",
+                            f.display()
+                        ))
+                    )
+                })?);
+            }
+            if identities.is_empty() {
+                bail!("{}", ctx(&format!("age_identity_file {} holds no identity", f.display())));
+            }
+        }
+        let part_mib = spec.part_size_mib.unwrap_or(8);
+        if !(MIN_PART >> 20..=MAX_PART >> 20).contains(&part_mib) {
+            bail!("{}", ctx(&format!("part_size_mib is {part_mib}; S3 takes parts of 5 to 5120 MiB")));
+        }
+        let concurrency = spec.upload_concurrency.unwrap_or(4);
+        if !(1..=64).contains(&concurrency) {
+            bail!("{}", ctx(&format!("upload_concurrency is {concurrency}; use 1 to 64")));
+        }
+        let store = b
+            .build()
+            .with_context(|| ctx("cannot configure the S3 client"))?;
+        Ok(Remote {
+            name: name.to_owned(),
+            info: RemoteInfo {
+                name: name.to_owned(),
+                endpoint,
+                bucket: spec.bucket.clone(),
+                prefix: prefix.clone(),
+                region,
+                addressing,
+                credentials: credentials.into(),
+                encrypted: !recipients.is_empty(),
+                can_decrypt: !identities.is_empty(),
+                reachable: false,
+                error: None,
+            },
+            store: Arc::new(store),
+            prefix,
+            recipients,
+            identities: Arc::new(identities),
+            part_size: part_mib << 20,
+            concurrency,
+        })
+    }
+
+    fn key(&self, rest: &str) -> Key {
+        if self.prefix.is_empty() {
+            Key::from(rest)
+        } else {
+            Key::from(format!("{}/{rest}", self.prefix))
+        }
+    }
+
+    fn checkpoints_prefix(&self) -> Key {
+        self.key("checkpoints")
+    }
+
+    /// The archive's key of checkpoint `id`.
+    pub fn archive_key(&self, id: Uuid) -> Key {
+        let ext = if self.recipients.is_empty() {
+            "tar.zst"
+        } else {
+            "tar.zst.age"
+        };
+        self.key(&format!("checkpoints/{id}/archive.{ext}"))
+    }
+
+    fn record_key(&self, id: Uuid) -> Key {
+        self.key(&format!("checkpoints/{id}/{RECORD}"))
+    }
+
+    /// What `GET /v1/remotes` shows, after asking the server (a one-key listing).
+    pub async fn info(&self) -> RemoteInfo {
+        let mut info = self.info.clone();
+        let probe = async {
+            let mut s = self.store.list(Some(&self.checkpoints_prefix()));
+            s.next().await.transpose()
+        };
+        match tokio::time::timeout(Duration::from_secs(10), probe).await {
+            Ok(Ok(_)) => info.reachable = true,
+            Ok(Err(e)) => info.error = Some(self.failed("list the bucket", e).message),
+            Err(_) => info.error = Some("no answer within 10 s".into()),
+        }
+        info
+    }
+
+    /// The error of a failed request, in the server's words: `details.status` is its HTTP
+    /// status when it answered.
+    pub fn failed(&self, what: &str, e: object_store::Error) -> Error {
+        let text = error_chain(&e);
+        let status = http_status(&text);
+        let kind = match &e {
+            object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+            _ => ErrorKind::RemoteFailed,
+        };
+        let mut err = Error::new(
+            kind,
+            format!(
+                "remote {} (bucket {} at {}) could not {what}: {}",
+                self.name,
+                self.info.bucket,
+                self.info.endpoint,
+                server_reason(&text)
+            ),
+        )
+        .with("remote", self.name.clone());
+        if let Some(s) = status {
+            err = err.with("status", s);
+        }
+        let hint = match status {
+            Some(401 | 403) => "check the remote's credentials (credentials_file or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and the bucket's policy; GET /v1/remotes tells whether it answers",
+            Some(404) => "check the remote's bucket and prefix in the configuration (the bucket must exist)",
+            _ => "GET /v1/remotes tells whether the remote answers; the job can be run again once it does",
+        };
+        err.with_hint(hint)
+    }
+
+    /// The checkpoints the bucket holds, newest first, read from their records. Records that
+    /// cannot be read are skipped (and logged): one bad object does not hide the rest.
+    pub async fn list(&self) -> Result<Vec<RemoteCheckpoint>> {
+        let keys: Vec<Key> = self
+            .store
+            .list(Some(&self.checkpoints_prefix()))
+            .try_filter_map(|m| async move {
+                Ok((m.location.filename() == Some(RECORD)).then_some(m.location))
+            })
+            .try_collect()
+            .await
+            .map_err(|e| self.failed("list the bucket", e))?;
+        let mut out: Vec<RemoteCheckpoint> = futures_util::stream::iter(keys)
+            .map(|k| async move { (self.read_record(&k).await, k) })
+            .buffer_unordered(8)
+            .filter_map(|(r, k)| async move {
+                match r {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(remote = %self.name, key = %k, error = %e, "skipping an unreadable checkpoint record");
+                        None
+                    }
+                }
+            })
+            .collect()
+            .await;
+        out.sort_by(|a, b| b.checkpoint.created_at.cmp(&a.checkpoint.created_at));
+        Ok(out)
+    }
+
+    async fn read_record(&self, key: &Key) -> Result<RemoteCheckpoint> {
+        let bytes = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| self.failed("read a checkpoint record", e))?
+            .bytes()
+            .await
+            .map_err(|e| self.failed("read a checkpoint record", e))?;
+        let r: Record = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::internal(format!("{key} is not a checkpoint record: {e}")))?;
+        if r.format != RECORD_FORMAT {
+            return Err(Error::internal(format!(
+                "{key} is a record of format {:?}; this ckptd reads {RECORD_FORMAT:?}",
+                r.format
+            )));
+        }
+        Ok(r.entry)
+    }
+
+    /// One checkpoint of the bucket, by id or by name (a name several hosts pushed is
+    /// ambiguous: the answer lists their ids).
+    pub async fn find(&self, reference: &str) -> Result<RemoteCheckpoint> {
+        if let Ok(id) = reference.parse::<Uuid>() {
+            return self.read_record(&self.record_key(id)).await.map_err(|e| {
+                if e.kind == ErrorKind::NotFound {
+                    self.not_found(reference)
+                } else {
+                    e
+                }
+            });
+        }
+        let mut found: Vec<RemoteCheckpoint> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.checkpoint.name == reference)
+            .collect();
+        match found.len() {
+            0 => Err(self.not_found(reference)),
+            1 => Ok(found.remove(0)),
+            _ => Err(Error::conflict(format!(
+                "remote {} holds {} checkpoints named {reference:?} (pushed by different hosts): {}",
+                self.name,
+                found.len(),
+                found
+                    .iter()
+                    .map(|r| format!("{} from {}", r.checkpoint.id, r.pushed_from))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .with_hint("name it by its id")),
+        }
+    }
+
+    fn not_found(&self, reference: &str) -> Error {
+        Error::not_found(format!(
+            "remote {} holds no checkpoint {reference:?}",
+            self.name
+        ))
+        .with_hint(format!("GET /v1/remotes/{}/checkpoints lists what it holds", self.name))
+    }
+
+    /// Deletes a checkpoint's record, then its archive (a half-deleted one is not listed).
+    pub async fn delete(&self, id: Uuid, archive: &str) -> Result<()> {
+        for key in [self.record_key(id), Key::from(archive)] {
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.failed("delete the checkpoint's objects", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the record that makes a pushed archive visible to other hosts.
+    async fn write_record(&self, entry: &RemoteCheckpoint) -> Result<()> {
+        let json = serde_json::to_vec_pretty(&Record {
+            format: RECORD_FORMAT.into(),
+            entry: entry.clone(),
+        })
+        .map_err(|e| Error::internal(format!("cannot encode the record: {e}")))?;
+        self.store
+            .put(&self.record_key(entry.checkpoint.id), json.into())
+            .await
+            .map_err(|e| self.failed("write the checkpoint's record", e))?;
+        Ok(())
+    }
+
+    /// Whether pushes are encrypted.
+    pub fn encrypts(&self) -> bool {
+        !self.recipients.is_empty()
+    }
+
+    /// The object key a copy names, as object_store takes it.
+    pub fn object(copy: &RemoteCopy) -> Key {
+        Key::from(copy.key.as_str())
+    }
+}
+
+/// The record next to an archive.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    format: String,
+    #[serde(flatten)]
+    entry: RemoteCheckpoint,
+}
+
+/// An error and its sources, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+/// The HTTP status in object_store's message ("... status 403 Forbidden ...").
+fn http_status(text: &str) -> Option<u16> {
+    let i = text.find("status ")?;
+    text[i + 7..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+        .filter(|s| (100..600).contains(s))
+}
+
+/// The server's own words when it sent an S3 error document (`<Code>` and `<Message>`), else
+/// the client's message.
+fn server_reason(text: &str) -> String {
+    let tag = |t: &str| -> Option<String> {
+        let open = format!("<{t}>");
+        let i = text.find(&open)? + open.len();
+        let j = text[i..].find("</")? + i;
+        Some(text[i..j].to_owned())
+    };
+    match (tag("Code"), tag("Message"), http_status(text)) {
+        (Some(c), Some(m), Some(s)) => format!("{s} {c}: {m}"),
+        (Some(c), Some(m), None) => format!("{c}: {m}"),
+        _ => text.to_owned(),
+    }
+}
+
+/// The configured remotes by name.
+#[derive(Clone, Default, Debug)]
+pub struct Remotes {
+    by_name: Arc<BTreeMap<String, Remote>>,
+}
+
+impl Remotes {
+    pub fn new(specs: &BTreeMap<String, RemoteSpec>) -> anyhow::Result<Remotes> {
+        let mut by_name = BTreeMap::new();
+        for (name, spec) in specs {
+            by_name.insert(name.clone(), Remote::new(name, spec)?);
+        }
+        Ok(Remotes {
+            by_name: Arc::new(by_name),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Remote> {
+        self.by_name.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+            Error::not_found(format!(
+                "there is no remote {name:?} in ckptd's configuration ({})",
+                if known.is_empty() {
+                    "none is configured".to_owned()
+                } else {
+                    format!("configured: {}", known.join(", "))
+                }
+            ))
+            .with_hint("add a [remotes.NAME] table to the daemon's configuration file; GET /v1/remotes lists them")
+        })
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Remote> {
+        self.by_name.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_reason_is_kept() {
+        let t = "Client error with status 403 Forbidden: <?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message></Error>";
+        assert_eq!(http_status(t), Some(403));
+        assert_eq!(
+            server_reason(t),
+            "403 SignatureDoesNotMatch: The request signature we calculated does not match"
+        );
+        assert_eq!(server_reason("connection refused"), "connection refused");
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_with_a_reason() {
+        let spec = |f: &dyn Fn(&mut RemoteSpec)| {
+            let mut s = RemoteSpec {
+                endpoint: Some("http://127.0.0.1:9".into()),
+                bucket: "b".into(),
+                prefix: None,
+                region: None,
+                addressing: None,
+                credentials_file: None,
+                age_recipients: vec![],
+                age_identity_file: None,
+                part_size_mib: None,
+                upload_concurrency: None,
+            };
+            f(&mut s);
+            s
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::write(&creds, "access_key_id = \"a\"\nsecret_access_key = \"b\"\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Remote::new("r", &spec(&|s| s.credentials_file = Some(creds.clone()))).unwrap_err();
+        assert!(format!("{e:#}").contains("readable by group or others"), "{e:#}");
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let r = Remote::new("r", &spec(&|s| s.credentials_file = Some(creds.clone()))).unwrap();
+        assert_eq!(r.info.addressing, "path");
+        assert_eq!(r.archive_key(Uuid::nil()).as_ref(), "ckptd/checkpoints/00000000-0000-0000-0000-000000000000/archive.tar.zst");
+        let e = Remote::new(
+            "r",
+            &spec(&|s| {
+                s.credentials_file = Some(creds.clone());
+                s.age_recipients = vec!["age1nope".into()];
+            }),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("not an age X25519 public key"), "{e:#}");
+        let e = Remote::new(
+            "r",
+            &spec(&|s| {
+                s.credentials_file = Some(creds.clone());
+                s.part_size_mib = Some(1);
+            }),
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("5 to 5120 MiB"), "{e:#}");
+        let e = Remote::new("bad name", &spec(&|_| {})).unwrap_err();
+        assert!(format!("{e:#}").contains("letters, digits"), "{e:#}");
+    }
+}
