@@ -313,6 +313,101 @@ impl Client {
         Ok(env.job)
     }
 
+    /// `DELETE /v1/checkpoints/{ref}?remote_copies=true`: the checkpoint and its remote copies.
+    pub async fn delete_checkpoint_everywhere(&self, reference: &str) -> Result<(), ClientError> {
+        self.delete(&with_query(
+            &format!("/v1/checkpoints/{reference}"),
+            &crate::query::DeleteQuery {
+                remote_copies: true,
+            },
+        ))
+        .await
+    }
+
+    /// `POST /v1/checkpoints/{ref}/push?remote=`.
+    pub async fn push(
+        &self,
+        reference: &str,
+        remote: &str,
+        keep_local: bool,
+        wait: bool,
+    ) -> Result<Job, ClientError> {
+        let path = with_query(
+            &format!("/v1/checkpoints/{reference}/push"),
+            &crate::query::PushQuery {
+                remote: remote.to_owned(),
+                keep_local,
+                wait,
+            },
+        );
+        let env: JobEnvelope = self
+            .request(Method::POST, &path, None)
+            .await?
+            .into_result()?;
+        Ok(env.job)
+    }
+
+    /// `GET /v1/remotes`.
+    pub async fn remotes(&self) -> Result<List<crate::RemoteInfo>, ClientError> {
+        self.get("/v1/remotes").await?.into_result()
+    }
+
+    /// `GET /v1/remotes/{name}/checkpoints`.
+    pub async fn remote_checkpoints(
+        &self,
+        remote: &str,
+    ) -> Result<List<crate::RemoteCheckpoint>, ClientError> {
+        self.get(&format!("/v1/remotes/{remote}/checkpoints"))
+            .await?
+            .into_result()
+    }
+
+    /// `POST /v1/remotes/{name}/checkpoints/{ref}`: a pull.
+    pub async fn pull(
+        &self,
+        remote: &str,
+        reference: &str,
+        req: &crate::PullRequest,
+        wait: bool,
+    ) -> Result<CheckpointAndJob, ClientError> {
+        let path = with_query(
+            &format!("/v1/remotes/{remote}/checkpoints/{reference}"),
+            &WaitQuery { wait },
+        );
+        self.send_json(Method::POST, &path, req)
+            .await?
+            .into_result()
+    }
+
+    /// `POST /v1/remotes/{name}/checkpoints/{ref}/restore`: pull and restore, one job.
+    pub async fn restore_from_remote(
+        &self,
+        remote: &str,
+        reference: &str,
+        req: &RestoreRequest,
+        wait: bool,
+    ) -> Result<Job, ClientError> {
+        let path = with_query(
+            &format!("/v1/remotes/{remote}/checkpoints/{reference}/restore"),
+            &WaitQuery { wait },
+        );
+        let env: JobEnvelope = self
+            .send_json(Method::POST, &path, req)
+            .await?
+            .into_result()?;
+        Ok(env.job)
+    }
+
+    /// `DELETE /v1/remotes/{name}/checkpoints/{ref}`.
+    pub async fn delete_remote_checkpoint(
+        &self,
+        remote: &str,
+        reference: &str,
+    ) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/remotes/{remote}/checkpoints/{reference}"))
+            .await
+    }
+
     pub async fn checkpoint_log(&self, reference: &str) -> Result<String, ClientError> {
         let resp = self
             .get(&format!("/v1/checkpoints/{reference}/log"))

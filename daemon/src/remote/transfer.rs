@@ -3,11 +3,11 @@
 //!
 //! Push: a blocking thread writes the archive (`archive::export`: tar, zstd, manifest last),
 //! through age when the remote encrypts, into a sink that hashes and counts the stored bytes and
-//! hands 1 MiB chunks over a small channel; the async side feeds `WriteMultipart`, which cuts
-//! parts and uploads up to `upload_concurrency` of them at once (it waits for a slot before it
-//! takes more). Memory: (concurrency + 1) parts plus the channel. Any failure or a stop aborts
-//! the multipart upload, so no part is left behind; the record is written only after the
-//! upload completes.
+//! hands 1 MiB chunks over a small channel; the async side cuts parts and uploads up to
+//! `upload_concurrency` of them at once (it waits for a slot before it takes more). Memory:
+//! (concurrency + 1) parts plus the channel. Any failure or a stop aborts the multipart upload
+//! (asked again while the server is down), so no part is left behind; the record is written
+//! only after the upload completes.
 //!
 //! Pull: the object's body stream is read on a blocking thread through a hashing reader, age's
 //! decryptor when the copy is encrypted, and `archive::import` (every file's sha256 checked
@@ -21,7 +21,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ckptd_api::{Checkpoint, Compression, RemoteCheckpoint, RemoteCopy};
 use futures_util::TryStreamExt;
-use object_store::{ObjectStoreExt, WriteMultipart};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::{MultipartId, ObjectStoreExt, PutPayloadMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -109,6 +110,23 @@ fn stopped(reason: Option<crate::stop::StopReason>, what: &str) -> Error {
 }
 
 impl Remote {
+    /// Refuses at once a copy this host cannot decrypt.
+    pub fn can_pull(&self, copy: &RemoteCopy) -> Result<()> {
+        if copy.encrypted && self.identities.is_empty() {
+            return Err(Error::forbidden(format!(
+                "checkpoint object {} in remote {} is encrypted, and this host has no age identity \
+                 for the remote",
+                copy.key, self.name
+            ))
+            .with_hint(format!(
+                "set age_identity_file in [remotes.{}] to the identity whose public key the \
+                 pushing host encrypts to",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// The part size for an archive of about `estimate` bytes: the configured one, grown so that
     /// 10,000 parts hold it.
     pub fn part_size_for(&self, estimate: u64) -> u64 {
@@ -130,12 +148,12 @@ impl Remote {
         let key = self.archive_key(cp.id);
         let upload = self
             .store
-            .put_multipart(&key)
+            .create_multipart(&key)
             .await
             .map_err(|e| self.failed("start the upload", e))?;
         // Compressed images are at most a little larger than the images (incompressible pages).
         let estimate = cp.size_bytes + cp.size_bytes / 50 + (1 << 20);
-        let mut parts = WriteMultipart::new_with_chunk_size(upload, self.part_size_for(estimate) as usize);
+        let part_size = self.part_size_for(estimate) as usize;
         let (tx, mut rx) = mpsc::channel::<Bytes>(2);
         let recipients = self.recipients.clone();
         let producer = tokio::task::spawn_blocking(move || -> io::Result<(String, u64)> {
@@ -159,24 +177,48 @@ impl Remote {
             sink.flush()?;
             Ok((format!("{:x}", sink.hash.finalize()), sink.bytes))
         });
+        // Parts are cut from the stream and uploaded, at most `concurrency` at once.
+        let mut uploading: tokio::task::JoinSet<Result<(usize, PartId)>> =
+            tokio::task::JoinSet::new();
+        let mut done: Vec<Option<PartId>> = Vec::new();
         let fed: Result<()> = async {
-            loop {
+            let mut part = PutPayloadMut::new();
+            let mut ended = false;
+            while !ended {
                 tokio::select! {
                     chunk = rx.recv() => match chunk {
-                        Some(c) => {
-                            parts
-                                .wait_for_capacity(self.concurrency)
-                                .await
-                                .map_err(|e| self.failed("upload a part", e))?;
-                            parts.put(c);
-                        }
-                        None => return Ok(()),
+                        Some(c) => part.push(c),
+                        None => ended = true,
                     },
                     _ = stop.changed() => return Err(stopped(*stop.borrow(), "push")),
                 }
+                if part.content_length() >= part_size || (ended && part.content_length() > 0) {
+                    while uploading.len() >= self.concurrency {
+                        let (i, id) = joined(uploading.join_next().await)?;
+                        done[i] = Some(id);
+                    }
+                    let idx = done.len();
+                    done.push(None);
+                    let payload = std::mem::take(&mut part).freeze();
+                    let (store, key, upload, remote) =
+                        (self.store.clone(), key.clone(), upload.clone(), self.clone());
+                    uploading.spawn(async move {
+                        store
+                            .put_part(&key, &upload, idx, payload)
+                            .await
+                            .map(|p| (idx, p))
+                            .map_err(|e| remote.failed("upload a part", e))
+                    });
+                }
             }
+            while let Some(r) = uploading.join_next().await {
+                let (i, id) = joined(Some(r))?;
+                done[i] = Some(id);
+            }
+            Ok(())
         }
         .await;
+        uploading.abort_all();
         // The producer ends once the channel closes (on a failure it gets BrokenPipe).
         drop(rx);
         let produced = producer
@@ -190,19 +232,24 @@ impl Remote {
             ))),
             (Ok(()), Ok(Ok(done))) => Ok(done),
         };
-        let (sha256, size) = match outcome {
-            Ok(done) => done,
+        let completed = match outcome {
+            Ok(hashed) => {
+                let parts: Vec<PartId> = done.into_iter().flatten().collect();
+                self.store
+                    .complete_multipart(&key, &upload, parts)
+                    .await
+                    .map_err(|e| self.failed("complete the upload", e))
+                    .map(|_| hashed)
+            }
+            Err(e) => Err(e),
+        };
+        let (sha256, size) = match completed {
+            Ok(hashed) => hashed,
             Err(e) => {
-                if let Err(a) = parts.abort().await {
-                    tracing::error!(remote = %self.name, key = %key, error = %a, "cannot abort a failed multipart upload; the bucket's lifecycle rule for incomplete uploads will remove its parts");
-                }
+                self.abort_upload(key.clone(), upload);
                 return Err(e);
             }
         };
-        parts
-            .finish()
-            .await
-            .map_err(|e| self.failed("complete the upload", e))?;
         let copy = RemoteCopy {
             remote: self.name.clone(),
             key: key.to_string(),
@@ -239,18 +286,7 @@ impl Remote {
         limit: u64,
         mut stop: StopSignal,
     ) -> Result<Imported> {
-        if copy.encrypted && self.identities.is_empty() {
-            return Err(Error::forbidden(format!(
-                "checkpoint object {} in remote {} is encrypted, and this host has no age identity \
-                 for the remote",
-                copy.key, self.name
-            ))
-            .with_hint(format!(
-                "set age_identity_file in [remotes.{}] to the identity whose public key the \
-                 pushing host encrypts to",
-                self.name
-            )));
-        }
+        self.can_pull(copy)?;
         let body = self
             .store
             .get(&Remote::object(copy))
@@ -322,6 +358,43 @@ impl Remote {
             )));
         }
         Ok(imported)
+    }
+}
+
+/// A finished part upload, or why it failed.
+fn joined(
+    r: Option<std::result::Result<Result<(usize, PartId)>, tokio::task::JoinError>>,
+) -> Result<(usize, PartId)> {
+    match r {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(Error::internal(format!("a part upload task failed: {e}"))),
+        None => Err(Error::internal("no part upload was running")),
+    }
+}
+
+impl Remote {
+    /// Aborts a multipart upload that will not complete, so that no part stays in the bucket.
+    /// A server that is down (the reason the push failed, often) is asked again for about two
+    /// minutes; then the bucket's lifecycle rule for incomplete uploads has to remove them.
+    fn abort_upload(&self, key: object_store::path::Path, upload: MultipartId) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_millis(500);
+            for attempt in 1..=12 {
+                match this.store.abort_multipart(&key, &upload).await {
+                    Ok(()) => {
+                        tracing::info!(remote = %this.name, key = %key, attempt, "aborted the multipart upload of a failed push");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(remote = %this.name, key = %key, attempt, error = %e, "cannot abort the multipart upload of a failed push yet");
+                    }
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(15));
+            }
+            tracing::error!(remote = %this.name, key = %key, "gave up aborting a multipart upload; the bucket's lifecycle rule for incomplete uploads must remove its parts");
+        });
     }
 }
 

@@ -154,6 +154,7 @@ impl Service {
         self.refuse_if_shutting_down()?;
         admin_only(caller, "pull checkpoints")?;
         let found = self.remote_checkpoint(caller, remote, reference).await?;
+        self.inner.cfg.remotes.get(remote)?.can_pull(&found.object)?;
         let (cp, created_row) = self.pull_target(caller, found, req.name).await?;
         let job = new_job(JobKind::Pull, cp.id, caller.uid);
         let work = PullWork {
@@ -181,6 +182,7 @@ impl Service {
         self.refuse_if_shutting_down()?;
         admin_only(caller, "restore from a remote")?;
         let found = self.remote_checkpoint(caller, remote, reference).await?;
+        self.inner.cfg.remotes.get(remote)?.can_pull(&found.object)?;
         let (cp, created_row) = self.pull_target(caller, found, None).await?;
         let result = if cp.is_local() {
             self.submit_restore(caller, &cp.id.to_string(), req).await
