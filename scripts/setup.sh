@@ -22,7 +22,7 @@ trap 'rc=$?; [ $rc -ne 0 ] && printf "\nsetup FAILED at step \"%s\" (exit %s); s
 APT_PKGS=(runc iptables busybox-static pkg-config
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev libnet1-dev
   libcap-dev libbsd-dev libnftables-dev libgnutls28-dev uuid-dev
-  python3 python3-venv curl procps util-linux gcc libc6-dev make docker.io jq zstd tmux)
+  python3 python3-venv curl procps util-linux gcc libc6-dev make docker.io jq zstd tmux age)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
@@ -92,12 +92,13 @@ fi
 # externally managed; no package of the validator exists in Debian 12).
 CURRENT_STEP="python venv with openapi-spec-validator"
 VENV="$CACHE/venv"
-if ! "$VENV/bin/python" -c 'import openapi_spec_validator, yaml, schemathesis, prometheus_client' 2>/dev/null; then
-  step "$CURRENT_STEP, schemathesis, prometheus-client"
-  rm -rf "$VENV"
-  /usr/bin/python3 -m venv "$VENV" || die "python3 -m venv failed (is python3-venv installed?)"
+if ! "$VENV/bin/python" -c 'import openapi_spec_validator, yaml, schemathesis, prometheus_client, moto, boto3' 2>/dev/null \
+    || [ ! -x "$VENV/bin/moto_server" ]; then
+  step "$CURRENT_STEP, schemathesis, prometheus-client, moto's S3 server (the remotes' tests)"
+  [ -x "$VENV/bin/pip" ] || /usr/bin/python3 -m venv "$VENV" || die "python3 -m venv failed (is python3-venv installed?)"
   "$VENV/bin/pip" install -q 'openapi-spec-validator>=0.7' pyyaml 'schemathesis>=4,<5' prometheus-client \
-    || die "pip install openapi-spec-validator schemathesis failed"
+    'moto[server]>=5,<6' boto3 \
+    || die "pip install openapi-spec-validator schemathesis moto failed"
 fi
 
 CURRENT_STEP="rust toolchain"

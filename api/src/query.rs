@@ -154,7 +154,11 @@ pub struct ImportQuery {
 pub struct PushQuery {
     pub remote: String,
     /// False drops the local images once the push is durable.
-    #[serde(default = "yes", deserialize_with = "flag", skip_serializing_if = "is_true")]
+    #[serde(
+        default = "yes",
+        deserialize_with = "flag",
+        skip_serializing_if = "is_true"
+    )]
     pub keep_local: bool,
     #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
     pub wait: bool,

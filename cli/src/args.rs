@@ -98,6 +98,12 @@ pub struct DumpFlags {
     /// Delete the checkpoint this long after it is taken (90s, 30m, 12h, 7d, 2w, 1d12h).
     #[arg(long)]
     pub expires_in: Option<String>,
+    /// Push the checkpoint to this remote once it is ready (see `ckpt remotes`).
+    #[arg(long, value_name = "REMOTE")]
+    pub push_to: Option<String>,
+    /// With --push-to: drop the local images once the push is durable.
+    #[arg(long, requires = "push_to")]
+    pub drop_local: bool,
 }
 
 #[derive(Args, Clone, Default)]
@@ -192,6 +198,25 @@ pub enum Command {
     /// Move a checkpoint to another ckptd: its archive streamed into that daemon's import over
     /// its TCP listener (tcp_listen + tcp_token_file there).
     Migrate(MigrateArgs),
+    /// List the remotes (S3 buckets) the daemon is configured with, and whether each answers.
+    Remotes {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload a checkpoint's archive to a remote (a job; waits for it unless --no-wait).
+    Push(PushArgs),
+    /// Download a checkpoint from a remote and catalogue it here (root only).
+    Pull(PullArgs),
+    /// Delete a checkpoint's copy in a remote (root only); its local images, if any, stay.
+    RmRemote {
+        /// The remote's name.
+        #[arg(long, short)]
+        remote: String,
+        /// Checkpoint names or ids in the remote.
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
     /// List jobs, newest first; --watch follows them as they change.
     Jobs(JobsArgs),
     /// Cancel a queued or running job (its target is left running).
@@ -265,6 +290,9 @@ pub struct CreateArgs {
 
 #[derive(Args)]
 pub struct LsArgs {
+    /// List what this remote holds (every host's pushes) instead of this host's catalog.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["pid", "container", "status", "schedule", "labels"])]
+    pub remote: Option<String>,
     /// Only checkpoints of this pid.
     #[arg(long)]
     pub pid: Option<i32>,
@@ -483,4 +511,40 @@ where
         Ok(v) => v,
         Err(_) => unreachable!("{s} is one of the listed values"),
     })
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// A checkpoint name or id.
+    pub reference: String,
+    /// The remote to push to (see `ckpt remotes`).
+    #[arg(long, short)]
+    pub remote: String,
+    /// Drop the local images once the push is durable (a restore pulls them back first).
+    #[arg(long)]
+    pub drop_local: bool,
+    /// Print the job and return at once.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print the job as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// A checkpoint name or id in the remote (`ckpt ls --remote NAME`).
+    pub reference: String,
+    /// The remote to pull from.
+    #[arg(long, short)]
+    pub remote: String,
+    /// Catalogue it under this name instead of the one it was pushed with.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the job and return at once.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Print the checkpoint and job as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -16,7 +16,7 @@ use ckptd_api::{Client, ClientError};
 use clap::Parser;
 
 use args::{Cli, Command};
-use commands::{checkpoints, daemon, jobs, portability, schedules};
+use commands::{checkpoints, daemon, jobs, portability, remotes, schedules};
 
 /// How a command failed: with an error still to report, or having reported its own.
 pub enum Failed {
@@ -50,6 +50,12 @@ async fn run(cli: Cli) -> Result<(), Failed> {
         }
         Command::Adopt(a) => portability::adopt(c, a).await,
         Command::Migrate(a) => portability::migrate(c, a).await,
+        Command::Remotes { json } => remotes::list(c, json).await,
+        Command::Push(a) => remotes::push(c, a).await,
+        Command::Pull(a) => remotes::pull(c, a).await,
+        Command::RmRemote { remote, references } => {
+            return remotes::rm(c, &remote, references).await
+        }
         Command::Jobs(a) => jobs::jobs(c, a).await,
         Command::Cancel { job } => jobs::cancel(c, &job).await,
         Command::Events { json } => jobs::events(c, json).await,

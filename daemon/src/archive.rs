@@ -449,9 +449,7 @@ pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> 
             bytes: 0,
         };
         io::copy(&mut r, &mut out).map_err(|e| match io_err(e) {
-            e if e.kind == ErrorKind::InvalidRequest => {
-                refused(format!("{name}: {}", e.message))
-            }
+            e if e.kind == ErrorKind::InvalidRequest => refused(format!("{name}: {}", e.message)),
             e => e,
         })?;
         if r.bytes != declared {

@@ -395,7 +395,6 @@ pub struct RemoteSpec {
     pub upload_concurrency: Option<usize>,
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

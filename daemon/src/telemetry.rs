@@ -190,11 +190,14 @@ pub struct Metrics {
     pub remote: RemoteMetrics,
 }
 
+/// (remote, direction).
+type Transfer = (String, &'static str);
+
 /// Transfers to and from remotes, by remote and direction (`push`, `pull`).
 #[derive(Default)]
 pub struct RemoteMetrics {
     /// (remote, direction) -> (transfers, bytes, seconds).
-    done: Mutex<std::collections::BTreeMap<(String, &'static str), (u64, u64, f64)>>,
+    done: Mutex<std::collections::BTreeMap<Transfer, (u64, u64, f64)>>,
     /// (remote, direction, reason) -> failures; the reason is the error's code.
     failed: Mutex<std::collections::BTreeMap<(String, &'static str, String), u64>>,
     deleted: Mutex<std::collections::BTreeMap<String, u64>>,
@@ -256,7 +259,9 @@ impl RemoteMetrics {
         out.push_str(&format!(
             "# HELP {name} Pushes and pulls that failed, by remote, direction and reason (the error code).\n# TYPE {name} counter\n"
         ));
-        for ((remote, dir, reason), n) in self.failed.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for ((remote, dir, reason), n) in
+            self.failed.lock().unwrap_or_else(|e| e.into_inner()).iter()
+        {
             out.push_str(&format!(
                 "{name}{{remote=\"{}\",direction=\"{dir}\",reason=\"{reason}\"}} {n}\n",
                 label(remote)
@@ -266,7 +271,12 @@ impl RemoteMetrics {
         out.push_str(&format!(
             "# HELP {name} Remote copies deleted, by remote.\n# TYPE {name} counter\n"
         ));
-        for (remote, n) in self.deleted.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (remote, n) in self
+            .deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             out.push_str(&format!("{name}{{remote=\"{}\"}} {n}\n", label(remote)));
         }
     }
@@ -274,7 +284,9 @@ impl RemoteMetrics {
 
 /// A label value as the text format needs it.
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Numbers read at scrape time.

@@ -648,6 +648,146 @@ impl Drop for ConsoleReceiver {
     }
 }
 
+/// The set-up virtualenv, where `make setup` installs moto's S3 server and boto3.
+pub const SETUP_VENV: &str = "/var/cache/ckptd-setup/venv";
+
+/// A real S3-compatible server (moto's standalone server) on 127.0.0.1, with a real IAM user:
+/// every request after set-up must be signed (SigV4) with its key. Stopped when dropped.
+pub struct S3Server {
+    pub endpoint: String,
+    pub port: u16,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl S3Server {
+    /// Starts the server and makes `buckets`.
+    pub fn start(buckets: &[&str]) -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_on(port, buckets)
+    }
+
+    pub fn start_on(port: u16, buckets: &[&str]) -> S3Server {
+        let dir = tempfile::Builder::new()
+            .prefix("ckptd-s3-")
+            .tempdir()
+            .unwrap();
+        let log = File::create(dir.path().join("moto.log")).unwrap();
+        let child = Command::new(format!("{SETUP_VENV}/bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("moto_server (make setup installs it into the set-up virtualenv)");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        wait_until("the S3 server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let mut s = S3Server {
+            endpoint,
+            port,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            dir,
+            child: Some(child),
+        };
+        let mut args = vec!["setup".to_owned(), s.endpoint.clone()];
+        args.extend(buckets.iter().map(|b| b.to_string()));
+        let out = s3tool(&args);
+        let creds: serde_json::Value = serde_json::from_slice(&out).expect("setup's JSON");
+        s.access_key_id = creds["access_key_id"].as_str().unwrap().into();
+        s.secret_access_key = creds["secret_access_key"].as_str().unwrap().into();
+        s
+    }
+
+    /// A credentials file (mode 0600) for a daemon's remote; `secret` overrides the real one.
+    pub fn credentials_file(&self, name: &str, secret: Option<&str>) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+                self.access_key_id,
+                secret.unwrap_or(&self.secret_access_key)
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+
+    fn tool(&self, cmd: &str, bucket: &str, rest: &[&str]) -> Vec<u8> {
+        let mut args: Vec<String> = [
+            cmd,
+            &self.endpoint,
+            &self.access_key_id,
+            &self.secret_access_key,
+            bucket,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(rest.iter().map(|s| s.to_string()));
+        s3tool(&args)
+    }
+
+    /// Every key in `bucket`.
+    pub fn objects(&self, bucket: &str) -> Vec<String> {
+        serde_json::from_slice(&self.tool("objects", bucket, &[])).unwrap()
+    }
+
+    /// Keys of the multipart uploads in progress in `bucket`.
+    pub fn uploads(&self, bucket: &str) -> Vec<String> {
+        serde_json::from_slice(&self.tool("uploads", bucket, &[])).unwrap()
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.tool("get", bucket, &[key])
+    }
+
+    /// Flips one byte of an object.
+    pub fn flip(&self, bucket: &str, key: &str, offset: usize) {
+        self.tool("flip", bucket, &[key, &offset.to_string()]);
+    }
+
+    /// Kills the server at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn s3tool(args: &[String]) -> Vec<u8> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/s3tool.py");
+    let out = Command::new(format!("{SETUP_VENV}/bin/python"))
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run s3tool.py");
+    assert!(
+        out.status.success(),
+        "s3tool {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

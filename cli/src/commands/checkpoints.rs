@@ -27,6 +27,8 @@ pub async fn create(client: &Client, a: CreateArgs) -> Result<(), ClientError> {
         checkpoint_dir: a.flags.checkpoint_dir,
         labels: a.flags.labels.into_iter().collect(),
         expires_in: a.flags.expires_in,
+        push_to: a.flags.push_to,
+        keep_local: a.flags.drop_local.then_some(false),
     };
     // Queued at once; followed here so that a terminal shows progress.
     let out = client.create_checkpoint(&req, false).await?;
@@ -34,6 +36,9 @@ pub async fn create(client: &Client, a: CreateArgs) -> Result<(), ClientError> {
 }
 
 pub async fn ls(client: &Client, a: LsArgs) -> Result<(), ClientError> {
+    if let Some(remote) = &a.remote {
+        return crate::commands::remotes::ls(client, remote, a.quiet, a.json).await;
+    }
     let mut labels: Vec<String> = a
         .schedule
         .map(|s| format!("schedule={s}"))

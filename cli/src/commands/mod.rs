@@ -4,4 +4,5 @@ pub mod checkpoints;
 pub mod daemon;
 pub mod jobs;
 pub mod portability;
+pub mod remotes;
 pub mod schedules;

@@ -33,6 +33,8 @@ pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), Failed> {
                     checkpoint_dir: flags.checkpoint_dir,
                     labels: flags.labels.into_iter().collect(),
                     expires_in: flags.expires_in,
+                    push_to: flags.push_to,
+                    keep_local: !flags.drop_local,
                 },
                 retention: retention.retention(),
                 enabled: !disabled,

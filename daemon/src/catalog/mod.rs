@@ -838,7 +838,9 @@ mod tests {
         let (d, c) = open().await;
         let mut cp = checkpoint("a", 10);
         let mut job = job_for(&cp);
-        c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null).await.unwrap();
+        c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null)
+            .await
+            .unwrap();
         cp.status = CheckpointStatus::Ready;
         cp.completed_at = Some(now());
         cp.size_bytes = 12345;
@@ -921,7 +923,10 @@ mod tests {
         let mut b = checkpoint("same", 2);
         b.dir = "/elsewhere".into();
         let jb = job_for(&b);
-        let e = c.insert_checkpoint_with_job(&b, &jb, &serde_json::Value::Null).await.unwrap_err();
+        let e = c
+            .insert_checkpoint_with_job(&b, &jb, &serde_json::Value::Null)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Conflict, "{e}");
         assert!(c.job(jb.id).await.unwrap().is_none());
     }

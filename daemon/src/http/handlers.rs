@@ -63,7 +63,7 @@ fn job_error(job: &Job) -> Response {
 
 /// How a `?wait=true` request's job ended.
 enum Waited {
-    Succeeded(Job),
+    Succeeded(Box<Job>),
     /// The job's error status and body.
     Failed(Response),
     /// Still going when the wait ran out; answered like an asynchronous request.
@@ -76,7 +76,7 @@ async fn wait_for(s: &AppState, caller: &Caller, job: &Job) -> Result<Waited> {
         .wait(caller, &job.id.to_string(), POST_WAIT)
         .await?;
     Ok(match job.state {
-        JobState::Succeeded => Waited::Succeeded(job),
+        JobState::Succeeded => Waited::Succeeded(Box::new(job)),
         st if st.is_finished() => Waited::Failed(job_error(&job)),
         _ => Waited::NotYet,
     })
@@ -112,7 +112,10 @@ async fn checkpoint_answer(
                     .service
                     .checkpoint(caller, &checkpoint.id.to_string())
                     .await?;
-                let body = Json(CheckpointAndJob { checkpoint, job });
+                let body = Json(CheckpointAndJob {
+                    checkpoint,
+                    job: *job,
+                });
                 return Ok((StatusCode::CREATED, body).into_response());
             }
         }
@@ -176,10 +179,17 @@ pub async fn delete_checkpoint(
             s.service.forget_copy(&cp, &r).await?;
         }
         // Forgetting the last copy of a checkpoint without local images removed its row.
-        if s.service.catalog().checkpoint(&cp.id.to_string()).await?.is_none() {
+        if s.service
+            .catalog()
+            .checkpoint(&cp.id.to_string())
+            .await?
+            .is_none()
+        {
             return Ok(StatusCode::NO_CONTENT);
         }
-        s.service.delete_checkpoint(&caller, &cp.id.to_string()).await?;
+        s.service
+            .delete_checkpoint(&caller, &cp.id.to_string())
+            .await?;
     } else {
         s.service.delete_checkpoint(&caller, &reference).await?;
     }
@@ -195,7 +205,7 @@ async fn job_answer(s: &AppState, caller: &Caller, job: Job, wait: bool) -> Resu
             Waited::Failed(answer) => return Ok(answer),
             Waited::NotYet => {}
             Waited::Succeeded(job) => {
-                return Ok((StatusCode::OK, Json(JobEnvelope { job })).into_response())
+                return Ok((StatusCode::OK, Json(JobEnvelope { job: *job })).into_response())
             }
         }
     }
@@ -222,11 +232,12 @@ pub async fn push_checkpoint(
     job_answer(&s, &caller, job, q.wait).await
 }
 
-pub async fn list_remotes(
-    State(s): State<AppState>,
-) -> Json<List<ckptd_api::RemoteInfo>> {
+pub async fn list_remotes(State(s): State<AppState>) -> Json<List<ckptd_api::RemoteInfo>> {
     let infos = futures_util::future::join_all(s.service.remotes().all().map(|r| r.info())).await;
-    Json(List { items: infos, next: None })
+    Json(List {
+        items: infos,
+        next: None,
+    })
 }
 
 pub async fn list_remote_checkpoints(

@@ -10,13 +10,13 @@ use ckptd_api::{AdoptRequest, Checkpoint, CheckpointStatus, ContainerRecord, Tar
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::archive::{self, Compression, Manifest};
 use crate::auth::{forbidden, Caller};
 use crate::catalog;
 use crate::criu::images;
 use crate::error::{Error, ErrorKind, Result};
 use crate::service::{validate, Service, STAGING_PREFIX};
 use crate::sys;
-use crate::archive::{self, Compression, Manifest};
 
 /// Chunks of the export stream in flight: a slow reader holds back the archiver, not memory.
 const CHUNKS: usize = 8;

@@ -124,14 +124,20 @@ impl Remote {
             bail!("{}", ctx("bucket is empty"));
         }
         let region = spec.region.clone().unwrap_or_else(|| "us-east-1".into());
-        let addressing = spec
-            .addressing
-            .clone()
-            .unwrap_or_else(|| if spec.endpoint.is_some() { "path" } else { "virtual" }.into());
+        let addressing = spec.addressing.clone().unwrap_or_else(|| {
+            if spec.endpoint.is_some() {
+                "path"
+            } else {
+                "virtual"
+            }
+            .into()
+        });
         if addressing != "path" && addressing != "virtual" {
             bail!(
                 "{}",
-                ctx(&format!("addressing is {addressing:?}; use \"path\" or \"virtual\""))
+                ctx(&format!(
+                    "addressing is {addressing:?}; use \"path\" or \"virtual\""
+                ))
             );
         }
         let prefix = spec
@@ -164,7 +170,9 @@ impl Remote {
                 if !(e.starts_with("http://") || e.starts_with("https://")) {
                     bail!(
                         "{}",
-                        ctx(&format!("endpoint {e:?} must start with http:// or https://"))
+                        ctx(&format!(
+                            "endpoint {e:?} must start with http:// or https://"
+                        ))
                     );
                 }
                 b = b.with_endpoint(e.trim_end_matches('/'));
@@ -172,46 +180,49 @@ impl Remote {
             }
             None => format!("https://s3.{region}.amazonaws.com"),
         };
-        let credentials = match &spec.credentials_file {
-            Some(f) => {
-                let text = read_secret_file(&ctx("credentials_file"), f)?;
-                let c: CredentialsFile = toml::from_str(&text).with_context(|| {
-                    format!(
-                        "{}: give access_key_id and secret_access_key (TOML)",
-                        ctx(&format!("credentials_file {}", f.display()))
-                    )
-                })?;
-                b = b
-                    .with_access_key_id(c.access_key_id)
-                    .with_secret_access_key(c.secret_access_key);
-                if let Some(t) = c.session_token {
-                    b = b.with_token(t);
+        let credentials =
+            match &spec.credentials_file {
+                Some(f) => {
+                    let text = read_secret_file(&ctx("credentials_file"), f)?;
+                    let c: CredentialsFile = toml::from_str(&text).with_context(|| {
+                        format!(
+                            "{}: give access_key_id and secret_access_key (TOML)",
+                            ctx(&format!("credentials_file {}", f.display()))
+                        )
+                    })?;
+                    b = b
+                        .with_access_key_id(c.access_key_id)
+                        .with_secret_access_key(c.secret_access_key);
+                    if let Some(t) = c.session_token {
+                        b = b.with_token(t);
+                    }
+                    "file"
                 }
-                "file"
-            }
-            None => {
-                let id = std::env::var("AWS_ACCESS_KEY_ID").ok();
-                let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok();
-                let (Some(id), Some(secret)) = (id, secret) else {
-                    bail!(
+                None => {
+                    let id = std::env::var("AWS_ACCESS_KEY_ID").ok();
+                    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok();
+                    let (Some(id), Some(secret)) = (id, secret) else {
+                        bail!(
                         "{}",
                         ctx("no credentials_file, and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY \
                              are not both set in ckptd's environment")
                     );
-                };
-                b = b.with_access_key_id(id).with_secret_access_key(secret);
-                if let Ok(t) = std::env::var("AWS_SESSION_TOKEN") {
-                    b = b.with_token(t);
+                    };
+                    b = b.with_access_key_id(id).with_secret_access_key(secret);
+                    if let Ok(t) = std::env::var("AWS_SESSION_TOKEN") {
+                        b = b.with_token(t);
+                    }
+                    "environment"
                 }
-                "environment"
-            }
-        };
+            };
         let mut recipients = Vec::new();
         for r in &spec.age_recipients {
             recipients.push(r.parse::<age::x25519::Recipient>().map_err(|e| {
                 anyhow::anyhow!(
                     "{}",
-                    ctx(&format!("age_recipients entry {r:?} is not an age X25519 public key: {e}"))
+                    ctx(&format!(
+                        "age_recipients entry {r:?} is not an age X25519 public key: {e}"
+                    ))
                 )
             })?);
         }
@@ -234,16 +245,30 @@ impl Remote {
                 })?);
             }
             if identities.is_empty() {
-                bail!("{}", ctx(&format!("age_identity_file {} holds no identity", f.display())));
+                bail!(
+                    "{}",
+                    ctx(&format!(
+                        "age_identity_file {} holds no identity",
+                        f.display()
+                    ))
+                );
             }
         }
         let part_mib = spec.part_size_mib.unwrap_or(8);
         if !(MIN_PART >> 20..=MAX_PART >> 20).contains(&part_mib) {
-            bail!("{}", ctx(&format!("part_size_mib is {part_mib}; S3 takes parts of 5 to 5120 MiB")));
+            bail!(
+                "{}",
+                ctx(&format!(
+                    "part_size_mib is {part_mib}; S3 takes parts of 5 to 5120 MiB"
+                ))
+            );
         }
         let concurrency = spec.upload_concurrency.unwrap_or(4);
         if !(1..=64).contains(&concurrency) {
-            bail!("{}", ctx(&format!("upload_concurrency is {concurrency}; use 1 to 64")));
+            bail!(
+                "{}",
+                ctx(&format!("upload_concurrency is {concurrency}; use 1 to 64"))
+            );
         }
         let store = b
             .build()
@@ -317,7 +342,7 @@ impl Remote {
     /// status when it answered.
     pub fn failed(&self, what: &str, e: object_store::Error) -> Error {
         let text = error_chain(&e);
-        let status = http_status(&text);
+        let status = http_status(&text).or_else(|| status_of_code(&text));
         let kind = match &e {
             object_store::Error::NotFound { .. } => ErrorKind::NotFound,
             _ => ErrorKind::RemoteFailed,
@@ -370,7 +395,7 @@ impl Remote {
             })
             .collect()
             .await;
-        out.sort_by(|a, b| b.checkpoint.created_at.cmp(&a.checkpoint.created_at));
+        out.sort_by_key(|r| std::cmp::Reverse(r.checkpoint.created_at));
         Ok(out)
     }
 
@@ -391,7 +416,11 @@ impl Remote {
                 r.format
             )));
         }
-        Ok(r.entry)
+        // The pushing host may call this bucket by another name: here it is this remote.
+        let mut entry = r.entry;
+        entry.object.remote = self.name.clone();
+        entry.checkpoint.locations = vec![ckptd_api::Location::Remote(entry.object.clone())];
+        Ok(entry)
     }
 
     /// One checkpoint of the bucket, by id or by name (a name several hosts pushed is
@@ -434,7 +463,10 @@ impl Remote {
             "remote {} holds no checkpoint {reference:?}",
             self.name
         ))
-        .with_hint(format!("GET /v1/remotes/{}/checkpoints lists what it holds", self.name))
+        .with_hint(format!(
+            "GET /v1/remotes/{}/checkpoints lists what it holds",
+            self.name
+        ))
     }
 
     /// Deletes a checkpoint's record, then its archive (a half-deleted one is not listed).
@@ -505,6 +537,25 @@ fn http_status(text: &str) -> Option<u16> {
         .parse()
         .ok()
         .filter(|s| (100..600).contains(s))
+}
+
+/// The HTTP status S3 answers with each of its common error codes (object_store does not always
+/// keep the status in its message).
+fn status_of_code(text: &str) -> Option<u16> {
+    const CODES: [(&str, u16); 8] = [
+        ("SignatureDoesNotMatch", 403),
+        ("InvalidAccessKeyId", 403),
+        ("AccessDenied", 403),
+        ("ExpiredToken", 400),
+        ("NoSuchBucket", 404),
+        ("NoSuchKey", 404),
+        ("NoSuchUpload", 404),
+        ("SlowDown", 503),
+    ];
+    CODES
+        .iter()
+        .find(|(c, _)| text.contains(&format!("<Code>{c}</Code>")) || text.contains(c))
+        .map(|&(_, s)| s)
 }
 
 /// The server's own words when it sent an S3 error document (`<Code>` and `<Message>`), else
@@ -599,11 +650,17 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Remote::new("r", &spec(&|s| s.credentials_file = Some(creds.clone()))).unwrap_err();
-        assert!(format!("{e:#}").contains("readable by group or others"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("readable by group or others"),
+            "{e:#}"
+        );
         std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
         let r = Remote::new("r", &spec(&|s| s.credentials_file = Some(creds.clone()))).unwrap();
         assert_eq!(r.info.addressing, "path");
-        assert_eq!(r.archive_key(Uuid::nil()).as_ref(), "ckptd/checkpoints/00000000-0000-0000-0000-000000000000/archive.tar.zst");
+        assert_eq!(
+            r.archive_key(Uuid::nil()).as_ref(),
+            "ckptd/checkpoints/00000000-0000-0000-0000-000000000000/archive.tar.zst"
+        );
         let e = Remote::new(
             "r",
             &spec(&|s| {
@@ -612,7 +669,10 @@ mod tests {
             }),
         )
         .unwrap_err();
-        assert!(format!("{e:#}").contains("not an age X25519 public key"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("not an age X25519 public key"),
+            "{e:#}"
+        );
         let e = Remote::new(
             "r",
             &spec(&|s| {

@@ -89,7 +89,10 @@ struct Hashing<R> {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.stop.load(Ordering::Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "the pull was stopped"));
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the pull was stopped",
+            ));
         }
         let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
@@ -102,7 +105,10 @@ fn stopped(reason: Option<crate::stop::StopReason>, what: &str) -> Error {
     match reason {
         Some(crate::stop::StopReason::TimedOut(d)) => Error::new(
             ErrorKind::Timeout,
-            format!("the {what} ran longer than {} s and was stopped", d.as_secs()),
+            format!(
+                "the {what} ran longer than {} s and was stopped",
+                d.as_secs()
+            ),
         )
         .with_hint("raise job_timeout_secs in the config for very large checkpoints or slow links"),
         _ => Error::new(ErrorKind::Cancelled, format!("the {what} was cancelled")),
@@ -200,8 +206,12 @@ impl Remote {
                     let idx = done.len();
                     done.push(None);
                     let payload = std::mem::take(&mut part).freeze();
-                    let (store, key, upload, remote) =
-                        (self.store.clone(), key.clone(), upload.clone(), self.clone());
+                    let (store, key, upload, remote) = (
+                        self.store.clone(),
+                        key.clone(),
+                        upload.clone(),
+                        self.clone(),
+                    );
                     uploading.spawn(async move {
                         store
                             .put_part(&key, &upload, idx, payload)

@@ -233,9 +233,8 @@ impl Service {
             .cfg
             .policy
             .check_restore(caller, req.target.as_ref())?;
-        if !matches!(cp.status, CheckpointStatus::Ready)
-            && !(pull.is_some() && cp.status == CheckpointStatus::Pending)
-        {
+        let pulled_first = pull.is_some() && cp.status == CheckpointStatus::Pending;
+        if cp.status != CheckpointStatus::Ready && !pulled_first {
             return Err(Error::conflict(format!(
                 "checkpoint {} is {}; only a ready checkpoint can be restored",
                 cp.name,

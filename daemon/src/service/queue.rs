@@ -222,7 +222,10 @@ impl Inner {
                     .map_err(|e| Error::internal(format!("bad restore job request: {e}")))?;
                 match &work.pull {
                     Some(pull) => match self.run_pull(&mut cp, pull, job.id, stop.clone()).await {
-                        Ok(()) => self.restore(&cp, work, &restore_log_name(job.id), stop).await,
+                        Ok(()) => {
+                            self.restore(&cp, work, &restore_log_name(job.id), stop)
+                                .await
+                        }
                         Err(e) => Err(e),
                     },
                     None => {
@@ -239,7 +242,9 @@ impl Inner {
             JobKind::Pull => {
                 let work: remote::PullWork = serde_json::from_value(request)
                     .map_err(|e| Error::internal(format!("bad pull job request: {e}")))?;
-                self.run_pull(&mut cp, &work, job.id, stop).await.map(|()| None)
+                self.run_pull(&mut cp, &work, job.id, stop)
+                    .await
+                    .map(|()| None)
             }
         };
         timer.abort();
@@ -389,7 +394,12 @@ impl Inner {
 impl Inner {
     /// Queues the push that follows a checkpoint job with `push_to`; its id, or None (logged,
     /// with an event) when it cannot be queued: the checkpoint stays, ready, on this host.
-    async fn queue_push(&self, cp: &Checkpoint, after: &Job, work: remote::PushWork) -> Option<Uuid> {
+    async fn queue_push(
+        &self,
+        cp: &Checkpoint,
+        after: &Job,
+        work: remote::PushWork,
+    ) -> Option<Uuid> {
         let job = super::admit::new_job(JobKind::Push, cp.id, after.owner_uid);
         let queued = async {
             let reservation = self.reserve_checkpoint(cp.id)?;

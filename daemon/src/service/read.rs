@@ -195,8 +195,7 @@ pub(super) fn remove_images(cp: &Checkpoint) -> Result<()> {
         }
     };
     removed.map_err(|e| {
-        Error::io("cannot remove the checkpoint directory", &real, &e).with_hint(
-            "fix the directory's permissions or remove it by hand, then delete again",
-        )
+        Error::io("cannot remove the checkpoint directory", &real, &e)
+            .with_hint("fix the directory's permissions or remove it by hand, then delete again")
     })
 }

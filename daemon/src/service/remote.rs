@@ -154,11 +154,18 @@ impl Service {
         self.refuse_if_shutting_down()?;
         admin_only(caller, "pull checkpoints")?;
         let found = self.remote_checkpoint(caller, remote, reference).await?;
-        self.inner.cfg.remotes.get(remote)?.can_pull(&found.object)?;
+        self.inner
+            .cfg
+            .remotes
+            .get(remote)?
+            .can_pull(&found.object)?;
         let (cp, created_row) = self.pull_target(caller, found, req.name).await?;
         let job = new_job(JobKind::Pull, cp.id, caller.uid);
         let work = PullWork {
-            copy: cp.remote_copy(remote).cloned().expect("the row names the copy"),
+            copy: cp
+                .remote_copy(remote)
+                .cloned()
+                .expect("the row names the copy"),
             created_row,
         };
         match self.enqueue_on(&cp, job, &work).await {
@@ -182,7 +189,11 @@ impl Service {
         self.refuse_if_shutting_down()?;
         admin_only(caller, "restore from a remote")?;
         let found = self.remote_checkpoint(caller, remote, reference).await?;
-        self.inner.cfg.remotes.get(remote)?.can_pull(&found.object)?;
+        self.inner
+            .cfg
+            .remotes
+            .get(remote)?
+            .can_pull(&found.object)?;
         let (cp, created_row) = self.pull_target(caller, found, None).await?;
         let result = if cp.is_local() {
             self.submit_restore(caller, &cp.id.to_string(), req).await
@@ -206,7 +217,11 @@ impl Service {
     ) -> Result<(Checkpoint, bool)> {
         let inner = &self.inner;
         let copy = found.object.clone();
-        if let Some(mut cp) = inner.catalog.checkpoint(&found.checkpoint.id.to_string()).await? {
+        if let Some(mut cp) = inner
+            .catalog
+            .checkpoint(&found.checkpoint.id.to_string())
+            .await?
+        {
             match cp.status {
                 CheckpointStatus::Ready if cp.is_local() => return Ok((cp, false)),
                 CheckpointStatus::Ready | CheckpointStatus::Missing => {
@@ -242,7 +257,12 @@ impl Service {
             status: CheckpointStatus::Pending,
             created_at: src.created_at,
             completed_at: None,
-            dir: inner.cfg.checkpoints_root.join(src.id.to_string()).display().to_string(),
+            dir: inner
+                .cfg
+                .checkpoints_root
+                .join(src.id.to_string())
+                .display()
+                .to_string(),
             size_bytes: src.size_bytes,
             options: src.options,
             labels: src.labels,
@@ -277,18 +297,13 @@ impl Service {
         created_row: bool,
     ) -> Result<Job> {
         let copy = cp.remote_copy(remote).cloned().ok_or_else(|| {
-            Error::conflict(format!("checkpoint {} has no copy in remote {remote}", cp.name))
+            Error::conflict(format!(
+                "checkpoint {} has no copy in remote {remote}",
+                cp.name
+            ))
         })?;
-        self.queue_restore(
-            caller,
-            cp,
-            req,
-            Some(PullWork {
-                copy,
-                created_row,
-            }),
-        )
-        .await
+        self.queue_restore(caller, cp, req, Some(PullWork { copy, created_row }))
+            .await
     }
 
     /// Deletes a checkpoint's copy in a remote; the local row (if any) forgets it, and goes if
@@ -331,7 +346,9 @@ impl Service {
                 .await?
                 .ok_or_else(|| Error::not_found("the checkpoint is gone"))?;
             let copy = cp.remote_copy(remote).cloned();
-            let key = copy.as_ref().map_or_else(|| r.archive_key(cp.id).to_string(), |c| c.key.clone());
+            let key = copy
+                .as_ref()
+                .map_or_else(|| r.archive_key(cp.id).to_string(), |c| c.key.clone());
             r.delete(cp.id, &key).await?;
             cp.locations
                 .retain(|l| !matches!(l, Location::Remote(c) if c.remote == remote));
@@ -374,7 +391,8 @@ impl Inner {
                 cp.name
             )));
         }
-        cp.locations.retain(|l| !matches!(l, Location::Local { .. }));
+        cp.locations
+            .retain(|l| !matches!(l, Location::Local { .. }));
         // The row first: a crash in between leaves files no row claims, never a row that
         // claims files that are gone.
         self.catalog.update_checkpoint(&cp).await?;
@@ -468,7 +486,10 @@ impl Inner {
         crate::criu::images::check_restorable(&staging).map_err(|e| {
             Error::new(
                 crate::error::ErrorKind::RemoteFailed,
-                format!("the object {} is not a restorable checkpoint: {e}", work.copy.key),
+                format!(
+                    "the object {} is not a restorable checkpoint: {e}",
+                    work.copy.key
+                ),
             )
         })?;
         let here = crate::archive::arch();
@@ -509,8 +530,14 @@ impl Inner {
         if cp.remote_copy(&work.copy.remote).is_none() {
             cp.locations.push(Location::Remote(work.copy.clone()));
         }
-        cp.locations.retain(|l| !matches!(l, Location::Local { .. }));
-        cp.locations.insert(0, Location::Local { dir: cp.dir.clone() });
+        cp.locations
+            .retain(|l| !matches!(l, Location::Local { .. }));
+        cp.locations.insert(
+            0,
+            Location::Local {
+                dir: cp.dir.clone(),
+            },
+        );
         self.catalog.update_checkpoint(cp).await?;
         let secs = started.elapsed().as_secs_f64();
         self.metrics

@@ -1,0 +1,564 @@
+//! Remotes end to end: real daemons (two "hosts" with their own sockets and state), the real
+//! CRIU, a real S3 server (moto) with SigV4-signed requests, real age encryption.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ckptd_api::{CheckpointStatus, CreateCheckpoint, JobState, Location, PullRequest, Target};
+use ckptd_tests::{alive, wait_until, Daemon, S3Server};
+
+/// A daemon configuration with `remotes` (TOML tables after `[remotes.NAME]`).
+fn config(dir: &Path, file: &str, remotes: &[(&str, String)]) -> PathBuf {
+    let mut text = String::from("retention_interval_secs = 1\n");
+    for (name, body) in remotes {
+        text.push_str(&format!("[remotes.{name}]\n{body}\n"));
+    }
+    let p = dir.join(file);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn remote(s3: &S3Server, bucket: &str, creds: &Path, extra: &str) -> String {
+    format!(
+        "endpoint = \"{}\"\nbucket = \"{bucket}\"\ncredentials_file = \"{}\"\n{extra}",
+        s3.endpoint,
+        creds.display()
+    )
+}
+
+async fn host(conf: &Path) -> Daemon {
+    Daemon::start_with(&["--config", conf.to_str().unwrap()]).await
+}
+
+/// A process that counts (one line every 0.05 s) and holds `mib` MiB of random memory (pages
+/// that do not compress) and a marker string.
+fn counter(dir: &Path, name: &str, mib: usize) -> ckptd_tests::Target {
+    let script = format!(
+        r#"
+import os, time
+noise = os.urandom({mib} * 1024 * 1024)
+marker = "-".join(["ckptd", "secret", "marker"]) * 64
+i = 0
+while True:
+    print(i, flush=True)
+    i += 1
+    time.sleep(0.05)
+"#
+    );
+    let t = ckptd_tests::Target::spawn(
+        &["python3", "-c", &script],
+        &dir.join(format!("{name}.out")),
+    );
+    t.wait_for_lines(3);
+    t
+}
+
+fn create(pid: i32, name: &str) -> CreateCheckpoint {
+    CreateCheckpoint {
+        target: Some(Target::Process { pid }),
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+async fn wait_ended(d: &Daemon, id: &str) -> ckptd_api::Job {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = d
+            .client
+            .job(id, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        if job.state.is_finished() {
+            return job;
+        }
+        assert!(std::time::Instant::now() < deadline, "job {id} did not end");
+    }
+}
+
+fn archive_keys(s3: &S3Server, bucket: &str) -> Vec<String> {
+    s3.objects(bucket)
+        .into_iter()
+        .filter(|k| k.contains("/archive."))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_pushed_by_one_host_is_restored_by_another() {
+    let s3 = S3Server::start(&["shared"]);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = s3.credentials_file("creds", None);
+    let r = remote(&s3, "shared", &creds, "");
+    let a = host(&config(dir.path(), "a.toml", &[("shared", r.clone())])).await;
+    let b = host(&config(dir.path(), "b.toml", &[("shared", r)])).await;
+    let infos = a.client.remotes().await.unwrap().items;
+    assert_eq!(infos.len(), 1);
+    assert!(infos[0].reachable, "{infos:?}");
+    assert_eq!(infos[0].credentials, "file");
+
+    let mut t = counter(dir.path(), "counter", 1);
+    let mut req = create(t.pid, "travels");
+    req.labels.insert("app".into(), "counter".into());
+    req.push_to = Some("shared".into());
+    req.keep_local = Some(false);
+    let made = a.client.create_checkpoint(&req, true).await.unwrap();
+    let push = made
+        .job
+        .result
+        .and_then(|r| r.push_job)
+        .expect("a push job follows");
+    let push = wait_ended(&a, &push.to_string()).await;
+    assert_eq!(push.state, JobState::Succeeded, "{:?}", push.error);
+    let cp = a.client.checkpoint("travels").await.unwrap();
+    assert_eq!(cp.status, CheckpointStatus::Ready);
+    assert!(!cp.is_local(), "keep_local false: {:?}", cp.locations);
+    let copy = cp
+        .remote_copy("shared")
+        .expect("the copy is recorded")
+        .clone();
+    assert!(!Path::new(&cp.dir).exists(), "the local images are dropped");
+    wait_until("the checkpointed process to end", || !alive(t.pid));
+    t.reap();
+    let stopped_at = t.lines().len();
+
+    // The other host sees it, with the checkpoint's fields, and restores it in one request.
+    let listed = b.client.remote_checkpoints("shared").await.unwrap().items;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].checkpoint.id, cp.id);
+    assert_eq!(listed[0].checkpoint.name, "travels");
+    assert_eq!(listed[0].checkpoint.target, Target::Process { pid: t.pid });
+    assert_eq!(listed[0].checkpoint.labels["app"], "counter");
+    assert_eq!(listed[0].checkpoint.stats, cp.stats);
+    assert_eq!(listed[0].object, copy);
+    let job = b
+        .client
+        .restore_from_remote("shared", "travels", &Default::default(), true)
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    t.wait_for_lines(stopped_at + 5);
+    t.assert_contiguous();
+    let on_b = b.client.checkpoint("travels").await.unwrap();
+    assert!(
+        on_b.is_local() && on_b.remote_copy("shared").is_some(),
+        "{:?}",
+        on_b.locations
+    );
+
+    // Deleting a row never deletes remote data; deleting with remote_copies does.
+    b.client.delete_checkpoint("travels").await.unwrap();
+    assert_eq!(archive_keys(&s3, "shared").len(), 1);
+    let metrics = a.client.get("/metrics").await.unwrap().text();
+    assert!(
+        metrics.contains(&format!(
+            "ckptd_remote_bytes_total{{remote=\"shared\",direction=\"push\"}} {}",
+            copy.size_bytes
+        )),
+        "{metrics}"
+    );
+    a.client
+        .delete_checkpoint_everywhere("travels")
+        .await
+        .unwrap();
+    assert_eq!(s3.objects("shared"), Vec::<String>::new());
+    assert!(b
+        .client
+        .remote_checkpoints("shared")
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encrypted_remote_holds_no_plaintext_and_needs_the_identity() {
+    let s3 = S3Server::start(&["sealed"]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("age.key");
+    let out = std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("age-keygen (make setup installs age)");
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
+        .unwrap();
+    let creds = s3.credentials_file("creds", None);
+    let sealed = remote(
+        &s3,
+        "sealed",
+        &creds,
+        &format!("age_recipients = [\"{public}\"]\n"),
+    );
+    let a = host(&config(dir.path(), "a.toml", &[("sealed", sealed.clone())])).await;
+    let b_conf = config(dir.path(), "b.toml", &[("sealed", sealed.clone())]);
+    let mut b = host(&b_conf).await;
+
+    let mut t = counter(dir.path(), "counter", 1);
+    let mut req = create(t.pid, "sealed-one");
+    req.push_to = Some("sealed".into());
+    req.keep_local = Some(false);
+    let made = a.client.create_checkpoint(&req, true).await.unwrap();
+    let push = made.job.result.and_then(|r| r.push_job).unwrap();
+    let push = wait_ended(&a, &push.to_string()).await;
+    assert_eq!(push.state, JobState::Succeeded, "{:?}", push.error);
+    let copy = push.result.and_then(|r| r.remote_copy).unwrap();
+    assert!(
+        copy.encrypted && copy.key.ends_with(".tar.zst.age"),
+        "{copy:?}"
+    );
+    wait_until("the checkpointed process to end", || !alive(t.pid));
+    t.reap();
+    let stopped_at = t.lines().len();
+
+    let object = s3.get("sealed", &copy.key);
+    assert!(object.starts_with(b"age-encryption.org/v1"));
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !has(&object, b"ckptd-secret-marker"),
+        "the marker is in the object"
+    );
+    assert!(
+        !has(&object, b"inventory.img"),
+        "a file name is in the object"
+    );
+    // The same object, decrypted with the identity, is the archive and holds the marker.
+    let enc = dir.path().join("object.age");
+    std::fs::write(&enc, &object).unwrap();
+    let plain = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "age -d -i {} {} | zstd -dc",
+            key.display(),
+            enc.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    assert!(has(&plain.stdout, b"inventory.img"));
+    assert!(has(&plain.stdout, b"ckptd-secret-marker"));
+
+    // Without the identity: refused at once, with what to do.
+    let e = b
+        .client
+        .restore_from_remote("sealed", "sealed-one", &Default::default(), true)
+        .await
+        .unwrap_err();
+    let (status, info) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 403, "{info:?}");
+    assert!(info.message.contains("encrypted"), "{}", info.message);
+    assert!(
+        info.hint().unwrap_or("").contains("age_identity_file"),
+        "{info:?}"
+    );
+    assert!(b
+        .client
+        .list_checkpoints(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // With it: restored, and the process counts on.
+    config(
+        dir.path(),
+        "b.toml",
+        &[(
+            "sealed",
+            format!("{sealed}age_identity_file = \"{}\"\n", key.display()),
+        )],
+    );
+    b.restart().await;
+    let job = b
+        .client
+        .restore_from_remote("sealed", "sealed-one", &Default::default(), true)
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    t.wait_for_lines(stopped_at + 5);
+    t.assert_contiguous();
+}
+
+/// A TCP proxy in front of the S3 server: `down` drops every connection and refuses new ones
+/// (the server "dies"), `up` serves again on the same port.
+struct Proxy {
+    port: u16,
+    to: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(to: u16) -> Proxy {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut p = Proxy {
+            port,
+            to,
+            task: None,
+        };
+        p.serve(l);
+        p
+    }
+
+    fn serve(&mut self, l: tokio::net::TcpListener) {
+        let to = self.to;
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut c, _)) = l.accept().await else {
+                    return;
+                };
+                conns.spawn(async move {
+                    if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    fn down(&mut self) {
+        // Aborting the task drops the listener and, with its JoinSet, every connection.
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    async fn up(&mut self) {
+        let l = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        self.serve(l);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_leave_nothing_behind() {
+    let s3 = S3Server::start(&["shared"]);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = s3.credentials_file("creds", None);
+    let wrong = s3.credentials_file("wrong", Some("not-the-secret"));
+    let mut proxy = Proxy::start(s3.port).await;
+    let via_proxy = format!(
+        "endpoint = \"http://127.0.0.1:{}\"\nbucket = \"shared\"\ncredentials_file = \"{}\"\n",
+        proxy.port,
+        creds.display()
+    );
+    let a = host(&config(
+        dir.path(),
+        "a.toml",
+        &[
+            ("shared", remote(&s3, "shared", &creds, "")),
+            ("wrong", remote(&s3, "shared", &wrong, "")),
+            ("nobucket", remote(&s3, "missing", &creds, "")),
+            ("flaky", via_proxy),
+        ],
+    ))
+    .await;
+    let mut b = host(&config(
+        dir.path(),
+        "b.toml",
+        &[("shared", remote(&s3, "shared", &creds, ""))],
+    ))
+    .await;
+    let t = counter(dir.path(), "counter", 192);
+    let mut req = create(t.pid, "big");
+    req.leave_running = true;
+    let made = a.client.create_checkpoint(&req, true).await.unwrap();
+    assert_eq!(made.job.state, JobState::Succeeded);
+    let local_only = vec![Location::Local {
+        dir: made.checkpoint.dir.clone(),
+    }];
+
+    // Wrong credentials: the server's 403 and its reason; nothing recorded, nothing stored.
+    let job = a.client.push("big", "wrong", true, true).await.unwrap_err();
+    let (status, info) = job.api_error().unwrap();
+    assert_eq!(status.as_u16(), 502, "{info:?}");
+    assert_eq!(info.code, "remote_failed");
+    assert_eq!(info.details.get("status"), Some(&403.into()), "{info:?}");
+    assert!(
+        info.message.contains("SignatureDoesNotMatch"),
+        "{}",
+        info.message
+    );
+    // A bucket that does not exist.
+    let e = a
+        .client
+        .push("big", "nobucket", true, true)
+        .await
+        .unwrap_err();
+    let (_, info) = e.api_error().unwrap();
+    assert_eq!(info.details.get("status"), Some(&404.into()), "{info:?}");
+    assert!(info.message.contains("NoSuchBucket"), "{}", info.message);
+    assert_eq!(
+        a.client.checkpoint("big").await.unwrap().locations,
+        local_only
+    );
+    assert!(s3.objects("shared").is_empty());
+
+    // The server dies mid-push: the job fails and says so; once the server is back the upload
+    // is aborted (no parts left), nothing is listed, and a retry succeeds.
+    let push = a.client.push("big", "flaky", true, false).await.unwrap();
+    wait_until("the upload to start", || !s3.uploads("shared").is_empty());
+    proxy.down();
+    let failed = wait_ended(&a, &push.id.to_string()).await;
+    assert_eq!(failed.state, JobState::Failed);
+    let err = failed.error.unwrap();
+    assert_eq!(err.code, "remote_failed", "{err:?}");
+    assert!(err.message.contains("remote flaky"), "{}", err.message);
+    proxy.up().await;
+    wait_until("the failed push's upload to be aborted", || {
+        s3.uploads("shared").is_empty()
+    });
+    assert!(
+        s3.objects("shared").is_empty(),
+        "{:?}",
+        s3.objects("shared")
+    );
+    assert_eq!(
+        a.client.checkpoint("big").await.unwrap().locations,
+        local_only
+    );
+    let retry = a.client.push("big", "flaky", true, true).await.unwrap();
+    assert_eq!(retry.state, JobState::Succeeded, "{:?}", retry.error);
+
+    // The daemon killed mid-pull: after its restart nothing half-imported is ready, and no
+    // staging directory is left.
+    let (cp, pull) = b
+        .client
+        .pull("shared", "big", &PullRequest::default(), false)
+        .await
+        .map(|r| (r.checkpoint, r.job))
+        .unwrap();
+    assert_eq!(cp.status, CheckpointStatus::Pending);
+    let root = b.state_dir.join("checkpoints");
+    let staging = root.join(format!(".import-{}", pull.id));
+    wait_until("the pull to write", || {
+        std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some())
+    });
+    ckptd_tests::signal(b.pid(), libc::SIGKILL);
+    b.kill_and_forget();
+    b.restart_after_stop().await;
+    let after = b.client.checkpoint("big").await.unwrap();
+    assert_eq!(after.status, CheckpointStatus::Failed, "{after:?}");
+    assert!(!staging.exists());
+    assert_eq!(
+        std::fs::read_dir(&root).unwrap().count(),
+        0,
+        "{:?}",
+        std::fs::read_dir(&root).unwrap().collect::<Vec<_>>()
+    );
+
+    // A corrupted object (one byte flipped): refused, naming the file, nothing catalogued.
+    let key = a
+        .client
+        .checkpoint("big")
+        .await
+        .unwrap()
+        .remote_copy("flaky")
+        .unwrap()
+        .key
+        .clone();
+    let size = s3.get("shared", &key).len();
+    s3.flip("shared", &key, size / 2);
+    let pulled = b
+        .client
+        .pull("shared", "big", &PullRequest::default(), true)
+        .await
+        .unwrap_err();
+    let (_, info) = pulled.api_error().unwrap();
+    assert_eq!(info.code, "remote_failed", "{info:?}");
+    assert!(info.message.contains("pages-"), "{}", info.message);
+    assert!(info.message.contains("sha256"), "{}", info.message);
+    assert!(
+        b.client.checkpoint("big").await.is_err(),
+        "a refused pull catalogues nothing"
+    );
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+    assert!(alive(t.pid));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_pushing_with_keep_last_2_leaves_two_remote_copies() {
+    let s3 = S3Server::start(&["shared"]);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = s3.credentials_file("creds", None);
+    let a = host(&config(
+        dir.path(),
+        "a.toml",
+        &[("shared", remote(&s3, "shared", &creds, ""))],
+    ))
+    .await;
+    let t = counter(dir.path(), "counter", 1);
+    let s = a
+        .client
+        .create_schedule(
+            &serde_json::from_value(serde_json::json!({
+                "name": "every2s",
+                "target": {"kind": "process", "pid": t.pid},
+                "cron": "*/2 * * * * *",
+                "options": {"push_to": "shared", "keep_local": false},
+                "retention": {"keep_last": 2}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.options.push_to.as_deref(), Some("shared"));
+    let pushes = || async {
+        a.client
+            .jobs(&ckptd_tests::q("kind=push&state=succeeded&limit=100"))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pushes().await < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than 4 pushes in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.client
+        .update_schedule(
+            "every2s",
+            &serde_json::from_value(serde_json::json!({"enabled": false})).unwrap(),
+        )
+        .await
+        .unwrap();
+    // Let running jobs end and a retention pass or two run.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_until("two remote copies", || {
+        archive_keys(&s3, "shared").len() == 2
+    });
+    let rows = a
+        .client
+        .list_checkpoints(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let ready: Vec<_> = rows
+        .iter()
+        .filter(|c| c.status == CheckpointStatus::Ready)
+        .collect();
+    assert_eq!(ready.len(), 2, "{rows:?}");
+    for c in ready {
+        assert!(!c.is_local(), "{:?}", c.locations);
+        assert!(archive_keys(&s3, "shared").contains(&c.remote_copy("shared").unwrap().key));
+    }
+    let plan = a.client.retention_plan("every2s").await.unwrap();
+    assert_eq!(plan.remotes["shared"].keep.len(), 2, "{plan:?}");
+    assert!(t.is_progressing(Duration::from_secs(2)));
+}
