@@ -397,6 +397,11 @@ pub struct MigrateArgs {
     /// Restore it there once imported.
     #[arg(long)]
     pub restore: bool,
+    /// Go through this remote (an S3 bucket both daemons have under this name) instead of
+    /// streaming the archive between the daemons: push here, then pull (or pull and restore)
+    /// there. The other daemon then needs no route to this one.
+    #[arg(long, value_name = "REMOTE")]
+    pub via: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -124,11 +124,14 @@ pub async fn migrate(client: &Client, a: MigrateArgs) -> Result<(), ClientError>
     let token = std::fs::read_to_string(&a.token_file).map_err(|e| {
         ClientError::Io(format!("cannot read the token file {}: {e}", a.token_file))
     })?;
-    let to = a.to;
+    let to = a.to.clone();
     let remote = Remote {
         addr: to.clone(),
         token: token.trim().to_owned(),
     };
+    if let Some(via) = &a.via {
+        return migrate_via(client, &remote, via, &a).await;
+    }
     let cp = client
         .migrate(&a.reference, &remote, a.name.as_deref())
         .await?;
@@ -149,6 +152,55 @@ pub async fn migrate(client: &Client, a: MigrateArgs) -> Result<(), ClientError>
             return Err(job_failed(&env.job));
         }
         println!("restored on {to}: {}", job_outcome(&env.job));
+    }
+    Ok(())
+}
+
+/// `ckpt migrate --via REMOTE`: push here (unless the remote already holds the checkpoint),
+/// then, on the other daemon, pull it, or pull and restore it in one job.
+async fn migrate_via(
+    client: &Client,
+    other: &Remote,
+    via: &str,
+    a: &MigrateArgs,
+) -> Result<(), ClientError> {
+    let cp = client.checkpoint(&a.reference).await?;
+    if cp.remote_copy(via).is_none() {
+        let job = client.push(&a.reference, via, true, true).await?;
+        if job.state != JobState::Succeeded {
+            return Err(job_failed(&job));
+        }
+        println!("{} pushed to {via}", cp.name);
+    }
+    let to = &a.to;
+    let json = |v: serde_json::Value| http_body_util::Full::new(bytes::Bytes::from(v.to_string()));
+    if a.restore {
+        let env: JobEnvelope = other
+            .request(
+                Method::POST,
+                &format!("/v1/remotes/{via}/checkpoints/{}/restore?wait=true", cp.id),
+                json(serde_json::json!({})),
+            )
+            .await?
+            .into_result()?;
+        if env.job.state != JobState::Succeeded {
+            return Err(job_failed(&env.job));
+        }
+        println!("pulled from {via} and restored on {to}: {}", job_outcome(&env.job));
+    } else {
+        let body = match &a.name {
+            Some(n) => serde_json::json!({ "name": n }),
+            None => serde_json::json!({}),
+        };
+        let out: ckptd_api::CheckpointAndJob = other
+            .request(
+                Method::POST,
+                &format!("/v1/remotes/{via}/checkpoints/{}?wait=true", cp.id),
+                json(body),
+            )
+            .await?
+            .into_result()?;
+        println!("{} pulled from {via} on {to} as {} ({})", a.reference, out.checkpoint.name, out.checkpoint.id);
     }
     Ok(())
 }
