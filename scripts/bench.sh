@@ -10,6 +10,8 @@
 #    (bench_docker.sh; starts its own experimental dockerd)
 #  - N parallel checkpoints against the worker count (bench_parallel.sh)
 #  - archive export vs `tar | zstd -T0` / `tar | gzip -1` (bench_archive.sh)
+#  - remotes: push and pull of a 1 GiB checkpoint against moto's S3 server, next to the archive
+#    stream and `tar | zstd -T0 -3`, and the daemon's RSS growth during the push (bench_remote.sh)
 #  - API throughput and latency with oha, 64 clients, 10,000-row catalog, during dumps (bench_api.sh)
 #  - the daemon's idle RSS
 set -euo pipefail
@@ -38,6 +40,7 @@ echo "== container"; container=$(bash scripts/bench_container.sh | result)
 echo "== docker"; dockerb=$(bash scripts/bench_docker.sh | result)
 echo "== parallel"; parallel=$(bash scripts/bench_parallel.sh | result)
 echo "== archives"; archive=$(bash scripts/bench_archive.sh | result)
+echo "== remotes"; remoteb=$(bash scripts/bench_remote.sh | result)
 echo "== API"; apilat=$(bash scripts/bench_api.sh | result)
 
 # Idle RSS: a fresh daemon, after start-up, doing nothing.
@@ -190,6 +193,20 @@ ms() { awk -v a="$1" 'BEGIN { printf "%.2f ms", a * 1000 }'; }
   echo
   echo "ckptd's zstd is level 3 with one worker per core, like \`zstd -T0 -3\`, plus the sha256 of"
   echo "every byte; its gzip is flate2's fast level against single-threaded \`gzip -1\`."
+  echo
+  echo "## Remotes"
+  echo
+  echo "A 1 GiB process (half random bytes, half touched zero pages) pushed to and pulled from moto's"
+  echo "S3 server on 127.0.0.1 (\`scripts/bench_remote.sh\`), warm page cache; the archive stream to"
+  echo "/dev/null and \`tar | zstd -T0 -3 >/dev/null\` on the same images for comparison. moto"
+  echo "itself takes about 60 MB/s in and 270 MB/s out here, so push and pull measure the server"
+  echo "as much as ckptd; the RSS growth is the daemon's, whatever the server's speed."
+  echo
+  echo "| images | object | archive stream | tar \\| zstd by hand | ratio | push | pull | daemon RSS growth during push |"
+  echo "|---|---|---|---|---|---|---|---|"
+  while read -r _ _ size object arch tarz push pull rss; do
+    echo "| $((size / 1048576)) MiB | $((object / 1048576)) MiB | $(secs "$arch") | $(secs "$tarz") | $(ratio "$arch" "$tarz") | $(secs "$push") | $(secs "$pull") | $((rss / 1024)) MiB |"
+  done <<<"$remoteb"
   echo
   echo "## Idle"
   echo

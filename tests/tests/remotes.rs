@@ -562,3 +562,90 @@ async fn a_schedule_pushing_with_keep_last_2_leaves_two_remote_copies() {
     assert_eq!(plan.remotes["shared"].keep.len(), 2, "{plan:?}");
     assert!(t.is_progressing(Duration::from_secs(2)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ckpt_pushes_lists_and_migrates_via_a_remote() {
+    use std::os::unix::fs::PermissionsExt;
+    let s3 = S3Server::start(&["shared"]);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = s3.credentials_file("creds", None);
+    let r = remote(&s3, "shared", &creds, "");
+    let a = host(&config(dir.path(), "a.toml", &[("shared", r.clone())])).await;
+    let token = dir.path().join("token");
+    std::fs::write(&token, "via-token-0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let b_conf = config(dir.path(), "b.toml", &[("shared", r)]);
+    let b = Daemon::start_with(&[
+        "--config",
+        b_conf.to_str().unwrap(),
+        "--tcp-listen",
+        "127.0.0.1:0",
+        "--tcp-token-file",
+        token.to_str().unwrap(),
+    ])
+    .await;
+    let addr = b
+        .log()
+        .lines()
+        .find(|l| l.contains("also serving on TCP"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap().to_owned())
+        .expect("the TCP address in the log");
+    let ckpt = |socket: &Path, args: &[&str]| {
+        let out = std::process::Command::new(ckptd_tests::workspace_binary("ckpt"))
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, out) = ckpt(&a.socket, &["remotes"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("shared") && out.contains(" ok"), "{out}");
+
+    let mut t = counter(dir.path(), "counter", 1);
+    let pid = t.pid.to_string();
+    let (code, out) = ckpt(&a.socket, &["create", &pid, "--name", "moved"]);
+    assert_eq!(code, Some(0), "{out}");
+    wait_until("the checkpointed process to end", || !alive(t.pid));
+    t.reap();
+    let stopped_at = t.lines().len();
+    let (code, out) = ckpt(&a.socket, &["push", "moved", "--remote", "shared"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("pushed moved to shared"), "{out}");
+    let (code, out) = ckpt(&b.socket, &["ls", "--remote", "shared"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("moved"), "{out}");
+    // A remote this daemon does not have: the error names the configured ones.
+    let (code, out) = ckpt(&a.socket, &["push", "moved", "--remote", "nope"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("configured: shared"), "{out}");
+
+    let (code, out) = ckpt(
+        &a.socket,
+        &[
+            "migrate",
+            "moved",
+            "--via",
+            "shared",
+            "--to",
+            &addr,
+            "--token-file",
+            token.to_str().unwrap(),
+            "--restore",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("restored on {addr}: pid {}", t.pid)),
+        "{out}"
+    );
+    t.wait_for_lines(stopped_at + 5);
+    t.assert_contiguous();
+}

@@ -186,7 +186,10 @@ async fn migrate_via(
         if env.job.state != JobState::Succeeded {
             return Err(job_failed(&env.job));
         }
-        println!("pulled from {via} and restored on {to}: {}", job_outcome(&env.job));
+        println!(
+            "pulled from {via} and restored on {to}: {}",
+            job_outcome(&env.job)
+        );
     } else {
         let body = match &a.name {
             Some(n) => serde_json::json!({ "name": n }),
@@ -200,7 +203,10 @@ async fn migrate_via(
             )
             .await?
             .into_result()?;
-        println!("{} pulled from {via} on {to} as {} ({})", a.reference, out.checkpoint.name, out.checkpoint.id);
+        println!(
+            "{} pulled from {via} on {to} as {} ({})",
+            a.reference, out.checkpoint.name, out.checkpoint.id
+        );
     }
     Ok(())
 }

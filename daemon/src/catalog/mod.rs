@@ -157,9 +157,10 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
 }
 
 /// Whether the row's images are on this host: a ready checkpoint says so by its `local`
-/// location; one not ready yet (pending, running, failed) will have them here, or has its log.
+/// location, and one with no remote copy has them nowhere else; one not ready yet (pending,
+/// running, failed) will have them here, or has its log.
 fn local_images(cp: &Checkpoint) -> bool {
-    cp.status != CheckpointStatus::Ready || cp.is_local()
+    cp.status != CheckpointStatus::Ready || cp.is_local() || cp.remote_copies().next().is_none()
 }
 
 fn parse_uuid(s: &str, what: &str) -> Result<Uuid> {
@@ -858,6 +859,19 @@ mod tests {
             stdio: vec!["/dev/null".into(), "pipe:[1]".into()],
         });
         cp.criu_config = Some("/etc/criu/runc.conf".into());
+        cp.locations = vec![
+            ckptd_api::Location::Local {
+                dir: cp.dir.clone(),
+            },
+            ckptd_api::Location::Remote(ckptd_api::RemoteCopy {
+                remote: "s3".into(),
+                key: "ckptd/checkpoints/x/archive.tar.zst".into(),
+                size_bytes: 99,
+                sha256: "ff".into(),
+                pushed_at: now(),
+                encrypted: true,
+            }),
+        ];
         c.update_checkpoint(&cp).await.unwrap();
         job.state = JobState::Succeeded;
         job.started_at = Some(now());
