@@ -91,6 +91,28 @@ pub fn inspect_text(c: &Checkpoint) -> String {
     }
     kv("Directory:", c.dir.clone());
     kv("Size:", human_bytes(c.size_bytes));
+    for l in &c.locations {
+        match l {
+            ckptd_api::Location::Local { dir } => kv("Location:", format!("here, {dir}")),
+            ckptd_api::Location::Remote(r) => kv(
+                "Location:",
+                format!(
+                    "remote {}: {} ({}{}, pushed {})",
+                    r.remote,
+                    r.key,
+                    human_bytes(r.size_bytes),
+                    if r.encrypted { ", encrypted" } else { "" },
+                    r.pushed_at.to_rfc3339()
+                ),
+            ),
+        }
+    }
+    if c.status == ckptd_api::CheckpointStatus::Ready && !c.is_local() {
+        kv(
+            "",
+            "images only in remotes: `ckpt restore` pulls them first".into(),
+        );
+    }
     let o = &c.options;
     let opts: Vec<&str> = [
         (o.leave_running, "leave_running"),

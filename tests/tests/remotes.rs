@@ -611,7 +611,7 @@ async fn ckpt_pushes_lists_and_migrates_via_a_remote() {
 
     let mut t = counter(dir.path(), "counter", 1);
     let pid = t.pid.to_string();
-    let (code, out) = ckpt(&a.socket, &["create", &pid, "--name", "moved"]);
+    let (code, out) = ckpt(&a.socket, &["create", &pid, "moved"]);
     assert_eq!(code, Some(0), "{out}");
     wait_until("the checkpointed process to end", || !alive(t.pid));
     t.reap();

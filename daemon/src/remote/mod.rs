@@ -682,6 +682,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("5 to 5120 MiB"), "{e:#}");
+        // S3's limits: 8 MiB parts by default, grown so that 10,000 parts hold any checkpoint.
+        assert_eq!(r.part_size_for(1 << 30), 8 << 20);
+        let huge = 200u64 << 30;
+        let part = r.part_size_for(huge);
+        assert!(part >= MIN_PART && part <= MAX_PART);
+        assert!(huge.div_ceil(part) < MAX_PARTS, "{part}");
         let e = Remote::new("bad name", &spec(&|_| {})).unwrap_err();
         assert!(format!("{e:#}").contains("letters, digits"), "{e:#}");
     }
