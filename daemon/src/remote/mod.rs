@@ -686,7 +686,7 @@ mod tests {
         assert_eq!(r.part_size_for(1 << 30), 8 << 20);
         let huge = 200u64 << 30;
         let part = r.part_size_for(huge);
-        assert!(part >= MIN_PART && part <= MAX_PART);
+        assert!((MIN_PART..=MAX_PART).contains(&part));
         assert!(huge.div_ceil(part) < MAX_PARTS, "{part}");
         let e = Remote::new("bad name", &spec(&|_| {})).unwrap_err();
         assert!(format!("{e:#}").contains("letters, digits"), "{e:#}");
