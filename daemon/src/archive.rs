@@ -167,39 +167,58 @@ fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Re
         let names = names.clone();
         std::thread::spawn(move || read_ahead(&dir, &names, &tx))
     };
-    let mut chunks = ChunkReader {
-        rx,
-        buf: Vec::new(),
-        pos: 0,
-        ended: false,
-    };
     let mut tar = tar::Builder::new(out);
     manifest.files.clear();
     for name in names {
-        let size = match chunks.rx.recv() {
+        let size = match rx.recv() {
             Ok(Chunk::Start(size)) => size,
             Ok(Chunk::Failed(e)) => return Err(e),
             _ => return Err(io::Error::other("the archive's reader stopped")),
         };
-        let mut r = Hashing {
-            inner: (&mut chunks).take(size),
-            hash: Sha256::new(),
-            bytes: 0,
-        };
-        tar.append_data(&mut header(size), &name, &mut r)?;
-        let Hashing { bytes, hash, .. } = r;
-        if bytes != size || chunks.rest()? != 0 {
-            return Err(io::Error::other(format!(
-                "{name} changed size while it was archived"
-            )));
+        let mut h = header(size);
+        if name.len() > 99 {
+            // A name that needs GNU's long-name entry: the tar crate writes it.
+            let data = collect_file(&rx, size, &name)?;
+            let sha256 = format!("{:x}", Sha256::digest(&data));
+            tar.append_data(&mut h, &name, data.as_slice())?;
+            manifest.files.push(FileEntry { name, size, sha256 });
+            continue;
         }
+        // The header, then each 1 MiB chunk hashed and handed to the compressor whole (tar's
+        // own copy goes 8 KiB at a time), then the padding to 512 bytes.
+        h.set_path(&name)?;
+        h.set_cksum();
+        let w = tar.get_mut();
+        w.write_all(h.as_bytes())?;
+        let mut hash = Sha256::new();
+        let mut got: u64 = 0;
+        loop {
+            match rx.recv() {
+                Ok(Chunk::Data(d)) => {
+                    got += d.len() as u64;
+                    if got > size {
+                        return Err(changed(&name));
+                    }
+                    hash.update(&d);
+                    w.write_all(&d)?;
+                }
+                Ok(Chunk::End) => break,
+                Ok(Chunk::Failed(e)) => return Err(e),
+                _ => return Err(io::Error::other("the archive's reader stopped")),
+            }
+        }
+        if got != size {
+            return Err(changed(&name));
+        }
+        let pad = (512 - size % 512) % 512;
+        w.write_all(&[0u8; 512][..pad as usize])?;
         manifest.files.push(FileEntry {
             name,
             size,
             sha256: format!("{:x}", hash.finalize()),
         });
     }
-    drop(chunks);
+    drop(rx);
     let _ = reading.join();
     let json = serde_json::to_vec_pretty(&*manifest).map_err(io::Error::other)?;
     tar.append_data(&mut header(json.len() as u64), MANIFEST, json.as_slice())?;
@@ -256,58 +275,25 @@ fn read_ahead(dir: &Path, names: &[String], tx: &std::sync::mpsc::SyncSender<Chu
     }
 }
 
-/// One file's chunks as a `Read` (EOF at its end).
-struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<Chunk>,
-    buf: Vec<u8>,
-    pos: usize,
-    /// The current file's end was read.
-    ended: bool,
+fn changed(name: &str) -> io::Error {
+    io::Error::other(format!("{name} changed size while it was archived"))
 }
 
-impl ChunkReader {
-    /// Bytes of the current file past what was read (a file that grew), up to its end.
-    fn rest(&mut self) -> io::Result<u64> {
-        let mut n = (self.buf.len() - self.pos) as u64;
-        self.buf.clear();
-        self.pos = 0;
-        if std::mem::take(&mut self.ended) {
-            return Ok(n);
+/// One whole file's chunks (for the rare entry the tar crate must write itself).
+fn collect_file(
+    rx: &std::sync::mpsc::Receiver<Chunk>,
+    size: u64,
+    name: &str,
+) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    loop {
+        match rx.recv() {
+            Ok(Chunk::Data(d)) => data.extend_from_slice(&d),
+            Ok(Chunk::End) if data.len() as u64 == size => return Ok(data),
+            Ok(Chunk::End) => return Err(changed(name)),
+            Ok(Chunk::Failed(e)) => return Err(e),
+            _ => return Err(io::Error::other("the archive's reader stopped")),
         }
-        loop {
-            match self.rx.recv() {
-                Ok(Chunk::Data(d)) => n += d.len() as u64,
-                Ok(Chunk::End) => return Ok(n),
-                Ok(Chunk::Failed(e)) => return Err(e),
-                _ => return Err(io::Error::other("the archive's reader stopped")),
-            }
-        }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.ended {
-            return Ok(0);
-        }
-        if self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(Chunk::Data(d)) => {
-                    self.buf = d;
-                    self.pos = 0;
-                }
-                Ok(Chunk::End) => {
-                    self.ended = true;
-                    return Ok(0);
-                }
-                Ok(Chunk::Failed(e)) => return Err(e),
-                _ => return Err(io::Error::other("the archive's reader stopped")),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 
@@ -534,15 +520,40 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("pages-1.img"), vec![7u8; 300_000]).unwrap();
         std::fs::write(src.path().join("inventory.img"), b"inv").unwrap();
+        // A name longer than a tar header holds (GNU long-name entry).
+        let long = "x".repeat(120);
+        std::fs::write(src.path().join(&long), b"long").unwrap();
         std::fs::create_dir(src.path().join("sub")).unwrap();
         for c in [Compression::Zstd, Compression::Gzip, Compression::None] {
             let mut buf = Vec::new();
             export(src.path(), manifest(), c, &mut buf).unwrap();
             let dst = tempfile::tempdir().unwrap();
             let got = import(buf.as_slice(), dst.path(), 1 << 30).unwrap();
-            assert_eq!(got.bytes, 300_003);
+            assert_eq!(got.bytes, 300_007);
             let names: Vec<_> = got.manifest.files.iter().map(|f| f.name.as_str()).collect();
-            assert_eq!(names, ["inventory.img", "pages-1.img"]);
+            assert_eq!(names, ["inventory.img", "pages-1.img", long.as_str()]);
+            assert_eq!(std::fs::read(dst.path().join(&long)).unwrap(), b"long");
+            // Every file as `tar` itself reads it.
+            let plain = match c {
+                Compression::Zstd => zstd::decode_all(buf.as_slice()).unwrap(),
+                Compression::Gzip => {
+                    let mut v = Vec::new();
+                    flate2::read::GzDecoder::new(buf.as_slice())
+                        .read_to_end(&mut v)
+                        .unwrap();
+                    v
+                }
+                Compression::None => buf.clone(),
+            };
+            let listed: Vec<String> = tar::Archive::new(plain.as_slice())
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().display().to_string())
+                .collect();
+            assert_eq!(
+                listed,
+                ["inventory.img", "pages-1.img", long.as_str(), MANIFEST]
+            );
             assert_eq!(
                 std::fs::read(dst.path().join("pages-1.img")).unwrap(),
                 vec![7u8; 300_000]

@@ -606,6 +606,16 @@ impl Remotes {
         })
     }
 
+    /// A remote a request body names (`push_to`): an unknown one is a bad request (400), not a
+    /// missing resource.
+    pub fn named(&self, field: &str, name: &str) -> Result<&Remote> {
+        self.get(name).map_err(|mut e| {
+            e.kind = ErrorKind::InvalidRequest;
+            e.message = format!("{field}: {}", e.message);
+            e
+        })
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &Remote> {
         self.by_name.values()
     }

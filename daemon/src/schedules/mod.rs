@@ -138,7 +138,7 @@ impl Schedules {
         }
         match &o.push_to {
             Some(r) => {
-                self.inner.jobs.remotes().get(r)?;
+                self.inner.jobs.remotes().named("options.push_to", r)?;
             }
             None if !o.keep_local => {
                 return Err(Error::invalid(

@@ -64,7 +64,7 @@ impl Service {
             .transpose()?;
         let push = match &req.push_to {
             Some(r) => Some(remote::PushWork {
-                remote: inner.cfg.remotes.get(r)?.name.clone(),
+                remote: inner.cfg.remotes.named("push_to", r)?.name.clone(),
                 keep_local: req.keep_local.unwrap_or(true),
             }),
             None if req.keep_local == Some(false) => {
