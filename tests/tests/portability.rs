@@ -468,3 +468,68 @@ async fn adopt_a_hand_made_criu_dump_and_a_runc_checkpoint() {
     });
     ckptd_tests::assert_counts(&bundle.out_lines(), "the restored container's output");
 }
+
+/// A tree holding a zombie (a child that exited and is never reaped): CRIU writes a core image
+/// and no memory for it, and the archive imports (it once failed, `mm-<pid>.img` missing, when the
+/// looper's `sleep` happened to be a zombie at the dump).
+#[tokio::test]
+async fn a_tree_with_a_zombie_exports_and_imports() {
+    let a = Daemon::start().await;
+    let t = Target::spawn(
+        &["sh", "-c", "true & exec sleep 1000"],
+        &a.dir.path().join("zombie.out"),
+    );
+    wait_until("the child to be a zombie", || {
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", t.pid, t.pid))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .any(|c| ckptd_tests::proc_state(c) == Some('Z'))
+    });
+    let made = a
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: t.pid }),
+                name: Some("with-zombie".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    assert_eq!(made.checkpoint.status, CheckpointStatus::Ready);
+    let dir = Path::new(&made.checkpoint.dir);
+    let mm = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("mm-")
+        })
+        .count();
+    let cores = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("core-")
+        })
+        .count();
+    assert_eq!(
+        (cores, mm),
+        (2, 1),
+        "two tasks, memory for the live one only"
+    );
+    let file = a.dir.path().join("with-zombie.tar.zst");
+    export_to(&a, "with-zombie", "zstd", &file).await;
+    let cp = import_file(&a, &file, Some("with-zombie-2"))
+        .await
+        .expect("import of a tree with a zombie");
+    assert_eq!(cp.status, CheckpointStatus::Ready);
+}

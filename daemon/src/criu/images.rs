@@ -128,7 +128,20 @@ pub fn check_restorable(images: &Path) -> Result<(), ImageError> {
         });
     }
     for e in entries {
-        for kind in ["core", "mm", "pagemap"] {
+        let core = format!("core-{}.img", e.pid);
+        if !images.join(&core).is_file() {
+            return Err(missing(core));
+        }
+        // A zombie (a child that had exited and was not reaped yet) has a core image and no
+        // memory: CRIU writes neither mm nor pagemap for it.
+        let dead = read_entries::<CoreEntry>(&images.join(&core))?
+            .first()
+            .and_then(|c| c.tc.as_ref())
+            .is_some_and(|tc| tc.task_state == TASK_DEAD);
+        if dead {
+            continue;
+        }
+        for kind in ["mm", "pagemap"] {
             let name = format!("{kind}-{}.img", e.pid);
             if !images.join(&name).is_file() {
                 return Err(missing(name));
@@ -143,6 +156,22 @@ pub fn check_restorable(images: &Path) -> Result<(), ImageError> {
     }
     Ok(())
 }
+
+/// The part of CRIU's `core_entry` (core.proto) read here: the task's state.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CoreEntry {
+    #[prost(message, optional, tag = "3")]
+    tc: Option<TaskCoreEntry>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TaskCoreEntry {
+    #[prost(uint32, tag = "1")]
+    task_state: u32,
+}
+
+/// CRIU's TASK_DEAD (compel's task-state.h): a zombie.
+const TASK_DEAD: u32 = 2;
 
 /// Every pid and thread id of the dumped tree, root first.
 pub fn read_tree_pids(images: &Path) -> Result<Vec<i32>, ImageError> {
