@@ -390,7 +390,7 @@ pub struct RemoteSpec {
     /// Part size of multipart uploads in MiB (5-5120, default 8); grown for checkpoints so large
     /// that 10,000 parts would not hold them.
     pub part_size_mib: Option<u64>,
-    /// Parts uploaded at once (1-64, default 4). Memory held by a push is about
+    /// Parts uploaded at once (1-64, default 3). Memory held by a push is about
     /// (upload_concurrency + 1) x part size.
     pub upload_concurrency: Option<usize>,
 }

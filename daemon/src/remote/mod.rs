@@ -263,7 +263,7 @@ impl Remote {
                 ))
             );
         }
-        let concurrency = spec.upload_concurrency.unwrap_or(4);
+        let concurrency = spec.upload_concurrency.unwrap_or(3);
         if !(1..=64).contains(&concurrency) {
             bail!(
                 "{}",
