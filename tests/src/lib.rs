@@ -123,6 +123,16 @@ impl Daemon {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The address of the daemon's TCP listener (`--tcp-listen 127.0.0.1:0`), from its log.
+    pub fn tcp_addr(&self) -> String {
+        self.log()
+            .lines()
+            .find(|l| l.contains("also serving on TCP"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .map(|a| a.split_whitespace().next().unwrap().to_owned())
+            .expect("the TCP address in the log")
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
     }

@@ -187,13 +187,7 @@ async fn the_tcp_listener_needs_its_bearer_token() {
         token_file.to_str().unwrap(),
     ])
     .await;
-    let log = d.log();
-    let addr = log
-        .lines()
-        .find(|l| l.contains("also serving on TCP"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .map(|a| a.split_whitespace().next().unwrap().to_owned())
-        .expect("the TCP address in the log");
+    let addr = d.tcp_addr();
     let curl = |auth: Option<&str>, method: &str, path: &str, body: Option<&str>| {
         let mut c = Command::new("curl");
         c.args(["-s", "-w", "\n%{http_code}", "-X", method]);

@@ -150,13 +150,7 @@ async fn ckpt_migrate_streams_to_another_daemon_over_tcp_and_restores_there() {
         token_file.to_str().unwrap(),
     ])
     .await;
-    let addr = b
-        .log()
-        .lines()
-        .find(|l| l.contains("also serving on TCP"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .map(|a| a.split_whitespace().next().unwrap().to_owned())
-        .expect("the TCP address in the log");
+    let addr = b.tcp_addr();
     let t = stopped_looper(&a, "mig1").await;
     let stopped_at = t.lines().len();
 

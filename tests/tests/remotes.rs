@@ -584,13 +584,7 @@ async fn ckpt_pushes_lists_and_migrates_via_a_remote() {
         token.to_str().unwrap(),
     ])
     .await;
-    let addr = b
-        .log()
-        .lines()
-        .find(|l| l.contains("also serving on TCP"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .map(|a| a.split_whitespace().next().unwrap().to_owned())
-        .expect("the TCP address in the log");
+    let addr = b.tcp_addr();
     let ckpt = |socket: &Path, args: &[&str]| {
         let out = std::process::Command::new(ckptd_tests::workspace_binary("ckpt"))
             .arg("--socket")

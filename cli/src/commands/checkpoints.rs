@@ -131,13 +131,8 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         console_socket: a.console_socket,
         lazy: a.lazy,
     };
-    let mut job = client.restore(&a.reference, &req, false).await?;
-    if !a.no_wait {
-        job = follow(client, job).await?;
-        if job.state != JobState::Succeeded {
-            return Err(job_failed(&job));
-        }
-    }
+    let job = client.restore(&a.reference, &req, false).await?;
+    let job = follow_to_success(client, job, a.no_wait).await?;
     if a.json {
         print_json(&job);
     } else if a.no_wait {
@@ -157,6 +152,22 @@ pub async fn logs(client: &Client, reference: &str) -> Result<(), ClientError> {
 }
 
 /// Waits for a job, drawing a live progress line on stderr when it is a terminal.
+/// Follows a job to its end (unless `no_wait`); its error when it did not succeed.
+pub async fn follow_to_success(
+    client: &Client,
+    job: Job,
+    no_wait: bool,
+) -> Result<Job, ClientError> {
+    if no_wait {
+        return Ok(job);
+    }
+    let job = follow(client, job).await?;
+    if job.state != JobState::Succeeded {
+        return Err(job_failed(&job));
+    }
+    Ok(job)
+}
+
 pub async fn follow(client: &Client, job: Job) -> Result<Job, ClientError> {
     let tty = std::io::stderr().is_terminal();
     let start = Instant::now();

@@ -1,9 +1,9 @@
 //! Remotes: `ckpt remotes`, `ckpt push`, `ckpt pull`, `ckpt ls --remote`, `ckpt rm-remote`.
 
-use ckptd_api::{Client, ClientError, JobState, PullRequest};
+use ckptd_api::{Client, ClientError, PullRequest};
 
 use crate::args::{PullArgs, PushArgs};
-use crate::commands::checkpoints::{finish_checkpoint, follow, job_failed, printed};
+use crate::commands::checkpoints::{finish_checkpoint, follow_to_success, printed};
 use crate::render::print_json;
 use crate::table::{human_bytes, Table};
 use crate::Failed;
@@ -67,15 +67,10 @@ pub async fn ls(client: &Client, remote: &str, quiet: bool, json: bool) -> Resul
 }
 
 pub async fn push(client: &Client, a: PushArgs) -> Result<(), ClientError> {
-    let mut job = client
+    let job = client
         .push(&a.reference, &a.remote, !a.drop_local, false)
         .await?;
-    if !a.no_wait {
-        job = follow(client, job).await?;
-        if job.state != JobState::Succeeded {
-            return Err(job_failed(&job));
-        }
-    }
+    let job = follow_to_success(client, job, a.no_wait).await?;
     if a.json {
         print_json(&job);
     } else if let Some(c) = job.result.as_ref().and_then(|r| r.remote_copy.as_ref()) {

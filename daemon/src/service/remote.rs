@@ -143,14 +143,15 @@ impl Service {
         self.inner.cfg.remotes.get(remote)?.find(reference).await
     }
 
-    /// Queues a pull: the checkpoint is catalogued (`pending`) and its images fetched.
-    pub async fn submit_pull(
+    /// The checkpoint `reference` of `remote`, ready to be pulled by `caller`: its row here (new
+    /// and `pending`, or the one this host has), the copy, and whether the pull made the row.
+    async fn prepare_pull(
         &self,
         caller: &Caller,
         remote: &str,
         reference: &str,
-        req: PullRequest,
-    ) -> Result<(Checkpoint, Job)> {
+        name: Option<String>,
+    ) -> Result<(Checkpoint, RemoteCopy, bool)> {
         self.refuse_if_shutting_down()?;
         admin_only(caller, "pull checkpoints")?;
         let found = self.remote_checkpoint(caller, remote, reference).await?;
@@ -159,15 +160,33 @@ impl Service {
             .remotes
             .get(remote)?
             .can_pull(&found.object)?;
-        let (cp, created_row) = self.pull_target(caller, found, req.name).await?;
+        let copy = found.object.clone();
+        let (cp, created_row) = self.pull_target(caller, found, name).await?;
+        Ok((cp, copy, created_row))
+    }
+
+    /// Queues a pull: the checkpoint is catalogued (`pending`) and its images fetched.
+    pub async fn submit_pull(
+        &self,
+        caller: &Caller,
+        remote: &str,
+        reference: &str,
+        req: PullRequest,
+    ) -> Result<(Checkpoint, Job)> {
+        let (cp, copy, created_row) = self
+            .prepare_pull(caller, remote, reference, req.name)
+            .await?;
+        if cp.is_local() {
+            return Err(Error::conflict(format!(
+                "checkpoint {} is already on this host, with its images",
+                cp.name
+            ))
+            .with_advice(Advice::ShowCheckpoint {
+                checkpoint: cp.name.clone(),
+            }));
+        }
         let job = new_job(JobKind::Pull, cp.id, caller.uid);
-        let work = PullWork {
-            copy: cp
-                .remote_copy(remote)
-                .cloned()
-                .expect("the row names the copy"),
-            created_row,
-        };
+        let work = PullWork { copy, created_row };
         match self.enqueue_on(&cp, job, &work).await {
             Ok(job) => Ok((cp, job)),
             Err(e) => {
@@ -186,15 +205,7 @@ impl Service {
         reference: &str,
         req: RestoreRequest,
     ) -> Result<Job> {
-        self.refuse_if_shutting_down()?;
-        admin_only(caller, "restore from a remote")?;
-        let found = self.remote_checkpoint(caller, remote, reference).await?;
-        self.inner
-            .cfg
-            .remotes
-            .get(remote)?
-            .can_pull(&found.object)?;
-        let (cp, created_row) = self.pull_target(caller, found, None).await?;
+        let (cp, _, created_row) = self.prepare_pull(caller, remote, reference, None).await?;
         let result = if cp.is_local() {
             self.submit_restore(caller, &cp.id.to_string(), req).await
         } else {
