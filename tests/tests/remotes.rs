@@ -354,7 +354,7 @@ async fn faults_leave_nothing_behind() {
         proxy.port,
         creds.display()
     );
-    let a = host(&config(
+    let mut a = host(&config(
         dir.path(),
         "a.toml",
         &[
@@ -485,6 +485,23 @@ async fn faults_leave_nothing_behind() {
         "a refused pull catalogues nothing"
     );
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+
+    // The pushing daemon killed mid-push: its next start aborts the upload it had begun.
+    a.client.push("big", "shared", true, false).await.unwrap();
+    wait_until("the upload to start", || !s3.uploads("shared").is_empty());
+    ckptd_tests::signal(a.pid(), libc::SIGKILL);
+    a.kill_and_forget();
+    a.restart_after_stop().await;
+    wait_until("the killed push's upload to be aborted", || {
+        s3.uploads("shared").is_empty()
+    });
+    assert!(a
+        .client
+        .checkpoint("big")
+        .await
+        .unwrap()
+        .remote_copy("shared")
+        .is_none());
     assert!(alive(t.pid));
 }
 

@@ -460,6 +460,17 @@ impl Catalog {
         Ok(())
     }
 
+    /// Replaces what a job's worker needs (its request), as the job learns more (a push's
+    /// multipart upload id).
+    pub async fn set_job_request(&self, id: Uuid, request: &serde_json::Value) -> Result<()> {
+        sqlx::query("UPDATE jobs SET request = ? WHERE id = ?")
+            .bind(request.to_string())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Writes a job's mutable fields (state, times, result, error).
     pub async fn update_job(&self, job: &Job) -> Result<()> {
         sqlx::query(

@@ -143,12 +143,15 @@ impl Remote {
     /// Pushes the images in `dir` (checkpoint `cp`, whose `manifest` the archive carries): the
     /// archive is streamed into a multipart upload, then the record that lists it is written.
     /// On any failure, or when `stop` fires, the upload is aborted and nothing is left.
+    /// `started` gets the upload's key and id as soon as the server gave them: a daemon killed
+    /// mid-push aborts the upload at its next start (`abort`).
     pub async fn push(
         &self,
         dir: PathBuf,
         manifest: Manifest,
         cp: &Checkpoint,
         mut stop: StopSignal,
+        started_upload: tokio::sync::oneshot::Sender<(String, String)>,
     ) -> Result<Pushed> {
         let started = std::time::Instant::now();
         let key = self.archive_key(cp.id);
@@ -157,6 +160,7 @@ impl Remote {
             .create_multipart(&key)
             .await
             .map_err(|e| self.failed("start the upload", e))?;
+        let _ = started_upload.send((key.to_string(), upload.clone()));
         // Compressed images are at most a little larger than the images (incompressible pages).
         let estimate = cp.size_bytes + cp.size_bytes / 50 + (1 << 20);
         let part_size = self.part_size_for(estimate) as usize;
@@ -386,6 +390,12 @@ impl Remote {
     /// Aborts a multipart upload that will not complete, so that no part stays in the bucket.
     /// A server that is down (the reason the push failed, often) is asked again for about two
     /// minutes; then the bucket's lifecycle rule for incomplete uploads has to remove them.
+    /// Aborts the multipart upload `id` of `key` (one a previous run of the daemon left), in
+    /// the background, asking again while the server does not answer.
+    pub fn abort(&self, key: &str, id: &str) {
+        self.abort_upload(object_store::path::Path::from(key), id.to_owned());
+    }
+
     fn abort_upload(&self, key: object_store::path::Path, upload: MultipartId) {
         let this = self.clone();
         tokio::spawn(async move {

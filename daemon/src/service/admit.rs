@@ -66,6 +66,7 @@ impl Service {
             Some(r) => Some(remote::PushWork {
                 remote: inner.cfg.remotes.named("push_to", r)?.name.clone(),
                 keep_local: req.keep_local.unwrap_or(true),
+                upload: None,
             }),
             None if req.keep_local == Some(false) => {
                 return Err(Error::invalid(

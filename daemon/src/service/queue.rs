@@ -237,7 +237,7 @@ impl Inner {
             JobKind::Push => {
                 let work: remote::PushWork = serde_json::from_value(request)
                     .map_err(|e| Error::internal(format!("bad push job request: {e}")))?;
-                self.run_push(&cp, work, stop).await
+                self.run_push(&cp, work, job.id, stop).await
             }
             JobKind::Pull => {
                 let work: remote::PullWork = serde_json::from_value(request)

@@ -117,8 +117,11 @@ impl Service {
         };
         if matches!(job.kind, JobKind::Push | JobKind::Pull) {
             // A transfer does not outlive the daemon: the next one starts afresh. A pull's
-            // staging directory is removed below; a push's multipart upload is left to the
-            // bucket's lifecycle rule for incomplete uploads (README).
+            // staging directory is removed below; a push's multipart upload is aborted (in the
+            // background, asked again while the server does not answer).
+            if job.kind == JobKind::Push {
+                self.abort_left_upload(job).await;
+            }
             return Ok(Err(restarted.clone()));
         }
         let Ok(anchor) = anchor(&cp) else {
@@ -171,6 +174,28 @@ impl Service {
                     .recover_restore(&cp, into, &restore_log_name(job.id))
                     .await;
                 Ok(recovered.map(Some).ok_or_else(|| restarted.clone()))
+            }
+        }
+    }
+}
+
+impl Service {
+    /// Aborts the multipart upload a push killed with the daemon had started.
+    async fn abort_left_upload(&self, job: &Job) {
+        let Ok(Some((_, request))) = self.inner.catalog.job_with_request(job.id).await else {
+            return;
+        };
+        let Ok(work) = serde_json::from_value::<super::remote::PushWork>(request) else {
+            return;
+        };
+        let Some((key, id)) = work.upload else { return };
+        match self.inner.cfg.remotes.get(&work.remote) {
+            Ok(r) => {
+                tracing::warn!(remote = %work.remote, %key, "aborting the upload of a push the daemon's stop interrupted");
+                r.abort(&key, &id);
+            }
+            Err(_) => {
+                tracing::warn!(remote = %work.remote, %key, "a push the daemon's stop interrupted left an upload in a remote no longer configured")
             }
         }
     }

@@ -28,6 +28,10 @@ use crate::sys;
 pub(super) struct PushWork {
     pub remote: String,
     pub keep_local: bool,
+    /// The multipart upload in progress (key, upload id), recorded as soon as it starts so that
+    /// a daemon killed mid-push aborts it at its next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<(String, String)>,
 }
 
 /// What a pull (or a restore that pulls first) needs, stored with the job.
@@ -99,6 +103,7 @@ impl Service {
         let work = PushWork {
             remote: r.name.clone(),
             keep_local,
+            upload: None,
         };
         self.enqueue_on(&cp, job, &work).await
     }
@@ -416,17 +421,33 @@ impl Inner {
         &self,
         cp: &Checkpoint,
         work: PushWork,
+        job: uuid::Uuid,
         stop: StopSignal,
     ) -> Result<Option<JobResult>> {
         let r = self.cfg.remotes.get(&work.remote)?;
         let anchor = anchor(cp)?;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let recording = {
+            let catalog = self.catalog.clone();
+            let mut work = work.clone();
+            tokio::spawn(async move {
+                if let Ok(upload) = started_rx.await {
+                    work.upload = Some(upload);
+                    let value = serde_json::to_value(&work).expect("serializes");
+                    if let Err(e) = catalog.set_job_request(job, &value).await {
+                        tracing::warn!(%job, error = %e, "cannot record the push's upload id");
+                    }
+                }
+            })
+        };
         let pushed = r
-            .push(anchor.path(), Manifest::of(cp), cp, stop)
+            .push(anchor.path(), Manifest::of(cp), cp, stop, started_tx)
             .await
             .inspect_err(|e| {
                 self.metrics.remote.failed(&r.name, "push", e);
                 self.events.checkpoint("remote.push_failed", cp);
             });
+        let _ = recording.await;
         let pushed = pushed?;
         drop(anchor);
         let mut now = self
