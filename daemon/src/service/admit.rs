@@ -269,13 +269,6 @@ impl Service {
         // The target being restored is busy: the original, or the new container.
         let destination = req.target.as_ref().unwrap_or(&cp.target);
         let reservation = inner.reserve(destination, Some(cp.id), job.id)?;
-        let permit = match inner.queue.try_reserve() {
-            Ok(p) => p,
-            Err(_) => {
-                inner.release(reservation);
-                return Err(queue_full(inner.cfg.queue_capacity));
-            }
-        };
         let work = RestoreWork {
             options,
             into: req.target.clone(),
@@ -283,15 +276,7 @@ impl Service {
             lazy: req.lazy,
             pull,
         };
-        let work = serde_json::to_value(work).expect("serializes");
-        if let Err(e) = inner.catalog.insert_job(&job, &work).await {
-            inner.release(reservation);
-            return Err(e);
-        }
-        permit.send(job.id);
-        inner.events.job("job.queued", &job);
-        tracing::info!(job = %job.id, checkpoint = %cp.id, "restore queued");
-        Ok(job)
+        inner.enqueue(reservation, job, &work).await
     }
 }
 

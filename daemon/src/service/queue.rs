@@ -392,6 +392,30 @@ impl Inner {
 }
 
 impl Inner {
+    /// Queues a job that holds `reservation`: a queue slot, then the job's row with what its
+    /// worker needs, then the queue entry. Refused (the reservation given back) when the queue
+    /// is full or the row cannot be written.
+    pub(super) async fn enqueue(
+        &self,
+        reservation: super::reserve::Reservation,
+        job: Job,
+        work: &impl serde::Serialize,
+    ) -> Result<Job> {
+        let Ok(permit) = self.queue.try_reserve() else {
+            self.release(reservation);
+            return Err(super::admit::queue_full(self.cfg.queue_capacity));
+        };
+        let work = serde_json::to_value(work).expect("serializes");
+        if let Err(e) = self.catalog.insert_job(&job, &work).await {
+            self.release(reservation);
+            return Err(e);
+        }
+        permit.send(job.id);
+        self.events.job("job.queued", &job);
+        tracing::info!(job = %job.id, kind = job.kind.as_str(), checkpoint = %job.checkpoint_id, "job queued");
+        Ok(job)
+    }
+
     /// Queues the push that follows a checkpoint job with `push_to`; its id, or None (logged,
     /// with an event) when it cannot be queued: the checkpoint stays, ready, on this host.
     async fn queue_push(
@@ -401,26 +425,12 @@ impl Inner {
         work: remote::PushWork,
     ) -> Option<Uuid> {
         let job = super::admit::new_job(JobKind::Push, cp.id, after.owner_uid);
-        let queued = async {
-            let reservation = self.reserve_checkpoint(cp.id)?;
-            let Ok(permit) = self.queue.try_reserve() else {
-                self.release(reservation);
-                return Err(super::admit::queue_full(self.cfg.queue_capacity));
-            };
-            let value = serde_json::to_value(&work).expect("serializes");
-            if let Err(e) = self.catalog.insert_job(&job, &value).await {
-                self.release(reservation);
-                return Err(e);
-            }
-            permit.send(job.id);
-            Ok(())
-        }
-        .await;
+        let queued = match self.reserve_checkpoint(cp.id) {
+            Ok(reservation) => self.enqueue(reservation, job, &work).await,
+            Err(e) => Err(e),
+        };
         match queued {
-            Ok(()) => {
-                self.events.job("job.queued", &job);
-                Some(job.id)
-            }
+            Ok(job) => Some(job.id),
             Err(e) => {
                 tracing::error!(checkpoint = %cp.name, remote = %work.remote, error = %e, "cannot queue the push that follows the checkpoint");
                 self.metrics.remote.failed(&work.remote, "push", &e);

@@ -14,7 +14,7 @@ use ckptd_api::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::admit::{new_job, queue_full};
+use super::admit::new_job;
 use super::*;
 use crate::archive::Manifest;
 use crate::auth::{forbidden, Caller};
@@ -110,21 +110,8 @@ impl Service {
 
     /// Queues `job` on checkpoint `cp` (held against deletes until it ends).
     async fn enqueue_on(&self, cp: &Checkpoint, job: Job, work: &impl Serialize) -> Result<Job> {
-        let inner = &self.inner;
-        let reservation = inner.reserve_checkpoint(cp.id)?;
-        let Ok(permit) = inner.queue.try_reserve() else {
-            inner.release(reservation);
-            return Err(queue_full(inner.cfg.queue_capacity));
-        };
-        let work = serde_json::to_value(work).expect("serializes");
-        if let Err(e) = inner.catalog.insert_job(&job, &work).await {
-            inner.release(reservation);
-            return Err(e);
-        }
-        permit.send(job.id);
-        inner.events.job("job.queued", &job);
-        tracing::info!(job = %job.id, kind = job.kind.as_str(), checkpoint = %cp.id, "job queued");
-        Ok(job)
+        let reservation = self.inner.reserve_checkpoint(cp.id)?;
+        self.inner.enqueue(reservation, job, work).await
     }
 
     /// What a remote holds.

@@ -75,7 +75,7 @@ impl Inner {
 }
 
 /// A reservation of a target (and checkpoint) for one job.
-pub(super) struct Reservation {
+pub(in crate::service) struct Reservation {
     target: Option<String>,
     checkpoint: Option<Uuid>,
 }
