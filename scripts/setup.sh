@@ -2,7 +2,8 @@
 # ckptd set-up for a fresh Debian 12 machine, run as root. Idempotent: a second run that finds
 # everything in place takes a few seconds.
 #
-# Installs: runc, iptables (CRIU's network lock), busybox-static (test rootfs), CRIU's build
+# Installs: runc, iptables (CRIU's network lock), busybox-static (test rootfs), Podman (with runc
+# as its runtime, see below), CRIU's build
 # dependencies, and CRIU >= 4.2. Debian 12's CRIU 3.17 fails on kernels >= 6.x ("vdso: Unexpected
 # rt vDSO area bounds") and 4.1.x cannot dump TCP sockets on kernels >= 6.16, so when the
 # installed criu is missing, older than 4.2, or fails `criu check`, CRIU is built from the newest
@@ -22,7 +23,8 @@ trap 'rc=$?; [ $rc -ne 0 ] && printf "\nsetup FAILED at step \"%s\" (exit %s); s
 APT_PKGS=(runc iptables busybox-static pkg-config
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev libnet1-dev
   libcap-dev libbsd-dev libnftables-dev libgnutls28-dev uuid-dev
-  python3 python3-venv curl procps util-linux gcc libc6-dev make docker.io jq zstd tmux age)
+  python3 python3-venv curl procps util-linux gcc libc6-dev make docker.io jq zstd tmux age
+  podman)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
@@ -86,6 +88,25 @@ if ! criu_ok; then
   install -m 0755 "$builddir/criu/criu" /usr/local/sbin/criu
   hash -r
   criu_ok || { /usr/local/sbin/criu check || true; die "CRIU $upstream was built but 'criu check' fails"; }
+fi
+
+# --- Podman ---------------------------------------------------------------------------------
+# Debian 12's Podman 4.3.1 defaults to crun, which refuses this kind of machine's hybrid cgroup
+# layout and has no CRIU support in Debian, and asks for rlimits that need CAP_SYS_RESOURCE. With
+# runc and explicit limits it runs and checkpoints containers. Written only where the machine has
+# no containers.conf of its own: an operator's configuration is theirs.
+CURRENT_STEP="podman configuration"
+if [ ! -e /etc/containers/containers.conf ]; then
+  step "$CURRENT_STEP: /etc/containers/containers.conf (runtime runc, nofile/nproc limits)"
+  mkdir -p /etc/containers
+  cat > /etc/containers/containers.conf <<'CONF'
+# Written by ckptd's make setup (scripts/setup.sh): Podman with runc, which checkpoints through
+# CRIU, and explicit limits (the default ones need CAP_SYS_RESOURCE).
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+runtime = "runc"
+CONF
 fi
 
 # The OpenAPI validity check of the test suite runs in its own virtualenv (Debian's python3 is

@@ -19,9 +19,9 @@ use crate::query::{
     with_query, ArchiveQuery, CheckpointQuery, ImportQuery, JobQuery, JobWaitQuery, WaitQuery,
 };
 use crate::{
-    AdoptRequest, Checkpoint, CheckpointAndJob, Compression, CreateCheckpoint, CreateSchedule,
-    ErrorBody, ErrorInfo, Event, Health, Info, Job, JobEnvelope, List, RestoreRequest,
-    RetentionPlan, Schedule, UpdateSchedule,
+    AdoptRequest, Checkpoint, CheckpointAndJob, CreateCheckpoint, CreateSchedule, ErrorBody,
+    ErrorInfo, Event, Health, Info, Job, JobEnvelope, List, RestoreRequest, RetentionPlan,
+    Schedule, UpdateSchedule,
 };
 
 /// A daemon's TCP listener (`tcp_listen`), reached with its bearer token: where `migrate` sends
@@ -555,13 +555,13 @@ impl Client {
     async fn open_archive(
         &self,
         reference: &str,
-        compression: Compression,
+        query: ArchiveQuery,
     ) -> Result<(hyper::body::Incoming, JoinHandle<hyper::Result<()>>), ClientError> {
         let (mut sender, conn) = self.connect::<Full<Bytes>>().await?;
         let req = Request::builder()
             .uri(with_query(
                 &format!("/v1/checkpoints/{reference}/archive"),
-                &ArchiveQuery { compression },
+                &query,
             ))
             .header("host", "ckptd")
             .body(Full::new(Bytes::new()))
@@ -575,14 +575,15 @@ impl Client {
         Ok((resp.into_body(), conn))
     }
 
-    /// Streams a checkpoint's archive into `out`; returns the bytes written.
+    /// Streams a checkpoint's archive (`query`: its compression and layout) into `out`;
+    /// returns the bytes written.
     pub async fn export(
         &self,
         reference: &str,
-        compression: Compression,
+        query: ArchiveQuery,
         out: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<u64, ClientError> {
-        let (mut body, conn) = self.open_archive(reference, compression).await?;
+        let (mut body, conn) = self.open_archive(reference, query).await?;
         let mut n = 0u64;
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
@@ -633,7 +634,9 @@ impl Client {
         to: &Remote,
         name: Option<&str>,
     ) -> Result<Checkpoint, ClientError> {
-        let (body, conn) = self.open_archive(reference, Compression::Zstd).await?;
+        let (body, conn) = self
+            .open_archive(reference, ArchiveQuery::default())
+            .await?;
         let resp = to.request(Method::POST, &import_path(name), body).await;
         conn.abort();
         resp?.into_result()

@@ -12,5 +12,5 @@ pub use advice::{retry_text, Advice, CriuOption};
 
 pub use client::{Client, ClientError, Remote, Response};
 pub use hyper::{Method, StatusCode};
-pub use query::Compression;
+pub use query::{ArchiveFormat, Compression};
 pub use types::*;

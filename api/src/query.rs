@@ -132,12 +132,39 @@ impl Compression {
     }
 }
 
-/// `GET /v1/checkpoints/{ref}/archive?compression=`.
+/// The layout of a checkpoint's archive.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum ArchiveFormat {
+    /// ckptd's own: every file at the top level, `manifest.json` (with every sha256) last.
+    #[default]
+    Ckptd,
+    /// Podman's (`podman container checkpoint --export`), for checkpoints of Podman containers:
+    /// `podman container restore --import` restores it.
+    Podman,
+}
+
+/// `GET /v1/checkpoints/{ref}/archive?compression=&format=`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveQuery {
     #[serde(default)]
     pub compression: Compression,
+    #[serde(default)]
+    pub format: ArchiveFormat,
 }
 
 /// `POST /v1/checkpoints/import?name=`.

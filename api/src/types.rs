@@ -85,6 +85,8 @@ pub enum Runtime {
     Runc,
     /// A Docker container through the Docker Engine API (experimental mode).
     Docker,
+    /// A Podman container through Podman's REST API (`podman system service`).
+    Podman,
 }
 
 impl Runtime {
@@ -99,8 +101,8 @@ impl<'de> Deserialize<'de> for Runtime {
         let s = String::deserialize(d)?;
         s.parse().map_err(|_| {
             serde::de::Error::custom(format!(
-                "runtime {s:?} is not supported; ckptd drives runc and docker (crun on Debian 12 \
-                 has no CRIU support)"
+                "runtime {s:?} is not supported; ckptd drives runc, docker and podman (crun on \
+                 Debian 12 has no CRIU support)"
             ))
         })
     }
@@ -219,6 +221,32 @@ pub struct Checkpoint {
     /// that holds a copy. A ready checkpoint with no `local` entry is restored by pulling first.
     #[serde(default)]
     pub locations: Vec<Location>,
+    /// Imported container checkpoint archives (Podman's and Kubernetes' layout): the engine,
+    /// container, image, pod and namespace the archive names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Where an imported container checkpoint archive was taken, as its `config.dump` and the
+/// annotations of its `spec.dump` say (what `checkpointctl show` reports).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The engine that wrote the archive: `podman`, `cri-o` or `containerd`.
+    pub engine: String,
+    /// The container's name (Kubernetes: its name in the pod).
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The image the container ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// When the engine checkpointed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpointed_at: Option<DateTime<Utc>>,
 }
 
 impl Checkpoint {

@@ -4,7 +4,8 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use ckptd_api::{
-    CheckpointOptions, CheckpointStatus, Compression, JobKind, JobState, Retention, Runtime, Target,
+    ArchiveFormat, CheckpointOptions, CheckpointStatus, Compression, JobKind, JobState, Retention,
+    Runtime, Target,
 };
 use strum::VariantNames;
 
@@ -181,6 +182,10 @@ pub enum Command {
         /// How the archive is compressed.
         #[arg(long, default_value = "zstd", value_parser = enum_arg::<Compression>(Compression::VARIANTS))]
         compression: Compression,
+        /// The archive's layout: ckptd's own, or podman (for checkpoints of Podman containers;
+        /// `podman container restore --import FILE` restores it).
+        #[arg(long, default_value = "ckptd", value_parser = enum_arg::<ArchiveFormat>(ArchiveFormat::VARIANTS))]
+        format: ArchiveFormat,
     },
     /// Import an archive as a new ready checkpoint (root only; compression is detected).
     Import {

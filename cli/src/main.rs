@@ -44,7 +44,14 @@ async fn run(cli: Cli) -> Result<(), Failed> {
             reference,
             output,
             compression,
-        } => portability::export(c, &reference, output.as_deref(), compression).await,
+            format,
+        } => {
+            let query = ckptd_api::query::ArchiveQuery {
+                compression,
+                format,
+            };
+            portability::export(c, &reference, output.as_deref(), query).await
+        }
         Command::Import { file, name, json } => {
             portability::import(c, &file, name.as_deref(), json).await
         }

@@ -76,6 +76,8 @@ pub struct FileConfig {
     pub import_max_bytes: Option<u64>,
     pub docker_socket: Option<PathBuf>,
     pub docker_runc_root: Option<PathBuf>,
+    /// Podman's API socket (`podman system service`, or systemd's podman.socket).
+    pub podman_socket: Option<PathBuf>,
     /// Connections open at once, in all (root keeps `root_reserved_connections` of them).
     pub max_connections: Option<usize>,
     /// Connections open at once per uid (socket) or per address (TCP); root is not limited.
@@ -127,6 +129,8 @@ pub struct Config {
     pub docker_socket: PathBuf,
     /// runc's state directory for Docker's containers (`<exec-root>/runtime-runc/moby`).
     pub docker_runc_root: PathBuf,
+    /// Podman's API socket (Podman container targets).
+    pub podman_socket: PathBuf,
     /// Connection limits of both listeners.
     pub limits: ConnectionLimits,
     /// `[remotes.NAME]` as written; `remote::Remotes` checks and builds them.
@@ -231,6 +235,10 @@ impl Config {
             docker_runc_root: file
                 .docker_runc_root
                 .unwrap_or_else(|| PathBuf::from("/run/docker/runtime-runc/moby")),
+            // Where systemd's podman.socket listens for root.
+            podman_socket: file
+                .podman_socket
+                .unwrap_or_else(|| PathBuf::from("/run/podman/podman.sock")),
             limits: {
                 let d = ConnectionLimits::default();
                 ConnectionLimits {

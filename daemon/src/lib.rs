@@ -86,6 +86,7 @@ pub async fn run(
             container_logs: cfg.container_logs_dir(),
             docker_socket: cfg.docker_socket.clone(),
             docker_runc_root: cfg.docker_runc_root.clone(),
+            podman_socket: cfg.podman_socket.clone(),
         },
     ));
     let service = Service::new(

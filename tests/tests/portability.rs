@@ -34,7 +34,14 @@ async fn export_to(d: &Daemon, name: &str, compression: &str, file: &Path) -> Ve
     let mut f = tokio::fs::File::create(file).await.unwrap();
     let n = d
         .client
-        .export(name, compression.parse().expect("a compression"), &mut f)
+        .export(
+            name,
+            ckptd_api::query::ArchiveQuery {
+                compression: compression.parse().expect("a compression"),
+                format: Default::default(),
+            },
+            &mut f,
+        )
         .await
         .expect("export");
     let bytes = std::fs::read(file).unwrap();

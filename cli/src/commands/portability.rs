@@ -2,6 +2,7 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 
+use ckptd_api::query::ArchiveQuery;
 use ckptd_api::{AdoptRequest, Client, ClientError, Compression, JobEnvelope, JobState, Method};
 use ckptd_api::{Remote, Runtime, Target};
 
@@ -17,8 +18,9 @@ pub async fn export(
     client: &Client,
     reference: &str,
     output: Option<&str>,
-    compression: Compression,
+    query: ArchiveQuery,
 ) -> Result<(), ClientError> {
+    let compression = query.compression;
     let default;
     let output = match output {
         Some(o) => o,
@@ -40,7 +42,7 @@ pub async fn export(
     };
     if output == "-" {
         client
-            .export(reference, compression, &mut tokio::io::stdout())
+            .export(reference, query, &mut tokio::io::stdout())
             .await?;
         return Ok(());
     }
@@ -52,7 +54,7 @@ pub async fn export(
         .open(output)
         .map_err(|e| ClientError::Io(format!("cannot create {output}: {e}")))?;
     let mut out = tokio::fs::File::from_std(file);
-    match client.export(reference, compression, &mut out).await {
+    match client.export(reference, query, &mut out).await {
         Ok(n) => {
             println!("{output}  {}", human_bytes(n));
             Ok(())

@@ -111,6 +111,7 @@ struct CheckpointRow {
     expires_at: Option<String>,
     local_images: bool,
     remote_copies: Json<Vec<ckptd_api::RemoteCopy>>,
+    origin: Option<Json<ckptd_api::Origin>>,
 }
 
 /// `locations` as the API shows them: the local directory while a ready checkpoint's images are
@@ -153,6 +154,7 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
         error: r.error.map(|j| j.0),
         owner_uid: r.owner_uid as u32,
         expires_at: opt_ts(r.expires_at)?,
+        origin: r.origin.map(|j| j.0),
     })
 }
 
@@ -356,8 +358,8 @@ impl Catalog {
         let res = sqlx::query(
             "INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, \
              created_at, completed_at, dir, size_bytes, options, labels, criu_version, stats, error, \
-             container, criu_config, owner_uid, expires_at, local_images, remote_copies) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             container, criu_config, owner_uid, expires_at, local_images, remote_copies, origin) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(cp.id.to_string())
         .bind(&cp.name)
@@ -381,6 +383,7 @@ impl Catalog {
         .bind(cp.expires_at.as_ref().map(ts))
         .bind(local_images(cp))
         .bind(to_json(&cp.remote_copies().cloned().collect::<Vec<_>>()))
+        .bind(cp.origin.as_ref().map(to_json))
         .execute(&mut **tx)
         .await;
         match res {
@@ -820,6 +823,7 @@ mod tests {
             owner_uid: 0,
             expires_at: None,
             locations: vec![],
+            origin: None,
         }
     }
 

@@ -323,18 +323,17 @@ pub async fn checkpoint_log(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-/// Streams a ready checkpoint as a tar archive (zstd by default) with its manifest last.
+/// Streams a ready checkpoint as a tar archive (zstd by default): ckptd's own layout with its
+/// manifest last, or Podman's.
 pub async fn export_checkpoint(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
     Path(reference): Path<String>,
     uri: Uri,
 ) -> Result<Response> {
-    let compression = query::compression(&uri)?;
-    let (cp, rx) = s
-        .portability
-        .export(&caller, &reference, compression)
-        .await?;
+    let q = query::archive(&uri)?;
+    let compression = q.compression;
+    let (cp, rx) = s.portability.export(&caller, &reference, q).await?;
     let body = axum::body::Body::from_stream(tokio_stream_of(rx));
     let disposition = format!(
         "attachment; filename=\"{}.{}\"",

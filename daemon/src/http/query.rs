@@ -7,7 +7,6 @@ use ckptd_api::query::{
     self, ArchiveQuery, CheckpointQuery, ImportQuery, JobQuery, JobWaitQuery, WaitQuery,
     DEFAULT_LIMIT, MAX_LIMIT, MAX_WAIT_SECS,
 };
-use ckptd_api::Compression;
 
 use crate::catalog::{CheckpointFilter, JobFilter};
 use crate::error::{Error, Result};
@@ -31,9 +30,10 @@ pub fn wait_flag(uri: &Uri) -> Result<bool> {
     parse::<WaitQuery>(uri).map(|q| q.wait)
 }
 
-/// `?compression=zstd|gzip|none` of the archive route (zstd when left out).
-pub fn compression(uri: &Uri) -> Result<Compression> {
-    parse::<ArchiveQuery>(uri).map(|q| q.compression)
+/// `?compression=zstd|gzip|none&format=ckptd|podman` of the archive route (zstd, ckptd when
+/// left out).
+pub fn archive(uri: &Uri) -> Result<ArchiveQuery> {
+    parse::<ArchiveQuery>(uri)
 }
 
 /// `?remote=NAME&keep_local=&wait=` of the push route.

@@ -63,6 +63,7 @@ async fn app() -> (tempfile::TempDir, Router) {
             container_logs: d.path().join("logs"),
             docker_socket: d.path().join("docker.sock"),
             docker_runc_root: d.path().join("moby"),
+            podman_socket: d.path().join("podman.sock"),
         },
     ));
     let service = Service::new(

@@ -2,7 +2,7 @@
 //! outside ckptd. None of these runs CRIU or touches a target, so none is a job: export streams
 //! while the request lasts, import and adopt answer with the new ready checkpoint.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -10,48 +10,15 @@ use ckptd_api::{AdoptRequest, Checkpoint, CheckpointStatus, ContainerRecord, Tar
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::archive::{self, Compression, Manifest};
+use crate::archive::{self, Manifest};
 use crate::auth::{forbidden, Caller};
 use crate::catalog;
 use crate::criu::images;
 use crate::error::{Error, ErrorKind, Result};
 use crate::service::{validate, Service, STAGING_PREFIX};
 use crate::sys;
-
-/// Chunks of the export stream in flight: a slow reader holds back the archiver, not memory.
-const CHUNKS: usize = 8;
-const CHUNK: usize = 256 * 1024;
-
-/// `Write` into a bounded channel of body chunks (blocking: runs on a blocking thread).
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
+use ckptd_api::query::ArchiveQuery;
+use ckptd_api::ArchiveFormat;
 
 /// Removes a staging directory unless the import was published.
 struct Staging(Option<PathBuf>);
@@ -64,6 +31,77 @@ impl Drop for Staging {
             }
         }
     }
+}
+
+/// What a container checkpoint archive (unpacked in `dir`) makes in the catalog, in the words
+/// of ckptd's own manifest: a checkpoint of the Podman container it names, named
+/// `<container>-<when>` unless the import names it.
+fn foreign_manifest(f: archive::container::Foreign, dir: &Path) -> Result<Manifest> {
+    use archive::container::Engine;
+    if f.engine != Engine::Podman {
+        return Err(Error::invalid(format!(
+            "the archive is a Kubernetes checkpoint ({} wrote it, of container {}); this ckptd \
+             imports Podman's checkpoint archives, and Kubernetes' are not supported yet",
+            f.engine.as_str(),
+            f.container
+        )));
+    }
+    let spec: serde_json::Value = std::fs::read(dir.join("spec.dump"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let terminal = spec
+        .pointer("/process/terminal")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let when = f.checkpointed_at.unwrap_or_else(chrono::Utc::now);
+    let target = Target::Container {
+        id: f.container.clone(),
+        runtime: ckptd_api::Runtime::Podman,
+        root: None,
+        bundle: None,
+    };
+    Ok(Manifest {
+        format: archive::FORMAT.into(),
+        name: format!("{}-{}", f.container, when.format("%Y%m%d-%H%M%S")),
+        target,
+        options: Default::default(),
+        labels: Default::default(),
+        created_at: when,
+        criu_version: None,
+        container: Some(ContainerRecord {
+            bundle: format!("podman:{}", f.container_id.clone().unwrap_or_default()),
+            config_sha256: String::new(),
+            terminal,
+            stdio: crate::runtime::runc::recorded_stdio(dir),
+        }),
+        stats: images::read_dump_stats(dir).ok(),
+        origin: Some(ckptd_api::Origin {
+            engine: f.engine.as_str().into(),
+            container: f.container,
+            container_id: f.container_id,
+            image: f.image,
+            pod: f.pod,
+            namespace: f.namespace,
+            checkpointed_at: f.checkpointed_at,
+        }),
+        kernel: String::new(),
+        // The layout records no architecture; CRIU's images refuse another one at restore.
+        arch: archive::arch(),
+        ckptd_version: String::new(),
+        files: vec![],
+    })
+}
+
+/// A checkpoint of a Podman container that holds Podman's configuration of it.
+fn is_podman(cp: &Checkpoint) -> bool {
+    matches!(
+        cp.target,
+        Target::Container {
+            runtime: ckptd_api::Runtime::Podman,
+            ..
+        }
+    ) && archive::container::has_engine_files(Path::new(&cp.dir))
 }
 
 fn admin_only(caller: &Caller, what: &str) -> Result<()> {
@@ -94,8 +132,9 @@ impl Portability {
         &self,
         caller: &Caller,
         reference: &str,
-        compression: Compression,
+        query: ArchiveQuery,
     ) -> Result<(Checkpoint, mpsc::Receiver<io::Result<Bytes>>)> {
+        let compression = query.compression;
         let cp = self.service.checkpoint(caller, reference).await?;
         if cp.status != CheckpointStatus::Ready {
             return Err(Error::conflict(format!(
@@ -104,34 +143,32 @@ impl Portability {
                 cp.status.as_str()
             )));
         }
+        let podman = query.format == ArchiveFormat::Podman;
+        if podman && !is_podman(&cp) {
+            return Err(Error::conflict(format!(
+                "checkpoint {} is not of a Podman container, or holds no Podman configuration \
+                 (config.dump, spec.dump): format=podman is for checkpoints of Podman containers",
+                cp.name
+            ))
+            .with_hint("leave format out for ckptd's own archive"));
+        }
         let manifest = Manifest::of(&cp);
-        let (tx, rx) = mpsc::channel(CHUNKS);
         // Read through the directory's parent opened without following a symlink, held for
         // the whole stream.
         let anchor = crate::service::anchor(&cp)?;
-        let dir = anchor.path();
         let name = cp.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let _held = &anchor;
-            let mut w = ChannelWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK),
-            };
+        let rx = archive::stream(move |w| {
+            let dir = anchor.path();
             let started = std::time::Instant::now();
-            match archive::export(&dir, manifest, compression, &mut w) {
-                Ok(()) => {
-                    tracing::info!(checkpoint = %name, ?compression, secs = started.elapsed().as_secs_f64(), "exported")
-                }
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                    tracing::warn!(checkpoint = %name, "export abandoned by the client")
-                }
-                Err(e) => {
-                    tracing::error!(checkpoint = %name, error = %e, "export failed mid-stream");
-                    // Ends the body with an error: the client sees a cut-off transfer, never a
-                    // short archive that looks whole.
-                    let _ = tx.blocking_send(Err(e));
-                }
+            let written = if podman {
+                archive::container::export(&dir, compression, w)
+            } else {
+                archive::export(&dir, manifest, compression, w)
+            };
+            if written.is_ok() {
+                tracing::info!(checkpoint = %name, ?compression, secs = started.elapsed().as_secs_f64(), "exported");
             }
+            written
         });
         Ok((cp, rx))
     }
@@ -159,11 +196,17 @@ impl Portability {
         let mut staging = Staging(Some(staging_dir.clone()));
         let s = staging_dir.clone();
         let imported = tokio::task::spawn_blocking(move || {
-            archive::import(tokio_util::io::SyncIoBridge::new(body), &s, limit)
+            archive::import_any(tokio_util::io::SyncIoBridge::new(body), &s, limit)
         })
         .await
         .map_err(|e| Error::internal(format!("import task failed: {e}")))??;
-        let m = imported.manifest;
+        let (m, bytes) = match imported {
+            archive::Import::Ckptd(i) => (i.manifest, i.bytes),
+            archive::Import::Container(f) => {
+                let bytes = f.bytes;
+                (foreign_manifest(f, &staging_dir)?, bytes)
+            }
+        };
         // Hashes prove the files are the ones listed, not that they make a checkpoint: an archive
         // of only inventory.img would import as ready and then fail to restore.
         crate::criu::images::check_restorable(&staging_dir).map_err(|e| {
@@ -207,7 +250,7 @@ impl Portability {
             created_at: m.created_at,
             completed_at: Some(catalog::now()),
             dir: dir.display().to_string(),
-            size_bytes: imported.bytes,
+            size_bytes: bytes,
             options: m.options,
             labels: m.labels,
             criu_version: m.criu_version,
@@ -220,6 +263,7 @@ impl Portability {
             locations: vec![ckptd_api::Location::Local {
                 dir: dir.display().to_string(),
             }],
+            origin: m.origin,
         };
         self.service.catalog().insert_checkpoint(&cp).await?;
         staging.0 = None;
@@ -312,6 +356,7 @@ impl Portability {
             locations: vec![ckptd_api::Location::Local {
                 dir: dir.display().to_string(),
             }],
+            origin: None,
         };
         self.service.catalog().insert_checkpoint(&cp).await?;
         tracing::info!(checkpoint = %cp.name, dir = %cp.dir, "adopted");

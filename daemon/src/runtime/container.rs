@@ -10,8 +10,10 @@
 //! A runtime (runc, Docker, ...) is a small implementation of [`ContainerOps`]: how to pause,
 //! resume and end one of its containers, and how to dump it while it stays as it is.
 
+use std::path::Path;
+
 use crate::engine::{BoxFuture, ContainerHandle, DumpSpec, Stopped};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What a runtime does to one of its containers for the flow.
 pub trait ContainerOps: Send + Sync {
@@ -85,6 +87,42 @@ pub async fn recover(ops: &dyn ContainerOps, c: &ContainerHandle, leave_running:
     if let Err(e) = ops.resume(c).await {
         tracing::error!(error = %e, container = %c.id, "cannot resume the container");
     }
+}
+
+/// A container a checkpoint needs running is not (`tool`: the runtime's command, `docker` or
+/// `podman`): `target_unavailable`, with the command that starts or unpauses it.
+pub fn not_running(tool: &str, id: &str, status: &str, paused: bool) -> Error {
+    let mut name = tool.to_owned();
+    name[..1].make_ascii_uppercase();
+    Error::target_unavailable(format!("{name} container {id} is {status}, not running")).with_hint(
+        if paused {
+            format!("{tool} unpause {id}")
+        } else {
+            format!("{tool} start {id}")
+        },
+    )
+}
+
+/// Hard-links the regular files of `from` into a new directory `to` (copies across filesystems):
+/// a runtime that restores only from its own directory gets the images without a copy.
+pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io("cannot create", to, &e))?;
+    let entries = std::fs::read_dir(from).map_err(|e| Error::io("cannot read", from, &e))?;
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_file()) {
+            link_or_copy_file(&e.path(), &to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Hard-links `from` at `to` (replacing what is there), or copies it across filesystems.
+pub fn link_or_copy_file(from: &Path, to: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(to);
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).map_err(|err| Error::io("cannot copy an image", to, &err))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

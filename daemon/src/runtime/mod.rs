@@ -1,9 +1,10 @@
 //! The engines: process trees through CRIU (`process`), containers through their runtime (`runc`,
-//! `docker`), and `Engines`, which sends each target to its engine. runc drives CRIU itself
+//! `docker`, `podman`), and `Engines`, which sends each target to its engine. runc drives CRIU itself
 //! (`runc checkpoint` / `runc restore`); crun on Debian 12 is built without CRIU support.
 
 pub mod container;
 pub mod docker;
+pub mod podman;
 pub mod process;
 pub mod runc;
 
@@ -16,6 +17,7 @@ use crate::criu::Criu;
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
 use crate::error::{Error, Result};
 use docker::DockerEngine;
+use podman::PodmanEngine;
 use process::ProcessEngine;
 use runc::RuncEngine;
 
@@ -26,6 +28,7 @@ pub struct Engines {
     pub criu: Arc<Criu>,
     pub runc: RuncEngine,
     pub docker: DockerEngine,
+    pub podman: PodmanEngine,
 }
 
 /// Where the engines find their programs and state.
@@ -37,6 +40,7 @@ pub struct EnginePaths {
     pub docker_socket: std::path::PathBuf,
     /// runc's state directory for Docker's containers.
     pub docker_runc_root: std::path::PathBuf,
+    pub podman_socket: std::path::PathBuf,
 }
 
 impl Engines {
@@ -50,6 +54,7 @@ impl Engines {
                 paths.runc,
                 criu.clone(),
             ),
+            podman: PodmanEngine::new(paths.podman_socket, criu.clone()),
             criu,
         }
     }
@@ -65,6 +70,10 @@ impl Engines {
                 runtime: Runtime::Runc,
                 ..
             } => &self.runc,
+            Target::Container {
+                runtime: Runtime::Podman,
+                ..
+            } => &self.podman,
         }
     }
 }
@@ -75,14 +84,19 @@ impl Engine for Engines {
     }
     fn runtimes(&self) -> BoxFuture<'_, Vec<ckptd_api::RuntimeInfo>> {
         Box::pin(async move {
-            let (runc, docker) = tokio::join!(self.runc.describe(), self.docker.describe());
-            runc.into_iter().chain([docker]).collect()
+            let (runc, docker, podman) = tokio::join!(
+                self.runc.describe(),
+                self.docker.describe(),
+                self.podman.describe()
+            );
+            runc.into_iter().chain([docker, podman]).collect()
         })
     }
     fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let checked = self.for_target(target).check_target(target).await;
-            // A container runc does not know may be Docker's: say so, in each caller's words.
+            // A container runc does not know may be Docker's or Podman's: say so, in each
+            // caller's words.
             if let (
                 Err(e),
                 Target::Container {
@@ -92,13 +106,18 @@ impl Engine for Engines {
                 },
             ) = (&checked, target)
             {
-                if e.kind == crate::error::ErrorKind::TargetUnavailable
-                    && self.docker.knows(id).await
-                {
-                    return Err(e.clone().with_advice(ckptd_api::Advice::UseRuntime {
-                        runtime: Runtime::Docker,
-                        container: id.clone(),
-                    }));
+                if e.kind == crate::error::ErrorKind::TargetUnavailable {
+                    for (runtime, known) in [
+                        (Runtime::Docker, self.docker.knows(id).await),
+                        (Runtime::Podman, self.podman.knows(id).await),
+                    ] {
+                        if known {
+                            return Err(e.clone().with_advice(ckptd_api::Advice::UseRuntime {
+                                runtime,
+                                container: id.clone(),
+                            }));
+                        }
+                    }
                 }
             }
             checked
@@ -138,6 +157,9 @@ impl Engine for Engines {
         match stopped {
             Stopped::Container { container, .. } if container.runtime == Runtime::Docker => {
                 self.docker.release(stopped, kill)
+            }
+            Stopped::Container { container, .. } if container.runtime == Runtime::Podman => {
+                self.podman.release(stopped, kill)
             }
             Stopped::Container { .. } => self.runc.release(stopped, kill),
             _ => self.process.release(stopped, kill),

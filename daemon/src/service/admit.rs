@@ -157,6 +157,7 @@ impl Service {
             owner_uid: caller.uid,
             expires_at,
             locations: vec![],
+            origin: None,
         };
         let mut checkpoint = checkpoint;
         let request = serde_json::to_value(CheckpointWork { push }).expect("serializes");

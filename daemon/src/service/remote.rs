@@ -277,6 +277,7 @@ impl Service {
             owner_uid: caller.uid,
             expires_at: None,
             locations: vec![Location::Remote(copy)],
+            origin: src.origin,
         };
         inner.catalog.insert_checkpoint(&cp).await?;
         Ok((cp, true))

@@ -167,19 +167,8 @@ impl DockerEngine {
         self.info().await?;
         let c = self.inspect(id).await?;
         if !c.running || c.paused {
-            return Err(Error::target_unavailable(format!(
-                "Docker container {id} is {}, not running",
-                if c.paused {
-                    "paused"
-                } else {
-                    c.status.as_str()
-                }
-            ))
-            .with_hint(if c.paused {
-                format!("docker unpause {id}")
-            } else {
-                format!("docker start {id}")
-            }));
+            let status = if c.paused { "paused" } else { &c.status };
+            return Err(container::not_running("docker", id, status, c.paused));
         }
         Ok(c)
     }
@@ -341,7 +330,7 @@ impl DockerEngine {
             .join("checkpoints")
             .join(&name);
         let log = spec.images_dir.join(spec.log_name);
-        let copied = link_or_copy(spec.images_dir, &there);
+        let copied = container::link_or_copy(spec.images_dir, &there);
         let started = match copied {
             Ok(()) => {
                 let _one = RUNC_CONF_LOCK.lock().await;
@@ -479,23 +468,6 @@ fn lift(sub: &Path, dir: &Path, log_name: &str) -> Result<()> {
             .map_err(|err| Error::io("cannot move an image", &to, &err))?;
     }
     std::fs::remove_dir(sub).map_err(|e| Error::io("cannot remove", sub, &e))
-}
-
-/// Hard-links the regular files of `from` into a new directory `to` (copies across filesystems).
-fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).map_err(|e| Error::io("cannot create", to, &e))?;
-    let entries = std::fs::read_dir(from).map_err(|e| Error::io("cannot read", from, &e))?;
-    for e in entries.flatten() {
-        if !e.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
-        }
-        let dst = to.join(e.file_name());
-        if std::fs::hard_link(e.path(), &dst).is_err() {
-            std::fs::copy(e.path(), &dst)
-                .map_err(|err| Error::io("cannot copy an image", &dst, &err))?;
-        }
-    }
-    Ok(())
 }
 
 impl DockerEngine {

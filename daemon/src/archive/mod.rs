@@ -28,6 +28,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
 
+pub mod container;
+
 pub const MANIFEST: &str = "manifest.json";
 pub const FORMAT: &str = "ckptd-archive/1";
 /// Most files an archive may hold (a CRIU image directory has a few per process).
@@ -55,6 +57,9 @@ pub struct Manifest {
     pub container: Option<ContainerRecord>,
     #[serde(default)]
     pub stats: Option<DumpStats>,
+    /// An imported container checkpoint archive's origin, carried along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<ckptd_api::Origin>,
     pub kernel: String,
     pub arch: String,
     pub ckptd_version: String,
@@ -74,6 +79,7 @@ impl Manifest {
             criu_version: cp.criu_version.clone(),
             container: cp.container.clone(),
             stats: cp.stats,
+            origin: cp.origin.clone(),
             kernel: crate::sys::kernel_release(),
             arch: arch(),
             ckptd_version: env!("CARGO_PKG_VERSION").into(),
@@ -128,6 +134,15 @@ pub fn export(
     compression: Compression,
     out: impl Write,
 ) -> io::Result<()> {
+    compress(compression, out, |w| write_tar(dir, &mut manifest, w))
+}
+
+/// Runs `body` writing into `out` through the compressor.
+fn compress(
+    compression: Compression,
+    out: impl Write,
+    body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     match compression {
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
@@ -137,27 +152,28 @@ pub fn export(
             // 8 MiB, and it keeps about two jobs per worker in flight, each with its input and
             // output (~120 MiB on 2 cores, measured); 1 MiB jobs keep it to a few MiB per worker.
             enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE))?;
-            write_tar(dir, &mut manifest, &mut enc)?;
+            body(&mut enc)?;
             enc.finish()?.flush()
         }
         Compression::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
-            write_tar(dir, &mut manifest, &mut enc)?;
+            body(&mut enc)?;
             enc.finish()?.flush()
         }
         Compression::None => {
             let mut out = out;
-            write_tar(dir, &mut manifest, &mut out)?;
+            body(&mut out)?;
             out.flush()
         }
     }
 }
 
-fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Result<()> {
+/// The regular files of `dir` with plain names (not followed through symlinks; CRIU's image
+/// directories are flat), sorted.
+fn plain_files(dir: &Path) -> io::Result<Vec<String>> {
     let mut names: Vec<String> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        // Regular files only (not followed through symlinks); CRIU's directories are flat.
         if entry.file_type()?.is_file() {
             if let Some(n) = entry.file_name().to_str().filter(|n| plain_name(n)) {
                 names.push(n.to_owned());
@@ -165,18 +181,40 @@ fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Re
         }
     }
     names.sort();
+    Ok(names)
+}
+
+fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Result<()> {
+    let names = plain_files(dir)?;
+    let mut tar = tar::Builder::new(out);
+    manifest.files = append_files(
+        &mut tar,
+        dir,
+        names.into_iter().map(|n| (n.clone(), n)).collect(),
+    )?;
+    let json = serde_json::to_vec_pretty(&*manifest).map_err(io::Error::other)?;
+    tar.append_data(&mut header(json.len() as u64), MANIFEST, json.as_slice())?;
+    tar.into_inner()?.flush()
+}
+
+/// Appends each `(file in dir, path in the archive)`, hashing as it streams; returns what was
+/// written, by path in the archive.
+fn append_files(
+    tar: &mut tar::Builder<&mut dyn Write>,
+    dir: &Path,
+    entries: Vec<(String, String)>,
+) -> io::Result<Vec<FileEntry>> {
+    let names: Vec<String> = entries.iter().map(|(f, _)| f.clone()).collect();
     // Files are opened, sized and read ahead on a thread of their own, 1 MiB at a time, while
     // this one hashes, tars and feeds the compressor: the overlap `tar | zstd` gets from being
     // two processes (a cold page cache otherwise leaves the compressor waiting on each read).
     let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(READ_AHEAD_CHUNKS);
     let reading = {
         let dir = dir.to_owned();
-        let names = names.clone();
         std::thread::spawn(move || read_ahead(&dir, &names, &tx))
     };
-    let mut tar = tar::Builder::new(out);
-    manifest.files.clear();
-    for name in names {
+    let mut written = Vec::with_capacity(entries.len());
+    for (file, name) in entries {
         let size = match rx.recv() {
             Ok(Chunk::Start(size)) => size,
             Ok(Chunk::Failed(e)) => return Err(e),
@@ -185,10 +223,10 @@ fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Re
         let mut h = header(size);
         if name.len() > 99 {
             // A name that needs GNU's long-name entry: the tar crate writes it.
-            let data = collect_file(&rx, size, &name)?;
+            let data = collect_file(&rx, size, &file)?;
             let sha256 = format!("{:x}", Sha256::digest(&data));
             tar.append_data(&mut h, &name, data.as_slice())?;
-            manifest.files.push(FileEntry { name, size, sha256 });
+            written.push(FileEntry { name, size, sha256 });
             continue;
         }
         // The header, then each 1 MiB chunk hashed and handed to the compressor whole (tar's
@@ -204,7 +242,7 @@ fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Re
                 Ok(Chunk::Data(d)) => {
                     got += d.len() as u64;
                     if got > size {
-                        return Err(changed(&name));
+                        return Err(changed(&file));
                     }
                     hash.update(&d);
                     w.write_all(&d)?;
@@ -215,11 +253,11 @@ fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Re
             }
         }
         if got != size {
-            return Err(changed(&name));
+            return Err(changed(&file));
         }
         let pad = (512 - size % 512) % 512;
         w.write_all(&[0u8; 512][..pad as usize])?;
-        manifest.files.push(FileEntry {
+        written.push(FileEntry {
             name,
             size,
             sha256: format!("{:x}", hash.finalize()),
@@ -227,9 +265,7 @@ fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Re
     }
     drop(rx);
     let _ = reading.join();
-    let json = serde_json::to_vec_pretty(&*manifest).map_err(io::Error::other)?;
-    tar.append_data(&mut header(json.len() as u64), MANIFEST, json.as_slice())?;
-    tar.into_inner()?.flush()
+    Ok(written)
 }
 
 /// 1 MiB chunks read ahead of the archiver.
@@ -313,7 +349,9 @@ pub struct Imported {
 
 fn refused(message: impl Into<String>) -> Error {
     Error::invalid(message).with_hint(
-        "only archives made by GET /v1/checkpoints/{ref}/archive (or `ckpt export`) are accepted",
+        "ckptd imports its own archives (GET /v1/checkpoints/{ref}/archive, `ckpt export`) and \
+         container checkpoint archives (`podman container checkpoint --export`, a kubelet's \
+         checkpoint, `ckpt export --format podman`), whole and unaltered",
     )
 }
 
@@ -349,10 +387,86 @@ fn too_large(limit: u64) -> Error {
     .with_hint("raise import_max_bytes in the daemon's config if this archive is expected")
 }
 
-/// Unpacks an archive (compression recognised by its magic bytes) into `staging`, an existing
-/// empty private directory, and verifies it. At most `limit` bytes are read from `input` and at
-/// most `limit` bytes written.
-pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> {
+/// Chunks of a streamed archive in flight: a slow reader holds back the archiver, not memory.
+const STREAM_CHUNKS: usize = 8;
+const STREAM_CHUNK: usize = 256 * 1024;
+
+/// `Write` into a bounded channel of body chunks (blocking: runs on a blocking thread).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<io::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(STREAM_CHUNK),
+        ));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= STREAM_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// Runs `write` (an archiver) on a blocking thread and returns its output as a stream of
+/// chunks, for an HTTP body. A failure ends the stream with the error, so that the reader sees
+/// a cut-off transfer, never a short archive that looks whole; a reader that goes away stops
+/// the archiver.
+pub fn stream(
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()> + Send + 'static,
+) -> tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(STREAM_CHUNK),
+        };
+        match write(&mut w).and_then(|()| w.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                tracing::warn!("an archive stream was abandoned by its reader")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "an archive stream failed midway");
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    rx
+}
+
+/// What the one reader of untrusted archives found, before either layout's rules apply.
+struct Unpacked {
+    manifest: Option<Manifest>,
+    /// Each file by its path in the archive, as staged (at its flat name).
+    files: BTreeMap<String, FileEntry>,
+    /// Directory entries (container layout only).
+    dirs: BTreeSet<String>,
+    bytes: u64,
+}
+
+/// Reads an archive (compression recognised by its magic bytes) into `staging`, an existing
+/// empty private directory: every regular file at its flat name (`container::staged_name`),
+/// each created new, no two at the same name. At most `limit` bytes are read from `input` and
+/// at most `limit` bytes written.
+fn unpack(input: impl Read, staging: &Path, limit: u64) -> Result<Unpacked> {
     let io_err = |e: io::Error| -> Error {
         if e.kind() == io::ErrorKind::FileTooLarge {
             too_large(limit)
@@ -382,15 +496,34 @@ pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> 
         Box::new(input)
     };
     let mut archive = tar::Archive::new(reader);
-    let mut seen: BTreeMap<String, FileEntry> = BTreeMap::new();
-    let mut manifest: Option<Manifest> = None;
-    let mut written: u64 = 0;
+    let mut u = Unpacked {
+        manifest: None,
+        files: BTreeMap::new(),
+        dirs: BTreeSet::new(),
+        bytes: 0,
+    };
+    let mut staged: BTreeSet<String> = BTreeSet::new();
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
         let path = entry.path_bytes().into_owned();
         let name = String::from_utf8(path.clone())
             .map_err(|_| refused("an archive entry's name is not UTF-8"))?;
         let kind = entry.header().entry_type();
+        if kind == tar::EntryType::Directory {
+            match container::directory(&name) {
+                Some(d) => {
+                    u.dirs.insert(d.to_owned());
+                    continue;
+                }
+                None => {
+                    return Err(refused(format!(
+                        "the archive holds {name:?}, a directory; only regular files are \
+                         accepted, in the directories of Podman's and Kubernetes' layout ({})",
+                        container::DIRECTORIES.join("/, ") + "/"
+                    )))
+                }
+            }
+        }
         if kind != tar::EntryType::Regular && kind != tar::EntryType::Continuous {
             return Err(refused(format!(
                 "the archive holds {name:?}, a {kind:?} entry; only regular files are accepted \
@@ -398,7 +531,7 @@ pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> 
             )));
         }
         if name == MANIFEST {
-            if manifest.is_some() {
+            if u.manifest.is_some() {
                 return Err(refused("the archive holds two manifests"));
             }
             let mut json = Vec::new();
@@ -408,25 +541,26 @@ pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> 
                 .map_err(io_err)?;
             let m: Manifest = serde_json::from_slice(&json)
                 .map_err(|e| refused(format!("the archive's manifest is not valid: {e}")))?;
-            manifest = Some(m);
+            u.manifest = Some(m);
             continue;
         }
-        if !plain_name(&name) {
+        let Some(flat) = container::staged_name(&name) else {
             return Err(refused(format!(
                 "the archive holds {name:?}; only plain file names are accepted (no absolute \
-                 paths, no directories, no '..')"
+                 paths, no directories, no '..'), and checkpoint/NAME and volumes/NAME.tar of \
+                 Podman's and Kubernetes' layout"
             )));
-        }
-        if seen.contains_key(&name) {
+        };
+        if !staged.insert(flat.clone()) {
             return Err(refused(format!("the archive holds {name:?} twice")));
         }
-        if seen.len() >= MAX_FILES {
+        if u.files.len() >= MAX_FILES {
             return Err(refused(format!(
                 "the archive holds more than {MAX_FILES} files"
             )));
         }
         let declared = entry.header().size().map_err(io_err)?;
-        if written.saturating_add(declared) > limit {
+        if u.bytes.saturating_add(declared) > limit {
             return Err(too_large(limit));
         }
         let mut out = std::fs::OpenOptions::new()
@@ -434,7 +568,7 @@ pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> 
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(staging.join(&name))
+            .open(staging.join(&flat))
             .map_err(io_err)?;
         let mut r = Hashing {
             inner: (&mut entry).take(declared),
@@ -448,25 +582,83 @@ pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> 
         if r.bytes != declared {
             return Err(refused(format!("{name} is truncated in the archive")));
         }
-        written += declared;
-        seen.insert(
-            name.clone(),
+        u.bytes += declared;
+        u.files.insert(
+            name,
             FileEntry {
-                name,
+                name: flat,
                 size: declared,
                 sha256: format!("{:x}", r.hash.finalize()),
             },
         );
     }
-    let manifest = manifest.ok_or_else(|| refused("the archive has no manifest.json"))?;
+    Ok(u)
+}
+
+/// Unpacks an archive of ckptd's own format into `staging` (see `unpack`) and verifies it
+/// against its manifest.
+pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> {
+    let u = unpack(input, staging, limit)?;
+    let manifest = u
+        .manifest
+        .ok_or_else(|| refused("the archive has no manifest.json"))?;
+    verify(manifest, &u.files, &u.dirs, u.bytes)
+}
+
+/// What `import_any` found: ckptd's own archive, or a container checkpoint archive of Podman's
+/// and Kubernetes' layout.
+#[derive(Debug)]
+pub enum Import {
+    Ckptd(Box<Imported>),
+    Container(container::Foreign),
+}
+
+/// Unpacks either layout into `staging`: an archive with `manifest.json` is ckptd's (and held
+/// to it), one without is read as a container checkpoint archive (`container::recognise`).
+pub fn import_any(input: impl Read, staging: &Path, limit: u64) -> Result<Import> {
+    let u = unpack(input, staging, limit)?;
+    match u.manifest {
+        Some(m) => verify(m, &u.files, &u.dirs, u.bytes).map(|i| Import::Ckptd(Box::new(i))),
+        None => container::recognise(&u.files, &u.dirs, staging, u.bytes).map(Import::Container),
+    }
+}
+
+/// Unpacks a container checkpoint archive (Podman's and Kubernetes' layout only) into
+/// `staging` and recognises it.
+pub fn import_container(
+    input: impl Read,
+    staging: &Path,
+    limit: u64,
+) -> Result<container::Foreign> {
+    let u = unpack(input, staging, limit)?;
+    if u.manifest.is_some() {
+        return Err(refused(
+            "the archive is ckptd's own format, not a container checkpoint archive",
+        ));
+    }
+    container::recognise(&u.files, &u.dirs, staging, u.bytes)
+}
+
+/// ckptd's rules: the file set is the manifest's exactly, every size and sha256 as listed.
+fn verify(
+    manifest: Manifest,
+    files: &BTreeMap<String, FileEntry>,
+    dirs: &BTreeSet<String>,
+    bytes: u64,
+) -> Result<Imported> {
     if manifest.format != FORMAT {
         return Err(refused(format!(
             "the archive's format is {:?}; this ckptd reads {FORMAT:?}",
             manifest.format
         )));
     }
+    if let Some(d) = dirs.iter().next() {
+        return Err(refused(format!(
+            "the archive holds the directory {d}/, which ckptd's format does not have"
+        )));
+    }
     let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
-    let present: BTreeSet<&str> = seen.keys().map(String::as_str).collect();
+    let present: BTreeSet<&str> = files.keys().map(String::as_str).collect();
     if let Some(missing) = listed.difference(&present).next() {
         return Err(refused(format!(
             "{missing} is listed in the manifest but missing from the archive"
@@ -478,7 +670,7 @@ pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> 
         )));
     }
     for f in &manifest.files {
-        let got = &seen[&f.name];
+        let got = &files[&f.name];
         if got.size != f.size || got.sha256 != f.sha256 {
             return Err(refused(format!(
                 "{} does not match the manifest (sha256 {} and {} bytes, the manifest says {} and \
@@ -487,10 +679,7 @@ pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> 
             )));
         }
     }
-    Ok(Imported {
-        manifest,
-        bytes: written,
-    })
+    Ok(Imported { manifest, bytes })
 }
 
 /// The machine's architecture as `uname -m` says it.
@@ -515,6 +704,7 @@ mod tests {
             criu_version: Some("4.2.1".into()),
             container: None,
             stats: None,
+            origin: None,
             kernel: "6.18".into(),
             arch: arch(),
             ckptd_version: "0.1.0".into(),

@@ -1,0 +1,456 @@
+//! Podman containers, through Podman's REST API on its Unix socket (`podman_socket`).
+//!
+//! Measured with Podman 4.3.1 (runc 1.1.5 as its runtime, CRIU 4.2.1):
+//! - **Checkpoint** is Podman's own, exported (`POST /libpod/containers/{id}/checkpoint
+//!   ?export=true&keep=true`): runc dumps the container, Podman ends it (unless
+//!   `leave_running`) and records it exited and checkpointed, then answers the archive in its
+//!   layout (an uncompressed tar), which ckptd unpacks into the checkpoint's directory as it
+//!   streams (`archive::import_container`: CRIU's images where every target's are, Podman's
+//!   `config.dump`, `spec.dump`, `ctr.log`, ... beside them). Podman answers only after the
+//!   dump, so nothing of this runs while the container is frozen.
+//! - Why not pause-until-durable, as for runc and Docker containers: Podman refuses to
+//!   checkpoint a paused container, and a dump behind Podman's back would leave `podman ps`
+//!   and Podman's own restore wrong. So the container ends when the dump does, as with
+//!   `podman container checkpoint`. `keep=true` leaves Podman's own copy of the images (and
+//!   CRIU's log) in the container's `checkpoint/` directory until Podman's next restore: a dump
+//!   whose archive ckptd cannot store (disk full, daemon killed) restores the container from
+//!   that copy at once (or at ckptd's next start), so a failed checkpoint never leaves it dead.
+//! - **Restore in place** (the checkpointed container, still known to Podman): the images are
+//!   linked into its `checkpoint/` directory, with the root filesystem's changes, and Podman
+//!   restores it (`POST /libpod/containers/{id}/restore`): the same container id, `podman logs`
+//!   continues.
+//! - **Restore into a new name**, or of a container Podman no longer has: the checkpoint
+//!   streamed in Podman's layout to `POST /libpod/containers/import/restore?import=true&name=`,
+//!   as `podman container restore --import --name` does; the log comes along (`ctr.log`).
+//! - Podman cannot pass `ext_unix_sk` or `shell_job` (its API has no such options): refused.
+
+use std::path::{Path, PathBuf};
+
+use ckptd_api::{Checkpoint, ContainerRecord, JobResult, Runtime, Target};
+use http_body_util::BodyExt;
+
+use crate::archive;
+use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::error::{Error, ErrorKind, Result};
+use crate::{criu, sys};
+
+mod api;
+
+use api::{Container, PodmanApi};
+
+/// The files of a checkpoint, besides its images, that a restore in place puts back in the
+/// container's directory (Podman applies the root filesystem's changes and `/dev/shm` from
+/// there).
+const IN_PLACE_FILES: &[&str] = &[
+    "rootfs-diff.tar",
+    "deleted.files",
+    "devshm-checkpoint.tar",
+    "network.status",
+];
+
+pub struct PodmanEngine {
+    api: PodmanApi,
+    criu: std::sync::Arc<criu::Criu>,
+}
+
+/// The name or id of a Podman target.
+fn podman_id(t: &Target) -> Result<&str> {
+    match t {
+        Target::Container {
+            id, root, bundle, ..
+        } => {
+            if root.is_some() || bundle.is_some() {
+                return Err(Error::invalid(
+                    "a Podman target is {\"kind\":\"container\",\"runtime\":\"podman\",\"id\":NAME_OR_ID}; \
+                     \"root\" and \"bundle\" are runc's",
+                ));
+            }
+            // Podman's own rule for names ([a-zA-Z0-9][a-zA-Z0-9_.-]*); ids are hex.
+            if !crate::runtime::runc::valid_container_id(id) || id.contains('+') {
+                return Err(Error::invalid(format!(
+                    "invalid Podman container name or id {id:?}: Podman's names are letters, \
+                     digits, '_', '.' and '-', starting with a letter or digit"
+                )));
+            }
+            Ok(id)
+        }
+        Target::Process { .. } => Err(Error::internal(
+            "a process target reached the Podman engine",
+        )),
+    }
+}
+
+/// The id of the container a checkpoint was taken of (its record's `podman:<id>`).
+fn checkpointed_id(cp: &Checkpoint) -> Option<&str> {
+    cp.container
+        .as_ref()
+        .and_then(|c| c.bundle.strip_prefix("podman:"))
+}
+
+/// Where a restore goes.
+enum Destination {
+    /// The checkpointed container itself, stopped: restored in place.
+    InPlace(Container),
+    /// A name Podman does not know: created from the checkpoint (import).
+    New(String),
+}
+
+impl PodmanEngine {
+    pub fn new(socket: PathBuf, criu: std::sync::Arc<criu::Criu>) -> Self {
+        Self {
+            api: PodmanApi::new(socket),
+            criu,
+        }
+    }
+
+    /// Whether Podman (reachable now) knows a container by this name or id.
+    pub async fn knows(&self, id: &str) -> bool {
+        self.api.inspect(id).await.is_ok()
+    }
+
+    /// Podman as `/v1/info` shows it: reachable, or why not.
+    pub async fn describe(&self) -> ckptd_api::RuntimeInfo {
+        let (version, error) = match self.api.version().await {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e.message)),
+        };
+        ckptd_api::RuntimeInfo {
+            name: "podman".into(),
+            path: self.api.socket().display().to_string(),
+            version,
+            reachable: error.is_none(),
+            error,
+        }
+    }
+
+    async fn running(&self, id: &str) -> Result<Container> {
+        let c = self.api.inspect(id).await?;
+        if !c.state.running || c.state.paused {
+            return Err(crate::runtime::container::not_running(
+                "podman",
+                id,
+                &c.state.status,
+                c.state.paused,
+            ));
+        }
+        Ok(c)
+    }
+
+    async fn dump_container(&self, spec: DumpSpec<'_>) -> Result<DumpOutput> {
+        self.criu.usable()?;
+        let id = podman_id(spec.target)?;
+        let o = &spec.options;
+        if o.ext_unix_sk || o.shell_job {
+            return Err(Error::invalid(
+                "Podman's checkpoint cannot pass ext_unix_sk or shell_job; leave them out for \
+                 Podman containers",
+            ));
+        }
+        let c = self.running(id).await?;
+        let flags = [
+            ("keep", true),
+            ("leaveRunning", o.leave_running),
+            ("tcpEstablished", o.tcp_established),
+            ("fileLocks", o.file_locks),
+        ];
+        let podman_log = c.static_dir.join("dump.log");
+        let log = spec.images_dir.join(spec.log_name);
+        let body = match self.api.checkpoint(&c.id, &flags).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Podman's error names runc's failure; CRIU's own words are in its log.
+                let text = std::fs::read_to_string(&podman_log).unwrap_or_default();
+                let _ = std::fs::write(&log, &text);
+                return Err(criu::log::failure(
+                    &format!("Podman could not checkpoint container {}", c.name),
+                    &text,
+                    &[],
+                    &e.message,
+                    &log,
+                ));
+            }
+        };
+        let stored = unpack(body, spec.images_dir).await;
+        // CRIU's log of the dump, from where Podman had runc write it.
+        if let Err(e) = std::fs::copy(&podman_log, &log) {
+            tracing::warn!(container = %c.name, error = %e, "cannot copy CRIU's dump log from Podman's directory");
+        }
+        if let Err(e) = stored {
+            if o.leave_running {
+                return Err(e);
+            }
+            // Podman ended the container: bring it back from Podman's own copy.
+            let back = self.api.restore(&c.id, &restore_flags(o)).await;
+            return Err(match back {
+                Ok(_) => e.with_hint(format!(
+                    "container {} runs again, restored from Podman's own copy of the images",
+                    c.name
+                )),
+                Err(r) => {
+                    tracing::error!(container = %c.name, error = %r, "cannot restore the container from Podman's copy after a failed dump");
+                    e.with_hint(format!(
+                        "Podman ended container {} and could not restore it ({}); try: podman \
+                         container restore {}",
+                        c.name, r.message, c.name
+                    ))
+                }
+            });
+        }
+        Ok(DumpOutput {
+            stats: criu::dump_stats(spec.images_dir),
+            stopped: Stopped::Nothing,
+            container: Some(ContainerRecord {
+                bundle: format!("podman:{}", c.id),
+                config_sha256: String::new(),
+                terminal: c.config.tty,
+                stdio: crate::runtime::runc::recorded_stdio(spec.images_dir),
+            }),
+            criu_config: None,
+        })
+    }
+
+    /// Where a restore of `cp` goes: in place when Podman still has the checkpointed container,
+    /// else a new container of that name (which needs Podman's configuration in the checkpoint).
+    async fn destination(&self, cp: &Checkpoint, into: Option<&Target>) -> Result<Destination> {
+        let name = podman_id(into.unwrap_or(&cp.target))?;
+        match self.api.inspect(name).await {
+            Ok(c) => {
+                let same = checkpointed_id(cp) == Some(c.id.as_str());
+                if !same {
+                    return Err(Error::conflict(format!(
+                        "Podman already has a container named {name:?}, not the one checkpoint {} \
+                         was taken of",
+                        cp.name
+                    ))
+                    .with_hint(format!(
+                        "restore into a name Podman does not use (the restore's target), or remove it first: \
+                         podman rm {name}"
+                    )));
+                }
+                if c.state.running || c.state.paused {
+                    return Err(Error::conflict(format!(
+                        "Podman container {name} is {}; a restore in place needs it stopped",
+                        c.state.status
+                    ))
+                    .with_hint(format!(
+                        "podman stop {name}, or restore into another name (the restore's target)"
+                    )));
+                }
+                Ok(Destination::InPlace(c))
+            }
+            Err(e) if e.kind == ErrorKind::TargetUnavailable => {
+                if !archive::container::has_engine_files(Path::new(&cp.dir)) {
+                    return Err(Error::target_unavailable(format!(
+                        "Podman has no container {name:?}, and checkpoint {} does not hold Podman's \
+                         configuration of the container (config.dump, spec.dump) to create one",
+                        cp.name
+                    )));
+                }
+                Ok(Destination::New(name.to_owned()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn restore_container(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
+        self.criu.usable()?;
+        let cp = spec.checkpoint;
+        let flags = restore_flags(&spec.options);
+        let restored = match self.destination(cp, spec.into).await? {
+            Destination::InPlace(c) => {
+                put_back(spec.images_dir, &c.static_dir)?;
+                self.api.restore(&c.id, &flags).await.map_err(|e| {
+                    let podman_log = c.static_dir.join("restore.log");
+                    let log = spec.images_dir.join(spec.log_name);
+                    let text = std::fs::read_to_string(&podman_log).unwrap_or_default();
+                    let _ = std::fs::write(&log, &text);
+                    criu::log::failure(
+                        &format!(
+                            "Podman could not restore container {} from checkpoint {}",
+                            c.name, cp.name
+                        ),
+                        &text,
+                        &[],
+                        &e.message,
+                        &log,
+                    )
+                })?
+            }
+            Destination::New(name) => {
+                let dir = spec.images_dir.to_owned();
+                let archive = archive::stream(move |w| archive::container::write(&dir, w));
+                self.api.import(&name, &flags, archive).await.map_err(|e| {
+                    Error::new(
+                        e.kind,
+                        format!(
+                            "Podman could not create container {name} from checkpoint {}: {}",
+                            cp.name, e.message
+                        ),
+                    )
+                })?
+            }
+        };
+        let now = self.api.inspect(&restored.id).await?;
+        Ok(JobResult {
+            pid: Some(now.state.pid),
+            container: Some(now.name),
+            output_log: None,
+            ..Default::default()
+        })
+    }
+}
+
+fn restore_flags(o: &ckptd_api::CheckpointOptions) -> [(&'static str, bool); 2] {
+    [
+        ("tcpEstablished", o.tcp_established),
+        ("fileLocks", o.file_locks),
+    ]
+}
+
+/// Streams Podman's answer into the checkpoint's directory (`archive::import_container`).
+async fn unpack(body: hyper::body::Incoming, dir: &Path) -> Result<archive::container::Foreign> {
+    use futures_util::TryStreamExt;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || archive::import_container(reader, &dir, u64::MAX))
+        .await
+        .map_err(|e| Error::internal(format!("the checkpoint's unpacking failed: {e}")))?
+        .map_err(|e| {
+            Error::new(
+                e.kind,
+                format!("cannot store Podman's checkpoint archive: {}", e.message),
+            )
+        })
+}
+
+/// Puts a checkpoint's images and root filesystem changes where Podman restores a container in
+/// place from: its `checkpoint/` directory (replaced whole) and its own directory.
+fn put_back(images: &Path, container_dir: &Path) -> Result<()> {
+    let there = container_dir.join("checkpoint");
+    if there.exists() {
+        sys::remove_dir_tree(&there)
+            .map_err(|e| Error::io("cannot replace Podman's checkpoint directory", &there, &e))?;
+    }
+    std::fs::create_dir(&there).map_err(|e| Error::io("cannot create", &there, &e))?;
+    let files = archive::container::layout_files(images)
+        .map_err(|e| Error::io("cannot read the checkpoint", images, &e))?;
+    for (file, path) in files {
+        let from = images.join(&file);
+        if let Some(image) = path.strip_prefix("checkpoint/") {
+            crate::runtime::container::link_or_copy_file(&from, &there.join(image))?;
+        }
+    }
+    for f in IN_PLACE_FILES {
+        let to = container_dir.join(f);
+        let from = images.join(f);
+        if from.is_file() {
+            crate::runtime::container::link_or_copy_file(&from, &to)?;
+        } else {
+            // Not Podman's leftover from another checkpoint.
+            let _ = std::fs::remove_file(&to);
+        }
+    }
+    Ok(())
+}
+
+impl Engine for PodmanEngine {
+    fn version(&self) -> Option<String> {
+        self.criu.version()
+    }
+
+    fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.running(podman_id(target)?).await.map(|_| ()) })
+    }
+
+    fn check_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        console_socket: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if console_socket.is_some() {
+                return Err(Error::invalid(
+                    "console_socket is runc's; Podman attaches a restored container's terminal itself",
+                ));
+            }
+            if let Some(t) = into {
+                if !matches!(
+                    t,
+                    Target::Container {
+                        runtime: Runtime::Podman,
+                        ..
+                    }
+                ) {
+                    return Err(Error::invalid(format!(
+                        "checkpoint {} is of a Podman container; restore it into a Podman \
+                         container ({{\"kind\":\"container\",\"runtime\":\"podman\",\"id\":NAME}})",
+                        checkpoint.name
+                    )));
+                }
+            }
+            self.destination(checkpoint, into).await.map(|_| ())
+        })
+    }
+
+    fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let c = self.running(podman_id(target)?).await?;
+            // Podman's copy (kept until its next restore) besides ckptd's.
+            Ok(sys::tree_dump_estimate(c.state.pid))
+        })
+    }
+
+    fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
+        Box::pin(self.dump_container(spec))
+    }
+
+    fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
+        Box::pin(self.restore_container(spec))
+    }
+
+    /// Podman itself ended the container (or left it running): nothing is left to do.
+    fn release<'a>(&'a self, _stopped: &'a Stopped, _kill: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    fn recover_dump<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        _images: &'a Path,
+    ) -> BoxFuture<'a, Option<DumpOutput>> {
+        Box::pin(async move {
+            // The dump is dropped; a container Podman ended for it runs again, from Podman's
+            // own copy of the images.
+            let id = podman_id(&cp.target).ok()?;
+            let c = self.api.inspect(id).await.ok()?;
+            if cp.options.leave_running || c.state.running || !c.state.checkpointed {
+                return None;
+            }
+            tracing::warn!(container = %c.name, "restoring a Podman container an interrupted checkpoint ended");
+            if let Err(e) = self.api.restore(&c.id, &restore_flags(&cp.options)).await {
+                tracing::error!(container = %c.name, error = %e, "cannot restore it; try: podman container restore");
+            }
+            None
+        })
+    }
+
+    fn recover_restore<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        into: Option<&'a Target>,
+        _log_name: &'a str,
+    ) -> BoxFuture<'a, Option<JobResult>> {
+        Box::pin(async move {
+            let id = podman_id(into.unwrap_or(&cp.target)).ok()?;
+            let c = self.api.inspect(id).await.ok()?;
+            c.state.running.then(|| JobResult {
+                pid: Some(c.state.pid),
+                container: Some(c.name),
+                output_log: None,
+                ..Default::default()
+            })
+        })
+    }
+}

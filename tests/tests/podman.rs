@@ -1,0 +1,457 @@
+//! Podman containers through ckptd, against the real Podman (4.3.1 with runc, `make setup`
+//! installs it and its containers.conf): Podman's REST API on a socket the test starts
+//! (`podman system service`), the image imported from a busybox-static root filesystem (no
+//! registry is reachable). `podman ps` and `podman logs` are the witnesses.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ckptd_api::query::ArchiveQuery;
+use ckptd_api::{
+    ArchiveFormat, CheckpointStatus, CreateCheckpoint, CreateSchedule, RestoreRequest, Retention,
+    RunStatus, ScheduleOptions, Target as ApiTarget,
+};
+use ckptd_tests::{wait_until, Daemon};
+
+const IMAGE: &str = "localhost/ckptd-busybox:1";
+const LOOPER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done";
+
+fn podman(args: &[&str]) -> std::process::Output {
+    Command::new("podman")
+        .args(args)
+        .output()
+        .expect("podman (make setup installs it)")
+}
+
+fn podman_ok(args: &[&str]) -> String {
+    let out = podman(args);
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Podman's API service on a socket of the test's own; stopped on drop.
+struct Service {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+}
+
+impl Service {
+    fn start() -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("podman.sock");
+        let child = Command::new("podman")
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("podman system service");
+        wait_until("Podman's API socket", || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        ensure_image();
+        Service {
+            child,
+            _dir: dir,
+            socket,
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The busybox image, imported once from a root filesystem made here.
+fn ensure_image() {
+    if podman(&["image", "exists", IMAGE]).status.success() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let rootfs = d.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("/bin/busybox");
+    for applet in ["sh", "sleep", "echo", "cat", "head", "tr"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    let tar = d.path().join("rootfs.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    podman_ok(&["import", "-q", tar.to_str().unwrap(), IMAGE]);
+}
+
+/// A Podman container the test started or ckptd restored; removed on drop.
+struct Ctr(String);
+
+impl Ctr {
+    fn run(name: &str) -> Ctr {
+        let _ = podman(&["rm", "-f", name]);
+        podman_ok(&["run", "-d", "--name", name, IMAGE, "/bin/sh", "-c", LOOPER]);
+        let c = Ctr(name.to_owned());
+        wait_until("output", || c.logs().len() >= 3);
+        c
+    }
+    fn named(name: &str) -> Ctr {
+        let _ = podman(&["rm", "-f", name]);
+        Ctr(name.to_owned())
+    }
+    fn logs(&self) -> Vec<String> {
+        podman_ok(&["logs", &self.0])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+    fn status(&self) -> String {
+        podman_ok(&["inspect", "--format", "{{.State.Status}}", &self.0])
+            .trim()
+            .to_owned()
+    }
+    fn id(&self) -> String {
+        podman_ok(&["inspect", "--format", "{{.Id}}", &self.0])
+            .trim()
+            .to_owned()
+    }
+    /// Its logs count on contiguously from 0, and keep growing.
+    fn counts_on(&self, what: &str) {
+        let before = self.logs().len();
+        wait_until("its logs to grow", || self.logs().len() > before + 3);
+        ckptd_tests::assert_counts(&self.logs(), what);
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = podman(&["rm", "-f", &self.0]);
+    }
+}
+
+fn target(name: &str) -> ApiTarget {
+    ApiTarget::Container {
+        id: name.into(),
+        runtime: ckptd_api::Runtime::Podman,
+        root: None,
+        bundle: None,
+    }
+}
+
+fn into(name: &str) -> RestoreRequest {
+    RestoreRequest {
+        target: Some(target(name)),
+        ..Default::default()
+    }
+}
+
+fn running_names() -> String {
+    podman_ok(&["ps", "--format", "{{.Names}}"])
+}
+
+#[tokio::test]
+async fn podman_scenarios() {
+    let service = Service::start();
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cfg.path(),
+        format!("podman_socket = \"{}\"\n", service.socket.display()),
+    )
+    .unwrap();
+    let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
+    ckptd_tests::scenarios(vec![
+        (
+            "checkpoint, restore in place and into a new name",
+            Box::pin(in_place_and_new_name(&d)),
+        ),
+        (
+            "Podman's export imported; ckptd's format=podman restored by Podman",
+            Box::pin(archives_both_ways(&d)),
+        ),
+        (
+            "a schedule with retention",
+            Box::pin(schedule_with_retention(&d)),
+        ),
+    ])
+    .await;
+}
+
+async fn in_place_and_new_name(d: &Daemon) {
+    let c = Ctr::run("ckptd-pm-looper");
+    let id = c.id();
+    // Podman's state is part of the checkpoint: it says exited and checkpointed.
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(target(&c.0)),
+                name: Some("pm1".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint of a Podman container");
+    let cp = cp.checkpoint;
+    assert_eq!(cp.status, CheckpointStatus::Ready);
+    assert!(cp.stats.expect("CRIU's statistics").pages_written > 0);
+    let dir = Path::new(&cp.dir);
+    for f in [
+        "inventory.img",
+        "pstree.img",
+        "config.dump",
+        "spec.dump",
+        "dump.log",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} in the checkpoint");
+    }
+    assert_eq!(c.status(), "exited");
+    assert_eq!(
+        podman_ok(&["inspect", "--format", "{{.State.Checkpointed}}", &c.0]).trim(),
+        "true"
+    );
+    assert!(!running_names().contains(&c.0));
+    let stopped_at = c.logs().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.logs().len(), stopped_at, "its logs stopped");
+
+    // In place: the same container (same id), its logs continue.
+    let job = d
+        .client
+        .restore("pm1", &RestoreRequest::default(), true)
+        .await
+        .expect("restore in place");
+    let r = job.result.unwrap();
+    assert_eq!(r.container.as_deref(), Some(c.0.as_str()));
+    assert_eq!(c.status(), "running");
+    assert_eq!(c.id(), id, "restored in place, not recreated");
+    assert!(running_names().contains(&c.0));
+    c.counts_on("podman logs after the restore in place");
+
+    // In place again while it runs: refused before anything is done, with what to do.
+    let e = d
+        .client
+        .restore("pm1", &RestoreRequest::default(), true)
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 409, "{err}");
+    assert!(err.hint().unwrap().contains("podman stop"), "{err}");
+
+    // Into a new name, while the original runs: a second container from the same checkpoint,
+    // with the log up to the checkpoint, counting on from there.
+    let copy = Ctr::named("ckptd-pm-copy");
+    let job = d
+        .client
+        .restore("pm1", &into(&copy.0), true)
+        .await
+        .expect("restore into a new name");
+    assert_eq!(
+        job.result.unwrap().container.as_deref(),
+        Some(copy.0.as_str())
+    );
+    assert_eq!(copy.status(), "running");
+    assert!(copy.logs().len() >= stopped_at);
+    copy.counts_on("podman logs of the copy");
+
+    // Into a name another container holds: refused.
+    let e = d
+        .client
+        .restore("pm1", &into(&copy.0), true)
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 409, "{err}");
+    assert!(err.message.contains("already has a container"), "{err}");
+
+    // leave_running: Podman keeps it running; the checkpoint restores as a third container.
+    let cp2 = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(target(&c.0)),
+                name: Some("pm2".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("leave_running checkpoint");
+    assert_eq!(cp2.checkpoint.status, CheckpointStatus::Ready);
+    assert_eq!(c.status(), "running");
+    c.counts_on("podman logs of a container checkpointed with leave_running");
+
+    // A container Podman does not have, and a stopped one: refused with Podman's words.
+    let e = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(target("ckptd-pm-nope")),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 422, "{err}");
+    assert!(err.message.contains("Podman has no container"), "{err}");
+}
+
+async fn archives_both_ways(d: &Daemon) {
+    let work = tempfile::tempdir().unwrap();
+    // Podman's own export (zstd, its default), imported into ckptd.
+    let c = Ctr::run("ckptd-pm-exported");
+    let exported = work.path().join("podman-export.tar.zst");
+    podman_ok(&[
+        "container",
+        "checkpoint",
+        "--export",
+        exported.to_str().unwrap(),
+        &c.0,
+    ]);
+    let stopped_at = c.logs().len();
+    let file = tokio::fs::File::open(&exported).await.unwrap();
+    let cp = d
+        .client
+        .import(file, Some("from-podman"))
+        .await
+        .expect("import of Podman's export");
+    assert_eq!(cp.status, CheckpointStatus::Ready);
+    let origin = cp.origin.expect("where the archive came from");
+    assert_eq!(origin.engine, "podman");
+    assert_eq!(origin.container, c.0);
+    assert_eq!(origin.image.as_deref(), Some(IMAGE));
+    assert_eq!(origin.container_id.as_deref(), Some(c.id().as_str()));
+    assert!(cp.stats.is_some(), "CRIU's statistics from stats-dump");
+    // Restored by ckptd as a new Podman container.
+    let back = Ctr::named("ckptd-pm-imported");
+    d.client
+        .restore("from-podman", &into(&back.0), true)
+        .await
+        .expect("restore of the imported archive");
+    assert!(back.logs().len() >= stopped_at);
+    back.counts_on("podman logs of the imported checkpoint's container");
+
+    // ckptd's format=podman, restored by Podman itself.
+    let mine = work.path().join("ckptd-export.tar.zst");
+    let mut f = tokio::fs::File::create(&mine).await.unwrap();
+    d.client
+        .export(
+            "from-podman",
+            ArchiveQuery {
+                format: ArchiveFormat::Podman,
+                ..Default::default()
+            },
+            &mut f,
+        )
+        .await
+        .expect("export format=podman");
+    let again = Ctr::named("ckptd-pm-by-podman");
+    podman_ok(&[
+        "container",
+        "restore",
+        "--import",
+        mine.to_str().unwrap(),
+        "--name",
+        &again.0,
+    ]);
+    assert_eq!(again.status(), "running");
+    again.counts_on("podman logs of ckptd's export restored by Podman");
+
+    // format=podman of a checkpoint that is not a Podman container's: refused, nothing sent.
+    let looper = ckptd_tests::Target::looper(work.path());
+    looper.wait_for_lines(2);
+    let p = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: looper.pid }),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let mut sink = tokio::io::sink();
+    let e = d
+        .client
+        .export(
+            &p.checkpoint.name,
+            ArchiveQuery {
+                format: ArchiveFormat::Podman,
+                ..Default::default()
+            },
+            &mut sink,
+        )
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 409, "{err}");
+    assert!(err.message.contains("format=podman"), "{err}");
+}
+
+async fn schedule_with_retention(d: &Daemon) {
+    let c = Ctr::run("ckptd-pm-scheduled");
+    d.client
+        .create_schedule(&CreateSchedule {
+            name: "pm-every2".into(),
+            target: target(&c.0),
+            cron: "*/2 * * * * *".into(),
+            options: ScheduleOptions::default(),
+            retention: Retention {
+                keep_last: Some(2),
+                ..Default::default()
+            },
+            enabled: true,
+        })
+        .await
+        .unwrap();
+    let mut done = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while done.len() < 4 {
+        let s = d.client.schedule("pm-every2").await.unwrap();
+        if let Some(r) = &s.last_run {
+            assert_ne!(r.status, RunStatus::Failed, "a run failed: {r:#?}");
+            if r.status == RunStatus::Succeeded {
+                done.insert(r.checkpoint_name.clone().unwrap());
+            }
+        }
+        assert!(Instant::now() < deadline, "4 runs took too long: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.client.delete_schedule("pm-every2").await.unwrap();
+    // Schedules leave the target running: the container counted on through every run.
+    assert_eq!(c.status(), "running");
+    c.counts_on("podman logs of a container checkpointed every 2 s");
+    // Retention runs after each scheduled checkpoint: the newest two are left.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = d
+            .client
+            .list_checkpoints(&ckptd_tests::q("label=schedule=pm-every2"))
+            .await
+            .unwrap()
+            .items;
+        if left.len() == 2 {
+            assert!(left.iter().all(|cp| cp.status == CheckpointStatus::Ready));
+            break;
+        }
+        assert!(Instant::now() < deadline, "retention left {}", left.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
