@@ -338,9 +338,15 @@ pub struct RestoreArgs {
     /// The runtime of --into [default: the checkpoint's own].
     #[arg(long, requires = "into", value_parser = runtime_arg())]
     pub runtime: Option<Runtime>,
-    /// The new container's bundle (config.json and rootfs).
+    /// The new container's bundle (config.json and rootfs); with --rootfs, a directory ckptd
+    /// creates.
     #[arg(long, requires = "into")]
     pub bundle: Option<String>,
+    /// A checkpoint imported from a Kubernetes checkpoint archive: the container image's root
+    /// filesystem, unpacked; ckptd builds --bundle from it and the archive's root filesystem
+    /// changes (root only).
+    #[arg(long, requires = "bundle")]
+    pub rootfs: Option<String>,
     /// runc's --root for the new container.
     #[arg(long, requires = "into")]
     pub root: Option<String>,

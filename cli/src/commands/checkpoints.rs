@@ -130,6 +130,7 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         shell_job: on(a.criu.shell_job),
         console_socket: a.console_socket,
         lazy: a.lazy,
+        rootfs: a.rootfs,
     };
     let job = client.restore(&a.reference, &req, false).await?;
     let job = follow_to_success(client, job, a.no_wait).await?;

@@ -34,15 +34,15 @@ impl Drop for Staging {
 }
 
 /// What a container checkpoint archive (unpacked in `dir`) makes in the catalog, in the words
-/// of ckptd's own manifest: a checkpoint of the Podman container it names, named
-/// `<container>-<when>` unless the import names it.
+/// of ckptd's own manifest, named `<container>-<when>` unless the import names it: Podman's, a
+/// checkpoint of the Podman container it names (restored through Podman); a kubelet's (CRI-O's,
+/// containerd's), one of a runc container of the container's name, restored into a new bundle
+/// built from the image's root filesystem (`runtime::bundle`).
 fn foreign_manifest(f: archive::container::Foreign, dir: &Path) -> Result<Manifest> {
     use archive::container::Engine;
-    if f.engine != Engine::Podman {
+    if !crate::runtime::runc::valid_container_id(&f.container) {
         return Err(Error::invalid(format!(
-            "the archive is a Kubernetes checkpoint ({} wrote it, of container {}); this ckptd \
-             imports Podman's checkpoint archives, and Kubernetes' are not supported yet",
-            f.engine.as_str(),
+            "the archive names its container {:?}, which is not a valid container name",
             f.container
         )));
     }
@@ -55,9 +55,17 @@ fn foreign_manifest(f: archive::container::Foreign, dir: &Path) -> Result<Manife
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     let when = f.checkpointed_at.unwrap_or_else(chrono::Utc::now);
+    let (runtime, bundle) = match f.engine {
+        Engine::Podman => (
+            ckptd_api::Runtime::Podman,
+            format!("podman:{}", f.container_id.clone().unwrap_or_default()),
+        ),
+        // No runc container of it here: restored into a new one (runc's `destination`).
+        Engine::CriO | Engine::Containerd => (ckptd_api::Runtime::Runc, String::new()),
+    };
     let target = Target::Container {
         id: f.container.clone(),
-        runtime: ckptd_api::Runtime::Podman,
+        runtime,
         root: None,
         bundle: None,
     };
@@ -70,7 +78,7 @@ fn foreign_manifest(f: archive::container::Foreign, dir: &Path) -> Result<Manife
         created_at: when,
         criu_version: None,
         container: Some(ContainerRecord {
-            bundle: format!("podman:{}", f.container_id.clone().unwrap_or_default()),
+            bundle,
             config_sha256: String::new(),
             terminal,
             stdio: crate::runtime::runc::recorded_stdio(dir),

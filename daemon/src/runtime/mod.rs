@@ -2,6 +2,7 @@
 //! `docker`, `podman`), and `Engines`, which sends each target to its engine. runc drives CRIU itself
 //! (`runc checkpoint` / `runc restore`); crun on Debian 12 is built without CRIU support.
 
+pub mod bundle;
 pub mod container;
 pub mod docker;
 pub mod podman;

@@ -323,8 +323,18 @@ impl RuncEngine {
     ) -> Result<()> {
         let (c, bundle) = Self::destination(cp, into)?;
         let record = cp.container.as_ref().expect("checked by destination");
+        if bundle.is_empty() {
+            return Err(Error::invalid(format!(
+                "checkpoint {} came from a container checkpoint archive and has no runc \
+                 container here to restore in place: restore it into a new one, \
+                 {{\"target\":{{\"kind\":\"container\",\"id\":NEW,\"bundle\":DIR}},\"rootfs\":IMAGE_ROOTFS}}",
+                cp.name
+            )));
+        }
         let config = match std::fs::read(Path::new(&bundle).join("config.json")) {
             Ok(c) => c,
+            // Built by the job, from the archive's spec (the service checked the rest).
+            Err(_) if super::bundle::has_spec(Path::new(&cp.dir)) => Vec::new(),
             Err(_) => {
                 return Err(Error::target_unavailable(format!(
                     "the bundle {bundle} has no config.json"

@@ -266,6 +266,7 @@ impl Service {
         if pull.is_none() {
             check_images_dir(cp)?;
         }
+        check_rootfs(caller, cp, &req)?;
         let job = new_job(JobKind::Restore, cp.id, caller.uid);
         // The target being restored is busy: the original, or the new container.
         let destination = req.target.as_ref().unwrap_or(&cp.target);
@@ -276,9 +277,69 @@ impl Service {
             console_socket: req.console_socket.clone(),
             lazy: req.lazy,
             pull,
+            rootfs: req.rootfs.clone(),
         };
         inner.enqueue(reservation, job, &work).await
     }
+}
+
+/// A restore of a container checkpoint archive's checkpoint as a runc container: `rootfs` (root
+/// only, an existing directory) goes with a runc target that names a new bundle, which ckptd
+/// builds; without it, the bundle must be there already. What cannot be restored here (a pod's
+/// namespaces, volumes that are not on this host) is refused now, before the job.
+fn check_rootfs(caller: &Caller, cp: &Checkpoint, req: &RestoreRequest) -> Result<()> {
+    use crate::runtime::bundle;
+    let dir = Path::new(&cp.dir);
+    let runc_bundle = match &req.target {
+        Some(Target::Container {
+            runtime: ckptd_api::Runtime::Runc,
+            bundle: Some(b),
+            ..
+        }) => Some(b.as_str()),
+        _ => None,
+    };
+    let Some(rootfs) = &req.rootfs else {
+        if let Some(b) = runc_bundle {
+            if bundle::has_spec(dir) && !Path::new(b).join("config.json").exists() {
+                return Err(Error::invalid(format!(
+                    "checkpoint {} came from a container checkpoint archive, and {b} holds no                      bundle: give \"rootfs\", the container image's root filesystem unpacked, and \
+                     ckptd builds the bundle there",
+                    cp.name
+                )));
+            }
+        }
+        return Ok(());
+    };
+    if !caller.is_admin() {
+        return Err(crate::auth::forbidden(format!(
+            "uid {} may not give a rootfs: building a bundle from an archive writes where the \
+             archive says, so only root may",
+            caller.uid
+        )));
+    }
+    if runc_bundle.is_none() || !bundle::has_spec(dir) {
+        return Err(Error::invalid(format!(
+            "\"rootfs\" restores a checkpoint imported from a container checkpoint archive as a \
+             new runc container: {} is not one, or the restore's target is not              {{\"kind\":\"container\",\"id\":NEW,\"bundle\":DIR}}",
+            cp.name
+        )));
+    }
+    let b = Path::new(runc_bundle.unwrap_or_default());
+    if !b.is_absolute() || std::fs::read_dir(b).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(Error::conflict(format!(
+            "the bundle {} must be an absolute path to a directory that does not exist yet (or \
+             is empty): ckptd builds the bundle there",
+            b.display()
+        )));
+    }
+    let p = Path::new(rootfs);
+    if !p.is_absolute() || !p.is_dir() {
+        return Err(Error::invalid(format!(
+            "rootfs {rootfs:?} must be an absolute path to a directory (the image's root \
+             filesystem, unpacked)"
+        )));
+    }
+    bundle::check(dir, &cp.name)
 }
 
 /// Before a restore (which runs the images' code with the credentials they record): the images

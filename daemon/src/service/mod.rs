@@ -103,6 +103,10 @@ pub(super) struct RestoreWork {
     /// The images are only in a remote: pull them first.
     #[serde(default)]
     pull: Option<remote::PullWork>,
+    /// A container checkpoint archive's checkpoint restored as a runc container: build the
+    /// bundle (`into`'s) from this root filesystem first (`runtime::bundle`).
+    #[serde(default)]
+    rootfs: Option<String>,
 }
 
 /// What a checkpoint job needs beyond its checkpoint: the push that follows it.

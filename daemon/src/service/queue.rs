@@ -272,6 +272,19 @@ impl Inner {
         }
         let anchor = anchor(cp)?;
         let images = anchor.path();
+        if let (
+            Some(rootfs),
+            Some(Target::Container {
+                bundle: Some(bundle),
+                ..
+            }),
+        ) = (&work.rootfs, &work.into)
+        {
+            let (i, b, r) = (images.clone(), PathBuf::from(bundle), PathBuf::from(rootfs));
+            tokio::task::spawn_blocking(move || crate::runtime::bundle::build(&i, &b, &r))
+                .await
+                .map_err(|e| Error::internal(format!("the bundle's build failed: {e}")))??;
+        }
         let spec = RestoreSpec {
             checkpoint: cp,
             into: work.into.as_ref(),

@@ -1,0 +1,311 @@
+//! Kubernetes checkpoint archives (a kubelet's, in CRI-O's and containerd's flavours), made from
+//! a real ckptd checkpoint of a runc container the way those engines write them, imported into
+//! ckptd and restored outside Kubernetes as runc containers: a new bundle built from the image's
+//! root filesystem, the archive's root filesystem changes, deletions and bind-mount sources.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ckptd_api::{CheckpointStatus, CreateCheckpoint, RestoreRequest, Target as ApiTarget};
+use ckptd_tests::{
+    assert_counts, read_lines, unique_id, wait_until, Bundle, Container, ContainerStdio, Daemon,
+    CONTAINER_LOOPER,
+};
+
+/// Writes a Kubernetes checkpoint archive of checkpoint directory `cp` (taken of `bundle`'s
+/// container) at `out`, in `flavour` (`crio` or `containerd`); `hostile` adds a bad entry.
+fn kube_archive(cp: &Path, bundle: &Path, volume: &Path, flavour: &str, hostile: &str, out: &Path) {
+    let py = r#"
+import io, json, os, sys, tarfile, gzip, time
+cp, bundle, volume, flavour, hostile, out = sys.argv[1:7]
+spec = json.load(open(os.path.join(bundle, 'config.json')))
+if flavour == 'crio':
+    spec['annotations'] = {
+        'io.container.manager': 'cri-o',
+        'io.kubernetes.cri-o.Metadata': json.dumps({'name': 'counter'}),
+        'io.kubernetes.cri-o.Annotations': json.dumps({}),
+        'io.kubernetes.container.name': 'counter',
+        'io.kubernetes.pod.name': 'web-0',
+        'io.kubernetes.pod.namespace': 'shop',
+    }
+else:
+    spec['annotations'] = {
+        'io.kubernetes.cri.container-name': 'counter',
+        'io.kubernetes.cri.sandbox-name': 'web-0',
+        'io.kubernetes.cri.sandbox-namespace': 'shop',
+    }
+config = {'id': 'k8s-1', 'name': 'k8s_counter_web-0_shop', 'rootfsImageName': 'localhost/busybox:latest',
+          'checkpointedTime': '2026-12-02T10:00:00Z'}
+# rootfs-diff.tar: what the container changed (its out.log), plain for CRI-O, gzip for containerd.
+diff = io.BytesIO()
+with tarfile.open(fileobj=diff, mode='w') as d:
+    d.add(os.path.join(bundle, 'rootfs', 'out.log'), arcname='out.log')
+    if hostile == 'diff-dotdot':
+        i = tarfile.TarInfo('../../escape'); data = b'x'; i.size = 1
+        d.addfile(i, io.BytesIO(data))
+    if hostile == 'diff-symlink':
+        i = tarfile.TarInfo('evil'); i.type = tarfile.SYMTYPE; i.linkname = volume
+        d.addfile(i)
+        i = tarfile.TarInfo('evil/escape'); data = b'x'; i.size = 1
+        d.addfile(i, io.BytesIO(data))
+diff = diff.getvalue()
+if flavour == 'containerd':
+    diff = gzip.compress(diff)
+deleted = ['/etc/stale'] + (['/../../etc/hostname'] if hostile == 'deleted-outside' else [])
+t = tarfile.open(out, 'w')
+def add(name, data, mode=0o600):
+    i = tarfile.TarInfo(name); i.size = len(data); i.mode = mode; i.mtime = time.time()
+    t.addfile(i, io.BytesIO(data))
+d = tarfile.TarInfo('checkpoint'); d.type = tarfile.DIRTYPE; d.mode = 0o700
+t.addfile(d)
+for f in sorted(os.listdir(cp)):
+    p = os.path.join(cp, f)
+    data = open(p, 'rb').read()
+    if f in ('dump.log', 'stats-dump'):
+        add(f, data)
+    elif not f.endswith('.log'):
+        add('checkpoint/' + f, data)
+add('config.dump', json.dumps(config).encode())
+add('spec.dump', json.dumps(spec).encode())
+add('rootfs-diff.tar', diff)
+if flavour == 'crio':
+    add('deleted.files', json.dumps(deleted).encode())
+    add('bind.mounts', json.dumps([{'source': volume, 'destination': '/data', 'file_type': 'directory',
+                                    'permissions': 0o755}]).encode())
+else:
+    add('deleted.files', json.dumps(deleted).encode())
+    add('status', json.dumps({'Pid': 1, 'Reason': 'checkpointed'}).encode())
+t.close()
+"#;
+    let st = Command::new("python3")
+        .arg("-c")
+        .arg(py)
+        .arg(cp)
+        .arg(bundle)
+        .arg(volume)
+        .arg(flavour)
+        .arg(hostile)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "python for the {flavour} archive");
+}
+
+async fn import(d: &Daemon, file: &Path, name: &str) -> ckptd_api::Checkpoint {
+    let f = tokio::fs::File::open(file).await.unwrap();
+    d.client
+        .import(f, Some(name))
+        .await
+        .unwrap_or_else(|e| panic!("import of {}: {e}", file.display()))
+}
+
+fn restore_req(id: &str, bundle: &Path, rootfs: &Path) -> RestoreRequest {
+    RestoreRequest {
+        target: Some(ApiTarget::Container {
+            id: id.into(),
+            runtime: ckptd_api::Runtime::Runc,
+            root: None,
+            bundle: Some(bundle.display().to_string()),
+        }),
+        rootfs: Some(rootfs.display().to_string()),
+        ..Default::default()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Its out.log counts on contiguously, past `from` lines.
+fn counts_on(bundle: &Path, from: usize, what: &str) {
+    let log = bundle.join("rootfs/out.log");
+    wait_until("the restored container to count on", || {
+        read_lines(&log).len() > from + 3
+    });
+    assert_counts(&read_lines(&log), what);
+}
+
+#[tokio::test]
+async fn kubernetes_archives_restore_outside_kubernetes_as_runc_containers() {
+    let d = Daemon::start().await;
+    let work = d.dir.path().to_owned();
+    // The "volume": a host directory bind-mounted at /data, gone on the host that restores.
+    let volume = work.join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    let v = volume.display().to_string();
+    let bundle = Bundle::busybox(&work.join("orig"), CONTAINER_LOOPER, |cfg| {
+        cfg["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"destination": "/data", "type": "bind", "source": v, "options": ["rbind", "rw"]}));
+    });
+    // The image, as the restoring host has it: the root filesystem before the container ran,
+    // with a file the container had deleted.
+    let image = work.join("image");
+    copy_dir(&bundle.dir.join("rootfs"), &image);
+    std::fs::create_dir_all(image.join("etc")).unwrap();
+    std::fs::write(image.join("etc/stale"), b"deleted in the container").unwrap();
+
+    let id = unique_id("k8s");
+    let c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("output", || bundle.out_lines().len() >= 3);
+    let cp = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Container {
+                    id: id.clone(),
+                    runtime: ckptd_api::Runtime::Runc,
+                    root: None,
+                    bundle: None,
+                }),
+                name: Some("k8s-src".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint of the runc container");
+    assert_eq!(cp.checkpoint.status, CheckpointStatus::Ready);
+    assert_eq!(c.status(), None);
+    let stopped_at = bundle.out_lines().len();
+
+    let crio = work.join("crio.tar");
+    let ctrd = work.join("containerd.tar");
+    kube_archive(
+        Path::new(&cp.checkpoint.dir),
+        &bundle.dir,
+        &volume,
+        "crio",
+        "",
+        &crio,
+    );
+    kube_archive(
+        Path::new(&cp.checkpoint.dir),
+        &bundle.dir,
+        &volume,
+        "containerd",
+        "",
+        &ctrd,
+    );
+    // The restoring host has no such volume.
+    std::fs::remove_dir(&volume).unwrap();
+
+    // CRI-O's flavour: imported with where it came from, restored into a new bundle; the
+    // bind-mount source is recreated as bind.mounts records it.
+    let k1 = import(&d, &crio, "from-crio").await;
+    let origin = k1.origin.clone().expect("origin");
+    assert_eq!(
+        (origin.engine.as_str(), origin.container.as_str()),
+        ("cri-o", "counter")
+    );
+    assert_eq!(origin.pod.as_deref(), Some("web-0"));
+    assert_eq!(origin.namespace.as_deref(), Some("shop"));
+    assert_eq!(origin.image.as_deref(), Some("localhost/busybox:latest"));
+    assert!(
+        matches!(&k1.target, ApiTarget::Container { id, runtime: ckptd_api::Runtime::Runc, .. } if id == "counter")
+    );
+    // In place there is nothing to restore into: said so, with the request that works.
+    let e = d
+        .client
+        .restore("from-crio", &RestoreRequest::default(), true)
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 400, "{err}");
+    assert!(err.message.contains("rootfs"), "{err}");
+    let b1 = work.join("restored-crio");
+    let id1 = unique_id("k8s-crio");
+    let job = d
+        .client
+        .restore("from-crio", &restore_req(&id1, &b1, &image), true)
+        .await
+        .expect("restore of CRI-O's archive as a runc container");
+    let _c1 = Container::adopt(&id1);
+    assert_eq!(job.result.unwrap().container.as_deref(), Some(id1.as_str()));
+    assert!(volume.is_dir(), "bind.mounts' source recreated");
+    assert!(
+        !b1.join("rootfs/etc/stale").exists(),
+        "deleted.files applied"
+    );
+    assert!(
+        image.join("etc/stale").exists(),
+        "the image is left as it was"
+    );
+    counts_on(
+        &b1,
+        stopped_at,
+        "out.log of the container restored from CRI-O's archive",
+    );
+
+    // containerd's flavour (gzip rootfs-diff.tar, no bind.mounts): without the volume it cannot
+    // be restored, and that is said before CRIU runs; with it, it restores.
+    let k2 = import(&d, &ctrd, "from-containerd").await;
+    assert_eq!(k2.origin.as_ref().unwrap().engine, "containerd");
+    assert_eq!(k2.origin.as_ref().unwrap().pod.as_deref(), Some("web-0"));
+    std::fs::remove_dir(&volume).unwrap();
+    let b2 = work.join("restored-containerd");
+    let id2 = unique_id("k8s-ctrd");
+    let e = d
+        .client
+        .restore("from-containerd", &restore_req(&id2, &b2, &image), true)
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 422, "{err}");
+    assert!(err.message.contains("/data comes from"), "{err}");
+    assert!(!b2.exists(), "nothing was built");
+    std::fs::create_dir(&volume).unwrap();
+    d.client
+        .restore("from-containerd", &restore_req(&id2, &b2, &image), true)
+        .await
+        .expect("restore of containerd's archive as a runc container");
+    let _c2 = Container::adopt(&id2);
+    counts_on(
+        &b2,
+        stopped_at,
+        "out.log of the container restored from containerd's archive",
+    );
+
+    // Hostile archives: they import (their files are plain), and their restore fails with
+    // nothing written outside the bundle and the bundle removed.
+    let outside = work.join("volume");
+    for hostile in ["diff-dotdot", "diff-symlink", "deleted-outside"] {
+        let file = work.join(format!("{hostile}.tar"));
+        kube_archive(
+            Path::new(&cp.checkpoint.dir),
+            &bundle.dir,
+            &volume,
+            "crio",
+            hostile,
+            &file,
+        );
+        let name = format!("hostile-{hostile}");
+        import(&d, &file, &name).await;
+        let b = work.join(format!("restored-{hostile}"));
+        let e = d
+            .client
+            .restore(&name, &restore_req(&unique_id("k8s-bad"), &b, &image), true)
+            .await
+            .unwrap_err();
+        let (status, err) = e.api_error().expect("an API error");
+        assert_eq!(status.as_u16(), 400, "{hostile}: {err}");
+        assert!(
+            !work.join("escape").exists()
+                && !d.dir.path().parent().unwrap().join("escape").exists(),
+            "{hostile} wrote outside"
+        );
+        assert!(
+            !outside.join("escape").exists(),
+            "{hostile} wrote through a symlink"
+        );
+        assert!(!b.exists(), "{hostile}: the half-built bundle is removed");
+    }
+    let _ = PathBuf::new();
+}
