@@ -20,8 +20,8 @@ use crate::query::{
 };
 use crate::{
     AdoptRequest, Checkpoint, CheckpointAndJob, CreateCheckpoint, CreateSchedule, ErrorBody,
-    ErrorInfo, Event, Health, Info, Job, JobEnvelope, List, RestoreRequest, RetentionPlan,
-    Schedule, UpdateSchedule,
+    ErrorInfo, Event, Health, Info, Job, JobEnvelope, List, ProcessTree, RestoreRequest,
+    RetentionPlan, Schedule, UpdateSchedule,
 };
 
 /// A daemon's TCP listener (`tcp_listen`), reached with its bearer token: where `migrate` sends
@@ -279,6 +279,13 @@ impl Client {
 
     pub async fn checkpoint(&self, reference: &str) -> Result<Checkpoint, ClientError> {
         self.get(&format!("/v1/checkpoints/{reference}"))
+            .await?
+            .into_result()
+    }
+
+    /// `GET /v1/checkpoints/{ref}/processes`: the tree its images hold.
+    pub async fn checkpoint_processes(&self, reference: &str) -> Result<ProcessTree, ClientError> {
+        self.get(&format!("/v1/checkpoints/{reference}/processes"))
             .await?
             .into_result()
     }

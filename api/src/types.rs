@@ -227,6 +227,27 @@ pub struct Checkpoint {
     pub origin: Option<Origin>,
 }
 
+/// One process of a checkpoint's tree, read from its images (`pstree.img`, `core-N.img`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointProcess {
+    pub pid: i32,
+    /// The parent's pid (0 for the tree's root).
+    pub ppid: i32,
+    /// The kernel's name of the process (`comm`, at most 15 bytes).
+    pub command: String,
+    pub threads: u32,
+    /// It had exited and was not reaped yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zombie: bool,
+}
+
+/// `GET /v1/checkpoints/{ref}/processes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessTree {
+    /// Root first, each process after its parent.
+    pub processes: Vec<CheckpointProcess>,
+}
+
 /// Where an imported container checkpoint archive was taken, as its `config.dump` and the
 /// annotations of its `spec.dump` say (what `checkpointctl show` reports).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

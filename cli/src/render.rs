@@ -150,14 +150,68 @@ pub fn inspect_text(c: &Checkpoint) -> String {
             ),
         );
     }
-    if let Some(r) = &c.container {
+    if let Some(r) = c.container.as_ref().filter(|r| !r.bundle.is_empty()) {
         kv("Bundle:", r.bundle.clone());
+    }
+    if let Some(o) = &c.origin {
+        let mut from = format!("{} container {}", o.engine, o.container);
+        if let (Some(p), Some(n)) = (&o.pod, &o.namespace) {
+            from.push_str(&format!(" in pod {p} (namespace {n})"));
+        }
+        if let Some(i) = &o.image {
+            from.push_str(&format!(", image {i}"));
+        }
+        kv("Origin:", from);
     }
     if let Some(e) = &c.error {
         kv("Error:", e.to_string());
         for l in e.log_tail() {
             out.push(format!("              {l}"));
         }
+    }
+    out.join("\n")
+}
+
+/// A checkpoint's process tree, as `checkpointctl inspect --ps-tree` draws it: each process under
+/// its parent, with its pid and command.
+pub fn process_tree_text(processes: &[ckptd_api::CheckpointProcess]) -> String {
+    fn walk(
+        all: &[ckptd_api::CheckpointProcess],
+        p: &ckptd_api::CheckpointProcess,
+        prefix: &str,
+        last: bool,
+        root: bool,
+        out: &mut Vec<String>,
+    ) {
+        let mut line = String::from(prefix);
+        if !root {
+            line.push_str(if last { "└── " } else { "├── " });
+        }
+        line.push_str(&format!("[{}] {}", p.pid, p.command));
+        if p.threads > 1 {
+            line.push_str(&format!(" ({} threads)", p.threads));
+        }
+        if p.zombie {
+            line.push_str(" (zombie)");
+        }
+        out.push(line);
+        let children: Vec<_> = all
+            .iter()
+            .filter(|c| c.ppid == p.pid && c.pid != p.pid)
+            .collect();
+        let next = if root {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}{}", if last { "    " } else { "│   " })
+        };
+        for (i, c) in children.iter().enumerate() {
+            walk(all, c, &next, i + 1 == children.len(), false, out);
+        }
+    }
+    let mut out = Vec::new();
+    let pids: Vec<i32> = processes.iter().map(|p| p.pid).collect();
+    for root in processes.iter().filter(|p| !pids.contains(&p.ppid)) {
+        walk(processes, root, "", true, true, &mut out);
     }
     out.join("\n")
 }

@@ -211,6 +211,20 @@ async fn kubernetes_archives_restore_outside_kubernetes_as_runc_containers() {
     assert!(
         matches!(&k1.target, ApiTarget::Container { id, runtime: ckptd_api::Runtime::Runc, .. } if id == "counter")
     );
+    // `ckpt inspect` says where it came from and lists its process tree.
+    let out = Command::new(ckptd_tests::workspace_binary("ckpt"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["inspect", "from-crio"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Origin:       cri-o container counter in pod web-0 (namespace shop), image localhost/busybox:latest"),
+        "{text}"
+    );
+    assert!(text.contains("Processes:\n  [1] sh"), "{text}");
     // In place there is nothing to restore into: said so, with the request that works.
     let e = d
         .client

@@ -223,6 +223,14 @@ async fn in_place_and_new_name(d: &Daemon) {
         "true"
     );
     assert!(!running_names().contains(&c.0));
+    // The process tree its images hold: the container's shell as pid 1.
+    let tree = d.client.checkpoint_processes("pm1").await.unwrap();
+    assert_eq!(
+        (tree.processes[0].pid, tree.processes[0].ppid),
+        (1, 0),
+        "{tree:?}"
+    );
+    assert_eq!(tree.processes[0].command, "sh");
     let stopped_at = c.logs().len();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(c.logs().len(), stopped_at, "its logs stopped");

@@ -76,8 +76,22 @@ pub async fn inspect(client: &Client, reference: &str, json: bool) -> Result<(),
     let c = client.checkpoint(reference).await?;
     if json {
         print_json(&c);
-    } else {
-        println!("{}", inspect_text(&c));
+        return Ok(());
+    }
+    println!("{}", inspect_text(&c));
+    // The tree its images hold, when they are here to read.
+    if c.status == ckptd_api::CheckpointStatus::Ready && c.is_local() {
+        match client.checkpoint_processes(reference).await {
+            Ok(t) => println!(
+                "Processes:\n{}",
+                crate::render::process_tree_text(&t.processes)
+                    .lines()
+                    .map(|l| format!("  {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            Err(e) => println!("Processes:    cannot read them: {e}"),
+        }
     }
     Ok(())
 }

@@ -47,6 +47,8 @@ struct DumpStatsEntry {
 struct PstreeEntry {
     #[prost(uint32, tag = "1")]
     pid: u32,
+    #[prost(uint32, tag = "2")]
+    ppid: u32,
     #[prost(uint32, repeated, tag = "5")]
     threads: Vec<u32>,
 }
@@ -168,10 +170,33 @@ struct CoreEntry {
 struct TaskCoreEntry {
     #[prost(uint32, tag = "1")]
     task_state: u32,
+    #[prost(string, tag = "6")]
+    comm: String,
 }
 
 /// CRIU's TASK_DEAD (compel's task-state.h): a zombie.
 const TASK_DEAD: u32 = 2;
+
+/// The dumped tree's processes, root first, as `checkpointctl inspect --ps-tree` shows them: pid,
+/// parent, command (the kernel's 16-byte `comm`), threads, and whether it was a zombie.
+pub fn read_processes(images: &Path) -> Result<Vec<ckptd_api::CheckpointProcess>, ImageError> {
+    let path = images.join("pstree.img");
+    let mut out = Vec::new();
+    for e in read_entries::<PstreeEntry>(&path)? {
+        let tc = read_entries::<CoreEntry>(&images.join(format!("core-{}.img", e.pid)))?
+            .into_iter()
+            .next()
+            .and_then(|c| c.tc);
+        out.push(ckptd_api::CheckpointProcess {
+            pid: e.pid as i32,
+            ppid: e.ppid as i32,
+            command: tc.as_ref().map(|t| t.comm.clone()).unwrap_or_default(),
+            threads: e.threads.len().max(1) as u32,
+            zombie: tc.is_some_and(|t| t.task_state == TASK_DEAD),
+        });
+    }
+    Ok(out)
+}
 
 /// Every pid and thread id of the dumped tree, root first.
 pub fn read_tree_pids(images: &Path) -> Result<Vec<i32>, ImageError> {

@@ -323,6 +323,15 @@ pub async fn checkpoint_log(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
+/// The process tree a checkpoint holds (pid, parent, command), from its images.
+pub async fn checkpoint_processes(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(reference): Path<String>,
+) -> Result<Response> {
+    Ok(Json(s.service.processes(&caller, &reference).await?).into_response())
+}
+
 /// Streams a ready checkpoint as a tar archive (zstd by default): ckptd's own layout with its
 /// manifest last, or Podman's.
 pub async fn export_checkpoint(

@@ -173,6 +173,11 @@ fn routes() -> Routes {
         restore_checkpoint,
     )
     .add(Method::GET, "/v1/checkpoints/{ref}/log", checkpoint_log)
+    .add(
+        Method::GET,
+        "/v1/checkpoints/{ref}/processes",
+        checkpoint_processes,
+    )
     .add(Method::POST, "/v1/checkpoints/{ref}/push", push_checkpoint)
     .add(Method::GET, "/v1/remotes", list_remotes)
     .add(

@@ -94,6 +94,40 @@ impl Service {
     }
 
     /// The CRIU logs of a checkpoint: the dump's, then each restore's, oldest first.
+    /// The process tree a ready checkpoint holds, read from its images.
+    pub async fn processes(
+        &self,
+        caller: &Caller,
+        reference: &str,
+    ) -> Result<ckptd_api::ProcessTree> {
+        let cp = self.checkpoint(caller, reference).await?;
+        if cp.status != CheckpointStatus::Ready || !cp.is_local() {
+            return Err(Error::conflict(format!(
+                "checkpoint {} has no images on this host to read (it is {}{})",
+                cp.name,
+                cp.status.as_str(),
+                if cp.is_local() {
+                    ""
+                } else {
+                    ", its images only in remotes"
+                }
+            )));
+        }
+        let anchor = anchor(&cp)?;
+        let dir = anchor.path();
+        let processes =
+            tokio::task::spawn_blocking(move || crate::criu::images::read_processes(&dir))
+                .await
+                .map_err(|e| Error::internal(format!("reading the images failed: {e}")))?
+                .map_err(|e| {
+                    Error::internal(format!(
+                        "cannot read checkpoint {}'s process tree: {e}",
+                        cp.name
+                    ))
+                })?;
+        Ok(ckptd_api::ProcessTree { processes })
+    }
+
     pub async fn logs(&self, caller: &Caller, reference: &str) -> Result<String> {
         let cp = self.checkpoint(caller, reference).await?;
         let anchor = anchor(&cp)?;
