@@ -79,6 +79,25 @@ impl Engines {
     }
 }
 
+impl Engines {
+    /// The engine a restore goes through: the checkpoint's own, or runc's for a checkpoint of
+    /// the container checkpoint layout (Podman's or a kubelet's) restored into a new runc
+    /// bundle (`bundle`).
+    fn for_restore(&self, cp: &Checkpoint, into: Option<&Target>) -> &dyn Engine {
+        if let Some(Target::Container {
+            runtime: Runtime::Runc,
+            bundle: Some(_),
+            ..
+        }) = into
+        {
+            if bundle::has_spec(Path::new(&cp.dir)) {
+                return &self.runc;
+            }
+        }
+        self.for_target(&cp.target)
+    }
+}
+
 impl Engine for Engines {
     fn version(&self) -> Option<String> {
         self.criu.version()
@@ -142,7 +161,7 @@ impl Engine for Engines {
                 });
             }
         }
-        self.for_target(&checkpoint.target)
+        self.for_restore(checkpoint, into)
             .check_restore(checkpoint, into, console_socket)
     }
     fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
@@ -152,7 +171,7 @@ impl Engine for Engines {
         self.for_target(spec.target).dump(spec)
     }
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
-        self.for_target(&spec.checkpoint.target).restore(spec)
+        self.for_restore(spec.checkpoint, spec.into).restore(spec)
     }
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         match stopped {
@@ -180,7 +199,7 @@ impl Engine for Engines {
         into: Option<&'a Target>,
         log_name: &'a str,
     ) -> BoxFuture<'a, Option<JobResult>> {
-        self.for_target(&checkpoint.target)
+        self.for_restore(checkpoint, into)
             .recover_restore(checkpoint, into, log_name)
     }
 }
