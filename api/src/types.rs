@@ -612,8 +612,8 @@ pub struct RestoreRequest {
     /// tree runs before all its memory is read back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lazy: bool,
-    /// A checkpoint imported from a container checkpoint archive (a kubelet's), restored as a
-    /// runc container: the container image's root filesystem, unpacked. ckptd builds the bundle
+    /// A checkpoint of the container checkpoint layout (a kubelet's archive imported, or a
+    /// Podman checkpoint), restored as a new runc container: the container image's root filesystem, unpacked. ckptd builds the bundle
     /// `target.bundle` from a copy of it, the archive's `rootfs-diff.tar`, `deleted.files`,
     /// `bind.mounts` and `spec.dump`. Root only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
