@@ -2,9 +2,10 @@
 # A Podman container holding SIZE_MIB (default 512) MiB: ckptd (Podman's own checkpoint through
 # its REST API, the archive unpacked and made durable; restore in place through Podman) against
 # `podman container checkpoint` / `podman container restore` by hand, and by hand with
-# `--export`/`--import` (uncompressed, as ckptd asks Podman for it); alternating, median of RUNS.
-# Starts its own `podman system service` on a socket of its own. Prints
-# "RESULT podman SIZE ckptd_dump podman_dump export_dump ckptd_restore podman_restore import_restore".
+# `--export`/`--import` (uncompressed, as ckptd asks Podman for it), and that export made durable
+# (`sync FILE`, as ckptd fsyncs its images before it answers); alternating, median of RUNS.
+# Starts its own `podman system service` on a socket of its own. Prints "RESULT podman SIZE
+# ckptd_dump podman_dump export_dump export_sync_dump ckptd_restore podman_restore import_restore".
 set -euo pipefail
 . "$(dirname "$0")/bench_lib.sh"
 CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
@@ -39,7 +40,7 @@ gcc -O2 -static -o "$WORK/rootfs/hog" "$WORK/hog.c"
 tar -C "$WORK/rootfs" -c . | podman import -q - localhost/ckptd-bench-phog:latest >/dev/null
 printf 'podman_socket = "%s"\n' "$PODMAN_SOCK" >"$WORK/ckptd.toml"
 start_daemon "$SOCK" "$WORK/state" --config "$WORK/ckptd.toml"
-for f in cd pd ed cr pr ir; do : >"$WORK/$f"; done
+for f in cd pd ed es cr pr ir; do : >"$WORK/$f"; done
 run_hog() {
   podman rm -f "$NAME" >/dev/null 2>&1 || true
   podman run -d --name "$NAME" localhost/ckptd-bench-phog:latest /hog "$SIZE_MIB" >/dev/null
@@ -73,6 +74,8 @@ by_export() {
   t0=$(now)
   podman container checkpoint --compress none --export "$WORK/export.tar" "$NAME" >/dev/null
   t1=$(now)
+  sync "$WORK/export.tar"
+  elapsed "$t0" "$(now)" >>"$WORK/es"
   podman rm -f "$NAME" >/dev/null
   local t1b; t1b=$(now)
   podman container restore --import "$WORK/export.tar" >/dev/null
@@ -82,4 +85,4 @@ by_export() {
 for i in $(seq "$RUNS"); do
   if [ $((i % 2)) -eq 1 ]; then by_ckptd; by_podman; by_export; else by_export; by_podman; by_ckptd; fi
 done
-echo "RESULT podman $SIZE_MIB $(med <"$WORK/cd") $(med <"$WORK/pd") $(med <"$WORK/ed") $(med <"$WORK/cr") $(med <"$WORK/pr") $(med <"$WORK/ir")"
+echo "RESULT podman $SIZE_MIB $(med <"$WORK/cd") $(med <"$WORK/pd") $(med <"$WORK/ed") $(med <"$WORK/es") $(med <"$WORK/cr") $(med <"$WORK/pr") $(med <"$WORK/ir")"

@@ -155,6 +155,9 @@ pub enum ArchiveFormat {
     /// Podman's (`podman container checkpoint --export`), for checkpoints of Podman containers:
     /// `podman container restore --import` restores it.
     Podman,
+    /// A kubelet's checkpoint archive in CRI-O's flavour, as checkpointctl reads it, for
+    /// checkpoints of runc and Podman containers and imported container checkpoint archives.
+    Kubernetes,
 }
 
 /// `GET /v1/checkpoints/{ref}/archive?compression=&format=`.

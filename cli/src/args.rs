@@ -182,8 +182,9 @@ pub enum Command {
         /// How the archive is compressed.
         #[arg(long, default_value = "zstd", value_parser = enum_arg::<Compression>(Compression::VARIANTS))]
         compression: Compression,
-        /// The archive's layout: ckptd's own, or podman (for checkpoints of Podman containers;
-        /// `podman container restore --import FILE` restores it).
+        /// The archive's layout: ckptd's own; podman (for checkpoints of Podman containers;
+        /// `podman container restore --import FILE` restores it); or kubernetes (a kubelet's
+        /// checkpoint archive, CRI-O's flavour, as checkpointctl reads it).
         #[arg(long, default_value = "ckptd", value_parser = enum_arg::<ArchiveFormat>(ArchiveFormat::VARIANTS))]
         format: ArchiveFormat,
     },

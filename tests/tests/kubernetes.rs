@@ -323,3 +323,127 @@ async fn kubernetes_archives_restore_outside_kubernetes_as_runc_containers() {
     }
     let _ = PathBuf::new();
 }
+
+/// ckptd's own runc checkpoint written as a Kubernetes checkpoint archive (`format=kubernetes`,
+/// CRI-O's flavour): the layout checkpointctl reads, with the files the container was writing
+/// in `rootfs-diff.tar`; imported and restored from the pristine root filesystem, it counts on.
+#[tokio::test]
+async fn a_runc_checkpoint_exported_for_kubernetes_restores_from_the_image() {
+    let d = Daemon::start().await;
+    let work = d.dir.path().to_owned();
+    let bundle = Bundle::busybox(&work.join("orig"), CONTAINER_LOOPER, |_| {});
+    let image = work.join("image");
+    copy_dir(&bundle.dir.join("rootfs"), &image);
+    let id = unique_id("k8s-export");
+    let _c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("output", || bundle.out_lines().len() >= 3);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Container {
+                    id: id.clone(),
+                    runtime: ckptd_api::Runtime::Runc,
+                    root: None,
+                    bundle: None,
+                }),
+                name: Some("to-k8s".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    let stopped_at = bundle.out_lines().len();
+    let file = work.join("to-k8s.tar");
+    let mut f = tokio::fs::File::create(&file).await.unwrap();
+    d.client
+        .export(
+            "to-k8s",
+            ckptd_api::query::ArchiveQuery {
+                compression: ckptd_api::Compression::None,
+                format: ckptd_api::ArchiveFormat::Kubernetes,
+            },
+            &mut f,
+        )
+        .await
+        .expect("export format=kubernetes");
+    // The layout as checkpointctl needs it, read by Python's tarfile.
+    let listed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, tarfile, io, json\n\
+             t = tarfile.open(sys.argv[1])\n\
+             names = t.getnames()\n\
+             print(names[0], t.getmember(names[0]).isdir())\n\
+             spec = json.load(t.extractfile('spec.dump'))\n\
+             print(spec['annotations']['io.container.manager'], json.loads(spec['annotations']['io.kubernetes.cri-o.Metadata'])['name'])\n\
+             print(' '.join(sorted(n for n in names if '/' not in n and t.getmember(n).isfile())))\n\
+             print(' '.join(tarfile.open(fileobj=io.BytesIO(t.extractfile('rootfs-diff.tar').read())).getnames()))",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "checkpoint True", "{text}");
+    assert_eq!(lines[1], format!("cri-o {id}"), "{text}");
+    assert_eq!(
+        lines[2], "bind.mounts config.dump dump.log rootfs-diff.tar spec.dump stats-dump",
+        "{text}"
+    );
+    assert_eq!(
+        lines[3], "out.log",
+        "the file the container was writing: {text}"
+    );
+
+    let cp = import(&d, &file, "from-k8s-export").await;
+    assert_eq!(cp.origin.as_ref().unwrap().engine, "cri-o");
+    let b = work.join("restored");
+    let nid = unique_id("k8s-back");
+    d.client
+        .restore("from-k8s-export", &restore_req(&nid, &b, &image), true)
+        .await
+        .expect("restore of the exported archive from the pristine root filesystem");
+    let _n = Container::adopt(&nid);
+    counts_on(
+        &b,
+        stopped_at,
+        "out.log of the container restored from ckptd's Kubernetes export",
+    );
+
+    // A process checkpoint has no OCI spec to write: refused before anything is sent.
+    let looper = ckptd_tests::Target::looper(&work);
+    looper.wait_for_lines(2);
+    let p = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: looper.pid }),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let e = d
+        .client
+        .export(
+            &p.checkpoint.name,
+            ckptd_api::query::ArchiveQuery {
+                compression: ckptd_api::Compression::None,
+                format: ckptd_api::ArchiveFormat::Kubernetes,
+            },
+            &mut tokio::io::sink(),
+        )
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 409, "{err}");
+    assert!(err.message.contains("no OCI runtime spec"), "{err}");
+}

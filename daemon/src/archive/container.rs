@@ -238,9 +238,14 @@ pub fn layout_files(dir: &Path) -> io::Result<Vec<(String, String)>> {
 }
 
 /// Writes checkpoint directory `dir` in the layout (uncompressed tar, as CRI-O writes and
-/// Podman's import reads): the `checkpoint/` directory entry first, then every file.
-pub fn write(dir: &Path, out: &mut dyn Write) -> io::Result<()> {
-    let entries = layout_files(dir)?;
+/// Podman's import reads): the `checkpoint/` directory entry first, then every file, then
+/// `extra` (made for this archive: `(path, bytes)`, each replacing the directory's file of that
+/// path).
+pub fn write(dir: &Path, extra: &[(String, Vec<u8>)], out: &mut dyn Write) -> io::Result<()> {
+    let entries: Vec<(String, String)> = layout_files(dir)?
+        .into_iter()
+        .filter(|(_, p)| !extra.iter().any(|(x, _)| x == p))
+        .collect();
     let mut tar = tar::Builder::new(out);
     let volumes = entries.iter().any(|(_, p)| p.starts_with("volumes/"));
     for d in ["checkpoint/", "volumes/"] {
@@ -253,12 +258,20 @@ pub fn write(dir: &Path, out: &mut dyn Write) -> io::Result<()> {
         tar.append_data(&mut h, d, io::empty())?;
     }
     super::append_files(&mut tar, dir, entries)?;
+    for (path, data) in extra {
+        tar.append_data(&mut header(data.len() as u64), path, data.as_slice())?;
+    }
     tar.into_inner()?.flush()
 }
 
 /// `write` through a compressor.
-pub fn export(dir: &Path, compression: super::Compression, out: impl Write) -> io::Result<()> {
-    super::compress(compression, out, |w| write(dir, w))
+pub fn export(
+    dir: &Path,
+    extra: &[(String, Vec<u8>)],
+    compression: super::Compression,
+    out: impl Write,
+) -> io::Result<()> {
+    super::compress(compression, out, |w| write(dir, extra, w))
 }
 
 #[cfg(test)]
@@ -349,7 +362,7 @@ mod tests {
 
         // Written back: the same entries, checkpoint/ as a directory entry first.
         let mut out = Vec::new();
-        write(dst.path(), &mut out).unwrap();
+        write(dst.path(), &[], &mut out).unwrap();
         let listed: Vec<(String, bool)> = tar::Archive::new(out.as_slice())
             .entries()
             .unwrap()

@@ -198,6 +198,45 @@ pub fn read_processes(images: &Path) -> Result<Vec<ckptd_api::CheckpointProcess>
     Ok(out)
 }
 
+/// CRIU's `file_entry` (fdinfo.proto): the regular files of `files.img`.
+#[derive(Clone, PartialEq, Message)]
+struct FileEntry {
+    #[prost(uint32, tag = "1")]
+    kind: u32,
+    #[prost(message, optional, tag = "3")]
+    reg: Option<RegFileEntry>,
+}
+
+/// CRIU's `reg_file_entry` (regfile.proto).
+#[derive(Clone, PartialEq, Message)]
+struct RegFileEntry {
+    #[prost(uint32, tag = "2")]
+    flags: u32,
+    #[prost(string, tag = "6")]
+    name: String,
+    #[prost(uint64, optional, tag = "8")]
+    size: Option<u64>,
+}
+
+/// The regular files the dumped tree had open for writing, with the size CRIU recorded (none
+/// for a file open write-only with O_APPEND, a log, whose size CRIU does not check): the files
+/// a restore elsewhere must find as they were (paths as the tree saw them, absolute).
+pub fn written_files(images: &Path) -> Result<Vec<(String, Option<u64>)>, ImageError> {
+    const REG: u32 = 1;
+    let path = images.join("files.img");
+    let mut out: Vec<(String, Option<u64>)> = Vec::new();
+    for e in read_entries::<FileEntry>(&path)? {
+        let Some(r) = e.reg.filter(|_| e.kind == REG) else {
+            continue;
+        };
+        let writable = r.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32;
+        if writable && r.name.starts_with('/') && !out.iter().any(|(n, _)| *n == r.name) {
+            out.push((r.name, r.size));
+        }
+    }
+    Ok(out)
+}
+
 /// Every pid and thread id of the dumped tree, root first.
 pub fn read_tree_pids(images: &Path) -> Result<Vec<i32>, ImageError> {
     let path = images.join("pstree.img");

@@ -10,6 +10,8 @@ use ckptd_api::{AdoptRequest, Checkpoint, CheckpointStatus, ContainerRecord, Tar
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+mod kubernetes;
+
 use crate::archive::{self, Manifest};
 use crate::auth::{forbidden, Caller};
 use crate::catalog;
@@ -151,8 +153,7 @@ impl Portability {
                 cp.status.as_str()
             )));
         }
-        let podman = query.format == ArchiveFormat::Podman;
-        if podman && !is_podman(&cp) {
+        if query.format == ArchiveFormat::Podman && !is_podman(&cp) {
             return Err(Error::conflict(format!(
                 "checkpoint {} is not of a Podman container, or holds no Podman configuration \
                  (config.dump, spec.dump): format=podman is for checkpoints of Podman containers",
@@ -164,14 +165,27 @@ impl Portability {
         // Read through the directory's parent opened without following a symlink, held for
         // the whole stream.
         let anchor = crate::service::anchor(&cp)?;
+        // The container layout's files made for this archive, before the answer starts: a
+        // checkpoint that cannot be written so is a 409, not a cut-off stream.
+        let extra = match query.format {
+            ArchiveFormat::Ckptd => None,
+            ArchiveFormat::Podman => Some(vec![]),
+            ArchiveFormat::Kubernetes => {
+                let (c, dir) = (cp.clone(), anchor.path());
+                Some(
+                    tokio::task::spawn_blocking(move || kubernetes::extras(&c, &dir))
+                        .await
+                        .map_err(|e| Error::internal(format!("export task failed: {e}")))??,
+                )
+            }
+        };
         let name = cp.name.clone();
         let rx = archive::stream(move |w| {
             let dir = anchor.path();
             let started = std::time::Instant::now();
-            let written = if podman {
-                archive::container::export(&dir, compression, w)
-            } else {
-                archive::export(&dir, manifest, compression, w)
+            let written = match extra {
+                Some(extra) => archive::container::export(&dir, &extra, compression, w),
+                None => archive::export(&dir, manifest, compression, w),
             };
             if written.is_ok() {
                 tracing::info!(checkpoint = %name, ?compression, secs = started.elapsed().as_secs_f64(), "exported");

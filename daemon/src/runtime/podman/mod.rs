@@ -278,7 +278,7 @@ impl PodmanEngine {
             }
             Destination::New(name) => {
                 let dir = spec.images_dir.to_owned();
-                let archive = archive::stream(move |w| archive::container::write(&dir, w));
+                let archive = archive::stream(move |w| archive::container::write(&dir, &[], w));
                 self.api.import(&name, &flags, archive).await.map_err(|e| {
                     Error::new(
                         e.kind,
