@@ -344,20 +344,21 @@ async fn info_reports_the_configured_runc() {
     let installed = String::from_utf8(installed.stdout).unwrap();
     std::fs::copy(installed.trim(), &runc).expect("copy runc");
     let toml = dir.path().join("ckptd.toml");
-    // And a Docker socket where no dockerd answers: info says so, and why.
+    // And Docker and Podman sockets where nothing answers: info says so, and why.
     std::fs::write(
         &toml,
         format!(
-            "runc_path = \"{}\"\ndocker_socket = \"{}\"\n",
+            "runc_path = \"{}\"\ndocker_socket = \"{}\"\npodman_socket = \"{}\"\n",
             runc.display(),
-            dir.path().join("no-docker.sock").display()
+            dir.path().join("no-docker.sock").display(),
+            dir.path().join("no-podman.sock").display()
         ),
     )
     .unwrap();
     let d = Daemon::start_with(&["--config", toml.to_str().unwrap()]).await;
     let info = d.client.info().await.unwrap();
     let names: Vec<&str> = info.runtimes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["runc", "docker"], "{:?}", info.runtimes);
+    assert_eq!(names, ["runc", "docker", "podman"], "{:?}", info.runtimes);
     let r = &info.runtimes[0];
     assert_eq!(r.path, runc.to_str().unwrap());
     assert!(r.reachable && r.error.is_none(), "{r:?}");
@@ -375,5 +376,18 @@ async fn info_reports_the_configured_runc() {
             .as_deref()
             .is_some_and(|e| e.contains("no socket there")),
         "{docker:?}"
+    );
+    let podman = &info.runtimes[2];
+    assert_eq!(
+        (podman.reachable, podman.path.as_str()),
+        (false, dir.path().join("no-podman.sock").to_str().unwrap()),
+        "{podman:?}"
+    );
+    assert!(
+        podman
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no socket there (is Podman's API service running?)")),
+        "{podman:?}"
     );
 }
