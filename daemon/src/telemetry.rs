@@ -103,41 +103,145 @@ const BUCKETS: [f64; 12] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
 ];
 
-#[derive(Default)]
-pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    /// Sum in microseconds.
-    sum_us: AtomicU64,
+/// Upper bounds of the size histograms, in bytes (1 MiB to 64 GiB).
+pub const SIZE_BUCKETS: [f64; 9] = [
+    1048576.0,
+    8388608.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+    4294967296.0,
+    17179869184.0,
+    34359738368.0,
+    68719476736.0,
+];
+
+/// One histogram's counts.
+#[derive(Default, Clone)]
+struct HistData {
+    counts: Vec<u64>,
+    count: u64,
+    sum: f64,
+}
+
+/// A family of histograms by label values (bounded ones: kinds, runtimes, never ids).
+pub struct HistogramFamily {
+    buckets: &'static [f64],
+    values: Mutex<std::collections::BTreeMap<Vec<String>, HistData>>,
+}
+
+impl HistogramFamily {
+    pub const fn new(buckets: &'static [f64]) -> Self {
+        HistogramFamily {
+            buckets,
+            values: Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    pub fn observe(&self, labels: &[&str], v: f64) {
+        let mut m = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        let h = m
+            .entry(labels.iter().map(|l| (*l).to_owned()).collect())
+            .or_insert_with(|| HistData {
+                counts: vec![0; self.buckets.len()],
+                ..Default::default()
+            });
+        for (i, b) in self.buckets.iter().enumerate() {
+            if v <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += v;
+    }
+
+    /// `keys`: the label names, in the order `observe` takes their values.
+    fn render(&self, name: &str, help: &str, keys: &[&str], out: &mut String) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+        for (values, h) in self.values.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let labels: String = keys
+                .iter()
+                .zip(values)
+                .map(|(k, v)| format!("{k}=\"{}\",", label(v)))
+                .collect();
+            for (i, b) in self.buckets.iter().enumerate() {
+                out.push_str(&format!(
+                    "{name}_bucket{{{labels}le=\"{b}\"}} {}\n",
+                    h.counts[i]
+                ));
+            }
+            let plain = labels.trim_end_matches(',');
+            let braces = |s: &str| {
+                if s.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{s}}}")
+                }
+            };
+            out.push_str(&format!(
+                "{name}_bucket{{{labels}le=\"+Inf\"}} {}\n{name}_sum{} {}\n{name}_count{} {}\n",
+                h.count,
+                braces(plain),
+                h.sum,
+                braces(plain),
+                h.count
+            ));
+        }
+    }
+}
+
+/// An unlabelled duration histogram (seconds, `BUCKETS`).
+pub struct Histogram(HistogramFamily);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram(HistogramFamily::new(&BUCKETS))
+    }
 }
 
 impl Histogram {
     pub fn observe(&self, secs: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.counts[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        self.0.observe(&[], secs);
     }
 
     fn render(&self, name: &str, help: &str, out: &mut String) {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
-        for (i, b) in BUCKETS.iter().enumerate() {
+        let before = out.len();
+        self.0.render(name, help, &[], out);
+        if out.len() == before + format!("# HELP {name} {help}\n# TYPE {name} histogram\n").len() {
+            // Never observed: zeros, as a histogram always had.
+            for b in BUCKETS {
+                out.push_str(&format!("{name}_bucket{{le=\"{b}\"}} 0\n"));
+            }
             out.push_str(&format!(
-                "{name}_bucket{{le=\"{b}\"}} {}\n",
-                self.counts[i].load(Ordering::Relaxed)
+                "{name}_bucket{{le=\"+Inf\"}} 0\n{name}_sum 0\n{name}_count 0\n"
             ));
         }
-        let count = self.count.load(Ordering::Relaxed);
-        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
-        out.push_str(&format!(
-            "{name}_sum {}\n",
-            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        ));
-        out.push_str(&format!("{name}_count {count}\n"));
+    }
+}
+
+/// A family of counters by label values (bounded ones).
+#[derive(Default)]
+pub struct CounterFamily {
+    values: Mutex<std::collections::BTreeMap<Vec<String>, u64>>,
+}
+
+impl CounterFamily {
+    pub fn inc(&self, labels: &[&str]) {
+        let mut m = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(labels.iter().map(|l| (*l).to_owned()).collect())
+            .or_default() += 1;
+    }
+
+    fn render(&self, name: &str, help: &str, keys: &[&str], out: &mut String) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for (values, n) in self.values.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let labels: Vec<String> = keys
+                .iter()
+                .zip(values)
+                .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+                .collect();
+            out.push_str(&format!("{name}{{{}}} {n}\n", labels.join(",")));
+        }
     }
 }
 
@@ -176,7 +280,6 @@ impl ByResult {
     }
 }
 
-#[derive(Default)]
 pub struct Metrics {
     pub checkpoints: ByResult,
     pub restores: ByResult,
@@ -188,6 +291,47 @@ pub struct Metrics {
     pub schedules_disabled: AtomicU64,
     /// Pushes, pulls and deletes of remote copies.
     pub remote: RemoteMetrics,
+    /// Jobs ended: (kind, result, code).
+    pub jobs: CounterFamily,
+    /// Time from a job's creation to its start: (kind).
+    pub queue_seconds: HistogramFamily,
+    /// Time from a job's start to its end: (kind, target).
+    pub job_seconds: HistogramFamily,
+    /// Frozen time of ready checkpoints: (target).
+    pub target_frozen_seconds: HistogramFamily,
+    /// Image size of ready checkpoints: (target).
+    pub checkpoint_bytes: HistogramFamily,
+    /// Clients on `/v1/events` now.
+    pub event_clients: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            checkpoints: ByResult::default(),
+            restores: ByResult::default(),
+            checkpoint_seconds: Histogram::default(),
+            restore_seconds: Histogram::default(),
+            frozen_seconds: Histogram::default(),
+            bytes_written: AtomicU64::new(0),
+            schedules_disabled: AtomicU64::new(0),
+            remote: RemoteMetrics::default(),
+            jobs: CounterFamily::default(),
+            queue_seconds: HistogramFamily::new(&BUCKETS),
+            job_seconds: HistogramFamily::new(&BUCKETS),
+            target_frozen_seconds: HistogramFamily::new(&BUCKETS),
+            checkpoint_bytes: HistogramFamily::new(&SIZE_BUCKETS),
+            event_clients: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A target as the metrics' `target` label says it: process, runc, docker or podman.
+pub fn target_label(t: &ckptd_api::Target) -> &'static str {
+    match t {
+        ckptd_api::Target::Process { .. } => "process",
+        ckptd_api::Target::Container { runtime, .. } => runtime.as_str(),
+    }
 }
 
 /// (remote, direction).
@@ -295,6 +439,16 @@ pub struct Gauges {
     pub busy_workers: usize,
     pub workers: usize,
     pub catalog_checkpoints: u64,
+    /// Checkpoints by status.
+    pub by_status: Vec<(String, u64)>,
+    /// Bytes of ready checkpoints' images on this host.
+    pub local_bytes: u64,
+    /// Free bytes where new checkpoints go (the checkpoints root), if it could be read.
+    pub free_bytes: Option<u64>,
+    /// When the daemon started (Unix seconds).
+    pub started_at: f64,
+    pub criu_version: String,
+    pub runc_version: String,
 }
 
 impl Metrics {
@@ -374,9 +528,78 @@ impl Metrics {
             g.catalog_checkpoints.to_string(),
         );
         self.remote.render(&mut out);
+        self.jobs.render(
+            "ckptd_jobs_total",
+            "Jobs ended, by kind (checkpoint, restore, push, pull), result and error code (empty when it succeeded).",
+            &["kind", "result", "code"],
+            &mut out,
+        );
+        self.queue_seconds.render(
+            "ckptd_job_queue_seconds",
+            "Time jobs waited for a worker, by kind.",
+            &["kind"],
+            &mut out,
+        );
+        self.job_seconds.render(
+            "ckptd_job_duration_seconds",
+            "Time from a job's start to its end, by kind and target (process, runc, docker, podman).",
+            &["kind", "target"],
+            &mut out,
+        );
+        self.target_frozen_seconds.render(
+            "ckptd_checkpoint_frozen_seconds",
+            "How long targets were frozen (CRIU's statistics), by target (process, runc, docker, podman).",
+            &["target"],
+            &mut out,
+        );
+        self.checkpoint_bytes.render(
+            "ckptd_checkpoint_size_bytes",
+            "Image size of ready checkpoints, by target (process, runc, docker, podman).",
+            &["target"],
+            &mut out,
+        );
+        out.push_str("# HELP ckptd_checkpoints Checkpoints in the catalog, by status.\n# TYPE ckptd_checkpoints gauge\n");
+        for (status, n) in &g.by_status {
+            out.push_str(&format!(
+                "ckptd_checkpoints{{status=\"{}\"}} {n}\n",
+                label(status)
+            ));
+        }
+        gauge(
+            &mut out,
+            "ckptd_storage_used_bytes",
+            "Bytes of ready checkpoints' images on this host.",
+            "gauge",
+            g.local_bytes.to_string(),
+        );
+        if let Some(free) = g.free_bytes {
+            gauge(
+                &mut out,
+                "ckptd_storage_free_bytes",
+                "Free bytes on the filesystem of the checkpoints' root (state_dir/checkpoints).",
+                "gauge",
+                free.to_string(),
+            );
+        }
+        gauge(
+            &mut out,
+            "ckptd_event_stream_clients",
+            "Clients following /v1/events now.",
+            "gauge",
+            self.event_clients.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "ckptd_start_time_seconds",
+            "When the daemon started, in Unix seconds (uptime: time() - this).",
+            "gauge",
+            g.started_at.to_string(),
+        );
         out.push_str(&format!(
-            "# HELP ckptd_build_info ckptd's version.\n# TYPE ckptd_build_info gauge\nckptd_build_info{{version=\"{}\"}} 1\n",
-            env!("CARGO_PKG_VERSION")
+            "# HELP ckptd_build_info ckptd's version, and the CRIU and runc it runs.\n# TYPE ckptd_build_info gauge\nckptd_build_info{{version=\"{}\",criu=\"{}\",runc=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            label(&g.criu_version),
+            label(&g.runc_version)
         ));
         out
     }

@@ -129,6 +129,19 @@ async fn metrics_parse_with_prometheus_and_count_a_checkpoint() {
         )
         .await
         .expect("checkpoint");
+    // A job CRIU fails: an established TCP connection without tcp_established.
+    let tcp = Target::python(d.dir.path(), "metrics-tcp", 1, true);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: tcp.pid }),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect_err("CRIU refuses the established connection");
     let resp = d.client.get("/metrics").await.unwrap();
     assert_eq!(resp.status.as_u16(), 200);
     assert!(resp
@@ -150,9 +163,31 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
             want["frozen"] = s.value
         if s.name == "ckptd_bytes_written_total":
             want["bytes"] = s.value
-        if s.name == "ckptd_build_info":
+        if s.name == "ckptd_build_info" and s.labels.get("criu"):
             want["build"] = s.value
-print(want["ok"], want["frozen"], want["bytes"], want["build"])
+        if s.name == "ckptd_jobs_total" and s.labels == {"kind": "checkpoint", "result": "succeeded", "code": ""}:
+            want["jobs_ok"] = s.value
+        if s.name == "ckptd_jobs_total" and s.labels == {"kind": "checkpoint", "result": "failed", "code": "criu_failed"}:
+            want["jobs_criu"] = s.value
+        if s.name == "ckptd_job_queue_seconds_count" and s.labels == {"kind": "checkpoint"}:
+            want["queued"] = s.value
+        if s.name == "ckptd_job_duration_seconds_count" and s.labels == {"kind": "checkpoint", "target": "process"}:
+            want["duration"] = s.value
+        if s.name == "ckptd_checkpoint_frozen_seconds_count" and s.labels == {"target": "process"}:
+            want["frozen_by"] = s.value
+        if s.name == "ckptd_checkpoint_size_bytes_count" and s.labels == {"target": "process"}:
+            want["size_by"] = s.value
+        if s.name == "ckptd_checkpoints" and s.labels == {"status": "ready"}:
+            want["ready"] = s.value
+        if s.name == "ckptd_storage_used_bytes":
+            want["used"] = s.value
+        if s.name == "ckptd_storage_free_bytes":
+            want["free"] = s.value
+        if s.name == "ckptd_start_time_seconds":
+            want["start"] = s.value
+print(want["ok"], want["frozen"], want["bytes"], want["build"], want["jobs_ok"], want["jobs_criu"],
+      want["queued"], want["duration"], want["frozen_by"], want["size_by"], want["ready"], want["used"],
+      want["free"], want["start"])
 "#;
     let mut py = Command::new(VENV_PYTHON)
         .args(["-c", script])
@@ -181,12 +216,16 @@ print(want["ok"], want["frozen"], want["bytes"], want["build"])
         vals[2]
     );
     assert_eq!(vals[3], 1.0);
+    // The jobs by kind, result and code; their waits and durations; by target.
+    assert_eq!(&vals[4..11], &[1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 1.0], "{text}");
+    assert!(vals[11] > 16.0 * 1024.0 * 1024.0, "used {}", vals[11]);
+    assert!(vals[12] > 0.0 && vals[13] > 1.7e9, "{text}");
     for name in [
         "ckptd_restores_total",
         "ckptd_checkpoint_duration_seconds_bucket",
         "ckptd_queue_depth",
         "ckptd_busy_workers",
-        "ckptd_catalog_checkpoints 1",
+        "ckptd_catalog_checkpoints 2",
     ] {
         assert!(text.contains(name), "{name} missing:\n{text}");
     }

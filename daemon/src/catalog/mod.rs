@@ -727,6 +727,27 @@ impl Catalog {
         Ok(())
     }
 
+    /// Checkpoints by status, and the bytes of ready ones whose images are on this host.
+    pub async fn storage_summary(&self) -> Result<(Vec<(String, u64)>, u64)> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM checkpoints GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut by_status = Vec::new();
+        for r in rows {
+            by_status.push((
+                r.try_get::<String, _>("status")?,
+                r.try_get::<i64, _>("n")? as u64,
+            ));
+        }
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(size_bytes), 0) AS b FROM checkpoints \
+             WHERE status = 'ready' AND local_images = 1",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((by_status, row.try_get::<i64, _>("b")? as u64))
+    }
+
     pub async fn count_checkpoints(&self) -> Result<u64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM checkpoints")
             .fetch_one(&self.pool)

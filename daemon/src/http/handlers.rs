@@ -560,9 +560,11 @@ pub async fn events(
         )))
     });
     let stopping = s.service.stopping();
+    // Counted in ckptd_event_stream_clients while the stream lives.
+    let client = s.service.event_client();
     let stream = futures_util::stream::unfold(
-        (sub.live, stopping),
-        move |(mut rx, mut stopping)| async move {
+        (sub.live, stopping, client),
+        move |(mut rx, mut stopping, client)| async move {
             loop {
                 let next = tokio::select! {
                     r = rx.recv() => r,
@@ -573,7 +575,7 @@ pub async fn events(
                         if !visible(&ev) {
                             continue;
                         }
-                        return Some((Ok(sse(&ev)), (rx, stopping)));
+                        return Some((Ok(sse(&ev)), (rx, stopping, client)));
                     }
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(

@@ -78,9 +78,26 @@ struct Inner {
     running: AtomicUsize,
     events: Events,
     metrics: Metrics,
+    /// When the service started (Unix seconds).
+    started_at: f64,
+    /// runc's version, read once for the metrics.
+    runc_version: tokio::sync::OnceCell<String>,
     /// Stop senders of running jobs (cancel and timeout use them).
     stoppers: Mutex<HashMap<Uuid, watch::Sender<Option<StopReason>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A client of `/v1/events`, counted while it lives.
+pub struct EventClient(Service);
+
+impl Drop for EventClient {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .metrics
+            .event_clients
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Targets and checkpoints that a queued or running job (or a delete) is using.
@@ -203,6 +220,10 @@ impl Service {
                 stoppers: Mutex::new(HashMap::new()),
                 events: Events::default(),
                 metrics: Metrics::default(),
+                started_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+                runc_version: tokio::sync::OnceCell::new(),
                 workers: Mutex::new(Vec::new()),
             }),
         }
@@ -229,6 +250,15 @@ impl Service {
         &self.inner.events
     }
 
+    /// Counts a client of `/v1/events` while the returned guard lives.
+    pub fn event_client(&self) -> EventClient {
+        self.inner
+            .metrics
+            .event_clients
+            .fetch_add(1, Ordering::Relaxed);
+        EventClient(self.clone())
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -251,11 +281,35 @@ impl Service {
     /// The Prometheus exposition of the daemon's metrics.
     pub async fn metrics_text(&self, workers: usize) -> Result<String> {
         let inner = &self.inner;
+        let (by_status, local_bytes) = inner.catalog.storage_summary().await?;
+        let runc_version = inner
+            .runc_version
+            .get_or_init(|| async {
+                let runtimes = inner.engine.runtimes().await;
+                runtimes
+                    .into_iter()
+                    .find(|r| r.name == "runc")
+                    .and_then(|r| r.version)
+                    .and_then(|v| {
+                        v.lines()
+                            .next()
+                            .map(|l| l.trim_start_matches("runc version ").to_owned())
+                    })
+                    .unwrap_or_default()
+            })
+            .await
+            .clone();
         let gauges = Gauges {
             queue_depth: inner.queue.max_capacity() - inner.queue.capacity(),
             busy_workers: self.running_jobs(),
             workers,
-            catalog_checkpoints: inner.catalog.count_checkpoints().await?,
+            catalog_checkpoints: by_status.iter().map(|(_, n)| n).sum(),
+            by_status,
+            local_bytes,
+            free_bytes: crate::sys::free_bytes(&inner.cfg.checkpoints_root).ok(),
+            started_at: inner.started_at,
+            criu_version: inner.engine.version().unwrap_or_default(),
+            runc_version,
         };
         Ok(inner.metrics.render(&gauges))
     }

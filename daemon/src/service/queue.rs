@@ -366,6 +366,26 @@ impl Inner {
             (Some(a), Some(b)) => (b - a).num_microseconds().map(|us| us as f64 / 1e6),
             _ => None,
         };
+        let kind = job.kind.as_str();
+        let code = job.error.as_ref().map_or("", |e| e.code.as_str());
+        self.metrics.jobs.inc(&[kind, job.state.as_str(), code]);
+        if let Some(started) = job.started_at {
+            if let Some(us) = (started - job.created_at).num_microseconds() {
+                self.metrics
+                    .queue_seconds
+                    .observe(&[kind], us.max(0) as f64 / 1e6);
+            }
+        }
+        let cp = self
+            .catalog
+            .checkpoint(&job.checkpoint_id.to_string())
+            .await
+            .ok()
+            .flatten();
+        if let (Some(s), Some(cp)) = (secs, &cp) {
+            let target = crate::telemetry::target_label(&cp.target);
+            self.metrics.job_seconds.observe(&[kind, target], s);
+        }
         match job.kind {
             JobKind::Restore => {
                 self.metrics.restores.add(job.state);
@@ -376,22 +396,24 @@ impl Inner {
             JobKind::Push | JobKind::Pull => {}
             JobKind::Checkpoint => {
                 self.metrics.checkpoints.add(job.state);
-                let Ok(Some(cp)) = self
-                    .catalog
-                    .checkpoint(&job.checkpoint_id.to_string())
-                    .await
-                else {
+                let Some(cp) = cp else {
                     return;
                 };
                 if cp.status == CheckpointStatus::Ready {
+                    let target = crate::telemetry::target_label(&cp.target);
                     if let Some(s) = secs {
                         self.metrics.checkpoint_seconds.observe(s);
                     }
                     if let Some(st) = cp.stats {
+                        let frozen = st.frozen_time_us as f64 / 1e6;
+                        self.metrics.frozen_seconds.observe(frozen);
                         self.metrics
-                            .frozen_seconds
-                            .observe(st.frozen_time_us as f64 / 1e6);
+                            .target_frozen_seconds
+                            .observe(&[target], frozen);
                     }
+                    self.metrics
+                        .checkpoint_bytes
+                        .observe(&[target], cp.size_bytes as f64);
                     self.metrics
                         .bytes_written
                         .fetch_add(cp.size_bytes, Ordering::Relaxed);
