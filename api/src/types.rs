@@ -840,6 +840,12 @@ pub struct Schedule {
     /// enabling it again clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
+    /// When a run last succeeded (its checkpoint ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// When a run last failed (refused, or its job failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_at: Option<DateTime<Utc>>,
 }
 
 /// Body of `POST /v1/schedules`.

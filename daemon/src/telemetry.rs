@@ -303,6 +303,8 @@ pub struct Metrics {
     pub checkpoint_bytes: HistogramFamily,
     /// Clients on `/v1/events` now.
     pub event_clients: AtomicU64,
+    /// Answered requests: (route template, status class).
+    pub requests: CounterFamily,
 }
 
 impl Default for Metrics {
@@ -322,6 +324,7 @@ impl Default for Metrics {
             target_frozen_seconds: HistogramFamily::new(&BUCKETS),
             checkpoint_bytes: HistogramFamily::new(&SIZE_BUCKETS),
             event_clients: AtomicU64::new(0),
+            requests: CounterFamily::default(),
         }
     }
 }
@@ -426,6 +429,51 @@ impl RemoteMetrics {
     }
 }
 
+/// The schedules' gauges, one family per field, a series per schedule.
+fn render_schedules(schedules: &[ScheduleGauge], out: &mut String) {
+    type Pick = fn(&ScheduleGauge) -> Option<f64>;
+    let families: [(&str, &str, Pick); 6] = [
+        (
+            "ckptd_schedule_last_success_timestamp_seconds",
+            "When the schedule's last run succeeded (Unix seconds); absent until one has.",
+            |s| s.last_success,
+        ),
+        (
+            "ckptd_schedule_last_failure_timestamp_seconds",
+            "When the schedule's last run failed (Unix seconds); absent until one has.",
+            |s| s.last_failure,
+        ),
+        (
+            "ckptd_schedule_consecutive_failures",
+            "Failed runs in a row (a success resets it).",
+            |s| Some(f64::from(s.consecutive_failures)),
+        ),
+        (
+            "ckptd_schedule_next_run_timestamp_seconds",
+            "When the schedule runs next (Unix seconds); absent while it is disabled.",
+            |s| s.next_run,
+        ),
+        (
+            "ckptd_schedule_checkpoints",
+            "Ready checkpoints the schedule keeps.",
+            |s| Some(s.kept as f64),
+        ),
+        (
+            "ckptd_schedule_enabled",
+            "1 while the schedule is enabled, 0 once disabled (by hand or after failures).",
+            |s| Some(if s.enabled { 1.0 } else { 0.0 }),
+        ),
+    ];
+    for (name, help, pick) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for s in schedules {
+            if let Some(v) = pick(s) {
+                out.push_str(&format!("{name}{{schedule=\"{}\"}} {v}\n", label(&s.name)));
+            }
+        }
+    }
+}
+
 /// A label value as the text format needs it.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -449,6 +497,19 @@ pub struct Gauges {
     pub started_at: f64,
     pub criu_version: String,
     pub runc_version: String,
+    pub schedules: Vec<ScheduleGauge>,
+}
+
+/// One schedule as the metrics show it (its name is the label: the operator bounds them).
+pub struct ScheduleGauge {
+    pub name: String,
+    pub enabled: bool,
+    pub last_success: Option<f64>,
+    pub last_failure: Option<f64>,
+    pub consecutive_failures: u32,
+    pub next_run: Option<f64>,
+    /// Ready checkpoints it keeps.
+    pub kept: u64,
 }
 
 impl Metrics {
@@ -581,6 +642,13 @@ impl Metrics {
                 free.to_string(),
             );
         }
+        render_schedules(&g.schedules, &mut out);
+        self.requests.render(
+            "ckptd_http_requests_total",
+            "Requests answered, by route template and status class (2xx, 4xx, ...).",
+            &["route", "code"],
+            &mut out,
+        );
         gauge(
             &mut out,
             "ckptd_event_stream_clients",

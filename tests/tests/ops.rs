@@ -185,9 +185,13 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
             want["free"] = s.value
         if s.name == "ckptd_start_time_seconds":
             want["start"] = s.value
+        if s.name == "ckptd_http_requests_total" and s.labels == {"route": "/v1/checkpoints", "code": "2xx"}:
+            want["created"] = s.value
+        if s.name == "ckptd_http_requests_total" and s.labels == {"route": "/v1/checkpoints", "code": "5xx"}:
+            want["failed_req"] = s.value
 print(want["ok"], want["frozen"], want["bytes"], want["build"], want["jobs_ok"], want["jobs_criu"],
       want["queued"], want["duration"], want["frozen_by"], want["size_by"], want["ready"], want["used"],
-      want["free"], want["start"])
+      want["free"], want["start"], want["created"], want["failed_req"])
 "#;
     let mut py = Command::new(VENV_PYTHON)
         .args(["-c", script])
@@ -220,6 +224,9 @@ print(want["ok"], want["frozen"], want["bytes"], want["build"], want["jobs_ok"],
     assert_eq!(&vals[4..11], &[1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 1.0], "{text}");
     assert!(vals[11] > 16.0 * 1024.0 * 1024.0, "used {}", vals[11]);
     assert!(vals[12] > 0.0 && vals[13] > 1.7e9, "{text}");
+    // Requests by route template and status class: the good checkpoint (201) and the one whose
+    // job CRIU failed (answered with the job's error status).
+    assert_eq!(&vals[14..16], &[1.0, 1.0], "{text}");
     for name in [
         "ckptd_restores_total",
         "ckptd_checkpoint_duration_seconds_bucket",

@@ -479,9 +479,26 @@ async fn a_schedule_that_keeps_failing_is_disabled_and_says_why() {
             .consecutive_failures,
         3
     );
+    let last_failure = s.last_failure_at.expect("last_failure_at");
     let metrics = d.client.get("/metrics").await.unwrap().text();
     assert!(
         metrics.contains("\nckptd_schedules_disabled_total 1\n"),
+        "{metrics}"
+    );
+    // Per schedule, for dashboards and alerts: failures in a row, disabled, when it last failed,
+    // and no next run while disabled.
+    for line in [
+        "ckptd_schedule_consecutive_failures{schedule=\"dying\"} 3\n".to_owned(),
+        "ckptd_schedule_enabled{schedule=\"dying\"} 0\n".to_owned(),
+        format!(
+            "ckptd_schedule_last_failure_timestamp_seconds{{schedule=\"dying\"}} {}\n",
+            last_failure.timestamp_micros() as f64 / 1e6
+        ),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("ckptd_schedule_next_run_timestamp_seconds{schedule=\"dying\"}"),
         "{metrics}"
     );
     let again = d

@@ -190,6 +190,8 @@ pub struct ScheduleRow {
     pub owner_uid: u32,
     pub consecutive_failures: u32,
     pub disabled_reason: Option<String>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -208,6 +210,8 @@ struct StoredSchedule {
     owner_uid: i64,
     consecutive_failures: i64,
     disabled_reason: Option<String>,
+    last_success_at: Option<String>,
+    last_failure_at: Option<String>,
 }
 
 fn schedule_from_row(row: &SqliteRow) -> Result<ScheduleRow> {
@@ -227,6 +231,8 @@ fn schedule_from_row(row: &SqliteRow) -> Result<ScheduleRow> {
         owner_uid: r.owner_uid as u32,
         consecutive_failures: r.consecutive_failures.max(0) as u32,
         disabled_reason: r.disabled_reason,
+        last_success_at: opt_ts(r.last_success_at)?,
+        last_failure_at: opt_ts(r.last_failure_at)?,
     })
 }
 
@@ -647,7 +653,8 @@ impl Catalog {
         let res = sqlx::query(
             "INSERT INTO schedules (id, name, target, cron, options, retention, enabled, \
              created_at, updated_at, anchor_at, last_run, owner_uid, consecutive_failures, \
-             disabled_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             disabled_reason, last_success_at, last_failure_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.to_string())
         .bind(&s.name)
@@ -663,6 +670,8 @@ impl Catalog {
         .bind(i64::from(s.owner_uid))
         .bind(i64::from(s.consecutive_failures))
         .bind(&s.disabled_reason)
+        .bind(s.last_success_at.as_ref().map(ts))
+        .bind(s.last_failure_at.as_ref().map(ts))
         .execute(&self.pool)
         .await;
         match res {
@@ -680,7 +689,7 @@ impl Catalog {
         let done = sqlx::query(
             "UPDATE schedules SET target = ?, cron = ?, options = ?, retention = ?, enabled = ?, \
              updated_at = ?, anchor_at = ?, last_run = ?, consecutive_failures = ?, \
-             disabled_reason = ? WHERE id = ?",
+             disabled_reason = ?, last_success_at = ?, last_failure_at = ? WHERE id = ?",
         )
         .bind(to_json(&s.target))
         .bind(&s.cron)
@@ -692,6 +701,8 @@ impl Catalog {
         .bind(s.last_run.as_ref().map(to_json))
         .bind(i64::from(s.consecutive_failures))
         .bind(&s.disabled_reason)
+        .bind(s.last_success_at.as_ref().map(ts))
+        .bind(s.last_failure_at.as_ref().map(ts))
         .bind(s.id.to_string())
         .execute(&self.pool)
         .await?;
@@ -725,6 +736,25 @@ impl Catalog {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Ready checkpoints per schedule (by their `schedule` label).
+    pub async fn kept_by_schedule(&self) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT json_extract(labels, '$.schedule') AS s, COUNT(*) AS n FROM checkpoints \
+             WHERE status = 'ready' AND json_extract(labels, '$.schedule') IS NOT NULL \
+             GROUP BY s",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("s")?,
+                    r.try_get::<i64, _>("n")? as u64,
+                ))
+            })
+            .collect()
     }
 
     /// Checkpoints by status, and the bytes of ready ones whose images are on this host.

@@ -502,7 +502,31 @@ pub async fn schedule_retention(
 
 /// Prometheus metrics (text exposition format 0.0.4). Counts only; any caller who can connect.
 pub async fn metrics(State(s): State<AppState>) -> Result<Response> {
-    let text = s.service.metrics_text(s.info.workers).await?;
+    let kept: std::collections::HashMap<String, u64> = s
+        .service
+        .catalog()
+        .kept_by_schedule()
+        .await?
+        .into_iter()
+        .collect();
+    let secs = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros() as f64 / 1e6;
+    let schedules = s
+        .schedules
+        .list(&Caller::ROOT)
+        .await?
+        .items
+        .into_iter()
+        .map(|sc| crate::telemetry::ScheduleGauge {
+            kept: kept.get(&sc.name).copied().unwrap_or(0),
+            enabled: sc.enabled,
+            last_success: sc.last_success_at.map(secs),
+            last_failure: sc.last_failure_at.map(secs),
+            consecutive_failures: sc.consecutive_failures,
+            next_run: sc.next_run_at.map(secs),
+            name: sc.name,
+        })
+        .collect();
+    let text = s.service.metrics_text(s.info.workers, schedules).await?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -236,11 +236,36 @@ pub fn route_table() -> Vec<(Method, &'static str)> {
 }
 
 pub fn router(state: AppState) -> Router {
+    let service = state.service.clone();
     routes()
         .router
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let service = service.clone();
+                async move {
+                    // The route's template (`/v1/checkpoints/{ref}`), never the path itself:
+                    // a bounded label.
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map_or("unmatched", |m| m.as_str())
+                        .to_owned();
+                    let resp = next.run(req).await;
+                    let class = match resp.status().as_u16() {
+                        100..=199 => "1xx",
+                        200..=299 => "2xx",
+                        300..=399 => "3xx",
+                        400..=499 => "4xx",
+                        _ => "5xx",
+                    };
+                    service.count_request(&route, class);
+                    resp
+                }
+            },
+        ))
         .with_state(state)
 }
 

@@ -116,6 +116,8 @@ impl Schedules {
             owner_uid: row.owner_uid,
             consecutive_failures: row.consecutive_failures,
             disabled_reason: row.disabled_reason,
+            last_success_at: row.last_success_at,
+            last_failure_at: row.last_failure_at,
         }
     }
 
@@ -193,6 +195,8 @@ impl Schedules {
             owner_uid: caller.uid,
             consecutive_failures: 0,
             disabled_reason: None,
+            last_success_at: None,
+            last_failure_at: None,
         };
         self.validate(caller, &row, true).await?;
         self.catalog().insert_schedule(&row).await?;
@@ -393,6 +397,9 @@ impl Schedules {
         if let Some(slot) = slot {
             row.anchor_at = slot.max(row.anchor_at);
         }
+        if result.is_err() {
+            row.last_failure_at = Some(now);
+        }
         let disabled = result.is_err() && self.count_failure(&mut row);
         self.catalog().update_schedule(&row).await?;
         let view = Self::view(row.clone());
@@ -462,8 +469,10 @@ impl Schedules {
         run.error = job.error.clone();
         let disabled = if ok {
             row.consecutive_failures = 0;
+            row.last_success_at = job.finished_at;
             false
         } else {
+            row.last_failure_at = job.finished_at;
             self.count_failure(&mut row)
         };
         if let Err(e) = self.catalog().update_schedule(&row).await {

@@ -250,6 +250,11 @@ impl Service {
         &self.inner.events
     }
 
+    /// Counts an answered request by route template and status class.
+    pub fn count_request(&self, route: &str, class: &str) {
+        self.inner.metrics.requests.inc(&[route, class]);
+    }
+
     /// Counts a client of `/v1/events` while the returned guard lives.
     pub fn event_client(&self) -> EventClient {
         self.inner
@@ -279,7 +284,11 @@ impl Service {
     }
 
     /// The Prometheus exposition of the daemon's metrics.
-    pub async fn metrics_text(&self, workers: usize) -> Result<String> {
+    pub async fn metrics_text(
+        &self,
+        workers: usize,
+        schedules: Vec<crate::telemetry::ScheduleGauge>,
+    ) -> Result<String> {
         let inner = &self.inner;
         let (by_status, local_bytes) = inner.catalog.storage_summary().await?;
         let runc_version = inner
@@ -310,6 +319,7 @@ impl Service {
             started_at: inner.started_at,
             criu_version: inner.engine.version().unwrap_or_default(),
             runc_version,
+            schedules,
         };
         Ok(inner.metrics.render(&gauges))
     }
