@@ -291,7 +291,7 @@ pub struct Metrics {
     pub schedules_disabled: AtomicU64,
     /// Pushes, pulls and deletes of remote copies.
     pub remote: RemoteMetrics,
-    /// Jobs ended: (kind, result, code).
+    /// Jobs ended: (kind, result, code, cause).
     pub jobs: CounterFamily,
     /// Time from a job's creation to its start: (kind).
     pub queue_seconds: HistogramFamily,
@@ -591,8 +591,8 @@ impl Metrics {
         self.remote.render(&mut out);
         self.jobs.render(
             "ckptd_jobs_total",
-            "Jobs ended, by kind (checkpoint, restore, push, pull), result and error code (empty when it succeeded).",
-            &["kind", "result", "code"],
+            "Jobs ended, by kind (checkpoint, restore, push, pull), result, error code (empty when it succeeded) and, for CRIU's failures, the cause ckptd recognised in its log (tcp_established, ext_unix_sk, tty, pid_in_use, ...).",
+            &["kind", "result", "code", "cause"],
             &mut out,
         );
         self.queue_seconds.render(

@@ -165,9 +165,9 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
             want["bytes"] = s.value
         if s.name == "ckptd_build_info" and s.labels.get("criu"):
             want["build"] = s.value
-        if s.name == "ckptd_jobs_total" and s.labels == {"kind": "checkpoint", "result": "succeeded", "code": ""}:
+        if s.name == "ckptd_jobs_total" and s.labels == {"kind": "checkpoint", "result": "succeeded", "code": "", "cause": ""}:
             want["jobs_ok"] = s.value
-        if s.name == "ckptd_jobs_total" and s.labels == {"kind": "checkpoint", "result": "failed", "code": "criu_failed"}:
+        if s.name == "ckptd_jobs_total" and s.labels == {"kind": "checkpoint", "result": "failed", "code": "criu_failed", "cause": "tcp_established"}:
             want["jobs_criu"] = s.value
         if s.name == "ckptd_job_queue_seconds_count" and s.labels == {"kind": "checkpoint"}:
             want["queued"] = s.value

@@ -83,11 +83,12 @@ pub fn failure(
     let err = Error::new(kind, format!("{what}: {cause}"))
         .with("log_tail", lines)
         .with("log", log_path.display().to_string());
-    err.with_any_hint(hint(log).unwrap_or_else(|| {
-        Hint::Advice(Advice::ReadLog {
+    match recognise(log) {
+        Some((id, h)) => err.with("cause", id).with_any_hint(h),
+        None => err.with_any_hint(Hint::Advice(Advice::ReadLog {
             path: log_path.display().to_string(),
-        })
-    }))
+        })),
+    }
 }
 
 /// A failed dump on a filesystem with (almost) no room left failed for lack of space, whatever
@@ -143,6 +144,12 @@ pub fn message_of(line: &str) -> String {
 
 /// A recognised cause: what to tell the user to do.
 pub fn hint(log: &str) -> Option<Hint> {
+    recognise(log).map(|(_, h)| h)
+}
+
+/// A recognised cause: its short name (the `cause` of an error's details and of the metrics'
+/// label: `tcp_established`, `ext_unix_sk`, `pid_in_use`, ...) and what to tell the user to do.
+pub fn recognise(log: &str) -> Option<(&'static str, Hint)> {
     let errors: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("Error (") || l.starts_with("Error"))
@@ -150,119 +157,145 @@ pub fn hint(log: &str) -> Option<Hint> {
         .collect();
     let has = |needle: &str| errors.iter().any(|l| l.contains(needle));
     if has("Can't connect inet socket back: Network is unreachable") {
-        return Some(plain(
+        return Some(("network_unreachable", plain(
             "CRIU could not re-create the tree's TCP connections: their network is not up in the \
              restored network namespace (Docker gives a restored container a new one and brings \
              its network up only after CRIU has run); close the connections before the \
              checkpoint, or run the workload as a runc container, whose restore keeps them"
                 .into(),
-        ));
+        )));
     }
     if has("Connected TCP socket") || has("--tcp-established") {
-        return Some(retry(
+        return Some(("tcp_established", retry(
             CriuOption::TcpEstablished,
             "the process has an established TCP connection",
             None,
             Some("the connection is then restored too, so restore on a host where its address is valid"),
-        ));
+        )));
     }
     if has("External socket is used") || has("ext-unix-sk") || has("unix: Can't dump") {
-        return Some(retry(
-            CriuOption::ExtUnixSk,
-            "the process uses a unix socket whose peer is outside the dumped tree",
-            Some("checkpoint the peer together with it"),
-            None,
+        return Some((
+            "ext_unix_sk",
+            retry(
+                CriuOption::ExtUnixSk,
+                "the process uses a unix socket whose peer is outside the dumped tree",
+                Some("checkpoint the peer together with it"),
+                None,
+            ),
         ));
     }
     if has("Don't have tty to inherit session from") {
         // Retrying with shell_job would not help: it had it.
-        return Some(plain(
+        return Some(("tty_restore", plain(
             "the tree was checkpointed attached to a terminal (shell_job), and a restore through \
              ckptd has no terminal to give back to it: start such a process detached (setsid, \
              stdio redirected away from the terminal) before checkpointing it, or restore it by \
              hand from a terminal with criu restore --shell-job"
                 .into(),
-        ));
-    }
-    if let Some((file, now, was)) = changed_size(&errors) {
-        return Some(plain(format!(
-            "the file {file} changed since the checkpoint ({now} bytes now, {was} then); CRIU \
-             reopens files as they were: put the file back as it was, or take a new checkpoint"
         )));
     }
+    if let Some((file, now, was)) = changed_size(&errors) {
+        return Some((
+            "file_changed",
+            plain(format!(
+                "the file {file} changed since the checkpoint ({now} bytes now, {was} then); CRIU \
+             reopens files as they were: put the file back as it was, or take a new checkpoint"
+            )),
+        ));
+    }
     if has("tty") && (has("shell-job") || has("Can't dump") || has("tty:")) {
-        return Some(retry(
-            CriuOption::ShellJob,
-            "the process is attached to a terminal or its session leader is outside the tree",
-            Some("start the target with setsid and its stdio redirected away from the terminal"),
-            None,
+        return Some((
+            "tty",
+            retry(
+                CriuOption::ShellJob,
+                "the process is attached to a terminal or its session leader is outside the tree",
+                Some(
+                    "start the target with setsid and its stdio redirected away from the terminal",
+                ),
+                None,
+            ),
         ));
     }
     if has("is outside of tree") || has("session leader") || has("--shell-job") {
-        return Some(retry(
+        return Some(("session", retry(
             CriuOption::ShellJob,
             "the process belongs to a session or process group led by a process outside the dumped \
              tree",
             Some("start the target with setsid"),
             None,
-        ));
+        )));
     }
     if has("file locks") || has("--file-locks") {
-        return Some(retry(
-            CriuOption::FileLocks,
-            "the process holds file locks",
-            None,
-            None,
+        return Some((
+            "file_locks",
+            retry(
+                CriuOption::FileLocks,
+                "the process holds file locks",
+                None,
+                None,
+            ),
         ));
     }
     if has("No space left on device") {
-        return Some(plain(
+        return Some(("no_space", plain(
             "the filesystem holding the images filled up; the partial images were removed: free \
              space or choose another checkpoint_dir"
                 .into(),
-        ));
-    }
-    if let Some(pid) = pid_in_use(&errors) {
-        return Some(plain(format!(
-            "pid {pid} is in use by another process, and a restore in place needs the tree's own \
-             pids: stop that process (or wait until the original has exited), then restore again"
         )));
     }
+    if let Some(pid) = pid_in_use(&errors) {
+        return Some((
+            "pid_in_use",
+            plain(format!(
+            "pid {pid} is in use by another process, and a restore in place needs the tree's own \
+             pids: stop that process (or wait until the original has exited), then restore again"
+        )),
+        ));
+    }
     if has("iptables") || has("nft") && has("lock") || has("Can't lock network") {
-        return Some(plain(
-            "CRIU could not lock the network: install iptables (apt-get install iptables) or \
+        return Some((
+            "network_lock",
+            plain(
+                "CRIU could not lock the network: install iptables (apt-get install iptables) or \
              configure CRIU's nftables network lock"
-                .into(),
+                    .into(),
+            ),
         ));
     }
     if let Some(file) = missing_file(&errors) {
-        return Some(plain(format!(
+        return Some((
+            "missing_file",
+            plain(format!(
             "the restored root filesystem has no {file}, which the images need: restore into a \
              bundle whose rootfs holds the same files as the checkpointed one (copy it with cp -a)"
-        )));
+        )),
+        ));
     }
     if has("Can't lookup mount=") {
-        return Some(plain(
-            "a file descriptor (often stdout or stderr) points at a file opened outside the \
+        return Some((
+            "external_mount",
+            plain(
+                "a file descriptor (often stdout or stderr) points at a file opened outside the \
              target's mount namespace (a host file, even one inside the container's rootfs): point \
              its stdio at /dev/null or a pipe, or let the container open its own files"
-                .into(),
+                    .into(),
+            ),
         ));
     }
     if has("Can't get rlimit") && has("Operation not permitted") {
-        return Some(plain(
+        return Some(("rlimit", plain(
             "CRIU could not read the target's resource limits: dumping a process of another user \
              needs CAP_SYS_RESOURCE, which ckptd (and so CRIU) does not have here; run ckptd with \
              it (systemd: AmbientCapabilities / no CapabilityBoundingSet that drops it)"
                 .into(),
-        ));
+        )));
     }
     if has("Operation not permitted") || has("EPERM") {
-        return Some(plain(
+        return Some(("permission", plain(
             "CRIU was denied a privileged operation: ckptd must run as root with the capabilities \
              CRIU needs (CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_CHECKPOINT_RESTORE)"
                 .into(),
-        ));
+        )));
     }
     None
 }

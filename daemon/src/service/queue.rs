@@ -368,7 +368,16 @@ impl Inner {
         };
         let kind = job.kind.as_str();
         let code = job.error.as_ref().map_or("", |e| e.code.as_str());
-        self.metrics.jobs.inc(&[kind, job.state.as_str(), code]);
+        // For CRIU's failures, the cause ckptd recognised in its log (tcp_established, ...).
+        let cause = job
+            .error
+            .as_ref()
+            .and_then(|e| e.details.get("cause"))
+            .and_then(|c| c.as_str())
+            .unwrap_or("");
+        self.metrics
+            .jobs
+            .inc(&[kind, job.state.as_str(), code, cause]);
         if let Some(started) = job.started_at {
             if let Some(us) = (started - job.created_at).num_microseconds() {
                 self.metrics
