@@ -489,10 +489,12 @@ pub struct Gauges {
     pub catalog_checkpoints: u64,
     /// Checkpoints by status.
     pub by_status: Vec<(String, u64)>,
-    /// Bytes of ready checkpoints' images on this host.
-    pub local_bytes: u64,
-    /// Free bytes where new checkpoints go (the checkpoints root), if it could be read.
-    pub free_bytes: Option<u64>,
+    /// Bytes of ready checkpoints by location: `state_dir`, a `checkpoint_dir` root, or
+    /// `remote:NAME`.
+    pub used_bytes: Vec<(String, u64)>,
+    /// Free bytes by local location (the state dir's checkpoints root, each checkpoint_dir root
+    /// in use).
+    pub free_bytes: Vec<(String, u64)>,
     /// When the daemon started (Unix seconds).
     pub started_at: f64,
     pub criu_version: String,
@@ -626,21 +628,22 @@ impl Metrics {
                 label(status)
             ));
         }
-        gauge(
-            &mut out,
-            "ckptd_storage_used_bytes",
-            "Bytes of ready checkpoints' images on this host.",
-            "gauge",
-            g.local_bytes.to_string(),
-        );
-        if let Some(free) = g.free_bytes {
-            gauge(
-                &mut out,
+        for (name, help, values) in [
+            (
+                "ckptd_storage_used_bytes",
+                "Bytes of ready checkpoints by location: state_dir, a checkpoint_dir root, or remote:NAME (objects as stored).",
+                &g.used_bytes,
+            ),
+            (
                 "ckptd_storage_free_bytes",
-                "Free bytes on the filesystem of the checkpoints' root (state_dir/checkpoints).",
-                "gauge",
-                free.to_string(),
-            );
+                "Free bytes where checkpoints go, by location: state_dir (its checkpoints root) and each checkpoint_dir root in use.",
+                &g.free_bytes,
+            ),
+        ] {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+            for (location, v) in values {
+                out.push_str(&format!("{name}{{location=\"{}\"}} {v}\n", label(location)));
+            }
         }
         render_schedules(&g.schedules, &mut out);
         self.requests.render(

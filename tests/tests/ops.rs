@@ -179,9 +179,9 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
             want["size_by"] = s.value
         if s.name == "ckptd_checkpoints" and s.labels == {"status": "ready"}:
             want["ready"] = s.value
-        if s.name == "ckptd_storage_used_bytes":
+        if s.name == "ckptd_storage_used_bytes" and s.labels == {"location": "state_dir"}:
             want["used"] = s.value
-        if s.name == "ckptd_storage_free_bytes":
+        if s.name == "ckptd_storage_free_bytes" and s.labels == {"location": "state_dir"}:
             want["free"] = s.value
         if s.name == "ckptd_start_time_seconds":
             want["start"] = s.value

@@ -156,6 +156,14 @@ async fn a_checkpoint_pushed_by_one_host_is_restored_by_another() {
         )),
         "{metrics}"
     );
+    // The copy counts where it is stored.
+    assert!(
+        metrics.contains(&format!(
+            "ckptd_storage_used_bytes{{location=\"remote:shared\"}} {}\n",
+            copy.size_bytes
+        )),
+        "{metrics}"
+    );
     a.client
         .delete_checkpoint_everywhere("travels")
         .await

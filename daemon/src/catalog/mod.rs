@@ -757,8 +757,31 @@ impl Catalog {
             .collect()
     }
 
-    /// Checkpoints by status, and the bytes of ready ones whose images are on this host.
-    pub async fn storage_summary(&self) -> Result<(Vec<(String, u64)>, u64)> {
+    /// Every ready checkpoint's directory, size, whether its images are here, and its remote
+    /// copies (for the storage metrics).
+    pub async fn ready_storage(
+        &self,
+    ) -> Result<Vec<(String, u64, bool, Vec<ckptd_api::RemoteCopy>)>> {
+        let rows = sqlx::query(
+            "SELECT dir, size_bytes, local_images, remote_copies FROM checkpoints WHERE status = 'ready'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("dir")?,
+                    r.try_get::<i64, _>("size_bytes")?.max(0) as u64,
+                    r.try_get::<bool, _>("local_images")?,
+                    r.try_get::<Json<Vec<ckptd_api::RemoteCopy>>, _>("remote_copies")?
+                        .0,
+                ))
+            })
+            .collect()
+    }
+
+    /// Checkpoints by status.
+    pub async fn count_by_status(&self) -> Result<Vec<(String, u64)>> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM checkpoints GROUP BY status")
             .fetch_all(&self.pool)
             .await?;
@@ -769,13 +792,7 @@ impl Catalog {
                 r.try_get::<i64, _>("n")? as u64,
             ));
         }
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(size_bytes), 0) AS b FROM checkpoints \
-             WHERE status = 'ready' AND local_images = 1",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((by_status, row.try_get::<i64, _>("b")? as u64))
+        Ok(by_status)
     }
 
     pub async fn count_checkpoints(&self) -> Result<u64> {

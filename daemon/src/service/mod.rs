@@ -250,6 +250,43 @@ impl Service {
         &self.inner.events
     }
 
+    /// Bytes used by ready checkpoints per location (`state_dir`, each `checkpoint_dir` root,
+    /// `remote:NAME`), and free bytes per local location.
+    async fn storage_by_location(&self) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>)> {
+        let root = self.inner.cfg.checkpoints_root.clone();
+        let mut used: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        used.insert("state_dir".into(), 0);
+        let mut roots: std::collections::BTreeMap<String, PathBuf> =
+            std::collections::BTreeMap::new();
+        roots.insert("state_dir".into(), root.clone());
+        for (dir, size, local, copies) in self.inner.catalog.ready_storage().await? {
+            if local {
+                let parent = Path::new(&dir).parent().unwrap_or(Path::new("/"));
+                let location = if parent == root {
+                    "state_dir".to_owned()
+                } else {
+                    parent.display().to_string()
+                };
+                roots
+                    .entry(location.clone())
+                    .or_insert_with(|| parent.to_owned());
+                *used.entry(location).or_default() += size;
+            }
+            for c in copies {
+                *used.entry(format!("remote:{}", c.remote)).or_default() += c.size_bytes;
+            }
+        }
+        let free = tokio::task::spawn_blocking(move || {
+            roots
+                .into_iter()
+                .filter_map(|(l, p)| crate::sys::free_bytes(&p).ok().map(|f| (l, f)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Error::internal(format!("reading free space failed: {e}")))?;
+        Ok((used.into_iter().collect(), free))
+    }
+
     /// Counts an answered request by route template and status class.
     pub fn count_request(&self, route: &str, class: &str) {
         self.inner.metrics.requests.inc(&[route, class]);
@@ -290,7 +327,8 @@ impl Service {
         schedules: Vec<crate::telemetry::ScheduleGauge>,
     ) -> Result<String> {
         let inner = &self.inner;
-        let (by_status, local_bytes) = inner.catalog.storage_summary().await?;
+        let by_status = inner.catalog.count_by_status().await?;
+        let (used_bytes, free_bytes) = self.storage_by_location().await?;
         let runc_version = inner
             .runc_version
             .get_or_init(|| async {
@@ -314,8 +352,8 @@ impl Service {
             workers,
             catalog_checkpoints: by_status.iter().map(|(_, n)| n).sum(),
             by_status,
-            local_bytes,
-            free_bytes: crate::sys::free_bytes(&inner.cfg.checkpoints_root).ok(),
+            used_bytes,
+            free_bytes,
             started_at: inner.started_at,
             criu_version: inner.engine.version().unwrap_or_default(),
             runc_version,
