@@ -2,10 +2,11 @@
 # ckptd set-up for a fresh Debian 12 machine, run as root. Idempotent: a second run that finds
 # everything in place takes a few seconds.
 #
-# Installs: runc, iptables (CRIU's network lock), busybox-static (test rootfs), Podman (with runc
-# as its runtime, see below), CRIU's build
-# dependencies, and CRIU >= 4.2. Debian 12's CRIU 3.17 fails on kernels >= 6.x ("vdso: Unexpected
-# rt vDSO area bounds") and 4.1.x cannot dump TCP sockets on kernels >= 6.16, so when the
+# Installs: runc, iptables (CRIU's network lock), busybox-static (test rootfs), Prometheus
+# (promtool, and a server for the dashboards' tests), Podman (with runc as its runtime, see
+# below), CRIU's build dependencies, and CRIU >= 4.2. Debian 12's CRIU 3.17 fails on kernels
+# >= 6.x ("vdso: Unexpected rt vDSO area bounds") and 4.1.x cannot dump TCP sockets on kernels
+# >= 6.16, so when the
 # installed criu is missing, older than 4.2, or fails `criu check`, CRIU is built from the newest
 # Debian (sid) source package >= 4.2. apt verifies the tarball checksums against the signed
 # Sources index. The build is cached under $CKPTD_SETUP_CACHE and installed to /usr/local/sbin.
@@ -24,7 +25,7 @@ APT_PKGS=(runc iptables busybox-static pkg-config
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev libnet1-dev
   libcap-dev libbsd-dev libnftables-dev libgnutls28-dev uuid-dev
   python3 python3-venv curl procps util-linux gcc libc6-dev make docker.io jq zstd tmux age
-  podman)
+  podman prometheus)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

@@ -194,8 +194,17 @@ pub fn dir_size(dir: &Path) -> io::Result<u64> {
 
 /// Bytes available to the daemon on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    space(path).map(|(free, _)| free)
+}
+
+/// Bytes available to the daemon, and the size, of the filesystem holding `path`.
+pub fn space(path: &Path) -> io::Result<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
-    Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
+    let block = st.fragment_size() as u64;
+    Ok((
+        st.blocks_available() as u64 * block,
+        st.blocks() as u64 * block,
+    ))
 }
 
 /// Creates `path` as a fresh 0700 directory; fails if anything already exists there.

@@ -432,7 +432,12 @@ impl RemoteMetrics {
 /// The schedules' gauges, one family per field, a series per schedule.
 fn render_schedules(schedules: &[ScheduleGauge], out: &mut String) {
     type Pick = fn(&ScheduleGauge) -> Option<f64>;
-    let families: [(&str, &str, Pick); 6] = [
+    let families: [(&str, &str, Pick); 7] = [
+        (
+            "ckptd_schedule_interval_seconds",
+            "Seconds between the schedule's next two runs.",
+            |s| s.interval,
+        ),
         (
             "ckptd_schedule_last_success_timestamp_seconds",
             "When the schedule's last run succeeded (Unix seconds); absent until one has.",
@@ -495,6 +500,8 @@ pub struct Gauges {
     /// Free bytes by local location (the state dir's checkpoints root, each checkpoint_dir root
     /// in use).
     pub free_bytes: Vec<(String, u64)>,
+    /// Size of the filesystem of each local location.
+    pub size_bytes: Vec<(String, u64)>,
     /// When the daemon started (Unix seconds).
     pub started_at: f64,
     pub criu_version: String,
@@ -512,6 +519,8 @@ pub struct ScheduleGauge {
     pub next_run: Option<f64>,
     /// Ready checkpoints it keeps.
     pub kept: u64,
+    /// Seconds between its next two runs.
+    pub interval: Option<f64>,
 }
 
 impl Metrics {
@@ -638,6 +647,11 @@ impl Metrics {
                 "ckptd_storage_free_bytes",
                 "Free bytes where checkpoints go, by location: state_dir (its checkpoints root) and each checkpoint_dir root in use.",
                 &g.free_bytes,
+            ),
+            (
+                "ckptd_storage_size_bytes",
+                "Size of the filesystem of each local location (for the share that is free).",
+                &g.size_bytes,
             ),
         ] {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));

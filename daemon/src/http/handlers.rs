@@ -518,6 +518,8 @@ pub async fn metrics(State(s): State<AppState>) -> Result<Response> {
         .into_iter()
         .map(|sc| crate::telemetry::ScheduleGauge {
             kept: kept.get(&sc.name).copied().unwrap_or(0),
+            interval: crate::schedules::Schedules::interval(&sc)
+                .map(|d| d.num_milliseconds() as f64 / 1e3),
             enabled: sc.enabled,
             last_success: sc.last_success_at.map(secs),
             last_failure: sc.last_failure_at.map(secs),

@@ -90,6 +90,15 @@ impl Schedules {
         self.inner.jobs.catalog()
     }
 
+    /// The time between a schedule's next two runs (its interval, for an alert on a schedule
+    /// that has not succeeded within twice it).
+    pub fn interval(s: &Schedule) -> Option<chrono::Duration> {
+        let spec = cron::parse(&s.cron, &s.name).ok()?;
+        let first = spec.next_after(&chrono::Utc::now())?;
+        let second = spec.next_after(&first)?;
+        Some(second - first)
+    }
+
     /// The API's view of a stored schedule.
     fn view(row: ScheduleRow) -> Schedule {
         let spec = cron::parse(&row.cron, &row.name);

@@ -252,7 +252,10 @@ impl Service {
 
     /// Bytes used by ready checkpoints per location (`state_dir`, each `checkpoint_dir` root,
     /// `remote:NAME`), and free bytes per local location.
-    async fn storage_by_location(&self) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>)> {
+    #[allow(clippy::type_complexity)]
+    async fn storage_by_location(
+        &self,
+    ) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>, Vec<(String, u64)>)> {
         let root = self.inner.cfg.checkpoints_root.clone();
         let mut used: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         used.insert("state_dir".into(), 0);
@@ -276,15 +279,20 @@ impl Service {
                 *used.entry(format!("remote:{}", c.remote)).or_default() += c.size_bytes;
             }
         }
-        let free = tokio::task::spawn_blocking(move || {
-            roots
-                .into_iter()
-                .filter_map(|(l, p)| crate::sys::free_bytes(&p).ok().map(|f| (l, f)))
-                .collect::<Vec<_>>()
+        let (free, size) = tokio::task::spawn_blocking(move || {
+            let mut free = Vec::new();
+            let mut size = Vec::new();
+            for (l, p) in roots {
+                if let Ok((f, s)) = crate::sys::space(&p) {
+                    free.push((l.clone(), f));
+                    size.push((l, s));
+                }
+            }
+            (free, size)
         })
         .await
         .map_err(|e| Error::internal(format!("reading free space failed: {e}")))?;
-        Ok((used.into_iter().collect(), free))
+        Ok((used.into_iter().collect(), free, size))
     }
 
     /// Counts an answered request by route template and status class.
@@ -328,7 +336,7 @@ impl Service {
     ) -> Result<String> {
         let inner = &self.inner;
         let by_status = inner.catalog.count_by_status().await?;
-        let (used_bytes, free_bytes) = self.storage_by_location().await?;
+        let (used_bytes, free_bytes, size_bytes) = self.storage_by_location().await?;
         let runc_version = inner
             .runc_version
             .get_or_init(|| async {
@@ -354,6 +362,7 @@ impl Service {
             by_status,
             used_bytes,
             free_bytes,
+            size_bytes,
             started_at: inner.started_at,
             criu_version: inner.engine.version().unwrap_or_default(),
             runc_version,
