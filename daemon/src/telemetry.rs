@@ -602,7 +602,7 @@ impl Metrics {
         self.remote.render(&mut out);
         self.jobs.render(
             "ckptd_jobs_total",
-            "Jobs ended, by kind (checkpoint, restore, push, pull), result, error code (empty when it succeeded) and, for CRIU's failures, the cause ckptd recognised in its log (tcp_established, ext_unix_sk, tty, pid_in_use, ...).",
+            "Jobs ended, by kind (checkpoint, restore, push, pull; import and export too, which answer at once), result, error code (empty when it succeeded) and, for CRIU's failures, the cause ckptd recognised in its log (tcp_established, ext_unix_sk, tty, pid_in_use, ...).",
             &["kind", "result", "code", "cause"],
             &mut out,
         );

@@ -338,6 +338,14 @@ async fn hostile_archives_are_refused_with_nothing_written_outside() {
         assert_eq!(entries(&d), before, "{name} left something behind");
     }
     assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+    // Refused imports count, by their code: dashboards see them.
+    let metrics = d.client.get("/metrics").await.unwrap().text();
+    assert!(
+        metrics.contains(
+            "ckptd_jobs_total{kind=\"import\",result=\"failed\",code=\"payload_too_large\",cause=\"\"} 1\n"
+        ),
+        "{metrics}"
+    );
     assert!(d
         .client
         .list_checkpoints(&ckptd_tests::q(""))

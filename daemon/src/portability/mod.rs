@@ -180,6 +180,7 @@ impl Portability {
             }
         };
         let name = cp.name.clone();
+        let service = self.service.clone();
         let rx = archive::stream(move |w| {
             let dir = anchor.path();
             let started = std::time::Instant::now();
@@ -187,8 +188,16 @@ impl Portability {
                 Some(extra) => archive::container::export(&dir, &extra, compression, w),
                 None => archive::export(&dir, manifest, compression, w),
             };
-            if written.is_ok() {
-                tracing::info!(checkpoint = %name, ?compression, secs = started.elapsed().as_secs_f64(), "exported");
+            match &written {
+                Ok(()) => {
+                    tracing::info!(checkpoint = %name, ?compression, secs = started.elapsed().as_secs_f64(), "exported");
+                    service.count_transfer("export", None);
+                }
+                // The reader went away: not the daemon's failure.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    service.count_transfer("export", Some("cancelled"))
+                }
+                Err(_) => service.count_transfer("export", Some("internal")),
             }
             written
         });
@@ -198,6 +207,18 @@ impl Portability {
     /// Unpacks, verifies and publishes an archive as a new ready checkpoint. Nothing of a
     /// refused archive stays on disk.
     pub async fn import(
+        &self,
+        caller: &Caller,
+        body: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        name: Option<String>,
+    ) -> Result<Checkpoint> {
+        let imported = self.import_archive(caller, body, name).await;
+        self.service
+            .count_transfer("import", imported.as_ref().err().map(|e| e.kind.code()));
+        imported
+    }
+
+    async fn import_archive(
         &self,
         caller: &Caller,
         body: impl tokio::io::AsyncRead + Send + Unpin + 'static,

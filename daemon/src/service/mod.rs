@@ -295,6 +295,17 @@ impl Service {
         Ok((used.into_iter().collect(), free, size))
     }
 
+    /// Counts an import or an export (not jobs, but counted with them in `ckptd_jobs_total`):
+    /// `failed`, the error code (`cancelled` when the reader went away).
+    pub fn count_transfer(&self, kind: &str, failed: Option<&str>) {
+        let (result, code) = match failed {
+            None => ("succeeded", ""),
+            Some("cancelled") => ("cancelled", ""),
+            Some(code) => ("failed", code),
+        };
+        self.inner.metrics.jobs.inc(&[kind, result, code, ""]);
+    }
+
     /// Counts an answered request by route template and status class.
     pub fn count_request(&self, route: &str, class: &str) {
         self.inner.metrics.requests.inc(&[route, class]);
