@@ -245,6 +245,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the daemon: jobs running, the queue, the last failures with their hints,
+    /// schedules with their next run, storage, events (q quits).
+    Top,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.

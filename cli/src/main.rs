@@ -68,6 +68,7 @@ async fn run(cli: Cli) -> Result<(), Failed> {
         Command::Events { json } => jobs::events(c, json).await,
         Command::Schedule(cmd) => return schedules::run(c, cmd).await,
         Command::Info { json } => daemon::info(c, json).await,
+        Command::Top => commands::top::top(c).await,
         Command::Completions { shell } => {
             daemon::completions(shell);
             Ok(())

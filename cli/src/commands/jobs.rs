@@ -33,7 +33,7 @@ impl Names {
     }
 
     /// A checkpoint's name and target; one not yet known is asked for (a deleted one: its id).
-    async fn get(&mut self, client: &Client, id: Uuid) -> (String, String) {
+    pub async fn get(&mut self, client: &Client, id: Uuid) -> (String, String) {
         if let Some(n) = self.0.get(&id) {
             return n.clone();
         }

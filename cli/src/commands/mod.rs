@@ -6,3 +6,4 @@ pub mod jobs;
 pub mod portability;
 pub mod remotes;
 pub mod schedules;
+pub mod top;

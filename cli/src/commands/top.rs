@@ -1,0 +1,308 @@
+//! `ckpt top`: a live view of the daemon, redrawn every second and at each event: jobs running
+//! (kind, checkpoint, target, elapsed), the queue, the last failures with their hints, schedules
+//! with their next run, storage. Fed by `/v1/events` (each event redraws at once and is listed),
+//! `/metrics` (queue, workers, storage by location) and the jobs and schedules routes.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use ckptd_api::query::JobQuery;
+use ckptd_api::{Client, ClientError, Job, JobState, Schedule};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, Wrap};
+use ratatui::Frame;
+
+use crate::commands::jobs::Names;
+use crate::render::{ago, event_line, short_secs, target_text};
+use crate::table::human_bytes;
+
+/// What one redraw shows.
+#[derive(Default)]
+struct View {
+    running: Vec<(Job, String, String)>,
+    queued: usize,
+    failed: Vec<(Job, String)>,
+    schedules: Vec<Schedule>,
+    metrics: Vec<prometheus_parse::Sample>,
+    events: VecDeque<String>,
+    error: Option<String>,
+}
+
+const EVENTS_KEPT: usize = 8;
+
+impl View {
+    fn gauge(&self, name: &str) -> Option<f64> {
+        self.metrics
+            .iter()
+            .find(|s| s.metric == name)
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    }
+
+    fn by_location(&self, name: &str) -> Vec<(String, f64)> {
+        self.metrics
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter_map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => {
+                    Some((s.labels.get("location").unwrap_or("").to_owned(), v))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn refresh(&mut self, client: &Client, names: &mut Names) {
+        match self.load(client, names).await {
+            Ok(()) => self.error = None,
+            Err(e) => self.error = Some(e.to_string()),
+        }
+    }
+
+    async fn load(&mut self, client: &Client, names: &mut Names) -> Result<(), ClientError> {
+        let q = |state, limit| JobQuery {
+            state: Some(state),
+            limit: Some(limit),
+            ..Default::default()
+        };
+        let running = client.jobs(&q(JobState::Running, 50)).await?.items;
+        self.running.clear();
+        for j in running {
+            let (name, target) = names.get(client, j.checkpoint_id).await;
+            self.running.push((j, name, target));
+        }
+        self.queued = client.jobs(&q(JobState::Queued, 500)).await?.items.len();
+        let failed = client.jobs(&q(JobState::Failed, 5)).await?.items;
+        self.failed.clear();
+        for j in failed {
+            let (name, _) = names.get(client, j.checkpoint_id).await;
+            self.failed.push((j, name));
+        }
+        self.schedules = client.schedules().await?.items;
+        let text = client.get("/metrics").await?.text();
+        self.metrics = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .map(|s| s.samples)
+            .unwrap_or_default();
+        Ok(())
+    }
+
+    fn draw(&self, f: &mut Frame) {
+        let [head, running, failures, schedules, storage, events] = Layout::vertical([
+            Constraint::Length(3),
+            Constraint::Min(5),
+            Constraint::Length(8),
+            Constraint::Min(5),
+            Constraint::Length(5),
+            Constraint::Length(EVENTS_KEPT as u16 + 2),
+        ])
+        .areas(f.area());
+        let busy = self.gauge("ckptd_busy_workers").unwrap_or(0.0);
+        let workers = self.gauge("ckptd_workers").unwrap_or(0.0);
+        let up = self
+            .gauge("ckptd_start_time_seconds")
+            .map(|t| short_secs(chrono::Utc::now().timestamp() - t as i64))
+            .unwrap_or_default();
+        let mut title = format!(
+            "workers {busy}/{workers} busy · queued {} · up {up} · q quits, r refreshes",
+            self.queued
+        );
+        if let Some(e) = &self.error {
+            title = format!("cannot reach ckptd: {e}");
+        }
+        f.render_widget(
+            Paragraph::new(title).block(Block::default().borders(Borders::ALL).title("ckpt top")),
+            head,
+        );
+        let bold = Style::default().add_modifier(Modifier::BOLD);
+        let rows = self.running.iter().map(|(j, name, target)| {
+            let elapsed = j
+                .started_at
+                .map(|t| short_secs((chrono::Utc::now() - t).num_seconds()))
+                .unwrap_or_default();
+            Row::new(vec![
+                j.kind.as_str().to_owned(),
+                name.clone(),
+                target.clone(),
+                elapsed,
+                j.id.to_string()[..8].to_owned(),
+            ])
+        });
+        f.render_widget(
+            Table::new(
+                rows,
+                [
+                    Constraint::Length(11),
+                    Constraint::Percentage(35),
+                    Constraint::Percentage(25),
+                    Constraint::Length(8),
+                    Constraint::Length(9),
+                ],
+            )
+            .header(Row::new(vec!["KIND", "CHECKPOINT", "TARGET", "ELAPSED", "JOB"]).style(bold))
+            .block(Block::default().borders(Borders::ALL).title("Running")),
+            running,
+        );
+        let failed: Vec<Line> = self
+            .failed
+            .iter()
+            .map(|(j, name)| {
+                let e = j.error.as_ref();
+                let hint = e.and_then(|e| e.hint()).unwrap_or("");
+                Line::from(format!(
+                    "{} {} {}: {}{}",
+                    j.finished_at.map(|t| ago(&t)).unwrap_or_default(),
+                    j.kind.as_str(),
+                    name,
+                    e.map(|e| e.message.as_str()).unwrap_or(""),
+                    if hint.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" → {hint}")
+                    }
+                ))
+            })
+            .collect();
+        f.render_widget(
+            Paragraph::new(failed).wrap(Wrap { trim: true }).block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title("Last failures"),
+            ),
+            failures,
+        );
+        let rows = self.schedules.iter().map(|s| {
+            Row::new(vec![
+                s.name.clone(),
+                target_text(&s.target),
+                if s.enabled {
+                    s.effective_cron.clone()
+                } else {
+                    "disabled".into()
+                },
+                s.next_run_at.map(|t| ago(&t)).unwrap_or_else(|| "-".into()),
+                s.last_run
+                    .as_ref()
+                    .map(|r| format!("{:?} {}", r.status, ago(&r.at)).to_lowercase())
+                    .unwrap_or_else(|| "-".into()),
+                s.consecutive_failures.to_string(),
+            ])
+        });
+        f.render_widget(
+            Table::new(
+                rows,
+                [
+                    Constraint::Percentage(20),
+                    Constraint::Percentage(20),
+                    Constraint::Percentage(20),
+                    Constraint::Length(10),
+                    Constraint::Percentage(20),
+                    Constraint::Length(8),
+                ],
+            )
+            .header(
+                Row::new(vec!["SCHEDULE", "TARGET", "CRON", "NEXT", "LAST", "FAILED"]).style(bold),
+            )
+            .block(Block::default().borders(Borders::ALL).title("Schedules")),
+            schedules,
+        );
+        let free = self.by_location("ckptd_storage_free_bytes");
+        let lines: Vec<Line> = self
+            .by_location("ckptd_storage_used_bytes")
+            .into_iter()
+            .map(|(loc, used)| {
+                let free = free
+                    .iter()
+                    .find(|(l, _)| *l == loc)
+                    .map(|(_, f)| format!(", {} free", human_bytes(*f as u64)))
+                    .unwrap_or_default();
+                Line::from(format!("{loc}: {} used{free}", human_bytes(used as u64)))
+            })
+            .collect();
+        f.render_widget(
+            Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title("Storage")),
+            storage,
+        );
+        let lines: Vec<Line> = self.events.iter().map(|e| Line::from(e.as_str())).collect();
+        f.render_widget(
+            Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title("Events")),
+            events,
+        );
+    }
+}
+
+/// Puts the terminal back as it was, whatever ends the view.
+struct Screen;
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+enum Input {
+    Quit,
+    Refresh,
+    Event(String),
+}
+
+pub async fn top(client: &Client) -> Result<(), ClientError> {
+    // Reach the daemon before the screen changes: an error reads as any other command's.
+    client.health().await?;
+    let mut names = Names::default();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Input>(64);
+    // Keys, read on a thread of their own (crossterm's reads block).
+    let keys = tx.clone();
+    std::thread::spawn(move || loop {
+        use ratatui::crossterm::event::{self, Event, KeyCode, KeyModifiers};
+        if let Ok(Event::Key(k)) = event::read() {
+            let input = match k.code {
+                KeyCode::Char('q') | KeyCode::Esc => Input::Quit,
+                KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => Input::Quit,
+                KeyCode::Char('r') => Input::Refresh,
+                _ => continue,
+            };
+            let quit = matches!(input, Input::Quit);
+            if keys.blocking_send(input).is_err() || quit {
+                return;
+            }
+        }
+    });
+    // Events: each one is listed and redraws the view.
+    let events = client.clone();
+    tokio::spawn(async move {
+        let Ok(mut stream) = events.event_stream().await else {
+            return;
+        };
+        while let Some(Ok((ev, _))) = futures_util::StreamExt::next(&mut stream).await {
+            if tx.send(Input::Event(event_line(&ev, None))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut terminal = ratatui::init();
+    let _screen = Screen;
+    let mut view = View::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            input = rx.recv() => match input {
+                None | Some(Input::Quit) => break,
+                Some(Input::Refresh) => {}
+                Some(Input::Event(line)) => {
+                    view.events.push_front(line);
+                    view.events.truncate(EVENTS_KEPT);
+                }
+            },
+        }
+        view.refresh(client, &mut names).await;
+        terminal
+            .draw(|f| view.draw(f))
+            .map_err(|e| ClientError::Io(format!("cannot draw on the terminal: {e}")))?;
+    }
+    Ok(())
+}
