@@ -149,8 +149,20 @@ async fn ckpt_top_shows_running_jobs_failures_schedules_and_storage() {
         .await
         .unwrap();
     let job = started.job.id.to_string();
-    let screen = top.wait_for(&[&job[..8], "top-big"], 30).await;
-    assert!(screen.contains("checkpoint"), "{screen}");
+    // Its row: kind, checkpoint, target and the bytes written so far, growing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let screen = top.screen();
+        let row = screen.lines().find(|l| l.contains(&job[..8])).unwrap_or("");
+        if row.contains("checkpoint") && row.contains("top-big") && row.contains("MiB") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the running checkpoint's row never showed its progress:\n{screen}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     top.wait_for(&["job.succeeded", "checkpoint top-big"], 60)
         .await;
 

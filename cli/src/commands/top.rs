@@ -1,5 +1,5 @@
 //! `ckpt top`: a live view of the daemon, redrawn every second and at each event: jobs running
-//! (kind, checkpoint, target, elapsed), the queue, the last failures with their hints, schedules
+//! (kind, checkpoint, target, elapsed, bytes written so far), the queue, the last failures with their hints, schedules
 //! with their next run, storage. Fed by `/v1/events` (each event redraws at once and is listed),
 //! `/metrics` (queue, workers, storage by location) and the jobs and schedules routes.
 
@@ -73,6 +73,8 @@ impl View {
         self.running.clear();
         for j in running {
             let (name, target) = names.get(client, j.checkpoint_id).await;
+            // One job's answer carries its progress (bytes written so far); the list's does not.
+            let j = client.job(&j.id.to_string(), None).await.unwrap_or(j);
             self.running.push((j, name, target));
         }
         self.queued = client.jobs(&q(JobState::Queued, 500)).await?.items.len();
@@ -128,6 +130,9 @@ impl View {
                 name.clone(),
                 target.clone(),
                 elapsed,
+                j.progress
+                    .map(|p| human_bytes(p.bytes_written))
+                    .unwrap_or_default(),
                 j.id.to_string()[..8].to_owned(),
             ])
         });
@@ -136,13 +141,24 @@ impl View {
                 rows,
                 [
                     Constraint::Length(11),
-                    Constraint::Percentage(35),
-                    Constraint::Percentage(25),
+                    Constraint::Percentage(30),
+                    Constraint::Percentage(20),
                     Constraint::Length(8),
+                    Constraint::Length(11),
                     Constraint::Length(9),
                 ],
             )
-            .header(Row::new(vec!["KIND", "CHECKPOINT", "TARGET", "ELAPSED", "JOB"]).style(bold))
+            .header(
+                Row::new(vec![
+                    "KIND",
+                    "CHECKPOINT",
+                    "TARGET",
+                    "ELAPSED",
+                    "WRITTEN",
+                    "JOB",
+                ])
+                .style(bold),
+            )
             .block(Block::default().borders(Borders::ALL).title("Running")),
             running,
         );
