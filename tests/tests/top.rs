@@ -1,11 +1,13 @@
-//! `ckpt top` in a real terminal (tmux): what an operator watching it sees while a checkpoint
-//! runs, after a CRIU failure, with a schedule; and `q` ends it.
+//! `ckpt top` in a real terminal (tmux): what an operator watching it sees after a CRIU failure,
+//! with a schedule, while a job runs; and `q` ends it. (The bytes-written column of a running
+//! checkpoint is drawn in `ckpt`'s unit test: a checkpoint's dump is too quick here to catch.)
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ckptd_api::{
-    CreateCheckpoint, CreateSchedule, Retention, ScheduleOptions, Target as ApiTarget,
+    CreateCheckpoint, CreateSchedule, RestoreRequest, Retention, ScheduleOptions,
+    Target as ApiTarget,
 };
 use ckptd_tests::{Daemon, Target};
 
@@ -133,37 +135,46 @@ async fn ckpt_top_shows_running_jobs_failures_schedules_and_storage() {
     )
     .await;
 
-    // A checkpoint while it runs: in the Running table (by its job id), then in the events.
-    let big = Target::python(d.dir.path(), "top-big", 768, false);
-    let started = d
-        .client
+    // A job while it runs: a restore in place waits for its pid, which the checkpointed
+    // process (killed by the checkpoint, not reaped yet) still holds; it is in the Running table
+    // until the test reaps it, then in the events.
+    let mut zombie = Target::python(d.dir.path(), "top-zombie", 1, false);
+    zombie.wait_for_lines(2);
+    d.client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: big.pid }),
-                name: Some("top-big".into()),
-                leave_running: true,
+                target: Some(ApiTarget::Process { pid: zombie.pid }),
+                name: Some("top-zombie".into()),
                 ..Default::default()
             },
-            false,
+            true,
         )
         .await
+        .expect("checkpoint");
+    let job = d
+        .client
+        .restore("top-zombie", &RestoreRequest::default(), false)
+        .await
         .unwrap();
-    let job = started.job.id.to_string();
-    // Its row: kind, checkpoint, target and the bytes written so far, growing.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = job.id.to_string();
+    let deadline = Instant::now() + Duration::from_secs(8);
     loop {
         let screen = top.screen();
-        let row = screen.lines().find(|l| l.contains(&job[..8])).unwrap_or("");
-        if row.contains("checkpoint") && row.contains("top-big") && row.contains("MiB") {
+        let row = screen.lines().find(|l| l.contains(&id[..8])).unwrap_or("");
+        if row.contains("restore")
+            && row.contains("top-zombie")
+            && row.contains(&format!("pid {}", zombie.pid))
+        {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the running checkpoint's row never showed its progress:\n{screen}"
+            "the running restore's row never showed:\n{screen}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    top.wait_for(&["job.succeeded", "checkpoint top-big"], 60)
+    zombie.reap();
+    top.wait_for(&["job.succeeded", &format!("job {id} (restore)")], 30)
         .await;
 
     // q ends it.

@@ -322,3 +322,65 @@ pub async fn top(client: &Client) -> Result<(), ClientError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::backend::TestBackend;
+
+    fn job(json: serde_json::Value) -> Job {
+        serde_json::from_value(json).unwrap()
+    }
+
+    /// What a running checkpoint, a failure and storage look like on a 160x50 terminal.
+    #[test]
+    fn a_running_checkpoint_shows_its_bytes_written() {
+        let running = job(serde_json::json!({
+            "id": "390be939-321d-4b88-812b-523b59129c41", "kind": "checkpoint",
+            "checkpoint_id": "00000000-0000-0000-0000-000000000001", "state": "running",
+            "created_at": chrono::Utc::now(), "started_at": chrono::Utc::now(),
+            "finished_at": null, "result": null, "error": null,
+            "progress": {"bytes_written": 5 * 1024 * 1024}
+        }));
+        let failed = job(serde_json::json!({
+            "id": "5dc932bc-0180-4f9d-a33a-dcee1fe0206d", "kind": "checkpoint",
+            "checkpoint_id": "00000000-0000-0000-0000-000000000002", "state": "failed",
+            "created_at": chrono::Utc::now(), "started_at": null, "finished_at": chrono::Utc::now(),
+            "result": null,
+            "error": {"code": "criu_failed", "message": "CRIU could not dump pid 7",
+                      "details": {"hint": "retry with tcp_established"}}
+        }));
+        let metrics = "ckptd_storage_used_bytes{location=\"state_dir\"} 1048576\n\
+                       ckptd_storage_free_bytes{location=\"state_dir\"} 2097152\n";
+        let view = View {
+            running: vec![(running, "big".into(), "pid 42".into())],
+            failed: vec![(failed, "tcp".into())],
+            metrics: prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned())))
+                .unwrap()
+                .samples,
+            ..Default::default()
+        };
+        let mut terminal = ratatui::Terminal::new(TestBackend::new(160, 50)).unwrap();
+        terminal.draw(|f| view.draw(f)).unwrap();
+        let screen: String = terminal
+            .backend()
+            .buffer()
+            .content()
+            .chunks(160)
+            .map(|row| row.iter().map(|c| c.symbol()).collect::<String>() + "\n")
+            .collect();
+        let row = screen.lines().find(|l| l.contains("390be939")).unwrap();
+        for want in ["checkpoint", "big", "pid 42", "5.0 MiB"] {
+            assert!(row.contains(want), "{want}: {row}");
+        }
+        assert!(
+            screen
+                .contains("checkpoint tcp: CRIU could not dump pid 7 → retry with tcp_established"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("state_dir: 1.0 MiB used, 2.0 MiB free"),
+            "{screen}"
+        );
+    }
+}
