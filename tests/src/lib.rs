@@ -91,6 +91,26 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// A checkpoint job CRIU fails (code criu_failed, cause tcp_established): a process holding
+    /// an established TCP connection, checkpointed, named `name`, without tcp_established. The
+    /// process keeps running; it is returned so that the caller holds it.
+    pub async fn failing_tcp_checkpoint(&self, name: &str) -> Target {
+        let tcp = Target::python(self.dir.path(), name, 1, true);
+        self.client
+            .create_checkpoint(
+                &ckptd_api::CreateCheckpoint {
+                    target: Some(ckptd_api::Target::Process { pid: tcp.pid }),
+                    name: Some(name.into()),
+                    leave_running: true,
+                    ..Default::default()
+                },
+                true,
+            )
+            .await
+            .expect_err("CRIU refuses the established connection");
+        tcp
+    }
+
     /// Starts a daemon with its own socket and state directory and waits until it answers.
     pub async fn start() -> Daemon {
         Self::start_with(&[]).await

@@ -268,18 +268,7 @@ async fn a_real_prometheus_fills_every_panel_and_raises_the_failing_schedule_ale
         .await
         .expect("restore");
     // A CRIU failure: an established TCP connection without tcp_established.
-    let tcp = Target::python(d.dir.path(), "dash-tcp", 1, true);
-    d.client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: tcp.pid }),
-                leave_running: true,
-                ..Default::default()
-            },
-            true,
-        )
-        .await
-        .expect_err("CRIU refuses the established connection");
+    let _tcp = d.failing_tcp_checkpoint("dash-tcp").await;
     // A schedule that succeeds, then fails once its target is killed.
     let mut victim = Target::python(d.dir.path(), "dash-victim", 1, false);
     d.client

@@ -92,19 +92,7 @@ async fn ckpt_top_shows_running_jobs_failures_schedules_and_storage() {
         .await;
 
     // A CRIU failure: listed with its hint.
-    let tcp = Target::python(d.dir.path(), "top-tcp", 1, true);
-    d.client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: tcp.pid }),
-                name: Some("top-tcp".into()),
-                leave_running: true,
-                ..Default::default()
-            },
-            true,
-        )
-        .await
-        .expect_err("CRIU refuses the established connection");
+    let _tcp = d.failing_tcp_checkpoint("top-tcp").await;
     top.wait_for(
         &["Last failures", "checkpoint top-tcp", "tcp_established"],
         20,
