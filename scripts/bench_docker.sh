@@ -28,18 +28,7 @@ if ! docker info >/dev/null 2>&1; then
 fi
 # The image: a static C program that holds the memory and counts on stdout.
 mkdir -p "$WORK/rootfs"
-cat >"$WORK/hog.c" <<'C'
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-    size_t n = (size_t)atol(argv[1]) << 20;
-    char *m = malloc(n);
-    for (size_t i = 0; i < n; i += 4096) m[i] = 1;
-    for (long i = 0;; i++) { printf("%ld\n", i); fflush(stdout); usleep(200000); }
-}
-C
-gcc -O2 -static -o "$WORK/rootfs/hog" "$WORK/hog.c"
+image_hog "$WORK/rootfs/hog"
 tar -C "$WORK/rootfs" -c . | docker import - ckptd-bench-hog:latest >/dev/null
 printf 'docker_socket = "/run/ckptd-test-docker.sock"\ndocker_runc_root = "/run/ckptd-test-docker/runtime-runc/moby"\n' >"$WORK/ckptd.toml"
 start_daemon "$SOCK" "$WORK/state" --config "$WORK/ckptd.toml"

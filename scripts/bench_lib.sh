@@ -28,6 +28,23 @@ while True:
   HOG=$!
   until [ -s "$3" ]; do sleep 0.02; done
 }
+# image_hog PATH: builds the containers' image program at PATH: a static C program that holds
+# ARGV[1] MiB of touched memory and counts on stdout every 200 ms.
+image_hog() {
+  local src; src=$(mktemp --suffix .c)
+  cat >"$src" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    size_t n = (size_t)atol(argv[1]) << 20;
+    char *m = malloc(n);
+    for (size_t i = 0; i < n; i += 4096) m[i] = 1;
+    for (long i = 0;; i++) { printf("%ld\n", i); fflush(stdout); usleep(200000); }
+}
+C
+  gcc -O2 -static -o "$1" "$src"; rm -f "$src"
+}
 wait_gone() { while [ -e "/proc/$1" ]; do sleep 0.01; done; }
 api() { curl -sf --unix-socket "$SOCK" "$@"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
