@@ -142,11 +142,6 @@ pub fn message_of(line: &str) -> String {
         .to_owned()
 }
 
-/// A recognised cause: what to tell the user to do.
-pub fn hint(log: &str) -> Option<Hint> {
-    recognise(log).map(|(_, h)| h)
-}
-
 /// A recognised cause: its short name (the `cause` of an error's details and of the metrics'
 /// label: `tcp_established`, `ext_unix_sk`, `pid_in_use`, ...) and what to tell the user to do.
 pub fn recognise(log: &str) -> Option<(&'static str, Hint)> {
@@ -350,6 +345,11 @@ fn pid_in_use(errors: &[&str]) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hint `failure` would give for this log.
+    fn hint(log: &str) -> Option<Hint> {
+        recognise(log).map(|(_, h)| h)
+    }
 
     const TCP_LOG: &str = "\
 (00.043573) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted

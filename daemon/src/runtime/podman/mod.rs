@@ -397,7 +397,8 @@ impl Engine for PodmanEngine {
     fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let c = self.running(podman_id(target)?).await?;
-            // Podman's copy (kept until its next restore) besides ckptd's.
+            // What lands in the checkpoint's directory; Podman's own copy of the images and its
+            // temporary archive are written into Podman's storage and its temporary directory.
             Ok(sys::tree_dump_estimate(c.state.pid))
         })
     }
