@@ -301,6 +301,8 @@ pub struct Metrics {
     pub target_frozen_seconds: HistogramFamily,
     /// Image size of ready checkpoints: (target).
     pub checkpoint_bytes: HistogramFamily,
+    /// Where a checkpoint's time goes: (target, phase: dump, durable, release, catalog).
+    pub phase_seconds: HistogramFamily,
     /// Clients on `/v1/events` now.
     pub event_clients: AtomicU64,
     /// Answered requests: (route template, status class).
@@ -323,6 +325,7 @@ impl Default for Metrics {
             job_seconds: HistogramFamily::new(&BUCKETS),
             target_frozen_seconds: HistogramFamily::new(&BUCKETS),
             checkpoint_bytes: HistogramFamily::new(&SIZE_BUCKETS),
+            phase_seconds: HistogramFamily::new(&BUCKETS),
             event_clients: AtomicU64::new(0),
             requests: CounterFamily::default(),
         }
@@ -628,6 +631,12 @@ impl Metrics {
             "ckptd_checkpoint_size_bytes",
             "Image size of ready checkpoints, by target (process, runc, docker, podman).",
             &["target"],
+            &mut out,
+        );
+        self.phase_seconds.render(
+            "ckptd_checkpoint_phase_seconds",
+            "Where checkpoint jobs' time goes, by target and phase: dump (CRIU or the runtime, the target frozen for part of it), durable (fsync of the images, rename, fsync of the parent), release (ending what the dump left stopped), catalog (recording the result).",
+            &["target", "phase"],
             &mut out,
         );
         out.push_str("# HELP ckptd_checkpoints Checkpoints in the catalog, by status.\n# TYPE ckptd_checkpoints gauge\n");

@@ -36,6 +36,7 @@ use crate::engine::{
     BoxFuture, ContainerHandle, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped,
 };
 use crate::error::{Error, Result};
+use crate::sys;
 
 pub(crate) const RUNC_CONF: &str = "/etc/criu/runc.conf";
 
@@ -560,7 +561,30 @@ impl ContainerOps for RuncEngine {
     fn end<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let c = Container::of(c);
-            // delete --force kills a paused container too, and removes runc's state of it.
+            // Kill it through its cgroup, then a plain delete removes runc's state and the
+            // cgroup at once. (`delete --force` kills a paused container too, but then retries
+            // removing the cgroup every 10-80 ms while the killed memory is freed: 0.11 s for
+            // 512 MiB against 0.06 s this way, BENCHMARKS.md.) Whatever fails here falls back
+            // to `delete --force`.
+            let killed = match self.state(&c).await {
+                Ok(Some(s)) if s.pid > 0 => tokio::task::spawn_blocking(move || {
+                    sys::killable_cgroup(s.pid)
+                        .and_then(|cg| sys::kill_cgroup(&cg, Duration::from_secs(10)))
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r),
+                _ => Err(std::io::Error::other("runc knows no running container")),
+            };
+            let deleted = match killed {
+                // A plain delete of a stopped container has removed runc's state when it returns.
+                Ok(()) => match self.simple(&c, &["delete"]).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => e,
+                },
+                Err(e) => Error::internal(e.to_string()),
+            };
+            tracing::debug!(container = c.id, error = %deleted, "falling back to runc delete --force");
             self.simple(&c, &["delete", "--force"]).await?;
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && matches!(self.state(&c).await, Ok(Some(_))) {

@@ -3,6 +3,7 @@
 //! what the dump left stopped is ended. A failed dump keeps only CRIU's log.
 
 use std::path::Path;
+use std::time::Instant;
 
 use ckptd_api::{Checkpoint, CheckpointStatus, DumpStats, Target};
 
@@ -52,6 +53,8 @@ impl Inner {
                 &anchor,
             )
         })?;
+        let target = crate::telemetry::target_label(&cp.target);
+        let started = Instant::now();
         let out = self
             .engine
             .dump(DumpSpec {
@@ -63,6 +66,7 @@ impl Inner {
                 stop: stop.clone(),
             })
             .await;
+        self.phase(target, "dump", started);
         let out = match out {
             Ok(out) => out,
             Err(mut e) => {
@@ -77,7 +81,7 @@ impl Inner {
                 return Err(real_paths(e, &anchor));
             }
         };
-        self.publish(out, &partial, &dir, &stop)
+        self.publish(out, &partial, &dir, &stop, target)
             .await
             .map_err(|e| real_paths(e, &anchor))
     }
@@ -92,6 +96,7 @@ impl Inner {
         partial: &Path,
         dir: &Path,
         stop: &StopSignal,
+        target: &'static str,
     ) -> Result<Taken> {
         let stopped_now = *stop.borrow();
         if let Some(reason) = stopped_now {
@@ -101,6 +106,7 @@ impl Inner {
         }
         let p = partial.to_owned();
         let d = dir.to_owned();
+        let started = Instant::now();
         let durable = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
             sys::fsync_dir_tree(&p)?;
             std::fs::rename(&p, &d)?;
@@ -109,6 +115,7 @@ impl Inner {
         })
         .await
         .map_err(|e| Error::internal(format!("durability task failed: {e}")))?;
+        self.phase(target, "durable", started);
         match durable {
             Ok(size) => {
                 // A stop that came while the images were made durable still wins: the target
@@ -119,7 +126,9 @@ impl Inner {
                     remove_images(dir);
                     return Err(reason.error());
                 }
+                let started = Instant::now();
                 self.engine.release(&out.stopped, true).await;
+                self.phase(target, "release", started);
                 Ok(Taken {
                     stats: out.stats,
                     size,
@@ -135,6 +144,13 @@ impl Inner {
                     .with_hint("check free space and the filesystem's health; the process was left running"))
             }
         }
+    }
+
+    /// Records how long one phase of a checkpoint took (`ckptd_checkpoint_phase_seconds`).
+    pub(super) fn phase(&self, target: &'static str, phase: &'static str, since: Instant) {
+        self.metrics
+            .phase_seconds
+            .observe(&[target, phase], since.elapsed().as_secs_f64());
     }
 }
 

@@ -207,8 +207,14 @@ impl Inner {
                     .take_checkpoint(&cp, stop)
                     .await
                     .map_err(|e| publish::file_failed_under_id(&mut cp, e));
+                let recorded = std::time::Instant::now();
                 record_taken(&mut cp, &result);
                 self.catalog.update_checkpoint(&cp).await?;
+                self.phase(
+                    crate::telemetry::target_label(&cp.target),
+                    "catalog",
+                    recorded,
+                );
                 match (result, work.push) {
                     (Ok(_), Some(push)) => Ok(Some(JobResult {
                         push_job: self.queue_push(&cp, &job, push).await,

@@ -66,34 +66,62 @@ impl Service {
             inner.catalog.update_checkpoint(&cp).await?;
             report.failed += 1;
         }
-        for mut cp in inner
-            .catalog
-            .checkpoints_with_status(&[CheckpointStatus::Ready])
-            .await?
-        {
-            // A checkpoint whose images are only in remotes has no directory here.
-            if cp.is_local() && !anchor(&cp).is_ok_and(|a| a.path().is_dir()) {
-                tracing::warn!(checkpoint = %cp.id, dir = %cp.dir, "the directory of a ready checkpoint is gone: marked missing");
-                cp.status = CheckpointStatus::Missing;
-                inner.catalog.update_checkpoint(&cp).await?;
-                report.missing += 1;
+        // One listing of ckptd's own storage: ready rows there are looked up in it rather than
+        // opened one by one, and what no row knows is reported from it.
+        let root = &inner.cfg.checkpoints_root;
+        let listed: Vec<std::fs::DirEntry> = std::fs::read_dir(root)
+            .map(|entries| entries.flatten().collect())
+            .unwrap_or_default();
+        let own_dirs: std::collections::HashSet<std::path::PathBuf> = listed
+            .iter()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        // Ready rows a page at a time: a catalog of 100,000 is never held at once.
+        let mut after = None;
+        loop {
+            let page = inner
+                .catalog
+                .list_checkpoints(&catalog::CheckpointFilter {
+                    status: Some(CheckpointStatus::Ready),
+                    limit: catalog::MAX_LIMIT,
+                    after,
+                    ..Default::default()
+                })
+                .await?;
+            for mut cp in page.items {
+                // A checkpoint whose images are only in remotes has no directory here.
+                let dir = std::path::Path::new(&cp.dir);
+                let present = if dir.parent() == Some(root.as_path()) {
+                    own_dirs.contains(dir)
+                } else {
+                    anchor(&cp).is_ok_and(|a| a.path().is_dir())
+                };
+                if cp.is_local() && !present {
+                    tracing::warn!(checkpoint = %cp.id, dir = %cp.dir, "the directory of a ready checkpoint is gone: marked missing");
+                    cp.status = CheckpointStatus::Missing;
+                    inner.catalog.update_checkpoint(&cp).await?;
+                    report.missing += 1;
+                }
+            }
+            match page.next.and_then(|n| n.parse().ok()) {
+                Some(n) => after = Some(n),
+                None => break,
             }
         }
         let known = inner.catalog.checkpoint_ids().await?;
-        if let Ok(entries) = std::fs::read_dir(&inner.cfg.checkpoints_root) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with(STAGING_PREFIX) {
-                    // An import the previous run did not finish: never published, ours to drop.
-                    tracing::warn!(path = %e.path().display(), "removing an unfinished import");
-                    let _ = sys::remove_dir_tree(&e.path());
-                    continue;
-                }
-                let id = name.trim_end_matches(".partial");
-                if !Uuid::parse_str(id).is_ok_and(|u| known.contains(&u)) {
-                    tracing::warn!(path = %e.path().display(), "a directory no checkpoint row knows; left in place");
-                    report.unknown_dirs.push(e.path().display().to_string());
-                }
+        for e in listed {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(STAGING_PREFIX) {
+                // An import the previous run did not finish: never published, ours to drop.
+                tracing::warn!(path = %e.path().display(), "removing an unfinished import");
+                let _ = sys::remove_dir_tree(&e.path());
+                continue;
+            }
+            let id = name.trim_end_matches(".partial");
+            if !Uuid::parse_str(id).is_ok_and(|u| known.contains(&u)) {
+                tracing::warn!(path = %e.path().display(), "a directory no checkpoint row knows; left in place");
+                report.unknown_dirs.push(e.path().display().to_string());
             }
         }
         report.unknown_dirs.sort();
@@ -135,7 +163,17 @@ impl Service {
                 wait_for_leftover_criu(&partial, criu_wait).await;
                 let result = if partial.exists() {
                     match inner.engine.recover_dump(&cp, &partial).await {
-                        Some(out) => inner.publish(out, &partial, &dir, &never_stop()).await,
+                        Some(out) => {
+                            inner
+                                .publish(
+                                    out,
+                                    &partial,
+                                    &dir,
+                                    &never_stop(),
+                                    crate::telemetry::target_label(&cp.target),
+                                )
+                                .await
+                        }
                         None => {
                             keep_only_log(&partial, &dir);
                             Err(restarted.clone())
