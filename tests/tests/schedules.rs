@@ -564,3 +564,44 @@ async fn a_new_schedule_with_an_old_name_does_not_inherit_its_checkpoints() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn schedules_due_together_wait_for_a_queue_slot_rather_than_fail() {
+    // One worker and a queue of one: three schedules due at the same second outnumber the slots
+    // (as 1,000 schedules each minute outnumber the default 64). Each run waits its turn.
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cfg.path(),
+        "retention_interval_secs = 3600\nqueue_capacity = 1\n",
+    )
+    .unwrap();
+    let (_, path) = cfg.keep().unwrap();
+    let d = Daemon::start_with(&["--config", path.to_str().unwrap(), "--workers", "1"]).await;
+    let targets: Vec<Target> = (0..3)
+        .map(|i| Target::python(d.dir.path(), &format!("together{i}"), 0, false))
+        .collect();
+    for (i, t) in targets.iter().enumerate() {
+        d.client
+            .create_schedule(&schedule(
+                &format!("together{i}"),
+                t.pid,
+                "*/10 * * * * *",
+                Retention::default(),
+            ))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        let s = wait_schedule(&d, &format!("together{i}"), 40, |s| {
+            s.last_run
+                .as_ref()
+                .is_some_and(|r| r.status == RunStatus::Succeeded)
+        })
+        .await;
+        assert!(
+            s.last_failure_at.is_none() && s.consecutive_failures == 0,
+            "a run of together{i} failed: {s:#?}\n{}",
+            d.log()
+        );
+    }
+}

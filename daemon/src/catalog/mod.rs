@@ -631,19 +631,15 @@ impl Catalog {
     }
 
     /// Every checkpoint of `owner` labelled `key=value`, oldest first (a schedule's).
-    pub async fn checkpoints_labelled(
-        &self,
-        key: &str,
-        value: &str,
-        owner: u32,
-    ) -> Result<Vec<Checkpoint>> {
+    /// The checkpoints of schedule `name` (label `schedule`, schedules::LABEL), through the
+    /// index on that label (migration 0010).
+    pub async fn checkpoints_of_schedule(&self, name: &str, owner: u32) -> Result<Vec<Checkpoint>> {
         let rows = sqlx::query(
-            "SELECT * FROM checkpoints WHERE owner_uid = ? AND EXISTS \
-             (SELECT 1 FROM json_each(labels) WHERE key = ? AND value = ?) ORDER BY seq",
+            "SELECT * FROM checkpoints WHERE json_extract(labels, '$.schedule') = ? \
+             AND owner_uid = ? ORDER BY seq",
         )
+        .bind(name)
         .bind(i64::from(owner))
-        .bind(key)
-        .bind(value)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(checkpoint_from_row).collect()
@@ -1008,6 +1004,64 @@ mod tests {
         let v3 = c.checkpoints_version();
         c.insert_checkpoint(&other).await.unwrap();
         assert_ne!(c.checkpoints_version(), v3);
+    }
+
+    #[tokio::test]
+    async fn a_schedules_checkpoints_are_found_by_its_label_through_the_index() {
+        let (_d, c) = open().await;
+        for (name, schedule, owner) in [
+            ("s1", "nightly", 0),
+            ("s2", "hourly", 0),
+            ("s3", "nightly", 1000),
+        ] {
+            let mut cp = checkpoint(name, 1);
+            cp.dir = format!("/x/{name}");
+            cp.owner_uid = owner;
+            cp.labels
+                .insert(crate::schedules::LABEL.into(), schedule.into());
+            c.insert_checkpoint(&cp).await.unwrap();
+        }
+        let names = |v: Vec<Checkpoint>| v.into_iter().map(|c| c.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(c.checkpoints_of_schedule("nightly", 0).await.unwrap()),
+            ["s1"]
+        );
+        assert_eq!(
+            names(c.checkpoints_of_schedule("nightly", 1000).await.unwrap()),
+            ["s3"]
+        );
+        assert!(c
+            .checkpoints_of_schedule("weekly", 0)
+            .await
+            .unwrap()
+            .is_empty());
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT * FROM checkpoints WHERE json_extract(labels, '$.schedule') = 'x' \
+             AND owner_uid = 0 ORDER BY seq",
+        )
+        .fetch_all(&c.pool)
+        .await
+        .unwrap();
+        assert!(
+            plan.iter().any(|p| p.3.contains("checkpoints_schedule")),
+            "not through the index: {plan:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reference_by_id_or_name_reads_no_more_than_its_rows() {
+        let (_d, c) = open().await;
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT * FROM checkpoints WHERE id = 'a' OR name = 'a' \
+             ORDER BY status = 'failed', seq DESC LIMIT 1",
+        )
+        .fetch_all(&c.pool)
+        .await
+        .unwrap();
+        assert!(
+            !plan.iter().any(|p| p.3.starts_with("SCAN checkpoints")),
+            "a scan of every row: {plan:?}"
+        );
     }
 
     #[tokio::test]

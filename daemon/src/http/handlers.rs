@@ -139,21 +139,21 @@ pub async fn list_checkpoints(
     uri: Uri,
 ) -> Result<Response> {
     let filter = query::checkpoint_filter(&uri)?;
-    // Read the version before the query: a write during it makes the entry stale at once.
-    let version = s.service.catalog().checkpoints_version();
     let key = format!("{:?}|{filter:?}", caller.owner_filter());
-    let body = match s.lists.get(&key, version) {
-        Some(b) => b,
-        None => {
-            let list = s.service.list_checkpoints(&caller, filter).await?;
-            let b = bytes::Bytes::from(
+    let catalog = s.service.catalog();
+    let body = s
+        .lists
+        .get_or_fill(
+            key,
+            || catalog.checkpoints_version(),
+            || async {
+                let list = s.service.list_checkpoints(&caller, filter).await?;
                 serde_json::to_vec(&list)
-                    .map_err(|e| Error::internal(format!("cannot serialize the list: {e}")))?,
-            );
-            s.lists.put(key, version, b.clone());
-            b
-        }
-    };
+                    .map(bytes::Bytes::from)
+                    .map_err(|e| Error::internal(format!("cannot serialize the list: {e}")))
+            },
+        )
+        .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

@@ -79,15 +79,51 @@ pub struct DaemonInfo {
 /// Serialized answers of `GET /v1/checkpoints`, each valid while the catalog's checkpoint version
 /// is the one it was read at. Dashboards poll the same few lists; a hit is a copy of bytes, not
 /// a query, 100 row decodes and a serialization (measured in BENCHMARKS.md).
+/// A miss is filled once: concurrent requests for the same list wait for the first one's query
+/// instead of each running it (after every write, 64 dashboard clients would otherwise run 64
+/// identical queries at once).
 #[derive(Default)]
 pub struct ListCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, (u64, bytes::Bytes)>>,
+    /// Fills of keys that hash alike take turns (striped: bounded, and distinct lists rarely share).
+    fills: [tokio::sync::Mutex<()>; 16],
 }
 
 /// Distinct lists kept; past that the cache starts over (cheap, and bounded).
 const LIST_CACHE_ENTRIES: usize = 256;
 
 impl ListCache {
+    /// The list under `key` as of the catalog's current `version()`, from the cache or made by
+    /// `fill` (read the version before querying: a write during the query makes it stale at once).
+    pub async fn get_or_fill<F, Fut>(
+        &self,
+        key: String,
+        version: impl Fn() -> u64,
+        fill: F,
+    ) -> crate::error::Result<bytes::Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = crate::error::Result<bytes::Bytes>>,
+    {
+        if let Some(b) = self.get(&key, version()) {
+            return Ok(b);
+        }
+        let stripe = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            key.hash(&mut h);
+            (h.finish() % self.fills.len() as u64) as usize
+        };
+        let _turn = self.fills[stripe].lock().await;
+        let v = version();
+        if let Some(b) = self.get(&key, v) {
+            return Ok(b);
+        }
+        let b = fill().await?;
+        self.put(key, v, b.clone());
+        Ok(b)
+    }
+
     pub fn get(&self, key: &str, version: u64) -> Option<bytes::Bytes> {
         let entries = self
             .entries

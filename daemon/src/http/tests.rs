@@ -313,3 +313,42 @@ fn openapi_lists_every_advice() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_missed_list_is_filled_once_for_concurrent_requests() {
+    let cache = std::sync::Arc::new(super::ListCache::default());
+    let fills = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let asks: Vec<_> = (0..16)
+        .map(|_| {
+            let (cache, fills) = (cache.clone(), fills.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_fill(
+                        "k".into(),
+                        || 7,
+                        || async move {
+                            fills.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            Ok(bytes::Bytes::from_static(b"[]"))
+                        },
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for a in asks {
+        assert_eq!(a.await.unwrap(), "[]");
+    }
+    assert_eq!(fills.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A write (a new version) makes the next request query again.
+    cache
+        .get_or_fill(
+            "k".into(),
+            || 8,
+            || async { Ok(bytes::Bytes::from_static(b"[1]")) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cache.get("k", 8).unwrap(), "[1]");
+}

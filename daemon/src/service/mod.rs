@@ -386,6 +386,14 @@ impl Service {
         self.inner.running.load(Ordering::Relaxed)
     }
 
+    /// Resolves once a job ends after this call (whatever its result): a queue slot may be free.
+    pub fn job_ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut ended = self.inner.finished.subscribe();
+        async move {
+            let _ = ended.changed().await;
+        }
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::SeqCst)
     }
