@@ -68,4 +68,4 @@ by_hand() {
 for i in $(seq "$RUNS"); do
   if [ $((i % 2)) -eq 1 ]; then by_ckptd; by_hand; else by_hand; by_ckptd; fi
 done
-echo "RESULT container $SIZE_MIB $(med <"$WORK/cd") $(med <"$WORK/rd") $(med <"$WORK/cr") $(med <"$WORK/rr")"
+echo "RESULT container $SIZE_MIB $(med <"$WORK/cd") $(med <"$WORK/rd") $(med <"$WORK/cr") $(med <"$WORK/rr") $(phases runc)"

@@ -48,3 +48,38 @@ C
 wait_gone() { while [ -e "/proc/$1" ]; do sleep 0.01; done; }
 api() { curl -sf --unix-socket "$SOCK" "$@"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# phases TARGET: the mean seconds of each checkpoint phase (ckptd_checkpoint_phase_seconds) of the
+# daemon at $SOCK for TARGET (process, runc, docker, podman), as "dump durable release catalog".
+phases() {
+  api http://x/metrics | awk -v t="$1" '
+    /^ckptd_checkpoint_phase_seconds_(sum|count)/ && index($0, "target=\"" t "\"") {
+      match($0, /phase="[a-z]+"/); p = substr($0, RSTART + 7, RLENGTH - 8)
+      if ($0 ~ /_sum/) s[p] = $2; else c[p] = $2
+    }
+    END { printf "%.4f %.4f %.4f %.4f\n", s["dump"]/c["dump"], s["durable"]/c["durable"], s["release"]/c["release"], s["catalog"]/c["catalog"] }'
+}
+# make_catalog STATE ROWS [SINCE]: writes ROWS ready checkpoints, with real (empty) directories,
+# straight into the SQLite catalog a daemon made in STATE (stopped now), named bench-00000...,
+# labelled app=a0..a9 and schedule=bench, created after SINCE (an RFC 3339 time; default
+# 2026-11-27T10:00:00Z), one millisecond apart.
+make_catalog() {
+  python3 - "$1" "$2" "${3:-2026-11-27T10:00:00Z}" <<'PY'
+import datetime, json, os, sqlite3, sys, uuid
+state, rows = sys.argv[1], int(sys.argv[2])
+since = datetime.datetime.fromisoformat(sys.argv[3].replace("Z", "+00:00"))
+db = sqlite3.connect(os.path.join(state, "catalog.db"))
+opts = json.dumps({"leave_running": True, "tcp_established": False, "ext_unix_sk": False, "file_locks": False, "shell_job": False})
+batch = []
+for i in range(rows):
+    cid = str(uuid.uuid4())
+    d = os.path.join(state, "checkpoints", cid)
+    os.mkdir(d)
+    at = (since + datetime.timedelta(milliseconds=i + 1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    batch.append((cid, f"bench-{i:06d}", "process", 1000 + i % 5000, None,
+                  json.dumps({"kind": "process", "pid": 1000 + i % 5000}), "ready",
+                  at, at, d, 4096 * (i % 97),
+                  opts, json.dumps({"app": f"a{i % 10}", "schedule": "bench"}), "4.2.1"))
+db.executemany("INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, created_at, completed_at, dir, size_bytes, options, labels, criu_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch)
+db.commit()
+PY
+}

@@ -8,6 +8,7 @@ SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-5}
 WORK=${WORK:-/var/tmp/ckptd-measure}
 CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
+. "$(dirname "$0")/bench_lib.sh"
 rm -rf "$WORK" && mkdir -p "$WORK"
 sock="$WORK/ckptd.sock"
 "$CKPTD" --socket "$sock" --state-dir "$WORK/state" --workers 1 2>"$WORK/daemon.log" &
@@ -30,11 +31,8 @@ while True: time.sleep(0.1)
 }
 # Until the pid is free again: the killed target is an orphan, and this machine's init may reap
 # it late. Both restores start only then, so neither is timed waiting for a zombie.
-wait_gone() { while [ -e "/proc/$1" ]; do sleep 0.01; done; }
-now() { date +%s.%N; }
-med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-: >"$WORK/api-dump"; : >"$WORK/api-restore"; : >"$WORK/criu-dump"; : >"$WORK/criu-restore"; : >"$WORK/frozen"
+: >"$WORK/api-dump"; : >"$WORK/api-restore"; : >"$WORK/criu-dump"; : >"$WORK/criu-restore"; : >"$WORK/frozen"; : >"$WORK/criu-frozen"
 run_ckptd() {
   pid=$(start_target)
   t0=$(now)
@@ -54,7 +52,7 @@ run_by_hand() {
   pid=$(start_target)
   img="$WORK/by-hand-$run"; mkdir "$img"
   t0=$(now)
-  criu dump -t "$pid" -D "$img" -o dump.log -v4 && sync
+  criu dump -t "$pid" -D "$img" -o dump.log -v4 --display-stats >"$WORK/stats" && sync
   t1=$(now)
   wait_gone "$pid"
   t2=$(now)
@@ -62,6 +60,7 @@ run_by_hand() {
   t3=$(now)
   kill -9 "$pid"; while [ -e "/proc/$pid" ]; do sleep 0.05; done
   rm -rf "$img"
+  awk '/^Frozen time:/ { print $3 / 1e6 }' "$WORK/stats" >>"$WORK/criu-frozen"
   awk "BEGIN{print $t1 - $t0}" >>"$WORK/criu-dump"; awk "BEGIN{print $t3 - $t2}" >>"$WORK/criu-restore"
 }
 
@@ -73,5 +72,7 @@ done
 echo "median of $RUNS, ${SIZE_MIB} MiB on $(df --output=source,fstype "$WORK" | tail -1):"
 echo "  checkpoint: ckptd $(med <"$WORK/api-dump") s   criu dump + sync $(med <"$WORK/criu-dump") s   (frozen per CRIU: $(med <"$WORK/frozen") s)"
 echo "  restore:    ckptd $(med <"$WORK/api-restore") s   criu restore     $(med <"$WORK/criu-restore") s"
-# One line for scripts/bench.sh: size, medians (s): ckptd dump, criu dump+sync, frozen, ckptd restore, criu restore.
-echo "RESULT $SIZE_MIB $(med <"$WORK/api-dump") $(med <"$WORK/criu-dump") $(med <"$WORK/frozen") $(med <"$WORK/api-restore") $(med <"$WORK/criu-restore")"
+# One line for scripts/bench.sh: size, medians (s): ckptd dump, criu dump+sync, frozen, ckptd restore,
+# criu restore, frozen by hand; then the means of ckptd's checkpoint phases (dump durable release catalog).
+SOCK=$sock
+echo "RESULT process $SIZE_MIB $(med <"$WORK/api-dump") $(med <"$WORK/criu-dump") $(med <"$WORK/frozen") $(med <"$WORK/api-restore") $(med <"$WORK/criu-restore") $(med <"$WORK/criu-frozen") $(phases process)"

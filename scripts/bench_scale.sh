@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# How ckptd's costs grow with the catalog and with the number of schedules.
+#  - Catalog of ROWS checkpoints, for each of CATALOG_SIZES (default 1000 10000 100000): the
+#    daemon's start-up (to /v1/health answering, the reconciliation of every row included) and its
+#    RSS then; GET /v1/checkpoints?limit=100 and GET /v1/checkpoints/{name}, 64 clients (oha) for
+#    SECS seconds each; one retention pass over all ROWS (GET /v1/schedules/bench/retention, the
+#    plan a pass applies, median of 5), and the RSS after all that. Prints
+#    "RESULT catalog ROWS list_p50 list_p99 get_p50 get_p99 retention startup rss_kib
+#    rss_after_kib" (seconds, KiB).
+#  - SCHEDULES schedules (default 1000) firing every minute, each checkpointing its own small
+#    process (leave_running, keep_last 1), for MINUTES minutes (default 2): how late runs start
+#    after their minute, whether each minute's runs all end within it, and the daemon's own CPU
+#    time (CRIU's not counted) and RSS. Prints "RESULT schedules N runs refused lag_p50 lag_p99
+#    lag_max last_end_s cpu_s_per_min rss_kib".
+set -euo pipefail
+. "$(dirname "$0")/bench_lib.sh"
+CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
+OHA=${OHA:-/var/cache/ckptd-setup/oha/bin/oha}
+SECS=${SECS:-5}
+CATALOG_SIZES=${CATALOG_SIZES:-"1000 10000 100000"}
+SCHEDULES=${SCHEDULES:-1000}
+MINUTES=${MINUTES:-2}
+WORK=/var/tmp/ckptd-bench-scale; rm -rf "$WORK"; mkdir -p "$WORK"
+SOCK=$WORK/s.sock
+trap 'stop_daemon; pkill -f ckptd-bench-scale-sleeper || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+
+pct() { # pct FILE P: the P-th percentile of the numbers in FILE
+  sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int(NR*p/100+0.999); if (i<1) i=1; print a[i]}'
+}
+oha_pcts() { # oha_pcts PATH: "p50 p99" of 64 clients for SECS seconds, every answer a 200
+  "$OHA" -z "${SECS}s" -c 64 --no-tui --output-format json --unix-socket "$SOCK" "http://x$1" >"$WORK/oha.json"
+  python3 - "$WORK/oha.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert list(d["statusCodeDistribution"]) == ["200"], d["statusCodeDistribution"]
+p = d["latencyPercentiles"]
+print(p["p50"], p["p99"])
+PY
+}
+
+setsid sleep 100000 &
+sleeper=$!
+for rows in $CATALOG_SIZES; do
+  state=$WORK/state-$rows
+  start_daemon "$SOCK" "$state"
+  # The schedule whose retention is measured, disabled, over every row; it keeps them all (so the
+  # timer's own passes delete nothing while the plan is measured).
+  api -X POST http://x/v1/schedules -d "{\"name\":\"bench\",\"target\":{\"kind\":\"process\",\"pid\":$sleeper},\"cron\":\"0 0 1 1 *\",\"enabled\":false,\"retention\":{\"keep_last\":$rows}}" >/dev/null
+  since=$(api http://x/v1/schedules/bench | json 'd["created_at"]')
+  stop_daemon
+  make_catalog "$state" "$rows" "$since"
+  t0=$(now)
+  start_daemon "$SOCK" "$state"
+  startup=$(elapsed "$t0" "$(now)")
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status")
+  list=$(oha_pcts "/v1/checkpoints?limit=100")
+  get=$(oha_pcts "/v1/checkpoints/bench-$(printf %06d $((rows / 2)))")
+  : >"$WORK/retention"
+  for _ in 1 2 3 4 5; do
+    t0=$(now)
+    n=$(api http://x/v1/schedules/bench/retention | json 'len(d["keep"])')
+    elapsed "$t0" "$(now)" >>"$WORK/retention"
+    [ "$n" -eq "$rows" ] || { echo "retention keeps $n of $rows, wanted all" >&2; exit 1; }
+  done
+  rss_after=$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status")
+  stop_daemon
+  rm -rf "$state"
+  echo "RESULT catalog $rows $list $get $(med <"$WORK/retention") $startup $rss $rss_after"
+done
+kill "$sleeper"; wait "$sleeper" 2>/dev/null || true
+
+# Schedules: each its own `sleep` (a checkpoint holds its target busy, so one per schedule).
+start_daemon "$SOCK" "$WORK/state-schedules"
+pids=()
+for i in $(seq "$SCHEDULES"); do
+  setsid -w bash -c 'exec -a ckptd-bench-scale-sleeper sleep 100000' </dev/null >/dev/null 2>&1 &
+  pids+=($!)
+done
+for i in $(seq "$SCHEDULES"); do
+  api -X POST http://x/v1/schedules -d "{\"name\":\"s$i\",\"target\":{\"kind\":\"process\",\"pid\":${pids[$((i - 1))]}},\"cron\":\"* * * * *\",\"options\":{\"leave_running\":true},\"retention\":{\"keep_last\":1}}" >/dev/null
+done
+# From the next minute on, MINUTES whole minutes.
+sleep $((60 - $(date +%s) % 60 + 1))
+first=$(( $(date +%s) / 60 * 60 ))
+cpu0=$(awk '{print $14 + $15}' "/proc/$daemon/stat")
+sleep $((MINUTES * 60 - 1))
+cpu1=$(awk '{print $14 + $15}' "/proc/$daemon/stat")
+rss=$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status")
+# Let the last minute's runs end, then read every scheduled job.
+sleep 30
+python3 - "$SOCK" "$first" "$MINUTES" "$SCHEDULES" >"$WORK/lag" <<'PY'
+import datetime, json, socket, sys
+sock, first, minutes, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def get(path):
+    s = socket.socket(socket.AF_UNIX); s.connect(sock)
+    s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+    data = b""
+    while chunk := s.recv(1 << 20): data += chunk
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+ts = lambda s: datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+jobs, after = [], None
+while True:
+    page = get("/v1/jobs?limit=1000" + (f"&after={after}" if after else ""))
+    jobs += page["items"]; after = page.get("next")
+    if not after: break
+lags, ends, ok = [], [], 0
+for j in jobs:
+    c = ts(j["created_at"])
+    slot = int(c // 60 * 60)
+    if not (first <= slot < first + minutes * 60) or j["kind"] != "checkpoint": continue
+    lags.append(c - slot)
+    if j["state"] == "succeeded":
+        ok += 1; ends.append(ts(j["finished_at"]) - slot)
+lags.sort()
+pick = lambda p: lags[min(len(lags) - 1, int(len(lags) * p))] if lags else 0
+print(ok, minutes * n - ok, pick(0.5), pick(0.99), lags[-1] if lags else 0, max(ends) if ends else 0)
+PY
+read -r runs refused p50 p99 lmax lastend <"$WORK/lag"
+cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" -v m="$MINUTES" 'BEGIN { printf "%.2f", (b - a) / hz / m }')
+echo "RESULT schedules $SCHEDULES $runs $refused $p50 $p99 $lmax $lastend $cpu $rss"
+stop_daemon
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
