@@ -196,7 +196,14 @@ impl Service {
             .with_advice(Advice::WaitForRunningJobs));
         }
         let reservation = inner.reserve_checkpoint(cp.id)?;
-        let result = match remove_images(&cp) {
+        // Off the request threads: unlinking a GiB of images waits on the filesystem's journal
+        // (up to ~0.2 s while other images are written back), which would stall every request
+        // queued behind it on that thread (BENCHMARKS.md, API under load).
+        let doomed = cp.clone();
+        let removed = tokio::task::spawn_blocking(move || remove_images(&doomed))
+            .await
+            .unwrap_or_else(|e| Err(Error::internal(format!("removing the images failed: {e}"))));
+        let result = match removed {
             Ok(()) => inner.catalog.delete_checkpoint(cp.id).await,
             Err(e) => Err(e),
         };
