@@ -655,6 +655,10 @@ pub struct CriuInfo {
     /// tcp_half_closed (TCP repair of half-closed connections).
     #[serde(default)]
     pub features: BTreeMap<String, bool>,
+    /// Whether CRIU can keep what it probes of the kernel between runs (`/run/criu.kdat`, which
+    /// needs /run on a tmpfs); when false, every CRIU run probes again first (tens of ms).
+    #[serde(default)]
+    pub kernel_probe_cached: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

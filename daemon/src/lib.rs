@@ -72,6 +72,13 @@ pub async fn run(
             "CRIU is not usable: checkpoints will fail with 503 until it is fixed (make setup)"
         );
     }
+    if probe.path.is_some() && !probe.kernel_probe_cached {
+        tracing::warn!(
+            "/run is not a tmpfs, so CRIU cannot keep what it probes of the kernel \
+             (/run/criu.kdat): every CRIU run probes again first, 40-70 ms each (twice for a \
+             lazy restore); on a host systemd booted /run is a tmpfs"
+        );
+    }
     let criu = Arc::new(Criu::new(
         probe.clone(),
         cfg.criu_log_level,

@@ -391,3 +391,26 @@ async fn info_reports_the_configured_runc() {
         "{podman:?}"
     );
 }
+
+#[tokio::test]
+async fn info_says_whether_criu_can_keep_its_kernel_probe() {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T", "/run"])
+        .output()
+        .unwrap();
+    let run_is_tmpfs = String::from_utf8_lossy(&out.stdout).trim() == "tmpfs";
+    let d = Daemon::start().await;
+    let info = d.client.info().await.unwrap();
+    assert_eq!(
+        info.criu.kernel_probe_cached, run_is_tmpfs,
+        "{:?}",
+        info.criu
+    );
+    assert_eq!(
+        d.log()
+            .contains("CRIU cannot keep what it probes of the kernel"),
+        !run_is_tmpfs,
+        "{}",
+        d.log()
+    );
+}

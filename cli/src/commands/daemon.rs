@@ -34,6 +34,12 @@ pub async fn info(client: &Client, json: bool) -> Result<(), ClientError> {
         if !features.is_empty() {
             println!("features  {}", features.join(", "));
         }
+        if i.criu.path.is_some() && !i.criu.kernel_probe_cached {
+            println!(
+                "warning   /run is not a tmpfs: every CRIU run probes the kernel again first \
+                 (tens of ms each); see BENCHMARKS.md"
+            );
+        }
         for r in &i.runtimes {
             let state = match (&r.error, r.reachable) {
                 (Some(e), _) => format!(": unusable: {e}"),

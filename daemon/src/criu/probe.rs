@@ -17,6 +17,8 @@ pub struct CriuProbe {
     pub check_ok: bool,
     pub check_output: Option<String>,
     pub features: std::collections::BTreeMap<String, bool>,
+    /// Whether CRIU can keep what it probes of the kernel between runs ([`kernel_probe_cacheable`]).
+    pub kernel_probe_cached: bool,
 }
 
 /// The CRIU features `/v1/info` reports.
@@ -41,6 +43,7 @@ impl CriuProbe {
                 check_ok: false,
                 check_output: Some("criu not found in PATH; run `make setup`".into()),
                 features: Default::default(),
+                kernel_probe_cached: kernel_probe_cacheable(),
             };
         };
         let version = Command::new(&path)
@@ -98,6 +101,16 @@ impl CriuProbe {
             check_ok,
             check_output,
             features,
+            kernel_probe_cached: kernel_probe_cacheable(),
         }
     }
+}
+
+/// Whether CRIU (run as root) can keep what it probes of the kernel between runs: it writes
+/// `/run/criu.kdat` only when /run is a tmpfs, as on any host systemd booted. When it cannot,
+/// every CRIU run probes again first (`iptables -L`, `ip6tables -L` and a dozen features:
+/// 40-70 ms a run on the VM of BENCHMARKS.md, twice for a lazy restore).
+pub fn kernel_probe_cacheable() -> bool {
+    nix::sys::statfs::statfs("/run")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
 }

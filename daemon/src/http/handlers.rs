@@ -36,6 +36,7 @@ pub async fn info(State(s): State<AppState>) -> Json<Info> {
             check_ok: i.criu.check_ok,
             check_output: i.criu.check_output.clone(),
             features: i.criu.features.clone(),
+            kernel_probe_cached: i.criu.kernel_probe_cached,
         },
         runtimes,
         storage: StorageInfo {

@@ -684,6 +684,7 @@ mod tests {
                 check_ok: false,
                 check_output: None,
                 features: Default::default(),
+                kernel_probe_cached: false,
             },
             4,
             None,
