@@ -221,7 +221,15 @@ if process:
       "answer), well under a millisecond to a few. **rest**: the HTTP round trip, the admission "
       "(target checks, space estimate, the checkpoint and job rows: two more commits) and the "
       "job's end row; a few milliseconds, which is why the smallest size shows the largest ratio.")
-    p("- **Restore** is `criu restore` plus the same few milliseconds; a tie at every size.")
+    p("- **Restore** is `criu restore` plus the same few milliseconds.")
+    p()
+    p("So the goal is met where CRIU's run dominates (512 MiB and up, within this VM's noise: at "
+      "4 GiB a dump is throttled by the disk's writeback and single runs of the same command vary "
+      "by 2-4x) and not at 64 MiB, where ckptd's fixed cost (15-20 ms: the HTTP round trip, the "
+      "admission's checks, three SQLite commits that each wait for the disk, starting CRIU from a "
+      "large process) is 15-20% of a 0.1 s dump. What would be needed: fewer commits per job (the "
+      "job's and the checkpoint's state changes in one transaction) and starting CRIU through "
+      "`posix_spawn` rather than fork; a few milliseconds each, not done this round.")
     p()
 
 if container:
@@ -254,6 +262,11 @@ if container:
       "before the images are durable, which is what the promise forbids; answering before the "
       "killed container is gone would let a restore in place find it still there. Neither was "
       "done; the remaining gap is that price, shown in the table.")
+    p()
+    p("The 4 GiB row is this VM's noise, not ckptd: by hand, the same `runc checkpoint` of a 4 GiB "
+      "container took 10.6 s once and 2.4 s a few minutes later (and `--leave-running` of the "
+      "paused container 2.8 s and 2.4 s), because a dump that size is throttled by the disk's "
+      "writeback; three runs do not settle a median there.")
     p()
 
 if docker:
@@ -372,12 +385,22 @@ if api:
       "first request for a list fills it and the others wait for that one query instead of each "
       "running it (single flight).")
     p()
-    p("Saturated, the 64 clients are a closed loop that keeps both cores busy (oha itself takes "
-      "about one, CRIU one while it dumps), and the p99 is the time a request waits for a core: "
-      "`/v1/health`, which does nothing, has nearly the same tail as the list. That tail is the "
-      "machine's, not the handler's: at 1,000 requests a second (already far more than any set of "
-      "dashboards sends) the same clients see the latencies in the 1000rps rows. What would bring "
-      "the saturated p99 down: more cores than the load tool, CRIU and the daemon need together.")
+    p("Found and fixed by the 1000rps rows: during dumps their p99 was 0.16-0.17 s (slowest "
+      "0.23 s) in the first run of this bench, while idle it was 0.19 ms. Deleting a checkpoint "
+      "(the bench's dump loop deletes each one; so do retention and expiry) removed its GiB of "
+      "images on a request thread, and unlinking that much waits on ext4's journal while other "
+      "images are written back, so every request queued behind it on that thread waited too. The "
+      "removal now runs on the blocking pool: p99 1.45 ms, slowest 6.8 ms at 1,000 requests a "
+      "second of `/v1/health` during the same dumps (measured by hand, then the rows above).")
+    p()
+    p("What is left is the machine's, not the handlers': `/v1/health`, which does nothing, has "
+      "the same tail as the list. Saturated, the 64 clients are a closed loop that keeps both "
+      "cores busy (oha itself takes about one, CRIU one while it dumps), and the p99 is the time a "
+      "request waits for a core; at 1,000 requests a second, the daemon's threads still wait "
+      "behind CRIU and the writeback's kernel threads for a scheduler slice now and then (idle, "
+      "the same load has a p99 of 0.19 ms). What would be needed: a core the dumps do not use "
+      "(CRIU pinned to the others, or simply more cores); lowering CRIU's priority would buy it "
+      "at the price of longer freezes, which ckptd does not pay.")
     p()
 
 if "archive" in R:
