@@ -18,6 +18,7 @@ service_pid=
 cleanup() {
   stop_daemon; podman rm -f "$NAME" >/dev/null 2>&1 || true
   [ -n "$service_pid" ] && { kill "$service_pid"; wait "$service_pid" 2>/dev/null || true; }
+  rm -rf "$WORK"
 }
 trap cleanup EXIT
 podman system service --time=0 "unix://$PODMAN_SOCK" >"$WORK/service.log" 2>&1 &
