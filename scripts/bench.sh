@@ -73,6 +73,7 @@ if [ -z "${REPORT_ONLY:-}" ]; then
     echo "== $p ($(date -u +%H:%M:%S))"
     # A part that fails keeps its last results (and says so); the others still run.
     if run_part "$p" | result >"$RESULTS/$p.txt.new"; then
+      echo "RESULT runs $p $RUNS" >>"$RESULTS/$p.txt.new"
       mv "$RESULTS/$p.txt.new" "$RESULTS/$p.txt"
     else
       rm -f "$RESULTS/$p.txt.new"; failed+=("$p")

@@ -1,6 +1,7 @@
 # Helpers shared by the bench_*.sh scripts (sourced).
 now() { date +%s.%N; }
 med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+mean() { awk '{s += $1} END {print s / NR}'; }
 elapsed() { echo "$2 - $1" | bc -l; }
 # start_daemon SOCKET STATE_DIR [ARGS...]: starts $CKPTD, waits for /v1/health, sets $daemon.
 start_daemon() {

@@ -82,13 +82,24 @@ catalog = {int(r[0]): [num(x) for x in r[1:]] for r in R.get("catalog", [])}
 schedules = [num(x) for x in R["schedules"][0]] if "schedules" in R else None
 date = open(os.path.join(RESULTS, "date")).read().strip() if os.path.exists(os.path.join(RESULTS, "date")) else "?"
 
+def runs_said():
+    """How many runs each part's medians are of (bench.sh records it per part)."""
+    runs = {r[0]: r[1] for r in R.get("runs", [])}
+    counts = sorted(set(runs.values()))
+    if len(counts) <= 1:
+        return f"{counts[0] if counts else '3'} runs"
+    common = max(counts, key=lambda c: sum(v == c for v in runs.values()))
+    others = ", ".join(f"{p}: {n}" for p, n in sorted(runs.items()) if n != common)
+    return f"{common} runs ({others})"
+
+
 p = print
 p("# Benchmarks")
 p()
 p(f"Measured by `make bench` ({date}, {os.cpu_count()} cores, kernel {platform.release()}, "
   f"{sh('criu --version | head -1').replace('Version: ', 'CRIU ')}, {sh('runc --version | head -1')}, "
   f"images on {sh('df --output=fstype /var/tmp | tail -1')} under /var/tmp). Medians of "
-  f"{os.environ.get('RUNS', '3')} runs; ckptd and the by-hand command alternate which goes first. This "
+  f"{runs_said()}; ckptd and the by-hand command alternate which goes first. This "
   "VM is noisy: single runs vary by 2x or more, and a ratio within about 5% of 1 is a tie.")
 p()
 p("Reproduce: `make build && make bench` as root (`RUNS=5 SIZES=\"1024\"` to vary, "
@@ -194,11 +205,15 @@ if process:
     p()
     rows = []
     for s, v in process.items():
-        total, phases = v[0], v[6:10]
-        rows.append([mib(s), secs(total), secs(phases[0]), secs(phases[1]), secs(phases[2]),
-                     ms(phases[3]), ms(total - sum(phases)), secs(v[1])])
-    p(table(["memory", "ckptd, request to answer", "dump (CRIU)", "durable", "release", "catalog",
-             "rest", "`criu dump` + `sync`"], rows))
+        # The phases are means over the runs; the rest is the mean request less them (results
+        # from before measure.sh printed that mean have none).
+        phases = v[6:10]
+        mean_total = v[10] if len(v) > 10 else None
+        rest = ms(mean_total - sum(phases)) if mean_total else "-"
+        rows.append([mib(s), secs(mean_total) if mean_total else "-", secs(phases[0]),
+                     secs(phases[1]), secs(phases[2]), ms(phases[3]), rest, secs(v[1])])
+    p(table(["memory", "ckptd, request to answer (mean)", "dump (CRIU)", "durable", "release",
+             "catalog", "rest", "`criu dump` + `sync` (median)"], rows))
     p()
     p("What that shows, and what was tried:")
     p()
@@ -223,12 +238,15 @@ if process:
       "job's end row; a few milliseconds, which is why the smallest size shows the largest ratio.")
     p("- **Restore** is `criu restore` plus the same few milliseconds.")
     p()
-    p("So the goal is met where CRIU's run dominates (512 MiB and up, within this VM's noise: at "
-      "4 GiB a dump is throttled by the disk's writeback and single runs of the same command vary "
-      "by 2-4x) and not at 64 MiB, where ckptd's fixed cost (15-20 ms: the HTTP round trip, the "
-      "admission's checks, three SQLite commits that each wait for the disk, starting CRIU from a "
-      "large process) is 15-20% of a 0.1 s dump. What would be needed: fewer commits per job (the "
-      "job's and the checkpoint's state changes in one transaction) and starting CRIU through "
+    p("So the checkpoint goal is met where CRIU's run dominates (512 MiB and up, within this VM's "
+      "noise: at 4 GiB a dump is throttled by the disk's writeback and single runs of the same "
+      "command vary by 2-4x) and not at the smallest size, where ckptd's fixed cost (the rest "
+      "column, the same 13-15 ms at every size: the HTTP round trip, the admission's checks, "
+      "three SQLite commits that each wait for the disk, starting CRIU from a large process) is "
+      "over a tenth of a 0.12 s dump. A restore pays the same kind of fixed cost (the restore "
+      "job's rows, the pid check, starting CRIU), hence its ratio at the smallest size; above "
+      "it, restores tie within the noise. What would be needed: fewer commits per job (the job's "
+      "and the checkpoint's state changes in one transaction) and starting CRIU through "
       "`posix_spawn` rather than fork; a few milliseconds each, not done this round.")
     p()
 

@@ -73,6 +73,7 @@ echo "median of $RUNS, ${SIZE_MIB} MiB on $(df --output=source,fstype "$WORK" | 
 echo "  checkpoint: ckptd $(med <"$WORK/api-dump") s   criu dump + sync $(med <"$WORK/criu-dump") s   (frozen per CRIU: $(med <"$WORK/frozen") s)"
 echo "  restore:    ckptd $(med <"$WORK/api-restore") s   criu restore     $(med <"$WORK/criu-restore") s"
 # One line for scripts/bench.sh: size, medians (s): ckptd dump, criu dump+sync, frozen, ckptd restore,
-# criu restore, frozen by hand; then the means of ckptd's checkpoint phases (dump durable release catalog).
+# criu restore, frozen by hand; then the means of ckptd's checkpoint phases (dump durable release
+# catalog) and the mean ckptd checkpoint, which the phases add up to (with the rest).
 SOCK=$sock
-echo "RESULT process $SIZE_MIB $(med <"$WORK/api-dump") $(med <"$WORK/criu-dump") $(med <"$WORK/frozen") $(med <"$WORK/api-restore") $(med <"$WORK/criu-restore") $(med <"$WORK/criu-frozen") $(phases process)"
+echo "RESULT process $SIZE_MIB $(med <"$WORK/api-dump") $(med <"$WORK/criu-dump") $(med <"$WORK/frozen") $(med <"$WORK/api-restore") $(med <"$WORK/criu-restore") $(med <"$WORK/criu-frozen") $(phases process) $(mean <"$WORK/api-dump")"

@@ -24,6 +24,7 @@ const COLUMNS: &[(&str, &[&str])] = &[
             "phase_durable",
             "phase_release",
             "phase_catalog",
+            "ckptd_dump_mean",
         ],
     ),
     (
