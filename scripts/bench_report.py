@@ -281,10 +281,15 @@ if container:
       "killed container is gone would let a restore in place find it still there. Neither was "
       "done; the remaining gap is that price, shown in the table.")
     p()
-    p("The 4 GiB row is this VM's noise, not ckptd: by hand, the same `runc checkpoint` of a 4 GiB "
-      "container took 10.6 s once and 2.4 s a few minutes later (and `--leave-running` of the "
-      "paused container 2.8 s and 2.4 s), because a dump that size is throttled by the disk's "
-      "writeback; three runs do not settle a median there.")
+    p("The 4 GiB row is **not explained yet**. It came out the same in two runs of this part "
+      "(11.3 s and 10.3 s against 3.4 s and 2.7 s), and almost all of it is the `dump` phase, "
+      "which is CRIU's run through runc. CRIU's log of a ckptd dump and of a dump by hand has the "
+      "same lines (64,620 against 64,618). By hand, the same pause and `runc checkpoint "
+      "--leave-running` took 2.4 s, 2.8 s and 4.6 s, against 6.3 s of CRIU time in a ckptd dump "
+      "taken right before it. `runc checkpoint` without `--leave-running` took 2.4 s and 10.6 s "
+      "in two runs a few minutes apart, because a dump this size waits on the disk's writeback. "
+      "What would settle it: more runs, with the dirty-page counters and CRIU's page-write rate "
+      "recorded for each one.")
     p()
 
 if docker:
