@@ -281,6 +281,14 @@ if container:
       "killed container is gone would let a restore in place find it still there. Neither was "
       "done; the remaining gap is that price, shown in the table.")
     p()
+    small = min(container)
+    v = container[small]
+    p(f"At {mib(small)} the gap ({v[0] - v[1]:.2f} s) is not the freeing of memory (a few "
+      f"milliseconds at that size): the `dump` phase alone ({v[4]:.2f} s: `runc state`, `runc "
+      f"pause`, then CRIU through `runc checkpoint --leave-running`) takes longer than the whole "
+      f"checkpoint by hand ({v[1]:.2f} s). That phase was not broken down further this round; "
+      "each runc run costs about 5 ms here, so most of it is CRIU's run through runc.")
+    p()
     p("The 4 GiB row is **not explained yet**. It came out the same in two runs of this part "
       "(11.3 s and 10.3 s against 3.4 s and 2.7 s), and almost all of it is the `dump` phase, "
       "which is CRIU's run through runc. CRIU's log of a ckptd dump and of a dump by hand has the "
