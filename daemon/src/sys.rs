@@ -294,50 +294,6 @@ pub fn process_tree(pid: i32) -> Vec<i32> {
 /// Room kept free beyond a dump's estimate: CRIU's own files, the log, and the estimate's slack.
 pub const SPACE_MARGIN: u64 = 16 << 20;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_stat_with_odd_comm() {
-        let s = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 3 4 20 0 1 0 100 1000 10 \
-                 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
-        use procfs::FromRead;
-        let st = ProcStat::from(procfs::process::Stat::from_read(s.as_bytes()).unwrap());
-        assert_eq!(st.pid, 42);
-        assert_eq!(st.comm, "a (b) c");
-        assert_eq!(st.state, 'S');
-        assert_eq!(st.ppid, 7);
-        assert_eq!(st.pgrp, 42);
-        assert_eq!(st.flags, 4194560);
-        assert!(!st.is_kernel_thread());
-    }
-
-    #[test]
-    fn sees_kernel_threads_and_self() {
-        // kthreadd is pid 2 on every Linux.
-        let k = proc_stat(2).unwrap();
-        assert!(k.is_kernel_thread(), "{k:?}");
-        let me = proc_stat(std::process::id() as i32).unwrap();
-        assert!(!me.is_kernel_thread());
-        let anc = self_and_ancestors();
-        assert_eq!(anc[0], std::process::id() as i32);
-        assert!(anc.contains(&me.ppid));
-    }
-
-    #[test]
-    fn remove_refuses_symlink() {
-        let d = tempfile::tempdir().unwrap();
-        let target = d.path().join("t");
-        fs::create_dir(&target).unwrap();
-        fs::write(target.join("keep"), b"x").unwrap();
-        let link = d.path().join("l");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(remove_dir_tree(&link).is_err());
-        assert!(target.join("keep").exists());
-    }
-}
-
 /// Where a process's cgroup can be killed as a whole: cgroup v2's `cgroup.kill`, or the cgroup
 /// v1 freezer's directory (its processes, and `freezer.state` to thaw them).
 #[derive(Debug, PartialEq)]
@@ -413,4 +369,48 @@ fn cgroup_procs(dir: &Path) -> io::Result<Vec<i32>> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_comm() {
+        let s = "42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 3 4 20 0 1 0 100 1000 10 \
+                 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+        use procfs::FromRead;
+        let st = ProcStat::from(procfs::process::Stat::from_read(s.as_bytes()).unwrap());
+        assert_eq!(st.pid, 42);
+        assert_eq!(st.comm, "a (b) c");
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.ppid, 7);
+        assert_eq!(st.pgrp, 42);
+        assert_eq!(st.flags, 4194560);
+        assert!(!st.is_kernel_thread());
+    }
+
+    #[test]
+    fn sees_kernel_threads_and_self() {
+        // kthreadd is pid 2 on every Linux.
+        let k = proc_stat(2).unwrap();
+        assert!(k.is_kernel_thread(), "{k:?}");
+        let me = proc_stat(std::process::id() as i32).unwrap();
+        assert!(!me.is_kernel_thread());
+        let anc = self_and_ancestors();
+        assert_eq!(anc[0], std::process::id() as i32);
+        assert!(anc.contains(&me.ppid));
+    }
+
+    #[test]
+    fn remove_refuses_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("t");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("keep"), b"x").unwrap();
+        let link = d.path().join("l");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(remove_dir_tree(&link).is_err());
+        assert!(target.join("keep").exists());
+    }
 }

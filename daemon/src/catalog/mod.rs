@@ -283,6 +283,16 @@ fn page<T>(mut rows: Vec<(i64, T)>, limit: u32) -> List<T> {
     }
 }
 
+/// A checkpoint by id or name (`checkpoint`). A name is held by at most one checkpoint that did
+/// not fail; failed ones keep theirs (migration 0005): a name finds the live one, else the newest
+/// failed one. Both through an index (migration 0010 indexes every name).
+const BY_REFERENCE: &str = "SELECT * FROM checkpoints WHERE id = ?1 OR name = ?1 \
+                            ORDER BY status = 'failed', seq DESC LIMIT 1";
+
+/// A schedule's checkpoints (`checkpoints_of_schedule`), through migration 0010's index.
+const SCHEDULE_CHECKPOINTS: &str = "SELECT * FROM checkpoints \
+     WHERE json_extract(labels, '$.schedule') = ? AND owner_uid = ? ORDER BY seq";
+
 impl Catalog {
     /// Opens (creating if needed) the catalog at `path` and applies pending migrations.
     pub async fn open(path: &Path) -> anyhow::Result<Catalog> {
@@ -518,16 +528,10 @@ impl Catalog {
 
     /// A checkpoint by id or by name.
     pub async fn checkpoint(&self, reference: &str) -> Result<Option<Checkpoint>> {
-        // A name is held by at most one checkpoint that did not fail; failed ones keep theirs
-        // (migration 0005): a name finds the live one, else the newest failed one.
-        let row = sqlx::query(
-            "SELECT * FROM checkpoints WHERE id = ? OR name = ? \
-             ORDER BY status = 'failed', seq DESC LIMIT 1",
-        )
-        .bind(reference)
-        .bind(reference)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(BY_REFERENCE)
+            .bind(reference)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(checkpoint_from_row).transpose()
     }
 
@@ -630,18 +634,14 @@ impl Catalog {
         rows.iter().map(checkpoint_from_row).collect()
     }
 
-    /// Every checkpoint of `owner` labelled `key=value`, oldest first (a schedule's).
-    /// The checkpoints of schedule `name` (label `schedule`, schedules::LABEL), through the
-    /// index on that label (migration 0010).
+    /// The checkpoints of `owner`'s schedule `name` (label `schedule`, schedules::LABEL), oldest
+    /// first, through the index on that label (migration 0010).
     pub async fn checkpoints_of_schedule(&self, name: &str, owner: u32) -> Result<Vec<Checkpoint>> {
-        let rows = sqlx::query(
-            "SELECT * FROM checkpoints WHERE json_extract(labels, '$.schedule') = ? \
-             AND owner_uid = ? ORDER BY seq",
-        )
-        .bind(name)
-        .bind(i64::from(owner))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(SCHEDULE_CHECKPOINTS)
+            .bind(name)
+            .bind(i64::from(owner))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(checkpoint_from_row).collect()
     }
 
@@ -1035,13 +1035,13 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-            "EXPLAIN QUERY PLAN SELECT * FROM checkpoints WHERE json_extract(labels, '$.schedule') = 'x' \
-             AND owner_uid = 0 ORDER BY seq",
-        )
-        .fetch_all(&c.pool)
-        .await
-        .unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {SCHEDULE_CHECKPOINTS}"))
+                .bind("x")
+                .bind(0)
+                .fetch_all(&c.pool)
+                .await
+                .unwrap();
         assert!(
             plan.iter().any(|p| p.3.contains("checkpoints_schedule")),
             "not through the index: {plan:?}"
@@ -1051,13 +1051,12 @@ mod tests {
     #[tokio::test]
     async fn a_reference_by_id_or_name_reads_no_more_than_its_rows() {
         let (_d, c) = open().await;
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-            "EXPLAIN QUERY PLAN SELECT * FROM checkpoints WHERE id = 'a' OR name = 'a' \
-             ORDER BY status = 'failed', seq DESC LIMIT 1",
-        )
-        .fetch_all(&c.pool)
-        .await
-        .unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {BY_REFERENCE}"))
+                .bind("a")
+                .fetch_all(&c.pool)
+                .await
+                .unwrap();
         assert!(
             !plan.iter().any(|p| p.3.starts_with("SCAN checkpoints")),
             "a scan of every row: {plan:?}"

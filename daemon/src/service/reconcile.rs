@@ -91,13 +91,15 @@ impl Service {
                 .await?;
             for mut cp in page.items {
                 // A checkpoint whose images are only in remotes has no directory here.
-                let dir = std::path::Path::new(&cp.dir);
-                let present = if dir.parent() == Some(root.as_path()) {
-                    own_dirs.contains(dir)
-                } else {
-                    anchor(&cp).is_ok_and(|a| a.path().is_dir())
+                let present = || {
+                    let dir = std::path::Path::new(&cp.dir);
+                    if dir.parent() == Some(root.as_path()) {
+                        own_dirs.contains(dir)
+                    } else {
+                        anchor(&cp).is_ok_and(|a| a.path().is_dir())
+                    }
                 };
-                if cp.is_local() && !present {
+                if cp.is_local() && !present() {
                     tracing::warn!(checkpoint = %cp.id, dir = %cp.dir, "the directory of a ready checkpoint is gone: marked missing");
                     cp.status = CheckpointStatus::Missing;
                     inner.catalog.update_checkpoint(&cp).await?;
