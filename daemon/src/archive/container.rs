@@ -274,6 +274,22 @@ pub fn export(
     super::compress(compression, out, |w| write(dir, extra, w))
 }
 
+/// A tar stream's entries as (path, is a directory), in order (the tests' view of `write`).
+#[cfg(test)]
+pub(crate) fn entries(tar: &[u8]) -> Vec<(String, bool)> {
+    tar::Archive::new(tar)
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().display().to_string(),
+                e.header().entry_type().is_dir(),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,17 +379,7 @@ mod tests {
         // Written back: the same entries, checkpoint/ as a directory entry first.
         let mut out = Vec::new();
         write(dst.path(), &[], &mut out).unwrap();
-        let listed: Vec<(String, bool)> = tar::Archive::new(out.as_slice())
-            .entries()
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.path().unwrap().display().to_string(),
-                    e.header().entry_type().is_dir(),
-                )
-            })
-            .collect();
+        let listed = entries(&out);
         assert_eq!(listed[0], ("checkpoint/".to_owned(), true));
         let files: Vec<&str> = listed
             .iter()

@@ -298,17 +298,7 @@ mod tests {
         let extra = extras(&cp, d.path()).unwrap();
         let mut out = Vec::new();
         crate::archive::container::write(d.path(), &extra, &mut out).unwrap();
-        let entries: Vec<(String, bool)> = tar::Archive::new(out.as_slice())
-            .entries()
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.path().unwrap().display().to_string(),
-                    e.header().entry_type().is_dir(),
-                )
-            })
-            .collect();
+        let entries = crate::archive::container::entries(&out);
         assert_eq!(entries[0], ("checkpoint/".to_owned(), true));
         for top in [
             "config.dump",
