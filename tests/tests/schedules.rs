@@ -11,11 +11,18 @@ use ckptd_tests::{Daemon, Target};
 
 /// A daemon whose timer pass (retention of every schedule, expiry) runs every `secs`.
 async fn daemon_with_interval(secs: u64) -> Daemon {
+    daemon_with_config(&format!("retention_interval_secs = {secs}\n"), &[]).await
+}
+
+/// A daemon started with config file `toml` and command-line `args`.
+async fn daemon_with_config(toml: &str, args: &[&str]) -> Daemon {
     let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(cfg.path(), format!("retention_interval_secs = {secs}\n")).unwrap();
+    std::fs::write(cfg.path(), toml).unwrap();
     // The daemon reads its config at start only; keep the file for restarts.
     let (_, path) = cfg.keep().unwrap();
-    Daemon::start_with(&["--config", path.to_str().unwrap()]).await
+    let mut all = vec!["--config", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Daemon::start_with(&all).await
 }
 
 fn schedule(name: &str, pid: i32, cron: &str, retention: Retention) -> CreateSchedule {
@@ -569,14 +576,11 @@ async fn a_new_schedule_with_an_old_name_does_not_inherit_its_checkpoints() {
 async fn schedules_due_together_wait_for_a_queue_slot_rather_than_fail() {
     // One worker and a queue of one: three schedules due at the same second outnumber the slots
     // (as 1,000 schedules each minute outnumber the default 64). Each run waits its turn.
-    let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        cfg.path(),
+    let d = daemon_with_config(
         "retention_interval_secs = 3600\nqueue_capacity = 1\n",
+        &["--workers", "1"],
     )
-    .unwrap();
-    let (_, path) = cfg.keep().unwrap();
-    let d = Daemon::start_with(&["--config", path.to_str().unwrap(), "--workers", "1"]).await;
+    .await;
     let targets: Vec<Target> = (0..3)
         .map(|i| Target::python(d.dir.path(), &format!("together{i}"), 0, false))
         .collect();
