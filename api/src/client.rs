@@ -320,12 +320,25 @@ impl Client {
         Ok(env.job)
     }
 
+    /// `DELETE /v1/checkpoints/{ref}?forget=true`: the record only, nothing on disk touched.
+    pub async fn forget_checkpoint(&self, reference: &str) -> Result<(), ClientError> {
+        self.delete(&with_query(
+            &format!("/v1/checkpoints/{reference}"),
+            &crate::query::DeleteQuery {
+                forget: true,
+                ..Default::default()
+            },
+        ))
+        .await
+    }
+
     /// `DELETE /v1/checkpoints/{ref}?remote_copies=true`: the checkpoint and its remote copies.
     pub async fn delete_checkpoint_everywhere(&self, reference: &str) -> Result<(), ClientError> {
         self.delete(&with_query(
             &format!("/v1/checkpoints/{reference}"),
             &crate::query::DeleteQuery {
                 remote_copies: true,
+                ..Default::default()
             },
         ))
         .await

@@ -195,11 +195,15 @@ pub struct PushQuery {
 }
 
 /// `DELETE /v1/checkpoints/{ref}?remote_copies=true`: also delete its copies in remotes.
+/// `forget=true`: drop the record only, touching nothing on disk (for a directory that was
+/// replaced, which ckptd will not reach through).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
     pub remote_copies: bool,
+    #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+    pub forget: bool,
 }
 
 fn yes() -> bool {

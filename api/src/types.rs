@@ -445,6 +445,10 @@ pub struct JobResult {
     /// A push: the copy it made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_copy: Option<RemoteCopy>,
+    /// A restore of a foreign checkpoint (a Kubernetes archive): what ckptd left out of its
+    /// spec before running it here (its hooks, e.g. `hooks.prestart: /usr/bin/setup`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stripped: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,6 @@
 //! of each target; unit tests of the service use a fake.
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 
 use ckptd_api::{
@@ -14,6 +13,7 @@ use ckptd_api::{
 pub use crate::auth::Account;
 use crate::error::Result;
 pub use crate::stop::{never_stop, StopReason, StopSignal};
+pub use crate::sys::Folder;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -24,8 +24,9 @@ pub enum Stopped {
     /// `leave_running`: nothing to end.
     #[default]
     Nothing,
-    /// Tasks CRIU left stopped (`--leave-stopped`).
-    Tasks(Vec<i32>),
+    /// Tasks CRIU left stopped (`--leave-stopped`), as the kernel listed them (pid and start
+    /// time), never as the images name them: a member can write its images.
+    Tasks(Vec<crate::sys::TaskId>),
     /// A container left paused; `paused_by_us` says whether a failure should resume it.
     Container {
         container: ContainerHandle,
@@ -56,9 +57,9 @@ pub struct DumpOutput {
 pub struct DumpSpec<'a> {
     pub target: &'a Target,
     pub options: CheckpointOptions,
-    /// Where the images go (the checkpoint's `.partial` directory).
-    pub images_dir: &'a Path,
-    /// Log file name, created inside `images_dir`.
+    /// Where the images go (the checkpoint's `.partial` folder, held).
+    pub images: &'a Folder,
+    /// Log file name, created inside `images`.
     pub log_name: &'a str,
     /// A non-root owner, whose CRIU runs as that owner (None: root's).
     pub owner: Option<Account>,
@@ -70,8 +71,9 @@ pub struct RestoreSpec<'a> {
     /// Where to restore: `None` for in place, or a new container.
     pub into: Option<&'a Target>,
     pub options: CheckpointOptions,
-    pub images_dir: &'a Path,
-    /// Log file name, created inside `images_dir`.
+    /// The checkpoint's folder, held.
+    pub images: &'a Folder,
+    /// Log file name, created inside `images`.
     pub log_name: &'a str,
     pub console_socket: Option<&'a str>,
     /// Restore memory lazily (process checkpoints).
@@ -108,7 +110,7 @@ pub trait Engine: Send + Sync + 'static {
     fn recover_dump<'a>(
         &'a self,
         checkpoint: &'a Checkpoint,
-        images: &'a Path,
+        images: &'a Folder,
     ) -> BoxFuture<'a, Option<DumpOutput>>;
     /// After a daemon crash: what restore job `log_name` produced if it completed.
     fn recover_restore<'a>(

@@ -1,12 +1,12 @@
 //! Small, safe wrappers over what ckptd reads from the kernel: /proc entries of target processes
 //! and the filesystem operations that make checkpoint images durable.
 
-use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 /// What /proc says of one process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,23 +109,25 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
-/// A checkpoint's directory reached from `/` without following any symlink: its parent is opened
-/// once with `openat2(RESOLVE_NO_SYMLINKS)` and held, and every later operation goes through
-/// `/proc/<ckptd>/fd/<parent>/<name>`, which names exactly that parent whatever happens to the
-/// path meanwhile. Children that run as root (CRIU, runc, dockerd) can use the same path.
+/// The parent of a checkpoint's folder, reached from `/` without following any symlink: opened
+/// once with `openat2(RESOLVE_NO_SYMLINKS)` and held. The folder itself (and its `.partial`
+/// twin) is then reached only as a [`Folder`], opened beneath this descriptor with
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: no name below the parent is ever resolved as a path,
+/// because a member who owns the parent owns every name in it, the ones ckptd created included.
 #[derive(Debug)]
 pub struct AnchoredDir {
     parent: OwnedFd,
-    name: OsString,
+    name: String,
     real: PathBuf,
 }
 
 impl AnchoredDir {
     /// `dir` is the absolute, canonical path the catalog stores. Fails with ELOOP ("Too many
-    /// levels of symbolic links") when any of its components is (now) a symlink.
+    /// levels of symbolic links") when any of its parent's components is (now) a symlink.
     pub fn open(dir: &Path) -> io::Result<AnchoredDir> {
         use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
-        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name().and_then(|n| n.to_str()))
+        else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} has no parent directory", dir.display()),
@@ -146,23 +148,14 @@ impl AnchoredDir {
         })
     }
 
-    /// The held parent, as a path that resolves to it alone.
-    pub fn parent(&self) -> PathBuf {
-        PathBuf::from(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            self.parent.as_raw_fd()
-        ))
+    /// The folder's own name (its last path component).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// The checkpoint's directory inside the held parent.
-    pub fn path(&self) -> PathBuf {
-        self.parent().join(&self.name)
-    }
-
-    /// A sibling of the checkpoint's directory (its `.partial` twin).
-    pub fn sibling(&self, name: &str) -> PathBuf {
-        self.parent().join(name)
+    /// The `.partial` twin's name.
+    pub fn partial_name(&self) -> String {
+        format!("{}.partial", self.name)
     }
 
     /// The path as the catalog and the user know it, for messages.
@@ -170,9 +163,446 @@ impl AnchoredDir {
         &self.real
     }
 
+    /// A name in the parent, as the user knows it, for messages.
+    pub fn real_sibling(&self, name: &str) -> PathBuf {
+        self.real.parent().unwrap_or(Path::new("/")).join(name)
+    }
+
     /// The owner uid of the held parent.
     pub fn parent_owner(&self) -> io::Result<u32> {
-        Ok(File::from(self.parent.try_clone()?).metadata()?.uid())
+        Ok(rustix::fs::fstat(&self.parent)?.st_uid)
+    }
+
+    /// Opens the folder `name` (a single component) beneath the held parent: never through a
+    /// symlink, only a directory, and only one owned by `owner` or by root. Anything else is
+    /// `PermissionDenied` (a symlink: ELOOP; not a directory: ENOTDIR).
+    pub fn open_folder(&self, name: &str, owner: u32) -> io::Result<Folder> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+        single_component(name)?;
+        let fd = openat2(
+            &self.parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| {
+            // A symlink there is ENOTDIR to O_DIRECTORY|O_NOFOLLOW: say ELOOP, as for a symlink
+            // above it, so that callers tell "a symlink" from "a file".
+            use rustix::fs::{statat, AtFlags, FileType};
+            let link = statat(&self.parent, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+            if link {
+                io::Error::from_raw_os_error(libc::ELOOP)
+            } else {
+                io::Error::from(e)
+            }
+        })?;
+        let folder = Folder::of(fd, self.real_sibling(name))?;
+        if folder.uid != owner && folder.uid != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} belongs to uid {}, not to the checkpoint's owner (uid {owner}) nor to root",
+                    folder.shown.display(),
+                    folder.uid
+                ),
+            ));
+        }
+        Ok(folder)
+    }
+
+    /// Creates `name` as a fresh 0700 folder (failing if anything is there), holds it, checks
+    /// that what is held is the folder this call made (root's, empty: a member racing the
+    /// creation can only swap in a folder of its own), then gives it to `owner` (uid, gid).
+    pub fn create_folder(&self, name: &str, owner: Option<(u32, u32)>) -> io::Result<Folder> {
+        use rustix::fs::{fchown, mkdirat, Gid, Mode, Uid};
+        single_component(name)?;
+        mkdirat(&self.parent, name, Mode::from_raw_mode(0o700))?;
+        let folder = self.open_folder(name, 0)?;
+        if folder.uid != 0 || !folder.files()?.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} was replaced while ckptd created it",
+                    folder.shown.display()
+                ),
+            ));
+        }
+        if let Some((uid, gid)) = owner {
+            let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
+            fchown(&folder.fd, Some(u), Some(g))?;
+            return Folder::of(folder.fd, folder.shown);
+        }
+        Ok(folder)
+    }
+
+    /// Renames `from` to `to` in the held parent, never over an existing entry.
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        use rustix::fs::{renameat_with, RenameFlags};
+        single_component(from)?;
+        single_component(to)?;
+        renameat_with(&self.parent, from, &self.parent, to, RenameFlags::NOREPLACE)
+            .map_err(io::Error::from)
+    }
+
+    /// Removes the folder `name` (owned by `owner` or root) and everything in it, without
+    /// following a symlink anywhere; nothing there is fine. A symlink or another user's entry at
+    /// `name` is refused and left alone.
+    pub fn remove_folder(&self, name: &str, owner: u32) -> io::Result<()> {
+        let folder = match self.open_folder(name, owner) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        folder.clear(&[])?;
+        self.remove_empty(name, &folder)
+    }
+
+    /// Empties the held `folder` (through its descriptor), then removes its name `name` if that
+    /// still names it; a name swapped meanwhile is left alone.
+    pub fn remove_held(&self, name: &str, folder: &Folder) -> io::Result<()> {
+        folder.clear(&[])?;
+        self.remove_empty(name, folder)
+    }
+
+    /// Removes the empty folder at `name` if it is still `folder`.
+    fn remove_empty(&self, name: &str, folder: &Folder) -> io::Result<()> {
+        use rustix::fs::{statat, unlinkat, AtFlags};
+        let st = statat(&self.parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if (st.st_dev, st.st_ino) != (folder.dev, folder.ino) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} was replaced while it was removed",
+                    folder.shown.display()
+                ),
+            ));
+        }
+        unlinkat(&self.parent, name, AtFlags::REMOVEDIR).map_err(io::Error::from)
+    }
+
+    /// Whether anything (a symlink included) is at `name` in the held parent.
+    pub fn has(&self, name: &str) -> bool {
+        use rustix::fs::{statat, AtFlags};
+        single_component(name).is_ok()
+            && statat(&self.parent, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// fsyncs the held parent (after a rename in it).
+    pub fn fsync(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.parent).map_err(io::Error::from)
+    }
+}
+
+/// A name that is one path component: no `/`, not `.` or `..`, not empty.
+fn single_component(name: &str) -> io::Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a plain file name"),
+        ));
+    }
+    Ok(())
+}
+
+/// A checkpoint's folder held by its own descriptor (`AnchoredDir::open_folder`): every file in
+/// it is opened relative to that descriptor, never through a symlink, never blocking on a FIFO,
+/// and, in a folder a member owns, only when the file is the member's too (so a hard link to a
+/// file the member could not read is refused as well). Reads are bounded. Children (CRIU, runc,
+/// tar) get [`Folder::path`], `/proc/<ckptd>/fd/<N>`: the folder itself, whatever its names
+/// become; a name joined onto it is resolved by the child, so children given a member's folder
+/// run as that member.
+#[derive(Debug)]
+pub struct Folder {
+    fd: OwnedFd,
+    uid: u32,
+    dev: u64,
+    ino: u64,
+    shown: PathBuf,
+}
+
+impl Folder {
+    /// The folder at `dir`, whoever owns it (tests).
+    #[cfg(test)]
+    pub fn at(dir: &Path) -> io::Result<Folder> {
+        use std::os::unix::fs::MetadataExt;
+        let a = AnchoredDir::open(dir)?;
+        a.open_folder(a.name(), fs::symlink_metadata(dir)?.uid())
+    }
+
+    fn of(fd: OwnedFd, shown: PathBuf) -> io::Result<Folder> {
+        let st = rustix::fs::fstat(&fd)?;
+        Ok(Folder {
+            uid: st.st_uid,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            fd,
+            shown,
+        })
+    }
+
+    /// The held folder as a path that resolves to it alone (for children, and for messages
+    /// that `shown` replaces).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.fd.as_raw_fd()
+        ))
+    }
+
+    /// Another descriptor of the folder (close-on-exec), for a child to inherit.
+    pub fn dup(&self) -> io::Result<File> {
+        Ok(File::from(self.fd.try_clone()?))
+    }
+
+    /// The folder's path as the user knows it.
+    pub fn shown(&self) -> &Path {
+        &self.shown
+    }
+
+    /// The folder's owner.
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    /// Whether `other` holds the same folder (device and inode).
+    pub fn same_as(&self, other: &Folder) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+
+    /// Opens the regular file `name` for reading: not a symlink, not a FIFO or device, and in
+    /// a member's folder only a file of the member's.
+    pub fn open_file(&self, name: &str) -> io::Result<File> {
+        use rustix::fs::{openat, Mode, OFlags};
+        single_component(name)?;
+        let fd = openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
+        let st = rustix::fs::fstat(&fd)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", self.shown.join(name).display()),
+            ));
+        }
+        if self.uid != 0 && st.st_uid != self.uid {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} belongs to uid {}, not to the folder's owner (uid {})",
+                    self.shown.join(name).display(),
+                    st.st_uid,
+                    self.uid
+                ),
+            ));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// The whole of `name` when it is at most `max` bytes; an error (`FileTooLarge`) otherwise.
+    pub fn read(&self, name: &str, max: u64) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let f = self.open_file(name)?;
+        let mut data = Vec::new();
+        f.take(max + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > max {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!(
+                    "{} is larger than the {max} bytes ckptd reads of it",
+                    self.shown.join(name).display()
+                ),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// The last `max` bytes of `name` as text (a log), and whether earlier bytes were left out.
+    pub fn read_tail(&self, name: &str, max: u64) -> io::Result<(String, bool)> {
+        read_tail(self.open_file(name)?, max)
+    }
+
+    /// Whether anything (a symlink included) is at `name` in the folder.
+    pub fn has(&self, name: &str) -> bool {
+        use rustix::fs::{statat, AtFlags};
+        single_component(name).is_ok() && statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Whether a regular file `name` is there (not a symlink).
+    pub fn has_file(&self, name: &str) -> bool {
+        use rustix::fs::{statat, AtFlags, FileType};
+        single_component(name).is_ok()
+            && statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+    }
+
+    /// The regular files directly in the folder (names and sizes), sorted; symlinks and other
+    /// kinds are left out.
+    pub fn files(&self) -> io::Result<Vec<(String, u64)>> {
+        use rustix::fs::{statat, AtFlags, FileType};
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            if let Ok(st) = statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+                    out.push((name.to_owned(), st.st_size as u64));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Total size of the regular files in the folder.
+    pub fn size(&self) -> io::Result<u64> {
+        Ok(self.files()?.iter().map(|(_, n)| n).sum())
+    }
+
+    /// fsyncs every regular file in the folder, then the folder.
+    pub fn fsync_all(&self) -> io::Result<()> {
+        for (name, _) in self.files()? {
+            self.open_file(&name)?.sync_all()?;
+        }
+        rustix::fs::fsync(&self.fd).map_err(io::Error::from)
+    }
+
+    /// Removes a file (or a symlink: the link, never what it points to) from the folder.
+    pub fn remove_file(&self, name: &str) -> io::Result<()> {
+        single_component(name)?;
+        rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty()).map_err(io::Error::from)
+    }
+
+    /// Removes everything in the folder but the names in `keep`: files and symlinks are
+    /// unlinked (a symlink, never its target), folders emptied through descriptors of their own.
+    pub fn clear(&self, keep: &[&str]) -> io::Result<()> {
+        use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags};
+        let names: Vec<String> = rustix::fs::Dir::read_from(&self.fd)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().ok().map(str::to_owned))
+            .filter(|n| n != "." && n != ".." && !keep.contains(&n.as_str()))
+            .collect();
+        for name in names {
+            match unlinkat(&self.fd, name.as_str(), AtFlags::empty()) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {
+                    let fd = openat(
+                        &self.fd,
+                        name.as_str(),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    let inner = Folder::of(fd, self.shown.join(&name))?;
+                    inner.clear(&[])?;
+                    let st =
+                        rustix::fs::statat(&self.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+                    if (st.st_dev, st.st_ino) == (inner.dev, inner.ino) {
+                        unlinkat(&self.fd, name.as_str(), AtFlags::REMOVEDIR)?;
+                    }
+                }
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The last `max` bytes of a file as text, and whether earlier bytes were left out: a log a
+/// member can grow to any size is never read whole.
+pub fn read_tail(mut f: File, max: u64) -> io::Result<(String, bool)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata()?.len();
+    let cut = len > max;
+    if cut {
+        f.seek(SeekFrom::Start(len - max))?;
+    }
+    let mut data = Vec::new();
+    f.take(max).read_to_end(&mut data)?;
+    Ok((String::from_utf8_lossy(&data).into_owned(), cut))
+}
+
+/// Most of a log ckptd reads back (CRIU's, runc's): the tail of a longer one.
+pub const MAX_LOG_READ: u64 = 4 << 20;
+
+/// One process, by pid and start time (clock ticks after boot, /proc/PID/stat): a pid reused by
+/// another process later is not the same task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskId {
+    pub pid: i32,
+    pub start: u64,
+}
+
+impl TaskId {
+    /// The process now at `pid`, if any (zombies included).
+    pub fn of(pid: i32) -> Option<TaskId> {
+        let st = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+        Some(TaskId {
+            pid,
+            start: st.starttime,
+        })
+    }
+
+    /// Whether `pid` still names this very process.
+    pub fn alive(&self) -> bool {
+        TaskId::of(self.pid)
+            .is_some_and(|t| t == *self && !proc_stat(self.pid).is_some_and(|s| s.is_zombie()))
+    }
+
+    /// Sends `sig` to this process only: through a pidfd opened first and checked against the
+    /// start time, so a pid reused by another process (root's, say) is never signalled.
+    pub fn signal(&self, sig: rustix::process::Signal) -> io::Result<()> {
+        let pid = rustix::process::Pid::from_raw(self.pid)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+        if TaskId::of(self.pid) != Some(*self) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("pid {} is now another process", self.pid),
+            ));
+        }
+        rustix::process::pidfd_send_signal(&fd, sig).map_err(io::Error::from)
+    }
+}
+
+/// The tree below `root` as the kernel has it now, if `root` is still that process: every task
+/// whose state is `state` (e.g. 'T', what a dump left stopped) and, given `uid`, that runs as
+/// it. Never read from images, which a member can write.
+pub fn tree_in_state(root: TaskId, state: char, uid: Option<u32>) -> Vec<TaskId> {
+    if !root.alive() {
+        return Vec::new();
+    }
+    process_tree(root.pid)
+        .into_iter()
+        .filter(|&p| proc_stat(p).is_some_and(|s| s.state == state))
+        .filter(|&p| {
+            uid.is_none_or(|u| {
+                procfs::process::Process::new(p)
+                    .and_then(|p| p.uid())
+                    .is_ok_and(|x| x == u)
+            })
+        })
+        .filter_map(TaskId::of)
+        .collect()
+}
+
+/// Sends `sig` to each task that is still itself (`TaskId::signal`), skipping those gone.
+pub fn signal_tasks(tasks: &[TaskId], sig: rustix::process::Signal) {
+    for t in tasks {
+        if let Err(e) = t.signal(sig) {
+            tracing::debug!(pid = t.pid, error = %e, "not signalled");
+        }
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 pub use ckptd_api as api;
 
+pub mod members;
+
 /// One scenario of `scenarios`: a boxed future over the shared fixtures.
 pub type Scenario<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
 

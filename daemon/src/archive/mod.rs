@@ -222,10 +222,24 @@ fn append_files(
         };
         let mut h = header(size);
         if name.len() > 99 {
-            // A name that needs GNU's long-name entry: the tar crate writes it.
-            let data = collect_file(&rx, size, &file)?;
-            let sha256 = format!("{:x}", Sha256::digest(&data));
-            tar.append_data(&mut h, &name, data.as_slice())?;
+            // A name that needs GNU's long-name entry: the tar crate writes it, reading the
+            // file's chunks as they come (never the whole file in memory: a member can make a
+            // sparse file of any size).
+            let mut reader = ChunkReader {
+                rx: &rx,
+                chunk: Vec::new(),
+                at: 0,
+                hash: Sha256::new(),
+                got: 0,
+                size,
+                file: &file,
+                ended: false,
+            };
+            tar.append_data(&mut h, &name, &mut reader)?;
+            if !reader.ended || reader.got != size {
+                return Err(changed(&file));
+            }
+            let sha256 = format!("{:x}", reader.hash.finalize());
             written.push(FileEntry { name, size, sha256 });
             continue;
         }
@@ -281,10 +295,21 @@ enum Chunk {
 }
 
 fn read_ahead(dir: &Path, names: &[String], tx: &std::sync::mpsc::SyncSender<Chunk>) {
+    use std::os::unix::fs::MetadataExt;
+    // In a folder a member owns, only the member's files are read (a hard link to a file the
+    // member could not read itself is refused).
+    let owner = std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
     for name in names {
         let sent = (|| -> io::Result<bool> {
             // Not followed through a symlink swapped in since the listing.
             let mut f = crate::sys::open_regular(&dir.join(name))?;
+            let uid = f.metadata()?.uid();
+            if owner != 0 && uid != owner {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{name} belongs to uid {uid}, not to the folder's owner (uid {owner})"),
+                ));
+            }
             if tx.send(Chunk::Start(f.metadata()?.len())).is_err() {
                 return Ok(false);
             }
@@ -322,21 +347,45 @@ fn changed(name: &str) -> io::Error {
     io::Error::other(format!("{name} changed size while it was archived"))
 }
 
-/// One whole file's chunks (for the rare entry the tar crate must write itself).
-fn collect_file(
-    rx: &std::sync::mpsc::Receiver<Chunk>,
+/// One file's chunks as a reader, hashed as they are read (for the rare entry the tar crate
+/// must write itself): more bytes than the header's size, or fewer, is an error.
+struct ChunkReader<'a> {
+    rx: &'a std::sync::mpsc::Receiver<Chunk>,
+    chunk: Vec<u8>,
+    at: usize,
+    hash: Sha256,
+    got: u64,
     size: u64,
-    name: &str,
-) -> io::Result<Vec<u8>> {
-    let mut data = Vec::new();
-    loop {
-        match rx.recv() {
-            Ok(Chunk::Data(d)) => data.extend_from_slice(&d),
-            Ok(Chunk::End) if data.len() as u64 == size => return Ok(data),
-            Ok(Chunk::End) => return Err(changed(name)),
-            Ok(Chunk::Failed(e)) => return Err(e),
-            _ => return Err(io::Error::other("the archive's reader stopped")),
+    file: &'a str,
+    ended: bool,
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Chunk::Data(d)) => {
+                    self.got += d.len() as u64;
+                    if self.got > self.size {
+                        return Err(changed(self.file));
+                    }
+                    self.hash.update(&d);
+                    self.chunk = d;
+                    self.at = 0;
+                }
+                Ok(Chunk::End) if self.got == self.size => self.ended = true,
+                Ok(Chunk::End) => return Err(changed(self.file)),
+                Ok(Chunk::Failed(e)) => return Err(e),
+                _ => return Err(io::Error::other("the archive's reader stopped")),
+            }
         }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 

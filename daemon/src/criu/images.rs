@@ -53,6 +53,9 @@ struct PstreeEntry {
     threads: Vec<u32>,
 }
 
+/// The most of one metadata image (pstree, core, files, stats) ckptd reads.
+const MAX_IMAGE_READ: u64 = 64 << 20;
+
 /// The entries of an image, each decoded as `M`.
 fn read_entries<M: Message + Default>(path: &Path) -> Result<Vec<M>, ImageError> {
     let corrupt = |why: String| ImageError::Corrupt {
@@ -60,10 +63,21 @@ fn read_entries<M: Message + Default>(path: &Path) -> Result<Vec<M>, ImageError>
         why,
     };
     // Not followed through a symlink, nor blocked on a FIFO: an owner's images are its own.
+    // Bounded: a member can grow its own images to any size.
     let data = crate::sys::open_regular(path)
-        .and_then(|mut f| {
+        .and_then(|f| {
             let mut d = Vec::new();
-            std::io::Read::read_to_end(&mut f, &mut d).map(|_| d)
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_IMAGE_READ + 1), &mut d)?;
+            if d.len() as u64 > MAX_IMAGE_READ {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!(
+                        "larger than the {} MiB ckptd reads of an image",
+                        MAX_IMAGE_READ >> 20
+                    ),
+                ));
+            }
+            Ok(d)
         })
         .map_err(|source| ImageError::Read {
             path: path.display().to_string(),

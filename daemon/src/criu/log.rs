@@ -93,7 +93,7 @@ pub fn failure(
 
 /// A failed dump on a filesystem with (almost) no room left failed for lack of space, whatever
 /// CRIU managed to log: a full disk can keep it from writing even its log.
-pub fn full_disk(e: Error, images: &Path) -> Error {
+pub fn full_disk(e: Error, images: &crate::sys::Folder) -> Error {
     if e.kind == ErrorKind::InsufficientStorage {
         return e;
     }
@@ -101,7 +101,10 @@ pub fn full_disk(e: Error, images: &Path) -> Error {
     // without writing it could not write its own log: the filesystem filled up (and may have
     // been freed since by another job). A CRIU killed by a signal also leaves its log cut short,
     // and says nothing about the disk.
-    let log = std::fs::read_to_string(images.join(DUMP_LOG)).unwrap_or_default();
+    let log = images
+        .read_tail(DUMP_LOG, crate::sys::MAX_LOG_READ)
+        .map(|(t, _)| t)
+        .unwrap_or_default();
     let killed = e
         .details
         .get("exit_status")
@@ -109,7 +112,7 @@ pub fn full_disk(e: Error, images: &Path) -> Error {
         .is_some_and(|s| s.contains("signal"));
     let log_cut = e.kind == ErrorKind::CriuFailed && !killed && !log.contains("FAILED");
     let said_enospc = log.contains("No space left on device");
-    match sys::free_bytes(images) {
+    match sys::free_bytes(&images.path()) {
         Ok(free) if free < sys::SPACE_MARGIN || log_cut || said_enospc => {
             let mut full = Error::new(
                 ErrorKind::InsufficientStorage,
@@ -117,7 +120,7 @@ pub fn full_disk(e: Error, images: &Path) -> Error {
                     "the filesystem holding {} filled up or failed during the dump (CRIU could not \
                      finish writing; {} KiB free now); the partial images were removed and the \
                      target left running",
-                    images.display(),
+                    images.shown().display(),
                     free >> 10
                 ),
             )
@@ -369,16 +372,17 @@ mod tests {
             Error::new(ErrorKind::CriuFailed, "CRIU could not dump pid 42")
                 .with("exit_status", status.to_owned())
         };
-        let e = full_disk(failed("signal: 9 (SIGKILL)"), d.path());
+        let folder = crate::sys::Folder::at(d.path()).unwrap();
+        let e = full_disk(failed("signal: 9 (SIGKILL)"), &folder);
         assert_eq!(e.kind, ErrorKind::CriuFailed, "{e:?}");
-        let e = full_disk(failed("exit status: 1"), d.path());
+        let e = full_disk(failed("exit status: 1"), &folder);
         assert_eq!(e.kind, ErrorKind::InsufficientStorage, "{e:?}");
         std::fs::write(
             d.path().join(DUMP_LOG),
             "(00.01) Error (criu/image.c:1): write: No space left on device\n(00.02) Error: Dumping FAILED.\n",
         )
         .unwrap();
-        let e = full_disk(failed("exit status: 1"), d.path());
+        let e = full_disk(failed("exit status: 1"), &folder);
         assert_eq!(e.kind, ErrorKind::InsufficientStorage, "{e:?}");
     }
 

@@ -181,13 +181,9 @@ pub const OWNER_CAPS: [&str; 3] = ["checkpoint_restore", "sys_ptrace", "setpcap"
 pub struct ImagesFd(std::fs::File, PathBuf);
 
 impl ImagesFd {
-    pub fn open(dir: &Path) -> std::io::Result<ImagesFd> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(dir)
-            .map(|f| ImagesFd(f, dir.to_owned()))
+    /// A descriptor of the held folder itself (never reopened by a name).
+    pub fn of(folder: &crate::sys::Folder) -> std::io::Result<ImagesFd> {
+        Ok(ImagesFd(folder.dup()?, folder.shown().to_owned()))
     }
 
     /// The directory as CRIU, which inherits the descriptor, names it.

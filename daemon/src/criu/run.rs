@@ -10,6 +10,7 @@ use tokio::process::Command;
 use super::log;
 use crate::error::{Error, Result};
 use crate::stop::StopSignal;
+use crate::sys::{Folder, MAX_LOG_READ};
 
 /// Runs a program that drives CRIU (`criu` itself, or a runtime such as runc) and, when it fails,
 /// builds the user's error from CRIU's log: the cause, `log_tail`, `hint`, the log's path and the
@@ -17,7 +18,7 @@ use crate::stop::StopSignal;
 /// errors, e.g. "container does not exist").
 pub async fn run_logged(
     mut cmd: Command,
-    log_path: &Path,
+    (folder, log_name): (&Folder, &str),
     runtime_log: Option<&Path>,
     what: String,
     stop: &StopSignal,
@@ -29,6 +30,7 @@ pub async fn run_logged(
             .collect::<Vec<_>>()
             .join(" ")
     };
+    let log_path = folder.shown().join(log_name);
     let started = Instant::now();
     let cannot_run = |e: std::io::Error| {
         Error::unavailable(format!("cannot run `{command}`: {e}"))
@@ -81,10 +83,17 @@ pub async fn run_logged(
     if out.status.success() {
         return Ok(());
     }
-    let log_text = std::fs::read_to_string(log_path).unwrap_or_default();
+    // Read through the held folder, bounded, never through a symlink: a member's CRIU writes
+    // its log in a folder the member owns.
+    let log_text = folder
+        .read_tail(log_name, MAX_LOG_READ)
+        .map(|(t, _)| t)
+        .unwrap_or_default();
     // runc's own errors (e.g. "container does not exist") when CRIU's log has none.
     let mut runtime_lines: Vec<String> = runtime_log
-        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|p| crate::sys::open_regular(p).ok())
+        .and_then(|f| crate::sys::read_tail(f, MAX_LOG_READ).ok())
+        .map(|(t, _)| t)
         .unwrap_or_default()
         .lines()
         .map(str::to_owned)
@@ -95,7 +104,7 @@ pub async fn run_logged(
             .map(str::to_owned),
     );
     let cause = format!("exited with {}", out.status);
-    let err = log::failure(&what, &log_text, &runtime_lines, &cause, log_path)
+    let err = log::failure(&what, &log_text, &runtime_lines, &cause, &log_path)
         .with("command", command)
         .with("exit_status", out.status.to_string());
     Err(err)

@@ -189,10 +189,12 @@ pub async fn delete_checkpoint(
             return Ok(StatusCode::NO_CONTENT);
         }
         s.service
-            .delete_checkpoint(&caller, &cp.id.to_string())
+            .delete_checkpoint(&caller, &cp.id.to_string(), q.forget)
             .await?;
     } else {
-        s.service.delete_checkpoint(&caller, &reference).await?;
+        s.service
+            .delete_checkpoint(&caller, &reference, q.forget)
+            .await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -164,14 +164,14 @@ impl Portability {
         let manifest = Manifest::of(&cp);
         // Read through the directory's parent opened without following a symlink, held for
         // the whole stream.
-        let anchor = crate::service::anchor(&cp)?;
+        let (anchor, folder) = crate::service::folder(&cp)?;
         // The container layout's files made for this archive, before the answer starts: a
         // checkpoint that cannot be written so is a 409, not a cut-off stream.
         let extra = match query.format {
             ArchiveFormat::Ckptd => None,
             ArchiveFormat::Podman => Some(vec![]),
             ArchiveFormat::Kubernetes => {
-                let (c, dir) = (cp.clone(), anchor.path());
+                let (c, dir) = (cp.clone(), folder.path());
                 Some(
                     tokio::task::spawn_blocking(move || kubernetes::extras(&c, &dir))
                         .await
@@ -182,7 +182,9 @@ impl Portability {
         let name = cp.name.clone();
         let service = self.service.clone();
         let rx = archive::stream(move |w| {
-            let dir = anchor.path();
+            // Held until the stream ends: every file is read through the folder's descriptor.
+            let _held = &anchor;
+            let dir = folder.path();
             let started = std::time::Instant::now();
             let written = match extra {
                 Some(extra) => archive::container::export(&dir, &extra, compression, w),

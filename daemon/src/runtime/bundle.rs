@@ -83,6 +83,186 @@ fn normal_absolute(p: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// The capabilities a container gets from runc, Docker and Podman by default: anything beyond
+/// them in a foreign spec is privilege on this host, refused.
+const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The namespaces a container must have of its own: without one, it shares the host's.
+const OWN_NAMESPACES: [&str; 5] = ["pid", "mount", "network", "ipc", "uts"];
+
+/// Host paths a foreign spec may not bind into a container: the host's root and system
+/// directories, the kernel's and devices' file systems, root's home, and the container
+/// runtimes' sockets (each of which is root on the host).
+fn host_sensitive(p: &Path) -> bool {
+    const EXACT: [&str; 16] = [
+        "/", "/etc", "/root", "/home", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/var", "/run",
+        "/boot", "/opt", "/srv", "/tmp", "/var/run",
+    ];
+    const UNDER: [&str; 5] = ["/proc", "/sys", "/dev", "/boot", "/root"];
+    EXACT.iter().any(|e| p == Path::new(e))
+        || UNDER.iter().any(|u| p.starts_with(u))
+        || p.extension().is_some_and(|e| e == "sock")
+        || p.file_name().is_some_and(|n| n == "ckptd.sock")
+}
+
+/// The parts of a foreign OCI spec (`spec.dump`) that would act on this host rather than in the
+/// container: privileged capabilities, host devices, host namespaces, an unconfined AppArmor
+/// profile or a seccomp filter that allows everything, binds of host system paths. Each is a
+/// reason to refuse the restore, in words for the caller. Hooks are not here: they are stripped
+/// (`strip_hooks`).
+pub fn host_affecting(spec: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut extra: Vec<String> = Vec::new();
+    for set in [
+        "bounding",
+        "effective",
+        "permitted",
+        "inheritable",
+        "ambient",
+    ] {
+        let caps = spec
+            .pointer(&format!("/process/capabilities/{set}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for c in caps.iter().filter_map(Value::as_str) {
+            if !DEFAULT_CAPS.contains(&c) && !extra.iter().any(|x| x == c) {
+                extra.push(c.to_owned());
+            }
+        }
+    }
+    if !extra.is_empty() {
+        out.push(format!(
+            "the spec grants capabilities beyond a container's defaults ({}): privilege on \
+             this host",
+            extra.join(", ")
+        ));
+    }
+    let devices: Vec<String> = spec
+        .pointer("/linux/devices")
+        .and_then(Value::as_array)
+        .map(|d| {
+            d.iter()
+                .filter_map(|x| x.get("path").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !devices.is_empty() {
+        out.push(format!(
+            "the spec gives the container host devices ({})",
+            devices.join(", ")
+        ));
+    }
+    let every_device = spec
+        .pointer("/linux/resources/devices")
+        .and_then(Value::as_array)
+        .is_some_and(|rules| {
+            rules.iter().any(|r| {
+                r.get("allow").and_then(Value::as_bool) == Some(true)
+                    && r.get("type")
+                        .and_then(Value::as_str)
+                        .is_none_or(|t| t == "a")
+                    && r.get("major").is_none_or(Value::is_null)
+                    && r.get("minor").is_none_or(Value::is_null)
+            })
+        });
+    if every_device {
+        out.push("the spec allows the container every device of the host".into());
+    }
+    let namespaces: Vec<String> = spec
+        .pointer("/linux/namespaces")
+        .and_then(Value::as_array)
+        .map(|n| {
+            n.iter()
+                .filter_map(|x| x.get("type").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let shared: Vec<&str> = OWN_NAMESPACES
+        .iter()
+        .copied()
+        .filter(|k| !namespaces.iter().any(|n| n == k))
+        .collect();
+    if !shared.is_empty() {
+        out.push(format!(
+            "the container would share the host's {} namespace{}",
+            shared.join(", "),
+            if shared.len() > 1 { "s" } else { "" }
+        ));
+    }
+    if spec
+        .pointer("/process/apparmorProfile")
+        .and_then(Value::as_str)
+        == Some("unconfined")
+    {
+        out.push("the spec runs the container unconfined by AppArmor".into());
+    }
+    if let Some(seccomp) = spec.pointer("/linux/seccomp").filter(|s| !s.is_null()) {
+        let allow_all = seccomp.get("defaultAction").and_then(Value::as_str)
+            == Some("SCMP_ACT_ALLOW")
+            && seccomp
+                .get("syscalls")
+                .and_then(Value::as_array)
+                .is_none_or(Vec::is_empty);
+        if allow_all {
+            out.push("the spec's seccomp filter allows every system call".into());
+        }
+    }
+    for m in spec
+        .get("mounts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        let bind = m.get("type").and_then(Value::as_str) == Some("bind")
+            || m.get("options")
+                .and_then(Value::as_array)
+                .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+        let source = m.get("source").and_then(Value::as_str).unwrap_or("");
+        if bind && normal_absolute(source).is_some_and(|p| host_sensitive(&p)) {
+            out.push(format!(
+                "the spec binds the host's {source} into the container at {}",
+                m.get("destination").and_then(Value::as_str).unwrap_or("?")
+            ));
+        }
+    }
+    out
+}
+
+/// Removes the spec's hooks (the origin host's commands, which runc would run as root on this
+/// host) and says which were there.
+pub fn strip_hooks(spec: &mut Value) -> Vec<String> {
+    let Some(hooks) = spec.get("hooks").and_then(Value::as_object).cloned() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (stage, list) in hooks {
+        for h in list.as_array().cloned().unwrap_or_default() {
+            let path = h.get("path").and_then(Value::as_str).unwrap_or("?");
+            out.push(format!("hooks.{stage}: {path}"));
+        }
+    }
+    if let Some(o) = spec.as_object_mut() {
+        o.remove("hooks");
+    }
+    out
+}
+
 /// Sources ckptd never creates, whatever `bind.mounts` says.
 fn forbidden_source(p: &Path) -> bool {
     p == Path::new("/") || ["/proc", "/sys", "/dev"].iter().any(|r| p.starts_with(r))
@@ -94,7 +274,7 @@ pub fn problems(cp_dir: &Path) -> Result<Vec<String>> {
     let spec: Value = read_json(cp_dir, "spec.dump")?
         .ok_or_else(|| refused("the checkpoint has no spec.dump (its OCI runtime spec)"))?;
     let binds: Vec<BindMount> = read_json(cp_dir, "bind.mounts")?.unwrap_or_default();
-    let mut out = Vec::new();
+    let mut out = host_affecting(&spec);
     let namespaces = spec
         .pointer("/linux/namespaces")
         .and_then(Value::as_array)
@@ -164,10 +344,12 @@ pub fn check(cp_dir: &Path, checkpoint: &str) -> Result<()> {
 }
 
 /// Builds the bundle at `bundle` (absent, or an empty directory) for checkpoint directory
-/// `cp_dir` from root filesystem `rootfs`. A failed build leaves `bundle` as it found it.
-pub fn build(cp_dir: &Path, bundle: &Path, rootfs: &Path) -> Result<()> {
+/// `cp_dir` from root filesystem `rootfs`; `rootfs-diff.tar` may expand to at most `limit`
+/// bytes (`import_max_bytes`). A failed build leaves `bundle` as it found it. What was stripped
+/// from the spec (its hooks), for the job to report.
+pub fn build(cp_dir: &Path, bundle: &Path, rootfs: &Path, limit: u64) -> Result<Vec<String>> {
     let existed = bundle.exists();
-    let built = build_in(cp_dir, bundle, rootfs);
+    let built = build_in(cp_dir, bundle, rootfs, limit);
     if built.is_err() {
         let undone = if existed {
             std::fs::read_dir(bundle).and_then(|d| {
@@ -184,9 +366,22 @@ pub fn build(cp_dir: &Path, bundle: &Path, rootfs: &Path) -> Result<()> {
     built
 }
 
-fn build_in(cp_dir: &Path, bundle: &Path, rootfs: &Path) -> Result<()> {
+fn build_in(cp_dir: &Path, bundle: &Path, rootfs: &Path, limit: u64) -> Result<Vec<String>> {
     let mut spec: Value = read_json(cp_dir, "spec.dump")?
         .ok_or_else(|| refused("the checkpoint has no spec.dump (its OCI runtime spec)"))?;
+    // Checked at admission too; again here, on the very file the bundle is built from.
+    let refusals = host_affecting(&spec);
+    if !refusals.is_empty() {
+        return Err(refused(format!(
+            "the checkpoint's spec.dump would act on this host: {}",
+            refusals.join("; ")
+        ))
+        .with("problems", refusals));
+    }
+    let stripped = strip_hooks(&mut spec);
+    if !stripped.is_empty() {
+        tracing::warn!(?stripped, "stripped the hooks of a foreign spec");
+    }
     let deleted: Vec<String> = read_json(cp_dir, "deleted.files")?.unwrap_or_default();
     let binds: Vec<BindMount> = read_json(cp_dir, "bind.mounts")?.unwrap_or_default();
     match std::fs::read_dir(bundle).map(|mut d| d.next().is_none()) {
@@ -205,7 +400,7 @@ fn build_in(cp_dir: &Path, bundle: &Path, rootfs: &Path) -> Result<()> {
     }
     let root = bundle.join("rootfs");
     copy_tree(rootfs, &root)?;
-    apply_diff(cp_dir, &root)?;
+    apply_diff(cp_dir, &root, limit)?;
     for p in &deleted {
         remove_inside(&root, p)?;
     }
@@ -219,7 +414,30 @@ fn build_in(cp_dir: &Path, bundle: &Path, rootfs: &Path) -> Result<()> {
     let config = bundle.join("config.json");
     let text = serde_json::to_vec_pretty(&spec)
         .map_err(|e| Error::internal(format!("cannot write the bundle's config.json: {e}")))?;
-    std::fs::write(&config, text).map_err(|e| Error::io("cannot write", &config, &e))
+    std::fs::write(&config, text).map_err(|e| Error::io("cannot write", &config, &e))?;
+    Ok(stripped)
+}
+
+/// A reader that fails once more than `left` bytes have come through it: a compressed
+/// `rootfs-diff.tar` is bounded by what it expands to, not by its size on disk.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("it expands past import_max_bytes ({} bytes)", self.limit),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// `cp -a --reflink=auto SRC/. DST` (owners, modes, links, special files as they are).
@@ -241,8 +459,9 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Applies `rootfs-diff.tar` (plain, or gzip as containerd writes it) to `root`.
-fn apply_diff(cp_dir: &Path, root: &Path) -> Result<()> {
+/// Applies `rootfs-diff.tar` (plain, or gzip as containerd writes it) to `root`, reading at most
+/// `limit` bytes of the expanded tar.
+fn apply_diff(cp_dir: &Path, root: &Path, limit: u64) -> Result<()> {
     let path = cp_dir.join("rootfs-diff.tar");
     let f = match crate::sys::open_regular(&path) {
         Ok(f) => f,
@@ -259,7 +478,11 @@ fn apply_diff(cp_dir: &Path, root: &Path) -> Result<()> {
     } else {
         Box::new(input)
     };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(Bounded {
+        inner: reader,
+        left: limit,
+        limit,
+    });
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_unpack_xattrs(false);
@@ -379,7 +602,19 @@ fn recreate_source(b: &BindMount) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn layout(spec: Value, extra: &[(&str, &[u8])]) -> tempfile::TempDir {
+    /// The namespaces a container has of its own, as a spec lists them.
+    fn own_namespaces() -> Value {
+        serde_json::json!(OWN_NAMESPACES
+            .iter()
+            .map(|t| serde_json::json!({"type": t}))
+            .collect::<Vec<_>>())
+    }
+
+    /// A checkpoint directory with `spec.dump` (given its own namespaces when it names none).
+    fn layout(mut spec: Value, extra: &[(&str, &[u8])]) -> tempfile::TempDir {
+        if spec.pointer("/linux/namespaces").is_none() {
+            spec["linux"] = serde_json::json!({"namespaces": own_namespaces()});
+        }
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("spec.dump"), spec.to_string()).unwrap();
         for (n, data) in extra {
@@ -414,7 +649,8 @@ mod tests {
     #[test]
     fn pods_namespaces_and_missing_volumes_are_named_before_anything_runs() {
         let spec = serde_json::json!({
-            "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"}]},
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"},
+                                     {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}]},
             "mounts": [
                 {"destination": "/proc", "type": "proc", "source": "proc"},
                 {"destination": "/data", "type": "bind", "source": "/nonexistent/ckptd/vol", "options": ["rbind"]},
@@ -435,6 +671,112 @@ mod tests {
         );
         let e = check(d.path(), "k1").unwrap_err();
         assert!(e.message.contains("cannot be restored on this host"), "{e}");
+    }
+
+    #[test]
+    fn foreign_specs_that_would_act_on_the_host_are_refused_and_hooks_stripped() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                serde_json::json!({"process": {"capabilities": {"bounding": ["CAP_KILL", "CAP_SYS_ADMIN"]}}}),
+                "capabilities beyond a container's defaults (CAP_SYS_ADMIN)",
+            ),
+            (
+                serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}],
+                                             "devices": [{"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}]}}),
+                "host devices (/dev/sda)",
+            ),
+            (
+                serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}]}}),
+                "share the host's pid namespace",
+            ),
+            (
+                serde_json::json!({"linux": {"namespaces": own_namespaces(),
+                                             "resources": {"devices": [{"allow": true, "access": "rwm"}]}}}),
+                "every device of the host",
+            ),
+            (
+                serde_json::json!({"process": {"apparmorProfile": "unconfined"}}),
+                "unconfined by AppArmor",
+            ),
+            (
+                serde_json::json!({"linux": {"namespaces": own_namespaces(), "seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}}}),
+                "allows every system call",
+            ),
+            (
+                serde_json::json!({"mounts": [{"destination": "/host", "type": "bind", "source": "/", "options": ["rbind"]}]}),
+                "binds the host's / into the container at /host",
+            ),
+            (
+                serde_json::json!({"mounts": [{"destination": "/var/run/docker.sock", "type": "bind",
+                                               "source": "/var/run/docker.sock", "options": ["bind"]}]}),
+                "binds the host's /var/run/docker.sock",
+            ),
+        ];
+        for (spec, says) in cases {
+            let d = layout(spec, &[]);
+            let p = problems(d.path()).unwrap();
+            assert!(p.iter().any(|x| x.contains(says)), "{says}: {p:?}");
+            let rootfs = tempfile::tempdir().unwrap();
+            let bundle = tempfile::tempdir().unwrap();
+            let e = build(d.path(), &bundle.path().join("b"), rootfs.path(), 1 << 30).unwrap_err();
+            assert!(e.message.contains(says), "{says}: {e}");
+            assert!(
+                !bundle.path().join("b").exists(),
+                "{says}: the bundle stays"
+            );
+        }
+        // Hooks are the origin host's commands: stripped, and said.
+        let d = layout(
+            serde_json::json!({"hooks": {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "id"]}],
+                                         "createRuntime": [{"path": "/usr/bin/setup"}]}}),
+            &[],
+        );
+        assert!(problems(d.path()).unwrap().is_empty());
+        let rootfs = tempfile::tempdir().unwrap();
+        let bundle = tempfile::tempdir().unwrap();
+        let b = bundle.path().join("b");
+        let stripped = build(d.path(), &b, rootfs.path(), 1 << 30).unwrap();
+        assert_eq!(
+            stripped,
+            [
+                "hooks.createRuntime: /usr/bin/setup",
+                "hooks.prestart: /bin/sh"
+            ]
+        );
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+        assert!(config.get("hooks").is_none(), "{config}");
+    }
+
+    #[test]
+    fn a_diff_is_bounded_by_what_it_expands_to() {
+        // 64 MiB of zeros, gzip'd to a few tens of KiB, against a 16 MiB limit.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(64 << 20);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, "zeros", std::io::repeat(0).take(64 << 20))
+            .unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+        let d = layout(serde_json::json!({}), &[("rootfs-diff.tar", &bomb)]);
+        let rootfs = tempfile::tempdir().unwrap();
+        let bundle = tempfile::tempdir().unwrap();
+        let b = bundle.path().join("b");
+        let e = build(d.path(), &b, rootfs.path(), 16 << 20).unwrap_err();
+        assert!(e.message.contains("expands past import_max_bytes"), "{e}");
+        assert!(!b.exists(), "the half-built bundle is removed");
+        build(d.path(), &b, rootfs.path(), 128 << 20).unwrap();
+        assert_eq!(
+            std::fs::metadata(b.join("rootfs/zeros")).unwrap().len(),
+            64 << 20
+        );
     }
 
     #[test]
@@ -478,7 +820,7 @@ mod tests {
             let rootfs = tempfile::tempdir().unwrap();
             std::fs::write(rootfs.path().join("kept"), b"k").unwrap();
             let bundle = tempfile::tempdir().unwrap();
-            let e = build(d.path(), &bundle.path().join("b"), rootfs.path()).unwrap_err();
+            let e = build(d.path(), &bundle.path().join("b"), rootfs.path(), 1 << 30).unwrap_err();
             assert!(e.message.contains(says), "{says}: {e}");
             assert!(
                 std::fs::read_dir(outside.path()).unwrap().next().is_none(),
@@ -499,7 +841,7 @@ mod tests {
         );
         let rootfs = tempfile::tempdir().unwrap();
         let bundle = tempfile::tempdir().unwrap();
-        let e = build(d.path(), &bundle.path().join("b"), rootfs.path()).unwrap_err();
+        let e = build(d.path(), &bundle.path().join("b"), rootfs.path(), 1 << 30).unwrap_err();
         assert!(e.message.contains("symlink out of"), "{e}");
         assert!(outside.path().join("victim").exists());
     }
@@ -522,7 +864,7 @@ mod tests {
         std::fs::write(rootfs.path().join("etc/kept"), b"k").unwrap();
         let b = tempfile::tempdir().unwrap();
         let bundle = b.path().join("bundle");
-        build(d.path(), &bundle, rootfs.path()).unwrap();
+        build(d.path(), &bundle, rootfs.path(), 1 << 30).unwrap();
         assert_eq!(
             std::fs::read(bundle.join("rootfs/etc/new")).unwrap(),
             b"data"
@@ -541,7 +883,7 @@ mod tests {
         );
         assert_eq!(cfg["process"]["args"][0], "sh");
         // A bundle directory with something in it is not overwritten.
-        let e = build(d.path(), &bundle, rootfs.path()).unwrap_err();
+        let e = build(d.path(), &bundle, rootfs.path(), 1 << 30).unwrap_err();
         assert!(e.message.contains("not empty"), "{e}");
     }
 }

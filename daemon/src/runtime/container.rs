@@ -25,7 +25,7 @@ pub trait ContainerOps: Send + Sync {
     fn end<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>>;
     /// Whether it is paused now (after a crash: whether an interrupted dump left it so).
     fn is_paused<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, bool>;
-    /// Dumps it into `spec.images_dir`, leaving it as it is (running or paused).
+    /// Dumps it into `spec.images.path()`, leaving it as it is (running or paused).
     fn dump<'a>(
         &'a self,
         c: &'a ContainerHandle,
@@ -204,7 +204,7 @@ mod tests {
                 leave_running,
                 ..Default::default()
             },
-            images_dir: std::path::Path::new("/nonexistent"),
+            images: Box::leak(Box::new(crate::sys::Folder::at(Path::new("/tmp")).unwrap())),
             log_name: "dump.log",
             owner: None,
             stop: crate::stop::never_stop(),

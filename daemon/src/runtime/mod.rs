@@ -188,7 +188,7 @@ impl Engine for Engines {
     fn recover_dump<'a>(
         &'a self,
         checkpoint: &'a Checkpoint,
-        images: &'a Path,
+        images: &'a crate::sys::Folder,
     ) -> BoxFuture<'a, Option<DumpOutput>> {
         self.for_target(&checkpoint.target)
             .recover_dump(checkpoint, images)

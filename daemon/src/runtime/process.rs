@@ -18,9 +18,10 @@ use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stoppe
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
-/// The image directory, opened for the CRIU runs over it to inherit.
-fn open_images(images: &Path) -> Result<ImagesFd> {
-    ImagesFd::open(images).map_err(|e| Error::io("cannot open the image directory", images, &e))
+/// The image folder, as a descriptor the CRIU runs over it inherit.
+fn open_images(images: &sys::Folder) -> Result<ImagesFd> {
+    ImagesFd::of(images)
+        .map_err(|e| Error::io("cannot open the image directory", images.shown(), &e))
 }
 
 /// Process trees through CRIU.
@@ -33,7 +34,9 @@ pub struct ProcessEngine {
 /// A running `criu lazy-pages` serving one restore.
 struct LazyPages {
     child: tokio::process::Child,
+    /// Its log, inside the held folder, and as the user knows it.
     log: PathBuf,
+    shown: PathBuf,
 }
 
 impl LazyPages {
@@ -44,10 +47,10 @@ impl LazyPages {
         let status = self.child.wait().await;
         let ok = status.as_ref().is_ok_and(|s| s.success());
         if !ok {
-            tracing::warn!(checkpoint = name, ?status, log = %self.log.display(), "criu lazy-pages ended with an error");
+            tracing::warn!(checkpoint = name, ?status, log = %self.shown.display(), "criu lazy-pages ended with an error");
         }
         if pid > 0 && sys::proc_stat(pid).is_none_or(|s| s.state == 'Z') {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let text = self.log_text();
             return Err(Error::new(
                 ErrorKind::CriuFailed,
                 format!(
@@ -56,10 +59,18 @@ impl LazyPages {
                 ),
             )
             .with("log_tail", log::tail(&text))
-            .with("log", self.log.display().to_string())
+            .with("log", self.shown.display().to_string())
             .with_hint("restore without \"lazy\""));
         }
         Ok(())
+    }
+
+    /// The tail of its log (opened without following a symlink, bounded).
+    fn log_text(&self) -> String {
+        sys::open_regular(&self.log)
+            .and_then(|f| sys::read_tail(f, sys::MAX_LOG_READ))
+            .map(|(t, _)| t)
+            .unwrap_or_default()
     }
 
     fn abort(mut self) {
@@ -79,7 +90,11 @@ impl ProcessEngine {
     async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
         check_process(pid)?;
         let criu = self.criu.usable()?;
-        let images = open_images(spec.images_dir)?;
+        // The tree is known by its root's identity, taken before CRIU runs: what a dump leaves
+        // stopped is found from it in the kernel's process table, never in the images.
+        let root = sys::TaskId::of(pid)
+            .ok_or_else(|| Error::target_unavailable(format!("no process with pid {pid}")))?;
+        let images = open_images(spec.images)?;
         let mut args: Vec<String> = vec![
             "dump".into(),
             "-t".into(),
@@ -98,11 +113,10 @@ impl ProcessEngine {
             "--leave-stopped".into()
         });
         Criu::option_flags(&spec.options, &mut args);
-        let log_path = spec.images_dir.join(spec.log_name);
         if let Err(e) = run_logged(
             self.criu
                 .command_in(criu, &args, &images, spec.owner.as_ref()),
-            &log_path,
+            (spec.images, spec.log_name),
             None,
             format!("CRIU could not dump pid {pid}"),
             &spec.stop,
@@ -111,18 +125,20 @@ impl ProcessEngine {
         {
             // CRIU resumes the tree when a dump fails; make sure nothing stays stopped even if
             // CRIU itself died half-way.
-            resume_if_stopped(pid);
+            resume_if_stopped(root, spec.owner.as_ref().map(|o| o.uid));
             return Err(e);
         }
         let stopped = if spec.options.leave_running {
             Stopped::Nothing
         } else {
-            Stopped::Tasks(
-                images::read_tree_pids(spec.images_dir).unwrap_or_else(|_| sys::process_tree(pid)),
-            )
+            Stopped::Tasks(sys::tree_in_state(
+                root,
+                'T',
+                spec.owner.as_ref().map(|o| o.uid),
+            ))
         };
         Ok(DumpOutput {
-            stats: criu::dump_stats(spec.images_dir),
+            stats: criu::dump_stats(&spec.images.path()),
             stopped,
             container: None,
             criu_config: self.criu.options_file(),
@@ -132,19 +148,18 @@ impl ProcessEngine {
     async fn restore_process(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
         let criu = self.criu.usable()?;
         let name = &spec.checkpoint.name;
-        let pids = images::read_tree_pids(spec.images_dir).map_err(|e| {
+        let pids = images::read_tree_pids(&spec.images.path()).map_err(|e| {
             Error::internal(format!("checkpoint {name} is damaged: {e}"))
                 .with_hint("take a new checkpoint; this one cannot be restored")
         })?;
         self.wait_for_free_pids(&pids).await?;
-        let images_fd = open_images(spec.images_dir)?;
+        let images_fd = open_images(spec.images)?;
         let lazy = if spec.lazy {
             Some(self.start_lazy_pages(criu, &spec, &images_fd).await?)
         } else {
             None
         };
         let pidfile_name = format!("{}.pid", spec.log_name.trim_end_matches(".log"));
-        let pidfile = spec.images_dir.join(&pidfile_name);
         let images = images_fd.path();
         let mut args: Vec<String> = vec![
             "restore".into(),
@@ -162,7 +177,6 @@ impl ProcessEngine {
         if lazy.is_some() {
             args.push("--lazy-pages".into());
         }
-        let log_path = spec.images_dir.join(spec.log_name);
         // A restored shell job inherits CRIU's stdio: never a pipe ckptd would wait on.
         let mut cmd = self
             .criu
@@ -170,17 +184,13 @@ impl ProcessEngine {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let restored = run_logged(
             cmd,
-            &log_path,
+            (spec.images, spec.log_name),
             None,
             format!("CRIU could not restore checkpoint {name}"),
             &spec.stop,
         )
         .await;
-        let pid = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .or(pids.first().copied());
-        let _ = std::fs::remove_file(&pidfile);
+        let pid = read_pidfile(spec.images, &pidfile_name).or(pids.first().copied());
         if let Some(lazy) = lazy {
             match &restored {
                 Ok(()) => lazy.finish(pid.unwrap_or(0), name).await?,
@@ -231,15 +241,15 @@ impl ProcessEngine {
             .map_err(|e| Error::unavailable(format!("cannot run `criu lazy-pages`: {e}")))?;
         let mut lazy = LazyPages {
             child,
-            log: spec.images_dir.join(log_name),
+            log: spec.images.path().join(&log_name),
+            shown: spec.images.shown().join(&log_name),
         };
         // The restore connects to the page server's socket: start it only once that exists.
-        let socket = spec.images_dir.join("lazy-pages.socket");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
+        while !spec.images.has("lazy-pages.socket") {
             let exited = lazy.child.try_wait().ok().flatten();
             if exited.is_some() || Instant::now() > deadline {
-                let text = std::fs::read_to_string(&lazy.log).unwrap_or_default();
+                let text = lazy.log_text();
                 lazy.abort();
                 return Err(Error::new(
                     ErrorKind::CriuFailed,
@@ -293,16 +303,12 @@ impl ProcessEngine {
     }
 }
 
-/// Resumes the tree below `pid` if anything in it was left stopped.
-fn resume_if_stopped(pid: i32) {
-    let tree = sys::process_tree(pid);
-    let stopped: Vec<i32> = tree
-        .into_iter()
-        .filter(|&p| sys::proc_stat(p).is_some_and(|s| s.state == 'T'))
-        .collect();
+/// Resumes the tree below `root` if anything in it was left stopped.
+fn resume_if_stopped(root: sys::TaskId, uid: Option<u32>) {
+    let stopped = sys::tree_in_state(root, 'T', uid);
     if !stopped.is_empty() {
         tracing::warn!(?stopped, "resuming tasks a failed dump left stopped");
-        sys::signal_all(&stopped, Signal::SIGCONT);
+        sys::signal_tasks(&stopped, rustix::process::Signal::CONT);
     }
 }
 
@@ -374,20 +380,27 @@ impl Engine for ProcessEngine {
     fn recover_dump<'a>(
         &'a self,
         cp: &'a Checkpoint,
-        images: &'a Path,
+        images: &'a sys::Folder,
     ) -> BoxFuture<'a, Option<DumpOutput>> {
         Box::pin(async move {
-            let log = std::fs::read_to_string(images.join(criu::DUMP_LOG)).unwrap_or_default();
-            let pids = images::read_tree_pids(images).unwrap_or_default();
-            // Only tasks still stopped: a pid reused by another process since is not touched.
-            let stopped: Vec<i32> = pids
-                .iter()
-                .copied()
-                .filter(|&p| sys::proc_stat(p).is_some_and(|s| s.state == 'T'))
-                .collect();
+            let log = images
+                .read_tail(criu::DUMP_LOG, sys::MAX_LOG_READ)
+                .map(|(t, _)| t)
+                .unwrap_or_default();
+            // What the interrupted dump left stopped, from the kernel: the target's tree, its
+            // tasks still stopped and, for a member's checkpoint, running as the member. The
+            // target is known by its pid alone here (the job recorded nothing else), so a tree
+            // at that pid that is not stopped is not touched.
+            let owner = (cp.owner_uid != 0).then_some(cp.owner_uid);
+            let stopped: Vec<sys::TaskId> = match cp.target {
+                Target::Process { pid } => sys::TaskId::of(pid)
+                    .map(|root| sys::tree_in_state(root, 'T', owner))
+                    .unwrap_or_default(),
+                Target::Container { .. } => Vec::new(),
+            };
             if log.contains(criu::DUMP_DONE) {
                 return Some(DumpOutput {
-                    stats: criu::dump_stats(images),
+                    stats: criu::dump_stats(&images.path()),
                     stopped: if cp.options.leave_running {
                         Stopped::Nothing
                     } else {
@@ -399,10 +412,7 @@ impl Engine for ProcessEngine {
             }
             if !stopped.is_empty() {
                 tracing::warn!(?stopped, checkpoint = %cp.id, "resuming tasks an interrupted dump left stopped");
-                sys::signal_all(&stopped, Signal::SIGCONT);
-            }
-            if let Target::Process { pid } = cp.target {
-                resume_if_stopped(pid);
+                sys::signal_tasks(&stopped, rustix::process::Signal::CONT);
             }
             None
         })
@@ -416,17 +426,14 @@ impl Engine for ProcessEngine {
     ) -> BoxFuture<'a, Option<JobResult>> {
         Box::pin(async move {
             // CRIU writes the pidfile only once the restore has succeeded. Read through the
-            // directory's held parent, without following a symlink or blocking on a FIFO: a
-            // member's directory is the member's to change, and this runs at start-up.
+            // held folder, without following a symlink or blocking on a FIFO: a member's
+            // directory is the member's to change, and this runs at start-up.
             let anchor = sys::AnchoredDir::open(Path::new(&cp.dir)).ok()?;
-            let pidfile = anchor
-                .path()
-                .join(format!("{}.pid", log_name.trim_end_matches(".log")));
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut sys::open_regular(&pidfile).ok()?, &mut text)
-                .ok()?;
-            let pid: i32 = text.trim().parse().ok()?;
-            let _ = std::fs::remove_file(&pidfile);
+            let folder = anchor.open_folder(anchor.name(), cp.owner_uid).ok()?;
+            let pid = read_pidfile(
+                &folder,
+                &format!("{}.pid", log_name.trim_end_matches(".log")),
+            )?;
             sys::proc_stat(pid)
                 .is_some_and(|s| !s.is_zombie())
                 .then(|| JobResult {
@@ -438,18 +445,20 @@ impl Engine for ProcessEngine {
 
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Stopped::Tasks(pids) = stopped {
-                sys::signal_all(
-                    pids,
-                    if kill {
-                        Signal::SIGKILL
-                    } else {
-                        Signal::SIGCONT
-                    },
-                );
+            if let Stopped::Tasks(tasks) = stopped {
+                use rustix::process::Signal as S;
+                sys::signal_tasks(tasks, if kill { S::KILL } else { S::CONT });
             }
         })
     }
+}
+
+/// The pid CRIU wrote to `name` in the folder (bounded, not followed through a symlink), and the
+/// pidfile removed.
+fn read_pidfile(folder: &sys::Folder, name: &str) -> Option<i32> {
+    let text = folder.read(name, 64).ok();
+    let _ = folder.remove_file(name);
+    String::from_utf8_lossy(&text?).trim().parse().ok()
 }
 
 /// Refuses pids that cannot or must not be dumped, saying why.

@@ -270,9 +270,13 @@ impl RuncEngine {
         let handle = c.handle();
         let stopped = container::checkpoint(self, handle, state.status == "paused", &spec).await?;
         Ok(DumpOutput {
-            stats: criu::dump_stats(spec.images_dir),
+            stats: criu::dump_stats(&spec.images.path()),
             stopped,
-            container: Some(container_record(&state.bundle, &config, spec.images_dir)),
+            container: Some(container_record(
+                &state.bundle,
+                &config,
+                &spec.images.path(),
+            )),
             criu_config,
         })
     }
@@ -399,7 +403,7 @@ impl RuncEngine {
             .await?;
         let (c, bundle) = Self::destination(cp, spec.into)?;
         let record = cp.container.as_ref().expect("checked by destination");
-        let dir = spec.images_dir.display().to_string();
+        let dir = spec.images.path().display().to_string();
         let mut args: Vec<String> = vec![
             "restore".into(),
             "--detach".into(),
@@ -418,7 +422,7 @@ impl RuncEngine {
         args.push(c.id.to_owned());
 
         // runc's own messages go to a file, since its stderr may become the container's.
-        let runc_log = spec.images_dir.join(format!("{}.runc", spec.log_name));
+        let runc_log = spec.images.path().join(format!("{}.runc", spec.log_name));
         let mut cmd = Command::new(self.runc()?);
         cmd.arg("--log").arg(&runc_log);
         if let Some(r) = c.root {
@@ -445,11 +449,11 @@ impl RuncEngine {
             None
         };
         // runc writes restore.log into the work path; each restore's log is kept under its job's name.
-        let runc_criu_log = spec.images_dir.join("restore.log");
-        let final_log = spec.images_dir.join(spec.log_name);
+        let runc_criu_log = spec.images.path().join("restore.log");
+        let final_log = spec.images.path().join(spec.log_name);
         let result = run_logged(
             cmd,
-            &runc_criu_log,
+            (spec.images, "restore.log"),
             Some(&runc_log),
             format!(
                 "CRIU (through runc) could not restore checkpoint {} as container {}",
@@ -519,7 +523,7 @@ pub(crate) async fn checkpoint_leaving_running(
     spec: &DumpSpec<'_>,
     what: String,
 ) -> Result<()> {
-    let dir = spec.images_dir.display().to_string();
+    let dir = spec.images.path().display().to_string();
     let mut cmd = Command::new(runc);
     if let Some(r) = root {
         cmd.arg("--root").arg(r);
@@ -539,14 +543,7 @@ pub(crate) async fn checkpoint_leaving_running(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    run_logged(
-        cmd,
-        &spec.images_dir.join(spec.log_name),
-        None,
-        what,
-        &spec.stop,
-    )
-    .await
+    run_logged(cmd, (spec.images, spec.log_name), None, what, &spec.stop).await
 }
 
 impl ContainerOps for RuncEngine {
@@ -669,7 +666,7 @@ impl Engine for RuncEngine {
     fn recover_dump<'a>(
         &'a self,
         cp: &'a Checkpoint,
-        _images: &'a Path,
+        _images: &'a crate::sys::Folder,
     ) -> BoxFuture<'a, Option<DumpOutput>> {
         Box::pin(async move {
             if let Ok(c) = container_of(&cp.target) {

@@ -621,7 +621,10 @@ impl Schedules {
         let jobs = &self.inner.jobs;
         let outcome = match jobs.catalog().checkpoint(&id.to_string()).await {
             Ok(Some(cp)) if cp.remote_copies().next().is_some() => jobs.drop_local(&cp).await,
-            Ok(Some(_)) => jobs.delete_checkpoint(&Caller::ROOT, &id.to_string()).await,
+            Ok(Some(_)) => {
+                jobs.delete_checkpoint(&Caller::ROOT, &id.to_string(), false)
+                    .await
+            }
             Ok(None) => return false,
             Err(e) => Err(e),
         };
@@ -654,7 +657,8 @@ impl Schedules {
             if jobs.catalog().checkpoint(&id.to_string()).await?.is_none() {
                 return Ok(());
             }
-            jobs.delete_checkpoint(&Caller::ROOT, &id.to_string()).await
+            jobs.delete_checkpoint(&Caller::ROOT, &id.to_string(), false)
+                .await
         }
         .await;
         Self::removed(outcome, name, why)

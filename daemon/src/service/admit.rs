@@ -348,8 +348,9 @@ fn check_rootfs(caller: &Caller, cp: &Checkpoint, req: &RestoreRequest) -> Resul
 /// `checkpoint_dir` they sit in).
 pub(super) fn check_images_dir(cp: &Checkpoint) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let anchor = anchor(cp)?;
-    let md = std::fs::symlink_metadata(anchor.path()).map_err(|e| {
+    let (_anchor, folder) = folder(cp)?;
+    // The held folder itself (its /proc path resolves to it, not to any name).
+    let md = std::fs::metadata(folder.path()).map_err(|e| {
         Error::conflict(format!(
             "the images of checkpoint {} are gone from {}: {e}",
             cp.name, cp.dir

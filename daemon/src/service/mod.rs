@@ -25,7 +25,7 @@ pub mod validate;
 
 pub use reconcile::Reconciled;
 
-use publish::{keep_only_log, record_taken, Taken};
+use publish::{keep_only_log, record_taken, shown_paths, Taken};
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -168,23 +168,29 @@ pub fn anchor(cp: &ckptd_api::Checkpoint) -> Result<crate::sys::AnchoredDir> {
     })
 }
 
+/// A checkpoint's folder, held (`sys::Folder`): reached through its anchored parent without
+/// following a symlink, a directory of its owner's or root's. Anything else is a 403 that says
+/// what was found there.
+pub fn folder(cp: &ckptd_api::Checkpoint) -> Result<(crate::sys::AnchoredDir, crate::sys::Folder)> {
+    let anchor = anchor(cp)?;
+    let folder = anchor
+        .open_folder(anchor.name(), cp.owner_uid)
+        .map_err(|e| {
+            publish::folder_error(
+                e,
+                cp,
+                "cannot open the directory of checkpoint",
+                Path::new(&cp.dir),
+            )
+        })?;
+    Ok((anchor, folder))
+}
+
 /// The account CRIU runs as for a checkpoint's owner: None for root.
 pub fn owner_account(uid: u32) -> Result<Option<crate::auth::Account>> {
     (uid != 0)
         .then(|| crate::auth::Account::of(uid))
         .transpose()
-}
-
-/// An error about files reached through `anchor`, told with the paths the user knows.
-pub fn real_paths(e: Error, anchor: &crate::sys::AnchoredDir) -> Error {
-    let held = anchor.parent().display().to_string();
-    let real = anchor
-        .real()
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .display()
-        .to_string();
-    replace_paths(e, &held, &real)
 }
 
 /// An error whose message and details name `from`, told with `to` instead.

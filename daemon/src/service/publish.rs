@@ -41,18 +41,19 @@ impl Inner {
                 cp.name, cp.owner_uid
             )));
         }
-        let dir = anchor.path();
-        let partial = partial_dir(&dir);
-        let made = sys::create_private_dir(&partial).and_then(|()| match &owner {
-            Some(a) => std::os::unix::fs::lchown(&partial, Some(a.uid), Some(a.gid)),
-            None => Ok(()),
-        });
-        made.map_err(|e| {
-            real_paths(
-                Error::io("cannot create the image directory", &partial, &e),
-                &anchor,
-            )
-        })?;
+        // The `.partial` folder is created and held here; CRIU writes into the held folder
+        // whatever its name becomes, and every later step goes through the descriptor.
+        let partial_name = anchor.partial_name();
+        let partial = anchor
+            .create_folder(&partial_name, owner.as_ref().map(|a| (a.uid, a.gid)))
+            .map_err(|e| {
+                folder_error(
+                    e,
+                    cp,
+                    "cannot create the image directory",
+                    &anchor.real_sibling(&partial_name),
+                )
+            })?;
         let target = crate::telemetry::target_label(&cp.target);
         let started = Instant::now();
         let out = self
@@ -60,7 +61,7 @@ impl Inner {
             .dump(DumpSpec {
                 target: &cp.target,
                 options: cp.options,
-                images_dir: &partial,
+                images: &partial,
                 log_name: DUMP_LOG,
                 owner,
                 stop: stop.clone(),
@@ -71,59 +72,57 @@ impl Inner {
             Ok(out) => out,
             Err(mut e) => {
                 e = criu::log::full_disk(e, &partial);
-                keep_only_log(&partial, &dir);
+                keep_only_log(&anchor, &partial);
                 if e.details.contains_key("log") {
                     e.details.insert(
                         "log".into(),
-                        dir.join(DUMP_LOG).display().to_string().into(),
+                        anchor.real().join(DUMP_LOG).display().to_string().into(),
                     );
                 }
-                return Err(real_paths(e, &anchor));
+                return Err(shown_paths(e, &partial));
             }
         };
-        self.publish(out, &partial, &dir, &stop, target)
+        self.publish(out, anchor, partial, cp.owner_uid, &stop, target)
             .await
-            .map_err(|e| real_paths(e, &anchor))
     }
 
     /// Makes a finished dump's images durable and publishes them: fsync every file and the
-    /// directory, rename `.partial` to the final directory, fsync the parent; only then end what
-    /// the dump left stopped. If that fails, or a stop is requested, the target carries on and
+    /// folder, rename `.partial` to the final name (never over anything), fsync the parent,
+    /// check that the name now holds the very folder CRIU wrote; only then end what the dump
+    /// left stopped. If any of that fails, or a stop is requested, the target carries on and
     /// the images go.
     pub(super) async fn publish(
         &self,
         out: DumpOutput,
-        partial: &Path,
-        dir: &Path,
+        anchor: sys::AnchoredDir,
+        partial: sys::Folder,
+        owner_uid: u32,
         stop: &StopSignal,
         target: &'static str,
     ) -> Result<Taken> {
         let stopped_now = *stop.borrow();
         if let Some(reason) = stopped_now {
             self.engine.release(&out.stopped, false).await;
-            keep_only_log(partial, dir);
+            keep_only_log(&anchor, &partial);
             return Err(reason.error());
         }
-        let p = partial.to_owned();
-        let d = dir.to_owned();
         let started = Instant::now();
-        let durable = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            sys::fsync_dir_tree(&p)?;
-            std::fs::rename(&p, &d)?;
-            sys::fsync_dir(d.parent().unwrap_or(Path::new("/")))?;
-            sys::dir_size(&d)
+        let durable = tokio::task::spawn_blocking(move || {
+            let made = make_durable(&anchor, &partial, owner_uid);
+            (made, anchor, partial)
         })
         .await
         .map_err(|e| Error::internal(format!("durability task failed: {e}")))?;
         self.phase(target, "durable", started);
-        match durable {
+        let (made, anchor, partial) = durable;
+        match made {
             Ok(size) => {
                 // A stop that came while the images were made durable still wins: the target
                 // carries on and the checkpoint is dropped, as the caller asked.
                 let stopped_now = *stop.borrow();
                 if let Some(reason) = stopped_now {
                     self.engine.release(&out.stopped, false).await;
-                    remove_images(dir);
+                    let _ = anchor.remove_held(anchor.name(), &partial);
                     return Err(reason.error());
                 }
                 let started = Instant::now();
@@ -137,10 +136,22 @@ impl Inner {
                 })
             }
             Err(e) => {
-                // Not durable: the target must survive, and nothing half-written stays.
+                // Not durable, or not ours: the target must survive, and nothing of the images
+                // stays (removed through the held folder, wherever its name went).
                 self.engine.release(&out.stopped, false).await;
-                keep_only_log(partial, dir);
-                Err(Error::io("cannot make the checkpoint images durable in", partial, &e)
+                keep_only_log(&anchor, &partial);
+                let shown = anchor.real_sibling(&anchor.partial_name());
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    return Err(auth::forbidden(format!(
+                        "the image directory {} was replaced while the dump ran: {e}",
+                        shown.display()
+                    ))
+                    .with_hint(
+                        "leave the checkpoint's directory alone while its job runs; the process \
+                         was left running",
+                    ));
+                }
+                Err(Error::io("cannot make the checkpoint images durable in", &shown, &e)
                     .with_hint("check free space and the filesystem's health; the process was left running"))
             }
         }
@@ -161,15 +172,14 @@ impl Inner {
 pub(super) fn file_failed_under_id(cp: &mut Checkpoint, e: Error) -> Error {
     let id = cp.id.to_string();
     let Ok(anchor) = anchor(cp) else { return e };
-    if Path::new(&cp.dir)
-        .file_name()
-        .is_some_and(|n| n == id.as_str())
-    {
+    if anchor.name() == id.as_str() {
         return e;
     }
+    // Only the folder ckptd made (its owner's, no symlink) is moved, never over anything.
     let (Some(parent), true) = (
         Path::new(&cp.dir).parent(),
-        std::fs::rename(anchor.path(), anchor.sibling(&id)).is_ok(),
+        anchor.open_folder(anchor.name(), cp.owner_uid).is_ok()
+            && anchor.rename(anchor.name(), &id).is_ok(),
     ) else {
         return e;
     };
@@ -208,21 +218,83 @@ pub(super) struct Taken {
     pub(super) criu_config: Option<String>,
 }
 
-/// After a failed dump: remove the images, keep CRIU's log in the checkpoint's directory.
-pub(super) fn keep_only_log(partial: &Path, dir: &Path) {
-    remove_images(partial);
-    if std::fs::rename(partial, dir).is_err() {
-        let _ = sys::remove_dir_tree(partial);
+/// fsyncs every image and the folder, renames `.partial` to the final name (never over an
+/// existing entry), fsyncs the parent, and checks that the final name holds the held folder:
+/// a folder swapped in under either name is refused (`PermissionDenied`). The images' size.
+fn make_durable(
+    anchor: &sys::AnchoredDir,
+    partial: &sys::Folder,
+    owner_uid: u32,
+) -> std::io::Result<u64> {
+    partial.fsync_all()?;
+    let size = partial.size()?;
+    let ours = |name: &str| match anchor.open_folder(name, owner_uid) {
+        Ok(f) if f.same_as(partial) => Ok(()),
+        Ok(_) => Err(replaced(name, "another folder")),
+        Err(e) => Err(replaced(name, &e.to_string())),
+    };
+    ours(&anchor.partial_name())?;
+    anchor.rename(&anchor.partial_name(), anchor.name())?;
+    anchor.fsync()?;
+    ours(anchor.name())?;
+    Ok(size)
+}
+
+fn replaced(name: &str, found: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!("{name} is not the folder ckptd created and CRIU wrote ({found})"),
+    )
+}
+
+/// After a failed dump: remove the images through the held folder, keep CRIU's log, and give
+/// the folder the checkpoint's name when `.partial` still names it (a swapped name is left as
+/// it is, and so is anything at the final name).
+pub(super) fn keep_only_log(anchor: &sys::AnchoredDir, partial: &sys::Folder) {
+    let _ = partial.clear(&[DUMP_LOG]);
+    let ours = anchor
+        .open_folder(&anchor.partial_name(), partial.uid())
+        .is_ok_and(|f| f.same_as(partial));
+    if !ours
+        || anchor
+            .rename(&anchor.partial_name(), anchor.name())
+            .is_err()
+    {
+        let _ = anchor.remove_held(&anchor.partial_name(), partial);
     }
 }
 
-/// Removes everything in an image directory but CRIU's dump log.
-pub(super) fn remove_images(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name() != DUMP_LOG {
-                let _ = sys::remove_dir_tree(&e.path());
-            }
+/// An error naming a held folder's `/proc` path, told with the path the user knows.
+pub fn shown_paths(e: Error, folder: &sys::Folder) -> Error {
+    replace_paths(
+        e,
+        &folder.path().display().to_string(),
+        &folder.shown().display().to_string(),
+    )
+}
+
+/// An error opening a checkpoint's folder, in the caller's words: a symlink, another user's
+/// folder or a non-directory where the folder should be is a 403 that says so.
+pub fn folder_error(e: std::io::Error, cp: &Checkpoint, what: &str, path: &Path) -> Error {
+    let hint = "the checkpoint's directory was replaced since ckptd wrote it; ckptd follows no \
+                symlink and reads no other user's files there. Put the directory back, or delete \
+                the checkpoint with ?forget=true to drop its record and leave the path alone";
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => auth::forbidden(format!(
+            "{} of checkpoint {} is now a symlink; ckptd follows none",
+            path.display(),
+            cp.name
+        ))
+        .with_hint(hint),
+        Some(libc::ENOTDIR) => auth::forbidden(format!(
+            "{} of checkpoint {} is no longer a directory",
+            path.display(),
+            cp.name
+        ))
+        .with_hint(hint),
+        _ if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            auth::forbidden(format!("{what} {}: {e}", path.display())).with_hint(hint)
         }
+        _ => Error::io(what, path, &e),
     }
 }

@@ -276,8 +276,9 @@ impl Inner {
         if work.pull.is_some() {
             super::admit::check_images_dir(cp)?;
         }
-        let anchor = anchor(cp)?;
-        let images = anchor.path();
+        let (_anchor, folder) = folder(cp)?;
+        let images = folder.path();
+        let mut stripped = Vec::new();
         if let (
             Some(rootfs),
             Some(Target::Container {
@@ -287,15 +288,18 @@ impl Inner {
         ) = (&work.rootfs, &work.into)
         {
             let (i, b, r) = (images.clone(), PathBuf::from(bundle), PathBuf::from(rootfs));
-            tokio::task::spawn_blocking(move || crate::runtime::bundle::build(&i, &b, &r))
-                .await
-                .map_err(|e| Error::internal(format!("the bundle's build failed: {e}")))??;
+            let limit = self.cfg.import_max_bytes;
+            stripped = tokio::task::spawn_blocking(move || {
+                crate::runtime::bundle::build(&i, &b, &r, limit)
+            })
+            .await
+            .map_err(|e| Error::internal(format!("the bundle's build failed: {e}")))??;
         }
         let spec = RestoreSpec {
             checkpoint: cp,
             into: work.into.as_ref(),
             options: work.options,
-            images_dir: &images,
+            images: &folder,
             log_name,
             console_socket: work.console_socket.as_deref(),
             lazy: work.lazy,
@@ -305,8 +309,8 @@ impl Inner {
         self.engine
             .restore(spec)
             .await
-            .map(Some)
-            .map_err(|e| real_paths(e, &anchor))
+            .map(|r| Some(JobResult { stripped, ..r }))
+            .map_err(|e| shown_paths(e, &folder))
     }
 
     /// Records a job's end (optionally only if it is still in `from`) and wakes waiters.

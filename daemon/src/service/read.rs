@@ -52,7 +52,8 @@ impl Service {
             {
                 let bytes_written = anchor(&cp)
                     .ok()
-                    .and_then(|a| sys::dir_size(&partial_dir(&a.path())).ok())
+                    .and_then(|a| a.open_folder(&a.partial_name(), cp.owner_uid).ok())
+                    .and_then(|f| f.size().ok())
                     .unwrap_or(0);
                 job.progress = Some(ckptd_api::JobProgress { bytes_written });
             }
@@ -113,46 +114,66 @@ impl Service {
                 }
             )));
         }
-        let anchor = anchor(&cp)?;
-        let dir = anchor.path();
-        let processes =
-            tokio::task::spawn_blocking(move || crate::criu::images::read_processes(&dir))
-                .await
-                .map_err(|e| Error::internal(format!("reading the images failed: {e}")))?
-                .map_err(|e| {
-                    Error::internal(format!(
-                        "cannot read checkpoint {}'s process tree: {e}",
-                        cp.name
-                    ))
-                })?;
+        let (_anchor, folder) = folder(&cp)?;
+        let processes = tokio::task::spawn_blocking(move || {
+            crate::criu::images::read_processes(&folder.path())
+                .map_err(|e| shown_paths(Error::internal(e.to_string()), &folder))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("reading the images failed: {e}")))?
+        .map_err(|e| {
+            // Images that cannot be read are the checkpoint's state, not the daemon's fault.
+            Error::conflict(format!(
+                "cannot read checkpoint {}'s process tree: {}",
+                cp.name, e.message
+            ))
+            .with_hint("its images are damaged; take a new checkpoint")
+        })?;
         Ok(ckptd_api::ProcessTree { processes })
     }
 
     pub async fn logs(&self, caller: &Caller, reference: &str) -> Result<String> {
         let cp = self.checkpoint(caller, reference).await?;
         let anchor = anchor(&cp)?;
-        let dir = anchor.path();
-        let real = PathBuf::from(&cp.dir);
+        // The checkpoint's folder, or its `.partial` twin while a dump runs, held; each log is
+        // read through it without following a symlink, only when it is the owner's file, and
+        // only its last MAX_LOG_READ bytes: a member can write its own checkpoint_dir, and
+        // root reads them.
+        let opened = match anchor.open_folder(anchor.name(), cp.owner_uid) {
+            Ok(f) if f.has_file(DUMP_LOG) => Ok(f),
+            Ok(f) => anchor
+                .open_folder(&anchor.partial_name(), cp.owner_uid)
+                .or(Ok(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                anchor.open_folder(&anchor.partial_name(), cp.owner_uid)
+            }
+            Err(e) => Err(e),
+        };
+        let folder = opened.map_err(|e| {
+            publish::folder_error(
+                e,
+                &cp,
+                "cannot read the logs of checkpoint",
+                Path::new(&cp.dir),
+            )
+        })?;
         let mut out = String::new();
-        // Logs are read without following a symlink: a non-root owner can write its own
-        // checkpoint_dir, and root reads them.
-        let mut append = |path: &Path, shown: &Path| {
-            let text = sys::open_regular(path).and_then(|mut f| {
-                let mut t = String::new();
-                std::io::Read::read_to_string(&mut f, &mut t).map(|_| t)
-            });
-            if let Ok(text) = text {
-                out.push_str(&format!("=== {} ===\n{text}", shown.display()));
+        let mut append = |name: &str| {
+            if let Ok((text, cut)) = folder.read_tail(name, sys::MAX_LOG_READ) {
+                out.push_str(&format!(
+                    "=== {} ===\n",
+                    folder.shown().join(name).display()
+                ));
+                if cut {
+                    out.push_str(&format!(
+                        "[... earlier lines left out: only the last {} MiB are shown]\n",
+                        sys::MAX_LOG_READ >> 20
+                    ));
+                }
+                out.push_str(&text);
             }
         };
-        if dir.join(DUMP_LOG).exists() {
-            append(&dir.join(DUMP_LOG), &real.join(DUMP_LOG));
-        } else {
-            append(
-                &partial_dir(&dir).join(DUMP_LOG),
-                &partial_dir(&real).join(DUMP_LOG),
-            );
-        }
+        append(DUMP_LOG);
         let restores = self
             .inner
             .catalog
@@ -167,7 +188,7 @@ impl Service {
             let name = restore_log_name(job.id);
             // A lazy restore's page server logs next to it.
             for name in [name.clone(), format!("lazy-{name}")] {
-                append(&dir.join(&name), &real.join(&name));
+                append(&name);
             }
         }
         if out.is_empty() {
@@ -180,8 +201,14 @@ impl Service {
         Ok(out)
     }
 
-    /// Removes a checkpoint's images and its row. Refused while a job uses it.
-    pub async fn delete_checkpoint(&self, caller: &Caller, reference: &str) -> Result<()> {
+    /// Removes a checkpoint's images and its row. Refused while a job uses it. `forget`: the row
+    /// only, nothing on disk touched (a replaced directory that ckptd will not reach through).
+    pub async fn delete_checkpoint(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        forget: bool,
+    ) -> Result<()> {
         let inner = &self.inner;
         let cp = self.checkpoint(caller, reference).await?;
         if matches!(
@@ -200,15 +227,24 @@ impl Service {
         // (up to ~0.2 s while other images are written back), which would stall every request
         // queued behind it on that thread (BENCHMARKS.md, API under load).
         let doomed = cp.clone();
-        let removed = tokio::task::spawn_blocking(move || remove_images(&doomed))
-            .await
-            .unwrap_or_else(|e| Err(Error::internal(format!("removing the images failed: {e}"))));
+        let removed = if forget {
+            Ok(())
+        } else {
+            tokio::task::spawn_blocking(move || remove_images(&doomed))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(Error::internal(format!("removing the images failed: {e}")))
+                })
+        };
         let result = match removed {
             Ok(()) => inner.catalog.delete_checkpoint(cp.id).await,
             Err(e) => Err(e),
         };
         inner.release(reservation);
         if result.is_ok() {
+            if forget {
+                tracing::info!(checkpoint = %cp.id, name = %cp.name, dir = %cp.dir, "checkpoint forgotten; its directory was left as it is");
+            }
             tracing::info!(checkpoint = %cp.id, name = %cp.name, "checkpoint deleted");
             inner.events.checkpoint("checkpoint.deleted", &cp);
         }
@@ -216,15 +252,15 @@ impl Service {
     }
 }
 
-/// Removes a checkpoint's directory (and a partial one), through its parent opened without
-/// following a symlink: a path swapped since the checkpoint was taken removes nothing. A parent
-/// that is gone has nothing left to remove.
+/// Removes a checkpoint's folder (and a partial one) beneath its anchored parent: each opened
+/// without following a symlink, only when it is the owner's or root's, emptied through its own
+/// descriptor. A path swapped since the checkpoint was taken removes nothing and is a 403 that
+/// says so; a parent or folder that is gone has nothing left to remove.
 pub(super) fn remove_images(cp: &Checkpoint) -> Result<()> {
     let real = PathBuf::from(&cp.dir);
-    let removed = match sys::AnchoredDir::open(&real) {
-        Ok(a) => sys::remove_dir_tree(&partial_dir(&a.path()))
-            .and_then(|()| sys::remove_dir_tree(&a.path())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+    let anchor = match sys::AnchoredDir::open(&real) {
+        Ok(a) => a,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(_) => {
             return Err(anchor(cp).err().unwrap_or_else(|| {
                 Error::conflict(format!(
@@ -232,11 +268,19 @@ pub(super) fn remove_images(cp: &Checkpoint) -> Result<()> {
                     cp.name
                 ))
                 .with_hint("delete it again")
-            }));
+            }))
         }
     };
-    removed.map_err(|e| {
-        Error::io("cannot remove the checkpoint directory", &real, &e)
-            .with_hint("fix the directory's permissions or remove it by hand, then delete again")
-    })
+    for name in [anchor.partial_name(), anchor.name().to_owned()] {
+        anchor.remove_folder(&name, cp.owner_uid).map_err(|e| {
+            let shown = anchor.real_sibling(&name);
+            match publish::folder_error(e, cp, "cannot remove the checkpoint directory", &shown) {
+                e if e.kind == crate::error::ErrorKind::Forbidden => e,
+                e => e.with_hint(
+                    "fix the directory's permissions or remove it by hand, then delete again",
+                ),
+            }
+        })?;
+    }
+    Ok(())
 }

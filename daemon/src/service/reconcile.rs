@@ -56,10 +56,9 @@ impl Service {
             .await?
         {
             if let Ok(anchor) = anchor(&cp) {
-                let partial = partial_dir(&anchor.path());
-                if partial.exists() {
+                if let Ok(partial) = anchor.open_folder(&anchor.partial_name(), cp.owner_uid) {
                     let _ = inner.engine.recover_dump(&cp, &partial).await;
-                    keep_only_log(&partial, &anchor.path());
+                    keep_only_log(&anchor, &partial);
                 }
             }
             record_taken(&mut cp, &Err(restarted.clone()));
@@ -96,7 +95,7 @@ impl Service {
                     if dir.parent() == Some(root.as_path()) {
                         own_dirs.contains(dir)
                     } else {
-                        anchor(&cp).is_ok_and(|a| a.path().is_dir())
+                        anchor(&cp).is_ok_and(|a| a.open_folder(a.name(), cp.owner_uid).is_ok())
                     }
                 };
                 if cp.is_local() && !present() {
@@ -157,38 +156,44 @@ impl Service {
         let Ok(anchor) = anchor(&cp) else {
             return Ok(Err(restarted.clone()));
         };
-        let dir = anchor.path();
         match job.kind {
             JobKind::Push | JobKind::Pull => unreachable!("handled above"),
             JobKind::Checkpoint => {
-                let partial = partial_dir(&dir);
-                wait_for_leftover_criu(&partial, criu_wait).await;
-                let result = if partial.exists() {
+                let partial_name = anchor.partial_name();
+                wait_for_leftover_criu(&anchor.real_sibling(&partial_name), criu_wait).await;
+                // Each folder held, never followed through a symlink, the owner's or root's.
+                let partial = anchor.open_folder(&partial_name, cp.owner_uid);
+                let done = anchor
+                    .open_folder(anchor.name(), cp.owner_uid)
+                    .ok()
+                    .filter(|f| f.has_file("pstree.img"));
+                let result = if let Ok(partial) = partial {
                     match inner.engine.recover_dump(&cp, &partial).await {
                         Some(out) => {
                             inner
                                 .publish(
                                     out,
-                                    &partial,
-                                    &dir,
+                                    anchor,
+                                    partial,
+                                    cp.owner_uid,
                                     &never_stop(),
                                     crate::telemetry::target_label(&cp.target),
                                 )
                                 .await
                         }
                         None => {
-                            keep_only_log(&partial, &dir);
+                            keep_only_log(&anchor, &partial);
                             Err(restarted.clone())
                         }
                     }
-                } else if dir.join("pstree.img").exists() {
+                } else if let Some(done) = done {
                     // Renamed (so durable) but not yet recorded: end what the dump stopped.
-                    match inner.engine.recover_dump(&cp, &dir).await {
+                    match inner.engine.recover_dump(&cp, &done).await {
                         Some(out) => {
                             inner.engine.release(&out.stopped, true).await;
                             Ok(Taken {
                                 stats: out.stats,
-                                size: sys::dir_size(&dir).unwrap_or(0),
+                                size: done.size().unwrap_or(0),
                                 container: out.container,
                                 criu_config: out.criu_config,
                             })
@@ -203,7 +208,7 @@ impl Service {
                 Ok(result.map(|_| None))
             }
             JobKind::Restore => {
-                wait_for_leftover_criu(&dir, criu_wait).await;
+                wait_for_leftover_criu(anchor.real(), criu_wait).await;
                 let Some((_, request)) = inner.catalog.job_with_request(job.id).await? else {
                     return Ok(Err(restarted.clone()));
                 };

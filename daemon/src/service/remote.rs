@@ -413,7 +413,8 @@ impl Inner {
         stop: StopSignal,
     ) -> Result<Option<JobResult>> {
         let r = self.cfg.remotes.get(&work.remote)?;
-        let anchor = anchor(cp)?;
+        // The folder is held for the whole push: the archive reads it through its descriptor.
+        let (anchor, folder) = folder(cp)?;
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let recording = {
             let catalog = self.catalog.clone();
@@ -429,7 +430,7 @@ impl Inner {
             })
         };
         let pushed = r
-            .push(anchor.path(), Manifest::of(cp), cp, stop, started_tx)
+            .push(folder.path(), Manifest::of(cp), cp, stop, started_tx)
             .await
             .inspect_err(|e| {
                 self.metrics.remote.failed(&r.name, "push", e);
@@ -437,7 +438,7 @@ impl Inner {
             });
         let _ = recording.await;
         let pushed = pushed?;
-        drop(anchor);
+        drop((anchor, folder));
         let mut now = self
             .catalog
             .checkpoint(&cp.id.to_string())

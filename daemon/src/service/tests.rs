@@ -11,6 +11,12 @@ use ckptd_api::{
 use tokio::sync::Semaphore;
 
 use super::*;
+
+/// The task the fake engine's dumps leave stopped.
+const FAKE_TASK: crate::sys::TaskId = crate::sys::TaskId {
+    pid: 4242,
+    start: 1,
+};
 use crate::auth::Caller;
 use crate::criu::{DUMP_DONE, DUMP_LOG};
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
@@ -67,12 +73,12 @@ impl Engine for FakeEngine {
                     return Err(reason.error());
                 }
             }
-            std::fs::write(spec.images_dir.join(spec.log_name), b"log line\n").unwrap();
-            std::fs::write(spec.images_dir.join("pages-1.img"), vec![7u8; 4096]).unwrap();
+            std::fs::write(spec.images.path().join(spec.log_name), b"log line\n").unwrap();
+            std::fs::write(spec.images.path().join("pages-1.img"), vec![7u8; 4096]).unwrap();
             if self.fail_dump.load(Ordering::SeqCst) {
                 // As CRIU ends the log of a failed dump.
                 std::fs::write(
-                    spec.images_dir.join(spec.log_name),
+                    spec.images.path().join(spec.log_name),
                     b"log line\n(00.1) Error (criu/cr-dump.c:1975): Dumping FAILED.\n",
                 )
                 .unwrap();
@@ -81,7 +87,7 @@ impl Engine for FakeEngine {
             let stopped = if spec.options.leave_running {
                 Stopped::Nothing
             } else {
-                Stopped::Tasks(vec![4242])
+                Stopped::Tasks(vec![FAKE_TASK])
             };
             Ok(DumpOutput {
                 stats: Some(Default::default()),
@@ -101,15 +107,15 @@ impl Engine for FakeEngine {
     fn recover_dump<'a>(
         &'a self,
         _: &'a Checkpoint,
-        images: &'a Path,
+        images: &'a crate::sys::Folder,
     ) -> BoxFuture<'a, Option<DumpOutput>> {
         // A fake dump "finished" when its log says so.
-        let done = std::fs::read_to_string(images.join(DUMP_LOG))
+        let done = std::fs::read_to_string(images.path().join(DUMP_LOG))
             .unwrap_or_default()
             .contains(DUMP_DONE);
         Box::pin(async move {
             done.then(|| DumpOutput {
-                stopped: Stopped::Tasks(vec![4242]),
+                stopped: Stopped::Tasks(vec![FAKE_TASK]),
                 ..Default::default()
             })
         })
@@ -191,7 +197,7 @@ async fn a_checkpoint_goes_pending_to_ready_and_kills_only_after_durability() {
     assert!(!partial_dir(Path::new(&cp.dir)).exists());
     assert_eq!(
         *engine.released.lock().unwrap(),
-        vec![(Stopped::Tasks(vec![4242]), true)]
+        vec![(Stopped::Tasks(vec![FAKE_TASK]), true)]
     );
 }
 
@@ -436,7 +442,9 @@ async fn restore_needs_a_ready_checkpoint_and_reports_the_pid() {
     assert_eq!(r.state, JobState::Succeeded);
     assert_eq!(r.result.unwrap().pid, Some(4242));
     // Once the restore has ended, the checkpoint can be deleted.
-    jobs.delete_checkpoint(&Caller::ROOT, "c").await.unwrap();
+    jobs.delete_checkpoint(&Caller::ROOT, "c", false)
+        .await
+        .unwrap();
     assert_eq!(
         jobs.checkpoint(&Caller::ROOT, "c").await.unwrap_err().kind,
         ErrorKind::NotFound
@@ -550,7 +558,7 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
     // Killed only once published.
     assert_eq!(
         *engine.released.lock().unwrap(),
-        vec![(Stopped::Tasks(vec![4242]), true)]
+        vec![(Stopped::Tasks(vec![FAKE_TASK]), true)]
     );
     assert_eq!(
         jobs.checkpoint(&Caller::ROOT, "gone").await.unwrap().status,

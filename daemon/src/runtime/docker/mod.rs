@@ -129,7 +129,7 @@ impl DockerEngine {
             .then_some(runc)
     }
 
-    /// Docker's own checkpoint (`Exit: false`) into `spec.images_dir`. Docker creates
+    /// Docker's own checkpoint (`Exit: false`) into `spec.images.path()`. Docker creates
     /// `<CheckpointDir>/<CheckpointID>` itself: the images land in a sub-folder and are moved up.
     async fn dump_with_docker(&self, full_id: &str, spec: &DumpSpec<'_>) -> Result<()> {
         let o = &spec.options;
@@ -141,8 +141,14 @@ impl DockerEngine {
             .with_hint("set docker_runc_root to <dockerd exec-root>/runtime-runc/moby so that ckptd runs runc itself"));
         }
         let sub = "docker";
-        self.api.checkpoint(full_id, sub, spec.images_dir).await?;
-        lift(&spec.images_dir.join(sub), spec.images_dir, spec.log_name)
+        self.api
+            .checkpoint(full_id, sub, &spec.images.path())
+            .await?;
+        lift(
+            &spec.images.path().join(sub),
+            &spec.images.path(),
+            spec.log_name,
+        )
     }
 
     /// Docker, if its checkpoints can work: reachable and in experimental mode.
@@ -178,16 +184,16 @@ impl DockerEngine {
         let id = docker_id(spec.target)?;
         let c = self.running(id).await?;
         // Before the pause: nothing but the dump itself happens while the container is frozen.
-        if let Err(e) = self.record_config(&c.id, spec.images_dir).await {
+        if let Err(e) = self.record_config(&c.id, &spec.images.path()).await {
             // Only a restore into a new name needs it; say so, and carry on.
             tracing::warn!(container = %c.id, error = %e, "cannot record the container's configuration");
         }
         let handle = handle(&c.id);
         // `running` refused a paused container: a pause here is always ckptd's.
         let stopped = container::checkpoint(self, handle, false, &spec).await?;
-        let stdio = crate::runtime::runc::recorded_stdio(spec.images_dir);
+        let stdio = crate::runtime::runc::recorded_stdio(&spec.images.path());
         Ok(DumpOutput {
-            stats: criu::dump_stats(spec.images_dir),
+            stats: criu::dump_stats(&spec.images.path()),
             stopped,
             container: Some(ContainerRecord {
                 bundle: format!("docker:{}", c.id),
@@ -329,8 +335,8 @@ impl DockerEngine {
             .join(&c.id)
             .join("checkpoints")
             .join(&name);
-        let log = spec.images_dir.join(spec.log_name);
-        let copied = container::link_or_copy(spec.images_dir, &there);
+        let log = spec.images.path().join(spec.log_name);
+        let copied = container::link_or_copy(&spec.images.path(), &there);
         let started = match copied {
             Ok(()) => {
                 let _one = RUNC_CONF_LOCK.lock().await;
@@ -498,7 +504,7 @@ impl DockerEngine {
                 Err(e)
             }
             Err(e) => {
-                let log = spec.images_dir.join(spec.log_name);
+                let log = spec.images.path().join(spec.log_name);
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 Err(criu::log::failure(
                     &format!("Docker could not checkpoint container {}", c.id),
@@ -600,7 +606,7 @@ impl Engine for DockerEngine {
     fn recover_dump<'a>(
         &'a self,
         cp: &'a Checkpoint,
-        _images: &'a Path,
+        _images: &'a crate::sys::Folder,
     ) -> BoxFuture<'a, Option<DumpOutput>> {
         Box::pin(async move {
             // As for runc: the dump is dropped, and a container ckptd had paused runs again.

@@ -154,7 +154,7 @@ impl PodmanEngine {
             ("fileLocks", o.file_locks),
         ];
         let podman_log = c.static_dir.join("dump.log");
-        let log = spec.images_dir.join(spec.log_name);
+        let log = spec.images.path().join(spec.log_name);
         let body = match self.api.checkpoint(&c.id, &flags).await {
             Ok(b) => b,
             Err(e) => {
@@ -170,7 +170,7 @@ impl PodmanEngine {
                 ));
             }
         };
-        let stored = unpack(body, spec.images_dir).await;
+        let stored = unpack(body, &spec.images.path()).await;
         // CRIU's log of the dump, from where Podman had runc write it.
         if let Err(e) = std::fs::copy(&podman_log, &log) {
             tracing::warn!(container = %c.name, error = %e, "cannot copy CRIU's dump log from Podman's directory");
@@ -197,13 +197,13 @@ impl PodmanEngine {
             });
         }
         Ok(DumpOutput {
-            stats: criu::dump_stats(spec.images_dir),
+            stats: criu::dump_stats(&spec.images.path()),
             stopped: Stopped::Nothing,
             container: Some(ContainerRecord {
                 bundle: format!("podman:{}", c.id),
                 config_sha256: String::new(),
                 terminal: c.config.tty,
-                stdio: crate::runtime::runc::recorded_stdio(spec.images_dir),
+                stdio: crate::runtime::runc::recorded_stdio(&spec.images.path()),
             }),
             criu_config: None,
         })
@@ -258,10 +258,10 @@ impl PodmanEngine {
         let flags = restore_flags(&spec.options);
         let restored = match self.destination(cp, spec.into).await? {
             Destination::InPlace(c) => {
-                put_back(spec.images_dir, &c.static_dir)?;
+                put_back(&spec.images.path(), &c.static_dir)?;
                 self.api.restore(&c.id, &flags).await.map_err(|e| {
                     let podman_log = c.static_dir.join("restore.log");
-                    let log = spec.images_dir.join(spec.log_name);
+                    let log = spec.images.path().join(spec.log_name);
                     let text = std::fs::read_to_string(&podman_log).unwrap_or_default();
                     let _ = std::fs::write(&log, &text);
                     criu::log::failure(
@@ -277,7 +277,7 @@ impl PodmanEngine {
                 })?
             }
             Destination::New(name) => {
-                let dir = spec.images_dir.to_owned();
+                let dir = spec.images.path().to_owned();
                 let archive = archive::stream(move |w| archive::container::write(&dir, &[], w));
                 self.api.import(&name, &flags, archive).await.map_err(|e| {
                     Error::new(
@@ -419,7 +419,7 @@ impl Engine for PodmanEngine {
     fn recover_dump<'a>(
         &'a self,
         cp: &'a Checkpoint,
-        _images: &'a Path,
+        _images: &'a crate::sys::Folder,
     ) -> BoxFuture<'a, Option<DumpOutput>> {
         Box::pin(async move {
             // The dump is dropped; a container Podman ended for it runs again, from Podman's
