@@ -785,6 +785,11 @@ impl S3Server {
         self.tool("get", bucket, &[key])
     }
 
+    /// Writes an object whose body is the file `from`, as anyone who can write the bucket can.
+    pub fn put(&self, bucket: &str, key: &str, from: &Path) {
+        self.tool("put", bucket, &[key, from.to_str().unwrap()]);
+    }
+
     /// Flips one byte of an object.
     pub fn flip(&self, bucket: &str, key: &str, offset: usize) {
         self.tool("flip", bucket, &[key, &offset.to_string()]);

@@ -40,6 +40,9 @@ def main():
         print(json.dumps([u["Key"] for u in r.get("Uploads", [])]))
     elif cmd == "get":
         sys.stdout.buffer.write(s3.get_object(Bucket=bucket, Key=sys.argv[6])["Body"].read())
+    elif cmd == "put":
+        # The object's body is the file named (a hostile writer's object).
+        s3.put_object(Bucket=bucket, Key=sys.argv[6], Body=open(sys.argv[7], "rb").read())
     elif cmd == "flip":
         key, offset = sys.argv[6], int(sys.argv[7])
         body = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())

@@ -668,3 +668,125 @@ async fn ckpt_pushes_lists_and_migrates_via_a_remote() {
     t.wait_for_lines(stopped_at + 5);
     t.assert_contiguous();
 }
+
+/// Attack 6 of issue 25: whoever can write the bucket writes records. Three 48 MiB records, a
+/// record whose object is another checkpoint's archive, and one whose target has no `kind`: a
+/// list shows the real checkpoints only and stays small in memory, each bad record is
+/// `remote_failed` saying why, and deleting the forged one removes nothing of the real one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_bucket_is_read_bounded_and_deletes_only_its_own_objects() {
+    let s3 = S3Server::start(&["hostile"]);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = s3.credentials_file("creds", None);
+    let conf = config(
+        dir.path(),
+        "a.toml",
+        &[("r", remote(&s3, "hostile", &creds, ""))],
+    );
+    let d = host(&conf).await;
+    let mut t = counter(dir.path(), "real", 4);
+    let real = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                leave_running: true,
+                push_to: Some("r".into()),
+                ..create(t.pid, "real")
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let push = real.job.result.as_ref().and_then(|r| r.push_job).unwrap();
+    assert_eq!(
+        wait_ended(&d, &push.to_string()).await.state,
+        JobState::Succeeded
+    );
+    let id = real.checkpoint.id;
+    let record_key = s3
+        .objects("hostile")
+        .into_iter()
+        .find(|k| k.ends_with(&format!("checkpoints/{id}/checkpoint.json")))
+        .expect("the pushed record");
+    let prefix = record_key
+        .strip_suffix(&format!("checkpoints/{id}/checkpoint.json"))
+        .unwrap()
+        .to_owned();
+    let record: serde_json::Value =
+        serde_json::from_slice(&s3.get("hostile", &record_key)).unwrap();
+    let real_archive = record["object"]["key"].as_str().unwrap().to_owned();
+    let put = |key: String, body: Vec<u8>| {
+        let f = dir.path().join("object");
+        std::fs::write(&f, body).unwrap();
+        s3.put("hostile", &key, &f);
+    };
+    // Three records of 48 MiB each.
+    for _ in 0..3 {
+        let fake = uuid::Uuid::new_v4();
+        let mut big = record.clone();
+        big["checkpoint"]["id"] = fake.to_string().into();
+        big["pad"] = "x".repeat(48 << 20).into();
+        put(
+            format!("{prefix}checkpoints/{fake}/checkpoint.json"),
+            serde_json::to_vec(&big).unwrap(),
+        );
+    }
+    // A record of its own id whose object is the real checkpoint's archive.
+    let forged = uuid::Uuid::new_v4();
+    let mut f = record.clone();
+    f["checkpoint"]["id"] = forged.to_string().into();
+    f["checkpoint"]["name"] = "forged".into();
+    put(
+        format!("{prefix}checkpoints/{forged}/checkpoint.json"),
+        serde_json::to_vec(&f).unwrap(),
+    );
+    // A record whose target has no kind.
+    let kindless = uuid::Uuid::new_v4();
+    let mut k = record.clone();
+    k["checkpoint"]["id"] = kindless.to_string().into();
+    k["checkpoint"]["target"]
+        .as_object_mut()
+        .unwrap()
+        .remove("kind");
+    put(
+        format!("{prefix}checkpoints/{kindless}/checkpoint.json"),
+        serde_json::to_vec(&k).unwrap(),
+    );
+
+    let listed = d.client.remote_checkpoints("r").await.unwrap();
+    let names: Vec<&str> = listed
+        .items
+        .iter()
+        .map(|r| r.checkpoint.name.as_str())
+        .collect();
+    assert_eq!(names, ["real"], "{listed:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let hwm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        hwm_kb < 120 << 10,
+        "listing took the daemon to {} MiB",
+        hwm_kb >> 10
+    );
+    for (bad, says) in [(forged, "is not checkpoint"), (kindless, "kind")] {
+        let e = d
+            .client
+            .delete_remote_checkpoint("r", &bad.to_string())
+            .await
+            .unwrap_err();
+        let (status, err) = e.api_error().expect("an API error");
+        assert_eq!(status.as_u16(), 502, "{err:?}");
+        assert_eq!(err.code, "remote_failed", "{err:?}");
+        assert!(err.message.contains(says), "{err:?}");
+    }
+    assert!(
+        s3.objects("hostile").contains(&real_archive),
+        "the real checkpoint's archive was deleted through a forged record"
+    );
+    ckptd_tests::signal(t.pid, 9);
+    t.reap();
+}

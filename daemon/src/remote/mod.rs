@@ -46,6 +46,8 @@ pub const MAX_PARTS: u64 = 10_000;
 /// The format of the record next to each archive.
 pub const RECORD_FORMAT: &str = "ckptd-remote/1";
 const RECORD: &str = "checkpoint.json";
+/// The most of a record ckptd reads (a record is a few KiB).
+const MAX_RECORD: u64 = 1 << 20;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,13 +311,14 @@ impl Remote {
         self.key("checkpoints")
     }
 
-    /// The archive's key of checkpoint `id`.
+    /// The archive's key of checkpoint `id`, as this host pushes it.
     pub fn archive_key(&self, id: Uuid) -> Key {
-        let ext = if self.recipients.is_empty() {
-            "tar.zst"
-        } else {
-            "tar.zst.age"
-        };
+        self.archive_key_of(id, !self.recipients.is_empty())
+    }
+
+    /// The archive's key of checkpoint `id`, encrypted or not (as any host may have pushed it).
+    fn archive_key_of(&self, id: Uuid, encrypted: bool) -> Key {
+        let ext = if encrypted { "tar.zst.age" } else { "tar.zst" };
         self.key(&format!("checkpoints/{id}/archive.{ext}"))
     }
 
@@ -399,21 +402,60 @@ impl Remote {
         Ok(out)
     }
 
+    /// Reads and checks one record. Whoever can write the bucket wrote it: it is read only up
+    /// to `MAX_RECORD` bytes, must name the checkpoint of its own key, and its object must be that
+    /// checkpoint's archive (so a delete never reaches another checkpoint's objects); anything
+    /// else is `remote_failed`, saying which.
     async fn read_record(&self, key: &Key) -> Result<RemoteCheckpoint> {
-        let bytes = self
+        let bad = |why: String| {
+            Error::new(
+                ErrorKind::RemoteFailed,
+                format!(
+                    "remote {}: {key} is not a checkpoint record ckptd can use: {why}",
+                    self.name
+                ),
+            )
+            .with_hint("delete that object from the bucket, or push the checkpoint again")
+        };
+        let got = self
             .store
             .get(key)
             .await
-            .map_err(|e| self.failed("read a checkpoint record", e))?
+            .map_err(|e| self.failed("read a checkpoint record", e))?;
+        if got.meta.size > MAX_RECORD {
+            return Err(bad(format!(
+                "it is {} bytes, and a record is at most {MAX_RECORD}",
+                got.meta.size
+            )));
+        }
+        let bytes = got
             .bytes()
             .await
             .map_err(|e| self.failed("read a checkpoint record", e))?;
-        let r: Record = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::internal(format!("{key} is not a checkpoint record: {e}")))?;
+        if bytes.len() as u64 > MAX_RECORD {
+            return Err(bad(format!("it is larger than {MAX_RECORD} bytes")));
+        }
+        let r: Record = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if r.format != RECORD_FORMAT {
-            return Err(Error::internal(format!(
-                "{key} is a record of format {:?}; this ckptd reads {RECORD_FORMAT:?}",
+            return Err(bad(format!(
+                "its format is {:?}; this ckptd reads {RECORD_FORMAT:?}",
                 r.format
+            )));
+        }
+        let id = r.entry.checkpoint.id;
+        if *key != self.record_key(id) {
+            return Err(bad(format!(
+                "it describes checkpoint {id}, which is not its key's"
+            )));
+        }
+        let archives = [
+            self.archive_key_of(id, false),
+            self.archive_key_of(id, true),
+        ];
+        if !archives.iter().any(|a| a.as_ref() == r.entry.object.key) {
+            return Err(bad(format!(
+                "its object {:?} is not checkpoint {id}'s archive ({})",
+                r.entry.object.key, archives[0]
             )));
         }
         // The pushing host may call this bucket by another name: here it is this remote.
@@ -470,7 +512,23 @@ impl Remote {
     }
 
     /// Deletes a checkpoint's record, then its archive (a half-deleted one is not listed).
+    /// Only checkpoint `id`'s own objects are deleted, whatever key a record named.
     pub async fn delete(&self, id: Uuid, archive: &str) -> Result<()> {
+        if ![
+            self.archive_key_of(id, false),
+            self.archive_key_of(id, true),
+        ]
+        .iter()
+        .any(|k| k.as_ref() == archive)
+        {
+            return Err(Error::new(
+                ErrorKind::RemoteFailed,
+                format!(
+                    "remote {}: {archive:?} is not checkpoint {id}'s archive; nothing was deleted",
+                    self.name
+                ),
+            ));
+        }
         for key in [self.record_key(id), Key::from(archive)] {
             match self.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
