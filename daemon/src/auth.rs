@@ -62,6 +62,50 @@ impl Caller {
     }
 }
 
+/// What a bearer token on the TCP listener grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// `tcp_token_file`'s token: everything, as root.
+    Admin,
+    /// `metrics_token_file`'s token: GET /metrics, nothing else.
+    Metrics,
+}
+
+/// The TCP listener's tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    admin: String,
+    metrics: Option<String>,
+}
+
+impl Tokens {
+    pub fn new(admin: String, metrics: Option<String>) -> Tokens {
+        Tokens { admin, metrics }
+    }
+
+    /// What an `Authorization` header's value grants (compared in constant time).
+    pub fn grant(&self, authorization: Option<&str>) -> Option<Grant> {
+        let given = authorization
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), self.admin.as_bytes()) {
+            return Some(Grant::Admin);
+        }
+        self.metrics
+            .as_ref()
+            .filter(|m| constant_time_eq(given.as_bytes(), m.as_bytes()))
+            .map(|_| Grant::Metrics)
+    }
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 pub fn forbidden(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Forbidden, message)
 }

@@ -37,6 +37,10 @@ pub struct Args {
     /// File holding the bearer token TCP clients must send (not readable by group or others).
     #[arg(long, env = "CKPTD_TCP_TOKEN_FILE")]
     pub tcp_token_file: Option<PathBuf>,
+    /// File holding a second bearer token for the TCP listener that reads GET /metrics and
+    /// nothing else (for Prometheus); same rules as tcp_token_file.
+    #[arg(long, env = "CKPTD_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Log format on stderr: text (journald-friendly) or json (one object a line).
     #[arg(long, env = "CKPTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -58,6 +62,7 @@ pub struct FileConfig {
     pub socket_group: Option<String>,
     pub tcp_listen: Option<std::net::SocketAddr>,
     pub tcp_token_file: Option<PathBuf>,
+    pub metrics_token_file: Option<PathBuf>,
     /// Directories under which non-root callers may put a checkpoint_dir.
     pub allowed_dirs: Option<Vec<PathBuf>>,
     pub queue_capacity: Option<usize>,
@@ -85,6 +90,9 @@ pub struct FileConfig {
     pub root_reserved_connections: Option<usize>,
     /// How long a connection may take to send a request's header (and so stay idle).
     pub header_timeout_secs: Option<u64>,
+    /// TCP connections that have not yet sent a valid token, at once (the oldest is closed for
+    /// a new one).
+    pub max_unauthenticated_connections: Option<usize>,
     /// S3-compatible buckets that hold checkpoints: `[remotes.NAME]`.
     #[serde(default)]
     pub remotes: std::collections::BTreeMap<String, RemoteSpec>,
@@ -146,6 +154,8 @@ pub struct ConnectionLimits {
     pub per_peer: usize,
     pub reserve: usize,
     pub header_timeout: Duration,
+    /// TCP connections not yet authenticated, at once.
+    pub unauthenticated: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -155,6 +165,7 @@ impl Default for ConnectionLimits {
             per_peer: 64,
             reserve: 32,
             header_timeout: Duration::from_secs(10),
+            unauthenticated: 64,
         }
     }
 }
@@ -211,6 +222,7 @@ impl Config {
             tcp: tcp_config(
                 args.tcp_listen.or(file.tcp_listen),
                 args.tcp_token_file.or(file.tcp_token_file),
+                args.metrics_token_file.or(file.metrics_token_file),
             )?,
             state_dir: args
                 .state_dir
@@ -248,6 +260,9 @@ impl Config {
                     header_timeout: file
                         .header_timeout_secs
                         .map_or(d.header_timeout, Duration::from_secs),
+                    unauthenticated: file
+                        .max_unauthenticated_connections
+                        .unwrap_or(d.unauthenticated),
                 }
             },
             remotes: file.remotes,
@@ -311,6 +326,8 @@ impl Config {
 pub struct TcpConfig {
     pub addr: std::net::SocketAddr,
     pub token: String,
+    /// A token that reads GET /metrics only.
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for TcpConfig {
@@ -325,23 +342,40 @@ impl std::fmt::Debug for TcpConfig {
 fn tcp_config(
     addr: Option<std::net::SocketAddr>,
     token_file: Option<PathBuf>,
+    metrics_token_file: Option<PathBuf>,
 ) -> anyhow::Result<Option<TcpConfig>> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Some(addr) = addr else {
-        if token_file.is_some() {
-            bail!("tcp_token_file is set but tcp_listen is not; set both to serve over TCP");
+        if token_file.is_some() || metrics_token_file.is_some() {
+            bail!("tcp_token_file or metrics_token_file is set but tcp_listen is not; set both to serve over TCP");
         }
         return Ok(None);
     };
     let Some(file) = token_file else {
         bail!("tcp_listen needs tcp_token_file: a file holding the bearer token TCP clients must send");
     };
-    let md = std::fs::metadata(&file)
-        .with_context(|| format!("cannot read tcp_token_file {}", file.display()))?;
+    let token = read_token_file("tcp_token_file", &file)?;
+    let metrics_token = metrics_token_file
+        .map(|f| read_token_file("metrics_token_file", &f))
+        .transpose()?;
+    if metrics_token.as_ref() == Some(&token) {
+        bail!("metrics_token_file holds the same token as tcp_token_file; give the metrics reader a token of its own");
+    }
+    Ok(Some(TcpConfig {
+        addr,
+        token,
+        metrics_token,
+    }))
+}
+
+/// A bearer token from a file only root (or the daemon) can change and nobody else can read.
+fn read_token_file(what: &str, file: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {what} {}", file.display()))?;
     let me = nix::unistd::geteuid().as_raw();
     if md.uid() != 0 && md.uid() != me {
         bail!(
-            "tcp_token_file {} belongs to uid {}; it must be root's (or the daemon's own): whoever \
+            "{what} {} belongs to uid {}; it must be root's (or the daemon's own): whoever \
              owns it can change the token. chown root {} it",
             file.display(),
             md.uid(),
@@ -350,19 +384,19 @@ fn tcp_config(
     }
     if md.permissions().mode() & 0o077 != 0 {
         bail!(
-            "tcp_token_file {} is readable by group or others (mode {:o}); chmod 600 it",
+            "{what} {} is readable by group or others (mode {:o}); chmod 600 it",
             file.display(),
             md.permissions().mode() & 0o777
         );
     }
-    let token = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read tcp_token_file {}", file.display()))?
+    let token = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {what} {}", file.display()))?
         .trim()
         .to_owned();
     if token.len() < 16 {
         bail!("the token in {} is shorter than 16 characters; use a long random one (openssl rand -hex 32)", file.display());
     }
-    Ok(Some(TcpConfig { addr, token }))
+    Ok(token)
 }
 
 fn absolute(what: &str, p: &Path) -> anyhow::Result<()> {

@@ -165,7 +165,13 @@ pub async fn run(
                 .await
                 .with_context(|| format!("cannot listen on TCP {}", t.addr))?;
             tracing::warn!(addr = %l.local_addr()?, "also serving on TCP with a bearer token: trusted networks only");
-            Some((l, t.token.clone()))
+            Some((
+                l,
+                std::sync::Arc::new(crate::auth::Tokens::new(
+                    t.token.clone(),
+                    t.metrics_token.clone(),
+                )),
+            ))
         }
         None => None,
     };
@@ -176,12 +182,13 @@ pub async fn run(
         cfg.limits,
         stop_rx.clone(),
     ));
-    if let Some((l, token)) = tcp {
+    if let Some((l, tokens)) = tcp {
         servers.spawn(http::serve::tcp(
             l,
-            http::tcp_router(state, token),
+            http::tcp_router(state, tokens.clone()),
             cfg.limits,
             stop_rx.clone(),
+            tokens,
         ));
     }
 

@@ -414,3 +414,107 @@ async fn info_says_whether_criu_can_keep_its_kernel_probe() {
         d.log()
     );
 }
+
+/// A daemon serving TCP on loopback with the admin token (and a metrics token, when given).
+async fn tcp_daemon(dir: &std::path::Path, metrics: Option<&str>) -> (Daemon, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let write = |name: &str, token: &str| {
+        let f = dir.join(name);
+        std::fs::write(&f, format!("{token}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        f
+    };
+    let admin = write("token", ADMIN_TOKEN);
+    let mut args = vec![
+        "--tcp-listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--tcp-token-file".to_owned(),
+        admin.display().to_string(),
+    ];
+    if let Some(m) = metrics {
+        args.push("--metrics-token-file".into());
+        args.push(write("metrics-token", m).display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let d = Daemon::start_with(&args).await;
+    let addr = d.tcp_addr();
+    (d, addr)
+}
+
+const ADMIN_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// `curl` on the TCP listener with a bearer token: (status, body).
+fn tcp_curl(addr: &str, token: Option<&str>, method: &str, path: &str) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-m", "5", "-w", "\n%{http_code}", "-X", method]);
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = c.arg(format!("http://{addr}{path}")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.parse().unwrap_or(0), body.to_owned())
+}
+
+/// Attack 8 of issue 25: 1,200 connections from 20 loopback addresses that send half a header
+/// and hold. Before, they filled max_connections and the token holder was shut out; now they
+/// wait in the unauthenticated pool, oldest closed first, and every request of the token
+/// holder is answered within a second, throughout.
+#[tokio::test]
+async fn half_sent_headers_from_many_addresses_never_keep_the_token_holder_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, addr) = tcp_daemon(dir.path(), None).await;
+    let (_, port) = addr.rsplit_once(':').unwrap();
+    let flood = Target::spawn(
+        &[
+            "/usr/bin/python3",
+            "-c",
+            &format!(
+                "import socket, time\nheld = []\nfor a in range(2, 22):\n    for i in range(60):\n        \
+                 try:\n            s = socket.socket(); s.settimeout(2); s.bind(('127.0.0.%d' % a, 0))\n            \
+                 s.connect(('127.0.0.1', {port})); s.sendall(b'GET /v1/health HTTP/1.1\\r\\nHost: x\\r\\n')\n            \
+                 held.append(s)\n        except OSError:\n            pass\nprint(len(held), flush=True)\ntime.sleep(60)\n"
+            ),
+        ],
+        &dir.path().join("flood.out"),
+    );
+    flood.wait_for_lines(1);
+    let opened: usize = flood.lines()[0].trim().parse().unwrap();
+    assert!(opened >= 1000, "the flood opened only {opened}");
+    for i in 0..20 {
+        let started = std::time::Instant::now();
+        let (code, body) = tcp_curl(&addr, Some(ADMIN_TOKEN), "GET", "/v1/health");
+        assert_eq!(code, 200, "request {i}: {body}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "request {i} took {took:?}");
+    }
+    assert!(d.open_fds() < 64 + 64, "{} descriptors", d.open_fds());
+    ckptd_tests::signal(flood.pid, 9);
+}
+
+/// A metrics-only token: GET /metrics and nothing else; the admin token still does everything.
+#[tokio::test]
+async fn the_metrics_token_reads_metrics_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = "fedcba9876543210fedcba9876543210";
+    let (_d, addr) = tcp_daemon(dir.path(), Some(metrics)).await;
+    let (code, body) = tcp_curl(&addr, Some(metrics), "GET", "/metrics");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("ckptd_build_info"), "{body}");
+    for (method, path) in [
+        ("GET", "/v1/checkpoints"),
+        ("GET", "/v1/health"),
+        ("DELETE", "/v1/checkpoints/x"),
+        ("POST", "/metrics"),
+    ] {
+        let (code, body) = tcp_curl(&addr, Some(metrics), method, path);
+        assert_eq!(code, 403, "{method} {path}: {body}");
+        assert!(body.contains("metrics token"), "{body}");
+    }
+    assert_eq!(tcp_curl(&addr, None, "GET", "/metrics").0, 401);
+    assert_eq!(
+        tcp_curl(&addr, Some(ADMIN_TOKEN), "GET", "/v1/checkpoints").0,
+        200
+    );
+    assert_eq!(tcp_curl(&addr, Some(ADMIN_TOKEN), "GET", "/metrics").0, 200);
+}

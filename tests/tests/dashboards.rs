@@ -232,7 +232,11 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 async fn a_real_prometheus_fills_every_panel_and_raises_the_failing_schedule_alert() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
+    // Prometheus scrapes with the metrics-only token: it can read /metrics and nothing else.
+    let admin = dir.path().join("token");
+    std::fs::write(&admin, "the-admin-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token = dir.path().join("metrics-token");
     std::fs::write(&token, "prometheus-scrapes-0123456789\n").unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = dir.path().join("ckptd.toml");
@@ -244,6 +248,8 @@ async fn a_real_prometheus_fills_every_panel_and_raises_the_failing_schedule_ale
         "--tcp-listen",
         "127.0.0.1:0",
         "--tcp-token-file",
+        admin.to_str().unwrap(),
+        "--metrics-token-file",
         token.to_str().unwrap(),
     ])
     .await;

@@ -19,47 +19,52 @@ use crate::criu::CriuProbe;
 use crate::service::Service;
 
 /// The router for the TCP listener: every request must carry `Authorization: Bearer <token>`;
-/// a token holder acts as root (the listener is for trusted networks only).
-pub fn tcp_router(state: AppState, token: String) -> Router {
+/// the admin token's holder acts as root (the listener is for trusted networks only), the
+/// metrics token's may GET /metrics and nothing else.
+pub fn tcp_router(state: AppState, tokens: std::sync::Arc<crate::auth::Tokens>) -> Router {
+    use crate::auth::Grant;
     use axum::extract::{ConnectInfo, Request};
     use axum::middleware::{self, Next};
     use axum::response::IntoResponse;
-    let token = std::sync::Arc::new(token);
     router(state).layer(middleware::from_fn(move |mut req: Request, next: Next| {
-        let token = token.clone();
+        let tokens = tokens.clone();
         async move {
             let given = req
                 .headers()
                 .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                let mut refused = crate::error::Error::new(
-                    crate::error::ErrorKind::Unauthorized,
-                    "this TCP listener needs \"Authorization: Bearer <token>\" with the daemon's token",
-                )
-                .with_hint("use the token from the daemon's tcp_token_file, or the Unix socket")
-                .into_response();
-                // An unauthenticated connection is not kept open for another try.
-                refused.headers_mut().insert(
-                    axum::http::header::CONNECTION,
-                    axum::http::HeaderValue::from_static("close"),
-                );
-                return refused;
+                .and_then(|v| v.to_str().ok());
+            let metrics_read =
+                req.method() == axum::http::Method::GET && req.uri().path() == "/metrics";
+            match tokens.grant(given) {
+                Some(Grant::Admin) => {}
+                Some(Grant::Metrics) if metrics_read => {}
+                Some(Grant::Metrics) => {
+                    return crate::error::Error::new(
+                        crate::error::ErrorKind::Forbidden,
+                        "the metrics token reads GET /metrics and nothing else",
+                    )
+                    .with_hint("use the token from the daemon's tcp_token_file for the rest of the API")
+                    .into_response();
+                }
+                None => {
+                    let mut refused = crate::error::Error::new(
+                        crate::error::ErrorKind::Unauthorized,
+                        "this TCP listener needs \"Authorization: Bearer <token>\" with the daemon's token",
+                    )
+                    .with_hint("use the token from the daemon's tcp_token_file (or metrics_token_file for GET /metrics), or the Unix socket")
+                    .into_response();
+                    // An unauthenticated connection is not kept open for another try.
+                    refused.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                    return refused;
+                }
             }
             req.extensions_mut().insert(ConnectInfo(crate::auth::Caller::ROOT));
             next.run(req).await
         }
     }))
-}
-
-/// Compares secrets without leaking where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Largest request body accepted (413 above).

@@ -9,7 +9,13 @@
 //! - a connection must send a request's whole header within `header_timeout` of the moment the
 //!   server starts waiting for it, the first one and each next one on a kept-alive connection
 //!   (hyper's `header_read_timeout`), so an idle connection is closed;
-//! - a connection over a limit is closed at once, before any byte is read.
+//! - a connection over a limit is closed at once, before any byte is read;
+//! - on TCP, where anyone who can reach the port can connect, a connection that has not yet sent
+//!   a request with a valid token waits in a pool of its own (`max_unauthenticated_connections`,
+//!   at most `max_connections_per_peer` from one address, over which it is closed at once): when
+//!   the pool is full, the oldest waiting connection is closed to make room, so half-sent headers
+//!   from any number of addresses cannot keep a token holder at another address out: its
+//!   connection sends its header at once and leaves the pool with its first request.
 //!
 //! A request in flight (a `?wait=true` checkpoint, an event stream, an export) is never cut.
 
@@ -112,21 +118,32 @@ pub async fn unix(
         counter,
         app,
         stop,
+        None::<Arc<Gate<u32>>>,
     )
     .await
 }
 
 /// Serves `app` on the TCP listener. Its callers are nobody until the bearer token says
-/// otherwise (`tcp_router`); every address is limited per peer, the token is not known yet.
+/// otherwise (`tcp_router`); until a connection's first request carries a valid token it waits
+/// in the unauthenticated pool (`Waiting`), bounded, oldest closed first.
 pub async fn tcp(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: Limits,
     stop: watch::Receiver<bool>,
+    tokens: Arc<crate::auth::Tokens>,
 ) {
+    // Only the total bounds what passed the token (its holder acts as root); the pool bounds
+    // the rest.
     let counter = Arc::new(Counter::<std::net::IpAddr> {
         limits,
         open: Default::default(),
+    });
+    let gate = Arc::new(Gate {
+        tokens,
+        waiting: Mutex::new(Waiting::default()),
+        max: limits.unauthenticated,
+        per_address: limits.per_peer.min(limits.unauthenticated),
     });
     accept_loop(
         || async {
@@ -137,8 +154,71 @@ pub async fn tcp(
         counter,
         app,
         stop,
+        Some(gate),
     )
     .await
+}
+
+/// The TCP listener's unauthenticated pool, by peer address `K`.
+struct Gate<K> {
+    tokens: Arc<crate::auth::Tokens>,
+    waiting: Mutex<Waiting<K>>,
+    max: usize,
+    per_address: usize,
+}
+
+/// Connections waiting for their first authenticated request, oldest first: an id, the peer's
+/// address, and the sender that closes the connection when dropped... or sent to.
+struct Waiting<K> {
+    next: u64,
+    queue: std::collections::VecDeque<(u64, K, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl<K> Default for Waiting<K> {
+    fn default() -> Self {
+        Waiting {
+            next: 0,
+            queue: Default::default(),
+        }
+    }
+}
+
+impl<K: Eq + std::fmt::Debug> Gate<K> {
+    /// Puts a new connection from `addr` in the pool, closing the oldest waiting one when the
+    /// pool is full; None (close the new one at once) when that address's share is full. Its id,
+    /// and what tells it to close.
+    fn admit(&self, addr: K) -> Option<(u64, tokio::sync::oneshot::Receiver<()>)> {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if w.queue.iter().filter(|(_, a, _)| *a == addr).count() >= self.per_address {
+            return None;
+        }
+        let evict = (w.queue.len() >= self.max).then_some(0);
+        if let Some((_, old, close)) = evict.and_then(|i| w.queue.remove(i)) {
+            tracing::debug!(peer = ?old, "closing the oldest unauthenticated connection to make room");
+            let _ = close.send(());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        w.next += 1;
+        let id = w.next;
+        w.queue.push_back((id, addr, tx));
+        Some((id, rx))
+    }
+
+    /// A request of connection `id` carried a valid token: it leaves the pool for good.
+    fn passed(&self, id: u64, headers: &hyper::HeaderMap) {
+        let auth = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if self.tokens.grant(auth).is_some() {
+            self.forget(id);
+        }
+    }
+
+    /// Connection `id` left the pool (authenticated or closed). Its sender is dropped unsent.
+    fn forget(&self, id: u64) {
+        let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        w.queue.retain(|(i, _, _)| *i != id);
+    }
 }
 
 async fn accept_loop<K, Io, A, F>(
@@ -146,6 +226,7 @@ async fn accept_loop<K, Io, A, F>(
     counter: Arc<Counter<K>>,
     app: Router,
     mut stop: watch::Receiver<bool>,
+    gate: Option<Arc<Gate<K>>>,
 ) where
     K: Eq + Hash + Clone + Send + Sync + std::fmt::Debug + 'static,
     Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -171,7 +252,20 @@ async fn accept_loop<K, Io, A, F>(
                 continue;
             }
         };
-        let Some(slot) = counter.admit(key.clone()) else {
+        // Behind the gate, a peer is limited by the pool until its token passes, then only by
+        // the total.
+        let waiting = match (&gate, &key) {
+            (Some(g), Some(k)) => match g.admit(k.clone()) {
+                Some(w) => Some((g.clone(), w)),
+                None => {
+                    drop(io);
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        let counted = if gate.is_some() { None } else { key.clone() };
+        let Some(slot) = counter.admit(counted) else {
             drop(io);
             // A flood is told once a second, not once a connection: the log is no amplifier.
             refused += 1;
@@ -186,9 +280,17 @@ async fn accept_loop<K, Io, A, F>(
             }
             continue;
         };
+        let (passed, close) = match waiting {
+            Some((g, (id, close))) => (Some((g, id)), Some(close)),
+            None => (None, None),
+        };
+        let forget = passed.clone();
         let svc = app
             .clone()
             .map_request(move |mut req: axum::extract::Request| {
+                if let Some((g, id)) = &passed {
+                    g.passed(*id, req.headers());
+                }
                 req.extensions_mut().insert(ConnectInfo(caller));
                 req
             });
@@ -202,8 +304,26 @@ async fn accept_loop<K, Io, A, F>(
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = conn.await {
-                tracing::trace!(error = %e, "connection ended");
+            // Closed when the pool needs its place (a sender dropped unsent means it passed).
+            let closed = async {
+                let sent = match close {
+                    Some(rx) => rx.await.is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                ended = conn => {
+                    if let Err(e) = ended {
+                        tracing::trace!(error = %e, "connection ended");
+                    }
+                }
+                () = closed => {}
+            }
+            if let Some((g, id)) = forget {
+                g.forget(id);
             }
         });
     }
@@ -223,6 +343,7 @@ mod tests {
                 per_peer: 2,
                 reserve: 1,
                 header_timeout: Duration::from_secs(1),
+                unauthenticated: 4,
             },
             open: Default::default(),
         });
@@ -236,5 +357,38 @@ mod tests {
         drop(a1);
         drop(r);
         assert!(c.admit(Some(1000)).is_some(), "a slot comes back");
+    }
+
+    #[test]
+    fn the_unauthenticated_pool_closes_its_oldest_and_lets_a_token_through() {
+        let g = Gate::<u8> {
+            tokens: Arc::new(crate::auth::Tokens::new("a".repeat(16), None)),
+            waiting: Mutex::new(Waiting::default()),
+            max: 3,
+            per_address: 2,
+        };
+        let (_a1, mut a1_close) = g.admit(1).unwrap();
+        let (_a2, _) = g.admit(1).unwrap();
+        // Address 1's share is full: a third from it is closed at once.
+        assert!(g.admit(1).is_none());
+        let (_c1, _) = g.admit(3).unwrap();
+        // The pool is full: the oldest of all goes.
+        let (b1, mut b1_close) = g.admit(2).unwrap();
+        assert_eq!(a1_close.try_recv(), Ok(()));
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", "a".repeat(16)).parse().unwrap(),
+        );
+        // A valid token leaves the pool: never closed to make room again.
+        g.passed(b1, &headers);
+        for i in 0..10 {
+            assert!(g.admit(4 + i).is_some());
+        }
+        assert!(matches!(
+            b1_close.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ));
+        assert_eq!(g.waiting.lock().unwrap().queue.len(), 3);
     }
 }
