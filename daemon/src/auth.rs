@@ -115,6 +115,8 @@ pub fn forbidden(message: impl Into<String>) -> Error {
 pub struct Policy {
     /// Where non-root callers may put a `checkpoint_dir` (canonical paths).
     pub allowed_dirs: Vec<PathBuf>,
+    /// What one non-root owner may use.
+    pub limits: crate::config::MemberLimits,
 }
 
 impl Policy {
@@ -382,6 +384,7 @@ mod tests {
         std::fs::create_dir(allowed.join("sub")).unwrap();
         let p = Policy {
             allowed_dirs: vec![allowed.canonicalize().unwrap()],
+            ..Default::default()
         };
         let alice = Caller {
             uid: 1000,

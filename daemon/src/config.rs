@@ -66,6 +66,16 @@ pub struct FileConfig {
     /// Directories under which non-root callers may put a checkpoint_dir.
     pub allowed_dirs: Option<Vec<PathBuf>>,
     pub queue_capacity: Option<usize>,
+    /// Queue slots members may never take (root's).
+    pub root_reserved_queue_slots: Option<usize>,
+    /// Jobs one non-root owner may have queued or running at once.
+    pub member_max_jobs: Option<usize>,
+    /// Checkpoints (any status) one non-root owner may have in the catalog.
+    pub member_max_checkpoints: Option<u64>,
+    /// Bytes of images one non-root owner's checkpoints may take (unset: no limit).
+    pub member_max_bytes: Option<u64>,
+    /// Schedules one non-root owner may have.
+    pub member_max_schedules: Option<usize>,
     pub criu_path: Option<PathBuf>,
     pub criu_config: Option<PathBuf>,
     pub runc_path: Option<PathBuf>,
@@ -111,6 +121,8 @@ pub struct Config {
     pub workers: usize,
     /// Service that may wait for a worker; one more gets 429 queue_full.
     pub queue_capacity: usize,
+    /// What one non-root owner may use, and root's reserved share of the queue.
+    pub member_limits: MemberLimits,
     /// CRIU binary; searched in PATH when unset.
     pub criu_path: Option<PathBuf>,
     /// CRIU options file for process checkpoints (`criu --config`).
@@ -156,6 +168,34 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
     /// TCP connections not yet authenticated, at once.
     pub unauthenticated: usize,
+}
+
+/// What one non-root owner may use at once, so that callers cannot crowd each other (and root)
+/// out; root is never limited by these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberLimits {
+    /// Queue slots only root's jobs may take.
+    pub root_queue_slots: usize,
+    /// Jobs queued or running per owner.
+    pub jobs: usize,
+    /// Checkpoints in the catalog per owner (any status).
+    pub checkpoints: u64,
+    /// Bytes of images per owner (None: no limit).
+    pub bytes: Option<u64>,
+    /// Schedules per owner.
+    pub schedules: usize,
+}
+
+impl Default for MemberLimits {
+    fn default() -> Self {
+        MemberLimits {
+            root_queue_slots: 8,
+            jobs: 16,
+            checkpoints: 1000,
+            bytes: None,
+            schedules: 100,
+        }
+    }
 }
 
 impl Default for ConnectionLimits {
@@ -230,6 +270,19 @@ impl Config {
                 .unwrap_or_else(|| "/var/lib/ckptd".into()),
             workers: args.workers.or(file.workers).unwrap_or(default_workers),
             queue_capacity: file.queue_capacity.unwrap_or(64),
+            member_limits: {
+                let capacity = file.queue_capacity.unwrap_or(64);
+                let d = MemberLimits::default();
+                MemberLimits {
+                    root_queue_slots: file
+                        .root_reserved_queue_slots
+                        .unwrap_or((capacity / 8).max(1).min(capacity.saturating_sub(1))),
+                    jobs: file.member_max_jobs.unwrap_or(d.jobs),
+                    checkpoints: file.member_max_checkpoints.unwrap_or(d.checkpoints),
+                    bytes: file.member_max_bytes,
+                    schedules: file.member_max_schedules.unwrap_or(d.schedules),
+                }
+            },
             criu_path: file.criu_path,
             criu_config: file.criu_config,
             runc_path: file.runc_path,
@@ -299,6 +352,21 @@ impl Config {
         }
         if self.queue_capacity == 0 {
             bail!("queue_capacity must be at least 1");
+        }
+        let m = &self.member_limits;
+        if m.root_queue_slots >= self.queue_capacity && self.queue_capacity > 1 {
+            bail!(
+                "root_reserved_queue_slots ({}) must be below queue_capacity ({}): members need at \
+                 least one slot",
+                m.root_queue_slots,
+                self.queue_capacity
+            );
+        }
+        if m.jobs == 0 || m.checkpoints == 0 || m.schedules == 0 || m.bytes == Some(0) {
+            bail!(
+                "member_max_jobs, member_max_checkpoints, member_max_schedules and member_max_bytes \
+                 must be at least 1 (leave member_max_bytes out for no limit)"
+            );
         }
         if self.criu_log_level > 4 {
             bail!("criu_log_level must be 0-4, got {}", self.criu_log_level);

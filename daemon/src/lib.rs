@@ -105,6 +105,7 @@ pub async fn run(
             job_timeout: cfg.job_timeout,
             policy: auth::Policy {
                 allowed_dirs: cfg.allowed_dirs.clone(),
+                limits: cfg.member_limits,
             },
             import_max_bytes: cfg.import_max_bytes,
             remotes,

@@ -23,6 +23,11 @@ struct Hooked {
 
 impl Hooked {
     async fn new() -> Hooked {
+        Hooked::with("").await
+    }
+
+    /// With more lines of configuration.
+    async fn with(extra: &str) -> Hooked {
         let hooks = tempfile::tempdir().unwrap();
         std::fs::set_permissions(hooks.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let plan = hooks.path().join("plan.sh");
@@ -40,7 +45,8 @@ impl Hooked {
         let conf = hooks.path().join("criu.conf");
         std::fs::write(&conf, format!("action-script {}\n", script.display())).unwrap();
         std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let f = Fixture::with_config(&format!("criu_config = \"{}\"\n", conf.display())).await;
+        let f =
+            Fixture::with_config(&format!("criu_config = \"{}\"\n{extra}", conf.display())).await;
         Hooked {
             f,
             plan,
@@ -392,4 +398,185 @@ async fn a_members_huge_files_are_read_bounded() {
     let rss = peak_rss_mib(pid);
     assert!(rss < 300, "exporting took the daemon to {rss} MiB");
     let _ = chown;
+}
+
+/// Attack 7: callers cannot crowd each other out. A member may not take the names a root
+/// schedule's runs will use; its jobs, checkpoints and schedules are limited; its jobs never take
+/// the queue slots root keeps; and its /metrics shows nothing of root's schedules or directories.
+#[tokio::test]
+async fn members_cannot_crowd_out_root_or_each_other() {
+    let h = Hooked::with(
+        "workers = 1\nqueue_capacity = 4\nroot_reserved_queue_slots = 2\nmember_max_jobs = 2\n\
+         member_max_checkpoints = 4\nmember_max_schedules = 1\n",
+    )
+    .await;
+    let f = &h.f;
+    let root_dir = f.dir.path().join("roots-checkpoints");
+    std::fs::create_dir(&root_dir).unwrap();
+    let roots = Target::python(f.d.dir.path(), "roots", 0, false);
+    let (s, b) = root_post(
+        f,
+        "/v1/schedules",
+        json!({"name": "rootsched", "target": proc_(roots.pid), "cron": "0 0 1 1 *",
+               "options": {"leave_running": true, "checkpoint_dir": root_dir}}),
+    );
+    assert_eq!(s, 201, "{b}");
+    // The names of root's runs are not the member's to take.
+    let t1 = f.alice_counter("crowd1", "", &[]);
+    for name in ["rootsched-20261205T093000Z", "rootsched-20261205T093000Z-2"] {
+        let (s, b) = f.alice(
+            "POST",
+            "/v1/checkpoints",
+            Some(json!({"target": proc_(t1.pid), "name": name, "leave_running": true})),
+        );
+        assert_eq!(s, 403, "{name}: {b}");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("kept for the runs of schedule"),
+            "{b}"
+        );
+    }
+    let (s, b) = root_post(f, "/v1/schedules/rootsched/run?wait=true", json!({}));
+    assert_eq!(s, 201, "root's run: {b}");
+
+    // One schedule each.
+    let (s, b) = f.alice(
+        "POST",
+        "/v1/schedules",
+        Some(
+            json!({"name": "mine1", "target": proc_(t1.pid), "cron": "0 0 1 1 *",
+                    "options": {"leave_running": true}}),
+        ),
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = f.alice(
+        "POST",
+        "/v1/schedules",
+        Some(json!({"name": "mine2", "target": proc_(t1.pid), "cron": "0 0 1 1 *"})),
+    );
+    assert_eq!(s, 403, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("member_max_schedules"),
+        "{b}"
+    );
+
+    // Two jobs at once: the first holds the only worker (its CRIU waits at post-dump), the
+    // second waits for it; a third is refused, and root's own job still finds a slot.
+    h.at_post_dump("sleep 3\n");
+    let t2 = f.alice_counter("crowd2", "", &[]);
+    let t3 = f.alice_counter("crowd3", "", &[]);
+    let mut jobs = Vec::new();
+    for t in [&t1, &t2] {
+        let (s, b) = f.alice(
+            "POST",
+            "/v1/checkpoints",
+            Some(json!({"target": proc_(t.pid), "leave_running": true})),
+        );
+        assert_eq!(s, 202, "{b}");
+        jobs.push(b["job"]["id"].as_str().unwrap().to_owned());
+    }
+    let (s, b) = f.alice(
+        "POST",
+        "/v1/checkpoints",
+        Some(json!({"target": proc_(t3.pid), "leave_running": true})),
+    );
+    assert_eq!(s, 429, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("member_max_jobs"),
+        "{b}"
+    );
+    let (s, b) = root_post(
+        f,
+        "/v1/checkpoints",
+        json!({"target": proc_(roots.pid), "leave_running": true}),
+    );
+    assert_eq!(s, 202, "root is not crowded out: {b}");
+    std::fs::remove_file(&h.plan).unwrap();
+    for id in &jobs {
+        let (_, b) = f.alice("GET", &format!("/v1/jobs/{id}?wait=60"), None);
+        assert_eq!(b["state"], "succeeded", "{b}");
+    }
+    // Four checkpoints each: two made above, two more, then no more.
+    for (i, t) in [&t1, &t2].iter().enumerate() {
+        let (s, b) = f.alice(
+            "POST",
+            "/v1/checkpoints?wait=true",
+            Some(
+                json!({"target": proc_(t.pid), "name": format!("more{i}"), "leave_running": true}),
+            ),
+        );
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, b) = f.alice(
+        "POST",
+        "/v1/checkpoints",
+        Some(json!({"target": proc_(t3.pid), "leave_running": true})),
+    );
+    assert_eq!(s, 403, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("member_max_checkpoints"),
+        "{b}"
+    );
+
+    // The member's metrics show its own schedule, not root's, nor root's directory.
+    let metrics = |as_alice: bool| {
+        let mut cmd = std::process::Command::new("setpriv");
+        if as_alice {
+            cmd.args([
+                "--reuid",
+                &f.alice_uid.to_string(),
+                "--regid",
+                &f.alice_gid.to_string(),
+                "--init-groups",
+            ]);
+        }
+        let out = cmd
+            .args(["curl", "-s", "--unix-socket"])
+            .arg(&f.d.socket)
+            .arg("http://ckptd/metrics")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let hers = metrics(true);
+    assert!(hers.contains("schedule=\"mine1\""), "{hers}");
+    assert!(!hers.contains("rootsched"), "alice sees root's schedule");
+    assert!(
+        !hers.contains(root_dir.to_str().unwrap()),
+        "alice sees root's checkpoint_dir"
+    );
+    let roots_view = metrics(false);
+    assert!(roots_view.contains("rootsched") && roots_view.contains("mine1"));
+    for t in [t1, t2, t3, roots] {
+        signal(t.pid, 9);
+    }
+}
+
+/// `POST path` with `body` as root over the socket: (status, body).
+fn root_post(f: &Fixture, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "-d"])
+        .arg(body.to_string())
+        .arg("--unix-socket")
+        .arg(&f.d.socket)
+        .arg(format!("http://ckptd{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }

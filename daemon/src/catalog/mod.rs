@@ -755,12 +755,17 @@ impl Catalog {
 
     /// Every ready checkpoint's directory, size, whether its images are here, and its remote
     /// copies (for the storage metrics).
+    /// Where ready checkpoints (of `owner`, when given) keep their images, and how big they are.
     pub async fn ready_storage(
         &self,
+        owner: Option<u32>,
     ) -> Result<Vec<(String, u64, bool, Vec<ckptd_api::RemoteCopy>)>> {
         let rows = sqlx::query(
-            "SELECT dir, size_bytes, local_images, remote_copies FROM checkpoints WHERE status = 'ready'",
+            "SELECT dir, size_bytes, local_images, remote_copies FROM checkpoints WHERE status = 'ready' \
+             AND (? IS NULL OR owner_uid = ?)",
         )
+        .bind(owner)
+        .bind(owner)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -776,11 +781,31 @@ impl Catalog {
             .collect()
     }
 
-    /// Checkpoints by status.
-    pub async fn count_by_status(&self) -> Result<Vec<(String, u64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM checkpoints GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
+    /// How many checkpoints (any status) `owner` has, and the bytes its ready ones take.
+    pub async fn owner_usage(&self, owner: u32) -> Result<(u64, u64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN status = 'ready' THEN size_bytes END), 0) \
+             AS bytes FROM checkpoints WHERE owner_uid = ?",
+        )
+        .bind(owner)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            row.try_get::<i64, _>("n")?.max(0) as u64,
+            row.try_get::<i64, _>("bytes")?.max(0) as u64,
+        ))
+    }
+
+    /// Checkpoints (of `owner`, when given) by status.
+    pub async fn count_by_status(&self, owner: Option<u32>) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM checkpoints WHERE (? IS NULL OR owner_uid = ?) \
+             GROUP BY status",
+        )
+        .bind(owner)
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
         let mut by_status = Vec::new();
         for r in rows {
             by_status.push((

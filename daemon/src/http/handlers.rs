@@ -504,7 +504,10 @@ pub async fn schedule_retention(
 }
 
 /// Prometheus metrics (text exposition format 0.0.4). Counts only; any caller who can connect.
-pub async fn metrics(State(s): State<AppState>) -> Result<Response> {
+pub async fn metrics(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+) -> Result<Response> {
     let kept: std::collections::HashMap<String, u64> = s
         .service
         .catalog()
@@ -515,7 +518,7 @@ pub async fn metrics(State(s): State<AppState>) -> Result<Response> {
     let secs = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros() as f64 / 1e6;
     let schedules = s
         .schedules
-        .list(&Caller::ROOT)
+        .list(&caller)
         .await?
         .items
         .into_iter()
@@ -531,7 +534,10 @@ pub async fn metrics(State(s): State<AppState>) -> Result<Response> {
             name: sc.name,
         })
         .collect();
-    let text = s.service.metrics_text(s.info.workers, schedules).await?;
+    let text = s
+        .service
+        .metrics_text(&caller, s.info.workers, schedules)
+        .await?;
     Ok((
         [(
             header::CONTENT_TYPE,

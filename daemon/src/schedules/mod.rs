@@ -211,6 +211,17 @@ impl Schedules {
             last_failure_at: None,
         };
         self.validate(caller, &row, true).await?;
+        if !caller.is_admin() {
+            let max = self.inner.jobs.config().policy.limits.schedules;
+            let have = self.catalog().schedules(Some(caller.uid)).await?.len();
+            if have >= max {
+                return Err(crate::auth::forbidden(format!(
+                    "uid {} has {have} schedules, the most one member may (member_max_schedules = {max})",
+                    caller.uid
+                ))
+                .with_hint("delete a schedule you no longer need, then retry"));
+            }
+        }
         self.catalog().insert_schedule(&row).await?;
         let s = Self::view(row);
         tracing::info!(schedule = %s.name, cron = %s.effective_cron, target = %s.target.key(), "schedule created");
@@ -461,9 +472,11 @@ impl Schedules {
                 return Ok(name);
             }
         }
-        Err(Error::conflict(format!(
-            "too many checkpoints named {base}-N already exist"
-        )))
+        // Names nobody can have taken ahead of the run: its own id's first characters.
+        Ok(format!(
+            "{base}-{}",
+            &Uuid::new_v4().simple().to_string()[..8]
+        ))
     }
 
     /// Waits for a run's job, records its result, and applies the schedule's retention.

@@ -40,6 +40,59 @@ impl Service {
         Ok(real)
     }
 
+    /// Names of the form a schedule's runs use (`S-YYYYMMDDTHHMMSSZ[-N]`) are kept for schedule
+    /// S: a member may give one only for a schedule of its own, so nobody can take a run's
+    /// names ahead of it. Root may give any name.
+    async fn refuse_scheduled_name(&self, caller: &Caller, name: &str) -> Result<()> {
+        let Some(schedule) = validate::scheduled_name(name) else {
+            return Ok(());
+        };
+        if caller.is_admin() {
+            return Ok(());
+        }
+        let owner = self
+            .inner
+            .catalog
+            .schedule(schedule)
+            .await?
+            .map(|s| s.owner_uid);
+        if owner == Some(caller.uid) {
+            return Ok(());
+        }
+        Err(crate::auth::forbidden(format!(
+            "names of the form {schedule}-YYYYMMDDTHHMMSSZ are kept for the runs of schedule \
+             {schedule:?}, which is not yours"
+        ))
+        .with_hint("choose a name without a timestamp suffix, or leave the name out"))
+    }
+
+    /// A member's checkpoints and their bytes stay within `member_max_checkpoints` and
+    /// `member_max_bytes` (with `estimate` more to come); root is not limited.
+    async fn check_member_storage(&self, caller: &Caller, estimate: u64) -> Result<()> {
+        if caller.is_admin() {
+            return Ok(());
+        }
+        let limits = &self.inner.cfg.policy.limits;
+        let (count, bytes) = self.inner.catalog.owner_usage(caller.uid).await?;
+        if count >= limits.checkpoints {
+            return Err(crate::auth::forbidden(format!(
+                "uid {} has {count} checkpoints, the most one member may keep \
+                 (member_max_checkpoints = {})",
+                caller.uid, limits.checkpoints
+            ))
+            .with_advice(Advice::ListCheckpoints));
+        }
+        if let Some(max) = limits.bytes.filter(|m| bytes + estimate > *m) {
+            return Err(crate::auth::forbidden(format!(
+                "uid {}'s checkpoints take {bytes} bytes and this one would add about {estimate}: \
+                 more than the {max} bytes one member may use (member_max_bytes)",
+                caller.uid
+            ))
+            .with_hint("delete checkpoints you no longer need, then retry"));
+        }
+        Ok(())
+    }
+
     /// Validates a checkpoint request and queues its job. Nothing is created when it is refused.
     pub async fn submit_checkpoint(
         &self,
@@ -55,6 +108,7 @@ impl Service {
         })?;
         if let Some(n) = &req.name {
             validate::name(n)?;
+            self.refuse_scheduled_name(caller, n).await?;
         }
         validate::labels(&req.labels)?;
         let expires_in = req
@@ -124,13 +178,12 @@ impl Service {
             None => inner.cfg.checkpoints_root.join(id.to_string()),
         };
 
-        check_space(
-            inner.engine.dump_estimate(&target).await?,
-            dir.parent().unwrap_or(&dir),
-        )?;
+        let estimate = inner.engine.dump_estimate(&target).await?;
+        self.check_member_storage(caller, estimate).await?;
+        check_space(estimate, dir.parent().unwrap_or(&dir))?;
 
         let job = new_job(JobKind::Checkpoint, id, caller.uid);
-        let reservation = inner.reserve(&target, None, job.id)?;
+        let reservation = inner.reserve(&target, None, job.id, caller.uid)?;
         let permit = match inner.queue.try_reserve() {
             Ok(p) => p,
             Err(_) => {
@@ -270,7 +323,7 @@ impl Service {
         let job = new_job(JobKind::Restore, cp.id, caller.uid);
         // The target being restored is busy: the original, or the new container.
         let destination = req.target.as_ref().unwrap_or(&cp.target);
-        let reservation = inner.reserve(destination, Some(cp.id), job.id)?;
+        let reservation = inner.reserve(destination, Some(cp.id), job.id, caller.uid)?;
         let work = RestoreWork {
             options,
             into: req.target.clone(),

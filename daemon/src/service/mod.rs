@@ -105,6 +105,9 @@ impl Drop for EventClient {
 pub(super) struct Busy {
     targets: HashMap<String, Uuid>,
     checkpoints: HashSet<Uuid>,
+    /// Jobs of non-root owners queued or running, and whose they are (`member_max_jobs`, and
+    /// the share of the queue root keeps).
+    member_jobs: HashMap<Uuid, u32>,
 }
 
 /// What a restore job needs beyond its checkpoint, stored with the job.
@@ -256,11 +259,12 @@ impl Service {
         &self.inner.events
     }
 
-    /// Bytes used by ready checkpoints per location (`state_dir`, each `checkpoint_dir` root,
-    /// `remote:NAME`), and free bytes per local location.
+    /// Bytes used by ready checkpoints (`owner`'s, when given) per location (`state_dir`, each
+    /// `checkpoint_dir` root, `remote:NAME`), and free bytes per local location.
     #[allow(clippy::type_complexity)]
     async fn storage_by_location(
         &self,
+        owner: Option<u32>,
     ) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>, Vec<(String, u64)>)> {
         let root = self.inner.cfg.checkpoints_root.clone();
         let mut used: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
@@ -268,7 +272,7 @@ impl Service {
         let mut roots: std::collections::BTreeMap<String, PathBuf> =
             std::collections::BTreeMap::new();
         roots.insert("state_dir".into(), root.clone());
-        for (dir, size, local, copies) in self.inner.catalog.ready_storage().await? {
+        for (dir, size, local, copies) in self.inner.catalog.ready_storage(owner).await? {
             if local {
                 let parent = Path::new(&dir).parent().unwrap_or(Path::new("/"));
                 let location = if parent == root {
@@ -345,15 +349,19 @@ impl Service {
         self.inner.shutdown.subscribe()
     }
 
-    /// The Prometheus exposition of the daemon's metrics.
+    /// The Prometheus exposition of the daemon's metrics, as `caller` may see them: a member's
+    /// show its own checkpoints, storage locations and schedules (`schedules` is already its
+    /// own) and nothing of others' but daemon-wide counts (jobs, queue, workers).
     pub async fn metrics_text(
         &self,
+        caller: &crate::auth::Caller,
         workers: usize,
         schedules: Vec<crate::telemetry::ScheduleGauge>,
     ) -> Result<String> {
         let inner = &self.inner;
-        let by_status = inner.catalog.count_by_status().await?;
-        let (used_bytes, free_bytes, size_bytes) = self.storage_by_location().await?;
+        let owner = caller.owner_filter();
+        let by_status = inner.catalog.count_by_status(owner).await?;
+        let (used_bytes, free_bytes, size_bytes) = self.storage_by_location(owner).await?;
         let runc_version = inner
             .runc_version
             .get_or_init(|| async {

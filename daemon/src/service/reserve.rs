@@ -6,14 +6,18 @@ use ckptd_api::{Job, JobKind, Target};
 use uuid::Uuid;
 
 use super::*;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 impl Inner {
+    /// Reserves `target` (and `checkpoint`) for `job` of `owner`. A non-root owner's job also
+    /// takes one of its `member_max_jobs` and a slot of the members' share of the queue (all
+    /// but `root_reserved_queue_slots`): a member's jobs can never fill the queue for root.
     pub(super) fn reserve(
         &self,
         target: &Target,
         checkpoint: Option<Uuid>,
         job: Uuid,
+        owner: u32,
     ) -> Result<Reservation> {
         let mut busy = self.busy();
         let key = target.key();
@@ -23,6 +27,39 @@ impl Inner {
             ))
             .with("job_id", other.to_string())
             .with_advice(Advice::WaitForJob { job: other.to_string() }));
+        }
+        if owner != 0 {
+            let limits = &self.cfg.policy.limits;
+            let mine = busy.member_jobs.values().filter(|o| **o == owner).count();
+            if mine >= limits.jobs {
+                return Err(Error::new(
+                    ErrorKind::QueueFull,
+                    format!(
+                        "uid {owner} already has {mine} jobs queued or running, the most one \
+                         member may (member_max_jobs)"
+                    ),
+                )
+                .with_hint(
+                    "wait for one of them to end (GET /v1/jobs?state=running), then retry",
+                ));
+            }
+            let share = self
+                .cfg
+                .queue_capacity
+                .saturating_sub(limits.root_queue_slots)
+                .max(1);
+            if busy.member_jobs.len() >= share {
+                return Err(Error::new(
+                    ErrorKind::QueueFull,
+                    format!(
+                        "the members' share of the job queue is full ({share} jobs queued or \
+                         running; root keeps root_reserved_queue_slots = {} of queue_capacity = {})",
+                        limits.root_queue_slots, self.cfg.queue_capacity
+                    ),
+                )
+                .with_hint("retry later"));
+            }
+            busy.member_jobs.insert(job, owner);
         }
         if let Some(c) = checkpoint {
             if busy.checkpoints.contains(&c) {
@@ -37,6 +74,7 @@ impl Inner {
         Ok(Reservation {
             target: Some(key),
             checkpoint,
+            job: Some(job),
         })
     }
 
@@ -51,6 +89,7 @@ impl Inner {
         Ok(Reservation {
             target: None,
             checkpoint: Some(checkpoint),
+            job: None,
         })
     }
 
@@ -62,12 +101,16 @@ impl Inner {
         if let Some(c) = r.checkpoint {
             busy.checkpoints.remove(&c);
         }
+        if let Some(j) = r.job {
+            busy.member_jobs.remove(&j);
+        }
     }
 
     /// Releases everything `job` holds: its target, and the checkpoint a restore, push or pull uses.
     pub(super) fn release_job(&self, job: &Job) {
         let mut busy = self.busy();
         busy.targets.retain(|_, j| *j != job.id);
+        busy.member_jobs.remove(&job.id);
         if matches!(job.kind, JobKind::Restore | JobKind::Push | JobKind::Pull) {
             busy.checkpoints.remove(&job.checkpoint_id);
         }
@@ -78,4 +121,5 @@ impl Inner {
 pub(in crate::service) struct Reservation {
     target: Option<String>,
     checkpoint: Option<Uuid>,
+    job: Option<Uuid>,
 }

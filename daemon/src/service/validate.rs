@@ -304,3 +304,46 @@ mod tests {
         assert!(labels(&BTreeMap::from([("a".into(), "x\ny".into())])).is_err());
     }
 }
+
+/// The schedule a checkpoint name belongs to when it has the form its runs use
+/// (`SCHEDULE-YYYYMMDDTHHMMSSZ`, maybe with `-N`), else None.
+pub fn scheduled_name(name: &str) -> Option<&str> {
+    fn is_stamp(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.len() == 16
+            && b[..8].iter().all(u8::is_ascii_digit)
+            && b[8] == b'T'
+            && b[9..15].iter().all(u8::is_ascii_digit)
+            && b[15] == b'Z'
+    }
+    fn split(n: &str) -> Option<(&str, &str)> {
+        n.rsplit_once('-')
+            .filter(|(s, t)| !s.is_empty() && is_stamp(t))
+    }
+    if let Some((schedule, _)) = split(name) {
+        return Some(schedule);
+    }
+    let (rest, n) = name.rsplit_once('-')?;
+    if n.is_empty() || !n.bytes().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    split(rest).map(|(schedule, _)| schedule)
+}
+
+#[cfg(test)]
+mod scheduled_name_tests {
+    use super::scheduled_name;
+
+    #[test]
+    fn the_form_of_scheduled_runs_is_recognised() {
+        assert_eq!(scheduled_name("db-20261205T093000Z"), Some("db"));
+        assert_eq!(scheduled_name("db-20261205T093000Z-2"), Some("db"));
+        assert_eq!(
+            scheduled_name("my-app-20261205T093000Z-1a2b3c4d"),
+            Some("my-app")
+        );
+        assert_eq!(scheduled_name("db-2026"), None);
+        assert_eq!(scheduled_name("20261205T093000Z"), None);
+        assert_eq!(scheduled_name("looper1"), None);
+    }
+}
