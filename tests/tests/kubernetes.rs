@@ -48,9 +48,18 @@ with tarfile.open(fileobj=diff, mode='w') as d:
         d.addfile(i)
         i = tarfile.TarInfo('evil/escape'); data = b'x'; i.size = 1
         d.addfile(i, io.BytesIO(data))
+    if hostile == 'bomb':
+        i = tarfile.TarInfo('zeros'); i.size = 320 << 20
+        d.addfile(i, io.BytesIO(bytes(i.size)))
 diff = diff.getvalue()
-if flavour == 'containerd':
+if flavour == 'containerd' or hostile == 'bomb':
     diff = gzip.compress(diff)
+if hostile == 'hooks':
+    spec['hooks'] = {'prestart': [{'path': '/bin/sh', 'args': ['sh', '-c', 'id > ' + volume + '/hook-ran']}],
+                     'createRuntime': [{'path': '/bin/sh', 'args': ['sh', '-c', 'id > ' + volume + '/hook-ran']}]}
+if hostile == 'privileged':
+    for s in ('bounding', 'effective', 'permitted'):
+        spec['process']['capabilities'][s] = spec['process']['capabilities'].get(s, []) + ['CAP_SYS_ADMIN']
 deleted = ['/etc/stale'] + (['/../../etc/hostname'] if hostile == 'deleted-outside' else [])
 t = tarfile.open(out, 'w')
 def add(name, data, mode=0o600):
@@ -133,7 +142,11 @@ fn counts_on(bundle: &Path, from: usize, what: &str) {
 
 #[tokio::test]
 async fn kubernetes_archives_restore_outside_kubernetes_as_runc_containers() {
-    let d = Daemon::start().await;
+    // A rootfs-diff.tar may expand to import_max_bytes at most: 256 MiB here.
+    let conf = tempfile::tempdir().unwrap();
+    let toml = conf.path().join("ckptd.toml");
+    std::fs::write(&toml, "import_max_bytes = 268435456\n").unwrap();
+    let d = Daemon::start_with(&["--config", toml.to_str().unwrap()]).await;
     let work = d.dir.path().to_owned();
     // The "volume": a host directory bind-mounted at /data, gone on the host that restores.
     let volume = work.join("volume");
@@ -320,6 +333,65 @@ async fn kubernetes_archives_restore_outside_kubernetes_as_runc_containers() {
             "{hostile} wrote through a symlink"
         );
         assert!(!b.exists(), "{hostile}: the half-built bundle is removed");
+    }
+
+    // A foreign spec that would act on the host (issue 25, attack 5): privileged capabilities
+    // refuse the restore before its job; hooks are stripped and never run; a rootfs-diff.tar
+    // that expands past import_max_bytes is refused with the bundle removed.
+    for hostile in ["privileged", "bomb", "hooks"] {
+        let file = work.join(format!("{hostile}.tar"));
+        kube_archive(
+            Path::new(&cp.checkpoint.dir),
+            &bundle.dir,
+            &volume,
+            "crio",
+            hostile,
+            &file,
+        );
+        let name = format!("foreign-{hostile}");
+        import(&d, &file, &name).await;
+        let b = work.join(format!("restored-{hostile}"));
+        let id = unique_id("k8s-foreign");
+        let restored = d
+            .client
+            .restore(&name, &restore_req(&id, &b, &image), true)
+            .await;
+        match hostile {
+            "privileged" => {
+                let e = restored.unwrap_err();
+                let (status, err) = e.api_error().expect("an API error");
+                assert_eq!(status.as_u16(), 422, "{err}");
+                assert!(err.message.contains("CAP_SYS_ADMIN"), "{err}");
+                assert!(!b.exists(), "nothing was built");
+            }
+            "bomb" => {
+                let e = restored.unwrap_err();
+                let (status, err) = e.api_error().expect("an API error");
+                assert_eq!(status.as_u16(), 400, "{err}");
+                assert!(
+                    err.message.contains("expands past import_max_bytes"),
+                    "{err}"
+                );
+                assert!(!b.exists(), "the half-built bundle is removed");
+            }
+            _ => {
+                let job = restored.expect("a spec with hooks restores, without them");
+                let _c = Container::adopt(&id);
+                let stripped = &job.result.as_ref().unwrap().stripped;
+                assert!(
+                    stripped.iter().any(|s| s == "hooks.prestart: /bin/sh")
+                        && stripped.iter().any(|s| s == "hooks.createRuntime: /bin/sh"),
+                    "{stripped:?}"
+                );
+                let config = std::fs::read_to_string(b.join("config.json")).unwrap();
+                assert!(!config.contains("hook-ran"), "{config}");
+                counts_on(&b, stopped_at, "the container restored without its hooks");
+                assert!(
+                    !volume.join("hook-ran").exists(),
+                    "a foreign hook ran on the host"
+                );
+            }
+        }
     }
     let _ = PathBuf::new();
 }
