@@ -609,3 +609,88 @@ async fn schedules_due_together_wait_for_a_queue_slot_rather_than_fail() {
         );
     }
 }
+
+/// Spawns `sleep 1000` at exactly `pid` (through ns_last_pid, as CRIU does), retrying while
+/// other processes take the pid first.
+fn spawn_at_pid(pid: i32, dir: &std::path::Path) -> Target {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        let t = Target::spawn(&["sleep", "1000"], &dir.join("stranger.out"));
+        if t.pid == pid {
+            return t;
+        }
+        ckptd_tests::signal(t.pid, 9);
+    }
+    panic!("could not start a process at pid {pid}");
+}
+
+/// "A schedule follows a bare pid" (issue 25): after its target died, a process given the same
+/// pid is a stranger: the run is refused, saying so, and the stranger is not touched. A
+/// restore in place by ckptd keeps the process the schedule's target (same pid, new start time).
+#[tokio::test]
+async fn a_schedule_refuses_a_stranger_at_its_targets_pid_and_follows_a_restore() {
+    let d = Daemon::start().await;
+    let dir = d.dir.path().to_owned();
+    // Followed through a restore: its run stops it, the restore brings it back, the next run
+    // takes it again.
+    let mut kept = Target::python(&dir, "kept", 0, false);
+    d.client
+        .create_schedule(&CreateSchedule {
+            options: ScheduleOptions {
+                leave_running: false,
+                ..Default::default()
+            },
+            ..schedule("follows", kept.pid, "0 0 1 1 *", Retention::default())
+        })
+        .await
+        .unwrap();
+    let first = d.client.run_schedule("follows", true).await.unwrap();
+    assert_eq!(first.checkpoint.status, CheckpointStatus::Ready);
+    kept.reap();
+    d.client
+        .restore(&first.checkpoint.name, &Default::default(), true)
+        .await
+        .expect("restore in place");
+    let again = d.client.run_schedule("follows", true).await.unwrap();
+    assert_eq!(
+        again.checkpoint.status,
+        CheckpointStatus::Ready,
+        "{again:?}"
+    );
+
+    // A stranger at a dead target's pid.
+    let mut gone = Target::python(&dir, "gone", 0, false);
+    d.client
+        .create_schedule(&schedule(
+            "stranger",
+            gone.pid,
+            "0 0 1 1 *",
+            Retention::default(),
+        ))
+        .await
+        .unwrap();
+    let pid = gone.pid;
+    ckptd_tests::signal(pid, 9);
+    gone.reap();
+    let stranger = spawn_at_pid(pid, &dir);
+    let e = d.client.run_schedule("stranger", true).await.unwrap_err();
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 422, "{err:?}");
+    assert!(
+        err.message
+            .contains("is no longer the process this schedule was made for"),
+        "{err:?}"
+    );
+    assert!(
+        labelled(&d, "stranger").await.is_empty(),
+        "a checkpoint of the stranger was made"
+    );
+    assert!(matches!(
+        ckptd_tests::proc_state(pid),
+        Some('S') | Some('R')
+    ));
+    let s = d.client.schedule("stranger").await.unwrap();
+    assert_eq!(s.consecutive_failures, 1, "{s:?}");
+    ckptd_tests::signal(pid, 9);
+    drop(stranger);
+}

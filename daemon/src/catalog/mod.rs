@@ -192,6 +192,8 @@ pub struct ScheduleRow {
     pub disabled_reason: Option<String>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_failure_at: Option<DateTime<Utc>>,
+    /// The start time of the process target the schedule is for (`sys::TaskId::start`).
+    pub target_start: Option<u64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -212,6 +214,7 @@ struct StoredSchedule {
     disabled_reason: Option<String>,
     last_success_at: Option<String>,
     last_failure_at: Option<String>,
+    target_start: Option<i64>,
 }
 
 fn schedule_from_row(row: &SqliteRow) -> Result<ScheduleRow> {
@@ -233,6 +236,7 @@ fn schedule_from_row(row: &SqliteRow) -> Result<ScheduleRow> {
         disabled_reason: r.disabled_reason,
         last_success_at: opt_ts(r.last_success_at)?,
         last_failure_at: opt_ts(r.last_failure_at)?,
+        target_start: r.target_start.map(|s| s.max(0) as u64),
     })
 }
 
@@ -649,8 +653,8 @@ impl Catalog {
         let res = sqlx::query(
             "INSERT INTO schedules (id, name, target, cron, options, retention, enabled, \
              created_at, updated_at, anchor_at, last_run, owner_uid, consecutive_failures, \
-             disabled_reason, last_success_at, last_failure_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             disabled_reason, last_success_at, last_failure_at, target_start) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.to_string())
         .bind(&s.name)
@@ -668,6 +672,7 @@ impl Catalog {
         .bind(&s.disabled_reason)
         .bind(s.last_success_at.as_ref().map(ts))
         .bind(s.last_failure_at.as_ref().map(ts))
+        .bind(s.target_start.map(|t| t as i64))
         .execute(&self.pool)
         .await;
         match res {
@@ -685,7 +690,8 @@ impl Catalog {
         let done = sqlx::query(
             "UPDATE schedules SET target = ?, cron = ?, options = ?, retention = ?, enabled = ?, \
              updated_at = ?, anchor_at = ?, last_run = ?, consecutive_failures = ?, \
-             disabled_reason = ?, last_success_at = ?, last_failure_at = ? WHERE id = ?",
+             disabled_reason = ?, last_success_at = ?, last_failure_at = ?, target_start = ? \
+             WHERE id = ?",
         )
         .bind(to_json(&s.target))
         .bind(&s.cron)
@@ -699,10 +705,26 @@ impl Catalog {
         .bind(&s.disabled_reason)
         .bind(s.last_success_at.as_ref().map(ts))
         .bind(s.last_failure_at.as_ref().map(ts))
+        .bind(s.target_start.map(|t| t as i64))
         .bind(s.id.to_string())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// A restore in place by ckptd gave process `pid` of `owner` a new start time: the schedules
+    /// of that process follow it (they were made for the process, which lives on).
+    pub async fn follow_restored(&self, pid: i32, owner: u32, start: u64) -> Result<()> {
+        sqlx::query(
+            "UPDATE schedules SET target_start = ? WHERE owner_uid = ? \
+             AND json_extract(target, '$.kind') = 'process' AND json_extract(target, '$.pid') = ?",
+        )
+        .bind(start as i64)
+        .bind(i64::from(owner))
+        .bind(i64::from(pid))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// A schedule by id or name.

@@ -209,8 +209,12 @@ impl Schedules {
             disabled_reason: None,
             last_success_at: None,
             last_failure_at: None,
+            target_start: None,
         };
         self.validate(caller, &row, true).await?;
+        let mut row = row;
+        // The schedule is for the process there now: known by its start time from here on.
+        row.target_start = crate::service::target_start(&row.target);
         if !caller.is_admin() {
             let max = self.inner.jobs.config().policy.limits.schedules;
             let have = self.catalog().schedules(Some(caller.uid)).await?.len();
@@ -267,6 +271,9 @@ impl Schedules {
             .is_some_and(|o| o.checkpoint_dir != row.options.checkpoint_dir);
         if let Some(t) = req.target {
             row.target = t;
+        }
+        if new_target {
+            row.target_start = crate::service::target_start(&row.target);
         }
         if let Some(c) = req.cron {
             row.cron = c;
@@ -393,8 +400,12 @@ impl Schedules {
             let now = catalog::now();
             let result = match self.checkpoint_name(&row.name, &now).await {
                 Ok(name) => {
-                    jobs.submit_checkpoint(&Caller::owner(row.owner_uid), request(&row, name))
-                        .await
+                    jobs.submit_checkpoint_of(
+                        &Caller::owner(row.owner_uid),
+                        request(&row, name),
+                        row.target_start,
+                    )
+                    .await
                 }
                 Err(e) => Err(e),
             };
@@ -432,6 +443,10 @@ impl Schedules {
             },
         };
         row.last_run = Some(run);
+        if row.target_start.is_none() {
+            // A schedule made before targets were identities: its first run's process it is.
+            row.target_start = crate::service::target_start(&row.target);
+        }
         if let Some(slot) = slot {
             row.anchor_at = slot.max(row.anchor_at);
         }

@@ -99,6 +99,17 @@ impl Service {
         caller: &Caller,
         req: CreateCheckpoint,
     ) -> Result<(Checkpoint, Job)> {
+        self.submit_checkpoint_of(caller, req, None).await
+    }
+
+    /// `submit_checkpoint` of a process known by its start time (`expected`, a schedule's
+    /// target): a process that is not that one is refused as a stranger.
+    pub async fn submit_checkpoint_of(
+        &self,
+        caller: &Caller,
+        req: CreateCheckpoint,
+        expected: Option<u64>,
+    ) -> Result<(Checkpoint, Job)> {
         self.refuse_if_shutting_down()?;
         let inner = &self.inner;
         let target = req.target.clone().ok_or_else(|| {
@@ -138,6 +149,14 @@ impl Service {
         let custom_dir = self
             .check_checkpoint(caller, &target, custom_dir.as_deref())
             .await?;
+        // The target is the process there now, known from here on by its start time too.
+        let started = target_start(&target);
+        if let (Some(want), Target::Process { pid }) = (expected, &target) {
+            if started != Some(want) {
+                return Err(stranger(*pid, "the process this schedule was made for")
+                    .with_hint("point the schedule at the process you mean (PATCH its target), or delete it"));
+            }
+        }
 
         let id = Uuid::new_v4();
         let created_at = catalog::now();
@@ -213,7 +232,11 @@ impl Service {
             origin: None,
         };
         let mut checkpoint = checkpoint;
-        let request = serde_json::to_value(CheckpointWork { push }).expect("serializes");
+        let request = serde_json::to_value(CheckpointWork {
+            push,
+            target_start: started,
+        })
+        .expect("serializes");
         let mut inserted = inner
             .catalog
             .insert_checkpoint_with_job(&checkpoint, &job, &request)

@@ -134,6 +134,27 @@ pub(super) struct RestoreWork {
 pub(super) struct CheckpointWork {
     #[serde(default)]
     push: Option<remote::PushWork>,
+    /// A process target's start time when the job was admitted: the worker dumps that process
+    /// only, not another one given its pid since.
+    #[serde(default)]
+    target_start: Option<u64>,
+}
+
+/// The start time of the process a target names now (None for containers, or no such process).
+pub fn target_start(target: &Target) -> Option<u64> {
+    match target {
+        Target::Process { pid } => crate::sys::TaskId::of(*pid).map(|t| t.start),
+        Target::Container { .. } => None,
+    }
+}
+
+/// The error for a process target whose pid now names another process than the one meant.
+pub fn stranger(pid: i32, what: &str) -> Error {
+    Error::target_unavailable(format!(
+        "pid {pid} is no longer {what}: that process has ended, and pid {pid} now belongs to \
+         another process (a later start time), which ckptd does not dump in its place"
+    ))
+    .with("pid", pid)
 }
 
 /// Where an import unpacks, inside the checkpoints root, before it is published: never a

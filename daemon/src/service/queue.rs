@@ -203,10 +203,24 @@ impl Inner {
                 let work: CheckpointWork = serde_json::from_value(request).unwrap_or_default();
                 cp.status = CheckpointStatus::Running;
                 self.catalog.update_checkpoint(&cp).await?;
-                let result = self
-                    .take_checkpoint(&cp, stop)
-                    .await
-                    .map_err(|e| publish::file_failed_under_id(&mut cp, e));
+                // Still the process the request named: a pid reused while the job was queued
+                // is another process.
+                let same = match (&cp.target, work.target_start) {
+                    (Target::Process { pid }, Some(want))
+                        if target_start(&cp.target) != Some(want) =>
+                    {
+                        Err(stranger(
+                            *pid,
+                            "the process this checkpoint was requested for",
+                        ))
+                    }
+                    _ => Ok(()),
+                };
+                let result = match same {
+                    Ok(()) => self.take_checkpoint(&cp, stop).await,
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| publish::file_failed_under_id(&mut cp, e));
                 let recorded = std::time::Instant::now();
                 record_taken(&mut cp, &result);
                 self.catalog.update_checkpoint(&cp).await?;
@@ -306,11 +320,24 @@ impl Inner {
             owner: owner_account(cp.owner_uid)?,
             stop,
         };
-        self.engine
+        let restored = self
+            .engine
             .restore(spec)
             .await
-            .map(|r| Some(JobResult { stripped, ..r }))
-            .map_err(|e| shown_paths(e, &folder))
+            .map_err(|e| shown_paths(e, &folder))?;
+        // A process restored in place is the one its schedules were made for, with a new start
+        // time: they follow it.
+        if let (Target::Process { pid }, None, Some(p)) = (&cp.target, &work.into, restored.pid) {
+            if *pid == p {
+                if let Some(start) = target_start(&cp.target) {
+                    self.catalog.follow_restored(p, cp.owner_uid, start).await?;
+                }
+            }
+        }
+        Ok(Some(JobResult {
+            stripped,
+            ..restored
+        }))
     }
 
     /// Records a job's end (optionally only if it is still in `from`) and wakes waiters.
