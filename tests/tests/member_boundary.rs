@@ -272,25 +272,7 @@ async fn forged_images_are_neither_published_nor_used_to_kill() {
     let f = &h.f;
     let out = f.dir.path().join("roots-sleep.out");
     let mut roots = Target::spawn(&["sleep", "1000"], &out);
-    // A pstree.img of one entry naming root's pid: 8 bytes of magic, then a 4-byte size and
-    // the PstreeEntry (field 1, pid, a varint).
-    let forged = f.dir.path().join("forged.img");
-    let mut entry = vec![0x08u8];
-    let mut v = roots.pid as u32;
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            entry.push(b);
-            break;
-        }
-        entry.push(b | 0x80);
-    }
-    let mut img = vec![0u8; 8];
-    img.extend_from_slice(&(entry.len() as u32).to_le_bytes());
-    img.extend_from_slice(&entry);
-    std::fs::write(&forged, &img).unwrap();
-    std::fs::set_permissions(&forged, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let forged = forged_pstree(f.dir.path(), roots.pid);
     let partial = f.mine.join("ac3.partial");
     h.at_post_dump(&format!(
         "mv {p} {p}.away\nmkdir {p}\ncp {forged} {p}/pstree.img\n",
@@ -318,6 +300,76 @@ async fn forged_images_are_neither_published_nor_used_to_kill() {
     signal(t.pid, 9);
     signal(roots.pid, 9);
     roots.reap();
+}
+
+/// Attack 3 with a kill -9 at the worst moment: at post-dump the member swaps in a folder with
+/// a forged `pstree.img` (naming root's process) and a log that says the dump finished, and the
+/// daemon is killed while CRIU still runs. The restarted daemon publishes nothing from a folder
+/// the member could change, signals nothing the images name, and lets the target run on.
+#[tokio::test]
+async fn a_restart_after_a_kill_publishes_nothing_the_member_swapped_in() {
+    let mut h = Hooked::new().await;
+    let out = h.f.dir.path().join("roots-sleep2.out");
+    let mut roots = Target::spawn(&["sleep", "1000"], &out);
+    let forged = forged_pstree(h.f.dir.path(), roots.pid);
+    let partial = h.f.mine.join("ac5.partial");
+    let swapped = h.f.mine.join("swapped");
+    h.at_post_dump(&format!(
+        "mv {p} {p}.away\nmkdir {p}\ncp {forged} {p}/pstree.img\n\
+         echo 'Dumping finished successfully' > {p}/dump.log\ntouch {s}\nsleep 4\n",
+        p = partial.display(),
+        forged = forged.display(),
+        s = swapped.display()
+    ));
+    let t = h.f.alice_counter("killed", "", &[]);
+    let (s, b) = h.f.alice(
+        "POST",
+        "/v1/checkpoints",
+        Some(json!({"target": proc_(t.pid), "name": "ac5", "checkpoint_dir": h.f.mine})),
+    );
+    assert_eq!(s, 202, "{b}");
+    ckptd_tests::wait_until("the member's swap at post-dump", || swapped.exists());
+    h.f.d.kill_and_forget();
+    h.f.d.restart_after_stop().await;
+    let (_, cp) = h.f.alice("GET", "/v1/checkpoints/ac5", None);
+    assert_eq!(cp["status"], "failed", "{cp}");
+    assert!(
+        cp["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not trusted"),
+        "{cp}"
+    );
+    assert_running(roots.pid, "root's process named by the forged image");
+    ckptd_tests::wait_until("the member's target runs again", || {
+        matches!(proc_state(t.pid), Some('S') | Some('R'))
+    });
+    signal(t.pid, 9);
+    signal(roots.pid, 9);
+    roots.reap();
+}
+
+/// A pstree.img of one entry naming `pid`: 8 bytes of magic, then a 4-byte size and the
+/// PstreeEntry (field 1, pid, a varint); readable by the member.
+fn forged_pstree(dir: &Path, pid: i32) -> PathBuf {
+    let forged = dir.join(format!("forged-{pid}.img"));
+    let mut entry = vec![0x08u8];
+    let mut v = pid as u32;
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            entry.push(b);
+            break;
+        }
+        entry.push(b | 0x80);
+    }
+    let mut img = vec![0u8; 8];
+    img.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+    img.extend_from_slice(&entry);
+    std::fs::write(&forged, &img).unwrap();
+    std::fs::set_permissions(&forged, std::fs::Permissions::from_mode(0o644)).unwrap();
+    forged
 }
 
 /// Attack 3's other half: a dump whose tree forked a child keeps knowing it from the kernel:

@@ -167,8 +167,26 @@ impl Service {
                     .open_folder(anchor.name(), cp.owner_uid)
                     .ok()
                     .filter(|f| f.has_file("pstree.img"));
+                // A dump CRIU finished while no daemon watched is published only from a folder
+                // nobody but root could change meanwhile: in a member's directory the member
+                // could have swapped in images of its own, so there the target is let run and
+                // the job fails.
+                let trusted = anchor.parent_owner().is_ok_and(|uid| uid == 0);
+                let untrusted = || {
+                    Error::internal(
+                        "ckptd restarted before the checkpoint was published, and its images \
+                         are in a directory its owner can change, so they are not trusted; the \
+                         process was left running",
+                    )
+                    .with_hint("take the checkpoint again")
+                };
                 let result = if let Ok(partial) = partial {
                     match inner.engine.recover_dump(&cp, &partial).await {
+                        Some(out) if !trusted => {
+                            inner.engine.release(&out.stopped, false).await;
+                            keep_only_log(&anchor, &partial);
+                            Err(untrusted())
+                        }
                         Some(out) => {
                             inner
                                 .publish(
@@ -189,6 +207,11 @@ impl Service {
                 } else if let Some(done) = done {
                     // Renamed (so durable) but not yet recorded: end what the dump stopped.
                     match inner.engine.recover_dump(&cp, &done).await {
+                        Some(out) if !trusted => {
+                            inner.engine.release(&out.stopped, false).await;
+                            let _ = done.clear(&[crate::criu::DUMP_LOG]);
+                            Err(untrusted())
+                        }
                         Some(out) => {
                             inner.engine.release(&out.stopped, true).await;
                             Ok(Taken {
