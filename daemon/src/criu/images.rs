@@ -63,9 +63,19 @@ fn read_entries<M: Message + Default>(path: &Path) -> Result<Vec<M>, ImageError>
         why,
     };
     // Not followed through a symlink, nor blocked on a FIFO: an owner's images are its own.
-    // Bounded: a member can grow its own images to any size.
+    // Bounded: a member can grow its own images to any size. In a member's folder, only the
+    // member's own files (a hard link to another's is refused).
     let data = crate::sys::open_regular(path)
         .and_then(|f| {
+            use std::os::unix::fs::MetadataExt;
+            let folder = path.parent().map(std::fs::metadata).transpose()?;
+            let uid = f.metadata()?.uid();
+            if let Some(owner) = folder.map(|m| m.uid()).filter(|o| *o != 0 && *o != uid) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("it belongs to uid {uid}, not to the folder's owner (uid {owner})"),
+                ));
+            }
             let mut d = Vec::new();
             std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_IMAGE_READ + 1), &mut d)?;
             if d.len() as u64 > MAX_IMAGE_READ {
