@@ -261,6 +261,42 @@ async fn a_partial_folder_swapped_during_the_dump_deletes_nothing_of_roots() {
     }
 }
 
+/// Attack 2 through a cancel: the member swaps `<name>.partial` for a symlink to a root-only
+/// directory at post-dump, and the job is cancelled while CRIU still runs: the cancel's clean-up
+/// removes nothing of root's, and the target runs on.
+#[tokio::test]
+async fn a_cancel_after_a_swap_deletes_nothing_of_roots() {
+    let h = Hooked::new().await;
+    let f = &h.f;
+    let victim = root_only_dir(f.dir.path(), "victim");
+    let partial = f.mine.join("ac6.partial");
+    let swapped = f.mine.join("swapped6");
+    h.at_post_dump(&format!(
+        "mv {p} {p}.away\nln -s {v} {p}\ntouch {s}\nsleep 30\n",
+        p = partial.display(),
+        v = victim.display(),
+        s = swapped.display()
+    ));
+    let t = f.alice_counter("cancelled", "", &[]);
+    let (s, b) = f.alice(
+        "POST",
+        "/v1/checkpoints",
+        Some(json!({"target": proc_(t.pid), "name": "ac6", "checkpoint_dir": f.mine})),
+    );
+    assert_eq!(s, 202, "{b}");
+    let job = b["job"]["id"].as_str().unwrap().to_owned();
+    ckptd_tests::wait_until("the member's swap at post-dump", || swapped.exists());
+    let (s, b) = f.alice("POST", &format!("/v1/jobs/{job}/cancel"), None);
+    assert_eq!(s, 202, "{b}");
+    let (_, b) = f.alice("GET", &format!("/v1/jobs/{job}?wait=60"), None);
+    assert_eq!(b["state"], "cancelled", "{b}");
+    assert_untouched(&victim);
+    ckptd_tests::wait_until("the target runs again", || {
+        matches!(proc_state(t.pid), Some('S') | Some('R'))
+    });
+    signal(t.pid, 9);
+}
+
 /// Attack 3: at post-dump, in a dump that stops the target, the member swaps `<name>.partial`
 /// for a folder of its own whose forged `pstree.img` names root's process. Nothing is published
 /// (the name does not hold the folder CRIU wrote), root's process is not signalled (what a dump

@@ -424,7 +424,21 @@ fn check_rootfs(caller: &Caller, cp: &Checkpoint, req: &RestoreRequest) -> Resul
 /// `checkpoint_dir` they sit in).
 pub(super) fn check_images_dir(cp: &Checkpoint) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let (_anchor, folder) = folder(cp)?;
+    let tampered = |why: &str| {
+        Error::new(
+            ErrorKind::Forbidden,
+            format!(
+                "refusing to restore checkpoint {}: {} is no longer the private directory its \
+                 dump created (it may have been replaced or tampered with){why}",
+                cp.name, cp.dir
+            ),
+        )
+        .with_hint("restore only images you trust; delete this checkpoint and take a new one")
+    };
+    let (_anchor, folder) = folder(cp).map_err(|e| match e.kind {
+        ErrorKind::Forbidden => tampered(&format!(": {}", e.message)),
+        _ => e,
+    })?;
     // The held folder itself (its /proc path resolves to it, not to any name).
     let md = std::fs::metadata(folder.path()).map_err(|e| {
         Error::conflict(format!(
@@ -437,15 +451,7 @@ pub(super) fn check_images_dir(cp: &Checkpoint) -> Result<()> {
     // only by a CRIU running as that member, so they may be the member's (its CRIU wrote them).
     let owner_ok = md.uid() == 0 || md.uid() == cp.owner_uid;
     if md.file_type().is_symlink() || !md.is_dir() || !owner_ok || md.mode() & 0o022 != 0 {
-        return Err(Error::new(
-            ErrorKind::Forbidden,
-            format!(
-                "refusing to restore checkpoint {}: {} is no longer the private directory its \
-                 dump created (it may have been replaced or tampered with)",
-                cp.name, cp.dir
-            ),
-        )
-        .with_hint("restore only images you trust; delete this checkpoint and take a new one"));
+        return Err(tampered(""));
     }
     Ok(())
 }
