@@ -542,3 +542,57 @@ async fn a_tree_with_a_zombie_exports_and_imports() {
         .expect("import of a tree with a zombie");
     assert_eq!(cp.status, CheckpointStatus::Ready);
 }
+
+/// Issue 26: an export during a DELETE answered 200 with a well-formed archive that lacked the
+/// page images. A checkpoint being exported is not deleted (409, saying so), and is deleted once
+/// the export has ended.
+#[tokio::test]
+async fn a_checkpoint_being_exported_is_not_deleted_under_it() {
+    let d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "exported", 64, false);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: t.pid }),
+                name: Some("exp1".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let out = d.dir.path().join("slow.tar");
+    // A reader that takes its time: 2 MB/s of an archive of more than 64 MiB.
+    let mut reader = Command::new("curl")
+        .args(["-s", "--limit-rate", "2M", "-o"])
+        .arg(&out)
+        .arg("--unix-socket")
+        .arg(&d.socket)
+        .arg("http://ckptd/v1/checkpoints/exp1/archive?compression=none")
+        .spawn()
+        .unwrap();
+    wait_until("the export to start", || {
+        std::fs::metadata(&out).is_ok_and(|m| m.len() > 0)
+    });
+    let e = d.client.delete_checkpoint("exp1").await.unwrap_err();
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 409, "{err:?}");
+    assert!(err.message.contains("being exported"), "{err:?}");
+    assert!(d.client.checkpoint("exp1").await.is_ok());
+    // The reader goes away: the export ends, and the delete goes through.
+    let _ = reader.kill();
+    let _ = reader.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match d.client.delete_checkpoint("exp1").await {
+            Ok(()) => break,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the delete stayed refused after the export ended: {e}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ckptd_tests::signal(t.pid, 9);
+}

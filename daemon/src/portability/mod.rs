@@ -162,6 +162,8 @@ impl Portability {
             .with_hint("leave format out for ckptd's own archive"));
         }
         let manifest = Manifest::of(&cp);
+        // Not deleted while it streams (and not started while a delete runs).
+        let hold = self.service.hold_for_reading(&cp)?;
         // Read through the directory's parent opened without following a symlink, held for
         // the whole stream.
         let (anchor, folder) = crate::service::folder(&cp)?;
@@ -182,8 +184,9 @@ impl Portability {
         let name = cp.name.clone();
         let service = self.service.clone();
         let rx = archive::stream(move |w| {
-            // Held until the stream ends: every file is read through the folder's descriptor.
-            let _held = &anchor;
+            // Held until the stream ends: every file is read through the folder's descriptor,
+            // and the checkpoint is not deleted meanwhile.
+            let _held = (&anchor, &hold);
             let dir = folder.path();
             let started = std::time::Instant::now();
             let written = match extra {

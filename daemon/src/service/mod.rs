@@ -108,6 +108,48 @@ pub(super) struct Busy {
     /// Jobs of non-root owners queued or running, and whose they are (`member_max_jobs`, and
     /// the share of the queue root keeps).
     member_jobs: HashMap<Uuid, u32>,
+    /// Exports streaming a checkpoint's images now, by checkpoint.
+    readers: HashMap<Uuid, usize>,
+    /// Checkpoints being deleted: no export starts on one.
+    deleting: HashSet<Uuid>,
+}
+
+/// An export reading a checkpoint's images: while it lives, the checkpoint is not deleted.
+pub struct ReadHold {
+    service: Service,
+    checkpoint: Uuid,
+}
+
+impl Drop for ReadHold {
+    fn drop(&mut self) {
+        let mut busy = self.service.inner.busy();
+        if let Some(n) = busy.readers.get_mut(&self.checkpoint) {
+            *n -= 1;
+            if *n == 0 {
+                busy.readers.remove(&self.checkpoint);
+            }
+        }
+    }
+}
+
+impl Service {
+    /// Holds a checkpoint's images for an export: refused (409) while it is being deleted, and a
+    /// delete is refused while any hold lives, so an export is never a well-formed archive of a
+    /// half-deleted checkpoint.
+    pub fn hold_for_reading(&self, cp: &ckptd_api::Checkpoint) -> Result<ReadHold> {
+        let mut busy = self.inner.busy();
+        if busy.deleting.contains(&cp.id) {
+            return Err(Error::conflict(format!(
+                "checkpoint {} is being deleted",
+                cp.name
+            )));
+        }
+        *busy.readers.entry(cp.id).or_default() += 1;
+        Ok(ReadHold {
+            service: self.clone(),
+            checkpoint: cp.id,
+        })
+    }
 }
 
 /// What a restore job needs beyond its checkpoint, stored with the job.

@@ -222,7 +222,7 @@ impl Service {
             ))
             .with_advice(Advice::WaitForRunningJobs));
         }
-        let reservation = inner.reserve_checkpoint(cp.id)?;
+        let reservation = inner.reserve_for_delete(cp.id, &cp.name)?;
         // Off the request threads: unlinking a GiB of images waits on the filesystem's journal
         // (up to ~0.2 s while other images are written back), which would stall every request
         // queued behind it on that thread (BENCHMARKS.md, API under load).

@@ -75,6 +75,35 @@ impl Inner {
             target: Some(key),
             checkpoint,
             job: Some(job),
+            deleting: false,
+        })
+    }
+
+    /// Reserves a checkpoint for its deletion: as `reserve_checkpoint`, and refused while an
+    /// export reads it; no export starts until the reservation is given back.
+    pub(super) fn reserve_for_delete(&self, checkpoint: Uuid, name: &str) -> Result<Reservation> {
+        let readers = self.busy().readers.get(&checkpoint).copied().unwrap_or(0);
+        if readers > 0 {
+            return Err(Error::conflict(format!(
+                "checkpoint {name} is being exported ({readers} archive stream{} reading it)",
+                if readers > 1 { "s" } else { "" }
+            ))
+            .with_hint("delete it again once the export has ended"));
+        }
+        let r = self.reserve_checkpoint(checkpoint)?;
+        let mut busy = self.busy();
+        if busy.readers.contains_key(&checkpoint) {
+            drop(busy);
+            self.release(r);
+            return Err(
+                Error::conflict(format!("checkpoint {name} is being exported"))
+                    .with_hint("delete it again once the export has ended"),
+            );
+        }
+        busy.deleting.insert(checkpoint);
+        Ok(Reservation {
+            deleting: true,
+            ..r
         })
     }
 
@@ -90,6 +119,7 @@ impl Inner {
             target: None,
             checkpoint: Some(checkpoint),
             job: None,
+            deleting: false,
         })
     }
 
@@ -100,6 +130,9 @@ impl Inner {
         }
         if let Some(c) = r.checkpoint {
             busy.checkpoints.remove(&c);
+            if r.deleting {
+                busy.deleting.remove(&c);
+            }
         }
         if let Some(j) = r.job {
             busy.member_jobs.remove(&j);
@@ -122,4 +155,6 @@ pub(in crate::service) struct Reservation {
     target: Option<String>,
     checkpoint: Option<Uuid>,
     job: Option<Uuid>,
+    /// A delete's: no export starts meanwhile.
+    deleting: bool,
 }
