@@ -91,6 +91,15 @@ pub fn failure(
     }
 }
 
+/// What runc says when the CRIU it drives died under it.
+const RUNTIME_LOST_CRIU: [&str; 5] = [
+    "connection reset by peer",
+    "unexpected EOF",
+    ": EOF",
+    "signal: killed",
+    "broken pipe",
+];
+
 /// A failed dump on a filesystem with (almost) no room left failed for lack of space, whatever
 /// CRIU managed to log: a full disk can keep it from writing even its log.
 pub fn full_disk(e: Error, images: &crate::sys::Folder) -> Error {
@@ -105,11 +114,26 @@ pub fn full_disk(e: Error, images: &crate::sys::Folder) -> Error {
         .read_tail(DUMP_LOG, crate::sys::MAX_LOG_READ)
         .map(|(t, _)| t)
         .unwrap_or_default();
+    // Killed: CRIU itself ended by a signal, or a runtime (runc) reporting that the CRIU it
+    // drives dropped their connection (runc's `criu swrk` died: its socket reset or hit EOF),
+    // which a CRIU failing on a full disk does not do (it answers with its error).
+    let said = |needle: &str| {
+        e.message.contains(needle)
+            || e.details
+                .get("log_tail")
+                .and_then(|t| t.as_array())
+                .is_some_and(|lines| {
+                    lines
+                        .iter()
+                        .any(|l| l.as_str().is_some_and(|l| l.contains(needle)))
+                })
+    };
     let killed = e
         .details
         .get("exit_status")
         .and_then(|s| s.as_str())
-        .is_some_and(|s| s.contains("signal"));
+        .is_some_and(|s| s.contains("signal"))
+        || RUNTIME_LOST_CRIU.iter().any(|n| said(n));
     let log_cut = e.kind == ErrorKind::CriuFailed && !killed && !log.contains("FAILED");
     let said_enospc = log.contains("No space left on device");
     match sys::free_bytes(&images.path()) {
@@ -377,6 +401,27 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::CriuFailed, "{e:?}");
         let e = full_disk(failed("exit status: 1"), &folder);
         assert_eq!(e.kind, ErrorKind::InsufficientStorage, "{e:?}");
+        // runc's CRIU killed under it: runc exits 1 and says the connection broke.
+        let e = full_disk(
+            Error::new(
+                ErrorKind::CriuFailed,
+                "CRIU (through runc) could not checkpoint container c1: level=error msg=\"CRIU \
+                 version check failed: read criu-xprt-cln: connection reset by peer\"",
+            )
+            .with("exit_status", "exit status: 1".to_owned()),
+            &folder,
+        );
+        assert_eq!(e.kind, ErrorKind::CriuFailed, "{e:?}");
+        let e = full_disk(
+            Error::new(
+                ErrorKind::CriuFailed,
+                "CRIU (through runc) could not checkpoint container c1: level=error msg=\"read \
+                 unixpacket @->@: EOF\"",
+            )
+            .with("exit_status", "exit status: 1".to_owned()),
+            &folder,
+        );
+        assert_eq!(e.kind, ErrorKind::CriuFailed, "{e:?}");
         std::fs::write(
             d.path().join(DUMP_LOG),
             "(00.01) Error (criu/image.c:1): write: No space left on device\n(00.02) Error: Dumping FAILED.\n",

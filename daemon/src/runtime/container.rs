@@ -46,7 +46,10 @@ pub async fn checkpoint(
         ops.pause(&c).await?;
     }
     if let Err(e) = ops.dump(&c, spec).await {
-        if pause {
+        // CRIU freezes the container's cgroup for its dump (with --leave-running too): one
+        // killed or stopped half-way (a cancel, a timeout, a kill -9) can leave it frozen. A
+        // container that was running when this job began runs again, whoever froze it.
+        if pause || (!already_paused && ops.is_paused(&c).await) {
             if let Err(r) = ops.resume(&c).await {
                 tracing::error!(error = %r, container = %c.id, "cannot resume the container after a failed dump");
             }
@@ -243,6 +246,30 @@ mod tests {
             ..Default::default()
         };
         checkpoint(&r, handle(), true, &spec(false))
+            .await
+            .unwrap_err();
+        assert_eq!(r.calls(), ["dump"]);
+    }
+
+    #[tokio::test]
+    async fn a_dump_that_failed_with_the_container_frozen_lets_it_run_again() {
+        // leave_running: ckptd did not pause it, but the CRIU that failed left it frozen.
+        let r = Recorder {
+            fail_dump: true,
+            paused: true,
+            ..Default::default()
+        };
+        checkpoint(&r, handle(), false, &spec(true))
+            .await
+            .unwrap_err();
+        assert_eq!(r.calls(), ["dump", "resume"]);
+        // Frozen before the job began: left so.
+        let r = Recorder {
+            fail_dump: true,
+            paused: true,
+            ..Default::default()
+        };
+        checkpoint(&r, handle(), true, &spec(true))
             .await
             .unwrap_err();
         assert_eq!(r.calls(), ["dump"]);
