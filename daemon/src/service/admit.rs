@@ -110,7 +110,7 @@ impl Service {
         req: CreateCheckpoint,
         expected: Option<u64>,
     ) -> Result<(Checkpoint, Job)> {
-        self.refuse_if_shutting_down()?;
+        let _admitting = self.admitting()?;
         let inner = &self.inner;
         let target = req.target.clone().ok_or_else(|| {
             Error::invalid(
@@ -275,7 +275,7 @@ impl Service {
         reference: &str,
         req: RestoreRequest,
     ) -> Result<Job> {
-        self.refuse_if_shutting_down()?;
+        let _admitting = self.admitting()?;
         let cp = self.checkpoint(caller, reference).await?;
         if cp.status == CheckpointStatus::Ready && !cp.is_local() {
             let remotes = &self.inner.cfg.remotes;

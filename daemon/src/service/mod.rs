@@ -75,6 +75,10 @@ struct Inner {
     finished: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
     shutting_down: AtomicBool,
+    /// Requests between their shutting-down check and their queue entry (`Admitting`):
+    /// shutdown waits for them before it ends the queued jobs, so none is left queued.
+    admitting: AtomicUsize,
+    admitted: tokio::sync::Notify,
     running: AtomicUsize,
     events: Events,
     metrics: Metrics,
@@ -288,6 +292,8 @@ impl Service {
                 finished: watch::channel(0).0,
                 shutdown: watch::channel(false).0,
                 shutting_down: AtomicBool::new(false),
+                admitting: AtomicUsize::new(0),
+                admitted: tokio::sync::Notify::new(),
                 running: AtomicUsize::new(0),
                 stoppers: Mutex::new(HashMap::new()),
                 events: Events::default(),
@@ -483,6 +489,45 @@ impl Service {
             );
         }
         Ok(())
+    }
+
+    /// A request that may queue a job: refused once the daemon is shutting down; otherwise
+    /// shutdown waits for the guard to drop before it ends the queued jobs. The count is raised
+    /// before the flag is read, and shutdown sets the flag before it reads the count (both
+    /// SeqCst): either the request sees the flag, or shutdown sees the request.
+    pub fn admitting(&self) -> Result<Admitting> {
+        self.inner.admitting.fetch_add(1, Ordering::SeqCst);
+        let guard = Admitting(self.clone());
+        self.refuse_if_shutting_down()?;
+        Ok(guard)
+    }
+}
+
+/// A request between its shutting-down check and its queue entry (`Service::admitting`).
+pub struct Admitting(Service);
+
+impl Drop for Admitting {
+    fn drop(&mut self) {
+        if self.0.inner.admitting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.inner.admitted.notify_waiters();
+        }
+    }
+}
+
+impl Service {
+    /// Waits (up to `limit`) until no request is being admitted.
+    async fn admissions_done(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let done = self.inner.admitted.notified();
+            if self.inner.admitting.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                tracing::warn!("requests still being admitted at shutdown; their jobs are resolved at the next start");
+                return;
+            }
+        }
     }
 }
 

@@ -83,6 +83,10 @@ impl Service {
         inner.shutdown.send_replace(true);
         let workers: Vec<JoinHandle<()>> =
             std::mem::take(&mut *inner.workers.lock().expect("workers lock"));
+        // A request that passed its check before the flag was set queues its job now: wait for
+        // it, so that the queued jobs ended below include its.
+        self.admissions_done(timeout.min(Duration::from_secs(10)))
+            .await;
         // Queued jobs will not run now: record that, so the caller knows to resubmit.
         let queued = inner
             .catalog

@@ -68,7 +68,7 @@ impl Service {
         remote: &str,
         keep_local: bool,
     ) -> Result<Job> {
-        self.refuse_if_shutting_down()?;
+        let _admitting = self.admitting()?;
         let inner = &self.inner;
         let r = inner.cfg.remotes.get(remote)?;
         let cp = self.checkpoint(caller, reference).await?;
@@ -144,7 +144,7 @@ impl Service {
         reference: &str,
         name: Option<String>,
     ) -> Result<(Checkpoint, RemoteCopy, bool)> {
-        self.refuse_if_shutting_down()?;
+        let _admitting = self.admitting()?;
         admin_only(caller, "pull checkpoints")?;
         let found = self.remote_checkpoint(caller, remote, reference).await?;
         self.inner

@@ -27,6 +27,9 @@ use crate::error::ErrorKind;
 struct FakeEngine {
     fail_dump: AtomicBool,
     gate: Option<Semaphore>,
+    /// Holds a submission in its admission (in `dump_estimate`), telling `estimating` first.
+    estimate_gate: Option<Semaphore>,
+    estimating: tokio::sync::Notify,
     released: StdMutex<Vec<(Stopped, bool)>>,
 }
 
@@ -56,7 +59,13 @@ impl Engine for FakeEngine {
         })
     }
     fn dump_estimate<'a>(&'a self, _: &'a Target) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async { Ok(4096) })
+        Box::pin(async move {
+            if let Some(g) = &self.estimate_gate {
+                self.estimating.notify_one();
+                drop(g.acquire().await.expect("gate"));
+            }
+            Ok(4096)
+        })
     }
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
         Box::pin(async move {
@@ -564,4 +573,45 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
         jobs.checkpoint(&Caller::ROOT, "gone").await.unwrap().status,
         CheckpointStatus::Missing
     );
+}
+
+/// Issue 26: a job admitted while the daemon began to shut down (SIGTERM right after a 202) was
+/// left `queued` in the catalog. Shutdown waits for admissions in flight, then ends every queued
+/// job.
+#[tokio::test]
+async fn a_job_admitted_as_shutdown_begins_is_not_left_queued() {
+    let engine = FakeEngine {
+        estimate_gate: Some(Semaphore::new(0)),
+        ..Default::default()
+    };
+    let (_d, jobs, engine) = setup(engine, 8).await;
+    let entered = engine.estimating.notified();
+    let j = jobs.clone();
+    let submit =
+        tokio::spawn(async move { j.submit_checkpoint(&Caller::ROOT, req(42, "late")).await });
+    entered.await;
+    // The submission passed its shutting-down check and is held in its admission.
+    let j = jobs.clone();
+    let mut shutdown = tokio::spawn(async move { j.shutdown(Duration::from_secs(5)).await });
+    // Shutdown waits for it rather than ending the queued jobs without it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut shutdown)
+            .await
+            .is_err(),
+        "shutdown did not wait for the admission in flight"
+    );
+    engine.estimate_gate.as_ref().unwrap().add_permits(1);
+    let (_, job) = submit
+        .await
+        .unwrap()
+        .expect("admitted before the flag was set");
+    shutdown.await.unwrap();
+    let job = jobs.job(&Caller::ROOT, &job.id.to_string()).await.unwrap();
+    assert_ne!(job.state, JobState::Queued, "{job:?}");
+    // And once shutting down, nothing more is admitted.
+    let e = jobs
+        .submit_checkpoint(&Caller::ROOT, req(43, "later"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable);
 }
