@@ -1194,3 +1194,84 @@ async fn a_failed_checkpoint_gives_its_name_up_and_is_cleaned_up_later() {
     }
     assert!(!failed_dir.exists(), "the failed checkpoint's log stayed");
 }
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount a tmpfs at {}", at.display());
+        Tmpfs(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Issue 26: a restore whose images' filesystem is full answered 500 `criu_failed` with an empty
+/// log tail and a hint naming a log that could not be written. It is 507 `insufficient_storage`,
+/// saying where; once there is room, the same checkpoint restores.
+#[tokio::test]
+async fn a_restore_on_a_full_filesystem_says_so_and_works_once_there_is_room() {
+    let d = Daemon::start().await;
+    let small = Tmpfs::mount(&d.dir.path().join("small"), "64m");
+    let mut t = Target::python(d.dir.path(), "onfull", 0, false);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("onfull".into()),
+                checkpoint_dir: Some(small.0.display().to_string()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint into the tmpfs");
+    t.reap();
+    // Fill what is left.
+    let fill = small.0.join("fill");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", &format!("of={}", fill.display())])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let e = d
+        .client
+        .restore("onfull", &RestoreRequest::default(), true)
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 507, "{err:?}");
+    assert_eq!(err.code, "insufficient_storage", "{err:?}");
+    assert!(err.message.contains(small.0.to_str().unwrap()), "{err:?}");
+    assert!(err.details.get("advice").is_none(), "{err:?}");
+    std::fs::remove_file(&fill).unwrap();
+    let job = d
+        .client
+        .restore("onfull", &RestoreRequest::default(), true)
+        .await
+        .expect("restore once there is room");
+    let pid = job.result.unwrap().pid.unwrap();
+    ckptd_tests::wait_until("the restored process counts on", || {
+        t.lines().len() > 2 && alive(pid)
+    });
+    ckptd_tests::signal(pid, 9);
+}

@@ -91,6 +91,42 @@ pub fn failure(
     }
 }
 
+/// A restore that failed on a full filesystem: CRIU could not write even its restore log (it
+/// is empty or missing) or said ENOSPC, and the images' filesystem has (almost) no room left.
+/// That is `insufficient_storage`, saying where, instead of a CRIU failure whose log tail is
+/// empty and whose hint names a log that could not be written.
+pub fn full_disk_at_restore(e: Error, images: &crate::sys::Folder, log_name: &str) -> Error {
+    if e.kind != ErrorKind::CriuFailed {
+        return e;
+    }
+    let log = images
+        .read_tail(log_name, crate::sys::MAX_LOG_READ)
+        .map(|(t, _)| t)
+        .unwrap_or_default();
+    let said_enospc = log.contains("No space left on device");
+    let free = sys::free_bytes(&images.path()).unwrap_or(u64::MAX);
+    if !(said_enospc || (log.trim().is_empty() && free < sys::SPACE_MARGIN)) {
+        return e;
+    }
+    let mut full = Error::new(
+        ErrorKind::InsufficientStorage,
+        format!(
+            "the filesystem holding {} is full ({} KiB free): CRIU could not write its restore \
+             log there; the checkpoint is unchanged and nothing was restored",
+            images.shown().display(),
+            free >> 10
+        ),
+    )
+    .with_hint("free space on that filesystem, then restore again");
+    for (k, v) in e.details {
+        if !matches!(k.as_str(), "hint" | "advice" | "log" | "log_tail") {
+            full.details.insert(k, v);
+        }
+    }
+    full.details.insert("criu_message".into(), e.message.into());
+    full
+}
+
 /// What runc says when the CRIU it drives died under it.
 const RUNTIME_LOST_CRIU: [&str; 5] = [
     "connection reset by peer",

@@ -324,11 +324,12 @@ impl Inner {
             owner: owner_account(cp.owner_uid)?,
             stop,
         };
-        let restored = self
-            .engine
-            .restore(spec)
-            .await
-            .map_err(|e| shown_paths(e, &folder))?;
+        let restored = self.engine.restore(spec).await.map_err(|e| {
+            shown_paths(
+                crate::criu::log::full_disk_at_restore(e, &folder, log_name),
+                &folder,
+            )
+        })?;
         // A process restored in place is the one its schedules were made for, with a new start
         // time: they follow it.
         if let (Target::Process { pid }, None, Some(p)) = (&cp.target, &work.into, restored.pid) {
