@@ -282,13 +282,6 @@ impl AnchoredDir {
         unlinkat(&self.parent, name, AtFlags::REMOVEDIR).map_err(io::Error::from)
     }
 
-    /// Whether anything (a symlink included) is at `name` in the held parent.
-    pub fn has(&self, name: &str) -> bool {
-        use rustix::fs::{statat, AtFlags};
-        single_component(name).is_ok()
-            && statat(&self.parent, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
-    }
-
     /// fsyncs the held parent (after a rename in it).
     pub fn fsync(&self) -> io::Result<()> {
         rustix::fs::fsync(&self.parent).map_err(io::Error::from)
@@ -470,12 +463,15 @@ impl Folder {
         Ok(self.files()?.iter().map(|(_, n)| n).sum())
     }
 
-    /// fsyncs every regular file in the folder, then the folder.
-    pub fn fsync_all(&self) -> io::Result<()> {
-        for (name, _) in self.files()? {
-            self.open_file(&name)?.sync_all()?;
+    /// fsyncs every regular file in the folder, then the folder; the files' total size (one
+    /// listing for both: this runs while a dump's target is still stopped).
+    pub fn fsync_all(&self) -> io::Result<u64> {
+        let files = self.files()?;
+        for (name, _) in &files {
+            self.open_file(name)?.sync_all()?;
         }
-        rustix::fs::fsync(&self.fd).map_err(io::Error::from)
+        rustix::fs::fsync(&self.fd)?;
+        Ok(files.iter().map(|(_, n)| n).sum())
     }
 
     /// Removes a file (or a symlink: the link, never what it points to) from the folder.
@@ -635,12 +631,6 @@ pub fn space(path: &Path) -> io::Result<(u64, u64)> {
         st.blocks_available() as u64 * block,
         st.blocks() as u64 * block,
     ))
-}
-
-/// Creates `path` as a fresh 0700 directory; fails if anything already exists there.
-pub fn create_private_dir(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().mode(0o700).create(path)
 }
 
 /// Removes a directory tree, never following a symlink: a symlink at `path` itself is refused.

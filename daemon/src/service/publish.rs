@@ -226,8 +226,7 @@ fn make_durable(
     partial: &sys::Folder,
     owner_uid: u32,
 ) -> std::io::Result<u64> {
-    partial.fsync_all()?;
-    let size = partial.size()?;
+    let size = partial.fsync_all()?;
     let ours = |name: &str| match anchor.open_folder(name, owner_uid) {
         Ok(f) if f.same_as(partial) => Ok(()),
         Ok(_) => Err(replaced(name, "another folder")),
