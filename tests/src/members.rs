@@ -85,13 +85,31 @@ pub fn curl_as(
         &gid.to_string(),
         "--init-groups",
         "curl",
-        "-s",
-        "-w",
-        "\n%{http_code}",
-        "--unix-socket",
-    ])
-    .arg(&d.socket)
-    .args(["-X", method]);
+    ]);
+    curl(cmd, d, method, path, body)
+}
+
+/// `curl` over the daemon's socket as root: (HTTP status, body).
+pub fn curl_as_root(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Option<(u16, Value)> {
+    curl(Command::new("curl"), d, method, path, body)
+}
+
+/// Runs `cmd` (curl, or a wrapper whose arguments end in `curl`) on `method path` with `body`.
+fn curl(
+    mut cmd: Command,
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Option<(u16, Value)> {
+    cmd.args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&d.socket)
+        .args(["-X", method]);
     if let Some(b) = body {
         cmd.args(["-d", &b.to_string()]);
     }
@@ -173,6 +191,11 @@ impl Fixture {
     /// `curl` as alice.
     pub fn alice(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         curl_as(&self.d, &self.acc, &self.alice, method, path, body).expect("alice connects")
+    }
+
+    /// `curl` as root.
+    pub fn root(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        curl_as_root(&self.d, method, path, body).expect("root connects")
     }
 
     /// Runs `sh -c script` as alice and checks it succeeded.

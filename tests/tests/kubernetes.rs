@@ -131,6 +131,35 @@ fn copy_dir(from: &Path, to: &Path) {
     assert!(st.success());
 }
 
+/// Makes CRI-O's archive of checkpoint directory `cp` with the `hostile` change, imports it and
+/// restores it as a new runc container from `image`: the bundle's directory, the container's
+/// id, and what the restore answered.
+async fn restore_hostile(
+    d: &Daemon,
+    cp: &Path,
+    bundle: &Bundle,
+    volume: &Path,
+    image: &Path,
+    hostile: &str,
+) -> (
+    PathBuf,
+    String,
+    Result<ckptd_api::Job, ckptd_api::ClientError>,
+) {
+    let work = d.dir.path();
+    let file = work.join(format!("{hostile}.tar"));
+    kube_archive(cp, &bundle.dir, volume, "crio", hostile, &file);
+    let name = format!("hostile-{hostile}");
+    import(d, &file, &name).await;
+    let b = work.join(format!("restored-{hostile}"));
+    let id = unique_id("k8s-hostile");
+    let restored = d
+        .client
+        .restore(&name, &restore_req(&id, &b, image), true)
+        .await;
+    (b, id, restored)
+}
+
 /// Its out.log counts on contiguously, past `from` lines.
 fn counts_on(bundle: &Path, from: usize, what: &str) {
     let log = bundle.join("rootfs/out.log");
@@ -304,23 +333,16 @@ async fn kubernetes_archives_restore_outside_kubernetes_as_runc_containers() {
     // nothing written outside the bundle and the bundle removed.
     let outside = work.join("volume");
     for hostile in ["diff-dotdot", "diff-symlink", "deleted-outside"] {
-        let file = work.join(format!("{hostile}.tar"));
-        kube_archive(
+        let (b, _, restored) = restore_hostile(
+            &d,
             Path::new(&cp.checkpoint.dir),
-            &bundle.dir,
+            &bundle,
             &volume,
-            "crio",
+            &image,
             hostile,
-            &file,
-        );
-        let name = format!("hostile-{hostile}");
-        import(&d, &file, &name).await;
-        let b = work.join(format!("restored-{hostile}"));
-        let e = d
-            .client
-            .restore(&name, &restore_req(&unique_id("k8s-bad"), &b, &image), true)
-            .await
-            .unwrap_err();
+        )
+        .await;
+        let e = restored.unwrap_err();
         let (status, err) = e.api_error().expect("an API error");
         assert_eq!(status.as_u16(), 400, "{hostile}: {err}");
         assert!(
@@ -339,23 +361,15 @@ async fn kubernetes_archives_restore_outside_kubernetes_as_runc_containers() {
     // refuse the restore before its job; hooks are stripped and never run; a rootfs-diff.tar
     // that expands past import_max_bytes is refused with the bundle removed.
     for hostile in ["privileged", "bomb", "hooks"] {
-        let file = work.join(format!("{hostile}.tar"));
-        kube_archive(
+        let (b, id, restored) = restore_hostile(
+            &d,
             Path::new(&cp.checkpoint.dir),
-            &bundle.dir,
+            &bundle,
             &volume,
-            "crio",
+            &image,
             hostile,
-            &file,
-        );
-        let name = format!("foreign-{hostile}");
-        import(&d, &file, &name).await;
-        let b = work.join(format!("restored-{hostile}"));
-        let id = unique_id("k8s-foreign");
-        let restored = d
-            .client
-            .restore(&name, &restore_req(&id, &b, &image), true)
-            .await;
+        )
+        .await;
         match hostile {
             "privileged" => {
                 let e = restored.unwrap_err();

@@ -89,6 +89,13 @@ fn assert_untouched(victim: &Path) {
     );
 }
 
+/// An answer `status` with body `b` is the refusal `want` whose message says `says`.
+fn refused(status: u16, b: &serde_json::Value, want: u16, says: &str) {
+    assert_eq!(status, want, "{b}");
+    let message = b["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{says:?} not in {b}");
+}
+
 /// The member checkpoints `pid` as `name` into its own directory, and it is ready.
 fn checkpoint_in_mine(f: &Fixture, pid: i32, name: &str, leave_running: bool) {
     let (s, b) = f.alice(
@@ -157,7 +164,7 @@ async fn a_folder_swapped_for_a_symlink_is_neither_read_nor_deleted() {
                 "{b}"
             );
             // Root asking is no different: ckptd does not follow the member's names for root.
-            let root = reqwest_status(&f, path).await;
+            let (root, _) = f.root("GET", path, None);
             assert_eq!(
                 root,
                 403,
@@ -188,24 +195,6 @@ async fn a_folder_swapped_for_a_symlink_is_neither_read_nor_deleted() {
         .is_symlink());
     assert_untouched(&victim);
     signal(t.pid, 9);
-}
-
-/// The status root gets for `GET path` over the socket.
-async fn reqwest_status(f: &Fixture, path: &str) -> u16 {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--unix-socket",
-        ])
-        .arg(&f.d.socket)
-        .arg(format!("http://ckptd{path}"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).parse().unwrap()
 }
 
 /// Attack 2: at post-dump the member replaces `<name>.partial` with a symlink to a root-only
@@ -502,11 +491,13 @@ async fn members_cannot_crowd_out_root_or_each_other() {
     let root_dir = f.dir.path().join("roots-checkpoints");
     std::fs::create_dir(&root_dir).unwrap();
     let roots = Target::python(f.d.dir.path(), "roots", 0, false);
-    let (s, b) = root_post(
-        f,
+    let (s, b) = f.root(
+        "POST",
         "/v1/schedules",
-        json!({"name": "rootsched", "target": proc_(roots.pid), "cron": "0 0 1 1 *",
+        Some(
+            json!({"name": "rootsched", "target": proc_(roots.pid), "cron": "0 0 1 1 *",
                "options": {"leave_running": true, "checkpoint_dir": root_dir}}),
+        ),
     );
     assert_eq!(s, 201, "{b}");
     // The names of root's runs are not the member's to take.
@@ -517,16 +508,9 @@ async fn members_cannot_crowd_out_root_or_each_other() {
             "/v1/checkpoints",
             Some(json!({"target": proc_(t1.pid), "name": name, "leave_running": true})),
         );
-        assert_eq!(s, 403, "{name}: {b}");
-        assert!(
-            b["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("kept for the runs of schedule"),
-            "{b}"
-        );
+        refused(s, &b, 403, "kept for the runs of schedule");
     }
-    let (s, b) = root_post(f, "/v1/schedules/rootsched/run?wait=true", json!({}));
+    let (s, b) = f.root("POST", "/v1/schedules/rootsched/run?wait=true", None);
     assert_eq!(s, 201, "root's run: {b}");
 
     // One schedule each.
@@ -544,14 +528,7 @@ async fn members_cannot_crowd_out_root_or_each_other() {
         "/v1/schedules",
         Some(json!({"name": "mine2", "target": proc_(t1.pid), "cron": "0 0 1 1 *"})),
     );
-    assert_eq!(s, 403, "{b}");
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("member_max_schedules"),
-        "{b}"
-    );
+    refused(s, &b, 403, "member_max_schedules");
 
     // Two jobs at once: the first holds the only worker (its CRIU waits at post-dump), the
     // second waits for it; a third is refused, and root's own job still finds a slot.
@@ -573,18 +550,11 @@ async fn members_cannot_crowd_out_root_or_each_other() {
         "/v1/checkpoints",
         Some(json!({"target": proc_(t3.pid), "leave_running": true})),
     );
-    assert_eq!(s, 429, "{b}");
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("member_max_jobs"),
-        "{b}"
-    );
-    let (s, b) = root_post(
-        f,
+    refused(s, &b, 429, "member_max_jobs");
+    let (s, b) = f.root(
+        "POST",
         "/v1/checkpoints",
-        json!({"target": proc_(roots.pid), "leave_running": true}),
+        Some(json!({"target": proc_(roots.pid), "leave_running": true})),
     );
     assert_eq!(s, 202, "root is not crowded out: {b}");
     std::fs::remove_file(&h.plan).unwrap();
@@ -608,14 +578,7 @@ async fn members_cannot_crowd_out_root_or_each_other() {
         "/v1/checkpoints",
         Some(json!({"target": proc_(t3.pid), "leave_running": true})),
     );
-    assert_eq!(s, 403, "{b}");
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("member_max_checkpoints"),
-        "{b}"
-    );
+    refused(s, &b, 403, "member_max_checkpoints");
 
     // The member's metrics show its own schedule, not root's, nor root's directory.
     let metrics = |as_alice: bool| {
@@ -649,22 +612,4 @@ async fn members_cannot_crowd_out_root_or_each_other() {
     for t in [t1, t2, t3, roots] {
         signal(t.pid, 9);
     }
-}
-
-/// `POST path` with `body` as root over the socket: (status, body).
-fn root_post(f: &Fixture, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}", "-X", "POST", "-d"])
-        .arg(body.to_string())
-        .arg("--unix-socket")
-        .arg(&f.d.socket)
-        .arg(format!("http://ckptd{path}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (
-        code.parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
 }
