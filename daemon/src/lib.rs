@@ -109,6 +109,7 @@ pub async fn run(
             },
             import_max_bytes: cfg.import_max_bytes,
             remotes,
+            schedule_max_failures: cfg.schedule_max_failures,
         },
     );
     // A CRIU that outlived a crashed daemon is given up to 5 minutes to finish its dump.
@@ -121,6 +122,7 @@ pub async fn run(
         tracing::warn!(
             completed = report.completed,
             failed = report.failed,
+            requeued = report.requeued,
             missing = report.missing,
             unknown_dirs = report.unknown_dirs.len(),
             "reconciled what the previous run left unfinished"

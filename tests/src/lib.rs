@@ -850,3 +850,91 @@ mod tests {
         assert!(msg.contains("third: boom three"), "{msg}");
     }
 }
+
+/// A fault point inside CRIU: a `criu_config` (give `config_line()` to the daemon) whose
+/// `action-script` holds CRIU at one action (`post-dump`, `pre-resume`, ...) once it is armed,
+/// until the test lets it go on or fail. The test then acts at that exact moment (kills the
+/// daemon, kills CRIU) instead of after a delay whose moment is chance.
+pub struct Pause {
+    dir: tempfile::TempDir,
+}
+
+impl Pause {
+    pub fn new() -> Pause {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("ckptd-pause-")
+            .tempdir()
+            .expect("tempdir");
+        // CRIU runs the script as the checkpoint's owner: a member's CRIU too.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let d = dir.path().display();
+        let script = dir.path().join("action.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n\
+                 a=\"$CRTOOLS_SCRIPT_ACTION\"\n\
+                 rm \"{d}/arm-$a\" 2>/dev/null || exit 0\n\
+                 echo $PPID > \"{d}/reached-$a\"\n\
+                 while [ ! -f \"{d}/go\" ]; do sleep 0.02; done\n\
+                 exit \"$(cat \"{d}/go\")\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            dir.path().join("criu.conf"),
+            format!("action-script {}\n", script.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            dir.path().join("criu.conf"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        Pause { dir }
+    }
+
+    /// The daemon's configuration line that makes its CRIU run the script.
+    pub fn config_line(&self) -> String {
+        format!(
+            "criu_config = \"{}\"\n",
+            self.dir.path().join("criu.conf").display()
+        )
+    }
+
+    /// The next time CRIU reaches `action`, it waits there.
+    pub fn arm(&self, action: &str) {
+        let _ = std::fs::remove_file(self.dir.path().join("go"));
+        let _ = std::fs::remove_file(self.dir.path().join(format!("reached-{action}")));
+        std::fs::write(self.dir.path().join(format!("arm-{action}")), "").unwrap();
+    }
+
+    /// Waits until CRIU waits at `action`; returns the pid of the CRIU that runs the script.
+    pub fn reached(&self, action: &str) -> i32 {
+        let marker = self.dir.path().join(format!("reached-{action}"));
+        let mut pid = None;
+        wait_until(&format!("CRIU to reach {action}"), || {
+            pid = std::fs::read_to_string(&marker)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            pid.is_some()
+        });
+        pid.unwrap()
+    }
+
+    /// Lets the waiting CRIU go on (`ok`) or fail at that action.
+    pub fn release(&self, ok: bool) {
+        let go = self.dir.path().join("go");
+        let tmp = self.dir.path().join("go.tmp");
+        std::fs::write(&tmp, if ok { "0" } else { "1" }).unwrap();
+        std::fs::rename(tmp, go).unwrap();
+    }
+}
+
+impl Default for Pause {
+    fn default() -> Pause {
+        Pause::new()
+    }
+}

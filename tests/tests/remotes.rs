@@ -790,3 +790,78 @@ async fn a_hostile_bucket_is_read_bounded_and_deletes_only_its_own_objects() {
     ckptd_tests::signal(t.pid, 9);
     t.reap();
 }
+
+/// `push_to` is recorded with the checkpoint's end, so kill -9 of the daemon never forgets it:
+/// not while CRIU finishes the dump (the restart publishes the images and queues the push), and
+/// not while the push uploads (the restart aborts that upload and pushes again).
+#[tokio::test(flavor = "multi_thread")]
+async fn push_to_survives_kill_9_of_the_daemon() {
+    let s3 = S3Server::start(&["kept"]);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = s3.credentials_file("creds", None);
+    let pause = ckptd_tests::Pause::new();
+    let conf = dir.path().join("conf.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}[remotes.kept]\n{}\n",
+            pause.config_line(),
+            remote(&s3, "kept", &creds, "")
+        ),
+    )
+    .unwrap();
+    let mut d = host(&conf).await;
+    let t = counter(dir.path(), "pushed", 48);
+    let mut req = create(t.pid, "pushed");
+    req.leave_running = true;
+    req.push_to = Some("kept".into());
+
+    // kill -9 while CRIU has written the images and waits to end.
+    pause.arm("post-dump");
+    let made = d.client.create_checkpoint(&req, false).await.unwrap();
+    pause.reached("post-dump");
+    ckptd_tests::signal(d.pid(), libc::SIGKILL);
+    d.kill_and_forget();
+    pause.release(true);
+    d.restart_after_stop().await;
+    let job = d.client.job(&made.job.id.to_string(), None).await.unwrap();
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "{:?}\n{}",
+        job.error,
+        d.log()
+    );
+    let push = job
+        .result
+        .and_then(|r| r.push_job)
+        .expect("the push follows");
+
+    // kill -9 while that push uploads.
+    wait_until("the push to start its upload", || {
+        !s3.uploads("kept").is_empty()
+    });
+    ckptd_tests::signal(d.pid(), libc::SIGKILL);
+    d.kill_and_forget();
+    let restarted_at = chrono::Utc::now();
+    d.restart_after_stop().await;
+    let push = wait_ended(&d, &push.to_string()).await;
+    assert_eq!(
+        push.state,
+        JobState::Succeeded,
+        "{:?}\n{}",
+        push.error,
+        d.log()
+    );
+    assert!(
+        push.started_at.unwrap() > restarted_at,
+        "the push ran again after the restart: {push:?}"
+    );
+    let cp = d.client.checkpoint("pushed").await.unwrap();
+    assert!(cp.remote_copy("kept").is_some(), "{:?}", cp.locations);
+    assert_eq!(archive_keys(&s3, "kept").len(), 1);
+    wait_until("the cut-short upload to be aborted", || {
+        s3.uploads("kept").is_empty()
+    });
+    assert!(t.is_progressing(Duration::from_secs(2)));
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ckptd_api::{
-    CheckpointStatus, CreateCheckpoint, CreateSchedule, Retention, RunStatus, Schedule,
+    CheckpointStatus, CreateCheckpoint, CreateSchedule, JobState, Retention, RunStatus, Schedule,
     ScheduleOptions, Target as ApiTarget, UpdateSchedule,
 };
 use ckptd_tests::{Daemon, Target};
@@ -693,4 +693,100 @@ async fn a_schedule_refuses_a_stranger_at_its_targets_pid_and_follows_a_restore(
     assert_eq!(s.consecutive_failures, 1, "{s:?}");
     ckptd_tests::signal(pid, 9);
     drop(stranger);
+}
+
+/// kill -9 of the daemon while a scheduled run's job runs (CRIU held after writing the images):
+/// after the restart the run's outcome is on the schedule, as the job ended. A run that failed
+/// counts toward disabling; one that succeeded resets the count and the schedule's retention
+/// follows it. Neither is left `running`.
+#[tokio::test]
+async fn a_run_cut_short_by_kill_9_is_recorded_with_its_job_at_restart() {
+    let pause = ckptd_tests::Pause::new();
+    let mut d = daemon_with_config(
+        &format!(
+            "retention_interval_secs = 3600\nschedule_max_failures = 2\n{}",
+            pause.config_line()
+        ),
+        &[],
+    )
+    .await;
+    let t = Target::python(d.dir.path(), "cut", 0, false);
+    let mut s = schedule(
+        "cut",
+        t.pid,
+        "0 0 1 1 *",
+        Retention {
+            keep_last: Some(1),
+            ..Default::default()
+        },
+    );
+    s.options.leave_running = true;
+    d.client.create_schedule(&s).await.unwrap();
+    let first = d.client.run_schedule("cut", true).await.unwrap();
+    assert_eq!(first.checkpoint.status, CheckpointStatus::Ready);
+
+    // CRIU finished (the images are written) or failed: the daemon dies as it waits for it.
+    for ok in [false, true] {
+        pause.arm("post-dump");
+        let run = d.client.run_schedule("cut", false).await.unwrap();
+        pause.reached("post-dump");
+        assert_eq!(
+            d.client
+                .schedule("cut")
+                .await
+                .unwrap()
+                .last_run
+                .unwrap()
+                .job_id,
+            Some(run.job.id),
+            "the schedule knows its run from the moment its job exists"
+        );
+        ckptd_tests::signal(d.pid(), libc::SIGKILL);
+        d.kill_and_forget();
+        pause.release(ok);
+        d.restart_after_stop().await;
+
+        let job = d.client.job(&run.job.id.to_string(), None).await.unwrap();
+        let s = d.client.schedule("cut").await.unwrap();
+        let last = s.last_run.clone().unwrap();
+        assert_eq!(last.job_id, Some(run.job.id));
+        if ok {
+            assert_eq!(job.state, JobState::Succeeded, "{}", d.log());
+            assert_eq!(last.status, RunStatus::Succeeded, "{s:#?}");
+            assert_eq!(s.consecutive_failures, 0);
+            assert!(s.last_success_at >= job.finished_at);
+            // keep_last 1: the first run's checkpoint goes; the one the crash cut short stays.
+            let ready: Vec<_> = wait_ready(&d, "cut", 1).await;
+            assert_eq!(ready, [run.checkpoint.name.clone()]);
+        } else {
+            assert_eq!(job.state, JobState::Failed, "{}", d.log());
+            assert_eq!(last.status, RunStatus::Failed, "{s:#?}");
+            assert!(last.error.unwrap().message.contains("restarted"));
+            assert_eq!(s.consecutive_failures, 1);
+            assert_eq!(s.last_failure_at, job.finished_at);
+            assert!(s.enabled);
+        }
+        assert!(
+            t.is_progressing(Duration::from_secs(2)),
+            "the target is stuck"
+        );
+    }
+}
+
+/// The names of `schedule`'s ready checkpoints once there are `n` (up to 20 s).
+async fn wait_ready(d: &Daemon, schedule: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready: Vec<String> = labelled(d, schedule)
+            .await
+            .into_iter()
+            .filter(|c| c.status == CheckpointStatus::Ready)
+            .map(|c| c.name)
+            .collect();
+        if ready.len() == n {
+            return ready;
+        }
+        assert!(Instant::now() < deadline, "{ready:?}\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::types::Json;
-use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -196,6 +196,75 @@ pub struct ScheduleRow {
     pub target_start: Option<u64>,
 }
 
+impl ScheduleRow {
+    /// Counts a failed run; after `max` of them in a row (0: never) the schedule is disabled and
+    /// says why (true): a target that has gone away would otherwise fail every slot forever.
+    pub fn count_failure(&mut self, max: u32) -> bool {
+        self.consecutive_failures += 1;
+        if max == 0 || self.consecutive_failures < max || !self.enabled {
+            return false;
+        }
+        self.enabled = false;
+        self.disabled_reason = Some(format!(
+            "disabled by ckptd after {} failed runs in a row (the last: {}); fix the cause, then \
+             enable it again",
+            self.consecutive_failures,
+            self.last_run
+                .as_ref()
+                .and_then(|r| r.error.as_ref())
+                .map_or("no error recorded", |e| e.message.as_str())
+        ));
+        true
+    }
+
+    /// Records the end of the run that `job` (finished) was: its status and error, the count of
+    /// failures in a row, the time of the last success or failure. Whether that disabled the
+    /// schedule; None (nothing changed) when its last run is not that job's or already ended.
+    pub fn record_end(&mut self, job: &Job, max_failures: u32) -> Option<bool> {
+        let run = self
+            .last_run
+            .as_mut()
+            .filter(|r| r.job_id == Some(job.id) && r.status == ckptd_api::RunStatus::Running)?;
+        let ok = job.state == JobState::Succeeded;
+        run.status = if ok {
+            ckptd_api::RunStatus::Succeeded
+        } else {
+            ckptd_api::RunStatus::Failed
+        };
+        run.error = job.error.clone();
+        if ok {
+            self.consecutive_failures = 0;
+            self.last_success_at = job.finished_at;
+            Some(false)
+        } else {
+            self.last_failure_at = job.finished_at;
+            Some(self.count_failure(max_failures))
+        }
+    }
+}
+
+/// A job's end and what follows from it, written together (`Catalog::end_job`).
+pub struct JobEnd<'a> {
+    pub job: &'a Job,
+    /// Only if the job is still in this state.
+    pub from: Option<JobState>,
+    /// The checkpoint a checkpoint job took, as it is now.
+    pub checkpoint: Option<&'a Checkpoint>,
+    /// A job queued by this one's end, and its request.
+    pub then: Option<(&'a Job, &'a serde_json::Value)>,
+    /// Failed runs in a row after which a schedule is disabled (0: never).
+    pub schedule_max_failures: u32,
+}
+
+/// What `Catalog::end_job` wrote besides the job.
+pub struct Ended {
+    /// The job's checkpoint as it is now.
+    pub checkpoint: Option<Checkpoint>,
+    /// The schedule whose run the job was, with its outcome recorded, and whether that
+    /// disabled it.
+    pub run: Option<(ScheduleRow, bool)>,
+}
+
 #[derive(sqlx::FromRow)]
 struct StoredSchedule {
     id: String,
@@ -348,16 +417,21 @@ impl Catalog {
         Ok(())
     }
 
-    /// Inserts a new checkpoint and the job that will take it, in one transaction.
+    /// Inserts a new checkpoint and the job that will take it, in one transaction; with
+    /// `run`, the schedule whose run it is, saying so.
     pub async fn insert_checkpoint_with_job(
         &self,
         cp: &Checkpoint,
         job: &Job,
         request: &serde_json::Value,
+        run: Option<&ScheduleRow>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         Self::insert_checkpoint_in(&mut tx, cp).await?;
         Self::insert_job_in(&mut tx, job, request).await?;
+        if let Some(row) = run {
+            Self::update_schedule_in(&mut tx, row).await?;
+        }
         tx.commit().await?;
         self.checkpoints_changed();
         Ok(())
@@ -460,6 +534,13 @@ impl Catalog {
 
     /// Writes a checkpoint's mutable fields (status, completion, size, stats, error).
     pub async fn update_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
+        let mut c = self.pool.acquire().await?;
+        Self::update_checkpoint_in(&mut c, cp).await?;
+        self.checkpoints_changed();
+        Ok(())
+    }
+
+    async fn update_checkpoint_in(c: &mut SqliteConnection, cp: &Checkpoint) -> Result<()> {
         sqlx::query(
             "UPDATE checkpoints SET status = ?, completed_at = ?, size_bytes = ?, criu_version = ?, \
              stats = ?, error = ?, container = ?, criu_config = ?, dir = ?, local_images = ?, \
@@ -477,9 +558,8 @@ impl Catalog {
         .bind(local_images(cp))
         .bind(to_json(&cp.remote_copies().cloned().collect::<Vec<_>>()))
         .bind(cp.id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *c)
         .await?;
-        self.checkpoints_changed();
         Ok(())
     }
 
@@ -496,27 +576,27 @@ impl Catalog {
 
     /// Writes a job's mutable fields (state, times, result, error).
     pub async fn update_job(&self, job: &Job) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET state = ?, started_at = ?, finished_at = ?, result = ?, error = ? \
-             WHERE id = ?",
-        )
-        .bind(job.state.as_str())
-        .bind(job.started_at.as_ref().map(ts))
-        .bind(job.finished_at.as_ref().map(ts))
-        .bind(job.result.as_ref().map(to_json))
-        .bind(job.error.as_ref().map(to_json))
-        .bind(job.id.to_string())
-        .execute(&self.pool)
-        .await?;
+        let mut c = self.pool.acquire().await?;
+        Self::update_job_in(&mut c, job, None).await?;
         Ok(())
     }
 
     /// Writes a job only if it is still in state `from`; false if another writer moved it first
     /// (a worker claiming a job races with a cancel).
     pub async fn update_job_if(&self, job: &Job, from: JobState) -> Result<bool> {
+        let mut c = self.pool.acquire().await?;
+        Self::update_job_in(&mut c, job, Some(from)).await
+    }
+
+    /// Writes a job (only if it is in state `from`, when given); whether it was written.
+    async fn update_job_in(
+        c: &mut SqliteConnection,
+        job: &Job,
+        from: Option<JobState>,
+    ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE jobs SET state = ?, started_at = ?, finished_at = ?, result = ?, error = ? \
-             WHERE id = ? AND state = ?",
+            "UPDATE jobs SET state = ?1, started_at = ?2, finished_at = ?3, result = ?4, \
+             error = ?5 WHERE id = ?6 AND (?7 IS NULL OR state = ?7)",
         )
         .bind(job.state.as_str())
         .bind(job.started_at.as_ref().map(ts))
@@ -524,10 +604,81 @@ impl Catalog {
         .bind(job.result.as_ref().map(to_json))
         .bind(job.error.as_ref().map(to_json))
         .bind(job.id.to_string())
-        .bind(from.as_str())
-        .execute(&self.pool)
+        .bind(from.map(|f| f.as_str()))
+        .execute(&mut *c)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a job's end in one transaction with everything that follows from it: the
+    /// checkpoint it took (`checkpoint`; a checkpoint job ended otherwise fails its still
+    /// unfinished checkpoint), the job queued after it (`then`: the push of `push_to`), and the
+    /// outcome of the schedule run it was (the run's schedule is named in the job's request,
+    /// `"schedule"`). None when `from` was given and the job had left that state: nothing
+    /// was written.
+    pub async fn end_job(&self, end: JobEnd<'_>) -> Result<Option<Ended>> {
+        let job = end.job;
+        let mut tx = self.pool.begin().await?;
+        if !Self::update_job_in(&mut tx, job, end.from).await? {
+            return Ok(None);
+        }
+        let mut checkpoint = match end.checkpoint {
+            Some(cp) => Some(cp.clone()),
+            None if job.kind == JobKind::Checkpoint => {
+                let row = sqlx::query(BY_REFERENCE)
+                    .bind(job.checkpoint_id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                row.as_ref().map(checkpoint_from_row).transpose()?
+            }
+            None => None,
+        };
+        let mut changed = end.checkpoint.is_some();
+        if let Some(cp) = checkpoint.as_mut() {
+            if end.checkpoint.is_none()
+                && !matches!(
+                    cp.status,
+                    CheckpointStatus::Ready | CheckpointStatus::Failed
+                )
+            {
+                cp.status = CheckpointStatus::Failed;
+                cp.completed_at = job.finished_at;
+                cp.error = job.error.clone();
+                changed = true;
+            }
+            if changed {
+                Self::update_checkpoint_in(&mut tx, cp).await?;
+            }
+        }
+        if let Some((next, request)) = end.then {
+            Self::insert_job_in(&mut tx, next, request).await?;
+        }
+        let mut run = None;
+        if job.kind == JobKind::Checkpoint {
+            let schedule: Option<String> = sqlx::query_scalar(
+                "SELECT json_extract(request, '$.schedule') FROM jobs WHERE id = ?",
+            )
+            .bind(job.id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(id) = schedule {
+                let row = sqlx::query("SELECT * FROM schedules WHERE id = ?")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(mut row) = row.as_ref().map(schedule_from_row).transpose()? {
+                    if let Some(disabled) = row.record_end(job, end.schedule_max_failures) {
+                        Self::update_schedule_in(&mut tx, &row).await?;
+                        run = Some((row, disabled));
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        if changed {
+            self.checkpoints_changed();
+        }
+        Ok(Some(Ended { checkpoint, run }))
     }
 
     /// A checkpoint by id or by name.
@@ -687,6 +838,11 @@ impl Catalog {
 
     /// Writes a schedule's mutable fields; false if it is gone.
     pub async fn update_schedule(&self, s: &ScheduleRow) -> Result<bool> {
+        let mut c = self.pool.acquire().await?;
+        Self::update_schedule_in(&mut c, s).await
+    }
+
+    async fn update_schedule_in(c: &mut SqliteConnection, s: &ScheduleRow) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE schedules SET target = ?, cron = ?, options = ?, retention = ?, enabled = ?, \
              updated_at = ?, anchor_at = ?, last_run = ?, consecutive_failures = ?, \
@@ -707,7 +863,7 @@ impl Catalog {
         .bind(s.last_failure_at.as_ref().map(ts))
         .bind(s.target_start.map(|t| t as i64))
         .bind(s.id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *c)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -965,7 +1121,7 @@ mod tests {
         let (d, c) = open().await;
         let mut cp = checkpoint("a", 10);
         let mut job = job_for(&cp);
-        c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null)
+        c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null, None)
             .await
             .unwrap();
         cp.status = CheckpointStatus::Ready;
@@ -1023,7 +1179,7 @@ mod tests {
         let (_d, c) = open().await;
         let mut cp = checkpoint("v", 3);
         let v0 = c.checkpoints_version();
-        c.insert_checkpoint_with_job(&cp, &job_for(&cp), &serde_json::Value::Null)
+        c.insert_checkpoint_with_job(&cp, &job_for(&cp), &serde_json::Value::Null, None)
             .await
             .unwrap();
         let v1 = c.checkpoints_version();
@@ -1114,14 +1270,14 @@ mod tests {
     async fn duplicate_name_is_a_conflict_and_leaves_no_job() {
         let (_d, c) = open().await;
         let a = checkpoint("same", 1);
-        c.insert_checkpoint_with_job(&a, &job_for(&a), &serde_json::Value::Null)
+        c.insert_checkpoint_with_job(&a, &job_for(&a), &serde_json::Value::Null, None)
             .await
             .unwrap();
         let mut b = checkpoint("same", 2);
         b.dir = "/elsewhere".into();
         let jb = job_for(&b);
         let e = c
-            .insert_checkpoint_with_job(&b, &jb, &serde_json::Value::Null)
+            .insert_checkpoint_with_job(&b, &jb, &serde_json::Value::Null, None)
             .await
             .unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Conflict, "{e}");
@@ -1136,7 +1292,7 @@ mod tests {
             if i == 3 {
                 cp.status = CheckpointStatus::Failed;
             }
-            c.insert_checkpoint_with_job(&cp, &job_for(&cp), &serde_json::Value::Null)
+            c.insert_checkpoint_with_job(&cp, &job_for(&cp), &serde_json::Value::Null, None)
                 .await
                 .unwrap();
         }

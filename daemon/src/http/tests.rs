@@ -76,6 +76,7 @@ async fn app() -> (tempfile::TempDir, Router) {
             policy: Default::default(),
             import_max_bytes: 1 << 30,
             remotes: Default::default(),
+            schedule_max_failures: 5,
         },
     );
     let info = Arc::new(DaemonInfo {

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::catalog::{self, Catalog, ScheduleRow};
 use crate::error::{Error, ErrorKind, Result};
-use crate::service::{validate, Service};
+use crate::service::{validate, RunEnded, RunOf, Service};
 
 /// What retention keeps and prunes in one location.
 type Plan = (Vec<RetentionItem>, Vec<RetentionItem>);
@@ -395,15 +395,32 @@ impl Schedules {
         // BENCHMARKS.md), and a run refused only because the others came first would be a
         // failure nobody caused. A run asked for by a caller (runSchedule) is refused at once.
         let waiting_since = tokio::time::Instant::now();
+        if row.target_start.is_none() {
+            // A schedule made before targets were identities: its first run's process it is.
+            row.target_start = crate::service::target_start(&row.target);
+        }
+        if let Some(slot) = slot {
+            row.anchor_at = slot.max(row.anchor_at);
+        }
         let (now, result) = loop {
             let ended = jobs.job_ended();
             let now = catalog::now();
+            // The schedule says the run is running in the transaction that creates its job.
+            let record = |cp: &Checkpoint, job: &Job| {
+                let mut row = row.clone();
+                row.last_run = Some(running(now, slot.is_none(), cp, job));
+                row
+            };
             let result = match self.checkpoint_name(&row.name, &now).await {
                 Ok(name) => {
                     jobs.submit_checkpoint_of(
                         &Caller::owner(row.owner_uid),
                         request(&row, name),
-                        row.target_start,
+                        Some(RunOf {
+                            schedule: row.id,
+                            target_start: row.target_start,
+                            record: &record,
+                        }),
                     )
                     .await
                 }
@@ -417,57 +434,30 @@ impl Schedules {
                 _ => break (now, result),
             }
         };
-        if let Err(e) = &result {
-            if jobs.is_shutting_down() && e.kind == ErrorKind::Unavailable {
-                return result;
-            }
-        }
-        let run = match &result {
-            Ok((cp, job)) => ScheduleRun {
-                at: now,
-                status: RunStatus::Running,
-                manual: slot.is_none(),
-                job_id: Some(job.id),
-                checkpoint_id: Some(cp.id),
-                checkpoint_name: Some(cp.name.clone()),
-                error: None,
-            },
-            Err(e) => ScheduleRun {
-                at: now,
-                status: RunStatus::Failed,
-                manual: slot.is_none(),
-                job_id: None,
-                checkpoint_id: None,
-                checkpoint_name: None,
-                error: Some(e.to_info()),
-            },
-        };
-        row.last_run = Some(run);
-        if row.target_start.is_none() {
-            // A schedule made before targets were identities: its first run's process it is.
-            row.target_start = crate::service::target_start(&row.target);
-        }
-        if let Some(slot) = slot {
-            row.anchor_at = slot.max(row.anchor_at);
-        }
-        if result.is_err() {
-            row.last_failure_at = Some(now);
-        }
-        let disabled = result.is_err() && self.count_failure(&mut row);
-        self.catalog().update_schedule(&row).await?;
-        let view = Self::view(row.clone());
-        if disabled {
-            self.announce_disabled(&view);
-        }
         match &result {
             Ok((cp, job)) => {
                 tracing::info!(schedule = %row.name, checkpoint = %cp.name, job = %job.id, "scheduled checkpoint started");
-                jobs.events().schedule("schedule.started", &view);
-                let this = self.clone();
-                let job_id = job.id;
-                tokio::spawn(async move { this.finish(row.id, job_id).await });
+                row.last_run = Some(running(now, slot.is_none(), cp, job));
+                jobs.events().schedule("schedule.started", &Self::view(row));
             }
+            Err(e) if jobs.is_shutting_down() && e.kind == ErrorKind::Unavailable => {}
             Err(e) => {
+                row.last_run = Some(ScheduleRun {
+                    at: now,
+                    status: RunStatus::Failed,
+                    manual: slot.is_none(),
+                    job_id: None,
+                    checkpoint_id: None,
+                    checkpoint_name: None,
+                    error: Some(e.to_info()),
+                });
+                row.last_failure_at = Some(now);
+                let disabled = row.count_failure(self.inner.max_failures);
+                self.catalog().update_schedule(&row).await?;
+                let view = Self::view(row.clone());
+                if disabled {
+                    self.announce_disabled(&view);
+                }
                 tracing::warn!(schedule = %row.name, error = %e, "scheduled checkpoint refused");
                 jobs.events().schedule("schedule.failed", &view);
             }
@@ -494,79 +484,24 @@ impl Schedules {
         ))
     }
 
-    /// Waits for a run's job, records its result, and applies the schedule's retention.
-    async fn finish(&self, schedule: Uuid, job_id: Uuid) {
-        let job = match self
-            .inner
-            .jobs
-            .wait(
-                &Caller::ROOT,
-                &job_id.to_string(),
-                Duration::from_secs(7 * 86_400),
-            )
-            .await
-        {
-            Ok(j) if j.state.is_finished() => j,
-            _ => return,
-        };
-        let Ok(Some(mut row)) = self.catalog().schedule(&schedule.to_string()).await else {
-            return;
-        };
-        let Some(run) = row.last_run.as_mut().filter(|r| r.job_id == Some(job_id)) else {
-            return;
-        };
-        let ok = job.state == JobState::Succeeded;
-        run.status = if ok {
-            RunStatus::Succeeded
-        } else {
-            RunStatus::Failed
-        };
-        run.error = job.error.clone();
-        let disabled = if ok {
-            row.consecutive_failures = 0;
-            row.last_success_at = job.finished_at;
-            false
-        } else {
-            row.last_failure_at = job.finished_at;
-            self.count_failure(&mut row)
-        };
-        if let Err(e) = self.catalog().update_schedule(&row).await {
-            tracing::error!(schedule = %row.name, error = %e, "recording a scheduled run failed");
-        }
-        let kind = if ok {
+    /// Tells of a run's end and applies the schedule's retention after it. The outcome is
+    /// already recorded, with the job's end (`Catalog::end_job`); after a crash, the timer pass
+    /// at start applies the retention this would have.
+    async fn run_ended(&self, ended: RunEnded) {
+        let row = ended.schedule;
+        let kind = if ended.job.state == JobState::Succeeded {
             "schedule.succeeded"
         } else {
             "schedule.failed"
         };
         let view = Self::view(row.clone());
         self.inner.jobs.events().schedule(kind, &view);
-        if disabled {
+        if ended.disabled {
             self.announce_disabled(&view);
         }
         if let Err(e) = self.apply_retention(&row).await {
             tracing::warn!(schedule = %row.name, error = %e, "retention failed");
         }
-    }
-
-    /// Counts a failed run; after `max_failures` in a row the schedule is disabled (true) and
-    /// says why: a target that has gone away would otherwise fail every slot forever.
-    fn count_failure(&self, row: &mut ScheduleRow) -> bool {
-        row.consecutive_failures += 1;
-        let max = self.inner.max_failures;
-        if max == 0 || row.consecutive_failures < max || !row.enabled {
-            return false;
-        }
-        row.enabled = false;
-        row.disabled_reason = Some(format!(
-            "disabled by ckptd after {} failed runs in a row (the last: {}); fix the cause, then \
-             enable it again",
-            row.consecutive_failures,
-            row.last_run
-                .as_ref()
-                .and_then(|r| r.error.as_ref())
-                .map_or("no error recorded", |e| e.message.as_str())
-        ));
-        true
     }
 
     fn announce_disabled(&self, view: &Schedule) {
@@ -727,6 +662,14 @@ impl Schedules {
 
     /// Starts the clock; it ends when `stopping` turns true.
     pub fn start(&self, mut stopping: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        if let Some(mut ends) = self.inner.jobs.run_ends() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                while let Some(ended) = ends.recv().await {
+                    this.run_ended(ended).await;
+                }
+            });
+        }
         let this = self.clone();
         tokio::spawn(async move {
             let interval = this.inner.interval;
@@ -784,6 +727,19 @@ impl Schedules {
             }
         }
         Ok(soonest)
+    }
+}
+
+/// A run whose job is queued.
+fn running(at: DateTime<Utc>, manual: bool, cp: &Checkpoint, job: &Job) -> ScheduleRun {
+    ScheduleRun {
+        at,
+        status: RunStatus::Running,
+        manual,
+        job_id: Some(job.id),
+        checkpoint_id: Some(cp.id),
+        checkpoint_name: Some(cp.name.clone()),
+        error: None,
     }
 }
 

@@ -102,14 +102,15 @@ impl Service {
         self.submit_checkpoint_of(caller, req, None).await
     }
 
-    /// `submit_checkpoint` of a process known by its start time (`expected`, a schedule's
-    /// target): a process that is not that one is refused as a stranger.
+    /// `submit_checkpoint` of a schedule's run: a process that is not the one the schedule was
+    /// made for is refused as a stranger, and the schedule records the run with its job.
     pub async fn submit_checkpoint_of(
         &self,
         caller: &Caller,
         req: CreateCheckpoint,
-        expected: Option<u64>,
+        run: Option<RunOf<'_>>,
     ) -> Result<(Checkpoint, Job)> {
+        let expected = run.as_ref().and_then(|r| r.target_start);
         let _admitting = self.admitting()?;
         let inner = &self.inner;
         let target = req.target.clone().ok_or_else(|| {
@@ -235,11 +236,13 @@ impl Service {
         let request = serde_json::to_value(CheckpointWork {
             push,
             target_start: started,
+            schedule: run.as_ref().map(|r| r.schedule),
         })
         .expect("serializes");
+        let record = |cp: &Checkpoint| run.as_ref().map(|r| (r.record)(cp, &job));
         let mut inserted = inner
             .catalog
-            .insert_checkpoint_with_job(&checkpoint, &job, &request)
+            .insert_checkpoint_with_job(&checkpoint, &job, &request, record(&checkpoint).as_ref())
             .await;
         if req.name.is_none()
             && matches!(&inserted, Err(e) if e.details.contains_key(catalog::NAME_TAKEN))
@@ -252,7 +255,12 @@ impl Service {
             }
             inserted = inner
                 .catalog
-                .insert_checkpoint_with_job(&checkpoint, &job, &request)
+                .insert_checkpoint_with_job(
+                    &checkpoint,
+                    &job,
+                    &request,
+                    record(&checkpoint).as_ref(),
+                )
                 .await;
         }
         if let Err(mut e) = inserted {

@@ -57,6 +57,18 @@ pub struct ServiceConfig {
     pub import_max_bytes: u64,
     /// The configured remotes.
     pub remotes: crate::remote::Remotes,
+    /// Failed runs in a row after which a schedule is disabled (0: never); a scheduled job's end
+    /// records its run's outcome on the schedule (`Catalog::end_job`).
+    pub schedule_max_failures: u32,
+}
+
+/// A schedule's run has ended, its outcome recorded (`Service::run_ends`).
+pub struct RunEnded {
+    /// The schedule as recorded with the job's end.
+    pub schedule: crate::catalog::ScheduleRow,
+    pub job: ckptd_api::Job,
+    /// The run's failure disabled the schedule.
+    pub disabled: bool,
 }
 
 #[derive(Clone)]
@@ -89,6 +101,9 @@ struct Inner {
     /// Stop senders of running jobs (cancel and timeout use them).
     stoppers: Mutex<HashMap<Uuid, watch::Sender<Option<StopReason>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Ended schedule runs, for the schedules' events and retention (`run_ends`).
+    run_ends: mpsc::UnboundedSender<RunEnded>,
+    run_ends_rx: Mutex<Option<mpsc::UnboundedReceiver<RunEnded>>>,
 }
 
 /// A client of `/v1/events`, counted while it lives.
@@ -184,6 +199,23 @@ pub(super) struct CheckpointWork {
     /// only, not another one given its pid since.
     #[serde(default)]
     target_start: Option<u64>,
+    /// The schedule whose run this is: the job's end records the run's outcome on it, in the
+    /// same transaction (`Catalog::end_job`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<Uuid>,
+}
+
+/// A schedule's run being admitted (`Service::submit_checkpoint_of`).
+pub struct RunOf<'a> {
+    pub schedule: Uuid,
+    /// The start time of the process the schedule was made for: another process at its pid is
+    /// refused.
+    pub target_start: Option<u64>,
+    /// The schedule's row saying the run is running, from the run's checkpoint and job: written
+    /// in their transaction, so a crash never leaves a job the schedule does not know of.
+    pub record: &'a (dyn Fn(&ckptd_api::Checkpoint, &ckptd_api::Job) -> crate::catalog::ScheduleRow
+             + Send
+             + Sync),
 }
 
 /// The start time of the process a target names now (None for containers, or no such process).
@@ -281,6 +313,7 @@ pub fn replace_paths(mut e: Error, from: &str, to: &str) -> Error {
 impl Service {
     pub fn new(catalog: Catalog, engine: Arc<dyn Engine>, cfg: ServiceConfig) -> Service {
         let (queue, queue_rx) = mpsc::channel(cfg.queue_capacity);
+        let (run_ends, run_ends_rx) = mpsc::unbounded_channel();
         Service {
             inner: Arc::new(Inner {
                 catalog,
@@ -303,8 +336,22 @@ impl Service {
                     .map_or(0.0, |d| d.as_secs_f64()),
                 runc_version: tokio::sync::OnceCell::new(),
                 workers: Mutex::new(Vec::new()),
+                run_ends,
+                run_ends_rx: Mutex::new(Some(run_ends_rx)),
             }),
         }
+    }
+
+    /// The schedule runs that end from now on (and those reconciliation ended), in order; for
+    /// the one taker that tells of them and applies retention after them (the schedules). Their
+    /// outcome is already in the catalog: what the taker does is derived, and redone by its
+    /// timer pass after a crash.
+    pub fn run_ends(&self) -> Option<mpsc::UnboundedReceiver<RunEnded>> {
+        self.inner
+            .run_ends_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn catalog(&self) -> &Catalog {

@@ -22,7 +22,7 @@ impl Service {
     /// interrupted (which leaves the target running, measured at every point of a dump), what a
     /// dump had stopped is resumed, and the job ends `cancelled` moments later.
     pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<Job> {
-        let mut job = self.job(caller, id).await?;
+        let job = self.job(caller, id).await?;
         match job.state {
             JobState::Queued => {}
             JobState::Running => {
@@ -45,35 +45,15 @@ impl Service {
             ErrorKind::Cancelled,
             "the job was cancelled before it started",
         );
-        job.state = JobState::Cancelled;
-        job.finished_at = Some(catalog::now());
-        job.error = Some(err.to_info());
         if !self
             .inner
-            .catalog
-            .update_job_if(&job, JobState::Queued)
+            .end_job(job, Err(err), Some(JobState::Queued))
             .await?
         {
             // A worker claimed it in the meantime.
             return Box::pin(self.cancel(caller, id)).await;
         }
-        if job.kind == JobKind::Checkpoint {
-            if let Some(mut cp) = self
-                .inner
-                .catalog
-                .checkpoint(&job.checkpoint_id.to_string())
-                .await?
-            {
-                cp.status = CheckpointStatus::Failed;
-                cp.completed_at = job.finished_at;
-                cp.error = job.error.clone();
-                self.inner.catalog.update_checkpoint(&cp).await?;
-            }
-        }
-        self.inner.record_end(&job).await;
-        self.inner.release_job(&job);
-        self.inner.job_finished();
-        Ok(job)
+        self.job(caller, id).await
     }
 
     /// Stops taking jobs, cancels queued ones, and gives running ones `timeout` to finish.
@@ -183,7 +163,10 @@ impl Inner {
             .await?
         else {
             let e = Error::not_found("the job's checkpoint no longer exists");
-            return self.end_job(job, Err(e), Some(JobState::Queued)).await;
+            return self
+                .end_job(job, Err(e), Some(JobState::Queued))
+                .await
+                .map(drop);
         };
         job.state = JobState::Running;
         job.started_at = Some(catalog::now());
@@ -225,21 +208,28 @@ impl Inner {
                     Err(e) => Err(e),
                 }
                 .map_err(|e| publish::file_failed_under_id(&mut cp, e));
-                let recorded = std::time::Instant::now();
                 record_taken(&mut cp, &result);
-                self.catalog.update_checkpoint(&cp).await?;
+                let push = match (&result, work.push) {
+                    (Ok(_), Some(push)) => self.prepare_push(&cp, &job, push),
+                    _ => None,
+                };
+                let outcome = result.map(|_| {
+                    push.as_ref().map(|p| JobResult {
+                        push_job: Some(p.job.id),
+                        ..Default::default()
+                    })
+                });
+                timer.abort();
+                self.stoppers().remove(&job.id);
+                log_outcome(&span, &outcome);
+                let recorded = std::time::Instant::now();
+                let ended = self.end_job_with(job, outcome, None, Some(&cp), push).await;
                 self.phase(
                     crate::telemetry::target_label(&cp.target),
                     "catalog",
                     recorded,
                 );
-                match (result, work.push) {
-                    (Ok(_), Some(push)) => Ok(Some(JobResult {
-                        push_job: self.queue_push(&cp, &job, push).await,
-                        ..Default::default()
-                    })),
-                    (r, _) => r.map(|_| None),
-                }
+                return ended.map(drop);
             }
             JobKind::Restore => {
                 let work: RestoreWork = serde_json::from_value(request)
@@ -273,13 +263,8 @@ impl Inner {
         };
         timer.abort();
         self.stoppers().remove(&job.id);
-        let _enter = span.enter();
-        match &outcome {
-            Ok(_) => tracing::info!("job succeeded"),
-            Err(e) => tracing::warn!(error = %e, "job failed"),
-        }
-        drop(_enter);
-        self.end_job(job, outcome, None).await
+        log_outcome(&span, &outcome);
+        self.end_job(job, outcome, None).await.map(drop)
     }
 
     /// Restores a checkpoint from its directory, reached without following a symlink, with CRIU
@@ -345,13 +330,29 @@ impl Inner {
         }))
     }
 
-    /// Records a job's end (optionally only if it is still in `from`) and wakes waiters.
+    /// Records a job's end (only if it is still in `from`, when given) and wakes waiters;
+    /// whether it was recorded (false: another writer moved the job first and ends it).
     pub(super) async fn end_job(
+        &self,
+        job: Job,
+        outcome: Result<Option<JobResult>>,
+        from: Option<JobState>,
+    ) -> Result<bool> {
+        self.end_job_with(job, outcome, from, None, None).await
+    }
+
+    /// `end_job`, written in one transaction with its consequences (`Catalog::end_job`): the
+    /// checkpoint a checkpoint job took, the push queued after it, the outcome of the schedule
+    /// run it was. A crash before the commit leaves the job to start-up reconciliation; after
+    /// it, nothing of the job's end is left to a task that a crash would forget.
+    pub(super) async fn end_job_with(
         &self,
         mut job: Job,
         outcome: Result<Option<JobResult>>,
         from: Option<JobState>,
-    ) -> Result<()> {
+        checkpoint: Option<&Checkpoint>,
+        then: Option<NextJob<'_>>,
+    ) -> Result<bool> {
         job.finished_at = Some(catalog::now());
         match outcome {
             Ok(result) => {
@@ -369,40 +370,55 @@ impl Inner {
                 job.error = Some(e.to_info());
             }
         }
-        let written = match from {
-            Some(f) => self.catalog.update_job_if(&job, f).await?,
-            None => {
-                self.catalog.update_job(&job).await?;
-                true
-            }
-        };
-        if written && job.kind == JobKind::Checkpoint && from.is_some() {
-            if let Some(mut cp) = self
-                .catalog
-                .checkpoint(&job.checkpoint_id.to_string())
-                .await?
-            {
-                if !matches!(
-                    cp.status,
-                    CheckpointStatus::Ready | CheckpointStatus::Failed
-                ) {
-                    cp.status = CheckpointStatus::Failed;
-                    cp.completed_at = job.finished_at;
-                    cp.error = job.error.clone();
-                    self.catalog.update_checkpoint(&cp).await?;
+        let ended = self
+            .catalog
+            .end_job(catalog::JobEnd {
+                job: &job,
+                from,
+                checkpoint,
+                then: then.as_ref().map(|n| (&n.job, &n.request)),
+                schedule_max_failures: self.cfg.schedule_max_failures,
+            })
+            .await;
+        let next = match (ended, then) {
+            (Err(e), then) => {
+                if let Some(n) = then {
+                    self.release(n.reservation);
                 }
+                return Err(e);
             }
-        }
-        if written {
-            self.record_end(&job).await;
+            (Ok(None), then) => {
+                if let Some(n) = then {
+                    self.release(n.reservation);
+                }
+                return Ok(false);
+            }
+            (Ok(Some(ended)), then) => (ended, then),
+        };
+        {
+            let (ended, then) = next;
+            if let Some(n) = then {
+                n.permit.send(n.job.id);
+                self.events.job("job.queued", &n.job);
+                tracing::info!(job = %n.job.id, after = %job.id, "push queued after the checkpoint");
+            }
+            self.record_end(&job, ended.checkpoint.as_ref()).await;
+            if let Some((schedule, disabled)) = ended.run {
+                // The schedules apply retention and tell of the outcome; it is already recorded.
+                let _ = self.run_ends.send(RunEnded {
+                    schedule,
+                    job: job.clone(),
+                    disabled,
+                });
+            }
         }
         self.release_job(&job);
         self.job_finished();
-        Ok(())
+        Ok(true)
     }
 
-    /// Events and metrics for a job that has just ended.
-    pub(super) async fn record_end(&self, job: &Job) {
+    /// Events and metrics for a job that has just ended (`cp`: its checkpoint as recorded).
+    async fn record_end(&self, job: &Job, cp: Option<&Checkpoint>) {
         self.events.job(&format!("job.{}", job.state.as_str()), job);
         let secs = match (job.started_at, job.finished_at) {
             (Some(a), Some(b)) => (b - a).num_microseconds().map(|us| us as f64 / 1e6),
@@ -427,12 +443,15 @@ impl Inner {
                     .observe(&[kind], us.max(0) as f64 / 1e6);
             }
         }
-        let cp = self
-            .catalog
-            .checkpoint(&job.checkpoint_id.to_string())
-            .await
-            .ok()
-            .flatten();
+        let cp = match cp {
+            Some(cp) => Some(cp.clone()),
+            None => self
+                .catalog
+                .checkpoint(&job.checkpoint_id.to_string())
+                .await
+                .ok()
+                .flatten(),
+        };
         if let (Some(s), Some(cp)) = (secs, &cp) {
             let target = crate::telemetry::target_label(&cp.target);
             self.metrics.job_seconds.observe(&[kind, target], s);
@@ -502,21 +521,32 @@ impl Inner {
         Ok(job)
     }
 
-    /// Queues the push that follows a checkpoint job with `push_to`; its id, or None (logged,
-    /// with an event) when it cannot be queued: the checkpoint stays, ready, on this host.
-    async fn queue_push(
+    /// The push that follows a checkpoint job with `push_to`, reserved and given a queue slot;
+    /// it is queued with the checkpoint job's end. None (logged, with an event) when it cannot
+    /// be: the checkpoint stays, ready, on this host.
+    pub(super) fn prepare_push(
         &self,
         cp: &Checkpoint,
         after: &Job,
         work: remote::PushWork,
-    ) -> Option<Uuid> {
+    ) -> Option<NextJob<'_>> {
         let job = super::admit::new_job(JobKind::Push, cp.id, after.owner_uid);
-        let queued = match self.reserve_checkpoint(cp.id) {
-            Ok(reservation) => self.enqueue(reservation, job, &work).await,
-            Err(e) => Err(e),
-        };
-        match queued {
-            Ok(job) => Some(job.id),
+        let prepared =
+            self.reserve_checkpoint(cp.id)
+                .and_then(|reservation| match self.queue.try_reserve() {
+                    Ok(permit) => Ok((reservation, permit)),
+                    Err(_) => {
+                        self.release(reservation);
+                        Err(super::admit::queue_full(self.cfg.queue_capacity))
+                    }
+                });
+        match prepared {
+            Ok((reservation, permit)) => Some(NextJob {
+                request: serde_json::to_value(&work).expect("serializes"),
+                job,
+                reservation,
+                permit,
+            }),
             Err(e) => {
                 tracing::error!(checkpoint = %cp.name, remote = %work.remote, error = %e, "cannot queue the push that follows the checkpoint");
                 self.metrics.remote.failed(&work.remote, "push", &e);
@@ -524,6 +554,30 @@ impl Inner {
                 None
             }
         }
+    }
+}
+
+/// A job queued by another's end, written with it: its reservation and queue slot are taken
+/// first, so the commit cannot be followed by a refusal.
+pub(super) struct NextJob<'a> {
+    job: Job,
+    request: serde_json::Value,
+    reservation: super::reserve::Reservation,
+    permit: mpsc::Permit<'a, Uuid>,
+}
+
+impl NextJob<'_> {
+    pub(super) fn id(&self) -> Uuid {
+        self.job.id
+    }
+}
+
+/// Logs a job's outcome in its span.
+fn log_outcome(span: &tracing::Span, outcome: &Result<Option<JobResult>>) {
+    let _enter = span.enter();
+    match outcome {
+        Ok(_) => tracing::info!("job succeeded"),
+        Err(e) => tracing::warn!(error = %e, "job failed"),
     }
 }
 

@@ -36,17 +36,48 @@ impl Service {
                 })
                 .await?;
             for job in jobs.items {
-                let outcome = if state == JobState::Running {
+                if job.kind == JobKind::Push && self.requeue(&job, state).await? {
+                    // A push copies a ready checkpoint (the one `push_to` queued with its
+                    // checkpoint job's end, or one asked for); one the daemon's end cut short
+                    // starts afresh, its upload aborted. The checkpoint stays here meanwhile.
+                    report.requeued += 1;
+                    tracing::warn!(job = %job.id, was = state.as_str(), "queued again a push the daemon left unfinished");
+                    continue;
+                }
+                let (outcome, taken) = if state == JobState::Running {
                     self.recover_job(&job, &restarted, criu_wait).await?
                 } else {
-                    Err(restarted.clone())
+                    (Err(restarted.clone()), None)
                 };
                 match &outcome {
                     Ok(_) => report.completed += 1,
                     Err(_) => report.failed += 1,
                 }
                 tracing::warn!(job = %job.id, was = state.as_str(), completed = outcome.is_ok(), "resolved a job the daemon left unfinished");
-                inner.end_job(job, outcome, Some(state)).await?;
+                match taken {
+                    // A dump published now: recorded, with the push that follows it, as the
+                    // worker would have.
+                    Some((cp, push)) => {
+                        let next = match (&outcome, push) {
+                            (Ok(_), Some(p)) => inner.prepare_push(&cp, &job, p),
+                            _ => None,
+                        };
+                        let outcome = outcome.map(|r| {
+                            next.as_ref()
+                                .map(|n| JobResult {
+                                    push_job: Some(n.id()),
+                                    ..Default::default()
+                                })
+                                .or(r)
+                        });
+                        inner
+                            .end_job_with(job, outcome, Some(state), Some(&cp), next)
+                            .await?;
+                    }
+                    None => {
+                        inner.end_job(job, outcome, Some(state)).await?;
+                    }
+                }
             }
         }
         // Rows of checkpoints whose job is gone (should not happen; belt and braces).
@@ -135,26 +166,26 @@ impl Service {
         job: &Job,
         restarted: &Error,
         criu_wait: Duration,
-    ) -> Result<Result<Option<JobResult>>> {
+    ) -> Result<Recovered> {
         let inner = &self.inner;
         let Some(mut cp) = inner
             .catalog
             .checkpoint(&job.checkpoint_id.to_string())
             .await?
         else {
-            return Ok(Err(restarted.clone()));
+            return Ok((Err(restarted.clone()), None));
         };
         if matches!(job.kind, JobKind::Push | JobKind::Pull) {
-            // A transfer does not outlive the daemon: the next one starts afresh. A pull's
-            // staging directory is removed below; a push's multipart upload is aborted (in the
-            // background, asked again while the server does not answer).
+            // A transfer does not outlive the daemon. A pull's staging directory is removed
+            // below; a push's multipart upload is aborted (in the background, asked again while
+            // the server does not answer).
             if job.kind == JobKind::Push {
                 self.abort_left_upload(job).await;
             }
-            return Ok(Err(restarted.clone()));
+            return Ok((Err(restarted.clone()), None));
         }
         let Ok(anchor) = anchor(&cp) else {
-            return Ok(Err(restarted.clone()));
+            return Ok((Err(restarted.clone()), None));
         };
         match job.kind {
             JobKind::Push | JobKind::Pull => unreachable!("handled above"),
@@ -227,13 +258,18 @@ impl Service {
                     Err(restarted.clone())
                 };
                 record_taken(&mut cp, &result);
-                inner.catalog.update_checkpoint(&cp).await?;
-                Ok(result.map(|_| None))
+                let push = inner
+                    .catalog
+                    .job_with_request(job.id)
+                    .await?
+                    .and_then(|(_, r)| serde_json::from_value::<CheckpointWork>(r).ok())
+                    .and_then(|w| w.push);
+                Ok((result.map(|_| None), Some((cp, push))))
             }
             JobKind::Restore => {
                 wait_for_leftover_criu(anchor.real(), criu_wait).await;
                 let Some((_, request)) = inner.catalog.job_with_request(job.id).await? else {
-                    return Ok(Err(restarted.clone()));
+                    return Ok((Err(restarted.clone()), None));
                 };
                 let work: Option<RestoreWork> = serde_json::from_value(request).ok();
                 let into = work.as_ref().and_then(|w| w.into.as_ref());
@@ -241,7 +277,7 @@ impl Service {
                     .engine
                     .recover_restore(&cp, into, &restore_log_name(job.id))
                     .await;
-                Ok(recovered.map(Some).ok_or_else(|| restarted.clone()))
+                Ok((recovered.map(Some).ok_or_else(|| restarted.clone()), None))
             }
         }
     }
@@ -275,6 +311,8 @@ pub struct Reconciled {
     /// Interrupted jobs that had in fact completed and were recorded as such.
     pub completed: usize,
     pub failed: usize,
+    /// Pushes left queued, queued again.
+    pub requeued: usize,
     /// Ready checkpoints whose images are gone.
     pub missing: usize,
     /// Directories in the checkpoints root that no row knows.
@@ -285,6 +323,41 @@ pub struct Reconciled {
 /// Only the process ckptd started counts: it leads its own process group. Helpers it forked
 /// that are left without it cannot finish anything (seen: a stopped orphan CRIU helper) and are
 /// killed.
+/// How a job that was running ended: its outcome and, for a checkpoint job, its checkpoint as
+/// recovered and the push to queue after it.
+type Recovered = (
+    Result<Option<JobResult>>,
+    Option<(ckptd_api::Checkpoint, Option<super::remote::PushWork>)>,
+);
+
+impl Service {
+    /// Puts a push the daemon left `from` (queued or running) back on the queue, queued, with
+    /// its reservation; a running one's upload is aborted first. False when it cannot be (the
+    /// queue is full, or its checkpoint is in use).
+    async fn requeue(&self, job: &Job, from: JobState) -> Result<bool> {
+        let inner = &self.inner;
+        let Ok(reservation) = inner.reserve_checkpoint(job.checkpoint_id) else {
+            return Ok(false);
+        };
+        let Ok(permit) = inner.queue.try_reserve() else {
+            inner.release(reservation);
+            return Ok(false);
+        };
+        if from == JobState::Running {
+            self.abort_left_upload(job).await;
+            let mut again = job.clone();
+            again.state = JobState::Queued;
+            again.started_at = None;
+            if !inner.catalog.update_job_if(&again, from).await? {
+                inner.release(reservation);
+                return Ok(false);
+            }
+        }
+        permit.send(job.id);
+        Ok(true)
+    }
+}
+
 pub(super) async fn wait_for_leftover_criu(partial: &Path, limit: Duration) {
     // CRIU names its image directory through the descriptor the previous daemon held
     // (`/proc/<pid>/fd/<n>/<name>.partial`, or `CKPTD_IMAGES` for an owner's CRIU): the directory's

@@ -170,6 +170,7 @@ async fn setup_with_timeout(
             policy: Policy::default(),
             import_max_bytes: 1 << 30,
             remotes: Default::default(),
+            schedule_max_failures: 5,
         },
     );
     (d, jobs, engine)
@@ -486,6 +487,7 @@ async fn reconcile_fails_unfinished_work_and_removes_partial_images() {
             policy: Policy::default(),
             import_max_bytes: 1 << 30,
             remotes: Default::default(),
+            schedule_max_failures: 5,
         },
     );
     let report = jobs.reconcile(Duration::from_secs(1)).await.unwrap();
@@ -546,6 +548,7 @@ async fn reconcile_publishes_a_dump_that_finished_marks_missing_and_reports_unkn
             policy: Policy::default(),
             import_max_bytes: 1 << 30,
             remotes: Default::default(),
+            schedule_max_failures: 5,
         },
     );
     let report = jobs.reconcile(Duration::from_secs(1)).await.unwrap();
