@@ -593,6 +593,33 @@ pub fn tree_in_state(root: TaskId, state: char, uid: Option<u32>) -> Vec<TaskId>
         .collect()
 }
 
+/// Now, in the unit of `TaskId::start` (clock ticks after boot): a task started later has a start
+/// at least this.
+pub fn boot_ticks() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let now = t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128;
+    (now * u128::from(procfs::ticks_per_second()) / 1_000_000_000) as u64
+}
+
+/// The live tasks at `pids`, and below them, that started at or after `since` and run as `uid`:
+/// what a restore begun at `since` made there (those pids were free when it began). Zombies are
+/// left out: they are already dead.
+pub fn newborn_tasks(pids: &[i32], since: u64, uid: u32) -> Vec<TaskId> {
+    let mut out: Vec<TaskId> = Vec::new();
+    for &pid in pids {
+        for p in process_tree(pid) {
+            let Some(task) = TaskId::of(p) else { continue };
+            let mine = procfs::process::Process::new(p)
+                .and_then(|p| p.uid())
+                .is_ok_and(|u| u == uid);
+            if task.start >= since && mine && task.alive() && !out.contains(&task) {
+                out.push(task);
+            }
+        }
+    }
+    out
+}
+
 /// Sends `sig` to each task that is still itself (`TaskId::signal`), skipping those gone.
 pub fn signal_tasks(tasks: &[TaskId], sig: rustix::process::Signal) {
     for t in tasks {

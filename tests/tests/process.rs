@@ -1275,3 +1275,66 @@ async fn a_restore_on_a_full_filesystem_says_so_and_works_once_there_is_room() {
     });
     ckptd_tests::signal(pid, 9);
 }
+
+/// kill -9 of CRIU in the middle of a restore (its tree made, not yet resumed): the job fails,
+/// nothing of the half-made tree is left holding the target's pid, the checkpoint stays ready,
+/// and the next restore brings the process back.
+#[tokio::test]
+async fn kill_9_of_criu_mid_restore_leaves_no_half_restored_tree() {
+    let pause = ckptd_tests::Pause::new();
+    let cfg = d_config(&pause.config_line());
+    let d = Daemon::start_with(&["--config", cfg.to_str().unwrap()]).await;
+    let mut t = Target::python(d.dir.path(), "halfmade", 16, false);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: process(t.pid),
+                name: Some("halfmade".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    t.reap();
+    let stopped_at = t.lines().len();
+
+    pause.arm("post-restore");
+    let job = d
+        .client
+        .restore("halfmade", &RestoreRequest::default(), false)
+        .await
+        .unwrap();
+    let criu = pause.reached("post-restore");
+    assert!(
+        alive(t.pid) && proc_state(t.pid) != Some('Z'),
+        "the tree is made, waiting to be resumed"
+    );
+    ckptd_tests::signal(criu, libc::SIGKILL);
+    let job = d
+        .wait_job(&job.id.to_string(), |j| j.state.is_finished())
+        .await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    ckptd_tests::wait_until("the half-made tree to end", || {
+        !alive(t.pid) || proc_state(t.pid) == Some('Z')
+    });
+    assert_eq!(
+        d.client.checkpoint("halfmade").await.unwrap().status,
+        CheckpointStatus::Ready
+    );
+    let r = d
+        .client
+        .restore("halfmade", &RestoreRequest::default(), true)
+        .await
+        .expect("the next restore gets the pid");
+    assert_eq!(r.result.unwrap().pid, Some(t.pid));
+    t.wait_for_lines(stopped_at + 3);
+    t.assert_contiguous();
+}
+
+/// A daemon configuration file holding `text` (kept for restarts).
+fn d_config(text: &str) -> std::path::PathBuf {
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), text).unwrap();
+    cfg.keep().unwrap().1
+}

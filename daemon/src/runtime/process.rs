@@ -182,6 +182,7 @@ impl ProcessEngine {
             .criu
             .command_in(criu, &args, &images_fd, spec.owner.as_ref());
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let since = sys::boot_ticks();
         let restored = run_logged(
             cmd,
             (spec.images, spec.log_name),
@@ -196,6 +197,9 @@ impl ProcessEngine {
                 Ok(()) => lazy.finish(pid.unwrap_or(0), name).await?,
                 Err(_) => lazy.abort(),
             }
+        }
+        if restored.is_err() {
+            end_half_restored(&pids, since, spec.checkpoint.owner_uid);
         }
         restored?;
         Ok(JobResult {
@@ -538,6 +542,19 @@ pub fn check_process(pid: i32) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A CRIU that died mid-restore (killed, or stopped by a cancel or a timeout) can leave the tree
+/// it was building in its restorer: tasks that never ran as themselves, holding the
+/// checkpoint's pids so that no restore can have them. A failed restore ends them. They are the
+/// tasks at those pids (free when the restore began) that started since and run as the
+/// checkpoint's owner, each signalled through a pidfd checked against its start.
+fn end_half_restored(pids: &[i32], since: u64, owner: u32) {
+    let left = sys::newborn_tasks(pids, since, owner);
+    if !left.is_empty() {
+        tracing::warn!(tasks = ?left.iter().map(|t| t.pid).collect::<Vec<_>>(), "ending what a failed restore left half-made");
+        sys::signal_tasks(&left, rustix::process::Signal::KILL);
+    }
 }
 
 #[cfg(test)]
