@@ -757,7 +757,7 @@ async fn a_run_cut_short_by_kill_9_is_recorded_with_its_job_at_restart() {
             assert!(s.last_success_at >= job.finished_at);
             // keep_last 1: the first run's checkpoint goes; the one the crash cut short stays.
             let ready: Vec<_> = wait_ready(&d, "cut", 1).await;
-            assert_eq!(ready, [run.checkpoint.name.clone()]);
+            assert_eq!(ready, std::slice::from_ref(&run.checkpoint.name));
         } else {
             assert_eq!(job.state, JobState::Failed, "{}", d.log());
             assert_eq!(last.status, RunStatus::Failed, "{s:#?}");
