@@ -825,32 +825,6 @@ fn s3tool(args: &[String]) -> Vec<u8> {
     out.stdout
 }
 
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[tokio::test]
-    async fn every_scenario_runs_and_each_failure_is_named() {
-        let ran = AtomicUsize::new(0);
-        let r = std::panic::AssertUnwindSafe(super::scenarios(vec![
-            ("first", Box::pin(async { panic!("boom one") })),
-            (
-                "second",
-                Box::pin(async {
-                    ran.fetch_add(1, Ordering::SeqCst);
-                }),
-            ),
-            ("third", Box::pin(async { panic!("boom three") })),
-        ]));
-        let err = futures_util::FutureExt::catch_unwind(r).await.unwrap_err();
-        let msg = err.downcast_ref::<String>().unwrap();
-        assert_eq!(ran.load(Ordering::SeqCst), 1, "the one after a failure ran");
-        assert!(msg.contains("2 of 3 scenarios failed"), "{msg}");
-        assert!(msg.contains("first: boom one"), "{msg}");
-        assert!(msg.contains("third: boom three"), "{msg}");
-    }
-}
-
 /// A fault point inside CRIU: a `criu_config` (give `config_line()` to the daemon) whose
 /// `action-script` holds CRIU at one action (`post-dump`, `pre-resume`, ...) once it is armed,
 /// until the test lets it go on or fail. The test then acts at that exact moment (kills the
@@ -936,5 +910,31 @@ impl Pause {
 impl Default for Pause {
     fn default() -> Pause {
         Pause::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn every_scenario_runs_and_each_failure_is_named() {
+        let ran = AtomicUsize::new(0);
+        let r = std::panic::AssertUnwindSafe(super::scenarios(vec![
+            ("first", Box::pin(async { panic!("boom one") })),
+            (
+                "second",
+                Box::pin(async {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }),
+            ),
+            ("third", Box::pin(async { panic!("boom three") })),
+        ]));
+        let err = futures_util::FutureExt::catch_unwind(r).await.unwrap_err();
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the one after a failure ran");
+        assert!(msg.contains("2 of 3 scenarios failed"), "{msg}");
+        assert!(msg.contains("first: boom one"), "{msg}");
+        assert!(msg.contains("third: boom three"), "{msg}");
     }
 }
