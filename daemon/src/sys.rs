@@ -593,6 +593,24 @@ pub fn tree_in_state(root: TaskId, state: char, uid: Option<u32>) -> Vec<TaskId>
         .collect()
 }
 
+/// Whether `path` (not followed if a symlink) is a mount point: its mount differs from its
+/// parent's. (A bind mount from the same filesystem has the same device, so the device says
+/// nothing.) False when it does not exist.
+pub fn is_mount_point(path: &Path) -> io::Result<bool> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let mnt = |p: &Path| {
+        statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID)
+            .map(|s| s.stx_mnt_id)
+            .map_err(io::Error::from)
+    };
+    match mnt(path) {
+        Ok(id) => Ok(id != mnt(parent)?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Now, in the unit of `TaskId::start` (clock ticks after boot): a task started later has a start
 /// at least this.
 pub fn boot_ticks() -> u64 {
@@ -821,6 +839,14 @@ fn cgroup_procs(dir: &Path) -> io::Result<Vec<i32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_told_by_their_mount_not_their_device() {
+        assert!(is_mount_point(Path::new("/proc")).unwrap());
+        let d = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(d.path()).unwrap());
+        assert!(!is_mount_point(&d.path().join("absent")).unwrap());
+    }
 
     #[test]
     fn parses_stat_with_odd_comm() {

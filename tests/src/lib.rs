@@ -870,12 +870,14 @@ impl Pause {
         Pause { dir }
     }
 
+    /// The CRIU options file that runs the script (a container's `org.criu.config`).
+    pub fn criu_conf(&self) -> PathBuf {
+        self.dir.path().join("criu.conf")
+    }
+
     /// The daemon's configuration line that makes its CRIU run the script.
     pub fn config_line(&self) -> String {
-        format!(
-            "criu_config = \"{}\"\n",
-            self.dir.path().join("criu.conf").display()
-        )
+        format!("criu_config = \"{}\"\n", self.criu_conf().display())
     }
 
     /// The next time CRIU reaches `action`, it waits there.

@@ -794,3 +794,87 @@ async fn the_container_s_criu_options_file_is_used_and_recorded() {
         "CRIU did not read it"
     );
 }
+
+/// kill -9 of runc in the middle of a container restore (its CRIU held after making the tree):
+/// the job fails, runc's state of the half-made container and its `criu-root` mount are gone,
+/// and the next restore under the same id works.
+#[tokio::test]
+async fn kill_9_of_runc_mid_restore_leaves_no_runc_state_behind() {
+    let pause = ckptd_tests::Pause::new();
+    let d = Daemon::start().await;
+    let conf = pause.criu_conf().display().to_string();
+    let bundle = Bundle::busybox(&d.dir.path().join("bk"), CONTAINER_LOOPER, |cfg| {
+        cfg["annotations"] = json!({"org.criu.config": conf});
+    });
+    let id = unique_id("runck9");
+    let _c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("output", || bundle.out_lines().len() >= 3);
+    d.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: container(&id),
+                name: Some("runck9".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    let state_dir = std::path::Path::new("/run/runc").join(&id);
+    assert!(!state_dir.exists(), "the checkpointed container is gone");
+
+    pause.arm("post-restore");
+    let job = d
+        .client
+        .restore("runck9", &RestoreRequest::default(), false)
+        .await
+        .unwrap();
+    let criu = pause.reached("post-restore");
+    let stat = std::fs::read_to_string(format!("/proc/{criu}/stat")).unwrap();
+    let runc: i32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{runc}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("restore"),
+        "CRIU's parent is runc restore"
+    );
+    assert!(state_dir.exists(), "runc made its state");
+    ckptd_tests::signal(runc, libc::SIGKILL);
+    pause.release(true);
+    let job = d
+        .wait_job(&job.id.to_string(), |j| j.state.is_finished())
+        .await;
+    assert_eq!(job.state, ckptd_api::JobState::Failed, "{job:?}");
+    assert!(
+        !state_dir.exists(),
+        "runc's state of the half-made container is left"
+    );
+    assert!(
+        bundle.dir.join("rootfs/bin/busybox").exists(),
+        "the cleanup went through the rootfs mount"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&format!("{id}/criu-root")),
+        "the criu-root mount is left"
+    );
+
+    let before = bundle.out_lines().len();
+    let r = d
+        .client
+        .restore("runck9", &RestoreRequest::default(), true)
+        .await
+        .expect("the next restore under the same id");
+    assert_eq!(r.result.unwrap().container.as_deref(), Some(id.as_str()));
+    let _restored = Container::adopt(&id);
+    wait_until("the restored container to go on", || {
+        bundle.out_lines().len() > before
+    });
+}

@@ -21,6 +21,7 @@
 //!   cannot apply to containers. ckptd records which file the dump used.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -133,6 +134,50 @@ pub(crate) fn valid_container_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '.' | '-'))
         && !id.starts_with(['.', '-'])
 }
+
+/// Unmounts `<dir>/criu-root`, where runc bind-mounts the rootfs for CRIU, as often as it is
+/// mounted (a bind of a bind); an error if it is still a mount point after that.
+fn unmount_criu_root(dir: &Path) -> std::io::Result<()> {
+    let criu_root = dir.join("criu-root");
+    for _ in 0..8 {
+        if !sys::is_mount_point(&criu_root)? {
+            return Ok(());
+        }
+        rustix::mount::unmount(
+            &criu_root,
+            rustix::mount::UnmountFlags::DETACH | rustix::mount::UnmountFlags::NOFOLLOW,
+        )?;
+    }
+    Err(std::io::Error::other(format!(
+        "{} is still a mount point",
+        criu_root.display()
+    )))
+}
+
+/// Removes a container's runc state directory that runc no longer knows, `criu-root` already
+/// unmounted: its empty `criu-root`, its files, then itself. Never recursive: a directory
+/// below it is left, with an error.
+fn remove_state_dir(dir: &Path) -> std::io::Result<()> {
+    let criu_root = dir.join("criu-root");
+    if std::fs::symlink_metadata(&criu_root).is_ok_and(|m| m.is_dir()) {
+        std::fs::remove_dir(&criu_root)?;
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{} holds a directory ({})",
+                dir.display(),
+                entry.file_name().to_string_lossy()
+            )));
+        }
+        std::fs::remove_file(entry.path())?;
+    }
+    std::fs::remove_dir(dir)
+}
+
+/// runc's state directory when none is given (root's runc).
+pub(crate) const RUNC_ROOT: &str = "/run/runc";
 
 fn container_of(t: &Target) -> Result<Container<'_>> {
     match t {
@@ -464,6 +509,9 @@ impl RuncEngine {
         .await;
         let _ = std::fs::rename(&runc_criu_log, &final_log);
         let _ = std::fs::remove_file(&runc_log);
+        if result.is_err() {
+            self.remove_left_state(&c).await;
+        }
         if let Err(mut e) = result {
             e.details
                 .insert("log".into(), final_log.display().to_string().into());
@@ -481,6 +529,46 @@ impl RuncEngine {
             output_log: output_log.map(|p| p.display().to_string()),
             ..Default::default()
         })
+    }
+
+    /// Removes what a restore that failed midway left under the container's id: runc killed
+    /// mid-restore leaves `<root>/<id>/` and its `criu-root` bind mount of the rootfs, which
+    /// `runc delete` no longer knows and which refuses every later restore under that id. The
+    /// container did not exist when the restore began (`check_restore_target`), so all of it is
+    /// the restore's. Only below a runc root that is root's own directory (containers are
+    /// root's; `auth`).
+    ///
+    /// `criu-root` is unmounted first, and checked: `runc delete` removes the state directory
+    /// recursively, across that mount, which deletes the container's root filesystem (seen:
+    /// the bundle lost its `bin/busybox`).
+    async fn remove_left_state(&self, c: &Container<'_>) {
+        let root = Path::new(c.root.unwrap_or(RUNC_ROOT));
+        let owned = std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir() && m.uid() == 0);
+        let dir = root.join(c.id);
+        if !owned || std::fs::symlink_metadata(&dir).is_err() {
+            return;
+        }
+        if let Err(e) = unmount_criu_root(&dir) {
+            tracing::error!(container = c.id, dir = %dir.display(), error = %e, "cannot unmount what a failed restore left; unmount it and delete the container by hand");
+            return;
+        }
+        // It ends what the half-made container still runs, when runc recorded it.
+        let _ = self.simple(c, &["delete", "--force"]).await;
+        if std::fs::symlink_metadata(&dir).is_err() {
+            tracing::warn!(
+                container = c.id,
+                "deleted the container a failed restore left"
+            );
+            return;
+        }
+        match remove_state_dir(&dir) {
+            Ok(()) => {
+                tracing::warn!(container = c.id, dir = %dir.display(), "removed the runc state a failed restore left")
+            }
+            Err(e) => {
+                tracing::error!(container = c.id, dir = %dir.display(), error = %e, "cannot remove the runc state a failed restore left; remove it by hand (umount its criu-root first)")
+            }
+        }
     }
 
     /// A pipe for a restored container's stdout/stderr, drained by a detached `cat` into
