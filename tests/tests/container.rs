@@ -878,3 +878,60 @@ async fn kill_9_of_runc_mid_restore_leaves_no_runc_state_behind() {
         bundle.out_lines().len() > before
     });
 }
+
+/// kill -9 of the CRIU that runc runs for a container's dump, at the moment the images are
+/// written (the container frozen): the job fails at once as a CRIU failure, the container runs
+/// on, not paused, and the next checkpoint of it works.
+#[tokio::test]
+async fn kill_9_of_runc_s_criu_mid_dump_leaves_the_container_running() {
+    let pause = ckptd_tests::Pause::new();
+    let d = Daemon::start().await;
+    let conf = pause.criu_conf().display().to_string();
+    let bundle = Bundle::busybox(&d.dir.path().join("bd"), CONTAINER_LOOPER, |cfg| {
+        cfg["annotations"] = json!({"org.criu.config": conf});
+    });
+    let id = unique_id("criuk9");
+    let c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("output", || bundle.out_lines().len() >= 3);
+    pause.arm("post-dump");
+    let made = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: container(&id),
+                name: Some("criuk9".into()),
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let criu = pause.reached("post-dump");
+    ckptd_tests::signal(criu, libc::SIGKILL);
+    let job = d
+        .wait_job(&made.job.id.to_string(), |j| j.state.is_finished())
+        .await;
+    pause.release(true);
+    assert_eq!(job.state, ckptd_api::JobState::Failed, "{job:?}");
+    let e = job.error.unwrap();
+    assert_eq!(e.code, "criu_failed", "{e:?}");
+    assert_eq!(c.status().as_deref(), Some("running"));
+    assert!(
+        grows(|| bundle.out_lines().len()),
+        "the container does not run"
+    );
+    let again = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: container(&id),
+                name: Some("criuk9-again".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("the next checkpoint");
+    assert_eq!(again.checkpoint.status, CheckpointStatus::Ready);
+}
