@@ -2,6 +2,7 @@
 
 pub mod checkpoints;
 pub mod daemon;
+pub mod follow;
 pub mod jobs;
 pub mod portability;
 pub mod remotes;

@@ -7,7 +7,7 @@ use ckptd_api::{AdoptRequest, Client, ClientError, Compression, JobEnvelope, Job
 use ckptd_api::{Remote, Runtime, Target};
 
 use crate::args::{AdoptArgs, MigrateArgs};
-use crate::commands::checkpoints::job_failed;
+use crate::commands::follow::job_failed;
 use crate::render::{job_outcome, print_json, target_text};
 use crate::table::human_bytes;
 

@@ -3,7 +3,7 @@
 use ckptd_api::{Client, ClientError, PullRequest};
 
 use crate::args::{PullArgs, PushArgs};
-use crate::commands::checkpoints::{finish_checkpoint, follow_to_success, printed};
+use crate::commands::follow::{finish_checkpoint, follow_to_success, printed};
 use crate::render::print_json;
 use crate::table::{human_bytes, Table};
 use crate::Failed;

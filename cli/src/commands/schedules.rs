@@ -3,7 +3,7 @@
 use ckptd_api::{Client, ClientError, CreateSchedule, ScheduleOptions, UpdateSchedule};
 
 use crate::args::{ScheduleAddArgs, ScheduleCommand};
-use crate::commands::checkpoints::{finish_checkpoint, printed};
+use crate::commands::follow::{finish_checkpoint, printed};
 use crate::render::{ago, print_json, schedule_table};
 use crate::table::Table;
 use crate::Failed;
