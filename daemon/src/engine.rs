@@ -105,6 +105,11 @@ pub trait Engine: Send + Sync + 'static {
     fn runtimes(&self) -> BoxFuture<'_, Vec<RuntimeInfo>> {
         Box::pin(async { Vec::new() })
     }
+    /// Whether this engine's runtime knows a container `id` (to tell a caller who named the
+    /// wrong runtime which one has it).
+    fn knows<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async { false })
+    }
     /// After a daemon crash: a dump of `checkpoint` that CRIU finished in `images` (to be
     /// published), or None, having let the target run again.
     fn recover_dump<'a>(

@@ -22,14 +22,13 @@ use podman::PodmanEngine;
 use process::ProcessEngine;
 use runc::RuncEngine;
 
-/// Process trees to CRIU, containers to their runtime.
+/// Process trees to CRIU, containers to their runtime's engine.
 pub struct Engines {
     pub process: ProcessEngine,
     /// The CRIU every engine runs (its version is recorded with each checkpoint).
     pub criu: Arc<Criu>,
-    pub runc: RuncEngine,
-    pub docker: DockerEngine,
-    pub podman: PodmanEngine,
+    /// The container engines, one per runtime: a new runtime is its file and its line in `new`.
+    containers: Vec<(Runtime, Box<dyn Engine>)>,
 }
 
 /// Where the engines find their programs and state.
@@ -46,40 +45,52 @@ pub struct EnginePaths {
 
 impl Engines {
     pub fn new(criu: Arc<Criu>, restore_pid_wait: std::time::Duration, paths: EnginePaths) -> Self {
+        let containers: Vec<(Runtime, Box<dyn Engine>)> = vec![
+            (
+                Runtime::Runc,
+                Box::new(RuncEngine::new(
+                    paths.runc.clone(),
+                    paths.container_logs,
+                    criu.clone(),
+                )),
+            ),
+            (
+                Runtime::Docker,
+                Box::new(DockerEngine::new(
+                    paths.docker_socket,
+                    paths.docker_runc_root,
+                    paths.runc,
+                    criu.clone(),
+                )),
+            ),
+            (
+                Runtime::Podman,
+                Box::new(PodmanEngine::new(paths.podman_socket, criu.clone())),
+            ),
+        ];
         Engines {
             process: ProcessEngine::new(criu.clone(), restore_pid_wait),
-            runc: RuncEngine::new(paths.runc.clone(), paths.container_logs, criu.clone()),
-            docker: DockerEngine::new(
-                paths.docker_socket,
-                paths.docker_runc_root,
-                paths.runc,
-                criu.clone(),
-            ),
-            podman: PodmanEngine::new(paths.podman_socket, criu.clone()),
             criu,
+            containers,
         }
+    }
+
+    /// The engine of a container runtime.
+    fn runtime(&self, runtime: Runtime) -> &dyn Engine {
+        self.containers
+            .iter()
+            .find(|(r, _)| *r == runtime)
+            .map(|(_, e)| e.as_ref())
+            .unwrap_or_else(|| panic!("no engine is registered for runtime {runtime}"))
     }
 
     fn for_target(&self, target: &Target) -> &dyn Engine {
         match target {
             Target::Process { .. } => &self.process,
-            Target::Container {
-                runtime: Runtime::Docker,
-                ..
-            } => &self.docker,
-            Target::Container {
-                runtime: Runtime::Runc,
-                ..
-            } => &self.runc,
-            Target::Container {
-                runtime: Runtime::Podman,
-                ..
-            } => &self.podman,
+            Target::Container { runtime, .. } => self.runtime(*runtime),
         }
     }
-}
 
-impl Engines {
     /// The engine a restore goes through: the checkpoint's own, or runc's for a checkpoint of
     /// the container checkpoint layout (Podman's or a kubelet's) restored into a new runc
     /// bundle (`bundle`).
@@ -91,7 +102,7 @@ impl Engines {
         }) = into
         {
             if bundle::has_spec(Path::new(&cp.dir)) {
-                return &self.runc;
+                return self.runtime(Runtime::Runc);
             }
         }
         self.for_target(&cp.target)
@@ -104,36 +115,24 @@ impl Engine for Engines {
     }
     fn runtimes(&self) -> BoxFuture<'_, Vec<ckptd_api::RuntimeInfo>> {
         Box::pin(async move {
-            let (runc, docker, podman) = tokio::join!(
-                self.runc.describe(),
-                self.docker.describe(),
-                self.podman.describe()
-            );
-            runc.into_iter().chain([docker, podman]).collect()
+            futures_util::future::join_all(self.containers.iter().map(|(_, e)| e.runtimes()))
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
         })
     }
     fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let checked = self.for_target(target).check_target(target).await;
-            // A container runc does not know may be Docker's or Podman's: say so, in each
+            // A container its runtime does not know may be another runtime's: say so, in each
             // caller's words.
-            if let (
-                Err(e),
-                Target::Container {
-                    id,
-                    runtime: Runtime::Runc,
-                    ..
-                },
-            ) = (&checked, target)
-            {
+            if let (Err(e), Target::Container { id, runtime, .. }) = (&checked, target) {
                 if e.kind == crate::error::ErrorKind::TargetUnavailable {
-                    for (runtime, known) in [
-                        (Runtime::Docker, self.docker.knows(id).await),
-                        (Runtime::Podman, self.podman.knows(id).await),
-                    ] {
-                        if known {
+                    for (other, engine) in self.containers.iter().filter(|(r, _)| r != runtime) {
+                        if engine.knows(id).await {
                             return Err(e.clone().with_advice(ckptd_api::Advice::UseRuntime {
-                                runtime,
+                                runtime: *other,
                                 container: id.clone(),
                             }));
                         }
@@ -175,13 +174,9 @@ impl Engine for Engines {
     }
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         match stopped {
-            Stopped::Container { container, .. } if container.runtime == Runtime::Docker => {
-                self.docker.release(stopped, kill)
+            Stopped::Container { container, .. } => {
+                self.runtime(container.runtime).release(stopped, kill)
             }
-            Stopped::Container { container, .. } if container.runtime == Runtime::Podman => {
-                self.podman.release(stopped, kill)
-            }
-            Stopped::Container { .. } => self.runc.release(stopped, kill),
             _ => self.process.release(stopped, kill),
         }
     }
@@ -208,5 +203,40 @@ fn kind_name(t: &Target) -> &'static str {
     match t {
         Target::Process { .. } => "process",
         Target::Container { .. } => "container",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::criu::CriuProbe;
+
+    #[test]
+    fn every_runtime_has_its_engine() {
+        let d = tempfile::tempdir().unwrap();
+        let engines = Engines::new(
+            Arc::new(Criu::new(CriuProbe::default(), 4, None)),
+            std::time::Duration::from_secs(1),
+            EnginePaths {
+                runc: None,
+                container_logs: d.path().join("logs"),
+                docker_socket: d.path().join("docker.sock"),
+                docker_runc_root: d.path().join("moby"),
+                podman_socket: d.path().join("podman.sock"),
+            },
+        );
+        use strum::VariantNames;
+        for name in Runtime::VARIANTS {
+            let runtime: Runtime = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(
+                engines
+                    .containers
+                    .iter()
+                    .filter(|(r, _)| *r == runtime)
+                    .count(),
+                1,
+                "{runtime}"
+            );
+        }
     }
 }

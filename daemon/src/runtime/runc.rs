@@ -104,7 +104,7 @@ pub(crate) fn container_record(bundle: &str, config: &[u8], images: &Path) -> Co
 /// The first line of `runc --version`, run asynchronously (an executor thread never waits on it).
 impl RuncEngine {
     /// runc as `/v1/info` shows it (none when it is not installed).
-    pub async fn describe(&self) -> Option<ckptd_api::RuntimeInfo> {
+    async fn describe(&self) -> Option<ckptd_api::RuntimeInfo> {
         let p = self.runc.as_ref()?;
         let version = version(p).await;
         Some(ckptd_api::RuntimeInfo {
@@ -709,6 +709,16 @@ impl ContainerOps for RuncEngine {
 impl Engine for RuncEngine {
     fn version(&self) -> Option<String> {
         self.criu.version()
+    }
+    fn runtimes(&self) -> BoxFuture<'_, Vec<ckptd_api::RuntimeInfo>> {
+        Box::pin(async move { self.describe().await.into_iter().collect() })
+    }
+    /// Whether runc (under its default root) knows a container by this id.
+    fn knows<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let c = Container { id, root: None };
+            self.runc().is_ok() && matches!(self.state(&c).await, Ok(Some(_)))
+        })
     }
 
     fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {

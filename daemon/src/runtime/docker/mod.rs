@@ -39,13 +39,8 @@ pub struct DockerEngine {
 }
 
 impl DockerEngine {
-    /// Whether Docker (reachable now) knows a container by this name or id.
-    pub async fn knows(&self, id: &str) -> bool {
-        self.api.inspect_raw(id).await.is_ok()
-    }
-
     /// Docker as `/v1/info` shows it: reachable and experimental, or why not.
-    pub async fn describe(&self) -> ckptd_api::RuntimeInfo {
+    async fn describe(&self) -> ckptd_api::RuntimeInfo {
         let (version, error) = match self.api.info().await {
             Ok(i) if i.experimental => (i.version, None),
             Ok(i) => (
@@ -549,6 +544,13 @@ impl ContainerOps for DockerEngine {
 impl Engine for DockerEngine {
     fn version(&self) -> Option<String> {
         self.criu.version()
+    }
+    fn runtimes(&self) -> BoxFuture<'_, Vec<ckptd_api::RuntimeInfo>> {
+        Box::pin(async move { vec![self.describe().await] })
+    }
+    /// Whether Docker (reachable now) knows a container by this name or id.
+    fn knows<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move { self.api.inspect_raw(id).await.is_ok() })
     }
 
     fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {

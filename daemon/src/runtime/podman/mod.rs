@@ -103,13 +103,8 @@ impl PodmanEngine {
         }
     }
 
-    /// Whether Podman (reachable now) knows a container by this name or id.
-    pub async fn knows(&self, id: &str) -> bool {
-        self.api.inspect(id).await.is_ok()
-    }
-
     /// Podman as `/v1/info` shows it: reachable, or why not.
-    pub async fn describe(&self) -> ckptd_api::RuntimeInfo {
+    async fn describe(&self) -> ckptd_api::RuntimeInfo {
         let (version, error) = match self.api.version().await {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e.message)),
@@ -357,6 +352,13 @@ fn put_back(images: &Path, container_dir: &Path) -> Result<()> {
 impl Engine for PodmanEngine {
     fn version(&self) -> Option<String> {
         self.criu.version()
+    }
+    fn runtimes(&self) -> BoxFuture<'_, Vec<ckptd_api::RuntimeInfo>> {
+        Box::pin(async move { vec![self.describe().await] })
+    }
+    /// Whether Podman (reachable now) knows a container by this name or id.
+    fn knows<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move { self.api.inspect(id).await.is_ok() })
     }
 
     fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
