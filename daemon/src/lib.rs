@@ -132,6 +132,7 @@ pub async fn run(
     service.start(cfg.workers);
     let schedules = schedules::Schedules::new(
         service.clone(),
+        catalog.clone(),
         cfg.retention_interval,
         cfg.keep_failed,
         cfg.schedule_max_failures,

@@ -84,6 +84,12 @@ fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T> {
 /// The detail a name clash on insert carries, so that a generated name can be retried.
 pub const NAME_TAKEN: &str = "name_taken";
 
+/// The refusal of a checkpoint name another checkpoint holds.
+pub fn name_taken(name: &str) -> Error {
+    Error::conflict(format!("a checkpoint named {name:?} already exists"))
+        .with_hint("choose another name, or delete the old checkpoint first")
+}
+
 fn is_unique_violation(e: &sqlx::Error, index: &str) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains(index))
 }
@@ -482,12 +488,7 @@ impl Catalog {
         .await;
         match res {
             Err(e) if is_unique_violation(&e, "checkpoints.name") => {
-                return Err(Error::conflict(format!(
-                    "a checkpoint named {:?} already exists",
-                    cp.name
-                ))
-                .with(NAME_TAKEN, true)
-                .with_hint("choose another name, or delete the old checkpoint first"));
+                return Err(name_taken(&cp.name).with(NAME_TAKEN, true));
             }
             Err(e) if is_unique_violation(&e, "checkpoints.dir") => {
                 return Err(Error::conflict(format!(

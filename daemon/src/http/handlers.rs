@@ -141,12 +141,11 @@ pub async fn list_checkpoints(
 ) -> Result<Response> {
     let filter = query::checkpoint_filter(&uri)?;
     let key = format!("{:?}|{filter:?}", caller.owner_filter());
-    let catalog = s.service.catalog();
     let body = s
         .lists
         .get_or_fill(
             key,
-            || catalog.checkpoints_version(),
+            || s.service.checkpoints_version(),
             || async {
                 let list = s.service.list_checkpoints(&caller, filter).await?;
                 serde_json::to_vec(&list)
@@ -175,22 +174,7 @@ pub async fn delete_checkpoint(
     let q = query::delete(&uri)?;
     if q.remote_copies {
         let cp = s.service.checkpoint(&caller, &reference).await?;
-        let remotes: Vec<String> = cp.remote_copies().map(|c| c.remote.clone()).collect();
-        for r in remotes {
-            s.service.forget_copy(&cp, &r).await?;
-        }
-        // Forgetting the last copy of a checkpoint without local images removed its row.
-        if s.service
-            .catalog()
-            .checkpoint(&cp.id.to_string())
-            .await?
-            .is_none()
-        {
-            return Ok(StatusCode::NO_CONTENT);
-        }
-        s.service
-            .delete_checkpoint(&caller, &cp.id.to_string(), q.forget)
-            .await?;
+        s.service.delete_everywhere(&caller, &cp, q.forget).await?;
     } else {
         s.service
             .delete_checkpoint(&caller, &reference, q.forget)
@@ -510,7 +494,6 @@ pub async fn metrics(
 ) -> Result<Response> {
     let kept: std::collections::HashMap<String, u64> = s
         .service
-        .catalog()
         .kept_by_schedule()
         .await?
         .into_iter()

@@ -53,6 +53,7 @@ fn router_and_openapi_list_the_same_routes() {
 async fn app() -> (tempfile::TempDir, Router) {
     let d = tempfile::tempdir().unwrap();
     let catalog = Catalog::open(&d.path().join("c.db")).await.unwrap();
+    let schedules_catalog = catalog.clone();
     let probe = CriuProbe::default();
     let criu = Arc::new(Criu::new(probe.clone(), 4, None));
     let engine = Arc::new(crate::runtime::Engines::new(
@@ -89,6 +90,7 @@ async fn app() -> (tempfile::TempDir, Router) {
     });
     let schedules = crate::schedules::Schedules::new(
         service.clone(),
+        schedules_catalog,
         std::time::Duration::from_secs(60),
         std::time::Duration::from_secs(7 * 86400),
         5,

@@ -313,7 +313,7 @@ impl Portability {
             }],
             origin: m.origin,
         };
-        self.service.catalog().insert_checkpoint(&cp).await?;
+        self.service.catalogue(&cp).await?;
         staging.0 = None;
         tracing::info!(checkpoint = %cp.name, id = %cp.id, bytes = cp.size_bytes, "imported");
         self.service.events().checkpoint("checkpoint.imported", &cp);
@@ -321,14 +321,9 @@ impl Portability {
     }
 
     async fn refuse_taken_name(&self, name: &str) -> Result<()> {
-        if self.service.catalog().name_exists(name).await? {
-            return Err(
-                Error::conflict(format!("a checkpoint named {name:?} already exists")).with_hint(
-                    "give another name (?name= / --name), or delete the old checkpoint first",
-                ),
-            );
-        }
-        Ok(())
+        self.service.refuse_taken(name).await.map_err(|e| {
+            e.with_hint("give another name (?name= / --name), or delete the old checkpoint first")
+        })
     }
 
     /// Catalogues an existing image directory in place; from then on ckptd manages it (deleting
@@ -406,7 +401,7 @@ impl Portability {
             }],
             origin: None,
         };
-        self.service.catalog().insert_checkpoint(&cp).await?;
+        self.service.catalogue(&cp).await?;
         tracing::info!(checkpoint = %cp.name, dir = %cp.dir, "adopted");
         self.service.events().checkpoint("checkpoint.adopted", &cp);
         Ok(cp)
@@ -420,13 +415,7 @@ impl Portability {
                 .unwrap_or_default(),
             "adopted-",
         );
-        if !self.service.catalog().name_exists(&base).await? {
-            return Ok(base);
-        }
-        Ok(format!(
-            "{base}-{}",
-            &Uuid::new_v4().simple().to_string()[..8]
-        ))
+        self.service.free_name(&base).await
     }
 }
 

@@ -53,6 +53,8 @@ pub struct Schedules {
 
 struct Inner {
     jobs: Service,
+    /// The schedules' own rows, and the checkpoints retention and expiry look at.
+    catalog: Catalog,
     /// Wakes the clock when a schedule changes.
     changed: Notify,
     /// How often retention and expiry run besides after each scheduled checkpoint.
@@ -73,6 +75,7 @@ fn not_found(reference: &str) -> Error {
 impl Schedules {
     pub fn new(
         jobs: Service,
+        catalog: Catalog,
         interval: Duration,
         keep_failed: Duration,
         max_failures: u32,
@@ -80,6 +83,7 @@ impl Schedules {
         Schedules {
             inner: Arc::new(Inner {
                 jobs,
+                catalog,
                 changed: Notify::new(),
                 interval,
                 pass: tokio::sync::Mutex::new(()),
@@ -90,7 +94,7 @@ impl Schedules {
     }
 
     fn catalog(&self) -> &Catalog {
-        self.inner.jobs.catalog()
+        &self.inner.catalog
     }
 
     /// The time between a schedule's next two runs (its interval, for an alert on a schedule
@@ -467,21 +471,10 @@ impl Schedules {
 
     /// `<schedule>-<UTC timestamp>`, with `-2`, `-3`... when a run in the same second has it.
     async fn checkpoint_name(&self, schedule: &str, at: &DateTime<Utc>) -> Result<String> {
-        let base = format!("{schedule}-{}", at.format("%Y%m%dT%H%M%SZ"));
-        if !self.catalog().name_exists(&base).await? {
-            return Ok(base);
-        }
-        for n in 2..100 {
-            let name = format!("{base}-{n}");
-            if !self.catalog().name_exists(&name).await? {
-                return Ok(name);
-            }
-        }
-        // Names nobody can have taken ahead of the run: its own id's first characters.
-        Ok(format!(
-            "{base}-{}",
-            &Uuid::new_v4().simple().to_string()[..8]
-        ))
+        self.inner
+            .jobs
+            .free_name(&format!("{schedule}-{}", at.format("%Y%m%dT%H%M%SZ")))
+            .await
     }
 
     /// Tells of a run's end and applies the schedule's retention after it. The outcome is
@@ -582,7 +575,7 @@ impl Schedules {
     /// remotes' own retention decides about the copies); one without is deleted.
     async fn remove_here(&self, id: Uuid, name: &str, why: &str) -> bool {
         let jobs = &self.inner.jobs;
-        let outcome = match jobs.catalog().checkpoint(&id.to_string()).await {
+        let outcome = match jobs.checkpoint_by_id(id).await {
             Ok(Some(cp)) if cp.remote_copies().next().is_some() => jobs.drop_local(&cp).await,
             Ok(Some(_)) => {
                 jobs.delete_checkpoint(&Caller::ROOT, &id.to_string(), false)
@@ -597,7 +590,7 @@ impl Schedules {
     /// Remote retention: deletes the checkpoint's copy in `remote`.
     async fn remove_copy(&self, id: Uuid, name: &str, remote: &str, why: &str) -> bool {
         let jobs = &self.inner.jobs;
-        let outcome = match jobs.catalog().checkpoint(&id.to_string()).await {
+        let outcome = match jobs.checkpoint_by_id(id).await {
             Ok(Some(cp)) => jobs.forget_copy(&cp, remote).await,
             Ok(None) => return false,
             Err(e) => Err(e),
@@ -609,21 +602,11 @@ impl Schedules {
     /// for it, wherever it went).
     async fn remove(&self, id: Uuid, name: &str, why: &str) -> bool {
         let jobs = &self.inner.jobs;
-        let outcome = async {
-            let Some(cp) = jobs.catalog().checkpoint(&id.to_string()).await? else {
-                return Ok(());
-            };
-            let remotes: Vec<String> = cp.remote_copies().map(|c| c.remote.clone()).collect();
-            for r in remotes {
-                jobs.forget_copy(&cp, &r).await?;
-            }
-            if jobs.catalog().checkpoint(&id.to_string()).await?.is_none() {
-                return Ok(());
-            }
-            jobs.delete_checkpoint(&Caller::ROOT, &id.to_string(), false)
-                .await
-        }
-        .await;
+        let outcome = match jobs.checkpoint_by_id(id).await {
+            Ok(Some(cp)) => jobs.delete_everywhere(&Caller::ROOT, &cp, false).await,
+            Ok(None) => return false,
+            Err(e) => Err(e),
+        };
         Self::removed(outcome, name, why)
     }
 

@@ -164,22 +164,10 @@ impl Service {
         let expires_at = expires_in.map(|d| validate::add_capped(created_at, d));
         let name = match &req.name {
             Some(n) => {
-                if inner.catalog.name_exists(n).await? {
-                    return Err(Error::conflict(format!(
-                        "a checkpoint named {n:?} already exists"
-                    ))
-                    .with_hint("choose another name, or delete the old checkpoint first"));
-                }
+                self.refuse_taken(n).await?;
                 n.clone()
             }
-            None => {
-                let base = default_name(&target, &created_at);
-                if inner.catalog.name_exists(&base).await? {
-                    format!("{base}-{}", &id.simple().to_string()[..8])
-                } else {
-                    base
-                }
-            }
+            None => self.free_name(&default_name(&target, &created_at)).await?,
         };
         let dir = match &custom_dir {
             Some(parent) => {

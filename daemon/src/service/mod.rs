@@ -15,6 +15,7 @@
 //! job or script learns at once that its request overlapped instead of piling up work.
 
 mod admit;
+mod names;
 mod publish;
 mod queue;
 mod read;
@@ -354,7 +355,10 @@ impl Service {
             .take()
     }
 
-    pub fn catalog(&self) -> &Catalog {
+    /// The SQL layer, for unit tests that set up a catalog's state by hand. Everything else
+    /// goes through the service's named operations.
+    #[cfg(test)]
+    pub(crate) fn catalog(&self) -> &Catalog {
         &self.inner.catalog
     }
 

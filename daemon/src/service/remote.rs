@@ -246,12 +246,9 @@ impl Service {
         }
         let name = name.unwrap_or_else(|| found.checkpoint.name.clone());
         validate::name(&name)?;
-        if inner.catalog.name_exists(&name).await? {
-            return Err(Error::conflict(format!(
-                "a checkpoint named {name:?} already exists on this host"
-            ))
-            .with_hint("pull it under another name: {\"name\": \"...\"} (ckpt pull --name)"));
-        }
+        self.refuse_taken(&name).await.map_err(|e| {
+            e.with_hint("pull it under another name: {\"name\": \"...\"} (ckpt pull --name)")
+        })?;
         let src = found.checkpoint;
         let cp = Checkpoint {
             id: src.id,
