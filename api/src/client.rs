@@ -81,7 +81,7 @@ impl Remote {
             .header("host", &self.addr)
             .header("authorization", format!("Bearer {}", self.token))
             .body(body)
-            .expect("request parts are valid");
+            .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
         let resp = collect(sender.send_request(req).await?).await;
         conn.abort();
         resp
@@ -116,6 +116,17 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// One path segment of a URL, percent-encoded: a reference a user typed (with a space, a `/`,
+/// a `?`) stays one segment and names exactly what was typed.
+fn seg(s: &str) -> percent_encoding::PercentEncode<'_> {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT)
 }
 
 /// What to try when the daemon's socket cannot be reached, by why.
@@ -227,7 +238,7 @@ impl Client {
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .expect("request parts are valid");
+            .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
         let resp = collect(sender.send_request(req).await?).await;
         conn.abort();
         resp
@@ -278,20 +289,21 @@ impl Client {
     }
 
     pub async fn checkpoint(&self, reference: &str) -> Result<Checkpoint, ClientError> {
-        self.get(&format!("/v1/checkpoints/{reference}"))
+        self.get(&format!("/v1/checkpoints/{}", seg(reference)))
             .await?
             .into_result()
     }
 
     /// `GET /v1/checkpoints/{ref}/processes`: the tree its images hold.
     pub async fn checkpoint_processes(&self, reference: &str) -> Result<ProcessTree, ClientError> {
-        self.get(&format!("/v1/checkpoints/{reference}/processes"))
+        self.get(&format!("/v1/checkpoints/{}/processes", seg(reference)))
             .await?
             .into_result()
     }
 
     pub async fn delete_checkpoint(&self, reference: &str) -> Result<(), ClientError> {
-        self.delete(&format!("/v1/checkpoints/{reference}")).await
+        self.delete(&format!("/v1/checkpoints/{}", seg(reference)))
+            .await
     }
 
     async fn delete(&self, path: &str) -> Result<(), ClientError> {
@@ -310,7 +322,7 @@ impl Client {
         wait: bool,
     ) -> Result<Job, ClientError> {
         let path = with_query(
-            &format!("/v1/checkpoints/{reference}/restore"),
+            &format!("/v1/checkpoints/{}/restore", seg(reference)),
             &WaitQuery { wait },
         );
         let env: JobEnvelope = self
@@ -323,7 +335,7 @@ impl Client {
     /// `DELETE /v1/checkpoints/{ref}?forget=true`: the record only, nothing on disk touched.
     pub async fn forget_checkpoint(&self, reference: &str) -> Result<(), ClientError> {
         self.delete(&with_query(
-            &format!("/v1/checkpoints/{reference}"),
+            &format!("/v1/checkpoints/{}", seg(reference)),
             &crate::query::DeleteQuery {
                 forget: true,
                 ..Default::default()
@@ -335,7 +347,7 @@ impl Client {
     /// `DELETE /v1/checkpoints/{ref}?remote_copies=true`: the checkpoint and its remote copies.
     pub async fn delete_checkpoint_everywhere(&self, reference: &str) -> Result<(), ClientError> {
         self.delete(&with_query(
-            &format!("/v1/checkpoints/{reference}"),
+            &format!("/v1/checkpoints/{}", seg(reference)),
             &crate::query::DeleteQuery {
                 remote_copies: true,
                 ..Default::default()
@@ -353,7 +365,7 @@ impl Client {
         wait: bool,
     ) -> Result<Job, ClientError> {
         let path = with_query(
-            &format!("/v1/checkpoints/{reference}/push"),
+            &format!("/v1/checkpoints/{}/push", seg(reference)),
             &crate::query::PushQuery {
                 remote: remote.to_owned(),
                 keep_local,
@@ -377,7 +389,7 @@ impl Client {
         &self,
         remote: &str,
     ) -> Result<List<crate::RemoteCheckpoint>, ClientError> {
-        self.get(&format!("/v1/remotes/{remote}/checkpoints"))
+        self.get(&format!("/v1/remotes/{}/checkpoints", seg(remote)))
             .await?
             .into_result()
     }
@@ -391,7 +403,7 @@ impl Client {
         wait: bool,
     ) -> Result<CheckpointAndJob, ClientError> {
         let path = with_query(
-            &format!("/v1/remotes/{remote}/checkpoints/{reference}"),
+            &format!("/v1/remotes/{}/checkpoints/{}", seg(remote), seg(reference)),
             &WaitQuery { wait },
         );
         self.send_json(Method::POST, &path, req)
@@ -408,7 +420,11 @@ impl Client {
         wait: bool,
     ) -> Result<Job, ClientError> {
         let path = with_query(
-            &format!("/v1/remotes/{remote}/checkpoints/{reference}/restore"),
+            &format!(
+                "/v1/remotes/{}/checkpoints/{}/restore",
+                seg(remote),
+                seg(reference)
+            ),
             &WaitQuery { wait },
         );
         let env: JobEnvelope = self
@@ -424,13 +440,17 @@ impl Client {
         remote: &str,
         reference: &str,
     ) -> Result<(), ClientError> {
-        self.delete(&format!("/v1/remotes/{remote}/checkpoints/{reference}"))
-            .await
+        self.delete(&format!(
+            "/v1/remotes/{}/checkpoints/{}",
+            seg(remote),
+            seg(reference)
+        ))
+        .await
     }
 
     pub async fn checkpoint_log(&self, reference: &str) -> Result<String, ClientError> {
         let resp = self
-            .get(&format!("/v1/checkpoints/{reference}/log"))
+            .get(&format!("/v1/checkpoints/{}/log", seg(reference)))
             .await?;
         if resp.status.is_success() {
             Ok(resp.text())
@@ -451,14 +471,14 @@ impl Client {
         let q = JobWaitQuery {
             wait: wait.map(|w| w.as_secs().max(1)),
         };
-        self.get(&with_query(&format!("/v1/jobs/{id}"), &q))
+        self.get(&with_query(&format!("/v1/jobs/{}", seg(id)), &q))
             .await?
             .into_result()
     }
 
     pub async fn cancel_job(&self, id: &str) -> Result<Job, ClientError> {
         let env: JobEnvelope = self
-            .request(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
+            .request(Method::POST, &format!("/v1/jobs/{}/cancel", seg(id)), None)
             .await?
             .into_result()?;
         Ok(env.job)
@@ -475,7 +495,7 @@ impl Client {
     }
 
     pub async fn schedule(&self, reference: &str) -> Result<Schedule, ClientError> {
-        self.get(&format!("/v1/schedules/{reference}"))
+        self.get(&format!("/v1/schedules/{}", seg(reference)))
             .await?
             .into_result()
     }
@@ -485,13 +505,18 @@ impl Client {
         reference: &str,
         req: &UpdateSchedule,
     ) -> Result<Schedule, ClientError> {
-        self.send_json(Method::PATCH, &format!("/v1/schedules/{reference}"), req)
-            .await?
-            .into_result()
+        self.send_json(
+            Method::PATCH,
+            &format!("/v1/schedules/{}", seg(reference)),
+            req,
+        )
+        .await?
+        .into_result()
     }
 
     pub async fn delete_schedule(&self, reference: &str) -> Result<(), ClientError> {
-        self.delete(&format!("/v1/schedules/{reference}")).await
+        self.delete(&format!("/v1/schedules/{}", seg(reference)))
+            .await
     }
 
     /// `POST /v1/schedules/{ref}/run`; with `wait`, answers when the job has ended.
@@ -501,14 +526,14 @@ impl Client {
         wait: bool,
     ) -> Result<CheckpointAndJob, ClientError> {
         let path = with_query(
-            &format!("/v1/schedules/{reference}/run"),
+            &format!("/v1/schedules/{}/run", seg(reference)),
             &WaitQuery { wait },
         );
         self.request(Method::POST, &path, None).await?.into_result()
     }
 
     pub async fn retention_plan(&self, reference: &str) -> Result<RetentionPlan, ClientError> {
-        self.get(&format!("/v1/schedules/{reference}/retention"))
+        self.get(&format!("/v1/schedules/{}/retention", seg(reference)))
             .await?
             .into_result()
     }
@@ -544,7 +569,7 @@ impl Client {
             .uri("/v1/events")
             .header("host", "ckptd")
             .body(Full::new(Bytes::new()))
-            .expect("request parts are valid");
+            .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
         let resp = sender.send_request(req).await?;
         let status = resp.status();
         if !status.is_success() {
@@ -580,12 +605,12 @@ impl Client {
         let (mut sender, conn) = self.connect::<Full<Bytes>>().await?;
         let req = Request::builder()
             .uri(with_query(
-                &format!("/v1/checkpoints/{reference}/archive"),
+                &format!("/v1/checkpoints/{}/archive", seg(reference)),
                 &query,
             ))
             .header("host", "ckptd")
             .body(Full::new(Bytes::new()))
-            .expect("request parts are valid");
+            .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
         let resp = sender.send_request(req).await?;
         if !resp.status().is_success() {
             let r = collect(resp).await?;
@@ -634,7 +659,7 @@ impl Client {
             .header("host", "ckptd")
             .header("content-type", "application/octet-stream")
             .body(body)
-            .expect("request parts are valid");
+            .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
         let resp = collect(sender.send_request(req).await?).await;
         conn.abort();
         resp?.into_result()

@@ -514,3 +514,30 @@ async fn ckpt_schedule_set_target_and_rm() {
         text(&out.stderr)
     );
 }
+
+/// A reference typed with a space, a `/`, a `?` or a `%` stays one reference: ckpt says no
+/// such checkpoint, in its words, and never panics or asks for something else.
+#[tokio::test]
+async fn references_with_odd_characters_are_one_reference() {
+    let d = Daemon::start().await;
+    for reference in ["a b", "a/b", "../info", "x?y=1", "100%", "ü"] {
+        for cmd in [
+            &["inspect"][..],
+            &["rm"],
+            &["logs"],
+            &["restore"],
+            &["schedule", "rm"],
+        ] {
+            let mut args = cmd.to_vec();
+            args.push(reference);
+            let out = ckpt(&d, &args);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert!(
+                err.contains(&format!("{reference:?}")) || err.contains(reference),
+                "{args:?} names what was typed: {err}"
+            );
+        }
+    }
+}

@@ -492,12 +492,8 @@ pub async fn metrics(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
 ) -> Result<Response> {
-    let kept: std::collections::HashMap<String, u64> = s
-        .service
-        .kept_by_schedule()
-        .await?
-        .into_iter()
-        .collect();
+    let kept: std::collections::HashMap<String, u64> =
+        s.service.kept_by_schedule().await?.into_iter().collect();
     let secs = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros() as f64 / 1e6;
     let schedules = s
         .schedules

@@ -32,7 +32,10 @@ impl Service {
                 return Ok(name);
             }
         }
-        Ok(format!("{base}-{}", &Uuid::new_v4().simple().to_string()[..8]))
+        Ok(format!(
+            "{base}-{}",
+            &Uuid::new_v4().simple().to_string()[..8]
+        ))
     }
 
     /// Deletes a checkpoint everywhere: its copy in each remote, then its images here and its
