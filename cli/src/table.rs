@@ -94,15 +94,11 @@ pub fn terminal_width() -> Option<usize> {
     if let Some(c) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
         return Some(c);
     }
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes a winsize into the one we pass.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+    // ratatui's terminal backend asks the terminal (TIOCGWINSZ) for us.
+    ratatui::crossterm::terminal::size()
+        .ok()
+        .filter(|(cols, _)| *cols > 0)
+        .map(|(cols, _)| usize::from(cols))
 }
 
 impl fmt::Display for Table {
