@@ -345,7 +345,19 @@ impl Remote {
     /// status when it answered.
     pub fn failed(&self, what: &str, e: object_store::Error) -> Error {
         let text = error_chain(&e);
-        let status = http_status(&text).or_else(|| status_of_code(&text));
+        // The variants object_store types by status first. The others carry it only in their
+        // message: object_store 0.14 keeps the error that has `status()` and `body()`
+        // (`client::retry::RetryError`) in a crate-private module, so it cannot be downcast to.
+        let typed = match &e {
+            object_store::Error::NotFound { .. } => Some(404),
+            object_store::Error::AlreadyExists { .. } => Some(409),
+            object_store::Error::Precondition { .. } => Some(412),
+            object_store::Error::NotModified { .. } => Some(304),
+            _ => None,
+        };
+        let status = typed
+            .or_else(|| http_status(&text))
+            .or_else(|| status_of_code(&text));
         let kind = match &e {
             object_store::Error::NotFound { .. } => ErrorKind::NotFound,
             _ => ErrorKind::RemoteFailed,
