@@ -13,6 +13,20 @@ pub mod members;
 /// One scenario of `scenarios`: a boxed future over the shared fixtures.
 pub type Scenario<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
 
+/// A checkpoint request of `target` named `name`, everything else at its default; a test sets
+/// what it needs with struct update syntax:
+/// `CreateCheckpoint { leave_running: true, ..checkpoint(target, "x") }`.
+pub fn checkpoint(
+    target: impl Into<Option<api::Target>>,
+    name: impl Into<String>,
+) -> api::CreateCheckpoint {
+    api::CreateCheckpoint {
+        target: target.into(),
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
 /// Runs scenarios that share costly fixtures (a dockerd, real users) one after another. Each runs
 /// even when an earlier one failed; the test then fails naming every scenario that failed, with
 /// its panic message, so one broken scenario never hides the others.

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use ckptd_tests::members::{chown, curl_as, proc_, Fixture};
-use ckptd_tests::{alive, scenarios, Target};
+use ckptd_tests::{alive, Target};
 use serde_json::{json, Value};
 
 /// What, method, path, body, expected status, expected words in the message.
@@ -19,33 +19,50 @@ type Case = (
     &'static str,
 );
 
+/// One at a time: the connection flood measures how fast root is answered, and every test makes
+/// real users and a daemon of its own.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Who may do what.
 #[tokio::test]
-async fn socket_group_members_with_real_users() {
-    let f = Fixture::new().await;
-    scenarios(vec![
-        ("who may do what", Box::pin(matrix(&f))),
-        (
-            "a member checkpoints and restores its own process, CRIU running as the member",
-            Box::pin(member_round_trip(&f)),
-        ),
-        (
-            "a checkpoint_dir re-pointed through a symlink after the checkpoint leads nowhere",
-            Box::pin(repointed_checkpoint_dir(&f)),
-        ),
-        (
-            "a file of the process swapped for a symlink to a root-only file is not opened",
-            Box::pin(swapped_file_is_not_opened(&f)),
-        ),
-        (
-            "a process holding a group the member is not in is not the member's",
-            Box::pin(foreign_group(&f)),
-        ),
-        (
-            "a member's connection flood leaves root's health answering",
-            Box::pin(connection_flood(&f)),
-        ),
-    ])
-    .await;
+async fn who_may_do_what() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    matrix(&Fixture::new().await).await;
+}
+
+/// A member checkpoints and restores its own process, CRIU running as the member.
+#[tokio::test]
+async fn a_member_checkpoints_and_restores_its_own_process_as_itself() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    member_round_trip(&Fixture::new().await).await;
+}
+
+/// A checkpoint_dir re-pointed through a symlink after the checkpoint leads nowhere.
+#[tokio::test]
+async fn a_checkpoint_dir_re_pointed_through_a_symlink_leads_nowhere() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    repointed_checkpoint_dir(&Fixture::new().await).await;
+}
+
+/// A file of the process swapped for a symlink to a root-only file is not opened.
+#[tokio::test]
+async fn a_file_swapped_for_a_symlink_to_a_root_only_file_is_not_opened() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    swapped_file_is_not_opened(&Fixture::new().await).await;
+}
+
+/// A process holding a group the member is not in is not the member's.
+#[tokio::test]
+async fn a_process_holding_a_group_the_member_is_not_in_is_not_its() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    foreign_group(&Fixture::new().await).await;
+}
+
+/// A member's connection flood leaves root's health answering.
+#[tokio::test]
+async fn a_member_s_connection_flood_leaves_root_answered() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    connection_flood(&Fixture::new().await).await;
 }
 
 async fn matrix(f: &Fixture) {

@@ -56,10 +56,8 @@ async fn checkpoint_restore_in_place_and_into_a_new_container() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: container(&id),
-                name: Some("ct1".into()),
                 checkpoint_dir: Some(custom.path().display().to_string()),
-                ..Default::default()
+                ..ckptd_tests::checkpoint(container(&id), "ct1")
             },
             true,
         )
@@ -213,10 +211,8 @@ async fn leave_running_and_pipe_stdio_and_a_second_checkpoint_of_the_restored_co
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: container(&id),
-                name: Some("p0".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(container(&id), "p0")
             },
             true,
         )
@@ -233,14 +229,7 @@ async fn leave_running_and_pipe_stdio_and_a_second_checkpoint_of_the_restored_co
 
     // Stop it with a checkpoint, restore: its stdout pipe gets a new reader and a log file.
     d.client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: container(&id),
-                name: Some("p1".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(container(&id), "p1"), true)
         .await
         .expect("checkpoint");
     assert_eq!(c.status(), None);
@@ -269,10 +258,8 @@ async fn leave_running_and_pipe_stdio_and_a_second_checkpoint_of_the_restored_co
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: container(&id),
-                name: Some("p2".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(container(&id), "p2")
             },
             true,
         )
@@ -291,14 +278,7 @@ async fn host_file_stdio_fails_with_the_mount_hint_and_the_container_keeps_runni
     wait_until("output", || read_lines(&out).len() >= 2);
     let err = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: container(&id),
-                name: Some("h".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(container(&id), "h"), true)
         .await
         .unwrap_err();
     let (status, e) = err.api_error().unwrap();
@@ -340,14 +320,7 @@ async fn seccomp_and_overlayfs_containers_checkpoint_and_restore() {
     let c = Container::run(&bundle, &id, ContainerStdio::Null);
     wait_until("output", || bundle.out_lines().len() >= 2);
     d.client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: container(&id),
-                name: Some("sec".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(container(&id), "sec"), true)
         .await
         .expect("checkpoint of a seccomp container");
     let job = d
@@ -403,14 +376,7 @@ async fn seccomp_and_overlayfs_containers_checkpoint_and_restore() {
     let oc = Container::run(&ob, &oid, ContainerStdio::Null);
     wait_until("output", || ob.out_lines().len() >= 2);
     d.client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: container(&oid),
-                name: Some("ovl".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(container(&oid), "ovl"), true)
         .await
         .expect("checkpoint of an overlayfs container");
     d.client
@@ -572,14 +538,7 @@ async fn a_terminal_container_restores_with_a_console_socket() {
     wait_until("output", || bundle.out_lines().len() >= 2);
     let cp = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: container(&id),
-                name: Some("tty".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(container(&id), "tty"), true)
         .await
         .expect("checkpoint of a terminal container")
         .checkpoint;
@@ -622,10 +581,8 @@ async fn a_new_rootfs_missing_what_the_images_need_gets_criu_s_reason() {
     d.client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: container(&id),
-                name: Some("m".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(container(&id), "m")
             },
             true,
         )
@@ -709,14 +666,7 @@ async fn another_runc_root_and_a_changed_bundle_config() {
     assert_eq!(err.api_error().unwrap().0.as_u16(), 422);
     let cp = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: Some(target),
-                name: Some("rooted".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(Some(target), "rooted"), true)
         .await
         .expect("checkpoint under another runc root")
         .checkpoint;
@@ -777,10 +727,8 @@ async fn the_container_s_criu_options_file_is_used_and_recorded() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: container(&id),
-                name: Some("ann".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(container(&id), "ann")
             },
             true,
         )
@@ -810,14 +758,7 @@ async fn kill_9_of_runc_mid_restore_leaves_no_runc_state_behind() {
     let _c = Container::run(&bundle, &id, ContainerStdio::Null);
     wait_until("output", || bundle.out_lines().len() >= 3);
     d.client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: container(&id),
-                name: Some("runck9".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(container(&id), "runck9"), true)
         .await
         .expect("checkpoint");
     let state_dir = std::path::Path::new("/run/runc").join(&id);
@@ -896,14 +837,7 @@ async fn kill_9_of_runc_s_criu_mid_dump_leaves_the_container_running() {
     pause.arm("post-dump");
     let made = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: container(&id),
-                name: Some("criuk9".into()),
-                ..Default::default()
-            },
-            false,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(container(&id), "criuk9"), false)
         .await
         .unwrap();
     let criu = pause.reached("post-dump");
@@ -924,10 +858,8 @@ async fn kill_9_of_runc_s_criu_mid_dump_leaves_the_container_running() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: container(&id),
-                name: Some("criuk9-again".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(container(&id), "criuk9-again")
             },
             true,
         )

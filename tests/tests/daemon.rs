@@ -79,11 +79,7 @@ async fn a_restored_tree_is_not_the_daemons_child_and_outlives_a_restart() {
     let mut t = Target::python(d.dir.path(), "outlive", 0, false);
     d.client
         .create_checkpoint(
-            &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: t.pid }),
-                name: Some("o".into()),
-                ..Default::default()
-            },
+            &ckptd_tests::checkpoint(Some(ApiTarget::Process { pid: t.pid }), "o"),
             true,
         )
         .await
@@ -122,10 +118,8 @@ async fn the_daemon_s_criu_config_is_used_for_processes_and_recorded() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: t.pid }),
-                name: Some("c".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(Some(ApiTarget::Process { pid: t.pid }), "c")
             },
             true,
         )

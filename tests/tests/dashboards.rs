@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ckptd_api::{
-    CreateCheckpoint, CreateSchedule, RestoreRequest, Retention, ScheduleOptions,
-    Target as ApiTarget,
-};
+use ckptd_api::{CreateSchedule, RestoreRequest, Retention, ScheduleOptions, Target as ApiTarget};
 use ckptd_tests::{Daemon, Target};
 use serde_json::Value;
 
@@ -259,11 +256,7 @@ async fn a_real_prometheus_fills_every_panel_and_raises_the_failing_schedule_ale
     let mut looper = Target::python(d.dir.path(), "dash-loop", 8, false);
     d.client
         .create_checkpoint(
-            &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: looper.pid }),
-                name: Some("dash1".into()),
-                ..Default::default()
-            },
+            &ckptd_tests::checkpoint(Some(ApiTarget::Process { pid: looper.pid }), "dash1"),
             true,
         )
         .await

@@ -289,11 +289,7 @@ async fn checkpoint_and_restore_in_place(d: &Daemon) {
     let cp = d
         .client
         .create_checkpoint(
-            &CreateCheckpoint {
-                target: target("ckptd-looper"),
-                name: Some("checkpoint1".into()),
-                ..Default::default()
-            },
+            &ckptd_tests::checkpoint(target("ckptd-looper"), "checkpoint1"),
             true,
         )
         .await
@@ -350,10 +346,8 @@ async fn custom_dir_clone_and_new_name(d: &Daemon) {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: target("ckptd-looper2"),
-                name: Some("checkpoint2".into()),
                 checkpoint_dir: Some(custom.path().display().to_string()),
-                ..Default::default()
+                ..ckptd_tests::checkpoint(target("ckptd-looper2"), "checkpoint2")
             },
             true,
         )
@@ -468,10 +462,8 @@ async fn established_tcp(d: &Daemon) {
     d.client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: target("ckptd-looper-tcp"),
-                name: Some("tcp1".into()),
                 tcp_established: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(target("ckptd-looper-tcp"), "tcp1")
             },
             true,
         )

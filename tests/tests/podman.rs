@@ -161,8 +161,13 @@ fn running_names() -> String {
     podman_ok(&["ps", "--format", "{{.Names}}"])
 }
 
-#[tokio::test]
-async fn podman_scenarios() {
+/// One at a time: the tests share the machine's Podman storage and its container names.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A Podman REST service of the test's own and a daemon talking to it; `scenario` runs over
+/// the daemon while both live.
+async fn with_podman<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(Daemon) -> F) {
+    let _one = ONE_AT_A_TIME.lock().await;
     let service = Service::start();
     let cfg = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
@@ -171,25 +176,32 @@ async fn podman_scenarios() {
     )
     .unwrap();
     let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
-    ckptd_tests::scenarios(vec![
-        (
-            "checkpoint, restore in place and into a new name",
-            Box::pin(in_place_and_new_name(&d)),
-        ),
-        (
-            "Podman's export imported; ckptd's format=podman restored by Podman",
-            Box::pin(archives_both_ways(&d)),
-        ),
-        (
-            "a schedule with retention",
-            Box::pin(schedule_with_retention(&d)),
-        ),
-        (
-            "Podman's export restored as a runc container",
-            Box::pin(podman_export_as_runc(&d)),
-        ),
-    ])
-    .await;
+    scenario(d).await;
+    drop(service);
+}
+
+/// Checkpoint, restore in place and into a new name.
+#[tokio::test]
+async fn podman_checkpoint_restore_in_place_and_into_a_new_name() {
+    with_podman(|d| async move { in_place_and_new_name(&d).await }).await;
+}
+
+/// Podman's export imported; ckptd's format=podman restored by Podman.
+#[tokio::test]
+async fn podman_archives_both_ways() {
+    with_podman(|d| async move { archives_both_ways(&d).await }).await;
+}
+
+/// A schedule of a Podman container, with retention.
+#[tokio::test]
+async fn podman_schedule_with_retention() {
+    with_podman(|d| async move { schedule_with_retention(&d).await }).await;
+}
+
+/// Podman's export restored as a runc container.
+#[tokio::test]
+async fn podman_export_restored_as_a_runc_container() {
+    with_podman(|d| async move { podman_export_as_runc(&d).await }).await;
 }
 
 async fn in_place_and_new_name(d: &Daemon) {
@@ -198,14 +210,7 @@ async fn in_place_and_new_name(d: &Daemon) {
     // Podman's state is part of the checkpoint: it says exited and checkpointed.
     let cp = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: Some(target(&c.0)),
-                name: Some("pm1".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(Some(target(&c.0)), "pm1"), true)
         .await
         .expect("checkpoint of a Podman container");
     let cp = cp.checkpoint;
@@ -293,10 +298,8 @@ async fn in_place_and_new_name(d: &Daemon) {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: Some(target(&c.0)),
-                name: Some("pm2".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(Some(target(&c.0)), "pm2")
             },
             true,
         )

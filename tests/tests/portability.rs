@@ -17,11 +17,7 @@ async fn stopped_looper(d: &Daemon, name: &str) -> Target {
     let mut t = Target::looper(d.dir.path());
     d.client
         .create_checkpoint(
-            &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: t.pid }),
-                name: Some(name.into()),
-                ..Default::default()
-            },
+            &ckptd_tests::checkpoint(Some(ApiTarget::Process { pid: t.pid }), name),
             true,
         )
         .await
@@ -499,10 +495,8 @@ async fn a_tree_with_a_zombie_exports_and_imports() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: t.pid }),
-                name: Some("with-zombie".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(Some(ApiTarget::Process { pid: t.pid }), "with-zombie")
             },
             true,
         )
@@ -553,10 +547,8 @@ async fn a_checkpoint_being_exported_is_not_deleted_under_it() {
     d.client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: t.pid }),
-                name: Some("exp1".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(Some(ApiTarget::Process { pid: t.pid }), "exp1")
             },
             true,
         )

@@ -24,14 +24,7 @@ async fn looper_checkpoint_list_restore_delete() {
     // Checkpoint: the looper stops and its output stops growing.
     let created = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: process(pid),
-                name: Some("looper1".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(process(pid), "looper1"), true)
         .await
         .expect("checkpoint");
     let cp = created.checkpoint;
@@ -249,11 +242,9 @@ async fn catalog_is_identical_after_a_daemon_restart() {
         d.client
             .create_checkpoint(
                 &CreateCheckpoint {
-                    target: process(t.pid),
-                    name: Some(name.into()),
                     leave_running: true,
                     labels: BTreeMap::from([("k".into(), name.into())]),
-                    ..Default::default()
+                    ..ckptd_tests::checkpoint(process(t.pid), name)
                 },
                 true,
             )
@@ -264,14 +255,7 @@ async fn catalog_is_identical_after_a_daemon_restart() {
     let tcp = Target::python(d.dir.path(), "rt", 0, true);
     let _ = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: process(tcp.pid),
-                name: Some("r3".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(process(tcp.pid), "r3"), true)
         .await
         .unwrap_err();
     let before = d.client.get("/v1/checkpoints").await.unwrap().text();
@@ -297,14 +281,7 @@ async fn tcp_connection_fails_with_hint_then_succeeds_with_tcp_established() {
     let mut t = Target::python(d.dir.path(), "tcp", 0, true);
     let err = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("tcp1".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), "tcp1"), true)
         .await
         .unwrap_err();
     let (status, e) = err.api_error().expect("an API error");
@@ -363,10 +340,8 @@ async fn tcp_connection_fails_with_hint_then_succeeds_with_tcp_established() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("tcp2".into()),
                 tcp_established: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(process(t.pid), "tcp2")
             },
             true,
         )
@@ -395,10 +370,8 @@ async fn checkpoint_dir_puts_images_where_asked_and_restores_from_there() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("custom1".into()),
                 checkpoint_dir: Some(custom.path().display().to_string()),
-                ..Default::default()
+                ..ckptd_tests::checkpoint(process(t.pid), "custom1")
             },
             true,
         )
@@ -422,10 +395,8 @@ async fn checkpoint_dir_puts_images_where_asked_and_restores_from_there() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: process(other.pid),
-                name: Some("custom1".into()),
                 checkpoint_dir: Some(custom.path().display().to_string()),
-                ..Default::default()
+                ..ckptd_tests::checkpoint(process(other.pid), "custom1")
             },
             false,
         )
@@ -468,10 +439,8 @@ async fn a_busy_target_gets_409_and_sigterm_lets_the_running_dump_finish() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("big1".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(process(t.pid), "big1")
             },
             false,
         )
@@ -481,10 +450,8 @@ async fn a_busy_target_gets_409_and_sigterm_lets_the_running_dump_finish() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("big2".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(process(t.pid), "big2")
             },
             false,
         )
@@ -529,14 +496,7 @@ async fn cancel_and_timeout_of_a_running_dump_leave_the_process_running() {
     // Cancel while CRIU runs.
     let first = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("c1".into()),
-                ..Default::default()
-            },
-            false,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), "c1"), false)
         .await
         .unwrap();
     let id = first.job.id.to_string();
@@ -574,14 +534,7 @@ async fn cancel_and_timeout_of_a_running_dump_leave_the_process_running() {
     // A dump of 4 GiB takes longer than the 1 s job timeout: stopped, the process carries on.
     let err = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("c2".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), "c2"), true)
         .await
         .unwrap_err();
     let (status, e) = err.api_error().unwrap();
@@ -659,11 +612,9 @@ async fn a_small_filesystem_gets_507_up_front_or_a_clean_failure() {
             .client
             .create_checkpoint(
                 &CreateCheckpoint {
-                    target: process(t.pid),
-                    name: Some(name.into()),
                     leave_running: true,
                     checkpoint_dir: dir.clone(),
-                    ..Default::default()
+                    ..ckptd_tests::checkpoint(process(t.pid), name)
                 },
                 false,
             )
@@ -722,110 +673,101 @@ async fn a_small_filesystem_gets_507_up_front_or_a_clean_failure() {
     assert!(partials.is_empty(), "partial directories left");
 }
 
-/// SIGKILL of the daemon in the middle of a dump of a 1 GiB process: after a restart, either the
-/// checkpoint completed and is recorded (and restores), or the process runs on, unfrozen.
+/// A daemon whose CRIU runs `pause`'s action script.
+async fn paused_daemon(pause: &ckptd_tests::Pause) -> Daemon {
+    let cfg = d_config(&pause.config_line());
+    Daemon::start_with(&["--config", cfg.to_str().unwrap()]).await
+}
+
+/// SIGKILL of the daemon while CRIU finishes a dump of a 1 GiB process (held where the images
+/// are written): after a restart the dump that CRIU finished is published, durable, and the
+/// process ended as a checkpoint without leave_running ends it; it restores. One CRIU failed
+/// at that moment leaves the process running, unfrozen.
 #[tokio::test]
 async fn kill_9_of_the_daemon_mid_dump_never_loses_the_process() {
-    let mut d = Daemon::start().await;
+    let pause = ckptd_tests::Pause::new();
+    let mut d = paused_daemon(&pause).await;
     let mut t = Target::python(d.dir.path(), "k9dump", 1024, false);
-    let created = d
-        .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("k9".into()),
-                ..Default::default()
-            },
-            false,
-        )
-        .await
-        .unwrap();
-    let id = created.job.id.to_string();
-    d.wait_job(&id, |j| j.state == JobState::Running).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    ckptd_tests::signal(d.pid(), libc::SIGKILL);
-    d.kill_and_forget();
-    d.restart_after_stop().await;
+    for (name, finishes) in [("k9-fails", false), ("k9", true)] {
+        pause.arm("post-dump");
+        let created = d
+            .client
+            .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), name), false)
+            .await
+            .unwrap();
+        pause.reached("post-dump");
+        ckptd_tests::signal(d.pid(), libc::SIGKILL);
+        d.kill_and_forget();
+        pause.release(finishes);
+        d.restart_after_stop().await;
 
-    let job = d.client.job(&id, None).await.unwrap();
-    let cp = d.client.checkpoint("k9").await.unwrap();
-    eprintln!("kill -9 mid-dump: the job ended {:?}", job.state);
-    match job.state {
-        JobState::Succeeded => {
-            assert_eq!(cp.status, CheckpointStatus::Ready);
-            assert!(std::path::Path::new(&cp.dir).join("pstree.img").exists());
-            assert!(!std::path::Path::new(&format!("{}.partial", cp.dir)).exists());
-            t.reap();
-            let stopped_at = t.lines().len();
-            let r = d
-                .client
-                .restore("k9", &RestoreRequest::default(), true)
-                .await
-                .expect("restore");
-            assert_eq!(r.result.unwrap().pid, Some(t.pid));
-            t.wait_for_lines(stopped_at + 3);
-            t.assert_contiguous();
-        }
-        JobState::Failed => {
+        let job = d
+            .client
+            .job(&created.job.id.to_string(), None)
+            .await
+            .unwrap();
+        let cp = d.client.checkpoint(name).await.unwrap();
+        assert!(
+            !std::path::Path::new(&format!("{}.partial", cp.dir)).exists(),
+            "partial images left"
+        );
+        if !finishes {
+            assert_eq!(job.state, JobState::Failed, "{}", d.log());
             assert_eq!(cp.status, CheckpointStatus::Failed);
-            assert!(!std::path::Path::new(&format!("{}.partial", cp.dir)).exists());
             assert!(alive(t.pid));
             assert_ne!(proc_state(t.pid), Some('T'));
             assert!(
                 t.is_progressing(Duration::from_secs(3)),
                 "the process is frozen"
             );
+            continue;
         }
-        s => panic!("job still {s:?} after the restart:\n{}", d.log()),
+        assert_eq!(job.state, JobState::Succeeded, "{}", d.log());
+        assert_eq!(cp.status, CheckpointStatus::Ready);
+        assert!(std::path::Path::new(&cp.dir).join("pstree.img").exists());
+        assert!(cp.size_bytes > 1 << 30, "size {}", cp.size_bytes);
+        t.reap();
+        let stopped_at = t.lines().len();
+        let r = d
+            .client
+            .restore(name, &RestoreRequest::default(), true)
+            .await
+            .expect("restore");
+        assert_eq!(r.result.unwrap().pid, Some(t.pid));
+        t.wait_for_lines(stopped_at + 3);
+        t.assert_contiguous();
     }
 }
 
-/// SIGKILL of the daemon in the middle of a restore of a 1 GiB process: after a restart the
-/// process runs (the restore completed and is recorded, or a second restore brings it back).
+/// SIGKILL of the daemon while CRIU finishes a restore of a 1 GiB process (held after making
+/// the tree): after a restart the restore that CRIU completed is recorded, with its pid, and
+/// the process runs on from where it was.
 #[tokio::test]
 async fn kill_9_of_the_daemon_mid_restore_never_loses_the_process() {
-    let mut d = Daemon::start().await;
+    let pause = ckptd_tests::Pause::new();
+    let mut d = paused_daemon(&pause).await;
     let mut t = Target::python(d.dir.path(), "k9restore", 1024, false);
     d.client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("k9r".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), "k9r"), true)
         .await
         .expect("checkpoint");
     t.reap();
     let stopped_at = t.lines().len();
+    pause.arm("post-restore");
     let job = d
         .client
         .restore("k9r", &RestoreRequest::default(), false)
         .await
         .unwrap();
-    let id = job.id.to_string();
-    d.wait_job(&id, |j| j.state != JobState::Queued).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    pause.reached("post-restore");
     ckptd_tests::signal(d.pid(), libc::SIGKILL);
     d.kill_and_forget();
+    pause.release(true);
     d.restart_after_stop().await;
 
-    let job = d.client.job(&id, None).await.unwrap();
-    eprintln!("kill -9 mid-restore: the job ended {:?}", job.state);
-    match job.state {
-        JobState::Succeeded => assert_eq!(job.result.unwrap().pid, Some(t.pid)),
-        JobState::Failed => {
-            // Not restored: the checkpoint is intact and restores now.
-            let r = d
-                .client
-                .restore("k9r", &RestoreRequest::default(), true)
-                .await
-                .expect("second restore");
-            assert_eq!(r.result.unwrap().pid, Some(t.pid));
-        }
-        s => panic!("job still {s:?} after the restart:\n{}", d.log()),
-    }
+    let job = d.client.job(&job.id.to_string(), None).await.unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}\n{}", d.log());
+    assert_eq!(job.result.unwrap().pid, Some(t.pid));
     t.wait_for_lines(stopped_at + 3);
     t.assert_contiguous();
     assert_eq!(
@@ -834,95 +776,46 @@ async fn kill_9_of_the_daemon_mid_restore_never_loses_the_process() {
     );
 }
 
-/// SIGKILL of the daemon *and* of its CRIU mid-dump (as a machine-wide kill would): the restart
-/// drops the partial images and the process runs on, unfrozen.
+/// SIGKILL of the daemon *and* of its CRIU (as a machine-wide kill would) while CRIU holds a
+/// 1 GiB process whose images it has written: the restart drops the images, and the process
+/// runs on, unfrozen.
 #[tokio::test]
 async fn kill_9_of_the_daemon_and_criu_mid_dump_resumes_the_process() {
-    let mut d = Daemon::start().await;
+    let pause = ckptd_tests::Pause::new();
+    let mut d = paused_daemon(&pause).await;
     let t = Target::python(d.dir.path(), "k9both", 1024, false);
+    pause.arm("post-dump");
     let created = d
         .client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("k9b".into()),
-                ..Default::default()
-            },
-            false,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), "k9b"), false)
         .await
         .unwrap();
-    let id = created.job.id.to_string();
-    d.wait_job(&id, |j| j.state == JobState::Running).await;
-    // CRIU's pid: the process working in the partial directory. CRIU reaches it through a
-    // descriptor it inherited, and carries its path in CKPTD_IMAGES
-    // (/proc/<ckptd>/fd/<n>/<id>.partial), which is how ckptd finds a CRIU that outlived it.
-    let partial = format!("/{}.partial", created.checkpoint.id);
-    let mut criu = Vec::new();
-    ckptd_tests::wait_until("criu to start", || {
-        criu = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|p| {
-                std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|env| {
-                    env.split(|b| *b == 0).any(|v| {
-                        let v = String::from_utf8_lossy(v);
-                        v.starts_with("CKPTD_IMAGES=") && v.contains(&partial)
-                    })
-                })
-            })
-            .collect();
-        !criu.is_empty()
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let criu = pause.reached("post-dump");
     ckptd_tests::signal(d.pid(), libc::SIGKILL);
-    for p in &criu {
-        ckptd_tests::signal(*p, libc::SIGKILL);
-    }
+    ckptd_tests::signal(criu, libc::SIGKILL);
     d.kill_and_forget();
+    pause.release(true);
     d.restart_after_stop().await;
 
-    let job = d.client.job(&id, None).await.unwrap();
-    eprintln!(
-        "kill -9 of daemon and CRIU mid-dump: the job ended {:?}",
-        job.state
+    let job = d
+        .client
+        .job(&created.job.id.to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert!(job.error.unwrap().message.contains("restarted"));
+    let cp = d.client.checkpoint("k9b").await.unwrap();
+    assert_eq!(cp.status, CheckpointStatus::Failed);
+    assert!(
+        !std::path::Path::new(&format!("{}.partial", cp.dir)).exists(),
+        "partial images left"
     );
-    match job.state {
-        JobState::Failed => {
-            assert!(job.error.unwrap().message.contains("restarted"));
-            let cp = d.client.checkpoint("k9b").await.unwrap();
-            assert_eq!(cp.status, CheckpointStatus::Failed);
-            assert!(
-                !std::path::Path::new(&format!("{}.partial", cp.dir)).exists(),
-                "partial images left"
-            );
-        }
-        // CRIU may have finished in the instant before its kill: then the restart published
-        // it, whole and durable, and ended the process as a checkpoint without leave_running
-        // does.
-        JobState::Succeeded => {
-            let cp = d.client.checkpoint("k9b").await.unwrap();
-            assert_eq!(cp.status, CheckpointStatus::Ready);
-            let dir = std::path::Path::new(&cp.dir);
-            assert!(dir.join("pstree.img").is_file(), "images missing");
-            assert!(cp.size_bytes > 1 << 30, "size {}", cp.size_bytes);
-            assert!(
-                !std::path::Path::new(&format!("{}.partial", cp.dir)).exists(),
-                "partial images left"
-            );
-            ckptd_tests::wait_until("the checkpointed process to end", || !alive(t.pid));
-        }
-        s => panic!("job still {s:?}"),
-    }
-    if job.state == JobState::Failed {
-        assert!(alive(t.pid));
-        assert_ne!(proc_state(t.pid), Some('T'));
-        assert!(
-            t.is_progressing(Duration::from_secs(3)),
-            "the process is frozen after the restart"
-        );
-    }
+    assert!(alive(t.pid));
+    assert_ne!(proc_state(t.pid), Some('T'));
+    assert!(
+        t.is_progressing(Duration::from_secs(3)),
+        "the process is frozen after the restart"
+    );
 }
 
 /// Images whose directory was replaced are not restored (a restore runs their code).
@@ -934,10 +827,8 @@ async fn a_tampered_image_directory_is_not_restored() {
         .client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("tam".into()),
                 leave_running: true,
-                ..Default::default()
+                ..ckptd_tests::checkpoint(process(t.pid), "tam")
             },
             true,
         )
@@ -1032,11 +923,7 @@ async fn a_lazy_restore_runs_the_tree_and_serves_its_memory() {
     let cp = d
         .client
         .create_checkpoint(
-            &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: t.pid }),
-                name: Some("lazy1".into()),
-                ..Default::default()
-            },
+            &ckptd_tests::checkpoint(Some(ApiTarget::Process { pid: t.pid }), "lazy1"),
             true,
         )
         .await
@@ -1237,10 +1124,8 @@ async fn a_restore_on_a_full_filesystem_says_so_and_works_once_there_is_room() {
     d.client
         .create_checkpoint(
             &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("onfull".into()),
                 checkpoint_dir: Some(small.0.display().to_string()),
-                ..Default::default()
+                ..ckptd_tests::checkpoint(process(t.pid), "onfull")
             },
             true,
         )
@@ -1286,14 +1171,7 @@ async fn kill_9_of_criu_mid_restore_leaves_no_half_restored_tree() {
     let d = Daemon::start_with(&["--config", cfg.to_str().unwrap()]).await;
     let mut t = Target::python(d.dir.path(), "halfmade", 16, false);
     d.client
-        .create_checkpoint(
-            &CreateCheckpoint {
-                target: process(t.pid),
-                name: Some("halfmade".into()),
-                ..Default::default()
-            },
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), "halfmade"), true)
         .await
         .expect("checkpoint");
     t.reap();

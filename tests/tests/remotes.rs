@@ -54,11 +54,7 @@ while True:
 }
 
 fn create(pid: i32, name: &str) -> CreateCheckpoint {
-    CreateCheckpoint {
-        target: Some(Target::Process { pid }),
-        name: Some(name.into()),
-        ..Default::default()
-    }
+    ckptd_tests::checkpoint(Some(Target::Process { pid }), name)
 }
 
 async fn wait_ended(d: &Daemon, id: &str) -> ckptd_api::Job {

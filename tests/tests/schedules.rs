@@ -291,11 +291,9 @@ async fn checkpoints_expire_and_schedules_are_checked() {
     let d = daemon_with_interval(1).await;
     let t = Target::python(d.dir.path(), "expiring", 0, false);
     let create = |name: &str, expires_in: Option<&str>| CreateCheckpoint {
-        target: Some(ApiTarget::Process { pid: t.pid }),
-        name: Some(name.into()),
         leave_running: true,
         expires_in: expires_in.map(str::to_owned),
-        ..Default::default()
+        ..ckptd_tests::checkpoint(Some(ApiTarget::Process { pid: t.pid }), name)
     };
     let short = d
         .client

@@ -5,10 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ckptd_api::{
-    CreateCheckpoint, CreateSchedule, RestoreRequest, Retention, ScheduleOptions,
-    Target as ApiTarget,
-};
+use ckptd_api::{CreateSchedule, RestoreRequest, Retention, ScheduleOptions, Target as ApiTarget};
 use ckptd_tests::{Daemon, Target};
 
 /// A tmux session of its own; killed on drop.
@@ -130,11 +127,7 @@ async fn ckpt_top_shows_running_jobs_failures_schedules_and_storage() {
     zombie.wait_for_lines(2);
     d.client
         .create_checkpoint(
-            &CreateCheckpoint {
-                target: Some(ApiTarget::Process { pid: zombie.pid }),
-                name: Some("top-zombie".into()),
-                ..Default::default()
-            },
+            &ckptd_tests::checkpoint(Some(ApiTarget::Process { pid: zombie.pid }), "top-zombie"),
             true,
         )
         .await
