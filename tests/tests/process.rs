@@ -673,6 +673,45 @@ async fn a_small_filesystem_gets_507_up_front_or_a_clean_failure() {
     assert!(partials.is_empty(), "partial directories left");
 }
 
+/// A restore that CRIU holds after making the tree (`restore_held`).
+struct Held {
+    d: Daemon,
+    /// The process, checkpointed (and so ended) before the restore.
+    t: Target,
+    /// The lines it had written when it was checkpointed.
+    stopped_at: usize,
+    job: ckptd_api::Job,
+    /// The CRIU that holds the restore.
+    criu: i32,
+}
+
+/// A daemon whose CRIU runs `pause`'s script, a process of `mib` MiB checkpointed as `name`,
+/// and a restore of it that CRIU holds where the tree is made and not yet resumed.
+async fn restore_held(pause: &ckptd_tests::Pause, name: &str, mib: usize) -> Held {
+    let d = paused_daemon(pause).await;
+    let mut t = Target::python(d.dir.path(), name, mib, false);
+    d.client
+        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), name), true)
+        .await
+        .expect("checkpoint");
+    t.reap();
+    let stopped_at = t.lines().len();
+    pause.arm("post-restore");
+    let job = d
+        .client
+        .restore(name, &RestoreRequest::default(), false)
+        .await
+        .unwrap();
+    let criu = pause.reached("post-restore");
+    Held {
+        d,
+        t,
+        stopped_at,
+        job,
+        criu,
+    }
+}
+
 /// A daemon whose CRIU runs `pause`'s action script.
 async fn paused_daemon(pause: &ckptd_tests::Pause) -> Daemon {
     let cfg = d_config(&pause.config_line());
@@ -745,21 +784,13 @@ async fn kill_9_of_the_daemon_mid_dump_never_loses_the_process() {
 #[tokio::test]
 async fn kill_9_of_the_daemon_mid_restore_never_loses_the_process() {
     let pause = ckptd_tests::Pause::new();
-    let mut d = paused_daemon(&pause).await;
-    let mut t = Target::python(d.dir.path(), "k9restore", 1024, false);
-    d.client
-        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), "k9r"), true)
-        .await
-        .expect("checkpoint");
-    t.reap();
-    let stopped_at = t.lines().len();
-    pause.arm("post-restore");
-    let job = d
-        .client
-        .restore("k9r", &RestoreRequest::default(), false)
-        .await
-        .unwrap();
-    pause.reached("post-restore");
+    let Held {
+        mut d,
+        t,
+        stopped_at,
+        job,
+        ..
+    } = restore_held(&pause, "k9r", 1024).await;
     ckptd_tests::signal(d.pid(), libc::SIGKILL);
     d.kill_and_forget();
     pause.release(true);
@@ -1167,23 +1198,13 @@ async fn a_restore_on_a_full_filesystem_says_so_and_works_once_there_is_room() {
 #[tokio::test]
 async fn kill_9_of_criu_mid_restore_leaves_no_half_restored_tree() {
     let pause = ckptd_tests::Pause::new();
-    let cfg = d_config(&pause.config_line());
-    let d = Daemon::start_with(&["--config", cfg.to_str().unwrap()]).await;
-    let mut t = Target::python(d.dir.path(), "halfmade", 16, false);
-    d.client
-        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), "halfmade"), true)
-        .await
-        .expect("checkpoint");
-    t.reap();
-    let stopped_at = t.lines().len();
-
-    pause.arm("post-restore");
-    let job = d
-        .client
-        .restore("halfmade", &RestoreRequest::default(), false)
-        .await
-        .unwrap();
-    let criu = pause.reached("post-restore");
+    let Held {
+        d,
+        t,
+        stopped_at,
+        job,
+        criu,
+    } = restore_held(&pause, "halfmade", 16).await;
     assert!(
         alive(t.pid) && proc_state(t.pid) != Some('Z'),
         "the tree is made, waiting to be resumed"
