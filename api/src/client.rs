@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -72,9 +70,6 @@ impl Remote {
                 path: PathBuf::from(&self.addr),
                 source,
             })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let conn = tokio::spawn(conn);
         let req = Request::builder()
             .method(method)
             .uri(path)
@@ -82,7 +77,8 @@ impl Remote {
             .header("authorization", format!("Bearer {}", self.token))
             .body(body)
             .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
-        let resp = collect(sender.send_request(req).await?).await;
+        let (resp, conn) = crate::http::exchange(stream, req).await?;
+        let resp = collect(resp).await;
         conn.abort();
         resp
     }
@@ -201,10 +197,18 @@ impl Client {
         &self.socket
     }
 
-    /// One HTTP/1.1 connection to the daemon: the request sender and the task driving it.
-    async fn connect<B>(
+    /// Sends `req` to the daemon on a connection of its own (`http::exchange`): the answer
+    /// and the task driving the connection.
+    async fn send<B>(
         &self,
-    ) -> Result<(SendRequest<B>, JoinHandle<hyper::Result<()>>), ClientError>
+        req: Request<B>,
+    ) -> Result<
+        (
+            hyper::Response<hyper::body::Incoming>,
+            JoinHandle<hyper::Result<()>>,
+        ),
+        ClientError,
+    >
     where
         B: hyper::body::Body + Send + 'static,
         B::Data: Send,
@@ -217,8 +221,7 @@ impl Client {
                     path: self.socket.clone(),
                     source,
                 })?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        Ok((sender, tokio::spawn(conn)))
+        Ok(crate::http::exchange(stream, req).await?)
     }
 
     /// Sends one request with an optional raw body and returns the raw answer.
@@ -228,7 +231,6 @@ impl Client {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
-        let (mut sender, conn) = self.connect().await?;
         let mut req = Request::builder()
             .method(method)
             .uri(path_and_query)
@@ -239,7 +241,8 @@ impl Client {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
-        let resp = collect(sender.send_request(req).await?).await;
+        let (resp, conn) = self.send(req).await?;
+        let resp = collect(resp).await;
         conn.abort();
         resp
     }
@@ -564,13 +567,12 @@ impl Client {
     > {
         use eventsource_stream::Eventsource;
         use futures_util::StreamExt;
-        let (mut sender, conn) = self.connect().await?;
         let req = Request::builder()
             .uri("/v1/events")
             .header("host", "ckptd")
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
-        let resp = sender.send_request(req).await?;
+        let (resp, conn) = self.send(req).await?;
         let status = resp.status();
         if !status.is_success() {
             let r = collect(resp).await?;
@@ -602,7 +604,6 @@ impl Client {
         reference: &str,
         query: ArchiveQuery,
     ) -> Result<(hyper::body::Incoming, JoinHandle<hyper::Result<()>>), ClientError> {
-        let (mut sender, conn) = self.connect::<Full<Bytes>>().await?;
         let req = Request::builder()
             .uri(with_query(
                 &format!("/v1/checkpoints/{}/archive", seg(reference)),
@@ -611,7 +612,7 @@ impl Client {
             .header("host", "ckptd")
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
-        let resp = sender.send_request(req).await?;
+        let (resp, conn) = self.send(req).await?;
         if !resp.status().is_success() {
             let r = collect(resp).await?;
             conn.abort();
@@ -652,7 +653,6 @@ impl Client {
         name: Option<&str>,
     ) -> Result<Checkpoint, ClientError> {
         let body = reader_body(input);
-        let (mut sender, conn) = self.connect().await?;
         let req = Request::builder()
             .method(Method::POST)
             .uri(import_path(name))
@@ -660,7 +660,8 @@ impl Client {
             .header("content-type", "application/octet-stream")
             .body(body)
             .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
-        let resp = collect(sender.send_request(req).await?).await;
+        let (resp, conn) = self.send(req).await?;
+        let resp = collect(resp).await;
         conn.abort();
         resp?.into_result()
     }

@@ -5,6 +5,7 @@
 
 mod advice;
 mod client;
+pub mod http;
 pub mod query;
 mod types;
 

@@ -9,7 +9,6 @@ use bollard::models::{ContainerCreateBody, ContainerInspectResponse};
 use bollard::query_parameters::{CreateContainerOptions, KillContainerOptions};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -205,19 +204,14 @@ impl DockerApi {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| self.unreachable(&e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.unreachable(&e.to_string()))?;
-        let conn = tokio::spawn(conn);
         let req = hyper::Request::post(format!("/containers/{id}/start?checkpoint={checkpoint}"))
             .header("host", "docker")
             .body(Empty::<Bytes>::new())
-            .expect("request parts are valid");
+            .map_err(|e| Error::internal(format!("a request to Docker cannot be built: {e}")))?;
+        let (resp, conn) = ckptd_api::http::exchange(stream, req)
+            .await
+            .map_err(|e| self.unreachable(&e.to_string()))?;
         let result = async {
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| self.unreachable(&e.to_string()))?;
             let status = resp.status();
             let body = resp
                 .into_body()

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -100,23 +99,16 @@ impl PodmanApi {
                 }
                 _ => self.unreachable(&e.to_string()),
             })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.unreachable(&e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "a connection to Podman ended");
-            }
-        });
         let req = hyper::Request::builder()
             .method(method)
             .uri(format!("{PREFIX}{path}"))
             .header("host", "podman")
             .body(body)
-            .expect("request parts are valid");
-        sender
-            .send_request(req)
+            .map_err(|e| Error::internal(format!("a request to Podman cannot be built: {e}")))?;
+        // The connection's task ends with the answer's body.
+        ckptd_api::http::exchange(stream, req)
             .await
+            .map(|(resp, _conn)| resp)
             .map_err(|e| self.unreachable(&format!("the request failed: {e}")))
     }
 
