@@ -77,8 +77,10 @@ async fn bad_inputs_get_their_status_and_error_body() {
     let job_id = good["job"]["id"].as_str().unwrap().to_owned();
 
     let zombie = std::process::Command::new("true").spawn().unwrap(); // exits, not reaped yet
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let zpid = zombie.id() as i32;
+    ckptd_tests::wait_until("the child to be a zombie", || {
+        ckptd_tests::proc_state(zpid) == Some('Z')
+    });
 
     let file = d.dir.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();

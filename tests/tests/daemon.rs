@@ -65,8 +65,11 @@ async fn a_second_daemon_on_a_live_socket_is_refused_and_a_stale_one_is_replaced
         0o600
     );
     // A stale socket (a daemon killed with SIGKILL leaves one) is replaced at the next start.
-    ckptd_tests::signal(d.pid(), libc::SIGKILL);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = d.pid();
+    ckptd_tests::signal(pid, libc::SIGKILL);
+    ckptd_tests::wait_until("the daemon to die", || {
+        ckptd_tests::proc_state(pid).is_none_or(|s| s == 'Z')
+    });
     assert!(d.socket.exists());
     d.kill_and_forget();
     d.restart_after_stop().await;

@@ -213,10 +213,17 @@ fn counts(lines: &[String], what: &str) {
     ckptd_tests::assert_counts(lines, what);
 }
 
+/// Whether the container's logs grow within 3 s.
 fn grows(c: &Ctr) -> bool {
     let before = c.logs().len();
-    std::thread::sleep(Duration::from_millis(800));
-    c.logs().len() > before
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        if c.logs().len() > before {
+            return true;
+        }
+    }
+    false
 }
 
 #[tokio::test]

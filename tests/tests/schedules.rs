@@ -44,28 +44,30 @@ async fn labelled(d: &Daemon, name: &str) -> Vec<ckptd_api::Checkpoint> {
         .items
 }
 
-/// Listens, from now, for the first event of type `kind` (up to `secs`).
-fn first_event(
+/// Subscribes to the events now (returning once the daemon has answered the subscription, so
+/// nothing from here on is missed) and waits in the background for the first of type `kind`
+/// (up to `secs`).
+async fn first_event(
     d: &Daemon,
     kind: &'static str,
     secs: u64,
 ) -> tokio::task::JoinHandle<Option<serde_json::Value>> {
-    let client = d.client.clone();
+    use futures_util::StreamExt;
+    let mut stream = d.client.event_stream().await.expect("the event stream");
     tokio::spawn(async move {
-        let mut seen = None;
-        let _ = tokio::time::timeout(
-            Duration::from_secs(secs),
-            client.events(|_, data| {
-                let ev: serde_json::Value = serde_json::from_str(data).unwrap();
+        let wait = async {
+            while let Some(Ok((_, raw))) = stream.next().await {
+                let ev: serde_json::Value = serde_json::from_str(&raw).unwrap();
                 if ev["type"] == kind {
-                    seen = Some(ev);
-                    return false;
+                    return Some(ev);
                 }
-                true
-            }),
-        )
-        .await;
-        seen
+            }
+            None
+        };
+        tokio::time::timeout(Duration::from_secs(secs), wait)
+            .await
+            .ok()
+            .flatten()
     })
 }
 
@@ -246,8 +248,7 @@ async fn a_target_that_went_away_fails_the_run_and_the_schedule_stays() {
         .await
         .unwrap();
     // Listen for the event before the target goes.
-    let events = first_event(&d, "schedule.failed", 20);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = first_event(&d, "schedule.failed", 20).await;
     ckptd_tests::signal(t.pid, libc::SIGKILL);
     t.reap();
 
@@ -459,7 +460,7 @@ async fn a_schedule_that_keeps_failing_is_disabled_and_says_why() {
         ))
         .await
         .unwrap();
-    let events = first_event(&d, "schedule.disabled", 30);
+    let events = first_event(&d, "schedule.disabled", 30).await;
     ckptd_tests::signal(t.pid, libc::SIGKILL);
     t.reap();
     let ev = events.await.unwrap().expect("a schedule.disabled event");
