@@ -407,7 +407,6 @@ async fn kubernetes_archives_restore_outside_kubernetes_as_runc_containers() {
             }
         }
     }
-    let _ = PathBuf::new();
 }
 
 /// ckptd's own runc checkpoint written as a Kubernetes checkpoint archive (`format=kubernetes`,

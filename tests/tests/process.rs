@@ -253,11 +253,12 @@ async fn catalog_is_identical_after_a_daemon_restart() {
     }
     // And a failed one: its error must survive too.
     let tcp = Target::python(d.dir.path(), "rt", 0, true);
-    let _ = d
+    let e = d
         .client
         .create_checkpoint(&ckptd_tests::checkpoint(process(tcp.pid), "r3"), true)
         .await
         .unwrap_err();
+    assert_eq!(e.api_error().unwrap().1.code, "criu_failed", "{e}");
     let before = d.client.get("/v1/checkpoints").await.unwrap().text();
     let jobs_before = d.client.get("/v1/jobs").await.unwrap().text();
     let one_before = d.client.get("/v1/checkpoints/r3").await.unwrap().text();
@@ -1165,10 +1166,12 @@ async fn a_restore_on_a_full_filesystem_says_so_and_works_once_there_is_room() {
     t.reap();
     // Fill what is left.
     let fill = small.0.join("fill");
-    let _ = std::process::Command::new("dd")
+    let filled = std::process::Command::new("dd")
         .args(["if=/dev/zero", "bs=1M", &format!("of={}", fill.display())])
         .stderr(std::process::Stdio::null())
-        .status();
+        .status()
+        .unwrap();
+    assert!(!filled.success(), "dd ends only when the filesystem is full");
     let e = d
         .client
         .restore("onfull", &RestoreRequest::default(), true)
