@@ -66,6 +66,16 @@ pub async fn checkpoint(
     })
 }
 
+/// After a daemon crash: what a restore into container `name` produced, if the container runs
+/// (its main process `pid`): the restore completed.
+pub fn restored(running: bool, pid: i32, name: &str) -> Option<ckptd_api::JobResult> {
+    running.then(|| ckptd_api::JobResult {
+        pid: Some(pid),
+        container: Some(name.to_owned()),
+        ..Default::default()
+    })
+}
+
 /// Ends what a dump left paused (`kill`, its images durable), or lets it run again.
 pub async fn release(ops: &dyn ContainerOps, c: &ContainerHandle, paused_by_us: bool, kill: bool) {
     let (what, result) = if kill {

@@ -784,12 +784,7 @@ impl Engine for RuncEngine {
         Box::pin(async move {
             let (c, _) = Self::destination(cp, into).ok()?;
             let state = self.state(&c).await.ok()??;
-            (state.status == "running").then(|| JobResult {
-                pid: Some(state.pid),
-                container: Some(c.id.to_owned()),
-                output_log: None,
-                ..Default::default()
-            })
+            container::restored(state.status == "running", state.pid, c.id)
         })
     }
 

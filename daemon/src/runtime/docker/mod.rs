@@ -629,12 +629,7 @@ impl Engine for DockerEngine {
         Box::pin(async move {
             let id = Self::destination(cp, into).ok()?;
             let c = self.inspect(id).await.ok()?;
-            c.running.then(|| JobResult {
-                pid: Some(c.pid),
-                container: Some(c.name.to_owned()),
-                output_log: None,
-                ..Default::default()
-            })
+            container::restored(c.running, c.pid, &c.name)
         })
     }
 }

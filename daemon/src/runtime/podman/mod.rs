@@ -448,12 +448,7 @@ impl Engine for PodmanEngine {
         Box::pin(async move {
             let id = podman_id(into.unwrap_or(&cp.target)).ok()?;
             let c = self.api.inspect(id).await.ok()?;
-            c.state.running.then(|| JobResult {
-                pid: Some(c.state.pid),
-                container: Some(c.name),
-                output_log: None,
-                ..Default::default()
-            })
+            super::container::restored(c.state.running, c.state.pid, &c.name)
         })
     }
 }
