@@ -1171,7 +1171,10 @@ async fn a_restore_on_a_full_filesystem_says_so_and_works_once_there_is_room() {
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
-    assert!(!filled.success(), "dd ends only when the filesystem is full");
+    assert!(
+        !filled.success(),
+        "dd ends only when the filesystem is full"
+    );
     let e = d
         .client
         .restore("onfull", &RestoreRequest::default(), true)

@@ -192,9 +192,9 @@ impl Service {
 
         let job = new_job(JobKind::Checkpoint, id, caller.uid);
         let reservation = inner.reserve(&target, None, job.id, caller.uid)?;
-        let permit = match inner.queue.try_reserve() {
-            Ok(p) => p,
-            Err(_) => {
+        let permit = match inner.queue.slot() {
+            Some(p) => p,
+            None => {
                 inner.release(reservation);
                 return Err(queue_full(inner.cfg.queue_capacity));
             }

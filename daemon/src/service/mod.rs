@@ -1,7 +1,15 @@
 //! The service: checkpoints and restores, admitted, queued and run by a bounded pool of workers.
 //! Each file does one job: `admit` (validate, authorize, reserve, insert, enqueue), `reserve`
 //! (one job per target), `queue` (workers and the job state machine, cancel, shutdown),
-//! `publish` (durability), `reconcile` (start-up), `read` (get, list, wait, logs, delete).
+//! `publish` (durability), `reconcile` (start-up), `read` (get, list, wait, logs, delete),
+//! `remote` (push and pull jobs), `names` (the name rules, delete everywhere).
+//!
+//! The state that changes is owned by the file that changes it, in a struct whose fields only
+//! that file can reach: `queue::Queue` (the queue, running jobs, their stop signals, shutdown and
+//! the admissions in flight) and `reserve::Reservations` (targets and checkpoints in use). The
+//! rest of `Inner` is set at start and read everywhere (catalog, engine, configuration, events
+//! and metrics, which count themselves). The catalog is reached only through the service: the
+//! HTTP layer, portability and schedules call named operations.
 //!
 //! Life of a checkpoint: `submit_checkpoint` validates, reserves the target, inserts the
 //! `pending` checkpoint and its `queued` job in one transaction and enqueues the job; a worker
@@ -36,13 +44,12 @@ use std::time::Duration;
 
 use ckptd_api::{CheckpointOptions, Target};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::auth::Policy;
 use crate::catalog::Catalog;
-use crate::engine::{Engine, StopReason};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::telemetry::{Events, Gauges, Metrics};
 
@@ -81,30 +88,16 @@ struct Inner {
     catalog: Catalog,
     engine: Arc<dyn Engine>,
     cfg: ServiceConfig,
-    queue: mpsc::Sender<Uuid>,
-    queue_rx: tokio::sync::Mutex<mpsc::Receiver<Uuid>>,
-    busy: Mutex<Busy>,
-    /// Bumped whenever a job ends; waiters re-read the catalog.
-    finished: watch::Sender<u64>,
-    shutdown: watch::Sender<bool>,
-    shutting_down: AtomicBool,
-    /// Requests between their shutting-down check and their queue entry (`Admitting`):
-    /// shutdown waits for them before it ends the queued jobs, so none is left queued.
-    admitting: AtomicUsize,
-    admitted: tokio::sync::Notify,
-    running: AtomicUsize,
+    /// The queue and the lives of its jobs (`queue.rs` changes it).
+    queue: queue::Queue,
+    /// Targets and checkpoints in use (`reserve.rs` changes it).
+    reservations: reserve::Reservations,
     events: Events,
     metrics: Metrics,
     /// When the service started (Unix seconds).
     started_at: f64,
     /// runc's version, read once for the metrics.
     runc_version: tokio::sync::OnceCell<String>,
-    /// Stop senders of running jobs (cancel and timeout use them).
-    stoppers: Mutex<HashMap<Uuid, watch::Sender<Option<StopReason>>>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
-    /// Ended schedule runs, for the schedules' events and retention (`run_ends`).
-    run_ends: mpsc::UnboundedSender<RunEnded>,
-    run_ends_rx: Mutex<Option<mpsc::UnboundedReceiver<RunEnded>>>,
 }
 
 /// A client of `/v1/events`, counted while it lives.
@@ -117,58 +110,6 @@ impl Drop for EventClient {
             .metrics
             .event_clients
             .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Targets and checkpoints that a queued or running job (or a delete) is using.
-#[derive(Default)]
-pub(super) struct Busy {
-    targets: HashMap<String, Uuid>,
-    checkpoints: HashSet<Uuid>,
-    /// Jobs of non-root owners queued or running, and whose they are (`member_max_jobs`, and
-    /// the share of the queue root keeps).
-    member_jobs: HashMap<Uuid, u32>,
-    /// Exports streaming a checkpoint's images now, by checkpoint.
-    readers: HashMap<Uuid, usize>,
-    /// Checkpoints being deleted: no export starts on one.
-    deleting: HashSet<Uuid>,
-}
-
-/// An export reading a checkpoint's images: while it lives, the checkpoint is not deleted.
-pub struct ReadHold {
-    service: Service,
-    checkpoint: Uuid,
-}
-
-impl Drop for ReadHold {
-    fn drop(&mut self) {
-        let mut busy = self.service.inner.busy();
-        if let Some(n) = busy.readers.get_mut(&self.checkpoint) {
-            *n -= 1;
-            if *n == 0 {
-                busy.readers.remove(&self.checkpoint);
-            }
-        }
-    }
-}
-
-impl Service {
-    /// Holds a checkpoint's images for an export: refused (409) while it is being deleted, and a
-    /// delete is refused while any hold lives, so an export is never a well-formed archive of a
-    /// half-deleted checkpoint.
-    pub fn hold_for_reading(&self, cp: &ckptd_api::Checkpoint) -> Result<ReadHold> {
-        let mut busy = self.inner.busy();
-        if busy.deleting.contains(&cp.id) {
-            return Err(Error::conflict(format!(
-                "checkpoint {} is being deleted",
-                cp.name
-            )));
-        }
-        *busy.readers.entry(cp.id).or_default() += 1;
-        Ok(ReadHold {
-            service: self.clone(),
-            checkpoint: cp.id,
-        })
     }
 }
 
@@ -313,46 +254,21 @@ pub fn replace_paths(mut e: Error, from: &str, to: &str) -> Error {
 
 impl Service {
     pub fn new(catalog: Catalog, engine: Arc<dyn Engine>, cfg: ServiceConfig) -> Service {
-        let (queue, queue_rx) = mpsc::channel(cfg.queue_capacity);
-        let (run_ends, run_ends_rx) = mpsc::unbounded_channel();
         Service {
             inner: Arc::new(Inner {
+                queue: queue::Queue::new(cfg.queue_capacity),
+                reservations: reserve::Reservations::default(),
                 catalog,
                 engine,
                 cfg,
-                queue,
-                queue_rx: tokio::sync::Mutex::new(queue_rx),
-                busy: Mutex::new(Busy::default()),
-                finished: watch::channel(0).0,
-                shutdown: watch::channel(false).0,
-                shutting_down: AtomicBool::new(false),
-                admitting: AtomicUsize::new(0),
-                admitted: tokio::sync::Notify::new(),
-                running: AtomicUsize::new(0),
-                stoppers: Mutex::new(HashMap::new()),
                 events: Events::default(),
                 metrics: Metrics::default(),
                 started_at: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64()),
                 runc_version: tokio::sync::OnceCell::new(),
-                workers: Mutex::new(Vec::new()),
-                run_ends,
-                run_ends_rx: Mutex::new(Some(run_ends_rx)),
             }),
         }
-    }
-
-    /// The schedule runs that end from now on (and those reconciliation ended), in order; for
-    /// the one taker that tells of them and applies retention after them (the schedules). Their
-    /// outcome is already in the catalog: what the taker does is derived, and redone by its
-    /// timer pass after a crash.
-    pub fn run_ends(&self) -> Option<mpsc::UnboundedReceiver<RunEnded>> {
-        self.inner
-            .run_ends_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
     }
 
     /// The SQL layer, for unit tests that set up a catalog's state by hand. Everything else
@@ -364,15 +280,6 @@ impl Service {
 
     pub fn config(&self) -> &ServiceConfig {
         &self.inner.cfg
-    }
-
-    /// Starts `n` workers.
-    pub fn start(&self, n: usize) {
-        let mut workers = self.inner.workers.lock().expect("workers lock");
-        for i in 0..n {
-            let inner = self.inner.clone();
-            workers.push(tokio::spawn(async move { inner.worker(i).await }));
-        }
     }
 
     pub fn events(&self) -> &Events {
@@ -464,11 +371,6 @@ impl Service {
         self.inner.catalog.ready_bytes().await
     }
 
-    /// Becomes true when the daemon starts stopping (long-lived streams end then).
-    pub fn stopping(&self) -> watch::Receiver<bool> {
-        self.inner.shutdown.subscribe()
-    }
-
     /// The Prometheus exposition of the daemon's metrics, as `caller` may see them: a member's
     /// show its own checkpoints, storage locations and schedules (`schedules` is already its
     /// own) and nothing of others' but daemon-wide counts (jobs, queue, workers).
@@ -500,7 +402,7 @@ impl Service {
             .await
             .clone();
         let gauges = Gauges {
-            queue_depth: inner.queue.max_capacity() - inner.queue.capacity(),
+            queue_depth: inner.queue.depth(),
             busy_workers: self.running_jobs(),
             workers,
             catalog_checkpoints: by_status.iter().map(|(_, n)| n).sum(),
@@ -514,93 +416,6 @@ impl Service {
             schedules,
         };
         Ok(inner.metrics.render(&gauges))
-    }
-
-    pub fn running_jobs(&self) -> usize {
-        self.inner.running.load(Ordering::Relaxed)
-    }
-
-    /// Resolves once a job ends after this call (whatever its result): a queue slot may be free.
-    pub fn job_ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut ended = self.inner.finished.subscribe();
-        async move {
-            let _ = ended.changed().await;
-        }
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.inner.shutting_down.load(Ordering::SeqCst)
-    }
-
-    pub fn refuse_if_shutting_down(&self) -> Result<()> {
-        if self.is_shutting_down() {
-            return Err(
-                Error::unavailable("ckptd is shutting down and takes no new jobs")
-                    .with_hint("retry once the daemon has restarted"),
-            );
-        }
-        Ok(())
-    }
-
-    /// A request that may queue a job: refused once the daemon is shutting down; otherwise
-    /// shutdown waits for the guard to drop before it ends the queued jobs. The count is raised
-    /// before the flag is read, and shutdown sets the flag before it reads the count (both
-    /// SeqCst): either the request sees the flag, or shutdown sees the request.
-    pub fn admitting(&self) -> Result<Admitting> {
-        self.inner.admitting.fetch_add(1, Ordering::SeqCst);
-        let guard = Admitting(self.clone());
-        self.refuse_if_shutting_down()?;
-        Ok(guard)
-    }
-}
-
-/// A request between its shutting-down check and its queue entry (`Service::admitting`).
-pub struct Admitting(Service);
-
-impl Drop for Admitting {
-    fn drop(&mut self) {
-        if self.0.inner.admitting.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.inner.admitted.notify_waiters();
-        }
-    }
-}
-
-impl Service {
-    /// Waits (up to `limit`) until no request is being admitted.
-    async fn admissions_done(&self, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let done = self.inner.admitted.notified();
-            if self.inner.admitting.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, done).await.is_err() {
-                tracing::warn!("requests still being admitted at shutdown; their jobs are resolved at the next start");
-                return;
-            }
-        }
-    }
-}
-
-impl Inner {
-    /// Stop senders of running jobs; poison is ignored as for the busy sets.
-    pub(super) fn stoppers(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<Option<StopReason>>>> {
-        self.stoppers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The busy sets; their critical sections cannot panic half-way, so poison is ignored.
-    pub(super) fn busy(&self) -> std::sync::MutexGuard<'_, Busy> {
-        self.busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(super) fn job_finished(&self) {
-        self.finished.send_modify(|n| *n += 1);
     }
 }
 

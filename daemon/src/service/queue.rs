@@ -17,6 +17,174 @@ use crate::catalog::{self};
 use crate::engine::{RestoreSpec, StopReason, StopSignal};
 use crate::error::{Error, ErrorKind, Result};
 
+/// The queue and the lives of the jobs on it: the state this file changes (and the count of
+/// requests being admitted, which shutdown waits for).
+pub(super) struct Queue {
+    sender: mpsc::Sender<Uuid>,
+    receiver: tokio::sync::Mutex<mpsc::Receiver<Uuid>>,
+    /// Bumped whenever a job ends; waiters re-read the catalog.
+    finished: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+    shutting_down: AtomicBool,
+    /// Requests between their shutting-down check and their queue entry (`Admitting`):
+    /// shutdown waits for them before it ends the queued jobs, so none is left queued.
+    admitting: AtomicUsize,
+    admitted: tokio::sync::Notify,
+    running: AtomicUsize,
+    /// Stop senders of running jobs (cancel and timeout use them).
+    stoppers: Mutex<HashMap<Uuid, watch::Sender<Option<StopReason>>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Ended schedule runs, for the schedules' events and retention (`Service::run_ends`).
+    run_ends: mpsc::UnboundedSender<RunEnded>,
+    run_ends_rx: Mutex<Option<mpsc::UnboundedReceiver<RunEnded>>>,
+}
+
+impl Queue {
+    pub(super) fn new(capacity: usize) -> Queue {
+        let (sender, receiver) = mpsc::channel(capacity);
+        let (run_ends, run_ends_rx) = mpsc::unbounded_channel();
+        Queue {
+            sender,
+            receiver: tokio::sync::Mutex::new(receiver),
+            finished: watch::channel(0).0,
+            shutdown: watch::channel(false).0,
+            shutting_down: AtomicBool::new(false),
+            admitting: AtomicUsize::new(0),
+            admitted: tokio::sync::Notify::new(),
+            running: AtomicUsize::new(0),
+            stoppers: Mutex::new(HashMap::new()),
+            workers: Mutex::new(Vec::new()),
+            run_ends,
+            run_ends_rx: Mutex::new(Some(run_ends_rx)),
+        }
+    }
+
+    /// A slot in the queue, held until a job's id is sent on it; None when the queue is full.
+    pub(super) fn slot(&self) -> Option<mpsc::Permit<'_, Uuid>> {
+        self.sender.try_reserve().ok()
+    }
+
+    /// How many jobs wait in the queue.
+    pub(super) fn depth(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
+    /// Changes whenever a job ends.
+    pub(super) fn finished(&self) -> watch::Receiver<u64> {
+        self.finished.subscribe()
+    }
+}
+
+impl Service {
+    /// The schedule runs that end from now on (and those reconciliation ended), in order; for
+    /// the one taker that tells of them and applies retention after them (the schedules). Their
+    /// outcome is already in the catalog: what the taker does is derived, and redone by its
+    /// timer pass after a crash.
+    pub fn run_ends(&self) -> Option<mpsc::UnboundedReceiver<RunEnded>> {
+        self.inner
+            .queue
+            .run_ends_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Starts `n` workers.
+    pub fn start(&self, n: usize) {
+        let mut workers = self.inner.queue.workers.lock().expect("workers lock");
+        for i in 0..n {
+            let inner = self.inner.clone();
+            workers.push(tokio::spawn(async move { inner.worker(i).await }));
+        }
+    }
+
+    /// Becomes true when the daemon starts stopping (long-lived streams end then).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.inner.queue.shutdown.subscribe()
+    }
+
+    pub fn running_jobs(&self) -> usize {
+        self.inner.queue.running.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once a job ends after this call (whatever its result): a queue slot may be free.
+    pub fn job_ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut ended = self.inner.queue.finished.subscribe();
+        async move {
+            let _ = ended.changed().await;
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.queue.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub fn refuse_if_shutting_down(&self) -> Result<()> {
+        if self.is_shutting_down() {
+            return Err(
+                Error::unavailable("ckptd is shutting down and takes no new jobs")
+                    .with_hint("retry once the daemon has restarted"),
+            );
+        }
+        Ok(())
+    }
+
+    /// A request that may queue a job: refused once the daemon is shutting down; otherwise
+    /// shutdown waits for the guard to drop before it ends the queued jobs. The count is raised
+    /// before the flag is read, and shutdown sets the flag before it reads the count (both
+    /// SeqCst): either the request sees the flag, or shutdown sees the request.
+    pub fn admitting(&self) -> Result<Admitting> {
+        self.inner.queue.admitting.fetch_add(1, Ordering::SeqCst);
+        let guard = Admitting(self.clone());
+        self.refuse_if_shutting_down()?;
+        Ok(guard)
+    }
+}
+
+/// A request between its shutting-down check and its queue entry (`Service::admitting`).
+pub struct Admitting(Service);
+
+impl Drop for Admitting {
+    fn drop(&mut self) {
+        if self.0.inner.queue.admitting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.inner.queue.admitted.notify_waiters();
+        }
+    }
+}
+
+impl Service {
+    /// Waits (up to `limit`) until no request is being admitted.
+    async fn admissions_done(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let done = self.inner.queue.admitted.notified();
+            if self.inner.queue.admitting.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                tracing::warn!("requests still being admitted at shutdown; their jobs are resolved at the next start");
+                return;
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Stop senders of running jobs; poison is ignored as for the busy sets.
+    pub(super) fn stoppers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<Option<StopReason>>>> {
+        self.queue
+            .stoppers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn job_finished(&self) {
+        self.queue.finished.send_modify(|n| *n += 1);
+    }
+}
+
 impl Service {
     /// Cancels a job. A queued job ends at once. A running one is asked to stop: CRIU is
     /// interrupted (which leaves the target running, measured at every point of a dump), what a
@@ -59,10 +227,10 @@ impl Service {
     /// Stops taking jobs, cancels queued ones, and gives running ones `timeout` to finish.
     pub async fn shutdown(&self, timeout: Duration) {
         let inner = &self.inner;
-        inner.shutting_down.store(true, Ordering::SeqCst);
-        inner.shutdown.send_replace(true);
+        inner.queue.shutting_down.store(true, Ordering::SeqCst);
+        inner.queue.shutdown.send_replace(true);
         let workers: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *inner.workers.lock().expect("workers lock"));
+            std::mem::take(&mut *inner.queue.workers.lock().expect("workers lock"));
         // A request that passed its check before the flag was set queues its job now: wait for
         // it, so that the queued jobs ended below include its.
         self.admissions_done(timeout.min(Duration::from_secs(10)))
@@ -108,25 +276,25 @@ impl Service {
 
 impl Inner {
     pub(super) async fn worker(self: Arc<Self>, n: usize) {
-        let mut shutdown = self.shutdown.subscribe();
+        let mut shutdown = self.queue.shutdown.subscribe();
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let id = {
-                let mut rx = self.queue_rx.lock().await;
+                let mut rx = self.queue.receiver.lock().await;
                 tokio::select! {
                     id = rx.recv() => id,
                     _ = shutdown.changed() => None,
                 }
             };
             let Some(id) = id else { break };
-            self.running.fetch_add(1, Ordering::Relaxed);
+            self.queue.running.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.run(id).await {
                 tracing::error!(job = %id, error = %e, "job bookkeeping failed");
                 self.fail_unfinished(id, e).await;
             }
-            self.running.fetch_sub(1, Ordering::Relaxed);
+            self.queue.running.fetch_sub(1, Ordering::Relaxed);
         }
         tracing::debug!(worker = n, "worker stopped");
     }
@@ -145,7 +313,7 @@ impl Inner {
                 }
             }
             Ok(Some(job)) => self.release_job(&job),
-            _ => self.busy().targets.retain(|_, j| *j != id),
+            _ => self.release_job_id(id),
         }
     }
 
@@ -405,7 +573,7 @@ impl Inner {
             self.record_end(&job, ended.checkpoint.as_ref()).await;
             if let Some((schedule, disabled)) = ended.run {
                 // The schedules apply retention and tell of the outcome; it is already recorded.
-                let _ = self.run_ends.send(RunEnded {
+                let _ = self.queue.run_ends.send(RunEnded {
                     schedule,
                     job: job.clone(),
                     disabled,
@@ -506,7 +674,7 @@ impl Inner {
         job: Job,
         work: &impl serde::Serialize,
     ) -> Result<Job> {
-        let Ok(permit) = self.queue.try_reserve() else {
+        let Some(permit) = self.queue.slot() else {
             self.release(reservation);
             return Err(super::admit::queue_full(self.cfg.queue_capacity));
         };
@@ -533,9 +701,9 @@ impl Inner {
         let job = super::admit::new_job(JobKind::Push, cp.id, after.owner_uid);
         let prepared =
             self.reserve_checkpoint(cp.id)
-                .and_then(|reservation| match self.queue.try_reserve() {
-                    Ok(permit) => Ok((reservation, permit)),
-                    Err(_) => {
+                .and_then(|reservation| match self.queue.slot() {
+                    Some(permit) => Ok((reservation, permit)),
+                    None => {
                         self.release(reservation);
                         Err(super::admit::queue_full(self.cfg.queue_capacity))
                     }

@@ -81,7 +81,7 @@ impl Service {
     /// end (cancelled) and running ones are given time to finish, so waiters get a final answer.
     pub async fn wait(&self, caller: &Caller, id: &str, timeout: Duration) -> Result<Job> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut finished = self.inner.finished.subscribe();
+        let mut finished = self.inner.queue.finished();
         loop {
             let job = self.job(caller, id).await?;
             if job.state.is_finished() {

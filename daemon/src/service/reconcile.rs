@@ -339,7 +339,7 @@ impl Service {
         let Ok(reservation) = inner.reserve_checkpoint(job.checkpoint_id) else {
             return Ok(false);
         };
-        let Ok(permit) = inner.queue.try_reserve() else {
+        let Some(permit) = inner.queue.slot() else {
             inner.release(reservation);
             return Ok(false);
         };

@@ -8,6 +8,81 @@ use uuid::Uuid;
 use super::*;
 use crate::error::{Error, ErrorKind, Result};
 
+/// Targets and checkpoints in use: the state this file changes.
+#[derive(Default)]
+pub(super) struct Reservations {
+    busy: Mutex<Busy>,
+}
+
+/// Targets and checkpoints that a queued or running job (or a delete) is using.
+#[derive(Default)]
+pub(super) struct Busy {
+    targets: HashMap<String, Uuid>,
+    checkpoints: HashSet<Uuid>,
+    /// Jobs of non-root owners queued or running, and whose they are (`member_max_jobs`, and
+    /// the share of the queue root keeps).
+    member_jobs: HashMap<Uuid, u32>,
+    /// Exports streaming a checkpoint's images now, by checkpoint.
+    readers: HashMap<Uuid, usize>,
+    /// Checkpoints being deleted: no export starts on one.
+    deleting: HashSet<Uuid>,
+}
+
+/// An export reading a checkpoint's images: while it lives, the checkpoint is not deleted.
+pub struct ReadHold {
+    service: Service,
+    checkpoint: Uuid,
+}
+
+impl Drop for ReadHold {
+    fn drop(&mut self) {
+        let mut busy = self.service.inner.busy();
+        if let Some(n) = busy.readers.get_mut(&self.checkpoint) {
+            *n -= 1;
+            if *n == 0 {
+                busy.readers.remove(&self.checkpoint);
+            }
+        }
+    }
+}
+
+impl Service {
+    /// Holds a checkpoint's images for an export: refused (409) while it is being deleted, and a
+    /// delete is refused while any hold lives, so an export is never a well-formed archive of a
+    /// half-deleted checkpoint.
+    pub fn hold_for_reading(&self, cp: &ckptd_api::Checkpoint) -> Result<ReadHold> {
+        let mut busy = self.inner.busy();
+        if busy.deleting.contains(&cp.id) {
+            return Err(Error::conflict(format!(
+                "checkpoint {} is being deleted",
+                cp.name
+            )));
+        }
+        *busy.readers.entry(cp.id).or_default() += 1;
+        Ok(ReadHold {
+            service: self.clone(),
+            checkpoint: cp.id,
+        })
+    }
+}
+
+impl Inner {
+    /// The busy sets; their critical sections cannot panic half-way, so poison is ignored.
+    pub(super) fn busy(&self) -> std::sync::MutexGuard<'_, Busy> {
+        self.reservations
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Frees whatever job `id` holds, its row unknown (it could not be read).
+    pub(super) fn release_job_id(&self, id: Uuid) {
+        let mut busy = self.busy();
+        busy.targets.retain(|_, j| *j != id);
+        busy.member_jobs.remove(&id);
+    }
+}
+
 impl Inner {
     /// Reserves `target` (and `checkpoint`) for `job` of `owner`. A non-root owner's job also
     /// takes one of its `member_max_jobs` and a slot of the members' share of the queue (all
