@@ -1,12 +1,16 @@
 //! What ckptd tells dashboards: a stream of events (server-sent over `/v1/events`) and
 //! Prometheus metrics (`/metrics`). Workers publish without ever waiting: events go to a bounded
-//! broadcast channel (a consumer that falls behind is dropped), metrics are atomics.
+//! broadcast channel (a consumer that falls behind is dropped); metrics are the `prometheus`
+//! crate's counters and histograms (atomics), written in the text format 0.0.4 by its encoder.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ckptd_api::{Checkpoint, Event, Job, Schedule};
+use prometheus::{
+    CounterVec, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
 use tokio::sync::broadcast;
 
 /// Events buffered per subscriber before it counts as too slow and is dropped; also how many
@@ -116,179 +120,84 @@ pub const SIZE_BUCKETS: [f64; 9] = [
     68719476736.0,
 ];
 
-/// One histogram's counts.
-#[derive(Default, Clone)]
-struct HistData {
-    counts: Vec<u64>,
-    count: u64,
-    sum: f64,
-}
-
 /// A family of histograms by label values (bounded ones: kinds, runtimes, never ids).
-pub struct HistogramFamily {
-    buckets: &'static [f64],
-    values: Mutex<std::collections::BTreeMap<Vec<String>, HistData>>,
-}
+pub struct HistogramFamily(HistogramVec);
 
 impl HistogramFamily {
-    pub const fn new(buckets: &'static [f64]) -> Self {
-        HistogramFamily {
-            buckets,
-            values: Mutex::new(std::collections::BTreeMap::new()),
-        }
+    fn new(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> Self {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        HistogramFamily(HistogramVec::new(opts, labels).expect("a valid histogram"))
     }
 
+    /// `labels`: the values, in the order of the family's label names.
     pub fn observe(&self, labels: &[&str], v: f64) {
-        let mut m = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        let h = m
-            .entry(labels.iter().map(|l| (*l).to_owned()).collect())
-            .or_insert_with(|| HistData {
-                counts: vec![0; self.buckets.len()],
-                ..Default::default()
-            });
-        for (i, b) in self.buckets.iter().enumerate() {
-            if v <= *b {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += v;
-    }
-
-    /// `keys`: the label names, in the order `observe` takes their values.
-    fn render(&self, name: &str, help: &str, keys: &[&str], out: &mut String) {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
-        for (values, h) in self.values.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let labels: String = keys
-                .iter()
-                .zip(values)
-                .map(|(k, v)| format!("{k}=\"{}\",", label(v)))
-                .collect();
-            for (i, b) in self.buckets.iter().enumerate() {
-                out.push_str(&format!(
-                    "{name}_bucket{{{labels}le=\"{b}\"}} {}\n",
-                    h.counts[i]
-                ));
-            }
-            let plain = labels.trim_end_matches(',');
-            let braces = |s: &str| {
-                if s.is_empty() {
-                    String::new()
-                } else {
-                    format!("{{{s}}}")
-                }
-            };
-            out.push_str(&format!(
-                "{name}_bucket{{{labels}le=\"+Inf\"}} {}\n{name}_sum{} {}\n{name}_count{} {}\n",
-                h.count,
-                braces(plain),
-                h.sum,
-                braces(plain),
-                h.count
-            ));
-        }
+        self.0.with_label_values(labels).observe(v);
     }
 }
 
-/// An unlabelled duration histogram (seconds, `BUCKETS`).
-pub struct Histogram(HistogramFamily);
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram(HistogramFamily::new(&BUCKETS))
-    }
-}
+/// An unlabelled duration histogram (seconds, `BUCKETS`); all zeros until observed.
+pub struct Histogram(prometheus::Histogram);
 
 impl Histogram {
-    pub fn observe(&self, secs: f64) {
-        self.0.observe(&[], secs);
+    fn new(name: &str, help: &str) -> Self {
+        let opts = HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
+        Histogram(prometheus::Histogram::with_opts(opts).expect("a valid histogram"))
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let before = out.len();
-        self.0.render(name, help, &[], out);
-        if out.len() == before + format!("# HELP {name} {help}\n# TYPE {name} histogram\n").len() {
-            // Never observed: zeros, as a histogram always had.
-            for b in BUCKETS {
-                out.push_str(&format!("{name}_bucket{{le=\"{b}\"}} 0\n"));
-            }
-            out.push_str(&format!(
-                "{name}_bucket{{le=\"+Inf\"}} 0\n{name}_sum 0\n{name}_count 0\n"
-            ));
-        }
+    pub fn observe(&self, secs: f64) {
+        self.0.observe(secs);
     }
 }
 
 /// A family of counters by label values (bounded ones).
-#[derive(Default)]
-pub struct CounterFamily {
-    values: Mutex<std::collections::BTreeMap<Vec<String>, u64>>,
-}
+pub struct CounterFamily(IntCounterVec);
 
 impl CounterFamily {
+    fn new(name: &str, help: &str, labels: &[&str]) -> Self {
+        CounterFamily(IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter"))
+    }
+
+    /// `labels`: the values, in the order of the family's label names.
     pub fn inc(&self, labels: &[&str]) {
-        let mut m = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(labels.iter().map(|l| (*l).to_owned()).collect())
-            .or_default() += 1;
-    }
-
-    fn render(&self, name: &str, help: &str, keys: &[&str], out: &mut String) {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-        for (values, n) in self.values.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let labels: Vec<String> = keys
-                .iter()
-                .zip(values)
-                .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
-                .collect();
-            out.push_str(&format!("{name}{{{}}} {n}\n", labels.join(",")));
-        }
+        self.0.with_label_values(labels).inc();
     }
 }
 
-/// Counters by result: succeeded, failed, cancelled.
-#[derive(Default)]
-pub struct ByResult {
-    pub succeeded: AtomicU64,
-    pub failed: AtomicU64,
-    pub cancelled: AtomicU64,
-}
+/// Counters by result: succeeded, failed, cancelled (each shown from 0).
+pub struct ByResult(IntCounterVec);
 
 impl ByResult {
-    pub fn add(&self, state: ckptd_api::JobState) {
-        use ckptd_api::JobState::*;
-        let c = match state {
-            Succeeded => &self.succeeded,
-            Failed => &self.failed,
-            Cancelled => &self.cancelled,
-            Queued | Running => return,
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+    fn new(name: &str, help: &str) -> Self {
+        let v = IntCounterVec::new(Opts::new(name, help), &["result"]).expect("a valid counter");
+        for r in ["succeeded", "failed", "cancelled"] {
+            v.with_label_values(&[r]);
+        }
+        ByResult(v)
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-        for (r, c) in [
-            ("succeeded", &self.succeeded),
-            ("failed", &self.failed),
-            ("cancelled", &self.cancelled),
-        ] {
-            out.push_str(&format!(
-                "{name}{{result=\"{r}\"}} {}\n",
-                c.load(Ordering::Relaxed)
-            ));
-        }
+    pub fn add(&self, state: ckptd_api::JobState) {
+        use ckptd_api::JobState::*;
+        let r = match state {
+            Succeeded => "succeeded",
+            Failed => "failed",
+            Cancelled => "cancelled",
+            Queued | Running => return,
+        };
+        self.0.with_label_values(&[r]).inc();
     }
 }
 
 pub struct Metrics {
+    /// Everything below, for the exposition.
+    registry: Registry,
     pub checkpoints: ByResult,
     pub restores: ByResult,
     pub checkpoint_seconds: Histogram,
     pub restore_seconds: Histogram,
     pub frozen_seconds: Histogram,
-    pub bytes_written: AtomicU64,
+    pub bytes_written: IntCounter,
     /// Schedules ckptd disabled after too many failed runs in a row.
-    pub schedules_disabled: AtomicU64,
+    pub schedules_disabled: IntCounter,
     /// Pushes, pulls and deletes of remote copies.
     pub remote: RemoteMetrics,
     /// Jobs ended: (kind, result, code, cause).
@@ -304,31 +213,115 @@ pub struct Metrics {
     /// Where a checkpoint's time goes: (target, phase: dump, durable, release, catalog).
     pub phase_seconds: HistogramFamily,
     /// Clients on `/v1/events` now.
-    pub event_clients: AtomicU64,
+    pub event_clients: IntGauge,
     /// Answered requests: (route template, status class).
     pub requests: CounterFamily,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
-            checkpoints: ByResult::default(),
-            restores: ByResult::default(),
-            checkpoint_seconds: Histogram::default(),
-            restore_seconds: Histogram::default(),
-            frozen_seconds: Histogram::default(),
-            bytes_written: AtomicU64::new(0),
-            schedules_disabled: AtomicU64::new(0),
+        let m = Metrics {
+            registry: Registry::new(),
+            checkpoints: ByResult::new(
+                "ckptd_checkpoints_total",
+                "Checkpoint jobs ended, by result.",
+            ),
+            restores: ByResult::new("ckptd_restores_total", "Restore jobs ended, by result."),
+            checkpoint_seconds: Histogram::new(
+                "ckptd_checkpoint_duration_seconds",
+                "Time from a checkpoint job's start to its images being durable.",
+            ),
+            restore_seconds: Histogram::new(
+                "ckptd_restore_duration_seconds",
+                "Duration of restore jobs.",
+            ),
+            frozen_seconds: Histogram::new(
+                "ckptd_frozen_seconds",
+                "How long targets were frozen, from CRIU's statistics.",
+            ),
+            bytes_written: IntCounter::new(
+                "ckptd_bytes_written_total",
+                "Bytes of checkpoint images made durable.",
+            )
+            .expect("a valid counter"),
+            schedules_disabled: IntCounter::new(
+                "ckptd_schedules_disabled_total",
+                "Schedules disabled by ckptd after schedule_max_failures failed runs in a row.",
+            )
+            .expect("a valid counter"),
             remote: RemoteMetrics::default(),
-            jobs: CounterFamily::default(),
-            queue_seconds: HistogramFamily::new(&BUCKETS),
-            job_seconds: HistogramFamily::new(&BUCKETS),
-            target_frozen_seconds: HistogramFamily::new(&BUCKETS),
-            checkpoint_bytes: HistogramFamily::new(&SIZE_BUCKETS),
-            phase_seconds: HistogramFamily::new(&BUCKETS),
-            event_clients: AtomicU64::new(0),
-            requests: CounterFamily::default(),
+            jobs: CounterFamily::new(
+                "ckptd_jobs_total",
+                "Jobs ended, by kind (checkpoint, restore, push, pull; import and export too, which answer at once), result, error code (empty when it succeeded) and, for CRIU's failures, the cause ckptd recognised in its log (tcp_established, ext_unix_sk, tty, pid_in_use, ...).",
+                &["kind", "result", "code", "cause"],
+            ),
+            queue_seconds: HistogramFamily::new(
+                "ckptd_job_queue_seconds",
+                "Time jobs waited for a worker, by kind.",
+                &["kind"],
+                &BUCKETS,
+            ),
+            job_seconds: HistogramFamily::new(
+                "ckptd_job_duration_seconds",
+                "Time from a job's start to its end, by kind and target (process, runc, docker, podman).",
+                &["kind", "target"],
+                &BUCKETS,
+            ),
+            target_frozen_seconds: HistogramFamily::new(
+                "ckptd_checkpoint_frozen_seconds",
+                "How long targets were frozen (CRIU's statistics), by target (process, runc, docker, podman).",
+                &["target"],
+                &BUCKETS,
+            ),
+            checkpoint_bytes: HistogramFamily::new(
+                "ckptd_checkpoint_size_bytes",
+                "Image size of ready checkpoints, by target (process, runc, docker, podman).",
+                &["target"],
+                &SIZE_BUCKETS,
+            ),
+            phase_seconds: HistogramFamily::new(
+                "ckptd_checkpoint_phase_seconds",
+                "Where checkpoint jobs' time goes, by target and phase: dump (CRIU or the runtime, the target frozen for part of it), durable (fsync of the images, rename, fsync of the parent), release (ending what the dump left stopped), catalog (recording the result).",
+                &["target", "phase"],
+                &BUCKETS,
+            ),
+            event_clients: IntGauge::new(
+                "ckptd_event_stream_clients",
+                "Clients following /v1/events now.",
+            )
+            .expect("a valid gauge"),
+            requests: CounterFamily::new(
+                "ckptd_http_requests_total",
+                "Requests answered, by route template and status class (2xx, 4xx, ...).",
+                &["route", "code"],
+            ),
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.checkpoints.0.clone()),
+            Box::new(m.restores.0.clone()),
+            Box::new(m.checkpoint_seconds.0.clone()),
+            Box::new(m.restore_seconds.0.clone()),
+            Box::new(m.frozen_seconds.0.clone()),
+            Box::new(m.bytes_written.clone()),
+            Box::new(m.schedules_disabled.clone()),
+            Box::new(m.remote.transfers.clone()),
+            Box::new(m.remote.bytes.clone()),
+            Box::new(m.remote.seconds.clone()),
+            Box::new(m.remote.failures.clone()),
+            Box::new(m.remote.deletes.clone()),
+            Box::new(m.jobs.0.clone()),
+            Box::new(m.queue_seconds.0.clone()),
+            Box::new(m.job_seconds.0.clone()),
+            Box::new(m.target_frozen_seconds.0.clone()),
+            Box::new(m.checkpoint_bytes.0.clone()),
+            Box::new(m.phase_seconds.0.clone()),
+            Box::new(m.event_clients.clone()),
+            Box::new(m.requests.0.clone()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("metric names are unique");
         }
+        m
     }
 }
 
@@ -340,153 +333,74 @@ pub fn target_label(t: &ckptd_api::Target) -> &'static str {
     }
 }
 
-/// (remote, direction).
-type Transfer = (String, &'static str);
-
 /// Transfers to and from remotes, by remote and direction (`push`, `pull`).
-#[derive(Default)]
 pub struct RemoteMetrics {
-    /// (remote, direction) -> (transfers, bytes, seconds).
-    done: Mutex<std::collections::BTreeMap<Transfer, (u64, u64, f64)>>,
-    /// (remote, direction, reason) -> failures; the reason is the error's code.
-    failed: Mutex<std::collections::BTreeMap<(String, &'static str, String), u64>>,
-    deleted: Mutex<std::collections::BTreeMap<String, u64>>,
+    transfers: IntCounterVec,
+    bytes: IntCounterVec,
+    seconds: CounterVec,
+    /// (remote, direction, reason): the reason is the error's code.
+    failures: IntCounterVec,
+    deletes: IntCounterVec,
+}
+
+impl Default for RemoteMetrics {
+    fn default() -> Self {
+        let ints = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter")
+        };
+        RemoteMetrics {
+            transfers: ints(
+                "ckptd_remote_transfers_total",
+                "Pushes and pulls that completed, by remote and direction.",
+                &["remote", "direction"],
+            ),
+            bytes: ints(
+                "ckptd_remote_bytes_total",
+                "Bytes of checkpoint objects pushed and pulled (as stored: compressed, encrypted).",
+                &["remote", "direction"],
+            ),
+            seconds: CounterVec::new(
+                Opts::new(
+                    "ckptd_remote_seconds_total",
+                    "Seconds spent in completed pushes and pulls.",
+                ),
+                &["remote", "direction"],
+            )
+            .expect("a valid counter"),
+            failures: ints(
+                "ckptd_remote_failures_total",
+                "Pushes and pulls that failed, by remote, direction and reason (the error code).",
+                &["remote", "direction", "reason"],
+            ),
+            deletes: ints(
+                "ckptd_remote_deletes_total",
+                "Remote copies deleted, by remote.",
+                &["remote"],
+            ),
+        }
+    }
 }
 
 impl RemoteMetrics {
     pub fn transferred(&self, remote: &str, direction: &'static str, bytes: u64, secs: f64) {
-        let mut m = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        let e = m.entry((remote.to_owned(), direction)).or_default();
-        e.0 += 1;
-        e.1 += bytes;
-        e.2 += secs;
+        self.transfers.with_label_values(&[remote, direction]).inc();
+        self.bytes
+            .with_label_values(&[remote, direction])
+            .inc_by(bytes);
+        self.seconds
+            .with_label_values(&[remote, direction])
+            .inc_by(secs);
     }
 
     pub fn failed(&self, remote: &str, direction: &'static str, e: &crate::error::Error) {
-        let mut m = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry((remote.to_owned(), direction, e.kind.code().to_owned()))
-            .or_default() += 1;
+        self.failures
+            .with_label_values(&[remote, direction, e.kind.code()])
+            .inc();
     }
 
     pub fn deleted(&self, remote: &str) {
-        let mut m = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
-        *m.entry(remote.to_owned()).or_default() += 1;
+        self.deletes.with_label_values(&[remote]).inc();
     }
-
-    fn render(&self, out: &mut String) {
-        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, help, pick) in [
-            (
-                "ckptd_remote_transfers_total",
-                "Pushes and pulls that completed, by remote and direction.",
-                0,
-            ),
-            (
-                "ckptd_remote_bytes_total",
-                "Bytes of checkpoint objects pushed and pulled (as stored: compressed, encrypted).",
-                1,
-            ),
-            (
-                "ckptd_remote_seconds_total",
-                "Seconds spent in completed pushes and pulls.",
-                2,
-            ),
-        ] {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-            for ((remote, dir), (n, bytes, secs)) in done.iter() {
-                let v = match pick {
-                    0 => n.to_string(),
-                    1 => bytes.to_string(),
-                    _ => secs.to_string(),
-                };
-                out.push_str(&format!(
-                    "{name}{{remote=\"{}\",direction=\"{dir}\"}} {v}\n",
-                    label(remote)
-                ));
-            }
-        }
-        let name = "ckptd_remote_failures_total";
-        out.push_str(&format!(
-            "# HELP {name} Pushes and pulls that failed, by remote, direction and reason (the error code).\n# TYPE {name} counter\n"
-        ));
-        for ((remote, dir, reason), n) in
-            self.failed.lock().unwrap_or_else(|e| e.into_inner()).iter()
-        {
-            out.push_str(&format!(
-                "{name}{{remote=\"{}\",direction=\"{dir}\",reason=\"{reason}\"}} {n}\n",
-                label(remote)
-            ));
-        }
-        let name = "ckptd_remote_deletes_total";
-        out.push_str(&format!(
-            "# HELP {name} Remote copies deleted, by remote.\n# TYPE {name} counter\n"
-        ));
-        for (remote, n) in self
-            .deleted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            out.push_str(&format!("{name}{{remote=\"{}\"}} {n}\n", label(remote)));
-        }
-    }
-}
-
-/// The schedules' gauges, one family per field, a series per schedule.
-fn render_schedules(schedules: &[ScheduleGauge], out: &mut String) {
-    type Pick = fn(&ScheduleGauge) -> Option<f64>;
-    let families: [(&str, &str, Pick); 7] = [
-        (
-            "ckptd_schedule_interval_seconds",
-            "Seconds between the schedule's next two runs.",
-            |s| s.interval,
-        ),
-        (
-            "ckptd_schedule_last_success_timestamp_seconds",
-            "When the schedule's last run succeeded (Unix seconds); absent until one has.",
-            |s| s.last_success,
-        ),
-        (
-            "ckptd_schedule_last_failure_timestamp_seconds",
-            "When the schedule's last run failed (Unix seconds); absent until one has.",
-            |s| s.last_failure,
-        ),
-        (
-            "ckptd_schedule_consecutive_failures",
-            "Failed runs in a row (a success resets it).",
-            |s| Some(f64::from(s.consecutive_failures)),
-        ),
-        (
-            "ckptd_schedule_next_run_timestamp_seconds",
-            "When the schedule runs next (Unix seconds); absent while it is disabled.",
-            |s| s.next_run,
-        ),
-        (
-            "ckptd_schedule_checkpoints",
-            "Ready checkpoints the schedule keeps.",
-            |s| Some(s.kept as f64),
-        ),
-        (
-            "ckptd_schedule_enabled",
-            "1 while the schedule is enabled, 0 once disabled (by hand or after failures).",
-            |s| Some(if s.enabled { 1.0 } else { 0.0 }),
-        ),
-    ];
-    for (name, help, pick) in families {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-        for s in schedules {
-            if let Some(v) = pick(s) {
-                out.push_str(&format!("{name}{{schedule=\"{}\"}} {v}\n", label(&s.name)));
-            }
-        }
-    }
-}
-
-/// A label value as the text format needs it.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Numbers read at scrape time.
@@ -526,126 +440,65 @@ pub struct ScheduleGauge {
     pub interval: Option<f64>,
 }
 
+/// Gauges read at scrape time, as one-off collectors of the scrape.
+struct Scrape(Registry);
+
+impl Scrape {
+    fn gauge(&self, name: &str, help: &str, v: f64) {
+        let g = Gauge::new(name, help).expect("a valid gauge");
+        g.set(v);
+        self.0
+            .register(Box::new(g))
+            .expect("metric names are unique");
+    }
+
+    /// A gauge by one label (or several, `labels`), a series per value given.
+    fn family<'a>(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        series: impl IntoIterator<Item = (Vec<&'a str>, f64)>,
+    ) {
+        let v = GaugeVec::new(Opts::new(name, help), labels).expect("a valid gauge");
+        for (values, x) in series {
+            v.with_label_values(&values).set(x);
+        }
+        self.0
+            .register(Box::new(v))
+            .expect("metric names are unique");
+    }
+}
+
 impl Metrics {
-    /// The Prometheus text exposition format (version 0.0.4).
+    /// The Prometheus text exposition format (version 0.0.4), written by the `prometheus`
+    /// crate: the counters and histograms kept here, and the gauges of this scrape (`g`).
     pub fn render(&self, g: &Gauges) -> String {
-        let mut out = String::new();
-        self.checkpoints.render(
-            "ckptd_checkpoints_total",
-            "Checkpoint jobs ended, by result.",
-            &mut out,
-        );
-        self.restores.render(
-            "ckptd_restores_total",
-            "Restore jobs ended, by result.",
-            &mut out,
-        );
-        self.checkpoint_seconds.render(
-            "ckptd_checkpoint_duration_seconds",
-            "Time from a checkpoint job's start to its images being durable.",
-            &mut out,
-        );
-        self.restore_seconds.render(
-            "ckptd_restore_duration_seconds",
-            "Duration of restore jobs.",
-            &mut out,
-        );
-        self.frozen_seconds.render(
-            "ckptd_frozen_seconds",
-            "How long targets were frozen, from CRIU's statistics.",
-            &mut out,
-        );
-        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: String| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
-        };
-        gauge(
-            &mut out,
-            "ckptd_bytes_written_total",
-            "Bytes of checkpoint images made durable.",
-            "counter",
-            self.bytes_written.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
-            "ckptd_schedules_disabled_total",
-            "Schedules disabled by ckptd after schedule_max_failures failed runs in a row.",
-            "counter",
-            self.schedules_disabled.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
+        let s = Scrape(Registry::new());
+        s.gauge(
             "ckptd_queue_depth",
-            "Service waiting for a worker.",
-            "gauge",
-            g.queue_depth.to_string(),
+            "Jobs waiting for a worker.",
+            g.queue_depth as f64,
         );
-        gauge(
-            &mut out,
+        s.gauge(
             "ckptd_busy_workers",
             "Workers running a job.",
-            "gauge",
-            g.busy_workers.to_string(),
+            g.busy_workers as f64,
         );
-        gauge(
-            &mut out,
-            "ckptd_workers",
-            "Workers configured.",
-            "gauge",
-            g.workers.to_string(),
-        );
-        gauge(
-            &mut out,
+        s.gauge("ckptd_workers", "Workers configured.", g.workers as f64);
+        s.gauge(
             "ckptd_catalog_checkpoints",
             "Checkpoints in the catalog.",
-            "gauge",
-            g.catalog_checkpoints.to_string(),
+            g.catalog_checkpoints as f64,
         );
-        self.remote.render(&mut out);
-        self.jobs.render(
-            "ckptd_jobs_total",
-            "Jobs ended, by kind (checkpoint, restore, push, pull; import and export too, which answer at once), result, error code (empty when it succeeded) and, for CRIU's failures, the cause ckptd recognised in its log (tcp_established, ext_unix_sk, tty, pid_in_use, ...).",
-            &["kind", "result", "code", "cause"],
-            &mut out,
+        s.family(
+            "ckptd_checkpoints",
+            "Checkpoints in the catalog, by status.",
+            &["status"],
+            g.by_status
+                .iter()
+                .map(|(status, n)| (vec![status.as_str()], *n as f64)),
         );
-        self.queue_seconds.render(
-            "ckptd_job_queue_seconds",
-            "Time jobs waited for a worker, by kind.",
-            &["kind"],
-            &mut out,
-        );
-        self.job_seconds.render(
-            "ckptd_job_duration_seconds",
-            "Time from a job's start to its end, by kind and target (process, runc, docker, podman).",
-            &["kind", "target"],
-            &mut out,
-        );
-        self.target_frozen_seconds.render(
-            "ckptd_checkpoint_frozen_seconds",
-            "How long targets were frozen (CRIU's statistics), by target (process, runc, docker, podman).",
-            &["target"],
-            &mut out,
-        );
-        self.checkpoint_bytes.render(
-            "ckptd_checkpoint_size_bytes",
-            "Image size of ready checkpoints, by target (process, runc, docker, podman).",
-            &["target"],
-            &mut out,
-        );
-        self.phase_seconds.render(
-            "ckptd_checkpoint_phase_seconds",
-            "Where checkpoint jobs' time goes, by target and phase: dump (CRIU or the runtime, the target frozen for part of it), durable (fsync of the images, rename, fsync of the parent), release (ending what the dump left stopped), catalog (recording the result).",
-            &["target", "phase"],
-            &mut out,
-        );
-        out.push_str("# HELP ckptd_checkpoints Checkpoints in the catalog, by status.\n# TYPE ckptd_checkpoints gauge\n");
-        for (status, n) in &g.by_status {
-            out.push_str(&format!(
-                "ckptd_checkpoints{{status=\"{}\"}} {n}\n",
-                label(status)
-            ));
-        }
         for (name, help, values) in [
             (
                 "ckptd_storage_used_bytes",
@@ -663,39 +516,89 @@ impl Metrics {
                 &g.size_bytes,
             ),
         ] {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
-            for (location, v) in values {
-                out.push_str(&format!("{name}{{location=\"{}\"}} {v}\n", label(location)));
-            }
+            s.family(
+                name,
+                help,
+                &["location"],
+                values.iter().map(|(l, v)| (vec![l.as_str()], *v as f64)),
+            );
         }
-        render_schedules(&g.schedules, &mut out);
-        self.requests.render(
-            "ckptd_http_requests_total",
-            "Requests answered, by route template and status class (2xx, 4xx, ...).",
-            &["route", "code"],
-            &mut out,
-        );
-        gauge(
-            &mut out,
-            "ckptd_event_stream_clients",
-            "Clients following /v1/events now.",
-            "gauge",
-            self.event_clients.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            &mut out,
+        render_schedules(&s, &g.schedules);
+        s.gauge(
             "ckptd_start_time_seconds",
             "When the daemon started, in Unix seconds (uptime: time() - this).",
-            "gauge",
-            g.started_at.to_string(),
+            g.started_at,
         );
-        out.push_str(&format!(
-            "# HELP ckptd_build_info ckptd's version, and the CRIU and runc it runs.\n# TYPE ckptd_build_info gauge\nckptd_build_info{{version=\"{}\",criu=\"{}\",runc=\"{}\"}} 1\n",
-            env!("CARGO_PKG_VERSION"),
-            label(&g.criu_version),
-            label(&g.runc_version)
-        ));
-        out
+        s.family(
+            "ckptd_build_info",
+            "ckptd's version, and the CRIU and runc it runs.",
+            &["version", "criu", "runc"],
+            [(
+                vec![
+                    env!("CARGO_PKG_VERSION"),
+                    g.criu_version.as_str(),
+                    g.runc_version.as_str(),
+                ],
+                1.0,
+            )],
+        );
+        let mut families = self.registry.gather();
+        families.extend(s.0.gather());
+        TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# the metrics could not be written: {e}\n"))
+    }
+}
+
+/// The schedules' gauges, one family per field, a series per schedule.
+fn render_schedules(s: &Scrape, schedules: &[ScheduleGauge]) {
+    type Pick = fn(&ScheduleGauge) -> Option<f64>;
+    let families: [(&str, &str, Pick); 7] = [
+        (
+            "ckptd_schedule_interval_seconds",
+            "Seconds between the schedule's next two runs.",
+            |s| s.interval,
+        ),
+        (
+            "ckptd_schedule_last_success_timestamp_seconds",
+            "When the schedule's last run succeeded (Unix seconds); absent until one has.",
+            |s| s.last_success,
+        ),
+        (
+            "ckptd_schedule_last_failure_timestamp_seconds",
+            "When the schedule's last run failed (Unix seconds); absent until one has.",
+            |s| s.last_failure,
+        ),
+        (
+            "ckptd_schedule_consecutive_failures",
+            "Failed runs in a row (a success resets it).",
+            |s| Some(f64::from(s.consecutive_failures)),
+        ),
+        (
+            "ckptd_schedule_next_run_timestamp_seconds",
+            "When the schedule runs next (Unix seconds); absent while it is disabled.",
+            |s| s.next_run,
+        ),
+        (
+            "ckptd_schedule_checkpoints",
+            "Ready checkpoints the schedule keeps.",
+            |s| Some(s.kept as f64),
+        ),
+        (
+            "ckptd_schedule_enabled",
+            "1 while the schedule is enabled, 0 once disabled (by hand or after failures).",
+            |s| Some(if s.enabled { 1.0 } else { 0.0 }),
+        ),
+    ];
+    for (name, help, pick) in families {
+        s.family(
+            name,
+            help,
+            &["schedule"],
+            schedules
+                .iter()
+                .filter_map(|g| pick(g).map(|v| (vec![g.name.as_str()], v))),
+        );
     }
 }
 
@@ -736,16 +639,46 @@ mod tests {
     }
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
-        let h = Histogram::default();
-        h.observe(0.03);
-        h.observe(3.0);
-        let mut s = String::new();
-        h.render("x", "h", &mut s);
-        assert!(s.contains("x_bucket{le=\"0.025\"} 0\n"), "{s}");
-        assert!(s.contains("x_bucket{le=\"0.05\"} 1\n"), "{s}");
-        assert!(s.contains("x_bucket{le=\"5\"} 2\n"), "{s}");
-        assert!(s.contains("x_bucket{le=\"+Inf\"} 2\n"), "{s}");
-        assert!(s.contains("x_count 2\n"), "{s}");
+    fn histogram_buckets_are_cumulative_and_labels_escaped() {
+        let m = Metrics::default();
+        m.checkpoint_seconds.observe(0.03);
+        m.checkpoint_seconds.observe(3.0);
+        m.requests.inc(&["/v1/a\"b", "2xx"]);
+        let s = m.render(&Gauges {
+            queue_depth: 0,
+            busy_workers: 0,
+            workers: 1,
+            catalog_checkpoints: 0,
+            by_status: vec![],
+            used_bytes: vec![],
+            free_bytes: vec![],
+            size_bytes: vec![],
+            started_at: 0.0,
+            criu_version: String::new(),
+            runc_version: String::new(),
+            schedules: vec![],
+        });
+        let x = "ckptd_checkpoint_duration_seconds";
+        assert!(
+            s.contains(&format!("{x}_bucket{{le=\"0.025\"}} 0\n")),
+            "{s}"
+        );
+        assert!(s.contains(&format!("{x}_bucket{{le=\"0.05\"}} 1\n")), "{s}");
+        assert!(s.contains(&format!("{x}_bucket{{le=\"5\"}} 2\n")), "{s}");
+        assert!(s.contains(&format!("{x}_bucket{{le=\"+Inf\"}} 2\n")), "{s}");
+        assert!(s.contains(&format!("{x}_count 2\n")), "{s}");
+        // Never observed: zeros, as a histogram always has.
+        assert!(
+            s.contains("ckptd_restore_duration_seconds_count 0\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("ckptd_checkpoints_total{result=\"cancelled\"} 0\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("ckptd_http_requests_total{code=\"2xx\",route=\"/v1/a\\\"b\"} 1\n"),
+            "{s}"
+        );
     }
 }

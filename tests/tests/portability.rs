@@ -338,7 +338,7 @@ async fn hostile_archives_are_refused_with_nothing_written_outside() {
     let metrics = d.client.get("/metrics").await.unwrap().text();
     assert!(
         metrics.contains(
-            "ckptd_jobs_total{kind=\"import\",result=\"failed\",code=\"payload_too_large\",cause=\"\"} 1\n"
+            "ckptd_jobs_total{cause=\"\",code=\"payload_too_large\",kind=\"import\",result=\"failed\"} 1\n"
         ),
         "{metrics}"
     );

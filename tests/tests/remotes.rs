@@ -147,7 +147,7 @@ async fn a_checkpoint_pushed_by_one_host_is_restored_by_another() {
     let metrics = a.client.get("/metrics").await.unwrap().text();
     assert!(
         metrics.contains(&format!(
-            "ckptd_remote_bytes_total{{remote=\"shared\",direction=\"push\"}} {}",
+            "ckptd_remote_bytes_total{{direction=\"push\",remote=\"shared\"}} {}",
             copy.size_bytes
         )),
         "{metrics}"

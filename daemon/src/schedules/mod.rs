@@ -499,11 +499,7 @@ impl Schedules {
 
     fn announce_disabled(&self, view: &Schedule) {
         tracing::warn!(schedule = %view.name, failures = view.consecutive_failures, "schedule disabled after failed runs in a row");
-        self.inner
-            .jobs
-            .metrics()
-            .schedules_disabled
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.jobs.metrics().schedules_disabled.inc();
         self.inner.jobs.events().schedule("schedule.disabled", view);
     }
 

@@ -38,7 +38,7 @@ use publish::{keep_only_log, record_taken, shown_paths, Taken};
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,11 +105,7 @@ pub struct EventClient(Service);
 
 impl Drop for EventClient {
     fn drop(&mut self) {
-        self.0
-            .inner
-            .metrics
-            .event_clients
-            .fetch_sub(1, Ordering::Relaxed);
+        self.0.inner.metrics.event_clients.dec();
     }
 }
 
@@ -350,10 +346,7 @@ impl Service {
 
     /// Counts a client of `/v1/events` while the returned guard lives.
     pub fn event_client(&self) -> EventClient {
-        self.inner
-            .metrics
-            .event_clients
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.event_clients.inc();
         EventClient(self.clone())
     }
 

@@ -652,9 +652,7 @@ impl Inner {
                     self.metrics
                         .checkpoint_bytes
                         .observe(&[target], cp.size_bytes as f64);
-                    self.metrics
-                        .bytes_written
-                        .fetch_add(cp.size_bytes, Ordering::Relaxed);
+                    self.metrics.bytes_written.inc_by(cp.size_bytes);
                     self.events.checkpoint("checkpoint.ready", &cp);
                 } else {
                     self.events.checkpoint("checkpoint.failed", &cp);
