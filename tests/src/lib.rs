@@ -284,6 +284,14 @@ impl Daemon {
         }
     }
 
+    /// kill -9 of the daemon, `meanwhile` done while it is down, then a start on the same socket
+    /// and state directory: a crash at the moment the test chose.
+    pub async fn crash(&mut self, meanwhile: impl FnOnce()) {
+        self.kill_and_forget();
+        meanwhile();
+        self.spawn().await;
+    }
+
     /// Starts the daemon again after `stop`, on the same socket and state directory.
     pub async fn restart_after_stop(&mut self) {
         assert!(self.child.is_none(), "daemon still running");

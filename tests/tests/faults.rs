@@ -205,10 +205,8 @@ async fn faults_at_the_worst_moments_lose_nothing_and_leave_nothing_stuck() {
         match fault {
             Fault::None => pause.release(true),
             Fault::KillDaemon => {
-                ckptd_tests::signal(d.pid(), libc::SIGKILL);
-                d.kill_and_forget();
-                pause.release(rng.next().is_multiple_of(2));
-                d.restart_after_stop().await;
+                let finishes = rng.next().is_multiple_of(2);
+                d.crash(|| pause.release(finishes)).await;
             }
             Fault::StopDaemon => {
                 ckptd_tests::signal(d.pid(), libc::SIGTERM);

@@ -736,10 +736,7 @@ async fn kill_9_of_the_daemon_mid_dump_never_loses_the_process() {
             .await
             .unwrap();
         pause.reached("post-dump");
-        ckptd_tests::signal(d.pid(), libc::SIGKILL);
-        d.kill_and_forget();
-        pause.release(finishes);
-        d.restart_after_stop().await;
+        d.crash(|| pause.release(finishes)).await;
 
         let job = d
             .client
@@ -792,10 +789,7 @@ async fn kill_9_of_the_daemon_mid_restore_never_loses_the_process() {
         job,
         ..
     } = restore_held(&pause, "k9r", 1024).await;
-    ckptd_tests::signal(d.pid(), libc::SIGKILL);
-    d.kill_and_forget();
-    pause.release(true);
-    d.restart_after_stop().await;
+    d.crash(|| pause.release(true)).await;
 
     let job = d.client.job(&job.id.to_string(), None).await.unwrap();
     assert_eq!(job.state, JobState::Succeeded, "{job:?}\n{}", d.log());
@@ -823,11 +817,11 @@ async fn kill_9_of_the_daemon_and_criu_mid_dump_resumes_the_process() {
         .await
         .unwrap();
     let criu = pause.reached("post-dump");
-    ckptd_tests::signal(d.pid(), libc::SIGKILL);
-    ckptd_tests::signal(criu, libc::SIGKILL);
-    d.kill_and_forget();
-    pause.release(true);
-    d.restart_after_stop().await;
+    d.crash(|| {
+        ckptd_tests::signal(criu, libc::SIGKILL);
+        pause.release(true);
+    })
+    .await;
 
     let job = d
         .client

@@ -494,10 +494,8 @@ async fn faults_leave_nothing_behind() {
     // pushes again, from the start.
     let push = a.client.push("big", "shared", true, false).await.unwrap();
     wait_until("the upload to start", || !s3.uploads("shared").is_empty());
-    ckptd_tests::signal(a.pid(), libc::SIGKILL);
-    a.kill_and_forget();
     let restarted_at = chrono::Utc::now();
-    a.restart_after_stop().await;
+    a.crash(|| {}).await;
     let push = wait_ended(&a, &push.id.to_string()).await;
     assert_eq!(
         push.state,
@@ -830,10 +828,7 @@ async fn push_to_survives_kill_9_of_the_daemon() {
     pause.arm("post-dump");
     let made = d.client.create_checkpoint(&req, false).await.unwrap();
     pause.reached("post-dump");
-    ckptd_tests::signal(d.pid(), libc::SIGKILL);
-    d.kill_and_forget();
-    pause.release(true);
-    d.restart_after_stop().await;
+    d.crash(|| pause.release(true)).await;
     let job = d.client.job(&made.job.id.to_string(), None).await.unwrap();
     assert_eq!(
         job.state,

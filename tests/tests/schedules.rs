@@ -740,10 +740,7 @@ async fn a_run_cut_short_by_kill_9_is_recorded_with_its_job_at_restart() {
             Some(run.job.id),
             "the schedule knows its run from the moment its job exists"
         );
-        ckptd_tests::signal(d.pid(), libc::SIGKILL);
-        d.kill_and_forget();
-        pause.release(ok);
-        d.restart_after_stop().await;
+        d.crash(|| pause.release(ok)).await;
 
         let job = d.client.job(&run.job.id.to_string(), None).await.unwrap();
         let s = d.client.schedule("cut").await.unwrap();
