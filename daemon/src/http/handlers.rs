@@ -492,27 +492,7 @@ pub async fn metrics(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
 ) -> Result<Response> {
-    let kept: std::collections::HashMap<String, u64> =
-        s.service.kept_by_schedule().await?.into_iter().collect();
-    let secs = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros() as f64 / 1e6;
-    let schedules = s
-        .schedules
-        .list(&caller)
-        .await?
-        .items
-        .into_iter()
-        .map(|sc| crate::telemetry::ScheduleGauge {
-            kept: kept.get(&sc.name).copied().unwrap_or(0),
-            interval: crate::schedules::Schedules::interval(&sc)
-                .map(|d| d.num_milliseconds() as f64 / 1e3),
-            enabled: sc.enabled,
-            last_success: sc.last_success_at.map(secs),
-            last_failure: sc.last_failure_at.map(secs),
-            consecutive_failures: sc.consecutive_failures,
-            next_run: sc.next_run_at.map(secs),
-            name: sc.name,
-        })
-        .collect();
+    let schedules = s.schedules.gauges(&caller).await?;
     let text = s
         .service
         .metrics_text(&caller, s.info.workers, schedules)

@@ -106,6 +106,34 @@ impl Schedules {
         Some(second - first)
     }
 
+    /// The schedules `caller` may see, as the metrics show them.
+    pub async fn gauges(&self, caller: &Caller) -> Result<Vec<crate::telemetry::ScheduleGauge>> {
+        let kept: std::collections::HashMap<String, u64> = self
+            .inner
+            .jobs
+            .kept_by_schedule()
+            .await?
+            .into_iter()
+            .collect();
+        let secs = |t: DateTime<Utc>| t.timestamp_micros() as f64 / 1e6;
+        Ok(self
+            .list(caller)
+            .await?
+            .items
+            .into_iter()
+            .map(|sc| crate::telemetry::ScheduleGauge {
+                kept: kept.get(&sc.name).copied().unwrap_or(0),
+                interval: Self::interval(&sc).map(|d| d.num_milliseconds() as f64 / 1e3),
+                enabled: sc.enabled,
+                last_success: sc.last_success_at.map(secs),
+                last_failure: sc.last_failure_at.map(secs),
+                consecutive_failures: sc.consecutive_failures,
+                next_run: sc.next_run_at.map(secs),
+                name: sc.name,
+            })
+            .collect())
+    }
+
     /// The API's view of a stored schedule.
     fn view(row: ScheduleRow) -> Schedule {
         let spec = cron::parse(&row.cron, &row.name);
