@@ -1237,3 +1237,44 @@ fn d_config(text: &str) -> std::path::PathBuf {
     std::fs::write(cfg.path(), text).unwrap();
     cfg.keep().unwrap().1
 }
+
+/// A CRIU that outlived a crashed daemon and still runs when the restart's wait for it ends
+/// (`job_timeout_secs` bounds it) is ended, not left to finish a dump no daemon would release:
+/// the job fails, the process runs on, unfrozen, and nothing of that CRIU is left.
+#[tokio::test]
+async fn a_criu_still_running_after_the_restart_s_wait_is_ended_and_the_target_runs() {
+    let pause = ckptd_tests::Pause::new();
+    let cfg = d_config(&format!("job_timeout_secs = 3\n{}", pause.config_line()));
+    let mut d = Daemon::start_with(&["--config", cfg.to_str().unwrap()]).await;
+    let t = Target::python(d.dir.path(), "outlived", 16, false);
+    pause.arm("post-dump");
+    let created = d
+        .client
+        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), "outlived"), false)
+        .await
+        .unwrap();
+    let criu = pause.reached("post-dump");
+    // CRIU stays held: the restart waits for it, then ends it.
+    d.crash(|| {}).await;
+    let job = d
+        .client
+        .job(&created.job.id.to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    ckptd_tests::wait_until("the held CRIU to be ended", || {
+        proc_state(criu).is_none_or(|s| s == 'Z')
+    });
+    assert!(alive(t.pid));
+    assert_ne!(proc_state(t.pid), Some('T'));
+    assert!(
+        t.is_progressing(Duration::from_secs(3)),
+        "the process is frozen"
+    );
+    let cp = d.client.checkpoint("outlived").await.unwrap();
+    assert!(
+        !std::path::Path::new(&format!("{}.partial", cp.dir)).exists(),
+        "partial images left"
+    );
+    pause.release(true);
+}

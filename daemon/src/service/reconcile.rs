@@ -375,21 +375,41 @@ pub(super) async fn wait_for_leftover_criu(partial: &Path, limit: Duration) {
             .filter_map(sys::proc_stat)
             .filter(|s| !s.is_zombie())
             .collect();
-        let left: Vec<i32> = procs
-            .iter()
-            .filter(|s| s.pid == s.pgrp)
-            .map(|s| s.pid)
-            .collect();
-        if left.is_empty() {
-            let orphans: Vec<i32> = procs.iter().map(|s| s.pid).collect();
-            if !orphans.is_empty() {
-                tracing::warn!(?orphans, path = %needle, "killing helpers a dead CRIU left behind");
-                sys::signal_all(&orphans, nix::sys::signal::Signal::SIGKILL);
+        // A runc whose CRIU is gone cannot finish: its dump is lost, and it may wait forever
+        // for a CRIU helper that holds its end of the connection (seen: `runc checkpoint` hung
+        // with its CRIU killed). Like a leader that is not there at all, it does not count.
+        let alive_leader = |s: &&sys::ProcStat| {
+            s.pid == s.pgrp
+                && (s.comm != "runc" || procs.iter().any(|c| c.ppid == s.pid && c.comm == "criu"))
+        };
+        let left: Vec<i32> = procs.iter().filter(alive_leader).map(|s| s.pid).collect();
+        let timed_out = tokio::time::Instant::now() >= deadline;
+        if left.is_empty() || timed_out {
+            // What is left cannot finish, or took longer than the wait: a dump CRIU completed
+            // now, with no daemon to release it, would leave its target stopped. The job is
+            // resolved as interrupted; the target resumes when CRIU goes.
+            // Each by pid and start time, signalled through a pidfd: never a pid reused since.
+            let all: Vec<sys::TaskId> = procs
+                .iter()
+                .filter_map(|s| sys::TaskId::of(s.pid))
+                .collect();
+            if all.is_empty() {
+                return;
             }
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::error!(?left, path = %needle, "CRIU still runs after the wait; resolving the job anyway");
+            let pids: Vec<i32> = all.iter().map(|t| t.pid).collect();
+            if timed_out {
+                // SIGTERM first: CRIU then takes its parasite out of the target, which a
+                // SIGKILL mid-dump can leave to crash it.
+                tracing::error!(?pids, path = %needle, "CRIU still runs after the wait; ending it and resolving the job");
+                sys::signal_tasks(&all, rustix::process::Signal::TERM);
+                let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+                while tokio::time::Instant::now() < grace && all.iter().any(sys::TaskId::alive) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            } else {
+                tracing::warn!(?pids, path = %needle, "ending what a dead CRIU left behind");
+            }
+            sys::signal_tasks(&all, rustix::process::Signal::KILL);
             return;
         }
         tracing::info!(?left, path = %needle, "waiting for a CRIU that outlived the daemon");
