@@ -258,7 +258,13 @@ async fn catalog_is_identical_after_a_daemon_restart() {
         .create_checkpoint(&ckptd_tests::checkpoint(process(tcp.pid), "r3"), true)
         .await
         .unwrap_err();
-    assert_eq!(e.api_error().unwrap().1.code, "criu_failed", "{e}");
+    let (_, info) = e.api_error().unwrap();
+    assert_eq!(info.code, "criu_failed", "{e}");
+    // The command can be run by hand: it names the checkpoint's folder, not a descriptor.
+    let command = info.details["command"].as_str().unwrap();
+    let cp = d.client.checkpoint("r3").await.unwrap();
+    assert!(!command.contains("/proc/"), "{command}");
+    assert!(command.contains(&format!("-D {}", cp.dir)), "{command}");
     let before = d.client.get("/v1/checkpoints").await.unwrap().text();
     let jobs_before = d.client.get("/v1/jobs").await.unwrap().text();
     let one_before = d.client.get("/v1/checkpoints/r3").await.unwrap().text();

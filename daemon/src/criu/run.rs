@@ -23,13 +23,7 @@ pub async fn run_logged(
     what: String,
     stop: &StopSignal,
 ) -> Result<()> {
-    let command = {
-        let std = cmd.as_std();
-        std::iter::once(std.get_program().to_string_lossy().into_owned())
-            .chain(std.get_args().map(|a| a.to_string_lossy().into_owned()))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let command = shown_command(cmd.as_std(), folder);
     let log_path = folder.shown().join(log_name);
     let started = Instant::now();
     let cannot_run = |e: std::io::Error| {
@@ -108,4 +102,54 @@ pub async fn run_logged(
         .with("command", command)
         .with("exit_status", out.status.to_string());
     Err(err)
+}
+
+/// The command as a person can run it by hand: the image folder by its path (the command names it
+/// through a descriptor it inherits, `/proc/self/fd/N`, or ckptd's own, `/proc/<pid>/fd/N`),
+/// each argument quoted for a shell where it needs it.
+fn shown_command(cmd: &std::process::Command, folder: &Folder) -> String {
+    let held = folder.path().display().to_string();
+    let shown = folder.shown().display().to_string();
+    let in_folder = |a: &str| -> Option<String> {
+        if let Some(rest) = a.strip_prefix(&held) {
+            return Some(format!("{shown}{rest}"));
+        }
+        let rest = a.strip_prefix("/proc/self/fd/")?;
+        let digits = rest.find('/').unwrap_or(rest.len());
+        (digits > 0 && rest[..digits].bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!("{shown}{}", &rest[digits..]))
+    };
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| {
+            let a = a.to_string_lossy();
+            let a = in_folder(&a).unwrap_or_else(|| a.into_owned());
+            shlex::try_quote(&a).map_or(a.clone(), |q| q.into_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shown_command_names_the_folder_and_runs_in_a_shell() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("my checkpoint");
+        std::fs::create_dir(&dir).unwrap();
+        let folder = crate::sys::Folder::at(&dir).unwrap();
+        let mut cmd = std::process::Command::new("/usr/local/sbin/criu");
+        cmd.args(["restore", "-D", "/proc/self/fd/21", "--pidfile"])
+            .arg(format!("{}/r.pid", folder.path().display()))
+            .args(["-o", "restore.log", "--shell-job"]);
+        let shown = dir.display().to_string();
+        assert_eq!(
+            shown_command(&cmd, &folder),
+            format!(
+                "/usr/local/sbin/criu restore -D '{shown}' --pidfile '{shown}/r.pid' -o restore.log --shell-job"
+            )
+        );
+    }
 }
