@@ -66,8 +66,8 @@ impl Remote {
     {
         let stream = tokio::net::TcpStream::connect(&self.addr)
             .await
-            .map_err(|source| ClientError::Connect {
-                path: PathBuf::from(&self.addr),
+            .map_err(|source| ClientError::ConnectPeer {
+                addr: self.addr.clone(),
                 source,
             })?;
         let req = Request::builder()
@@ -89,6 +89,12 @@ pub enum ClientError {
     #[error("cannot connect to ckptd at {}: {source} ({})", path.display(), connect_advice(source))]
     Connect {
         path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Another daemon's TCP listener (`migrate --to`) could not be reached.
+    #[error("cannot reach the ckptd at {addr}: {source} (is ckptd running on that host with its TCP listener on (tcp_listen), at this address and port, and can this host reach it?)")]
+    ConnectPeer {
+        addr: String,
         source: std::io::Error,
     },
     #[error("HTTP exchange with ckptd failed: {0}")]
@@ -133,8 +139,8 @@ fn connect_advice(e: &std::io::Error) -> &'static str {
              daemon gives it (socket_group)"
         }
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            "is ckptd running? start it with `make run` as root, or `systemctl start ckptd.socket`; \
-             or point --socket / CKPTD_SOCKET at its socket"
+            "is ckptd running? start it with `systemctl start ckptd.socket` (or run `ckptd` as \
+             root); or point --socket / CKPTD_SOCKET at its socket"
         }
         _ => "check that ckptd is running and that --socket / CKPTD_SOCKET names its socket",
     }

@@ -109,7 +109,9 @@ async fn ckpt_create_ls_inspect_rm_and_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("is ckptd running?"), "{err}");
+    assert!(err.contains("systemctl start ckptd.socket"), "{err}");
     assert!(!err.contains("sudo"), "{err}");
+    assert!(!err.contains("make run"), "{err}");
 
     // A CRIU failure: exit 1 with the hint and CRIU's error lines.
     let tcp = Target::python(d.dir.path(), "clitcp", 0, true);

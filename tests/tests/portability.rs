@@ -177,6 +177,26 @@ async fn ckpt_migrate_streams_to_another_daemon_over_tcp_and_restores_there() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
+    // A peer that does not answer: advice about that host's listener, not about this socket.
+    let out = ckpt(&[
+        "migrate",
+        "mig1",
+        "--to",
+        "127.0.0.1:1",
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the ckptd at 127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(err.contains("tcp_listen"), "{err}");
+    assert!(
+        !err.contains("--socket") && !err.contains("make run"),
+        "{err}"
+    );
 
     let out = ckpt(&[
         "migrate",
