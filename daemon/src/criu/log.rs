@@ -305,8 +305,9 @@ pub fn recognise(log: &str) -> Option<(&'static str, Hint)> {
         return Some((
             "pid_in_use",
             plain(format!(
-            "pid {pid} is in use by another process, and a restore in place needs the tree's own \
-             pids: stop that process (or wait until the original has exited), then restore again"
+            "pid {pid} is in use, and a restore in place needs the tree's own pids: if that is \
+             the checkpointed process still running, end it first (kill {pid}); otherwise stop \
+             what holds it (or wait until the original has exited); then restore again"
         )),
         ));
     }

@@ -287,18 +287,21 @@ impl ProcessEngine {
                     )
                 } else {
                     format!(
-                        "is in use by another process ('{}', state {})",
+                        "is in use by a running process ('{}', state {})",
                         first.comm, first.state
                     )
                 };
+                // Often the checkpointed process itself: taken with leave_running, or restored
+                // already. A process checkpoint comes back only at its own pids.
                 return Err(Error::conflict(format!(
                     "cannot restore in place: pid {} {why}",
                     first.pid
                 ))
                 .with("pid", first.pid)
                 .with_hint(format!(
-                    "pid {} is in use by another process; stop it first, or restore into a \
-                     container, which has its own pid namespace",
+                    "a process checkpoint is restored at the pids it had; if that is the \
+                     checkpointed process still running (checkpointed with leave_running, or \
+                     restored already), end it first (kill {}), then restore again",
                     first.pid
                 )));
             }
