@@ -619,23 +619,21 @@ pub fn boot_ticks() -> u64 {
     (now * u128::from(procfs::ticks_per_second()) / 1_000_000_000) as u64
 }
 
-/// The live tasks at `pids`, and below them, that started at or after `since` and run as `uid`:
-/// what a restore begun at `since` made there (those pids were free when it began). Zombies are
-/// left out: they are already dead.
-pub fn newborn_tasks(pids: &[i32], since: u64, uid: u32) -> Vec<TaskId> {
-    let mut out: Vec<TaskId> = Vec::new();
-    for &pid in pids {
-        for p in process_tree(pid) {
-            let Some(task) = TaskId::of(p) else { continue };
-            let mine = procfs::process::Process::new(p)
-                .and_then(|p| p.uid())
-                .is_ok_and(|u| u == uid);
-            if task.start >= since && mine && task.alive() && !out.contains(&task) {
-                out.push(task);
-            }
-        }
-    }
-    out
+/// The live tree at `root` as the kernel has it, each task that started at or after `since` and
+/// runs as `uid`: what a restore begun at `since` made there (the pid was free when it began).
+/// Zombies are left out: they are already dead.
+pub fn newborn_tasks(root: i32, since: u64, uid: u32) -> Vec<TaskId> {
+    process_tree(root)
+        .into_iter()
+        .filter_map(TaskId::of)
+        .filter(|t| {
+            t.start >= since
+                && t.alive()
+                && procfs::process::Process::new(t.pid)
+                    .and_then(|p| p.uid())
+                    .is_ok_and(|u| u == uid)
+        })
+        .collect()
 }
 
 /// Sends `sig` to each task that is still itself (`TaskId::signal`), skipping those gone.

@@ -198,8 +198,8 @@ impl ProcessEngine {
                 Err(_) => lazy.abort(),
             }
         }
-        if restored.is_err() {
-            end_half_restored(&pids, since, spec.checkpoint.owner_uid);
+        if let (Err(_), Target::Process { pid }) = (&restored, &spec.checkpoint.target) {
+            end_half_restored(*pid, since, spec.checkpoint.owner_uid);
         }
         restored?;
         Ok(JobResult {
@@ -549,11 +549,13 @@ pub fn check_process(pid: i32) -> Result<()> {
 
 /// A CRIU that died mid-restore (killed, or stopped by a cancel or a timeout) can leave the tree
 /// it was building in its restorer: tasks that never ran as themselves, holding the
-/// checkpoint's pids so that no restore can have them. A failed restore ends them. They are the
-/// tasks at those pids (free when the restore began) that started since and run as the
-/// checkpoint's owner, each signalled through a pidfd checked against its start.
-fn end_half_restored(pids: &[i32], since: u64, owner: u32) {
-    let left = sys::newborn_tasks(pids, since, owner);
+/// checkpoint's pids so that no restore can have them. A failed restore ends them: the tree the
+/// kernel has at the pid the catalog recorded for the target (never pids read back from the
+/// images, which a member can write), its tasks that started since the restore began (the pid
+/// was free then) and run as the checkpoint's owner, each signalled through a pidfd checked
+/// against its start.
+fn end_half_restored(root: i32, since: u64, owner: u32) {
+    let left = sys::newborn_tasks(root, since, owner);
     if !left.is_empty() {
         tracing::warn!(tasks = ?left.iter().map(|t| t.pid).collect::<Vec<_>>(), "ending what a failed restore left half-made");
         sys::signal_tasks(&left, rustix::process::Signal::KILL);
