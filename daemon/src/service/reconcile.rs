@@ -369,12 +369,23 @@ pub(super) async fn wait_for_leftover_criu(partial: &Path, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let me = std::process::id() as i32;
-        let procs: Vec<sys::ProcStat> = sys::processes_mentioning(&needle)
+        let mut procs: Vec<sys::ProcStat> = sys::processes_mentioning(&needle)
             .into_iter()
             .filter(|&p| p != me)
             .filter_map(sys::proc_stat)
             .filter(|s| !s.is_zombie())
             .collect();
+        // Only what ckptd started counts: a CRIU or runc, and what runs in the process group
+        // one of them leads (ckptd starts each as a group leader). The name is a checkpoint's,
+        // which a member may choose: any other process that mentions it is neither waited for
+        // nor signalled.
+        let started = |s: &sys::ProcStat| matches!(s.comm.as_str(), "criu" | "runc");
+        let groups: std::collections::HashSet<i32> = procs
+            .iter()
+            .filter(|s| started(s) && s.pid == s.pgrp)
+            .map(|s| s.pgrp)
+            .collect();
+        procs.retain(|s| started(s) || groups.contains(&s.pgrp));
         // A runc whose CRIU is gone cannot finish: its dump is lost, and it may wait forever
         // for a CRIU helper that holds its end of the connection (seen: `runc checkpoint` hung
         // with its CRIU killed). Like a leader that is not there at all, it does not count.
