@@ -358,14 +358,7 @@ async fn tcp_connection_fails_with_hint_then_succeeds_with_tcp_established() {
     assert!(cp.options.tcp_established);
     t.reap();
     let stopped_at = t.lines().len();
-    let job = d
-        .client
-        .restore("tcp2", &RestoreRequest::default(), true)
-        .await
-        .expect("restore");
-    assert_eq!(job.result.unwrap().pid, Some(t.pid));
-    t.wait_for_lines(stopped_at + 5);
-    t.assert_contiguous();
+    restores_in_place(&d, "tcp2", &t, stopped_at + 5).await;
 }
 
 #[tokio::test]
@@ -421,14 +414,7 @@ async fn checkpoint_dir_puts_images_where_asked_and_restores_from_there() {
     );
     t.reap();
     let stopped_at = t.lines().len();
-    let job = d
-        .client
-        .restore("custom1", &RestoreRequest::default(), true)
-        .await
-        .expect("restore");
-    assert_eq!(job.result.unwrap().pid, Some(t.pid));
-    t.wait_for_lines(stopped_at + 3);
-    t.assert_contiguous();
+    restores_in_place(&d, "custom1", &t, stopped_at + 3).await;
     d.client.delete_checkpoint("custom1").await.unwrap();
     assert!(!custom.path().join("custom1").exists());
     assert!(
@@ -771,14 +757,7 @@ async fn kill_9_of_the_daemon_mid_dump_never_loses_the_process() {
         assert!(cp.size_bytes > 1 << 30, "size {}", cp.size_bytes);
         t.reap();
         let stopped_at = t.lines().len();
-        let r = d
-            .client
-            .restore(name, &RestoreRequest::default(), true)
-            .await
-            .expect("restore");
-        assert_eq!(r.result.unwrap().pid, Some(t.pid));
-        t.wait_for_lines(stopped_at + 3);
-        t.assert_contiguous();
+        restores_in_place(&d, name, &t, stopped_at + 3).await;
     }
 }
 
@@ -1227,13 +1206,19 @@ async fn kill_9_of_criu_mid_restore_leaves_no_half_restored_tree() {
         d.client.checkpoint("halfmade").await.unwrap().status,
         CheckpointStatus::Ready
     );
-    let r = d
+    restores_in_place(&d, "halfmade", &t, stopped_at + 3).await;
+}
+
+/// Restores checkpoint `name` of process `t` in place (waiting): it comes back at its own pid and
+/// writes on from where it was, past line `lines`, without a gap.
+async fn restores_in_place(d: &Daemon, name: &str, t: &Target, lines: usize) {
+    let job = d
         .client
-        .restore("halfmade", &RestoreRequest::default(), true)
+        .restore(name, &RestoreRequest::default(), true)
         .await
-        .expect("the next restore gets the pid");
-    assert_eq!(r.result.unwrap().pid, Some(t.pid));
-    t.wait_for_lines(stopped_at + 3);
+        .unwrap_or_else(|e| panic!("restore {name}: {e}"));
+    assert_eq!(job.result.unwrap().pid, Some(t.pid));
+    t.wait_for_lines(lines);
     t.assert_contiguous();
 }
 
