@@ -9,7 +9,7 @@ pub mod http;
 pub mod query;
 mod types;
 
-pub use advice::{retry_text, Advice, CriuOption};
+pub use advice::{retry_text, Advice, Caller, CriuOption};
 
 pub use client::{Client, ClientError, Remote, Response};
 pub use hyper::{Method, StatusCode};

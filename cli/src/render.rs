@@ -294,33 +294,16 @@ pub fn event_line(ev: &Event, checkpoint: Option<&str>) -> String {
 
 /// The advice of an error in `ckpt`'s words: commands and flags, not routes and JSON fields.
 pub fn advice(a: &Advice) -> Option<String> {
-    Some(match a {
-        Advice::RetryWith {
-            option,
-            because,
-            or,
-            note,
-        } => ckptd_api::retry_text(because, option.flag(), or, note),
-        Advice::ListCheckpoints => "list checkpoints with `ckpt ls`".into(),
-        Advice::ListJobs => "list jobs with `ckpt jobs`".into(),
-        Advice::ListSchedules => "list schedules with `ckpt schedule ls`".into(),
-        Advice::ShowCheckpoint { checkpoint } => {
-            format!("see its error with `ckpt inspect {checkpoint}`, or take a new checkpoint")
-        }
-        Advice::ReadLog { path } => {
-            format!("read the full CRIU log with `ckpt logs NAME` (or {path})")
-        }
-        Advice::WaitForJob { job } => {
-            format!("wait for job {job} to end (`ckpt jobs --watch`), then retry")
-        }
-        Advice::WaitForRunningJobs => {
-            "wait for the running job to end (`ckpt jobs --state running`), then retry".into()
-        }
-        Advice::UseRuntime { runtime, container } => format!(
-            "{runtime} knows a container named {container}: ckpt create {container} --runtime {runtime}"
-        ),
-        Advice::Unknown => return None,
-    })
+    a.text(ckptd_api::Caller::Cli)
+}
+
+/// An error's hint in `ckpt`'s words; the daemon's own words when it gave no advice this CLI
+/// knows.
+pub fn hint(err: &ckptd_api::ErrorInfo) -> Option<String> {
+    err.advice()
+        .as_ref()
+        .and_then(advice)
+        .or(err.hint().map(str::to_owned))
 }
 
 /// An error on stderr: the daemon's code and message, the hint in `ckpt`'s words (the daemon's
@@ -329,12 +312,7 @@ pub fn report(e: &ClientError) {
     match e.api_error() {
         Some((_, err)) => {
             eprintln!("ckpt: {}: {}", err.code, err.message);
-            if let Some(h) = err
-                .advice()
-                .as_ref()
-                .and_then(advice)
-                .or(err.hint().map(str::to_owned))
-            {
+            if let Some(h) = hint(err) {
                 eprintln!("hint: {h}");
             }
             for l in err.log_tail() {

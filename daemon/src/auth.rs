@@ -182,7 +182,7 @@ impl Policy {
             caller.uid,
             dir.display()
         ))
-        .with_hint("leave out checkpoint_dir to use the daemon's own storage, or ask an administrator to add the directory to allowed_dirs"))
+        .with_advice(ckptd_api::Advice::UseOwnStorage))
     }
 
     /// Whether `caller` may use the existing directory `dir` (canonical, already inside the
@@ -201,10 +201,7 @@ impl Policy {
                 caller.uid,
                 dir.display()
             ))
-            .with_hint(
-                "give a directory of your own (mkdir -m 0700 DIR as yourself) inside an allowed_dirs \
-                 entry that only root can change, or leave out checkpoint_dir",
-            )
+            .with_advice(ckptd_api::Advice::UseOwnDirectory)
         };
         let md = std::fs::symlink_metadata(dir)
             .map_err(|e| refuse(format!("it cannot be read ({e})")))?;

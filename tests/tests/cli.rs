@@ -548,3 +548,95 @@ async fn references_with_odd_characters_are_one_reference() {
         }
     }
 }
+
+/// Refusals a CLI user meets name `ckpt` commands and flags, never the API's routes and JSON
+/// fields: each checked in its CLI form against the real daemon.
+#[tokio::test]
+async fn hints_name_ckpt_commands_and_flags() {
+    let pause = ckptd_tests::Pause::new();
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), pause.config_line()).unwrap();
+    let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
+    let mut t = Target::python(d.dir.path(), "hints", 0, false);
+    let pid = t.pid.to_string();
+    ok(&ckpt(&d, &["create", &pid, "held"]));
+    t.reap();
+
+    let refused = |args: &[&str], says: &str, hint: &str| {
+        let out = ckpt(&d, args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        let h = err
+            .lines()
+            .find_map(|l| l.strip_prefix("hint: "))
+            .unwrap_or_else(|| panic!("{args:?} gave no hint: {err}"));
+        assert!(h.contains(hint), "{args:?}: {h}");
+        for api in [
+            "/v1/",
+            "GET ",
+            "PATCH ",
+            "\": ",
+            "\"root\"",
+            "checkpoint_dir",
+            "?name=",
+        ] {
+            assert!(!h.contains(api), "{args:?} tells a CLI user {api:?}: {h}");
+        }
+    };
+
+    // rm while a restore holds the checkpoint: named as the user named it, not by its id.
+    pause.arm("post-restore");
+    let job: serde_json::Value =
+        serde_json::from_str(&ok(&ckpt(&d, &["restore", "held", "--no-wait", "--json"]))).unwrap();
+    let job = job["id"].as_str().unwrap().to_owned();
+    pause.reached("post-restore");
+    refused(
+        &["rm", "held"],
+        "checkpoint held is in use by a job",
+        "`ckpt jobs --state running`",
+    );
+    pause.release(true);
+    let job = d.wait_job(&job, |j| j.finished_at.is_some()).await;
+    assert!(job.error.is_none(), "{job:?}");
+
+    refused(
+        &["create", "no-such-container", "--root", "/run/ckpt-hints"],
+        "no container \"no-such-container\" is known to runc --root /run/ckpt-hints",
+        "`runc --root /run/ckpt-hints list`; if it runs under another runc root, give --root DIR",
+    );
+    refused(
+        &["push", "held", "--remote", "nowhere"],
+        "there is no remote \"nowhere\"",
+        "`ckpt remotes` lists them",
+    );
+    refused(
+        &["export", "held", "--format", "podman", "-o", "-"],
+        "format=podman is for checkpoints of Podman containers",
+        "leave --format out",
+    );
+    let file = d.dir.path().join("held.tar.zst");
+    ok(&ckpt(&d, &["export", "held", "-o", file.to_str().unwrap()]));
+    refused(
+        &["import", file.to_str().unwrap()],
+        "held",
+        "import it under another name (--name NAME)",
+    );
+    ok(&ckpt(
+        &d,
+        &[
+            "schedule",
+            "add",
+            "nightly",
+            &pid,
+            "--cron",
+            "@daily",
+            "--disabled",
+        ],
+    ));
+    refused(
+        &["schedule", "add", "nightly", &pid, "--cron", "@daily"],
+        "a schedule named \"nightly\" already exists",
+        "ckpt schedule set nightly",
+    );
+}

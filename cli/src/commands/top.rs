@@ -15,7 +15,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
 use crate::commands::jobs::Names;
-use crate::render::{ago, event_line, short_secs, target_text};
+use crate::render::{self, ago, event_line, short_secs, target_text};
 use crate::table::human_bytes;
 
 /// What one redraw shows.
@@ -167,7 +167,7 @@ impl View {
             .iter()
             .map(|(j, name)| {
                 let e = j.error.as_ref();
-                let hint = e.and_then(|e| e.hint()).unwrap_or("");
+                let hint = e.and_then(render::hint).unwrap_or_default();
                 Line::from(format!(
                     "{} {} {}: {}{}",
                     j.finished_at.map(|t| ago(&t)).unwrap_or_default(),
@@ -348,7 +348,9 @@ mod tests {
             "created_at": chrono::Utc::now(), "started_at": null, "finished_at": chrono::Utc::now(),
             "result": null,
             "error": {"code": "criu_failed", "message": "CRIU could not dump pid 7",
-                      "details": {"hint": "retry with tcp_established"}}
+                      "details": {"hint": "it has a TCP connection: retry with \"tcp_established\": true",
+                                  "advice": {"kind": "retry_with", "option": "tcp_established",
+                                             "because": "it has a TCP connection"}}}
         }));
         let metrics = "ckptd_storage_used_bytes{location=\"state_dir\"} 1048576\n\
                        ckptd_storage_free_bytes{location=\"state_dir\"} 2097152\n";
@@ -375,7 +377,7 @@ mod tests {
         }
         assert!(
             screen
-                .contains("checkpoint tcp: CRIU could not dump pid 7 → retry with tcp_established"),
+                .contains("checkpoint tcp: CRIU could not dump pid 7 → it has a TCP connection: retry with --tcp-established"),
             "{screen}"
         );
         assert!(

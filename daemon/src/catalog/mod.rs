@@ -832,7 +832,9 @@ impl Catalog {
                 "a schedule named {:?} already exists",
                 s.name
             ))
-            .with_hint("choose another name, or change the existing schedule with PATCH")),
+            .with_advice(ckptd_api::Advice::ChangeSchedule {
+                schedule: s.name.clone(),
+            })),
             r => r.map(|_| ()).map_err(Into::into),
         }
     }

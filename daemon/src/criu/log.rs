@@ -184,7 +184,7 @@ pub fn full_disk(e: Error, images: &crate::sys::Folder) -> Error {
                     free >> 10
                 ),
             )
-            .with_hint("free space there, or give a checkpoint_dir on a larger filesystem");
+            .with_advice(ckptd_api::Advice::MoreSpace);
             for (k, v) in e.details {
                 if k != "hint" {
                     full.details.insert(k, v);
@@ -295,11 +295,7 @@ pub fn recognise(log: &str) -> Option<(&'static str, Hint)> {
         ));
     }
     if has("No space left on device") {
-        return Some(("no_space", plain(
-            "the filesystem holding the images filled up; the partial images were removed: free \
-             space or choose another checkpoint_dir"
-                .into(),
-        )));
+        return Some(("no_space", Hint::Advice(Advice::MoreSpace)));
     }
     if let Some(pid) = pid_in_use(&errors) {
         return Some((

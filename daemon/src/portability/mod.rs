@@ -159,7 +159,7 @@ impl Portability {
                  (config.dump, spec.dump): format=podman is for checkpoints of Podman containers",
                 cp.name
             ))
-            .with_hint("leave format out for ckptd's own archive"));
+            .with_advice(ckptd_api::Advice::WithoutFormat));
         }
         let manifest = Manifest::of(&cp);
         // Not deleted while it streams (and not started while a delete runs).
@@ -321,9 +321,10 @@ impl Portability {
     }
 
     async fn refuse_taken_name(&self, name: &str) -> Result<()> {
-        self.service.refuse_taken(name).await.map_err(|e| {
-            e.with_hint("give another name (?name= / --name), or delete the old checkpoint first")
-        })
+        self.service
+            .refuse_taken(name)
+            .await
+            .map_err(|e| e.with_advice(ckptd_api::Advice::ImportAsOtherName))
     }
 
     /// Catalogues an existing image directory in place; from then on ckptd manages it (deleting

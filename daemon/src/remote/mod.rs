@@ -376,12 +376,15 @@ impl Remote {
         if let Some(s) = status {
             err = err.with("status", s);
         }
-        let hint = match status {
-            Some(401 | 403) => "check the remote's credentials (credentials_file or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and the bucket's policy; GET /v1/remotes tells whether it answers",
-            Some(404) => "check the remote's bucket and prefix in the configuration (the bucket must exist)",
-            _ => "GET /v1/remotes tells whether the remote answers; the job can be run again once it does",
-        };
-        err.with_hint(hint)
+        match status {
+            Some(401 | 403) => {
+                err.with_advice(ckptd_api::Advice::CheckRemote { credentials: true })
+            }
+            Some(404) => err.with_hint(
+                "check the remote's bucket and prefix in the configuration (the bucket must exist)",
+            ),
+            _ => err.with_advice(ckptd_api::Advice::CheckRemote { credentials: false }),
+        }
     }
 
     /// The checkpoints the bucket holds, newest first, read from their records. Records that
@@ -517,10 +520,9 @@ impl Remote {
             "remote {} holds no checkpoint {reference:?}",
             self.name
         ))
-        .with_hint(format!(
-            "GET /v1/remotes/{}/checkpoints lists what it holds",
-            self.name
-        ))
+        .with_advice(ckptd_api::Advice::ListRemoteCheckpoints {
+            remote: self.name.clone(),
+        })
     }
 
     /// Deletes a checkpoint's record, then its archive (a half-deleted one is not listed).
@@ -672,7 +674,7 @@ impl Remotes {
                     format!("configured: {}", known.join(", "))
                 }
             ))
-            .with_hint("add a [remotes.NAME] table to the daemon's configuration file; GET /v1/remotes lists them")
+            .with_advice(ckptd_api::Advice::ConfigureRemote)
         })
     }
 

@@ -60,7 +60,7 @@ impl LazyPages {
             )
             .with("log_tail", log::tail(&text))
             .with("log", self.shown.display().to_string())
-            .with_hint("restore without \"lazy\""));
+            .with_advice(ckptd_api::Advice::WithoutLazy));
         }
         Ok(())
     }
@@ -223,7 +223,7 @@ impl ProcessEngine {
                 "lazy restore needs userfaultfd, which `criu check --feature uffd` says this \
                  kernel does not offer",
             )
-            .with_hint("restore without \"lazy\""));
+            .with_advice(ckptd_api::Advice::WithoutLazy));
         }
         let log_name = format!("lazy-{}", spec.log_name);
         let args: Vec<String> = vec![
@@ -260,7 +260,7 @@ impl ProcessEngine {
                     "criu lazy-pages did not start its page server",
                 )
                 .with("log_tail", log::tail(&text))
-                .with_hint("restore without \"lazy\""));
+                .with_advice(ckptd_api::Advice::WithoutLazy));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

@@ -264,10 +264,15 @@ impl RuncEngine {
     }
 
     async fn running(&self, c: &Container<'_>) -> Result<RuncState> {
-        let root = c.root.map(|r| format!(" --root {r}")).unwrap_or_default();
         match self.state(c).await? {
-            None => Err(Error::target_unavailable(format!("no container {:?} is known to runc{root}", c.id))
-                .with_hint(format!("list containers with `runc{root} list`; give \"root\" if it runs under another runc root"))),
+            None => Err(Error::target_unavailable(format!(
+                "no container {:?} is known to runc{}",
+                c.id,
+                c.root.map(|r| format!(" --root {r}")).unwrap_or_default()
+            ))
+            .with_advice(ckptd_api::Advice::RuncRoot {
+                root: c.root.map(str::to_owned),
+            })),
             Some(s) if s.status == "running" || s.status == "paused" => Ok(s),
             Some(s) => Err(Error::target_unavailable(format!(
                 "container {:?} is {}; only a running container can be checkpointed",
@@ -389,7 +394,7 @@ impl RuncEngine {
                 return Err(Error::target_unavailable(format!(
                     "the bundle {bundle} has no config.json"
                 ))
-                .with_hint("give the directory that holds the container's config.json and rootfs"))
+                .with_advice(ckptd_api::Advice::GiveBundle))
             }
         };
         // The recorded bundle is reused only as it was; a bundle given explicitly is the caller's.
@@ -406,7 +411,7 @@ impl RuncEngine {
                 "{bundle}/config.json changed since checkpoint {} was taken (sha256 {digest}, was {})",
                 cp.name, record.config_sha256
             ))
-            .with_hint("restore the old config.json, or give the bundle explicitly in \"target\" to restore with the new one"));
+            .with_advice(ckptd_api::Advice::BundleChanged));
         }
         if let Some(s) = self.state(&c).await? {
             return Err(Error::conflict(format!(

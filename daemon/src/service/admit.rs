@@ -110,7 +110,9 @@ impl Service {
         req: CreateCheckpoint,
         run: Option<RunOf<'_>>,
     ) -> Result<(Checkpoint, Job)> {
-        let expected = run.as_ref().and_then(|r| r.target_start);
+        let expected = run
+            .as_ref()
+            .and_then(|r| Some((r.schedule, r.target_start?)));
         let _admitting = self.admitting()?;
         let inner = &self.inner;
         let target = req.target.clone().ok_or_else(|| {
@@ -152,10 +154,15 @@ impl Service {
             .await?;
         // The target is the process there now, known from here on by its start time too.
         let started = target_start(&target);
-        if let (Some(want), Target::Process { pid }) = (expected, &target) {
+        if let (Some((schedule, want)), Target::Process { pid }) = (expected, &target) {
             if started != Some(want) {
-                return Err(stranger(*pid, "the process this schedule was made for")
-                    .with_hint("point the schedule at the process you mean (PATCH its target), or delete it"));
+                return Err(
+                    stranger(*pid, "the process this schedule was made for").with_advice(
+                        Advice::RetargetSchedule {
+                            schedule: schedule.to_string(),
+                        },
+                    ),
+                );
             }
         }
 
@@ -178,7 +185,7 @@ impl Service {
                             "{} already exists; ckptd creates the checkpoint's own folder in checkpoint_dir",
                             p.display()
                         ))
-                        .with_hint("choose another name or checkpoint_dir"));
+                        .with_advice(ckptd_api::Advice::OtherNameOrDir));
                     }
                 }
                 dir
@@ -342,7 +349,8 @@ impl Service {
         let job = new_job(JobKind::Restore, cp.id, caller.uid);
         // The target being restored is busy: the original, or the new container.
         let destination = req.target.as_ref().unwrap_or(&cp.target);
-        let reservation = inner.reserve(destination, Some(cp.id), job.id, caller.uid)?;
+        let reservation =
+            inner.reserve(destination, Some((cp.id, &cp.name)), job.id, caller.uid)?;
         let work = RestoreWork {
             options,
             into: req.target.clone(),
@@ -374,10 +382,11 @@ fn check_rootfs(caller: &Caller, cp: &Checkpoint, req: &RestoreRequest) -> Resul
         if let Some(b) = runc_bundle {
             if bundle::has_spec(dir) && !Path::new(b).join("config.json").exists() {
                 return Err(Error::invalid(format!(
-                    "checkpoint {} came from a container checkpoint archive, and {b} holds no                      bundle: give \"rootfs\", the container image's root filesystem unpacked, and \
-                     ckptd builds the bundle there",
+                    "checkpoint {} came from a container checkpoint archive, and {b} holds no \
+                     bundle",
                     cp.name
-                )));
+                ))
+                .with_advice(Advice::GiveRootfs));
             }
         }
         return Ok(());
@@ -471,7 +480,7 @@ pub(super) fn check_space(estimate: u64, parent: &Path) -> Result<()> {
         )
         .with("needed_bytes", needed)
         .with("free_bytes", free)
-        .with_hint("free space there, or give a checkpoint_dir on a larger filesystem"));
+        .with_advice(ckptd_api::Advice::MoreSpace));
     }
     Ok(())
 }

@@ -697,15 +697,15 @@ impl Inner {
         work: remote::PushWork,
     ) -> Option<NextJob<'_>> {
         let job = super::admit::new_job(JobKind::Push, cp.id, after.owner_uid);
-        let prepared =
-            self.reserve_checkpoint(cp.id)
-                .and_then(|reservation| match self.queue.slot() {
-                    Some(permit) => Ok((reservation, permit)),
-                    None => {
-                        self.release(reservation);
-                        Err(super::admit::queue_full(self.cfg.queue_capacity))
-                    }
-                });
+        let prepared = self
+            .reserve_checkpoint(cp.id, &cp.name)
+            .and_then(|reservation| match self.queue.slot() {
+                Some(permit) => Ok((reservation, permit)),
+                None => {
+                    self.release(reservation);
+                    Err(super::admit::queue_full(self.cfg.queue_capacity))
+                }
+            });
         match prepared {
             Ok((reservation, permit)) => Some(NextJob {
                 request: serde_json::to_value(&work).expect("serializes"),

@@ -336,7 +336,9 @@ impl Service {
     /// queue is full, or its checkpoint is in use).
     async fn requeue(&self, job: &Job, from: JobState) -> Result<bool> {
         let inner = &self.inner;
-        let Ok(reservation) = inner.reserve_checkpoint(job.checkpoint_id) else {
+        let Ok(reservation) =
+            inner.reserve_checkpoint(job.checkpoint_id, &job.checkpoint_id.to_string())
+        else {
             return Ok(false);
         };
         let Some(permit) = inner.queue.slot() else {

@@ -94,10 +94,10 @@ impl Service {
                 "checkpoint {} is already in remote {} ({}, pushed {})",
                 cp.name, r.name, c.key, c.pushed_at
             ))
-            .with_hint(format!(
-                "delete the remote copy first (DELETE /v1/remotes/{}/checkpoints/{}) to push it again",
-                r.name, cp.id
-            )));
+            .with_advice(Advice::DeleteRemoteCopy {
+                remote: r.name.clone(),
+                checkpoint: cp.id.to_string(),
+            }));
         }
         let job = new_job(JobKind::Push, cp.id, caller.uid);
         let work = PushWork {
@@ -110,7 +110,7 @@ impl Service {
 
     /// Queues `job` on checkpoint `cp` (held against deletes until it ends).
     async fn enqueue_on(&self, cp: &Checkpoint, job: Job, work: &impl Serialize) -> Result<Job> {
-        let reservation = self.inner.reserve_checkpoint(cp.id)?;
+        let reservation = self.inner.reserve_checkpoint(cp.id, &cp.name)?;
         self.inner.enqueue(reservation, job, work).await
     }
 
@@ -246,9 +246,9 @@ impl Service {
         }
         let name = name.unwrap_or_else(|| found.checkpoint.name.clone());
         validate::name(&name)?;
-        self.refuse_taken(&name).await.map_err(|e| {
-            e.with_hint("pull it under another name: {\"name\": \"...\"} (ckpt pull --name)")
-        })?;
+        self.refuse_taken(&name)
+            .await
+            .map_err(|e| e.with_advice(Advice::PullAsOtherName))?;
         let src = found.checkpoint;
         let cp = Checkpoint {
             id: src.id,
@@ -339,7 +339,7 @@ impl Service {
     pub async fn forget_copy(&self, cp: &Checkpoint, remote: &str) -> Result<()> {
         let inner = &self.inner;
         let r = inner.cfg.remotes.get(remote)?;
-        let reservation = inner.reserve_checkpoint(cp.id)?;
+        let reservation = inner.reserve_checkpoint(cp.id, &cp.name)?;
         let result = async {
             let mut cp = inner
                 .catalog
@@ -372,7 +372,7 @@ impl Service {
     /// Drops a checkpoint's local images, keeping its row: its copies in remotes remain.
     pub async fn drop_local(&self, cp: &Checkpoint) -> Result<()> {
         let inner = &self.inner;
-        let reservation = inner.reserve_checkpoint(cp.id)?;
+        let reservation = inner.reserve_checkpoint(cp.id, &cp.name)?;
         let result = inner.drop_local_images(cp.id).await;
         inner.release(reservation);
         result

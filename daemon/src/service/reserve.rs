@@ -90,7 +90,7 @@ impl Inner {
     pub(super) fn reserve(
         &self,
         target: &Target,
-        checkpoint: Option<Uuid>,
+        checkpoint: Option<(Uuid, &str)>,
         job: Uuid,
         owner: u32,
     ) -> Result<Reservation> {
@@ -114,9 +114,7 @@ impl Inner {
                          member may (member_max_jobs)"
                     ),
                 )
-                .with_hint(
-                    "wait for one of them to end (GET /v1/jobs?state=running), then retry",
-                ));
+                .with_advice(Advice::WaitForRunningJobs));
             }
             let share = self
                 .cfg
@@ -136,11 +134,11 @@ impl Inner {
             }
             busy.member_jobs.insert(job, owner);
         }
-        if let Some(c) = checkpoint {
+        if let Some((c, name)) = checkpoint {
             if busy.checkpoints.contains(&c) {
                 return Err(
-                    Error::conflict(format!("checkpoint {c} is in use by another job"))
-                        .with_hint("wait for that job to end, then retry"),
+                    Error::conflict(format!("checkpoint {name} is in use by another job"))
+                        .with_advice(Advice::WaitForRunningJobs),
                 );
             }
             busy.checkpoints.insert(c);
@@ -148,7 +146,7 @@ impl Inner {
         busy.targets.insert(key.clone(), job);
         Ok(Reservation {
             target: Some(key),
-            checkpoint,
+            checkpoint: checkpoint.map(|(c, _)| c),
             job: Some(job),
             deleting: false,
         })
@@ -165,7 +163,7 @@ impl Inner {
             ))
             .with_hint("delete it again once the export has ended"));
         }
-        let r = self.reserve_checkpoint(checkpoint)?;
+        let r = self.reserve_checkpoint(checkpoint, name)?;
         let mut busy = self.busy();
         if busy.readers.contains_key(&checkpoint) {
             drop(busy);
@@ -182,11 +180,12 @@ impl Inner {
         })
     }
 
-    pub(super) fn reserve_checkpoint(&self, checkpoint: Uuid) -> Result<Reservation> {
+    /// Reserves checkpoint `checkpoint`, called `name` in the refusal: the caller's word for it.
+    pub(super) fn reserve_checkpoint(&self, checkpoint: Uuid, name: &str) -> Result<Reservation> {
         let mut busy = self.busy();
         if !busy.checkpoints.insert(checkpoint) {
             return Err(
-                Error::conflict(format!("checkpoint {checkpoint} is in use by a job"))
+                Error::conflict(format!("checkpoint {name} is in use by a job"))
                     .with_advice(Advice::WaitForRunningJobs),
             );
         }

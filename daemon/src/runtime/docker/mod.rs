@@ -303,9 +303,9 @@ impl DockerEngine {
             return Err(Error::conflict(format!(
                 "Docker container {id} is running; a restore starts a stopped container"
             ))
-            .with_hint(format!(
-                "docker stop {id}, or restore into another container"
-            )));
+            .with_advice(ckptd_api::Advice::FreeContainerName {
+                command: format!("docker stop {id}"),
+            }));
         }
         Ok(Some(c))
     }

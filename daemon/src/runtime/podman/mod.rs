@@ -217,19 +217,18 @@ impl PodmanEngine {
                          was taken of",
                         cp.name
                     ))
-                    .with_hint(format!(
-                        "restore into a name Podman does not use (the restore's target), or remove it first: \
-                         podman rm {name}"
-                    )));
+                    .with_advice(ckptd_api::Advice::FreeContainerName {
+                        command: format!("podman rm {name}"),
+                    }));
                 }
                 if c.state.running || c.state.paused {
                     return Err(Error::conflict(format!(
                         "Podman container {name} is {}; a restore in place needs it stopped",
                         c.state.status
                     ))
-                    .with_hint(format!(
-                        "podman stop {name}, or restore into another name (the restore's target)"
-                    )));
+                    .with_advice(ckptd_api::Advice::FreeContainerName {
+                        command: format!("podman stop {name}"),
+                    }));
                 }
                 Ok(Destination::InPlace(c))
             }
