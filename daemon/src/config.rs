@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Deserialize;
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "ckptd",
     version,
@@ -103,6 +103,8 @@ pub struct FileConfig {
     /// TCP connections that have not yet sent a valid token, at once (the oldest is closed for
     /// a new one).
     pub max_unauthenticated_connections: Option<usize>,
+    /// What is logged: a tracing filter (`info`, `warn,ckptd=debug`); CKPTD_LOG overrides it.
+    pub log: Option<String>,
     /// S3-compatible buckets that hold checkpoints: `[remotes.NAME]`.
     #[serde(default)]
     pub remotes: std::collections::BTreeMap<String, RemoteSpec>,
@@ -155,9 +157,109 @@ pub struct Config {
     pub limits: ConnectionLimits,
     /// `[remotes.NAME]` as written; `remote::Remotes` checks and builds them.
     pub remotes: std::collections::BTreeMap<String, RemoteSpec>,
+    /// The log filter: CKPTD_LOG, else the file's `log`, else `info`.
+    pub log: String,
 }
 
 pub const MAX_WORKERS: usize = 256;
+
+/// What a reload found changed between the running configuration and the file's.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Keys a reload applies (`Config::reloadable`).
+    pub applied: Vec<&'static str>,
+    /// Keys that take effect only at the next start.
+    pub need_restart: Vec<&'static str>,
+}
+
+impl Config {
+    /// The keys whose changes a reload (SIGHUP) applies: who may use which directories, the
+    /// members' limits, the remotes, the job timeout, the import limit and the log filter.
+    /// Everything else is bound at start (sockets, listeners, the state directory, workers and
+    /// the queue, CRIU and runtime paths, timers).
+    pub fn changes(&self, new: &Config) -> Changes {
+        fn differ<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+            format!("{a:?}") != format!("{b:?}")
+        }
+        let tokens = |c: &Config| {
+            c.tcp
+                .as_ref()
+                .map(|t| (t.addr, t.token.clone(), t.metrics_token.clone()))
+        };
+        let applied = [
+            (
+                "allowed_dirs",
+                differ(&self.allowed_dirs, &new.allowed_dirs),
+            ),
+            (
+                "member limits",
+                differ(&self.member_limits, &new.member_limits),
+            ),
+            ("remotes", differ(&self.remotes, &new.remotes)),
+            ("job_timeout_secs", self.job_timeout != new.job_timeout),
+            (
+                "import_max_bytes",
+                self.import_max_bytes != new.import_max_bytes,
+            ),
+            ("log", self.log != new.log),
+        ];
+        let need_restart = [
+            ("socket", self.socket != new.socket),
+            ("socket_group", self.socket_group != new.socket_group),
+            ("tcp_listen and its tokens", tokens(self) != tokens(new)),
+            ("state_dir", self.state_dir != new.state_dir),
+            ("workers", self.workers != new.workers),
+            ("queue_capacity", self.queue_capacity != new.queue_capacity),
+            ("criu_path", self.criu_path != new.criu_path),
+            ("criu_config", self.criu_config != new.criu_config),
+            ("runc_path", self.runc_path != new.runc_path),
+            ("criu_log_level", self.criu_log_level != new.criu_log_level),
+            (
+                "shutdown_timeout_secs",
+                self.shutdown_timeout != new.shutdown_timeout,
+            ),
+            (
+                "restore_pid_wait_secs",
+                self.restore_pid_wait != new.restore_pid_wait,
+            ),
+            (
+                "retention_interval_secs",
+                self.retention_interval != new.retention_interval,
+            ),
+            ("keep_failed_secs", self.keep_failed != new.keep_failed),
+            (
+                "schedule_max_failures",
+                self.schedule_max_failures != new.schedule_max_failures,
+            ),
+            ("docker_socket", self.docker_socket != new.docker_socket),
+            (
+                "docker_runc_root",
+                self.docker_runc_root != new.docker_runc_root,
+            ),
+            ("podman_socket", self.podman_socket != new.podman_socket),
+            ("connection limits", self.limits != new.limits),
+        ];
+        let keys =
+            |l: &[(&'static str, bool)]| l.iter().filter(|(_, c)| *c).map(|(k, _)| *k).collect();
+        Changes {
+            applied: keys(&applied),
+            need_restart: keys(&need_restart),
+        }
+    }
+
+    /// This configuration with `new`'s reloadable keys (`changes`' `applied`).
+    pub fn with_reloaded(&self, new: &Config) -> Config {
+        Config {
+            allowed_dirs: new.allowed_dirs.clone(),
+            member_limits: new.member_limits,
+            remotes: new.remotes.clone(),
+            job_timeout: new.job_timeout,
+            import_max_bytes: new.import_max_bytes,
+            log: new.log.clone(),
+            ..self.clone()
+        }
+    }
+}
 
 /// The connection limits of both listeners (`http::serve` enforces them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,6 +421,10 @@ impl Config {
                 }
             },
             remotes: file.remotes,
+            log: std::env::var("CKPTD_LOG")
+                .ok()
+                .or(file.log)
+                .unwrap_or_else(|| "info".into()),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -326,6 +432,8 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         absolute("socket", &self.socket)?;
+        tracing_subscriber::EnvFilter::try_new(&self.log)
+            .with_context(|| format!("log {:?} is not a tracing filter", self.log))?;
         let l = &self.limits;
         if l.max == 0 || l.per_peer == 0 || l.reserve >= l.max || l.header_timeout.is_zero() {
             bail!(

@@ -36,15 +36,28 @@ use crate::portability::Portability;
 use crate::runtime::{EnginePaths, Engines};
 use crate::service::{Service, ServiceConfig};
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Sets the log filter: a `tracing` filter such as `info` or `warn,ckptd=debug`.
+pub type SetLog = Box<dyn Fn(&str) -> anyhow::Result<()> + Send + Sync>;
+
+/// How a running daemon reads its configuration again (SIGHUP).
+pub struct Reload {
+    /// The command line and environment it started with (they outrank the file).
+    pub args: config::Args,
+    /// Sets the log filter (`Config::log`).
+    pub set_log: SetLog,
+}
+
+/// Runs the daemon until SIGTERM, SIGINT or SIGQUIT; SIGHUP reloads what can change at run time.
 /// `activated`: the listening socket systemd passed (socket activation); None to bind our own.
 pub async fn run(
     cfg: Config,
     activated: Option<std::os::unix::net::UnixListener>,
+    reload: Reload,
 ) -> anyhow::Result<()> {
-    // Handlers first: a SIGTERM that arrives at any point after start-up (say, right after
-    // READY=1) must stop the daemon gracefully, not kill it by the default action.
-    let mut signals = ShutdownSignals::new()?;
+    // Handlers first: a signal that arrives at any point after start-up (say, a SIGTERM right
+    // after READY=1, or a SIGHUP from a log rotation) is handled, never the default action
+    // that ends the daemon without a word.
+    let mut signals = Signals::new()?;
     // Checkpoint images hold process memory: nothing ckptd (or the CRIU it runs) creates is
     // readable by others. CRIU restores each process's own umask from its images.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -96,22 +109,7 @@ pub async fn run(
             podman_socket: cfg.podman_socket.clone(),
         },
     ));
-    let service = Service::new(
-        catalog.clone(),
-        engine,
-        ServiceConfig {
-            checkpoints_root: cfg.checkpoints_dir(),
-            queue_capacity: cfg.queue_capacity,
-            job_timeout: cfg.job_timeout,
-            policy: auth::Policy {
-                allowed_dirs: cfg.allowed_dirs.clone(),
-                limits: cfg.member_limits,
-            },
-            import_max_bytes: cfg.import_max_bytes,
-            remotes,
-            schedule_max_failures: cfg.schedule_max_failures,
-        },
-    );
+    let service = Service::new(catalog.clone(), engine, service_config(&cfg, remotes));
     // A CRIU that outlived a crashed daemon is given up to 5 minutes to finish its dump.
     let criu_wait = cfg.job_timeout.min(std::time::Duration::from_secs(300));
     let report = service
@@ -205,7 +203,20 @@ pub async fn run(
             }
         })
     });
-    signals.recv().await;
+    let mut cfg = cfg;
+    while signals.recv().await == Received::Reload {
+        systemd::notify("RELOADING=1");
+        match reloaded(&cfg, &reload) {
+            Ok((new, remotes)) => {
+                service.reload(&service_config(&new, remotes));
+                cfg = new;
+            }
+            Err(e) => tracing::error!(
+                "SIGHUP: the configuration was not reloaded, the running one stays: {e:#}"
+            ),
+        }
+        systemd::notify("READY=1\nSTATUS=serving");
+    }
     systemd::notify("STOPPING=1");
     if let Some(w) = watchdog {
         w.abort();
@@ -230,6 +241,64 @@ pub async fn run(
     catalog.close().await;
     tracing::info!("ckptd stopped");
     Ok(())
+}
+
+/// What the service takes from the configuration.
+fn service_config(cfg: &Config, remotes: remote::Remotes) -> ServiceConfig {
+    ServiceConfig {
+        checkpoints_root: cfg.checkpoints_dir(),
+        queue_capacity: cfg.queue_capacity,
+        job_timeout: cfg.job_timeout,
+        policy: auth::Policy {
+            allowed_dirs: cfg.allowed_dirs.clone(),
+            limits: cfg.member_limits,
+        },
+        import_max_bytes: cfg.import_max_bytes,
+        remotes,
+        schedule_max_failures: cfg.schedule_max_failures,
+    }
+}
+
+/// Reads the configuration again and applies what can change at run time (the log filter here;
+/// the caller gives the service the rest). Returns the running configuration with the changes
+/// applied; an invalid file changes nothing. Logs what changed and what waits for a restart.
+fn reloaded(running: &Config, reload: &Reload) -> anyhow::Result<(Config, remote::Remotes)> {
+    let file = reload
+        .args
+        .config
+        .as_ref()
+        .map_or("no configuration file".to_owned(), |p| {
+            p.display().to_string()
+        });
+    let new = Config::load(reload.args.clone())?;
+    let remotes = remote::Remotes::new(&new.remotes).context("invalid [remotes] configuration")?;
+    let changes = running.changes(&new);
+    if changes.applied.contains(&"log") {
+        (reload.set_log)(&new.log)?;
+    }
+    let applied = running.with_reloaded(&new);
+    let list = |l: &[&str]| {
+        if l.is_empty() {
+            "nothing".to_owned()
+        } else {
+            l.join(", ")
+        }
+    };
+    if changes.need_restart.is_empty() {
+        tracing::info!(
+            file,
+            changed = list(&changes.applied),
+            "SIGHUP: configuration reloaded"
+        );
+    } else {
+        tracing::warn!(
+            file,
+            changed = list(&changes.applied),
+            needs_restart = list(&changes.need_restart),
+            "SIGHUP: configuration reloaded; some changes wait for a restart (systemctl restart ckptd)"
+        );
+    }
+    Ok((applied, remotes))
 }
 
 /// Raises the soft limit of open files to the hard one: connections are bounded by
@@ -326,25 +395,55 @@ fn bind(path: &Path, group: Option<u32>) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// SIGTERM and SIGINT, registered as soon as the daemon starts.
-struct ShutdownSignals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
+/// What a signal asks of the daemon.
+#[derive(Debug, PartialEq, Eq)]
+enum Received {
+    Stop,
+    Reload,
 }
 
-impl ShutdownSignals {
+/// The signals a daemon is usually sent, each registered as soon as the daemon starts and
+/// handled on purpose: SIGTERM, SIGINT and SIGQUIT stop it gracefully; SIGHUP reloads its
+/// configuration; SIGUSR1 and SIGUSR2 (whose default action is to end a process) are logged and
+/// ignored. SIGPIPE is ignored by Rust's runtime (a write to a closed socket is an error).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
     fn new() -> anyhow::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
+        let on =
+            |k: SignalKind, name: &str| signal(k).with_context(|| format!("cannot handle {name}"));
         Ok(Self {
-            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: on(SignalKind::terminate(), "SIGTERM")?,
+            int: on(SignalKind::interrupt(), "SIGINT")?,
+            quit: on(SignalKind::quit(), "SIGQUIT")?,
+            hup: on(SignalKind::hangup(), "SIGHUP")?,
+            usr1: on(SignalKind::user_defined1(), "SIGUSR1")?,
+            usr2: on(SignalKind::user_defined2(), "SIGUSR2")?,
         })
     }
 
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM received"),
-            _ = self.int.recv() => tracing::info!("SIGINT received"),
+    async fn recv(&mut self) -> Received {
+        loop {
+            let ignored = tokio::select! {
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return Received::Stop }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); return Received::Stop }
+                _ = self.quit.recv() => { tracing::info!("SIGQUIT received"); return Received::Stop }
+                _ = self.hup.recv() => { tracing::info!("SIGHUP received: reloading the configuration"); return Received::Reload }
+                _ = self.usr1.recv() => "SIGUSR1",
+                _ = self.usr2.recv() => "SIGUSR2",
+            };
+            tracing::info!(
+                "{ignored} received and ignored: SIGHUP reloads the configuration, SIGTERM stops \
+                 the daemon"
+            );
         }
     }
 }

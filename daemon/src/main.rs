@@ -1,25 +1,41 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter};
 
 fn main() {
     let args = ckptd::config::Args::parse();
-    let filter = EnvFilter::try_from_env("CKPTD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let log = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        ckptd::config::LogFormat::Json => log.json().with_current_span(true).init(),
-        // journald and log files get plain text; colours only on a terminal.
-        ckptd::config::LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
-    let cfg = match ckptd::config::Config::load(args) {
+    let cfg = match ckptd::config::Config::load(args.clone()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ckptd: invalid configuration: {e:#}");
             std::process::exit(2);
         }
+    };
+    // The filter sits behind a reload layer: SIGHUP sets the configuration's new `log`.
+    let (filter, handle) = reload::Layer::new(EnvFilter::new(&cfg.log));
+    let json = args.log_format == ckptd::config::LogFormat::Json;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json.then(|| {
+            fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_writer(std::io::stderr)
+        }))
+        // journald and log files get plain text; colours only on a terminal.
+        .with((!json).then(|| {
+            fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+        }))
+        .init();
+    let set_log = move |f: &str| -> anyhow::Result<()> {
+        let filter = EnvFilter::try_new(f)?;
+        handle.reload(filter)?;
+        Ok(())
     };
     // Before any thread exists: socket activation reads and clears the environment.
     let activated = match ckptd::systemd::listen_fd() {
@@ -33,7 +49,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if let Err(e) = rt.block_on(ckptd::run(cfg, activated)) {
+    if let Err(e) = rt.block_on(ckptd::run(
+        cfg,
+        activated,
+        ckptd::Reload {
+            args,
+            set_log: Box::new(set_log),
+        },
+    )) {
         eprintln!("ckptd: {e:#}");
         std::process::exit(1);
     }

@@ -515,3 +515,108 @@ async fn the_metrics_token_reads_metrics_and_nothing_else() {
     );
     assert_eq!(tcp_curl(&addr, Some(ADMIN_TOKEN), "GET", "/metrics").0, 200);
 }
+
+/// SIGHUP reloads what can change at run time and says what waits for a restart; an invalid
+/// file keeps the running configuration; SIGUSR1 is ignored with a word; SIGQUIT stops the
+/// daemon gracefully and removes its socket. Before, SIGHUP ended the daemon without a log line
+/// and left its socket behind.
+#[tokio::test]
+async fn sighup_reloads_the_configuration_and_other_signals_are_handled_on_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ckptd.sock");
+    let cfg = dir.path().join("ckptd.toml");
+    let log = dir.path().join("daemon.log");
+    // Written whole, then renamed: the daemon never reads half a file.
+    let write_cfg = |text: &str| {
+        let tmp = dir.path().join("ckptd.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &cfg).unwrap();
+    };
+    write_cfg("log = \"warn\"\nmember_max_jobs = 4\n");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(daemon_binary())
+        .args(["--socket", sock.to_str().unwrap(), "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--config")
+        .arg(&cfg)
+        .env_remove("CKPTD_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let client = ckptd_api::Client::new(&sock);
+    let read_log = || std::fs::read_to_string(&log).unwrap();
+    ckptd_tests::wait_until("the daemon to answer", || sock.exists());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while client.health().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "{}", read_log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(client.remotes().await.unwrap().items.is_empty());
+    assert!(
+        !read_log().contains("ckptd listening"),
+        "log = \"warn\" let info through:\n{}",
+        read_log()
+    );
+
+    // A remote added, the log filter and a member limit changed, and workers (a restart's).
+    let creds = dir.path().join("creds.toml");
+    std::fs::write(&creds, "access_key_id = \"k\"\nsecret_access_key = \"s\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_cfg(&format!(
+        "log = \"info\"\nmember_max_jobs = 2\nworkers = 1\n\
+         [remotes.later]\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"b\"\n\
+         credentials_file = \"{}\"\n",
+        creds.display()
+    ));
+    ckptd_tests::signal(pid, libc::SIGHUP);
+    ckptd_tests::wait_until("the reload's log line", || {
+        read_log().contains("SIGHUP: configuration reloaded")
+    });
+    let line = read_log()
+        .lines()
+        .find(|l| l.contains("SIGHUP: configuration reloaded"))
+        .unwrap()
+        .to_owned();
+    for want in [
+        "member limits",
+        "remotes",
+        "log",
+        "needs_restart=\"workers\"",
+    ] {
+        assert!(line.contains(want), "{want}: {line}");
+    }
+    let remotes = client.remotes().await.unwrap().items;
+    assert_eq!(
+        remotes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["later"]
+    );
+
+    // An invalid file: the running configuration stays, and the log says why.
+    write_cfg("queue_capacity = \"many\"\n");
+    ckptd_tests::signal(pid, libc::SIGHUP);
+    ckptd_tests::wait_until("the refused reload's log line", || {
+        read_log().contains("the configuration was not reloaded")
+    });
+    assert!(read_log().contains("queue_capacity"), "{}", read_log());
+    assert_eq!(client.remotes().await.unwrap().items.len(), 1);
+
+    // SIGUSR1 and SIGUSR2 end a process by default; the daemon logs and ignores them.
+    ckptd_tests::signal(pid, libc::SIGUSR1);
+    ckptd_tests::wait_until("SIGUSR1's log line", || {
+        read_log().contains("SIGUSR1 received and ignored")
+    });
+    assert!(client.health().await.is_ok());
+
+    // SIGQUIT: a graceful stop, its socket removed.
+    ckptd_tests::signal(pid, libc::SIGQUIT);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}:\n{}", read_log());
+    assert!(read_log().contains("ckptd stopped"), "{}", read_log());
+    assert!(!sock.exists(), "SIGQUIT left the socket behind");
+}

@@ -663,8 +663,9 @@ impl Remotes {
         })
     }
 
-    pub fn get(&self, name: &str) -> Result<&Remote> {
-        self.by_name.get(name).ok_or_else(|| {
+    /// The remote named `name`, as configured now (a reload does not change a copy held).
+    pub fn get(&self, name: &str) -> Result<Remote> {
+        self.by_name.get(name).cloned().ok_or_else(|| {
             let known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
             Error::not_found(format!(
                 "there is no remote {name:?} in ckptd's configuration ({})",
@@ -680,7 +681,7 @@ impl Remotes {
 
     /// A remote a request body names (`push_to`): an unknown one is a bad request (400), not a
     /// missing resource.
-    pub fn named(&self, field: &str, name: &str) -> Result<&Remote> {
+    pub fn named(&self, field: &str, name: &str) -> Result<Remote> {
         self.get(name).map_err(|mut e| {
             e.kind = ErrorKind::InvalidRequest;
             e.message = format!("{field}: {}", e.message);

@@ -30,7 +30,7 @@ impl Service {
         target: &Target,
         dir: Option<&Path>,
     ) -> Result<Option<PathBuf>> {
-        let policy = &self.inner.cfg.policy;
+        let policy = &self.inner.cfg().policy;
         policy.check_checkpoint(caller, target, dir)?;
         let real = dir.map(validate::resolve_dir).transpose()?;
         if let Some(r) = &real {
@@ -72,7 +72,7 @@ impl Service {
         if caller.is_admin() {
             return Ok(());
         }
-        let limits = &self.inner.cfg.policy.limits;
+        let limits = &self.inner.cfg().policy.limits;
         let (count, bytes) = self.inner.catalog.owner_usage(caller.uid).await?;
         if count >= limits.checkpoints {
             return Err(crate::auth::forbidden(format!(
@@ -132,7 +132,7 @@ impl Service {
             .transpose()?;
         let push = match &req.push_to {
             Some(r) => Some(remote::PushWork {
-                remote: inner.cfg.remotes.named("push_to", r)?.name.clone(),
+                remote: inner.cfg().remotes.named("push_to", r)?.name.clone(),
                 keep_local: req.keep_local.unwrap_or(true),
                 upload: None,
             }),
@@ -190,7 +190,7 @@ impl Service {
                 }
                 dir
             }
-            None => inner.cfg.checkpoints_root.join(id.to_string()),
+            None => inner.cfg().checkpoints_root.join(id.to_string()),
         };
 
         let estimate = inner.engine.dump_estimate(&target).await?;
@@ -203,7 +203,7 @@ impl Service {
             Some(p) => p,
             None => {
                 inner.release(reservation);
-                return Err(queue_full(inner.cfg.queue_capacity));
+                return Err(queue_full(inner.cfg().queue_capacity));
             }
         };
         let checkpoint = Checkpoint {
@@ -281,7 +281,7 @@ impl Service {
         let _admitting = self.admitting()?;
         let cp = self.checkpoint(caller, reference).await?;
         if cp.status == CheckpointStatus::Ready && !cp.is_local() {
-            let remotes = &self.inner.cfg.remotes;
+            let remotes = &self.inner.cfg().remotes;
             let Some(copy) = cp.remote_copies().find(|c| remotes.get(&c.remote).is_ok()) else {
                 return Err(Error::conflict(format!(
                     "checkpoint {}'s images are only in remotes this daemon no longer has ({})",
@@ -311,7 +311,7 @@ impl Service {
     ) -> Result<Job> {
         let inner = &self.inner;
         inner
-            .cfg
+            .cfg()
             .policy
             .check_restore(caller, req.target.as_ref())?;
         let pulled_first = pull.is_some() && cp.status == CheckpointStatus::Pending;

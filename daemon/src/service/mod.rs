@@ -53,6 +53,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::telemetry::{Events, Gauges, Metrics};
 
+#[derive(Clone)]
 pub struct ServiceConfig {
     /// Where checkpoints without a `checkpoint_dir` live (`<state>/checkpoints`).
     pub checkpoints_root: PathBuf,
@@ -87,7 +88,8 @@ pub struct Service {
 struct Inner {
     catalog: Catalog,
     engine: Arc<dyn Engine>,
-    cfg: ServiceConfig,
+    /// Swapped whole by a reload (`Service::reload`); a job keeps the one it started with.
+    cfg: std::sync::RwLock<Arc<ServiceConfig>>,
     /// The queue and the lives of its jobs (`queue.rs` changes it).
     queue: queue::Queue,
     /// Targets and checkpoints in use (`reserve.rs` changes it).
@@ -248,6 +250,13 @@ pub fn replace_paths(mut e: Error, from: &str, to: &str) -> Error {
     e
 }
 
+impl Inner {
+    /// The configuration as it is now.
+    fn cfg(&self) -> Arc<ServiceConfig> {
+        self.cfg.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 impl Service {
     pub fn new(catalog: Catalog, engine: Arc<dyn Engine>, cfg: ServiceConfig) -> Service {
         Service {
@@ -256,7 +265,7 @@ impl Service {
                 reservations: reserve::Reservations::default(),
                 catalog,
                 engine,
-                cfg,
+                cfg: std::sync::RwLock::new(Arc::new(cfg)),
                 events: Events::default(),
                 metrics: Metrics::default(),
                 started_at: std::time::SystemTime::now()
@@ -274,8 +283,21 @@ impl Service {
         &self.inner.catalog
     }
 
-    pub fn config(&self) -> &ServiceConfig {
-        &self.inner.cfg
+    pub fn config(&self) -> Arc<ServiceConfig> {
+        self.inner.cfg()
+    }
+
+    /// Takes what can change at run time from `new` (SIGHUP): who may use which directories and
+    /// the members' limits, the remotes, job_timeout and import_max_bytes. Jobs running keep
+    /// what they started with; the rest of `new` is ignored (it needs a restart).
+    pub fn reload(&self, new: &ServiceConfig) {
+        let mut cfg = self.inner.cfg.write().unwrap_or_else(|e| e.into_inner());
+        let mut next = ServiceConfig::clone(&cfg);
+        next.policy = new.policy.clone();
+        next.remotes = new.remotes.clone();
+        next.job_timeout = new.job_timeout;
+        next.import_max_bytes = new.import_max_bytes;
+        *cfg = Arc::new(next);
     }
 
     pub fn events(&self) -> &Events {
@@ -289,7 +311,7 @@ impl Service {
         &self,
         owner: Option<u32>,
     ) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>, Vec<(String, u64)>)> {
-        let root = self.inner.cfg.checkpoints_root.clone();
+        let root = self.inner.cfg().checkpoints_root.clone();
         let mut used: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         used.insert("state_dir".into(), 0);
         let mut roots: std::collections::BTreeMap<String, PathBuf> =

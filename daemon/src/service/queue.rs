@@ -348,7 +348,7 @@ impl Inner {
         drop(_enter);
         let (stop_tx, stop) = watch::channel(None);
         self.stoppers().insert(job.id, stop_tx.clone());
-        let timeout = self.cfg.job_timeout;
+        let timeout = self.cfg().job_timeout;
         let timer = tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             request_stop(&stop_tx, StopReason::TimedOut(timeout));
@@ -459,7 +459,7 @@ impl Inner {
         ) = (&work.rootfs, &work.into)
         {
             let (i, b, r) = (images.clone(), PathBuf::from(bundle), PathBuf::from(rootfs));
-            let limit = self.cfg.import_max_bytes;
+            let limit = self.cfg().import_max_bytes;
             stripped = tokio::task::spawn_blocking(move || {
                 crate::runtime::bundle::build(&i, &b, &r, limit)
             })
@@ -545,7 +545,7 @@ impl Inner {
                 from,
                 checkpoint,
                 then: then.as_ref().map(|n| (&n.job, &n.request)),
-                schedule_max_failures: self.cfg.schedule_max_failures,
+                schedule_max_failures: self.cfg().schedule_max_failures,
             })
             .await;
         let next = match (ended, then) {
@@ -674,7 +674,7 @@ impl Inner {
     ) -> Result<Job> {
         let Some(permit) = self.queue.slot() else {
             self.release(reservation);
-            return Err(super::admit::queue_full(self.cfg.queue_capacity));
+            return Err(super::admit::queue_full(self.cfg().queue_capacity));
         };
         let work = serde_json::to_value(work).expect("serializes");
         if let Err(e) = self.catalog.insert_job(&job, &work).await {
@@ -703,7 +703,7 @@ impl Inner {
                 Some(permit) => Ok((reservation, permit)),
                 None => {
                     self.release(reservation);
-                    Err(super::admit::queue_full(self.cfg.queue_capacity))
+                    Err(super::admit::queue_full(self.cfg().queue_capacity))
                 }
             });
         match prepared {

@@ -98,7 +98,7 @@ impl Service {
         }
         // One listing of ckptd's own storage: ready rows there are looked up in it rather than
         // opened one by one, and what no row knows is reported from it.
-        let root = &inner.cfg.checkpoints_root;
+        let root = &inner.cfg().checkpoints_root;
         let listed: Vec<std::fs::DirEntry> = std::fs::read_dir(root)
             .map(|entries| entries.flatten().collect())
             .unwrap_or_default();
@@ -293,7 +293,7 @@ impl Service {
             return;
         };
         let Some((key, id)) = work.upload else { return };
-        match self.inner.cfg.remotes.get(&work.remote) {
+        match self.inner.cfg().remotes.get(&work.remote) {
             Ok(r) => {
                 tracing::warn!(remote = %work.remote, %key, "aborting the upload of a push the daemon's stop interrupted");
                 r.abort(&key, &id);

@@ -56,8 +56,9 @@ fn admin_only(caller: &Caller, what: &str) -> Result<()> {
 }
 
 impl Service {
-    pub fn remotes(&self) -> &crate::remote::Remotes {
-        &self.inner.cfg.remotes
+    /// The remotes as configured now.
+    pub fn remotes(&self) -> crate::remote::Remotes {
+        self.inner.cfg().remotes.clone()
     }
 
     /// Queues a push of a ready local checkpoint to `remote`.
@@ -70,7 +71,7 @@ impl Service {
     ) -> Result<Job> {
         let _admitting = self.admitting()?;
         let inner = &self.inner;
-        let r = inner.cfg.remotes.get(remote)?;
+        let r = inner.cfg().remotes.get(remote)?;
         let cp = self.checkpoint(caller, reference).await?;
         if cp.status != CheckpointStatus::Ready {
             return Err(Error::conflict(format!(
@@ -121,7 +122,7 @@ impl Service {
         remote: &str,
     ) -> Result<Vec<RemoteCheckpoint>> {
         admin_only(caller, "list a remote")?;
-        self.inner.cfg.remotes.get(remote)?.list().await
+        self.inner.cfg().remotes.get(remote)?.list().await
     }
 
     /// One checkpoint a remote holds.
@@ -132,7 +133,7 @@ impl Service {
         reference: &str,
     ) -> Result<RemoteCheckpoint> {
         admin_only(caller, "read a remote")?;
-        self.inner.cfg.remotes.get(remote)?.find(reference).await
+        self.inner.cfg().remotes.get(remote)?.find(reference).await
     }
 
     /// The checkpoint `reference` of `remote`, ready to be pulled by `caller`: its row here (new
@@ -148,7 +149,7 @@ impl Service {
         admin_only(caller, "pull checkpoints")?;
         let found = self.remote_checkpoint(caller, remote, reference).await?;
         self.inner
-            .cfg
+            .cfg()
             .remotes
             .get(remote)?
             .can_pull(&found.object)?;
@@ -258,7 +259,7 @@ impl Service {
             created_at: src.created_at,
             completed_at: None,
             dir: inner
-                .cfg
+                .cfg()
                 .checkpoints_root
                 .join(src.id.to_string())
                 .display()
@@ -316,7 +317,7 @@ impl Service {
         reference: &str,
     ) -> Result<()> {
         admin_only(caller, "delete a remote's checkpoints")?;
-        let r = self.inner.cfg.remotes.get(remote)?;
+        let r = self.inner.cfg().remotes.get(remote)?;
         let found = r.find(reference).await?;
         let local = self
             .inner
@@ -338,7 +339,7 @@ impl Service {
     /// anywhere is removed.
     pub async fn forget_copy(&self, cp: &Checkpoint, remote: &str) -> Result<()> {
         let inner = &self.inner;
-        let r = inner.cfg.remotes.get(remote)?;
+        let r = inner.cfg().remotes.get(remote)?;
         let reservation = inner.reserve_checkpoint(cp.id, &cp.name)?;
         let result = async {
             let mut cp = inner
@@ -409,7 +410,7 @@ impl Inner {
         job: uuid::Uuid,
         stop: StopSignal,
     ) -> Result<Option<JobResult>> {
-        let r = self.cfg.remotes.get(&work.remote)?;
+        let r = self.cfg().remotes.get(&work.remote)?;
         // The folder is held for the whole push: the archive reads it through its descriptor.
         let (anchor, folder) = folder(cp)?;
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
@@ -492,14 +493,14 @@ impl Inner {
         stop: StopSignal,
     ) -> Result<()> {
         let started = std::time::Instant::now();
-        let r = self.cfg.remotes.get(&work.copy.remote)?;
-        let root = &self.cfg.checkpoints_root;
+        let r = self.cfg().remotes.get(&work.copy.remote)?;
+        let root = &self.cfg().checkpoints_root;
         let staging = root.join(format!("{STAGING_PREFIX}{job}"));
         std::fs::create_dir(&staging)
             .map_err(|e| Error::io("cannot create the pull's directory", &staging, &e))?;
         let guard = StagingDir(Some(staging.clone()));
         let imported = r
-            .pull(&work.copy, &staging, self.cfg.import_max_bytes, stop)
+            .pull(&work.copy, &staging, self.cfg().import_max_bytes, stop)
             .await?;
         crate::criu::images::check_restorable(&staging).map_err(|e| {
             Error::new(

@@ -104,7 +104,8 @@ impl Inner {
             .with_advice(Advice::WaitForJob { job: other.to_string() }));
         }
         if owner != 0 {
-            let limits = &self.cfg.policy.limits;
+            let cfg = self.cfg();
+            let limits = &cfg.policy.limits;
             let mine = busy.member_jobs.values().filter(|o| **o == owner).count();
             if mine >= limits.jobs {
                 return Err(Error::new(
@@ -116,8 +117,7 @@ impl Inner {
                 )
                 .with_advice(Advice::WaitForRunningJobs));
             }
-            let share = self
-                .cfg
+            let share = cfg
                 .queue_capacity
                 .saturating_sub(limits.root_queue_slots)
                 .max(1);
@@ -127,7 +127,7 @@ impl Inner {
                     format!(
                         "the members' share of the job queue is full ({share} jobs queued or \
                          running; root keeps root_reserved_queue_slots = {} of queue_capacity = {})",
-                        limits.root_queue_slots, self.cfg.queue_capacity
+                        limits.root_queue_slots, self.cfg().queue_capacity
                     ),
                 )
                 .with_hint("retry later"));
