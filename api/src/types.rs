@@ -474,6 +474,10 @@ pub struct Job {
 pub struct JobProgress {
     /// Bytes of images written so far.
     pub bytes_written: u64,
+    /// What the images should take in all, estimated when the job was queued from the
+    /// target's memory (absent when the daemon has no estimate, as after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_estimated: Option<u64>,
 }
 
 /// One event of `GET /v1/events`: `type` (e.g. `job.succeeded`, `checkpoint.ready`), `time`, and

@@ -223,7 +223,7 @@ pub enum Command {
         #[arg(required = true)]
         references: Vec<String>,
     },
-    /// List jobs, newest first; --watch follows them as they change.
+    /// List jobs, newest first; --watch follows them as they change; `jobs wait ID` waits for one.
     Jobs(JobsArgs),
     /// Cancel a queued or running job (its target is left running).
     Cancel {
@@ -255,8 +255,48 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command was asked for JSON: its errors are then JSON too.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Create(a) => a.json,
+            Command::Ls(a) => a.json,
+            Command::Inspect { json, .. }
+            | Command::Import { json, .. }
+            | Command::Remotes { json }
+            | Command::Events { json }
+            | Command::Info { json } => *json,
+            Command::Restore(a) => a.json,
+            Command::Adopt(a) => a.json,
+            Command::Push(a) => a.json,
+            Command::Pull(a) => a.json,
+            Command::Jobs(a) => match &a.command {
+                Some(JobsCommand::Wait { json, .. }) => *json,
+                None => a.json,
+            },
+            Command::Schedule(
+                ScheduleCommand::Add(ScheduleAddArgs { json, .. })
+                | ScheduleCommand::Ls { json }
+                | ScheduleCommand::Retention { json, .. },
+            ) => *json,
+            Command::Schedule(_)
+            | Command::Rm { .. }
+            | Command::Logs { .. }
+            | Command::Export { .. }
+            | Command::Migrate(_)
+            | Command::RmRemote { .. }
+            | Command::Cancel { .. }
+            | Command::Top
+            | Command::Completions { .. } => false,
+        }
+    }
+}
+
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct JobsArgs {
+    #[command(subcommand)]
+    pub command: Option<JobsCommand>,
     /// Only jobs in this state.
     #[arg(long, value_parser = enum_arg::<JobState>(JobState::VARIANTS))]
     pub state: Option<JobState>,
@@ -277,6 +317,18 @@ pub struct JobsArgs {
     pub json: bool,
 }
 
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// Wait for a job to end, with its progress; exit 1 if it failed (its error on stderr).
+    Wait {
+        /// The job's id (the line `--no-wait` printed, or `ckpt jobs`).
+        job: String,
+        /// Print the job as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args)]
 pub struct CreateArgs {
     #[command(flatten)]
@@ -289,7 +341,7 @@ pub struct CreateArgs {
     pub leave_running: bool,
     #[command(flatten)]
     pub flags: DumpFlags,
-    /// Return once the job is queued instead of when it ends.
+    /// Return once the job is queued: print its id, one line (`ckpt jobs wait ID` follows it).
     #[arg(long)]
     pub no_wait: bool,
     /// Print the checkpoint and its job as JSON.
@@ -364,7 +416,7 @@ pub struct RestoreArgs {
     /// in as it touches them.
     #[arg(long)]
     pub lazy: bool,
-    /// Return once the job is queued instead of when it ends.
+    /// Return once the job is queued: print its id, one line (`ckpt jobs wait ID` follows it).
     #[arg(long)]
     pub no_wait: bool,
     /// Print the job as JSON.
@@ -473,7 +525,7 @@ pub enum ScheduleCommand {
     Run {
         /// The schedule's name or id.
         reference: String,
-        /// Return once the job is queued instead of when it ends.
+        /// Return once the job is queued: print its id, one line (`ckpt jobs wait ID` follows it).
         #[arg(long)]
         no_wait: bool,
     },
@@ -543,7 +595,7 @@ pub struct PushArgs {
     /// Drop the local images once the push is durable (a restore pulls them back first).
     #[arg(long)]
     pub drop_local: bool,
-    /// Print the job and return at once.
+    /// Return once the job is queued: print its id, one line (`ckpt jobs wait ID` follows it).
     #[arg(long)]
     pub no_wait: bool,
     /// Print the job as JSON.
@@ -561,7 +613,7 @@ pub struct PullArgs {
     /// Catalogue it under this name instead of the one it was pushed with.
     #[arg(long)]
     pub name: Option<String>,
-    /// Print the job and return at once.
+    /// Return once the job is queued: print its id, one line (`ckpt jobs wait ID` follows it).
     #[arg(long)]
     pub no_wait: bool,
     /// Print the checkpoint and job as JSON.

@@ -63,6 +63,10 @@ async fn run(cli: Cli) -> Result<(), Failed> {
         Command::RmRemote { remote, references } => {
             return remotes::rm(c, &remote, references).await
         }
+        Command::Jobs(args::JobsArgs {
+            command: Some(args::JobsCommand::Wait { job, json }),
+            ..
+        }) => commands::follow::wait(c, &job, json).await,
         Command::Jobs(a) => jobs::jobs(c, a).await,
         Command::Cancel { job } => jobs::cancel(c, &job).await,
         Command::Events { json } => jobs::events(c, json).await,
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    let json = cli.command.json();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -96,6 +101,10 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Failed::Report(e)) if json => {
+            render::report_json(&e);
+            ExitCode::FAILURE
+        }
         Err(Failed::Report(e)) => {
             render::report(&e);
             ExitCode::FAILURE

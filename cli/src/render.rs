@@ -306,6 +306,28 @@ pub fn hint(err: &ckptd_api::ErrorInfo) -> Option<String> {
         .or(err.hint().map(str::to_owned))
 }
 
+/// An error on stderr for a command run with `--json`: `{"error": {code, message, details}}`
+/// as the API gives it (`details.hint` in `ckpt`'s words); `unreachable` and the message when
+/// no daemon answered.
+pub fn report_json(e: &ClientError) {
+    let error = match e.api_error() {
+        Some((_, err)) => {
+            let mut err = err.clone();
+            if let Some(h) = hint(&err) {
+                err.details.insert("hint".into(), h.into());
+            }
+            serde_json::to_value(&err).unwrap_or_default()
+        }
+        None => serde_json::json!({
+            "code": "unreachable",
+            "message": e.to_string(),
+            "details": {},
+        }),
+    };
+    eprintln!("{}", serde_json::json!({ "error": error }));
+    let _ = std::io::stderr().flush();
+}
+
 /// An error on stderr: the daemon's code and message, the hint in `ckpt`'s words (the daemon's
 /// own words when it gave no advice this CLI knows), and CRIU's error lines.
 pub fn report(e: &ClientError) {

@@ -550,7 +550,9 @@ async fn references_with_odd_characters_are_one_reference() {
 }
 
 /// Refusals a CLI user meets name `ckpt` commands and flags, never the API's routes and JSON
-/// fields: each checked in its CLI form against the real daemon.
+/// fields: each checked in its CLI form against the real daemon. `--no-wait` prints the job's
+/// id alone; Ctrl-C on a wait lets go of the job and says how to follow or cancel it; `--json`
+/// errors are JSON.
 #[tokio::test]
 async fn hints_name_ckpt_commands_and_flags() {
     let pause = ckptd_tests::Pause::new();
@@ -587,18 +589,55 @@ async fn hints_name_ckpt_commands_and_flags() {
 
     // rm while a restore holds the checkpoint: named as the user named it, not by its id.
     pause.arm("post-restore");
-    let job: serde_json::Value =
-        serde_json::from_str(&ok(&ckpt(&d, &["restore", "held", "--no-wait", "--json"]))).unwrap();
-    let job = job["id"].as_str().unwrap().to_owned();
+    let out = ok(&ckpt(&d, &["restore", "held", "--no-wait"]));
+    let job = out.trim().to_owned();
+    assert!(
+        uuid::Uuid::parse_str(&job).is_ok() && out.lines().count() == 1,
+        "--no-wait printed {out:?}, not one line with the job's id"
+    );
     pause.reached("post-restore");
+    // Ctrl-C on a wait: exit 130, the job goes on, and how to follow or cancel it.
+    let waiting = Command::new(workspace_binary("ckpt"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["jobs", "wait", &job])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ckptd_tests::signal(waiting.id() as i32, libc::SIGINT);
+    let out = waiting.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    for want in [
+        format!("job {job} (restore) goes on in the daemon"),
+        format!("ckpt jobs wait {job}"),
+        format!("ckpt cancel {job}"),
+    ] {
+        assert!(err.contains(&want), "{want}: {err}");
+    }
     refused(
         &["rm", "held"],
         "checkpoint held is in use by a job",
         "`ckpt jobs --state running`",
     );
     pause.release(true);
-    let job = d.wait_job(&job, |j| j.finished_at.is_some()).await;
-    assert!(job.error.is_none(), "{job:?}");
+    assert_eq!(
+        ok(&ckpt(&d, &["jobs", "wait", &job])),
+        format!("job {job} succeeded\n")
+    );
+
+    // --json: the error is JSON too, its hint in ckpt's words.
+    let out = ckpt(&d, &["inspect", "nope", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err: serde_json::Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    assert_eq!(err["error"]["code"], "not_found", "{err}");
+    assert_eq!(
+        err["error"]["details"]["hint"], "list checkpoints with `ckpt ls`",
+        "{err}"
+    );
 
     refused(
         &["create", "no-such-container", "--root", "/run/ckpt-hints"],

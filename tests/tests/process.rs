@@ -728,6 +728,19 @@ async fn kill_9_of_the_daemon_mid_dump_never_loses_the_process() {
             .await
             .unwrap();
         pause.reached("post-dump");
+        // Its progress: what CRIU wrote of what the daemon estimated at admission (1 GiB of
+        // touched memory, and the interpreter's).
+        let running = d
+            .client
+            .job(&created.job.id.to_string(), None)
+            .await
+            .unwrap();
+        let p = running
+            .progress
+            .expect("a running checkpoint job's progress");
+        let estimated = p.bytes_estimated.expect("the admission's estimate");
+        assert!(estimated >= 1 << 30 && p.bytes_written >= 1 << 30, "{p:?}");
+        assert!(p.bytes_written < estimated + (estimated >> 3), "{p:?}");
         d.crash(|| pause.release(finishes)).await;
 
         let job = d

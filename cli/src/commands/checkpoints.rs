@@ -5,7 +5,7 @@ use ckptd_api::{Client, ClientError, CreateCheckpoint, RestoreRequest, Runtime, 
 use clap::CommandFactory;
 
 use crate::args::{Cli, CreateArgs, LsArgs, RestoreArgs};
-use crate::commands::follow::{finish_checkpoint, follow_to_success, printed};
+use crate::commands::follow::{finish_checkpoint, follow_to_success, print_queued, printed};
 use crate::render::{checkpoint_table, inspect_text, job_outcome, print_json};
 use crate::Failed;
 
@@ -145,7 +145,7 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
     if a.json {
         print_json(&job);
     } else if a.no_wait {
-        println!("job {} {}", job.id, job.state.as_str());
+        print_queued(&job);
     } else {
         println!("restored: {}", job_outcome(&job));
         if let Some(log) = job.result.as_ref().and_then(|r| r.output_log.clone()) {

@@ -3,7 +3,7 @@
 use ckptd_api::{Client, ClientError, PullRequest};
 
 use crate::args::{PullArgs, PushArgs};
-use crate::commands::follow::{finish_checkpoint, follow_to_success, printed};
+use crate::commands::follow::{finish_checkpoint, follow_to_success, print_queued, printed};
 use crate::render::print_json;
 use crate::table::{human_bytes, Table};
 use crate::Failed;
@@ -73,6 +73,8 @@ pub async fn push(client: &Client, a: PushArgs) -> Result<(), ClientError> {
     let job = follow_to_success(client, job, a.no_wait).await?;
     if a.json {
         print_json(&job);
+    } else if a.no_wait {
+        print_queued(&job);
     } else if let Some(c) = job.result.as_ref().and_then(|r| r.remote_copy.as_ref()) {
         println!(
             "pushed {} to {}: {} ({}{})",

@@ -199,6 +199,7 @@ impl Service {
 
         let job = new_job(JobKind::Checkpoint, id, caller.uid);
         let reservation = inner.reserve(&target, None, job.id, caller.uid)?;
+        inner.set_estimate(job.id, estimate);
         let permit = match inner.queue.slot() {
             Some(p) => p,
             None => {

@@ -55,7 +55,10 @@ impl Service {
                     .and_then(|a| a.open_folder(&a.partial_name(), cp.owner_uid).ok())
                     .and_then(|f| f.size().ok())
                     .unwrap_or(0);
-                job.progress = Some(ckptd_api::JobProgress { bytes_written });
+                job.progress = Some(ckptd_api::JobProgress {
+                    bytes_written,
+                    bytes_estimated: self.inner.estimate(job.id),
+                });
             }
         }
         Ok(job)

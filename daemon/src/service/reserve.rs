@@ -26,6 +26,9 @@ pub(super) struct Busy {
     readers: HashMap<Uuid, usize>,
     /// Checkpoints being deleted: no export starts on one.
     deleting: HashSet<Uuid>,
+    /// What a checkpoint job's images should take, estimated at admission (its progress's
+    /// total), by job; given back with the job's reservation.
+    estimates: HashMap<Uuid, u64>,
 }
 
 /// An export reading a checkpoint's images: while it lives, the checkpoint is not deleted.
@@ -210,7 +213,18 @@ impl Inner {
         }
         if let Some(j) = r.job {
             busy.member_jobs.remove(&j);
+            busy.estimates.remove(&j);
         }
+    }
+
+    /// Records what job `job`'s images should take (bytes), for its progress.
+    pub(super) fn set_estimate(&self, job: Uuid, bytes: u64) {
+        self.busy().estimates.insert(job, bytes);
+    }
+
+    /// What job `job`'s images should take, when it holds a reservation with an estimate.
+    pub(super) fn estimate(&self, job: Uuid) -> Option<u64> {
+        self.busy().estimates.get(&job).copied()
     }
 
     /// Releases everything `job` holds: its target, and the checkpoint a restore, push or pull uses.
@@ -218,6 +232,7 @@ impl Inner {
         let mut busy = self.busy();
         busy.targets.retain(|_, j| *j != job.id);
         busy.member_jobs.remove(&job.id);
+        busy.estimates.remove(&job.id);
         if matches!(job.kind, JobKind::Restore | JobKind::Push | JobKind::Pull) {
             busy.checkpoints.remove(&job.checkpoint_id);
         }
