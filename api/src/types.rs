@@ -597,6 +597,19 @@ impl CreateCheckpoint {
     }
 }
 
+impl ScheduleOptions {
+    /// The CRIU options of each run's checkpoint.
+    pub fn criu(&self) -> CheckpointOptions {
+        CheckpointOptions {
+            leave_running: self.leave_running,
+            tcp_established: self.tcp_established,
+            ext_unix_sk: self.ext_unix_sk,
+            file_locks: self.file_locks,
+            shell_job: self.shell_job,
+        }
+    }
+}
+
 /// Body of `POST /v1/checkpoints/{ref}/restore`. Options left out default to those the
 /// checkpoint was taken with.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

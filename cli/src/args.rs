@@ -35,25 +35,31 @@ pub struct Cli {
 pub struct TargetArgs {
     /// A pid (digits) or a container id.
     pub target: String,
-    /// The container runtime (containers only).
-    #[arg(long, default_value = "runc", value_parser = runtime_arg())]
-    pub runtime: Runtime,
+    /// The container runtime (containers only) [default: runc, or the one runtime that has a
+    /// container of that name].
+    #[arg(long, value_parser = runtime_arg())]
+    pub runtime: Option<Runtime>,
     /// The runtime's state directory (runc's --root; containers only).
     #[arg(long)]
     pub root: Option<String>,
 }
 
 impl TargetArgs {
-    pub fn target(&self) -> Target {
+    /// The target, its runtime `--runtime` or else `runtime`.
+    pub fn target_in(&self, runtime: Runtime) -> Target {
         match self.target.parse::<i32>() {
             Ok(pid) if self.target.bytes().all(|b| b.is_ascii_digit()) => Target::Process { pid },
             _ => Target::Container {
                 id: self.target.clone(),
-                runtime: self.runtime,
+                runtime: self.runtime.unwrap_or(runtime),
                 root: self.root.clone(),
                 bundle: None,
             },
         }
+    }
+
+    pub fn target(&self) -> Target {
+        self.target_in(Runtime::Runc)
     }
 }
 

@@ -41,6 +41,15 @@ pub struct Args {
     /// nothing else (for Prometheus); same rules as tcp_token_file.
     #[arg(long, env = "CKPTD_METRICS_TOKEN_FILE")]
     pub metrics_token_file: Option<PathBuf>,
+    /// Docker's API socket [default: /var/run/docker.sock].
+    #[arg(long, env = "CKPTD_DOCKER_SOCKET")]
+    pub docker_socket: Option<PathBuf>,
+    /// runc's state of Docker's containers [default: /run/docker/runtime-runc/moby].
+    #[arg(long, env = "CKPTD_DOCKER_RUNC_ROOT")]
+    pub docker_runc_root: Option<PathBuf>,
+    /// Podman's API socket [default: /run/podman/podman.sock].
+    #[arg(long, env = "CKPTD_PODMAN_SOCKET")]
+    pub podman_socket: Option<PathBuf>,
     /// Log format on stderr: text (journald-friendly) or json (one object a line).
     #[arg(long, env = "CKPTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -396,15 +405,18 @@ impl Config {
             keep_failed: Duration::from_secs(file.keep_failed_secs.unwrap_or(7 * 86400)),
             schedule_max_failures: file.schedule_max_failures.unwrap_or(5),
             import_max_bytes: file.import_max_bytes.unwrap_or(64 << 30),
-            docker_socket: file
+            docker_socket: args
                 .docker_socket
+                .or(file.docker_socket)
                 .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock")),
-            docker_runc_root: file
+            docker_runc_root: args
                 .docker_runc_root
+                .or(file.docker_runc_root)
                 .unwrap_or_else(|| PathBuf::from("/run/docker/runtime-runc/moby")),
             // Where systemd's podman.socket listens for root.
-            podman_socket: file
+            podman_socket: args
                 .podman_socket
+                .or(file.podman_socket)
                 .unwrap_or_else(|| PathBuf::from("/run/podman/podman.sock")),
             limits: {
                 let d = ConnectionLimits::default();

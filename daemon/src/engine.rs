@@ -88,6 +88,10 @@ pub trait Engine: Send + Sync + 'static {
     fn version(&self) -> Option<String>;
     /// Refuses, before anything is created, a target that cannot or must not be dumped.
     fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>>;
+    /// Refuses, before anything is created, CRIU options the target's runtime cannot honour.
+    fn check_options(&self, _target: &Target, _options: &CheckpointOptions) -> Result<()> {
+        Ok(())
+    }
     /// Refuses, before a job is queued, a restore that cannot work (wrong target, id taken, ...).
     fn check_restore<'a>(
         &'a self,

@@ -169,13 +169,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 async fn with_podman<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(Daemon) -> F) {
     let _one = ONE_AT_A_TIME.lock().await;
     let service = Service::start();
-    let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        cfg.path(),
-        format!("podman_socket = \"{}\"\n", service.socket.display()),
-    )
-    .unwrap();
-    let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
+    let d = Daemon::start_with(&["--podman-socket", service.socket.to_str().unwrap()]).await;
     scenario(d).await;
     drop(service);
 }
@@ -207,6 +201,40 @@ async fn podman_export_restored_as_a_runc_container() {
 async fn in_place_and_new_name(d: &Daemon) {
     let c = Ctr::run("ckptd-pm-looper");
     let id = c.id();
+    // An option Podman cannot pass is refused before anything is created: no checkpoint, no job.
+    let mut req = ckptd_tests::checkpoint(Some(target(&c.0)), "pm-shell");
+    req.shell_job = true;
+    let e = d.client.create_checkpoint(&req, true).await.unwrap_err();
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 400, "{err:?}");
+    assert!(err.message.contains("shell_job"), "{err:?}");
+    let q = ckptd_api::query::CheckpointQuery::default();
+    assert!(d
+        .client
+        .list_checkpoints(&q)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let q = ckptd_api::query::JobQuery::default();
+    assert!(d.client.jobs(&q).await.unwrap().items.is_empty());
+    // `ckpt create NAME` without --runtime finds the container in Podman, the one runtime that
+    // has it.
+    let out = Command::new(ckptd_tests::workspace_binary("ckpt"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["create", &c.0, "pm-found", "--leave-running"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("ckptd-pm-looper is a podman container (--runtime podman)"),
+        "{err}"
+    );
+    let found = d.client.checkpoint("pm-found").await.unwrap();
+    assert_eq!(found.target, target(&c.0));
+    d.client.delete_checkpoint("pm-found").await.unwrap();
     // Podman's state is part of the checkpoint: it says exited and checkpointed.
     let cp = d
         .client

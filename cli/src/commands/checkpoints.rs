@@ -1,17 +1,37 @@
 //! `ckpt create`, `ls`, `inspect`, `rm`, `restore`, `logs`.
 
 use ckptd_api::query::CheckpointQuery;
-use ckptd_api::{Client, ClientError, CreateCheckpoint, RestoreRequest, Runtime, Target};
+use ckptd_api::{Advice, Client, ClientError, CreateCheckpoint, RestoreRequest, Runtime, Target};
 use clap::CommandFactory;
 
-use crate::args::{Cli, CreateArgs, LsArgs, RestoreArgs};
+use crate::args::{Cli, CreateArgs, LsArgs, RestoreArgs, TargetArgs};
 use crate::commands::follow::{finish_checkpoint, follow_to_success, print_queued, printed};
 use crate::render::{checkpoint_table, inspect_text, job_outcome, print_json};
 use crate::Failed;
 
+/// Sends a request about `t`'s target: a container named without `--runtime` is runc's, or
+/// else the one runtime's that has a container of that name (the daemon's advice says which).
+pub async fn in_found_runtime<T, F, Fut>(t: &TargetArgs, send: F) -> Result<T, ClientError>
+where
+    F: Fn(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let first = send(t.target()).await;
+    if t.runtime.is_some() {
+        return first;
+    }
+    match first.as_ref().err().and_then(|e| e.api_error()?.1.advice()) {
+        Some(Advice::UseRuntime { runtime, container }) if container == t.target => {
+            eprintln!("ckpt: {container} is a {runtime} container (--runtime {runtime})");
+            send(t.target_in(runtime)).await
+        }
+        _ => first,
+    }
+}
+
 pub async fn create(client: &Client, a: CreateArgs) -> Result<(), ClientError> {
     let req = CreateCheckpoint {
-        target: Some(a.target.target()),
+        target: None,
         name: a.name,
         leave_running: a.leave_running,
         tcp_established: a.flags.criu.tcp_established,
@@ -25,7 +45,14 @@ pub async fn create(client: &Client, a: CreateArgs) -> Result<(), ClientError> {
         keep_local: a.flags.drop_local.then_some(false),
     };
     // Queued at once; followed here so that a terminal shows progress.
-    let out = client.create_checkpoint(&req, false).await?;
+    let out = in_found_runtime(&a.target, |target| {
+        let req = CreateCheckpoint {
+            target: Some(target),
+            ..req.clone()
+        };
+        async move { client.create_checkpoint(&req, false).await }
+    })
+    .await?;
     finish_checkpoint(client, out, a.no_wait, a.json).await
 }
 

@@ -39,7 +39,14 @@ pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), Failed> {
                 retention: retention.retention(),
                 enabled: !disabled,
             };
-            let s = client.create_schedule(&req).await?;
+            let s = crate::commands::checkpoints::in_found_runtime(&target, |target| {
+                let req = CreateSchedule {
+                    target,
+                    ..req.clone()
+                };
+                async move { client.create_schedule(&req).await }
+            })
+            .await?;
             if json {
                 print_json(&s);
             } else {
@@ -66,7 +73,7 @@ pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), Failed> {
             let target = target.map(|target| {
                 crate::args::TargetArgs {
                     target,
-                    runtime: runtime.unwrap_or(ckptd_api::Runtime::Runc),
+                    runtime,
                     root,
                 }
                 .target()

@@ -12,7 +12,7 @@ pub mod runc;
 use std::path::Path;
 use std::sync::Arc;
 
-use ckptd_api::{Checkpoint, JobResult, Runtime, Target};
+use ckptd_api::{Checkpoint, CheckpointOptions, JobResult, Runtime, Target};
 
 use crate::criu::Criu;
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
@@ -127,20 +127,41 @@ impl Engine for Engines {
             let checked = self.for_target(target).check_target(target).await;
             // A container its runtime does not know may be another runtime's: say so, in each
             // caller's words.
+            // Only when exactly one does: with two, the caller must choose (`ckpt` names the one
+            // it finds without being told).
             if let (Err(e), Target::Container { id, runtime, .. }) = (&checked, target) {
                 if e.kind == crate::error::ErrorKind::TargetUnavailable {
+                    let mut knowing = Vec::new();
                     for (other, engine) in self.containers.iter().filter(|(r, _)| r != runtime) {
                         if engine.knows(id).await {
-                            return Err(e.clone().with_advice(ckptd_api::Advice::UseRuntime {
-                                runtime: *other,
-                                container: id.clone(),
-                            }));
+                            knowing.push(*other);
                         }
                     }
+                    return Err(match knowing[..] {
+                        [other] => e.clone().with_advice(ckptd_api::Advice::UseRuntime {
+                            runtime: other,
+                            container: id.clone(),
+                        }),
+                        [] => e.clone(),
+                        _ => {
+                            let names: Vec<String> =
+                                knowing.iter().map(|r| r.to_string()).collect();
+                            let mut e = e.clone();
+                            e.message = format!(
+                                "{}; {} each have a container named {id}: name the runtime",
+                                e.message,
+                                names.join(" and ")
+                            );
+                            e
+                        }
+                    });
                 }
             }
             checked
         })
+    }
+    fn check_options(&self, target: &Target, options: &CheckpointOptions) -> Result<()> {
+        self.for_target(target).check_options(target, options)
     }
     fn check_restore<'a>(
         &'a self,

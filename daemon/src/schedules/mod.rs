@@ -203,7 +203,7 @@ impl Schedules {
         }
         self.inner
             .jobs
-            .check_checkpoint(caller, &row.target, dir.as_deref())
+            .check_checkpoint(caller, &row.target, &o.criu(), dir.as_deref())
             .await
             .map(drop)
     }

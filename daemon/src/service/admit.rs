@@ -28,6 +28,7 @@ impl Service {
         &self,
         caller: &Caller,
         target: &Target,
+        options: &ckptd_api::CheckpointOptions,
         dir: Option<&Path>,
     ) -> Result<Option<PathBuf>> {
         let policy = &self.inner.cfg().policy;
@@ -37,6 +38,7 @@ impl Service {
             policy.check_dir_owner(caller, r)?;
         }
         self.inner.engine.check_target(target).await?;
+        self.inner.engine.check_options(target, options)?;
         Ok(real)
     }
 
@@ -150,7 +152,7 @@ impl Service {
             .transpose()?;
         // Authorization first: a caller learns nothing about targets it may not touch.
         let custom_dir = self
-            .check_checkpoint(caller, &target, custom_dir.as_deref())
+            .check_checkpoint(caller, &target, &req.options(), custom_dir.as_deref())
             .await?;
         // The target is the process there now, known from here on by its start time too.
         let started = target_start(&target);

@@ -93,7 +93,7 @@ impl DockerApi {
             "cannot reach Docker at {}: {why}",
             self.socket.display()
         ))
-        .with_hint("start dockerd, or set docker_socket in ckptd's config to its socket")
+        .with_hint("start dockerd, or point ckptd at its socket (docker_socket in the configuration, --docker-socket or CKPTD_DOCKER_SOCKET)")
     }
 
     /// Docker's answer as ckptd's error: its message, its status mapped to ours; a Docker that

@@ -80,7 +80,8 @@ impl PodmanApi {
         ))
         .with_hint(
             "start Podman's API (systemctl start podman.socket, or podman system service \
-             --time=0 unix://PATH), or set podman_socket in ckptd's config to its socket",
+             --time=0 unix://PATH), or point ckptd at its socket (podman_socket in the configuration, \
+             --podman-socket or CKPTD_PODMAN_SOCKET)",
         )
     }
 

@@ -26,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ckptd_api::{Checkpoint, ContainerRecord, JobResult, Runtime, Target};
+use ckptd_api::{Checkpoint, CheckpointOptions, ContainerRecord, JobResult, Runtime, Target};
 use http_body_util::BodyExt;
 
 use crate::archive;
@@ -135,12 +135,7 @@ impl PodmanEngine {
         self.criu.usable()?;
         let id = podman_id(spec.target)?;
         let o = &spec.options;
-        if o.ext_unix_sk || o.shell_job {
-            return Err(Error::invalid(
-                "Podman's checkpoint cannot pass ext_unix_sk or shell_job; leave them out for \
-                 Podman containers",
-            ));
-        }
+        self.check_options(spec.target, o)?;
         let c = self.running(id).await?;
         let flags = [
             ("keep", true),
@@ -362,6 +357,16 @@ impl Engine for PodmanEngine {
 
     fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move { self.running(podman_id(target)?).await.map(|_| ()) })
+    }
+
+    fn check_options(&self, _target: &Target, o: &CheckpointOptions) -> Result<()> {
+        if o.ext_unix_sk || o.shell_job {
+            return Err(Error::invalid(
+                "Podman's checkpoint cannot pass ext_unix_sk or shell_job; leave them out for \
+                 Podman containers",
+            ));
+        }
+        Ok(())
     }
 
     fn check_restore<'a>(
