@@ -283,6 +283,7 @@ impl Command {
             Command::Schedule(
                 ScheduleCommand::Add(ScheduleAddArgs { json, .. })
                 | ScheduleCommand::Ls { json }
+                | ScheduleCommand::Inspect { json, .. }
                 | ScheduleCommand::Retention { json, .. },
             ) => *json,
             Command::Schedule(_)
@@ -381,7 +382,7 @@ pub struct LsArgs {
     /// Names only, one a line.
     #[arg(short, long, conflicts_with = "json")]
     pub quiet: bool,
-    /// No cut to the terminal's width.
+    /// Full ids and no cut to the terminal's width.
     #[arg(long)]
     pub wide: bool,
     /// Print the checkpoints as JSON.
@@ -487,10 +488,13 @@ pub enum ScheduleCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one schedule.
+    /// Show one schedule: its target, cron, runs, failures and why it is disabled.
     Inspect {
         /// The schedule's name or id.
         reference: String,
+        /// Print the schedule as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Change a schedule's target, cron or retention.
     Set {

@@ -32,6 +32,13 @@ pub fn ago(t: &chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
+/// A time where one is read alone (`inspect`, event lines): RFC 3339 in UTC, to the second,
+/// with its zone (`2026-12-05T14:31:44Z`). Tables say how long ago (`ago`); `--json` has the
+/// API's own RFC 3339.
+pub fn when(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 pub fn short_secs(s: i64) -> String {
     match s {
         0..=59 => format!("{s}s"),
@@ -41,7 +48,17 @@ pub fn short_secs(s: i64) -> String {
     }
 }
 
-pub fn checkpoint_table(items: &[Checkpoint]) -> Table {
+/// An id as tables show it: its first 8 characters, or whole with `--wide`.
+pub fn short_id(id: &uuid::Uuid, wide: bool) -> String {
+    let id = id.to_string();
+    if wide {
+        id
+    } else {
+        id[..8].to_owned()
+    }
+}
+
+pub fn checkpoint_table(items: &[Checkpoint], wide: bool) -> Table {
     let mut t = Table::new(&["NAME", "TARGET", "STATUS", "SIZE", "CREATED", "ID"]);
     for c in items {
         t.row(vec![
@@ -50,7 +67,7 @@ pub fn checkpoint_table(items: &[Checkpoint]) -> Table {
             c.status.as_str().to_owned(),
             human_bytes(c.size_bytes),
             ago(&c.created_at),
-            c.id.to_string(),
+            short_id(&c.id, wide),
         ]);
     }
     t
@@ -82,12 +99,15 @@ pub fn inspect_text(c: &Checkpoint) -> String {
     kv("ID:", c.id.to_string());
     kv("Target:", target_text(&c.target));
     kv("Status:", c.status.as_str().to_owned());
-    kv("Created:", c.created_at.to_rfc3339());
+    kv(
+        "Created:",
+        format!("{} ({})", when(&c.created_at), ago(&c.created_at)),
+    );
     if let Some(t) = c.completed_at {
-        kv("Completed:", t.to_rfc3339());
+        kv("Completed:", when(&t));
     }
     if let Some(t) = c.expires_at {
-        kv("Expires:", format!("{} ({})", t.to_rfc3339(), ago(&t)));
+        kv("Expires:", format!("{} ({})", when(&t), ago(&t)));
     }
     kv("Directory:", c.dir.clone());
     kv("Size:", human_bytes(c.size_bytes));
@@ -102,7 +122,7 @@ pub fn inspect_text(c: &Checkpoint) -> String {
                     r.key,
                     human_bytes(r.size_bytes),
                     if r.encrypted { ", encrypted" } else { "" },
-                    r.pushed_at.to_rfc3339()
+                    when(&r.pushed_at)
                 ),
             ),
         }
@@ -216,30 +236,133 @@ pub fn process_tree_text(processes: &[ckptd_api::CheckpointProcess]) -> String {
     out.join("\n")
 }
 
+/// A schedule's last run: its status and when, and its error.
+fn last_run_text(s: &Schedule) -> String {
+    match &s.last_run {
+        Some(r) => {
+            let mut l = format!("{:?} {}", r.status, ago(&r.at)).to_lowercase();
+            if let Some(e) = &r.error {
+                l.push_str(&format!(": {}", e.message));
+            }
+            l
+        }
+        None => "-".into(),
+    }
+}
+
+/// Whether a schedule is enabled, and when ckptd disabled it, why.
+fn enabled_text(s: &Schedule) -> String {
+    match (&s.enabled, &s.disabled_reason) {
+        (true, _) => "yes".into(),
+        (false, Some(why)) => format!("no: {why}"),
+        (false, None) => "no".into(),
+    }
+}
+
 pub fn schedule_table(items: &[Schedule]) -> Table {
     let mut t = Table::new(&["NAME", "TARGET", "CRON", "ENABLED", "NEXT", "LAST", "KEEP"]);
     for s in items {
-        let last = match &s.last_run {
-            Some(r) => {
-                let mut l = format!("{:?} {}", r.status, ago(&r.at)).to_lowercase();
-                if let Some(e) = &r.error {
-                    l.push_str(&format!(": {}", e.message));
-                }
-                l
-            }
-            None => "-".into(),
-        };
+        let last = last_run_text(s);
         t.row(vec![
             s.name.clone(),
             target_text(&s.target),
             s.effective_cron.clone(),
-            if s.enabled { "yes" } else { "no" }.into(),
+            enabled_text(s),
             s.next_run_at.map(|t| ago(&t)).unwrap_or_else(|| "-".into()),
             last,
             retention_text(&s.retention),
         ]);
     }
     t
+}
+
+/// `ckpt schedule inspect`: one field per line, like `ckpt inspect`.
+pub fn schedule_text(s: &Schedule) -> String {
+    let mut out = Vec::new();
+    let mut kv = |k: &str, v: String| out.push(format!("{k:<16}{v}"));
+    kv("Name:", s.name.clone());
+    kv("ID:", s.id.to_string());
+    kv("Target:", target_text(&s.target));
+    if s.cron == s.effective_cron {
+        kv("Cron:", format!("{} (UTC)", s.cron));
+    } else {
+        kv(
+            "Cron:",
+            format!("{} (runs as {}, UTC)", s.cron, s.effective_cron),
+        );
+    }
+    kv("Enabled:", enabled_text(s));
+    kv(
+        "Next run:",
+        s.next_run_at
+            .map(|t| format!("{} ({})", when(&t), ago(&t)))
+            .unwrap_or_else(|| "-".into()),
+    );
+    kv("Last run:", last_run_text(s));
+    if let Some(r) = &s.last_run {
+        if let Some(c) = &r.checkpoint_name {
+            kv("", format!("checkpoint {c}"));
+        }
+        if let Some(h) = r.error.as_ref().and_then(hint) {
+            kv("", format!("hint: {h}"));
+        }
+    }
+    kv("Failures:", format!("{} in a row", s.consecutive_failures));
+    for (k, t) in [
+        ("Last success:", s.last_success_at),
+        ("Last failure:", s.last_failure_at),
+    ] {
+        if let Some(t) = t {
+            kv(k, format!("{} ({})", when(&t), ago(&t)));
+        }
+    }
+    kv("Keep:", retention_text(&s.retention));
+    let o = &s.options;
+    let opts: Vec<&str> = [
+        (o.leave_running, "leave_running"),
+        (o.tcp_established, "tcp_established"),
+        (o.ext_unix_sk, "ext_unix_sk"),
+        (o.file_locks, "file_locks"),
+        (o.shell_job, "shell_job"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect();
+    kv(
+        "Options:",
+        if opts.is_empty() {
+            "-".into()
+        } else {
+            opts.join(", ")
+        },
+    );
+    if let Some(d) = &o.checkpoint_dir {
+        kv("Directory:", d.clone());
+    }
+    if !o.labels.is_empty() {
+        let l: Vec<String> = o.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        kv("Labels:", l.join(", "));
+    }
+    if let Some(e) = &o.expires_in {
+        kv("Expires in:", e.clone());
+    }
+    if let Some(r) = &o.push_to {
+        kv(
+            "Push to:",
+            format!(
+                "{r}{}",
+                if o.keep_local {
+                    ""
+                } else {
+                    " (local images dropped)"
+                }
+            ),
+        );
+    }
+    kv("Created:", when(&s.created_at));
+    kv("Updated:", when(&s.updated_at));
+    out.join("\n")
 }
 
 pub fn retention_text(r: &Retention) -> String {
@@ -285,11 +408,7 @@ pub fn event_line(ev: &Event, checkpoint: Option<&str>) -> String {
     } else {
         String::new()
     };
-    format!(
-        "{}  {:<20} {about}",
-        ev.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        ev.kind
-    )
+    format!("{}  {:<20} {about}", when(&ev.time), ev.kind)
 }
 
 /// The advice of an error in `ckpt`'s words: commands and flags, not routes and JSON fields.

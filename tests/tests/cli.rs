@@ -67,8 +67,25 @@ async fn ckpt_create_ls_inspect_rm_and_exit_codes() {
     let cp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cp["status"], "ready");
     assert_eq!(cp["labels"]["app"], "cli");
-    // For people: one field per line.
+    // Tables show an id's first 8 characters, --wide the whole id.
+    let id = cp["id"].as_str().unwrap();
+    let ls = text(&ckpt(&d, &["ls"]).stdout);
+    assert!(ls.contains(&id[..8]) && !ls.contains(id), "{ls}");
+    let ls = text(&ckpt(&d, &["ls", "--wide"]).stdout);
+    assert!(ls.contains(id), "{ls}");
+    // For people: one field per line; a time read alone is RFC 3339 in UTC with its zone.
     let human = text(&ckpt(&d, &["inspect", "cli1"]).stdout);
+    let created = human
+        .lines()
+        .find_map(|l| l.strip_prefix("Created:"))
+        .unwrap()
+        .trim();
+    let (at, ago) = created.split_once(' ').unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(at).is_ok() && at.ends_with('Z') && at.len() == 20,
+        "{created}"
+    );
+    assert!(ago.ends_with("ago)"), "{created}");
     assert!(human.contains("Status:       ready"), "{human}");
     assert!(human.contains("Labels:       app=cli"), "{human}");
     assert!(
@@ -232,9 +249,17 @@ async fn ckpt_restore_jobs_logs_schedules_and_completions() {
     let items: serde_json::Value = serde_json::from_str(&only).unwrap();
     assert_eq!(items.as_array().unwrap().len(), 1);
     ok(&ckpt(&d, &["schedule", "disable", "nightly"]));
-    let off: serde_json::Value =
-        serde_json::from_str(&ok(&ckpt(&d, &["schedule", "inspect", "nightly"]))).unwrap();
+    let off: serde_json::Value = serde_json::from_str(&ok(&ckpt(
+        &d,
+        &["schedule", "inspect", "nightly", "--json"],
+    )))
+    .unwrap();
     assert_eq!(off["enabled"], false);
+    let human = ok(&ckpt(&d, &["schedule", "inspect", "nightly"]));
+    assert!(
+        human.contains("Enabled:        no\n") && human.contains("Name:           nightly"),
+        "{human}"
+    );
     let bad = ckpt(&d, &["schedule", "add", "x", &pid, "--cron", "99 * * * *"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(

@@ -475,6 +475,33 @@ async fn a_schedule_that_keeps_failing_is_disabled_and_says_why() {
         why.contains(&t.pid.to_string()),
         "the last error names the pid: {why}"
     );
+    // `ckpt schedule ls` and `ckpt schedule inspect` say why, for people.
+    let ckpt = |args: &[&str]| {
+        let out = std::process::Command::new(ckptd_tests::workspace_binary("ckpt"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ls = ckpt(&["schedule", "ls"]);
+    let row = ls.lines().find(|l| l.starts_with("dying")).unwrap();
+    assert!(row.contains(&format!("no: {why}")), "{ls}");
+    let inspect = ckpt(&["schedule", "inspect", "dying"]);
+    for want in [
+        format!("Enabled:        no: {why}"),
+        "Failures:       3 in a row".to_owned(),
+        format!("Target:         pid {}", t.pid),
+        "Next run:       -".to_owned(),
+    ] {
+        assert!(inspect.contains(&want), "{want}:\n{inspect}");
+    }
     // No run after it was disabled.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(

@@ -88,7 +88,7 @@ pub async fn ls(client: &Client, a: LsArgs) -> Result<(), ClientError> {
         } else {
             crate::table::terminal_width()
         };
-        print!("{}", checkpoint_table(&list.items).fit(width, 0));
+        print!("{}", checkpoint_table(&list.items, a.wide).fit(width, 0));
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use ckptd_api::{Client, ClientError, Event, Job};
 use uuid::Uuid;
 
 use crate::args::JobsArgs;
-use crate::render::{ago, event_line, job_outcome, print_json, target_text};
+use crate::render::{ago, event_line, job_outcome, print_json, short_id, target_text};
 use crate::table::{terminal_width, Table};
 
 /// The name and target of the checkpoints jobs belong to, asked once each.
@@ -54,9 +54,8 @@ impl Names {
 }
 
 fn job_cells(j: &Job, name: &(String, String), wide: bool) -> Vec<String> {
-    let id = j.id.to_string();
     vec![
-        if wide { id } else { id[..8].to_owned() },
+        short_id(&j.id, wide),
         j.kind.as_str().to_owned(),
         j.state.as_str().to_owned(),
         name.0.clone(),

@@ -4,7 +4,7 @@ use ckptd_api::{Client, ClientError, PullRequest};
 
 use crate::args::{PullArgs, PushArgs};
 use crate::commands::follow::{finish_checkpoint, follow_to_success, print_queued, printed};
-use crate::render::print_json;
+use crate::render::{ago, print_json};
 use crate::table::{human_bytes, Table};
 use crate::Failed;
 
@@ -56,7 +56,7 @@ pub async fn ls(client: &Client, remote: &str, quiet: bool, json: bool) -> Resul
                 c.name,
                 c.id.to_string(),
                 c.target.key(),
-                c.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ago(&c.created_at),
                 human_bytes(i.object.size_bytes),
                 i.pushed_from,
             ]);

@@ -61,7 +61,14 @@ pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), Failed> {
                 print!("{}", schedule_table(&list.items));
             }
         }
-        ScheduleCommand::Inspect { reference } => print_json(&client.schedule(&reference).await?),
+        ScheduleCommand::Inspect { reference, json } => {
+            let s = client.schedule(&reference).await?;
+            if json {
+                print_json(&s);
+            } else {
+                println!("{}", crate::render::schedule_text(&s));
+            }
+        }
         ScheduleCommand::Set {
             reference,
             target,

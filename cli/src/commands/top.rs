@@ -23,7 +23,7 @@ use crate::table::human_bytes;
 struct View {
     running: Vec<(Job, String, String)>,
     queued: usize,
-    failed: Vec<(Job, String)>,
+    failed: Vec<Failure>,
     schedules: Vec<Schedule>,
     metrics: Vec<prometheus_parse::Sample>,
     events: VecDeque<String>,
@@ -31,6 +31,45 @@ struct View {
 }
 
 const EVENTS_KEPT: usize = 8;
+
+/// One of the last failures: a failed job, or a scheduled run the daemon refused before any
+/// job existed (its target gone, a limit reached).
+#[derive(Debug, PartialEq)]
+struct Failure {
+    at: chrono::DateTime<chrono::Utc>,
+    /// `checkpoint NAME`, `restore NAME`, `schedule NAME` (a refused run).
+    what: String,
+    error: Option<ckptd_api::ErrorInfo>,
+}
+
+/// The last `n` failures, newest first, each once: failed jobs, and the refused runs that the
+/// schedules' last runs record (a run whose job failed is that job, not listed again).
+fn last_failures(failed: Vec<(Job, String)>, schedules: &[Schedule], n: usize) -> Vec<Failure> {
+    let mut all: Vec<Failure> = failed
+        .into_iter()
+        .map(|(j, name)| Failure {
+            at: j.finished_at.unwrap_or(j.created_at),
+            what: format!("{} {name}", j.kind.as_str()),
+            error: j.error,
+        })
+        .collect();
+    for s in schedules {
+        if let Some(r) = s
+            .last_run
+            .as_ref()
+            .filter(|r| r.status == ckptd_api::RunStatus::Failed && r.job_id.is_none())
+        {
+            all.push(Failure {
+                at: r.at,
+                what: format!("schedule {} (run refused)", s.name),
+                error: r.error.clone(),
+            });
+        }
+    }
+    all.sort_by(|a, b| b.at.cmp(&a.at));
+    all.truncate(n);
+    all
+}
 
 impl View {
     fn gauge(&self, name: &str) -> Option<f64> {
@@ -78,13 +117,13 @@ impl View {
             self.running.push((j, name, target));
         }
         self.queued = client.jobs(&q(JobState::Queued, 500)).await?.items.len();
-        let failed = client.jobs(&q(JobState::Failed, 5)).await?.items;
-        self.failed.clear();
-        for j in failed {
+        let mut failed = Vec::new();
+        for j in client.jobs(&q(JobState::Failed, 5)).await?.items {
             let (name, _) = names.get(client, j.checkpoint_id).await;
-            self.failed.push((j, name));
+            failed.push((j, name));
         }
         self.schedules = client.schedules().await?.items;
+        self.failed = last_failures(failed, &self.schedules, 5);
         let text = client.get("/metrics").await?.text();
         self.metrics = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
             .map(|s| s.samples)
@@ -165,14 +204,13 @@ impl View {
         let failed: Vec<Line> = self
             .failed
             .iter()
-            .map(|(j, name)| {
-                let e = j.error.as_ref();
+            .map(|f| {
+                let e = f.error.as_ref();
                 let hint = e.and_then(render::hint).unwrap_or_default();
                 Line::from(format!(
-                    "{} {} {}: {}{}",
-                    j.finished_at.map(|t| ago(&t)).unwrap_or_default(),
-                    j.kind.as_str(),
-                    name,
+                    "{} {}: {}{}",
+                    ago(&f.at),
+                    f.what,
                     e.map(|e| e.message.as_str()).unwrap_or(""),
                     if hint.is_empty() {
                         String::new()
@@ -332,6 +370,45 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
+    fn schedule(name: &str, last_run: serde_json::Value) -> Schedule {
+        serde_json::from_value(serde_json::json!({
+            "id": "11111111-0180-4f9d-a33a-dcee1fe0206d", "name": name,
+            "target": {"kind": "process", "pid": 7}, "cron": "@hourly",
+            "effective_cron": "17 * * * *", "options": {}, "retention": {}, "enabled": true,
+            "created_at": "2026-12-05T10:00:00Z", "updated_at": "2026-12-05T10:00:00Z",
+            "next_run_at": null, "last_run": last_run
+        }))
+        .unwrap()
+    }
+
+    /// A scheduled run refused before any job is among the failures; a run whose job failed
+    /// is listed once, as its job.
+    #[test]
+    fn refused_runs_are_failures_and_each_failure_shows_once() {
+        let failed = job(serde_json::json!({
+            "id": "5dc932bc-0180-4f9d-a33a-dcee1fe0206d", "kind": "checkpoint",
+            "checkpoint_id": "00000000-0000-0000-0000-000000000002", "state": "failed",
+            "created_at": "2026-12-05T11:00:00Z", "started_at": null,
+            "finished_at": "2026-12-05T11:00:01Z", "result": null,
+            "error": {"code": "criu_failed", "message": "CRIU failed", "details": {}}
+        }));
+        let refused = schedule(
+            "gone",
+            serde_json::json!({"at": "2026-12-05T12:00:00Z", "status": "failed",
+                "error": {"code": "target_unavailable", "message": "no process 7", "details": {}}}),
+        );
+        let with_job = schedule(
+            "hourly",
+            serde_json::json!({"at": "2026-12-05T11:00:00Z", "status": "failed",
+                "job_id": "5dc932bc-0180-4f9d-a33a-dcee1fe0206d",
+                "error": {"code": "criu_failed", "message": "CRIU failed", "details": {}}}),
+        );
+        let f = last_failures(vec![(failed, "hourly-1".into())], &[refused, with_job], 5);
+        let what: Vec<&str> = f.iter().map(|f| f.what.as_str()).collect();
+        assert_eq!(what, ["schedule gone (run refused)", "checkpoint hourly-1"]);
+        assert_eq!(f[0].error.as_ref().unwrap().message, "no process 7");
+    }
+
     /// What a running checkpoint, a failure and storage look like on a 160x50 terminal.
     #[test]
     fn a_running_checkpoint_shows_its_bytes_written() {
@@ -356,7 +433,7 @@ mod tests {
                        ckptd_storage_free_bytes{location=\"state_dir\"} 2097152\n";
         let view = View {
             running: vec![(running, "big".into(), "pid 42".into())],
-            failed: vec![(failed, "tcp".into())],
+            failed: last_failures(vec![(failed, "tcp".into())], &[], 5),
             metrics: prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned())))
                 .unwrap()
                 .samples,
