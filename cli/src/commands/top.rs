@@ -66,7 +66,7 @@ fn last_failures(failed: Vec<(Job, String)>, schedules: &[Schedule], n: usize) -
             });
         }
     }
-    all.sort_by(|a, b| b.at.cmp(&a.at));
+    all.sort_by_key(|f| std::cmp::Reverse(f.at));
     all.truncate(n);
     all
 }
