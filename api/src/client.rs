@@ -571,10 +571,25 @@ impl Client {
         impl futures_util::Stream<Item = Result<(Event, String), ClientError>> + Unpin,
         ClientError,
     > {
+        self.event_stream_since(None).await
+    }
+
+    /// The event stream after the events the daemon holds from `since` on (`?since=`: an RFC
+    /// 3339 time, or how long ago, `10m`).
+    pub async fn event_stream_since(
+        &self,
+        since: Option<&str>,
+    ) -> Result<
+        impl futures_util::Stream<Item = Result<(Event, String), ClientError>> + Unpin,
+        ClientError,
+    > {
         use eventsource_stream::Eventsource;
         use futures_util::StreamExt;
+        let q = crate::query::EventQuery {
+            since: since.map(str::to_owned),
+        };
         let req = Request::builder()
-            .uri("/v1/events")
+            .uri(crate::query::with_query("/v1/events", &q))
             .header("host", "ckptd")
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;

@@ -67,6 +67,15 @@ pub struct JobQuery {
     pub after: Option<i64>,
 }
 
+/// `GET /v1/events`: `since` replays the held events from that time on (an RFC 3339 time, or
+/// how long ago: `90s`, `10m`, `2h`, `1d`) before the live stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
 /// `?wait=true` of the routes that start a job: answer when it ends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

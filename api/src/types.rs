@@ -497,6 +497,21 @@ pub struct Event {
     pub checkpoint: Option<Checkpoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+    /// `request.refused`: a request for a change that the daemon refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+}
+
+/// A request for a change (POST, PATCH, PUT, DELETE) that the daemon refused: who asked, what,
+/// and the error it was answered with. Seen by root and by the caller that made it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// The caller's uid (0: root, or a TCP token holder).
+    pub uid: u32,
+    pub error: ErrorInfo,
 }
 
 /// The structured error of every 4xx/5xx answer and of failed jobs and checkpoints.

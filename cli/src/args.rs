@@ -236,8 +236,13 @@ pub enum Command {
         /// The job's id.
         job: String,
     },
-    /// Follow the daemon's events (jobs, checkpoints, schedules) until interrupted.
+    /// Follow the daemon's events (jobs, checkpoints, schedules, refused requests) until
+    /// interrupted.
     Events {
+        /// First replay the events the daemon holds from this time on: RFC 3339
+        /// (2026-12-05T14:00:00Z) or how long ago (90s, 10m, 2h, 1d).
+        #[arg(long)]
+        since: Option<String>,
         /// One JSON event per line.
         #[arg(long)]
         json: bool,
@@ -270,7 +275,7 @@ impl Command {
             Command::Inspect { json, .. }
             | Command::Import { json, .. }
             | Command::Remotes { json }
-            | Command::Events { json }
+            | Command::Events { json, .. }
             | Command::Info { json } => *json,
             Command::Restore(a) => a.json,
             Command::Adopt(a) => a.json,

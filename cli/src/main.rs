@@ -69,7 +69,7 @@ async fn run(cli: Cli) -> Result<(), Failed> {
         }) => commands::follow::wait(c, &job, json).await,
         Command::Jobs(a) => jobs::jobs(c, a).await,
         Command::Cancel { job } => jobs::cancel(c, &job).await,
-        Command::Events { json } => jobs::events(c, json).await,
+        Command::Events { since, json } => jobs::events(c, since.as_deref(), json).await,
         Command::Schedule(cmd) => return schedules::run(c, cmd).await,
         Command::Info { json } => daemon::info(c, json).await,
         Command::Top => commands::top::top(c).await,

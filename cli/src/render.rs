@@ -399,6 +399,11 @@ pub fn event_line(ev: &Event, checkpoint: Option<&str>) -> String {
         }
     } else if let Some(c) = &ev.checkpoint {
         format!("checkpoint {}", c.name)
+    } else if let Some(r) = &ev.refusal {
+        format!(
+            "{} {} (uid {}): {}: {}",
+            r.method, r.path, r.uid, r.error.code, r.error.message
+        )
     } else if let Some(s) = &ev.schedule {
         let mut t = format!("schedule {}", s.name);
         if let Some(e) = s.last_run.as_ref().and_then(|r| r.error.as_ref()) {

@@ -52,6 +52,10 @@ impl Events {
     pub fn schedule(&self, kind: &str, s: &Schedule) {
         self.send(kind, None, None, Some(s.clone()));
     }
+    /// `request.refused`: a request for a change answered with an error.
+    pub fn refusal(&self, r: ckptd_api::Refusal) {
+        self.send_event("request.refused", |ev| ev.refusal = Some(r));
+    }
     fn send(
         &self,
         kind: &str,
@@ -59,15 +63,24 @@ impl Events {
         checkpoint: Option<Checkpoint>,
         schedule: Option<Schedule>,
     ) {
+        self.send_event(kind, |ev| {
+            ev.job = job;
+            ev.checkpoint = checkpoint;
+            ev.schedule = schedule;
+        });
+    }
+    fn send_event(&self, kind: &str, fill: impl FnOnce(&mut Event)) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let ev = Event {
+        let mut ev = Event {
             id: held.1,
             kind: kind.to_owned(),
             time: crate::catalog::now(),
-            job,
-            checkpoint,
-            schedule,
+            job: None,
+            checkpoint: None,
+            schedule: None,
+            refusal: None,
         };
+        fill(&mut ev);
         held.1 += 1;
         if held.0.len() == EVENT_BUFFER {
             held.0.pop_front();
@@ -79,6 +92,18 @@ impl Events {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+
+    /// The live stream, after the held events from `since` on (`?since=`): the daemon's
+    /// history of the last `EVENT_BUFFER` events since it started.
+    pub fn subscribe_since(&self, since: chrono::DateTime<chrono::Utc>) -> Subscription {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.tx.subscribe();
+        Subscription {
+            backlog: held.0.iter().filter(|e| e.time >= since).cloned().collect(),
+            missed: 0,
+            live,
+        }
     }
 
     /// The live stream, after the held events newer than `after` (a client's `Last-Event-ID`).

@@ -704,3 +704,96 @@ async fn hints_name_ckpt_commands_and_flags() {
         "ckpt schedule set nightly",
     );
 }
+
+/// `ckpt events --since` replays what the daemon holds from then on, before the live stream;
+/// a request for a change that was refused is an event (`request.refused`), a read is not.
+#[tokio::test]
+async fn events_since_replays_history_and_refusals_are_events() {
+    let d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "evsince", 0, false);
+    let pid = t.pid.to_string();
+    ok(&ckpt(&d, &["create", &pid, "before", "--leave-running"]));
+    let refused = ckpt(&d, &["create", "2147483647", "nobody"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(ckpt(&d, &["inspect", "nope"]).status.code(), Some(1));
+
+    // The first lines of `ckpt events --since 1m [--json]`, read until `until` holds.
+    let first_lines = |args: &[&str], until: &dyn Fn(&[String]) -> bool| {
+        use std::io::BufRead;
+        let mut child = Command::new(workspace_binary("ckpt"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["events", "--since", "1m"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                if tx.send(l.unwrap()).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !until(&lines) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => lines.push(l),
+                Err(e) => panic!("{e}: events so far: {lines:#?}"),
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        lines
+    };
+    let json = first_lines(&["--json"], &|l| {
+        l.iter().any(|l| l.contains("request.refused"))
+    });
+    let events: Vec<serde_json::Value> = json
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "checkpoint.ready" && e["checkpoint"]["name"] == "before"),
+        "the history before the command ran: {json:#?}"
+    );
+    let r = events
+        .iter()
+        .find(|e| e["type"] == "request.refused")
+        .unwrap();
+    assert_eq!(r["refusal"]["method"], "POST", "{r}");
+    assert_eq!(r["refusal"]["path"], "/v1/checkpoints", "{r}");
+    assert_eq!(r["refusal"]["uid"], 0, "{r}");
+    assert_eq!(r["refusal"]["error"]["code"], "target_unavailable", "{r}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["type"] == "request.refused")
+            .count(),
+        1,
+        "a GET that found nothing is not an event: {json:#?}"
+    );
+    let plain = first_lines(&[], &|l| l.iter().any(|l| l.contains("request.refused")));
+    let line = plain
+        .iter()
+        .find(|l| l.contains("request.refused"))
+        .unwrap();
+    assert!(
+        line.contains("POST /v1/checkpoints (uid 0): target_unavailable: "),
+        "{line}"
+    );
+
+    let bad = ckpt(&d, &["events", "--since", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("neither an RFC 3339 time"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -122,9 +122,9 @@ pub async fn cancel(client: &Client, job: &str) -> Result<(), ClientError> {
     Ok(())
 }
 
-pub async fn events(client: &Client, json: bool) -> Result<(), ClientError> {
+pub async fn events(client: &Client, since: Option<&str>, json: bool) -> Result<(), ClientError> {
     let mut names = Names::default();
-    let mut stream = client.event_stream().await?;
+    let mut stream = client.event_stream_since(since).await?;
     while let Some(next) = futures_util::StreamExt::next(&mut stream).await {
         let (ev, raw) = next?;
         if json {

@@ -35,13 +35,17 @@ impl IntoResponse for Error {
         if self.kind == ErrorKind::Internal {
             tracing::error!(message = %self.message, "internal error");
         }
-        (
+        let info = self.to_info();
+        let mut r = (
             status,
             Json(ErrorBody {
-                error: self.to_info(),
+                error: info.clone(),
             }),
         )
-            .into_response()
+            .into_response();
+        // For the router's `request.refused` event.
+        r.extensions_mut().insert(info);
+        r
     }
 }
 

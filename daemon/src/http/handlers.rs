@@ -513,10 +513,13 @@ pub async fn metrics(
 pub async fn events(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
+    uri: Uri,
     headers: axum::http::HeaderMap,
-) -> axum::response::sse::Sse<
-    impl futures_util::Stream<
-        Item = std::result::Result<axum::response::sse::Event, std::convert::Infallible>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<
+            Item = std::result::Result<axum::response::sse::Event, std::convert::Infallible>,
+        >,
     >,
 > {
     use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -526,7 +529,15 @@ pub async fn events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let sub = s.service.events().subscribe_after(after);
+    let since = query::events(&uri)?
+        .since
+        .as_deref()
+        .map(since_time)
+        .transpose()?;
+    let sub = match (after, since) {
+        (None, Some(t)) => s.service.events().subscribe_since(t),
+        _ => s.service.events().subscribe_after(after),
+    };
     let visible = move |ev: &ckptd_api::Event| {
         let owner = ev
             .job
@@ -534,6 +545,7 @@ pub async fn events(
             .map(|j| j.owner_uid)
             .or(ev.checkpoint.as_ref().map(|c| c.owner_uid))
             .or(ev.schedule.as_ref().map(|s| s.owner_uid))
+            .or(ev.refusal.as_ref().map(|r| r.uid))
             .unwrap_or(0);
         caller.can_see(owner)
     };
@@ -587,9 +599,23 @@ pub async fn events(
     let hello = futures_util::stream::once(async { Ok(SseEvent::default().comment("connected")) });
     let first = futures_util::stream::iter(missed.into_iter().chain(backlog));
     let all = futures_util::StreamExt::chain(hello, futures_util::StreamExt::chain(first, stream));
-    Sse::new(all).keep_alive(
+    Ok(Sse::new(all).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(15))
             .text("keep-alive"),
-    )
+    ))
+}
+
+/// `?since=`: an RFC 3339 time, or how long ago (`90s`, `10m`, `2h`, `1d`).
+fn since_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let ago = crate::service::validate::duration("since", s).map_err(|_| {
+        Error::invalid(format!(
+            "since: {s:?} is neither an RFC 3339 time (2026-12-05T14:00:00Z) nor a duration \
+             (90s, 10m, 2h, 1d)"
+        ))
+    })?;
+    Ok(crate::catalog::now() - ago)
 }

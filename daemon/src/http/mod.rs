@@ -294,7 +294,29 @@ pub fn router(state: AppState) -> Router {
                         .get::<axum::extract::MatchedPath>()
                         .map_or("unmatched", |m| m.as_str())
                         .to_owned();
+                    let method = req.method().clone();
+                    let path = req.uri().path().to_owned();
+                    let uid = req
+                        .extensions()
+                        .get::<axum::extract::ConnectInfo<crate::auth::Caller>>()
+                        .map_or(0, |c| c.0.uid);
                     let resp = next.run(req).await;
+                    // A request for a change that was refused is an event: dashboards and
+                    // `ckpt events` see what callers tried and why it did not happen.
+                    let change = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+                    if let Some(info) = resp
+                        .extensions()
+                        .get::<ckptd_api::ErrorInfo>()
+                        .filter(|_| change)
+                    {
+                        service.events().refusal(ckptd_api::Refusal {
+                            method: method.to_string(),
+                            path,
+                            status: resp.status().as_u16(),
+                            uid,
+                            error: info.clone(),
+                        });
+                    }
                     let class = match resp.status().as_u16() {
                         100..=199 => "1xx",
                         200..=299 => "2xx",

@@ -25,6 +25,11 @@ fn limit(n: Option<u32>) -> Result<u32> {
     }
 }
 
+/// `?since=` of the event stream.
+pub fn events(uri: &Uri) -> Result<query::EventQuery> {
+    parse(uri)
+}
+
 /// `?wait=true` on POST routes.
 pub fn wait_flag(uri: &Uri) -> Result<bool> {
     parse::<WaitQuery>(uri).map(|q| q.wait)
