@@ -675,6 +675,38 @@ async fn ckpt_pushes_lists_and_migrates_via_a_remote() {
     );
     t.wait_for_lines(stopped_at + 5);
     t.assert_contiguous();
+
+    // `ckpt create --push-to` waits for the push and says where it went; `ckpt restore NAME`
+    // on a host that never had it finds it in the one remote that holds it and pulls it first.
+    let mut t = counter(dir.path(), "counter2", 1);
+    let pid = t.pid.to_string();
+    let (code, out) = ckpt(
+        &a.socket,
+        &["create", &pid, "moved2", "--push-to", "shared"],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("pushed to shared: "), "{out}");
+    let (_, json) = ckpt(&a.socket, &["inspect", "moved2", "--json"]);
+    assert!(
+        json.contains("\"remote\": \"shared\""),
+        "pushed when create returned: {json}"
+    );
+    wait_until("the checkpointed process to end", || !alive(t.pid));
+    t.reap();
+    let stopped_at = t.lines().len();
+    let (code, out) = ckpt(&b.socket, &["restore", "moved2"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("moved2 is not here but in remote shared: pulling it first")
+            && out.contains(&format!("restored: pid {}", t.pid)),
+        "{out}"
+    );
+    t.wait_for_lines(stopped_at + 5);
+    t.assert_contiguous();
+    // One nobody has: the daemon's not-found stands.
+    let (code, out) = ckpt(&b.socket, &["restore", "nowhere"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not_found"), "{out}");
 }
 
 /// Attack 6 of issue 25: whoever can write the bucket writes records. Three 48 MiB records, a

@@ -167,7 +167,12 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         lazy: a.lazy,
         rootfs: a.rootfs,
     };
-    let job = client.restore(&a.reference, &req, false).await?;
+    let job = match client.restore(&a.reference, &req, false).await {
+        Err(e) if e.api_error().is_some_and(|(s, _)| s.as_u16() == 404) => {
+            restore_from_the_remote_that_has_it(client, &a.reference, &req, e).await?
+        }
+        r => r?,
+    };
     let job = follow_to_success(client, job, a.no_wait).await?;
     if a.json {
         print_json(&job);
@@ -180,6 +185,63 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         }
     }
     Ok(())
+}
+
+/// A checkpoint this host does not know may have been pushed by another: when exactly one
+/// remote holds it, pull and restore it from there (one job, as the README promises); when
+/// several do, say how to choose. Otherwise the daemon's `not found` stands.
+async fn restore_from_the_remote_that_has_it(
+    client: &Client,
+    reference: &str,
+    req: &RestoreRequest,
+    not_found: ClientError,
+) -> Result<ckptd_api::Job, ClientError> {
+    let Ok(remotes) = client.remotes().await else {
+        return Err(not_found);
+    };
+    let mut holding = Vec::new();
+    for r in remotes.items {
+        let Ok(list) = client.remote_checkpoints(&r.name).await else {
+            continue;
+        };
+        if list
+            .items
+            .iter()
+            .any(|c| c.checkpoint.name == reference || c.checkpoint.id.to_string() == reference)
+        {
+            holding.push(r.name);
+        }
+    }
+    match &holding[..] {
+        [] => Err(not_found),
+        [remote] => {
+            eprintln!("ckpt: {reference} is not here but in remote {remote}: pulling it first");
+            client
+                .restore_from_remote(remote, reference, req, false)
+                .await
+        }
+        several => {
+            let (status, mut error) = match not_found {
+                ClientError::Api { status, error } => (status, error),
+                other => return Err(other),
+            };
+            error.message = format!(
+                "{}; remotes {} each hold a checkpoint {reference:?}",
+                error.message,
+                several.join(", ")
+            );
+            error.details.remove("advice");
+            error.details.insert(
+                "hint".into(),
+                format!(
+                    "pull it from one first: ckpt pull {reference} --remote {}",
+                    several[0]
+                )
+                .into(),
+            );
+            Err(ClientError::Api { status, error })
+        }
+    }
 }
 
 pub async fn logs(client: &Client, reference: &str) -> Result<(), ClientError> {

@@ -160,6 +160,23 @@ pub async fn finish_checkpoint(
         if out.job.state != JobState::Succeeded {
             return Err(job_failed(&out.job));
         }
+        // With push_to, the push that follows is part of what was asked: wait for it too.
+        if let Some(push) = out.job.result.as_ref().and_then(|r| r.push_job) {
+            let push = follow_to_success(client, client.job(&push.to_string(), None).await?, false)
+                .await?;
+            out.checkpoint = client.checkpoint(&out.checkpoint.id.to_string()).await?;
+            if !json {
+                if let Some(c) = push.result.as_ref().and_then(|r| r.remote_copy.as_ref()) {
+                    eprintln!(
+                        "pushed to {}: {} ({}{})",
+                        c.remote,
+                        c.key,
+                        human_bytes(c.size_bytes),
+                        if c.encrypted { ", encrypted" } else { "" }
+                    );
+                }
+            }
+        }
     }
     if json {
         print_json(&out);
