@@ -2,12 +2,15 @@
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCandidates;
 
 use ckptd_api::{
     ArchiveFormat, CheckpointOptions, CheckpointStatus, Compression, JobKind, JobState, Retention,
     Runtime, Target,
 };
 use strum::VariantNames;
+
+use crate::complete;
 
 #[derive(Parser)]
 #[command(
@@ -106,7 +109,7 @@ pub struct DumpFlags {
     #[arg(long)]
     pub expires_in: Option<String>,
     /// Push the checkpoint to this remote once it is ready (see `ckpt remotes`).
-    #[arg(long, value_name = "REMOTE")]
+    #[arg(long, value_name = "REMOTE", add = ArgValueCandidates::new(complete::remotes))]
     pub push_to: Option<String>,
     /// With --push-to: drop the local images once the push is durable.
     #[arg(long, requires = "push_to")]
@@ -160,6 +163,7 @@ pub enum Command {
     /// Show one checkpoint (by id or name).
     Inspect {
         /// A checkpoint name or id.
+        #[arg(add = ArgValueCandidates::new(complete::checkpoints))]
         reference: String,
         /// Print the checkpoint as JSON.
         #[arg(long)]
@@ -168,7 +172,7 @@ pub enum Command {
     /// Delete checkpoints and their images (each named; one that fails does not stop the rest).
     Rm {
         /// Checkpoint names or ids.
-        #[arg(required = true)]
+        #[arg(required = true, add = ArgValueCandidates::new(complete::checkpoints))]
         references: Vec<String>,
     },
     /// Restore a checkpoint: in place, or a container checkpoint into a new container.
@@ -176,11 +180,13 @@ pub enum Command {
     /// Print CRIU's logs of a checkpoint.
     Logs {
         /// A checkpoint name or id.
+        #[arg(add = ArgValueCandidates::new(complete::checkpoints))]
         reference: String,
     },
     /// Write a checkpoint's archive (tar with a manifest of sha256 sums) to a file (mode 0600).
     Export {
         /// A checkpoint name or id.
+        #[arg(add = ArgValueCandidates::new(complete::checkpoints))]
         reference: String,
         /// The file to write; `-` for standard output [default: NAME.tar.zst, .tar.gz or .tar].
         #[arg(short, long)]
@@ -223,7 +229,7 @@ pub enum Command {
     /// Delete a checkpoint's copy in a remote (root only); its local images, if any, stay.
     RmRemote {
         /// The remote's name.
-        #[arg(long, short)]
+        #[arg(long, short, add = ArgValueCandidates::new(complete::remotes))]
         remote: String,
         /// Checkpoint names or ids in the remote.
         #[arg(required = true)]
@@ -234,6 +240,7 @@ pub enum Command {
     /// Cancel a queued or running job (its target is left running).
     Cancel {
         /// The job's id.
+        #[arg(add = ArgValueCandidates::new(complete::jobs))]
         job: String,
     },
     /// Follow the daemon's events (jobs, checkpoints, schedules, refused requests) until
@@ -259,7 +266,8 @@ pub enum Command {
     /// A live view of the daemon: jobs running, the queue, the last failures with their hints,
     /// schedules with their next run, storage, events (q quits).
     Top,
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    /// Print a static shell completion script (bash, zsh, fish, elvish, powershell): commands
+    /// and flags. `source <(COMPLETE=bash ckpt)` completes names from the daemon too.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
@@ -334,6 +342,7 @@ pub enum JobsCommand {
     /// Wait for a job to end, with its progress; exit 1 if it failed (its error on stderr).
     Wait {
         /// The job's id (the line `--no-wait` printed, or `ckpt jobs`).
+        #[arg(add = ArgValueCandidates::new(complete::jobs))]
         job: String,
         /// Print the job as JSON.
         #[arg(long)]
@@ -364,7 +373,7 @@ pub struct CreateArgs {
 #[derive(Args)]
 pub struct LsArgs {
     /// List what this remote holds (every host's pushes) instead of this host's catalog.
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["pid", "container", "status", "schedule", "labels"])]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(complete::remotes), conflicts_with_all = ["pid", "container", "status", "schedule", "labels"])]
     pub remote: Option<String>,
     /// Only checkpoints of this pid.
     #[arg(long)]
@@ -398,6 +407,7 @@ pub struct LsArgs {
 #[derive(Args)]
 pub struct RestoreArgs {
     /// A checkpoint name or id.
+    #[arg(add = ArgValueCandidates::new(complete::checkpoints))]
     pub reference: String,
     /// Restore a container checkpoint into another container: a new runc container with
     /// this id (needs --bundle), or a Docker container (a stopped one, or a new name).
@@ -463,6 +473,7 @@ pub struct AdoptArgs {
 #[derive(Args)]
 pub struct MigrateArgs {
     /// A checkpoint name or id.
+    #[arg(add = ArgValueCandidates::new(complete::checkpoints))]
     pub reference: String,
     /// The other daemon's TCP listener, host:port.
     #[arg(long)]
@@ -479,7 +490,7 @@ pub struct MigrateArgs {
     /// Go through this remote (an S3 bucket both daemons have under this name) instead of
     /// streaming the archive between the daemons: push here, then pull (or pull and restore)
     /// there. The other daemon then needs no route to this one.
-    #[arg(long, value_name = "REMOTE")]
+    #[arg(long, value_name = "REMOTE", add = ArgValueCandidates::new(complete::remotes))]
     pub via: Option<String>,
 }
 
@@ -496,6 +507,7 @@ pub enum ScheduleCommand {
     /// Show one schedule: its target, cron, runs, failures and why it is disabled.
     Inspect {
         /// The schedule's name or id.
+        #[arg(add = ArgValueCandidates::new(complete::schedules))]
         reference: String,
         /// Print the schedule as JSON.
         #[arg(long)]
@@ -504,6 +516,7 @@ pub enum ScheduleCommand {
     /// Change a schedule's target, cron or retention.
     Set {
         /// The schedule's name or id.
+        #[arg(add = ArgValueCandidates::new(complete::schedules))]
         reference: String,
         /// A new target: a pid (digits) or a container id.
         #[arg(long)]
@@ -523,22 +536,25 @@ pub enum ScheduleCommand {
     /// Enable a schedule (its clock restarts from now).
     Enable {
         /// The schedule's name or id.
+        #[arg(add = ArgValueCandidates::new(complete::schedules))]
         reference: String,
     },
     /// Disable a schedule.
     Disable {
         /// The schedule's name or id.
+        #[arg(add = ArgValueCandidates::new(complete::schedules))]
         reference: String,
     },
     /// Delete schedules (their checkpoints stay).
     Rm {
         /// Schedule names or ids.
-        #[arg(required = true)]
+        #[arg(required = true, add = ArgValueCandidates::new(complete::schedules))]
         references: Vec<String>,
     },
     /// Run a schedule now.
     Run {
         /// The schedule's name or id.
+        #[arg(add = ArgValueCandidates::new(complete::schedules))]
         reference: String,
         /// Return once the job is queued: print its id, one line (`ckpt jobs wait ID` follows it).
         #[arg(long)]
@@ -547,6 +563,7 @@ pub enum ScheduleCommand {
     /// Preview what retention would keep and prune, and why.
     Retention {
         /// The schedule's name or id.
+        #[arg(add = ArgValueCandidates::new(complete::schedules))]
         reference: String,
         /// Print the plan as JSON.
         #[arg(long)]
@@ -603,9 +620,10 @@ where
 #[derive(Args)]
 pub struct PushArgs {
     /// A checkpoint name or id.
+    #[arg(add = ArgValueCandidates::new(complete::checkpoints))]
     pub reference: String,
     /// The remote to push to (see `ckpt remotes`).
-    #[arg(long, short)]
+    #[arg(long, short, add = ArgValueCandidates::new(complete::remotes))]
     pub remote: String,
     /// Drop the local images once the push is durable (a restore pulls them back first).
     #[arg(long)]
@@ -623,7 +641,7 @@ pub struct PullArgs {
     /// A checkpoint name or id in the remote (`ckpt ls --remote NAME`).
     pub reference: String,
     /// The remote to pull from.
-    #[arg(long, short)]
+    #[arg(long, short, add = ArgValueCandidates::new(complete::remotes))]
     pub remote: String,
     /// Catalogue it under this name instead of the one it was pushed with.
     #[arg(long)]

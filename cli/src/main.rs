@@ -7,6 +7,7 @@
 
 mod args;
 mod commands;
+mod complete;
 mod render;
 mod table;
 
@@ -87,6 +88,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // `COMPLETE=bash ckpt ...`: the shell asks for completions; answered, then exit.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let cli = Cli::parse();
     let json = cli.command.json();
     let rt = match tokio::runtime::Builder::new_current_thread()

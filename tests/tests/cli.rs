@@ -233,6 +233,22 @@ async fn ckpt_restore_jobs_logs_schedules_and_completions() {
         ],
     ));
     assert!(add.contains("nightly") && add.contains("daily=7"), "{add}");
+    // Dynamic completion: names come from the daemon CKPTD_SOCKET names, as the user types.
+    let complete = |line: &[&str]| {
+        let out = Command::new(workspace_binary("ckpt"))
+            .env("COMPLETE", "fish")
+            .env("CKPTD_SOCKET", &d.socket)
+            .arg("--")
+            .args(line)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let names = complete(&["ckpt", "restore", "se"]);
+    assert!(names.contains(&format!("seed\tready pid {pid}")), "{names}");
+    let names = complete(&["ckpt", "schedule", "run", ""]);
+    assert!(names.contains("nightly\t"), "{names}");
     let run = ok(&ckpt(&d, &["schedule", "run", "nightly"]));
     assert!(
         run.starts_with("nightly-2") && run.contains(" ready "),
