@@ -92,6 +92,26 @@ pub fn job_outcome(j: &Job) -> String {
     }
 }
 
+/// The CRIU options that are on, by their API names; `-` for none.
+fn options_text(o: &ckptd_api::CheckpointOptions) -> String {
+    let on: Vec<&str> = [
+        (o.leave_running, "leave_running"),
+        (o.tcp_established, "tcp_established"),
+        (o.ext_unix_sk, "ext_unix_sk"),
+        (o.file_locks, "file_locks"),
+        (o.shell_job, "shell_job"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| *n)
+    .collect();
+    if on.is_empty() {
+        "-".into()
+    } else {
+        on.join(", ")
+    }
+}
+
 pub fn inspect_text(c: &Checkpoint) -> String {
     let mut out = Vec::new();
     let mut kv = |k: &str, v: String| out.push(format!("{k:<14}{v}"));
@@ -133,26 +153,7 @@ pub fn inspect_text(c: &Checkpoint) -> String {
             "images only in remotes: `ckpt restore` pulls them first".into(),
         );
     }
-    let o = &c.options;
-    let opts: Vec<&str> = [
-        (o.leave_running, "leave_running"),
-        (o.tcp_established, "tcp_established"),
-        (o.ext_unix_sk, "ext_unix_sk"),
-        (o.file_locks, "file_locks"),
-        (o.shell_job, "shell_job"),
-    ]
-    .iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, n)| *n)
-    .collect();
-    kv(
-        "Options:",
-        if opts.is_empty() {
-            "-".into()
-        } else {
-            opts.join(", ")
-        },
-    );
+    kv("Options:", options_text(&c.options));
     if !c.labels.is_empty() {
         let l: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         kv("Labels:", l.join(", "));
@@ -318,25 +319,7 @@ pub fn schedule_text(s: &Schedule) -> String {
     }
     kv("Keep:", retention_text(&s.retention));
     let o = &s.options;
-    let opts: Vec<&str> = [
-        (o.leave_running, "leave_running"),
-        (o.tcp_established, "tcp_established"),
-        (o.ext_unix_sk, "ext_unix_sk"),
-        (o.file_locks, "file_locks"),
-        (o.shell_job, "shell_job"),
-    ]
-    .iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, n)| *n)
-    .collect();
-    kv(
-        "Options:",
-        if opts.is_empty() {
-            "-".into()
-        } else {
-            opts.join(", ")
-        },
-    );
+    kv("Options:", options_text(&o.criu()));
     if let Some(d) = &o.checkpoint_dir {
         kv("Directory:", d.clone());
     }

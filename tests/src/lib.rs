@@ -276,6 +276,16 @@ impl Daemon {
         }
     }
 
+    /// `ckpt ARGS` against this daemon: the real CLI binary, its output whatever its exit.
+    pub fn ckpt(&self, args: &[&str]) -> std::process::Output {
+        Command::new(workspace_binary("ckpt"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run ckpt")
+    }
+
     /// Forgets a daemon that the test killed itself (reaping it).
     pub fn kill_and_forget(&mut self) {
         if let Some(mut c) = self.child.take() {

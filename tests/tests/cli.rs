@@ -8,12 +8,7 @@ use ckptd_tests::{
 };
 
 fn ckpt(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(workspace_binary("ckpt"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(args)
-        .output()
-        .expect("run ckpt")
+    d.ckpt(args)
 }
 
 fn text(b: &[u8]) -> String {

@@ -220,12 +220,7 @@ async fn in_place_and_new_name(d: &Daemon) {
     assert!(d.client.jobs(&q).await.unwrap().items.is_empty());
     // `ckpt create NAME` without --runtime finds the container in Podman, the one runtime that
     // has it.
-    let out = Command::new(ckptd_tests::workspace_binary("ckpt"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["create", &c.0, "pm-found", "--leave-running"])
-        .output()
-        .unwrap();
+    let out = d.ckpt(&["create", &c.0, "pm-found", "--leave-running"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(

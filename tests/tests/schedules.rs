@@ -477,12 +477,7 @@ async fn a_schedule_that_keeps_failing_is_disabled_and_says_why() {
     );
     // `ckpt schedule ls` and `ckpt schedule inspect` say why, for people.
     let ckpt = |args: &[&str]| {
-        let out = std::process::Command::new(ckptd_tests::workspace_binary("ckpt"))
-            .arg("--socket")
-            .arg(&d.socket)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = d.ckpt(args);
         assert!(
             out.status.success(),
             "{}",
