@@ -259,8 +259,8 @@ async fn docker_scenarios() {
     .await;
 }
 
-/// `ckpt create NAME` of a Docker container, without `--runtime docker`: runc knows no such
-/// container, and the answer says Docker does, in each caller's words.
+/// A Docker container named as runc's: the API's answer says Docker has it, in the API's words;
+/// `ckpt create NAME` without `--runtime` finds it in Docker, the one runtime that has it.
 async fn named_without_its_runtime(d: &Daemon) {
     let c = Ctr::run("ckptd-which");
     let runc = Some(ApiTarget::Container {
@@ -275,17 +275,35 @@ async fn named_without_its_runtime(d: &Daemon) {
         err.hint().unwrap().contains("\"runtime\": \"docker\""),
         "{err}"
     );
-    let out = std::process::Command::new(ckptd_tests::workspace_binary("ckpt"))
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["create", &c.0])
-        .output()
-        .unwrap();
+    // Told runc: refused, with the hint in ckpt's words.
+    let out = d.ckpt(&["create", &c.0, "--runtime", "runc"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("ckpt create {} --runtime docker", c.0)),
+        stderr.contains(&format!(
+            "hint: docker knows a container named {0}: ckpt create {0} --runtime docker",
+            c.0
+        )),
         "{stderr}"
+    );
+    let out = d.ckpt(&["create", &c.0, "which", "--leave-running"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is a docker container (--runtime docker)", c.0)),
+        "{stderr}"
+    );
+    let cp = d.client.checkpoint("which").await.unwrap();
+    assert!(
+        matches!(
+            cp.target,
+            ApiTarget::Container {
+                runtime: ckptd_api::Runtime::Docker,
+                ..
+            }
+        ),
+        "{:?}",
+        cp.target
     );
 }
 
