@@ -22,6 +22,10 @@ pub enum Target {
         /// Bundle directory: only when restoring into a new container.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bundle: Option<String>,
+        /// containerd's namespace (`k8s.io` on a Kubernetes node); the daemon's
+        /// `containerd_namespace` when left out. containerd containers only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
     },
 }
 
@@ -87,6 +91,9 @@ pub enum Runtime {
     Docker,
     /// A Podman container through Podman's REST API (`podman system service`).
     Podman,
+    /// A containerd container (a Kubernetes node's, or `ctr run`'s) through containerd's gRPC
+    /// API, in the target's `namespace`.
+    Containerd,
 }
 
 impl Runtime {
@@ -113,6 +120,12 @@ impl Target {
     pub fn key(&self) -> String {
         match self {
             Target::Process { pid } => format!("process:{pid}"),
+            Target::Container {
+                id,
+                runtime,
+                namespace: Some(ns),
+                ..
+            } => format!("container:{runtime}:{ns}/{id}"),
             Target::Container { id, runtime, .. } => format!("container:{runtime}:{id}"),
         }
     }

@@ -45,6 +45,10 @@ pub struct TargetArgs {
     /// The runtime's state directory (runc's --root; containers only).
     #[arg(long)]
     pub root: Option<String>,
+    /// containerd's namespace (`--runtime containerd`) [default: the daemon's
+    /// containerd_namespace, k8s.io].
+    #[arg(long)]
+    pub namespace: Option<String>,
 }
 
 impl TargetArgs {
@@ -57,6 +61,7 @@ impl TargetArgs {
                 runtime: self.runtime.unwrap_or(runtime),
                 root: self.root.clone(),
                 bundle: None,
+                namespace: self.namespace.clone(),
             },
         }
     }
@@ -527,6 +532,9 @@ pub enum ScheduleCommand {
         /// The new target's runtime state directory (runc's --root; containers only).
         #[arg(long, requires = "target")]
         root: Option<String>,
+        /// The new target's containerd namespace (`--runtime containerd`).
+        #[arg(long, requires = "target")]
+        namespace: Option<String>,
         /// A new cron (5 fields, 6 with seconds first, or @hourly/@daily/...; UTC).
         #[arg(long)]
         cron: Option<String>,

@@ -405,6 +405,7 @@ mod tests {
                     runtime: ckptd_api::Runtime::Runc,
                     root: None,
                     bundle: None,
+                    namespace: None,
                 },
                 None,
             )

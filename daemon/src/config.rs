@@ -50,6 +50,12 @@ pub struct Args {
     /// Podman's API socket [default: /run/podman/podman.sock].
     #[arg(long, env = "CKPTD_PODMAN_SOCKET")]
     pub podman_socket: Option<PathBuf>,
+    /// containerd's gRPC socket [default: /run/containerd/containerd.sock].
+    #[arg(long, env = "CKPTD_CONTAINERD_SOCKET")]
+    pub containerd_socket: Option<PathBuf>,
+    /// The containerd namespace of a target that names none [default: k8s.io].
+    #[arg(long, env = "CKPTD_CONTAINERD_NAMESPACE")]
+    pub containerd_namespace: Option<String>,
     /// Log format on stderr: text (journald-friendly) or json (one object a line).
     #[arg(long, env = "CKPTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -102,6 +108,10 @@ pub struct FileConfig {
     pub docker_runc_root: Option<PathBuf>,
     /// Podman's API socket (`podman system service`, or systemd's podman.socket).
     pub podman_socket: Option<PathBuf>,
+    /// containerd's gRPC socket.
+    pub containerd_socket: Option<PathBuf>,
+    /// The containerd namespace of a target that names none (`k8s.io`: Kubernetes').
+    pub containerd_namespace: Option<String>,
     /// Connections open at once, in all (root keeps `root_reserved_connections` of them).
     pub max_connections: Option<usize>,
     /// Connections open at once per uid (socket) or per address (TCP); root is not limited.
@@ -162,6 +172,10 @@ pub struct Config {
     pub docker_runc_root: PathBuf,
     /// Podman's API socket (Podman container targets).
     pub podman_socket: PathBuf,
+    /// containerd's gRPC socket (containerd container targets).
+    pub containerd_socket: PathBuf,
+    /// The containerd namespace of a target that names none.
+    pub containerd_namespace: String,
     /// Connection limits of both listeners.
     pub limits: ConnectionLimits,
     /// `[remotes.NAME]` as written; `remote::Remotes` checks and builds them.
@@ -246,6 +260,14 @@ impl Config {
                 self.docker_runc_root != new.docker_runc_root,
             ),
             ("podman_socket", self.podman_socket != new.podman_socket),
+            (
+                "containerd_socket",
+                self.containerd_socket != new.containerd_socket,
+            ),
+            (
+                "containerd_namespace",
+                self.containerd_namespace != new.containerd_namespace,
+            ),
             ("connection limits", self.limits != new.limits),
         ];
         let keys =
@@ -414,6 +436,14 @@ impl Config {
                 .or(file.docker_runc_root)
                 .unwrap_or_else(|| PathBuf::from("/run/docker/runtime-runc/moby")),
             // Where systemd's podman.socket listens for root.
+            containerd_socket: args
+                .containerd_socket
+                .or(file.containerd_socket)
+                .unwrap_or_else(|| PathBuf::from("/run/containerd/containerd.sock")),
+            containerd_namespace: args
+                .containerd_namespace
+                .or(file.containerd_namespace)
+                .unwrap_or_else(|| "k8s.io".into()),
             podman_socket: args
                 .podman_socket
                 .or(file.podman_socket)

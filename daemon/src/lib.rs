@@ -107,6 +107,8 @@ pub async fn run(
             docker_socket: cfg.docker_socket.clone(),
             docker_runc_root: cfg.docker_runc_root.clone(),
             podman_socket: cfg.podman_socket.clone(),
+            containerd_socket: cfg.containerd_socket.clone(),
+            containerd_namespace: cfg.containerd_namespace.clone(),
         },
     ));
     let service = Service::new(catalog.clone(), engine, service_config(&cfg, remotes));

@@ -17,6 +17,7 @@ fn container(id: &str) -> Option<ApiTarget> {
         runtime: ckptd_api::Runtime::Runc,
         root: None,
         bundle: None,
+        namespace: None,
     })
 }
 
@@ -26,6 +27,7 @@ fn into(id: &str, bundle: &Bundle) -> Option<ApiTarget> {
         runtime: ckptd_api::Runtime::Runc,
         root: None,
         bundle: Some(bundle.dir.display().to_string()),
+        namespace: None,
     })
 }
 
@@ -650,6 +652,7 @@ async fn another_runc_root_and_a_changed_bundle_config() {
         runtime: ckptd_api::Runtime::Runc,
         root: Some(root.display().to_string()),
         bundle: None,
+        namespace: None,
     };
     // Under the default root it is unknown; under its own root it is found.
     let err = d

@@ -187,6 +187,7 @@ fn target(id: &str) -> Option<ApiTarget> {
         runtime: ckptd_api::Runtime::Docker,
         root: None,
         bundle: None,
+        namespace: None,
     })
 }
 
@@ -268,6 +269,7 @@ async fn named_without_its_runtime(d: &Daemon) {
         runtime: ckptd_api::Runtime::Runc,
         root: None,
         bundle: None,
+        namespace: None,
     });
     let (status, err) = refused(d, runc).await;
     assert_eq!(status, 422);

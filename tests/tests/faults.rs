@@ -71,6 +71,7 @@ impl Targets {
                 runtime: ckptd_api::Runtime::Runc,
                 root: None,
                 bundle: None,
+                namespace: None,
             }
         } else {
             ApiTarget::Process {

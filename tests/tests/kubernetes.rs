@@ -115,6 +115,7 @@ fn restore_req(id: &str, bundle: &Path, rootfs: &Path) -> RestoreRequest {
             runtime: ckptd_api::Runtime::Runc,
             root: None,
             bundle: Some(bundle.display().to_string()),
+            namespace: None,
         }),
         rootfs: Some(rootfs.display().to_string()),
         ..Default::default()
@@ -206,6 +207,7 @@ async fn kubernetes_archives_restore_outside_kubernetes_as_runc_containers() {
                     runtime: ckptd_api::Runtime::Runc,
                     root: None,
                     bundle: None,
+                    namespace: None,
                 }),
                 name: Some("k8s-src".into()),
                 ..Default::default()
@@ -430,6 +432,7 @@ async fn a_runc_checkpoint_exported_for_kubernetes_restores_from_the_image() {
                     runtime: ckptd_api::Runtime::Runc,
                     root: None,
                     bundle: None,
+                    namespace: None,
                 }),
                 name: Some("to-k8s".into()),
                 ..Default::default()

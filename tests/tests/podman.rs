@@ -147,6 +147,7 @@ fn target(name: &str) -> ApiTarget {
         runtime: ckptd_api::Runtime::Podman,
         root: None,
         bundle: None,
+        namespace: None,
     }
 }
 
@@ -492,6 +493,7 @@ async fn podman_export_as_runc(d: &Daemon) {
                     runtime: ckptd_api::Runtime::Runc,
                     root: None,
                     bundle: Some(bundle.display().to_string()),
+                    namespace: None,
                 }),
                 rootfs: Some(rootfs.clone()),
                 ..Default::default()
@@ -537,6 +539,7 @@ async fn podman_export_as_runc(d: &Daemon) {
                     runtime: ckptd_api::Runtime::Runc,
                     root: None,
                     bundle: Some(work.path().join("b2").display().to_string()),
+                    namespace: None,
                 }),
                 rootfs: Some(rootfs),
                 ..Default::default()

@@ -474,6 +474,7 @@ async fn adopt_a_hand_made_criu_dump_and_a_runc_checkpoint() {
                     runtime: ckptd_api::Runtime::Runc,
                     root: None,
                     bundle: Some(bundle.dir.display().to_string()),
+                    namespace: None,
                 }),
             )
         })

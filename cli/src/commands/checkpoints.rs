@@ -154,6 +154,7 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         runtime,
         root: a.root,
         bundle: a.bundle,
+        namespace: None,
     });
     // A flag left out keeps the option the checkpoint was taken with.
     let on = |b: bool| b.then_some(true);

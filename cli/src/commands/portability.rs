@@ -103,6 +103,7 @@ pub async fn adopt(client: &Client, a: AdoptArgs) -> Result<(), ClientError> {
             runtime: Runtime::Runc,
             root: None,
             bundle: a.bundle,
+            namespace: None,
         }),
         options: a.criu.options(false),
         labels: a.labels.into_iter().collect(),

@@ -74,6 +74,7 @@ pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), Failed> {
             target,
             runtime,
             root,
+            namespace,
             cron,
             retention,
         } => {
@@ -82,6 +83,7 @@ pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), Failed> {
                     target,
                     runtime,
                     root,
+                    namespace,
                 }
                 .target()
             });

@@ -277,6 +277,7 @@ mod tests {
                 runtime: Runtime::Podman,
                 root: None,
                 bundle: None,
+                namespace: None,
             },
             status: ckptd_api::CheckpointStatus::Ready,
             created_at: chrono::Utc::now(),

@@ -70,6 +70,7 @@ fn foreign_manifest(f: archive::container::Foreign, dir: &Path) -> Result<Manife
         runtime,
         root: None,
         bundle: None,
+        namespace: None,
     };
     Ok(Manifest {
         format: archive::FORMAT.into(),
@@ -429,6 +430,7 @@ fn adopted_target(dir: &Path, given: Option<Target>) -> Result<(Target, Option<C
             runtime,
             root,
             bundle: Some(bundle),
+            ..
         }) = given
         else {
             return Err(Error::invalid(format!(
@@ -447,6 +449,7 @@ fn adopted_target(dir: &Path, given: Option<Target>) -> Result<(Target, Option<C
                 runtime,
                 root,
                 bundle: None,
+                namespace: None,
             },
             Some(record),
         ));

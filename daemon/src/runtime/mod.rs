@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod container;
+pub mod containerd;
 pub mod docker;
 pub mod podman;
 pub mod process;
@@ -17,6 +18,7 @@ use ckptd_api::{Checkpoint, CheckpointOptions, JobResult, Runtime, Target};
 use crate::criu::Criu;
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
 use crate::error::{Error, Result};
+use containerd::ContainerdEngine;
 use docker::DockerEngine;
 use podman::PodmanEngine;
 use process::ProcessEngine;
@@ -41,6 +43,9 @@ pub struct EnginePaths {
     /// runc's state directory for Docker's containers.
     pub docker_runc_root: std::path::PathBuf,
     pub podman_socket: std::path::PathBuf,
+    pub containerd_socket: std::path::PathBuf,
+    /// The containerd namespace of a target that names none.
+    pub containerd_namespace: String,
 }
 
 impl Engines {
@@ -66,6 +71,14 @@ impl Engines {
             (
                 Runtime::Podman,
                 Box::new(PodmanEngine::new(paths.podman_socket, criu.clone())),
+            ),
+            (
+                Runtime::Containerd,
+                Box::new(ContainerdEngine::new(
+                    paths.containerd_socket,
+                    paths.containerd_namespace,
+                    criu.clone(),
+                )),
             ),
         ];
         Engines {
@@ -244,6 +257,8 @@ mod tests {
                 docker_socket: d.path().join("docker.sock"),
                 docker_runc_root: d.path().join("moby"),
                 podman_socket: d.path().join("podman.sock"),
+                containerd_socket: d.path().join("containerd.sock"),
+                containerd_namespace: "k8s.io".into(),
             },
         );
         use strum::VariantNames;

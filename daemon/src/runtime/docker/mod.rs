@@ -701,6 +701,7 @@ mod tests {
             runtime: ckptd_api::Runtime::Docker,
             root: None,
             bundle: None,
+            namespace: None,
         }
     }
 
@@ -749,6 +750,7 @@ mod tests {
             runtime: ckptd_api::Runtime::Docker,
             root: Some("/run/runc".into()),
             bundle: None,
+            namespace: None,
         };
         assert_eq!(docker_id(&t).unwrap_err().kind, ErrorKind::InvalidRequest);
     }

@@ -1,0 +1,307 @@
+//! containerd containers through ckptd, against the real containerd (1.6, from the docker.io
+//! package `make setup` installs): a private containerd of the test's own (its root, state and
+//! socket; no CRI plugin), an image imported from an OCI archive built here (busybox-static,
+//! `podman save --format oci-archive`; nothing can be pulled), containers started with
+//! `ctr run -d` writing to a log file. `ctr` and that file are the witnesses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ckptd_api::{CheckpointStatus, RestoreRequest, Runtime, Target};
+use ckptd_tests::{wait_until, Daemon, CONTAINER_LOOPER_STDOUT};
+
+const NS: &str = "ckptdtest";
+const IMAGE: &str = "localhost/ckptd-busybox:1";
+
+/// A containerd of the test's own; its containers and itself are ended on drop.
+struct Containerd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    state: PathBuf,
+    socket: PathBuf,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("containerd.sock");
+        // Short: the shims' sockets live under it.
+        let state = PathBuf::from(format!("/run/ckptd-tc-{}", std::process::id()));
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n",
+                dir.path().join("root").display(),
+                state.display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd (make setup installs it with docker.io)");
+        let c = Containerd {
+            child,
+            dir,
+            state,
+            socket,
+        };
+        wait_until("containerd's socket", || {
+            c.ctr(&["version"]).status.success()
+        });
+        c.import_image();
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["-n", NS])
+            .args(args)
+            .output()
+            .expect("ctr")
+    }
+
+    fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The busybox image, as an OCI archive built here and imported.
+    fn import_image(&self) {
+        let d = self.dir.path();
+        let rootfs = d.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("/bin/busybox");
+        for applet in ["sh", "sleep", "echo"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let tar = d.join("rootfs.tar");
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."));
+        run(Command::new("podman")
+            .args(["import", "-q"])
+            .arg(&tar)
+            .arg(IMAGE));
+        let oci = d.join("image.tar");
+        run(Command::new("podman")
+            .args(["save", "-q", "--format", "oci-archive", "-o"])
+            .arg(&oci)
+            .arg(IMAGE));
+        self.ctr_ok(&[
+            "images",
+            "import",
+            "--base-name",
+            "localhost/ckptd-busybox",
+            oci.to_str().unwrap(),
+        ]);
+    }
+
+    /// A looper container whose output goes to `log` (the shim's file logger).
+    fn run_looper(&self, id: &str, log: &Path) {
+        self.ctr_ok(&[
+            "run",
+            "-d",
+            "--log-uri",
+            &format!("file://{}", log.display()),
+            IMAGE,
+            id,
+            "/bin/sh",
+            "-c",
+            CONTAINER_LOOPER_STDOUT,
+        ]);
+        wait_until("its output", || lines(log).len() >= 3);
+    }
+
+    /// The task's status as `ctr tasks ls` shows it (RUNNING, PAUSED, STOPPED).
+    fn status(&self, id: &str) -> String {
+        self.ctr_ok(&["tasks", "ls"])
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("none")
+            .to_owned()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["-n", NS, "tasks", "ls", "-q"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.ctr(&["tasks", "kill", "-s", "KILL", id]);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.ctr(&["tasks", "delete", "-f", id]);
+                let _ = self.ctr(&["containers", "rm", id]);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn target(id: &str) -> Option<Target> {
+    Some(Target::Container {
+        id: id.into(),
+        runtime: Runtime::Containerd,
+        root: None,
+        bundle: None,
+        namespace: Some(NS.into()),
+    })
+}
+
+/// A containerd looper checkpointed (its task stopped, containerd's record of it kept) and
+/// restored in place: containerd's task again, its output contiguous in the same log; one
+/// checkpointed with leave_running keeps running; one without a task is refused before any job.
+#[tokio::test]
+async fn a_containerd_container_is_checkpointed_and_restored_in_place() {
+    let cd = Containerd::start();
+    let d = Daemon::start_with(&["--containerd-socket", cd.socket.to_str().unwrap()]).await;
+    let log = cd.dir.path().join("looper.log");
+    cd.run_looper("looper", &log);
+
+    let info = d.client.info().await.unwrap();
+    let runtime = info
+        .runtimes
+        .iter()
+        .find(|r| r.name == "containerd")
+        .expect("containerd in /v1/info");
+    assert!(runtime.reachable, "{runtime:?}");
+
+    // leave_running, from the CLI: the task runs on.
+    let out = d.ckpt(&[
+        "create",
+        "looper",
+        "cd-live",
+        "--runtime",
+        "containerd",
+        "--namespace",
+        NS,
+        "--leave-running",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = d.client.checkpoint("cd-live").await.unwrap();
+    assert_eq!(live.status, CheckpointStatus::Ready);
+    assert_eq!(live.target, target("looper").unwrap());
+    assert_eq!(cd.status("looper"), "RUNNING");
+    let metrics = d.client.get("/metrics").await.unwrap().text();
+    assert!(
+        metrics.contains(
+            "ckptd_job_duration_seconds_count{kind=\"checkpoint\",target=\"containerd\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // Without: the task ends once the images are durable; containerd records the exit.
+    let cp = d
+        .client
+        .create_checkpoint(&ckptd_tests::checkpoint(target("looper"), "cd1"), true)
+        .await
+        .expect("checkpoint");
+    assert_eq!(cp.checkpoint.status, CheckpointStatus::Ready);
+    assert!(
+        cp.checkpoint
+            .stats
+            .expect("CRIU's statistics")
+            .pages_written
+            > 0,
+        "{:?}",
+        cp.checkpoint
+    );
+    assert!(Path::new(&cp.checkpoint.dir)
+        .join("inventory.img")
+        .is_file());
+    wait_until("the task to stop", || cd.status("looper") == "STOPPED");
+    let stopped_at = lines(&log).len();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(lines(&log).len(), stopped_at, "the looper still writes");
+
+    // Restored in place: containerd's task again, counting on in the same log.
+    let job = d
+        .client
+        .restore("cd1", &RestoreRequest::default(), true)
+        .await
+        .expect("restore");
+    let pid = job
+        .result
+        .as_ref()
+        .and_then(|r| r.pid)
+        .expect("the restored pid");
+    assert_eq!(cd.status("looper"), "RUNNING");
+    let tasks = cd.ctr_ok(&["tasks", "ls"]);
+    assert!(tasks.contains(&pid.to_string()), "{tasks}");
+    wait_until("the restored looper to write", || {
+        lines(&log).len() > stopped_at + 5
+    });
+    ckptd_tests::assert_counts(&lines(&log), "the restored looper");
+
+    // A restore while it runs is refused before any job, saying how to stop it.
+    let e = d
+        .client
+        .restore("cd1", &RestoreRequest::default(), true)
+        .await
+        .unwrap_err();
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 409, "{err:?}");
+    assert!(
+        err.hint()
+            .unwrap_or("")
+            .contains("ctr -n ckptdtest tasks kill"),
+        "{err:?}"
+    );
+
+    // A container without a task: refused, nothing created.
+    cd.ctr_ok(&["containers", "create", IMAGE, "idle", "/bin/sh"]);
+    let e = d
+        .client
+        .create_checkpoint(&ckptd_tests::checkpoint(target("idle"), "cd-idle"), true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.api_error().unwrap().0.as_u16(), 422, "{e}");
+    assert!(d.client.checkpoint("cd-idle").await.is_err());
+    let _ = cd.ctr(&["containers", "rm", "idle"]);
+}
