@@ -12,6 +12,8 @@
 #    starts its own experimental dockerd)
 #  - podman: vs `podman container checkpoint`/`restore`, with and without `--export`/`--import`,
 #    at each size (bench_podman.sh; starts its own `podman system service`)
+#  - containerd: vs containerd's task checkpoint (to a directory and to its content store) and
+#    runc under the shim's root, at 512 MiB and 2 GiB (bench_containerd.sh; its own containerd)
 #  - frozen: frozen time with images on disk vs tmpfs (bench_frozen.sh)
 #  - lazy: lazy restore vs full restore, time to first progress (bench_lazy.sh)
 #  - parallel: N parallel checkpoints against the worker count (bench_parallel.sh)
@@ -24,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SIZES=${SIZES:-"64 512 1024 4096"}
-PARTS=${PARTS:-"process container docker podman frozen lazy parallel archive remote api scale idle"}
+PARTS=${PARTS:-"process container docker podman containerd frozen lazy parallel archive remote api scale idle"}
 RESULTS=bench/results
 export CKPTD=$PWD/target/release/ckptd
 PLOT=$PWD/target/release/ckptd-plot
@@ -56,6 +58,7 @@ run_part() {
     container) for size in $SIZES; do SIZE_MIB=$size bash scripts/bench_container.sh; done ;;
     docker) for size in $SIZES; do SIZE_MIB=$size bash scripts/bench_docker.sh; done ;;
     podman) for size in $SIZES; do SIZE_MIB=$size bash scripts/bench_podman.sh; done ;;
+    containerd) for size in 512 2048; do SIZE_MIB=$size bash scripts/bench_containerd.sh; done ;;
     frozen) bash scripts/bench_frozen.sh ;;
     lazy) bash scripts/bench_lazy.sh ;;
     parallel) bash scripts/bench_parallel.sh ;;

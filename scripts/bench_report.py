@@ -71,6 +71,7 @@ process = by_size("process")
 container = by_size("container")
 docker = by_size("docker")
 podman = by_size("podman")
+containerd = by_size("containerd")
 api = {r[0]: [num(x) for x in r[1:]] for r in R.get("api", [])}
 for name in ("list", "list-uncached", "list-label", "health", "health-during-dumps",
              "list-during-dumps", "health-during-dumps-1000rps", "list-during-dumps-1000rps"):
@@ -323,6 +324,34 @@ if docker:
       "must go through Docker to keep Docker's state true, so it pays Docker's price, plus linking "
       "the images into Docker's directory (a copy where /var/tmp and Docker's root are on "
       "different filesystems).")
+    p()
+
+if containerd:
+    p("## containerd containers against the by-hand ways (issue 28)")
+    p()
+    p("`scripts/bench_containerd.sh` (`SIZE_MIB`). A private containerd 1.6 (Debian 12; its own "
+      "root, state and socket, no CRI plugin) running a static C program that holds the memory, "
+      "started with `ctr run -d`. ckptd dumps through containerd's task checkpoint with the runc "
+      "shim's `image_path` option, and restores in place by creating the task with "
+      "`criu_image_path`. The by-hand dumps, each made durable as ckptd makes its own: containerd's "
+      "task checkpoint to a directory (`ctr tasks checkpoint --exit --image-path DIR` and `sync`), "
+      "into its content store (`ctr tasks checkpoint --exit`, what a containerd checkpoint image "
+      "is made of), and runc itself on the shim's container (`runc --root "
+      "/run/containerd/runc/NS checkpoint` and `sync`).")
+    p()
+    p(table(["memory", "ckptd checkpoint", "task checkpoint to a directory", "into the content store",
+             "runc under the shim's root", "ratio to the fastest", "ckptd restore"],
+            [[mib(s), secs(v[0]), secs(v[1]), secs(v[2]), secs(v[3]),
+              f"{ratio(v[0], min(v[1], v[3])):.2f}", secs(v[4])] for s, v in containerd.items()]))
+    p()
+    p("The content store costs several times the others: the images are tarred, hashed and "
+      "written again. A task checkpoint to a directory costs a fixed few tens of milliseconds over "
+      "runc (containerd's gRPC and the shim, then the same runc). So ckptd dumps with the task "
+      "checkpoint and `image_path`, never through the content store: containerd stays the owner of "
+      "its task and sees its exit, for about what runc alone costs. The restore must go through "
+      "containerd too (the restored process is then the shim's child and containerd's task); "
+      "containerd 1.6's `ctr` restores only from the content store, so there is no by-hand "
+      "restore from a directory to set it against.")
     p()
 
 if podman:

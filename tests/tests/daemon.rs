@@ -341,21 +341,28 @@ async fn info_reports_the_configured_runc() {
     let installed = String::from_utf8(installed.stdout).unwrap();
     std::fs::copy(installed.trim(), &runc).expect("copy runc");
     let toml = dir.path().join("ckptd.toml");
-    // And Docker and Podman sockets where nothing answers: info says so, and why.
+    // And Docker, Podman and containerd sockets where nothing answers: info says so, and why.
     std::fs::write(
         &toml,
         format!(
-            "runc_path = \"{}\"\ndocker_socket = \"{}\"\npodman_socket = \"{}\"\n",
+            "runc_path = \"{}\"\ndocker_socket = \"{}\"\npodman_socket = \"{}\"\n\
+             containerd_socket = \"{}\"\n",
             runc.display(),
             dir.path().join("no-docker.sock").display(),
-            dir.path().join("no-podman.sock").display()
+            dir.path().join("no-podman.sock").display(),
+            dir.path().join("no-containerd.sock").display()
         ),
     )
     .unwrap();
     let d = Daemon::start_with(&["--config", toml.to_str().unwrap()]).await;
     let info = d.client.info().await.unwrap();
     let names: Vec<&str> = info.runtimes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["runc", "docker", "podman"], "{:?}", info.runtimes);
+    assert_eq!(
+        names,
+        ["runc", "docker", "podman", "containerd"],
+        "{:?}",
+        info.runtimes
+    );
     let r = &info.runtimes[0];
     assert_eq!(r.path, runc.to_str().unwrap());
     assert!(r.reachable && r.error.is_none(), "{r:?}");
@@ -386,6 +393,15 @@ async fn info_reports_the_configured_runc() {
             .as_deref()
             .is_some_and(|e| e.contains("no socket there (is Podman's API service running?)")),
         "{podman:?}"
+    );
+    let containerd = &info.runtimes[3];
+    assert!(!containerd.reachable, "{containerd:?}");
+    assert!(
+        containerd
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no socket there (is containerd running?)")),
+        "{containerd:?}"
     );
 }
 

@@ -144,6 +144,9 @@ impl ContainerdEngine {
     }
 
     async fn channel(&self) -> Result<Channel> {
+        if !self.socket.exists() {
+            return Err(self.unreachable(&"no socket there (is containerd running?)"));
+        }
         self.channel
             .get_or_try_init(|| async {
                 containerd_client::connect(&self.socket).await.map_err(|e| {
