@@ -576,12 +576,25 @@ impl TaskId {
 /// whose state is `state` (e.g. 'T', what a dump left stopped) and, given `uid`, that runs as
 /// it. Never read from images, which a member can write.
 pub fn tree_in_state(root: TaskId, state: char, uid: Option<u32>) -> Vec<TaskId> {
+    tree_where(root, uid, |s| s == state)
+}
+
+/// The live tasks (not zombies) of the tree at `root` (of `uid`), whatever their state: what a
+/// dump without leave_running left to end. Not only those stopped already: CRIU detaches with a
+/// SIGSTOP that a task takes when it next runs, so on a busy machine a task of the tree can
+/// still be runnable when the dump returns, and would be left stopped for good if it were not
+/// listed.
+pub fn live_tree(root: TaskId, uid: Option<u32>) -> Vec<TaskId> {
+    tree_where(root, uid, |s| !matches!(s, 'Z' | 'X' | 'x'))
+}
+
+fn tree_where(root: TaskId, uid: Option<u32>, state: impl Fn(char) -> bool) -> Vec<TaskId> {
     if !root.alive() {
         return Vec::new();
     }
     process_tree(root.pid)
         .into_iter()
-        .filter(|&p| proc_stat(p).is_some_and(|s| s.state == state))
+        .filter(|&p| proc_stat(p).is_some_and(|s| state(s.state)))
         .filter(|&p| {
             uid.is_none_or(|u| {
                 procfs::process::Process::new(p)

@@ -131,11 +131,7 @@ impl ProcessEngine {
         let stopped = if spec.options.leave_running {
             Stopped::Nothing
         } else {
-            Stopped::Tasks(sys::tree_in_state(
-                root,
-                'T',
-                spec.owner.as_ref().map(|o| o.uid),
-            ))
+            Stopped::Tasks(sys::live_tree(root, spec.owner.as_ref().map(|o| o.uid)))
         };
         Ok(DumpOutput {
             stats: criu::dump_stats(&spec.images.path()),
