@@ -89,6 +89,28 @@ async fn bad_inputs_get_their_status_and_error_body() {
 
     let cases = vec![
         case(
+            "a namespace for a runtime that has none",
+            Method::POST,
+            "/v1/checkpoints",
+            post(
+                json!({"target": {"kind": "container", "runtime": "docker", "id": "web", "namespace": "k8s.io"}}),
+            ),
+            400,
+            "invalid_request",
+            "\"namespace\" is containerd's; leave it out for a docker container",
+        ),
+        case(
+            "a containerd namespace containerd would refuse",
+            Method::POST,
+            "/v1/checkpoints",
+            post(
+                json!({"target": {"kind": "container", "runtime": "containerd", "id": "web", "namespace": "-x"}}),
+            ),
+            400,
+            "invalid_request",
+            "is not a containerd namespace",
+        ),
+        case(
             "pid 1",
             Method::POST,
             "/v1/checkpoints",

@@ -122,6 +122,20 @@ impl Engines {
     }
 }
 
+/// A namespace is containerd's partition of its containers; no other runtime has one.
+fn only_containerd_has_namespaces(target: &Target) -> Result<()> {
+    match target {
+        Target::Container {
+            runtime,
+            namespace: Some(_),
+            ..
+        } if *runtime != Runtime::Containerd => Err(crate::error::Error::invalid(format!(
+            "\"namespace\" is containerd's; leave it out for a {runtime} container"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Engine for Engines {
     fn version(&self) -> Option<String> {
         self.criu.version()
@@ -174,6 +188,7 @@ impl Engine for Engines {
         })
     }
     fn check_options(&self, target: &Target, options: &CheckpointOptions) -> Result<()> {
+        only_containerd_has_namespaces(target)?;
         self.for_target(target).check_options(target, options)
     }
     fn check_restore<'a>(
@@ -183,6 +198,9 @@ impl Engine for Engines {
         console_socket: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>> {
         if let Some(t) = into {
+            if let Err(e) = only_containerd_has_namespaces(t) {
+                return Box::pin(async move { Err(e) });
+            }
             if std::mem::discriminant(t) != std::mem::discriminant(&checkpoint.target) {
                 return Box::pin(async move {
                     Err(Error::invalid(format!(

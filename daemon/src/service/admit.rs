@@ -37,8 +37,9 @@ impl Service {
         if let Some(r) = &real {
             policy.check_dir_owner(caller, r)?;
         }
-        self.inner.engine.check_target(target).await?;
+        // What can be said from the request alone first, then what asks the runtime.
         self.inner.engine.check_options(target, options)?;
+        self.inner.engine.check_target(target).await?;
         Ok(real)
     }
 
