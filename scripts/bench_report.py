@@ -351,7 +351,11 @@ if containerd:
       "its task and sees its exit, for about what runc alone costs. The restore must go through "
       "containerd too (the restored process is then the shim's child and containerd's task); "
       "containerd 1.6's `ctr` restores only from the content store, so there is no by-hand "
-      "restore from a directory to set it against.")
+      "restore from a directory to set it against. Where ckptd is behind at the smaller size it "
+      "pays a fixed cost the by-hand lines do not: the job (HTTP, admission, the catalog's commits: "
+      "13-15 ms for a process, above), the pause and the kill as separate calls to containerd, and the wait "
+      "for containerd to record the task's exit, so that a restore right after finds it stopped. "
+      "How much each takes is not measured yet (issue 28 goes on).")
     p()
 
 if podman:

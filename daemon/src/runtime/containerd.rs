@@ -25,7 +25,7 @@ use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
     CheckpointTaskRequest, CreateTaskRequest, DeleteTaskRequest, GetContainerRequest, GetRequest,
-    KillRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest,
+    KillRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request};
@@ -450,12 +450,14 @@ impl ContainerOps for ContainerdEngine {
         })
     }
 
-    /// SIGKILL to every process of the task, then thawed so that the kill lands; containerd
-    /// records the exit.
+    /// SIGKILL to every process of the task (runc thaws a paused one for it), and waits until
+    /// containerd has recorded the exit: a restore right after the checkpoint finds the task
+    /// stopped, not still dying (a 2 GiB task takes a moment to give its memory back).
     fn end<'a>(&'a self, h: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let c = Self::from_handle(h);
-            TasksClient::new(self.channel().await?)
+            let mut tasks = TasksClient::new(self.channel().await?);
+            tasks
                 .kill(in_ns(
                     c.ns,
                     KillRequest {
@@ -467,10 +469,31 @@ impl ContainerOps for ContainerdEngine {
                 )?)
                 .await
                 .map_err(|s| self.grpc(&c, "kill", s))?;
+            // A runc that left it frozen: thaw it so that the kill lands ("not paused" is fine).
             if self.is_paused(h).await {
-                self.resume(h).await?;
+                if let Err(e) = self.resume(h).await {
+                    tracing::debug!(container = %c.id, error = %e, "resume after the kill");
+                }
             }
-            Ok(())
+            let wait = tasks.wait(in_ns(
+                c.ns,
+                WaitRequest {
+                    container_id: c.id.to_owned(),
+                    exec_id: String::new(),
+                },
+            )?);
+            match tokio::time::timeout(std::time::Duration::from_secs(60), wait).await {
+                Ok(r) => r
+                    .map(drop)
+                    .map_err(|s| self.grpc(&c, "wait for the end of", s)),
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "containerd container {} did not exit within 60 s of SIGKILL",
+                        c.id
+                    ),
+                )),
+            }
         })
     }
 
