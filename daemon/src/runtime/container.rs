@@ -76,11 +76,19 @@ pub fn restored(running: bool, pid: i32, name: &str) -> Option<ckptd_api::JobRes
     })
 }
 
-/// Ends what a dump left paused (`kill`, its images durable), or lets it run again.
-pub async fn release(ops: &dyn ContainerOps, c: &ContainerHandle, paused_by_us: bool, kill: bool) {
+/// Ends what a dump left paused (`kill`, its images durable), or lets it run again: every
+/// container engine's `Engine::release`.
+pub async fn release(ops: &dyn ContainerOps, stopped: &Stopped, kill: bool) {
+    let Stopped::Container {
+        container: c,
+        paused_by_us,
+    } = stopped
+    else {
+        return;
+    };
     let (what, result) = if kill {
         ("end", ops.end(c).await)
-    } else if paused_by_us {
+    } else if *paused_by_us {
         ("resume", ops.resume(c).await)
     } else {
         return;
@@ -236,7 +244,7 @@ mod tests {
                 paused_by_us: true
             }
         );
-        release(&r, &handle(), true, true).await;
+        release(&r, &s, true).await;
         assert_eq!(r.calls(), ["pause", "dump", "end"]);
     }
 
@@ -292,7 +300,7 @@ mod tests {
         assert_eq!(s, Stopped::Nothing);
         assert_eq!(r.calls(), ["dump"]);
         // Not durable: resume only what the dump paused.
-        release(&r, &handle(), false, false).await;
+        release(&r, &s, false).await;
         assert_eq!(r.calls(), ["dump"]);
     }
 

@@ -659,13 +659,7 @@ impl Engine for ContainerdEngine {
 
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if let Stopped::Container {
-                container: c,
-                paused_by_us,
-            } = stopped
-            {
-                container::release(self, c, *paused_by_us, kill).await;
-            }
+            container::release(self, stopped, kill).await;
         })
     }
 
