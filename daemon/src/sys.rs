@@ -480,10 +480,49 @@ impl Folder {
         rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty()).map_err(io::Error::from)
     }
 
+    /// Unmounts and removes the cgroup yards a CRIU killed mid-restore left in the folder, its
+    /// work directory: CRIU mounts a tmpfs with every cgroup controller at `.criu.cgyard.XXXXXX`
+    /// and takes it down only when it ends on its own. Left mounted, the yard keeps the folder
+    /// from being removed (`rm` of the checkpoint failed with EBUSY) and the mounts pile up.
+    /// Only in a folder of root's: a member's CRIU runs unprivileged and mounts nothing, and
+    /// root acts on no name in a member's folder. Each yard is unmounted through the folder's
+    /// descriptor, its last component never followed; how many were is returned.
+    pub fn detach_criu_yards(&self) -> io::Result<usize> {
+        use rustix::fs::{statx, unlinkat, AtFlags, StatxFlags};
+        use rustix::mount::{unmount, UnmountFlags};
+        if self.uid != 0 {
+            return Ok(0);
+        }
+        let mnt = |name: &str, flags: AtFlags| {
+            statx(&self.fd, name, flags, StatxFlags::MNT_ID).map(|s| s.stx_mnt_id)
+        };
+        let own = mnt("", AtFlags::EMPTY_PATH)?;
+        let yards: Vec<String> = rustix::fs::Dir::read_from(&self.fd)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().ok().map(str::to_owned))
+            .filter(|n| n.starts_with(".criu.cgyard.") && single_component(n).is_ok())
+            .collect();
+        let mut detached = 0;
+        for name in yards {
+            if mnt(&name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|id| id != own) {
+                let at = self.path().join(&name);
+                unmount(&at, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW)?;
+                detached += 1;
+            }
+            match unlinkat(&self.fd, name.as_str(), AtFlags::REMOVEDIR) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(detached)
+    }
+
     /// Removes everything in the folder but the names in `keep`: files and symlinks are
-    /// unlinked (a symlink, never its target), folders emptied through descriptors of their own.
+    /// unlinked (a symlink, never its target), folders emptied through descriptors of their own,
+    /// a cgroup yard a killed CRIU left unmounted first.
     pub fn clear(&self, keep: &[&str]) -> io::Result<()> {
         use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags};
+        self.detach_criu_yards()?;
         let names: Vec<String> = rustix::fs::Dir::read_from(&self.fd)?
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().to_str().ok().map(str::to_owned))

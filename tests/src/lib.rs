@@ -341,6 +341,18 @@ pub fn proc_state(pid: i32) -> Option<char> {
     s[s.rfind(')')? + 1..].trim_start().chars().next()
 }
 
+/// The mount points at or below `dir` (from /proc/self/mountinfo): a CRIU killed mid-restore
+/// leaves its cgroup yard mounted in its work directory unless the daemon takes it down.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("/proc/self/mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m == &prefix || m.starts_with(&format!("{prefix}/")))
+        .collect()
+}
+
 pub fn alive(pid: i32) -> bool {
     matches!(proc_state(pid), Some(s) if s != 'Z' && s != 'X')
 }

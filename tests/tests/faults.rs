@@ -3,7 +3,7 @@
 //! the action where the images are written or the tree is made, and then the daemon killed
 //! (kill -9) or stopped (SIGTERM), CRIU or runc killed, or the job cancelled. After every round:
 //! no target frozen, paused, half-restored or lost; no job left queued or running; no staging
-//! directory left; every ready checkpoint has its images (and the ones restored restore). At the
+//! directory or mount left; every ready checkpoint has its images (and the ones restored restore). At the
 //! end, the catalog passes `PRAGMA integrity_check`.
 
 use std::path::Path;
@@ -301,6 +301,9 @@ async fn assert_settled(d: &Daemon, what: &str) {
         .filter(|n| n.ends_with(".partial"))
         .collect();
     assert!(partial.is_empty(), "{what}: staging left: {partial:?}");
+    // A CRIU killed mid-restore mounts nothing that outlives it (its cgroup yard).
+    let mounts = ckptd_tests::mounts_under(d.dir.path());
+    assert!(mounts.is_empty(), "{what}: left mounted: {mounts:?}");
     for cp in d
         .client
         .list_checkpoints(&ckptd_tests::q("status=ready&limit=1000"))

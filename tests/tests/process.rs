@@ -1219,7 +1219,14 @@ async fn kill_9_of_criu_mid_restore_leaves_no_half_restored_tree() {
         d.client.checkpoint("halfmade").await.unwrap().status,
         CheckpointStatus::Ready
     );
+    // The cgroup yard the killed CRIU mounted in the checkpoint's folder is taken down.
+    let mounts = ckptd_tests::mounts_under(d.dir.path());
+    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
     restores_in_place(&d, "halfmade", &t, stopped_at + 3).await;
+    // And the checkpoint deletes whole.
+    let dir = d.client.checkpoint("halfmade").await.unwrap().dir;
+    d.client.delete_checkpoint("halfmade").await.unwrap();
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} is left");
 }
 
 /// Restores checkpoint `name` of process `t` in place (waiting): it comes back at its own pid and

@@ -65,6 +65,17 @@ pub async fn run_logged(
             }
         }
     };
+    if !out.status.success() {
+        // A CRIU that was killed or failed mid-restore can leave its cgroup yard mounted in
+        // its work directory, the folder.
+        match folder.detach_criu_yards() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(%command, yards = n, "unmounted the cgroup yard CRIU left"),
+            Err(e) => {
+                tracing::warn!(%command, error = %e, "cannot unmount the cgroup yard CRIU left")
+            }
+        }
+    }
     if let Some(r) = stopped_by {
         if !out.status.success() {
             return Err(r

@@ -268,6 +268,12 @@ impl Service {
             }
             JobKind::Restore => {
                 wait_for_leftover_criu(anchor.real(), criu_wait).await;
+                // The CRIU that ended with the daemon may have left its cgroup yard mounted.
+                if let Ok(folder) = anchor.open_folder(anchor.name(), cp.owner_uid) {
+                    if let Err(e) = folder.detach_criu_yards() {
+                        tracing::warn!(checkpoint = %cp.name, error = %e, "cannot unmount the cgroup yard CRIU left");
+                    }
+                }
                 let Some((_, request)) = inner.catalog.job_with_request(job.id).await? else {
                     return Ok((Err(restarted.clone()), None));
                 };
