@@ -4,7 +4,7 @@
 #
 # Installs: runc, iptables (CRIU's network lock), busybox-static (test rootfs), Prometheus
 # (promtool, and a server for the dashboards' tests), Podman (with runc as its runtime, see
-# below), CRIU's build dependencies, and CRIU >= 4.2. Debian 12's CRIU 3.17 fails on kernels
+# below), the distribution registry with htpasswd and skopeo (the registry tests), CRIU's build dependencies, and CRIU >= 4.2. Debian 12's CRIU 3.17 fails on kernels
 # >= 6.x ("vdso: Unexpected rt vDSO area bounds") and 4.1.x cannot dump TCP sockets on kernels
 # >= 6.16, so when the
 # installed criu is missing, older than 4.2, or fails `criu check`, CRIU is built from the newest
@@ -25,7 +25,7 @@ APT_PKGS=(runc iptables busybox-static pkg-config
   libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev libnet1-dev
   libcap-dev libbsd-dev libnftables-dev libgnutls28-dev uuid-dev
   python3 python3-venv curl procps util-linux gcc libc6-dev make docker.io jq zstd tmux age
-  podman prometheus)
+  podman prometheus docker-registry skopeo apache2-utils)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

@@ -365,11 +365,12 @@ impl Client {
         .await
     }
 
-    /// `POST /v1/checkpoints/{ref}/push?remote=`.
+    /// `POST /v1/checkpoints/{ref}/push?remote=[&tag=]`: `tag` names a registry's image.
     pub async fn push(
         &self,
         reference: &str,
         remote: &str,
+        tag: Option<&str>,
         keep_local: bool,
         wait: bool,
     ) -> Result<Job, ClientError> {
@@ -377,6 +378,7 @@ impl Client {
             &format!("/v1/checkpoints/{}/push", seg(reference)),
             &crate::query::PushQuery {
                 remote: remote.to_owned(),
+                tag: tag.map(str::to_owned),
                 keep_local,
                 wait,
             },
@@ -394,6 +396,21 @@ impl Client {
     }
 
     /// `GET /v1/remotes/{name}/checkpoints`.
+    /// `GET /v1/remotes/{name}/checkpoints/{ref}`.
+    pub async fn remote_checkpoint(
+        &self,
+        remote: &str,
+        reference: &str,
+    ) -> Result<crate::RemoteCheckpoint, ClientError> {
+        self.get(&format!(
+            "/v1/remotes/{}/checkpoints/{}",
+            seg(remote),
+            seg(reference)
+        ))
+        .await?
+        .into_result()
+    }
+
     pub async fn remote_checkpoints(
         &self,
         remote: &str,

@@ -192,6 +192,9 @@ pub struct ImportQuery {
 #[serde(deny_unknown_fields)]
 pub struct PushQuery {
     pub remote: String,
+    /// A registry's image tag (default: the checkpoint's name); buckets take none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     /// False drops the local images once the push is durable.
     #[serde(
         default = "yes",

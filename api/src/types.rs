@@ -336,8 +336,15 @@ pub struct RemoteCopy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteInfo {
     pub name: String,
+    /// `bucket` (S3-compatible, `[remotes.NAME]`) or `registry` (OCI, `[registries.NAME]`).
+    #[serde(default = "bucket_kind")]
+    pub kind: String,
     pub endpoint: String,
+    /// The bucket (empty for a registry).
     pub bucket: String,
+    /// A registry's repository, where its checkpoint images are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
     pub prefix: String,
     pub region: String,
     /// `path` (endpoint/bucket/key) or `virtual` (bucket.endpoint/key).
@@ -352,6 +359,10 @@ pub struct RemoteInfo {
     /// Why the remote is not reachable, in the server's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn bucket_kind() -> String {
+    "bucket".into()
 }
 
 /// `GET /v1/remotes/{name}/checkpoints`: a checkpoint a remote holds, read from the record

@@ -378,7 +378,7 @@ pub struct CreateArgs {
 #[derive(Args)]
 pub struct LsArgs {
     /// List what this remote holds (every host's pushes) instead of this host's catalog.
-    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(complete::remotes), conflicts_with_all = ["pid", "container", "status", "schedule", "labels"])]
+    #[arg(long, visible_alias = "registry", value_name = "NAME", add = ArgValueCandidates::new(complete::remotes), conflicts_with_all = ["pid", "container", "status", "schedule", "labels"])]
     pub remote: Option<String>,
     /// Only checkpoints of this pid.
     #[arg(long)]
@@ -412,8 +412,12 @@ pub struct LsArgs {
 #[derive(Args)]
 pub struct RestoreArgs {
     /// A checkpoint name or id.
-    #[arg(add = ArgValueCandidates::new(complete::checkpoints))]
-    pub reference: String,
+    #[arg(add = ArgValueCandidates::new(complete::checkpoints), required_unless_present = "image", conflicts_with = "image")]
+    pub reference: Option<String>,
+    /// A checkpoint image in a configured registry, HOST[:PORT]/REPOSITORY:TAG (ckptd's or
+    /// Podman's `--create-image`): pulled, then restored, in one job.
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
     /// Restore a container checkpoint into another container: a new runc container with
     /// this id (needs --bundle), or a Docker container (a stopped one, or a new name).
     #[arg(long)]
@@ -630,9 +634,12 @@ pub struct PushArgs {
     /// A checkpoint name or id.
     #[arg(add = ArgValueCandidates::new(complete::checkpoints))]
     pub reference: String,
-    /// The remote to push to (see `ckpt remotes`).
-    #[arg(long, short, add = ArgValueCandidates::new(complete::remotes))]
+    /// The remote to push to, a bucket or a registry (see `ckpt remotes`).
+    #[arg(long, short, visible_alias = "registry", add = ArgValueCandidates::new(complete::remotes))]
     pub remote: String,
+    /// A registry's image tag (default: the checkpoint's name).
+    #[arg(long, short)]
+    pub tag: Option<String>,
     /// Drop the local images once the push is durable (a restore pulls them back first).
     #[arg(long)]
     pub drop_local: bool,

@@ -127,6 +127,9 @@ pub struct FileConfig {
     /// S3-compatible buckets that hold checkpoints: `[remotes.NAME]`.
     #[serde(default)]
     pub remotes: std::collections::BTreeMap<String, RemoteSpec>,
+    /// OCI registries that hold checkpoints as checkpoint images: `[registries.NAME]`.
+    #[serde(default)]
+    pub registries: std::collections::BTreeMap<String, RegistrySpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +183,9 @@ pub struct Config {
     pub limits: ConnectionLimits,
     /// `[remotes.NAME]` as written; `remote::Remotes` checks and builds them.
     pub remotes: std::collections::BTreeMap<String, RemoteSpec>,
+    /// `[registries.NAME]` as written; `remote::Remotes` checks and builds them beside the
+    /// buckets (one namespace of names).
+    pub registries: std::collections::BTreeMap<String, RegistrySpec>,
     /// The log filter: CKPTD_LOG, else the file's `log`, else `info`.
     pub log: String,
 }
@@ -219,6 +225,7 @@ impl Config {
                 differ(&self.member_limits, &new.member_limits),
             ),
             ("remotes", differ(&self.remotes, &new.remotes)),
+            ("registries", differ(&self.registries, &new.registries)),
             ("job_timeout_secs", self.job_timeout != new.job_timeout),
             (
                 "import_max_bytes",
@@ -284,6 +291,7 @@ impl Config {
             allowed_dirs: new.allowed_dirs.clone(),
             member_limits: new.member_limits,
             remotes: new.remotes.clone(),
+            registries: new.registries.clone(),
             job_timeout: new.job_timeout,
             import_max_bytes: new.import_max_bytes,
             log: new.log.clone(),
@@ -463,6 +471,7 @@ impl Config {
                 }
             },
             remotes: file.remotes,
+            registries: file.registries,
             log: std::env::var("CKPTD_LOG")
                 .ok()
                 .or(file.log)
@@ -653,6 +662,32 @@ pub struct RemoteSpec {
     /// Parts uploaded at once (1-64, default 3). Memory held by a push is about
     /// (upload_concurrency + 1) x part size.
     pub upload_concurrency: Option<usize>,
+}
+
+/// `[registries.NAME]` in the configuration file: an OCI registry (the distribution protocol)
+/// where checkpoints are pushed as checkpoint images, the layout Podman and CRI-O restore from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySpec {
+    /// `https://host[:port]`, or `http://host:port` with `plain_http = true` (a test registry).
+    pub url: String,
+    /// The repository checkpoint images are pushed to and listed from (`team/checkpoints`).
+    pub repository: String,
+    /// A TOML file with `username` and `password` (or a token as the password), readable by
+    /// its owner only; without it the registry is used anonymously.
+    pub credentials_file: Option<PathBuf>,
+    /// A PEM file of the CA that signed the registry's certificate, trusted beside the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Allow `http://`: images travel unencrypted and unauthenticated on the wire. For a registry
+    /// on loopback in tests only.
+    #[serde(default)]
+    pub plain_http: bool,
+    /// age X25519 public keys: pushed layers are encrypted to all of them (only ckptd can
+    /// restore such an image; Podman and CRI-O cannot).
+    #[serde(default)]
+    pub age_recipients: Vec<String>,
+    /// age identity file, readable by its owner only: needed to pull encrypted images.
+    pub age_identity_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -74,7 +74,8 @@ pub async fn run(
     // One daemon per state directory, decided before anything reads the catalog: a second
     // daemon's start-up reconciliation would otherwise end the first one's running jobs.
     let _lock = lock_state_dir(&cfg.state_dir)?;
-    let remotes = remote::Remotes::new(&cfg.remotes).context("invalid [remotes] configuration")?;
+    let remotes = remote::Remotes::new(&cfg.remotes, &cfg.registries)
+        .context("invalid [remotes] or [registries] configuration")?;
     let catalog = catalog::Catalog::open(&cfg.catalog_path()).await?;
     let probe = CriuProbe::run(cfg.criu_path.as_deref()).await;
     if probe.check_ok {
@@ -273,7 +274,8 @@ fn reloaded(running: &Config, reload: &Reload) -> anyhow::Result<(Config, remote
             p.display().to_string()
         });
     let new = Config::load(reload.args.clone())?;
-    let remotes = remote::Remotes::new(&new.remotes).context("invalid [remotes] configuration")?;
+    let remotes = remote::Remotes::new(&new.remotes, &new.registries)
+        .context("invalid [remotes] or [registries] configuration")?;
     let changes = running.changes(&new);
     if changes.applied.contains(&"log") {
         (reload.set_log)(&new.log)?;

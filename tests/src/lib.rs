@@ -724,6 +724,152 @@ impl Drop for ConsoleReceiver {
     }
 }
 
+/// The sha256 of `data`, in hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(data))
+}
+
+/// A real OCI registry (the CNCF distribution registry, Debian's `docker-registry`) on
+/// 127.0.0.1 with htpasswd (bcrypt) authentication: every request needs the user's password.
+/// Its storage is a directory of the test's (so a test can damage a blob). Stopped when dropped.
+pub struct RegistryServer {
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// `127.0.0.1:PORT`, as image references name it.
+    pub host: String,
+    pub user: String,
+    pub password: String,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RegistryServer {
+    pub fn start() -> RegistryServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::Builder::new()
+            .prefix("ckptd-registry-")
+            .tempdir()
+            .unwrap();
+        let password = format!("pw-{}", std::process::id());
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", "ckptd", &password])
+            .output()
+            .expect("htpasswd (make setup installs apache2-utils)");
+        assert!(out.status.success(), "htpasswd failed");
+        std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/storage\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: ckptd-test\n    path: {root}/htpasswd\n",
+            root = dir.path().display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let mut r = RegistryServer {
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            host: format!("127.0.0.1:{port}"),
+            user: "ckptd".into(),
+            password,
+            dir,
+            child: None,
+        };
+        r.up();
+        r
+    }
+
+    /// Starts the server (again, on the same port and storage).
+    pub fn up(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (make setup installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("the registry to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// Stops the server (kill -9): requests are refused until `up`.
+    pub fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A credentials file (mode 0600) for a daemon's registry; `password` overrides the real one.
+    pub fn credentials_file(&self, name: &str, password: Option<&str>) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "username = \"{}\"\npassword = \"{}\"\n",
+                self.user,
+                password.unwrap_or(&self.password)
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+
+    /// `[registries.NAME]` for this server's `repository` (plain HTTP: a test registry).
+    pub fn config(&self, name: &str, repository: &str, credentials: &Path) -> String {
+        format!(
+            "[registries.{name}]\nurl = \"{}\"\nrepository = \"{repository}\"\ncredentials_file = \"{}\"\nplain_http = true\n",
+            self.url,
+            credentials.display()
+        )
+    }
+
+    /// The file that holds blob `digest` (`sha256:...`) in the registry's storage.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// `skopeo inspect --raw` of `repository:tag`: the manifest as the registry serves it.
+    pub fn manifest(&self, image: &str) -> serde_json::Value {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--creds"])
+            .arg(format!("{}:{}", self.user, self.password))
+            .arg(format!("docker://{}/{image}", self.host))
+            .output()
+            .expect("skopeo (make setup installs it)");
+        assert!(
+            out.status.success(),
+            "skopeo inspect {image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("a JSON manifest")
+    }
+}
+
+impl Drop for RegistryServer {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
 /// The set-up virtualenv, where `make setup` installs moto's S3 server and boto3.
 pub const SETUP_VENV: &str = "/var/cache/ckptd-setup/venv";
 

@@ -199,6 +199,111 @@ async fn podman_export_restored_as_a_runc_container() {
     with_podman(|d| async move { podman_export_as_runc(&d).await }).await;
 }
 
+/// Checkpoint images through a registry, both ways: ckptd's image restored by Podman, Podman's
+/// `--create-image` image restored through ckptd.
+#[tokio::test]
+async fn podman_checkpoint_images_through_a_registry() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let service = Service::start();
+    let reg = ckptd_tests::RegistryServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let creds = reg.credentials_file("creds", None);
+    let conf = work.path().join("ckptd.toml");
+    std::fs::write(&conf, reg.config("hub", "podman/checkpoints", &creds)).unwrap();
+    let d = Daemon::start_with(&[
+        "--podman-socket",
+        service.socket.to_str().unwrap(),
+        "--config",
+        conf.to_str().unwrap(),
+    ])
+    .await;
+    let login = format!("{}:{}", reg.user, reg.password);
+
+    // ckptd's checkpoint of a Podman container, pushed as an image: Podman pulls it and
+    // restores it as a new container that counts on.
+    let c = Ctr::run("ckptd-pm-img");
+    d.client
+        .create_checkpoint(&ckptd_tests::checkpoint(Some(target(&c.0)), "pm-img"), true)
+        .await
+        .expect("checkpoint of a Podman container");
+    let stopped_at = c.logs().len();
+    let job = d
+        .client
+        .push("pm-img", "hub", Some("v1"), true, true)
+        .await
+        .expect("push to the registry");
+    assert_eq!(job.state, ckptd_api::JobState::Succeeded, "{:?}", job.error);
+    let m = reg.manifest("podman/checkpoints:v1");
+    assert_eq!(
+        m["annotations"]["io.podman.annotations.checkpoint.name"],
+        c.0
+    );
+    assert_eq!(m["annotations"]["io.ckptd.layout"], "podman");
+    let image = format!("{}/podman/checkpoints:v1", reg.host);
+    podman_ok(&[
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        "--creds",
+        &login,
+        &image,
+    ]);
+    let by_podman = Ctr::named("ckptd-pm-img-by-podman");
+    podman_ok(&["container", "restore", "--name", &by_podman.0, &image]);
+    assert_eq!(by_podman.status(), "running");
+    // Podman starts a restored-from-image container with a new log: the process's count goes
+    // on from the line after the last one it wrote before the checkpoint, without a gap.
+    wait_until("the restored container's output", || {
+        by_podman.logs().len() >= 4
+    });
+    let logs = by_podman.logs();
+    for (i, l) in logs.iter().enumerate() {
+        assert_eq!(
+            l.trim(),
+            (stopped_at + i).to_string(),
+            "{stopped_at}: {logs:?}"
+        );
+    }
+    drop(by_podman);
+    let _ = podman(&["rmi", "-f", &image]);
+
+    // Podman's own checkpoint image, pushed with podman push: listed and restored through ckptd.
+    let p = Ctr::run("ckptd-pm-made");
+    let local = "localhost/ckptd-pm-made-ckpt:1";
+    podman_ok(&["container", "checkpoint", "--create-image", local, &p.0]);
+    let stopped_at = p.logs().len();
+    podman_ok(&[
+        "push",
+        "-q",
+        "--tls-verify=false",
+        "--creds",
+        &login,
+        local,
+        &format!("docker://{}/podman/checkpoints:by-podman", reg.host),
+    ]);
+    let _ = podman(&["rmi", "-f", local]);
+    let listed = d.client.remote_checkpoints("hub").await.unwrap().items;
+    let made = listed
+        .iter()
+        .find(|r| r.object.key == "podman/checkpoints:by-podman")
+        .unwrap_or_else(|| panic!("Podman's image is listed: {listed:?}"));
+    assert_eq!(made.checkpoint.target, target(&p.0));
+    let back = Ctr::named("ckptd-pm-made-back");
+    let job = d
+        .client
+        .restore_from_remote("hub", "by-podman", &into(&back.0), true)
+        .await
+        .expect("restore of Podman's image through ckptd");
+    assert_eq!(job.state, ckptd_api::JobState::Succeeded, "{:?}", job.error);
+    assert_eq!(back.status(), "running");
+    assert!(back.logs().len() >= stopped_at);
+    back.counts_on("podman logs of Podman's checkpoint image restored through ckptd");
+    let cp = d.client.checkpoint(&made.checkpoint.name).await.unwrap();
+    assert_eq!(cp.origin.expect("its origin").engine, "podman");
+    drop(d);
+    drop(service);
+}
+
 async fn in_place_and_new_name(d: &Daemon) {
     let c = Ctr::run("ckptd-pm-looper");
     let id = c.id();

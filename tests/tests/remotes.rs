@@ -385,7 +385,11 @@ async fn faults_leave_nothing_behind() {
     }];
 
     // Wrong credentials: the server's 403 and its reason; nothing recorded, nothing stored.
-    let job = a.client.push("big", "wrong", true, true).await.unwrap_err();
+    let job = a
+        .client
+        .push("big", "wrong", None, true, true)
+        .await
+        .unwrap_err();
     let (status, info) = job.api_error().unwrap();
     assert_eq!(status.as_u16(), 502, "{info:?}");
     assert_eq!(info.code, "remote_failed");
@@ -398,7 +402,7 @@ async fn faults_leave_nothing_behind() {
     // A bucket that does not exist.
     let e = a
         .client
-        .push("big", "nobucket", true, true)
+        .push("big", "nobucket", None, true, true)
         .await
         .unwrap_err();
     let (_, info) = e.api_error().unwrap();
@@ -412,7 +416,11 @@ async fn faults_leave_nothing_behind() {
 
     // The server dies mid-push: the job fails and says so; once the server is back the upload
     // is aborted (no parts left), nothing is listed, and a retry succeeds.
-    let push = a.client.push("big", "flaky", true, false).await.unwrap();
+    let push = a
+        .client
+        .push("big", "flaky", None, true, false)
+        .await
+        .unwrap();
     wait_until("the upload to start", || !s3.uploads("shared").is_empty());
     proxy.down();
     let failed = wait_ended(&a, &push.id.to_string()).await;
@@ -433,7 +441,11 @@ async fn faults_leave_nothing_behind() {
         a.client.checkpoint("big").await.unwrap().locations,
         local_only
     );
-    let retry = a.client.push("big", "flaky", true, true).await.unwrap();
+    let retry = a
+        .client
+        .push("big", "flaky", None, true, true)
+        .await
+        .unwrap();
     assert_eq!(retry.state, JobState::Succeeded, "{:?}", retry.error);
 
     // The daemon killed mid-pull: after its restart nothing half-imported is ready, and no
@@ -492,7 +504,11 @@ async fn faults_leave_nothing_behind() {
 
     // The pushing daemon killed mid-push: its next start aborts the upload it had begun and
     // pushes again, from the start.
-    let push = a.client.push("big", "shared", true, false).await.unwrap();
+    let push = a
+        .client
+        .push("big", "shared", None, true, false)
+        .await
+        .unwrap();
     wait_until("the upload to start", || !s3.uploads("shared").is_empty());
     let restarted_at = chrono::Utc::now();
     a.crash(|| {}).await;

@@ -131,11 +131,21 @@ pub async fn rm(client: &Client, references: Vec<String>) -> Result<(), Failed> 
 }
 
 pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError> {
+    let image = match &a.image {
+        Some(i) => Some(registry_of_image(client, i).await?),
+        None => None,
+    };
+    let reference = a.reference.clone().unwrap_or_default();
     // --into takes the checkpoint's own runtime unless told otherwise: a Docker checkpoint is
     // restored into a Docker container.
     let runtime = match (a.runtime, &a.into) {
         (Some(r), _) => r,
-        (None, Some(_)) => match client.checkpoint(&a.reference).await?.target {
+        (None, Some(_)) => match match &image {
+            Some((registry, tag)) => client.remote_checkpoint(registry, tag).await?.checkpoint,
+            None => client.checkpoint(&reference).await?,
+        }
+        .target
+        {
             Target::Container { runtime, .. } => runtime,
             Target::Process { .. } => Runtime::Runc,
         },
@@ -168,11 +178,18 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         lazy: a.lazy,
         rootfs: a.rootfs,
     };
-    let job = match client.restore(&a.reference, &req, false).await {
-        Err(e) if e.api_error().is_some_and(|(s, _)| s.as_u16() == 404) => {
-            restore_from_the_remote_that_has_it(client, &a.reference, &req, e).await?
+    let job = match &image {
+        Some((registry, tag)) => {
+            client
+                .restore_from_remote(registry, tag, &req, false)
+                .await?
         }
-        r => r?,
+        None => match client.restore(&reference, &req, false).await {
+            Err(e) if e.api_error().is_some_and(|(s, _)| s.as_u16() == 404) => {
+                restore_from_the_remote_that_has_it(client, &reference, &req, e).await?
+            }
+            r => r?,
+        },
     };
     let job = follow_to_success(client, job, a.no_wait).await?;
     if a.json {
@@ -186,6 +203,62 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         }
     }
     Ok(())
+}
+
+/// The configured registry that serves image `image` (`HOST[:PORT]/REPOSITORY:TAG`, or
+/// `...@sha256:HEX`), and the tag (or digest) to ask it for.
+async fn registry_of_image(client: &Client, image: &str) -> Result<(String, String), ClientError> {
+    let bad = |why: String| -> ClientError {
+        Cli::command()
+            .error(clap::error::ErrorKind::ValueValidation, why)
+            .exit()
+    };
+    let (name, tag) = match image.rsplit_once('@') {
+        Some((n, d)) => (n, d.to_owned()),
+        None => match image.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => (n, t.to_owned()),
+            _ => (image, "latest".to_owned()),
+        },
+    };
+    let Some((host, repository)) = name.split_once('/') else {
+        return Err(bad(format!(
+            "--image {image}: give HOST[:PORT]/REPOSITORY:TAG, the registry's address first"
+        )));
+    };
+    let registries: Vec<_> = client
+        .remotes()
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| r.kind == "registry")
+        .collect();
+    let serves = |r: &ckptd_api::RemoteInfo| {
+        let at = r
+            .endpoint
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        at == host && r.repository.as_deref() == Some(repository)
+    };
+    match registries.iter().find(|r| serves(r)) {
+        Some(r) => Ok((r.name.clone(), tag)),
+        None => Err(bad(format!(
+            "--image {image}: no registry of ckptd's configuration serves {host}/{repository} ({}); \
+             add a [registries.NAME] table with url = \"https://{host}\" and repository = \"{repository}\" \
+             to ckptd's configuration, then systemctl reload ckptd",
+            if registries.is_empty() {
+                "none is configured".to_owned()
+            } else {
+                format!(
+                    "configured: {}",
+                    registries
+                        .iter()
+                        .map(|r| format!("{} ({}/{})", r.name, r.endpoint, r.repository.as_deref().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ))),
+    }
 }
 
 /// A checkpoint this host does not know may have been pushed by another: when exactly one

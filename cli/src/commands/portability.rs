@@ -169,7 +169,7 @@ async fn migrate_via(
 ) -> Result<(), ClientError> {
     let cp = client.checkpoint(&a.reference).await?;
     if cp.remote_copy(via).is_none() {
-        let job = client.push(&a.reference, via, true, true).await?;
+        let job = client.push(&a.reference, via, None, true, true).await?;
         if job.state != JobState::Succeeded {
             return Err(job_failed(&job));
         }

@@ -15,15 +15,18 @@ pub async fn list(client: &Client, json: bool) -> Result<(), ClientError> {
         return Ok(());
     }
     if remotes.is_empty() {
-        println!("no remote is configured: add a [remotes.NAME] table to ckptd's configuration");
+        println!(
+            "no remote is configured: add a [remotes.NAME] (S3 bucket) or [registries.NAME] (OCI \
+             registry) table to ckptd's configuration"
+        );
         return Ok(());
     }
-    let mut t = Table::new(&["NAME", "BUCKET", "ENDPOINT", "ENCRYPTED", "STATUS"]);
+    let mut t = Table::new(&["NAME", "KIND", "WHERE", "ENDPOINT", "ENCRYPTED", "STATUS"]);
     for r in remotes {
-        let bucket = if r.prefix.is_empty() {
-            r.bucket
-        } else {
-            format!("{}/{}", r.bucket, r.prefix)
+        let place = match &r.repository {
+            Some(repo) => repo.clone(),
+            None if r.prefix.is_empty() => r.bucket,
+            None => format!("{}/{}", r.bucket, r.prefix),
         };
         let enc = match (r.encrypted, r.can_decrypt) {
             (true, true) => "yes",
@@ -34,7 +37,7 @@ pub async fn list(client: &Client, json: bool) -> Result<(), ClientError> {
             Some(e) => format!("unreachable: {e}"),
             None => "ok".into(),
         };
-        t.row(vec![r.name, bucket, r.endpoint, enc.into(), status]);
+        t.row(vec![r.name, r.kind, place, r.endpoint, enc.into(), status]);
     }
     print!("{t}");
     Ok(())
@@ -68,7 +71,13 @@ pub async fn ls(client: &Client, remote: &str, quiet: bool, json: bool) -> Resul
 
 pub async fn push(client: &Client, a: PushArgs) -> Result<(), ClientError> {
     let job = client
-        .push(&a.reference, &a.remote, !a.drop_local, false)
+        .push(
+            &a.reference,
+            &a.remote,
+            a.tag.as_deref(),
+            !a.drop_local,
+            false,
+        )
         .await?;
     let job = follow_to_success(client, job, a.no_wait).await?;
     if a.json {

@@ -17,6 +17,7 @@
 //! abort, retries with backoff, path-style or virtual-host addressing. Encryption is `age`
 //! (X25519 recipients, streamed in 64 KiB authenticated chunks).
 
+pub mod registry;
 mod transfer;
 
 use std::collections::BTreeMap;
@@ -33,7 +34,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use crate::config::RemoteSpec;
+pub use crate::config::{RegistrySpec, RemoteSpec};
 use crate::error::{Error, ErrorKind, Result};
 
 pub use transfer::{Pushed, StopFlag};
@@ -62,12 +63,20 @@ struct CredentialsFile {
 pub struct Remote {
     pub name: String,
     info: RemoteInfo,
-    store: Arc<AmazonS3>,
+    backend: Backend,
     prefix: String,
     recipients: Vec<age::x25519::Recipient>,
     identities: Arc<Vec<age::x25519::Identity>>,
     part_size: u64,
     concurrency: usize,
+}
+
+/// Where a remote keeps checkpoints: a bucket (archives and records under keys) or a registry
+/// (checkpoint images in a repository).
+#[derive(Clone)]
+enum Backend {
+    Bucket(Arc<AmazonS3>),
+    Registry(Arc<registry::Registry>),
 }
 
 impl std::fmt::Debug for Remote {
@@ -104,6 +113,56 @@ fn read_secret_file(what: &str, path: &Path) -> anyhow::Result<String> {
         );
     }
     std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+/// The age recipients (public keys) and identities of `[remotes.NAME]` or `[registries.NAME]`;
+/// the identity file is a secret file (root's, mode 600).
+#[allow(clippy::type_complexity)]
+fn age_keys(
+    ctx: &dyn Fn(&str) -> String,
+    recipients_text: &[String],
+    identity_file: Option<&Path>,
+) -> anyhow::Result<(Vec<age::x25519::Recipient>, Vec<age::x25519::Identity>)> {
+    let mut recipients = Vec::new();
+    for r in recipients_text {
+        recipients.push(r.parse::<age::x25519::Recipient>().map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                ctx(&format!(
+                    "age_recipients entry {r:?} is not an age X25519 public key: {e}"
+                ))
+            )
+        })?);
+    }
+    let mut identities = Vec::new();
+    if let Some(f) = &identity_file {
+        let text = read_secret_file(&ctx("age_identity_file"), f)?;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            identities.push(line.parse::<age::x25519::Identity>().map_err(|e| {
+                anyhow::anyhow!(
+                    "{}",
+                    ctx(&format!(
+                        "age_identity_file {} holds a line that is not an age X25519 \
+                 identity (AGE-SECRET-KEY-1...): {e}",
+                        f.display()
+                    ))
+                )
+            })?);
+        }
+        if identities.is_empty() {
+            bail!(
+                "{}",
+                ctx(&format!(
+                    "age_identity_file {} holds no identity",
+                    f.display()
+                ))
+            );
+        }
+    }
+    Ok((recipients, identities))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -217,45 +276,11 @@ impl Remote {
                     "environment"
                 }
             };
-        let mut recipients = Vec::new();
-        for r in &spec.age_recipients {
-            recipients.push(r.parse::<age::x25519::Recipient>().map_err(|e| {
-                anyhow::anyhow!(
-                    "{}",
-                    ctx(&format!(
-                        "age_recipients entry {r:?} is not an age X25519 public key: {e}"
-                    ))
-                )
-            })?);
-        }
-        let mut identities = Vec::new();
-        if let Some(f) = &spec.age_identity_file {
-            let text = read_secret_file(&ctx("age_identity_file"), f)?;
-            for line in text.lines().map(str::trim) {
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                identities.push(line.parse::<age::x25519::Identity>().map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}",
-                        ctx(&format!(
-                            "age_identity_file {} holds a line that is not an age X25519 \
-                             identity (AGE-SECRET-KEY-1...): {e}",
-                            f.display()
-                        ))
-                    )
-                })?);
-            }
-            if identities.is_empty() {
-                bail!(
-                    "{}",
-                    ctx(&format!(
-                        "age_identity_file {} holds no identity",
-                        f.display()
-                    ))
-                );
-            }
-        }
+        let (recipients, identities) = age_keys(
+            &ctx,
+            &spec.age_recipients,
+            spec.age_identity_file.as_deref(),
+        )?;
         let part_mib = spec.part_size_mib.unwrap_or(8);
         if !(MIN_PART >> 20..=MAX_PART >> 20).contains(&part_mib) {
             bail!(
@@ -279,8 +304,10 @@ impl Remote {
             name: name.to_owned(),
             info: RemoteInfo {
                 name: name.to_owned(),
+                kind: "bucket".into(),
                 endpoint,
                 bucket: spec.bucket.clone(),
+                repository: None,
                 prefix: prefix.clone(),
                 region,
                 addressing,
@@ -290,7 +317,7 @@ impl Remote {
                 reachable: false,
                 error: None,
             },
-            store: Arc::new(store),
+            backend: Backend::Bucket(Arc::new(store)),
             prefix,
             recipients,
             identities: Arc::new(identities),
@@ -329,8 +356,12 @@ impl Remote {
     /// What `GET /v1/remotes` shows, after asking the server (a one-key listing).
     pub async fn info(&self) -> RemoteInfo {
         let mut info = self.info.clone();
+        let store = match &self.backend {
+            Backend::Bucket(s) => s,
+            Backend::Registry(r) => return r.info(info).await,
+        };
         let probe = async {
-            let mut s = self.store.list(Some(&self.checkpoints_prefix()));
+            let mut s = store.list(Some(&self.checkpoints_prefix()));
             s.next().await.transpose()
         };
         match tokio::time::timeout(Duration::from_secs(10), probe).await {
@@ -390,8 +421,11 @@ impl Remote {
     /// The checkpoints the bucket holds, newest first, read from their records. Records that
     /// cannot be read are skipped (and logged): one bad object does not hide the rest.
     pub async fn list(&self) -> Result<Vec<RemoteCheckpoint>> {
-        let keys: Vec<Key> = self
-            .store
+        let store = match &self.backend {
+            Backend::Bucket(s) => s,
+            Backend::Registry(r) => return r.list(self).await,
+        };
+        let keys: Vec<Key> = store
             .list(Some(&self.checkpoints_prefix()))
             .try_filter_map(|m| async move {
                 Ok((m.location.filename() == Some(RECORD)).then_some(m.location))
@@ -433,7 +467,7 @@ impl Remote {
             .with_hint("delete that object from the bucket, or push the checkpoint again")
         };
         let got = self
-            .store
+            .bucket()?
             .get(key)
             .await
             .map_err(|e| self.failed("read a checkpoint record", e))?;
@@ -483,6 +517,9 @@ impl Remote {
     /// One checkpoint of the bucket, by id or by name (a name several hosts pushed is
     /// ambiguous: the answer lists their ids).
     pub async fn find(&self, reference: &str) -> Result<RemoteCheckpoint> {
+        if let Backend::Registry(r) = &self.backend {
+            return r.find(self, reference).await;
+        }
         if let Ok(id) = reference.parse::<Uuid>() {
             return self.read_record(&self.record_key(id)).await.map_err(|e| {
                 if e.kind == ErrorKind::NotFound {
@@ -527,7 +564,13 @@ impl Remote {
 
     /// Deletes a checkpoint's record, then its archive (a half-deleted one is not listed).
     /// Only checkpoint `id`'s own objects are deleted, whatever key a record named.
-    pub async fn delete(&self, id: Uuid, archive: &str) -> Result<()> {
+    /// A registry's copy is deleted by its manifest's digest (`sha256`), never by what its tag
+    /// names now.
+    pub async fn delete(&self, id: Uuid, archive: &str, sha256: Option<&str>) -> Result<()> {
+        let store = match &self.backend {
+            Backend::Bucket(s) => s,
+            Backend::Registry(r) => return r.delete(self, archive, sha256).await,
+        };
         if ![
             self.archive_key_of(id, false),
             self.archive_key_of(id, true),
@@ -544,7 +587,7 @@ impl Remote {
             ));
         }
         for key in [self.record_key(id), Key::from(archive)] {
-            match self.store.delete(&key).await {
+            match store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.failed("delete the checkpoint's objects", e)),
             }
@@ -559,11 +602,27 @@ impl Remote {
             entry: entry.clone(),
         })
         .map_err(|e| Error::internal(format!("cannot encode the record: {e}")))?;
-        self.store
+        self.bucket()?
             .put(&self.record_key(entry.checkpoint.id), json.into())
             .await
             .map_err(|e| self.failed("write the checkpoint's record", e))?;
         Ok(())
+    }
+
+    /// The bucket of a remote that is one (the S3 side's own steps call this only there).
+    fn bucket(&self) -> Result<&Arc<AmazonS3>> {
+        match &self.backend {
+            Backend::Bucket(s) => Ok(s),
+            Backend::Registry(_) => Err(Error::internal(format!(
+                "remote {} is a registry, not a bucket",
+                self.name
+            ))),
+        }
+    }
+
+    /// Whether this remote is an OCI registry (its copies are checkpoint images).
+    pub fn is_registry(&self) -> bool {
+        matches!(self.backend, Backend::Registry(_))
     }
 
     /// Whether pushes are encrypted.
@@ -653,10 +712,22 @@ pub struct Remotes {
 }
 
 impl Remotes {
-    pub fn new(specs: &BTreeMap<String, RemoteSpec>) -> anyhow::Result<Remotes> {
+    pub fn new(
+        specs: &BTreeMap<String, RemoteSpec>,
+        registries: &BTreeMap<String, RegistrySpec>,
+    ) -> anyhow::Result<Remotes> {
         let mut by_name = BTreeMap::new();
         for (name, spec) in specs {
             by_name.insert(name.clone(), Remote::new(name, spec)?);
+        }
+        for (name, spec) in registries {
+            if by_name.contains_key(name) {
+                bail!(
+                    "registries.{name}: a remote has that name too; remotes and registries share \
+                     one set of names (a checkpoint's copy names the one it is in)"
+                );
+            }
+            by_name.insert(name.clone(), Remote::registry(name, spec)?);
         }
         Ok(Remotes {
             by_name: Arc::new(by_name),

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::Remote;
-use crate::archive::{self, Imported, Manifest};
+use crate::archive::{self, Import, Imported, Manifest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stop::StopSignal;
 
@@ -43,20 +43,34 @@ pub struct Pushed {
     pub secs: f64,
 }
 
-/// `Write` that hashes and counts the bytes, then sends them on in `CHUNK`s.
-struct Sink {
+/// `Write` that hashes and counts the bytes, then sends them on in chunks of `chunk` bytes.
+pub(super) struct Sink {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
     hash: Sha256,
     bytes: u64,
+    chunk: usize,
 }
 
 impl Sink {
+    pub(super) fn new(tx: mpsc::Sender<Bytes>, chunk: usize) -> Sink {
+        Sink {
+            tx,
+            buf: Vec::with_capacity(chunk),
+            hash: Sha256::new(),
+            bytes: 0,
+            chunk,
+        }
+    }
+
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(self.chunk),
+        ));
         self.tx
             .blocking_send(chunk)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
@@ -68,7 +82,7 @@ impl Write for Sink {
         self.hash.update(data);
         self.bytes += data.len() as u64;
         self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
+        if self.buf.len() >= self.chunk {
             self.send()?;
         }
         Ok(data.len())
@@ -79,11 +93,27 @@ impl Write for Sink {
 }
 
 /// `Read` that hashes and counts what passes, and fails once `stop` is set.
-struct Hashing<R> {
+pub(super) struct Hashing<R> {
     inner: R,
     hash: Sha256,
     bytes: u64,
     stop: StopFlag,
+}
+
+impl<R> Hashing<R> {
+    pub(super) fn new(inner: R, stop: StopFlag) -> Hashing<R> {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+            bytes: 0,
+            stop,
+        }
+    }
+
+    /// The sha256 (hex) and the count of what was read.
+    pub(super) fn finish(self) -> (String, u64) {
+        (format!("{:x}", self.hash.finalize()), self.bytes)
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -101,7 +131,7 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-fn stopped(reason: Option<crate::stop::StopReason>, what: &str) -> Error {
+pub(super) fn stopped(reason: Option<crate::stop::StopReason>, what: &str) -> Error {
     match reason {
         Some(crate::stop::StopReason::TimedOut(d)) => Error::new(
             ErrorKind::Timeout,
@@ -150,13 +180,17 @@ impl Remote {
         dir: PathBuf,
         manifest: Manifest,
         cp: &Checkpoint,
+        tag: Option<&str>,
         mut stop: StopSignal,
         started_upload: tokio::sync::oneshot::Sender<(String, String)>,
     ) -> Result<Pushed> {
+        let store = match &self.backend {
+            super::Backend::Bucket(s) => s.clone(),
+            super::Backend::Registry(r) => return r.push(self, dir, manifest, cp, tag, stop).await,
+        };
         let started = std::time::Instant::now();
         let key = self.archive_key(cp.id);
-        let upload = self
-            .store
+        let upload = store
             .create_multipart(&key)
             .await
             .map_err(|e| self.failed("start the upload", e))?;
@@ -167,12 +201,7 @@ impl Remote {
         let (tx, mut rx) = mpsc::channel::<Bytes>(2);
         let recipients = self.recipients.clone();
         let producer = tokio::task::spawn_blocking(move || -> io::Result<(String, u64)> {
-            let mut sink = Sink {
-                tx,
-                buf: Vec::with_capacity(CHUNK),
-                hash: Sha256::new(),
-                bytes: 0,
-            };
+            let mut sink = Sink::new(tx, CHUNK);
             if recipients.is_empty() {
                 archive::export(&dir, manifest, Compression::Zstd, &mut sink)?;
             } else {
@@ -210,12 +239,8 @@ impl Remote {
                     let idx = done.len();
                     done.push(None);
                     let payload = std::mem::take(&mut part).freeze();
-                    let (store, key, upload, remote) = (
-                        self.store.clone(),
-                        key.clone(),
-                        upload.clone(),
-                        self.clone(),
-                    );
+                    let (store, key, upload, remote) =
+                        (store.clone(), key.clone(), upload.clone(), self.clone());
                     uploading.spawn(async move {
                         store
                             .put_part(&key, &upload, idx, payload)
@@ -249,7 +274,7 @@ impl Remote {
         let completed = match outcome {
             Ok(hashed) => {
                 let parts: Vec<PartId> = done.into_iter().flatten().collect();
-                self.store
+                store
                     .complete_multipart(&key, &upload, parts)
                     .await
                     .map_err(|e| self.failed("complete the upload", e))
@@ -281,7 +306,7 @@ impl Remote {
         };
         if let Err(e) = self.write_record(&entry).await {
             // An archive without its record is invisible to listing: remove it.
-            let _ = self.store.delete(&key).await;
+            let _ = store.delete(&key).await;
             return Err(e);
         }
         Ok(Pushed {
@@ -299,10 +324,13 @@ impl Remote {
         staging: &Path,
         limit: u64,
         mut stop: StopSignal,
-    ) -> Result<Imported> {
+    ) -> Result<Import> {
         self.can_pull(copy)?;
-        let body = self
-            .store
+        let store = match &self.backend {
+            super::Backend::Bucket(s) => s,
+            super::Backend::Registry(r) => return r.pull(self, copy, staging, limit, stop).await,
+        };
+        let body = store
             .get(&Remote::object(copy))
             .await
             .map_err(|e| self.failed(&format!("read {}", copy.key), e))?
@@ -315,12 +343,7 @@ impl Remote {
         let staging = staging.to_owned();
         let f = flag.clone();
         let work = tokio::task::spawn_blocking(move || -> Result<(Imported, String, u64)> {
-            let mut r = Hashing {
-                inner: reader,
-                hash: Sha256::new(),
-                bytes: 0,
-                stop: f,
-            };
+            let mut r = Hashing::new(reader, f);
             let imported = if encrypted {
                 let d = age::Decryptor::new_buffered(io::BufReader::new(&mut r))
                     .map_err(|e| damaged(&format!("it is not an age file: {e}")))?;
@@ -340,7 +363,8 @@ impl Remote {
             };
             // The rest (zstd's and age's trailers): the object's hash covers every byte.
             io::copy(&mut r, &mut io::sink()).map_err(|e| damaged(&e.to_string()))?;
-            Ok((imported, format!("{:x}", r.hash.finalize()), r.bytes))
+            let (hash, bytes) = r.finish();
+            Ok((imported, hash, bytes))
         });
         tokio::pin!(work);
         let joined = tokio::select! {
@@ -371,7 +395,7 @@ impl Remote {
                 copy.size_bytes, copy.sha256
             )));
         }
-        Ok(imported)
+        Ok(Import::Ckptd(Box::new(imported)))
     }
 }
 
@@ -397,11 +421,16 @@ impl Remote {
     }
 
     fn abort_upload(&self, key: object_store::path::Path, upload: MultipartId) {
+        let Ok(store) = self.bucket().cloned() else {
+            // A registry's push leaves no upload: blobs no manifest names are the registry's
+            // garbage collection's.
+            return;
+        };
         let this = self.clone();
         tokio::spawn(async move {
             let mut wait = std::time::Duration::from_millis(500);
             for attempt in 1..=12 {
-                match this.store.abort_multipart(&key, &upload).await {
+                match store.abort_multipart(&key, &upload).await {
                     Ok(()) => {
                         tracing::info!(remote = %this.name, key = %key, attempt, "aborted the multipart upload of a failed push");
                         return;

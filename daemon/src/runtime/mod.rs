@@ -13,7 +13,10 @@ pub mod runc;
 use std::path::Path;
 use std::sync::Arc;
 
-use ckptd_api::{Checkpoint, CheckpointOptions, JobResult, Runtime, Target};
+use ckptd_api::{Checkpoint, CheckpointOptions, ContainerRecord, JobResult, Runtime, Target};
+
+use crate::archive::{self, Manifest};
+use crate::criu::images;
 
 use crate::criu::Criu;
 use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
@@ -256,6 +259,75 @@ fn kind_name(t: &Target) -> &'static str {
         Target::Process { .. } => "process",
         Target::Container { .. } => "container",
     }
+}
+
+/// What a container checkpoint archive (unpacked in `dir`) makes in the catalog, in the words
+/// of ckptd's own manifest, named `<container>-<when>` unless the import names it: Podman's, a
+/// checkpoint of the Podman container it names (restored through Podman); a kubelet's (CRI-O's,
+/// containerd's), one of a runc container of the container's name, restored into a new bundle
+/// built from the image's root filesystem (`runtime::bundle`).
+pub fn foreign_manifest(f: archive::container::Foreign, dir: &Path) -> Result<Manifest> {
+    use archive::container::Engine;
+    if !runc::valid_container_id(&f.container) {
+        return Err(Error::invalid(format!(
+            "the archive names its container {:?}, which is not a valid container name",
+            f.container
+        )));
+    }
+    let spec: serde_json::Value = std::fs::read(dir.join("spec.dump"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let terminal = spec
+        .pointer("/process/terminal")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let when = f.checkpointed_at.unwrap_or_else(chrono::Utc::now);
+    let (runtime, bundle) = match f.engine {
+        Engine::Podman => (
+            ckptd_api::Runtime::Podman,
+            format!("podman:{}", f.container_id.clone().unwrap_or_default()),
+        ),
+        // No runc container of it here: restored into a new one (runc's `destination`).
+        Engine::CriO | Engine::Containerd => (ckptd_api::Runtime::Runc, String::new()),
+    };
+    let target = Target::Container {
+        id: f.container.clone(),
+        runtime,
+        root: None,
+        bundle: None,
+        namespace: None,
+    };
+    Ok(Manifest {
+        format: archive::FORMAT.into(),
+        name: format!("{}-{}", f.container, when.format("%Y%m%d-%H%M%S")),
+        target,
+        options: Default::default(),
+        labels: Default::default(),
+        created_at: when,
+        criu_version: None,
+        container: Some(ContainerRecord {
+            bundle,
+            config_sha256: String::new(),
+            terminal,
+            stdio: runc::recorded_stdio(dir),
+        }),
+        stats: images::read_dump_stats(dir).ok(),
+        origin: Some(ckptd_api::Origin {
+            engine: f.engine.as_str().into(),
+            container: f.container,
+            container_id: f.container_id,
+            image: f.image,
+            pod: f.pod,
+            namespace: f.namespace,
+            checkpointed_at: f.checkpointed_at,
+        }),
+        kernel: String::new(),
+        // The layout records no architecture; CRIU's images refuse another one at restore.
+        arch: archive::arch(),
+        ckptd_version: String::new(),
+        files: vec![],
+    })
 }
 
 #[cfg(test)]

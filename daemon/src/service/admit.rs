@@ -138,6 +138,7 @@ impl Service {
                 remote: inner.cfg().remotes.named("push_to", r)?.name.clone(),
                 keep_local: req.keep_local.unwrap_or(true),
                 upload: None,
+                tag: None,
             }),
             None if req.keep_local == Some(false) => {
                 return Err(Error::invalid(

@@ -28,6 +28,9 @@ use crate::sys;
 pub(super) struct PushWork {
     pub remote: String,
     pub keep_local: bool,
+    /// A registry's image tag (the checkpoint's name when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     /// The multipart upload in progress (key, upload id), recorded as soon as it starts so that
     /// a daemon killed mid-push aborts it at its next start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,11 +70,28 @@ impl Service {
         caller: &Caller,
         reference: &str,
         remote: &str,
+        tag: Option<String>,
         keep_local: bool,
     ) -> Result<Job> {
         let _admitting = self.admitting()?;
         let inner = &self.inner;
         let r = inner.cfg().remotes.get(remote)?;
+        match &tag {
+            Some(_) if !r.is_registry() => {
+                return Err(Error::invalid(format!(
+                    "tag: remote {} is a bucket, whose objects are named by checkpoint id; a tag \
+                     is for a registry's images",
+                    r.name
+                )))
+            }
+            Some(t) if !crate::remote::registry::valid_tag(t) => {
+                return Err(Error::invalid(format!(
+                    "tag {t:?} is not a valid image tag: 1-128 letters, digits, '_', '.' and '-', \
+                     not starting with '.' or '-'"
+                )))
+            }
+            _ => {}
+        }
         let cp = self.checkpoint(caller, reference).await?;
         if cp.status != CheckpointStatus::Ready {
             return Err(Error::conflict(format!(
@@ -105,6 +125,7 @@ impl Service {
             remote: r.name.clone(),
             keep_local,
             upload: None,
+            tag,
         };
         self.enqueue_on(&cp, job, &work).await
     }
@@ -327,7 +348,12 @@ impl Service {
         match local {
             Some(cp) => self.forget_copy(&cp, remote).await,
             None => {
-                r.delete(found.checkpoint.id, &found.object.key).await?;
+                r.delete(
+                    found.checkpoint.id,
+                    &found.object.key,
+                    Some(&found.object.sha256),
+                )
+                .await?;
                 tracing::info!(remote, checkpoint = %found.checkpoint.id, "remote copy deleted");
                 self.inner.metrics.remote.deleted(remote);
                 Ok(())
@@ -351,7 +377,8 @@ impl Service {
             let key = copy
                 .as_ref()
                 .map_or_else(|| r.archive_key(cp.id).to_string(), |c| c.key.clone());
-            r.delete(cp.id, &key).await?;
+            r.delete(cp.id, &key, copy.as_ref().map(|c| c.sha256.as_str()))
+                .await?;
             cp.locations
                 .retain(|l| !matches!(l, Location::Remote(c) if c.remote == remote));
             if cp.locations.is_empty() && cp.status == CheckpointStatus::Ready {
@@ -428,7 +455,14 @@ impl Inner {
             })
         };
         let pushed = r
-            .push(folder.path(), Manifest::of(cp), cp, stop, started_tx)
+            .push(
+                folder.path(),
+                Manifest::of(cp),
+                cp,
+                work.tag.as_deref(),
+                stop,
+                started_tx,
+            )
             .await
             .inspect_err(|e| {
                 self.metrics.remote.failed(&r.name, "push", e);
@@ -499,9 +533,24 @@ impl Inner {
         std::fs::create_dir(&staging)
             .map_err(|e| Error::io("cannot create the pull's directory", &staging, &e))?;
         let guard = StagingDir(Some(staging.clone()));
-        let imported = r
+        let (manifest, bytes) = match r
             .pull(&work.copy, &staging, self.cfg().import_max_bytes, stop)
-            .await?;
+            .await?
+        {
+            crate::archive::Import::Ckptd(i) => (i.manifest, i.bytes),
+            // A Podman checkpoint image: what it is comes from its own files, as an import's.
+            crate::archive::Import::Container(f) => {
+                let bytes = f.bytes;
+                let m = crate::runtime::foreign_manifest(f, &staging)?;
+                if work.created_row {
+                    cp.target = m.target.clone();
+                    cp.container = m.container.clone();
+                    cp.origin = m.origin.clone();
+                    cp.stats = m.stats;
+                }
+                (m, bytes)
+            }
+        };
         crate::criu::images::check_restorable(&staging).map_err(|e| {
             Error::new(
                 crate::error::ErrorKind::RemoteFailed,
@@ -512,11 +561,11 @@ impl Inner {
             )
         })?;
         let here = crate::archive::arch();
-        if imported.manifest.arch != here {
+        if manifest.arch != here {
             return Err(Error::target_unavailable(format!(
                 "checkpoint {} was taken on {}, this machine is {here}; CRIU restores on the same \
                  architecture only",
-                cp.name, imported.manifest.arch
+                cp.name, manifest.arch
             )));
         }
         // Pulled images live in the checkpoints root, whatever directory they were taken in.
@@ -545,7 +594,7 @@ impl Inner {
         cp.dir = dir.display().to_string();
         cp.status = CheckpointStatus::Ready;
         cp.completed_at = cp.completed_at.or(Some(catalog::now()));
-        cp.size_bytes = imported.bytes;
+        cp.size_bytes = bytes;
         if cp.remote_copy(&work.copy.remote).is_none() {
             cp.locations.push(Location::Remote(work.copy.clone()));
         }

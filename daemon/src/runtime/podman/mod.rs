@@ -228,7 +228,8 @@ impl PodmanEngine {
                 Ok(Destination::InPlace(c))
             }
             Err(e) if e.kind == ErrorKind::TargetUnavailable => {
-                if !archive::container::has_engine_files(Path::new(&cp.dir)) {
+                // Images still in a remote are checked once a restore that pulls has them.
+                if cp.is_local() && !archive::container::has_engine_files(Path::new(&cp.dir)) {
                     return Err(Error::target_unavailable(format!(
                         "Podman has no container {name:?}, and checkpoint {} does not hold Podman's \
                          configuration of the container (config.dump, spec.dump) to create one",
