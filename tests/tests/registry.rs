@@ -408,3 +408,105 @@ json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.
     open(out + "/index.json", "w"))
 open(out + "/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
 "#;
+
+/// A registry with `age_recipients`: the layer is age-encrypted (ckptd's media type), holds no
+/// plaintext (the process's marker is not in it, nor a file name), a host without the identity
+/// is refused at once with nothing catalogued, and a host with it restores.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encrypted_registry_holds_no_plaintext_and_needs_the_identity() {
+    let reg = RegistryServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("age.key");
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("age-keygen (make setup installs age)");
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_owned))
+        .unwrap();
+    let creds = reg.credentials_file("creds", None);
+    let sealed = format!(
+        "{}age_recipients = [\"{public}\"]\n",
+        reg.config("sealed", "sealed", &creds)
+    );
+    let a = host(&config(dir.path(), "a.toml", &sealed)).await;
+    let without = host(&config(dir.path(), "b.toml", &sealed)).await;
+    let with = host(&config(
+        dir.path(),
+        "c.toml",
+        &format!("{sealed}age_identity_file = \"{}\"\n", key.display()),
+    ))
+    .await;
+
+    let script = r#"
+import time
+marker = "-".join(["ckptd", "secret", "marker"]) * 64
+i = 0
+while True:
+    print(i, flush=True)
+    i += 1
+    time.sleep(0.05)
+"#;
+    let mut t = ckptd_tests::Target::spawn(
+        &["python3", "-c", script],
+        &dir.path().join("sealed.out"),
+    );
+    t.wait_for_lines(3);
+    a.client
+        .create_checkpoint(
+            &ckptd_tests::checkpoint(Some(Target::Process { pid: t.pid }), "sealed-one"),
+            true,
+        )
+        .await
+        .unwrap();
+    wait_until("the checkpointed process to end", || !alive(t.pid));
+    t.reap();
+    let stopped_at = t.lines().len();
+    let job = a
+        .client
+        .push("sealed-one", "sealed", None, true, true)
+        .await
+        .unwrap();
+    let copy = job.result.and_then(|r| r.remote_copy).unwrap();
+    assert!(copy.encrypted, "{copy:?}");
+
+    let m = reg.manifest("sealed:sealed-one");
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.ckptd.checkpoint.layer.v1.tar+gzip+age"
+    );
+    let layer = std::fs::read(reg.blob_file(m["layers"][0]["digest"].as_str().unwrap())).unwrap();
+    assert!(layer.starts_with(b"age-encryption.org/v1"));
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(!has(&layer, b"ckptd-secret-marker"), "the marker is in the layer");
+    assert!(!has(&layer, b"inventory.img"), "a file name is in the layer");
+
+    let e = without
+        .client
+        .restore_from_remote("sealed", "sealed-one", &Default::default(), true)
+        .await
+        .expect_err("no identity");
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 403, "{err:?}");
+    assert!(err.message.contains("encrypted"), "{err:?}");
+    assert!(without
+        .client
+        .list_checkpoints(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    let job = with
+        .client
+        .restore_from_remote("sealed", "sealed-one", &Default::default(), true)
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    t.wait_for_lines(stopped_at + 5);
+    t.assert_contiguous();
+}
