@@ -451,10 +451,8 @@ while True:
     i += 1
     time.sleep(0.05)
 "#;
-    let mut t = ckptd_tests::Target::spawn(
-        &["python3", "-c", script],
-        &dir.path().join("sealed.out"),
-    );
+    let mut t =
+        ckptd_tests::Target::spawn(&["python3", "-c", script], &dir.path().join("sealed.out"));
     t.wait_for_lines(3);
     a.client
         .create_checkpoint(
@@ -482,8 +480,14 @@ while True:
     let layer = std::fs::read(reg.blob_file(m["layers"][0]["digest"].as_str().unwrap())).unwrap();
     assert!(layer.starts_with(b"age-encryption.org/v1"));
     let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
-    assert!(!has(&layer, b"ckptd-secret-marker"), "the marker is in the layer");
-    assert!(!has(&layer, b"inventory.img"), "a file name is in the layer");
+    assert!(
+        !has(&layer, b"ckptd-secret-marker"),
+        "the marker is in the layer"
+    );
+    assert!(
+        !has(&layer, b"inventory.img"),
+        "a file name is in the layer"
+    );
 
     let e = without
         .client

@@ -23,7 +23,6 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -927,17 +926,8 @@ impl Registry {
             let (hash, bytes) = r.finish();
             Ok((imported, hash, bytes))
         });
-        tokio::pin!(work);
-        let joined = tokio::select! {
-            j = &mut work => j,
-            _ = stop.changed() => {
-                flag.store(true, Ordering::Relaxed);
-                let _ = work.await;
-                return Err(stopped(*stop.borrow(), "pull"));
-            }
-        };
-        let (imported, hash, bytes) = joined
-            .map_err(|e| Error::internal(format!("the pull task failed: {e}")))?
+        let (imported, hash, bytes) = super::transfer::pulled(work, &flag, &mut stop)
+            .await
             .map_err(|e| {
                 if e.kind == ErrorKind::InvalidRequest {
                     refused(remote, &shown, e.message)

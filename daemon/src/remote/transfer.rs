@@ -131,6 +131,26 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// Waits for `work`, a blocking pull that checks `flag` between reads, unless `stop` fires
+/// first: then the flag is set, the work is waited for (it fails at its next read), and the
+/// stop is the error.
+pub(super) async fn pulled<T: Send + 'static>(
+    work: tokio::task::JoinHandle<Result<T>>,
+    flag: &StopFlag,
+    stop: &mut StopSignal,
+) -> Result<T> {
+    tokio::pin!(work);
+    let joined = tokio::select! {
+        j = &mut work => j,
+        _ = stop.changed() => {
+            flag.store(true, Ordering::Relaxed);
+            let _ = work.await;
+            return Err(stopped(*stop.borrow(), "pull"));
+        }
+    };
+    joined.map_err(|e| Error::internal(format!("the pull task failed: {e}")))?
+}
+
 pub(super) fn stopped(reason: Option<crate::stop::StopReason>, what: &str) -> Error {
     match reason {
         Some(crate::stop::StopReason::TimedOut(d)) => Error::new(
@@ -366,17 +386,8 @@ impl Remote {
             let (hash, bytes) = r.finish();
             Ok((imported, hash, bytes))
         });
-        tokio::pin!(work);
-        let joined = tokio::select! {
-            j = &mut work => j,
-            _ = stop.changed() => {
-                flag.store(true, Ordering::Relaxed);
-                let _ = work.await;
-                return Err(stopped(*stop.borrow(), "pull"));
-            }
-        };
-        let (imported, sha256, size) = joined
-            .map_err(|e| Error::internal(format!("the pull task failed: {e}")))?
+        let (imported, sha256, size) = pulled(work, &flag, &mut stop)
+            .await
             .map_err(|e| {
                 if e.kind == ErrorKind::InvalidRequest {
                     // archive::import's words are for uploads; this is the bucket's object.
