@@ -306,3 +306,108 @@ async fn a_containerd_container_is_checkpointed_and_restored_in_place() {
     assert!(d.client.checkpoint("cd-idle").await.is_err());
     let _ = cd.ctr(&["containers", "rm", "idle"]);
 }
+
+/// A containerd looper checkpointed, then restored into a new container of the same namespace:
+/// made from the first one's image, runtime and spec over a new snapshot, its task created from
+/// the images; the count goes on in the new container's log (ckptd's), where it stopped. Names
+/// that cannot be used are refused before any job.
+#[tokio::test]
+async fn a_containerd_checkpoint_is_restored_into_a_new_container() {
+    let cd = Containerd::start();
+    let d = Daemon::start_with(&["--containerd-socket", cd.socket.to_str().unwrap()]).await;
+    let log = cd.dir.path().join("source.log");
+    cd.run_looper("source", &log);
+    d.client
+        .create_checkpoint(&ckptd_tests::checkpoint(target("source"), "cd-src"), true)
+        .await
+        .expect("checkpoint");
+    let stopped_at = lines(&log).len();
+    let into = |id: &str, ns: &str| RestoreRequest {
+        target: Some(Target::Container {
+            id: id.into(),
+            runtime: Runtime::Containerd,
+            root: None,
+            bundle: None,
+            namespace: Some(ns.into()),
+        }),
+        ..Default::default()
+    };
+
+    // Refused before any job: its own container, a name containerd has, another namespace.
+    let refused = |req: RestoreRequest, status: u16| {
+        let d = &d;
+        async move {
+            let e = d.client.restore("cd-src", &req, true).await.unwrap_err();
+            let (s, err) = e.api_error().unwrap();
+            assert_eq!(s.as_u16(), status, "{err:?}");
+            err.clone()
+        }
+    };
+    refused(into("source", NS), 400).await;
+    cd.ctr_ok(&["containers", "create", IMAGE, "taken", "/bin/sh"]);
+    let err = refused(into("taken", NS), 409).await;
+    assert_eq!(
+        err.details["advice"]["command"],
+        format!("ctr -n {NS} containers rm taken"),
+        "{err:?}"
+    );
+    refused(into("elsewhere", "other-ns"), 400).await;
+    let restores = d
+        .client
+        .jobs(&ckptd_tests::q("kind=restore"))
+        .await
+        .unwrap();
+    assert!(restores.items.is_empty(), "{:?}", restores.items);
+
+    // `ckpt restore --into NAME`: containerd's, in the checkpoint's namespace.
+    let done = d.ckpt(&["restore", "cd-src", "--into", "copy"]);
+    let said = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        done.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let out = PathBuf::from(
+        said.lines()
+            .find_map(|l| l.strip_prefix("output: "))
+            .unwrap_or_else(|| panic!("the new container's log: {said}")),
+    );
+    assert_eq!(cd.status("copy"), "RUNNING");
+    let info = cd.ctr_ok(&["containers", "info", "copy"]);
+    assert!(info.contains("io.ckptd.restored-from"), "{info}");
+    wait_until("the new container to write", || lines(&out).len() >= 5);
+    let got = lines(&out);
+    for (i, l) in got.iter().enumerate() {
+        assert_eq!(
+            l.trim(),
+            (stopped_at + i).to_string(),
+            "{stopped_at}: {got:?}"
+        );
+    }
+    // The source is untouched, and still restores in place.
+    assert_eq!(cd.status("source"), "STOPPED");
+    d.client
+        .restore("cd-src", &RestoreRequest::default(), true)
+        .await
+        .expect("restore in place");
+    assert_eq!(cd.status("source"), "RUNNING");
+
+    // A restore that fails once the container is made (CRIU finds no core image of the
+    // container's first process) leaves nothing of it: no container, no snapshot.
+    let dir = d.client.checkpoint("cd-src").await.unwrap().dir;
+    std::fs::remove_file(Path::new(&dir).join("core-1.img")).unwrap();
+    let e = d
+        .client
+        .restore("cd-src", &into("broken", NS), true)
+        .await
+        .expect_err("CRIU cannot restore without the core image");
+    let (_, err) = e.api_error().expect("an API error");
+    assert!(err.message.contains("broken"), "{err:?}");
+    wait_until("the failed restore's container and snapshot to go", || {
+        !cd.ctr_ok(&["containers", "ls", "-q"])
+            .lines()
+            .any(|l| l == "broken")
+            && !cd.ctr_ok(&["snapshots", "ls"]).contains("broken")
+    });
+    let _ = cd.ctr(&["containers", "rm", "taken"]);
+}

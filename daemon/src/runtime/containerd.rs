@@ -12,8 +12,14 @@
 //! the container's own snapshot, with the stdio it had: the restored process is the shim's child,
 //! and containerd's task, as if containerd had restored it.
 //!
-//! Left out for now (the README says so): a restore into another container, and containers
-//! that share a pod sandbox's namespaces.
+//! A restore into another container (same node, same namespace) makes it as `ctr run` would
+//! from what containerd records of the checkpoint's container (image, runtime, spec, labels), a
+//! new snapshot over the same parent, and a log of ckptd's for its output
+//! (`<state_dir>/container-logs/`), then creates its task from the images as in place; anything
+//! made is removed again if a step fails.
+//!
+//! Left out for now (the README says so): a restore on another node (the checkpoint does not
+//! carry the container's record yet), and containers that share a pod sandbox's namespaces.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,11 +27,15 @@ use std::sync::Arc;
 use ckptd_api::{Checkpoint, CheckpointOptions, ContainerRecord, JobResult, Runtime, Target};
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{
+    PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::{
-    CheckpointTaskRequest, CreateTaskRequest, DeleteTaskRequest, GetContainerRequest, GetRequest,
-    KillRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
+    CheckpointTaskRequest, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, PauseTaskRequest,
+    ResumeTaskRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request};
@@ -89,6 +99,8 @@ pub struct ContainerdEngine {
     socket: PathBuf,
     /// The namespace of a target that names none.
     namespace: String,
+    /// Where a container restored into a new name writes its output.
+    container_logs: PathBuf,
     criu: Arc<criu::Criu>,
     channel: tokio::sync::OnceCell<Channel>,
 }
@@ -100,10 +112,16 @@ struct Named<'a> {
 }
 
 impl ContainerdEngine {
-    pub fn new(socket: PathBuf, namespace: String, criu: Arc<criu::Criu>) -> Self {
+    pub fn new(
+        socket: PathBuf,
+        namespace: String,
+        container_logs: PathBuf,
+        criu: Arc<criu::Criu>,
+    ) -> Self {
         Self {
             socket,
             namespace,
+            container_logs,
             criu,
             channel: tokio::sync::OnceCell::new(),
         }
@@ -294,6 +312,11 @@ impl ContainerdEngine {
     async fn restore_container(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
         self.criu.usable()?;
         let cp = spec.checkpoint;
+        if let Some(into) = spec.into {
+            let src = self.named(&cp.target)?;
+            let dst = self.named_into(&src, into)?;
+            return self.restore_into(&spec, &src, &dst).await;
+        }
         let c = self.named(&cp.target)?;
         let container = self.container(&c).await?;
         let mut tasks = TasksClient::new(self.channel().await?);
@@ -380,6 +403,206 @@ impl ContainerdEngine {
         })
     }
 
+    /// The container a restore goes into: `into`, in the checkpoint's namespace unless it names
+    /// one.
+    fn named_into<'a>(&'a self, src: &Named<'a>, into: &'a Target) -> Result<Named<'a>> {
+        let dst = self.named(into)?;
+        match into {
+            Target::Container {
+                namespace: None, ..
+            } => Ok(Named {
+                ns: src.ns,
+                id: dst.id,
+            }),
+            _ => Ok(dst),
+        }
+    }
+
+    /// Refuses, before a job, a restore into `into` that cannot work: not a containerd
+    /// container of the same namespace, a name containerd has, or a source container that is
+    /// gone.
+    async fn check_into(&self, cp: &Checkpoint, into: &Target) -> Result<()> {
+        if !matches!(
+            into,
+            Target::Container {
+                runtime: Runtime::Containerd,
+                ..
+            }
+        ) {
+            return Err(Error::invalid(format!(
+                "checkpoint {} is of a containerd container; restore it into a containerd \
+                 container ({{\"kind\":\"container\",\"runtime\":\"containerd\",\"id\":NAME}})",
+                cp.name
+            )));
+        }
+        let src = self.named(&cp.target)?;
+        let dst = self.named_into(&src, into)?;
+        if src.ns != dst.ns {
+            return Err(Error::invalid(format!(
+                "a restore into another containerd namespace ({} from {}) is not supported: the \
+                 image and its snapshots are the namespace's",
+                dst.ns, src.ns
+            )));
+        }
+        if src.id == dst.id {
+            return Err(Error::invalid(format!(
+                "{} is the checkpoint's own container: restore in place (leave the target out)",
+                dst.id
+            )));
+        }
+        match self.container(&dst).await {
+            Ok(_) => return Err(taken(&dst, "a container")),
+            Err(e) if e.kind == ErrorKind::TargetUnavailable => {}
+            Err(e) => return Err(e),
+        }
+        self.container(&src).await.map_err(|e| {
+            if e.kind == ErrorKind::TargetUnavailable {
+                gone(cp, &src)
+            } else {
+                e
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The container `dst` made from the record of `src` (image, runtime, spec, labels) with a
+    /// new snapshot over `src`'s parent, and its task created from the checkpoint's images and
+    /// started; its output goes to a log of ckptd's. What was made is removed if a step fails.
+    async fn restore_into(
+        &self,
+        spec: &RestoreSpec<'_>,
+        src: &Named<'_>,
+        dst: &Named<'_>,
+    ) -> Result<JobResult> {
+        let cp = spec.checkpoint;
+        let source = self.container(src).await.map_err(|e| {
+            if e.kind == ErrorKind::TargetUnavailable {
+                gone(cp, src)
+            } else {
+                e
+            }
+        })?;
+        let mut snapshots = SnapshotsClient::new(self.channel().await?);
+        let parent = snapshots
+            .stat(in_ns(
+                src.ns,
+                StatSnapshotRequest {
+                    snapshotter: source.snapshotter.clone(),
+                    key: source.snapshot_key.clone(),
+                },
+            )?)
+            .await
+            .map_err(|s| self.grpc(src, "read the snapshot of", s))?
+            .into_inner()
+            .info
+            .map(|i| i.parent)
+            .unwrap_or_default();
+        let mounts = snapshots
+            .prepare(in_ns(
+                dst.ns,
+                PrepareSnapshotRequest {
+                    snapshotter: source.snapshotter.clone(),
+                    key: dst.id.to_owned(),
+                    parent,
+                    ..Default::default()
+                },
+            )?)
+            .await
+            .map_err(|s| match s.code() {
+                Code::AlreadyExists => taken(dst, "a snapshot"),
+                _ => self.grpc(dst, "prepare a snapshot for", s),
+            })?
+            .into_inner()
+            .mounts;
+        let made = Made {
+            engine: self,
+            dst,
+            snapshotter: source.snapshotter.clone(),
+            container: false,
+            task: false,
+        };
+        let mut made = made;
+        let mut labels = source.labels.clone();
+        labels.insert("io.ckptd.restored-from".into(), cp.name.clone());
+        let mut containers = ContainersClient::new(self.channel().await?);
+        containers
+            .create(in_ns(
+                dst.ns,
+                CreateContainerRequest {
+                    container: Some(containerd_client::services::v1::Container {
+                        id: dst.id.to_owned(),
+                        labels,
+                        image: source.image.clone(),
+                        runtime: source.runtime.clone(),
+                        spec: source.spec.clone(),
+                        snapshotter: source.snapshotter.clone(),
+                        snapshot_key: dst.id.to_owned(),
+                        ..Default::default()
+                    }),
+                },
+            )?)
+            .await
+            .map_err(|s| match s.code() {
+                Code::AlreadyExists => taken(dst, "a container"),
+                _ => self.grpc(dst, "create", s),
+            })?;
+        made.container = true;
+        std::fs::create_dir_all(&self.container_logs).map_err(|e| {
+            Error::io(
+                "cannot create the containers' log directory",
+                &self.container_logs,
+                &e,
+            )
+        })?;
+        let log = self
+            .container_logs
+            .join(format!("{}-{}.log", dst.ns, dst.id));
+        let uri = format!("file://{}", log.display());
+        let images = spec.images.path().display().to_string();
+        let mut tasks = TasksClient::new(self.channel().await?);
+        tasks
+            .create(in_ns(
+                dst.ns,
+                CreateTaskRequest {
+                    container_id: dst.id.to_owned(),
+                    rootfs: mounts,
+                    stdout: uri.clone(),
+                    stderr: uri,
+                    terminal: false,
+                    options: Some(any(
+                        "containerd.runc.v1.Options",
+                        &RuncOptions {
+                            criu_image_path: images.clone(),
+                            criu_work_path: images,
+                        },
+                    )),
+                    ..Default::default()
+                },
+            )?)
+            .await
+            .map_err(|s| self.restore_failed(dst, cp, spec, s))?;
+        made.task = true;
+        let started = tasks
+            .start(in_ns(
+                dst.ns,
+                StartRequest {
+                    container_id: dst.id.to_owned(),
+                    exec_id: String::new(),
+                },
+            )?)
+            .await
+            .map_err(|s| self.restore_failed(dst, cp, spec, s))?
+            .into_inner();
+        made.keep();
+        rename_log(spec, "restore.log");
+        Ok(JobResult {
+            pid: Some(started.pid as i32),
+            container: Some(dst.id.to_owned()),
+            output_log: Some(log.display().to_string()),
+            ..Default::default()
+        })
+    }
+
     /// A restore containerd refused or CRIU failed: CRIU's own words from its log.
     fn restore_failed(
         &self,
@@ -403,6 +626,91 @@ impl ContainerdEngine {
             s.message(),
             &log,
         )
+    }
+}
+
+/// The checkpoint's container is no longer in containerd: a restore into another container has
+/// nothing to copy its record from.
+fn gone(cp: &Checkpoint, src: &Named<'_>) -> Error {
+    Error::target_unavailable(format!(
+        "checkpoint {}'s container {} is no longer in containerd (namespace {}): a restore into \
+         another container copies its image, runtime and spec from it",
+        cp.name, src.id, src.ns
+    ))
+    .with_hint("restore in place after making the container again, or on a node that has it")
+}
+
+/// `what` named `dst` is in containerd already.
+fn taken(dst: &Named<'_>, what: &str) -> Error {
+    Error::conflict(format!(
+        "containerd has {what} named {} in namespace {} already",
+        dst.id, dst.ns
+    ))
+    .with_advice(ckptd_api::Advice::FreeContainerName {
+        command: format!("ctr -n {} containers rm {}", dst.ns, dst.id),
+    })
+}
+
+/// What a restore into a new container made so far, removed on drop unless kept: the task, the
+/// container, the snapshot (in that order, each best effort, in the background).
+struct Made<'a> {
+    engine: &'a ContainerdEngine,
+    dst: &'a Named<'a>,
+    snapshotter: String,
+    container: bool,
+    task: bool,
+}
+
+impl Made<'_> {
+    fn keep(mut self) {
+        self.container = false;
+        self.task = false;
+        self.snapshotter.clear();
+    }
+}
+
+impl Drop for Made<'_> {
+    fn drop(&mut self) {
+        if self.snapshotter.is_empty() {
+            return;
+        }
+        let Some(channel) = self.engine.channel.get().cloned() else {
+            return;
+        };
+        let (ns, id, snapshotter, container, task) = (
+            self.dst.ns.to_owned(),
+            self.dst.id.to_owned(),
+            std::mem::take(&mut self.snapshotter),
+            self.container,
+            self.task,
+        );
+        tokio::spawn(async move {
+            if task {
+                if let Ok(r) = in_ns(
+                    &ns,
+                    DeleteTaskRequest {
+                        container_id: id.clone(),
+                    },
+                ) {
+                    let _ = TasksClient::new(channel.clone()).delete(r).await;
+                }
+            }
+            if container {
+                if let Ok(r) = in_ns(&ns, DeleteContainerRequest { id: id.clone() }) {
+                    let _ = ContainersClient::new(channel.clone()).delete(r).await;
+                }
+            }
+            if let Ok(r) = in_ns(
+                &ns,
+                RemoveSnapshotRequest {
+                    snapshotter,
+                    key: id.clone(),
+                },
+            ) {
+                let _ = SnapshotsClient::new(channel).remove(r).await;
+            }
+            tracing::info!(container = %id, namespace = %ns, "removed what a failed restore into a new container made");
+        });
     }
 }
 
@@ -613,12 +921,8 @@ impl Engine for ContainerdEngine {
         console_socket: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            if into.is_some() {
-                return Err(Error::invalid(format!(
-                    "checkpoint {} is of a containerd container: ckptd restores it in place only \
-                     (into another container is not supported yet)",
-                    checkpoint.name
-                )));
+            if let Some(into) = into {
+                return self.check_into(checkpoint, into).await;
             }
             if console_socket.is_some() {
                 return Err(Error::invalid(
@@ -679,11 +983,15 @@ impl Engine for ContainerdEngine {
     fn recover_restore<'a>(
         &'a self,
         cp: &'a Checkpoint,
-        _into: Option<&'a Target>,
+        into: Option<&'a Target>,
         _log_name: &'a str,
     ) -> BoxFuture<'a, Option<JobResult>> {
         Box::pin(async move {
-            let c = self.named(&cp.target).ok()?;
+            let src = self.named(&cp.target).ok()?;
+            let c = match into {
+                Some(t) => self.named_into(&src, t).ok()?,
+                None => src,
+            };
             let p = self.task(&c).await.ok()??;
             container::restored(
                 Status::try_from(p.status) == Ok(Status::Running),

@@ -58,7 +58,7 @@ impl Engines {
                 Runtime::Runc,
                 Box::new(RuncEngine::new(
                     paths.runc.clone(),
-                    paths.container_logs,
+                    paths.container_logs.clone(),
                     criu.clone(),
                 )),
             ),
@@ -80,6 +80,7 @@ impl Engines {
                 Box::new(ContainerdEngine::new(
                     paths.containerd_socket,
                     paths.containerd_namespace,
+                    paths.container_logs.clone(),
                     criu.clone(),
                 )),
             ),
