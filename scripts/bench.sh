@@ -19,6 +19,8 @@
 #  - parallel: N parallel checkpoints against the worker count (bench_parallel.sh)
 #  - archive: archive export vs `tar | zstd -T0` / `tar | gzip -1` (bench_archive.sh)
 #  - remote: push and pull of a 1 GiB checkpoint against moto's S3 server (bench_remote.sh)
+#  - registry: push and pull of a 1 GiB Podman container's checkpoint image against `podman
+#    push`/`pull` of Podman's own, to a local distribution registry (bench_registry.sh)
 #  - api: latency with oha, 64 clients, 10,000-row catalog, idle and during 1 GiB dumps (bench_api.sh)
 #  - scale: catalog of 1k-100k rows, 1,000 schedules each minute (bench_scale.sh)
 #  - idle: the daemon's idle RSS
@@ -26,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SIZES=${SIZES:-"64 512 1024 4096"}
-PARTS=${PARTS:-"process container docker podman containerd frozen lazy parallel archive remote api scale idle"}
+PARTS=${PARTS:-"process container docker podman containerd frozen lazy parallel archive remote registry api scale idle"}
 RESULTS=bench/results
 export CKPTD=$PWD/target/release/ckptd
 PLOT=$PWD/target/release/ckptd-plot
@@ -64,6 +66,7 @@ run_part() {
     parallel) bash scripts/bench_parallel.sh ;;
     archive) bash scripts/bench_archive.sh ;;
     remote) bash scripts/bench_remote.sh ;;
+    registry) bash scripts/bench_registry.sh ;;
     api) bash scripts/bench_api.sh ;;
     scale) bash scripts/bench_scale.sh ;;
     idle) idle ;;
