@@ -23,10 +23,28 @@ struct Containerd {
 
 impl Containerd {
     fn start() -> Containerd {
+        let c = Self::bare();
+        c.import_image();
+        c
+    }
+
+    /// A second node: its own containerd, with the first one's image (the same layers).
+    fn start_beside(first: &Containerd) -> Containerd {
+        let c = Self::bare();
+        c.import_archive(&first.dir.path().join("image.tar"));
+        c
+    }
+
+    fn bare() -> Containerd {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("containerd.sock");
         // Short: the shims' sockets live under it.
-        let state = PathBuf::from(format!("/run/ckptd-tc-{}", std::process::id()));
+        let state = PathBuf::from(format!(
+            "/run/ckptd-tc-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
@@ -56,7 +74,6 @@ impl Containerd {
         wait_until("containerd's socket", || {
             c.ctr(&["version"]).status.success()
         });
-        c.import_image();
         c
     }
 
@@ -113,6 +130,11 @@ impl Containerd {
             .args(["save", "-q", "--format", "oci-archive", "-o"])
             .arg(&oci)
             .arg(IMAGE));
+        self.import_archive(&oci);
+    }
+
+    /// An OCI archive imported (and unpacked) as the test's image.
+    fn import_archive(&self, oci: &Path) {
         self.ctr_ok(&[
             "images",
             "import",
@@ -410,4 +432,79 @@ async fn a_containerd_checkpoint_is_restored_into_a_new_container() {
             && !cd.ctr_ok(&["snapshots", "ls"]).contains("broken")
     });
     let _ = cd.ctr(&["containers", "rm", "taken"]);
+}
+
+/// Kubernetes' move of a container between nodes, through a registry: node A's checkpoint of a
+/// containerd looper pushed as a checkpoint image, node A's container gone, and node B (its own
+/// containerd and ckptd, the same image) restores it from the image: the container is made again
+/// from the record the checkpoint keeps, and counts on from where it stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_containerd_container_moves_to_another_node_through_a_registry() {
+    let reg = ckptd_tests::RegistryServer::start();
+    let a_node = Containerd::start();
+    let b_node = Containerd::start_beside(&a_node);
+    let creds = reg.credentials_file("creds", None);
+    let conf = a_node.dir.path().join("ckptd.toml");
+    std::fs::write(&conf, reg.config("hub", "k8s/checkpoints", &creds)).unwrap();
+    let start = |node: &Containerd| {
+        let args = [
+            "--containerd-socket".to_owned(),
+            node.socket.display().to_string(),
+            "--config".to_owned(),
+            conf.display().to_string(),
+        ];
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Daemon::start_with(&args).await
+        }
+    };
+    let a = start(&a_node).await;
+    let b = start(&b_node).await;
+    let log = a_node.dir.path().join("mover.log");
+    a_node.run_looper("mover", &log);
+    let cp = a
+        .client
+        .create_checkpoint(&ckptd_tests::checkpoint(target("mover"), "mv"), true)
+        .await
+        .expect("checkpoint")
+        .checkpoint;
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&cp.dir).join("containerd.json")).unwrap())
+            .expect("the container's record");
+    assert_eq!(record["image"], IMAGE, "{record}");
+    let stopped_at = lines(&log).len();
+    let job = a
+        .client
+        .push("mv", "hub", Some("mover-1"), true, true)
+        .await
+        .expect("push");
+    assert_eq!(job.state, ckptd_api::JobState::Succeeded, "{:?}", job.error);
+    // Node A goes away with its container.
+    a_node.ctr_ok(&["tasks", "delete", "mover"]);
+    a_node.ctr_ok(&["containers", "rm", "mover"]);
+    drop(a);
+
+    let image = format!("{}/k8s/checkpoints:mover-1", reg.host);
+    let out = b.ckpt(&["restore", "--image", &image]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(b_node.status("mover"), "RUNNING");
+    let out_log = PathBuf::from(
+        said.lines()
+            .find_map(|l| l.strip_prefix("output: "))
+            .unwrap_or_else(|| panic!("the container's log on node B: {said}")),
+    );
+    wait_until("the moved looper to write", || lines(&out_log).len() >= 5);
+    let got = lines(&out_log);
+    for (i, l) in got.iter().enumerate() {
+        assert_eq!(
+            l.trim(),
+            (stopped_at + i).to_string(),
+            "{stopped_at}: {got:?}"
+        );
+    }
 }

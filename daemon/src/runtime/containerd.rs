@@ -18,8 +18,10 @@
 //! (`<state_dir>/container-logs/`), then creates its task from the images as in place; anything
 //! made is removed again if a step fails.
 //!
-//! Left out for now (the README says so): a restore on another node (the checkpoint does not
-//! carry the container's record yet), and containers that share a pod sandbox's namespaces.
+//! Every checkpoint keeps containerd's record of its container (`containerd.json`), written
+//! before the pause: a node without the container makes it again from it, over the same image.
+//!
+//! Left out for now (the README says so): containers that share a pod sandbox's namespaces.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,6 +68,28 @@ struct RuncCheckpointOptions {
     #[prost(string, tag = "9")]
     work_path: String,
 }
+
+/// What a checkpoint keeps of its containerd container (`containerd.json` in its folder, written
+/// before the dump): enough to make the container again on a node that does not have it, over
+/// the same image (which must be there, unpacked).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ContainerRecordFile {
+    image: String,
+    runtime: String,
+    /// The runtime's options (a protobuf Any): its type URL and hex bytes.
+    #[serde(default)]
+    runtime_options: Option<(String, String)>,
+    /// The OCI spec (containerd's Any of JSON): its type URL and the JSON text.
+    spec: (String, String),
+    snapshotter: String,
+    /// The snapshot the container's own was prepared over (the image's chain id).
+    parent: String,
+    #[serde(default)]
+    labels: std::collections::HashMap<String, String>,
+}
+
+/// The record's file in a checkpoint's folder.
+const RECORD_FILE: &str = "containerd.json";
 
 /// The runc shim's task options (`containerd.runc.v1.Options`): only the restore's paths.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -294,6 +318,16 @@ impl ContainerdEngine {
         self.criu.usable()?;
         let c = self.named(spec.target)?;
         let p = self.running(&c).await?;
+        // Before anything is paused: the record another node makes the container from.
+        let record = self.source(&c).await?;
+        let json = serde_json::to_vec_pretty(&record).expect("serializes");
+        std::fs::write(spec.images.path().join(RECORD_FILE), json).map_err(|e| {
+            Error::io(
+                "cannot write the container's record",
+                &spec.images.shown().join(RECORD_FILE),
+                &e,
+            )
+        })?;
         let paused = Status::try_from(p.status) == Ok(Status::Paused);
         let stopped = container::checkpoint(self, Self::handle(&c), paused, &spec).await?;
         Ok(DumpOutput {
@@ -318,7 +352,15 @@ impl ContainerdEngine {
             return self.restore_into(&spec, &src, &dst).await;
         }
         let c = self.named(&cp.target)?;
-        let container = self.container(&c).await?;
+        let container = match self.container(&c).await {
+            // Another node's checkpoint: the container is made again, as it was.
+            Err(e)
+                if e.kind == ErrorKind::TargetUnavailable && spec.images.has_file(RECORD_FILE) =>
+            {
+                return self.restore_into(&spec, &c, &c).await
+            }
+            r => r?,
+        };
         let mut tasks = TasksClient::new(self.channel().await?);
         // The task the dump ended stays until deleted: a restore in place replaces it.
         if let Some(p) = self.task(&c).await? {
@@ -455,19 +497,83 @@ impl ContainerdEngine {
             Err(e) if e.kind == ErrorKind::TargetUnavailable => {}
             Err(e) => return Err(e),
         }
-        self.container(&src).await.map_err(|e| {
-            if e.kind == ErrorKind::TargetUnavailable {
-                gone(cp, &src)
-            } else {
-                e
+        match self.container(&src).await {
+            Err(e) if e.kind == ErrorKind::TargetUnavailable && !can_make(cp) => {
+                Err(gone(cp, &src))
             }
-        })?;
-        Ok(())
+            Err(e) if e.kind == ErrorKind::TargetUnavailable => Ok(()),
+            r => r.map(drop),
+        }
     }
 
     /// The container `dst` made from the record of `src` (image, runtime, spec, labels) with a
     /// new snapshot over `src`'s parent, and its task created from the checkpoint's images and
     /// started; its output goes to a log of ckptd's. What was made is removed if a step fails.
+    /// What makes container `c` again: containerd's record of it and its snapshot's parent.
+    async fn source(&self, c: &Named<'_>) -> Result<ContainerRecordFile> {
+        let container = self.container(c).await?;
+        let parent = SnapshotsClient::new(self.channel().await?)
+            .stat(in_ns(
+                c.ns,
+                StatSnapshotRequest {
+                    snapshotter: container.snapshotter.clone(),
+                    key: container.snapshot_key.clone(),
+                },
+            )?)
+            .await
+            .map_err(|s| self.grpc(c, "read the snapshot of", s))?
+            .into_inner()
+            .info
+            .map(|i| i.parent)
+            .unwrap_or_default();
+        let spec = container.spec.unwrap_or_default();
+        Ok(ContainerRecordFile {
+            image: container.image,
+            runtime: container
+                .runtime
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or_default(),
+            runtime_options: container
+                .runtime
+                .and_then(|r| r.options)
+                .map(|o| (o.type_url, hex::encode(o.value))),
+            spec: (
+                spec.type_url,
+                String::from_utf8(spec.value).map_err(|_| {
+                    Error::internal(format!("containerd's spec of {} is not JSON text", c.id))
+                })?,
+            ),
+            snapshotter: container.snapshotter,
+            parent,
+            labels: container.labels,
+        })
+    }
+
+    /// The record a restore makes `src`'s copy from: containerd's, while it has the container;
+    /// else the one the checkpoint keeps (a checkpoint pulled to another node).
+    async fn source_for_restore(
+        &self,
+        spec: &RestoreSpec<'_>,
+        src: &Named<'_>,
+    ) -> Result<ContainerRecordFile> {
+        match self.source(src).await {
+            Err(e) if e.kind == ErrorKind::TargetUnavailable => {
+                let text = spec
+                    .images
+                    .read(RECORD_FILE, 1 << 20)
+                    .map_err(|_| gone(spec.checkpoint, src))?;
+                serde_json::from_slice(&text).map_err(|e| {
+                    Error::internal(format!(
+                        "checkpoint {}'s {RECORD_FILE} cannot be read: {e}",
+                        spec.checkpoint.name
+                    ))
+                })
+            }
+            r => r,
+        }
+    }
+
     async fn restore_into(
         &self,
         spec: &RestoreSpec<'_>,
@@ -475,35 +581,39 @@ impl ContainerdEngine {
         dst: &Named<'_>,
     ) -> Result<JobResult> {
         let cp = spec.checkpoint;
-        let source = self.container(src).await.map_err(|e| {
-            if e.kind == ErrorKind::TargetUnavailable {
-                gone(cp, src)
-            } else {
-                e
-            }
-        })?;
+        let source = self.source_for_restore(spec, src).await?;
         let mut snapshots = SnapshotsClient::new(self.channel().await?);
-        let parent = snapshots
-            .stat(in_ns(
-                src.ns,
-                StatSnapshotRequest {
-                    snapshotter: source.snapshotter.clone(),
-                    key: source.snapshot_key.clone(),
-                },
-            )?)
-            .await
-            .map_err(|s| self.grpc(src, "read the snapshot of", s))?
-            .into_inner()
-            .info
-            .map(|i| i.parent)
-            .unwrap_or_default();
+        // The image's layers, unpacked here: what the new snapshot goes over.
+        if !source.parent.is_empty() {
+            snapshots
+                .stat(in_ns(
+                    dst.ns,
+                    StatSnapshotRequest {
+                        snapshotter: source.snapshotter.clone(),
+                        key: source.parent.clone(),
+                    },
+                )?)
+                .await
+                .map_err(|s| match s.code() {
+                    Code::NotFound => Error::target_unavailable(format!(
+                        "image {} of checkpoint {} is not unpacked in containerd's namespace {} \
+                         here ({} snapshotter)",
+                        source.image, cp.name, dst.ns, source.snapshotter
+                    ))
+                    .with_hint(format!(
+                        "ctr -n {} images pull {} (or import it), then restore again",
+                        dst.ns, source.image
+                    )),
+                    _ => self.grpc(dst, "read the image's snapshot for", s),
+                })?;
+        }
         let mounts = snapshots
             .prepare(in_ns(
                 dst.ns,
                 PrepareSnapshotRequest {
                     snapshotter: source.snapshotter.clone(),
                     key: dst.id.to_owned(),
-                    parent,
+                    parent: source.parent.clone(),
                     ..Default::default()
                 },
             )?)
@@ -533,8 +643,19 @@ impl ContainerdEngine {
                         id: dst.id.to_owned(),
                         labels,
                         image: source.image.clone(),
-                        runtime: source.runtime.clone(),
-                        spec: source.spec.clone(),
+                        runtime: Some(containerd_client::services::v1::container::Runtime {
+                            name: source.runtime.clone(),
+                            options: source.runtime_options.as_ref().and_then(|(t, v)| {
+                                Some(prost_types::Any {
+                                    type_url: t.clone(),
+                                    value: hex::decode(v).ok()?,
+                                })
+                            }),
+                        }),
+                        spec: Some(prost_types::Any {
+                            type_url: source.spec.0.clone(),
+                            value: source.spec.1.clone().into_bytes(),
+                        }),
                         snapshotter: source.snapshotter.clone(),
                         snapshot_key: dst.id.to_owned(),
                         ..Default::default()
@@ -633,11 +754,18 @@ impl ContainerdEngine {
 /// nothing to copy its record from.
 fn gone(cp: &Checkpoint, src: &Named<'_>) -> Error {
     Error::target_unavailable(format!(
-        "checkpoint {}'s container {} is no longer in containerd (namespace {}): a restore into \
-         another container copies its image, runtime and spec from it",
+        "checkpoint {}'s container {} is not in containerd (namespace {}), and the checkpoint \
+         keeps no record of it ({RECORD_FILE}: taken by an older ckptd) to make it from",
         cp.name, src.id, src.ns
     ))
-    .with_hint("restore in place after making the container again, or on a node that has it")
+    .with_hint("restore it on the node that has the container")
+}
+
+/// Whether a restore can make the checkpoint's container from its record: the checkpoint keeps
+/// one, or its images are still in a remote (a restore that pulls checks again once they are
+/// here).
+fn can_make(cp: &Checkpoint) -> bool {
+    !cp.is_local() || std::path::Path::new(&cp.dir).join(RECORD_FILE).is_file()
 }
 
 /// `what` named `dst` is in containerd already.
@@ -930,7 +1058,17 @@ impl Engine for ContainerdEngine {
                 ));
             }
             let c = self.named(&checkpoint.target)?;
-            match self.task(&c).await? {
+            let task = match self.task(&c).await {
+                // Not on this node: made again from the checkpoint's record.
+                Err(e) if e.kind == ErrorKind::TargetUnavailable && can_make(checkpoint) => {
+                    return Ok(())
+                }
+                Err(e) if e.kind == ErrorKind::TargetUnavailable => {
+                    return Err(gone(checkpoint, &c))
+                }
+                r => r?,
+            };
+            match task {
                 Some(p) if Status::try_from(p.status) != Ok(Status::Stopped) => {
                     Err(Error::conflict(format!(
                         "containerd container {} is {}; a restore in place needs its task stopped",
