@@ -1030,7 +1030,8 @@ impl Pause {
             .prefix("ckptd-pause-")
             .tempdir()
             .expect("tempdir");
-        // CRIU runs the script as the checkpoint's owner: a member's CRIU too.
+        // CRIU runs the script as the checkpoint's owner: a member's CRIU too. The script gives
+        // up once the test is over (the directory gone) or its CRIU is: never a leftover loop.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let d = dir.path().display();
         let script = dir.path().join("action.sh");
@@ -1041,7 +1042,10 @@ impl Pause {
                  a=\"$CRTOOLS_SCRIPT_ACTION\"\n\
                  rm \"{d}/arm-$a\" 2>/dev/null || exit 0\n\
                  echo $PPID > \"{d}/reached-$a\"\n\
-                 while [ ! -f \"{d}/go\" ]; do sleep 0.02; done\n\
+                 while [ ! -f \"{d}/go\" ]; do\n\
+                   [ -d \"{d}\" ] && kill -0 $PPID 2>/dev/null || exit 1\n\
+                   sleep 0.02\n\
+                 done\n\
                  exit \"$(cat \"{d}/go\")\"\n"
             ),
         )

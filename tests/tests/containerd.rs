@@ -508,3 +508,98 @@ async fn a_containerd_container_moves_to_another_node_through_a_registry() {
         );
     }
 }
+
+/// The pod shape: a sandbox container holds the network namespace and an app container joins it
+/// (`--with-ns network:/proc/PID/ns/net`, as a pod's containers join their pause container's).
+/// The app is checkpointed with that namespace as external and restored into the same sandbox's
+/// namespace; once the sandbox is gone, the restore is refused before any job, saying which
+/// namespace it needs.
+#[tokio::test]
+async fn a_container_in_a_pod_sandbox_restores_into_the_sandbox_s_network_namespace() {
+    let cd = Containerd::start();
+    let d = Daemon::start_with(&["--containerd-socket", cd.socket.to_str().unwrap()]).await;
+    cd.ctr_ok(&[
+        "run",
+        "-d",
+        IMAGE,
+        "sandbox",
+        "/bin/sh",
+        "-c",
+        "sleep 100000",
+    ]);
+    let sandbox_pid = || -> i32 {
+        cd.ctr_ok(&["tasks", "ls"])
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some("sandbox"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .expect("the sandbox's pid")
+    };
+    let netns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let pid = sandbox_pid();
+    let log = cd.dir.path().join("app.log");
+    cd.ctr_ok(&[
+        "run",
+        "-d",
+        "--with-ns",
+        &format!("network:/proc/{pid}/ns/net"),
+        "--log-uri",
+        &format!("file://{}", log.display()),
+        IMAGE,
+        "app",
+        "/bin/sh",
+        "-c",
+        CONTAINER_LOOPER_STDOUT,
+    ]);
+    wait_until("its output", || lines(&log).len() >= 3);
+    let cp = d
+        .client
+        .create_checkpoint(&ckptd_tests::checkpoint(target("app"), "in-pod"), true)
+        .await
+        .expect("checkpoint of a container in the sandbox's network namespace");
+    assert_eq!(cp.checkpoint.status, CheckpointStatus::Ready);
+    let stopped_at = lines(&log).len();
+    assert_eq!(cd.status("sandbox"), "RUNNING", "the sandbox is left alone");
+
+    let job = d
+        .client
+        .restore("in-pod", &RestoreRequest::default(), true)
+        .await
+        .expect("restore into the sandbox");
+    let restored = job.result.and_then(|r| r.pid).expect("the restored pid");
+    assert_eq!(cd.status("app"), "RUNNING");
+    assert_eq!(
+        netns(restored),
+        netns(pid),
+        "the restored app is in the sandbox's network namespace"
+    );
+    wait_until("the restored app to write", || {
+        lines(&log).len() > stopped_at + 5
+    });
+    ckptd_tests::assert_counts(&lines(&log), "the restored app");
+
+    // The sandbox gone: a restore is refused before any job, naming the namespace it needs.
+    d.client
+        .create_checkpoint(&ckptd_tests::checkpoint(target("app"), "in-pod-2"), true)
+        .await
+        .expect("checkpoint again");
+    cd.ctr_ok(&["tasks", "kill", "-s", "KILL", "sandbox"]);
+    wait_until("the sandbox to stop", || cd.status("sandbox") == "STOPPED");
+    let e = d
+        .client
+        .restore("in-pod-2", &RestoreRequest::default(), true)
+        .await
+        .expect_err("the sandbox's namespace is gone");
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 422, "{err:?}");
+    assert!(
+        err.message.contains(&format!("/proc/{pid}/ns/net")),
+        "{err:?}"
+    );
+    let restores = d
+        .client
+        .jobs(&ckptd_tests::q("kind=restore"))
+        .await
+        .unwrap();
+    assert_eq!(restores.items.len(), 1, "{:?}", restores.items);
+}

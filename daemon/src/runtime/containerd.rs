@@ -21,7 +21,10 @@
 //! Every checkpoint keeps containerd's record of its container (`containerd.json`), written
 //! before the pause: a node without the container makes it again from it, over the same image.
 //!
-//! Left out for now (the README says so): containers that share a pod sandbox's namespaces.
+//! A container that joins another's namespaces (a pod's sandbox) is restored into the same
+//! ones (runc dumps and restores them as external, from the spec); a restore after they are
+//! gone is refused before its job. Left out for now (the README says so): a restore into a new
+//! sandbox.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -460,6 +463,57 @@ impl ContainerdEngine {
         }
     }
 
+    /// Refuses, before a job, a restore of a container that joins namespaces it does not own (a
+    /// pod's containers join their sandbox's network namespace, `/proc/PID/ns/net`) when one of
+    /// them is gone: runc restores the container into the namespaces its spec names, and CRIU
+    /// dumped them as external. The spec is containerd's, or the checkpoint's record of it.
+    async fn check_joined_namespaces(&self, cp: &Checkpoint, c: &Named<'_>) -> Result<()> {
+        let record = match self.source(c).await {
+            Ok(r) => Some(r),
+            Err(e) if e.kind == ErrorKind::TargetUnavailable => {
+                let file = std::path::Path::new(&cp.dir).join(RECORD_FILE);
+                crate::sys::open_regular(&file).ok().and_then(|f| {
+                    let mut b = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut b)
+                        .ok()?;
+                    serde_json::from_slice::<ContainerRecordFile>(&b).ok()
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(record) = record else {
+            return Ok(());
+        };
+        let spec: serde_json::Value = serde_json::from_str(&record.spec.1).unwrap_or_default();
+        let joined = spec
+            .pointer("/linux/namespaces")
+            .and_then(|n| n.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|n| {
+                let path = n.get("path")?.as_str().filter(|p| !p.is_empty())?;
+                Some((
+                    n.get("type")?.as_str().unwrap_or("?").to_owned(),
+                    path.to_owned(),
+                ))
+            });
+        for (kind, path) in joined {
+            if std::fs::symlink_metadata(&path).is_err() {
+                return Err(Error::target_unavailable(format!(
+                    "containerd container {} joins the {kind} namespace at {path} (its pod \
+                     sandbox's, or another container's), which is gone: it is restored into the \
+                     namespaces it was checkpointed in",
+                    c.id
+                ))
+                .with_hint(
+                    "restore it while the sandbox it was checkpointed in runs; a restore into a \
+                     new sandbox is not supported yet",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses, before a job, a restore into `into` that cannot work: not a containerd
     /// container of the same namespace, a name containerd has, or a source container that is
     /// gone.
@@ -479,6 +533,7 @@ impl ContainerdEngine {
         }
         let src = self.named(&cp.target)?;
         let dst = self.named_into(&src, into)?;
+        self.check_joined_namespaces(cp, &src).await?;
         if src.ns != dst.ns {
             return Err(Error::invalid(format!(
                 "a restore into another containerd namespace ({} from {}) is not supported: the \
@@ -1058,6 +1113,7 @@ impl Engine for ContainerdEngine {
                 ));
             }
             let c = self.named(&checkpoint.target)?;
+            self.check_joined_namespaces(checkpoint, &c).await?;
             let task = match self.task(&c).await {
                 // Not on this node: made again from the checkpoint's record.
                 Err(e) if e.kind == ErrorKind::TargetUnavailable && can_make(checkpoint) => {
