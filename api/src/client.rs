@@ -374,15 +374,26 @@ impl Client {
         keep_local: bool,
         wait: bool,
     ) -> Result<Job, ClientError> {
-        let path = with_query(
-            &format!("/v1/checkpoints/{}/push", seg(reference)),
+        self.push_with(
+            reference,
             &crate::query::PushQuery {
                 remote: remote.to_owned(),
                 tag: tag.map(str::to_owned),
+                format: None,
                 keep_local,
                 wait,
             },
-        );
+        )
+        .await
+    }
+
+    /// `POST /v1/checkpoints/{ref}/push` with every parameter.
+    pub async fn push_with(
+        &self,
+        reference: &str,
+        query: &crate::query::PushQuery,
+    ) -> Result<Job, ClientError> {
+        let path = with_query(&format!("/v1/checkpoints/{}/push", seg(reference)), query);
         let env: JobEnvelope = self
             .request(Method::POST, &path, None)
             .await?

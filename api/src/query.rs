@@ -195,6 +195,11 @@ pub struct PushQuery {
     /// A registry's image tag (default: the checkpoint's name); buckets take none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// A registry image's layout: `podman` (Podman restores it; the default for a Podman
+    /// container's checkpoint), `kubernetes` (CRI-O's checkpoint image: a kubelet's archive),
+    /// `ckptd` (the default otherwise). Buckets hold ckptd's only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ArchiveFormat>,
     /// False drops the local images once the push is durable.
     #[serde(
         default = "yes",

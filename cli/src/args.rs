@@ -640,6 +640,11 @@ pub struct PushArgs {
     /// A registry's image tag (default: the checkpoint's name).
     #[arg(long, short)]
     pub tag: Option<String>,
+    /// A registry image's layout: podman (Podman restores it; the default for a Podman
+    /// container's checkpoint), kubernetes (CRI-O's checkpoint image), ckptd (the default
+    /// otherwise).
+    #[arg(long, value_parser = enum_arg::<ArchiveFormat>(ArchiveFormat::VARIANTS))]
+    pub format: Option<ArchiveFormat>,
     /// Drop the local images once the push is durable (a restore pulls them back first).
     #[arg(long)]
     pub drop_local: bool,

@@ -276,6 +276,22 @@ impl Daemon {
         }
     }
 
+    /// Long-polls job `id` until it has ended (up to 120 s) and returns it.
+    pub async fn wait_ended(&self, id: &str) -> api::Job {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let job = self
+                .client
+                .job(id, Some(Duration::from_secs(5)))
+                .await
+                .expect("job");
+            if job.state.is_finished() {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not end");
+        }
+    }
+
     /// `ckpt ARGS` against this daemon: the real CLI binary, its output whatever its exit.
     pub fn ckpt(&self, args: &[&str]) -> std::process::Output {
         Command::new(workspace_binary("ckpt"))
@@ -339,6 +355,29 @@ pub fn signal(pid: i32, sig: i32) {
 pub fn proc_state(pid: i32) -> Option<char> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     s[s.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// A process that counts (one line every 0.05 s) and holds `mib` MiB of random memory (pages
+/// that do not compress) and a marker string.
+pub fn counter(dir: &Path, name: &str, mib: usize) -> Target {
+    let script = format!(
+        r#"
+import os, time
+noise = os.urandom({mib} * 1024 * 1024)
+marker = "-".join(["ckptd", "secret", "marker"]) * 64
+i = 0
+while True:
+    print(i, flush=True)
+    i += 1
+    time.sleep(0.05)
+"#
+    );
+    let t = Target::spawn(
+        &["python3", "-c", &script],
+        &dir.join(format!("{name}.out")),
+    );
+    t.wait_for_lines(3);
+    t
 }
 
 /// The mount points at or below `dir` (from /proc/self/mountinfo): a CRIU killed mid-restore

@@ -535,3 +535,143 @@ async fn a_runc_checkpoint_exported_for_kubernetes_restores_from_the_image() {
     assert_eq!(status.as_u16(), 409, "{err}");
     assert!(err.message.contains("no OCI runtime spec"), "{err}");
 }
+
+/// A runc checkpoint pushed to a registry as CRI-O's checkpoint image (`format=kubernetes`: a
+/// kubelet's archive as the one gzip layer, `io.kubernetes.cri-o.annotations.checkpoint.name`
+/// on the manifest), then pulled by another daemon, which reads it as CRI-O's and restores it
+/// from the pristine root filesystem: it counts on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runc_checkpoint_as_a_cri_o_checkpoint_image_restores_from_the_registry() {
+    let reg = ckptd_tests::RegistryServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let creds = reg.credentials_file("creds", None);
+    let conf = dir.path().join("ckptd.toml");
+    std::fs::write(&conf, reg.config("hub", "cri-o/checkpoints", &creds)).unwrap();
+    let a = Daemon::start_with(&["--config", conf.to_str().unwrap()]).await;
+    let b = Daemon::start_with(&["--config", conf.to_str().unwrap()]).await;
+    let work = a.dir.path().to_owned();
+    let bundle = Bundle::busybox(&work.join("orig"), CONTAINER_LOOPER, |_| {});
+    let image = work.join("image");
+    copy_dir(&bundle.dir.join("rootfs"), &image);
+    let id = unique_id("crio-img");
+    let _c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("output", || bundle.out_lines().len() >= 3);
+    a.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Container {
+                    id: id.clone(),
+                    runtime: ckptd_api::Runtime::Runc,
+                    root: None,
+                    bundle: None,
+                    namespace: None,
+                }),
+                name: Some("to-crio".into()),
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .expect("checkpoint");
+    let stopped_at = bundle.out_lines().len();
+    let out = a.ckpt(&[
+        "push",
+        "to-crio",
+        "--registry",
+        "hub",
+        "--tag",
+        "crio",
+        "--format",
+        "kubernetes",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = reg.manifest("cri-o/checkpoints:crio");
+    assert_eq!(
+        m["annotations"]["io.kubernetes.cri-o.annotations.checkpoint.name"],
+        id.as_str()
+    );
+    assert_eq!(m["annotations"]["io.ckptd.layout"], "kubernetes");
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    // The layer is a kubelet's archive: checkpoint/ first, CRI-O's spec.
+    let layer = reg.blob_file(m["layers"][0]["digest"].as_str().unwrap());
+    let listed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, tarfile, json\n\
+             t = tarfile.open(sys.argv[1], 'r:gz')\n\
+             names = t.getnames()\n\
+             print(names[0], t.getmember(names[0]).isdir())\n\
+             print(json.load(t.extractfile('spec.dump'))['annotations']['io.container.manager'])",
+        ])
+        .arg(&layer)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["checkpoint True", "cri-o"],
+        "{text}"
+    );
+
+    // A process checkpoint has no OCI spec: format=kubernetes fails its push, nothing tagged.
+    let looper = ckptd_tests::Target::looper(&work);
+    looper.wait_for_lines(2);
+    a.client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                target: Some(ApiTarget::Process { pid: looper.pid }),
+                name: Some("a-process".into()),
+                leave_running: true,
+                ..Default::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let e = a
+        .client
+        .push_with(
+            "a-process",
+            &ckptd_api::query::PushQuery {
+                remote: "hub".into(),
+                tag: Some("nope".into()),
+                format: Some(ckptd_api::ArchiveFormat::Kubernetes),
+                keep_local: true,
+                wait: true,
+            },
+        )
+        .await
+        .expect_err("a process has no spec");
+    let (_, err) = e.api_error().unwrap();
+    assert!(err.message.contains("Kubernetes"), "{err:?}");
+
+    let pulled = b
+        .client
+        .pull("hub", "crio", &ckptd_api::PullRequest::default(), true)
+        .await
+        .expect("pull of CRI-O's image");
+    assert_eq!(pulled.checkpoint.status, CheckpointStatus::Ready);
+    let name = pulled.checkpoint.name.clone();
+    let cp = b.client.checkpoint(&name).await.unwrap();
+    assert_eq!(cp.origin.as_ref().expect("its origin").engine, "cri-o");
+    let restored = b.dir.path().join("restored");
+    let nid = unique_id("crio-back");
+    b.client
+        .restore(&name, &restore_req(&nid, &restored, &image), true)
+        .await
+        .expect("restore of CRI-O's checkpoint image from the pristine root filesystem");
+    let _n = Container::adopt(&nid);
+    counts_on(
+        &restored,
+        stopped_at,
+        "out.log of the container restored from CRI-O's checkpoint image",
+    );
+}

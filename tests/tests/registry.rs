@@ -20,42 +20,6 @@ async fn host(conf: &Path) -> Daemon {
     Daemon::start_with(&["--config", conf.to_str().unwrap()]).await
 }
 
-/// A process that counts (a line every 0.05 s) and holds `mib` MiB of random memory.
-fn counter(dir: &Path, name: &str, mib: usize) -> ckptd_tests::Target {
-    let script = format!(
-        r#"
-import os, time
-noise = os.urandom({mib} * 1024 * 1024)
-i = 0
-while True:
-    print(i, flush=True)
-    i += 1
-    time.sleep(0.05)
-"#
-    );
-    let t = ckptd_tests::Target::spawn(
-        &["python3", "-c", &script],
-        &dir.join(format!("{name}.out")),
-    );
-    t.wait_for_lines(3);
-    t
-}
-
-async fn wait_ended(d: &Daemon, id: &str) -> ckptd_api::Job {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = d
-            .client
-            .job(id, Some(Duration::from_secs(5)))
-            .await
-            .unwrap();
-        if job.state.is_finished() {
-            return job;
-        }
-        assert!(std::time::Instant::now() < deadline, "job {id} did not end");
-    }
-}
-
 fn staging_left(d: &Daemon) -> Vec<String> {
     std::fs::read_dir(d.state_dir.join("checkpoints"))
         .unwrap()
@@ -79,7 +43,7 @@ async fn a_checkpoint_image_pushed_by_one_host_is_restored_by_another() {
     assert_eq!(infos[0].repository.as_deref(), Some("team/checkpoints"));
     assert!(infos[0].reachable, "{infos:?}");
 
-    let mut t = counter(dir.path(), "counter", 4);
+    let mut t = ckptd_tests::counter(dir.path(), "counter", 4);
     let cp = a
         .client
         .create_checkpoint(
@@ -214,7 +178,7 @@ async fn registry_faults_are_refused_and_leave_nothing() {
     );
     let a = host(&config(dir.path(), "a.toml", &conf)).await;
     let b = host(&config(dir.path(), "b.toml", &conf)).await;
-    let t = counter(dir.path(), "big", 96);
+    let t = ckptd_tests::counter(dir.path(), "big", 96);
     a.client
         .create_checkpoint(
             &{
@@ -252,7 +216,7 @@ async fn registry_faults_are_refused_and_leave_nothing() {
         .await
         .unwrap();
     a.client.cancel_job(&push.id.to_string()).await.unwrap();
-    let cancelled = wait_ended(&a, &push.id.to_string()).await;
+    let cancelled = a.wait_ended(&push.id.to_string()).await;
     assert_eq!(cancelled.state, JobState::Cancelled, "{cancelled:?}");
     assert!(a
         .client
@@ -270,7 +234,7 @@ async fn registry_faults_are_refused_and_leave_nothing() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     reg.down();
-    let failed = wait_ended(&a, &push.id.to_string()).await;
+    let failed = a.wait_ended(&push.id.to_string()).await;
     assert_eq!(failed.state, JobState::Failed, "{failed:?}");
     let err = failed.error.expect("why it failed");
     assert_eq!(err.code, "remote_failed", "{err:?}");
@@ -442,18 +406,7 @@ async fn an_encrypted_registry_holds_no_plaintext_and_needs_the_identity() {
     ))
     .await;
 
-    let script = r#"
-import time
-marker = "-".join(["ckptd", "secret", "marker"]) * 64
-i = 0
-while True:
-    print(i, flush=True)
-    i += 1
-    time.sleep(0.05)
-"#;
-    let mut t =
-        ckptd_tests::Target::spawn(&["python3", "-c", script], &dir.path().join("sealed.out"));
-    t.wait_for_lines(3);
+    let mut t = ckptd_tests::counter(dir.path(), "sealed", 1);
     a.client
         .create_checkpoint(
             &ckptd_tests::checkpoint(Some(Target::Process { pid: t.pid }), "sealed-one"),

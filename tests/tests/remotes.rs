@@ -30,46 +30,8 @@ async fn host(conf: &Path) -> Daemon {
     Daemon::start_with(&["--config", conf.to_str().unwrap()]).await
 }
 
-/// A process that counts (one line every 0.05 s) and holds `mib` MiB of random memory (pages
-/// that do not compress) and a marker string.
-fn counter(dir: &Path, name: &str, mib: usize) -> ckptd_tests::Target {
-    let script = format!(
-        r#"
-import os, time
-noise = os.urandom({mib} * 1024 * 1024)
-marker = "-".join(["ckptd", "secret", "marker"]) * 64
-i = 0
-while True:
-    print(i, flush=True)
-    i += 1
-    time.sleep(0.05)
-"#
-    );
-    let t = ckptd_tests::Target::spawn(
-        &["python3", "-c", &script],
-        &dir.join(format!("{name}.out")),
-    );
-    t.wait_for_lines(3);
-    t
-}
-
 fn create(pid: i32, name: &str) -> CreateCheckpoint {
     ckptd_tests::checkpoint(Some(Target::Process { pid }), name)
-}
-
-async fn wait_ended(d: &Daemon, id: &str) -> ckptd_api::Job {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = d
-            .client
-            .job(id, Some(Duration::from_secs(5)))
-            .await
-            .unwrap();
-        if job.state.is_finished() {
-            return job;
-        }
-        assert!(std::time::Instant::now() < deadline, "job {id} did not end");
-    }
 }
 
 fn archive_keys(s3: &S3Server, bucket: &str) -> Vec<String> {
@@ -92,7 +54,7 @@ async fn a_checkpoint_pushed_by_one_host_is_restored_by_another() {
     assert!(infos[0].reachable, "{infos:?}");
     assert_eq!(infos[0].credentials, "file");
 
-    let mut t = counter(dir.path(), "counter", 1);
+    let mut t = ckptd_tests::counter(dir.path(), "counter", 1);
     let mut req = create(t.pid, "travels");
     req.labels.insert("app".into(), "counter".into());
     req.push_to = Some("shared".into());
@@ -103,7 +65,7 @@ async fn a_checkpoint_pushed_by_one_host_is_restored_by_another() {
         .result
         .and_then(|r| r.push_job)
         .expect("a push job follows");
-    let push = wait_ended(&a, &push.to_string()).await;
+    let push = a.wait_ended(&push.to_string()).await;
     assert_eq!(push.state, JobState::Succeeded, "{:?}", push.error);
     let cp = a.client.checkpoint("travels").await.unwrap();
     assert_eq!(cp.status, CheckpointStatus::Ready);
@@ -201,13 +163,13 @@ async fn an_encrypted_remote_holds_no_plaintext_and_needs_the_identity() {
     let b_conf = config(dir.path(), "b.toml", &[("sealed", sealed.clone())]);
     let mut b = host(&b_conf).await;
 
-    let mut t = counter(dir.path(), "counter", 1);
+    let mut t = ckptd_tests::counter(dir.path(), "counter", 1);
     let mut req = create(t.pid, "sealed-one");
     req.push_to = Some("sealed".into());
     req.keep_local = Some(false);
     let made = a.client.create_checkpoint(&req, true).await.unwrap();
     let push = made.job.result.and_then(|r| r.push_job).unwrap();
-    let push = wait_ended(&a, &push.to_string()).await;
+    let push = a.wait_ended(&push.to_string()).await;
     assert_eq!(push.state, JobState::Succeeded, "{:?}", push.error);
     let copy = push.result.and_then(|r| r.remote_copy).unwrap();
     assert!(
@@ -375,7 +337,7 @@ async fn faults_leave_nothing_behind() {
         &[("shared", remote(&s3, "shared", &creds, ""))],
     ))
     .await;
-    let t = counter(dir.path(), "counter", 192);
+    let t = ckptd_tests::counter(dir.path(), "counter", 192);
     let mut req = create(t.pid, "big");
     req.leave_running = true;
     let made = a.client.create_checkpoint(&req, true).await.unwrap();
@@ -423,7 +385,7 @@ async fn faults_leave_nothing_behind() {
         .unwrap();
     wait_until("the upload to start", || !s3.uploads("shared").is_empty());
     proxy.down();
-    let failed = wait_ended(&a, &push.id.to_string()).await;
+    let failed = a.wait_ended(&push.id.to_string()).await;
     assert_eq!(failed.state, JobState::Failed);
     let err = failed.error.unwrap();
     assert_eq!(err.code, "remote_failed", "{err:?}");
@@ -512,7 +474,7 @@ async fn faults_leave_nothing_behind() {
     wait_until("the upload to start", || !s3.uploads("shared").is_empty());
     let restarted_at = chrono::Utc::now();
     a.crash(|| {}).await;
-    let push = wait_ended(&a, &push.id.to_string()).await;
+    let push = a.wait_ended(&push.id.to_string()).await;
     assert_eq!(
         push.state,
         JobState::Succeeded,
@@ -548,7 +510,7 @@ async fn a_schedule_pushing_with_keep_last_2_leaves_two_remote_copies() {
         &[("shared", remote(&s3, "shared", &creds, ""))],
     ))
     .await;
-    let t = counter(dir.path(), "counter", 1);
+    let t = ckptd_tests::counter(dir.path(), "counter", 1);
     let s = a
         .client
         .create_schedule(
@@ -652,7 +614,7 @@ async fn ckpt_pushes_lists_and_migrates_via_a_remote() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("shared") && out.contains(" ok"), "{out}");
 
-    let mut t = counter(dir.path(), "counter", 1);
+    let mut t = ckptd_tests::counter(dir.path(), "counter", 1);
     let pid = t.pid.to_string();
     let (code, out) = ckpt(&a.socket, &["create", &pid, "moved"]);
     assert_eq!(code, Some(0), "{out}");
@@ -694,7 +656,7 @@ async fn ckpt_pushes_lists_and_migrates_via_a_remote() {
 
     // `ckpt create --push-to` waits for the push and says where it went; `ckpt restore NAME`
     // on a host that never had it finds it in the one remote that holds it and pulls it first.
-    let mut t = counter(dir.path(), "counter2", 1);
+    let mut t = ckptd_tests::counter(dir.path(), "counter2", 1);
     let pid = t.pid.to_string();
     let (code, out) = ckpt(
         &a.socket,
@@ -740,7 +702,7 @@ async fn a_hostile_bucket_is_read_bounded_and_deletes_only_its_own_objects() {
         &[("r", remote(&s3, "hostile", &creds, ""))],
     );
     let d = host(&conf).await;
-    let mut t = counter(dir.path(), "real", 4);
+    let mut t = ckptd_tests::counter(dir.path(), "real", 4);
     let real = d
         .client
         .create_checkpoint(
@@ -755,7 +717,7 @@ async fn a_hostile_bucket_is_read_bounded_and_deletes_only_its_own_objects() {
         .unwrap();
     let push = real.job.result.as_ref().and_then(|r| r.push_job).unwrap();
     assert_eq!(
-        wait_ended(&d, &push.to_string()).await.state,
+        d.wait_ended(&push.to_string()).await.state,
         JobState::Succeeded
     );
     let id = real.checkpoint.id;
@@ -867,7 +829,7 @@ async fn push_to_survives_kill_9_of_the_daemon() {
     )
     .unwrap();
     let mut d = host(&conf).await;
-    let t = counter(dir.path(), "pushed", 48);
+    let t = ckptd_tests::counter(dir.path(), "pushed", 48);
     let mut req = create(t.pid, "pushed");
     req.leave_running = true;
     req.push_to = Some("kept".into());
@@ -890,7 +852,7 @@ async fn push_to_survives_kill_9_of_the_daemon() {
         .and_then(|r| r.push_job)
         .expect("the push follows");
 
-    let push = wait_ended(&d, &push.to_string()).await;
+    let push = d.wait_ended(&push.to_string()).await;
     assert_eq!(
         push.state,
         JobState::Succeeded,

@@ -71,12 +71,15 @@ pub async fn ls(client: &Client, remote: &str, quiet: bool, json: bool) -> Resul
 
 pub async fn push(client: &Client, a: PushArgs) -> Result<(), ClientError> {
     let job = client
-        .push(
+        .push_with(
             &a.reference,
-            &a.remote,
-            a.tag.as_deref(),
-            !a.drop_local,
-            false,
+            &ckptd_api::query::PushQuery {
+                remote: a.remote.clone(),
+                tag: a.tag.clone(),
+                format: a.format,
+                keep_local: !a.drop_local,
+                wait: false,
+            },
         )
         .await?;
     let job = follow_to_success(client, job, a.no_wait).await?;

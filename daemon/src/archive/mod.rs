@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, ErrorKind, Result};
 
 pub mod container;
+pub mod kubernetes;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const FORMAT: &str = "ckptd-archive/1";

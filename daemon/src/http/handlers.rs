@@ -214,7 +214,13 @@ pub async fn push_checkpoint(
     let q = query::push(&uri)?;
     let job = s
         .service
-        .submit_push(&caller, &reference, &q.remote, q.tag, q.keep_local)
+        .submit_push(
+            &caller,
+            &reference,
+            &q.remote,
+            (q.tag, q.format),
+            q.keep_local,
+        )
         .await?;
     job_answer(&s, &caller, job, q.wait).await
 }

@@ -10,8 +10,6 @@ use ckptd_api::{AdoptRequest, Checkpoint, CheckpointStatus, ContainerRecord, Tar
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-mod kubernetes;
-
 use crate::archive::{self, Manifest};
 use crate::auth::{forbidden, Caller};
 use crate::catalog;
@@ -107,7 +105,7 @@ impl Portability {
             ArchiveFormat::Kubernetes => {
                 let (c, dir) = (cp.clone(), folder.path());
                 Some(
-                    tokio::task::spawn_blocking(move || kubernetes::extras(&c, &dir))
+                    tokio::task::spawn_blocking(move || archive::kubernetes::extras(&c, &dir))
                         .await
                         .map_err(|e| Error::internal(format!("export task failed: {e}")))??,
                 )

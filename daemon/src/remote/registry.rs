@@ -45,6 +45,7 @@ use crate::archive::{self, Compression, Import, Manifest};
 use crate::config::RegistrySpec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::stop::StopSignal;
+use ckptd_api::ArchiveFormat;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -57,6 +58,8 @@ pub const LAYER_GZIP_AGE: &str = "application/vnd.ckptd.checkpoint.layer.v1.tar+
 
 /// Podman's annotations of a checkpoint image (libpod/define/annotations.go).
 pub const PODMAN_NAME: &str = "io.podman.annotations.checkpoint.name";
+/// CRI-O's: a checkpoint image is one whose manifest names its container so.
+pub const CRIO_NAME: &str = "io.kubernetes.cri-o.annotations.checkpoint.name";
 const PODMAN_PREFIX: &str = "io.podman.annotations.checkpoint.";
 /// ckptd's: the checkpoint's record, and which archive the layer holds.
 pub const CKPTD_RECORD: &str = "io.ckptd.checkpoint";
@@ -491,11 +494,24 @@ impl Registry {
             .get(CKPTD_RECORD)
             .and_then(|r| serde_json::from_str::<Record>(r).ok())
         {
-            (r.checkpoint, r.pushed_from)
+            let mut c = r.checkpoint;
+            if m.annotations.get(CKPTD_LAYOUT).map(String::as_str) == Some("kubernetes") {
+                // CRI-O's layout: pulled, it is what a kubelet's archive imports as (a runc
+                // container made from the image's root filesystem), whatever it was taken of.
+                let container = m.annotations.get(CRIO_NAME).cloned().unwrap_or_default();
+                let foreign = foreign_checkpoint("cri-o", &container, tag, digest, m, created);
+                c.target = foreign.target;
+                c.origin = foreign.origin;
+                c.container = None;
+            }
+            (c, r.pushed_from)
         } else {
-            let container = m.annotations.get(PODMAN_NAME)?.clone();
+            let (engine, container) = match m.annotations.get(PODMAN_NAME) {
+                Some(c) => ("podman", c.clone()),
+                None => ("cri-o", m.annotations.get(CRIO_NAME)?.clone()),
+            };
             (
-                podman_checkpoint(&container, tag, digest, m, created),
+                foreign_checkpoint(engine, &container, tag, digest, m, created),
                 String::new(),
             )
         };
@@ -673,7 +689,7 @@ impl Registry {
         dir: PathBuf,
         manifest: Manifest,
         cp: &Checkpoint,
-        tag: Option<&str>,
+        (tag, format): (Option<&str>, Option<ArchiveFormat>),
         mut stop: StopSignal,
     ) -> Result<Pushed> {
         let started = std::time::Instant::now();
@@ -690,6 +706,31 @@ impl Registry {
             .await
             .map_err(|e| failed(remote, "sign in for a push", e))?;
         let podman = is_podman_layout(cp, &dir);
+        let layout = match format {
+            None if podman => ArchiveFormat::Podman,
+            None => ArchiveFormat::Ckptd,
+            Some(ArchiveFormat::Podman) if !podman => {
+                return Err(Error::conflict(format!(
+                    "checkpoint {} is not of a Podman container, or holds no Podman \
+                     configuration (config.dump, spec.dump): format=podman is for checkpoints \
+                     of Podman containers",
+                    cp.name
+                ))
+                .with_advice(ckptd_api::Advice::WithoutFormat))
+            }
+            Some(f) => f,
+        };
+        // CRI-O's files, made before anything is sent: a checkpoint that cannot be written so
+        // fails here, with nothing uploaded.
+        let extra = match layout {
+            ArchiveFormat::Kubernetes => {
+                let (c, d) = (cp.clone(), dir.clone());
+                tokio::task::spawn_blocking(move || archive::kubernetes::extras(&c, &d))
+                    .await
+                    .map_err(|e| Error::internal(format!("the layer task failed: {e}")))??
+            }
+            _ => vec![],
+        };
         let (tx, rx) = mpsc::channel::<Bytes>(2);
         let recipients = remote.recipients.clone();
         let producer = tokio::task::spawn_blocking(move || -> io::Result<String> {
@@ -701,10 +742,11 @@ impl Registry {
                         inner: gz,
                         hash: Sha256::new(),
                     };
-                    if podman {
-                        archive::container::export(&dir, &[], Compression::None, &mut tar)?;
-                    } else {
-                        archive::export(&dir, manifest, Compression::None, &mut tar)?;
+                    match layout {
+                        ArchiveFormat::Ckptd => {
+                            archive::export(&dir, manifest, Compression::None, &mut tar)?
+                        }
+                        _ => archive::container::export(&dir, &extra, Compression::None, &mut tar)?,
                     }
                     tar.inner.finish()?;
                     Ok(format!("{:x}", tar.hash.finalize()))
@@ -761,10 +803,16 @@ impl Registry {
             .await
             .map_err(|e| failed(remote, "upload the image configuration", e))?;
         let encrypted = !remote.recipients.is_empty();
-        let mut annotations = if podman {
-            podman_annotations(&PathBuf::from(&cp.dir), cp)
-        } else {
-            std::collections::BTreeMap::new()
+        let mut annotations = match layout {
+            ArchiveFormat::Podman => podman_annotations(&PathBuf::from(&cp.dir), cp),
+            ArchiveFormat::Kubernetes => std::collections::BTreeMap::from([(
+                CRIO_NAME.to_owned(),
+                match &cp.target {
+                    Target::Container { id, .. } => id.clone(),
+                    Target::Process { pid } => pid.to_string(),
+                },
+            )]),
+            ArchiveFormat::Ckptd => std::collections::BTreeMap::new(),
         };
         let mut listed = cp.clone();
         listed.locations = vec![];
@@ -776,10 +824,7 @@ impl Registry {
             CKPTD_RECORD.into(),
             serde_json::to_string(&record).expect("serializes"),
         );
-        annotations.insert(
-            CKPTD_LAYOUT.into(),
-            if podman { "podman" } else { "ckptd" }.into(),
-        );
+        annotations.insert(CKPTD_LAYOUT.into(), layout.to_string());
         annotations.insert(CREATED.into(), now.to_rfc3339());
         let image = serde_json::json!({
             "schemaVersion": 2,
@@ -994,10 +1039,12 @@ fn podman_annotations(dir: &Path, cp: &Checkpoint) -> std::collections::BTreeMap
     a
 }
 
-/// The checkpoint a Podman image (no ckptd record) is catalogued as until its layer is read:
-/// one of the Podman container it names, with an id made of the image's digest (the same image
-/// is the same checkpoint on every host).
-fn podman_checkpoint(
+/// The checkpoint a Podman or CRI-O image (no ckptd record) is catalogued as until its layer is
+/// read (which then says what it is, as an archive import's does): one of the container it
+/// names, a Podman container's or a runc container's, with an id made of the image's digest
+/// (the same image is the same checkpoint on every host).
+fn foreign_checkpoint(
+    engine: &str,
     container: &str,
     tag: &str,
     digest: &str,
@@ -1014,7 +1061,11 @@ fn podman_checkpoint(
         name: image_checkpoint_name(container, tag),
         target: Target::Container {
             id: container.to_owned(),
-            runtime: ckptd_api::Runtime::Podman,
+            runtime: if engine == "podman" {
+                ckptd_api::Runtime::Podman
+            } else {
+                ckptd_api::Runtime::Runc
+            },
             root: None,
             bundle: None,
             namespace: None,
@@ -1038,7 +1089,7 @@ fn podman_checkpoint(
         expires_at: None,
         locations: vec![],
         origin: Some(ckptd_api::Origin {
-            engine: "podman".into(),
+            engine: engine.into(),
             container: container.to_owned(),
             container_id: None,
             image: m

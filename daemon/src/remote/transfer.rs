@@ -200,13 +200,15 @@ impl Remote {
         dir: PathBuf,
         manifest: Manifest,
         cp: &Checkpoint,
-        tag: Option<&str>,
+        (tag, format): (Option<&str>, Option<ckptd_api::ArchiveFormat>),
         mut stop: StopSignal,
         started_upload: tokio::sync::oneshot::Sender<(String, String)>,
     ) -> Result<Pushed> {
         let store = match &self.backend {
             super::Backend::Bucket(s) => s.clone(),
-            super::Backend::Registry(r) => return r.push(self, dir, manifest, cp, tag, stop).await,
+            super::Backend::Registry(r) => {
+                return r.push(self, dir, manifest, cp, (tag, format), stop).await
+            }
         };
         let started = std::time::Instant::now();
         let key = self.archive_key(cp.id);

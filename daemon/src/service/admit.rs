@@ -139,6 +139,7 @@ impl Service {
                 keep_local: req.keep_local.unwrap_or(true),
                 upload: None,
                 tag: None,
+                format: None,
             }),
             None if req.keep_local == Some(false) => {
                 return Err(Error::invalid(

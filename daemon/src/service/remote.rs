@@ -31,6 +31,9 @@ pub(super) struct PushWork {
     /// A registry's image tag (the checkpoint's name when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// A registry image's layout (Podman's for a Podman checkpoint, else ckptd's, when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ckptd_api::ArchiveFormat>,
     /// The multipart upload in progress (key, upload id), recorded as soon as it starts so that
     /// a daemon killed mid-push aborts it at its next start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,7 +73,7 @@ impl Service {
         caller: &Caller,
         reference: &str,
         remote: &str,
-        tag: Option<String>,
+        (tag, format): (Option<String>, Option<ckptd_api::ArchiveFormat>),
         keep_local: bool,
     ) -> Result<Job> {
         let _admitting = self.admitting()?;
@@ -88,6 +91,16 @@ impl Service {
                 return Err(Error::invalid(format!(
                     "tag {t:?} is not a valid image tag: 1-128 letters, digits, '_', '.' and '-', \
                      not starting with '.' or '-'"
+                )))
+            }
+            _ => {}
+        }
+        match format {
+            Some(f) if f != ckptd_api::ArchiveFormat::Ckptd && !r.is_registry() => {
+                return Err(Error::invalid(format!(
+                    "format: remote {} is a bucket, which holds ckptd's archives; format={f} is \
+                     for a registry's images",
+                    r.name
                 )))
             }
             _ => {}
@@ -126,6 +139,7 @@ impl Service {
             keep_local,
             upload: None,
             tag,
+            format,
         };
         self.enqueue_on(&cp, job, &work).await
     }
@@ -459,7 +473,7 @@ impl Inner {
                 folder.path(),
                 Manifest::of(cp),
                 cp,
-                work.tag.as_deref(),
+                (work.tag.as_deref(), work.format),
                 stop,
                 started_tx,
             )
