@@ -781,11 +781,22 @@ pub struct RegistryServer {
     pub user: String,
     pub password: String,
     pub dir: tempfile::TempDir,
+    /// The CA that signed the server's certificate, when it serves HTTPS (`start_tls`).
+    pub ca: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl RegistryServer {
     pub fn start() -> RegistryServer {
+        Self::start_with(false)
+    }
+
+    /// The same over HTTPS, with a certificate for 127.0.0.1 signed by a CA made here (`ca`).
+    pub fn start_tls() -> RegistryServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> RegistryServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -801,18 +812,50 @@ impl RegistryServer {
             .expect("htpasswd (make setup installs apache2-utils)");
         assert!(out.status.success(), "htpasswd failed");
         std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/storage\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: ckptd-test\n    path: {root}/htpasswd\n",
-            root = dir.path().display()
+        let root = dir.path().display().to_string();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/storage\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
         );
+        let ca = tls.then(|| {
+            let sh = |script: &str| {
+                let out = Command::new("sh")
+                    .arg("-c")
+                    .arg(script)
+                    .current_dir(dir.path())
+                    .output()
+                    .expect("openssl");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            sh(
+                "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ckptd-test-ca \
+                -keyout ca.key -out ca.pem 2>&1 && \
+                openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key \
+                -out server.csr 2>&1 && \
+                printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && \
+                openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -days 2 -extfile san.ext -out server.pem 2>&1",
+            );
+            config.push_str(&format!(
+                "  tls:\n    certificate: {root}/server.pem\n    key: {root}/server.key\n"
+            ));
+            dir.path().join("ca.pem")
+        });
+        config.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: ckptd-test\n    path: {root}/htpasswd\n"
+        ));
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let mut r = RegistryServer {
             port,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
             host: format!("127.0.0.1:{port}"),
             user: "ckptd".into(),
             password,
             dir,
+            ca,
             child: None,
         };
         r.up();
@@ -866,10 +909,15 @@ impl RegistryServer {
         p
     }
 
-    /// `[registries.NAME]` for this server's `repository` (plain HTTP: a test registry).
+    /// `[registries.NAME]` for this server's `repository`: plain HTTP (a test registry), or
+    /// HTTPS trusting the server's CA.
     pub fn config(&self, name: &str, repository: &str, credentials: &Path) -> String {
+        let trust = match &self.ca {
+            Some(ca) => format!("ca_file = \"{}\"\n", ca.display()),
+            None => "plain_http = true\n".to_owned(),
+        };
         format!(
-            "[registries.{name}]\nurl = \"{}\"\nrepository = \"{repository}\"\ncredentials_file = \"{}\"\nplain_http = true\n",
+            "[registries.{name}]\nurl = \"{}\"\nrepository = \"{repository}\"\ncredentials_file = \"{}\"\n{trust}",
             self.url,
             credentials.display()
         )

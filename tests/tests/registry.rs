@@ -467,3 +467,100 @@ async fn an_encrypted_registry_holds_no_plaintext_and_needs_the_identity() {
     t.wait_for_lines(stopped_at + 5);
     t.assert_contiguous();
 }
+
+/// A registry over HTTPS whose certificate a CA of its own signed: trusted through `ca_file`
+/// (push, list and pull work), refused without it (a certificate error, in `GET /v1/remotes`
+/// and in the push job, nothing sent); and a layer larger than `import_max_bytes` is refused
+/// (413) before anything is catalogued.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_registry_is_trusted_through_its_ca_file_and_limits_hold() {
+    let reg = RegistryServer::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let creds = reg.credentials_file("creds", None);
+    let trusted = reg.config("hub", "tls", &creds);
+    assert!(trusted.contains("ca_file") && reg.url.starts_with("https://"));
+    let untrusted = format!(
+        "[registries.hub]\nurl = \"{}\"\nrepository = \"tls\"\ncredentials_file = \"{}\"\n",
+        reg.url,
+        creds.display()
+    );
+    let a = host(&config(dir.path(), "a.toml", &trusted)).await;
+    let stranger = host(&config(dir.path(), "s.toml", &untrusted)).await;
+    let small = host(&config(
+        dir.path(),
+        "b.toml",
+        &format!("import_max_bytes = 100000\n{trusted}"),
+    ))
+    .await;
+
+    let info = stranger.client.remotes().await.unwrap().items;
+    assert!(!info[0].reachable, "{info:?}");
+    assert!(
+        info[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("certificate"),
+        "{info:?}"
+    );
+    let info = a.client.remotes().await.unwrap().items;
+    assert!(info[0].reachable, "{info:?}");
+
+    let t = ckptd_tests::counter(dir.path(), "tls", 2);
+    for d in [&a, &stranger] {
+        d.client
+            .create_checkpoint(
+                &{
+                    let mut r =
+                        ckptd_tests::checkpoint(Some(Target::Process { pid: t.pid }), "over-tls");
+                    r.leave_running = true;
+                    r
+                },
+                true,
+            )
+            .await
+            .unwrap();
+    }
+    let e = stranger
+        .client
+        .push("over-tls", "hub", None, true, true)
+        .await
+        .expect_err("an untrusted certificate");
+    let (_, err) = e.api_error().unwrap();
+    assert_eq!(err.code, "remote_failed", "{err:?}");
+    assert!(err.message.contains("certificate"), "{err:?}");
+
+    let job = a
+        .client
+        .push("over-tls", "hub", None, true, true)
+        .await
+        .expect("push over TLS");
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    assert_eq!(
+        a.client
+            .remote_checkpoints("hub")
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    // Larger than import_max_bytes: 413 before the job, nothing catalogued, nothing left.
+    let e = small
+        .client
+        .pull("hub", "over-tls", &PullRequest::default(), true)
+        .await
+        .expect_err("the layer is larger than import_max_bytes");
+    let (status, err) = e.api_error().unwrap();
+    assert_eq!(status.as_u16(), 413, "{err:?}");
+    assert!(err.message.contains("import_max_bytes"), "{err:?}");
+    assert!(small
+        .client
+        .list_checkpoints(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(staging_left(&small).is_empty());
+}
