@@ -496,7 +496,7 @@ pub struct Job {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobProgress {
-    /// Bytes of images written so far.
+    /// Bytes of images written so far (a checkpoint); sent (a push, compressed); read (a pull).
     pub bytes_written: u64,
     /// What the images should take in all, estimated when the job was queued from the
     /// target's memory (absent when the daemon has no estimate, as after a restart).

@@ -247,8 +247,26 @@ async fn registry_faults_are_refused_and_leave_nothing() {
         .remote_copy("hub")
         .is_none());
     reg.up();
-    let retry = a.client.push("big", "hub", None, true, true).await.unwrap();
+    // The retry, followed: while it runs, its progress counts the bytes sent.
+    let retry = a
+        .client
+        .push("big", "hub", None, true, false)
+        .await
+        .unwrap();
+    let mut sent = 0;
+    let retry = loop {
+        let j = a.client.job(&retry.id.to_string(), None).await.unwrap();
+        if j.state.is_finished() {
+            break j;
+        }
+        if let Some(p) = &j.progress {
+            assert!(p.bytes_written >= sent, "{p:?}");
+            sent = p.bytes_written;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(retry.state, JobState::Succeeded, "{:?}", retry.error);
+    assert!(sent > 0, "no progress was seen while the push ran");
     let copy = retry.result.unwrap().remote_copy.unwrap();
 
     // A layer altered in the registry's storage: B's pull is refused, nothing catalogued.

@@ -39,6 +39,18 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub use transfer::{Pushed, StopFlag};
 
+/// Bytes a push has sent or a pull has read so far (its job's progress).
+pub type Progress = Arc<std::sync::atomic::AtomicU64>;
+
+/// How a push goes: a registry's tag and layout (a bucket takes neither), and where it counts
+/// the bytes it sends.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    pub tag: Option<String>,
+    pub format: Option<ckptd_api::ArchiveFormat>,
+    pub progress: Progress,
+}
+
 /// S3's limits: parts of 5 MiB to 5 GiB, at most 10,000 of them.
 pub const MIN_PART: u64 = 5 << 20;
 pub const MAX_PART: u64 = 5 << 30;

@@ -689,11 +689,12 @@ impl Registry {
         dir: PathBuf,
         manifest: Manifest,
         cp: &Checkpoint,
-        (tag, format): (Option<&str>, Option<ArchiveFormat>),
+        options: &super::PushOptions,
         mut stop: StopSignal,
     ) -> Result<Pushed> {
         let started = std::time::Instant::now();
-        let tag = tag.unwrap_or(&cp.name).to_owned();
+        let format = options.format;
+        let tag = options.tag.clone().unwrap_or_else(|| cp.name.clone());
         if !valid_tag(&tag) {
             return Err(Error::invalid(format!(
                 "tag {tag:?} is not a valid image tag: letters, digits, '_', '.' and '-', at most \
@@ -767,8 +768,14 @@ impl Registry {
             sink.flush()?;
             Ok(diff)
         });
-        let body = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|b| (Ok(b), rx))
+        let sent = options.progress.clone();
+        let body = futures_util::stream::unfold(rx, move |mut rx| {
+            let sent = sent.clone();
+            async move {
+                let b = rx.recv().await?;
+                sent.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Some((Ok(b), rx))
+            }
         });
         // Boxed, so that dropping it drops the stream's receiver: a producer blocked on a full
         // channel then gets BrokenPipe and ends.
@@ -874,7 +881,7 @@ impl Registry {
         remote: &Remote,
         copy: &RemoteCopy,
         staging: &Path,
-        limit: u64,
+        (limit, progress): (u64, super::Progress),
         mut stop: StopSignal,
     ) -> Result<Import> {
         let reference = self.by_digest(&copy.sha256);
@@ -939,7 +946,7 @@ impl Registry {
         let f = flag.clone();
         let work = tokio::task::spawn_blocking(move || -> Result<(Import, String, u64)> {
             // Never more than the manifest said: a registry that streams on is cut off.
-            let mut r = Hashing::new(reader.take(size + 1), f);
+            let mut r = Hashing::new(reader.take(size + 1), f).counting(progress);
             let damaged = |e: io::Error| Error::invalid(format!("the layer cannot be read: {e}"));
             let imported = {
                 let plain: Box<dyn Read + '_> = if encrypted {

@@ -98,6 +98,8 @@ pub(super) struct Hashing<R> {
     hash: Sha256,
     bytes: u64,
     stop: StopFlag,
+    /// Where the count is shown too (a pull job's progress).
+    progress: Option<super::Progress>,
 }
 
 impl<R> Hashing<R> {
@@ -107,7 +109,14 @@ impl<R> Hashing<R> {
             hash: Sha256::new(),
             bytes: 0,
             stop,
+            progress: None,
         }
+    }
+
+    /// The same, adding what it reads to `progress` as it goes.
+    pub(super) fn counting(mut self, progress: super::Progress) -> Hashing<R> {
+        self.progress = Some(progress);
+        self
     }
 
     /// The sha256 (hex) and the count of what was read.
@@ -127,6 +136,9 @@ impl<R: Read> Read for Hashing<R> {
         let n = self.inner.read(buf)?;
         self.hash.update(&buf[..n]);
         self.bytes += n as u64;
+        if let Some(p) = &self.progress {
+            p.fetch_add(n as u64, Ordering::Relaxed);
+        }
         Ok(n)
     }
 }
@@ -200,14 +212,14 @@ impl Remote {
         dir: PathBuf,
         manifest: Manifest,
         cp: &Checkpoint,
-        (tag, format): (Option<&str>, Option<ckptd_api::ArchiveFormat>),
+        options: &super::PushOptions,
         mut stop: StopSignal,
         started_upload: tokio::sync::oneshot::Sender<(String, String)>,
     ) -> Result<Pushed> {
         let store = match &self.backend {
             super::Backend::Bucket(s) => s.clone(),
             super::Backend::Registry(r) => {
-                return r.push(self, dir, manifest, cp, (tag, format), stop).await
+                return r.push(self, dir, manifest, cp, options, stop).await
             }
         };
         let started = std::time::Instant::now();
@@ -248,7 +260,10 @@ impl Remote {
             while !ended {
                 tokio::select! {
                     chunk = rx.recv() => match chunk {
-                        Some(c) => part.push(c),
+                        Some(c) => {
+                            options.progress.fetch_add(c.len() as u64, Ordering::Relaxed);
+                            part.push(c)
+                        }
                         None => ended = true,
                     },
                     _ = stop.changed() => return Err(stopped(*stop.borrow(), "push")),
@@ -344,13 +359,15 @@ impl Remote {
         &self,
         copy: &RemoteCopy,
         staging: &Path,
-        limit: u64,
+        (limit, progress): (u64, super::Progress),
         mut stop: StopSignal,
     ) -> Result<Import> {
         self.can_pull(copy)?;
         let store = match &self.backend {
             super::Backend::Bucket(s) => s,
-            super::Backend::Registry(r) => return r.pull(self, copy, staging, limit, stop).await,
+            super::Backend::Registry(r) => {
+                return r.pull(self, copy, staging, (limit, progress), stop).await
+            }
         };
         let body = store
             .get(&Remote::object(copy))
@@ -365,7 +382,7 @@ impl Remote {
         let staging = staging.to_owned();
         let f = flag.clone();
         let work = tokio::task::spawn_blocking(move || -> Result<(Imported, String, u64)> {
-            let mut r = Hashing::new(reader, f);
+            let mut r = Hashing::new(reader, f).counting(progress);
             let imported = if encrypted {
                 let d = age::Decryptor::new_buffered(io::BufReader::new(&mut r))
                     .map_err(|e| damaged(&format!("it is not an age file: {e}")))?;

@@ -473,7 +473,11 @@ impl Inner {
                 folder.path(),
                 Manifest::of(cp),
                 cp,
-                (work.tag.as_deref(), work.format),
+                &crate::remote::PushOptions {
+                    tag: work.tag.clone(),
+                    format: work.format,
+                    progress: self.transfer_progress(job),
+                },
                 stop,
                 started_tx,
             )
@@ -542,13 +546,20 @@ impl Inner {
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let r = self.cfg().remotes.get(&work.copy.remote)?;
+        // The object's size is known: a pull's progress has its total.
+        self.set_estimate(job, work.copy.size_bytes);
         let root = &self.cfg().checkpoints_root;
         let staging = root.join(format!("{STAGING_PREFIX}{job}"));
         std::fs::create_dir(&staging)
             .map_err(|e| Error::io("cannot create the pull's directory", &staging, &e))?;
         let guard = StagingDir(Some(staging.clone()));
         let (manifest, bytes) = match r
-            .pull(&work.copy, &staging, self.cfg().import_max_bytes, stop)
+            .pull(
+                &work.copy,
+                &staging,
+                (self.cfg().import_max_bytes, self.transfer_progress(job)),
+                stop,
+            )
             .await?
         {
             crate::archive::Import::Ckptd(i) => (i.manifest, i.bytes),

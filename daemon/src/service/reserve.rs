@@ -29,6 +29,8 @@ pub(super) struct Busy {
     /// What a checkpoint job's images should take, estimated at admission (its progress's
     /// total), by job; given back with the job's reservation.
     estimates: HashMap<Uuid, u64>,
+    /// The bytes a push or pull job has sent or read so far (its progress), by job.
+    transfers: HashMap<Uuid, crate::remote::Progress>,
 }
 
 /// An export reading a checkpoint's images: while it lives, the checkpoint is not deleted.
@@ -222,6 +224,19 @@ impl Inner {
         self.busy().estimates.insert(job, bytes);
     }
 
+    /// The counter job `job` (a push or pull) adds what it sends or reads to, for its progress.
+    pub(super) fn transfer_progress(&self, job: Uuid) -> crate::remote::Progress {
+        self.busy().transfers.entry(job).or_default().clone()
+    }
+
+    /// What push or pull job `job` has moved so far, while it runs.
+    pub(super) fn transferred(&self, job: Uuid) -> Option<u64> {
+        self.busy()
+            .transfers
+            .get(&job)
+            .map(|p| p.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// What job `job`'s images should take, when it holds a reservation with an estimate.
     pub(super) fn estimate(&self, job: Uuid) -> Option<u64> {
         self.busy().estimates.get(&job).copied()
@@ -233,6 +248,7 @@ impl Inner {
         busy.targets.retain(|_, j| *j != job.id);
         busy.member_jobs.remove(&job.id);
         busy.estimates.remove(&job.id);
+        busy.transfers.remove(&job.id);
         if matches!(job.kind, JobKind::Restore | JobKind::Push | JobKind::Pull) {
             busy.checkpoints.remove(&job.checkpoint_id);
         }
