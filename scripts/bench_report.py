@@ -363,9 +363,23 @@ if containerd:
       "restore from a directory to set it against. Where ckptd is behind at the smaller size it "
       "pays a fixed cost the by-hand lines do not: the job (HTTP, admission, the catalog's commits: "
       "13-15 ms for a process, above), the pause and the kill as separate calls to containerd, and the wait "
-      "for containerd to record the task's exit, so that a restore right after finds it stopped. "
-      "How much each takes is not measured yet (issue 28 goes on).")
+      "for containerd to record the task's exit, so that a restore right after finds it stopped.")
     p()
+    phased = {s: v for s, v in containerd.items() if len(v) > 9}
+    if phased:
+        p("Where ckptd's checkpoint time goes: the daemon's own histogram "
+          "`ckptd_checkpoint_phase_seconds{target=\"containerd\"}` (means over the runs): `dump` is "
+          "the pause and containerd's task checkpoint (the container stays frozen), `durable` the "
+          "fsync of every image file and the rename, `release` the kill, the thaw and the wait for "
+          "containerd to record the exit, `catalog` the row; the rest is the request, admission and "
+          "the job's rows. By hand, `--exit` has CRIU kill the container as its dump ends, before "
+          "anything is durable; ckptd never ends a target before its images are, so it pays the "
+          "release as a step of its own.")
+        p()
+        p(table(["memory", "ckptd (mean)", "dump", "durable", "release", "catalog", "rest"],
+                [[mib(s), secs(v[9]), secs(v[5]), secs(v[6]), secs(v[7]), ms(v[8]),
+                  ms(v[9] - sum(v[5:9]))] for s, v in phased.items()]))
+        p()
 
 if podman:
     p("## Podman containers against Podman by hand")

@@ -582,3 +582,83 @@ async fn a_tls_registry_is_trusted_through_its_ca_file_and_limits_hold() {
         .is_empty());
     assert!(staging_left(&small).is_empty());
 }
+
+/// A schedule that pushes each checkpoint to a registry, with `keep_last: 2`: retention applies
+/// to the registry's copies as to a bucket's, deleting the images it prunes (by digest), so the
+/// repository ends with two checkpoint images, the two rows keep.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_pushing_to_a_registry_keeps_the_last_two_images() {
+    let reg = RegistryServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let creds = reg.credentials_file("creds", None);
+    let conf = format!(
+        "retention_interval_secs = 1\n{}",
+        reg.config("hub", "scheduled", &creds)
+    );
+    let a = host(&config(dir.path(), "a.toml", &conf)).await;
+    let t = ckptd_tests::counter(dir.path(), "scheduled", 1);
+    a.client
+        .create_schedule(
+            &serde_json::from_value(serde_json::json!({
+                "name": "every2s",
+                "target": {"kind": "process", "pid": t.pid},
+                "cron": "*/2 * * * * *",
+                "options": {"push_to": "hub", "keep_local": false, "leave_running": true},
+                "retention": {"keep_last": 2}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let pushes = || async {
+        a.client
+            .jobs(&ckptd_tests::q("kind=push&state=succeeded&limit=100"))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pushes().await < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than 4 pushes in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.client
+        .update_schedule(
+            "every2s",
+            &serde_json::from_value(serde_json::json!({"enabled": false})).unwrap(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let images = loop {
+        let images = a.client.remote_checkpoints("hub").await.unwrap().items;
+        if images.len() == 2 || std::time::Instant::now() > deadline {
+            break images;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(images.len(), 2, "{images:?}");
+    let rows = a
+        .client
+        .list_checkpoints(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    let ready: Vec<_> = rows
+        .iter()
+        .filter(|c| c.status == CheckpointStatus::Ready)
+        .collect();
+    assert_eq!(ready.len(), 2, "{rows:?}");
+    for c in ready {
+        let copy = c.remote_copy("hub").expect("its image");
+        assert!(
+            images.iter().any(|i| i.object.sha256 == copy.sha256),
+            "{copy:?} is not in the registry"
+        );
+    }
+}
