@@ -227,7 +227,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Upload a checkpoint's archive to a remote (a job; waits for it unless --no-wait).
+    /// Upload a checkpoint to a remote: its archive to a bucket, a checkpoint image to a
+    /// registry (a job; waits for it unless --no-wait).
     Push(PushArgs),
     /// Download a checkpoint from a remote and catalogue it here (root only).
     Pull(PullArgs),
