@@ -732,6 +732,8 @@ impl Registry {
             }
             _ => vec![],
         };
+        // The held folder (the path names its descriptor), for Podman's annotations below.
+        let held = dir.clone();
         let (tx, rx) = mpsc::channel::<Bytes>(2);
         let recipients = remote.recipients.clone();
         let producer = tokio::task::spawn_blocking(move || -> io::Result<String> {
@@ -811,7 +813,7 @@ impl Registry {
             .map_err(|e| failed(remote, "upload the image configuration", e))?;
         let encrypted = !remote.recipients.is_empty();
         let mut annotations = match layout {
-            ArchiveFormat::Podman => podman_annotations(&PathBuf::from(&cp.dir), cp),
+            ArchiveFormat::Podman => podman_annotations(&held, cp),
             ArchiveFormat::Kubernetes => std::collections::BTreeMap::from([(
                 CRIO_NAME.to_owned(),
                 match &cp.target {
@@ -1021,7 +1023,7 @@ fn podman_annotations(dir: &Path, cp: &Checkpoint) -> std::collections::BTreeMap
         Target::Container { id, .. } => id.clone(),
         Target::Process { pid } => pid.to_string(),
     };
-    let config: serde_json::Value = std::fs::File::open(dir.join("config.dump"))
+    let config: serde_json::Value = crate::sys::open_regular(&dir.join("config.dump"))
         .ok()
         .and_then(|f| {
             let mut b = Vec::new();

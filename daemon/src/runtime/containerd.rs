@@ -470,15 +470,7 @@ impl ContainerdEngine {
     async fn check_joined_namespaces(&self, cp: &Checkpoint, c: &Named<'_>) -> Result<()> {
         let record = match self.source(c).await {
             Ok(r) => Some(r),
-            Err(e) if e.kind == ErrorKind::TargetUnavailable => {
-                let file = std::path::Path::new(&cp.dir).join(RECORD_FILE);
-                crate::sys::open_regular(&file).ok().and_then(|f| {
-                    let mut b = Vec::new();
-                    std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut b)
-                        .ok()?;
-                    serde_json::from_slice::<ContainerRecordFile>(&b).ok()
-                })
-            }
+            Err(e) if e.kind == ErrorKind::TargetUnavailable => kept_record(cp),
             Err(e) => return Err(e),
         };
         let Some(record) = record else {
@@ -614,16 +606,7 @@ impl ContainerdEngine {
     ) -> Result<ContainerRecordFile> {
         match self.source(src).await {
             Err(e) if e.kind == ErrorKind::TargetUnavailable => {
-                let text = spec
-                    .images
-                    .read(RECORD_FILE, 1 << 20)
-                    .map_err(|_| gone(spec.checkpoint, src))?;
-                serde_json::from_slice(&text).map_err(|e| {
-                    Error::internal(format!(
-                        "checkpoint {}'s {RECORD_FILE} cannot be read: {e}",
-                        spec.checkpoint.name
-                    ))
-                })
+                read_record(spec.images).ok_or_else(|| gone(spec.checkpoint, src))
             }
             r => r,
         }
@@ -820,7 +803,20 @@ fn gone(cp: &Checkpoint, src: &Named<'_>) -> Error {
 /// one, or its images are still in a remote (a restore that pulls checks again once they are
 /// here).
 fn can_make(cp: &Checkpoint) -> bool {
-    !cp.is_local() || std::path::Path::new(&cp.dir).join(RECORD_FILE).is_file()
+    !cp.is_local() || kept_record(cp).is_some()
+}
+
+/// The record a checkpoint's folder keeps, read through the folder held (never a symlink, at
+/// most 1 MiB); None when there is none that reads.
+fn read_record(folder: &sys::Folder) -> Option<ContainerRecordFile> {
+    let text = folder.read(RECORD_FILE, 1 << 20).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// The record checkpoint `cp` keeps, its folder opened beneath its anchored parent.
+fn kept_record(cp: &Checkpoint) -> Option<ContainerRecordFile> {
+    let anchor = sys::AnchoredDir::open(std::path::Path::new(&cp.dir)).ok()?;
+    read_record(&anchor.open_folder(anchor.name(), cp.owner_uid).ok()?)
 }
 
 /// `what` named `dst` is in containerd already.
