@@ -16,7 +16,8 @@
 //! from what containerd records of the checkpoint's container (image, runtime, spec, labels), a
 //! new snapshot over the same parent, and a log of ckptd's for its output
 //! (`<state_dir>/container-logs/`), then creates its task from the images as in place; anything
-//! made is removed again if a step fails.
+//! made is removed again, within the job, if a step fails, and by the restart's recovery if the
+//! daemon dies between steps (the container carries the job's label, `io.ckptd.made-by`).
 //!
 //! Every checkpoint keeps containerd's record of its container (`containerd.json`), written
 //! before the pause: a node without the container makes it again from it, over the same image.
@@ -662,16 +663,32 @@ impl ContainerdEngine {
             })?
             .into_inner()
             .mounts;
-        let made = Made {
-            engine: self,
-            dst,
-            snapshotter: source.snapshotter.clone(),
-            container: false,
-            task: false,
-        };
-        let mut made = made;
+        // Each step made is undone, here, before the job ends, if a later one fails; a daemon
+        // killed meanwhile leaves it to the restart's recovery (`recover_restore`).
+        let mut made = Made::default();
+        let started = self
+            .make_and_start(spec, dst, &source, mounts, &mut made)
+            .await;
+        if started.is_err() {
+            self.unmake(dst, &source.snapshotter, made).await;
+        }
+        started
+    }
+
+    /// The steps of `restore_into` after the snapshot: the container, its task from the
+    /// images, its start; `made` says which were done.
+    async fn make_and_start(
+        &self,
+        spec: &RestoreSpec<'_>,
+        dst: &Named<'_>,
+        source: &ContainerRecordFile,
+        mounts: Vec<containerd_client::types::Mount>,
+        made: &mut Made,
+    ) -> Result<JobResult> {
+        let cp = spec.checkpoint;
         let mut labels = source.labels.clone();
-        labels.insert("io.ckptd.restored-from".into(), cp.name.clone());
+        labels.insert(RESTORED_FROM.into(), cp.name.clone());
+        labels.insert(MADE_BY.into(), spec.log_name.to_owned());
         let mut containers = ContainersClient::new(self.channel().await?);
         containers
             .create(in_ns(
@@ -752,7 +769,6 @@ impl ContainerdEngine {
             .await
             .map_err(|s| self.restore_failed(dst, cp, spec, s))?
             .into_inner();
-        made.keep();
         rename_log(spec, "restore.log");
         Ok(JobResult {
             pid: Some(started.pid as i32),
@@ -760,6 +776,44 @@ impl ContainerdEngine {
             output_log: Some(log.display().to_string()),
             ..Default::default()
         })
+    }
+
+    /// Removes what a failed restore into `dst` made: its task, the container (when `made`
+    /// says so) and the snapshot; each step best effort, logged.
+    async fn unmake(&self, dst: &Named<'_>, snapshotter: &str, made: Made) {
+        let Ok(channel) = self.channel().await else {
+            return;
+        };
+        if made.task {
+            if let Ok(r) = in_ns(
+                dst.ns,
+                DeleteTaskRequest {
+                    container_id: dst.id.to_owned(),
+                },
+            ) {
+                let _ = TasksClient::new(channel.clone()).delete(r).await;
+            }
+        }
+        if made.container {
+            if let Ok(r) = in_ns(
+                dst.ns,
+                DeleteContainerRequest {
+                    id: dst.id.to_owned(),
+                },
+            ) {
+                let _ = ContainersClient::new(channel.clone()).delete(r).await;
+            }
+        }
+        if let Ok(r) = in_ns(
+            dst.ns,
+            RemoveSnapshotRequest {
+                snapshotter: snapshotter.to_owned(),
+                key: dst.id.to_owned(),
+            },
+        ) {
+            let _ = SnapshotsClient::new(channel).remove(r).await;
+        }
+        tracing::info!(container = %dst.id, namespace = %dst.ns, "removed what a failed restore into a new container made");
     }
 
     /// A restore containerd refused or CRIU failed: CRIU's own words from its log.
@@ -830,68 +884,18 @@ fn taken(dst: &Named<'_>, what: &str) -> Error {
     })
 }
 
-/// What a restore into a new container made so far, removed on drop unless kept: the task, the
-/// container, the snapshot (in that order, each best effort, in the background).
-struct Made<'a> {
-    engine: &'a ContainerdEngine,
-    dst: &'a Named<'a>,
-    snapshotter: String,
+/// What a restore into a new container made after its snapshot.
+#[derive(Default)]
+struct Made {
     container: bool,
     task: bool,
 }
 
-impl Made<'_> {
-    fn keep(mut self) {
-        self.container = false;
-        self.task = false;
-        self.snapshotter.clear();
-    }
-}
-
-impl Drop for Made<'_> {
-    fn drop(&mut self) {
-        if self.snapshotter.is_empty() {
-            return;
-        }
-        let Some(channel) = self.engine.channel.get().cloned() else {
-            return;
-        };
-        let (ns, id, snapshotter, container, task) = (
-            self.dst.ns.to_owned(),
-            self.dst.id.to_owned(),
-            std::mem::take(&mut self.snapshotter),
-            self.container,
-            self.task,
-        );
-        tokio::spawn(async move {
-            if task {
-                if let Ok(r) = in_ns(
-                    &ns,
-                    DeleteTaskRequest {
-                        container_id: id.clone(),
-                    },
-                ) {
-                    let _ = TasksClient::new(channel.clone()).delete(r).await;
-                }
-            }
-            if container {
-                if let Ok(r) = in_ns(&ns, DeleteContainerRequest { id: id.clone() }) {
-                    let _ = ContainersClient::new(channel.clone()).delete(r).await;
-                }
-            }
-            if let Ok(r) = in_ns(
-                &ns,
-                RemoveSnapshotRequest {
-                    snapshotter,
-                    key: id.clone(),
-                },
-            ) {
-                let _ = SnapshotsClient::new(channel).remove(r).await;
-            }
-            tracing::info!(container = %id, namespace = %ns, "removed what a failed restore into a new container made");
-        });
-    }
-}
+/// The labels a container made by a restore carries: the checkpoint's name, and the restore
+/// job's log name (one per job), by which a restart's recovery knows the container is the
+/// interrupted job's own to remove.
+const RESTORED_FROM: &str = "io.ckptd.restored-from";
+const MADE_BY: &str = "io.ckptd.made-by";
 
 /// The shim has runc write CRIU's log as `name` in the work path (the checkpoint's folder): it
 /// becomes the job's own log. Returns where it is.
@@ -1174,7 +1178,7 @@ impl Engine for ContainerdEngine {
         &'a self,
         cp: &'a Checkpoint,
         into: Option<&'a Target>,
-        _log_name: &'a str,
+        log_name: &'a str,
     ) -> BoxFuture<'a, Option<JobResult>> {
         Box::pin(async move {
             let src = self.named(&cp.target).ok()?;
@@ -1182,12 +1186,24 @@ impl Engine for ContainerdEngine {
                 Some(t) => self.named_into(&src, t).ok()?,
                 None => src,
             };
-            let p = self.task(&c).await.ok()??;
-            container::restored(
-                Status::try_from(p.status) == Ok(Status::Running),
-                p.pid as i32,
-                c.id,
-            )
+            let task = self.task(&c).await.ok().flatten();
+            if let Some(p) = &task {
+                if Status::try_from(p.status) == Ok(Status::Running) {
+                    return container::restored(true, p.pid as i32, c.id);
+                }
+            }
+            // Not running: a container this very job made (a daemon killed between its steps)
+            // is removed, as the job would have removed it.
+            if let Ok(made) = self.container(&c).await {
+                if made.labels.get(MADE_BY).map(String::as_str) == Some(log_name) {
+                    let done = Made {
+                        container: true,
+                        task: task.is_some(),
+                    };
+                    self.unmake(&c, &made.snapshotter, done).await;
+                }
+            }
+            None
         })
     }
 }
