@@ -563,14 +563,14 @@ impl Inner {
             .await?
         {
             crate::archive::Import::Ckptd(i) => (i.manifest, i.bytes),
-            // A Podman checkpoint image: what it is comes from its own files, as an import's.
+            // Podman's or CRI-O's layout (a checkpoint image): the row's target and origin came
+            // from the image's annotations; its container record and statistics come from its
+            // own files, as an import's do.
             crate::archive::Import::Container(f) => {
                 let bytes = f.bytes;
                 let m = crate::runtime::foreign_manifest(f, &staging)?;
                 if work.created_row {
-                    cp.target = m.target.clone();
                     cp.container = m.container.clone();
-                    cp.origin = m.origin.clone();
                     cp.stats = m.stats;
                 }
                 (m, bytes)
