@@ -341,6 +341,20 @@ impl Client {
         Ok(env.job)
     }
 
+    /// `POST /v1/migrations`: moves a running process to another daemon, live.
+    pub async fn migrate_live(
+        &self,
+        req: &crate::CreateMigration,
+        wait: bool,
+    ) -> Result<Job, ClientError> {
+        let path = with_query("/v1/migrations", &WaitQuery { wait });
+        let env: JobEnvelope = self
+            .send_json(Method::POST, &path, req)
+            .await?
+            .into_result()?;
+        Ok(env.job)
+    }
+
     /// `DELETE /v1/checkpoints/{ref}?forget=true`: the record only, nothing on disk touched.
     pub async fn forget_checkpoint(&self, reference: &str) -> Result<(), ClientError> {
         self.delete(&with_query(

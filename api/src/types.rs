@@ -407,6 +407,11 @@ pub enum JobKind {
     Push,
     /// Download a checkpoint from a remote and catalogue it here.
     Pull,
+    /// Move a running target to another daemon live (`POST /v1/migrations`): the source's job.
+    Migrate,
+    /// The destination's side of a live migration: the tree restored at once, its memory
+    /// streaming in behind it.
+    Receive,
 }
 
 impl JobKind {
@@ -473,6 +478,87 @@ pub struct JobResult {
     /// spec before running it here (its hooks, e.g. `hooks.prestart: /usr/bin/setup`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stripped: Vec<String>,
+    /// A live migration (either side): how it went, measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationReport>,
+}
+
+/// What a live migration did, measured by the daemon that reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// `migrated` (running on the destination, ended here), `resumed` (running here again, the
+    /// destination's copy ended), `checkpointed` (neither side could tell the other's state:
+    /// the workload is in `checkpoint`, here, and ended).
+    pub outcome: MigrationOutcome,
+    /// The other daemon (`host:port` on the source; the peer's address on the destination).
+    pub peer: String,
+    /// The other side's job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_job: Option<Uuid>,
+    /// The restored tree's root pid on the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_pid: Option<i32>,
+    /// From the source's freeze to the destination's word that the tree runs (an upper bound
+    /// of the downtime: it includes that word's trip back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    /// From the freeze to the last page in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<u64>,
+    /// Bytes of non-memory images sent before the restore.
+    pub image_bytes: u64,
+    /// Bytes of memory pages sent after it (the destination's faults and background copy).
+    pub page_bytes: u64,
+    /// Page requests the source served (faults and background fetches).
+    pub page_requests: u64,
+    /// `checkpointed`: the checkpoint that holds the workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum MigrationOutcome {
+    #[default]
+    Migrated,
+    Resumed,
+    Checkpointed,
+}
+
+/// Body of `POST /v1/migrations`: move a running process to another daemon live.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMigration {
+    pub target: Option<Target>,
+    /// The destination daemon's TCP listener, `host:port`.
+    pub to: String,
+    /// The destination's bearer token (its `tcp_token_file`); kept in memory only.
+    pub token: String,
+    /// The name of this side's checkpoint row (the fallback checkpoint, if one is needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tcp_established: bool,
+    #[serde(default)]
+    pub ext_unix_sk: bool,
+    #[serde(default)]
+    pub file_locks: bool,
+    #[serde(default)]
+    pub shell_job: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -482,9 +482,20 @@ pub struct AdoptArgs {
 
 #[derive(Args)]
 pub struct MigrateArgs {
-    /// A checkpoint name or id.
+    /// A checkpoint name or id; with --live, the PID of the running process to move.
     #[arg(add = ArgValueCandidates::new(complete::checkpoints))]
     pub reference: String,
+    /// Move the running process itself, live: it is frozen here, runs there at once, and its
+    /// memory follows it over the daemons' connection (CRIU's lazy migration).
+    #[arg(long, conflicts_with_all = ["restore", "via"])]
+    pub live: bool,
+    /// With --live: move its established TCP connections too (the same addresses must exist
+    /// on the destination).
+    #[arg(long, requires = "live")]
+    pub tcp_established: bool,
+    /// With --live: return once the job is queued; follow it with `ckpt jobs`.
+    #[arg(long, requires = "live")]
+    pub no_wait: bool,
     /// The other daemon's TCP listener, host:port.
     #[arg(long)]
     pub to: String,

@@ -83,6 +83,38 @@ pub struct RestoreSpec<'a> {
     pub stop: StopSignal,
 }
 
+/// The source side of a live migration, once CRIU has written everything but memory: it serves
+/// the memory over its page-server socket until that socket closes, then exits.
+pub struct LazyDump {
+    /// What the dump left stopped: it stays so whatever CRIU does next (`--leave-stopped`); the
+    /// service ends it or lets it run once it knows where the workload lives.
+    pub stopped: Stopped,
+    /// CRIU's run, now serving pages.
+    pub criu: tokio::process::Child,
+}
+
+/// The destination side of a live migration: the tree runs, its memory arriving behind it.
+pub struct LazyRestore {
+    /// The restored tree's root.
+    pub pid: i32,
+    /// `ckptd lazy-guard` over `criu lazy-pages`: exits 0 once every page is in, or kills the
+    /// tree and exits non-zero if the pages stop coming (even if ckptd itself is gone).
+    pub guard: tokio::process::Child,
+}
+
+/// The label a live migration's fallback checkpoint carries: its tree was stopped when it was
+/// dumped (CRIU restores it stopped), and a restore continues it (SIGCONT).
+pub const CONTINUE_LABEL: &str = "io.ckptd.continue";
+
+/// Why a live migration cannot be offered for a target.
+pub fn no_live_migration(target: &Target) -> crate::error::Error {
+    crate::error::Error::invalid(format!(
+        "live migration is offered for processes; {} is not one",
+        target.key()
+    ))
+    .with_hint("move it with a checkpoint instead: `ckpt migrate NAME --to HOST:PORT --restore`")
+}
+
 pub trait Engine: Send + Sync + 'static {
     /// The CRIU version recorded with each checkpoint.
     fn version(&self) -> Option<String>;
@@ -103,6 +135,25 @@ pub trait Engine: Send + Sync + 'static {
     fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>>;
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>>;
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>>;
+    /// Live migration, source side: CRIU dumps everything but memory into `spec.images`, then
+    /// serves the memory over `pages` (its page-server socket) until that closes. Returns once
+    /// the images are written. The tree is left stopped whatever happens to the transfer.
+    fn dump_lazy<'a>(
+        &'a self,
+        spec: DumpSpec<'a>,
+        _pages: std::os::fd::OwnedFd,
+    ) -> BoxFuture<'a, Result<LazyDump>> {
+        Box::pin(async move { Err(no_live_migration(spec.target)) })
+    }
+    /// Live migration, destination side: restores the tree from `spec.images` at once, its
+    /// memory fetched over `pages` by a guarded `criu lazy-pages`.
+    fn restore_lazy<'a>(
+        &'a self,
+        spec: RestoreSpec<'a>,
+        _pages: std::os::fd::OwnedFd,
+    ) -> BoxFuture<'a, Result<LazyRestore>> {
+        Box::pin(async move { Err(no_live_migration(&spec.checkpoint.target)) })
+    }
     /// Ends what a dump left frozen (`kill`), or lets it run again.
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()>;
     /// The container runtimes behind this engine and whether each can be used now.

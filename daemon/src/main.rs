@@ -6,6 +6,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, reload, EnvFilter};
 
 fn main() {
+    // `ckptd lazy-guard ...`: a live migration's guard over `criu lazy-pages`, not the daemon.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(ckptd::runtime::process::GUARD_COMMAND) {
+        std::process::exit(ckptd::runtime::process::run_guard(&argv[2..]));
+    }
     let args = ckptd::config::Args::parse();
     let cfg = match ckptd::config::Config::load(args.clone()) {
         Ok(c) => c,

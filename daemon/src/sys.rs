@@ -34,6 +34,19 @@ impl ProcStat {
 }
 
 /// Reads /proc/PID/stat; `None` when no such process exists.
+/// Lets `cmd`'s child inherit descriptor `fd` (ckptd opens everything close-on-exec).
+pub fn inherit_fd(cmd: &mut tokio::process::Command, fd: std::os::fd::RawFd) {
+    // SAFETY: fcntl is async-signal-safe, and nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let st = procfs::process::Process::new(pid).ok()?.stat().ok()?;
     Some(ProcStat::from(st))
@@ -367,6 +380,28 @@ impl Folder {
 
     /// Opens the regular file `name` for reading: not a symlink, not a FIFO or device, and in
     /// a member's folder only a file of the member's.
+    /// Creates a new regular file `name` in the folder (never over anything, never through a
+    /// symlink), 0600 and owned by `owner` when given (the folder's owner reads it then).
+    pub fn create_file(&self, name: &str, owner: Option<(u32, u32)>) -> io::Result<File> {
+        use rustix::fs::{openat, Mode, OFlags};
+        single_component(name)?;
+        let fd = openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(io::Error::from)?;
+        if let Some((uid, gid)) = owner {
+            rustix::fs::fchown(
+                &fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )?;
+        }
+        Ok(File::from(fd))
+    }
+
     pub fn open_file(&self, name: &str) -> io::Result<File> {
         use rustix::fs::{openat, Mode, OFlags};
         single_component(name)?;

@@ -241,6 +241,10 @@ pub struct Metrics {
     pub event_clients: IntGauge,
     /// Answered requests: (route template, status class).
     pub requests: CounterFamily,
+    /// Live migrations ended: (direction: out, in; outcome: migrated, resumed, checkpointed).
+    pub migrations: CounterFamily,
+    /// Live migrations' downtime, freeze to the destination's word that the tree runs.
+    pub migration_downtime: Histogram,
 }
 
 impl Default for Metrics {
@@ -320,6 +324,15 @@ impl Default for Metrics {
                 "Requests answered, by route template and status class (2xx, 4xx, ...).",
                 &["route", "code"],
             ),
+            migrations: CounterFamily::new(
+                "ckptd_migrations_total",
+                "Live migrations ended, by direction (out: this daemon was the source; in: the destination) and outcome (migrated; resumed: the workload runs on the source again; checkpointed: it was written to a checkpoint on the source).",
+                &["direction", "outcome"],
+            ),
+            migration_downtime: Histogram::new(
+                "ckptd_migration_downtime_seconds",
+                "Live migrations' downtime: from the source's freeze to the destination's word that the tree runs.",
+            ),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.checkpoints.0.clone()),
@@ -342,6 +355,8 @@ impl Default for Metrics {
             Box::new(m.phase_seconds.0.clone()),
             Box::new(m.event_clients.clone()),
             Box::new(m.requests.0.clone()),
+            Box::new(m.migrations.0.clone()),
+            Box::new(m.migration_downtime.0.clone()),
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");

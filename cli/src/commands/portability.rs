@@ -135,6 +135,9 @@ pub async fn migrate(client: &Client, a: MigrateArgs) -> Result<(), ClientError>
     if let Some(via) = &a.via {
         return migrate_via(client, &remote, via, &a).await;
     }
+    if a.live {
+        return migrate_live(client, remote, &a).await;
+    }
     let cp = client
         .migrate(&a.reference, &remote, a.name.as_deref())
         .await?;
@@ -156,6 +159,64 @@ pub async fn migrate(client: &Client, a: MigrateArgs) -> Result<(), ClientError>
         }
         println!("restored on {to}: {}", job_outcome(&env.job));
     }
+    Ok(())
+}
+
+/// `ckpt migrate PID --live`: one job here, one there; progress while the memory moves.
+async fn migrate_live(client: &Client, to: Remote, a: &MigrateArgs) -> Result<(), ClientError> {
+    use std::io::IsTerminal;
+    let pid: i32 = a.reference.parse().map_err(|_| {
+        ClientError::Io(format!(
+            "ckpt migrate --live moves a running process: give its PID, not {:?}",
+            a.reference
+        ))
+    })?;
+    let req = ckptd_api::CreateMigration {
+        target: Some(ckptd_api::Target::Process { pid }),
+        to: to.addr.clone(),
+        token: to.token.clone(),
+        name: a.name.clone(),
+        tcp_established: a.tcp_established,
+        ..Default::default()
+    };
+    let mut job = client.migrate_live(&req, false).await?;
+    if a.no_wait {
+        println!("{}", job.id);
+        return Ok(());
+    }
+    let tty = std::io::stderr().is_terminal();
+    while !job.state.is_finished() {
+        job = client
+            .job(&job.id.to_string(), Some(std::time::Duration::from_secs(1)))
+            .await?;
+        if let (true, Some(p)) = (tty, job.progress) {
+            eprint!(
+                "\rmoving pid {pid} to {}: {} sent   ",
+                to.addr,
+                human_bytes(p.bytes_written)
+            );
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    if job.state != JobState::Succeeded {
+        return Err(job_failed(&job));
+    }
+    let m = job
+        .result
+        .as_ref()
+        .and_then(|r| r.migration.clone())
+        .unwrap_or_default();
+    println!(
+        "pid {pid} moved to {}: pid {} there; downtime {} ms, all memory in after {} ms ({} of images, {} of pages)",
+        to.addr,
+        m.destination_pid.map_or("?".into(), |p| p.to_string()),
+        m.downtime_ms.unwrap_or(0),
+        m.total_ms.unwrap_or(0),
+        human_bytes(m.image_bytes),
+        human_bytes(m.page_bytes),
+    );
     Ok(())
 }
 

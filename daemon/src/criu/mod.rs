@@ -193,19 +193,11 @@ impl ImagesFd {
     }
 
     /// Lets `cmd`'s child inherit the descriptor (ckptd opens everything close-on-exec).
-    fn inherit(&self, cmd: &mut Command) {
+    pub fn inherit(&self, cmd: &mut Command) {
         use std::os::fd::AsRawFd;
         let fd = self.0.as_raw_fd();
         cmd.env(crate::sys::IMAGES_ENV, &self.1);
-        // SAFETY: fcntl is async-signal-safe, and nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::sys::inherit_fd(cmd, fd);
     }
 }
 

@@ -307,6 +307,69 @@ pub async fn restore_checkpoint(
     job_answer(&s, &caller, job, wait).await
 }
 
+/// `POST /v1/migrations`: move a running process to another daemon, live.
+pub async fn create_migration(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    uri: Uri,
+    ApiJson(body): ApiJson<ckptd_api::CreateMigration>,
+) -> Result<Response> {
+    let wait = query::wait_flag(&uri)?;
+    let (_checkpoint, job) = s.service.submit_migration(&caller, body).await?;
+    job_answer(&s, &caller, job, wait).await
+}
+
+/// `POST /v1/migrations/incoming`: the destination's side of a live migration, for the source
+/// daemon (root: the TCP listener's token). The connection is upgraded to `ckptd-live/1`.
+pub async fn incoming_migration(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    mut req: axum::extract::Request,
+) -> Result<Response> {
+    use crate::remote::live;
+    if !caller.is_admin() {
+        return Err(crate::auth::forbidden(
+            "only another daemon, with this daemon's TCP token, sends a live migration here",
+        ));
+    }
+    let asks = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(live::PROTOCOL));
+    if !asks {
+        return Err(crate::error::Error::invalid(format!(
+            "this route is a daemon's: it needs \"Connection: upgrade\" and \"Upgrade: {}\"; \
+             to migrate a process, POST /v1/migrations on the source daemon",
+            live::PROTOCOL
+        )));
+    }
+    let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(crate::error::Error::invalid(
+            "this connection cannot be upgraded (HTTP/1.1 only)",
+        ));
+    };
+    let service = s.service.clone();
+    tokio::spawn(async move {
+        match on.await {
+            Ok(up) => {
+                service
+                    .receive_migration(hyper_util::rt::TokioIo::new(up), "the source daemon".into())
+                    .await
+            }
+            Err(e) => tracing::warn!(error = %e, "a live migration's upgrade failed"),
+        }
+    });
+    Ok((
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, "upgrade"),
+            (header::UPGRADE, live::PROTOCOL),
+        ],
+    )
+        .into_response())
+}
+
 pub async fn checkpoint_log(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,

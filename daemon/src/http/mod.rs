@@ -264,6 +264,8 @@ fn routes() -> Routes {
         "/v1/schedules/{ref}/retention",
         schedule_retention,
     )
+    .add(Method::POST, "/v1/migrations", create_migration)
+    .add(Method::POST, "/v1/migrations/incoming", incoming_migration)
     .add(Method::GET, "/v1/jobs", list_jobs)
     .add(Method::GET, "/v1/jobs/{id}", get_job)
     .add(Method::POST, "/v1/jobs/{id}/cancel", cancel_job)

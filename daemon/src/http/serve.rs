@@ -27,7 +27,6 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -233,7 +232,11 @@ async fn accept_loop<K, Io, A, F>(
     A: FnMut() -> F,
     F: std::future::Future<Output = std::io::Result<(Io, Caller, Option<K>)>>,
 {
-    let graceful = GracefulShutdown::new();
+    // Each connection is told to finish when the accept loop ends (hyper-util's
+    // GracefulShutdown does not take a connection that may be upgraded, as a live migration's
+    // link is), and the loop's end waits for them.
+    let connections = tokio_util::task::TaskTracker::new();
+    let (finish, finishing) = watch::channel(false);
     let limits = counter.limits;
     let mut refused = 0u64;
     let mut last_told = std::time::Instant::now() - Duration::from_secs(1);
@@ -300,9 +303,12 @@ async fn accept_loop<K, Io, A, F>(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(io), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+            .serve_connection(TokioIo::new(io), svc)
+            // A live migration's link (`POST /v1/migrations/incoming`) upgrades its connection.
+            .with_upgrades();
+        let mut finishing = finishing.clone();
+        connections.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
             let _slot = slot;
             // Closed when the pool needs its place (a sender dropped unsent means it passed).
             let closed = async {
@@ -315,12 +321,18 @@ async fn accept_loop<K, Io, A, F>(
                 }
             };
             tokio::select! {
-                ended = conn => {
+                ended = conn.as_mut() => {
                     if let Err(e) = ended {
                         tracing::trace!(error = %e, "connection ended");
                     }
                 }
                 () = closed => {}
+                _ = async { let _ = finishing.wait_for(|f| *f).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    if let Err(e) = conn.await {
+                        tracing::trace!(error = %e, "connection ended");
+                    }
+                }
             }
             if let Some((g, id)) = forget {
                 g.forget(id);
@@ -328,7 +340,9 @@ async fn accept_loop<K, Io, A, F>(
         });
     }
     // Connections finish their requests in flight; the caller bounds how long that may take.
-    graceful.shutdown().await;
+    let _ = finish.send(true);
+    connections.close();
+    connections.wait().await;
 }
 
 #[cfg(test)]

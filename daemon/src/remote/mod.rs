@@ -17,6 +17,7 @@
 //! abort, retries with backoff, path-style or virtual-host addressing. Encryption is `age`
 //! (X25519 recipients, streamed in 64 KiB authenticated chunks).
 
+pub mod live;
 pub mod registry;
 mod transfer;
 

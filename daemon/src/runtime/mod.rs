@@ -228,6 +228,21 @@ impl Engine for Engines {
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
         self.for_restore(spec.checkpoint, spec.into).restore(spec)
     }
+    fn dump_lazy<'a>(
+        &'a self,
+        spec: DumpSpec<'a>,
+        pages: std::os::fd::OwnedFd,
+    ) -> BoxFuture<'a, Result<crate::engine::LazyDump>> {
+        self.for_target(spec.target).dump_lazy(spec, pages)
+    }
+    fn restore_lazy<'a>(
+        &'a self,
+        spec: RestoreSpec<'a>,
+        pages: std::os::fd::OwnedFd,
+    ) -> BoxFuture<'a, Result<crate::engine::LazyRestore>> {
+        self.for_restore(spec.checkpoint, spec.into)
+            .restore_lazy(spec, pages)
+    }
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         match stopped {
             Stopped::Container { container, .. } => {

@@ -14,7 +14,9 @@ use ckptd_api::{Checkpoint, JobResult, Target};
 use nix::sys::signal::Signal;
 
 use crate::criu::{self, images, log, run_logged, Criu, ImagesFd};
-use crate::engine::{BoxFuture, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::engine::{
+    BoxFuture, DumpOutput, DumpSpec, Engine, LazyDump, LazyRestore, RestoreSpec, Stopped,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
@@ -141,6 +143,176 @@ impl ProcessEngine {
         })
     }
 
+    /// The source side of a live migration: `criu dump --lazy-pages --ps-socket`, the tree left
+    /// stopped (`--leave-stopped`) whatever the transfer's end; returns once CRIU says (on its
+    /// status descriptor) that everything but memory is written and it serves pages.
+    async fn dump_lazy_process(
+        &self,
+        pid: i32,
+        spec: DumpSpec<'_>,
+        pages: std::os::fd::OwnedFd,
+    ) -> Result<LazyDump> {
+        use std::os::fd::AsRawFd;
+        check_process(pid)?;
+        check_lazy_pipes()?;
+        let criu = self.criu.usable()?;
+        let root = sys::TaskId::of(pid)
+            .ok_or_else(|| Error::target_unavailable(format!("no process with pid {pid}")))?;
+        let images = open_images(spec.images)?;
+        let (status_rx, status_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::internal(format!("cannot make a pipe: {e}")))?;
+        let mut args: Vec<String> = vec![
+            "dump".into(),
+            "-t".into(),
+            pid.to_string(),
+            "-D".into(),
+            images.path(),
+            "-o".into(),
+            spec.log_name.into(),
+            format!("-v{}", self.criu.log_level()),
+            "--lazy-pages".into(),
+            "--ps-socket".into(),
+            pages.as_raw_fd().to_string(),
+            "--status-fd".into(),
+            status_tx.as_raw_fd().to_string(),
+            // Never killed by CRIU: its memory stays here until the service knows where the
+            // workload lives (CRIU takes a closed page socket for a finished transfer).
+            "--leave-stopped".into(),
+        ];
+        Criu::option_flags(&spec.options, &mut args);
+        let mut cmd = self
+            .criu
+            .command_in(criu, &args, &images, spec.owner.as_ref());
+        sys::inherit_fd(&mut cmd, pages.as_raw_fd());
+        sys::inherit_fd(&mut cmd, status_tx.as_raw_fd());
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::unavailable(format!("cannot run `criu dump`: {e}")))?;
+        drop(status_tx);
+        drop(pages);
+        let mut child = child;
+        // One byte when the images are written and pages are served; end of file if CRIU ends
+        // first (it failed, and resumed the tree).
+        let status = tokio::net::unix::pipe::Receiver::from_owned_fd(status_rx)
+            .map_err(|e| Error::internal(format!("cannot watch CRIU's status pipe: {e}")))?;
+        let mut byte = [0u8; 1];
+        let ready = {
+            use tokio::io::AsyncReadExt;
+            let mut status = status;
+            let mut stop = spec.stop.clone();
+            tokio::select! {
+                r = status.read(&mut byte) => matches!(r, Ok(1)),
+                _ = stop.changed() => false,
+            }
+        };
+        if !ready {
+            if let Some(pg) = child.id() {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pg as i32),
+                    Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait().await;
+            resume_if_stopped(root, spec.owner.as_ref().map(|o| o.uid));
+            let text = spec
+                .images
+                .read_tail(spec.log_name, sys::MAX_LOG_READ)
+                .map(|(t, _)| t)
+                .unwrap_or_default();
+            let e = match *spec.stop.borrow() {
+                Some(r) => r.error(),
+                None => Error::new(
+                    ErrorKind::CriuFailed,
+                    format!("CRIU could not dump pid {pid} for a live migration"),
+                ),
+            };
+            return Err(e.with("log_tail", log::tail(&text)).with(
+                "log",
+                spec.images
+                    .shown()
+                    .join(spec.log_name)
+                    .display()
+                    .to_string(),
+            ));
+        }
+        Ok(LazyDump {
+            stopped: Stopped::Tasks(sys::live_tree(root, spec.owner.as_ref().map(|o| o.uid))),
+            criu: child,
+        })
+    }
+
+    /// The destination side of a live migration: a guarded `criu lazy-pages` fetching memory over
+    /// `pages`, then `criu restore --lazy-pages`. Returns once the tree runs.
+    async fn restore_lazy_process(
+        &self,
+        spec: RestoreSpec<'_>,
+        pages: std::os::fd::OwnedFd,
+    ) -> Result<LazyRestore> {
+        check_lazy_pipes()?;
+        let criu = self.criu.usable()?;
+        let name = &spec.checkpoint.name;
+        let pids = images::read_tree_pids(&spec.images.path()).map_err(|e| {
+            Error::internal(format!("the migrated images of {name} are damaged: {e}"))
+        })?;
+        self.wait_for_free_pids(&pids).await?;
+        let images_fd = open_images(spec.images)?;
+        let pidfile_name = format!("{}.pid", spec.log_name.trim_end_matches(".log"));
+        let lazy = self
+            .start_lazy_pages(criu, &spec, &images_fd, Some((pages, &pidfile_name)))
+            .await?;
+        let images = images_fd.path();
+        let mut args: Vec<String> = vec![
+            "restore".into(),
+            "-D".into(),
+            images.clone(),
+            "-o".into(),
+            spec.log_name.into(),
+            format!("-v{}", self.criu.log_level()),
+            "--restore-detached".into(),
+            "--pidfile".into(),
+            format!("{images}/{pidfile_name}"),
+            "--lazy-pages".into(),
+        ];
+        Criu::option_flags(&spec.options, &mut args);
+        let mut cmd = self
+            .criu
+            .command_in(criu, &args, &images_fd, spec.owner.as_ref());
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let since = sys::boot_ticks();
+        let restored = run_logged(
+            cmd,
+            (spec.images, spec.log_name),
+            None,
+            format!("CRIU could not restore the migrated tree of {name}"),
+            &spec.stop,
+        )
+        .await;
+        // Read, not removed: the guard reads it too if the pages stop coming.
+        let pid = spec
+            .images
+            .read(&pidfile_name, 64)
+            .ok()
+            .and_then(|t| String::from_utf8_lossy(&t).trim().parse::<i32>().ok());
+        match (restored, pid) {
+            (Ok(()), Some(pid)) => Ok(LazyRestore {
+                pid,
+                guard: lazy.child,
+            }),
+            (r, _) => {
+                lazy.abort();
+                if let Some(first) = pids.first() {
+                    end_half_restored(*first, since, spec.checkpoint.owner_uid);
+                }
+                Err(r.err().unwrap_or_else(|| {
+                    Error::internal("CRIU restored the migrated tree but wrote no pidfile")
+                }))
+            }
+        }
+    }
+
     async fn restore_process(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
         let criu = self.criu.usable()?;
         let name = &spec.checkpoint.name;
@@ -151,7 +323,7 @@ impl ProcessEngine {
         self.wait_for_free_pids(&pids).await?;
         let images_fd = open_images(spec.images)?;
         let lazy = if spec.lazy {
-            Some(self.start_lazy_pages(criu, &spec, &images_fd).await?)
+            Some(self.start_lazy_pages(criu, &spec, &images_fd, None).await?)
         } else {
             None
         };
@@ -198,6 +370,22 @@ impl ProcessEngine {
             end_half_restored(*pid, since, spec.checkpoint.owner_uid);
         }
         restored?;
+        if spec
+            .checkpoint
+            .labels
+            .get(crate::engine::CONTINUE_LABEL)
+            .map(String::as_str)
+            == Some("true")
+        {
+            // Dumped stopped (a live migration's fallback): CRIU restored it stopped.
+            let owner = (spec.checkpoint.owner_uid != 0).then_some(spec.checkpoint.owner_uid);
+            if let Some(root) = pid.and_then(sys::TaskId::of) {
+                sys::signal_tasks(
+                    &sys::tree_in_state(root, 'T', owner),
+                    rustix::process::Signal::CONT,
+                );
+            }
+        }
         Ok(JobResult {
             pid,
             ..Default::default()
@@ -213,6 +401,7 @@ impl ProcessEngine {
         criu: &Path,
         spec: &RestoreSpec<'_>,
         images: &ImagesFd,
+        remote: Option<(std::os::fd::OwnedFd, &str)>,
     ) -> Result<LazyPages> {
         if self.criu.probe().features.get("uffd") == Some(&false) {
             return Err(Error::target_unavailable(
@@ -222,7 +411,7 @@ impl ProcessEngine {
             .with_advice(ckptd_api::Advice::WithoutLazy));
         }
         let log_name = format!("lazy-{}", spec.log_name);
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "lazy-pages".into(),
             "-D".into(),
             images.path(),
@@ -230,15 +419,40 @@ impl ProcessEngine {
             log_name.clone(),
             format!("-v{}", self.criu.log_level()),
         ];
-        let mut cmd = self
-            .criu
-            .command_in(criu, &args, images, spec.owner.as_ref());
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::unavailable(format!("cannot run `criu lazy-pages`: {e}")))?;
+        let child = match remote {
+            None => {
+                let mut cmd = self
+                    .criu
+                    .command_in(criu, &args, images, spec.owner.as_ref());
+                cmd.stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .process_group(0);
+                cmd.spawn()
+            }
+            Some((pages, pidfile)) => {
+                use std::os::fd::AsRawFd;
+                args.extend([
+                    "--page-server".into(),
+                    "--ps-socket".into(),
+                    pages.as_raw_fd().to_string(),
+                ]);
+                let inner = self
+                    .criu
+                    .command_in(criu, &args, images, spec.owner.as_ref());
+                let mut cmd = guarded(
+                    inner.as_std(),
+                    &images.path(),
+                    pidfile,
+                    spec.checkpoint.owner_uid,
+                )?;
+                images.inherit(&mut cmd);
+                sys::inherit_fd(&mut cmd, pages.as_raw_fd());
+                let child = cmd.spawn();
+                drop(pages);
+                child
+            }
+        }
+        .map_err(|e| Error::unavailable(format!("cannot run `criu lazy-pages`: {e}")))?;
         let mut lazy = LazyPages {
             child,
             log: spec.images.path().join(&log_name),
@@ -378,6 +592,27 @@ impl Engine for ProcessEngine {
 
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
         Box::pin(self.restore_process(spec))
+    }
+
+    fn dump_lazy<'a>(
+        &'a self,
+        spec: DumpSpec<'a>,
+        pages: std::os::fd::OwnedFd,
+    ) -> BoxFuture<'a, Result<LazyDump>> {
+        Box::pin(async move {
+            match *spec.target {
+                Target::Process { pid } => self.dump_lazy_process(pid, spec, pages).await,
+                Target::Container { .. } => Err(crate::engine::no_live_migration(spec.target)),
+            }
+        })
+    }
+
+    fn restore_lazy<'a>(
+        &'a self,
+        spec: RestoreSpec<'a>,
+        pages: std::os::fd::OwnedFd,
+    ) -> BoxFuture<'a, Result<LazyRestore>> {
+        Box::pin(self.restore_lazy_process(spec, pages))
     }
 
     fn recover_dump<'a>(
@@ -556,6 +791,106 @@ fn end_half_restored(root: i32, since: u64, owner: u32) {
         tracing::warn!(tasks = ?left.iter().map(|t| t.pid).collect::<Vec<_>>(), "ending what a failed restore left half-made");
         sys::signal_tasks(&left, rustix::process::Signal::KILL);
     }
+}
+
+/// The page pipes a lazy dump holds: CRIU sizes the pipe it reads them through to 819 pages
+/// (3.2 MiB), which a CRIU without CAP_SYS_RESOURCE (this host's root, and every member's CRIU)
+/// may only do when `fs.pipe-max-size` allows it; the whole memory sits in pipes meanwhile,
+/// which `fs.pipe-user-pages-soft` must not cap. Measured: with the defaults (1 MiB, 16384
+/// pages) the page server fails at its first request with "tee: Operation not permitted".
+pub const LAZY_PIPE_MAX_SIZE: u64 = 4 * 1024 * 1024;
+
+fn check_lazy_pipes() -> Result<()> {
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/fs/{name}"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let max = read("pipe-max-size").unwrap_or(0);
+    let soft = read("pipe-user-pages-soft").unwrap_or(0);
+    if max < LAZY_PIPE_MAX_SIZE || soft != 0 {
+        return Err(Error::unavailable(format!(
+            "live migration keeps the memory in pipes, which this host's limits do not allow \
+             (fs.pipe-max-size = {max}, needs at least {LAZY_PIPE_MAX_SIZE}; \
+             fs.pipe-user-pages-soft = {soft}, needs 0: no limit)"
+        ))
+        .with_hint(format!(
+            "as root: sysctl -w fs.pipe-max-size={LAZY_PIPE_MAX_SIZE} fs.pipe-user-pages-soft=0 \
+             (make setup writes /etc/sysctl.d/60-ckptd.conf), on both hosts"
+        )));
+    }
+    Ok(())
+}
+
+/// `cmd` run under `ckptd lazy-guard`: if it fails, the guard kills the tree whose root pid CRIU
+/// wrote to `pidfile` in `images` (only tasks of `uid` when that is not root), so a tree whose
+/// memory stopped arriving never runs on with missing pages read as zeros. The guard is ckptd's
+/// own binary in its own process group: it outlives ckptd.
+fn guarded(
+    cmd: &std::process::Command,
+    images: &str,
+    pidfile: &str,
+    uid: u32,
+) -> Result<tokio::process::Command> {
+    let me = std::env::current_exe()
+        .map_err(|e| Error::internal(format!("cannot find ckptd's own binary: {e}")))?;
+    let mut g = tokio::process::Command::new(me);
+    g.arg(GUARD_COMMAND)
+        .arg(images)
+        .arg(pidfile)
+        .arg(uid.to_string())
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => g.env(k, v),
+            None => g.env_remove(k),
+        };
+    }
+    g.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    Ok(g)
+}
+
+/// The first argument that makes the ckptd binary a lazy-pages guard instead of the daemon.
+pub const GUARD_COMMAND: &str = "lazy-guard";
+
+/// `ckptd lazy-guard IMAGES PIDFILE UID -- PROGRAM ARGS...`: runs the program (a `criu
+/// lazy-pages`) and exits with its status; if it did not succeed, first kills the tree it was
+/// serving. Returns the exit code.
+pub fn run_guard(args: &[String]) -> i32 {
+    let (Some(images), Some(pidfile), Some(uid), Some(sep)) =
+        (args.first(), args.get(1), args.get(2), args.get(3))
+    else {
+        eprintln!("usage: ckptd {GUARD_COMMAND} IMAGES PIDFILE UID -- PROGRAM ARGS...");
+        return 2;
+    };
+    let (Ok(uid), true, Some(program)) = (uid.parse::<u32>(), sep == "--", args.get(4)) else {
+        eprintln!("usage: ckptd {GUARD_COMMAND} IMAGES PIDFILE UID -- PROGRAM ARGS...");
+        return 2;
+    };
+    let status = std::process::Command::new(program)
+        .args(&args[5..])
+        .status();
+    if status.as_ref().is_ok_and(|s| s.success()) {
+        return 0;
+    }
+    // Bounded, not followed through a symlink: a member writes its own images.
+    let pid = sys::open_regular(&Path::new(images).join(pidfile))
+        .and_then(|f| sys::read_tail(f, 64))
+        .ok()
+        .and_then(|(t, _)| t.trim().parse::<i32>().ok());
+    if let Some(root) = pid.filter(|p| *p > 1).and_then(sys::TaskId::of) {
+        let owner = (uid != 0).then_some(uid);
+        // Stop first, so nothing new is forked between the listing and the kill.
+        let tree = sys::live_tree(root, owner);
+        sys::signal_tasks(&tree, rustix::process::Signal::STOP);
+        sys::signal_tasks(&sys::live_tree(root, owner), rustix::process::Signal::KILL);
+    }
+    3
 }
 
 #[cfg(test)]

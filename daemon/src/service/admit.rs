@@ -113,6 +113,23 @@ impl Service {
         req: CreateCheckpoint,
         run: Option<RunOf<'_>>,
     ) -> Result<(Checkpoint, Job)> {
+        self.submit_dump(caller, req, run, None).await
+    }
+
+    /// A checkpoint job, or with `migrate` a live migration's (`JobKind::Migrate`): the same
+    /// admission, the same row (a live migration's checkpoint holds the workload only if the
+    /// migration must fall back to a checkpoint).
+    pub(super) async fn submit_dump(
+        &self,
+        caller: &Caller,
+        req: CreateCheckpoint,
+        run: Option<RunOf<'_>>,
+        migrate: Option<(MigrateWork, String)>,
+    ) -> Result<(Checkpoint, Job)> {
+        let (migrate, token) = match migrate {
+            Some((w, t)) => (Some(w), Some(t)),
+            None => (None, None),
+        };
         let expected = run
             .as_ref()
             .and_then(|r| Some((r.schedule, r.target_start?)));
@@ -202,7 +219,12 @@ impl Service {
         self.check_member_storage(caller, estimate).await?;
         check_space(estimate, dir.parent().unwrap_or(&dir))?;
 
-        let job = new_job(JobKind::Checkpoint, id, caller.uid);
+        let kind = if migrate.is_some() {
+            JobKind::Migrate
+        } else {
+            JobKind::Checkpoint
+        };
+        let job = new_job(kind, id, caller.uid);
         let reservation = inner.reserve(&target, None, job.id, caller.uid)?;
         inner.set_estimate(job.id, estimate);
         let permit = match inner.queue.slot() {
@@ -238,6 +260,7 @@ impl Service {
             push,
             target_start: started,
             schedule: run.as_ref().map(|r| r.schedule),
+            migrate,
         })
         .expect("serializes");
         let record = |cp: &Checkpoint| run.as_ref().map(|r| (r.record)(cp, &job));
@@ -268,6 +291,13 @@ impl Service {
             inner.release(reservation);
             e.details.remove(catalog::NAME_TAKEN);
             return Err(e);
+        }
+        if let Some(t) = token {
+            inner
+                .tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(job.id, t);
         }
         permit.send(job.id);
         inner.events.checkpoint("checkpoint.created", &checkpoint);

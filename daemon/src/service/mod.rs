@@ -23,6 +23,7 @@
 //! job or script learns at once that its request overlapped instead of piling up work.
 
 mod admit;
+mod migrate;
 mod names;
 mod publish;
 mod queue;
@@ -100,6 +101,8 @@ struct Inner {
     started_at: f64,
     /// runc's version, read once for the metrics.
     runc_version: tokio::sync::OnceCell<String>,
+    /// Live migrations' bearer tokens for their destinations, by job: never written to disk.
+    tokens: Mutex<HashMap<Uuid, String>>,
 }
 
 /// A client of `/v1/events`, counted while it lives.
@@ -143,6 +146,15 @@ pub(super) struct CheckpointWork {
     /// same transaction (`Catalog::end_job`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     schedule: Option<Uuid>,
+    /// A live migration: where to (its token is kept in memory only, `Inner::tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    migrate: Option<MigrateWork>,
+}
+
+/// A live migration's destination, stored with its job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct MigrateWork {
+    to: String,
 }
 
 /// A schedule's run being admitted (`Service::submit_checkpoint_of`).
@@ -272,6 +284,7 @@ impl Service {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64()),
                 runc_version: tokio::sync::OnceCell::new(),
+                tokens: Mutex::new(HashMap::new()),
             }),
         }
     }

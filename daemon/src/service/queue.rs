@@ -416,6 +416,35 @@ impl Inner {
                     }
                 }
             }
+            JobKind::Migrate => {
+                let work: CheckpointWork = serde_json::from_value(request).unwrap_or_default();
+                cp.status = CheckpointStatus::Running;
+                self.catalog.update_checkpoint(&cp).await?;
+                let result = match work.migrate {
+                    Some(m) => self.run_migration(&mut cp, &job, m, stop).await,
+                    None => Err(Error::internal("a migrate job without its destination")),
+                };
+                timer.abort();
+                self.stoppers().remove(&job.id);
+                log_outcome(&span, &result);
+                if cp.status != CheckpointStatus::Ready {
+                    // Moved, or resumed here: the row held only the images' folder.
+                    cp.status = CheckpointStatus::Failed;
+                    cp.completed_at = Some(catalog::now());
+                    let ended = self.end_job_with(job, result, None, Some(&cp), None).await;
+                    if let Err(e) = self.catalog.delete_checkpoint(cp.id).await {
+                        tracing::warn!(checkpoint = %cp.id, error = %e, "cannot remove a migration's row");
+                    }
+                    return ended.map(drop);
+                }
+                return self
+                    .end_job_with(job, result, None, Some(&cp), None)
+                    .await
+                    .map(drop);
+            }
+            JobKind::Receive => Err(Error::internal(
+                "a receive job runs on its connection, never from the queue",
+            )),
             JobKind::Push => {
                 let work: remote::PushWork = serde_json::from_value(request)
                     .map_err(|e| Error::internal(format!("bad push job request: {e}")))?;
@@ -631,8 +660,8 @@ impl Inner {
                     self.metrics.restore_seconds.observe(s);
                 }
             }
-            JobKind::Push | JobKind::Pull => {}
-            JobKind::Checkpoint => {
+            JobKind::Push | JobKind::Pull | JobKind::Receive => {}
+            JobKind::Checkpoint | JobKind::Migrate => {
                 self.metrics.checkpoints.add(job.state);
                 let Some(cp) = cp else {
                     return;

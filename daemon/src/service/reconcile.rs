@@ -184,10 +184,25 @@ impl Service {
             }
             return Ok((Err(restarted.clone()), None));
         }
+        match job.kind {
+            JobKind::Migrate => {
+                let result = self.recover_migration(&mut cp, restarted).await;
+                if cp.status != ckptd_api::CheckpointStatus::Ready {
+                    let _ = inner.catalog.delete_checkpoint(cp.id).await;
+                    return Ok((result, None));
+                }
+                return Ok((result, Some((cp, None))));
+            }
+            JobKind::Receive => {
+                return Ok((self.recover_receive(&cp, job, restarted).await, None));
+            }
+            _ => {}
+        }
         let Ok(anchor) = anchor(&cp) else {
             return Ok((Err(restarted.clone()), None));
         };
         match job.kind {
+            JobKind::Migrate | JobKind::Receive => unreachable!("handled above"),
             JobKind::Push | JobKind::Pull => unreachable!("handled above"),
             JobKind::Checkpoint => {
                 let partial_name = anchor.partial_name();
