@@ -104,6 +104,82 @@ pub struct Daemon {
     pub client: Client,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Runs inside this pid namespace (`PidNamespace`), entered with nsenter.
+    ns_init: Option<i32>,
+}
+
+/// A pid namespace (and mount namespace with its own /proc) of the test's making, held by a
+/// small reaping init: a second "host" whose restored processes get the pids they had on the
+/// first, as they would on another machine.
+pub struct PidNamespace {
+    holder: Child,
+    /// The namespace's init, as the test's namespace numbers it.
+    pub init: i32,
+}
+
+impl PidNamespace {
+    pub fn start() -> PidNamespace {
+        let holder = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child", "python3", "-c"])
+            .arg("import os, time\nwhile True:\n    try:\n        os.wait()\n    except ChildProcessError:\n        time.sleep(0.2)")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let h = holder.id();
+        let mut init = None;
+        wait_until("the pid namespace's init", || {
+            init = std::fs::read_to_string(format!("/proc/{h}/task/{h}/children"))
+                .ok()
+                .and_then(|t| t.split_whitespace().next()?.parse().ok());
+            init.is_some()
+        });
+        PidNamespace {
+            holder,
+            init: init.unwrap(),
+        }
+    }
+
+    /// Every process in the namespace, as the test's namespace numbers them.
+    pub fn outer_pids(&self) -> Vec<i32> {
+        let Ok(ns) = std::fs::read_link(format!("/proc/{}/ns/pid", self.init)) else {
+            return Vec::new();
+        };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .filter(|p| {
+                std::fs::read_link(format!("/proc/{p}/ns/pid"))
+                    .ok()
+                    .as_ref()
+                    == Some(&ns)
+            })
+            .collect()
+    }
+
+    /// The pid, in the test's namespace, of the process this namespace calls `pid`.
+    pub fn outer_pid(&self, pid: i32) -> Option<i32> {
+        for p in self.outer_pids() {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            let inner = status
+                .lines()
+                .find(|l| l.starts_with("NSpid:"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<i32>().ok());
+            if inner == Some(pid) {
+                return Some(p);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for PidNamespace {
+    fn drop(&mut self) {
+        // --kill-child: the init, and with it everything in the namespace, dies with unshare.
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
 }
 
 impl Daemon {
@@ -146,6 +222,28 @@ impl Daemon {
             dir,
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            ns_init: None,
+        };
+        d.spawn().await;
+        d
+    }
+
+    /// A daemon inside `ns` (a second host's pids), with `args`.
+    pub async fn start_in(ns: &PidNamespace, args: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("ckptd-test-")
+            .tempdir()
+            .expect("tempdir");
+        let socket = dir.path().join("ckptd.sock");
+        let state_dir = dir.path().join("state");
+        let mut d = Daemon {
+            client: Client::new(&socket),
+            socket,
+            state_dir,
+            dir,
+            child: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            ns_init: Some(ns.init),
         };
         d.spawn().await;
         d
@@ -169,8 +267,25 @@ impl Daemon {
             .expect("the TCP address in the log")
     }
 
+    /// The daemon's pid (in a pid namespace: the ckptd nsenter started, as the test sees it).
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        let child = self.child.as_ref().expect("running").id();
+        if self.ns_init.is_none() {
+            return child as i32;
+        }
+        let mut inner = None;
+        wait_until("ckptd under nsenter", || {
+            inner = self.nsenter_child();
+            inner.is_some()
+        });
+        inner.unwrap()
+    }
+
+    fn nsenter_child(&self) -> Option<i32> {
+        let child = self.child.as_ref()?.id();
+        std::fs::read_to_string(format!("/proc/{child}/task/{child}/children"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse().ok())
     }
 
     async fn spawn(&mut self) {
@@ -179,7 +294,16 @@ impl Daemon {
             .append(true)
             .open(self.log_path())
             .expect("daemon log");
-        let child = Command::new(daemon_binary())
+        let mut cmd = match self.ns_init {
+            Some(init) => {
+                let mut c = Command::new("nsenter");
+                c.args(["--target", &init.to_string(), "--pid", "--mount", "--"])
+                    .arg(daemon_binary());
+                c
+            }
+            None => Command::new(daemon_binary()),
+        };
+        let child = cmd
             .arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
@@ -247,8 +371,8 @@ impl Daemon {
 
     /// SIGTERM, then wait for a clean exit.
     pub async fn stop(&mut self) -> std::process::ExitStatus {
+        signal(self.pid(), libc::SIGTERM);
         let mut child = self.child.take().expect("daemon running");
-        signal(child.id() as i32, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(150);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -304,6 +428,9 @@ impl Daemon {
 
     /// Forgets a daemon that the test killed itself (reaping it).
     pub fn kill_and_forget(&mut self) {
+        if let Some(p) = self.ns_init.and(self.nsenter_child()) {
+            signal(p, libc::SIGKILL);
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -337,6 +464,9 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Some(p) = self.ns_init.and(self.nsenter_child()) {
+            signal(p, libc::SIGKILL);
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

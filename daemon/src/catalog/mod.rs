@@ -564,6 +564,17 @@ impl Catalog {
         Ok(())
     }
 
+    /// Replaces a checkpoint's labels (a live migration's fallback marks its checkpoint).
+    pub async fn set_labels(&self, cp: &Checkpoint) -> Result<()> {
+        sqlx::query("UPDATE checkpoints SET labels = ? WHERE id = ?")
+            .bind(to_json(&cp.labels))
+            .bind(cp.id.to_string())
+            .execute(&self.pool)
+            .await?;
+        self.checkpoints_changed();
+        Ok(())
+    }
+
     /// Replaces what a job's worker needs (its request), as the job learns more (a push's
     /// multipart upload id).
     pub async fn set_job_request(&self, id: Uuid, request: &serde_json::Value) -> Result<()> {

@@ -377,13 +377,26 @@ impl ProcessEngine {
             .map(String::as_str)
             == Some("true")
         {
-            // Dumped stopped (a live migration's fallback): CRIU restored it stopped.
+            // Dumped stopped (a live migration's fallback): CRIU detaches from it with a SIGSTOP
+            // it delivers on its own time; continue it once it has stopped.
             let owner = (spec.checkpoint.owner_uid != 0).then_some(spec.checkpoint.owner_uid);
             if let Some(root) = pid.and_then(sys::TaskId::of) {
-                sys::signal_tasks(
-                    &sys::tree_in_state(root, 'T', owner),
-                    rustix::process::Signal::CONT,
-                );
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let stopped = sys::tree_in_state(root, 'T', owner);
+                    if !stopped.is_empty() {
+                        sys::signal_tasks(&stopped, rustix::process::Signal::CONT);
+                        break;
+                    }
+                    if Instant::now() > deadline || !root.alive() {
+                        tracing::warn!(
+                            pid = root.pid,
+                            "the restored tree never stopped; not continued"
+                        );
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
         }
         Ok(JobResult {

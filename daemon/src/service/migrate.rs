@@ -790,20 +790,29 @@ impl Inner {
         if let Some(r) = relay.take() {
             r.end().await;
         }
-        // CRIU's page socket is closed: it ends, leaving the tree stopped.
-        if tokio::time::timeout(Duration::from_secs(30), lazy.criu.wait())
-            .await
-            .is_err()
-        {
-            if let Some(pg) = lazy.criu.id() {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pg as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+        // CRIU's page socket is closed: it ends. At rest (waiting for a request) it takes that
+        // for the end of the transfer and leaves the tree stopped; cut off in the middle of a
+        // request it fails and resumes the tree itself. Only the first can leave a whole copy
+        // on the destination.
+        let served = match tokio::time::timeout(Duration::from_secs(30), lazy.criu.wait()).await {
+            Ok(status) => status.is_ok_and(|s| s.success()),
+            Err(_) => {
+                if let Some(pg) = lazy.criu.id() {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pg as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = lazy.criu.wait().await;
+                false
             }
-            let _ = lazy.criu.wait().await;
-        }
+        };
         let verdict = match verdict {
+            Some(Word::Whole) => Word::Whole,
+            Some(Word::Closed(why)) if !served => Word::Closed(format!(
+                "{why}; CRIU's page server was cut off in the middle of a request, so the \
+                 destination's copy cannot be whole (it ends it) and CRIU resumed the process here"
+            )),
             Some(Word::Closed(why)) if ran => {
                 // The destination ran the tree and the link broke: ask it how that ended.
                 tracing::warn!(%peer, %why, "the live migration's link broke; asking the destination");
@@ -840,7 +849,7 @@ impl Inner {
                     .with("migration", serde_json::to_value(&report).unwrap_or_default())
                     .with_hint("the process runs here again, resumed where it was frozen; see the destination's log, then migrate again"))
             }
-            Word::Closed(why) if !ran => {
+            Word::Closed(why) if !ran || !served => {
                 // The destination never said the tree runs, and without this side its pages
                 // cannot all arrive: its guard ends it. Resume here.
                 self.engine.release(&lazy.stopped, false).await;
@@ -856,7 +865,7 @@ impl Inner {
                 report.outcome = MigrationOutcome::Checkpointed;
                 report.checkpoint = Some(cp.name.clone());
                 cp.labels.insert(CONTINUE_LABEL.into(), "true".into());
-                let _ = self.catalog.update_checkpoint(cp).await;
+                self.catalog.set_labels(cp).await?;
                 let taken = self.take_checkpoint(cp, never_stop()).await;
                 record_taken(cp, &taken);
                 self.metrics.migrations.inc(&["out", label(report.outcome)]);
@@ -968,9 +977,23 @@ impl Service {
             Target::Container { .. } => Vec::new(),
         };
         if stopped.is_empty() {
-            return Err(restarted.clone());
+            let runs = match cp.target {
+                Target::Process { pid } => sys::proc_stat(pid).is_some_and(|s| s.state != 'Z'),
+                Target::Container { .. } => false,
+            };
+            return Err(if runs {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    "ckptd restarted during this live migration; the transfer was cut off in the \
+                     middle, so the destination ended its copy, and CRIU resumed the process here",
+                )
+                .with_hint("migrate again")
+            } else {
+                restarted.clone()
+            });
         }
         cp.labels.insert(CONTINUE_LABEL.into(), "true".into());
+        inner.catalog.set_labels(cp).await?;
         let taken = inner.take_checkpoint(cp, never_stop()).await;
         record_taken(cp, &taken);
         match taken {

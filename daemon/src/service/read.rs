@@ -61,9 +61,12 @@ impl Service {
                 });
             }
         }
-        if job.state == JobState::Running && matches!(job.kind, JobKind::Push | JobKind::Pull) {
-            // Bytes sent (a push: compressed, so no total is known) or read (a pull: of the
-            // object, whose size is known).
+        if job.state == JobState::Running
+            && matches!(job.kind, JobKind::Push | JobKind::Pull | JobKind::Migrate)
+        {
+            // Bytes sent (a push: compressed, so no total is known; a live migration: images
+            // and pages, of about the target's memory) or read (a pull: of the object, whose
+            // size is known).
             if let Some(bytes_written) = self.inner.transferred(job.id) {
                 job.progress = Some(ckptd_api::JobProgress {
                     bytes_written,
