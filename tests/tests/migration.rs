@@ -472,3 +472,70 @@ async fn the_source_daemon_killed_mid_transfer_leaves_the_workload_in_a_checkpoi
     assert_eq!(check_memory(&t), "check ok");
     assert_counts_resumed(&t);
 }
+
+#[tokio::test]
+async fn a_member_is_told_why_it_cannot_move_even_its_own_process_live() {
+    use ckptd_tests::members::{proc_, Fixture};
+    let f = Fixture::new().await;
+    let ns = PidNamespace::start();
+    let token = token_file(f.dir.path());
+    let b = Daemon::start_in(
+        &ns,
+        &[
+            "--tcp-listen",
+            "127.0.0.1:0",
+            "--tcp-token-file",
+            token.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let body = |pid: i32| {
+        serde_json::json!({
+            "target": proc_(pid),
+            "to": b.tcp_addr(),
+            "token": "live-migration-token-0123456789",
+        })
+    };
+    // Root's process and another user's are not alice's to move.
+    let roots = Target::looper(f.dir.path());
+    let (code, answer) = f.alice("POST", "/v1/migrations", Some(body(roots.pid)));
+    assert_eq!(code, 403, "{answer}");
+    let (bob_uid, bob_gid) = f.acc.ids(&f.bob);
+    let bobs = Target::spawn(
+        &[
+            "setpriv",
+            "--reuid",
+            &bob_uid.to_string(),
+            "--regid",
+            &bob_gid.to_string(),
+            "--clear-groups",
+            "sleep",
+            "600",
+        ],
+        &f.dir.path().join("bob.out"),
+    );
+    wait_until("bob's process", || {
+        std::fs::read_to_string(format!("/proc/{}/status", bobs.pid))
+            .is_ok_and(|s| s.contains(&format!("Uid:\t{bob_uid}")))
+    });
+    let (code, answer) = f.alice("POST", "/v1/migrations", Some(body(bobs.pid)));
+    assert_eq!(code, 403, "{answer}");
+    // Her own: refused before anything is frozen, saying why and what to do instead (CRIU
+    // offers lazy pages to no unprivileged run, and her tree is restored by one).
+    let t = f.alice_counter("alice-live", "", &[]);
+    let (code, answer) = f.alice("POST", "/v1/migrations", Some(body(t.pid)));
+    assert_eq!(code, 400, "{answer}");
+    let msg = answer["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("unprivileged CRIU"), "{msg}");
+    assert!(
+        answer["error"]["details"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("ckpt migrate NAME --to HOST:PORT --restore"),
+        "{answer}"
+    );
+    assert!(jobs_of(&f.d, api::JobKind::Migrate).await.is_empty());
+    let at = t.lines().len();
+    t.wait_for_lines(at + 3);
+    assert_counts_once(&t);
+}

@@ -861,9 +861,9 @@ fn guarded(
             None => g.env_remove(k),
         };
     }
+    // Its stderr is ckptd's (the journal): it says there why it ended a tree.
     g.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .process_group(0);
     Ok(g)
 }
@@ -891,6 +891,7 @@ pub fn run_guard(args: &[String]) -> i32 {
     if status.as_ref().is_ok_and(|s| s.success()) {
         return 0;
     }
+    eprintln!("ckptd lazy-guard: {program} ended with {status:?}; ending the tree it served");
     // Bounded, not followed through a symlink: a member writes its own images.
     let pid = sys::open_regular(&Path::new(images).join(pidfile))
         .and_then(|f| sys::read_tail(f, 64))

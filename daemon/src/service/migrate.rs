@@ -241,6 +241,29 @@ impl Service {
                 "the request has no \"target\"; give {\"target\":{\"kind\":\"process\",\"pid\":N}}",
             )),
         }
+        let target = req.target.clone().expect("checked above");
+        // Whose process it is first: a caller learns nothing about targets it may not touch.
+        self.check_checkpoint(
+            caller,
+            &target,
+            &ckptd_api::CheckpointOptions::default(),
+            None,
+        )
+        .await?;
+        if !caller.is_admin() {
+            // CRIU 4.2 leaves userfaultfd out of an unprivileged run altogether (kerndat.c: "If
+            // running as non-root uffd_open() fails ... Just ignore uffd"), and a member's tree
+            // is restored by an unprivileged CRIU, never by root's (its images are the
+            // member's). So `criu lazy-pages` cannot serve it on the destination.
+            return Err(Error::invalid(
+                "live migration is root's only: the destination restores a member's process with \
+                 an unprivileged CRIU, and CRIU (4.2) offers lazy pages only to a privileged one",
+            )
+            .with_hint(
+                "move it with a checkpoint instead (it is stopped while its images move): \
+                 ckpt checkpoint PID --name NAME, then ckpt migrate NAME --to HOST:PORT --restore",
+            ));
+        }
         let create = CreateCheckpoint {
             target: req.target.clone(),
             name: req.name.clone(),
@@ -391,7 +414,7 @@ impl Service {
 }
 
 /// Removes a migration's row and its folder (what the job left there).
-async fn drop_row(inner: &Inner, cp: &Checkpoint) {
+pub(super) async fn drop_row(inner: &Inner, cp: &Checkpoint) {
     if let Ok(anchor) = anchor(cp) {
         for name in [anchor.partial_name(), anchor.name().to_owned()] {
             if let Ok(f) = anchor.open_folder(&name, cp.owner_uid) {
@@ -823,8 +846,14 @@ impl Inner {
             Some(w) => w,
             None => Word::Closed("the link ended".into()),
         };
-        let _ = partial.clear(&[DUMP_LOG]);
-        let _ = anchor.remove_held(&partial_name, &partial);
+        // The images in transit go; CRIU's log stays with the row (a failure keeps it), unless
+        // the row becomes a checkpoint of its own below.
+        if matches!(verdict, Word::Closed(_)) && ran && served {
+            let _ = partial.clear(&[]);
+            let _ = anchor.remove_held(&partial_name, &partial);
+        } else {
+            keep_only_log(&anchor, &partial);
+        }
         let label = |o: MigrationOutcome| -> &'static str { o.into() };
         match verdict {
             Word::Whole => {

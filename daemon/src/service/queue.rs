@@ -427,20 +427,20 @@ impl Inner {
                 timer.abort();
                 self.stoppers().remove(&job.id);
                 log_outcome(&span, &result);
+                // Moved: the row only held the images in transit, and goes. Failed: it stays,
+                // failed, with CRIU's log, as a failed checkpoint does. Fallen back to a
+                // checkpoint: it is that checkpoint, ready.
+                let moved = result.is_ok();
                 if cp.status != CheckpointStatus::Ready {
-                    // Moved, or resumed here: the row held only the images' folder.
                     cp.status = CheckpointStatus::Failed;
                     cp.completed_at = Some(catalog::now());
-                    let ended = self.end_job_with(job, result, None, Some(&cp), None).await;
-                    if let Err(e) = self.catalog.delete_checkpoint(cp.id).await {
-                        tracing::warn!(checkpoint = %cp.id, error = %e, "cannot remove a migration's row");
-                    }
-                    return ended.map(drop);
+                    cp.error = result.as_ref().err().map(Error::to_info);
                 }
-                return self
-                    .end_job_with(job, result, None, Some(&cp), None)
-                    .await
-                    .map(drop);
+                let ended = self.end_job_with(job, result, None, Some(&cp), None).await;
+                if moved {
+                    super::migrate::drop_row(self, &cp).await;
+                }
+                return ended.map(drop);
             }
             JobKind::Receive => Err(Error::internal(
                 "a receive job runs on its connection, never from the queue",
@@ -661,6 +661,10 @@ impl Inner {
                 }
             }
             JobKind::Push | JobKind::Pull | JobKind::Receive => {}
+            JobKind::Migrate
+                if cp
+                    .as_ref()
+                    .is_none_or(|c| c.status != CheckpointStatus::Ready) => {}
             JobKind::Checkpoint | JobKind::Migrate => {
                 self.metrics.checkpoints.add(job.state);
                 let Some(cp) = cp else {
