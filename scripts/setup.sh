@@ -110,6 +110,20 @@ runtime = "runc"
 CONF
 fi
 
+# --- Live migration's pipe limits -----------------------------------------------------------
+# A lazy dump holds the whole memory in pipes and reads it through a 3.2 MiB pipe; without
+# CAP_SYS_RESOURCE (this machine's root has none, a member's CRIU never does) the kernel's
+# defaults (fs.pipe-max-size 1 MiB, fs.pipe-user-pages-soft 16384 pages) refuse both. Measured:
+# the page server then fails at its first request ("tee: Operation not permitted").
+CURRENT_STEP="sysctl for live migration"
+if [ "$(cat /proc/sys/fs/pipe-max-size)" -lt 4194304 ] || [ "$(cat /proc/sys/fs/pipe-user-pages-soft)" != 0 ]; then
+  step "$CURRENT_STEP: fs.pipe-max-size=4194304 fs.pipe-user-pages-soft=0 (/etc/sysctl.d/60-ckptd.conf)"
+  printf '# ckptd live migration (CRIU lazy pages): see README, Live migration\nfs.pipe-max-size = 4194304\nfs.pipe-user-pages-soft = 0\n' \
+    > /etc/sysctl.d/60-ckptd.conf
+  echo 4194304 > /proc/sys/fs/pipe-max-size || die "cannot set fs.pipe-max-size"
+  echo 0 > /proc/sys/fs/pipe-user-pages-soft || die "cannot set fs.pipe-user-pages-soft"
+fi
+
 # The OpenAPI validity check of the test suite runs in its own virtualenv (Debian's python3 is
 # externally managed; no package of the validator exists in Debian 12).
 CURRENT_STEP="python venv with openapi-spec-validator"
