@@ -259,37 +259,21 @@ impl ProcessEngine {
         })?;
         self.wait_for_free_pids(&pids).await?;
         let images_fd = open_images(spec.images)?;
-        let pidfile_name = format!("{}.pid", spec.log_name.trim_end_matches(".log"));
+        let pidfile_name = pidfile_of(spec.log_name);
         let lazy = self
             .start_lazy_pages(criu, &spec, &images_fd, Some((pages, &pidfile_name)))
             .await?;
-        let images = images_fd.path();
-        let mut args: Vec<String> = vec![
-            "restore".into(),
-            "-D".into(),
-            images.clone(),
-            "-o".into(),
-            spec.log_name.into(),
-            format!("-v{}", self.criu.log_level()),
-            "--restore-detached".into(),
-            "--pidfile".into(),
-            format!("{images}/{pidfile_name}"),
-            "--lazy-pages".into(),
-        ];
-        Criu::option_flags(&spec.options, &mut args);
-        let mut cmd = self
-            .criu
-            .command_in(criu, &args, &images_fd, spec.owner.as_ref());
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let since = sys::boot_ticks();
-        let restored = run_logged(
-            cmd,
-            (spec.images, spec.log_name),
-            None,
-            format!("CRIU could not restore the migrated tree of {name}"),
-            &spec.stop,
-        )
-        .await;
+        let restored = self
+            .run_restore(
+                criu,
+                &spec,
+                &images_fd,
+                &pidfile_name,
+                true,
+                format!("CRIU could not restore the migrated tree of {name}"),
+            )
+            .await;
         // Read, not removed: the guard reads it too if the pages stop coming.
         let pid = spec
             .images
@@ -327,38 +311,18 @@ impl ProcessEngine {
         } else {
             None
         };
-        let pidfile_name = format!("{}.pid", spec.log_name.trim_end_matches(".log"));
-        let images = images_fd.path();
-        let mut args: Vec<String> = vec![
-            "restore".into(),
-            "-D".into(),
-            images.clone(),
-            "-o".into(),
-            spec.log_name.into(),
-            format!("-v{}", self.criu.log_level()),
-            // Detached: the restored tree is not a child of ckptd and outlives it.
-            "--restore-detached".into(),
-            "--pidfile".into(),
-            format!("{images}/{pidfile_name}"),
-        ];
-        Criu::option_flags(&spec.options, &mut args);
-        if lazy.is_some() {
-            args.push("--lazy-pages".into());
-        }
-        // A restored shell job inherits CRIU's stdio: never a pipe ckptd would wait on.
-        let mut cmd = self
-            .criu
-            .command_in(criu, &args, &images_fd, spec.owner.as_ref());
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let pidfile_name = pidfile_of(spec.log_name);
         let since = sys::boot_ticks();
-        let restored = run_logged(
-            cmd,
-            (spec.images, spec.log_name),
-            None,
-            format!("CRIU could not restore checkpoint {name}"),
-            &spec.stop,
-        )
-        .await;
+        let restored = self
+            .run_restore(
+                criu,
+                &spec,
+                &images_fd,
+                &pidfile_name,
+                lazy.is_some(),
+                format!("CRIU could not restore checkpoint {name}"),
+            )
+            .await;
         let pid = read_pidfile(spec.images, &pidfile_name).or(pids.first().copied());
         if let Some(lazy) = lazy {
             match &restored {
@@ -403,6 +367,41 @@ impl ProcessEngine {
             pid,
             ..Default::default()
         })
+    }
+
+    /// `criu restore` of `spec.images`, detached (the restored tree is not a child of ckptd
+    /// and outlives it), its root's pid written to `pidfile` in the folder.
+    async fn run_restore(
+        &self,
+        criu: &Path,
+        spec: &RestoreSpec<'_>,
+        images_fd: &ImagesFd,
+        pidfile: &str,
+        lazy: bool,
+        what: String,
+    ) -> Result<()> {
+        let images = images_fd.path();
+        let mut args: Vec<String> = vec![
+            "restore".into(),
+            "-D".into(),
+            images.clone(),
+            "-o".into(),
+            spec.log_name.into(),
+            format!("-v{}", self.criu.log_level()),
+            "--restore-detached".into(),
+            "--pidfile".into(),
+            format!("{images}/{pidfile}"),
+        ];
+        Criu::option_flags(&spec.options, &mut args);
+        if lazy {
+            args.push("--lazy-pages".into());
+        }
+        // A restored shell job inherits CRIU's stdio: never a pipe ckptd would wait on.
+        let mut cmd = self
+            .criu
+            .command_in(criu, &args, images_fd, spec.owner.as_ref());
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        run_logged(cmd, (spec.images, spec.log_name), None, what, &spec.stop).await
     }
 
     /// Starts `criu lazy-pages`, which serves the restored tree's memory from the images on
@@ -804,6 +803,11 @@ fn end_half_restored(root: i32, since: u64, owner: u32) {
         tracing::warn!(tasks = ?left.iter().map(|t| t.pid).collect::<Vec<_>>(), "ending what a failed restore left half-made");
         sys::signal_tasks(&left, rustix::process::Signal::KILL);
     }
+}
+
+/// The pidfile a restore logged as `log_name` writes in its folder.
+pub fn pidfile_of(log_name: &str) -> String {
+    format!("{}.pid", log_name.trim_end_matches(".log"))
 }
 
 /// The page pipes a lazy dump holds: CRIU sizes the pipe it reads them through to 819 pages

@@ -1073,7 +1073,7 @@ impl Service {
             )
             .await;
             if let Ok(f) = anchor.open_folder(&partial, cp.owner_uid) {
-                let pidfile = format!("{}.pid", restore_log_name(job.id).trim_end_matches(".log"));
+                let pidfile = crate::runtime::process::pidfile_of(&restore_log_name(job.id));
                 let pid = f
                     .read(&pidfile, 64)
                     .ok()
