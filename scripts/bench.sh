@@ -28,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SIZES=${SIZES:-"64 512 1024 4096"}
-PARTS=${PARTS:-"process container docker podman containerd frozen lazy parallel archive remote registry api scale idle"}
+PARTS=${PARTS:-"process container docker podman containerd frozen lazy migration parallel archive remote registry api scale idle"}
 RESULTS=bench/results
 export CKPTD=$PWD/target/release/ckptd
 PLOT=$PWD/target/release/ckptd-plot
@@ -67,6 +67,7 @@ run_part() {
     archive) bash scripts/bench_archive.sh ;;
     remote) bash scripts/bench_remote.sh ;;
     registry) bash scripts/bench_registry.sh ;;
+    migration) for size in 512 1024 4096; do SIZE_MIB=$size bash scripts/bench_migration.sh; done ;;
     api) bash scripts/bench_api.sh ;;
     scale) bash scripts/bench_scale.sh ;;
     idle) idle ;;
