@@ -16,6 +16,8 @@
 #    runc under the shim's root, at 512 MiB and 2 GiB (bench_containerd.sh; its own containerd)
 #  - frozen: frozen time with images on disk vs tmpfs (bench_frozen.sh)
 #  - lazy: lazy restore vs full restore, time to first progress (bench_lazy.sh)
+#  - migration: live migration vs a cold `ckpt migrate`, downtime and total, at 512 MiB, 1 GiB
+#    and 4 GiB, also with /run on a tmpfs where it is not (bench_migration.sh)
 #  - parallel: N parallel checkpoints against the worker count (bench_parallel.sh)
 #  - archive: archive export vs `tar | zstd -T0` / `tar | gzip -1` (bench_archive.sh)
 #  - remote: push and pull of a 1 GiB checkpoint against moto's S3 server (bench_remote.sh)
@@ -67,7 +69,8 @@ run_part() {
     archive) bash scripts/bench_archive.sh ;;
     remote) bash scripts/bench_remote.sh ;;
     registry) bash scripts/bench_registry.sh ;;
-    migration) for size in 512 1024 4096; do SIZE_MIB=$size bash scripts/bench_migration.sh; done ;;
+    migration) for size in 512 1024 4096; do SIZE_MIB=$size bash scripts/bench_migration.sh
+                 [ "$(stat -f -c %T /run)" = tmpfs ] || SIZE_MIB=$size KDAT=1 bash scripts/bench_migration.sh; done ;;
     api) bash scripts/bench_api.sh ;;
     scale) bash scripts/bench_scale.sh ;;
     idle) idle ;;

@@ -8,20 +8,34 @@
 # then `ckpt migrate NAME --to B --restore` (the zstd archive streamed into the destination's
 # import, then restored there): the process is down for all of it, so its downtime is its total.
 # Prints "RESULT migration SIZE live_down live_total live_wall cold_total".
+# With KDAT=1, a tmpfs is mounted over /run first (both hosts' CRIU then keep what they probe of
+# the kernel in /run/criu.kdat, as on any host systemd booted) and the line is "migration-kdat".
 set -euo pipefail
 . "$(dirname "$0")/bench_lib.sh"
 SIZE_MIB=${SIZE_MIB:-1024}; RUNS=${RUNS:-3}
-CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
-CKPT=${CKPT:-$(dirname "$0")/../target/release/ckpt}
+# Absolute: nsenter --mount starts the destination's daemon in its init's working directory.
+CKPTD=$(realpath "${CKPTD:-$(dirname "$0")/../target/release/ckptd}")
+CKPT=$(realpath "${CKPT:-$(dirname "$0")/../target/release/ckpt}")
 WORK=/var/tmp/ckptd-bench-migration; rm -rf "$WORK"; mkdir -p "$WORK"
 SOCK=$WORK/a.sock; BSOCK=$WORK/b.sock; PORT=${PORT:-27900}
 echo "bench-migration-token-0123456789" >"$WORK/token"; chmod 600 "$WORK/token"
-ns=; bdaemon=
+ns=; bdaemon=; mounted=
+TAG=migration
+if [ "${KDAT:-0}" = 1 ]; then
+  mount -t tmpfs -o mode=755 ckptd-bench-run /run; mounted=1
+  criu check >/dev/null 2>&1 || true
+  [ -e /run/criu.kdat ] || { echo "criu wrote no /run/criu.kdat on the tmpfs" >&2; umount /run; exit 1; }
+  TAG=migration-kdat
+fi
 cleanup() {
   stop_daemon
-  [ -z "$bdaemon" ] || kill "$bdaemon" 2>/dev/null || true
-  [ -z "$ns" ] || kill "$ns" 2>/dev/null || true
+  # nsenter passes no signal on: end the destination's daemon itself, then the namespace (its
+  # init dies with unshare, and everything in it with its init).
+  pkill -f -- "--socket $BSOCK" || true
+  [ -z "$bdaemon" ] || wait "$bdaemon" 2>/dev/null || true
+  [ -z "$ns" ] || { kill -9 "$ns" 2>/dev/null || true; wait "$ns" 2>/dev/null || true; }
   pkill -f ckptd-bench-mig-target || true
+  [ -z "$mounted" ] || umount /run || true
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -83,4 +97,4 @@ one() { # one live|cold
 for i in $(seq "$RUNS"); do
   if [ $((i % 2)) -eq 1 ]; then one live; one cold; else one cold; one live; fi
 done
-echo "RESULT migration $SIZE_MIB $(med <"$WORK/live-down") $(med <"$WORK/live-total") $(med <"$WORK/live-wall") $(med <"$WORK/cold-total")"
+echo "RESULT $TAG $SIZE_MIB $(med <"$WORK/live-down") $(med <"$WORK/live-total") $(med <"$WORK/live-wall") $(med <"$WORK/cold-total")"

@@ -74,6 +74,7 @@ podman = by_size("podman")
 containerd = by_size("containerd")
 registry = by_size("registry")
 migration = by_size("migration")
+migration_kdat = by_size("migration-kdat")
 api = {r[0]: [num(x) for x in r[1:]] for r in R.get("api", [])}
 for name in ("list", "list-uncached", "list-label", "health", "health-during-dumps",
              "list-during-dumps", "health-during-dumps-1000rps", "list-during-dumps-1000rps"):
@@ -182,13 +183,18 @@ if registry:
 if migration:
     s, v = max(migration.items())
     down, total, wall, cold = v[0], v[1], v[2], v[3]
+    kd = migration_kdat.get(s)
     goals.append((f"Live migration of {mib(s)}: downtime under 0.3 s and at most 0.1x a cold "
                   "`ckpt migrate`'s; total at most 1.2x the cold one's",
                   f"downtime {secs(down)} ({ratio(down, cold):.3f}x the cold {secs(cold)}); "
-                  f"total {secs(total)} ({ratio(total, cold):.2f}x)",
+                  f"total {secs(total)} ({ratio(total, cold):.2f}x)"
+                  + (f"; with /run on tmpfs (CRIU's kernel probe cached): downtime {secs(kd[0])}, "
+                     f"total {secs(kd[1])} ({ratio(kd[1], kd[3]):.2f}x)" if kd else ""),
                   verdict(down < 0.3 and down <= 0.1 * cold) + " downtime; "
-                  + verdict(total <= 1.2 * cold) + " total",
-                  "`SIZE_MIB=N bash scripts/bench_migration.sh`"))
+                  + verdict(total <= 1.2 * cold) + " total"
+                  + ((" as measured here; " + verdict(kd[0] < 0.3 and kd[0] <= 0.1 * kd[3])
+                      + " downtime with /run on tmpfs") if kd else ""),
+                  "`SIZE_MIB=N bash scripts/bench_migration.sh` (`KDAT=1`)"))
 if process:
     goals.append(("Cost growth with the image size (64 MiB to 4 GiB)", "see the plots and the tables below", "measured", "`make bench`"))
 p(table(["goal", "measured", "", "command"], goals))
@@ -594,6 +600,16 @@ if migration:
             [[mib(s), secs(v[0]), secs(v[1]), secs(v[2]), secs(v[3]), f"{ratio(v[0], v[3]):.3f}",
               f"{ratio(v[1], v[3]):.2f}"] for s, v in migration.items()]))
     p()
+    if migration_kdat:
+        p("The same with /run on a tmpfs (`KDAT=1`), as on a host systemd booted: each CRIU run "
+          "then reads what it probed of the kernel from /run/criu.kdat instead of probing again "
+          "(the destination's `criu restore` and `criu lazy-pages` are in the downtime):")
+        p()
+        p(table(["memory", "live downtime", "live total", "live request", "cold", "downtime ratio",
+                 "total ratio"],
+                [[mib(s), secs(v[0]), secs(v[1]), secs(v[2]), secs(v[3]), f"{ratio(v[0], v[3]):.3f}",
+                  f"{ratio(v[1], v[3]):.2f}"] for s, v in migration_kdat.items()]))
+        p()
     p("Where the live downtime goes: the freeze covers CRIU's dump of everything but memory, "
       "which still walks every page of the process and pins it into the page pipes the page "
       "server later reads (so it grows with the memory, not with what is sent), the non-memory "
@@ -601,6 +617,18 @@ if migration:
       "kernel (40-70 ms, /run is not a tmpfs). The total is the pages' trip through the two "
       "daemons' relay and `criu lazy-pages`' copy into the process (userfaultfd), which "
       "fetches the rest in the background in chunks as it finds them.")
+    p()
+    p("Measured, one 4 GiB run (the source daemon logs each migration's timeline, \"live "
+      "migration's timeline, from the freeze\"; CRIU's own clock dates the freeze, its first "
+      "`Seized task` line): CRIU probed the kernel for 30 ms with the process still running, "
+      "then froze it; everything but memory was written and the page server ready 200 ms into "
+      "the freeze (CRIU pinning 1,048,576 pages into its pipes); the 2 MB of images reached the "
+      "destination 7 ms later; its `criu restore --lazy-pages` (kernel probe included) said "
+      "the process runs 73 ms after that: 280 ms of downtime. So the 4 GiB goal (0.3 s) is met "
+      "where CRIU keeps its kernel probe (a host systemd booted) and missed by tens of "
+      "milliseconds here, and what is left is CRIU's own frozen walk of the memory: ckptd "
+      "adds the images' trip. Pre-copy would not shorten that walk; only a dump that skips "
+      "pinning the pages it will serve (a CRIU change) would.")
     p()
 
 if catalog or schedules:

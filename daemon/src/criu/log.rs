@@ -38,6 +38,14 @@ pub fn error_lines(log: &str, max: usize) -> Vec<String> {
 }
 
 /// The error lines a failure quotes (`log_tail`): the last `TAIL_LINES` of them.
+/// When CRIU seized (froze) the first task, in seconds after it started: its log's first
+/// `Seized task` line, whose `(SS.ffffff)` prefix is CRIU's own clock.
+pub fn first_seize(log: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains("Seized task"))?;
+    let stamp = line.strip_prefix('(')?.split(')').next()?;
+    stamp.trim().parse().ok()
+}
+
 pub fn tail(log: &str) -> Vec<String> {
     error_lines(log, TAIL_LINES)
 }
@@ -404,6 +412,14 @@ fn pid_in_use(errors: &[&str]) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_first_seize_is_read_from_crius_clock() {
+        let log = "(00.000101) Version: 4.2.1\n(00.033578) Seized task 7898, state 1\n(00.04) Seized task 7899, state 1\n";
+        assert_eq!(first_seize(log), Some(0.033578));
+        assert_eq!(first_seize("(00.1) nothing"), None);
+    }
+
     use super::*;
 
     /// The hint `failure` would give for this log.

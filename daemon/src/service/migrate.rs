@@ -705,6 +705,7 @@ impl Inner {
             )
             .await;
         self.phase("process", "dump", frozen);
+        let images_ready = frozen.elapsed();
         let mut lazy = match dumped {
             Ok(l) => l,
             Err(e) => {
@@ -764,6 +765,7 @@ impl Inner {
                 Ok(())
             }
         };
+        let images_sent = frozen.elapsed();
         let mut relay = match Relay::start(rd, wr, relay_end) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -776,6 +778,7 @@ impl Inner {
             _ => None,
         };
         let mut ran = false;
+        let mut running_at: Option<Duration> = None;
         let mut stop = stop.clone();
         let mut stopping = false;
         if let (None, Some(r)) = (&verdict, relay.as_mut()) {
@@ -789,7 +792,7 @@ impl Inner {
                     w = r.words.recv() => match w {
                         Some(Word::Running(pid)) => {
                             report.destination_pid = Some(pid);
-                            report.downtime_ms = Some(frozen.elapsed().as_millis() as u64);
+                            running_at = Some(frozen.elapsed());
                             ran = true;
                         }
                         Some(Word::Abort) => {}
@@ -809,7 +812,33 @@ impl Inner {
             report.page_requests =
                 r.received.load(std::sync::atomic::Ordering::Relaxed) / live::PSI_BYTES;
         }
-        report.total_ms = Some(frozen.elapsed().as_millis() as u64);
+        // The freeze began when CRIU seized the first task, by its own clock from its start
+        // (CRIU first probes the kernel, the process still running): the downtime runs from
+        // there to the destination's word.
+        let seized = partial
+            .open_file(DUMP_LOG)
+            .ok()
+            .and_then(|f| {
+                // Its head only, bounded: the line comes before any page is dumped.
+                let mut head = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, 256 * 1024), &mut head)
+                    .ok()?;
+                crate::criu::log::first_seize(&String::from_utf8_lossy(&head))
+            })
+            .map(Duration::from_secs_f64)
+            .unwrap_or_default();
+        let since_freeze = |d: Duration| d.saturating_sub(seized).as_millis() as u64;
+        report.downtime_ms = running_at.map(since_freeze);
+        report.total_ms = Some(since_freeze(frozen.elapsed()));
+        tracing::info!(
+            %peer,
+            seized_ms = seized.as_millis() as u64,
+            images_ready_ms = since_freeze(images_ready),
+            images_sent_ms = since_freeze(images_sent),
+            running_ms = ?running_at.map(since_freeze),
+            total_ms = ?report.total_ms,
+            "live migration's timeline, from the freeze"
+        );
         if let Some(r) = relay.take() {
             r.end().await;
         }
