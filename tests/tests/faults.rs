@@ -304,6 +304,18 @@ async fn assert_settled(d: &Daemon, what: &str) {
     // A CRIU killed mid-restore mounts nothing that outlives it (its cgroup yard).
     let mounts = ckptd_tests::mounts_under(d.dir.path());
     assert!(mounts.is_empty(), "{what}: left mounted: {mounts:?}");
+    // And nothing of a run outlives its job: a runc killed mid-restore left its `criu swrk`
+    // waiting for ever in the checkpoint's folder.
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c.starts_with(d.dir.path()))
+                && std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "criu")
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "{what}: CRIU left running: {left:?}");
     for cp in d
         .client
         .list_checkpoints(&ckptd_tests::q("status=ready&limit=1000"))

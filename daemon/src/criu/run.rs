@@ -66,6 +66,13 @@ pub async fn run_logged(
         }
     };
     if !out.status.success() {
+        // What it started and left behind goes with it: a runc killed mid-restore leaves its
+        // `criu swrk` waiting for ever on runc's end of their socket (found after the fault
+        // tests' KillRunc rounds). Its process group is ours, made for this run alone; the
+        // restored tree is not in it (CRIU gives it the group its images record).
+        if let Some(pg) = pgid {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg), Signal::SIGKILL);
+        }
         // A CRIU that was killed or failed mid-restore can leave its cgroup yard mounted in
         // its work directory, the folder.
         match folder.detach_criu_yards() {
