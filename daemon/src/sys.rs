@@ -724,6 +724,13 @@ pub fn newborn_tasks(root: i32, since: u64, uid: u32) -> Vec<TaskId> {
 }
 
 /// Sends `sig` to each task that is still itself (`TaskId::signal`), skipping those gone.
+/// Ends the live tree below `root` (only `uid`'s tasks when given): stopped first, so that
+/// nothing new is forked between the listing and the kill.
+pub fn end_tree(root: TaskId, uid: Option<u32>) {
+    signal_tasks(&live_tree(root, uid), rustix::process::Signal::STOP);
+    signal_tasks(&live_tree(root, uid), rustix::process::Signal::KILL);
+}
+
 pub fn signal_tasks(tasks: &[TaskId], sig: rustix::process::Signal) {
     for t in tasks {
         if let Err(e) = t.signal(sig) {

@@ -89,15 +89,9 @@ impl ProcessEngine {
         Self { criu, pid_wait }
     }
 
-    async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
-        check_process(pid)?;
-        let criu = self.criu.usable()?;
-        // The tree is known by its root's identity, taken before CRIU runs: what a dump leaves
-        // stopped is found from it in the kernel's process table, never in the images.
-        let root = sys::TaskId::of(pid)
-            .ok_or_else(|| Error::target_unavailable(format!("no process with pid {pid}")))?;
-        let images = open_images(spec.images)?;
-        let mut args: Vec<String> = vec![
+    /// `criu dump` of the tree at `pid` into the held folder, logged at the daemon's level.
+    fn dump_args(&self, pid: i32, images: &ImagesFd, spec: &DumpSpec<'_>) -> Vec<String> {
+        vec![
             "dump".into(),
             "-t".into(),
             pid.to_string(),
@@ -106,7 +100,18 @@ impl ProcessEngine {
             "-o".into(),
             spec.log_name.into(),
             format!("-v{}", self.criu.log_level()),
-        ];
+        ]
+    }
+
+    async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
+        check_process(pid)?;
+        let criu = self.criu.usable()?;
+        // The tree is known by its root's identity, taken before CRIU runs: what a dump leaves
+        // stopped is found from it in the kernel's process table, never in the images.
+        let root = sys::TaskId::of(pid)
+            .ok_or_else(|| Error::target_unavailable(format!("no process with pid {pid}")))?;
+        let images = open_images(spec.images)?;
+        let mut args = self.dump_args(pid, &images, &spec);
         // Without leave_running the tree is left stopped, not killed: ckptd kills it only once
         // the images are durable, and resumes it if they cannot be made so.
         args.push(if spec.options.leave_running {
@@ -161,15 +166,8 @@ impl ProcessEngine {
         let images = open_images(spec.images)?;
         let (status_rx, status_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::internal(format!("cannot make a pipe: {e}")))?;
-        let mut args: Vec<String> = vec![
-            "dump".into(),
-            "-t".into(),
-            pid.to_string(),
-            "-D".into(),
-            images.path(),
-            "-o".into(),
-            spec.log_name.into(),
-            format!("-v{}", self.criu.log_level()),
+        let mut args = self.dump_args(pid, &images, &spec);
+        args.extend([
             "--lazy-pages".into(),
             "--ps-socket".into(),
             pages.as_raw_fd().to_string(),
@@ -178,7 +176,7 @@ impl ProcessEngine {
             // Never killed by CRIU: its memory stays here until the service knows where the
             // workload lives (CRIU takes a closed page socket for a finished transfer).
             "--leave-stopped".into(),
-        ];
+        ]);
         Criu::option_flags(&spec.options, &mut args);
         let mut cmd = self
             .criu
@@ -902,11 +900,7 @@ pub fn run_guard(args: &[String]) -> i32 {
         .ok()
         .and_then(|(t, _)| t.trim().parse::<i32>().ok());
     if let Some(root) = pid.filter(|p| *p > 1).and_then(sys::TaskId::of) {
-        let owner = (uid != 0).then_some(uid);
-        // Stop first, so nothing new is forked between the listing and the kill.
-        let tree = sys::live_tree(root, owner);
-        sys::signal_tasks(&tree, rustix::process::Signal::STOP);
-        sys::signal_tasks(&sys::live_tree(root, owner), rustix::process::Signal::KILL);
+        sys::end_tree(root, (uid != 0).then_some(uid));
     }
     3
 }

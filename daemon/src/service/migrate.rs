@@ -547,14 +547,11 @@ impl Inner {
             .await;
         tracing::info!(%peer, pid, "migrated tree runs; its memory follows");
         let owner_uid = (cp.owner_uid != 0).then_some(cp.owner_uid);
+        // Known by its identity from now on (pid and start time): a pid reused later is not it.
+        let root = sys::TaskId::of(pid);
         let end_tree = || {
-            if let Some(root) = sys::TaskId::of(pid) {
-                let tree = sys::live_tree(root, owner_uid);
-                sys::signal_tasks(&tree, rustix::process::Signal::STOP);
-                sys::signal_tasks(
-                    &sys::live_tree(root, owner_uid),
-                    rustix::process::Signal::KILL,
-                );
+            if let Some(root) = root {
+                sys::end_tree(root, owner_uid);
             }
         };
         let mut link_gone = None;
@@ -584,8 +581,7 @@ impl Inner {
                 },
             }
         };
-        let whole = status.is_some_and(|s| s.success())
-            && sys::proc_stat(pid).is_some_and(|s| s.state != 'Z');
+        let whole = status.is_some_and(|s| s.success()) && root.is_some_and(|r| r.alive());
         let report = MigrationReport {
             outcome: MigrationOutcome::Migrated,
             peer: peer.to_owned(),
