@@ -365,8 +365,16 @@ impl Service {
         if !matches!(src.target, Target::Process { .. }) {
             return Err(crate::engine::no_live_migration(&src.target));
         }
-        // The owner's CRIU restores a member's tree here, as on the source: the uid must exist.
-        owner_account(src.owner_uid)?;
+        if src.owner_uid != 0 {
+            // As the source does: a member's tree is restored only by an unprivileged CRIU,
+            // which CRIU 4.2 gives no lazy pages.
+            return Err(Error::invalid(format!(
+                "the process belongs to uid {}: a member's process cannot be migrated live \
+                 (it would be restored by an unprivileged CRIU, which has no lazy pages)",
+                src.owner_uid
+            ))
+            .with_hint("move it with a checkpoint: ckpt migrate NAME --to HOST:PORT --restore"));
+        }
         let id = Uuid::new_v4();
         let name = if self.refuse_taken(&src.name).await.is_ok() {
             src.name.clone()
@@ -1092,35 +1100,36 @@ impl Service {
         let mut result = Err(restarted.clone());
         if let Ok(anchor) = anchor(cp) {
             let partial = anchor.partial_name();
-            reconcile::wait_for_leftover_criu(
-                &anchor.real_sibling(&partial),
-                Duration::from_secs(30),
-            )
-            .await;
+            // The guard decides: it kills the tree unless `criu lazy-pages` brought every page
+            // in. Wait (bounded) until it and its CRIU have ended; only then is a live tree
+            // whole. Waited for, never signalled.
+            let needle = format!("/{partial}");
+            let me = std::process::id() as i32;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let deciding = || {
+                sys::processes_mentioning(&needle).into_iter().any(|p| {
+                    p != me
+                        && sys::proc_stat(p).is_some_and(|s| {
+                            !s.is_zombie() && matches!(s.comm.as_str(), "criu" | "ckptd")
+                        })
+                })
+            };
+            while deciding() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let settled = !deciding();
             if let Ok(f) = anchor.open_folder(&partial, cp.owner_uid) {
                 let pidfile = crate::runtime::process::pidfile_of(&restore_log_name(job.id));
-                let pid = f
+                let root = f
                     .read(&pidfile, 64)
                     .ok()
-                    .and_then(|t| String::from_utf8_lossy(&t).trim().parse::<i32>().ok());
-                let lazy_log = f
-                    .read_tail(
-                        &format!("lazy-{}", restore_log_name(job.id)),
-                        sys::MAX_LOG_READ,
-                    )
-                    .map(|(t, _)| t)
-                    .unwrap_or_default();
-                if let Some(pid) =
-                    pid.filter(|p| sys::proc_stat(*p).is_some_and(|s| s.state != 'Z'))
-                {
-                    if lazy_log.contains("Lazy pages transfer finished")
-                        || lazy_log.contains("UFFD transferred pages")
-                    {
-                        result = Ok(Some(JobResult {
-                            pid: Some(pid),
-                            ..Default::default()
-                        }));
-                    }
+                    .and_then(|t| String::from_utf8_lossy(&t).trim().parse::<i32>().ok())
+                    .and_then(sys::TaskId::of);
+                if let Some(root) = root.filter(|r| settled && r.alive()) {
+                    result = Ok(Some(JobResult {
+                        pid: Some(root.pid),
+                        ..Default::default()
+                    }));
                 }
             }
         }
