@@ -209,27 +209,15 @@ impl Daemon {
     }
 
     pub async fn start_with(args: &[&str]) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("ckptd-test-")
-            .tempdir()
-            .expect("tempdir");
-        let socket = dir.path().join("ckptd.sock");
-        let state_dir = dir.path().join("state");
-        let mut d = Daemon {
-            client: Client::new(&socket),
-            socket,
-            state_dir,
-            dir,
-            child: None,
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-            ns_init: None,
-        };
-        d.spawn().await;
-        d
+        Self::start_as(args, None).await
     }
 
     /// A daemon inside `ns` (a second host's pids), with `args`.
     pub async fn start_in(ns: &PidNamespace, args: &[&str]) -> Daemon {
+        Self::start_as(args, Some(ns.init)).await
+    }
+
+    async fn start_as(args: &[&str], ns_init: Option<i32>) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("ckptd-test-")
             .tempdir()
@@ -243,7 +231,7 @@ impl Daemon {
             dir,
             child: None,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
-            ns_init: Some(ns.init),
+            ns_init,
         };
         d.spawn().await;
         d

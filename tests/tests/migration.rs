@@ -84,10 +84,9 @@ fn token_file(dir: &Path) -> PathBuf {
     f
 }
 
-/// Two hosts: `a` here, `b` in its own pid namespace with a TCP listener.
-async fn hosts(dir: &Path) -> (Daemon, PidNamespace, Daemon, PathBuf) {
-    let token = token_file(dir);
-    let a = Daemon::start().await;
+/// The destination host: a daemon in a pid namespace of its own, with a TCP listener taking
+/// the token in `token`.
+async fn destination(token: &Path) -> (PidNamespace, Daemon) {
     let ns = PidNamespace::start();
     let b = Daemon::start_in(
         &ns,
@@ -99,6 +98,14 @@ async fn hosts(dir: &Path) -> (Daemon, PidNamespace, Daemon, PathBuf) {
         ],
     )
     .await;
+    (ns, b)
+}
+
+/// Two hosts: `a` here, `b` in its own pid namespace with a TCP listener.
+async fn hosts(dir: &Path) -> (Daemon, PidNamespace, Daemon, PathBuf) {
+    let token = token_file(dir);
+    let a = Daemon::start().await;
+    let (ns, b) = destination(&token).await;
     (a, ns, b, token)
 }
 
@@ -477,18 +484,8 @@ async fn the_source_daemon_killed_mid_transfer_leaves_the_workload_in_a_checkpoi
 async fn a_member_is_told_why_it_cannot_move_even_its_own_process_live() {
     use ckptd_tests::members::{proc_, Fixture};
     let f = Fixture::new().await;
-    let ns = PidNamespace::start();
     let token = token_file(f.dir.path());
-    let b = Daemon::start_in(
-        &ns,
-        &[
-            "--tcp-listen",
-            "127.0.0.1:0",
-            "--tcp-token-file",
-            token.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let (_ns, b) = destination(&token).await;
     let body = |pid: i32| {
         serde_json::json!({
             "target": proc_(pid),
