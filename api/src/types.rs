@@ -537,11 +537,18 @@ pub enum MigrationOutcome {
     Checkpointed,
 }
 
-/// Body of `POST /v1/migrations`: move a running process to another daemon live.
+/// Body of `POST /v1/migrations`: move a running process or runc container to another daemon
+/// live.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMigration {
+    /// A process, or a runc container (root's).
     pub target: Option<Target>,
+    /// A runc container only: the container the destination restores it as, when not the same
+    /// id and bundle (`{"kind":"container","id":NEW,"bundle":DIR}`, the bundle's path on the
+    /// destination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub into: Option<Target>,
     /// The destination daemon's TCP listener, `host:port`.
     pub to: String,
     /// The destination's bearer token (its `tcp_token_file`); kept in memory only.

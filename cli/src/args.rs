@@ -482,13 +482,21 @@ pub struct AdoptArgs {
 
 #[derive(Args)]
 pub struct MigrateArgs {
-    /// A checkpoint name or id; with --live, the PID of the running process to move.
+    /// A checkpoint name or id; with --live, the PID of the running process to move, or the id
+    /// of the runc container.
     #[arg(add = ArgValueCandidates::new(complete::checkpoints))]
     pub reference: String,
-    /// Move the running process itself, live: it is frozen here, runs there at once, and its
-    /// memory follows it over the daemons' connection (CRIU's lazy migration).
+    /// Move the running process or runc container itself, live: it is frozen here, runs there
+    /// at once, and its memory follows it over the daemons' connection (CRIU's lazy migration).
     #[arg(long, conflicts_with_all = ["restore", "via"])]
     pub live: bool,
+    /// With --live, a runc container: restore it there as this container id (with --bundle)
+    /// [default: the same id and bundle].
+    #[arg(long, requires = "live", requires = "bundle")]
+    pub into: Option<String>,
+    /// With --into: the new container's bundle directory on the destination.
+    #[arg(long, requires = "into")]
+    pub bundle: Option<String>,
     /// With --live: move its established TCP connections too (the same addresses must exist
     /// on the destination).
     #[arg(long, requires = "live")]

@@ -89,8 +89,11 @@ pub struct LazyDump {
     /// What the dump left stopped: it stays so whatever CRIU does next (`--leave-stopped`); the
     /// service ends it or lets it run once it knows where the workload lives.
     pub stopped: Stopped,
-    /// CRIU's run, now serving pages.
+    /// CRIU's run (or the runtime's over it), now serving pages.
     pub criu: tokio::process::Child,
+    /// When the workload was frozen, if that was before CRIU started (a container paused
+    /// through its cgroup); None: at CRIU's first seized task, as its log says.
+    pub frozen_at: Option<std::time::Instant>,
 }
 
 /// The destination side of a live migration: the tree runs, its memory arriving behind it.
@@ -100,6 +103,8 @@ pub struct LazyRestore {
     /// `ckptd lazy-guard` over `criu lazy-pages`: exits 0 once every page is in, or kills the
     /// tree and exits non-zero if the pages stop coming (even if ckptd itself is gone).
     pub guard: tokio::process::Child,
+    /// The container the tree is, which the runtime must remove if the tree is ended.
+    pub container: Option<ContainerHandle>,
 }
 
 /// The label a live migration's fallback checkpoint carries: its tree was stopped when it was
@@ -109,7 +114,7 @@ pub const CONTINUE_LABEL: &str = "io.ckptd.continue";
 /// Why a live migration cannot be offered for a target.
 pub fn no_live_migration(target: &Target) -> crate::error::Error {
     crate::error::Error::invalid(format!(
-        "live migration is offered for processes; {} is not one",
+        "live migration is offered for processes and runc containers; {} is neither",
         target.key()
     ))
     .with_hint("move it with a checkpoint instead: `ckpt migrate NAME --to HOST:PORT --restore`")
@@ -135,6 +140,24 @@ pub trait Engine: Send + Sync + 'static {
     fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>>;
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>>;
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>>;
+    /// Live migration, before anything is frozen: refuses a target that cannot move live, and
+    /// gives a container's record (its bundle and config digest), which the destination checks
+    /// before it accepts.
+    fn check_live<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<Option<ContainerRecord>>> {
+        Box::pin(async move { Err(no_live_migration(target)) })
+    }
+    /// After the source daemon's crash mid-migration: what the migration left stopped (its
+    /// tree, or its paused container), or None when nothing is (it runs, or is gone).
+    fn live_leftover<'a>(
+        &'a self,
+        _target: &'a Target,
+        _owner_uid: u32,
+    ) -> BoxFuture<'a, Option<Stopped>> {
+        Box::pin(async { None })
+    }
     /// Live migration, source side: CRIU dumps everything but memory into `spec.images`, then
     /// serves the memory over `pages` (its page-server socket) until that closes. Returns once
     /// the images are written. The tree is left stopped whatever happens to the transfer.

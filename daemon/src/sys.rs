@@ -859,24 +859,52 @@ pub enum KillableCgroup {
     V1Freezer(PathBuf),
 }
 
-/// The cgroup of `pid` that [`kill_cgroup`] acts on, under `/sys/fs/cgroup`.
+/// The cgroup of `pid` that [`kill_cgroup`] acts on, under `/sys/fs/cgroup`: never one that
+/// holds ckptd itself (its own, the root, or any above its own). A pid that has exited (a
+/// zombie, as a container's init is between its death and its reaping) reads as the root of a
+/// v1 hierarchy: measured, a kill of it from ckptd ended every process of its pid namespace,
+/// ckptd with them. A zombie is refused too, before its cgroup is read.
 pub fn killable_cgroup(pid: i32) -> io::Result<KillableCgroup> {
+    if proc_stat(pid).is_none_or(|s| s.is_zombie()) {
+        return Err(io::Error::other(format!("pid {pid} has exited")));
+    }
     let groups = procfs::process::Process::new(pid)
         .and_then(|p| p.cgroups())
         .map_err(io::Error::other)?;
+    let mine = procfs::process::Process::myself()
+        .and_then(|p| p.cgroups())
+        .map_err(io::Error::other)?;
+    // Whether `path` (of hierarchy `h`) holds ckptd: it is ckptd's cgroup there or above it.
+    let holds_me = |h: u32, path: &str| {
+        mine.0
+            .iter()
+            .filter(|g| g.hierarchy == h)
+            .any(|g| Path::new(&g.pathname).starts_with(path))
+    };
     let under = |mount: &str, path: &str| {
         Path::new("/sys/fs/cgroup")
             .join(mount)
             .join(path.trim_start_matches('/'))
     };
+    let refused = |path: &str| {
+        io::Error::other(format!(
+            "pid {pid}'s cgroup {path} holds ckptd too; it is not killed as a whole"
+        ))
+    };
     for g in &groups {
         if g.controllers.iter().any(|c| c == "freezer") {
+            if holds_me(g.hierarchy, &g.pathname) {
+                return Err(refused(&g.pathname));
+            }
             return Ok(KillableCgroup::V1Freezer(under("freezer", &g.pathname)));
         }
     }
     for g in &groups {
         let dir = under("", &g.pathname);
         if g.hierarchy == 0 && dir.join("cgroup.kill").exists() {
+            if holds_me(0, &g.pathname) {
+                return Err(refused(&g.pathname));
+            }
             return Ok(KillableCgroup::V2(dir));
         }
     }
@@ -930,6 +958,23 @@ fn cgroup_procs(dir: &Path) -> io::Result<Vec<i32>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cgroup_that_holds_ckptd_is_never_killable() {
+        // Its own cgroup, and a child's in it, hold the caller: refused (in a root cgroup, as
+        // the root of every hierarchy).
+        assert!(super::killable_cgroup(std::process::id() as i32).is_err());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let refused = super::killable_cgroup(child.id() as i32);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(refused.is_err(), "{refused:?}");
+        // An exited one too.
+        assert!(super::killable_cgroup(child.id() as i32).is_err());
+    }
+
     use super::*;
 
     #[test]

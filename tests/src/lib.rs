@@ -767,6 +767,9 @@ pub enum ContainerStdio {
 /// A runc container the test started or that ckptd restored; deleted (killed) on drop.
 pub struct Container {
     pub id: String,
+    /// The init of the pid namespace it was made in (another host's), if not the test's: runc
+    /// knows it by its pid there.
+    ns_init: Option<i32>,
 }
 
 impl Container {
@@ -804,7 +807,10 @@ impl Container {
         }
         let st = child.wait().unwrap();
         assert!(st.success(), "runc run -d {id} failed");
-        let c = Container { id: id.to_owned() };
+        let c = Container {
+            id: id.to_owned(),
+            ns_init: None,
+        };
         wait_until("the container to run", || {
             c.status().as_deref() == Some("running")
         });
@@ -813,15 +819,37 @@ impl Container {
 
     /// A container that ckptd restored; the test removes it at the end.
     pub fn adopt(id: &str) -> Container {
-        Container { id: id.to_owned() }
+        Container {
+            id: id.to_owned(),
+            ns_init: None,
+        }
+    }
+
+    /// A container that a daemon in `ns` (another host) restored.
+    pub fn adopt_in(ns: &PidNamespace, id: &str) -> Container {
+        Container {
+            id: id.to_owned(),
+            ns_init: Some(ns.init),
+        }
+    }
+
+    /// `runc ARGS`, in the container's pid namespace.
+    fn runc(&self, args: &[&str]) -> Command {
+        let mut cmd = match self.ns_init {
+            None => Command::new("runc"),
+            Some(init) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &init.to_string(), "-p", "-m", "--", "runc"]);
+                c
+            }
+        };
+        cmd.args(args);
+        cmd
     }
 
     /// runc's status of it, or None once runc no longer knows it.
     pub fn status(&self) -> Option<String> {
-        let out = Command::new("runc")
-            .args(["state", &self.id])
-            .output()
-            .ok()?;
+        let out = self.runc(&["state", &self.id]).output().ok()?;
         if !out.status.success() {
             return None;
         }
@@ -832,8 +860,8 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("runc")
-            .args(["delete", "--force", &self.id])
+        let _ = self
+            .runc(&["delete", "--force", &self.id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

@@ -118,6 +118,47 @@ fn migration(pid: i32, to: &str) -> api::CreateMigration {
     }
 }
 
+/// `ckpt migrate ARGS` on `a`, which must succeed (moving something to `b`): what it said.
+fn ckpt_migrate(a: &Daemon, b: &Daemon, args: &[&str]) -> String {
+    let out = a.ckpt(&[&["migrate"], args].concat());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a.log(),
+        b.log()
+    );
+    said
+}
+
+/// Starts migration `req` from `a` to `b`, kills `a` (-9) once `mib` MiB are sent, and waits
+/// until `b`'s side has failed (its copy ended with the link). The source's job.
+async fn kill_source_mid_transfer(
+    a: &mut Daemon,
+    b: &Daemon,
+    req: &api::CreateMigration,
+    mib: u64,
+) -> api::Job {
+    let sent = a.client.migrate_live(req, false).await.unwrap();
+    let running = a
+        .wait_job(&sent.id.to_string(), |j| {
+            j.progress.is_some_and(|p| p.bytes_written > mib << 20) || j.state.is_finished()
+        })
+        .await;
+    assert!(!running.state.is_finished(), "{running:?}");
+    a.kill_and_forget();
+    let in_job = jobs_of(b, api::JobKind::Receive).await.remove(0);
+    let in_job = b.wait_ended(&in_job.id.to_string()).await;
+    assert_eq!(
+        in_job.state,
+        api::JobState::Failed,
+        "{in_job:?}\n{}",
+        b.log()
+    );
+    sent
+}
+
 fn gone(pid: i32) -> bool {
     proc_state(pid).is_none_or(|s| s == 'Z')
 }
@@ -168,22 +209,17 @@ async fn ckpt_migrate_live_moves_a_running_process_and_its_memory() {
     let (a, ns, b, token) = hosts(dir.path()).await;
     let t = marked(a.dir.path(), "marked", 64);
     t.wait_for_lines(5);
-    let out = a.ckpt(&[
-        "migrate",
-        &t.pid.to_string(),
-        "--live",
-        "--to",
-        &b.tcp_addr(),
-        "--token-file",
-        token.to_str().unwrap(),
-    ]);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        a.log(),
-        b.log()
+    let said = ckpt_migrate(
+        &a,
+        &b,
+        &[
+            &t.pid.to_string(),
+            "--live",
+            "--to",
+            &b.tcp_addr(),
+            "--token-file",
+            token.to_str().unwrap(),
+        ],
     );
     assert!(
         said.contains("moved to") && said.contains("downtime"),
@@ -261,7 +297,14 @@ struct Relay {
 
 impl Relay {
     fn start(to: &str, cut_after: u64) -> Relay {
+        Self::start_with(to, cut_after, false)
+    }
+
+    /// With `only_first`, it cuts the first connection alone and relays later ones whole (the
+    /// source can then ask the destination how its side ended).
+    fn start_with(to: &str, cut_after: u64, only_first: bool) -> Relay {
         let (host, port) = to.rsplit_once(':').unwrap();
+        let only_first = if only_first { "True" } else { "False" };
         let script = format!(
             r#"
 import os, socket, sys, threading
@@ -270,19 +313,30 @@ print(srv.getsockname()[1], flush=True)
 sent = [0]
 def pump(a, b, count):
     while True:
-        d = a.recv(1 << 16)
+        try:
+            d = a.recv(1 << 16)
+        except OSError:
+            return
         if not d:
-            b.shutdown(socket.SHUT_WR); return
+            try: b.shutdown(socket.SHUT_WR)
+            except OSError: pass
+            return
         b.sendall(d)
         if count:
             sent[0] += len(d)
             if sent[0] > {cut_after}:
-                os._exit(0)
+                if not {only_first}:
+                    os._exit(0)
+                for s in (a, b):
+                    s.shutdown(socket.SHUT_RDWR); s.close()
+                return
+first = True
 while True:
     c, _ = srv.accept()
     d = socket.create_connection(("{host}", {port}))
-    threading.Thread(target=pump, args=(c, d, True), daemon=True).start()
+    threading.Thread(target=pump, args=(c, d, first), daemon=True).start()
     threading.Thread(target=pump, args=(d, c, False), daemon=True).start()
+    first = False
 "#
         );
         let mut child = Command::new("python3")
@@ -422,22 +476,8 @@ async fn the_source_daemon_killed_mid_transfer_leaves_the_workload_in_a_checkpoi
     let dir = tempfile::tempdir().unwrap();
     let (mut a, ns, b, _token) = hosts(dir.path()).await;
     let mut t = marked(a.dir.path(), "skill", 512);
-    let sent = a
-        .client
-        .migrate_live(&migration(t.pid, &b.tcp_addr()), false)
-        .await
-        .unwrap();
-    let running = a
-        .wait_job(&sent.id.to_string(), |j| {
-            j.progress.is_some_and(|p| p.bytes_written > 64 << 20) || j.state.is_finished()
-        })
-        .await;
-    assert!(!running.state.is_finished(), "{running:?}");
-    a.kill_and_forget();
     // The destination's copy dies with the link; the source's stays stopped, whole.
-    let in_job = jobs_of(&b, api::JobKind::Receive).await.remove(0);
-    let in_job = b.wait_ended(&in_job.id.to_string()).await;
-    assert_eq!(in_job.state, api::JobState::Failed, "{in_job:?}");
+    let sent = kill_source_mid_transfer(&mut a, &b, &migration(t.pid, &b.tcp_addr()), 64).await;
     wait_until("the destination's half-made copy to be ended", || {
         marked_in(&ns).is_empty()
     });
@@ -535,4 +575,305 @@ async fn a_member_is_told_why_it_cannot_move_even_its_own_process_live() {
     let at = t.lines().len();
     t.wait_for_lines(at + 3);
     assert_counts_once(&t);
+}
+
+/// A container looper holding `mib` MiB in a shell variable (every byte an `a`): it counts into
+/// /out.log and, when /check appears, prints the variable's length, which a page lost in transit
+/// (read as zeros) would shorten.
+fn container_marked(mib: usize) -> String {
+    format!(
+        "exec >>/out.log 2>&1; \
+         x=$(busybox head -c {} /dev/zero | busybox tr '\\0' a); i=0; \
+         while true; do echo $i; i=$((i+1)); \
+         if [ -e /check ]; then busybox rm /check; echo len ${{#x}}; fi; sleep 0.1; done",
+        mib << 20
+    )
+}
+
+/// The source container's bundle in `dir/src` (a marked looper of `mib` MiB), and in `dir/dst`
+/// the bundle the destination restores it from: its own config.json, the same root directory
+/// (the same image on another host).
+fn container_bundles(dir: &Path, mib: usize) -> (Bundle, PathBuf) {
+    let src = Bundle::busybox(&dir.join("src"), &container_marked(mib), |_| {});
+    let dst = dir.join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.dir.join("config.json")).unwrap()).unwrap();
+    cfg["root"]["path"] = src.dir.join("rootfs").display().to_string().into();
+    std::fs::write(dst.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    (src, dst)
+}
+
+/// Asks the marked container (wherever it runs) for its memory's length: all of it is there.
+fn assert_container_memory(src: &Bundle, mib: usize) {
+    let asked = src
+        .out_lines()
+        .iter()
+        .filter(|l| l.starts_with("len"))
+        .count();
+    std::fs::write(src.dir.join("rootfs/check"), "").unwrap();
+    wait_until("the memory check", || {
+        src.out_lines()
+            .iter()
+            .filter(|l| l.starts_with("len"))
+            .count()
+            > asked
+    });
+    let answer = src
+        .out_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("len"))
+        .nth(asked)
+        .unwrap();
+    assert_eq!(
+        answer,
+        format!("len {}", mib << 20),
+        "the container's memory differs"
+    );
+}
+
+/// A live migration of runc container `id` into `moved` (bundle `dst`) on the destination.
+fn container_migration(id: &str, moved: &str, dst: &Path, to: &str) -> api::CreateMigration {
+    let container = |id: &str, bundle: Option<String>| api::Target::Container {
+        id: id.to_owned(),
+        runtime: api::Runtime::Runc,
+        root: None,
+        bundle,
+        namespace: None,
+    };
+    api::CreateMigration {
+        target: Some(container(id, None)),
+        into: Some(container(moved, Some(dst.display().to_string()))),
+        ..migration(0, to)
+    }
+}
+
+/// A marked runc container running on the source, and the container it is to become on the
+/// destination (removed, wherever it runs, when the test ends).
+struct LiveContainer {
+    id: String,
+    moved: String,
+    src: Bundle,
+    dst: PathBuf,
+    c: Container,
+    there: Container,
+}
+
+impl LiveContainer {
+    /// Runs a `mib` MiB marked container named after `name` and waits until it counts.
+    fn start(dir: &Path, ns: &PidNamespace, name: &str, mib: usize) -> LiveContainer {
+        let id = format!("{name}-{}", std::process::id());
+        let moved = format!("{id}-moved");
+        let (src, dst) = container_bundles(dir, mib);
+        let c = Container::run(&src, &id, ContainerStdio::Null);
+        let there = Container::adopt_in(ns, &moved);
+        wait_until("the container's count", || {
+            container_counts(&src).len() >= 5
+        });
+        LiveContainer {
+            id,
+            moved,
+            src,
+            dst,
+            c,
+            there,
+        }
+    }
+}
+
+/// The container's count lines (its /out.log without the length answers).
+fn container_counts(b: &Bundle) -> Vec<String> {
+    b.out_lines()
+        .into_iter()
+        .filter(|l| !l.starts_with("len"))
+        .collect()
+}
+
+/// A runc container moved live with `ckpt migrate ID --live --into NEW --bundle DIR`. On one
+/// machine the destination restores it under another id (both daemons share runc's root and
+/// the cgroup tree), from a bundle of its own whose root is the same directory: the container
+/// on another host with the same image.
+#[tokio::test]
+async fn ckpt_migrate_live_moves_a_runc_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ns, b, token) = hosts(dir.path()).await;
+    let LiveContainer {
+        id,
+        moved,
+        src,
+        dst,
+        c,
+        there,
+    } = LiveContainer::start(dir.path(), &ns, "ckptdtest-live", 32);
+
+    let said = ckpt_migrate(
+        &a,
+        &b,
+        &[
+            &id,
+            "--live",
+            "--into",
+            &moved,
+            "--bundle",
+            dst.to_str().unwrap(),
+            "--to",
+            &b.tcp_addr(),
+            "--token-file",
+            token.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        said.contains(&format!("container {id} moved to"))
+            && said.contains(&format!("container {moved} there")),
+        "{said}"
+    );
+    // The source container is gone; the destination's counts on where it stopped.
+    assert_eq!(c.status(), None, "the source container is still there");
+    assert_eq!(there.status().as_deref(), Some("running"), "{}", b.log());
+    let at = container_counts(&src).len();
+    wait_until("the moved container's count", || {
+        container_counts(&src).len() >= at + 10
+    });
+    assert_counts(&container_counts(&src), "the container's count");
+    assert_container_memory(&src, 32);
+
+    let out_job = jobs_of(&a, api::JobKind::Migrate).await.remove(0);
+    let in_job = jobs_of(&b, api::JobKind::Receive).await.remove(0);
+    assert_eq!(out_job.state, api::JobState::Succeeded, "{out_job:?}");
+    assert_eq!(in_job.state, api::JobState::Succeeded, "{in_job:?}");
+    let r = report(&out_job);
+    assert_eq!(r.outcome, api::MigrationOutcome::Migrated);
+    assert_eq!(r.peer_job, Some(in_job.id));
+    let down = r.downtime_ms.expect("a downtime");
+    assert!(down <= r.total_ms.unwrap(), "{r:?}");
+    assert!(r.page_bytes > 32 << 20, "{r:?}");
+    let result = in_job.result.unwrap();
+    assert_eq!(result.container.as_deref(), Some(moved.as_str()));
+    // No checkpoint is left on either side.
+    for d in [&a, &b] {
+        let left = d
+            .client
+            .list_checkpoints(&Default::default())
+            .await
+            .unwrap();
+        assert!(left.items.is_empty(), "{:?}", left.items);
+    }
+}
+
+/// The count of a container after a fallback: in order and without a gap, except for one step
+/// back (the destination's copy may have run ahead before it was ended).
+fn assert_container_counts_resumed(b: &Bundle) {
+    let nums: Vec<u64> = container_counts(b)
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let rewinds = nums.windows(2).filter(|w| w[1] != w[0] + 1).count();
+    assert!(
+        nums.windows(2).all(|w| w[1] == w[0] + 1 || w[1] <= w[0]) && rewinds <= 1,
+        "the container's count has a gap or went back more than once: {nums:?}"
+    );
+}
+
+/// The link cut while the container's memory moves (the destination still reachable): the
+/// destination removes its half-made container and says so when asked, and the container
+/// runs whole on the source again (or, if CRIU's page server was cut mid-request, CRIU's own
+/// resume; either way `resumed`).
+#[tokio::test]
+async fn a_runc_container_survives_a_link_cut_mid_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ns, b, _token) = hosts(dir.path()).await;
+    let LiveContainer {
+        id,
+        moved,
+        src,
+        dst,
+        c,
+        there,
+    } = LiveContainer::start(dir.path(), &ns, "ckptdtest-livecut", 32);
+
+    let relay = Relay::start_with(&b.tcp_addr(), 8 << 20, true);
+    let req = container_migration(&id, &moved, &dst, &relay.addr);
+    let job = a.client.migrate_live(&req, true).await;
+    assert!(job.is_err(), "{job:?}");
+    let job = jobs_of(&a, api::JobKind::Migrate).await.remove(0);
+    assert_eq!(job.state, api::JobState::Failed, "{job:?}");
+    let r = report(&job);
+    eprintln!("after the cut: {job:?}");
+    wait_until(
+        "the destination's half-made container to be removed",
+        || there.status().is_none(),
+    );
+    assert_eq!(r.outcome, api::MigrationOutcome::Resumed, "{r:?}");
+    assert_eq!(c.status().as_deref(), Some("running"));
+    let at = container_counts(&src).len();
+    wait_until("the count to go on", || {
+        container_counts(&src).len() >= at + 5
+    });
+    assert_container_counts_resumed(&src);
+    assert_container_memory(&src, 32);
+    let in_job = b.wait_ended(&r.peer_job.unwrap().to_string()).await;
+    assert_eq!(in_job.state, api::JobState::Failed, "{in_job:?}");
+    drop(relay);
+}
+
+/// The source daemon killed -9 while a container's memory moves: the destination removes its
+/// half-made container; the restarted source finds the container paused (whether the
+/// destination held a whole copy cannot be known then), writes it to a durable checkpoint and
+/// ends it. Restored, it counts on with all its memory.
+#[tokio::test]
+async fn a_runc_container_survives_its_source_daemon_killed_mid_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, ns, b, _token) = hosts(dir.path()).await;
+    let LiveContainer {
+        id,
+        moved,
+        src,
+        dst,
+        c,
+        there,
+    } = LiveContainer::start(dir.path(), &ns, "ckptdtest-livekill", 256);
+    // The destination's copy dies with the link, and its container is removed.
+    let sent = kill_source_mid_transfer(
+        &mut a,
+        &b,
+        &container_migration(&id, &moved, &dst, &b.tcp_addr()),
+        32,
+    )
+    .await;
+    wait_until(
+        "the destination's half-made container to be removed",
+        || there.status().is_none(),
+    );
+    a.restart_after_stop().await;
+    let job = a.wait_ended(&sent.id.to_string()).await;
+    assert_eq!(job.state, api::JobState::Failed, "{job:?}");
+    let e = job.error.as_ref().unwrap();
+    assert!(
+        e.message.contains(&format!(
+            "the container {id} (stopped) was written to checkpoint"
+        )),
+        "{e:?}"
+    );
+    assert_eq!(c.status(), None, "checkpointed, yet still there");
+    let cp = a
+        .client
+        .list_checkpoints(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    assert_eq!(cp.status, api::CheckpointStatus::Ready, "{cp:?}");
+    let restored = a
+        .client
+        .restore(&cp.name, &api::RestoreRequest::default(), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    assert_eq!(restored.state, api::JobState::Succeeded);
+    assert_eq!(c.status().as_deref(), Some("running"));
+    let at = container_counts(&src).len();
+    wait_until("the count to go on", || {
+        container_counts(&src).len() >= at + 5
+    });
+    assert_container_counts_resumed(&src);
+    assert_container_memory(&src, 256);
 }

@@ -162,17 +162,37 @@ pub async fn migrate(client: &Client, a: MigrateArgs) -> Result<(), ClientError>
     Ok(())
 }
 
-/// `ckpt migrate PID --live`: one job here, one there; progress while the memory moves.
+/// `ckpt migrate PID|CONTAINER --live`: one job here, one there; progress while the memory
+/// moves.
 async fn migrate_live(client: &Client, to: Remote, a: &MigrateArgs) -> Result<(), ClientError> {
     use std::io::IsTerminal;
-    let pid: i32 = a.reference.parse().map_err(|_| {
-        ClientError::Io(format!(
-            "ckpt migrate --live moves a running process: give its PID, not {:?}",
-            a.reference
-        ))
-    })?;
+    let container = |id: &str, bundle: Option<&String>| ckptd_api::Target::Container {
+        id: id.to_owned(),
+        runtime: ckptd_api::Runtime::Runc,
+        root: None,
+        bundle: bundle.cloned(),
+        namespace: None,
+    };
+    let target = match a.reference.parse::<i32>() {
+        Ok(pid) if a.reference.bytes().all(|b| b.is_ascii_digit()) => {
+            if a.into.is_some() {
+                return Err(ClientError::Io(
+                    "--into names the container a runc container is restored as; a process \
+                     is restored as itself (drop --into and --bundle)"
+                        .into(),
+                ));
+            }
+            ckptd_api::Target::Process { pid }
+        }
+        _ => container(&a.reference, None),
+    };
+    let what = match &target {
+        ckptd_api::Target::Process { pid } => format!("pid {pid}"),
+        ckptd_api::Target::Container { id, .. } => format!("container {id}"),
+    };
     let req = ckptd_api::CreateMigration {
-        target: Some(ckptd_api::Target::Process { pid }),
+        target: Some(target),
+        into: a.into.as_deref().map(|id| container(id, a.bundle.as_ref())),
         to: to.addr.clone(),
         token: to.token.clone(),
         name: a.name.clone(),
@@ -191,7 +211,7 @@ async fn migrate_live(client: &Client, to: Remote, a: &MigrateArgs) -> Result<()
             .await?;
         if let (true, Some(p)) = (tty, job.progress) {
             eprint!(
-                "\rmoving pid {pid} to {}: {} sent   ",
+                "\rmoving {what} to {}: {} sent   ",
                 to.addr,
                 human_bytes(p.bytes_written)
             );
@@ -208,10 +228,16 @@ async fn migrate_live(client: &Client, to: Remote, a: &MigrateArgs) -> Result<()
         .as_ref()
         .and_then(|r| r.migration.clone())
         .unwrap_or_default();
+    let there = match job.result.as_ref().and_then(|r| r.container.as_deref()) {
+        Some(id) => format!("container {id}"),
+        None => format!(
+            "pid {}",
+            m.destination_pid.map_or("?".into(), |p| p.to_string())
+        ),
+    };
     println!(
-        "pid {pid} moved to {}: pid {} there; downtime {} ms, all memory in after {} ms ({} of images, {} of pages)",
+        "{what} moved to {}: {there} there; downtime {} ms, all memory in after {} ms ({} of images, {} of pages)",
         to.addr,
-        m.destination_pid.map_or("?".into(), |p| p.to_string()),
         m.downtime_ms.unwrap_or(0),
         m.total_ms.unwrap_or(0),
         human_bytes(m.image_bytes),

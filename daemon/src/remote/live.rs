@@ -101,6 +101,9 @@ pub struct Hello {
     /// The source's host name, as its jobs report the peer.
     #[serde(default)]
     pub host: String,
+    /// A container: what the destination restores it as, when not the same id and bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub into: Option<ckptd_api::Target>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

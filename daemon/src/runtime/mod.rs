@@ -228,6 +228,19 @@ impl Engine for Engines {
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
         self.for_restore(spec.checkpoint, spec.into).restore(spec)
     }
+    fn check_live<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<Option<ckptd_api::ContainerRecord>>> {
+        self.for_target(target).check_live(target)
+    }
+    fn live_leftover<'a>(
+        &'a self,
+        target: &'a Target,
+        owner_uid: u32,
+    ) -> BoxFuture<'a, Option<Stopped>> {
+        self.for_target(target).live_leftover(target, owner_uid)
+    }
     fn dump_lazy<'a>(
         &'a self,
         spec: DumpSpec<'a>,

@@ -34,8 +34,8 @@ pub struct ProcessEngine {
 }
 
 /// A running `criu lazy-pages` serving one restore.
-struct LazyPages {
-    child: tokio::process::Child,
+pub(crate) struct LazyPages {
+    pub(crate) child: tokio::process::Child,
     /// Its log, inside the held folder, and as the user knows it.
     log: PathBuf,
     shown: PathBuf,
@@ -75,7 +75,7 @@ impl LazyPages {
             .unwrap_or_default()
     }
 
-    fn abort(mut self) {
+    pub(crate) fn abort(mut self) {
         if let Some(pg) = self.child.id() {
             let _ =
                 nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg as i32), Signal::SIGKILL);
@@ -194,19 +194,7 @@ impl ProcessEngine {
         let mut child = child;
         // One byte when the images are written and pages are served; end of file if CRIU ends
         // first (it failed, and resumed the tree).
-        let status = tokio::net::unix::pipe::Receiver::from_owned_fd(status_rx)
-            .map_err(|e| Error::internal(format!("cannot watch CRIU's status pipe: {e}")))?;
-        let mut byte = [0u8; 1];
-        let ready = {
-            use tokio::io::AsyncReadExt;
-            let mut status = status;
-            let mut stop = spec.stop.clone();
-            tokio::select! {
-                r = status.read(&mut byte) => matches!(r, Ok(1)),
-                _ = stop.changed() => false,
-            }
-        };
-        if !ready {
+        if !serving(status_rx, &spec.stop).await? {
             if let Some(pg) = child.id() {
                 let _ = nix::sys::signal::killpg(
                     nix::unistd::Pid::from_raw(pg as i32),
@@ -239,6 +227,7 @@ impl ProcessEngine {
         Ok(LazyDump {
             stopped: Stopped::Tasks(sys::live_tree(root, spec.owner.as_ref().map(|o| o.uid))),
             criu: child,
+            frozen_at: None,
         })
     }
 
@@ -258,9 +247,14 @@ impl ProcessEngine {
         self.wait_for_free_pids(&pids).await?;
         let images_fd = open_images(spec.images)?;
         let pidfile_name = pidfile_of(spec.log_name);
-        let lazy = self
-            .start_lazy_pages(criu, &spec, &images_fd, Some((pages, &pidfile_name)))
-            .await?;
+        let lazy = start_lazy_pages(
+            &self.criu,
+            criu,
+            &spec,
+            &images_fd,
+            Some((pages, &pidfile_name)),
+        )
+        .await?;
         let since = sys::boot_ticks();
         let restored = self
             .run_restore(
@@ -282,6 +276,7 @@ impl ProcessEngine {
             (Ok(()), Some(pid)) => Ok(LazyRestore {
                 pid,
                 guard: lazy.child,
+                container: None,
             }),
             (r, _) => {
                 lazy.abort();
@@ -305,7 +300,7 @@ impl ProcessEngine {
         self.wait_for_free_pids(&pids).await?;
         let images_fd = open_images(spec.images)?;
         let lazy = if spec.lazy {
-            Some(self.start_lazy_pages(criu, &spec, &images_fd, None).await?)
+            Some(start_lazy_pages(&self.criu, criu, &spec, &images_fd, None).await?)
         } else {
             None
         };
@@ -400,91 +395,6 @@ impl ProcessEngine {
             .command_in(criu, &args, images_fd, spec.owner.as_ref());
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         run_logged(cmd, (spec.images, spec.log_name), None, what, &spec.stop).await
-    }
-
-    /// Starts `criu lazy-pages`, which serves the restored tree's memory from the images on
-    /// demand (userfaultfd) and copies the rest in the background, then exits. Its own process
-    /// group, like every CRIU ckptd runs: it outlives a daemon restart, which the restored tree
-    /// depends on until all its memory is in.
-    async fn start_lazy_pages(
-        &self,
-        criu: &Path,
-        spec: &RestoreSpec<'_>,
-        images: &ImagesFd,
-        remote: Option<(std::os::fd::OwnedFd, &str)>,
-    ) -> Result<LazyPages> {
-        if self.criu.probe().features.get("uffd") == Some(&false) {
-            return Err(Error::target_unavailable(
-                "lazy restore needs userfaultfd, which `criu check --feature uffd` says this \
-                 kernel does not offer",
-            )
-            .with_advice(ckptd_api::Advice::WithoutLazy));
-        }
-        let log_name = format!("lazy-{}", spec.log_name);
-        let mut args: Vec<String> = vec![
-            "lazy-pages".into(),
-            "-D".into(),
-            images.path(),
-            "-o".into(),
-            log_name.clone(),
-            format!("-v{}", self.criu.log_level()),
-        ];
-        let child = match remote {
-            None => {
-                let mut cmd = self
-                    .criu
-                    .command_in(criu, &args, images, spec.owner.as_ref());
-                cmd.stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .process_group(0);
-                cmd.spawn()
-            }
-            Some((pages, pidfile)) => {
-                use std::os::fd::AsRawFd;
-                args.extend([
-                    "--page-server".into(),
-                    "--ps-socket".into(),
-                    pages.as_raw_fd().to_string(),
-                ]);
-                let inner = self
-                    .criu
-                    .command_in(criu, &args, images, spec.owner.as_ref());
-                let mut cmd = guarded(
-                    inner.as_std(),
-                    &images.path(),
-                    pidfile,
-                    spec.checkpoint.owner_uid,
-                )?;
-                images.inherit(&mut cmd);
-                sys::inherit_fd(&mut cmd, pages.as_raw_fd());
-                let child = cmd.spawn();
-                drop(pages);
-                child
-            }
-        }
-        .map_err(|e| Error::unavailable(format!("cannot run `criu lazy-pages`: {e}")))?;
-        let mut lazy = LazyPages {
-            child,
-            log: spec.images.path().join(&log_name),
-            shown: spec.images.shown().join(&log_name),
-        };
-        // The restore connects to the page server's socket: start it only once that exists.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !spec.images.has("lazy-pages.socket") {
-            let exited = lazy.child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() > deadline {
-                let text = lazy.log_text();
-                lazy.abort();
-                return Err(Error::new(
-                    ErrorKind::CriuFailed,
-                    "criu lazy-pages did not start its page server",
-                )
-                .with("log_tail", log::tail(&text))
-                .with_advice(ckptd_api::Advice::WithoutLazy));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        Ok(lazy)
     }
 
     /// A restore in place needs the tree's old pids. A zombie that holds one is given
@@ -602,6 +512,37 @@ impl Engine for ProcessEngine {
 
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
         Box::pin(self.restore_process(spec))
+    }
+
+    fn check_live<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<Option<ckptd_api::ContainerRecord>>> {
+        Box::pin(async move {
+            match *target {
+                Target::Process { pid } => check_process(pid).map(|()| None),
+                Target::Container { .. } => Err(crate::engine::no_live_migration(target)),
+            }
+        })
+    }
+
+    /// The tree a live dump left stopped (`--leave-stopped`): tasks of the target's tree in
+    /// state T, the owner's when that is not root.
+    fn live_leftover<'a>(
+        &'a self,
+        target: &'a Target,
+        owner_uid: u32,
+    ) -> BoxFuture<'a, Option<Stopped>> {
+        Box::pin(async move {
+            let Target::Process { pid } = *target else {
+                return None;
+            };
+            let owner = (owner_uid != 0).then_some(owner_uid);
+            let stopped = sys::TaskId::of(pid)
+                .map(|root| sys::tree_in_state(root, 'T', owner))
+                .unwrap_or_default();
+            (!stopped.is_empty()).then_some(Stopped::Tasks(stopped))
+        })
     }
 
     fn dump_lazy<'a>(
@@ -808,6 +749,105 @@ pub fn pidfile_of(log_name: &str) -> String {
     format!("{}.pid", log_name.trim_end_matches(".log"))
 }
 
+/// Starts `criu lazy-pages`, which serves the restored tree's memory from the images on
+/// demand (userfaultfd) and copies the rest in the background, then exits. Its own process
+/// group, like every CRIU ckptd runs: it outlives a daemon restart, which the restored tree
+/// depends on until all its memory is in.
+pub(crate) async fn start_lazy_pages(
+    handle: &Criu,
+    criu: &Path,
+    spec: &RestoreSpec<'_>,
+    images: &ImagesFd,
+    remote: Option<(std::os::fd::OwnedFd, &str)>,
+) -> Result<LazyPages> {
+    if handle.probe().features.get("uffd") == Some(&false) {
+        return Err(Error::target_unavailable(
+            "lazy restore needs userfaultfd, which `criu check --feature uffd` says this \
+             kernel does not offer",
+        )
+        .with_advice(ckptd_api::Advice::WithoutLazy));
+    }
+    let log_name = format!("lazy-{}", spec.log_name);
+    let mut args: Vec<String> = vec![
+        "lazy-pages".into(),
+        "-D".into(),
+        images.path(),
+        "-o".into(),
+        log_name.clone(),
+        format!("-v{}", handle.log_level()),
+    ];
+    let child = match remote {
+        None => {
+            let mut cmd = handle.command_in(criu, &args, images, spec.owner.as_ref());
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0);
+            cmd.spawn()
+        }
+        Some((pages, pidfile)) => {
+            use std::os::fd::AsRawFd;
+            args.extend([
+                "--page-server".into(),
+                "--ps-socket".into(),
+                pages.as_raw_fd().to_string(),
+            ]);
+            let inner = handle.command_in(criu, &args, images, spec.owner.as_ref());
+            let mut cmd = guarded(
+                inner.as_std(),
+                &images.path(),
+                pidfile,
+                spec.checkpoint.owner_uid,
+            )?;
+            images.inherit(&mut cmd);
+            sys::inherit_fd(&mut cmd, pages.as_raw_fd());
+            let child = cmd.spawn();
+            drop(pages);
+            child
+        }
+    }
+    .map_err(|e| Error::unavailable(format!("cannot run `criu lazy-pages`: {e}")))?;
+    let mut lazy = LazyPages {
+        child,
+        log: spec.images.path().join(&log_name),
+        shown: spec.images.shown().join(&log_name),
+    };
+    // The restore connects to the page server's socket: start it only once that exists.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !spec.images.has("lazy-pages.socket") {
+        let exited = lazy.child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() > deadline {
+            let text = lazy.log_text();
+            lazy.abort();
+            return Err(Error::new(
+                ErrorKind::CriuFailed,
+                "criu lazy-pages did not start its page server",
+            )
+            .with("log_tail", log::tail(&text))
+            .with_advice(ckptd_api::Advice::WithoutLazy));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(lazy)
+}
+
+/// Whether a lazy dump serves pages: one byte on its status pipe (CRIU's `--status-fd`, or
+/// runc's) once everything but memory is written; false at end of file (it failed first) or
+/// when the job is stopped.
+pub(crate) async fn serving(
+    status: std::os::fd::OwnedFd,
+    stop: &crate::engine::StopSignal,
+) -> Result<bool> {
+    use tokio::io::AsyncReadExt;
+    let mut status = tokio::net::unix::pipe::Receiver::from_owned_fd(status)
+        .map_err(|e| Error::internal(format!("cannot watch CRIU's status pipe: {e}")))?;
+    let mut byte = [0u8; 1];
+    let mut stop = stop.clone();
+    Ok(tokio::select! {
+        r = status.read(&mut byte) => matches!(r, Ok(1)),
+        _ = stop.changed() => false,
+    })
+}
+
 /// The page pipes a lazy dump holds: CRIU sizes the pipe it reads them through to 819 pages
 /// (3.2 MiB), which a CRIU without CAP_SYS_RESOURCE (this host's root, and every member's CRIU)
 /// may only do when `fs.pipe-max-size` allows it; the whole memory sits in pipes meanwhile,
@@ -815,7 +855,7 @@ pub fn pidfile_of(log_name: &str) -> String {
 /// pages) the page server fails at its first request with "tee: Operation not permitted".
 pub const LAZY_PIPE_MAX_SIZE: u64 = 4 * 1024 * 1024;
 
-fn check_lazy_pipes() -> Result<()> {
+pub(crate) fn check_lazy_pipes() -> Result<()> {
     let read = |name: &str| {
         std::fs::read_to_string(format!("/proc/sys/fs/{name}"))
             .ok()

@@ -34,7 +34,8 @@ use tokio::process::Command;
 use super::container::{self, ContainerOps};
 use crate::criu::{self, run_logged, Criu};
 use crate::engine::{
-    BoxFuture, ContainerHandle, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped,
+    BoxFuture, ContainerHandle, DumpOutput, DumpSpec, Engine, LazyDump, LazyRestore, RestoreSpec,
+    Stopped,
 };
 use crate::error::{Error, Result};
 use crate::sys;
@@ -90,16 +91,31 @@ pub(crate) fn recorded_stdio(images: &Path) -> Vec<String> {
 }
 
 /// The record a restore in place needs of a runc container: its bundle, the digest of the
-/// bundle's `config.json` (the bytes given), whether it has a terminal, and its stdio.
+/// bundle's `config.json` (the bytes given), whether it has a terminal, and its stdio as runc
+/// recorded it next to the images.
 pub(crate) fn container_record(bundle: &str, config: &[u8], images: &Path) -> ContainerRecord {
+    ContainerRecord {
+        stdio: recorded_stdio(images),
+        ..record_before_dump(bundle, config)
+    }
+}
+
+/// The record of a container not dumped yet (its stdio comes with its images).
+fn record_before_dump(bundle: &str, config: &[u8]) -> ContainerRecord {
     let parsed: serde_json::Value = serde_json::from_slice(config).unwrap_or_default();
     ContainerRecord {
         bundle: bundle.to_owned(),
         config_sha256: format!("{:x}", Sha256::digest(config)),
         terminal: parsed["process"]["terminal"].as_bool().unwrap_or(false),
-        stdio: recorded_stdio(images),
+        stdio: Vec::new(),
     }
 }
+
+/// The CRIU options file a live dump's `runc checkpoint` hands its CRIU (`CRIU_CONFIG_FILE`,
+/// which CRIU reads before runc's request): the page-server socket, which runc cannot pass.
+const LIVE_CONF: &str = "criu-live.conf";
+/// runc's own log of a live dump (its errors).
+const LIVE_RUNC_LOG: &str = "dump-runc.log";
 
 /// The first line of `runc --version`, run asynchronously (an executor thread never waits on it).
 impl RuncEngine {
@@ -446,7 +462,13 @@ impl RuncEngine {
         }
     }
 
-    async fn restore_container(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
+    /// `runc restore` of the spec's images; with `lazy_pidfile`, lazily (`--lazy-pages`, a
+    /// `criu lazy-pages` serving the memory already) and writing the container's pid there.
+    async fn restore_container(
+        &self,
+        spec: &RestoreSpec<'_>,
+        lazy_pidfile: Option<&str>,
+    ) -> Result<JobResult> {
         self.criu.usable()?;
         let cp = spec.checkpoint;
         self.check_restore_target(cp, spec.into, spec.console_socket)
@@ -468,6 +490,11 @@ impl RuncEngine {
             args.push("--console-socket".into());
             args.push(s.into());
         }
+        if let Some(pidfile) = lazy_pidfile {
+            args.push("--lazy-pages".into());
+            args.push("--pid-file".into());
+            args.push(spec.images.path().join(pidfile).display().to_string());
+        }
         Criu::option_flags(&spec.options, &mut args);
         args.push(c.id.to_owned());
 
@@ -479,12 +506,13 @@ impl RuncEngine {
             cmd.arg("--root").arg(r);
         }
         cmd.args(&args).stdin(Stdio::null());
-        let piped = record
-            .stdio
-            .iter()
-            .skip(1)
-            .take(2)
-            .any(|d| d.starts_with("pipe:"));
+        // Recorded with the checkpoint, or (a live migration's) next to the images it came with.
+        let stdio = if record.stdio.is_empty() {
+            recorded_stdio(&spec.images.path())
+        } else {
+            record.stdio.clone()
+        };
+        let piped = stdio.iter().skip(1).take(2).any(|d| d.starts_with("pipe:"));
         let output_log = if piped {
             let (write_end, log) = self.output_pipe(c.id)?;
             cmd.stdout(Stdio::from(
@@ -604,6 +632,221 @@ impl RuncEngine {
         });
         Ok((write_end, log))
     }
+}
+
+/// A descriptor for a child of runc's to inherit: above what Go's exec hands its children
+/// (stdio and runc's own socket to CRIU, 0-3), which would replace a lower one.
+fn for_runc_child(fd: OwnedFd) -> Result<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(&fd, 16)
+        .map_err(|e| Error::internal(format!("cannot duplicate a descriptor: {e}")))
+}
+
+impl RuncEngine {
+    /// What a live migration needs of a container before anything is frozen: it runs (not
+    /// paused: it would run on the destination), has no terminal (its restore would need a
+    /// console socket there); its record, for the destination's checks.
+    async fn live_record(&self, target: &Target) -> Result<ContainerRecord> {
+        self.criu.usable()?;
+        let c = container_of(target)?;
+        let state = self.running(&c).await?;
+        if state.status == "paused" {
+            return Err(Error::target_unavailable(format!(
+                "container {:?} is paused; a live migration moves a running container (it would \
+                 run on the destination)",
+                c.id
+            ))
+            .with_hint(format!("resume it first: runc resume {}", c.id)));
+        }
+        let config = std::fs::read(Path::new(&state.bundle).join("config.json")).map_err(|e| {
+            Error::target_unavailable(format!("cannot read {}/config.json: {e}", state.bundle))
+        })?;
+        let record = record_before_dump(&state.bundle, &config);
+        if record.terminal {
+            return Err(Error::invalid(format!(
+                "container {:?} has a terminal, which a live migration cannot hand over yet (its \
+                 restore needs a console socket on the destination)",
+                c.id
+            ))
+            .with_hint("move it with a checkpoint: ckpt checkpoint ID, then ckpt migrate NAME --to HOST:PORT, and restore it there with --console-socket"));
+        }
+        Ok(record)
+    }
+
+    /// The source side of a live migration: the container paused (its downtime starts), then
+    /// `runc checkpoint --lazy-pages --leave-running`, whose CRIU serves the memory over
+    /// `pages` (handed to it in a CRIU options file: runc passes no page-server socket). It
+    /// stays paused whatever the transfer's end, CRIU restoring the freezer state it found,
+    /// and runc does not delete it (`--leave-running`): the service ends or resumes it.
+    /// Returns once runc says (on its status descriptor) that CRIU serves pages.
+    async fn dump_lazy_container(&self, spec: DumpSpec<'_>, pages: OwnedFd) -> Result<LazyDump> {
+        super::process::check_lazy_pipes()?;
+        self.live_record(spec.target).await?;
+        let runc = self.runc()?;
+        let c = container_of(spec.target)?;
+        let pages = for_runc_child(pages)?;
+        let (status_rx, status_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::internal(format!("cannot make a pipe: {e}")))?;
+        let status_tx = for_runc_child(status_tx)?;
+        let shown = |name: &str| spec.images.shown().join(name);
+        {
+            use std::io::Write;
+            let mut conf = spec.images.create_file(LIVE_CONF, None).map_err(|e| {
+                Error::io(
+                    "cannot write the live dump's CRIU options",
+                    &shown(LIVE_CONF),
+                    &e,
+                )
+            })?;
+            writeln!(conf, "ps-socket {}", pages.as_raw_fd()).map_err(|e| {
+                Error::io(
+                    "cannot write the live dump's CRIU options",
+                    &shown(LIVE_CONF),
+                    &e,
+                )
+            })?;
+        }
+        let dir = spec.images.path().display().to_string();
+        let mut args: Vec<String> = vec![
+            "--log".into(),
+            format!("{dir}/{LIVE_RUNC_LOG}"),
+            "checkpoint".into(),
+            "--image-path".into(),
+            dir.clone(),
+            "--work-path".into(),
+            dir.clone(),
+            "--lazy-pages".into(),
+            "--status-fd".into(),
+            status_tx.as_raw_fd().to_string(),
+            "--leave-running".into(),
+        ];
+        if let Some(r) = c.root {
+            args.splice(0..0, ["--root".to_owned(), r.to_owned()]);
+        }
+        Criu::option_flags(&spec.options, &mut args);
+        args.push(c.id.to_owned());
+        let handle = c.handle();
+        self.pause(&handle).await?;
+        let frozen_at = Instant::now();
+        let mut cmd = Command::new(runc);
+        cmd.args(&args)
+            .env("CRIU_CONFIG_FILE", format!("{dir}/{LIVE_CONF}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        sys::inherit_fd(&mut cmd, pages.as_raw_fd());
+        sys::inherit_fd(&mut cmd, status_tx.as_raw_fd());
+        let spawned = cmd.spawn();
+        drop(status_tx);
+        drop(pages);
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.resume(&handle).await;
+                return Err(Error::unavailable(format!("cannot run runc: {e}")));
+            }
+        };
+        let ready = super::process::serving(status_rx, &spec.stop).await;
+        // CRIU has read its options: they go, with runc's log, before the images are sent.
+        let runc_log = spec
+            .images
+            .read_tail(LIVE_RUNC_LOG, 16 * 1024)
+            .map(|(t, _)| t)
+            .unwrap_or_default();
+        let _ = spec.images.remove_file(LIVE_CONF);
+        let _ = spec.images.remove_file(LIVE_RUNC_LOG);
+        if !matches!(ready, Ok(true)) {
+            if let Some(pg) = child.id() {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pg as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait().await;
+            if let Err(e) = self.resume(&handle).await {
+                tracing::error!(error = %e, container = c.id, "cannot resume the container after a failed live dump");
+            }
+            let text = spec
+                .images
+                .read_tail(spec.log_name, sys::MAX_LOG_READ)
+                .map(|(t, _)| t)
+                .unwrap_or_default();
+            let e = match (*spec.stop.borrow(), ready) {
+                (_, Err(e)) => e,
+                (Some(r), _) => r.error(),
+                (None, _) => Error::new(
+                    crate::error::ErrorKind::CriuFailed,
+                    format!(
+                        "CRIU (through runc) could not dump container {} for a live migration{}",
+                        c.id,
+                        runc_error(&runc_log)
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    ),
+                ),
+            };
+            return Err(e
+                .with("log_tail", crate::criu::log::tail(&text))
+                .with("log", shown(spec.log_name).display().to_string()));
+        }
+        Ok(LazyDump {
+            stopped: Stopped::Container {
+                container: handle,
+                paused_by_us: true,
+            },
+            criu: child,
+            frozen_at: Some(frozen_at),
+        })
+    }
+
+    /// The destination side: a guarded `criu lazy-pages` fetching the memory over `pages`,
+    /// then `runc restore --lazy-pages`. Returns once the container runs.
+    async fn restore_lazy_container(
+        &self,
+        spec: RestoreSpec<'_>,
+        pages: OwnedFd,
+    ) -> Result<LazyRestore> {
+        super::process::check_lazy_pipes()?;
+        let criu = self.criu.usable()?;
+        self.check_restore_target(spec.checkpoint, spec.into, None)
+            .await?;
+        let (c, _) = Self::destination(spec.checkpoint, spec.into)?;
+        let images = crate::criu::ImagesFd::of(spec.images)
+            .map_err(|e| Error::io("cannot open the image directory", spec.images.shown(), &e))?;
+        let pidfile = super::process::pidfile_of(spec.log_name);
+        let lazy = super::process::start_lazy_pages(
+            &self.criu,
+            criu,
+            &spec,
+            &images,
+            Some((pages, &pidfile)),
+        )
+        .await?;
+        match self.restore_container(&spec, Some(&pidfile)).await {
+            Ok(JobResult { pid: Some(pid), .. }) => Ok(LazyRestore {
+                pid,
+                guard: lazy.child,
+                container: Some(c.handle()),
+            }),
+            other => {
+                lazy.abort();
+                if other.is_ok() {
+                    self.remove_left_state(&c).await;
+                }
+                Err(other.err().unwrap_or_else(|| {
+                    Error::internal(format!("runc restored {} but gave no pid", c.id))
+                }))
+            }
+        }
+    }
+}
+
+/// The message of runc's last error in its log (`--log`, JSON lines).
+fn runc_error(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["level"] == "error").then(|| v["msg"].as_str().map(str::to_owned))?
+    })
 }
 
 /// Runs `runc [--root ROOT] checkpoint --leave-running` of container `id` into the spec's image
@@ -763,7 +1006,49 @@ impl Engine for RuncEngine {
     }
 
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
-        Box::pin(self.restore_container(spec))
+        Box::pin(async move { self.restore_container(&spec, None).await })
+    }
+
+    fn check_live<'a>(
+        &'a self,
+        target: &'a Target,
+    ) -> BoxFuture<'a, Result<Option<ContainerRecord>>> {
+        Box::pin(async move { self.live_record(target).await.map(Some) })
+    }
+
+    /// A container an interrupted live dump left paused (the dump paused it; a paused container
+    /// is refused before).
+    fn live_leftover<'a>(
+        &'a self,
+        target: &'a Target,
+        _owner_uid: u32,
+    ) -> BoxFuture<'a, Option<Stopped>> {
+        Box::pin(async move {
+            let c = container_of(target).ok()?;
+            let handle = c.handle();
+            ContainerOps::is_paused(self, &handle)
+                .await
+                .then_some(Stopped::Container {
+                    container: handle,
+                    paused_by_us: true,
+                })
+        })
+    }
+
+    fn dump_lazy<'a>(
+        &'a self,
+        spec: DumpSpec<'a>,
+        pages: OwnedFd,
+    ) -> BoxFuture<'a, Result<LazyDump>> {
+        Box::pin(self.dump_lazy_container(spec, pages))
+    }
+
+    fn restore_lazy<'a>(
+        &'a self,
+        spec: RestoreSpec<'a>,
+        pages: OwnedFd,
+    ) -> BoxFuture<'a, Result<LazyRestore>> {
+        Box::pin(self.restore_lazy_container(spec, pages))
     }
 
     fn recover_dump<'a>(

@@ -221,6 +221,22 @@ fn check_address(to: &str) -> Result<()> {
     }
 }
 
+/// The container a runc container is restored as on the destination: a runc container with
+/// an absolute bundle (the destination checks the rest: the bundle, the id free).
+fn check_into(into: &Target) -> Result<()> {
+    match into {
+        Target::Container {
+            runtime: ckptd_api::Runtime::Runc,
+            bundle: Some(b),
+            ..
+        } if b.starts_with('/') => Ok(()),
+        _ => Err(Error::invalid(
+            "\"into\" must be a runc container with its bundle on the destination: \
+             {\"kind\":\"container\",\"id\":NEW,\"bundle\":\"/ABSOLUTE/DIR\"}",
+        )),
+    }
+}
+
 impl Service {
     /// Validates a live migration and queues its job (on a checkpoint row of this side).
     pub async fn submit_migration(
@@ -234,11 +250,23 @@ impl Service {
                 "\"token\" is empty; give the destination's token (its tcp_token_file)",
             ));
         }
-        match &req.target {
-            Some(Target::Process { .. }) => {}
-            Some(t) => return Err(crate::engine::no_live_migration(t)),
-            None => return Err(Error::invalid(
-                "the request has no \"target\"; give {\"target\":{\"kind\":\"process\",\"pid\":N}}",
+        match (&req.target, &req.into) {
+            (Some(Target::Process { .. }), None) => {}
+            (Some(Target::Process { .. }), Some(_)) => {
+                return Err(Error::invalid(
+                    "\"into\" names the container a runc container is restored as; a process \
+                     is restored as itself",
+                ))
+            }
+            (Some(Target::Container { runtime: ckptd_api::Runtime::Runc, .. }), into) => {
+                if let Some(into) = into {
+                    check_into(into)?;
+                }
+            }
+            (Some(t), _) => return Err(crate::engine::no_live_migration(t)),
+            (None, _) => return Err(Error::invalid(
+                "the request has no \"target\"; give {\"target\":{\"kind\":\"process\",\"pid\":N}} \
+                 or {\"target\":{\"kind\":\"container\",\"id\":ID}}",
             )),
         }
         let target = req.target.clone().expect("checked above");
@@ -250,7 +278,11 @@ impl Service {
             None,
         )
         .await?;
-        if !caller.is_admin() {
+        if caller.is_admin() {
+            // Refused before a job: what the target cannot do live (a paused or terminal
+            // container, a process gone).
+            self.inner.engine.check_live(&target).await?;
+        } else {
             // CRIU 4.2 leaves userfaultfd out of an unprivileged run altogether (kerndat.c: "If
             // running as non-root uffd_open() fails ... Just ignore uffd"), and a member's tree
             // is restored by an unprivileged CRIU, never by root's (its images are the
@@ -279,7 +311,10 @@ impl Service {
             create,
             None,
             Some((
-                MigrateWork { to: req.to.clone() },
+                MigrateWork {
+                    to: req.to.clone(),
+                    into: req.into.clone(),
+                },
                 req.token.trim().to_owned(),
             )),
         )
@@ -301,6 +336,7 @@ impl Service {
             )),
             Err(e) => Err(e),
         };
+        let into = hello.as_ref().ok().and_then(|h| h.into.clone());
         let admitted = match hello {
             Ok(h) => {
                 if !h.host.is_empty() {
@@ -326,7 +362,11 @@ impl Service {
         let started = Instant::now();
         let result = match live::write_frame(&mut wr, Kind::Accept, &live::json_body(&accept)).await
         {
-            Ok(()) => self.inner.receive(&cp, &job, &peer, rd, wr).await,
+            Ok(()) => {
+                self.inner
+                    .receive(&cp, into.as_ref(), &job, &peer, rd, wr)
+                    .await
+            }
             Err(e) => Err(protocol_error(&peer, e)),
         };
         let inner = &self.inner;
@@ -362,8 +402,20 @@ impl Service {
             )));
         }
         let src = &hello.checkpoint;
-        if !matches!(src.target, Target::Process { .. }) {
-            return Err(crate::engine::no_live_migration(&src.target));
+        match (&src.target, &hello.into) {
+            (Target::Process { .. }, None) => {}
+            (
+                Target::Container {
+                    runtime: ckptd_api::Runtime::Runc,
+                    ..
+                },
+                into,
+            ) => {
+                if let Some(into) = into {
+                    check_into(into)?;
+                }
+            }
+            _ => return Err(crate::engine::no_live_migration(&src.target)),
         }
         if src.owner_uid != 0 {
             // As the source does: a member's tree is restored only by an unprivileged CRIU,
@@ -385,7 +437,8 @@ impl Service {
         let cp = Checkpoint {
             id,
             name,
-            target: src.target.clone(),
+            // As it will run here.
+            target: hello.into.clone().unwrap_or_else(|| src.target.clone()),
             status: CheckpointStatus::Running,
             created_at: now,
             completed_at: None,
@@ -400,7 +453,7 @@ impl Service {
             labels: src.labels.clone(),
             criu_version: src.criu_version.clone(),
             criu_config: None,
-            container: None,
+            container: src.container.clone(),
             stats: None,
             error: None,
             owner_uid: src.owner_uid,
@@ -408,6 +461,15 @@ impl Service {
             locations: vec![],
             origin: None,
         };
+        if cp.container.is_some() {
+            // The bundle here, the id free, no terminal: refused before the source freezes.
+            let mut asked = cp.clone();
+            asked.target = src.target.clone();
+            inner
+                .engine
+                .check_restore(&asked, hello.into.as_ref(), None)
+                .await?;
+        }
         let mut job = admit::new_job(JobKind::Receive, id, 0);
         job.state = JobState::Running;
         job.started_at = Some(now);
@@ -419,6 +481,25 @@ impl Service {
         inner.events.job("job.running", &job);
         Ok((cp, job))
     }
+}
+
+/// What a migration moves, as its messages name it.
+fn workload(target: &Target) -> String {
+    match target {
+        Target::Process { pid } => format!("the process (pid {pid})"),
+        Target::Container { id, .. } => format!("the container {id}"),
+    }
+}
+
+/// A tree a live dump left stopped is dumped stopped, and CRIU restores it so: its
+/// checkpoint's restore continues it (`CONTINUE_LABEL`). A container was paused instead (its
+/// restore runs it).
+async fn mark_stopped(inner: &Inner, cp: &mut Checkpoint) -> Result<()> {
+    if matches!(cp.target, Target::Process { .. }) {
+        cp.labels.insert(CONTINUE_LABEL.into(), "true".into());
+        inner.catalog.set_labels(cp).await?;
+    }
+    Ok(())
 }
 
 /// Removes a migration's row and its folder (what the job left there).
@@ -442,6 +523,7 @@ impl Inner {
     async fn receive<R, W>(
         &self,
         cp: &Checkpoint,
+        into: Option<&Target>,
         job: &Job,
         peer: &str,
         mut rd: R,
@@ -527,7 +609,7 @@ impl Inner {
             .restore_lazy(
                 RestoreSpec {
                     checkpoint: cp,
-                    into: None,
+                    into,
                     options: cp.options,
                     images: &folder,
                     log_name: &log_name,
@@ -557,9 +639,18 @@ impl Inner {
         let owner_uid = (cp.owner_uid != 0).then_some(cp.owner_uid);
         // Known by its identity from now on (pid and start time): a pid reused later is not it.
         let root = sys::TaskId::of(pid);
-        let end_tree = || {
+        let container = lazy.container.clone();
+        let end_tree = || async {
             if let Some(root) = root {
                 sys::end_tree(root, owner_uid);
+            }
+            if let Some(c) = container.clone() {
+                // runc removes what is left of it (its state, its cgroup).
+                let left = crate::engine::Stopped::Container {
+                    container: c,
+                    paused_by_us: false,
+                };
+                self.engine.release(&left, true).await;
             }
         };
         let mut link_gone = None;
@@ -568,7 +659,7 @@ impl Inner {
                 s = lazy.guard.wait() => break s.ok(),
                 w = relay.words.recv() => match w {
                     Some(Word::Abort) => {
-                        end_tree();
+                        end_tree().await;
                         let _ = lazy.guard.start_kill();
                     }
                     Some(Word::Closed(why)) | Some(Word::Failed(ckptd_api::ErrorInfo { message: why, .. })) => {
@@ -599,7 +690,7 @@ impl Inner {
             ..Default::default()
         };
         if !whole {
-            end_tree();
+            end_tree().await;
             let why = link_gone.unwrap_or_else(|| "criu lazy-pages failed".into());
             let e = Error::new(
                 ErrorKind::CriuFailed,
@@ -620,6 +711,7 @@ impl Inner {
             .inc(&["in", MigrationOutcome::Migrated.into()]);
         Ok(JobResult {
             pid: Some(pid),
+            container: lazy.container.map(|c| c.id),
             migration: Some(report),
             ..Default::default()
         })
@@ -649,6 +741,8 @@ impl Inner {
         if let (Target::Process { pid }, false) = (&cp.target, cp.owner_uid == 0) {
             crate::auth::owns_tree(cp.owner_uid, *pid)?;
         }
+        // A container's record (its bundle, config digest), which the destination checks.
+        cp.container = self.engine.check_live(&cp.target).await?;
         let peer = work.to.clone();
         let link = live::connect(&peer, &token, Duration::from_secs(10)).await?;
         let (mut rd, mut wr) = tokio::io::split(link);
@@ -657,6 +751,7 @@ impl Inner {
             checkpoint: cp.clone(),
             arch: std::env::consts::ARCH.to_owned(),
             host: sys::hostname(),
+            into: work.into.clone(),
         };
         live::write_frame(&mut wr, Kind::Hello, &live::json_body(&hello))
             .await
@@ -677,6 +772,7 @@ impl Inner {
             peer_job: Some(accept.job),
             ..Default::default()
         };
+        let it = workload(&cp.target);
 
         let anchor = anchor(cp)?;
         let owner = owner_account(cp.owner_uid)?;
@@ -817,19 +913,28 @@ impl Inner {
                 r.received.load(std::sync::atomic::Ordering::Relaxed) / live::PSI_BYTES;
         }
         // The freeze began when CRIU seized the first task, by its own clock from its start
-        // (CRIU first probes the kernel, the process still running): the downtime runs from
-        // there to the destination's word.
-        let seized = partial
-            .open_file(DUMP_LOG)
-            .ok()
-            .and_then(|f| {
-                // Its head only, bounded: the line comes before any page is dumped.
-                let mut head = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::Read::take(f, 256 * 1024), &mut head)
-                    .ok()?;
-                crate::criu::log::first_seize(&String::from_utf8_lossy(&head))
+        // (CRIU first probes the kernel, the process still running), or when the container was
+        // paused: the downtime runs from there to the destination's word.
+        let seized = lazy
+            .frozen_at
+            .map(|at| at.saturating_duration_since(frozen));
+        let seized = seized
+            .or_else(|| {
+                partial
+                    .open_file(DUMP_LOG)
+                    .ok()
+                    .and_then(|f| {
+                        // Its head only, bounded: the line comes before any page is dumped.
+                        let mut head = Vec::new();
+                        std::io::Read::read_to_end(
+                            &mut std::io::Read::take(f, 256 * 1024),
+                            &mut head,
+                        )
+                        .ok()?;
+                        crate::criu::log::first_seize(&String::from_utf8_lossy(&head))
+                    })
+                    .map(Duration::from_secs_f64)
             })
-            .map(Duration::from_secs_f64)
             .unwrap_or_default();
         let since_freeze = |d: Duration| d.saturating_sub(seized).as_millis() as u64;
         report.downtime_ms = running_at.map(since_freeze);
@@ -867,7 +972,7 @@ impl Inner {
             Some(Word::Whole) => Word::Whole,
             Some(Word::Closed(why)) if !served => Word::Closed(format!(
                 "{why}; CRIU's page server was cut off in the middle of a request, so the \
-                 destination's copy cannot be whole (it ends it) and CRIU resumed the process here"
+                 destination's copy cannot be whole (it ends it) and CRIU resumed {it} here"
             )),
             Some(Word::Closed(why)) if ran => {
                 // The destination ran the tree and the link broke: ask it how that ended.
@@ -896,8 +1001,15 @@ impl Inner {
                 if let Some(d) = report.downtime_ms {
                     self.metrics.migration_downtime.observe(d as f64 / 1e3);
                 }
+                // A container runs there as itself, or as the one it was restored into.
+                let container = match (&work.into, &cp.target) {
+                    (Some(Target::Container { id, .. }), _)
+                    | (None, Target::Container { id, .. }) => Some(id.clone()),
+                    _ => None,
+                };
                 Ok(Some(JobResult {
                     pid: report.destination_pid,
+                    container,
                     migration: Some(report),
                     ..Default::default()
                 }))
@@ -909,7 +1021,7 @@ impl Inner {
                 self.metrics.migrations.inc(&["out", label(report.outcome)]);
                 Err(live::peer_error(&info, &peer)
                     .with("migration", serde_json::to_value(&report).unwrap_or_default())
-                    .with_hint("the process runs here again, resumed where it was frozen; see the destination's log, then migrate again"))
+                    .with_hint(format!("{it} runs here again, resumed where it was frozen; see the destination's log, then migrate again")))
             }
             Word::Closed(why) if !ran || !served => {
                 // The destination never said the tree runs, and without this side its pages
@@ -919,15 +1031,14 @@ impl Inner {
                 self.metrics.migrations.inc(&["out", label(report.outcome)]);
                 Err(protocol_error(&peer, why)
                     .with("migration", serde_json::to_value(&report).unwrap_or_default())
-                    .with_hint("the process runs here again, resumed where it was frozen; migrate again once the destination is reachable"))
+                    .with_hint(format!("{it} runs here again, resumed where it was frozen; migrate again once the destination is reachable")))
             }
             _ => {
                 // Nobody can say whether the destination holds a whole copy: keep the stopped
                 // tree in a durable checkpoint here, then end it.
                 report.outcome = MigrationOutcome::Checkpointed;
                 report.checkpoint = Some(cp.name.clone());
-                cp.labels.insert(CONTINUE_LABEL.into(), "true".into());
-                self.catalog.set_labels(cp).await?;
+                mark_stopped(self, cp).await?;
                 let taken = self.take_checkpoint(cp, never_stop()).await;
                 record_taken(cp, &taken);
                 self.metrics.migrations.inc(&["out", label(report.outcome)]);
@@ -935,8 +1046,8 @@ impl Inner {
                     Ok(_) => Error::new(
                         ErrorKind::Unavailable,
                         format!(
-                            "the link with {peer} broke after the process started there, and the \
-                             destination cannot be asked how that ended; the process was written \
+                            "the link with {peer} broke after {it} started there, and the \
+                             destination cannot be asked how that ended; {it} was written \
                              to checkpoint {} here and ended",
                             cp.name
                         ),
@@ -953,8 +1064,8 @@ impl Inner {
                         Error::new(
                             ErrorKind::Unavailable,
                             format!(
-                                "the link with {peer} broke after the process started there, and \
-                                 its checkpoint here failed ({}); the process was resumed here \
+                                "the link with {peer} broke after {it} started there, and \
+                                 its checkpoint here failed ({}); {it} was resumed here \
                                  and may also run on the destination",
                                 e.message
                             ),
@@ -1031,14 +1142,7 @@ impl Service {
                 let _ = anchor.remove_held(&partial, &f);
             }
         }
-        let owner = (cp.owner_uid != 0).then_some(cp.owner_uid);
-        let stopped = match cp.target {
-            Target::Process { pid } => sys::TaskId::of(pid)
-                .map(|root| sys::tree_in_state(root, 'T', owner))
-                .unwrap_or_default(),
-            Target::Container { .. } => Vec::new(),
-        };
-        if stopped.is_empty() {
+        let Some(stopped) = inner.engine.live_leftover(&cp.target, cp.owner_uid).await else {
             let runs = match cp.target {
                 Target::Process { pid } => sys::proc_stat(pid).is_some_and(|s| s.state != 'Z'),
                 Target::Container { .. } => false,
@@ -1053,9 +1157,8 @@ impl Service {
             } else {
                 restarted.clone()
             });
-        }
-        cp.labels.insert(CONTINUE_LABEL.into(), "true".into());
-        inner.catalog.set_labels(cp).await?;
+        };
+        mark_stopped(inner, cp).await?;
         let taken = inner.take_checkpoint(cp, never_stop()).await;
         record_taken(cp, &taken);
         match taken {
@@ -1063,8 +1166,9 @@ impl Service {
                 ErrorKind::Unavailable,
                 format!(
                     "ckptd restarted during this live migration; whether the destination holds a \
-                     whole copy cannot be known, so the stopped process was written to checkpoint \
+                     whole copy cannot be known, so {} (stopped) was written to checkpoint \
                      {} here and ended",
+                    workload(&cp.target),
                     cp.name
                 ),
             )
@@ -1073,15 +1177,13 @@ impl Service {
                 cp.name
             ))),
             Err(e) => {
-                inner
-                    .engine
-                    .release(&crate::engine::Stopped::Tasks(stopped), false)
-                    .await;
+                inner.engine.release(&stopped, false).await;
                 Err(Error::new(
                     ErrorKind::Unavailable,
                     format!(
-                        "ckptd restarted during this live migration and could not checkpoint the \
-                         stopped process ({}); it was resumed here",
+                        "ckptd restarted during this live migration and could not checkpoint {} \
+                         (stopped): {}; it was resumed here",
+                        workload(&cp.target),
                         e.message
                     ),
                 ))
@@ -1125,11 +1227,36 @@ impl Service {
                     .ok()
                     .and_then(|t| String::from_utf8_lossy(&t).trim().parse::<i32>().ok())
                     .and_then(sys::TaskId::of);
-                if let Some(root) = root.filter(|r| settled && r.alive()) {
-                    result = Ok(Some(JobResult {
-                        pid: Some(root.pid),
-                        ..Default::default()
-                    }));
+                let container = match &cp.target {
+                    Target::Container {
+                        id, runtime, root, ..
+                    } => Some(crate::engine::ContainerHandle {
+                        runtime: *runtime,
+                        id: id.clone(),
+                        root: root.clone(),
+                    }),
+                    Target::Process { .. } => None,
+                };
+                match root {
+                    Some(root) if settled && root.alive() => {
+                        result = Ok(Some(JobResult {
+                            pid: Some(root.pid),
+                            container: container.map(|c| c.id),
+                            ..Default::default()
+                        }));
+                    }
+                    // Restored here (it wrote its pid), then ended by its guard: the runtime
+                    // removes what is left of the container.
+                    _ if settled && f.has(&pidfile) => {
+                        if let Some(c) = container {
+                            let left = crate::engine::Stopped::Container {
+                                container: c,
+                                paused_by_us: false,
+                            };
+                            self.inner.engine.release(&left, true).await;
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

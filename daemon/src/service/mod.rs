@@ -155,6 +155,9 @@ pub(super) struct CheckpointWork {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct MigrateWork {
     to: String,
+    /// The container the destination restores a runc container as, when not the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    into: Option<Target>,
 }
 
 /// A schedule's run being admitted (`Service::submit_checkpoint_of`).
