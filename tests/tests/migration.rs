@@ -744,6 +744,7 @@ async fn ckpt_migrate_live_moves_a_runc_container() {
     let r = report(&out_job);
     assert_eq!(r.outcome, api::MigrationOutcome::Migrated);
     assert_eq!(r.peer_job, Some(in_job.id));
+    eprintln!("the container's migration: {r:?}");
     let down = r.downtime_ms.expect("a downtime");
     assert!(down <= r.total_ms.unwrap(), "{r:?}");
     assert!(r.page_bytes > 32 << 20, "{r:?}");
