@@ -238,6 +238,10 @@ pub struct Checkpoint {
     /// container, image, pod and namespace the archive names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// The hooks given at checkpoint time; its restores run `post_restore` and
+    /// `post_restore_signal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
 }
 
 /// One process of a checkpoint's tree, read from its images (`pstree.img`, `core-N.img`).
@@ -481,6 +485,9 @@ pub struct JobResult {
     /// A live migration (either side): how it went, measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationReport>,
+    /// The hooks the job ran, in order (a failed post hook is here, the job succeeded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRun>,
 }
 
 /// What a live migration did, measured by the daemon that reports it.
@@ -711,6 +718,68 @@ pub struct CreateCheckpoint {
     /// With `push_to`: false drops the local images once the push is durable (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_local: Option<bool>,
+    /// Commands run before and after the dump, and after each restore (recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
+}
+
+/// Commands run around a checkpoint or a restore, each in the target's namespaces as the
+/// target's owner (never as root for a member's target), with a time limit. An argv, not a
+/// shell line: `["sh", "-c", "..."]` for one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Before the dump, the target running: its failure (a non-zero exit, a signal, the time
+    /// limit) fails the checkpoint, and the target is left running, never frozen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_dump: Option<Vec<String>>,
+    /// Once the checkpoint is ready (its images durable) and the target released: in the
+    /// target's namespaces if it still runs (`leave_running`), else as its owner on the host.
+    /// Its failure is reported on the job, which succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_dump: Option<Vec<String>>,
+    /// After each restore, in the restored tree's namespaces. Its failure is reported on the
+    /// job, which succeeds (the tree runs). Recorded with the checkpoint; a restore request's
+    /// own `hooks` replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_restore: Option<Vec<String>>,
+    /// After each restore (after `post_restore`), this signal to the restored tree's root,
+    /// for applications that only need to be told: `SIGUSR2`, `USR2` or a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_restore_signal: Option<String>,
+    /// Each command's time limit, in seconds (default 30, at most 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u32>,
+}
+
+impl Hooks {
+    /// Whether there is nothing to run.
+    pub fn is_empty(&self) -> bool {
+        self.pre_dump.is_none()
+            && self.post_dump.is_none()
+            && self.post_restore.is_none()
+            && self.post_restore_signal.is_none()
+    }
+}
+
+/// One hook a job ran, as it ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRun {
+    /// `pre_dump`, `post_dump`, `post_restore` or `post_restore_signal`.
+    pub hook: String,
+    /// What ran (the argv), or the signal sent.
+    pub command: Vec<String>,
+    pub ok: bool,
+    /// The command's exit status, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The end of what it wrote on stdout and stderr (at most 4 KiB).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+    /// Why it failed: the signal that ended it, the time limit, or why it could not start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn is_true(b: &bool) -> bool {
@@ -771,6 +840,10 @@ pub struct RestoreRequest {
     /// `bind.mounts` and `spec.dump`. Root only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<String>,
+    /// `post_restore` and `post_restore_signal` for this restore, instead of those the
+    /// checkpoint recorded (`{}`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -885,6 +958,9 @@ pub struct ScheduleOptions {
     /// With `push_to`: false drops the local images once each push is durable.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub keep_local: bool,
+    /// Each run's hooks (as a checkpoint's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
 }
 
 impl Default for ScheduleOptions {
@@ -900,6 +976,7 @@ impl Default for ScheduleOptions {
             expires_in: None,
             push_to: None,
             keep_local: true,
+            hooks: None,
         }
     }
 }

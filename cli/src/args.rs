@@ -119,6 +119,48 @@ pub struct DumpFlags {
     /// With --push-to: drop the local images once the push is durable.
     #[arg(long, requires = "push_to")]
     pub drop_local: bool,
+    /// Hooks: shell commands run in the target's namespaces as its owner.
+    #[command(flatten)]
+    pub hooks: HookFlags,
+}
+
+/// Hooks given as shell lines (each runs as `sh -c LINE`, in the target's namespaces, as its
+/// owner).
+#[derive(Args, Clone, Default)]
+pub struct HookFlags {
+    /// Before the dump; if it fails, nothing is dumped and the target runs on.
+    #[arg(long, value_name = "SHELL")]
+    pub pre_dump: Option<String>,
+    /// Once the checkpoint is ready (a failure is reported, the checkpoint kept).
+    #[arg(long, value_name = "SHELL")]
+    pub post_dump: Option<String>,
+    /// After each restore of the checkpoint (recorded with it).
+    #[arg(long, value_name = "SHELL")]
+    pub post_restore: Option<String>,
+    /// After each restore, this signal to the restored tree's root (SIGUSR2, USR2, 12).
+    #[arg(long, value_name = "SIGNAL")]
+    pub post_restore_signal: Option<String>,
+    /// Each hook's time limit in seconds [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub hook_timeout: Option<u32>,
+}
+
+impl HookFlags {
+    /// The hooks, None when no flag was given.
+    pub fn hooks(&self) -> Option<ckptd_api::Hooks> {
+        let sh = |l: &Option<String>| {
+            l.as_ref()
+                .map(|l| vec!["sh".to_owned(), "-c".to_owned(), l.clone()])
+        };
+        let h = ckptd_api::Hooks {
+            pre_dump: sh(&self.pre_dump),
+            post_dump: sh(&self.post_dump),
+            post_restore: sh(&self.post_restore),
+            post_restore_signal: self.post_restore_signal.clone(),
+            timeout_seconds: self.hook_timeout,
+        };
+        (!h.is_empty() || h.timeout_seconds.is_some()).then_some(h)
+    }
 }
 
 #[derive(Args, Clone, Default)]
@@ -299,9 +341,9 @@ impl Command {
                 Some(JobsCommand::Wait { json, .. }) => *json,
                 None => a.json,
             },
+            Command::Schedule(ScheduleCommand::Add(a)) => a.json,
             Command::Schedule(
-                ScheduleCommand::Add(ScheduleAddArgs { json, .. })
-                | ScheduleCommand::Ls { json }
+                ScheduleCommand::Ls { json }
                 | ScheduleCommand::Inspect { json, .. }
                 | ScheduleCommand::Retention { json, .. },
             ) => *json,
@@ -448,6 +490,16 @@ pub struct RestoreArgs {
     /// in as it touches them.
     #[arg(long)]
     pub lazy: bool,
+    /// After the restore, this shell command in the restored tree's namespaces, as its owner
+    /// (instead of the checkpoint's recorded post_restore hook).
+    #[arg(long, value_name = "SHELL")]
+    pub post_restore: Option<String>,
+    /// After the restore, this signal to the restored tree's root (instead of the recorded one).
+    #[arg(long, value_name = "SIGNAL")]
+    pub post_restore_signal: Option<String>,
+    /// Run none of the checkpoint's recorded restore hooks.
+    #[arg(long, conflicts_with_all = ["post_restore", "post_restore_signal"])]
+    pub no_hooks: bool,
     /// Return once the job is queued: print its id, one line (`ckpt jobs wait ID` follows it).
     #[arg(long)]
     pub no_wait: bool,
@@ -526,7 +578,7 @@ pub struct MigrateArgs {
 #[derive(Subcommand)]
 pub enum ScheduleCommand {
     /// Create a schedule: `ckpt schedule add NAME TARGET --cron '0 */6 * * *' --keep-last 4`.
-    Add(ScheduleAddArgs),
+    Add(Box<ScheduleAddArgs>),
     /// List schedules with their next and last runs.
     Ls {
         /// Print the schedules as JSON.

@@ -140,6 +140,11 @@ pub trait Engine: Send + Sync + 'static {
     fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>>;
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>>;
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>>;
+    /// The root process of a container target while it runs (its init, as the host numbers it),
+    /// whose namespaces a hook enters; None when it does not run or the runtime does not say.
+    fn running_pid<'a>(&'a self, _target: &'a Target) -> BoxFuture<'a, Option<i32>> {
+        Box::pin(async { None })
+    }
     /// Live migration, before anything is frozen: refuses a target that cannot move live, and
     /// gives a container's record (its bundle and config digest), which the destination checks
     /// before it accepts.

@@ -388,6 +388,18 @@ impl Daemon {
         }
     }
 
+    /// The jobs of one kind, newest first.
+    pub async fn jobs_of(&self, kind: api::JobKind) -> Vec<api::Job> {
+        self.client
+            .jobs(&api::query::JobQuery {
+                kind: Some(kind),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+    }
+
     /// Long-polls job `id` until it has ended (up to 120 s) and returns it.
     pub async fn wait_ended(&self, id: &str) -> api::Job {
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -148,7 +148,7 @@ async fn kill_source_mid_transfer(
         .await;
     assert!(!running.state.is_finished(), "{running:?}");
     a.kill_and_forget();
-    let in_job = jobs_of(b, api::JobKind::Receive).await.remove(0);
+    let in_job = b.jobs_of(api::JobKind::Receive).await.remove(0);
     let in_job = b.wait_ended(&in_job.id.to_string()).await;
     assert_eq!(
         in_job.state,
@@ -165,17 +165,6 @@ fn gone(pid: i32) -> bool {
 
 fn wait_gone(what: &str, pid: i32) {
     wait_until(what, || gone(pid));
-}
-
-async fn jobs_of(d: &Daemon, kind: api::JobKind) -> Vec<api::Job> {
-    d.client
-        .jobs(&api::query::JobQuery {
-            kind: Some(kind),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .items
 }
 
 /// The marked processes left in the destination's pid namespace.
@@ -232,7 +221,7 @@ async fn ckpt_migrate_live_moves_a_running_process_and_its_memory() {
     assert_eq!(check_memory(&t), "check ok");
     assert_counts_once(&t);
 
-    let out_job = jobs_of(&a, api::JobKind::Migrate).await.remove(0);
+    let out_job = a.jobs_of(api::JobKind::Migrate).await.remove(0);
     assert_eq!(out_job.state, api::JobState::Succeeded, "{out_job:?}");
     let r = report(&out_job);
     assert_eq!(r.outcome, api::MigrationOutcome::Migrated);
@@ -248,7 +237,7 @@ async fn ckpt_migrate_live_moves_a_running_process_and_its_memory() {
     assert!(r.page_bytes >= 64 << 20, "{r:?}");
     assert!(r.image_bytes > 0 && r.page_requests > 0, "{r:?}");
     assert!(r.peer_job.is_some());
-    let in_job = jobs_of(&b, api::JobKind::Receive).await.remove(0);
+    let in_job = b.jobs_of(api::JobKind::Receive).await.remove(0);
     assert_eq!(in_job.state, api::JobState::Succeeded, "{in_job:?}");
     assert_eq!(Some(in_job.id), r.peer_job);
     assert_eq!(report(&in_job).destination_pid, Some(dest));
@@ -438,7 +427,7 @@ async fn a_link_cut_mid_transfer_leaves_the_workload_whole_on_one_side() {
         .await;
     // A failed job answers with its error.
     assert!(job.is_err(), "{job:?}");
-    let job = jobs_of(&a, api::JobKind::Migrate).await.remove(0);
+    let job = a.jobs_of(api::JobKind::Migrate).await.remove(0);
     assert_whole_on_one_side(&a, &ns, &mut t, &job).await;
     let in_job = b
         .wait_ended(&report(&job).peer_job.unwrap().to_string())
@@ -571,7 +560,7 @@ async fn a_member_is_told_why_it_cannot_move_even_its_own_process_live() {
             .contains("ckpt migrate NAME --to HOST:PORT --restore"),
         "{answer}"
     );
-    assert!(jobs_of(&f.d, api::JobKind::Migrate).await.is_empty());
+    assert!(f.d.jobs_of(api::JobKind::Migrate).await.is_empty());
     let at = t.lines().len();
     t.wait_for_lines(at + 3);
     assert_counts_once(&t);
@@ -737,8 +726,8 @@ async fn ckpt_migrate_live_moves_a_runc_container() {
     assert_counts(&container_counts(&src), "the container's count");
     assert_container_memory(&src, 32);
 
-    let out_job = jobs_of(&a, api::JobKind::Migrate).await.remove(0);
-    let in_job = jobs_of(&b, api::JobKind::Receive).await.remove(0);
+    let out_job = a.jobs_of(api::JobKind::Migrate).await.remove(0);
+    let in_job = b.jobs_of(api::JobKind::Receive).await.remove(0);
     assert_eq!(out_job.state, api::JobState::Succeeded, "{out_job:?}");
     assert_eq!(in_job.state, api::JobState::Succeeded, "{in_job:?}");
     let r = report(&out_job);
@@ -796,7 +785,7 @@ async fn a_runc_container_survives_a_link_cut_mid_transfer() {
     let req = container_migration(&id, &moved, &dst, &relay.addr);
     let job = a.client.migrate_live(&req, true).await;
     assert!(job.is_err(), "{job:?}");
-    let job = jobs_of(&a, api::JobKind::Migrate).await.remove(0);
+    let job = a.jobs_of(api::JobKind::Migrate).await.remove(0);
     assert_eq!(job.state, api::JobState::Failed, "{job:?}");
     let r = report(&job);
     eprintln!("after the cut: {job:?}");

@@ -43,6 +43,7 @@ pub async fn create(client: &Client, a: CreateArgs) -> Result<(), ClientError> {
         expires_in: a.flags.expires_in,
         push_to: a.flags.push_to,
         keep_local: a.flags.drop_local.then_some(false),
+        hooks: a.flags.hooks.hooks(),
     };
     // Queued at once; followed here so that a terminal shows progress.
     let out = in_found_runtime(&a.target, |target| {
@@ -177,6 +178,17 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         console_socket: a.console_socket,
         lazy: a.lazy,
         rootfs: a.rootfs,
+        hooks: match (a.no_hooks, &a.post_restore, &a.post_restore_signal) {
+            (true, _, _) => Some(ckptd_api::Hooks::default()),
+            (false, None, None) => None,
+            (false, cmd, signal) => Some(ckptd_api::Hooks {
+                post_restore: cmd
+                    .as_ref()
+                    .map(|l| vec!["sh".to_owned(), "-c".to_owned(), l.clone()]),
+                post_restore_signal: signal.clone(),
+                ..Default::default()
+            }),
+        },
     };
     let job = match &image {
         Some((registry, tag)) => {

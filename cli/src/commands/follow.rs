@@ -24,7 +24,23 @@ pub async fn follow_to_success(
     if job.state != JobState::Succeeded {
         return Err(job_failed(&job));
     }
+    say_failed_hooks(&job);
     Ok(job)
+}
+
+/// A post hook's failure undoes nothing, but is said (on stderr).
+fn say_failed_hooks(job: &Job) {
+    for h in job.result.iter().flat_map(|r| &r.hooks).filter(|h| !h.ok) {
+        eprintln!(
+            "ckpt: the {} hook failed: {}{}",
+            h.hook,
+            h.error.as_deref().unwrap_or("it failed"),
+            match h.output.trim() {
+                "" => String::new(),
+                out => format!("\n{out}"),
+            }
+        );
+    }
 }
 
 /// Waits for a job, drawing a live progress line on stderr when it is a terminal.
@@ -160,6 +176,7 @@ pub async fn finish_checkpoint(
         if out.job.state != JobState::Succeeded {
             return Err(job_failed(&out.job));
         }
+        say_failed_hooks(&out.job);
         // With push_to, the push that follows is part of what was asked: wait for it too.
         if let Some(push) = out.job.result.as_ref().and_then(|r| r.push_job) {
             let push = follow_to_success(client, client.job(&push.to_string(), None).await?, false)

@@ -10,16 +10,17 @@ use crate::Failed;
 
 pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), Failed> {
     match cmd {
-        ScheduleCommand::Add(ScheduleAddArgs {
-            name,
-            target,
-            cron,
-            stop,
-            flags,
-            retention,
-            disabled,
-            json,
-        }) => {
+        ScheduleCommand::Add(a) => {
+            let ScheduleAddArgs {
+                name,
+                target,
+                cron,
+                stop,
+                flags,
+                retention,
+                disabled,
+                json,
+            } = *a;
             let req = CreateSchedule {
                 name,
                 target: target.target(),
@@ -35,6 +36,7 @@ pub async fn run(client: &Client, cmd: ScheduleCommand) -> Result<(), Failed> {
                     expires_in: flags.expires_in,
                     push_to: flags.push_to,
                     keep_local: !flags.drop_local,
+                    hooks: flags.hooks.hooks(),
                 },
                 retention: retention.retention(),
                 enabled: !disabled,

@@ -295,6 +295,7 @@ mod tests {
             expires_at: None,
             locations: vec![],
             origin: None,
+            hooks: None,
         };
         let extra = extras(&cp, d.path()).unwrap();
         let mut out = Vec::new();

@@ -118,6 +118,7 @@ struct CheckpointRow {
     local_images: bool,
     remote_copies: Json<Vec<ckptd_api::RemoteCopy>>,
     origin: Option<Json<ckptd_api::Origin>>,
+    hooks: Option<Json<ckptd_api::Hooks>>,
 }
 
 /// `locations` as the API shows them: the local directory while a ready checkpoint's images are
@@ -161,6 +162,7 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
         owner_uid: r.owner_uid as u32,
         expires_at: opt_ts(r.expires_at)?,
         origin: r.origin.map(|j| j.0),
+        hooks: r.hooks.map(|j| j.0),
     })
 }
 
@@ -458,8 +460,8 @@ impl Catalog {
         let res = sqlx::query(
             "INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, \
              created_at, completed_at, dir, size_bytes, options, labels, criu_version, stats, error, \
-             container, criu_config, owner_uid, expires_at, local_images, remote_copies, origin) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             container, criu_config, owner_uid, expires_at, local_images, remote_copies, origin, \
+             hooks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(cp.id.to_string())
         .bind(&cp.name)
@@ -484,6 +486,7 @@ impl Catalog {
         .bind(local_images(cp))
         .bind(to_json(&cp.remote_copies().cloned().collect::<Vec<_>>()))
         .bind(cp.origin.as_ref().map(to_json))
+        .bind(cp.hooks.as_ref().map(to_json))
         .execute(&mut **tx)
         .await;
         match res {
@@ -1105,6 +1108,7 @@ mod tests {
             expires_at: None,
             locations: vec![],
             origin: None,
+            hooks: None,
         }
     }
 

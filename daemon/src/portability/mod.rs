@@ -242,6 +242,8 @@ impl Portability {
                 dir: dir.display().to_string(),
             }],
             origin: m.origin,
+            // Commands named by an archive are never run here.
+            hooks: None,
         };
         self.service.catalogue(&cp).await?;
         staging.0 = None;
@@ -331,6 +333,7 @@ impl Portability {
                 dir: dir.display().to_string(),
             }],
             origin: None,
+            hooks: None,
         };
         self.service.catalogue(&cp).await?;
         tracing::info!(checkpoint = %cp.name, dir = %cp.dir, "adopted");

@@ -1109,6 +1109,7 @@ fn foreign_checkpoint(
             namespace: None,
             checkpointed_at: created,
         }),
+        hooks: None,
     }
 }
 

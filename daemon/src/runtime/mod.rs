@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod container;
 pub mod containerd;
 pub mod docker;
+pub mod hooks;
 pub mod podman;
 pub mod process;
 pub mod runc;
@@ -233,6 +234,9 @@ impl Engine for Engines {
         target: &'a Target,
     ) -> BoxFuture<'a, Result<Option<ckptd_api::ContainerRecord>>> {
         self.for_target(target).check_live(target)
+    }
+    fn running_pid<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Option<i32>> {
+        self.for_target(target).running_pid(target)
     }
     fn live_leftover<'a>(
         &'a self,

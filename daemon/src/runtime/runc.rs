@@ -667,7 +667,7 @@ impl RuncEngine {
                  restore needs a console socket on the destination)",
                 c.id
             ))
-            .with_hint("move it with a checkpoint: ckpt checkpoint ID, then ckpt migrate NAME --to HOST:PORT, and restore it there with --console-socket"));
+            .with_hint("move it with a checkpoint: ckpt create ID NAME, then ckpt migrate NAME --to HOST:PORT, and restore it there with --console-socket"));
         }
         Ok(record)
     }
@@ -1007,6 +1007,14 @@ impl Engine for RuncEngine {
 
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
         Box::pin(async move { self.restore_container(&spec, None).await })
+    }
+
+    fn running_pid<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Option<i32>> {
+        Box::pin(async move {
+            let c = container_of(target).ok()?;
+            let s = self.state(&c).await.ok()??;
+            (s.status == "running" && s.pid > 0).then_some(s.pid)
+        })
     }
 
     fn check_live<'a>(

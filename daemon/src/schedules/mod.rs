@@ -182,6 +182,9 @@ impl Schedules {
         if let Some(e) = &o.expires_in {
             validate::duration("expires_in", e)?;
         }
+        if let Some(h) = &o.hooks {
+            validate::hooks(h, &row.target, false)?;
+        }
         match &o.push_to {
             Some(r) => {
                 self.inner.jobs.remotes().named("options.push_to", r)?;
@@ -768,5 +771,6 @@ fn request(row: &ScheduleRow, name: String) -> CreateCheckpoint {
         expires_in: o.expires_in.clone(),
         push_to: o.push_to.clone(),
         keep_local: Some(o.keep_local),
+        hooks: o.hooks.clone(),
     }
 }

@@ -145,6 +145,9 @@ impl Service {
             self.refuse_scheduled_name(caller, n).await?;
         }
         validate::labels(&req.labels)?;
+        if let Some(h) = &req.hooks {
+            validate::hooks(h, &target, false)?;
+        }
         let expires_in = req
             .expires_in
             .as_deref()
@@ -254,6 +257,7 @@ impl Service {
             expires_at,
             locations: vec![],
             origin: None,
+            hooks: req.hooks.clone(),
         };
         let mut checkpoint = checkpoint;
         let request = serde_json::to_value(CheckpointWork {
@@ -361,6 +365,9 @@ impl Service {
                 checkpoint: cp.name.clone(),
             }));
         }
+        if let Some(h) = &req.hooks {
+            validate::hooks(h, req.target.as_ref().unwrap_or(&cp.target), true)?;
+        }
         inner
             .engine
             .check_restore(cp, req.target.as_ref(), req.console_socket.as_deref())
@@ -394,6 +401,7 @@ impl Service {
             lazy: req.lazy,
             pull,
             rootfs: req.rootfs.clone(),
+            hooks: req.hooks.clone(),
         };
         inner.enqueue(reservation, job, &work).await
     }

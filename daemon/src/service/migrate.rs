@@ -293,7 +293,7 @@ impl Service {
             )
             .with_hint(
                 "move it with a checkpoint instead (it is stopped while its images move): \
-                 ckpt checkpoint PID --name NAME, then ckpt migrate NAME --to HOST:PORT --restore",
+                 ckpt create PID NAME, then ckpt migrate NAME --to HOST:PORT --restore",
             ));
         }
         let create = CreateCheckpoint {
@@ -460,6 +460,7 @@ impl Service {
             expires_at: None,
             locations: vec![],
             origin: None,
+            hooks: None,
         };
         if cp.container.is_some() {
             // The bundle here, the id free, no terminal: refused before the source freezes.

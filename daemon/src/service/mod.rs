@@ -23,6 +23,7 @@
 //! job or script learns at once that its request overlapped instead of piling up work.
 
 mod admit;
+mod hooks;
 mod migrate;
 mod names;
 mod publish;
@@ -131,6 +132,9 @@ pub(super) struct RestoreWork {
     /// bundle (`into`'s) from this root filesystem first (`runtime::bundle`).
     #[serde(default)]
     rootfs: Option<String>,
+    /// The restore's own hooks, instead of the checkpoint's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hooks: Option<ckptd_api::Hooks>,
 }
 
 /// What a checkpoint job needs beyond its checkpoint: the push that follows it.

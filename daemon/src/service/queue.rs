@@ -371,21 +371,30 @@ impl Inner {
                     }
                     _ => Ok(()),
                 };
+                let mut hooks = Vec::new();
                 let result = match same {
-                    Ok(()) => self.take_checkpoint(&cp, stop).await,
+                    Ok(()) => match self.pre_dump(&cp, &mut hooks).await {
+                        Ok(()) => self.take_checkpoint(&cp, stop).await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 }
                 .map_err(|e| publish::file_failed_under_id(&mut cp, e));
                 record_taken(&mut cp, &result);
+                if result.is_ok() {
+                    self.post_dump(&cp, &mut hooks).await;
+                }
                 let push = match (&result, work.push) {
                     (Ok(_), Some(push)) => self.prepare_push(&cp, &job, push),
                     _ => None,
                 };
                 let outcome = result.map(|_| {
-                    push.as_ref().map(|p| JobResult {
-                        push_job: Some(p.job.id),
+                    let r = JobResult {
+                        push_job: push.as_ref().map(|p| p.job.id),
+                        hooks,
                         ..Default::default()
-                    })
+                    };
+                    (r != JobResult::default()).then_some(r)
                 });
                 timer.abort();
                 self.stoppers().remove(&job.id);
@@ -402,7 +411,8 @@ impl Inner {
             JobKind::Restore => {
                 let work: RestoreWork = serde_json::from_value(request)
                     .map_err(|e| Error::internal(format!("bad restore job request: {e}")))?;
-                match &work.pull {
+                let own_hooks = work.hooks.clone();
+                let restored = match &work.pull {
                     Some(pull) => match self.run_pull(&mut cp, pull, job.id, stop.clone()).await {
                         Ok(()) => {
                             self.restore(&cp, work, &restore_log_name(job.id), stop)
@@ -414,6 +424,15 @@ impl Inner {
                         self.restore(&cp, work, &restore_log_name(job.id), stop)
                             .await
                     }
+                };
+                match restored {
+                    Ok(result) => {
+                        let mut result = result.unwrap_or_default();
+                        self.post_restore(&cp, own_hooks.as_ref(), result.pid, &mut result.hooks)
+                            .await;
+                        Ok((result != JobResult::default()).then_some(result))
+                    }
+                    Err(e) => Err(e),
                 }
             }
             JobKind::Migrate => {

@@ -311,6 +311,8 @@ impl Service {
             expires_at: None,
             locations: vec![Location::Remote(copy)],
             origin: src.origin,
+            // Commands named by a remote's record are never run here.
+            hooks: None,
         };
         inner.catalog.insert_checkpoint(&cp).await?;
         Ok((cp, true))

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+use ckptd_api::Target;
+
 use crate::error::{Error, Result};
 
 pub const MAX_LABELS: usize = 64;
@@ -345,5 +347,25 @@ mod scheduled_name_tests {
         assert_eq!(scheduled_name("db-2026"), None);
         assert_eq!(scheduled_name("20261205T093000Z"), None);
         assert_eq!(scheduled_name("looper1"), None);
+    }
+}
+
+/// Hooks a checkpoint (or a restore: `restore`) of `target` can run: valid commands, and a
+/// target whose namespaces ckptd can enter (a process, a runc container).
+pub fn hooks(h: &ckptd_api::Hooks, target: &Target, restore: bool) -> Result<()> {
+    crate::runtime::hooks::validate(h, restore)?;
+    match target {
+        Target::Process { .. }
+        | Target::Container {
+            runtime: ckptd_api::Runtime::Runc,
+            ..
+        } => Ok(()),
+        Target::Container { runtime, .. } if !h.is_empty() => {
+            Err(Error::target_unavailable(format!(
+                "hooks are offered for processes and runc containers, whose namespaces ckptd \
+                 enters; not for {runtime} containers"
+            )))
+        }
+        Target::Container { .. } => Ok(()),
     }
 }
