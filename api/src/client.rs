@@ -220,14 +220,42 @@ impl Client {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    path: self.socket.clone(),
-                    source,
-                })?;
-        Ok(crate::http::exchange(stream, req).await?)
+        Ok(crate::http::exchange(self.connect().await?, req).await?)
+    }
+
+    async fn connect(&self) -> Result<UnixStream, ClientError> {
+        UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })
+    }
+
+    /// `POST /v1/terminals/{pid}/attach`: the terminal ckptd holds for a restored process, as
+    /// one byte stream (the `terminal` module's protocol).
+    pub async fn attach_terminal(
+        &self,
+        pid: i32,
+    ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, ClientError> {
+        let stream = self.connect().await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let req = Request::post(format!("/v1/terminals/{pid}/attach"))
+            .header("host", "ckptd")
+            .header("connection", "upgrade")
+            .header("upgrade", crate::terminal::PROTOCOL)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| ClientError::Io(format!("cannot build the request: {e}")))?;
+        let resp = sender.send_request(req).await?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(collect(resp).await?.api_err());
+        }
+        let up = hyper::upgrade::on(resp).await?;
+        Ok(hyper_util::rt::TokioIo::new(up))
     }
 
     /// Sends one request with an optional raw body and returns the raw answer.

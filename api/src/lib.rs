@@ -7,6 +7,7 @@ mod advice;
 mod client;
 pub mod http;
 pub mod query;
+pub mod terminal;
 mod types;
 
 pub use advice::{retry_text, Advice, Caller, CriuOption};

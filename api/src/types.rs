@@ -242,6 +242,11 @@ pub struct Checkpoint {
     /// `post_restore_signal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
+    /// A process tree that had a controlling terminal: the key CRIU names it by
+    /// (`tty[RDEV:DEV]`). It was dumped as a shell job; each restore gives it a new terminal
+    /// that ckptd holds (`ckpt attach PID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<String>,
 }
 
 /// One process of a checkpoint's tree, read from its images (`pstree.img`, `core-N.img`).

@@ -285,6 +285,12 @@ pub enum Command {
     },
     /// List jobs, newest first; --watch follows them as they change; `jobs wait ID` waits for one.
     Jobs(JobsArgs),
+    /// Attach this terminal to a restored process's terminal, which ckptd holds (a process
+    /// checkpointed with its controlling terminal); detach with ctrl-p ctrl-q.
+    Attach {
+        /// The restored process's pid (the restore's `pid`).
+        pid: i32,
+    },
     /// Cancel a queued or running job (its target is left running).
     Cancel {
         /// The job's id.
@@ -354,6 +360,7 @@ impl Command {
             | Command::Migrate(_)
             | Command::RmRemote { .. }
             | Command::Cancel { .. }
+            | Command::Attach { .. }
             | Command::Top
             | Command::Completions { .. } => false,
         }

@@ -17,7 +17,7 @@ use ckptd_api::{Client, ClientError};
 use clap::Parser;
 
 use args::{Cli, Command};
-use commands::{checkpoints, daemon, jobs, portability, remotes, schedules};
+use commands::{checkpoints, daemon, jobs, portability, remotes, schedules, terminal};
 
 /// How a command failed: with an error still to report, or having reported its own.
 pub enum Failed {
@@ -70,6 +70,7 @@ async fn run(cli: Cli) -> Result<(), Failed> {
         }) => commands::follow::wait(c, &job, json).await,
         Command::Jobs(a) => jobs::jobs(c, a).await,
         Command::Cancel { job } => jobs::cancel(c, &job).await,
+        Command::Attach { pid } => terminal::attach(c, pid).await,
         Command::Events { since, json } => jobs::events(c, since.as_deref(), json).await,
         Command::Schedule(cmd) => return schedules::run(c, cmd).await,
         Command::Info { json } => daemon::info(c, json).await,

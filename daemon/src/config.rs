@@ -358,6 +358,11 @@ impl Config {
     pub fn checkpoints_dir(&self) -> PathBuf {
         self.state_dir.join("checkpoints")
     }
+    /// Where the terminals of restored processes are held (sockets and logs, root's, 0700).
+    pub fn terminals_dir(&self) -> PathBuf {
+        self.state_dir.join("terminals")
+    }
+
     /// Where restored containers' piped stdout/stderr are written.
     pub fn container_logs_dir(&self) -> PathBuf {
         self.state_dir.join("container-logs")

@@ -52,6 +52,9 @@ pub struct DumpOutput {
     pub container: Option<ContainerRecord>,
     /// The CRIU options file the dump used.
     pub criu_config: Option<String>,
+    /// A process tree's controlling terminal, by the key CRIU names it (`tty[RDEV:DEV]`): it
+    /// was dumped as a shell job, and its restore needs a terminal for that key.
+    pub terminal: Option<String>,
 }
 
 pub struct DumpSpec<'a> {
@@ -140,6 +143,11 @@ pub trait Engine: Send + Sync + 'static {
     fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>>;
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>>;
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>>;
+    /// The socket of the terminal ckptd holds for the restored tree rooted at `root`, if it
+    /// holds one (`runtime::terminal`).
+    fn terminal_socket(&self, _root: crate::sys::TaskId) -> Option<std::path::PathBuf> {
+        None
+    }
     /// The root process of a container target while it runs (its init, as the host numbers it),
     /// whose namespaces a hook enters; None when it does not run or the runtime does not say.
     fn running_pid<'a>(&'a self, _target: &'a Target) -> BoxFuture<'a, Option<i32>> {

@@ -105,6 +105,7 @@ pub async fn run(
         EnginePaths {
             runc: runc.clone(),
             container_logs: cfg.container_logs_dir(),
+            terminals: cfg.terminals_dir(),
             docker_socket: cfg.docker_socket.clone(),
             docker_runc_root: cfg.docker_runc_root.clone(),
             podman_socket: cfg.podman_socket.clone(),

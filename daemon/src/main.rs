@@ -11,6 +11,10 @@ fn main() {
     if argv.get(1).map(String::as_str) == Some(ckptd::runtime::process::GUARD_COMMAND) {
         std::process::exit(ckptd::runtime::process::run_guard(&argv[2..]));
     }
+    // `ckptd tty-hold ...`: the holder of a restored process's terminal.
+    if argv.get(1).map(String::as_str) == Some(ckptd::runtime::terminal::HOLD_COMMAND) {
+        std::process::exit(ckptd::runtime::terminal::run_holder(&argv[2..]));
+    }
     let args = ckptd::config::Args::parse();
     let cfg = match ckptd::config::Config::load(args.clone()) {
         Ok(c) => c,

@@ -331,14 +331,24 @@ async fn ckpt_container_checkpoint_and_restore_into_a_new_container() {
     );
 }
 
-/// A process started from a terminal (a tmux pane) is refused at checkpoint time with why and
-/// what to do, in the CLI: a checkpoint of it could not be restored through ckptd.
+/// A process whose controlling terminal (a tmux pane's) none of its tree holds open cannot be
+/// given a terminal back at restore (CRIU names the terminal by a descriptor of it): it is
+/// refused at checkpoint time with why and what to do, in the CLI. (A process that holds its
+/// terminal is checkpointed with it: tests/tests/terminals.rs.)
 #[tokio::test]
-async fn a_process_on_a_terminal_is_refused_with_what_to_do() {
+async fn a_process_whose_terminal_cannot_be_given_back_is_refused_with_what_to_do() {
     let d = Daemon::start().await;
     let session = unique_id("ckt");
     let st = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &session, "sleep 600"])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            // In the pane's session, its stdio away from the terminal, which the pane's own
+            // process (not of its tree) keeps open.
+            "sleep 600 </dev/null >/dev/null 2>&1 & exec sleep 601",
+        ])
         .status()
         .expect("tmux (make setup installs it)");
     assert!(st.success());
@@ -346,14 +356,25 @@ async fn a_process_on_a_terminal_is_refused_with_what_to_do() {
         .args(["list-panes", "-t", &session, "-F", "#{pane_pid}"])
         .output()
         .unwrap();
-    let pid = text(&out.stdout).trim().to_owned();
+    let pane = text(&out.stdout).trim().to_owned();
+    let mut pid = String::new();
+    ckptd_tests::wait_until("the pane's background sleep", || {
+        pid = std::fs::read_to_string(format!("/proc/{pane}/task/{pane}/children"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        !pid.is_empty()
+    });
     let out = ckpt(&d, &["create", &pid, "--shell-job"]);
     let _ = Command::new("tmux")
         .args(["kill-session", "-t", &session])
         .status();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let err = text(&out.stderr);
-    assert!(err.contains("has a controlling terminal"), "{err}");
+    assert!(
+        err.contains("has a controlling terminal that no process of its tree holds open"),
+        "{err}"
+    );
     assert!(err.contains("setsid -f"), "{err}");
     assert!(
         d.client

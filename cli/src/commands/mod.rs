@@ -7,4 +7,5 @@ pub mod jobs;
 pub mod portability;
 pub mod remotes;
 pub mod schedules;
+pub mod terminal;
 pub mod top;

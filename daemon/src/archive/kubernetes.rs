@@ -296,6 +296,7 @@ mod tests {
             locations: vec![],
             origin: None,
             hooks: None,
+            terminal: None,
         };
         let extra = extras(&cp, d.path()).unwrap();
         let mut out = Vec::new();

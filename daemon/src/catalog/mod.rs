@@ -119,6 +119,7 @@ struct CheckpointRow {
     remote_copies: Json<Vec<ckptd_api::RemoteCopy>>,
     origin: Option<Json<ckptd_api::Origin>>,
     hooks: Option<Json<ckptd_api::Hooks>>,
+    terminal: Option<String>,
 }
 
 /// `locations` as the API shows them: the local directory while a ready checkpoint's images are
@@ -163,6 +164,7 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
         expires_at: opt_ts(r.expires_at)?,
         origin: r.origin.map(|j| j.0),
         hooks: r.hooks.map(|j| j.0),
+        terminal: r.terminal,
     })
 }
 
@@ -548,7 +550,7 @@ impl Catalog {
         sqlx::query(
             "UPDATE checkpoints SET status = ?, completed_at = ?, size_bytes = ?, criu_version = ?, \
              stats = ?, error = ?, container = ?, criu_config = ?, dir = ?, local_images = ?, \
-             remote_copies = ? WHERE id = ?",
+             remote_copies = ?, terminal = ? WHERE id = ?",
         )
         .bind(cp.status.as_str())
         .bind(cp.completed_at.as_ref().map(ts))
@@ -561,6 +563,7 @@ impl Catalog {
         .bind(&cp.dir)
         .bind(local_images(cp))
         .bind(to_json(&cp.remote_copies().cloned().collect::<Vec<_>>()))
+        .bind(&cp.terminal)
         .bind(cp.id.to_string())
         .execute(&mut *c)
         .await?;
@@ -1109,6 +1112,7 @@ mod tests {
             locations: vec![],
             origin: None,
             hooks: None,
+            terminal: None,
         }
     }
 

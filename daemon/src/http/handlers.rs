@@ -370,6 +370,58 @@ pub async fn incoming_migration(
         .into_response())
 }
 
+/// `POST /v1/terminals/{pid}/attach`: the caller's connection joined to the terminal ckptd holds
+/// for a restored process (root, or the process's own user), upgraded to `ckptd-tty/1`.
+pub async fn attach_terminal(
+    State(s): State<AppState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Path(pid): Path<String>,
+    mut req: axum::extract::Request,
+) -> Result<Response> {
+    use ckptd_api::terminal::PROTOCOL;
+    let pid: i32 = pid
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| Error::invalid(format!("{pid:?} is not a pid")))?;
+    let socket = s.service.terminal(&caller, pid)?;
+    let asks = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(PROTOCOL));
+    if !asks {
+        return Err(Error::invalid(format!(
+            "attaching needs \"Connection: upgrade\" and \"Upgrade: {PROTOCOL}\"; from a \
+             terminal: ckpt attach {pid}"
+        )));
+    }
+    let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(Error::invalid(
+            "this connection cannot be upgraded (HTTP/1.1 only)",
+        ));
+    };
+    let mut holder = tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(|e| {
+            Error::unavailable(format!("the terminal of pid {pid} does not answer: {e}"))
+        })?;
+    tokio::spawn(async move {
+        match on.await {
+            Ok(up) => {
+                let mut client = hyper_util::rt::TokioIo::new(up);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut holder).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "a terminal attach's upgrade failed"),
+        }
+    });
+    Ok((
+        StatusCode::SWITCHING_PROTOCOLS,
+        [(header::CONNECTION, "upgrade"), (header::UPGRADE, PROTOCOL)],
+    )
+        .into_response())
+}
+
 pub async fn checkpoint_log(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,

@@ -266,6 +266,7 @@ fn routes() -> Routes {
     )
     .add(Method::POST, "/v1/migrations", create_migration)
     .add(Method::POST, "/v1/migrations/incoming", incoming_migration)
+    .add(Method::POST, "/v1/terminals/{pid}/attach", attach_terminal)
     .add(Method::GET, "/v1/jobs", list_jobs)
     .add(Method::GET, "/v1/jobs/{id}", get_job)
     .add(Method::POST, "/v1/jobs/{id}/cancel", cancel_job)

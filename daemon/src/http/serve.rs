@@ -304,7 +304,8 @@ async fn accept_loop<K, Io, A, F>(
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
             .serve_connection(TokioIo::new(io), svc)
-            // A live migration's link (`POST /v1/migrations/incoming`) upgrades its connection.
+            // A live migration's link (`POST /v1/migrations/incoming`) and a terminal attach
+            // (`POST /v1/terminals/{pid}/attach`) upgrade their connection.
             .with_upgrades();
         let mut finishing = finishing.clone();
         connections.spawn(async move {

@@ -62,6 +62,7 @@ async fn app() -> (tempfile::TempDir, Router) {
         crate::runtime::EnginePaths {
             runc: None,
             container_logs: d.path().join("logs"),
+            terminals: d.path().join("terminals"),
             docker_socket: d.path().join("docker.sock"),
             docker_runc_root: d.path().join("moby"),
             podman_socket: d.path().join("podman.sock"),

@@ -244,6 +244,7 @@ impl Portability {
             origin: m.origin,
             // Commands named by an archive are never run here.
             hooks: None,
+            terminal: None,
         };
         self.service.catalogue(&cp).await?;
         staging.0 = None;
@@ -334,6 +335,7 @@ impl Portability {
             }],
             origin: None,
             hooks: None,
+            terminal: None,
         };
         self.service.catalogue(&cp).await?;
         tracing::info!(checkpoint = %cp.name, dir = %cp.dir, "adopted");

@@ -1110,6 +1110,7 @@ fn foreign_checkpoint(
             checkpointed_at: created,
         }),
         hooks: None,
+        terminal: None,
     }
 }
 

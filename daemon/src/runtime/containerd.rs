@@ -344,6 +344,7 @@ impl ContainerdEngine {
                 stdio: vec![p.stdin, p.stdout, p.stderr],
             }),
             criu_config: None,
+            terminal: None,
         })
     }
 

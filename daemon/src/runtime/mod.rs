@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod podman;
 pub mod process;
 pub mod runc;
+pub mod terminal;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct EnginePaths {
     pub runc: Option<std::path::PathBuf>,
     /// Where restored runc containers' piped output is written.
     pub container_logs: std::path::PathBuf,
+    /// Where restored processes' terminals are held.
+    pub terminals: std::path::PathBuf,
     pub docker_socket: std::path::PathBuf,
     /// runc's state directory for Docker's containers.
     pub docker_runc_root: std::path::PathBuf,
@@ -87,7 +90,7 @@ impl Engines {
             ),
         ];
         Engines {
-            process: ProcessEngine::new(criu.clone(), restore_pid_wait),
+            process: ProcessEngine::new(criu.clone(), restore_pid_wait, paths.terminals),
             criu,
             containers,
         }
@@ -238,6 +241,9 @@ impl Engine for Engines {
     fn running_pid<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Option<i32>> {
         self.for_target(target).running_pid(target)
     }
+    fn terminal_socket(&self, root: crate::sys::TaskId) -> Option<std::path::PathBuf> {
+        self.process.terminal_socket(root)
+    }
     fn live_leftover<'a>(
         &'a self,
         target: &'a Target,
@@ -377,6 +383,7 @@ mod tests {
             EnginePaths {
                 runc: None,
                 container_logs: d.path().join("logs"),
+                terminals: d.path().join("terminals"),
                 docker_socket: d.path().join("docker.sock"),
                 docker_runc_root: d.path().join("moby"),
                 podman_socket: d.path().join("podman.sock"),

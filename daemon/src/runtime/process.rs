@@ -26,11 +26,20 @@ fn open_images(images: &sys::Folder) -> Result<ImagesFd> {
         .map_err(|e| Error::io("cannot open the image directory", images.shown(), &e))
 }
 
+/// How `run_restore` restores: memory lazily (a `criu lazy-pages` serves it), and onto a
+/// terminal (its slave, and the key CRIU names the dumped terminal by).
+struct RestoreHow<'a> {
+    lazy: bool,
+    tty: Option<(&'a std::os::fd::OwnedFd, &'a str)>,
+}
+
 /// Process trees through CRIU.
 pub struct ProcessEngine {
     criu: Arc<Criu>,
     /// At restore, how long to wait for a zombie holding a needed pid to be reaped.
     pid_wait: Duration,
+    /// Where restored trees' terminals are held (`runtime::terminal`).
+    terminals: PathBuf,
 }
 
 /// A running `criu lazy-pages` serving one restore.
@@ -85,8 +94,12 @@ impl LazyPages {
 }
 
 impl ProcessEngine {
-    pub fn new(criu: Arc<Criu>, pid_wait: Duration) -> Self {
-        Self { criu, pid_wait }
+    pub fn new(criu: Arc<Criu>, pid_wait: Duration, terminals: PathBuf) -> Self {
+        Self {
+            criu,
+            pid_wait,
+            terminals,
+        }
     }
 
     /// `criu dump` of the tree at `pid` into the held folder, logged at the daemon's level.
@@ -105,6 +118,7 @@ impl ProcessEngine {
 
     async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
         check_process(pid)?;
+        let terminal = terminal_of(pid)?;
         let criu = self.criu.usable()?;
         // The tree is known by its root's identity, taken before CRIU runs: what a dump leaves
         // stopped is found from it in the kernel's process table, never in the images.
@@ -120,6 +134,10 @@ impl ProcessEngine {
             "--leave-stopped".into()
         });
         Criu::option_flags(&spec.options, &mut args);
+        if terminal.is_some() && !spec.options.shell_job {
+            // Its terminal stays outside the images, named by its key (`--inherit-fd` at restore).
+            args.push("--shell-job".into());
+        }
         if let Err(e) = run_logged(
             self.criu
                 .command_in(criu, &args, &images, spec.owner.as_ref()),
@@ -145,6 +163,7 @@ impl ProcessEngine {
             stopped,
             container: None,
             criu_config: self.criu.options_file(),
+            terminal,
         })
     }
 
@@ -262,7 +281,10 @@ impl ProcessEngine {
                 &spec,
                 &images_fd,
                 &pidfile_name,
-                true,
+                RestoreHow {
+                    lazy: true,
+                    tty: None,
+                },
                 format!("CRIU could not restore the migrated tree of {name}"),
             )
             .await;
@@ -305,6 +327,17 @@ impl ProcessEngine {
             None
         };
         let pidfile_name = pidfile_of(spec.log_name);
+        // A tree dumped with its terminal gets a new one, whose master ckptd's holder keeps.
+        let tty = match &spec.checkpoint.terminal {
+            Some(key) => {
+                let owner = spec.owner.as_ref().map(|a| (a.uid, a.gid));
+                let pty = super::terminal::open_pty(owner).map_err(|e| {
+                    Error::unavailable(format!("cannot open a terminal for the restore: {e}"))
+                })?;
+                Some((pty, key.as_str()))
+            }
+            None => None,
+        };
         let since = sys::boot_ticks();
         let restored = self
             .run_restore(
@@ -312,7 +345,10 @@ impl ProcessEngine {
                 &spec,
                 &images_fd,
                 &pidfile_name,
-                lazy.is_some(),
+                RestoreHow {
+                    lazy: lazy.is_some(),
+                    tty: tty.as_ref().map(|((_, slave), key)| (slave, *key)),
+                },
                 format!("CRIU could not restore checkpoint {name}"),
             )
             .await;
@@ -327,6 +363,16 @@ impl ProcessEngine {
             end_half_restored(*pid, since, spec.checkpoint.owner_uid);
         }
         restored?;
+        let mut output_log = None;
+        if let (Some(((master, slave), _)), Some(root)) = (tty, pid.and_then(sys::TaskId::of)) {
+            drop(slave);
+            match super::terminal::hold(&self.terminals, root, master) {
+                Ok(log) => output_log = Some(log.display().to_string()),
+                Err(e) => {
+                    tracing::error!(pid = root.pid, error = %e, "cannot hold the restored tree's terminal; it gets SIGHUP")
+                }
+            }
+        }
         if spec
             .checkpoint
             .labels
@@ -358,6 +404,7 @@ impl ProcessEngine {
         }
         Ok(JobResult {
             pid,
+            output_log,
             ..Default::default()
         })
     }
@@ -370,9 +417,10 @@ impl ProcessEngine {
         spec: &RestoreSpec<'_>,
         images_fd: &ImagesFd,
         pidfile: &str,
-        lazy: bool,
+        how: RestoreHow<'_>,
         what: String,
     ) -> Result<()> {
+        let RestoreHow { lazy, tty } = how;
         let images = images_fd.path();
         let mut args: Vec<String> = vec![
             "restore".into(),
@@ -389,10 +437,22 @@ impl ProcessEngine {
         if lazy {
             args.push("--lazy-pages".into());
         }
+        if let Some((slave, key)) = tty {
+            use std::os::fd::AsRawFd;
+            if !spec.options.shell_job {
+                args.push("--shell-job".into());
+            }
+            args.push("--inherit-fd".into());
+            args.push(format!("fd[{}]:{key}", slave.as_raw_fd()));
+        }
         // A restored shell job inherits CRIU's stdio: never a pipe ckptd would wait on.
         let mut cmd = self
             .criu
             .command_in(criu, &args, images_fd, spec.owner.as_ref());
+        if let Some((slave, _)) = tty {
+            use std::os::fd::AsRawFd;
+            sys::inherit_fd(&mut cmd, slave.as_raw_fd());
+        }
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         run_logged(cmd, (spec.images, spec.log_name), None, what, &spec.stop).await
     }
@@ -514,13 +574,27 @@ impl Engine for ProcessEngine {
         Box::pin(self.restore_process(spec))
     }
 
+    fn terminal_socket(&self, root: sys::TaskId) -> Option<PathBuf> {
+        let (socket, _) = super::terminal::paths(&self.terminals, root);
+        socket.exists().then_some(socket)
+    }
+
     fn check_live<'a>(
         &'a self,
         target: &'a Target,
     ) -> BoxFuture<'a, Result<Option<ckptd_api::ContainerRecord>>> {
         Box::pin(async move {
             match *target {
-                Target::Process { pid } => check_process(pid).map(|()| None),
+                Target::Process { pid } => {
+                    if terminal_of(pid)?.is_some() {
+                        return Err(Error::invalid(format!(
+                            "pid {pid} has a controlling terminal, which a live migration cannot \
+                             hand over"
+                        ))
+                        .with_hint("move it with a checkpoint: ckpt create PID NAME, then ckpt migrate NAME --to HOST:PORT --restore"));
+                    }
+                    check_process(pid).map(|()| None)
+                }
                 Target::Container { .. } => Err(crate::engine::no_live_migration(target)),
             }
         })
@@ -597,6 +671,11 @@ impl Engine for ProcessEngine {
                     },
                     container: None,
                     criu_config: self.criu.options_file(),
+                    // Still the stopped tree's, which holds it open.
+                    terminal: match cp.target {
+                        Target::Process { pid } => terminal_of(pid).ok().flatten(),
+                        Target::Container { .. } => None,
+                    },
                 });
             }
             if !stopped.is_empty() {
@@ -708,25 +787,40 @@ pub fn check_process(pid: i32) -> Result<()> {
             st.comm
         )));
     }
-    // A tree attached to a terminal dumps only with shell_job, and then no restore through
-    // ckptd can give it a terminal back (CRIU: "Don't have tty to inherit session from"): refuse
-    // now rather than take a checkpoint that nothing can restore.
-    if let Some(t) = sys::process_tree(pid)
-        .into_iter()
-        .filter_map(sys::proc_stat)
-        .find(|s| s.tty_nr != 0)
-    {
-        return Err(Error::target_unavailable(format!(
-            "pid {} ({}) has a controlling terminal; a checkpoint of it could not be restored, \
-             since a restore through ckptd has no terminal to give back to it",
-            t.pid, t.comm
+    // A tree attached to a terminal is dumped as a shell job and restored onto a terminal
+    // ckptd holds (`runtime::terminal`): one terminal, which the tree holds open (CRIU names it
+    // by that descriptor). Several, or one it does not hold, could not be given back.
+    terminal_of(pid).map(drop)
+}
+
+/// The CRIU key of the one controlling terminal of `pid`'s tree, if it has one.
+pub fn terminal_of(pid: i32) -> Result<Option<String>> {
+    let tree = sys::process_tree(pid);
+    let ttys: Vec<sys::ProcStat> = tree
+        .iter()
+        .filter_map(|p| sys::proc_stat(*p))
+        .filter(|s| s.tty_nr != 0)
+        .collect();
+    let Some(first) = ttys.first() else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| {
+        Err(Error::target_unavailable(format!(
+            "pid {} ({}) has a controlling terminal {why}, which a restore could not give back",
+            first.pid, first.comm
         ))
         .with_hint(
             "start the program detached from the terminal, in a session of its own and with its \
              stdio redirected (setsid -f PROGRAM </dev/null >LOG 2>&1), then checkpoint that",
-        ));
+        ))
+    };
+    if ttys.iter().any(|s| s.tty_nr != first.tty_nr) {
+        return refuse("and others of its tree another one");
     }
-    Ok(())
+    match super::terminal::key_of(&tree, first.tty_nr) {
+        Some(key) => Ok(Some(key)),
+        None => refuse("that no process of its tree holds open"),
+    }
 }
 
 /// A CRIU that died mid-restore (killed, or stopped by a cancel or a timeout) can leave the tree
@@ -952,7 +1046,11 @@ mod tests {
 
     fn engine() -> ProcessEngine {
         let criu = Criu::new(CriuProbe::default(), 4, None);
-        ProcessEngine::new(Arc::new(criu), Duration::from_secs(1))
+        ProcessEngine::new(
+            Arc::new(criu),
+            Duration::from_secs(1),
+            std::env::temp_dir().join("ckptd-test-terminals"),
+        )
     }
 
     fn checkpoint(dir: &Path) -> Checkpoint {

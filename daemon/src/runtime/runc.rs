@@ -344,6 +344,7 @@ impl RuncEngine {
                 &spec.images.path(),
             )),
             criu_config,
+            terminal: None,
         })
     }
 

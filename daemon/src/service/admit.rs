@@ -258,6 +258,7 @@ impl Service {
             locations: vec![],
             origin: None,
             hooks: req.hooks.clone(),
+            terminal: None,
         };
         let mut checkpoint = checkpoint;
         let request = serde_json::to_value(CheckpointWork {

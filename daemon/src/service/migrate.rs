@@ -461,6 +461,7 @@ impl Service {
             locations: vec![],
             origin: None,
             hooks: None,
+            terminal: None,
         };
         if cp.container.is_some() {
             // The bundle here, the id free, no terminal: refused before the source freezes.

@@ -133,6 +133,7 @@ impl Inner {
                     size,
                     container: out.container,
                     criu_config: out.criu_config,
+                    terminal: out.terminal,
                 })
             }
             Err(e) => {
@@ -199,6 +200,7 @@ pub(super) fn record_taken(cp: &mut Checkpoint, result: &Result<Taken>) {
             cp.size_bytes = done.size;
             cp.container = done.container.clone();
             cp.criu_config = done.criu_config.clone();
+            cp.terminal = done.terminal.clone();
             cp.locations = vec![ckptd_api::Location::Local {
                 dir: cp.dir.clone(),
             }];
@@ -216,6 +218,7 @@ pub(super) struct Taken {
     pub(super) size: u64,
     pub(super) container: Option<ckptd_api::ContainerRecord>,
     pub(super) criu_config: Option<String>,
+    pub(super) terminal: Option<String>,
 }
 
 /// fsyncs every image and the folder, renames `.partial` to the final name (never over an

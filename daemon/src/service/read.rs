@@ -300,3 +300,27 @@ pub(super) fn remove_images(cp: &Checkpoint) -> Result<()> {
     }
     Ok(())
 }
+
+impl Service {
+    /// The socket of the terminal ckptd holds for the restored process `pid`, if `caller` may
+    /// attach to it: root, or the process's own user (a member attaches only to its own).
+    pub fn terminal(&self, caller: &Caller, pid: i32) -> Result<PathBuf> {
+        let none = || {
+            Error::not_found(format!(
+                "pid {pid} has no terminal held by ckptd (only a process restored from a \
+                 checkpoint of a program with a terminal has one)"
+            ))
+        };
+        let root = sys::TaskId::of(pid).ok_or_else(none)?;
+        let owner = procfs::process::Process::new(pid)
+            .and_then(|p| p.status())
+            .map(|st| st.ruid)
+            .map_err(|_| none())?;
+        if !caller.is_admin() && owner != caller.uid {
+            return Err(crate::auth::forbidden(format!(
+                "pid {pid} is not yours; a member attaches only to its own processes"
+            )));
+        }
+        self.inner.engine.terminal_socket(root).ok_or_else(none)
+    }
+}

@@ -265,6 +265,7 @@ impl Service {
                                 size: done.size().unwrap_or(0),
                                 container: out.container,
                                 criu_config: out.criu_config,
+                                terminal: out.terminal,
                             })
                         }
                         None => Err(restarted.clone()),

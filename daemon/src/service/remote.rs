@@ -313,6 +313,7 @@ impl Service {
             origin: src.origin,
             // Commands named by a remote's record are never run here.
             hooks: None,
+            terminal: None,
         };
         inner.catalog.insert_checkpoint(&cp).await?;
         Ok((cp, true))

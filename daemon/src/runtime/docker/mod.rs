@@ -197,6 +197,7 @@ impl DockerEngine {
                 stdio,
             }),
             criu_config: None,
+            terminal: None,
         })
     }
 

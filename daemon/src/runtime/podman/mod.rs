@@ -196,6 +196,7 @@ impl PodmanEngine {
                 stdio: crate::runtime::runc::recorded_stdio(&spec.images.path()),
             }),
             criu_config: None,
+            terminal: None,
         })
     }
 

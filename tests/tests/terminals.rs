@@ -1,0 +1,233 @@
+//! Terminals (issue 30), tested in tmux: a program started in a tmux pane is checkpointed with
+//! its controlling terminal, restored onto a terminal ckptd holds, attached to from another
+//! pane with `ckpt attach`, typed into, its answers (and the window size) seen there; detached
+//! with ctrl-p ctrl-q it runs on, its output kept in ckptd's log. Real daemon, CRIU and tmux.
+
+use std::process::Command;
+use std::time::Duration;
+
+use ckptd_api as api;
+use ckptd_tests::*;
+
+/// A tmux server of the test's own (`tmux -L`), killed with everything in it at the end.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn new(tag: &str) -> Tmux {
+        Tmux {
+            name: format!("ckptd-test-{tag}-{}", std::process::id()),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .expect("tmux (make setup installs it)")
+    }
+
+    /// A detached session `name` of `cols`x`rows` running `sh -c command`.
+    fn session(&self, name: &str, cols: u16, rows: u16, command: &str) {
+        let out = self.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            &cols.to_string(),
+            "-y",
+            &rows.to_string(),
+            command,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pane_pid(&self, session: &str) -> i32 {
+        let out = self.cmd(&["display", "-p", "-t", session, "#{pane_pid}"]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    fn keys(&self, session: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", session];
+        args.extend_from_slice(keys);
+        assert!(self.cmd(&args).status.success());
+    }
+
+    /// What the pane shows.
+    fn screen(&self, session: &str) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", session]).stdout)
+            .into_owned()
+    }
+
+    fn wait_for(&self, session: &str, text: &str) {
+        let mut seen = String::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            seen = self.screen(session);
+            if seen.contains(text) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{text:?} never showed in {session}:\n{seen}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+/// A program that answers each line typed with `got LINE N (COLSxROWS)` and prints a tick
+/// every half second when nothing is typed.
+const PROGRAM: &str = r#"
+import os, select, sys
+i, t = 0, 0
+while True:
+    if select.select([sys.stdin], [], [], 0.5)[0]:
+        l = sys.stdin.readline()
+        c, r = os.get_terminal_size()
+        print("got", l.strip(), i, f"({c}x{r})", flush=True); i += 1
+    else:
+        print("tick", t, flush=True); t += 1
+"#;
+
+#[tokio::test]
+async fn a_terminal_program_is_checkpointed_restored_and_attached_in_tmux() {
+    let d = Daemon::start().await;
+    let tmux = Tmux::new("tty");
+    let program = d.dir.path().join("program.py");
+    std::fs::write(&program, PROGRAM).unwrap();
+    tmux.session(
+        "app",
+        100,
+        30,
+        &format!("exec python3 {}", program.display()),
+    );
+    let pid = tmux.pane_pid("app");
+    tmux.keys("app", &["first", "Enter"]);
+    tmux.wait_for("app", "got first 0 (100x30)");
+
+    // Checkpointed with its terminal (a shell job), then ended: the pane closes.
+    let out = d.ckpt(&["create", &pid.to_string(), "repl"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let cp = d.client.checkpoint("repl").await.unwrap();
+    assert!(
+        cp.terminal
+            .as_deref()
+            .is_some_and(|k| k.starts_with("tty[")),
+        "{cp:?}"
+    );
+    wait_until("the program to end", || {
+        proc_state(pid).is_none_or(|s| s == 'Z')
+    });
+    wait_until("its pid to be free", || proc_state(pid).is_none());
+
+    let job = d
+        .client
+        .restore("repl", &api::RestoreRequest::default(), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let result = job.result.expect("the restore's result");
+    assert_eq!(result.pid, Some(pid));
+    let _restored = Ended(pid);
+    let log = result.output_log.expect("the terminal's log");
+
+    // Attached from another pane (another size): typed into, answered there.
+    tmux.session(
+        "viewer",
+        90,
+        25,
+        &format!(
+            "CKPTD_SOCKET={} {} attach {pid}; sleep 600",
+            d.socket.display(),
+            workspace_binary("ckpt").display()
+        ),
+    );
+    tmux.wait_for("viewer", &format!("attached to pid {pid}"));
+    tmux.keys("viewer", &["hello", "Enter"]);
+    tmux.wait_for("viewer", "got hello 1 (90x25)");
+    // A new window size reaches it.
+    assert!(tmux
+        .cmd(&["resize-window", "-t", "viewer", "-x", "70", "-y", "20"])
+        .status
+        .success());
+    tmux.keys("viewer", &["size", "Enter"]);
+    tmux.wait_for("viewer", "got size 2 (70x20)");
+
+    // Detached, it runs on; its output goes on into the log.
+    tmux.keys("viewer", &["C-p", "C-q"]);
+    tmux.wait_for("viewer", &format!("detached from pid {pid}"));
+    let ticks = |text: &str| text.lines().filter(|l| l.starts_with("tick")).count();
+    let before = ticks(&std::fs::read_to_string(&log).unwrap());
+    wait_until("ticks in the log while detached", || {
+        ticks(&std::fs::read_to_string(&log).unwrap()) >= before + 3
+    });
+    assert_eq!(proc_state(pid).map(|s| s != 'Z'), Some(true));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("got hello 1 (90x25)"), "{logged}");
+
+    // Attached again: still answering.
+    tmux.session(
+        "again",
+        80,
+        24,
+        &format!(
+            "CKPTD_SOCKET={} {} attach {pid}; sleep 600",
+            d.socket.display(),
+            workspace_binary("ckpt").display()
+        ),
+    );
+    tmux.wait_for("again", &format!("attached to pid {pid}"));
+    tmux.keys("again", &["back", "Enter"]);
+    tmux.wait_for("again", "got back 3 (80x24)");
+}
+
+/// A restored process the test made, killed when the test ends (its terminal's holder then
+/// ends too).
+struct Ended(i32);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_member_attaches_only_to_its_own() {
+    use ckptd_tests::members::Fixture;
+    let f = Fixture::new().await;
+    let roots = Target::looper(f.d.dir.path());
+    let (code, answer) = f.alice("POST", &format!("/v1/terminals/{}/attach", roots.pid), None);
+    assert_eq!(code, 403, "{answer}");
+    // Root asking for a process without a held terminal is told so.
+    let (code, answer) = f.root("POST", &format!("/v1/terminals/{}/attach", roots.pid), None);
+    assert_eq!(code, 404, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no terminal held by ckptd"),
+        "{answer}"
+    );
+    // Her own process without one: 404 too (never 403).
+    let hers = f.alice_counter("no-tty", "", &[]);
+    let (code, answer) = f.alice("POST", &format!("/v1/terminals/{}/attach", hers.pid), None);
+    assert_eq!(code, 404, "{answer}");
+}
