@@ -383,16 +383,13 @@ impl Schedules {
     /// ready checkpoints with a copy there). The same rules apply to each, independently.
     async fn plan(&self, row: &ScheduleRow) -> Result<BTreeMap<Option<String>, Plan>> {
         let rules = retention::Rules::from_api(&row.retention)?;
-        let checkpoints: Vec<Checkpoint> = self
+        // A schedule deleted and made again under the same name does not inherit the old one's
+        // checkpoints: only those taken since this one was created are its own.
+        let checkpoints = self
             .catalog()
-            .checkpoints_of_schedule(&row.name, row.owner_uid)
-            .await?
-            .into_iter()
-            // A schedule deleted and made again under the same name does not inherit the old
-            // one's checkpoints: only those taken since this one was created are its own.
-            .filter(|cp| cp.created_at >= row.created_at)
-            .collect();
-        let item = |cp: &Checkpoint| RetentionItem {
+            .retention_rows(&row.name, row.owner_uid, Some(&row.created_at))
+            .await?;
+        let item = |cp: &catalog::RetentionRow| RetentionItem {
             checkpoint_id: cp.id,
             name: cp.name.clone(),
             created_at: cp.created_at,
@@ -402,16 +399,14 @@ impl Schedules {
         let mut locations: BTreeMap<Option<String>, Vec<RetentionItem>> = BTreeMap::new();
         locations.insert(None, Vec::new());
         for cp in &checkpoints {
-            if cp.status != CheckpointStatus::Ready || cp.is_local() {
+            if cp.here() {
                 locations.entry(None).or_default().push(item(cp));
             }
-            for c in cp.remote_copies() {
-                locations
-                    .entry(Some(c.remote.clone()))
-                    .or_default()
-                    .push(item(cp));
+            for r in &cp.remotes {
+                locations.entry(Some(r.clone())).or_default().push(item(cp));
             }
         }
+        drop(checkpoints);
         Ok(locations
             .into_iter()
             .map(|(loc, items)| (loc, retention::plan(items, &rules)))
@@ -580,7 +575,7 @@ impl Schedules {
         for s in self.catalog().schedules(None).await? {
             let newest = self
                 .catalog()
-                .checkpoints_of_schedule(&s.name, s.owner_uid)
+                .retention_rows(&s.name, s.owner_uid, None)
                 .await?
                 .into_iter()
                 .filter(|c| c.status == CheckpointStatus::Ready)
