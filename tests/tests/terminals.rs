@@ -1,7 +1,8 @@
 //! Terminals (issue 30), tested in tmux: a program started in a tmux pane is checkpointed with
 //! its controlling terminal, restored onto a terminal ckptd holds, attached to from another
 //! pane with `ckpt attach`, typed into, its answers (and the window size) seen there; detached
-//! with ctrl-p ctrl-q it runs on, its output kept in ckptd's log. Real daemon, CRIU and tmux.
+//! with ctrl-p ctrl-q it runs on, its output kept in ckptd's log; the daemon killed -9 and
+//! restarted, it is attached to again. Real daemon, CRIU and tmux.
 
 use std::process::Command;
 use std::time::Duration;
@@ -103,7 +104,7 @@ while True:
 
 #[tokio::test]
 async fn a_terminal_program_is_checkpointed_restored_and_attached_in_tmux() {
-    let d = Daemon::start().await;
+    let mut d = Daemon::start().await;
     let tmux = Tmux::new("tty");
     let program = d.dir.path().join("program.py");
     std::fs::write(&program, PROGRAM).unwrap();
@@ -181,6 +182,10 @@ async fn a_terminal_program_is_checkpointed_restored_and_attached_in_tmux() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("got hello 1 (90x25)"), "{logged}");
 
+    // The daemon killed -9 and started again: the terminal's holder is not the daemon, so the
+    // program never got a hang-up, and it is found again by its pid.
+    d.crash(|| {}).await;
+    assert_eq!(proc_state(pid).map(|s| s != 'Z'), Some(true));
     // Attached again: still answering.
     tmux.session(
         "again",
