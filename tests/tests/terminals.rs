@@ -138,11 +138,18 @@ async fn a_terminal_program_is_checkpointed_restored_and_attached_in_tmux() {
     });
     wait_until("its pid to be free", || proc_state(pid).is_none());
 
-    let job = d
-        .client
-        .restore("repl", &api::RestoreRequest::default(), true)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let out = d.ckpt(&["restore", "repl"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("its terminal is held by ckptd: ckpt attach {pid}")),
+        "{said}"
+    );
+    let job = d.jobs_of(api::JobKind::Restore).await.remove(0);
     let result = job.result.expect("the restore's result");
     assert_eq!(result.pid, Some(pid));
     let _restored = Ended(pid);
@@ -200,6 +207,8 @@ async fn a_terminal_program_is_checkpointed_restored_and_attached_in_tmux() {
     tmux.wait_for("again", &format!("attached to pid {pid}"));
     tmux.keys("again", &["back", "Enter"]);
     tmux.wait_for("again", "got back 3 (80x24)");
+    let ckpt_said = said.to_string();
+    assert!(ckpt_said.contains(&log), "{ckpt_said}");
 }
 
 /// A restored process the test made, killed when the test ends (its terminal's holder then

@@ -210,6 +210,12 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         print_queued(&job);
     } else {
         println!("restored: {}", job_outcome(&job));
+        // A process restored onto a terminal ckptd holds (a container's output log is not one).
+        if let Some(r) = job.result.as_ref().filter(|r| r.container.is_none()) {
+            if let (Some(pid), Some(log)) = (r.pid, &r.output_log) {
+                println!("its terminal is held by ckptd: ckpt attach {pid} (its output: {log})");
+            }
+        }
         if let Some(log) = job.result.as_ref().and_then(|r| r.output_log.clone()) {
             println!("output: {log}");
         }
