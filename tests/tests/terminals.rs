@@ -13,18 +13,33 @@ use ckptd_tests::*;
 /// A tmux server of the test's own (`tmux -L`), killed with everything in it at the end.
 struct Tmux {
     name: String,
+    /// The user it runs as (uid, gid), when not root: its terminals are that user's.
+    user: Option<(u32, u32)>,
 }
 
 impl Tmux {
     fn new(tag: &str) -> Tmux {
+        Self::as_user(tag, None)
+    }
+
+    fn as_user(tag: &str, user: Option<(u32, u32)>) -> Tmux {
         Tmux {
             name: format!("ckptd-test-{tag}-{}", std::process::id()),
+            user,
         }
     }
 
     fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .arg("-L")
+        let mut cmd = match self.user {
+            None => Command::new("tmux"),
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+                    .args(["--init-groups", "tmux"]);
+                c
+            }
+        };
+        cmd.arg("-L")
             .arg(&self.name)
             .args(args)
             .output()
@@ -49,6 +64,32 @@ impl Tmux {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// A session `name` (`cols`x`rows`) running `ckpt attach PID` against the daemon at
+    /// `socket`, waiting until it says it is attached.
+    fn attach(&self, name: &str, cols: u16, rows: u16, socket: &std::path::Path, pid: i32) {
+        self.session(
+            name,
+            cols,
+            rows,
+            &format!(
+                "CKPTD_SOCKET={} {} attach {pid}; sleep 600",
+                socket.display(),
+                workspace_binary("ckpt").display()
+            ),
+        );
+        self.wait_for(name, &format!("attached to pid {pid}"));
+    }
+
+    /// Starts `command` (the PROGRAM) in a 100x30 session `name` and types to it once: its pid,
+    /// once it has answered.
+    fn program(&self, name: &str, command: &str) -> i32 {
+        self.session(name, 100, 30, command);
+        let pid = self.pane_pid(name);
+        self.keys(name, &["first", "Enter"]);
+        self.wait_for(name, "got first 0 (100x30)");
+        pid
     }
 
     fn pane_pid(&self, session: &str) -> i32 {
@@ -108,15 +149,7 @@ async fn a_terminal_program_is_checkpointed_restored_and_attached_in_tmux() {
     let tmux = Tmux::new("tty");
     let program = d.dir.path().join("program.py");
     std::fs::write(&program, PROGRAM).unwrap();
-    tmux.session(
-        "app",
-        100,
-        30,
-        &format!("exec python3 {}", program.display()),
-    );
-    let pid = tmux.pane_pid("app");
-    tmux.keys("app", &["first", "Enter"]);
-    tmux.wait_for("app", "got first 0 (100x30)");
+    let pid = tmux.program("app", &format!("exec python3 {}", program.display()));
 
     // Checkpointed with its terminal (a shell job), then ended: the pane closes.
     let out = d.ckpt(&["create", &pid.to_string(), "repl"]);
@@ -156,17 +189,7 @@ async fn a_terminal_program_is_checkpointed_restored_and_attached_in_tmux() {
     let log = result.output_log.expect("the terminal's log");
 
     // Attached from another pane (another size): typed into, answered there.
-    tmux.session(
-        "viewer",
-        90,
-        25,
-        &format!(
-            "CKPTD_SOCKET={} {} attach {pid}; sleep 600",
-            d.socket.display(),
-            workspace_binary("ckpt").display()
-        ),
-    );
-    tmux.wait_for("viewer", &format!("attached to pid {pid}"));
+    tmux.attach("viewer", 90, 25, &d.socket, pid);
     tmux.keys("viewer", &["hello", "Enter"]);
     tmux.wait_for("viewer", "got hello 1 (90x25)");
     // A new window size reaches it.
@@ -194,17 +217,7 @@ async fn a_terminal_program_is_checkpointed_restored_and_attached_in_tmux() {
     d.crash(|| {}).await;
     assert_eq!(proc_state(pid).map(|s| s != 'Z'), Some(true));
     // Attached again: still answering.
-    tmux.session(
-        "again",
-        80,
-        24,
-        &format!(
-            "CKPTD_SOCKET={} {} attach {pid}; sleep 600",
-            d.socket.display(),
-            workspace_binary("ckpt").display()
-        ),
-    );
-    tmux.wait_for("again", &format!("attached to pid {pid}"));
+    tmux.attach("again", 80, 24, &d.socket, pid);
     tmux.keys("again", &["back", "Enter"]);
     tmux.wait_for("again", "got back 3 (80x24)");
     let ckpt_said = said.to_string();
@@ -244,4 +257,72 @@ async fn a_member_attaches_only_to_its_own() {
     let hers = f.alice_counter("no-tty", "", &[]);
     let (code, answer) = f.alice("POST", &format!("/v1/terminals/{}/attach", hers.pid), None);
     assert_eq!(code, 404, "{answer}");
+}
+
+/// A member's program in a terminal of hers: checkpointed and restored by her (an unprivileged
+/// CRIU, onto a terminal that is hers), and attached to by her. Her program on root's terminal
+/// is refused, since her CRIU could not give that terminal back.
+#[tokio::test]
+async fn a_members_terminal_program_is_hers_to_attach_to() {
+    use ckptd_tests::members::Fixture;
+    let f = Fixture::new().await;
+    // Her own tmux: its terminals are hers, as a login's are.
+    let tmux = Tmux::as_user("member-tty", Some((f.alice_uid, f.alice_gid)));
+    let program = f.dir.path().join("program.py");
+    std::fs::write(&program, PROGRAM).unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let pid = tmux.program(
+        "app",
+        &format!("exec /usr/bin/python3 {}", program.display()),
+    );
+    // Her program on root's terminal (root's tmux) cannot be given that terminal back by her
+    // CRIU: refused before anything is frozen, saying what to do.
+    let roots = Tmux::new("member-on-roots");
+    let on_roots = roots.program(
+        "app",
+        &format!(
+            "exec setpriv --reuid {} --regid {} --init-groups /usr/bin/python3 {}",
+            f.alice_uid,
+            f.alice_gid,
+            program.display()
+        ),
+    );
+    let (code, answer) = f.alice(
+        "POST",
+        "/v1/checkpoints?wait=true",
+        Some(serde_json::json!({"target": {"kind": "process", "pid": on_roots}})),
+    );
+    assert_eq!(code, 422, "{answer}");
+    let msg = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("controlling terminal belongs to uid 0"),
+        "{msg}"
+    );
+    roots.keys("app", &["still", "Enter"]);
+    roots.wait_for("app", "got still 1 (100x30)");
+    drop(roots);
+    // On her own terminal: checkpointed, restored, attached to.
+    let (code, answer) = f.alice(
+        "POST",
+        "/v1/checkpoints?wait=true",
+        Some(serde_json::json!({"target": {"kind": "process", "pid": pid}, "name": "hers"})),
+    );
+    assert_eq!(code, 201, "{answer}\n{}", f.d.log());
+    wait_until("her program to end", || proc_state(pid).is_none());
+    let (code, answer) = f.alice(
+        "POST",
+        "/v1/checkpoints/hers/restore?wait=true",
+        Some(serde_json::json!({})),
+    );
+    assert_eq!(code, 200, "{answer}\n{}", f.d.log());
+    assert_eq!(answer["job"]["result"]["pid"], pid, "{answer}");
+    let _restored = Ended(pid);
+    // She attaches, as herself.
+    tmux.attach("viewer", 90, 25, &f.d.socket, pid);
+    tmux.keys("viewer", &["hello", "Enter"]);
+    tmux.wait_for("viewer", "got hello 1 (90x25)");
 }

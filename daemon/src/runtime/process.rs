@@ -119,6 +119,22 @@ impl ProcessEngine {
     async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
         check_process(pid)?;
         let terminal = terminal_of(pid)?;
+        if let (Some((_, tty_uid)), Some(owner)) = (&terminal, &spec.owner) {
+            // Its owner's CRIU restores the terminal's ownership as dumped, which it may only
+            // do for a terminal of the owner's own.
+            if *tty_uid != owner.uid {
+                return Err(Error::target_unavailable(format!(
+                    "pid {pid}'s controlling terminal belongs to uid {tty_uid}, not to its owner \
+                     (uid {}): a restore by the owner's CRIU could not give it back",
+                    owner.uid
+                ))
+                .with_hint(
+                    "run the program in a terminal of your own (your own tmux or login), or \
+                     detached from any: setsid -f PROGRAM </dev/null >LOG 2>&1",
+                ));
+            }
+        }
+        let terminal = terminal.map(|(key, _)| key);
         let criu = self.criu.usable()?;
         // The tree is known by its root's identity, taken before CRIU runs: what a dump leaves
         // stopped is found from it in the kernel's process table, never in the images.
@@ -673,7 +689,9 @@ impl Engine for ProcessEngine {
                     criu_config: self.criu.options_file(),
                     // Still the stopped tree's, which holds it open.
                     terminal: match cp.target {
-                        Target::Process { pid } => terminal_of(pid).ok().flatten(),
+                        Target::Process { pid } => {
+                            terminal_of(pid).ok().flatten().map(|(key, _)| key)
+                        }
                         Target::Container { .. } => None,
                     },
                 });
@@ -793,8 +811,9 @@ pub fn check_process(pid: i32) -> Result<()> {
     terminal_of(pid).map(drop)
 }
 
-/// The CRIU key of the one controlling terminal of `pid`'s tree, if it has one.
-pub fn terminal_of(pid: i32) -> Result<Option<String>> {
+/// The CRIU key of the one controlling terminal of `pid`'s tree, if it has one, and the
+/// terminal's owner.
+pub fn terminal_of(pid: i32) -> Result<Option<(String, u32)>> {
     let tree = sys::process_tree(pid);
     let ttys: Vec<sys::ProcStat> = tree
         .iter()
@@ -818,7 +837,7 @@ pub fn terminal_of(pid: i32) -> Result<Option<String>> {
         return refuse("and others of its tree another one");
     }
     match super::terminal::key_of(&tree, first.tty_nr) {
-        Some(key) => Ok(Some(key)),
+        Some(found) => Ok(Some(found)),
         None => refuse("that no process of its tree holds open"),
     }
 }

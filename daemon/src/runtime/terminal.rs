@@ -30,8 +30,9 @@ pub const HOLD_COMMAND: &str = "tty-hold";
 const LOG_MAX: u64 = 8 << 20;
 
 /// The CRIU key of `pid`'s controlling terminal (`tty[RDEV:DEV]`), found among the terminal
-/// descriptors its tree holds; None when it has none (or none of its tree holds it open).
-pub fn key_of(tree: &[i32], tty_nr: i32) -> Option<String> {
+/// descriptors its tree holds, and the terminal's owner (uid); None when none of its tree holds
+/// it open.
+pub fn key_of(tree: &[i32], tty_nr: i32) -> Option<(String, u32)> {
     for pid in tree {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
@@ -43,7 +44,7 @@ pub fn key_of(tree: &[i32], tty_nr: i32) -> Option<String> {
             let is_chr = rustix::fs::FileType::from_raw_mode(st.st_mode)
                 == rustix::fs::FileType::CharacterDevice;
             if is_chr && st.st_rdev == tty_nr as u64 {
-                return Some(format!("tty[{:x}:{:x}]", st.st_rdev, st.st_dev));
+                return Some((format!("tty[{:x}:{:x}]", st.st_rdev, st.st_dev), st.st_uid));
             }
         }
     }
