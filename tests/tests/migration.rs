@@ -867,3 +867,76 @@ async fn a_runc_container_survives_its_source_daemon_killed_mid_transfer() {
     assert_container_counts_resumed(&src);
     assert_container_memory(&src, 256);
 }
+
+/// After a fault, the source container runs whole again: resumed, or restored from the
+/// checkpoint the migration fell back to; its count goes on and all its `mib` MiB are there.
+async fn assert_container_kept(
+    a: &Daemon,
+    lc: &LiveContainer,
+    r: &api::MigrationReport,
+    mib: usize,
+) {
+    match r.outcome {
+        api::MigrationOutcome::Resumed => {
+            assert_eq!(lc.c.status().as_deref(), Some("running"), "{r:?}");
+        }
+        api::MigrationOutcome::Checkpointed => {
+            assert_eq!(lc.c.status(), None, "checkpointed, yet still there");
+            let restored = a
+                .client
+                .restore(
+                    r.checkpoint.as_deref().unwrap(),
+                    &api::RestoreRequest::default(),
+                    true,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+            assert_eq!(restored.state, api::JobState::Succeeded);
+            assert_eq!(lc.c.status().as_deref(), Some("running"));
+        }
+        api::MigrationOutcome::Migrated => panic!("a failed job reports a migration: {r:?}"),
+    }
+    let at = container_counts(&lc.src).len();
+    wait_until("the count to go on", || {
+        container_counts(&lc.src).len() >= at + 5
+    });
+    assert_container_counts_resumed(&lc.src);
+    assert_container_memory(&lc.src, mib);
+}
+
+/// The destination daemon killed -9 while a container's memory moves: its guard ends the
+/// half-made container's tree, the source keeps the container (resumed, or in a checkpoint
+/// when the destination could not be asked), and the restarted destination records its job
+/// failed and removes what runc still had of the container.
+#[tokio::test]
+async fn a_runc_container_survives_its_destination_daemon_killed_mid_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ns, mut b, _token) = hosts(dir.path()).await;
+    let lc = LiveContainer::start(dir.path(), &ns, "ckptdtest-livedkill", 256);
+    let sent = a
+        .client
+        .migrate_live(
+            &container_migration(&lc.id, &lc.moved, &lc.dst, &b.tcp_addr()),
+            false,
+        )
+        .await
+        .unwrap();
+    let running = a
+        .wait_job(&sent.id.to_string(), |j| {
+            j.progress.is_some_and(|p| p.bytes_written > 32 << 20) || j.state.is_finished()
+        })
+        .await;
+    assert!(!running.state.is_finished(), "{running:?}");
+    b.kill_and_forget();
+    let job = a.wait_ended(&sent.id.to_string()).await;
+    assert_eq!(job.state, api::JobState::Failed, "{job:?}");
+    let r = report(&job);
+    assert_container_kept(&a, &lc, &r, 256).await;
+    // The restarted destination: its job failed, nothing of the container left.
+    b.restart_after_stop().await;
+    let in_job = b.wait_ended(&r.peer_job.unwrap().to_string()).await;
+    assert_eq!(in_job.state, api::JobState::Failed, "{in_job:?}");
+    wait_until("the destination's container to be removed", || {
+        lc.there.status().is_none()
+    });
+}
