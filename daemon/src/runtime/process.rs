@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
 /// The image folder, as a descriptor the CRIU runs over it inherit.
-fn open_images(images: &sys::Folder) -> Result<ImagesFd> {
+pub(crate) fn open_images(images: &sys::Folder) -> Result<ImagesFd> {
     ImagesFd::of(images)
         .map_err(|e| Error::io("cannot open the image directory", images.shown(), &e))
 }
@@ -380,7 +380,13 @@ impl ProcessEngine {
         }
         restored?;
         let mut output_log = None;
-        if let (Some(((master, slave), _)), Some(root)) = (tty, pid.and_then(sys::TaskId::of)) {
+        // The pid comes from the pidfile the restore wrote in the checkpoint's folder, which a
+        // member can rewrite: the terminal is held only for a tree that is the owner's.
+        let held_root = pid.and_then(sys::TaskId::of).filter(|r| match &spec.owner {
+            Some(o) => crate::auth::owns_tree(o.uid, r.pid).is_ok(),
+            None => true,
+        });
+        if let (Some(((master, slave), _)), Some(root)) = (tty, held_root) {
             drop(slave);
             match super::terminal::hold(&self.terminals, root, master) {
                 Ok(log) => output_log = Some(log.display().to_string()),

@@ -812,8 +812,7 @@ impl RuncEngine {
         self.check_restore_target(spec.checkpoint, spec.into, None)
             .await?;
         let (c, _) = Self::destination(spec.checkpoint, spec.into)?;
-        let images = crate::criu::ImagesFd::of(spec.images)
-            .map_err(|e| Error::io("cannot open the image directory", spec.images.shown(), &e))?;
+        let images = super::process::open_images(spec.images)?;
         let pidfile = super::process::pidfile_of(spec.log_name);
         let lazy = super::process::start_lazy_pages(
             &self.criu,
