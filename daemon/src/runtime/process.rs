@@ -117,8 +117,7 @@ impl ProcessEngine {
     }
 
     async fn dump_process(&self, pid: i32, spec: DumpSpec<'_>) -> Result<DumpOutput> {
-        check_process(pid)?;
-        let terminal = terminal_of(pid)?;
+        let terminal = checked_process(pid)?;
         if let (Some((_, tty_uid)), Some(owner)) = (&terminal, &spec.owner) {
             // Its owner's CRIU restores the terminal's ownership as dumped, which it may only
             // do for a terminal of the owner's own.
@@ -608,14 +607,14 @@ impl Engine for ProcessEngine {
         Box::pin(async move {
             match *target {
                 Target::Process { pid } => {
-                    if terminal_of(pid)?.is_some() {
+                    if checked_process(pid)?.is_some() {
                         return Err(Error::invalid(format!(
                             "pid {pid} has a controlling terminal, which a live migration cannot \
                              hand over"
                         ))
                         .with_hint("move it with a checkpoint: ckpt create PID NAME, then ckpt migrate NAME --to HOST:PORT --restore"));
                     }
-                    check_process(pid).map(|()| None)
+                    Ok(None)
                 }
                 Target::Container { .. } => Err(crate::engine::no_live_migration(target)),
             }
@@ -755,6 +754,12 @@ fn read_pidfile(folder: &sys::Folder, name: &str) -> Option<i32> {
 
 /// Refuses pids that cannot or must not be dumped, saying why.
 pub fn check_process(pid: i32) -> Result<()> {
+    checked_process(pid).map(drop)
+}
+
+/// `check_process`, giving the tree's controlling terminal (its CRIU key and owner) if it has
+/// one, which the dump needs.
+fn checked_process(pid: i32) -> Result<Option<(String, u32)>> {
     if pid <= 0 {
         return Err(Error::invalid(format!(
             "pid must be a positive integer, got {pid}"
@@ -814,7 +819,7 @@ pub fn check_process(pid: i32) -> Result<()> {
     // A tree attached to a terminal is dumped as a shell job and restored onto a terminal
     // ckptd holds (`runtime::terminal`): one terminal, which the tree holds open (CRIU names it
     // by that descriptor). Several, or one it does not hold, could not be given back.
-    terminal_of(pid).map(drop)
+    terminal_of(pid)
 }
 
 /// The CRIU key of the one controlling terminal of `pid`'s tree, if it has one, and the
