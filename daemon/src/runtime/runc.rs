@@ -710,6 +710,9 @@ impl RuncEngine {
         let mut args: Vec<String> = vec![
             "--log".into(),
             format!("{dir}/{LIVE_RUNC_LOG}"),
+            // JSON lines: `runc_error` reads the last error's message from them.
+            "--log-format".into(),
+            "json".into(),
             "checkpoint".into(),
             "--image-path".into(),
             dir.clone(),
@@ -1090,5 +1093,21 @@ impl Engine for RuncEngine {
         Box::pin(async move {
             container::release(self, stopped, kill).await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// runc's `--log-format json` lines, as runc 1.1 writes them: the last error's message.
+    #[test]
+    fn the_last_error_of_runcs_log_is_its_reason() {
+        let log = r#"{"level":"warning","msg":"a warning","time":"2026-12-06T00:55:40Z"}
+{"level":"error","msg":"container does not exist","time":"2026-12-06T00:55:40Z"}
+not json"#;
+        assert_eq!(
+            super::runc_error(log).as_deref(),
+            Some("container does not exist")
+        );
+        assert_eq!(super::runc_error("time=x level=error msg=text"), None);
     }
 }
