@@ -39,7 +39,10 @@ impl Tmux {
                 c
             }
         };
-        cmd.arg("-L")
+        // From `/`: the pane starts in tmux's working directory, and a member's cannot be the
+        // test's (a clone under /root is not hers to enter, and her program would not start).
+        cmd.current_dir("/")
+            .arg("-L")
             .arg(&self.name)
             .args(args)
             .output()
@@ -94,7 +97,13 @@ impl Tmux {
 
     fn pane_pid(&self, session: &str) -> i32 {
         let out = self.cmd(&["display", "-p", "-t", session, "#{pane_pid}"]);
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        let said = String::from_utf8_lossy(&out.stdout);
+        said.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "no pane pid for session {session} (did its program end?): {said:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
     }
 
     fn keys(&self, session: &str, keys: &[&str]) {
