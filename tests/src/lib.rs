@@ -539,7 +539,10 @@ impl Target {
     pub fn spawn(argv: &[&str], out: &Path) -> Target {
         let f = File::create(out).expect("output file");
         let mut cmd = Command::new("setsid");
+        // From `/`: a target run as a member must be able to reach its working directory
+        // (CRIU stats it), and the clone may be under a directory only root enters.
         cmd.args(argv)
+            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f);

@@ -41,9 +41,11 @@ impl Tmux {
         };
         // From `/`: the pane starts in tmux's working directory, and a member's cannot be the
         // test's (a clone under /root is not hers to enter, and her program would not start).
+        // No configuration file (a member's tmux would read root's, from root's HOME).
         cmd.current_dir("/")
             .arg("-L")
             .arg(&self.name)
+            .args(["-f", "/dev/null"])
             .args(args)
             .output()
             .expect("tmux (make setup installs it)")
@@ -51,7 +53,15 @@ impl Tmux {
 
     /// A detached session `name` of `cols`x`rows` running `sh -c command`.
     fn session(&self, name: &str, cols: u16, rows: u16, command: &str) {
+        // A pane whose program ended stays, showing why (`screen` then says it).
         let out = self.cmd(&[
+            "start-server",
+            ";",
+            "set-option",
+            "-g",
+            "remain-on-exit",
+            "on",
+            ";",
             "new-session",
             "-d",
             "-s",
