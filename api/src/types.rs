@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// What is checkpointed: a process tree (by the pid of its root) or a container.
+/// What is checkpointed: a process tree (by the pid of its root), a container, or a group of
+/// them taken at one instant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Target {
@@ -27,6 +28,9 @@ pub enum Target {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         namespace: Option<String>,
     },
+    /// Several process trees and runc containers checkpointed together: all frozen before any
+    /// is dumped, dumped in parallel, ended (or resumed) together; restored together.
+    Group { targets: Vec<Target> },
 }
 
 /// An i32 as JSON Schema counts integers: `42` and also `42.0` (a number with no fraction).
@@ -127,6 +131,22 @@ impl Target {
                 ..
             } => format!("container:{runtime}:{ns}/{id}"),
             Target::Container { id, runtime, .. } => format!("container:{runtime}:{id}"),
+            Target::Group { targets } => format!(
+                "group:{}",
+                targets
+                    .iter()
+                    .map(Target::key)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+
+    /// The targets a checkpoint of this one takes: a group's members, or itself.
+    pub fn members(&self) -> &[Target] {
+        match self {
+            Target::Group { targets } => targets,
+            one => std::slice::from_ref(one),
         }
     }
 }
@@ -247,6 +267,21 @@ pub struct Checkpoint {
     /// that ckptd holds (`ckpt attach PID`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal: Option<String>,
+    /// A group checkpoint's members, in the order of its target's `targets`: each one's images
+    /// are in the folder `<dir>/<index>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<GroupMember>,
+}
+
+/// One member of a group checkpoint, as its dump recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub target: Target,
+    /// A container member's bundle, config digest, terminal and stdio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<DumpStats>,
 }
 
 /// One process of a checkpoint's tree, read from its images (`pstree.img`, `core-N.img`).
@@ -493,6 +528,9 @@ pub struct JobResult {
     /// The hooks the job ran, in order (a failed post hook is here, the job succeeded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookRun>,
+    /// A group's restore: each member's result, in the order of the group's targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<JobResult>,
 }
 
 /// What a live migration did, measured by the daemon that reports it.

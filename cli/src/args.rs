@@ -36,7 +36,8 @@ pub struct Cli {
 /// A process or container target on the command line.
 #[derive(Args, Clone)]
 pub struct TargetArgs {
-    /// A pid (digits) or a container id.
+    /// A pid (digits) or a container id; several, comma-separated (`PID,PID,ID`), are a group
+    /// checkpointed together.
     pub target: String,
     /// The container runtime (containers only) [default: runc, or the one runtime that has a
     /// container of that name].
@@ -54,16 +55,22 @@ pub struct TargetArgs {
 impl TargetArgs {
     /// The target, its runtime `--runtime` or else `runtime`.
     pub fn target_in(&self, runtime: Runtime) -> Target {
-        match self.target.parse::<i32>() {
-            Ok(pid) if self.target.bytes().all(|b| b.is_ascii_digit()) => Target::Process { pid },
+        let one = |t: &str| match t.parse::<i32>() {
+            Ok(pid) if t.bytes().all(|b| b.is_ascii_digit()) => Target::Process { pid },
             _ => Target::Container {
-                id: self.target.clone(),
+                id: t.to_owned(),
                 runtime: self.runtime.unwrap_or(runtime),
                 root: self.root.clone(),
                 bundle: None,
                 namespace: self.namespace.clone(),
             },
+        };
+        if self.target.contains(',') {
+            return Target::Group {
+                targets: self.target.split(',').map(one).collect(),
+            };
         }
+        one(&self.target)
     }
 
     pub fn target(&self) -> Target {

@@ -18,6 +18,14 @@ pub fn target_text(t: &Target) -> String {
     match t {
         Target::Process { pid } => format!("pid {pid}"),
         Target::Container { id, runtime, .. } => format!("{runtime} {id}"),
+        Target::Group { targets } => format!(
+            "group of {}",
+            targets
+                .iter()
+                .map(target_text)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -78,18 +86,25 @@ pub fn job_outcome(j: &Job) -> String {
         return e.to_string();
     }
     match &j.result {
-        Some(r) => {
-            let mut parts = Vec::new();
-            if let Some(pid) = r.pid {
-                parts.push(format!("pid {pid}"));
-            }
-            if let Some(c) = &r.container {
-                parts.push(format!("container {c}"));
-            }
-            parts.join(", ")
-        }
+        Some(r) => result_text(r),
         None => String::new(),
     }
+}
+
+/// A job's result in a few words: the restored pid and container, a group's members each.
+fn result_text(r: &ckptd_api::JobResult) -> String {
+    let mut parts = Vec::new();
+    if let Some(pid) = r.pid {
+        parts.push(format!("pid {pid}"));
+    }
+    if let Some(c) = &r.container {
+        parts.push(format!("container {c}"));
+    }
+    if !r.members.is_empty() {
+        let members: Vec<String> = r.members.iter().map(result_text).collect();
+        parts.push(format!("group of {}", members.join("; ")));
+    }
+    parts.join(", ")
 }
 
 /// The CRIU options that are on, by their API names; `-` for none.

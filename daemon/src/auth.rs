@@ -139,6 +139,11 @@ impl Policy {
             )))
             }
             Target::Process { pid } => owns_tree(caller.uid, *pid)?,
+            Target::Group { targets } => {
+                for t in targets {
+                    self.check_checkpoint(caller, t, None)?;
+                }
+            }
         }
         if let Some(dir) = checkpoint_dir {
             self.check_dir(caller, dir)?;

@@ -32,6 +32,8 @@ pub enum Stopped {
         container: ContainerHandle,
         paused_by_us: bool,
     },
+    /// A group's members, each frozen before any was dumped: all ended, or all let run, together.
+    Group(Vec<Stopped>),
 }
 
 /// One container of a runtime, as the runtime names it.
@@ -55,6 +57,8 @@ pub struct DumpOutput {
     /// A process tree's controlling terminal, by the key CRIU names it (`tty[RDEV:DEV]`): it
     /// was dumped as a shell job, and its restore needs a terminal for that key.
     pub terminal: Option<String>,
+    /// A group's members, as each one's dump recorded it.
+    pub members: Vec<ckptd_api::GroupMember>,
 }
 
 pub struct DumpSpec<'a> {
@@ -192,6 +196,27 @@ pub trait Engine: Send + Sync + 'static {
     }
     /// Ends what a dump left frozen (`kill`), or lets it run again.
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()>;
+    /// Stops the target where it is, before a group's dumps (every member is frozen before any
+    /// is dumped): a process tree by a SIGSTOP to each of its tasks, a runc container by its
+    /// cgroup freezer. `release` ends it or lets it run again.
+    fn freeze<'a>(&'a self, target: &'a Target, _owner_uid: u32) -> BoxFuture<'a, Result<Stopped>> {
+        Box::pin(async move {
+            Err(crate::error::Error::invalid(format!(
+                "{} cannot be a member of a group: a group takes processes and runc containers",
+                target.key()
+            )))
+        })
+    }
+    /// A group's restore leaves each member as it was dumped (stopped, or paused); once every
+    /// member is back, this lets the member that `restored` made run.
+    fn continue_restored<'a>(
+        &'a self,
+        _target: &'a Target,
+        _restored: &'a JobResult,
+        _owner_uid: u32,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
     /// The container runtimes behind this engine and whether each can be used now.
     fn runtimes(&self) -> BoxFuture<'_, Vec<RuntimeInfo>> {
         Box::pin(async { Vec::new() })

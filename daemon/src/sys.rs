@@ -498,15 +498,62 @@ impl Folder {
         Ok(self.files()?.iter().map(|(_, n)| n).sum())
     }
 
-    /// fsyncs every regular file in the folder, then the folder; the files' total size (one
-    /// listing for both: this runs while a dump's target is still stopped).
+    /// fsyncs every regular file in the folder, and in its members' folders (a group
+    /// checkpoint's `<index>` folders, each the folder's owner's), then the folder; the files'
+    /// total size (one listing for both: this runs while a dump's target is still stopped).
     pub fn fsync_all(&self) -> io::Result<u64> {
         let files = self.files()?;
         for (name, _) in &files {
             self.open_file(name)?.sync_all()?;
         }
+        let mut size: u64 = files.iter().map(|(_, n)| n).sum();
+        for name in self.member_folders()? {
+            size += self.member(&name)?.fsync_all()?;
+        }
         rustix::fs::fsync(&self.fd)?;
-        Ok(files.iter().map(|(_, n)| n).sum())
+        Ok(size)
+    }
+
+    /// The names of the group members' folders in the folder (`0`, `1`, ...: directories,
+    /// not symlinks), in index order.
+    pub fn member_folders(&self) -> io::Result<Vec<String>> {
+        use rustix::fs::{statat, AtFlags, FileType};
+        let mut out: Vec<(usize, String)> = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
+            let Ok(index) = name.parse::<usize>() else {
+                continue;
+            };
+            if index.to_string() != name {
+                continue;
+            }
+            if statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+            {
+                out.push((index, name.to_owned()));
+            }
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, n)| n).collect())
+    }
+
+    /// The folder as the parent of a folder `name` of its own (a group checkpoint's member,
+    /// `<dir>/<index>`), reached only beneath this one's descriptor.
+    pub fn within(&self, name: &str) -> io::Result<AnchoredDir> {
+        single_component(name)?;
+        Ok(AnchoredDir {
+            parent: self.fd.try_clone()?,
+            name: name.to_owned(),
+            real: self.shown.join(name),
+        })
+    }
+
+    /// The member folder `name` (see `within`), which must be the folder's owner's or root's.
+    pub fn member(&self, name: &str) -> io::Result<Folder> {
+        self.within(name)?.open_folder(name, self.uid)
     }
 
     /// Removes a file (or a symlink: the link, never what it points to) from the folder.
@@ -848,6 +895,25 @@ pub fn process_tree(pid: i32) -> Vec<i32> {
     }
     out
 }
+/// The pipes the tree at `pid` holds open, by inode: whether it holds the read end, and whether
+/// the write end (from each descriptor's link mode, as the kernel sets it).
+pub fn tree_pipe_ends(pid: i32) -> std::collections::BTreeMap<u64, (bool, bool)> {
+    let mut ends = std::collections::BTreeMap::new();
+    for p in process_tree(pid) {
+        let Ok(fds) = procfs::process::Process::new(p).and_then(|p| p.fd()) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let procfs::process::FDTarget::Pipe(ino) = fd.target {
+                let e: &mut (bool, bool) = ends.entry(ino).or_default();
+                e.0 |= fd.mode & 0o400 != 0;
+                e.1 |= fd.mode & 0o200 != 0;
+            }
+        }
+    }
+    ends
+}
+
 /// Room kept free beyond a dump's estimate: CRIU's own files, the log, and the estimate's slack.
 pub const SPACE_MARGIN: u64 = 16 << 20;
 

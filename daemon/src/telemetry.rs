@@ -370,6 +370,7 @@ pub fn target_label(t: &ckptd_api::Target) -> &'static str {
     match t {
         ckptd_api::Target::Process { .. } => "process",
         ckptd_api::Target::Container { runtime, .. } => runtime.as_str(),
+        ckptd_api::Target::Group { .. } => "group",
     }
 }
 

@@ -148,7 +148,7 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), ClientError>
         .target
         {
             Target::Container { runtime, .. } => runtime,
-            Target::Process { .. } => Runtime::Runc,
+            Target::Process { .. } | Target::Group { .. } => Runtime::Runc,
         },
         (None, None) => Runtime::Runc,
     };

@@ -4,9 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use ckptd_api::{
-    CheckpointAndJob, Client, ClientError, ErrorInfo, Job, JobState, StatusCode, Target,
-};
+use ckptd_api::{CheckpointAndJob, Client, ClientError, ErrorInfo, Job, JobState, StatusCode};
 
 use crate::render::{print_json, report};
 use crate::table::human_bytes;
@@ -210,10 +208,7 @@ pub async fn finish_checkpoint(
         );
         if !c.options.leave_running {
             // Without --leave-running the target is gone now: say so, and how to get it back.
-            let what = match &c.target {
-                Target::Process { pid } => format!("pid {pid}"),
-                Target::Container { id, .. } => format!("container {id}"),
-            };
+            let what = crate::render::target_text(&c.target);
             eprintln!("stopped {what}; restore it with: ckpt restore {}", c.name);
         }
     }

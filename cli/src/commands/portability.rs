@@ -186,10 +186,7 @@ async fn migrate_live(client: &Client, to: Remote, a: &MigrateArgs) -> Result<()
         }
         _ => container(&a.reference, None),
     };
-    let what = match &target {
-        ckptd_api::Target::Process { pid } => format!("pid {pid}"),
-        ckptd_api::Target::Container { id, .. } => format!("container {id}"),
-    };
+    let what = crate::render::target_text(&target);
     let req = ckptd_api::CreateMigration {
         target: Some(target),
         into: a.into.as_deref().map(|id| container(id, a.bundle.as_ref())),

@@ -81,6 +81,7 @@ pub fn extras(cp: &Checkpoint, dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         ),
         (None, Target::Container { id, .. }) => (id.clone(), None, None, None, None),
         (None, Target::Process { .. }) => return Err(unfit(cp, "it is a process checkpoint")),
+        (None, Target::Group { .. }) => return Err(unfit(cp, "it is a group checkpoint")),
     };
     let original = spec
         .get("annotations")
@@ -297,6 +298,7 @@ mod tests {
             origin: None,
             hooks: None,
             terminal: None,
+            members: vec![],
         };
         let extra = extras(&cp, d.path()).unwrap();
         let mut out = Vec::new();

@@ -120,6 +120,7 @@ struct CheckpointRow {
     origin: Option<Json<ckptd_api::Origin>>,
     hooks: Option<Json<ckptd_api::Hooks>>,
     terminal: Option<String>,
+    members: Option<Json<Vec<ckptd_api::GroupMember>>>,
 }
 
 /// `locations` as the API shows them: the local directory while a ready checkpoint's images are
@@ -165,6 +166,7 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
         origin: r.origin.map(|j| j.0),
         hooks: r.hooks.map(|j| j.0),
         terminal: r.terminal,
+        members: r.members.map(|j| j.0).unwrap_or_default(),
     })
 }
 
@@ -478,10 +480,12 @@ impl Catalog {
         let (pid, container) = match &cp.target {
             Target::Process { pid } => (Some(*pid), None),
             Target::Container { id, .. } => (None, Some(id.clone())),
+            Target::Group { .. } => (None, None),
         };
         let kind = match &cp.target {
             Target::Process { .. } => "process",
             Target::Container { .. } => "container",
+            Target::Group { .. } => "group",
         };
         let res = sqlx::query(
             "INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, \
@@ -574,7 +578,7 @@ impl Catalog {
         sqlx::query(
             "UPDATE checkpoints SET status = ?, completed_at = ?, size_bytes = ?, criu_version = ?, \
              stats = ?, error = ?, container = ?, criu_config = ?, dir = ?, local_images = ?, \
-             remote_copies = ?, terminal = ? WHERE id = ?",
+             remote_copies = ?, terminal = ?, members = ? WHERE id = ?",
         )
         .bind(cp.status.as_str())
         .bind(cp.completed_at.as_ref().map(ts))
@@ -588,6 +592,7 @@ impl Catalog {
         .bind(local_images(cp))
         .bind(to_json(&cp.remote_copies().cloned().collect::<Vec<_>>()))
         .bind(&cp.terminal)
+        .bind((!cp.members.is_empty()).then(|| to_json(&cp.members)))
         .bind(cp.id.to_string())
         .execute(&mut *c)
         .await?;
@@ -1173,6 +1178,7 @@ mod tests {
             origin: None,
             hooks: None,
             terminal: None,
+            members: vec![],
         }
     }
 

@@ -83,6 +83,7 @@ impl Portability {
                 cp.status.as_str()
             )));
         }
+        crate::service::refuse_group(&cp, "an archive")?;
         if query.format == ArchiveFormat::Podman && !is_podman(&cp) {
             return Err(Error::conflict(format!(
                 "checkpoint {} is not of a Podman container, or holds no Podman configuration \
@@ -245,6 +246,7 @@ impl Portability {
             // Commands named by an archive are never run here.
             hooks: None,
             terminal: None,
+            members: vec![],
         };
         self.service.catalogue(&cp).await?;
         staging.0 = None;
@@ -336,6 +338,7 @@ impl Portability {
             origin: None,
             hooks: None,
             terminal: None,
+            members: vec![],
         };
         self.service.catalogue(&cp).await?;
         tracing::info!(checkpoint = %cp.name, dir = %cp.dir, "adopted");

@@ -819,6 +819,7 @@ impl Registry {
                 match &cp.target {
                     Target::Container { id, .. } => id.clone(),
                     Target::Process { pid } => pid.to_string(),
+                    Target::Group { .. } => cp.name.clone(),
                 },
             )]),
             ArchiveFormat::Ckptd => std::collections::BTreeMap::new(),
@@ -1022,6 +1023,7 @@ fn podman_annotations(dir: &Path, cp: &Checkpoint) -> std::collections::BTreeMap
     let name = match &cp.target {
         Target::Container { id, .. } => id.clone(),
         Target::Process { pid } => pid.to_string(),
+        Target::Group { .. } => cp.name.clone(),
     };
     let config: serde_json::Value = crate::sys::open_regular(&dir.join("config.dump"))
         .ok()
@@ -1111,6 +1113,7 @@ fn foreign_checkpoint(
         }),
         hooks: None,
         terminal: None,
+        members: vec![],
     }
 }
 

@@ -345,6 +345,7 @@ impl ContainerdEngine {
             }),
             criu_config: None,
             terminal: None,
+            members: Vec::new(),
         })
     }
 

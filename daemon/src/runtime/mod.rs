@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod container;
 pub mod containerd;
 pub mod docker;
+pub mod group;
 pub mod hooks;
 pub mod podman;
 pub mod process;
@@ -105,10 +106,11 @@ impl Engines {
             .unwrap_or_else(|| panic!("no engine is registered for runtime {runtime}"))
     }
 
+    /// The engine of a single target (a group's members each go to theirs: `group`).
     fn for_target(&self, target: &Target) -> &dyn Engine {
         match target {
-            Target::Process { .. } => &self.process,
             Target::Container { runtime, .. } => self.runtime(*runtime),
+            Target::Process { .. } | Target::Group { .. } => &self.process,
         }
     }
 
@@ -159,6 +161,30 @@ impl Engine for Engines {
     }
     fn check_target<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            if let Target::Group { targets } = target {
+                group::check_members(targets)?;
+                for (i, t) in targets.iter().enumerate() {
+                    if !matches!(
+                        t,
+                        Target::Process { .. }
+                            | Target::Container {
+                                runtime: Runtime::Runc,
+                                ..
+                            }
+                    ) {
+                        return Err(Error::target_unavailable(format!(
+                            "group member {i} ({}) is neither a process nor a runc container: a \
+                             group takes those, which ckptd freezes together",
+                            t.key()
+                        )));
+                    }
+                    self.check_target(t).await.map_err(|mut e| {
+                        e.message = format!("group member {i} ({}): {}", t.key(), e.message);
+                        e.with("member", i)
+                    })?;
+                }
+                return group::check_pipes(targets);
+            }
             let checked = self.for_target(target).check_target(target).await;
             // A container its runtime does not know may be another runtime's: say so, in each
             // caller's words.
@@ -196,6 +222,11 @@ impl Engine for Engines {
         })
     }
     fn check_options(&self, target: &Target, options: &CheckpointOptions) -> Result<()> {
+        if let Target::Group { targets } = target {
+            return targets
+                .iter()
+                .try_for_each(|t| self.check_options(t, options));
+        }
         only_containerd_has_namespaces(target)?;
         self.for_target(target).check_options(target, options)
     }
@@ -205,6 +236,9 @@ impl Engine for Engines {
         into: Option<&'a Target>,
         console_socket: Option<&'a str>,
     ) -> BoxFuture<'a, Result<()>> {
+        if let Target::Group { .. } = checkpoint.target {
+            return Box::pin(self.check_group_restore(checkpoint, into, console_socket));
+        }
         if let Some(t) = into {
             if let Err(e) = only_containerd_has_namespaces(t) {
                 return Box::pin(async move { Err(e) });
@@ -224,22 +258,52 @@ impl Engine for Engines {
             .check_restore(checkpoint, into, console_socket)
     }
     fn dump_estimate<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<u64>> {
+        if let Target::Group { targets } = target {
+            return Box::pin(async move {
+                let mut sum = 0u64;
+                for t in targets {
+                    sum = sum.saturating_add(self.dump_estimate(t).await?);
+                }
+                Ok(sum)
+            });
+        }
         self.for_target(target).dump_estimate(target)
     }
     fn dump<'a>(&'a self, spec: DumpSpec<'a>) -> BoxFuture<'a, Result<DumpOutput>> {
+        if let Target::Group { .. } = spec.target {
+            return Box::pin(self.dump_group(spec));
+        }
         self.for_target(spec.target).dump(spec)
     }
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
+        if let Target::Group { .. } = spec.checkpoint.target {
+            return Box::pin(self.restore_group(spec));
+        }
         self.for_restore(spec.checkpoint, spec.into).restore(spec)
     }
     fn check_live<'a>(
         &'a self,
         target: &'a Target,
     ) -> BoxFuture<'a, Result<Option<ckptd_api::ContainerRecord>>> {
+        if let Target::Group { .. } = target {
+            return Box::pin(async move { Err(crate::engine::no_live_migration(target)) });
+        }
         self.for_target(target).check_live(target)
     }
     fn running_pid<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Option<i32>> {
         self.for_target(target).running_pid(target)
+    }
+    fn freeze<'a>(&'a self, target: &'a Target, owner_uid: u32) -> BoxFuture<'a, Result<Stopped>> {
+        self.for_target(target).freeze(target, owner_uid)
+    }
+    fn continue_restored<'a>(
+        &'a self,
+        target: &'a Target,
+        restored: &'a JobResult,
+        owner_uid: u32,
+    ) -> BoxFuture<'a, ()> {
+        self.for_target(target)
+            .continue_restored(target, restored, owner_uid)
     }
     fn terminal_socket(&self, root: crate::sys::TaskId) -> Option<std::path::PathBuf> {
         self.process.terminal_socket(root)
@@ -268,6 +332,7 @@ impl Engine for Engines {
     }
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         match stopped {
+            Stopped::Group(members) => Box::pin(self.release_all(members, kill)),
             Stopped::Container { container, .. } => {
                 self.runtime(container.runtime).release(stopped, kill)
             }
@@ -279,6 +344,28 @@ impl Engine for Engines {
         checkpoint: &'a Checkpoint,
         images: &'a crate::sys::Folder,
     ) -> BoxFuture<'a, Option<DumpOutput>> {
+        if let Target::Group { targets } = &checkpoint.target {
+            // An interrupted group dump is not finished: every member runs again (a container
+            // the group paused is resumed; a group refuses a container that was paused).
+            return Box::pin(async move {
+                let owner = (checkpoint.owner_uid != 0).then_some(checkpoint.owner_uid);
+                for t in targets {
+                    match t {
+                        Target::Process { pid } => {
+                            let stopped = crate::sys::TaskId::of(*pid)
+                                .map(|root| crate::sys::tree_in_state(root, 'T', owner))
+                                .unwrap_or_default();
+                            self.release(&Stopped::Tasks(stopped), false).await;
+                        }
+                        _ => {
+                            self.continue_restored(t, &JobResult::default(), checkpoint.owner_uid)
+                                .await
+                        }
+                    }
+                }
+                None
+            });
+        }
         self.for_target(&checkpoint.target)
             .recover_dump(checkpoint, images)
     }
@@ -297,6 +384,7 @@ fn kind_name(t: &Target) -> &'static str {
     match t {
         Target::Process { .. } => "process",
         Target::Container { .. } => "container",
+        Target::Group { .. } => "group",
     }
 }
 

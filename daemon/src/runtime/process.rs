@@ -179,6 +179,7 @@ impl ProcessEngine {
             container: None,
             criu_config: self.criu.options_file(),
             terminal,
+            members: Vec::new(),
         })
     }
 
@@ -401,26 +402,9 @@ impl ProcessEngine {
             .map(String::as_str)
             == Some("true")
         {
-            // Dumped stopped (a live migration's fallback): CRIU detaches from it with a SIGSTOP
-            // it delivers on its own time; continue it once it has stopped.
-            let owner = (spec.checkpoint.owner_uid != 0).then_some(spec.checkpoint.owner_uid);
+            // Dumped stopped (a live migration's fallback): continued once it has stopped.
             if let Some(root) = pid.and_then(sys::TaskId::of) {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                loop {
-                    let stopped = sys::tree_in_state(root, 'T', owner);
-                    if !stopped.is_empty() {
-                        sys::signal_tasks(&stopped, rustix::process::Signal::CONT);
-                        break;
-                    }
-                    if Instant::now() > deadline || !root.alive() {
-                        tracing::warn!(
-                            pid = root.pid,
-                            "the restored tree never stopped; not continued"
-                        );
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                continue_stopped_tree(root, spec.checkpoint.owner_uid).await;
             }
         }
         Ok(JobResult {
@@ -521,6 +505,70 @@ impl ProcessEngine {
     }
 }
 
+/// A tree restored stopped (dumped so: a live migration's fallback, a group's member): CRIU
+/// detaches from each task with a SIGSTOP the task takes on its own time, so the tree is
+/// continued once every live task of it has stopped (or after 5 s, what has).
+async fn continue_stopped_tree(root: sys::TaskId, owner_uid: u32) {
+    let owner = (owner_uid != 0).then_some(owner_uid);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let live = sys::live_tree(root, owner);
+        let stopped = sys::tree_in_state(root, 'T', owner);
+        if (!stopped.is_empty() && stopped.len() == live.len()) || Instant::now() > deadline {
+            if stopped.is_empty() {
+                tracing::warn!(
+                    pid = root.pid,
+                    "the restored tree never stopped; not continued"
+                );
+            }
+            sys::signal_tasks(&stopped, rustix::process::Signal::CONT);
+            return;
+        }
+        if !root.alive() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Stops every task of the tree at `pid` (SIGSTOP, through pidfds), until a listing of the tree
+/// finds no task that is not stopped: a task forked meanwhile is stopped too. A group's
+/// member, frozen before any member is dumped.
+async fn stop_tree(pid: i32, owner_uid: u32) -> Result<Stopped> {
+    use rustix::process::Signal;
+    let owner = (owner_uid != 0).then_some(owner_uid);
+    let root = sys::TaskId::of(pid)
+        .filter(|r| r.alive())
+        .ok_or_else(|| Error::target_unavailable(format!("no process with pid {pid}")))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut signalled: Vec<sys::TaskId> = Vec::new();
+    loop {
+        let live = sys::live_tree(root, owner);
+        let running: Vec<sys::TaskId> = live
+            .iter()
+            .filter(|t| sys::proc_stat(t.pid).is_some_and(|s| !matches!(s.state, 'T' | 't')))
+            .copied()
+            .collect();
+        for t in &running {
+            if !signalled.contains(t) {
+                signalled.push(*t);
+            }
+        }
+        if running.is_empty() && !live.is_empty() {
+            return Ok(Stopped::Tasks(live));
+        }
+        if live.is_empty() || Instant::now() > deadline {
+            sys::signal_tasks(&signalled, Signal::CONT);
+            return Err(Error::target_unavailable(format!(
+                "the tree of pid {pid} could not be stopped within 5 s{}",
+                if live.is_empty() { " (it ended)" } else { "" }
+            )));
+        }
+        sys::signal_tasks(&running, Signal::STOP);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Resumes the tree below `root` if anything in it was left stopped.
 fn resume_if_stopped(root: sys::TaskId, uid: Option<u32>) {
     let stopped = sys::tree_in_state(root, 'T', uid);
@@ -539,8 +587,8 @@ impl Engine for ProcessEngine {
         Box::pin(async move {
             match target {
                 Target::Process { pid } => check_process(*pid),
-                Target::Container { .. } => Err(Error::internal(
-                    "a container target reached the process engine",
+                _ => Err(Error::internal(
+                    "a container or group target reached the process engine",
                 )),
             }
         })
@@ -573,8 +621,8 @@ impl Engine for ProcessEngine {
         Box::pin(async move {
             match target {
                 Target::Process { pid } => Ok(sys::tree_dump_estimate(*pid)),
-                Target::Container { .. } => Err(Error::internal(
-                    "a container target reached the process engine",
+                _ => Err(Error::internal(
+                    "a container or group target reached the process engine",
                 )),
             }
         })
@@ -584,8 +632,8 @@ impl Engine for ProcessEngine {
         Box::pin(async move {
             match *spec.target {
                 Target::Process { pid } => self.dump_process(pid, spec).await,
-                Target::Container { .. } => Err(Error::internal(
-                    "a container target reached the process engine",
+                _ => Err(Error::internal(
+                    "a container or group target reached the process engine",
                 )),
             }
         })
@@ -616,7 +664,7 @@ impl Engine for ProcessEngine {
                     }
                     Ok(None)
                 }
-                Target::Container { .. } => Err(crate::engine::no_live_migration(target)),
+                _ => Err(crate::engine::no_live_migration(target)),
             }
         })
     }
@@ -648,7 +696,7 @@ impl Engine for ProcessEngine {
         Box::pin(async move {
             match *spec.target {
                 Target::Process { pid } => self.dump_lazy_process(pid, spec, pages).await,
-                Target::Container { .. } => Err(crate::engine::no_live_migration(spec.target)),
+                _ => Err(crate::engine::no_live_migration(spec.target)),
             }
         })
     }
@@ -680,7 +728,7 @@ impl Engine for ProcessEngine {
                 Target::Process { pid } => sys::TaskId::of(pid)
                     .map(|root| sys::tree_in_state(root, 'T', owner))
                     .unwrap_or_default(),
-                Target::Container { .. } => Vec::new(),
+                _ => Vec::new(),
             };
             if log.contains(criu::DUMP_DONE) {
                 return Some(DumpOutput {
@@ -697,8 +745,9 @@ impl Engine for ProcessEngine {
                         Target::Process { pid } => {
                             terminal_of(pid).ok().flatten().map(|(key, _)| key)
                         }
-                        Target::Container { .. } => None,
+                        _ => None,
                     },
+                    members: Vec::new(),
                 });
             }
             if !stopped.is_empty() {
@@ -731,6 +780,37 @@ impl Engine for ProcessEngine {
                     pid: Some(pid),
                     ..Default::default()
                 })
+        })
+    }
+
+    fn freeze<'a>(&'a self, target: &'a Target, owner_uid: u32) -> BoxFuture<'a, Result<Stopped>> {
+        Box::pin(async move {
+            let Target::Process { pid } = *target else {
+                return Err(Error::internal(
+                    "a container target reached the process engine",
+                ));
+            };
+            if checked_process(pid)?.is_some() {
+                return Err(Error::target_unavailable(format!(
+                    "pid {pid} has a controlling terminal; a group takes processes without one \
+                     (its restore could not give each member's terminal back together)"
+                ))
+                .with_hint(format!("checkpoint it on its own: ckpt create {pid} NAME")));
+            }
+            stop_tree(pid, owner_uid).await
+        })
+    }
+
+    fn continue_restored<'a>(
+        &'a self,
+        _target: &'a Target,
+        restored: &'a JobResult,
+        owner_uid: u32,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(root) = restored.pid.and_then(sys::TaskId::of) {
+                continue_stopped_tree(root, owner_uid).await;
+            }
         })
     }
 

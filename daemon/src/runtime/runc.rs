@@ -223,7 +223,9 @@ fn container_of(t: &Target) -> Result<Container<'_>> {
                 root: root.as_deref(),
             })
         }
-        Target::Process { .. } => Err(Error::internal("a process target reached the runc engine")),
+        _ => Err(Error::internal(
+            "a process or group target reached the runc engine",
+        )),
     }
 }
 
@@ -345,6 +347,7 @@ impl RuncEngine {
             )),
             criu_config,
             terminal: None,
+            members: Vec::new(),
         })
     }
 
@@ -1092,6 +1095,46 @@ impl Engine for RuncEngine {
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             container::release(self, stopped, kill).await;
+        })
+    }
+
+    fn freeze<'a>(&'a self, target: &'a Target, _owner_uid: u32) -> BoxFuture<'a, Result<Stopped>> {
+        Box::pin(async move {
+            let c = container_of(target)?;
+            let state = self.running(&c).await?;
+            if state.status == "paused" {
+                return Err(Error::target_unavailable(format!(
+                    "container {:?} is paused; a group freezes its running members together and \
+                     lets them run again together, which would run this one",
+                    c.id
+                ))
+                .with_hint(format!(
+                    "resume it first (runc resume {}), or leave it out",
+                    c.id
+                )));
+            }
+            let handle = c.handle();
+            self.pause(&handle).await?;
+            Ok(Stopped::Container {
+                container: handle,
+                paused_by_us: true,
+            })
+        })
+    }
+
+    fn continue_restored<'a>(
+        &'a self,
+        target: &'a Target,
+        _restored: &'a JobResult,
+        _owner_uid: u32,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Ok(c) = container_of(target) else { return };
+            if matches!(self.state(&c).await, Ok(Some(s)) if s.status == "paused") {
+                if let Err(e) = self.resume(&c.handle()).await {
+                    tracing::error!(container = %c.id, error = %e, "cannot resume a group's restored container");
+                }
+            }
         })
     }
 }

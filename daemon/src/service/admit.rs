@@ -168,6 +168,12 @@ impl Service {
             }
             None => None,
         };
+        if let (Some(_), Target::Group { .. }) = (&push, &target) {
+            return Err(Error::conflict(
+                "push_to: a group checkpoint holds one image set per member, and a remote holds \
+                 one; a group checkpoint stays on the host that took it",
+            ));
+        }
         let custom_dir = req
             .checkpoint_dir
             .as_deref()
@@ -259,6 +265,7 @@ impl Service {
             origin: None,
             hooks: req.hooks.clone(),
             terminal: None,
+            members: vec![],
         };
         let mut checkpoint = checkpoint;
         let request = serde_json::to_value(CheckpointWork {
@@ -561,6 +568,7 @@ pub(super) fn default_name(target: &Target, at: &chrono::DateTime<chrono::Utc>) 
             .map(|s| s.comm)
             .unwrap_or_else(|| format!("pid{pid}")),
         Target::Container { id, .. } => id.clone(),
+        Target::Group { .. } => "group".into(),
     };
     let base = validate::name_from(&base, "p");
     format!("{base}-{}", at.format("%Y%m%dT%H%M%SZ"))

@@ -75,6 +75,7 @@ impl Inner {
         match target {
             Target::Process { pid } => Some(*pid),
             Target::Container { .. } => self.engine.running_pid(target).await,
+            Target::Group { .. } => None,
         }
     }
 

@@ -462,6 +462,7 @@ impl Service {
             origin: None,
             hooks: None,
             terminal: None,
+            members: vec![],
         };
         if cp.container.is_some() {
             // The bundle here, the id free, no terminal: refused before the source freezes.
@@ -490,6 +491,7 @@ fn workload(target: &Target) -> String {
     match target {
         Target::Process { pid } => format!("the process (pid {pid})"),
         Target::Container { id, .. } => format!("the container {id}"),
+        Target::Group { .. } => "the group".into(),
     }
 }
 
@@ -1147,7 +1149,7 @@ impl Service {
         let Some(stopped) = inner.engine.live_leftover(&cp.target, cp.owner_uid).await else {
             let runs = match cp.target {
                 Target::Process { pid } => sys::proc_stat(pid).is_some_and(|s| s.state != 'Z'),
-                Target::Container { .. } => false,
+                Target::Container { .. } | Target::Group { .. } => false,
             };
             return Err(if runs {
                 Error::new(
@@ -1237,7 +1239,7 @@ impl Service {
                         id: id.clone(),
                         root: root.clone(),
                     }),
-                    Target::Process { .. } => None,
+                    Target::Process { .. } | Target::Group { .. } => None,
                 };
                 match root {
                     Some(root) if settled && root.alive() => {

@@ -181,8 +181,25 @@ pub struct RunOf<'a> {
 pub fn target_start(target: &Target) -> Option<u64> {
     match target {
         Target::Process { pid } => crate::sys::TaskId::of(*pid).map(|t| t.start),
-        Target::Container { .. } => None,
+        Target::Container { .. } | Target::Group { .. } => None,
     }
+}
+
+/// Refuses to move a group checkpoint's images off this host (an archive, a push): the archive
+/// format and the remotes hold one image set, and a group holds one per member.
+pub fn refuse_group(cp: &ckptd_api::Checkpoint, what: &str) -> Result<()> {
+    if let ckptd_api::Target::Group { .. } = cp.target {
+        return Err(Error::conflict(format!(
+            "checkpoint {} is a group's ({} members, each its own image set); {what} holds one \
+             image set, so a group checkpoint stays on the host that took it",
+            cp.name,
+            cp.members.len()
+        ))
+        .with_hint(
+            "restore it here (ckpt restore NAME), or checkpoint the members one by one to move them",
+        ));
+    }
+    Ok(())
 }
 
 /// The error for a process target whose pid now names another process than the one meant.

@@ -20,8 +20,12 @@ impl Inner {
     pub(super) async fn take_checkpoint(&self, cp: &Checkpoint, stop: StopSignal) -> Result<Taken> {
         // A non-root owner's target is checked again now that the job runs: the tree may have
         // changed (or its pid been reused) since the request.
-        if let (Target::Process { pid }, false) = (&cp.target, cp.owner_uid == 0) {
-            auth::owns_tree(cp.owner_uid, *pid)?;
+        if cp.owner_uid != 0 {
+            for t in cp.target.members() {
+                if let Target::Process { pid } = t {
+                    auth::owns_tree(cp.owner_uid, *pid)?;
+                }
+            }
         }
         let anchor = anchor(cp)?;
         let owner = owner_account(cp.owner_uid)?;
@@ -134,6 +138,7 @@ impl Inner {
                     container: out.container,
                     criu_config: out.criu_config,
                     terminal: out.terminal,
+                    members: out.members,
                 })
             }
             Err(e) => {
@@ -201,6 +206,7 @@ pub(super) fn record_taken(cp: &mut Checkpoint, result: &Result<Taken>) {
             cp.container = done.container.clone();
             cp.criu_config = done.criu_config.clone();
             cp.terminal = done.terminal.clone();
+            cp.members = done.members.clone();
             cp.locations = vec![ckptd_api::Location::Local {
                 dir: cp.dir.clone(),
             }];
@@ -219,6 +225,7 @@ pub(super) struct Taken {
     pub(super) container: Option<ckptd_api::ContainerRecord>,
     pub(super) criu_config: Option<String>,
     pub(super) terminal: Option<String>,
+    pub(super) members: Vec<ckptd_api::GroupMember>,
 }
 
 /// fsyncs every image and the folder, renames `.partial` to the final name (never over an

@@ -132,8 +132,26 @@ impl Service {
         }
         let (_anchor, folder) = folder(&cp)?;
         let processes = tokio::task::spawn_blocking(move || {
-            crate::criu::images::read_processes(&folder.path())
-                .map_err(|e| shown_paths(Error::internal(e.to_string()), &folder))
+            // A group's: each member's tree, in the group's order.
+            let members = match cp.target {
+                Target::Group { .. } => folder
+                    .member_folders()
+                    .and_then(|names| names.iter().map(|n| folder.member(n)).collect())
+                    .map_err(|e| Error::internal(e.to_string()))?,
+                _ => Vec::new(),
+            };
+            let read = |f: &crate::sys::Folder| {
+                crate::criu::images::read_processes(&f.path())
+                    .map_err(|e| shown_paths(Error::internal(e.to_string()), f))
+            };
+            if members.is_empty() {
+                return read(&folder);
+            }
+            let mut all = Vec::new();
+            for m in &members {
+                all.extend(read(m)?);
+            }
+            Ok(all)
         })
         .await
         .map_err(|e| Error::internal(format!("reading the images failed: {e}")))?

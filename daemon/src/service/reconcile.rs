@@ -266,6 +266,7 @@ impl Service {
                                 container: out.container,
                                 criu_config: out.criu_config,
                                 terminal: out.terminal,
+                                members: out.members,
                             })
                         }
                         None => Err(restarted.clone()),

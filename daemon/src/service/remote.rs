@@ -106,6 +106,7 @@ impl Service {
             _ => {}
         }
         let cp = self.checkpoint(caller, reference).await?;
+        refuse_group(&cp, "a remote")?;
         if cp.status != CheckpointStatus::Ready {
             return Err(Error::conflict(format!(
                 "checkpoint {} is {}; only a ready checkpoint can be pushed",
@@ -314,6 +315,7 @@ impl Service {
             // Commands named by a remote's record are never run here.
             hooks: None,
             terminal: None,
+            members: vec![],
         };
         inner.catalog.insert_checkpoint(&cp).await?;
         Ok((cp, true))

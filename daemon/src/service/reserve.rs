@@ -100,8 +100,13 @@ impl Inner {
         owner: u32,
     ) -> Result<Reservation> {
         let mut busy = self.busy();
-        let key = target.key();
-        if let Some(other) = busy.targets.get(&key) {
+        // A group's members each: a job on one of them and a group job holding it exclude each
+        // other.
+        let keys: Vec<String> = target.members().iter().map(Target::key).collect();
+        if let Some((key, other)) = keys
+            .iter()
+            .find_map(|k| busy.targets.get(k).map(|j| (k, *j)))
+        {
             return Err(Error::conflict(format!(
                 "another job ({other}) is already working on {key}; one job per target runs at a time"
             ))
@@ -148,9 +153,11 @@ impl Inner {
             }
             busy.checkpoints.insert(c);
         }
-        busy.targets.insert(key.clone(), job);
+        for k in &keys {
+            busy.targets.insert(k.clone(), job);
+        }
         Ok(Reservation {
-            target: Some(key),
+            targets: keys,
             checkpoint: checkpoint.map(|(c, _)| c),
             job: Some(job),
             deleting: false,
@@ -195,7 +202,7 @@ impl Inner {
             );
         }
         Ok(Reservation {
-            target: None,
+            targets: Vec::new(),
             checkpoint: Some(checkpoint),
             job: None,
             deleting: false,
@@ -204,7 +211,7 @@ impl Inner {
 
     pub(super) fn release(&self, r: Reservation) {
         let mut busy = self.busy();
-        if let Some(t) = r.target {
+        for t in r.targets {
             busy.targets.remove(&t);
         }
         if let Some(c) = r.checkpoint {
@@ -257,7 +264,8 @@ impl Inner {
 
 /// A reservation of a target (and checkpoint) for one job.
 pub(in crate::service) struct Reservation {
-    target: Option<String>,
+    /// The target's key, or a group's members' keys.
+    targets: Vec<String>,
     checkpoint: Option<Uuid>,
     job: Option<Uuid>,
     /// A delete's: no export starts meanwhile.

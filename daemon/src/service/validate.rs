@@ -367,5 +367,10 @@ pub fn hooks(h: &ckptd_api::Hooks, target: &Target, restore: bool) -> Result<()>
             )))
         }
         Target::Container { .. } => Ok(()),
+        Target::Group { .. } if !h.is_empty() => Err(Error::target_unavailable(
+            "hooks run in one target's namespaces; a group checkpoint takes none (give each \
+             member's application its own way to flush, or checkpoint the members one by one)",
+        )),
+        Target::Group { .. } => Ok(()),
     }
 }

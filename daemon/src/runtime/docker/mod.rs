@@ -91,8 +91,8 @@ fn docker_id(t: &Target) -> Result<&str> {
             }
             Ok(id)
         }
-        Target::Process { .. } => Err(Error::internal(
-            "a process target reached the Docker engine",
+        _ => Err(Error::internal(
+            "a process or group target reached the Docker engine",
         )),
     }
 }
@@ -198,6 +198,7 @@ impl DockerEngine {
             }),
             criu_config: None,
             terminal: None,
+            members: Vec::new(),
         })
     }
 

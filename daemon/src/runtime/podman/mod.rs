@@ -74,8 +74,8 @@ fn podman_id(t: &Target) -> Result<&str> {
             }
             Ok(id)
         }
-        Target::Process { .. } => Err(Error::internal(
-            "a process target reached the Podman engine",
+        _ => Err(Error::internal(
+            "a process or group target reached the Podman engine",
         )),
     }
 }
@@ -197,6 +197,7 @@ impl PodmanEngine {
             }),
             criu_config: None,
             terminal: None,
+            members: Vec::new(),
         })
     }
 

@@ -1,0 +1,371 @@
+//! Groups (issue 30): several process trees and runc containers checkpointed at one instant.
+//! Every member is frozen (its tree SIGSTOPped, its container paused) before any is dumped; the
+//! members are dumped in parallel, each into its own folder `<dir>/<index>`, with
+//! `--leave-running` (CRIU leaves each as it found it: stopped) and `tcp_established` (a
+//! connection between two members is dumped on both ends, neither side moving meanwhile). Then
+//! all are ended together once every image set is durable, or let run together (a failure
+//! anywhere, or `leave_running`, where they run again as soon as the last dump ends: nothing
+//! slow happens while a target is frozen). A restore brings every member back as it was dumped,
+//! stopped or paused, and only then lets them all run: no member talks to another that is not
+//! back yet. A failed member's restore ends the members already back.
+
+use std::time::Instant;
+
+use ckptd_api::{Checkpoint, CheckpointOptions, DumpStats, GroupMember, JobResult, Target};
+
+use super::Engines;
+use crate::criu::DUMP_LOG;
+use crate::engine::{DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::error::{Error, Result};
+use crate::sys::Folder;
+
+/// The most members a group takes.
+pub const MAX_MEMBERS: usize = 16;
+
+/// Refuses a group that cannot be taken together, before anything is frozen: fewer than two or
+/// more than `MAX_MEMBERS` members, a group inside it, one target named twice.
+pub fn check_members(targets: &[Target]) -> Result<()> {
+    if !(2..=MAX_MEMBERS).contains(&targets.len()) {
+        return Err(Error::invalid(format!(
+            "a group has 2 to {MAX_MEMBERS} targets; this one has {}",
+            targets.len()
+        )));
+    }
+    for (i, t) in targets.iter().enumerate() {
+        if matches!(t, Target::Group { .. }) {
+            return Err(Error::invalid(format!(
+                "target {i} of the group is a group; list its members instead"
+            )));
+        }
+        if targets[..i].iter().any(|o| o.key() == t.key()) {
+            return Err(Error::target_unavailable(format!(
+                "the group names {} twice",
+                t.key()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a group two of whose process members are the two ends of one pipe: CRIU gives a
+/// pipe back only within one tree, so each would come back with a pipe of its own and the
+/// pipeline would be cut. Two trees of one pipeline are one member: their common parent's.
+pub fn check_pipes(targets: &[Target]) -> Result<()> {
+    type Ends = std::collections::BTreeMap<u64, (bool, bool)>;
+    let ends: Vec<(usize, Ends)> = targets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| match t {
+            Target::Process { pid } => Some((i, crate::sys::tree_pipe_ends(*pid))),
+            _ => None,
+        })
+        .collect();
+    for (n, (i, a)) in ends.iter().enumerate() {
+        for (j, b) in &ends[n + 1..] {
+            let shared = a.iter().find(|(ino, (ar, aw))| {
+                b.get(ino)
+                    .is_some_and(|(br, bw)| (*ar && *bw) || (*aw && *br))
+            });
+            if let Some((ino, _)) = shared {
+                return Err(Error::target_unavailable(format!(
+                    "group members {i} ({}) and {j} ({}) are the two ends of one pipe \
+                     (pipe:[{ino}]); CRIU gives a pipe back only within one process tree, so \
+                     the restored pipeline would be cut",
+                    targets[*i].key(),
+                    targets[*j].key()
+                ))
+                .with_hint(
+                    "make the pipeline one member: the pid of the process that started both \
+                     (the shell running `a | b`)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The options each member is dumped and restored with: left as found (the group froze it),
+/// and its TCP connections (to other members) taken established.
+fn member_options(group: CheckpointOptions) -> CheckpointOptions {
+    CheckpointOptions {
+        leave_running: true,
+        tcp_established: true,
+        ..group
+    }
+}
+
+/// Says which member an error is about.
+fn of_member(e: Error, index: usize, target: &Target) -> Error {
+    let mut e = e;
+    e.message = format!("group member {index} ({}): {}", target.key(), e.message);
+    e.with("member", index)
+}
+
+/// A group member as a checkpoint of its own, for its engine's restore.
+fn member_checkpoint(cp: &Checkpoint, index: usize, m: &GroupMember) -> Checkpoint {
+    Checkpoint {
+        name: format!("{}[{index}]", cp.name),
+        target: m.target.clone(),
+        dir: format!("{}/{index}", cp.dir),
+        container: m.container.clone(),
+        stats: m.stats,
+        terminal: None,
+        members: Vec::new(),
+        labels: Default::default(),
+        ..cp.clone()
+    }
+}
+
+impl Engines {
+    /// Freezes every member, dumps them in parallel, and leaves them frozen for `publish` to
+    /// end (or lets them run again at once with `leave_running`).
+    pub(super) async fn dump_group(&self, spec: DumpSpec<'_>) -> Result<DumpOutput> {
+        let Target::Group { targets } = spec.target else {
+            return Err(Error::internal("a single target reached the group's dump"));
+        };
+        check_members(targets)?;
+        let owner_uid = spec.owner.as_ref().map_or(0, |o| o.uid);
+        let started = Instant::now();
+        let mut frozen = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            match self.for_target(t).freeze(t, owner_uid).await {
+                Ok(s) => frozen.push(s),
+                Err(e) => {
+                    self.release_all(&frozen, false).await;
+                    return Err(of_member(e, i, t));
+                }
+            }
+        }
+        let all_frozen = started.elapsed();
+        let owner = spec.owner.as_ref().map(|a| (a.uid, a.gid));
+        let mut folders: Vec<Folder> = Vec::new();
+        for i in 0..targets.len() {
+            let name = i.to_string();
+            let made = spec
+                .images
+                .within(&name)
+                .and_then(|a| a.create_folder(&name, owner));
+            match made {
+                Ok(f) => folders.push(f),
+                Err(e) => {
+                    self.release_all(&frozen, false).await;
+                    return Err(Error::io(
+                        "cannot create the group member's image folder",
+                        &spec.images.shown().join(&name),
+                        &e,
+                    ));
+                }
+            }
+        }
+        let options = member_options(spec.options);
+        let dumps = targets.iter().zip(&folders).map(|(t, images)| {
+            self.for_target(t).dump(DumpSpec {
+                target: t,
+                options,
+                images,
+                log_name: spec.log_name,
+                owner: spec.owner.clone(),
+                stop: spec.stop.clone(),
+            })
+        });
+        let outs = futures_util::future::join_all(dumps).await;
+        let dumped = started.elapsed();
+        if let Some((i, e)) = outs
+            .iter()
+            .enumerate()
+            .find_map(|(i, o)| o.as_ref().err().map(|e| (i, e.clone())))
+        {
+            self.release_all(&frozen, false).await;
+            keep_member_log(spec.images, &folders[i], spec.log_name, owner);
+            return Err(of_member(e, i, &targets[i]));
+        }
+        let outs: Vec<DumpOutput> = outs.into_iter().map(|o| o.expect("checked")).collect();
+        let stopped = if spec.options.leave_running {
+            self.release_all(&frozen, false).await;
+            Stopped::Nothing
+        } else {
+            Stopped::Group(frozen)
+        };
+        let stats: Vec<DumpStats> = outs.iter().filter_map(|o| o.stats).collect();
+        let stats = DumpStats {
+            freezing_time_us: all_frozen.as_micros() as u64,
+            // Until the members run again (leave_running); otherwise they stay frozen until
+            // they are ended, once their images are durable.
+            frozen_time_us: started.elapsed().as_micros() as u64,
+            memdump_time_us: stats.iter().map(|s| s.memdump_time_us).max().unwrap_or(0),
+            memwrite_time_us: stats.iter().map(|s| s.memwrite_time_us).max().unwrap_or(0),
+            pages_written: stats.iter().map(|s| s.pages_written).sum(),
+        };
+        tracing::info!(
+            members = targets.len(),
+            frozen_ms = all_frozen.as_millis() as u64,
+            dumped_ms = dumped.as_millis() as u64,
+            "group dumped"
+        );
+        let criu_config = outs.iter().find_map(|o| o.criu_config.clone());
+        Ok(DumpOutput {
+            stats: Some(stats),
+            stopped,
+            container: None,
+            criu_config,
+            terminal: None,
+            members: targets
+                .iter()
+                .zip(outs)
+                .map(|(t, o)| GroupMember {
+                    target: t.clone(),
+                    container: o.container,
+                    stats: o.stats,
+                })
+                .collect(),
+        })
+    }
+
+    /// Ends (`kill`) or lets run again everything `frozen` holds, members in parallel.
+    pub(super) async fn release_all(&self, frozen: &[Stopped], kill: bool) {
+        futures_util::future::join_all(frozen.iter().map(|s| self.release(s, kill))).await;
+    }
+
+    /// Refuses a restore of a group that cannot work, before the job: it comes back in place,
+    /// as a whole, each member as its engine checks it.
+    pub(super) async fn check_group_restore(
+        &self,
+        cp: &Checkpoint,
+        into: Option<&Target>,
+        console_socket: Option<&str>,
+    ) -> Result<()> {
+        if into.is_some() || console_socket.is_some() {
+            return Err(Error::invalid(format!(
+                "checkpoint {} is a group's: it is restored in place, as a whole (leave out \
+                 \"target\" and \"console_socket\")",
+                cp.name
+            )));
+        }
+        let Target::Group { targets } = &cp.target else {
+            return Err(Error::internal(
+                "a single checkpoint reached the group's restore",
+            ));
+        };
+        if cp.members.len() != targets.len() {
+            return Err(damaged(cp));
+        }
+        for (i, m) in cp.members.iter().enumerate() {
+            let member = member_checkpoint(cp, i, m);
+            self.for_target(&m.target)
+                .check_restore(&member, None, None)
+                .await
+                .map_err(|e| of_member(e, i, &m.target))?;
+        }
+        Ok(())
+    }
+
+    /// Restores every member (in parallel), each as it was dumped; then lets them all run.
+    pub(super) async fn restore_group(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
+        let cp = spec.checkpoint;
+        if spec.lazy {
+            return Err(Error::invalid(format!(
+                "checkpoint {} is a group's; a lazy restore is offered for process checkpoints",
+                cp.name
+            )));
+        }
+        self.check_group_restore(cp, spec.into, spec.console_socket)
+            .await?;
+        let folders: Vec<Folder> = (0..cp.members.len())
+            .map(|i| {
+                spec.images.member(&i.to_string()).map_err(|e| {
+                    Error::io("cannot open", &spec.images.shown().join(i.to_string()), &e)
+                })
+            })
+            .collect::<Result<_>>()
+            .map_err(|e| e.with_hint("take a new checkpoint of the group; this one is damaged"))?;
+        let members: Vec<Checkpoint> = cp
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| member_checkpoint(cp, i, m))
+            .collect();
+        let options = member_options(spec.options);
+        let restores = members.iter().zip(&folders).map(|(m, images)| {
+            self.for_target(&m.target).restore(RestoreSpec {
+                checkpoint: m,
+                into: None,
+                options,
+                images,
+                log_name: spec.log_name,
+                console_socket: None,
+                lazy: false,
+                owner: spec.owner.clone(),
+                stop: spec.stop.clone(),
+            })
+        });
+        let results = futures_util::future::join_all(restores).await;
+        if let Some((i, e)) = results
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.as_ref().err().map(|e| (i, e.clone())))
+        {
+            // Half a group is not restored: the members already back are ended.
+            for (m, r) in members.iter().zip(&results) {
+                if let Ok(r) = r {
+                    self.end_restored(m, r).await;
+                }
+            }
+            return Err(of_member(e, i, &members[i].target));
+        }
+        let results: Vec<JobResult> = results.into_iter().map(|r| r.expect("checked")).collect();
+        futures_util::future::join_all(members.iter().zip(&results).map(|(m, r)| {
+            self.for_target(&m.target)
+                .continue_restored(&m.target, r, cp.owner_uid)
+        }))
+        .await;
+        Ok(JobResult {
+            members: results,
+            ..Default::default()
+        })
+    }
+
+    /// Ends a member a failed group restore brought back.
+    async fn end_restored(&self, member: &Checkpoint, restored: &JobResult) {
+        let stopped = match &member.target {
+            Target::Container {
+                id, runtime, root, ..
+            } => Stopped::Container {
+                container: crate::engine::ContainerHandle {
+                    runtime: *runtime,
+                    id: id.clone(),
+                    root: root.clone(),
+                },
+                paused_by_us: false,
+            },
+            _ => {
+                let owner = (member.owner_uid != 0).then_some(member.owner_uid);
+                match restored.pid.and_then(crate::sys::TaskId::of) {
+                    Some(root) => Stopped::Tasks(crate::sys::live_tree(root, owner)),
+                    None => return,
+                }
+            }
+        };
+        self.release(&stopped, true).await;
+    }
+}
+
+fn damaged(cp: &Checkpoint) -> Error {
+    Error::internal(format!(
+        "checkpoint {} is damaged: its members' records do not match its group",
+        cp.name
+    ))
+    .with_hint("take a new checkpoint of the group; this one cannot be restored")
+}
+
+/// After a member's failed dump: its CRIU log becomes the group's (the folder keeps only that
+/// one, at its top), so the error's `log` shows why.
+fn keep_member_log(group: &Folder, member: &Folder, log_name: &str, owner: Option<(u32, u32)>) {
+    let Ok((text, _)) = member.read_tail(log_name, 4 << 20) else {
+        return;
+    };
+    let _ = group.remove_file(DUMP_LOG);
+    if let Ok(mut f) = group.create_file(DUMP_LOG, owner) {
+        use std::io::Write;
+        let _ = f.write_all(text.as_bytes());
+    }
+}

@@ -1,0 +1,471 @@
+//! Groups (issue 30): several targets checkpointed at one instant and restored together. A TCP
+//! client and its server (two trees), a two-process pipeline and a runc container, each
+//! counting what it gets: a lost or repeated message breaks its count. Real daemon, CRIU, runc.
+
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use ckptd_api as api;
+use ckptd_tests::*;
+
+/// Serves one connection: each line it gets is sent back as it is.
+const SERVER: &str = r#"
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+with open(sys.argv[1], "w") as f:
+    f.write(str(s.getsockname()[1]))
+c, _ = s.accept()
+s.close()
+f = c.makefile("rwb", buffering=0)
+while True:
+    line = f.readline()
+    if not line:
+        break
+    f.write(line)
+"#;
+
+/// Sends 0, 1, 2, ... to the server, one line every 20 ms, and prints each number once the
+/// server has sent it back unchanged (a wrong answer is printed as it is).
+const CLIENT: &str = r#"
+import socket, sys, time
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = c.makefile("rwb", buffering=0)
+n = 0
+while True:
+    f.write(b"%d\n" % n)
+    back = f.readline().decode().strip()
+    print(back if back == str(n) else "BAD %r for %d" % (back, n), flush=True)
+    n += 1
+    time.sleep(0.02)
+"#;
+
+/// A pipeline: the producer writes 0, 1, 2, ... into the pipe; the consumer prints each line it
+/// reads.
+const PIPELINE: &str = "python3 -c 'import time\ni=0\nwhile True:\n    print(i, flush=True); \
+                        i+=1; time.sleep(0.02)' | python3 -c 'import sys\nfor l in sys.stdin:\n    \
+                        print(l.strip(), flush=True)'";
+
+fn python(dir: &std::path::Path, name: &str, code: &str, args: &[&str]) -> Target {
+    let mut argv = vec!["python3", "-c", code];
+    argv.extend_from_slice(args);
+    Target::spawn(&argv, &dir.join(format!("{name}.out")))
+}
+
+/// A connected client and server, the client's answers counting.
+fn client_and_server(dir: &std::path::Path) -> (Target, Target) {
+    let port_file = dir.join("port");
+    let server = python(dir, "server", SERVER, &[port_file.to_str().unwrap()]);
+    wait_until("the server's port", || {
+        std::fs::read_to_string(&port_file).is_ok_and(|p| !p.is_empty())
+    });
+    let port = std::fs::read_to_string(&port_file).unwrap();
+    let client = python(dir, "client", CLIENT, &[&port]);
+    client.wait_for_lines(5);
+    (client, server)
+}
+
+fn running(pid: i32) -> bool {
+    proc_state(pid).is_some_and(|s| !matches!(s, 'Z' | 'T' | 't'))
+}
+
+#[tokio::test]
+async fn a_client_and_server_over_tcp_and_a_pipeline_are_checkpointed_and_restored_together() {
+    let d = Daemon::start().await;
+    let dir = d.dir.path();
+    let (mut client, mut server) = client_and_server(dir);
+    let mut pipeline = Target::spawn(&["sh", "-c", PIPELINE], &dir.join("pipeline.out"));
+    pipeline.wait_for_lines(5);
+    let pids = [server.pid, client.pid, pipeline.pid];
+
+    // The pipeline's two processes as two members would come back with a pipe each: refused,
+    // before anything is frozen, saying what to give instead.
+    let ends: Vec<String> =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", pipeline.pid))
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    let out = d.ckpt(&["create", &ends.join(","), "cut"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(said.contains("are the two ends of one pipe"), "{said}");
+    assert!(said.contains("the shell running `a | b`"), "{said}");
+
+    // One checkpoint of the three, through `ckpt`: a group.
+    let targets = pids.map(|p| p.to_string()).join(",");
+    let out = d.ckpt(&["create", &targets, "talk"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let cp = d.client.checkpoint("talk").await.unwrap();
+    let api::Target::Group { targets } = &cp.target else {
+        panic!("not a group: {cp:?}");
+    };
+    assert_eq!(
+        targets,
+        &pids.map(|pid| api::Target::Process { pid }).to_vec(),
+        "{cp:?}"
+    );
+    assert_eq!(cp.members.len(), 3, "{cp:?}");
+    assert!(cp.members.iter().all(|m| m.stats.is_some()), "{cp:?}");
+    for i in 0..3 {
+        assert!(
+            std::path::Path::new(&cp.dir)
+                .join(i.to_string())
+                .join("inventory.img")
+                .is_file(),
+            "member {i}'s images in {}",
+            cp.dir
+        );
+    }
+    // Each one's tree, in the group's order.
+    let tree = d.client.checkpoint_processes("talk").await.unwrap();
+    assert_eq!(tree.processes[0].pid, server.pid, "{tree:?}");
+    assert!(
+        tree.processes.iter().any(|p| p.pid == client.pid),
+        "{tree:?}"
+    );
+    // `ckpt ls` says what it is.
+    let listed = String::from_utf8_lossy(&d.ckpt(&["ls"]).stdout).into_owned();
+    assert!(
+        listed.contains(&format!("group of pid {}, pid {}", pids[0], pids[1])),
+        "{listed}"
+    );
+    // Ended together once the images were durable.
+    for t in [&mut server, &mut client, &mut pipeline] {
+        t.reap();
+        assert_eq!(proc_state(t.pid), None, "pid {} still there", t.pid);
+    }
+    let counted = (client.lines().len(), pipeline.lines().len());
+
+    // Restored together: every one back at its pid, the conversation going on.
+    let out = d.ckpt(&["restore", "talk"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    assert!(
+        said.contains(&format!(
+            "group of pid {}; pid {}; pid {}",
+            pids[0], pids[1], pids[2]
+        )),
+        "{said}"
+    );
+    for pid in pids {
+        assert!(
+            running(pid),
+            "pid {pid} is not running: {:?}",
+            proc_state(pid)
+        );
+    }
+    wait_until("the client's conversation to go on", || {
+        client.lines().len() >= counted.0 + 20
+    });
+    wait_until("the pipeline to go on", || {
+        pipeline.lines().len() >= counted.1 + 20
+    });
+    // Nothing lost, nothing repeated, no wrong answer: 0, 1, 2, ... on both.
+    client.assert_contiguous();
+    pipeline.assert_contiguous();
+}
+
+#[tokio::test]
+async fn a_group_whose_second_member_fails_to_dump_leaves_both_running() {
+    let d = Daemon::start().await;
+    let dir = d.dir.path();
+    let first = Target::looper(dir);
+    // The second holds a Unix socket whose peer (the test) is outside the group: CRIU refuses
+    // to dump it without ext_unix_sk.
+    let path = dir.join("peer.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let second = python(
+        dir,
+        "second",
+        "import socket, sys, time\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n\
+         i = 0\nwhile True:\n    print(i, flush=True); i += 1; time.sleep(0.05)",
+        &[path.to_str().unwrap()],
+    );
+    second.wait_for_lines(2);
+    let _peer = listener.accept().unwrap();
+
+    let err = d
+        .client
+        .create_checkpoint(
+            &checkpoint(
+                api::Target::Group {
+                    targets: vec![
+                        api::Target::Process { pid: first.pid },
+                        api::Target::Process { pid: second.pid },
+                    ],
+                },
+                "half",
+            ),
+            true,
+        )
+        .await
+        .unwrap_err();
+    let (_, e) = err.api_error().expect("an API error");
+    assert_eq!(e.code, "criu_failed", "{e:?}");
+    assert!(
+        e.message
+            .starts_with(&format!("group member 1 (process:{}): ", second.pid)),
+        "{e:?}"
+    );
+    assert_eq!(e.details["member"], 1, "{e:?}");
+    // Both run on: the first, frozen and dumped already, was let go too.
+    for t in [&first, &second] {
+        assert!(running(t.pid), "pid {} is {:?}", t.pid, proc_state(t.pid));
+        assert!(
+            t.is_progressing(Duration::from_secs(3)),
+            "pid {} stopped",
+            t.pid
+        );
+    }
+    let cp = d.client.checkpoint("half").await.unwrap();
+    assert_eq!(cp.status, api::CheckpointStatus::Failed);
+    // The failed member's CRIU log is the checkpoint's log.
+    let log = d.client.checkpoint_log("half").await.unwrap();
+    assert!(log.contains("unix"), "{log}");
+    first.assert_contiguous();
+    second.assert_contiguous();
+}
+
+#[tokio::test]
+async fn a_process_and_a_runc_container_are_frozen_together_and_come_back_together() {
+    let d = Daemon::start().await;
+    let dir = d.dir.path();
+    let bundle = Bundle::busybox(&dir.join("b"), CONTAINER_LOOPER, |_| {});
+    let id = unique_id("grouped");
+    let _c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("the container's output", || bundle.out_lines().len() >= 3);
+    let mut looper = Target::looper(dir);
+    let group = api::Target::Group {
+        targets: vec![
+            api::Target::Process { pid: looper.pid },
+            api::Target::Container {
+                id: id.clone(),
+                runtime: api::Runtime::Runc,
+                root: None,
+                bundle: None,
+                namespace: None,
+            },
+        ],
+    };
+    let cp = d
+        .client
+        .create_checkpoint(&checkpoint(group.clone(), "pair"), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert_eq!(cp.checkpoint.status, api::CheckpointStatus::Ready);
+    let cp = d.client.checkpoint("pair").await.unwrap();
+    assert!(cp.members[1].container.is_some(), "{cp:?}");
+    // Both ended: the container deleted, the process killed.
+    looper.reap();
+    assert_eq!(proc_state(looper.pid), None);
+    let status = Command::new("runc").args(["state", &id]).output().unwrap();
+    assert!(!status.status.success(), "the container is still there");
+    let (before_c, before_p) = (bundle.out_lines().len(), looper.lines().len());
+
+    let job = d
+        .client
+        .restore("pair", &api::RestoreRequest::default(), true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let result = job
+        .result
+        .unwrap_or_else(|| panic!("{:?}\n{}", job.error, d.log()));
+    assert_eq!(result.members.len(), 2, "{result:?}");
+    assert_eq!(result.members[0].pid, Some(looper.pid), "{result:?}");
+    // Both run again (the container is not left paused).
+    let state = Command::new("runc").args(["state", &id]).output().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&state.stdout).unwrap();
+    assert_eq!(state["status"], "running", "{state}");
+    wait_until("both to go on", || {
+        bundle.out_lines().len() >= before_c + 5 && looper.lines().len() >= before_p + 5
+    });
+    assert_counts(&bundle.out_lines(), "the container's output");
+    looper.assert_contiguous();
+}
+
+use std::process::Command;
+
+#[tokio::test]
+async fn a_schedule_of_a_group_keeps_its_last_checkpoint_and_a_group_stays_on_its_host() {
+    let d = Daemon::start().await;
+    let dir = d.dir.path();
+    let a = Target::looper(dir);
+    let b = counter(dir, "b", 1);
+    let group = api::Target::Group {
+        targets: vec![
+            api::Target::Process { pid: a.pid },
+            api::Target::Process { pid: b.pid },
+        ],
+    };
+    d.client
+        .create_schedule(&api::CreateSchedule {
+            name: "pair".into(),
+            target: group.clone(),
+            cron: "0 0 1 1 *".into(),
+            options: Default::default(),
+            retention: api::Retention {
+                keep_last: Some(1),
+                ..Default::default()
+            },
+            enabled: true,
+        })
+        .await
+        .unwrap();
+    let first = d.client.run_schedule("pair", true).await.unwrap();
+    let second = d.client.run_schedule("pair", true).await.unwrap();
+    assert_eq!(second.checkpoint.target, group);
+    // keep_last 1: the group's checkpoints count as one each; the older one and its members'
+    // images are gone.
+    wait_until("retention to drop the first", || {
+        !std::path::Path::new(&first.checkpoint.dir).exists()
+    });
+    let listed = d
+        .client
+        .list_checkpoints(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "{listed:?}");
+    assert_eq!(listed.items[0].members.len(), 2);
+    // Both ran on (a schedule's checkpoints leave their targets running).
+    for t in [&a, &b] {
+        assert!(
+            t.is_progressing(Duration::from_secs(3)),
+            "pid {} stopped",
+            t.pid
+        );
+    }
+    // Archives and remotes hold one image set: a group's stays here, and says so.
+    let archive = dir.join("pair.tar");
+    let out = d.ckpt(&[
+        "export",
+        &second.checkpoint.name,
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        said.contains("a group checkpoint stays on the host that took it"),
+        "{said}"
+    );
+    assert!(
+        !archive.exists(),
+        "a refused export left {}",
+        archive.display()
+    );
+    // Deleted with its members' folders.
+    let out = d.ckpt(&["rm", &second.checkpoint.name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!std::path::Path::new(&second.checkpoint.dir).exists());
+    a.assert_contiguous();
+    b.assert_contiguous();
+}
+
+#[tokio::test]
+async fn a_daemon_killed_while_a_group_is_frozen_lets_every_member_run_again() {
+    let mut d = Daemon::start().await;
+    let dir = d.dir.path().to_owned();
+    let small = Target::looper(&dir);
+    // Big enough that its dump takes a while: the daemon dies while both are frozen.
+    let big = counter(&dir, "big", 384);
+    let req = checkpoint(
+        api::Target::Group {
+            targets: vec![
+                api::Target::Process { pid: small.pid },
+                api::Target::Process { pid: big.pid },
+            ],
+        },
+        "cut-short",
+    );
+    d.client.create_checkpoint(&req, false).await.unwrap();
+    wait_until("both members to be frozen", || {
+        proc_state(small.pid) == Some('T') && proc_state(big.pid) == Some('T')
+    });
+    d.crash(|| {}).await;
+    for t in [&small, &big] {
+        assert!(running(t.pid), "pid {} is {:?}", t.pid, proc_state(t.pid));
+        assert!(
+            t.is_progressing(Duration::from_secs(3)),
+            "pid {} stopped",
+            t.pid
+        );
+    }
+    let cp = d.client.checkpoint("cut-short").await.unwrap();
+    assert_eq!(cp.status, api::CheckpointStatus::Failed, "{cp:?}");
+    small.assert_contiguous();
+    big.assert_contiguous();
+}
+
+#[tokio::test]
+async fn a_member_groups_her_own_processes_and_none_of_anyone_elses() {
+    use ckptd_tests::members::Fixture;
+    let f = Fixture::new().await;
+    let roots = Target::looper(f.d.dir.path());
+    let mut one = f.alice_counter("one", "", &[]);
+    let mut two = f.alice_counter("two", "", &[]);
+    let group = |pids: &[i32]| {
+        serde_json::json!({"target": {"kind": "group", "targets":
+            pids.iter().map(|p| serde_json::json!({"kind": "process", "pid": p})).collect::<Vec<_>>()},
+            "name": "hers"})
+    };
+    // Root's process in her group: refused, and nothing of hers was frozen.
+    let (code, answer) = f.alice(
+        "POST",
+        "/v1/checkpoints?wait=true",
+        Some(group(&[one.pid, roots.pid])),
+    );
+    assert_eq!(code, 403, "{answer}");
+    assert!(one.is_progressing(Duration::from_secs(2)));
+    // Her own two: taken by her CRIU, into folders of hers, and restored by her.
+    let (code, answer) = f.alice(
+        "POST",
+        "/v1/checkpoints?wait=true",
+        Some(group(&[one.pid, two.pid])),
+    );
+    assert_eq!(code, 201, "{answer}\n{}", f.d.log());
+    let dir = std::path::PathBuf::from(answer["checkpoint"]["dir"].as_str().unwrap());
+    use std::os::unix::fs::MetadataExt;
+    for i in ["0", "1"] {
+        let m = std::fs::metadata(dir.join(i)).unwrap();
+        assert_eq!(m.uid(), f.alice_uid, "member folder {i}");
+    }
+    one.reap();
+    two.reap();
+    let (code, answer) = f.alice(
+        "POST",
+        "/v1/checkpoints/hers/restore?wait=true",
+        Some(serde_json::json!({})),
+    );
+    assert_eq!(code, 200, "{answer}\n{}", f.d.log());
+    assert_eq!(
+        answer["job"]["result"]["members"][1]["pid"], two.pid,
+        "{answer}"
+    );
+    for t in [&one, &two] {
+        assert!(running(t.pid), "pid {} is {:?}", t.pid, proc_state(t.pid));
+        assert!(
+            t.is_progressing(Duration::from_secs(3)),
+            "pid {} stopped",
+            t.pid
+        );
+    }
+    one.assert_contiguous();
+    two.assert_contiguous();
+}
