@@ -15,6 +15,7 @@
 #  - containerd: vs containerd's task checkpoint (to a directory and to its content store) and
 #    runc under the shim's root, at 512 MiB and 2 GiB (bench_containerd.sh; its own containerd)
 #  - frozen: frozen time with images on disk vs tmpfs (bench_frozen.sh)
+#  - group: a group of two 512 MiB processes vs the two checkpointed one after the other (bench_group.sh)
 #  - lazy: lazy restore vs full restore, time to first progress (bench_lazy.sh)
 #  - migration: live migration vs a cold `ckpt migrate`, downtime and total, at 512 MiB, 1 GiB
 #    and 4 GiB, also with /run on a tmpfs where it is not (bench_migration.sh)
@@ -30,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SIZES=${SIZES:-"64 512 1024 4096"}
-PARTS=${PARTS:-"process container docker podman containerd frozen lazy migration parallel archive remote registry api scale idle"}
+PARTS=${PARTS:-"process container docker podman containerd frozen group lazy migration parallel archive remote registry api scale idle"}
 RESULTS=bench/results
 export CKPTD=$PWD/target/release/ckptd
 PLOT=$PWD/target/release/ckptd-plot
@@ -64,6 +65,7 @@ run_part() {
     podman) for size in $SIZES; do SIZE_MIB=$size bash scripts/bench_podman.sh; done ;;
     containerd) for size in 512 2048; do SIZE_MIB=$size bash scripts/bench_containerd.sh; done ;;
     frozen) bash scripts/bench_frozen.sh ;;
+    group) bash scripts/bench_group.sh ;;
     lazy) bash scripts/bench_lazy.sh ;;
     parallel) bash scripts/bench_parallel.sh ;;
     archive) bash scripts/bench_archive.sh ;;

@@ -3,7 +3,8 @@
 # checkpointed one after the other; leave_running, images on the state directory's disk. The
 # group's frozen time is its stats.frozen_time_us (from the first member's SIGSTOP until both run
 # again); the separate ones', CRIU's frozen_time of each, summed. Median of RUNS, alternating
-# which goes first. Prints "RESULT group SIZE separate_sum group".
+# which goes first; this VM's speed drifts between runs (perf-notes.md), so the ratio is also taken
+# within each pair and its median given. Prints "RESULT group SIZE separate_sum group ratio".
 set -euo pipefail
 . "$(dirname "$0")/bench_lib.sh"
 CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
@@ -14,7 +15,7 @@ trap 'stop_daemon; pkill -f ckptd-bench-group-member || true; rm -rf "$WORK"' EX
 start_daemon "$SOCK" "$WORK/state"
 hog "$SIZE_MIB" ckptd-bench-group-member-a "$WORK/a.out"; A=$HOG
 hog "$SIZE_MIB" ckptd-bench-group-member-b "$WORK/b.out"; B=$HOG
-: >"$WORK/separate"; : >"$WORK/group"
+: >"$WORK/separate"; : >"$WORK/group"; : >"$WORK/ratio"
 # checkpoint TARGET_JSON: the checkpoint's frozen time (s), its name deleted after.
 checkpoint() {
   api -X POST 'http://x/v1/checkpoints?wait=true' -d "{\"target\":$1,\"leave_running\":true}" \
@@ -35,5 +36,6 @@ group() {
 }
 for i in $(seq "$RUNS"); do
   if [ $((i % 2)) -eq 1 ]; then separate; group; else group; separate; fi
+  python3 -c "print($(tail -1 "$WORK/group") / $(tail -1 "$WORK/separate"))" >>"$WORK/ratio"
 done
-echo "RESULT group $SIZE_MIB $(med <"$WORK/separate") $(med <"$WORK/group")"
+echo "RESULT group $SIZE_MIB $(med <"$WORK/separate") $(med <"$WORK/group") $(med <"$WORK/ratio")"

@@ -29,6 +29,23 @@ pub fn target_text(t: &Target) -> String {
     }
 }
 
+/// A target in a sentence: "pid 42", "container web" (without its runtime, as `ckpt`'s
+/// messages about one target name it), a group's members.
+pub fn target_words(t: &Target) -> String {
+    match t {
+        Target::Process { pid } => format!("pid {pid}"),
+        Target::Container { id, .. } => format!("container {id}"),
+        Target::Group { targets } => format!(
+            "group of {}",
+            targets
+                .iter()
+                .map(target_words)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// "3m ago", or "in 5s" for a time to come.
 pub fn ago(t: &chrono::DateTime<chrono::Utc>) -> String {
     let ms = (chrono::Utc::now() - *t).num_milliseconds();

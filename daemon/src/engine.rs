@@ -71,6 +71,43 @@ pub struct DumpSpec<'a> {
     /// A non-root owner, whose CRIU runs as that owner (None: root's).
     pub owner: Option<Account>,
     pub stop: StopSignal,
+    /// A group's member waiting for the group's freeze: CRIU stops at its pre-dump barrier
+    /// before it seizes anything (`runtime::group`).
+    pub barrier: Option<Barrier>,
+}
+
+/// The variable that makes ckptd's binary the barrier (`runtime::group::run_barrier`) when CRIU
+/// runs it as an action script: the descriptors, `READY,GO`, in CRIU.
+pub const BARRIER_ENV: &str = "CKPTD_GROUP_BARRIER";
+
+/// A group's barrier in a member's CRIU: its pre-dump action script (ckptd's own binary, which
+/// the environment makes `group::run_barrier`) writes a byte on `ready`, then waits for the
+/// group's word on `go` (`g`: go on; anything else, or the daemon gone: CRIU gives up before
+/// touching the target).
+pub struct Barrier {
+    /// The action script: ckptd's binary.
+    pub script: std::path::PathBuf,
+    /// The write end CRIU's script says it is ready on (through CRIU's /proc/PID/fd).
+    pub ready: std::os::fd::OwnedFd,
+    /// The read end CRIU's script waits on.
+    pub go: std::os::fd::OwnedFd,
+}
+
+impl Barrier {
+    /// CRIU's arguments and inherited descriptors for the barrier.
+    pub fn hand_to(&self, args: &mut Vec<String>) {
+        args.push("--action-script".into());
+        args.push(self.script.display().to_string());
+    }
+
+    /// The descriptors and the environment the script finds them by, on CRIU's command.
+    pub fn pass(&self, cmd: &mut tokio::process::Command) {
+        use std::os::fd::AsRawFd;
+        let (ready, go) = (self.ready.as_raw_fd(), self.go.as_raw_fd());
+        cmd.env(BARRIER_ENV, format!("{ready},{go}"));
+        crate::sys::inherit_fd(cmd, ready);
+        crate::sys::inherit_fd(cmd, go);
+    }
 }
 
 pub struct RestoreSpec<'a> {

@@ -11,6 +11,10 @@ fn main() {
     if argv.get(1).map(String::as_str) == Some(ckptd::runtime::process::GUARD_COMMAND) {
         std::process::exit(ckptd::runtime::process::run_guard(&argv[2..]));
     }
+    // CRIU's action script in a group member's dump: the group's barrier.
+    if std::env::var_os(ckptd::engine::BARRIER_ENV).is_some() {
+        std::process::exit(ckptd::runtime::group::run_barrier());
+    }
     // `ckptd tty-hold ...`: the holder of a restored process's terminal.
     if argv.get(1).map(String::as_str) == Some(ckptd::runtime::terminal::HOLD_COMMAND) {
         std::process::exit(ckptd::runtime::terminal::run_holder(&argv[2..]));

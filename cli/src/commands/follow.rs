@@ -208,7 +208,7 @@ pub async fn finish_checkpoint(
         );
         if !c.options.leave_running {
             // Without --leave-running the target is gone now: say so, and how to get it back.
-            let what = crate::render::target_text(&c.target);
+            let what = crate::render::target_words(&c.target);
             eprintln!("stopped {what}; restore it with: ckpt restore {}", c.name);
         }
     }

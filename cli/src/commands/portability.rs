@@ -186,7 +186,7 @@ async fn migrate_live(client: &Client, to: Remote, a: &MigrateArgs) -> Result<()
         }
         _ => container(&a.reference, None),
     };
-    let what = crate::render::target_text(&target);
+    let what = crate::render::target_words(&target);
     let req = ckptd_api::CreateMigration {
         target: Some(target),
         into: a.into.as_deref().map(|id| container(id, a.bundle.as_ref())),

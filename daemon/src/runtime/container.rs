@@ -229,6 +229,7 @@ mod tests {
             log_name: "dump.log",
             owner: None,
             stop: crate::stop::never_stop(),
+            barrier: None,
         }
     }
 

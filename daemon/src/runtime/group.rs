@@ -15,7 +15,7 @@ use ckptd_api::{Checkpoint, CheckpointOptions, DumpStats, GroupMember, JobResult
 
 use super::Engines;
 use crate::criu::DUMP_LOG;
-use crate::engine::{DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped};
+use crate::engine::{Barrier, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped, BARRIER_ENV};
 use crate::error::{Error, Result};
 use crate::sys::Folder;
 
@@ -119,24 +119,18 @@ fn member_checkpoint(cp: &Checkpoint, index: usize, m: &GroupMember) -> Checkpoi
 impl Engines {
     /// Freezes every member, dumps them in parallel, and leaves them frozen for `publish` to
     /// end (or lets them run again at once with `leave_running`).
+    ///
+    /// A process member's CRIU is started before the freeze and waits at its pre-dump barrier
+    /// (after its start-up, before it seizes anything), so CRIU's start-up is not frozen time;
+    /// once every one is there, all members are frozen, the barriers open, and the containers'
+    /// dumps start. Without a barrier (ckptd's binary is not one the owner's CRIU may run) every
+    /// member is frozen first and every dump starts after.
     pub(super) async fn dump_group(&self, spec: DumpSpec<'_>) -> Result<DumpOutput> {
         let Target::Group { targets } = spec.target else {
             return Err(Error::internal("a single target reached the group's dump"));
         };
         check_members(targets)?;
         let owner_uid = spec.owner.as_ref().map_or(0, |o| o.uid);
-        let started = Instant::now();
-        let mut frozen = Vec::new();
-        for (i, t) in targets.iter().enumerate() {
-            match self.for_target(t).freeze(t, owner_uid).await {
-                Ok(s) => frozen.push(s),
-                Err(e) => {
-                    self.release_all(&frozen, false).await;
-                    return Err(of_member(e, i, t));
-                }
-            }
-        }
-        let all_frozen = started.elapsed();
         let owner = spec.owner.as_ref().map(|a| (a.uid, a.gid));
         let mut folders: Vec<Folder> = Vec::new();
         for i in 0..targets.len() {
@@ -145,41 +139,114 @@ impl Engines {
                 .images
                 .within(&name)
                 .and_then(|a| a.create_folder(&name, owner));
-            match made {
-                Ok(f) => folders.push(f),
-                Err(e) => {
-                    self.release_all(&frozen, false).await;
-                    return Err(Error::io(
-                        "cannot create the group member's image folder",
-                        &spec.images.shown().join(&name),
-                        &e,
-                    ));
-                }
-            }
+            folders.push(made.map_err(|e| {
+                Error::io(
+                    "cannot create the group member's image folder",
+                    &spec.images.shown().join(&name),
+                    &e,
+                )
+            })?);
         }
         let options = member_options(spec.options);
-        let dumps = targets.iter().zip(&folders).map(|(t, images)| {
-            self.for_target(t).dump(DumpSpec {
-                target: t,
-                options,
-                images,
-                log_name: spec.log_name,
-                owner: spec.owner.clone(),
-                stop: spec.stop.clone(),
-            })
-        });
-        let outs = futures_util::future::join_all(dumps).await;
+        let member_spec = |i: usize, barrier: Option<Barrier>| DumpSpec {
+            target: &targets[i],
+            options,
+            images: &folders[i],
+            log_name: spec.log_name,
+            owner: spec.owner.clone(),
+            stop: spec.stop.clone(),
+            barrier,
+        };
+        // The process members that wait at a barrier, and the group's ends of their pipes.
+        let script = barrier_script(owner_uid);
+        let mut gates: Vec<Gate> = Vec::new();
+        let mut early = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            let (Some(script), Target::Process { .. }) = (&script, t) else {
+                continue;
+            };
+            let (gate, barrier) = Gate::new(i, script)
+                .map_err(|e| Error::unavailable(format!("cannot make the group's barrier: {e}")))?;
+            gates.push(gate);
+            early.push((i, self.for_target(t).dump(member_spec(i, Some(barrier)))));
+        }
+        let waiting = std::sync::atomic::AtomicUsize::new(0);
+        let early_dumps = futures_util::future::join_all(early.into_iter().map(|(i, dump)| {
+            let ended = &waiting;
+            async move {
+                let out = dump.await;
+                ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (i, out)
+            }
+        }));
+        let rest = async {
+            if let Err(e) = Gate::all_ready(&gates, &waiting, &spec.stop).await {
+                Gate::open_all(&gates, false);
+                return (Err(e), Vec::new());
+            }
+            // Every member at once: the group's instant is when the last one has stopped.
+            let started = Instant::now();
+            let freezes = futures_util::future::join_all(
+                targets
+                    .iter()
+                    .map(|t| self.for_target(t).freeze(t, owner_uid)),
+            )
+            .await;
+            let all_frozen = started.elapsed();
+            let failed = freezes
+                .iter()
+                .enumerate()
+                .find_map(|(i, f)| f.as_ref().err().map(|e| (i, e.clone())));
+            let frozen: Vec<Stopped> = freezes.into_iter().filter_map(|f| f.ok()).collect();
+            if let Some((i, e)) = failed {
+                Gate::open_all(&gates, false);
+                self.release_all(&frozen, false).await;
+                return (Err(Some(of_member(e, i, &targets[i]))), Vec::new());
+            }
+            Gate::open_all(&gates, true);
+            let late =
+                targets
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !gates.iter().any(|g| g.member == *i))
+                    .map(|(i, t)| async move {
+                        (i, self.for_target(t).dump(member_spec(i, None)).await)
+                    });
+            let late = futures_util::future::join_all(late).await;
+            (Ok((frozen, started, all_frozen)), late)
+        };
+        let (early_outs, (coordinated, late_outs)) = tokio::join!(early_dumps, rest);
+        let (frozen, started, all_frozen) = match coordinated {
+            Ok(c) => c,
+            Err(Some(e)) => return Err(e),
+            Err(None) => {
+                // A member's CRIU failed before its barrier: its error says why.
+                let (i, e) = early_outs
+                    .iter()
+                    .find_map(|(i, o)| o.as_ref().err().map(|e| (*i, e.clone())))
+                    .unwrap_or_else(|| {
+                        (
+                            0,
+                            Error::internal("a group member's dump ended before the freeze"),
+                        )
+                    });
+                keep_member_log(spec.images, &folders[i], spec.log_name, owner);
+                return Err(of_member(e, i, &targets[i]));
+            }
+        };
+        let mut outs: Vec<(usize, Result<DumpOutput>)> =
+            early_outs.into_iter().chain(late_outs).collect();
+        outs.sort_by_key(|(i, _)| *i);
         let dumped = started.elapsed();
         if let Some((i, e)) = outs
             .iter()
-            .enumerate()
-            .find_map(|(i, o)| o.as_ref().err().map(|e| (i, e.clone())))
+            .find_map(|(i, o)| o.as_ref().err().map(|e| (*i, e.clone())))
         {
             self.release_all(&frozen, false).await;
             keep_member_log(spec.images, &folders[i], spec.log_name, owner);
             return Err(of_member(e, i, &targets[i]));
         }
-        let outs: Vec<DumpOutput> = outs.into_iter().map(|o| o.expect("checked")).collect();
+        let outs: Vec<DumpOutput> = outs.into_iter().map(|(_, o)| o.expect("checked")).collect();
         let stopped = if spec.options.leave_running {
             self.release_all(&frozen, false).await;
             Stopped::Nothing
@@ -198,7 +265,8 @@ impl Engines {
         };
         tracing::info!(
             members = targets.len(),
-            frozen_ms = all_frozen.as_millis() as u64,
+            barriers = gates.len(),
+            freezing_ms = all_frozen.as_millis() as u64,
             dumped_ms = dumped.as_millis() as u64,
             "group dumped"
         );
@@ -367,5 +435,141 @@ fn keep_member_log(group: &Folder, member: &Folder, log_name: &str, owner: Optio
     if let Ok(mut f) = group.create_file(DUMP_LOG, owner) {
         use std::io::Write;
         let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// How long a group waits for its members' CRIUs to reach their barriers.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// ckptd's binary as the members' barrier, for root's groups. CRIU runs an action script with
+/// only its standard descriptors, so the script reaches the barrier's pipes through its
+/// parent's (`/proc/<criu>/fd/N`); a member's CRIU holds capabilities, which makes it
+/// non-dumpable and those links closed to its own script: a member's group is frozen before
+/// its CRIUs start instead (their start-up is then frozen time too).
+fn barrier_script(owner_uid: u32) -> Option<std::path::PathBuf> {
+    (owner_uid == 0)
+        .then(|| std::env::current_exe().ok())
+        .flatten()
+}
+
+/// The group's side of one member's barrier.
+struct Gate {
+    member: usize,
+    /// Where the member's CRIU says it is ready (non-blocking).
+    ready: std::os::fd::OwnedFd,
+    /// Where the group says go (or not).
+    go: std::os::fd::OwnedFd,
+    /// Whether `ready` was heard.
+    heard: std::sync::atomic::AtomicBool,
+}
+
+impl Gate {
+    fn new(member: usize, script: &std::path::Path) -> std::io::Result<(Gate, Barrier)> {
+        use nix::fcntl::OFlag;
+        let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        // Only the group's end of `ready` is non-blocking: the script's read of `go` waits.
+        rustix::fs::fcntl_setfl(&ready_r, rustix::fs::OFlags::NONBLOCK)?;
+        Ok((
+            Gate {
+                member,
+                ready: ready_r,
+                go: go_w,
+                heard: Default::default(),
+            },
+            Barrier {
+                script: script.to_owned(),
+                ready: ready_w,
+                go: go_r,
+            },
+        ))
+    }
+
+    /// Waits until every member's CRIU is at its barrier. Fails on a stop, or after
+    /// `READY_WITHIN`; with no error of its own (None) when a member's dump ended first (its
+    /// CRIU failed before the barrier, and says why).
+    async fn all_ready(
+        gates: &[Gate],
+        ended: &std::sync::atomic::AtomicUsize,
+        stop: &crate::engine::StopSignal,
+    ) -> std::result::Result<(), Option<Error>> {
+        use std::sync::atomic::Ordering;
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            for g in gates {
+                let mut b = [0u8; 1];
+                if let Ok(1) = rustix::io::read(&g.ready, &mut b) {
+                    g.heard.store(true, Ordering::SeqCst);
+                }
+            }
+            if gates.iter().all(|g| g.heard.load(Ordering::SeqCst)) {
+                return Ok(());
+            }
+            if ended.load(Ordering::SeqCst) > 0 {
+                return Err(None);
+            }
+            if let Some(reason) = *stop.borrow() {
+                return Err(Some(reason.error()));
+            }
+            if Instant::now() > deadline {
+                let late: Vec<String> = gates
+                    .iter()
+                    .filter(|g| !g.heard.load(Ordering::SeqCst))
+                    .map(|g| g.member.to_string())
+                    .collect();
+                return Err(Some(Error::unavailable(format!(
+                    "the CRIU of group member(s) {} did not get ready within {} s; nothing was \
+                     frozen",
+                    late.join(", "),
+                    READY_WITHIN.as_secs()
+                ))));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Opens every barrier (`go`), or makes every member's CRIU give up.
+    fn open_all(gates: &[Gate], go: bool) {
+        for g in gates {
+            let _ = rustix::io::write(&g.go, if go { b"g" } else { b"x" });
+        }
+    }
+}
+
+/// ckptd's binary run by CRIU as a group member's action script: at `pre-dump` it says it is
+/// ready and waits for the group's word (exit 0 on `g`, 1 otherwise: CRIU then gives up before
+/// it seizes anything); any other action passes.
+pub fn run_barrier() -> i32 {
+    use std::io::{Read, Write};
+    if std::env::var("CRTOOLS_SCRIPT_ACTION").as_deref() != Ok("pre-dump") {
+        return 0;
+    }
+    let fds: Option<(i32, i32)> = std::env::var(BARRIER_ENV).ok().and_then(|v| {
+        let (r, g) = v.split_once(',')?;
+        Some((r.parse().ok()?, g.parse().ok()?))
+    });
+    let Some((ready, go)) = fds else {
+        eprintln!("ckptd: {BARRIER_ENV} does not name two descriptors");
+        return 1;
+    };
+    // CRIU (the parent) holds them; the script has only its standard descriptors.
+    let parent = std::os::unix::process::parent_id();
+    let open = |fd: i32, write: bool| {
+        std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(format!("/proc/{parent}/fd/{fd}"))
+    };
+    let (Ok(mut ready), Ok(mut go)) = (open(ready, true), open(go, false)) else {
+        eprintln!("ckptd: cannot reach the group's barrier through CRIU's descriptors");
+        return 1;
+    };
+    if ready.write_all(b"r").is_err() {
+        return 1;
+    }
+    let mut word = [0u8; 1];
+    match go.read(&mut word) {
+        Ok(1) if word[0] == b'g' => 0,
+        _ => 1,
     }
 }

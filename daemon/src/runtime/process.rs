@@ -153,9 +153,17 @@ impl ProcessEngine {
             // Its terminal stays outside the images, named by its key (`--inherit-fd` at restore).
             args.push("--shell-job".into());
         }
+        if let Some(b) = &spec.barrier {
+            b.hand_to(&mut args);
+        }
+        let mut cmd = self
+            .criu
+            .command_in(criu, &args, &images, spec.owner.as_ref());
+        if let Some(b) = &spec.barrier {
+            b.pass(&mut cmd);
+        }
         if let Err(e) = run_logged(
-            self.criu
-                .command_in(criu, &args, &images, spec.owner.as_ref()),
+            cmd,
             (spec.images, spec.log_name),
             None,
             format!("CRIU could not dump pid {pid}"),

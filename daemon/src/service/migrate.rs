@@ -804,6 +804,7 @@ impl Inner {
                     log_name: DUMP_LOG,
                     owner,
                     stop: stop.clone(),
+                    barrier: None,
                 },
                 criu_end.into(),
             )

@@ -69,6 +69,7 @@ impl Inner {
                 log_name: DUMP_LOG,
                 owner,
                 stop: stop.clone(),
+                barrier: None,
             })
             .await;
         self.phase(target, "dump", started);
