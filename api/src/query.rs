@@ -158,7 +158,8 @@ impl Compression {
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum ArchiveFormat {
-    /// ckptd's own: every file at the top level, `manifest.json` (with every sha256) last.
+    /// ckptd's own: every file at the top level (a group's members' under `<index>/`),
+    /// `manifest.json` (with every sha256) last.
     #[default]
     Ckptd,
     /// Podman's (`podman container checkpoint --export`), for checkpoints of Podman containers:

@@ -119,6 +119,9 @@ impl<'de> Deserialize<'de> for Runtime {
     }
 }
 
+/// The most members a group target takes.
+pub const MAX_GROUP_MEMBERS: usize = 16;
+
 impl Target {
     /// A short, stable key naming the target; at most one job per key runs at a time.
     pub fn key(&self) -> String {

@@ -93,15 +93,24 @@ pub fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
     }
 }
 
-/// fsyncs every regular file directly in `dir`, then `dir` itself.
+/// fsyncs every regular file directly in `dir` and in its group members' folders (`0`, `1`,
+/// ...: directories, never a symlink), then each folder.
 pub fn fsync_dir_tree(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_type()?.is_file() {
+        let kind = entry.file_type()?;
+        if kind.is_file() {
             open_regular(&entry.path())?.sync_all()?;
+        } else if kind.is_dir() && entry.file_name().to_str().is_some_and(is_member_name) {
+            fsync_dir_tree(&entry.path())?;
         }
     }
     File::open(dir)?.sync_all()
+}
+
+/// A group member's folder name: its index, as `0`, `1`, ... (never `00`).
+pub fn is_member_name(name: &str) -> bool {
+    name.parse::<usize>().is_ok_and(|i| i.to_string() == name)
 }
 
 /// fsyncs a directory (after a rename or create in it).
@@ -310,6 +319,37 @@ fn single_component(name: &str) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The folder `name` directly in the folder at `dir` (a held folder's `/proc/self/fd/N`), opened
+/// beneath it without following a symlink, and only if it belongs to that folder's owner or to
+/// root: a group member's folder, read by an export.
+pub fn open_subfolder(dir: &Path, name: &str) -> io::Result<OwnedFd> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
+    single_component(name)?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let parent = openat2(CWD, dir, flags, Mode::empty(), ResolveFlags::empty())?;
+    let fd = openat2(
+        &parent,
+        name,
+        flags | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let (owner, uid) = (
+        rustix::fs::fstat(&parent)?.st_uid,
+        rustix::fs::fstat(&fd)?.st_uid,
+    );
+    if uid != owner && uid != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {uid}, not to its checkpoint's owner (uid {owner})",
+                dir.join(name).display()
+            ),
+        ));
+    }
+    Ok(fd)
 }
 
 /// A checkpoint's folder held by its own descriptor (`AnchoredDir::open_folder`): every file in
@@ -524,12 +564,10 @@ impl Folder {
             let Ok(name) = entry.file_name().to_str() else {
                 continue;
             };
-            let Ok(index) = name.parse::<usize>() else {
-                continue;
-            };
-            if index.to_string() != name {
+            if !is_member_name(name) {
                 continue;
             }
+            let index: usize = name.parse().unwrap_or_default();
             if statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
                 .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
             {

@@ -299,7 +299,7 @@ async fn a_process_and_a_runc_container_are_frozen_together_and_come_back_togeth
 use std::process::Command;
 
 #[tokio::test]
-async fn a_schedule_of_a_group_keeps_its_last_checkpoint_and_a_group_stays_on_its_host() {
+async fn a_schedule_of_a_group_keeps_its_last_checkpoint_and_its_archive_holds_the_group() {
     let d = Daemon::start().await;
     let dir = d.dir.path();
     let a = Target::looper(dir);
@@ -347,25 +347,48 @@ async fn a_schedule_of_a_group_keeps_its_last_checkpoint_and_a_group_stays_on_it
             t.pid
         );
     }
-    // Archives and remotes hold one image set: a group's stays here, and says so.
-    let archive = dir.join("pair.tar");
+    // An archive holds the group (each member's images under its index): imported under
+    // another name, it is the same group, its trees readable.
+    let archive = dir.join("pair.tar.zst");
     let out = d.ckpt(&[
         "export",
         &second.checkpoint.name,
         "-o",
         archive.to_str().unwrap(),
     ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.ckpt(&["import", archive.to_str().unwrap(), "--name", "pair-copy"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = d.client.checkpoint("pair-copy").await.unwrap();
+    assert_eq!(copy.target, group);
+    assert_eq!(copy.members, listed.items[0].members);
+    assert_eq!(
+        d.client.checkpoint_processes("pair-copy").await.unwrap(),
+        d.client
+            .checkpoint_processes(&second.checkpoint.name)
+            .await
+            .unwrap()
+    );
+    // Podman's layout holds one container's images: refused, saying so.
+    let out = d.ckpt(&[
+        "export",
+        &second.checkpoint.name,
+        "--format",
+        "podman",
+        "-o",
+        dir.join("pair-podman.tar").to_str().unwrap(),
+    ]);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success());
-    assert!(
-        said.contains("a group checkpoint stays on the host that took it"),
-        "{said}"
-    );
-    assert!(
-        !archive.exists(),
-        "a refused export left {}",
-        archive.display()
-    );
+    assert!(said.contains("holds one container's images"), "{said}");
     // Deleted with its members' folders.
     let out = d.ckpt(&["rm", &second.checkpoint.name]);
     assert!(
@@ -468,4 +491,72 @@ async fn a_member_groups_her_own_processes_and_none_of_anyone_elses() {
     }
     one.assert_contiguous();
     two.assert_contiguous();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_pushed_by_one_host_is_restored_by_another_and_talks_on() {
+    let s3 = S3Server::start(&["groups"]);
+    let dir = tempfile::tempdir().unwrap();
+    let creds = s3.credentials_file("creds", None);
+    let conf = dir.path().join("ckptd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[remotes.shared]\nendpoint = \"{}\"\nbucket = \"groups\"\ncredentials_file = \"{}\"\n",
+            s3.endpoint,
+            creds.display()
+        ),
+    )
+    .unwrap();
+    let a = Daemon::start_with(&["--config", conf.to_str().unwrap()]).await;
+    let b = Daemon::start_with(&["--config", conf.to_str().unwrap()]).await;
+    let (mut client, mut server) = client_and_server(dir.path());
+    let group = api::Target::Group {
+        targets: vec![
+            api::Target::Process { pid: server.pid },
+            api::Target::Process { pid: client.pid },
+        ],
+    };
+    // Checkpointed on a, pushed, its local images dropped.
+    let made = a
+        .client
+        .create_checkpoint(
+            &api::CreateCheckpoint {
+                push_to: Some("shared".into()),
+                keep_local: Some(false),
+                ..checkpoint(group.clone(), "pair")
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    let push = made
+        .job
+        .result
+        .and_then(|r| r.push_job)
+        .expect("a push job");
+    let push = a.wait_ended(&push.to_string()).await;
+    assert_eq!(push.state, api::JobState::Succeeded, "{:?}", push.error);
+    for t in [&mut client, &mut server] {
+        t.reap();
+    }
+    let counted = client.lines().len();
+
+    // b finds the group in the bucket, with its members, and restores it in one request.
+    let listed = b.client.remote_checkpoints("shared").await.unwrap().items;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].checkpoint.target, group);
+    assert_eq!(listed[0].checkpoint.members.len(), 2);
+    let job = b
+        .client
+        .restore_from_remote("shared", "pair", &Default::default(), true)
+        .await
+        .unwrap();
+    assert_eq!(job.state, api::JobState::Succeeded, "{:?}", job.error);
+    let on_b = b.client.checkpoint("pair").await.unwrap();
+    assert_eq!(on_b.members, listed[0].checkpoint.members);
+    wait_until("the conversation to go on from b's restore", || {
+        client.lines().len() >= counted + 20
+    });
+    client.assert_contiguous();
 }

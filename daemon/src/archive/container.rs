@@ -142,6 +142,12 @@ pub fn recognise(
     dir: &Path,
     bytes: u64,
 ) -> Result<Foreign> {
+    if let Some(member) = files.keys().find(|p| super::member_file(p).is_some()) {
+        return Err(refused(format!(
+            "the archive holds {member:?}, a group member's file, but no manifest.json: only \
+             ckptd's format holds a group"
+        )));
+    }
     for needed in ["config.dump", "spec.dump"] {
         if !files.contains_key(needed) {
             return Err(refused(format!(
@@ -257,7 +263,10 @@ pub fn write(dir: &Path, extra: &[(String, Vec<u8>)], out: &mut dyn Write) -> io
         h.set_mode(0o700);
         tar.append_data(&mut h, d, io::empty())?;
     }
-    super::append_files(&mut tar, dir, entries)?;
+    super::append_files(
+        &mut tar,
+        entries.into_iter().map(|(f, p)| (dir.join(f), p)).collect(),
+    )?;
     for (path, data) in extra {
         tar.append_data(&mut header(data.len() as u64), path, data.as_slice())?;
     }

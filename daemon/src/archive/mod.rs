@@ -2,14 +2,16 @@
 //! compressed with zstd (multi-threaded), gzip, or not at all.
 //!
 //! Layout: every regular file of the checkpoint directory at the archive's top level (CRIU and
-//! runc image directories are flat), then `manifest.json`: what the checkpoint is (target,
+//! runc image directories are flat; a group's members' files under `<index>/`), then
+//! `manifest.json`: what the checkpoint is (target,
 //! options, labels, container record, statistics), where it was taken (CRIU version, kernel,
 //! architecture) and the size and sha256 of every file. The manifest comes last so that both
 //! sides work in one pass: the exporter hashes while it streams each file, the importer hashes
 //! while it writes each file, then compares.
 //!
 //! Import is hostile-input parsing: only regular files with a plain name (no `/`, no `..`, not
-//! absolute, no NUL) are accepted, each created new (`O_EXCL | O_NOFOLLOW`, mode 0600) in a
+//! absolute, no NUL; or `<index>/<plain name>` for a group's member, in a folder the importer
+//! makes) are accepted, each created new (`O_EXCL | O_NOFOLLOW`, mode 0600) in a
 //! private staging directory; links, devices, FIFOs and directories are refused; a byte limit
 //! applies to what is written; duplicates are refused; the file set must equal the manifest's
 //! exactly, size and sha256 included. The caller removes the staging directory on any error.
@@ -65,6 +67,9 @@ pub struct Manifest {
     pub arch: String,
     pub ckptd_version: String,
     pub files: Vec<FileEntry>,
+    /// A group checkpoint's members; their files are listed as `<index>/<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<ckptd_api::GroupMember>,
 }
 
 impl Manifest {
@@ -85,8 +90,18 @@ impl Manifest {
             arch: arch(),
             ckptd_version: env!("CARGO_PKG_VERSION").into(),
             files: vec![],
+            members: cp.members.clone(),
         }
     }
+}
+
+/// A group member's file in an archive, `<index>/<plain name>` (index below the group's
+/// largest size, written as Rust writes it: `0`, never `00`): its index and name.
+pub fn member_file(entry: &str) -> Option<(usize, &str)> {
+    let (index, name) = entry.split_once('/')?;
+    let i: usize = index.parse().ok()?;
+    (i.to_string() == index && i < ckptd_api::MAX_GROUP_MEMBERS && plain_name(name))
+        .then_some((i, name))
 }
 
 /// A plain file name: no directory part, no `..`, nothing hidden in it.
@@ -186,36 +201,49 @@ fn plain_files(dir: &Path) -> io::Result<Vec<String>> {
 }
 
 fn write_tar(dir: &Path, manifest: &mut Manifest, out: &mut dyn Write) -> io::Result<()> {
-    let names = plain_files(dir)?;
+    let mut entries: Vec<(std::path::PathBuf, String)> = plain_files(dir)?
+        .into_iter()
+        .map(|n| (dir.join(&n), n))
+        .collect();
+    // A group's members: each folder opened beneath the checkpoint's without following a
+    // symlink (a member's folder is hers), held while its files are read.
+    let mut held = Vec::new();
+    for i in 0..manifest.members.len() {
+        let member = crate::sys::open_subfolder(dir, &i.to_string())?;
+        let path = std::path::PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&member)
+        ));
+        entries.extend(
+            plain_files(&path)?
+                .into_iter()
+                .map(|n| (path.join(&n), format!("{i}/{n}"))),
+        );
+        held.push(member);
+    }
     let mut tar = tar::Builder::new(out);
-    manifest.files = append_files(
-        &mut tar,
-        dir,
-        names.into_iter().map(|n| (n.clone(), n)).collect(),
-    )?;
+    manifest.files = append_files(&mut tar, entries)?;
+    drop(held);
     let json = serde_json::to_vec_pretty(&*manifest).map_err(io::Error::other)?;
     tar.append_data(&mut header(json.len() as u64), MANIFEST, json.as_slice())?;
     tar.into_inner()?.flush()
 }
 
-/// Appends each `(file in dir, path in the archive)`, hashing as it streams; returns what was
-/// written, by path in the archive.
+/// Appends each `(file, path in the archive)`, hashing as it streams; returns what was written,
+/// by path in the archive.
 fn append_files(
     tar: &mut tar::Builder<&mut dyn Write>,
-    dir: &Path,
-    entries: Vec<(String, String)>,
+    entries: Vec<(std::path::PathBuf, String)>,
 ) -> io::Result<Vec<FileEntry>> {
-    let names: Vec<String> = entries.iter().map(|(f, _)| f.clone()).collect();
+    let paths: Vec<std::path::PathBuf> = entries.iter().map(|(f, _)| f.clone()).collect();
     // Files are opened, sized and read ahead on a thread of their own, 1 MiB at a time, while
     // this one hashes, tars and feeds the compressor: the overlap `tar | zstd` gets from being
     // two processes (a cold page cache otherwise leaves the compressor waiting on each read).
     let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(READ_AHEAD_CHUNKS);
-    let reading = {
-        let dir = dir.to_owned();
-        std::thread::spawn(move || read_ahead(&dir, &names, &tx))
-    };
+    let reading = std::thread::spawn(move || read_ahead(&paths, &tx));
     let mut written = Vec::with_capacity(entries.len());
-    for (file, name) in entries {
+    for (path, name) in entries {
+        let file = path.display().to_string();
         let size = match rx.recv() {
             Ok(Chunk::Start(size)) => size,
             Ok(Chunk::Failed(e)) => return Err(e),
@@ -295,15 +323,19 @@ enum Chunk {
     Failed(io::Error),
 }
 
-fn read_ahead(dir: &Path, names: &[String], tx: &std::sync::mpsc::SyncSender<Chunk>) {
+fn read_ahead(paths: &[std::path::PathBuf], tx: &std::sync::mpsc::SyncSender<Chunk>) {
     use std::os::unix::fs::MetadataExt;
-    // In a folder a member owns, only the member's files are read (a hard link to a file the
-    // member could not read itself is refused).
-    let owner = std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0);
-    for name in names {
+    for path in paths {
+        let name = path.display();
         let sent = (|| -> io::Result<bool> {
+            // In a folder a member owns, only the member's files are read (a hard link to a
+            // file the member could not read itself is refused).
+            let owner = path
+                .parent()
+                .and_then(|d| std::fs::metadata(d).ok())
+                .map_or(0, |m| m.uid());
             // Not followed through a symlink swapped in since the listing.
-            let mut f = crate::sys::open_regular(&dir.join(name))?;
+            let mut f = crate::sys::open_regular(path)?;
             let uid = f.metadata()?.uid();
             if owner != 0 && uid != owner {
                 return Err(io::Error::new(
@@ -594,7 +626,17 @@ fn unpack(input: impl Read, staging: &Path, limit: u64) -> Result<Unpacked> {
             u.manifest = Some(m);
             continue;
         }
-        let Some(flat) = container::staged_name(&name) else {
+        // A group member's file goes to the member's folder, which the importer makes.
+        if let Some((i, _)) = member_file(&name) {
+            match std::fs::create_dir(staging.join(i.to_string())) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io_err(e)),
+                _ => {}
+            }
+        }
+        let Some(flat) = member_file(&name)
+            .map(|_| name.clone())
+            .or_else(|| container::staged_name(&name))
+        else {
             return Err(refused(format!(
                 "the archive holds {name:?}; only plain file names are accepted (no absolute \
                  paths, no directories, no '..'), and checkpoint/NAME and volumes/NAME.tar of \
@@ -707,6 +749,26 @@ fn verify(
             "the archive holds the directory {d}/, which ckptd's format does not have"
         )));
     }
+    // A group's members' files, and only a group's: each member has some.
+    let mut members = BTreeSet::new();
+    for f in &manifest.files {
+        if let Some((i, _)) = member_file(&f.name) {
+            if !matches!(manifest.target, Target::Group { .. }) || i >= manifest.members.len() {
+                return Err(refused(format!(
+                    "{} is a group member's file, and the archive's manifest has no member {i}",
+                    f.name
+                )));
+            }
+            members.insert(i);
+        }
+    }
+    if let Target::Group { targets } = &manifest.target {
+        if manifest.members.len() != targets.len() || members.len() != targets.len() {
+            return Err(refused(
+                "the archive's group does not hold one image set per member of its target",
+            ));
+        }
+    }
     let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.name.as_str()).collect();
     let present: BTreeSet<&str> = files.keys().map(String::as_str).collect();
     if let Some(missing) = listed.difference(&present).next() {
@@ -759,7 +821,69 @@ mod tests {
             arch: arch(),
             ckptd_version: "0.1.0".into(),
             files: vec![],
+            members: vec![],
         }
+    }
+
+    fn member(pid: i32) -> ckptd_api::GroupMember {
+        ckptd_api::GroupMember {
+            target: Target::Process { pid },
+            container: None,
+            stats: None,
+        }
+    }
+
+    #[test]
+    fn a_group_travels_whole_and_only_as_a_group() {
+        let src = tempfile::tempdir().unwrap();
+        for i in ["0", "1"] {
+            std::fs::create_dir(src.path().join(i)).unwrap();
+            std::fs::write(src.path().join(i).join("inventory.img"), i).unwrap();
+        }
+        let group = Manifest {
+            target: Target::Group {
+                targets: vec![Target::Process { pid: 1 }, Target::Process { pid: 2 }],
+            },
+            members: vec![member(1), member(2)],
+            ..manifest()
+        };
+        let mut buf = Vec::new();
+        export(src.path(), group.clone(), Compression::None, &mut buf).unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let got = import(buf.as_slice(), dst.path(), 1 << 30).unwrap();
+        let names: Vec<_> = got.manifest.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["0/inventory.img", "1/inventory.img"]);
+        assert_eq!(
+            std::fs::read(dst.path().join("1/inventory.img")).unwrap(),
+            b"1"
+        );
+        assert_eq!(got.manifest.members.len(), 2);
+
+        // The same files under a manifest that is no group's: refused.
+        let mut tar = tar::Builder::new(Vec::new());
+        for f in &got.manifest.files {
+            tar.append_data(&mut header(1), &f.name, &b"0"[..]).unwrap();
+        }
+        let mut single = manifest();
+        single.files = got.manifest.files.clone();
+        let json = serde_json::to_vec(&single).unwrap();
+        tar.append_data(&mut header(json.len() as u64), MANIFEST, json.as_slice())
+            .unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let e = import(tar.into_inner().unwrap().as_slice(), dst.path(), 1 << 30).unwrap_err();
+        assert!(e.message.contains("is a group member's file"), "{e}");
+        // Not a member's index as ckptd writes it, nor one beyond a group's size.
+        for bad in ["00/inventory.img", "16/inventory.img", "0/../x", "0/sub/x"] {
+            assert_eq!(member_file(bad), None, "{bad}");
+        }
+
+        // A member's folder swapped for a symlink: the export fails rather than follow it.
+        std::fs::remove_dir_all(src.path().join("1")).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("secret"), b"root's").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), src.path().join("1")).unwrap();
+        let mut buf = Vec::new();
+        assert!(export(src.path(), group, Compression::None, &mut buf).is_err());
     }
 
     #[test]

@@ -491,7 +491,8 @@ impl Catalog {
             "INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, \
              created_at, completed_at, dir, size_bytes, options, labels, criu_version, stats, error, \
              container, criu_config, owner_uid, expires_at, local_images, remote_copies, origin, \
-             hooks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             hooks, terminal, members) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+             ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(cp.id.to_string())
         .bind(&cp.name)
@@ -517,6 +518,8 @@ impl Catalog {
         .bind(to_json(&cp.remote_copies().cloned().collect::<Vec<_>>()))
         .bind(cp.origin.as_ref().map(to_json))
         .bind(cp.hooks.as_ref().map(to_json))
+        .bind(&cp.terminal)
+        .bind((!cp.members.is_empty()).then(|| to_json(&cp.members)))
         .execute(&mut **tx)
         .await;
         match res {

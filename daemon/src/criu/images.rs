@@ -137,6 +137,15 @@ pub fn read_dump_stats(images: &Path) -> Result<DumpStats, ImageError> {
 /// for every process its core, mm and pagemap images (and a core image for every thread). Says
 /// which file is missing; a directory that passes can still fail in CRIU, but not for want of
 /// a whole kind of image.
+/// `check_restorable` of a checkpoint's images: its own, or each of its `members`' folders
+/// (`<images>/<index>`) for a group's.
+pub fn check_checkpoint_restorable(images: &Path, members: usize) -> Result<(), ImageError> {
+    if members == 0 {
+        return check_restorable(images);
+    }
+    (0..members).try_for_each(|i| check_restorable(&images.join(i.to_string())))
+}
+
 pub fn check_restorable(images: &Path) -> Result<(), ImageError> {
     let missing = |name: String| ImageError::Corrupt {
         path: images.join(&name).display().to_string(),

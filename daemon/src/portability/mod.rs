@@ -83,7 +83,7 @@ impl Portability {
                 cp.status.as_str()
             )));
         }
-        crate::service::refuse_group(&cp, "an archive")?;
+        crate::service::refuse_group(&cp, query.format)?;
         if query.format == ArchiveFormat::Podman && !is_podman(&cp) {
             return Err(Error::conflict(format!(
                 "checkpoint {} is not of a Podman container, or holds no Podman configuration \
@@ -188,10 +188,12 @@ impl Portability {
         };
         // Hashes prove the files are the ones listed, not that they make a checkpoint: an archive
         // of only inventory.img would import as ready and then fail to restore.
-        crate::criu::images::check_restorable(&staging_dir).map_err(|e| {
-            Error::invalid(format!("the archive is not a restorable checkpoint: {e}"))
-                .with_hint("export the checkpoint again from a ready checkpoint")
-        })?;
+        crate::criu::images::check_checkpoint_restorable(&staging_dir, m.members.len()).map_err(
+            |e| {
+                Error::invalid(format!("the archive is not a restorable checkpoint: {e}"))
+                    .with_hint("export the checkpoint again from a ready checkpoint")
+            },
+        )?;
         let here = archive::arch();
         if m.arch != here {
             return Err(Error::target_unavailable(format!(
@@ -246,7 +248,7 @@ impl Portability {
             // Commands named by an archive are never run here.
             hooks: None,
             terminal: None,
-            members: vec![],
+            members: m.members,
         };
         self.service.catalogue(&cp).await?;
         staging.0 = None;

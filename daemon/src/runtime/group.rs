@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::sys::Folder;
 
 /// The most members a group takes.
-pub const MAX_MEMBERS: usize = 16;
+pub use ckptd_api::MAX_GROUP_MEMBERS as MAX_MEMBERS;
 
 /// Refuses a group that cannot be taken together, before anything is frozen: fewer than two or
 /// more than `MAX_MEMBERS` members, a group inside it, one target named twice.

@@ -440,6 +440,7 @@ pub fn foreign_manifest(f: archive::container::Foreign, dir: &Path) -> Result<Ma
             stdio: runc::recorded_stdio(dir),
         }),
         stats: images::read_dump_stats(dir).ok(),
+        members: vec![],
         origin: Some(ckptd_api::Origin {
             engine: f.engine.as_str().into(),
             container: f.container,

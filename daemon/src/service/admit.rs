@@ -168,12 +168,6 @@ impl Service {
             }
             None => None,
         };
-        if let (Some(_), Target::Group { .. }) = (&push, &target) {
-            return Err(Error::conflict(
-                "push_to: a group checkpoint holds one image set per member, and a remote holds \
-                 one; a group checkpoint stays on the host that took it",
-            ));
-        }
         let custom_dir = req
             .checkpoint_dir
             .as_deref()

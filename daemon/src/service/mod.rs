@@ -185,19 +185,20 @@ pub fn target_start(target: &Target) -> Option<u64> {
     }
 }
 
-/// Refuses to move a group checkpoint's images off this host (an archive, a push): the archive
-/// format and the remotes hold one image set, and a group holds one per member.
-pub fn refuse_group(cp: &ckptd_api::Checkpoint, what: &str) -> Result<()> {
-    if let ckptd_api::Target::Group { .. } = cp.target {
+/// Refuses a group checkpoint in a container checkpoint layout (Podman's, a kubelet's), which
+/// holds one container's images; ckptd's own format holds a group (`<index>/` per member).
+pub fn refuse_group(cp: &ckptd_api::Checkpoint, format: ckptd_api::ArchiveFormat) -> Result<()> {
+    if let (ckptd_api::Target::Group { .. }, false) =
+        (&cp.target, format == ckptd_api::ArchiveFormat::Ckptd)
+    {
         return Err(Error::conflict(format!(
-            "checkpoint {} is a group's ({} members, each its own image set); {what} holds one \
-             image set, so a group checkpoint stays on the host that took it",
+            "checkpoint {} is a group's ({} members, each its own image set); the {} layout \
+             holds one container's images",
             cp.name,
-            cp.members.len()
+            cp.members.len(),
+            format
         ))
-        .with_hint(
-            "restore it here (ckpt restore NAME), or checkpoint the members one by one to move them",
-        ));
+        .with_advice(ckptd_api::Advice::WithoutFormat));
     }
     Ok(())
 }

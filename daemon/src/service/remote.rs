@@ -106,7 +106,7 @@ impl Service {
             _ => {}
         }
         let cp = self.checkpoint(caller, reference).await?;
-        refuse_group(&cp, "a remote")?;
+        refuse_group(&cp, format.unwrap_or_default())?;
         if cp.status != CheckpointStatus::Ready {
             return Err(Error::conflict(format!(
                 "checkpoint {} is {}; only a ready checkpoint can be pushed",
@@ -315,7 +315,7 @@ impl Service {
             // Commands named by a remote's record are never run here.
             hooks: None,
             terminal: None,
-            members: vec![],
+            members: src.members,
         };
         inner.catalog.insert_checkpoint(&cp).await?;
         Ok((cp, true))
@@ -581,15 +581,16 @@ impl Inner {
                 (m, bytes)
             }
         };
-        crate::criu::images::check_restorable(&staging).map_err(|e| {
-            Error::new(
-                crate::error::ErrorKind::RemoteFailed,
-                format!(
-                    "the object {} is not a restorable checkpoint: {e}",
-                    work.copy.key
-                ),
-            )
-        })?;
+        crate::criu::images::check_checkpoint_restorable(&staging, manifest.members.len())
+            .map_err(|e| {
+                Error::new(
+                    crate::error::ErrorKind::RemoteFailed,
+                    format!(
+                        "the object {} is not a restorable checkpoint: {e}",
+                        work.copy.key
+                    ),
+                )
+            })?;
         let here = crate::archive::arch();
         if manifest.arch != here {
             return Err(Error::target_unavailable(format!(
@@ -604,10 +605,19 @@ impl Inner {
         let d = dir.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if owner != 0 {
-                // A member's CRIU restores it, as that member: its images are its own.
-                for e in std::fs::read_dir(&staging)? {
-                    std::os::unix::fs::lchown(e?.path(), Some(owner), None)?;
+                // A member's CRIU restores it, as that member: its images are its own (a
+                // group's members' folders and their files too).
+                fn give(dir: &Path, owner: u32) -> std::io::Result<()> {
+                    for e in std::fs::read_dir(dir)? {
+                        let e = e?;
+                        if e.file_type()?.is_dir() {
+                            give(&e.path(), owner)?;
+                        }
+                        std::os::unix::fs::lchown(e.path(), Some(owner), None)?;
+                    }
+                    Ok(())
                 }
+                give(&staging, owner)?;
                 std::os::unix::fs::lchown(&staging, Some(owner), None)?;
             }
             sys::fsync_dir_tree(&staging)?;
@@ -622,6 +632,8 @@ impl Inner {
         .map_err(|e| Error::io("cannot publish the pulled images", &dir, &e))?;
         guard.keep();
         cp.dir = dir.display().to_string();
+        // A group's members as its verified archive records them.
+        cp.members = manifest.members;
         cp.status = CheckpointStatus::Ready;
         cp.completed_at = cp.completed_at.or(Some(catalog::now()));
         cp.size_bytes = bytes;
