@@ -68,6 +68,7 @@ def verdict(ok):
 
 
 process = by_size("process")
+disk = by_size("disk")
 container = by_size("container")
 docker = by_size("docker")
 podman = by_size("podman")
@@ -226,6 +227,16 @@ if process:
             [[mib(s), secs(v[0]), secs(v[1]), f"{ratio(v[0], v[1]):.2f}", secs(v[3]), secs(v[4]),
               f"{ratio(v[3], v[4]):.2f}", secs(v[2]), secs(v[5])] for s, v in process.items()]))
     p()
+    if disk:
+        p("The disk's own limit, measured in the same runs: a durable `dd` of the same number of "
+          "bytes (`dd if=/dev/zero bs=1M count=N conv=fdatasync`) into the same directory; each "
+          "checkpoint figure as a multiple of it (CRIU's images are a little larger than the "
+          "memory: page maps, the other images, the log).")
+        p()
+        p(table(["memory", "durable `dd`", "ckptd checkpoint / `dd`", "`criu dump` + `sync` / `dd`"],
+                [[mib(s), secs(disk[s][0]), f"{ratio(process[s][0], disk[s][0]):.2f}x",
+                  f"{ratio(process[s][1], disk[s][0]):.2f}x"] for s in process if s in disk]))
+        p()
     p("![frozen time against image size](bench/frozen.svg)")
     p()
     p("### Where ckptd's checkpoint time goes")

@@ -2,7 +2,9 @@
 # Times a checkpoint and a restore of a process holding SIZE_MIB (default 1024) MiB of touched
 # memory through ckptd's API (request to answer, ?wait=true: images durable, row ready) against
 # `criu dump` + `sync` and `criu restore` run by hand, on the same filesystem. Alternates the two,
-# RUNS times (default 5), and prints each run and the medians. Run as root after `make build`.
+# RUNS times (default 5), and prints each run and the medians. Each run also times the disk's own
+# limit: a durable `dd` of the same bytes (conv=fdatasync) into the same directory. Run as root
+# after `make build`.
 set -euo pipefail
 SIZE_MIB=${SIZE_MIB:-1024}
 RUNS=${RUNS:-5}
@@ -32,7 +34,15 @@ while True: time.sleep(0.1)
 # Until the pid is free again: the killed target is an orphan, and this machine's init may reap
 # it late. Both restores start only then, so neither is timed waiting for a zombie.
 
-: >"$WORK/api-dump"; : >"$WORK/api-restore"; : >"$WORK/criu-dump"; : >"$WORK/criu-restore"; : >"$WORK/frozen"; : >"$WORK/criu-frozen"
+: >"$WORK/api-dump"; : >"$WORK/api-restore"; : >"$WORK/criu-dump"; : >"$WORK/criu-restore"; : >"$WORK/frozen"; : >"$WORK/criu-frozen"; : >"$WORK/dd"
+# The disk's limit for the same bytes: written and made durable, nothing else.
+run_dd() {
+  t0=$(now)
+  dd if=/dev/zero of="$WORK/dd.out" bs=1M count="$SIZE_MIB" conv=fdatasync status=none
+  t1=$(now)
+  rm -f "$WORK/dd.out"; sync
+  awk "BEGIN{print $t1 - $t0}" >>"$WORK/dd"
+}
 run_ckptd() {
   pid=$(start_target)
   t0=$(now)
@@ -67,6 +77,7 @@ run_by_hand() {
 for run in $(seq "$RUNS"); do
   # Alternate which goes first, so neither always meets a warmer or colder page cache.
   if [ $((run % 2)) -eq 1 ]; then run_ckptd; run_by_hand; else run_by_hand; run_ckptd; fi
+  run_dd
   echo "run $run: ckptd dump $(tail -1 "$WORK/api-dump") s, restore $(tail -1 "$WORK/api-restore") s; criu dump+sync $(tail -1 "$WORK/criu-dump") s, restore $(tail -1 "$WORK/criu-restore") s"
 done
 echo "median of $RUNS, ${SIZE_MIB} MiB on $(df --output=source,fstype "$WORK" | tail -1):"
@@ -76,4 +87,5 @@ echo "  restore:    ckptd $(med <"$WORK/api-restore") s   criu restore     $(med
 # criu restore, frozen by hand; then the means of ckptd's checkpoint phases (dump durable release
 # catalog) and the mean ckptd checkpoint, which the phases add up to (with the rest).
 SOCK=$sock
+echo "RESULT disk $SIZE_MIB $(med <"$WORK/dd")"
 echo "RESULT process $SIZE_MIB $(med <"$WORK/api-dump") $(med <"$WORK/criu-dump") $(med <"$WORK/frozen") $(med <"$WORK/api-restore") $(med <"$WORK/criu-restore") $(med <"$WORK/criu-frozen") $(phases process) $(mean <"$WORK/api-dump")"

@@ -11,6 +11,8 @@ use plotters::prelude::*;
 
 /// Each part's columns after `RESULT <part> <x>`, in the order its script prints them.
 const COLUMNS: &[(&str, &[&str])] = &[
+    // The disk's limit: a durable `dd` of the same bytes, in measure.sh's runs.
+    ("disk", &["dd"]),
     (
         "process",
         &[
@@ -223,6 +225,13 @@ fn main() -> Result<()> {
             &[
                 ("process", "ckptd_dump", "ckptd, process", BLUE_, false),
                 ("process", "criu_dump", "criu dump + sync", BLUE_, true),
+                (
+                    "disk",
+                    "dd",
+                    "dd conv=fdatasync (the disk's limit)",
+                    PURPLE,
+                    true,
+                ),
                 ("container", "ckptd_dump", "ckptd, runc", ORANGE, false),
                 (
                     "container",

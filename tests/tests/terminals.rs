@@ -15,17 +15,30 @@ struct Tmux {
     name: String,
     /// The user it runs as (uid, gid), when not root: its terminals are that user's.
     user: Option<(u32, u32)>,
+    /// The `ckpt` it runs (a copy the user can run, when not root: the clone may be under a
+    /// directory only root enters).
+    ckpt: std::path::PathBuf,
 }
 
 impl Tmux {
     fn new(tag: &str) -> Tmux {
-        Self::as_user(tag, None)
-    }
-
-    fn as_user(tag: &str, user: Option<(u32, u32)>) -> Tmux {
         Tmux {
             name: format!("ckptd-test-{tag}-{}", std::process::id()),
-            user,
+            user: None,
+            ckpt: workspace_binary("ckpt"),
+        }
+    }
+
+    /// A tmux of `user`'s, its `ckpt` a copy in `dir` (a directory the user can reach).
+    fn as_user(tag: &str, user: (u32, u32), dir: &std::path::Path) -> Tmux {
+        use std::os::unix::fs::PermissionsExt;
+        let ckpt = dir.join("ckpt");
+        std::fs::copy(workspace_binary("ckpt"), &ckpt).unwrap();
+        std::fs::set_permissions(&ckpt, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Tmux {
+            name: format!("ckptd-test-{tag}-{}", std::process::id()),
+            user: Some(user),
+            ckpt,
         }
     }
 
@@ -53,15 +66,7 @@ impl Tmux {
 
     /// A detached session `name` of `cols`x`rows` running `sh -c command`.
     fn session(&self, name: &str, cols: u16, rows: u16, command: &str) {
-        // A pane whose program ended stays, showing why (`screen` then says it).
         let out = self.cmd(&[
-            "start-server",
-            ";",
-            "set-option",
-            "-g",
-            "remain-on-exit",
-            "on",
-            ";",
             "new-session",
             "-d",
             "-s",
@@ -89,7 +94,7 @@ impl Tmux {
             &format!(
                 "CKPTD_SOCKET={} {} attach {pid}; sleep 600",
                 socket.display(),
-                workspace_binary("ckpt").display()
+                self.ckpt.display()
             ),
         );
         self.wait_for(name, &format!("attached to pid {pid}"));
@@ -286,7 +291,7 @@ async fn a_members_terminal_program_is_hers_to_attach_to() {
     use ckptd_tests::members::Fixture;
     let f = Fixture::new().await;
     // Her own tmux: its terminals are hers, as a login's are.
-    let tmux = Tmux::as_user("member-tty", Some((f.alice_uid, f.alice_gid)));
+    let tmux = Tmux::as_user("member-tty", (f.alice_uid, f.alice_gid), f.dir.path());
     let program = f.dir.path().join("program.py");
     std::fs::write(&program, PROGRAM).unwrap();
     std::fs::set_permissions(
