@@ -638,6 +638,29 @@ impl Catalog {
         Self::update_job_in(&mut c, job, Some(from)).await
     }
 
+    /// A job's start: the job written only if it is still in state `from`, and with it the
+    /// checkpoint it takes (`running`), in one transaction (one commit, which waits for the
+    /// disk, per state change of a job); whether it was written.
+    pub async fn start_job(
+        &self,
+        job: &Job,
+        from: JobState,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        if !Self::update_job_in(&mut tx, job, Some(from)).await? {
+            return Ok(false);
+        }
+        if let Some(cp) = checkpoint {
+            Self::update_checkpoint_in(&mut tx, cp).await?;
+        }
+        tx.commit().await?;
+        if checkpoint.is_some() {
+            self.checkpoints_changed();
+        }
+        Ok(true)
+    }
+
     /// Writes a job (only if it is in state `from`, when given); whether it was written.
     async fn update_job_in(
         c: &mut SqliteConnection,

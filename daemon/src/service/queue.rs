@@ -338,7 +338,17 @@ impl Inner {
         };
         job.state = JobState::Running;
         job.started_at = Some(catalog::now());
-        if !self.catalog.update_job_if(&job, JobState::Queued).await? {
+        // A job that takes its checkpoint (a dump, a live migration's source) marks it running
+        // in the same commit.
+        let takes = matches!(job.kind, JobKind::Checkpoint | JobKind::Migrate);
+        if takes {
+            cp.status = CheckpointStatus::Running;
+        }
+        if !self
+            .catalog
+            .start_job(&job, JobState::Queued, takes.then_some(&cp))
+            .await?
+        {
             return Ok(()); // cancelled just now
         }
         self.events.job("job.running", &job);
@@ -356,8 +366,6 @@ impl Inner {
         let outcome = match job.kind {
             JobKind::Checkpoint => {
                 let work: CheckpointWork = serde_json::from_value(request).unwrap_or_default();
-                cp.status = CheckpointStatus::Running;
-                self.catalog.update_checkpoint(&cp).await?;
                 // Still the process the request named: a pid reused while the job was queued
                 // is another process.
                 let same = match (&cp.target, work.target_start) {
@@ -437,8 +445,6 @@ impl Inner {
             }
             JobKind::Migrate => {
                 let work: CheckpointWork = serde_json::from_value(request).unwrap_or_default();
-                cp.status = CheckpointStatus::Running;
-                self.catalog.update_checkpoint(&cp).await?;
                 let result = match work.migrate {
                     Some(m) => self.run_migration(&mut cp, &job, m, stop).await,
                     None => Err(Error::internal("a migrate job without its destination")),
