@@ -237,6 +237,12 @@ if process:
                 [[mib(s), secs(disk[s][0]), f"{ratio(process[s][0], disk[s][0]):.2f}x",
                   f"{ratio(process[s][1], disk[s][0]):.2f}x"] for s in process if s in disk]))
         p()
+        p("ckptd and CRIU by hand stand at the same multiple of the disk: what is above the disk's "
+          "rate is CRIU's, not ckptd's. At the smallest size the fixed costs (CRIU's start and "
+          "kernel probe, below) weigh most; at the largest, CRIU's own write of the pages, which "
+          "happens while the target is frozen (its `frozen` column), runs below the rate a plain "
+          "sequential write reaches.")
+        p()
     p("![frozen time against image size](bench/frozen.svg)")
     p()
     p("### Where ckptd's checkpoint time goes")
@@ -278,20 +284,24 @@ if process:
       "`syncfs` would flush unrelated files of the same filesystem too, and save nothing.")
     p("- **catalog**: one SQLite commit (WAL, `synchronous=FULL`: the row is on disk before the "
       "answer), well under a millisecond to a few. **rest**: the HTTP round trip, the admission "
-      "(target checks, space estimate, the checkpoint and job rows: two more commits) and the "
-      "job's end row; a few milliseconds, which is why the smallest size shows the largest ratio.")
+      "(target checks, space estimate, the checkpoint and job rows: one more commit) and the "
+      "job's start (one commit: since 2026-12-06 the job and the checkpoint it takes are marked "
+      "running in one transaction, which were two); a few milliseconds, which is why the smallest "
+      "size shows the largest ratio.")
     p("- **Restore** is `criu restore` plus the same few milliseconds.")
     p()
-    p("So the checkpoint goal is met where CRIU's run dominates (512 MiB and up, within this VM's "
-      "noise: at 4 GiB a dump is throttled by the disk's writeback and single runs of the same "
-      "command vary by 2-4x) and not at the smallest size, where ckptd's fixed cost (the rest "
-      "column, the same 13-15 ms at every size: the HTTP round trip, the admission's checks, "
-      "three SQLite commits that each wait for the disk, starting CRIU from a large process) is "
-      "over a tenth of a 0.12 s dump. A restore pays the same kind of fixed cost (the restore "
-      "job's rows, the pid check, starting CRIU), hence its ratio at the smallest size; above "
-      "it, restores tie within the noise. What would be needed: fewer commits per job (the job's "
-      "and the checkpoint's state changes in one transaction) and starting CRIU through "
-      "`posix_spawn` rather than fork; a few milliseconds each, not done this round.")
+    p("So a checkpoint is CRIU's run plus a fixed cost (the rest column, the same at every size "
+      "within a run, 13-20 ms as this VM's speed drifts between runs: the HTTP round trip, the "
+      "admission's checks, two SQLite commits that each wait for the disk, and starting CRIU by "
+      "fork from a large process). Where a checkpoint ratio is above the goal, it is within this "
+      "VM's noise where CRIU's run dominates (single runs of the same command vary by 2-4x at "
+      "4 GiB) and that fixed cost at the smallest size. A restore pays the same kind of fixed "
+      "cost (the restore job's rows, the pid check, starting CRIU), hence its ratio at the "
+      "smallest size; above it, restores tie within the noise. What is left to do: starting "
+      "CRIU without a fork of the daemon (`posix_spawn`): ckptd hands CRIU the images' folder "
+      "as an inherited descriptor, which Rust's `Command` can only do through a `pre_exec` hook, "
+      "and that forces a fork; a spawn of its own (posix_spawn with a dup2 file action) is "
+      "the next step.")
     p()
 
 if container:
