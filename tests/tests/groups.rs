@@ -560,3 +560,66 @@ async fn a_group_pushed_by_one_host_is_restored_by_another_and_talks_on() {
     });
     client.assert_contiguous();
 }
+
+#[tokio::test]
+async fn a_daemon_killed_during_a_group_restore_leaves_no_member_stopped() {
+    let mut d = Daemon::start().await;
+    let dir = d.dir.path().to_owned();
+    let mut small = Target::looper(&dir);
+    // Big enough that its restore takes a while: the daemon dies with the small one back,
+    // stopped, waiting for the other.
+    let mut big = counter(&dir, "big", 256);
+    let group = api::Target::Group {
+        targets: vec![
+            api::Target::Process { pid: small.pid },
+            api::Target::Process { pid: big.pid },
+        ],
+    };
+    d.client
+        .create_checkpoint(&checkpoint(group, "both"), true)
+        .await
+        .unwrap();
+    small.reap();
+    big.reap();
+    let job = d
+        .client
+        .restore("both", &api::RestoreRequest::default(), false)
+        .await
+        .unwrap();
+    wait_until("the small member to be back", || {
+        proc_state(small.pid).is_some_and(|s| s != 'Z')
+    });
+    d.crash(|| {}).await;
+    // Resolved at start-up: both back and running (the job succeeded), or neither left (the
+    // one back was ended, the job failed). Never a member stopped for good.
+    let gone = |pid: i32| proc_state(pid).is_none_or(|s| s == 'Z');
+    let job = d.wait_ended(&job.id.to_string()).await;
+    match job.state {
+        api::JobState::Succeeded => {
+            for t in [&small, &big] {
+                assert!(running(t.pid), "pid {} is {:?}", t.pid, proc_state(t.pid));
+                assert!(
+                    t.is_progressing(Duration::from_secs(3)),
+                    "pid {} stopped",
+                    t.pid
+                );
+            }
+            assert_eq!(job.result.expect("a result").members.len(), 2);
+        }
+        state => {
+            eprintln!(
+                "job {state:?} {:?}; small {:?}, big {:?}\n{}",
+                job.error,
+                proc_state(small.pid),
+                proc_state(big.pid),
+                d.log()
+            );
+            wait_until("the members back to be ended", || {
+                gone(small.pid) && gone(big.pid)
+            });
+            assert_eq!(state, api::JobState::Failed, "{:?}", job.error);
+        }
+    }
+    small.assert_contiguous();
+    big.assert_contiguous();
+}

@@ -101,6 +101,15 @@ fn of_member(e: Error, index: usize, target: &Target) -> Error {
     e.with("member", index)
 }
 
+/// Every member of a group checkpoint as a checkpoint of its own, in the group's order.
+fn member_checkpoints(cp: &Checkpoint) -> Vec<Checkpoint> {
+    cp.members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| member_checkpoint(cp, i, m))
+        .collect()
+}
+
 /// A group member as a checkpoint of its own, for its engine's restore.
 fn member_checkpoint(cp: &Checkpoint, index: usize, m: &GroupMember) -> Checkpoint {
     Checkpoint {
@@ -346,12 +355,7 @@ impl Engines {
             })
             .collect::<Result<_>>()
             .map_err(|e| e.with_hint("take a new checkpoint of the group; this one is damaged"))?;
-        let members: Vec<Checkpoint> = cp
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| member_checkpoint(cp, i, m))
-            .collect();
+        let members = member_checkpoints(cp);
         let options = member_options(spec.options);
         let restores = members.iter().zip(&folders).map(|(m, images)| {
             self.for_target(&m.target).restore(RestoreSpec {
@@ -390,6 +394,46 @@ impl Engines {
             members: results,
             ..Default::default()
         })
+    }
+
+    /// After a daemon restart, a group restore it cut short: each member's restore is recovered
+    /// as its engine recovers one (its pidfile, its container). All back: they are let run (the
+    /// restore had not, or not all of them) and the job succeeded. Any missing: the ones back
+    /// are ended, as a failed group restore ends them, and the job failed.
+    pub(super) async fn recover_group_restore(
+        &self,
+        cp: &Checkpoint,
+        log_name: &str,
+    ) -> Option<JobResult> {
+        let members = member_checkpoints(cp);
+        let mut results = Vec::new();
+        for m in &members {
+            let r = self
+                .for_target(&m.target)
+                .recover_restore(m, None, log_name)
+                .await;
+            tracing::info!(checkpoint = %cp.name, member = %m.target.key(), back = r.is_some(), "group member's restore recovered");
+            results.push(r);
+        }
+        if !members.is_empty() && results.iter().all(Option::is_some) {
+            let results: Vec<JobResult> = results.into_iter().flatten().collect();
+            for (m, r) in members.iter().zip(&results) {
+                self.for_target(&m.target)
+                    .continue_restored(&m.target, r, cp.owner_uid)
+                    .await;
+            }
+            return Some(JobResult {
+                members: results,
+                ..Default::default()
+            });
+        }
+        for (m, r) in members.iter().zip(&results) {
+            if let Some(r) = r {
+                tracing::warn!(checkpoint = %cp.name, member = %m.target.key(), "ending a member of a group restore the restart cut short");
+                self.end_restored(m, r).await;
+            }
+        }
+        None
     }
 
     /// Ends a member a failed group restore brought back.

@@ -375,6 +375,9 @@ impl Engine for Engines {
         into: Option<&'a Target>,
         log_name: &'a str,
     ) -> BoxFuture<'a, Option<JobResult>> {
+        if let Target::Group { .. } = checkpoint.target {
+            return Box::pin(self.recover_group_restore(checkpoint, log_name));
+        }
         self.for_restore(checkpoint, into)
             .recover_restore(checkpoint, into, log_name)
     }

@@ -832,12 +832,12 @@ impl Engine for ProcessEngine {
     }
 }
 
-/// The pid CRIU wrote to `name` in the folder (bounded, not followed through a symlink), and the
-/// pidfile removed.
+/// The pid CRIU wrote to `name` in the folder (bounded, not followed through a symlink). The
+/// pidfile stays, as the restore's log does (both are named after the job): a restart that cuts
+/// a group's restore short finds each member's restore by it, the ones read already included.
 fn read_pidfile(folder: &sys::Folder, name: &str) -> Option<i32> {
-    let text = folder.read(name, 64).ok();
-    let _ = folder.remove_file(name);
-    String::from_utf8_lossy(&text?).trim().parse().ok()
+    let text = folder.read(name, 64).ok()?;
+    String::from_utf8_lossy(&text).trim().parse().ok()
 }
 
 /// Refuses pids that cannot or must not be dumped, saying why.
