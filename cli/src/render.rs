@@ -206,6 +206,22 @@ pub fn inspect_text(c: &Checkpoint) -> String {
     if let Some(r) = c.container.as_ref().filter(|r| !r.bundle.is_empty()) {
         kv("Bundle:", r.bundle.clone());
     }
+    // A group's members, each with its own dump's figures and images' folder.
+    for (i, m) in c.members.iter().enumerate() {
+        let mut line = target_text(&m.target);
+        if let Some(s) = &m.stats {
+            line.push_str(&format!(
+                ": dumped in {:.3} s, {} pages",
+                s.frozen_time_us as f64 / 1e6,
+                s.pages_written
+            ));
+        }
+        if let Some(r) = m.container.as_ref().filter(|r| !r.bundle.is_empty()) {
+            line.push_str(&format!(", bundle {}", r.bundle));
+        }
+        line.push_str(&format!(", images in {}/{i}", c.dir));
+        kv(&format!("Member {i}:"), line);
+    }
     if let Some(o) = &c.origin {
         let mut from = format!("{} container {}", o.engine, o.container);
         if let (Some(p), Some(n)) = (&o.pod, &o.namespace) {

@@ -131,7 +131,13 @@ async fn a_client_and_server_over_tcp_and_a_pipeline_are_checkpointed_and_restor
         tree.processes.iter().any(|p| p.pid == client.pid),
         "{tree:?}"
     );
-    // `ckpt ls` says what it is.
+    // `ckpt inspect` shows each member, `ckpt ls` what it is.
+    let inspected = String::from_utf8_lossy(&d.ckpt(&["inspect", "talk"]).stdout).into_owned();
+    assert!(
+        inspected.contains(&format!("Member 2:     pid {}: dumped in", pids[2]))
+            && inspected.contains(&format!("images in {}/2", cp.dir)),
+        "{inspected}"
+    );
     let listed = String::from_utf8_lossy(&d.ckpt(&["ls"]).stdout).into_owned();
     assert!(
         listed.contains(&format!("group of pid {}, pid {}", pids[0], pids[1])),
