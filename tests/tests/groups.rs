@@ -1,6 +1,7 @@
 //! Groups (issue 30): several targets checkpointed at one instant and restored together. A TCP
-//! client and its server (two trees), a two-process pipeline and a runc container, each
-//! counting what it gets: a lost or repeated message breaks its count. Real daemon, CRIU, runc.
+//! client and its server (two trees), a two-process pipeline, two processes on a Unix socket
+//! pair and a runc container, each counting what it gets: a lost or repeated message breaks
+//! its count. Real daemon, CRIU, runc.
 
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
@@ -47,6 +48,27 @@ const PIPELINE: &str = "python3 -c 'import time\ni=0\nwhile True:\n    print(i, 
                         i+=1; time.sleep(0.02)' | python3 -c 'import sys\nfor l in sys.stdin:\n    \
                         print(l.strip(), flush=True)'";
 
+/// Two processes of one tree talking over a Unix socket pair: the parent sends 0, 1, 2, ...,
+/// the child sends each back, the parent prints what came back (or what went wrong).
+const UNIX_PAIR: &str = r#"
+import os, socket, time
+a, b = socket.socketpair()
+if os.fork() == 0:
+    a.close()
+    f = b.makefile("rwb", buffering=0)
+    while True:
+        f.write(f.readline())
+b.close()
+f = a.makefile("rwb", buffering=0)
+n = 0
+while True:
+    f.write(b"%d\n" % n)
+    back = f.readline().decode().strip()
+    print(back if back == str(n) else "BAD %r for %d" % (back, n), flush=True)
+    n += 1
+    time.sleep(0.02)
+"#;
+
 fn python(dir: &std::path::Path, name: &str, code: &str, args: &[&str]) -> Target {
     let mut argv = vec!["python3", "-c", code];
     argv.extend_from_slice(args);
@@ -71,13 +93,15 @@ fn running(pid: i32) -> bool {
 }
 
 #[tokio::test]
-async fn a_client_and_server_over_tcp_and_a_pipeline_are_checkpointed_and_restored_together() {
+async fn a_tcp_client_and_server_a_pipeline_and_a_unix_socket_pair_are_checkpointed_and_restored_together() {
     let d = Daemon::start().await;
     let dir = d.dir.path();
     let (mut client, mut server) = client_and_server(dir);
     let mut pipeline = Target::spawn(&["sh", "-c", PIPELINE], &dir.join("pipeline.out"));
     pipeline.wait_for_lines(5);
-    let pids = [server.pid, client.pid, pipeline.pid];
+    let mut pair = python(dir, "pair", UNIX_PAIR, &[]);
+    pair.wait_for_lines(5);
+    let pids = [server.pid, client.pid, pipeline.pid, pair.pid];
 
     // The pipeline's two processes as two members would come back with a pipe each: refused,
     // before anything is frozen, saying what to give instead.
@@ -94,7 +118,7 @@ async fn a_client_and_server_over_tcp_and_a_pipeline_are_checkpointed_and_restor
     assert!(said.contains("are the two ends of one pipe"), "{said}");
     assert!(said.contains("the shell running `a | b`"), "{said}");
 
-    // One checkpoint of the three, through `ckpt`: a group.
+    // One checkpoint of the four, through `ckpt`: a group.
     let targets = pids.map(|p| p.to_string()).join(",");
     let out = d.ckpt(&["create", &targets, "talk"]);
     assert!(
@@ -112,9 +136,9 @@ async fn a_client_and_server_over_tcp_and_a_pipeline_are_checkpointed_and_restor
         &pids.map(|pid| api::Target::Process { pid }).to_vec(),
         "{cp:?}"
     );
-    assert_eq!(cp.members.len(), 3, "{cp:?}");
+    assert_eq!(cp.members.len(), 4, "{cp:?}");
     assert!(cp.members.iter().all(|m| m.stats.is_some()), "{cp:?}");
-    for i in 0..3 {
+    for i in 0..4 {
         assert!(
             std::path::Path::new(&cp.dir)
                 .join(i.to_string())
@@ -144,11 +168,15 @@ async fn a_client_and_server_over_tcp_and_a_pipeline_are_checkpointed_and_restor
         "{listed}"
     );
     // Ended together once the images were durable.
-    for t in [&mut server, &mut client, &mut pipeline] {
+    for t in [&mut server, &mut client, &mut pipeline, &mut pair] {
         t.reap();
         assert_eq!(proc_state(t.pid), None, "pid {} still there", t.pid);
     }
-    let counted = (client.lines().len(), pipeline.lines().len());
+    let counted = (
+        client.lines().len(),
+        pipeline.lines().len(),
+        pair.lines().len(),
+    );
 
     // Restored together: every one back at its pid, the conversation going on.
     let out = d.ckpt(&["restore", "talk"]);
@@ -161,8 +189,8 @@ async fn a_client_and_server_over_tcp_and_a_pipeline_are_checkpointed_and_restor
     );
     assert!(
         said.contains(&format!(
-            "group of pid {}; pid {}; pid {}",
-            pids[0], pids[1], pids[2]
+            "group of pid {}; pid {}; pid {}; pid {}",
+            pids[0], pids[1], pids[2], pids[3]
         )),
         "{said}"
     );
@@ -179,9 +207,13 @@ async fn a_client_and_server_over_tcp_and_a_pipeline_are_checkpointed_and_restor
     wait_until("the pipeline to go on", || {
         pipeline.lines().len() >= counted.1 + 20
     });
-    // Nothing lost, nothing repeated, no wrong answer: 0, 1, 2, ... on both.
+    wait_until("the Unix socket pair to go on", || {
+        pair.lines().len() >= counted.2 + 20
+    });
+    // Nothing lost, nothing repeated, no wrong answer: 0, 1, 2, ... on all three.
     client.assert_contiguous();
     pipeline.assert_contiguous();
+    pair.assert_contiguous();
 }
 
 #[tokio::test]
