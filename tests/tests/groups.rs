@@ -93,7 +93,8 @@ fn running(pid: i32) -> bool {
 }
 
 #[tokio::test]
-async fn a_tcp_client_and_server_a_pipeline_and_a_unix_socket_pair_are_checkpointed_and_restored_together() {
+async fn a_tcp_client_and_server_a_pipeline_and_a_unix_socket_pair_are_checkpointed_and_restored_together(
+) {
     let d = Daemon::start().await;
     let dir = d.dir.path();
     let (mut client, mut server) = client_and_server(dir);
