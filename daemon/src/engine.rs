@@ -94,7 +94,7 @@ pub struct Barrier {
 }
 
 impl Barrier {
-    /// CRIU's arguments and inherited descriptors for the barrier.
+    /// CRIU's argument naming the barrier as its action script.
     pub fn hand_to(&self, args: &mut Vec<String>) {
         args.push("--action-script".into());
         args.push(self.script.display().to_string());

@@ -100,7 +100,7 @@ impl Manifest {
 pub fn member_file(entry: &str) -> Option<(usize, &str)> {
     let (index, name) = entry.split_once('/')?;
     let i: usize = index.parse().ok()?;
-    (i.to_string() == index && i < ckptd_api::MAX_GROUP_MEMBERS && plain_name(name))
+    (crate::sys::is_member_name(index) && i < ckptd_api::MAX_GROUP_MEMBERS && plain_name(name))
         .then_some((i, name))
 }
 
