@@ -33,7 +33,6 @@ impl ProcStat {
     }
 }
 
-/// Reads /proc/PID/stat; `None` when no such process exists.
 /// Lets `cmd`'s child inherit descriptor `fd` (ckptd opens everything close-on-exec).
 pub fn inherit_fd(cmd: &mut tokio::process::Command, fd: std::os::fd::RawFd) {
     // SAFETY: fcntl is async-signal-safe, and nothing else runs between fork and exec.
@@ -47,6 +46,7 @@ pub fn inherit_fd(cmd: &mut tokio::process::Command, fd: std::os::fd::RawFd) {
     }
 }
 
+/// Reads /proc/PID/stat; `None` when no such process exists.
 pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let st = procfs::process::Process::new(pid).ok()?.stat().ok()?;
     Some(ProcStat::from(st))
@@ -718,6 +718,12 @@ impl TaskId {
     /// Sends `sig` to this process only: through a pidfd opened first and checked against the
     /// start time, so a pid reused by another process (root's, say) is never signalled.
     pub fn signal(&self, sig: rustix::process::Signal) -> io::Result<()> {
+        rustix::process::pidfd_send_signal(&self.pidfd()?, sig).map_err(io::Error::from)
+    }
+
+    /// A pidfd of this very process: opened first, then checked against the start time, so it
+    /// never names a process that took the pid since.
+    pub fn pidfd(&self) -> io::Result<OwnedFd> {
         let pid = rustix::process::Pid::from_raw(self.pid)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
         let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
@@ -727,7 +733,7 @@ impl TaskId {
                 format!("pid {} is now another process", self.pid),
             ));
         }
-        rustix::process::pidfd_send_signal(&fd, sig).map_err(io::Error::from)
+        Ok(fd)
     }
 }
 

@@ -762,12 +762,63 @@ pub fn assert_counts(lines: &[String], what: &str) {
 }
 
 /// Waits until `f()` holds, up to 20 s.
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    wait_until_else(what, f, String::new)
+}
+
+/// `wait_until`, whose failure also says what `explain` finds then (the state the test could
+/// not see change).
+pub fn wait_until_else(what: &str, mut f: impl FnMut() -> bool, explain: impl FnOnce() -> String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// CRIU's connection locks (iptables rules with its mark) from or to any of `ports`.
+pub fn criu_locks(ports: &[String]) -> Vec<String> {
+    let out = std::process::Command::new("iptables")
+        .args(["-w", "-S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.contains("0xc114")
+                && ports.iter().any(|p| {
+                    l.contains(&format!("--sport {p} ")) || l.contains(&format!("--dport {p} "))
+                })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Every file under `dir` whose name ends in `suffix`, with its last `n` lines: the CRIU logs
+/// a daemon kept, for a failure's report.
+pub fn tails_under(dir: &Path, suffix: &str, n: usize) -> String {
+    let mut out = String::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                todo.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                out += &format!("--- {}\n{}\n", p.display(), tail(&text, n));
+            }
+        }
+    }
+    out
 }
 
 /// Where a test container's stdout and stderr go.

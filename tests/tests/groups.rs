@@ -88,6 +88,38 @@ fn client_and_server(dir: &std::path::Path) -> (Target, Target) {
     (client, server)
 }
 
+/// What a stalled conversation leaves to see: both ends' state and what they wait in, the
+/// connection's TCP state, any connection lock CRIU left behind, the ends of the daemon's log
+/// and of its CRIU logs.
+fn conversation_report(client: &Target, server: &Target, d: &Daemon) -> String {
+    let sh = |cmd: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    for (name, t) in [("client", client), ("server", server)] {
+        out += &format!(
+            "{name} {}: state {:?}, waiting in {:?}\n",
+            t.pid,
+            proc_state(t.pid),
+            std::fs::read_to_string(format!("/proc/{}/wchan", t.pid)).unwrap_or_default()
+        );
+    }
+    out += &format!(
+        "client's last lines: {}\n",
+        tail(&client.lines().join("\n"), 3)
+    );
+    out += &format!(
+        "ss -tnoi:\n{}\n",
+        sh("ss -tnoi state all '( dst 127.0.0.1 )'")
+    );
+    out += &format!("CRIU's locks left:\n{}\n", sh("iptables -S | grep -i c114"));
+    out + &tails_under(d.dir.path(), ".log", 30)
+}
+
 fn running(pid: i32) -> bool {
     proc_state(pid).is_some_and(|s| !matches!(s, 'Z' | 'T' | 't'))
 }
@@ -178,6 +210,17 @@ async fn a_tcp_client_and_server_a_pipeline_and_a_unix_socket_pair_are_checkpoin
         pipeline.lines().len(),
         pair.lines().len(),
     );
+    // The connection between the client and the server is left as CRIU's own ending of a tree
+    // leaves it: both ends closed in repair mode (no FIN, no RST: no socket of it lingers)
+    // and locked until the restore (CRIU's rules, two for each end).
+    let port = std::fs::read_to_string(dir.join("port")).unwrap();
+    assert_eq!(
+        criu_locks(std::slice::from_ref(&port)).len(),
+        4,
+        "{:?}",
+        criu_locks(std::slice::from_ref(&port))
+    );
+    assert_eq!(sockets_on(&port), "", "sockets of the ended connection");
 
     // Restored together: every one back at its pid, the conversation going on.
     let out = d.ckpt(&["restore", "talk"]);
@@ -215,6 +258,20 @@ async fn a_tcp_client_and_server_a_pipeline_and_a_unix_socket_pair_are_checkpoin
     client.assert_contiguous();
     pipeline.assert_contiguous();
     pair.assert_contiguous();
+    // Each end's restore unlocked its own end.
+    assert_eq!(
+        criu_locks(std::slice::from_ref(&port)),
+        Vec::<String>::new()
+    );
+}
+
+/// The TCP sockets, in any state, on `port` (`ss`'s lines, without its header).
+fn sockets_on(port: &str) -> String {
+    let out = std::process::Command::new("ss")
+        .args(["-tanH", &format!("( sport = :{port} or dport = :{port} )")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]
@@ -594,9 +651,11 @@ async fn a_group_pushed_by_one_host_is_restored_by_another_and_talks_on() {
     assert_eq!(job.state, api::JobState::Succeeded, "{:?}", job.error);
     let on_b = b.client.checkpoint("pair").await.unwrap();
     assert_eq!(on_b.members, listed[0].checkpoint.members);
-    wait_until("the conversation to go on from b's restore", || {
-        client.lines().len() >= counted + 20
-    });
+    wait_until_else(
+        "the conversation to go on from b's restore",
+        || client.lines().len() >= counted + 20,
+        || conversation_report(&client, &server, &b),
+    );
     client.assert_contiguous();
 }
 

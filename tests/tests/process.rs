@@ -8,7 +8,7 @@ use std::time::Duration;
 use ckptd_api::{
     CheckpointStatus, CreateCheckpoint, JobState, RestoreRequest, Target as ApiTarget,
 };
-use ckptd_tests::{alive, proc_state, Daemon, Target};
+use ckptd_tests::{alive, criu_locks, proc_state, Daemon, Target};
 use serde_json::{json, Value};
 
 fn process(pid: i32) -> Option<ApiTarget> {
@@ -709,6 +709,69 @@ async fn restore_held(pause: &ckptd_tests::Pause, name: &str, mib: usize) -> Hel
 async fn paused_daemon(pause: &ckptd_tests::Pause) -> Daemon {
     let cfg = d_config(&pause.config_line());
     Daemon::start_with(&["--config", cfg.to_str().unwrap()]).await
+}
+
+/// A dump with tcp_established takes each connection in repair mode and locks it (CRIU's
+/// iptables rules) for the kill that ends the tree once the images are durable. Cancelled
+/// where CRIU waits after writing the images (CRIU then stopped), the process is let run, and
+/// so are its connections: out of repair mode, unlocked (before, its next read failed with
+/// EPERM and it died).
+#[tokio::test]
+async fn a_cancelled_dump_gives_the_process_its_connections_back() {
+    let pause = ckptd_tests::Pause::new();
+    let d = paused_daemon(&pause).await;
+    let t = Target::python(d.dir.path(), "tcp-cancel", 0, true);
+    pause.arm("post-dump");
+    let created = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                tcp_established: true,
+                ..ckptd_tests::checkpoint(process(t.pid), "cut")
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    pause.reached("post-dump");
+    let ports = ports_of(t.pid);
+    assert_eq!(ports.len(), 2, "the connection's two ends: {ports:?}");
+    assert!(
+        criu_locks(&ports).len() >= 2,
+        "CRIU locked the connection: {:?}",
+        criu_locks(&ports)
+    );
+    let id = created.job.id.to_string();
+    d.client.cancel_job(&id).await.unwrap();
+    let job = d.wait_ended(&id).await;
+    assert_eq!(job.state, JobState::Cancelled, "{job:?}");
+    assert!(
+        t.is_progressing(Duration::from_secs(3)),
+        "the process stopped talking: {:?} {}",
+        proc_state(t.pid),
+        ckptd_tests::tail(&t.lines().join("\n"), 5)
+    );
+    assert!(alive(t.pid) && proc_state(t.pid) != Some('T'));
+    t.assert_contiguous();
+    assert_eq!(criu_locks(&ports), Vec::<String>::new());
+}
+
+/// The local ports of the TCP sockets process `pid` holds.
+fn ports_of(pid: i32) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnpH"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("pid={pid},")))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .rsplit_once(':')
+                .map(|(_, p)| p.to_owned())
+        })
+        .collect()
 }
 
 /// SIGKILL of the daemon while CRIU finishes a dump of a 1 GiB process (held where the images

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use ckptd_tests::{workspace_binary, Daemon};
+use ckptd_tests::{tail, workspace_binary, Daemon};
 
 const SKIP: &str = "<!-- readme-test: skip:";
 
@@ -140,11 +140,6 @@ async fn every_example_of_the_readme_runs_in_order() {
             b.line
         );
     }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Ends what the README started: its processes (by their mark) and its runc containers.

@@ -15,13 +15,15 @@ use crate::sys::{Folder, MAX_LOG_READ};
 /// Runs a program that drives CRIU (`criu` itself, or a runtime such as runc) and, when it fails,
 /// builds the user's error from CRIU's log: the cause, `log_tail`, `hint`, the log's path and the
 /// exact command. `runtime_log` is read for the cause when CRIU's log has none (runc's own
-/// errors, e.g. "container does not exist").
+/// errors, e.g. "container does not exist"). `before_stop` runs when a stop arrives, before
+/// CRIU is stopped: a dump holds its target there (CRIU stopped lets its tasks go on at once).
 pub async fn run_logged(
     mut cmd: Command,
     (folder, log_name): (&Folder, &str),
     runtime_log: Option<&Path>,
     what: String,
     stop: &StopSignal,
+    before_stop: Option<&(dyn Fn() + Sync)>,
 ) -> Result<()> {
     let command = shown_command(cmd.as_std(), folder);
     let log_path = folder.shown().join(log_name);
@@ -53,6 +55,9 @@ pub async fn run_logged(
                         // (its parasite returns when CRIU's socket closes); callers resume what a
                         // dump had stopped.
                         tracing::warn!(%command, reason = ?r, "stopping CRIU");
+                        if let Some(hold) = before_stop {
+                            hold();
+                        }
                         if let Some(pg) = pgid {
                             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pg), Signal::SIGTERM);
                         }

@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod podman;
 pub mod process;
 pub mod runc;
+pub mod seal;
 pub mod terminal;
 
 use std::path::Path;
@@ -332,7 +333,14 @@ impl Engine for Engines {
     }
     fn release<'a>(&'a self, stopped: &'a Stopped, kill: bool) -> BoxFuture<'a, ()> {
         match stopped {
-            Stopped::Group(members) => Box::pin(self.release_all(members, kill)),
+            Stopped::Group(members) if kill => Box::pin(async move {
+                // Its connections are left as CRIU's own ending leaves them (`seal`); the
+                // copies are closed once the members are gone.
+                let sealed = seal::seal(members).await;
+                self.release_all(members, true).await;
+                drop(sealed);
+            }),
+            Stopped::Group(members) => Box::pin(self.release_all(members, false)),
             Stopped::Container { container, .. } => {
                 self.runtime(container.runtime).release(stopped, kill)
             }

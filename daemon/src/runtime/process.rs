@@ -162,18 +162,31 @@ impl ProcessEngine {
         if let Some(b) = &spec.barrier {
             b.pass(&mut cmd);
         }
+        // A stop ends CRIU, whose seized tasks then run on at once: with their connections
+        // still sealed, a read fails (EPERM) before they are given back. So the tree is held
+        // (SIGSTOP, taken as CRIU lets go) until they are, below.
+        let uid = spec.owner.as_ref().map(|o| o.uid);
+        let hold = move || {
+            sys::signal_tasks(&sys::live_tree(root, uid), rustix::process::Signal::STOP);
+        };
         if let Err(e) = run_logged(
             cmd,
             (spec.images, spec.log_name),
             None,
             format!("CRIU could not dump pid {pid}"),
             &spec.stop,
+            spec.options
+                .tcp_established
+                .then_some(&hold as &(dyn Fn() + Sync)),
         )
         .await
         {
-            // CRIU resumes the tree when a dump fails; make sure nothing stays stopped even if
-            // CRIU itself died half-way.
-            resume_if_stopped(root, spec.owner.as_ref().map(|o| o.uid));
+            // CRIU resumes the tree when a dump fails; make sure nothing stays stopped, and no
+            // connection sealed, even if CRIU itself died half-way.
+            if spec.options.tcp_established {
+                super::seal::unseal(&sys::live_tree(root, uid)).await;
+            }
+            resume_if_stopped(root, uid);
             return Err(e);
         }
         let stopped = if spec.options.leave_running {
@@ -467,7 +480,15 @@ impl ProcessEngine {
             sys::inherit_fd(&mut cmd, slave.as_raw_fd());
         }
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        run_logged(cmd, (spec.images, spec.log_name), None, what, &spec.stop).await
+        run_logged(
+            cmd,
+            (spec.images, spec.log_name),
+            None,
+            what,
+            &spec.stop,
+            None,
+        )
+        .await
     }
 
     /// A restore in place needs the tree's old pids. A zombie that holds one is given
@@ -826,6 +847,10 @@ impl Engine for ProcessEngine {
         Box::pin(async move {
             if let Stopped::Tasks(tasks) = stopped {
                 use rustix::process::Signal as S;
+                if !kill {
+                    // Let run, its connections must work again (`seal::unseal`).
+                    super::seal::unseal(tasks).await;
+                }
                 sys::signal_tasks(tasks, if kill { S::KILL } else { S::CONT });
             }
         })

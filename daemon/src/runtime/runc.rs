@@ -542,6 +542,7 @@ impl RuncEngine {
                 cp.name, c.id
             ),
             &spec.stop,
+            None,
         )
         .await;
         let _ = std::fs::rename(&runc_criu_log, &final_log);
@@ -885,7 +886,15 @@ pub(crate) async fn checkpoint_leaving_running(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    run_logged(cmd, (spec.images, spec.log_name), None, what, &spec.stop).await
+    run_logged(
+        cmd,
+        (spec.images, spec.log_name),
+        None,
+        what,
+        &spec.stop,
+        None,
+    )
+    .await
 }
 
 impl ContainerOps for RuncEngine {
