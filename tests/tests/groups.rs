@@ -3,6 +3,7 @@
 //! pair and a runc container, each counting what it gets: a lost or repeated message breaks
 //! its count. Real daemon, CRIU, runc.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
@@ -272,6 +273,70 @@ fn sockets_on(port: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Spawns `sleep` the way dash runs each command and `posix_spawn` does, by vfork, with the
+/// child's standard input the FIFO named on the command line: the child blocks opening it,
+/// before its exec, and the parent waits in the kernel meanwhile. Then counts.
+const SPAWNER: &str = r#"
+import os, sys, time
+print("spawning", flush=True)
+os.posix_spawn("/bin/sleep", ["sleep", "1000"], dict(os.environ),
+               file_actions=[(os.POSIX_SPAWN_OPEN, 0, sys.argv[1], os.O_RDONLY, 0)])
+i = 0
+while True:
+    print(i, flush=True); i += 1; time.sleep(0.05)
+"#;
+
+/// A member in the middle of a vfork: its parent cannot take a SIGSTOP until the child has
+/// exec'd, so a child stopped before its exec held the parent for good and the group failed
+/// ("could not be stopped within 5 s", seen with a looping `sh` on a loaded machine). The
+/// child is let go on to its exec, then both are frozen and the group is taken.
+#[tokio::test]
+async fn a_member_in_the_middle_of_a_vfork_is_frozen_once_its_child_has_execd() {
+    let d = Daemon::start().await;
+    let dir = d.dir.path();
+    let gate = dir.join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let spawner = python(dir, "spawner", SPAWNER, &[gate.to_str().unwrap()]);
+    spawner.wait_for_lines(1);
+    wait_until("the spawner to wait for its vfork child", || {
+        proc_state(spawner.pid) == Some('D')
+    });
+    let other = Target::looper(dir);
+    let job = d
+        .client
+        .create_checkpoint(
+            &checkpoint(
+                api::Target::Group {
+                    targets: vec![
+                        api::Target::Process { pid: spawner.pid },
+                        api::Target::Process { pid: other.pid },
+                    ],
+                },
+                "vfork",
+            ),
+            false,
+        )
+        .await
+        .unwrap()
+        .job;
+    // The group waits for the child's exec; the child gets the FIFO's other end a moment later
+    // (a writer opens only once a reader waits: the child, running on).
+    std::thread::sleep(Duration::from_millis(500));
+    let mut opened = None;
+    wait_until("the vfork child to open its end of the FIFO", || {
+        opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&gate)
+            .ok();
+        opened.is_some()
+    });
+    let job = d.wait_ended(&job.id.to_string()).await;
+    assert_eq!(job.state, api::JobState::Succeeded, "{:?}", job.error);
+    let cp = d.client.checkpoint("vfork").await.unwrap();
+    assert_eq!(cp.members.len(), 2, "{cp:?}");
 }
 
 #[tokio::test]

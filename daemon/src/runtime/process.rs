@@ -573,6 +573,22 @@ async fn stop_tree(pid: i32, owner_uid: u32) -> Result<Stopped> {
     let mut signalled: Vec<sys::TaskId> = Vec::new();
     loop {
         let live = sys::live_tree(root, owner);
+        // A vfork (dash runs each command so): the parent waits in the kernel, uninterruptible,
+        // until its child execs or exits, and takes its SIGSTOP only then. A child stopped
+        // before its exec would hold the parent there for good (measured: a looping `sh` could
+        // not be stopped within the 5 s on a loaded machine). So such a child goes on until it
+        // has exec'd (its parent is then out of the wait, and both are stopped next round).
+        let in_vfork: Vec<i32> = live
+            .iter()
+            .filter(|t| sys::is_vfork_parent(t.pid))
+            .flat_map(|t| sys::children(t.pid))
+            .collect();
+        let vfork_children: Vec<sys::TaskId> = live
+            .iter()
+            .filter(|t| in_vfork.contains(&t.pid))
+            .copied()
+            .collect();
+        sys::signal_tasks(&vfork_children, Signal::CONT);
         let running: Vec<sys::TaskId> = live
             .iter()
             .filter(|t| sys::proc_stat(t.pid).is_some_and(|s| !matches!(s.state, 'T' | 't')))
@@ -593,7 +609,11 @@ async fn stop_tree(pid: i32, owner_uid: u32) -> Result<Stopped> {
                 if live.is_empty() { " (it ended)" } else { "" }
             )));
         }
-        sys::signal_tasks(&running, Signal::STOP);
+        let to_stop: Vec<sys::TaskId> = running
+            .into_iter()
+            .filter(|t| !in_vfork.contains(&t.pid))
+            .collect();
+        sys::signal_tasks(&to_stop, Signal::STOP);
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
