@@ -7,6 +7,7 @@
 # results stay); REPORT_ONLY=1 only redraws and rewrites from bench/results.
 #  - process: checkpoint/restore vs `criu dump`+`sync` / `criu restore`, frozen time against CRIU's
 #    own, where ckptd's time goes, at each of SIZES MiB (measure.sh)
+#  - fixed: the fixed cost of a job, step by step, on a process of almost no memory (bench_fixed.sh)
 #  - container: vs `runc checkpoint`+`sync` / `runc restore` at each size (bench_container.sh)
 #  - docker: vs `docker checkpoint create` / `docker start --checkpoint` at each size (bench_docker.sh;
 #    starts its own experimental dockerd)
@@ -31,7 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SIZES=${SIZES:-"64 512 1024 4096"}
-PARTS=${PARTS:-"process container docker podman containerd frozen group lazy migration parallel archive remote registry api scale idle"}
+PARTS=${PARTS:-"process fixed container docker podman containerd frozen group lazy migration parallel archive remote registry api scale idle"}
 RESULTS=bench/results
 export CKPTD=$PWD/target/release/ckptd
 PLOT=$PWD/target/release/ckptd-plot
@@ -66,6 +67,7 @@ run_part() {
     containerd) for size in 512 2048; do SIZE_MIB=$size bash scripts/bench_containerd.sh; done ;;
     frozen) bash scripts/bench_frozen.sh ;;
     group) bash scripts/bench_group.sh ;;
+    fixed) bash scripts/bench_fixed.sh ;;
     lazy) bash scripts/bench_lazy.sh ;;
     parallel) bash scripts/bench_parallel.sh ;;
     archive) bash scripts/bench_archive.sh ;;
@@ -85,7 +87,8 @@ if [ -z "${REPORT_ONLY:-}" ]; then
     echo "== $p ($(date -u +%H:%M:%S))"
     # A part that fails keeps its last results (and says so); the others still run.
     if run_part "$p" | result >"$RESULTS/$p.txt.new"; then
-      echo "RESULT runs $p $RUNS" >>"$RESULTS/$p.txt.new"
+      # A part with a run count of its own says it (bench_fixed.sh).
+      grep -q '^RESULT runs ' "$RESULTS/$p.txt.new" || echo "RESULT runs $p $RUNS" >>"$RESULTS/$p.txt.new"
       mv "$RESULTS/$p.txt.new" "$RESULTS/$p.txt"
     else
       rm -f "$RESULTS/$p.txt.new"; failed+=("$p")

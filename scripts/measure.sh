@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Times a checkpoint and a restore of a process holding SIZE_MIB (default 1024) MiB of touched
-# memory through ckptd's API (request to answer, ?wait=true: images durable, row ready) against
-# `criu dump` + `sync` and `criu restore` run by hand, on the same filesystem. Alternates the two,
-# RUNS times (default 5), and prints each run and the medians. Each run also times the disk's own
+# memory through ckptd's API (request to answer as curl times it, ?wait=true: images durable,
+# row ready) against `criu dump` + `sync` and `criu restore` run by hand, on the same
+# filesystem. Alternates the two, RUNS times (default 5), and prints each run and the medians. Each run also times the disk's own
 # limit: a durable `dd` of the same bytes (conv=fdatasync) into the same directory. Run as root
 # after `make build`.
 set -euo pipefail
@@ -45,17 +45,17 @@ run_dd() {
 }
 run_ckptd() {
   pid=$(start_target)
-  t0=$(now)
-  out=$(curl -sf --unix-socket "$sock" -X POST "http://x/v1/checkpoints?wait=true" -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"m$run\"}")
-  t1=$(now)
-  echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["checkpoint"]["stats"]["frozen_time_us"]/1e6)' >>"$WORK/frozen"
+  # curl's own time_total (connect to answer): its start-up (a few ms) is the client's, and
+  # the by-hand line has no client.
+  curl -sf -o "$WORK/answer" -w '%{time_total}\n' --unix-socket "$sock" -X POST \
+    "http://x/v1/checkpoints?wait=true" \
+    -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"m$run\"}" >>"$WORK/api-dump"
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["checkpoint"]["stats"]["frozen_time_us"]/1e6)' <"$WORK/answer" >>"$WORK/frozen"
   wait_gone "$pid"
-  t2=$(now)
-  curl -sf --unix-socket "$sock" -X POST "http://x/v1/checkpoints/m$run/restore?wait=true" >/dev/null
-  t3=$(now)
+  curl -sf -o /dev/null -w '%{time_total}\n' --unix-socket "$sock" -X POST \
+    "http://x/v1/checkpoints/m$run/restore?wait=true" >>"$WORK/api-restore"
   kill -9 "$pid"; while [ -e "/proc/$pid" ]; do sleep 0.05; done
   curl -sf --unix-socket "$sock" -X DELETE "http://x/v1/checkpoints/m$run"
-  awk "BEGIN{print $t1 - $t0}" >>"$WORK/api-dump"; awk "BEGIN{print $t3 - $t2}" >>"$WORK/api-restore"
 }
 
 run_by_hand() {

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The fixed cost of a checkpoint job: a process with almost no memory (`sleep`), checkpointed
+# through ckptd's API (?wait=true) against `criu dump` + `sync` by hand, RUNS_FIXED alternating
+# pairs (default 15). ckptd's time is curl's own `time_total` (connect to answer), the API
+# client's view; curl's start-up (a few ms here) is timed apart, since it is the client's. The
+# daemon's log (debug) dates each job's steps: queued (admission done, rows committed), started
+# (the job's start committed), CRIU's run (as ckptd timed it, spawn included), done (images
+# durable, target ended, row final). Run as root after `make build`.
+set -euo pipefail
+RUNS_FIXED=${RUNS_FIXED:-15}
+WORK=${WORK:-/var/tmp/ckptd-bench-fixed}
+CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
+. "$(dirname "$0")/bench_lib.sh"
+rm -rf "$WORK" && mkdir -p "$WORK"
+sock=$WORK/ckptd.sock
+printf 'log = "ckptd=debug,info"\n' >"$WORK/ckptd.toml"
+start_daemon "$sock" "$WORK/state" --workers 1 --config "$WORK/ckptd.toml"
+trap 'stop_daemon; pkill -f ckptd-bench-fixed-target || true' EXIT
+target() {
+  setsid bash -c 'exec -a ckptd-bench-fixed-target sleep 100000' </dev/null >/dev/null 2>&1 &
+  pid=$!
+  until grep -q '^ckptd-bench-fixed-target' "/proc/$pid/cmdline" 2>/dev/null; do sleep 0.01; done
+}
+gone() { { wait "$pid"; } 2>/dev/null || true; }
+: >"$WORK/api"; : >"$WORK/wall"; : >"$WORK/hand"; : >"$WORK/curl"
+by_ckptd() {
+  target
+  t0=$(now)
+  curl -sf -o /dev/null -w '%{time_total}\n' --unix-socket "$sock" -X POST \
+    "http://x/v1/checkpoints?wait=true" \
+    -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"f$run\"}" >>"$WORK/api"
+  t1=$(now)
+  elapsed "$t0" "$t1" >>"$WORK/wall"
+  gone
+}
+by_hand() {
+  target
+  mkdir "$WORK/hand-$run"
+  t0=$(now)
+  criu dump -t "$pid" -D "$WORK/hand-$run" -o dump.log -v4 && sync
+  t1=$(now)
+  elapsed "$t0" "$t1" >>"$WORK/hand"
+  gone
+  rm -rf "$WORK/hand-$run"
+}
+for run in $(seq "$RUNS_FIXED"); do
+  if [ $((run % 2)) -eq 1 ]; then by_ckptd; by_hand; else by_hand; by_ckptd; fi
+  # curl's own start and end, against nothing: the client's share of the wall time.
+  t0=$(now); curl -s --unix-socket "$WORK/none.sock" http://x/ >/dev/null 2>&1 || true; t1=$(now)
+  elapsed "$t0" "$t1" >>"$WORK/curl"
+done
+phase() {
+  curl -s --unix-socket "$sock" http://x/metrics |
+    awk -v p="$1" '$1 ~ "phase_seconds_sum\\{phase=\""p"\",target=\"process\"" {s=$2}
+                   $1 ~ "phase_seconds_count\\{phase=\""p"\",target=\"process\"" {n=$2}
+                   END {printf "%.6f", (n ? s / n : 0)}'
+}
+durable=$(phase durable); catalog=$(phase catalog)
+# Each job's steps from the log (one worker: the jobs do not overlap), medians in ms.
+steps=$(python3 - "$WORK/state.log" <<'PY'
+import re, sys, datetime, statistics
+rows, q = [], {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(\S+?)Z\s+\S+\s+(.*)", line)
+    if not m:
+        continue
+    t = datetime.datetime.fromisoformat(m.group(1)).timestamp()
+    text = m.group(2)
+    if "checkpoint queued" in text:
+        q = {"queued": t}
+    elif "job started" in text and "queued" in q:
+        q["started"] = t
+    elif "criu::run: finished" in text and "started" in q:
+        q["criu"] = int(re.search(r"elapsed_ms=(\d+)", text).group(1)) / 1e3
+        q["criu_end"] = t
+    elif "job succeeded" in text and "criu_end" in q:
+        rows.append((q["started"] - q["queued"], q["criu_end"] - q["criu"] - q["started"],
+                     q["criu"], t - q["criu_end"], t - q["queued"]))
+        q = {}
+med = lambda i: statistics.median(r[i] for r in rows)
+print(" ".join("%.6f" % med(i) for i in range(5)))
+PY
+)
+echo "median of $RUNS_FIXED: ckptd (curl's time_total) $(med <"$WORK/api") s, wall with curl's start $(med <"$WORK/wall") s; criu dump + sync $(med <"$WORK/hand") s; curl alone $(med <"$WORK/curl") s"
+echo "job steps (medians, s): queued->started, started->CRIU, CRIU, CRIU->done, queued->done: $steps; durable (mean) $durable, catalog (mean) $catalog"
+# One line for scripts/bench.sh: medians (s) of ckptd's time_total, its wall time, criu dump +
+# sync, curl alone; the job's steps; the means of the durable and catalog phases.
+echo "RESULT fixed $(med <"$WORK/api") $(med <"$WORK/wall") $(med <"$WORK/hand") $(med <"$WORK/curl") $steps $durable $catalog"
+echo "RESULT runs fixed $RUNS_FIXED"
