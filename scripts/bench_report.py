@@ -385,7 +385,9 @@ if container:
       "the critical path instead of overlapping the writeback. Overlapping them means killing "
       "before the images are durable, which is what the promise forbids; answering before the "
       "killed container is gone would let a restore in place find it still there. Neither was "
-      "done; the remaining gap is that price, shown in the table.")
+      "done. That price is the `release` column; the rest of the gap in this table is the "
+      "`dump` phase, CRIU's run through runc, whose spread on this VM is the subject of the "
+      "4 GiB paragraph below.")
     p()
     small = min(container)
     v = container[small]
@@ -398,15 +400,33 @@ if container:
       "out of each and detaches) costs about 50 ms more than killing them, and the promise needs "
       "them intact until the images are durable.")
     p()
-    p("The 4 GiB row is **not explained yet**. It came out the same in two runs of this part "
-      "(11.3 s and 10.3 s against 3.4 s and 2.7 s), and almost all of it is the `dump` phase, "
-      "which is CRIU's run through runc. CRIU's log of a ckptd dump and of a dump by hand has the "
-      "same lines (64,620 against 64,618). By hand, the same pause and `runc checkpoint "
-      "--leave-running` took 2.4 s, 2.8 s and 4.6 s, against 6.3 s of CRIU time in a ckptd dump "
-      "taken right before it. `runc checkpoint` without `--leave-running` took 2.4 s and 10.6 s "
-      "in two runs a few minutes apart, because a dump this size waits on the disk's writeback. "
-      "What would settle it: more runs, with the dirty-page counters and CRIU's page-write rate "
-      "recorded for each one.")
+    p("**What made the 4 GiB row 3.75x (the report of 2026-12-02), measured on 2026-12-06: this "
+      "VM's host, not ckptd.** Two runs of each side with the dirty and writeback page counts "
+      "(/proc/vmstat) and CRIU's own statistics recorded: nothing was dirty before either "
+      "dump; CRIU's page write (`memwrite`) took 13.1, 16.1, 7.0 and 16.1 s in ckptd's dumps "
+      "and the whole `runc checkpoint` 9.8, 3.9, 5.6 and 6.6 s by hand; the CRIU logs have the "
+      "same lines, and the time is spread evenly over the 1,023 page transfers in both. "
+      "`perf record -a` of one dump each: CRIU's time is the kernel's `memcpy` into the page "
+      "cache in both (47.6% of the samples in ckptd's dump, 21.5% by hand, over the same 12 s "
+      "window), the same copy of the same 4 GiB running at a third of the speed. The reason: "
+      "this Firecracker VM reports free memory to its host (virtio-balloon free page "
+      "reporting, `page_reporting.page_reporting_order=11` on the kernel command line), and "
+      "the first touch of memory the host took back costs a host fault per page. Measured "
+      "with nothing else running, 4 GiB written into the page cache by `dd` (no fsync): 11.8 s "
+      "and 12.2 s when the free memory had sat for 8-10 s (reported), 2.8 s and 3.6 s right "
+      "after 4 GiB had been freed (not reported yet). Which side ran right after a large "
+      "free (a deleted checkpoint, a killed container) decided its speed. Since 2026-12-06 "
+      "each timed dump of this part starts from the same memory state (`sync`, clean caches "
+      "dropped, 3 s for the report: `settle` in the script), so neither side is handed warm "
+      "memory the other is not; the table above is that run (3 runs). It is still not a "
+      "steady state: by hand, after the same settling, ckptd's own sequence at 1 GiB (`runc "
+      "pause`, `runc checkpoint --leave-running`, `sync`) took 4.06, 1.45, 1.77, 2.51, 1.32 and "
+      "0.89 s, and a plain `runc checkpoint` + `sync` 2.52, 1.85, 0.86, 0.85, 2.45 and 1.16 s "
+      "(six alternating pairs): medians 1.6 s and 1.5 s, a tie, each spread over 4x. Against "
+      "that spread, 3 to 5 runs cannot tell 1.05x from 1.2x, so the goal is **not shown met**; "
+      "what is shown is that no step of ckptd's own makes the difference (ckptd's phases "
+      "besides CRIU's run: the `durable` and `release` columns). On a host that does not take "
+      "memory back the effect is gone.")
     p()
 
 if docker:
