@@ -150,8 +150,9 @@ impl Criu {
                 cmd
             }
         };
-        images.inherit(&mut cmd);
         self.finish(&mut cmd, args, owner.is_some());
+        // After `finish`, which gives CRIU a null standard input the images may replace.
+        images.inherit(&mut cmd);
         cmd
     }
 
@@ -178,26 +179,62 @@ pub const OWNER_CAPS: [&str; 3] = ["checkpoint_restore", "sys_ptrace", "setpcap"
 
 /// An image directory opened by ckptd and inherited by CRIU, which names it
 /// `/proc/self/fd/<n>`: valid as long as CRIU runs, whatever happens to ckptd or to the path.
-pub struct ImagesFd(std::fs::File, PathBuf);
+pub struct ImagesFd(std::fs::File, PathBuf, Handed);
+
+/// How CRIU gets the images' descriptor.
+#[derive(Clone, Copy, PartialEq)]
+enum Handed {
+    /// At its own number, inherited (a `pre_exec` hook clears close-on-exec: the daemon forks).
+    Inherited,
+    /// As CRIU's standard input, which a dump never reads: no hook, so the spawn needs no fork
+    /// of the daemon (Rust's `Command` uses `posix_spawn`, whose file actions set fd 0).
+    Stdin,
+}
 
 impl ImagesFd {
     /// A descriptor of the held folder itself (never reopened by a name).
     pub fn of(folder: &crate::sys::Folder) -> std::io::Result<ImagesFd> {
-        Ok(ImagesFd(folder.dup()?, folder.shown().to_owned()))
+        Ok(ImagesFd(
+            folder.dup()?,
+            folder.shown().to_owned(),
+            Handed::Inherited,
+        ))
+    }
+
+    /// The same, handed to CRIU as its standard input: for a dump only. A restore must not
+    /// (CRIU gives its standard streams to a restored shell job), nor anything run through
+    /// runc (runc passes its own to the container).
+    pub fn as_stdin_of(folder: &crate::sys::Folder) -> std::io::Result<ImagesFd> {
+        Ok(ImagesFd(
+            folder.dup()?,
+            folder.shown().to_owned(),
+            Handed::Stdin,
+        ))
     }
 
     /// The directory as CRIU, which inherits the descriptor, names it.
     pub fn path(&self) -> String {
         use std::os::fd::AsRawFd;
-        format!("/proc/self/fd/{}", self.0.as_raw_fd())
+        match self.2 {
+            Handed::Inherited => format!("/proc/self/fd/{}", self.0.as_raw_fd()),
+            Handed::Stdin => "/proc/self/fd/0".to_owned(),
+        }
     }
 
     /// Lets `cmd`'s child inherit the descriptor (ckptd opens everything close-on-exec).
     pub fn inherit(&self, cmd: &mut Command) {
         use std::os::fd::AsRawFd;
-        let fd = self.0.as_raw_fd();
         cmd.env(crate::sys::IMAGES_ENV, &self.1);
-        crate::sys::inherit_fd(cmd, fd);
+        match self.2 {
+            Handed::Inherited => crate::sys::inherit_fd(cmd, self.0.as_raw_fd()),
+            Handed::Stdin => match self.0.try_clone() {
+                Ok(f) => {
+                    cmd.stdin(Stdio::from(f));
+                }
+                // Out of descriptors: CRIU then says it cannot open its images.
+                Err(e) => tracing::warn!(error = %e, "cannot hand CRIU the images' descriptor"),
+            },
+        }
     }
 }
 

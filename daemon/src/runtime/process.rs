@@ -139,7 +139,9 @@ impl ProcessEngine {
         // stopped is found from it in the kernel's process table, never in the images.
         let root = sys::TaskId::of(pid)
             .ok_or_else(|| Error::target_unavailable(format!("no process with pid {pid}")))?;
-        let images = open_images(spec.images)?;
+        // As CRIU's standard input: spawned without a fork of the daemon (`ImagesFd`).
+        let images = ImagesFd::as_stdin_of(spec.images)
+            .map_err(|e| Error::io("cannot open the image directory", spec.images.shown(), &e))?;
         let mut args = self.dump_args(pid, &images, &spec);
         // Without leave_running the tree is left stopped, not killed: ckptd kills it only once
         // the images are durable, and resumes it if they cannot be made so.
