@@ -814,17 +814,23 @@ if schedules:
       "catalog and the retention passes cost.")
     p()
     p("Goal (issue 31): at most 2 CPU-seconds a minute; **not met**. It was 10.83 s on "
-      "2026-12-02; the lighter retention rows above took it to the figure in the table (each "
-      "run's pass read its schedule's full records). Profiled (2026-12-06, `perf record -a -g "
-      "-F 199` for 60 s of this run; samples of the daemon's threads, `tokio-rt-worker` and "
-      "`sqlx-sqlite-wor`, which also name its children between fork and exec): 7.3% of all "
-      "samples (about 8.7 CPU-seconds a minute on 2 cores). Of those 7.3 points: forking "
-      "(`kernel_clone`, `copy_process`/`dup_mmap` copying the daemon's page tables) 1.9, page "
-      "faults 3.8 (copy-on-write after the fork among them: `do_wp_page` 1.1), the exec's "
-      "unmapping of the copy 1.0, fsync of the images 1.0, SQLite 1.1 (call chains overlap). "
-      "So most of what is left is spawning CRIU and runc by fork from a large process, each "
-      "run; starting them without copying the address space (vfork-style, `posix_spawn`) is "
-      "the next step, the same one the fixed cost per job asks for.")
+      "2026-12-02 and 7.67 s on the morning of 2026-12-06, after the lighter retention rows "
+      "above (each run's pass had read its schedule's full records). Profiled then (`perf "
+      "record -a -g -F 199` for 60 s of this run): of the daemon's 7.3% of all samples, forking "
+      "CRIU (`kernel_clone`, `copy_process`/`dup_mmap` copying the daemon's page tables) 1.9 "
+      "points, page faults 3.8 (copy-on-write after the fork among them: `do_wp_page` 1.1), the "
+      "exec's unmapping of the copy 1.0, fsync of the images 1.0, SQLite 1.1. Since then a "
+      "dump's CRIU is spawned with `posix_spawn` (no copy of the daemon; the fixed cost "
+      "section above): the figure in the table, from the same script afterwards. Profiled "
+      "again (`perf record -p` of the daemon, `-F 499 -g`, the first of the two minutes, its "
+      "children included): no fork, copy-on-write or unmapping left among the daemon's "
+      "samples. Of the daemon's threads' samples (38% of the recording, CRIU and iptables "
+      "the rest), a third is `finish_task_switch`, threads woken and put to sleep (a job "
+      "passes between the tokio workers and the SQLite thread several times), spin-lock "
+      "releases of those wake-ups 5 points, the virtio disk's doorbell (`iowrite16`, the "
+      "fsyncs) 2, malloc and free 2.4, SQLite's own code under 1, cron matching 0.4. What is "
+      "left is many small steps per run, each a wake-up; fewer hops per job (the catalog "
+      "thread reached once per state change, not per read) is the next step.")
     p()
 
 if "idle" in R:
