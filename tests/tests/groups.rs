@@ -121,6 +121,16 @@ fn conversation_report(client: &Target, server: &Target, d: &Daemon) -> String {
     out + &tails_under(d.dir.path(), ".log", 30)
 }
 
+/// A group of the processes `pids`, in that order.
+fn processes(pids: &[i32]) -> api::Target {
+    api::Target::Group {
+        targets: pids
+            .iter()
+            .map(|&pid| api::Target::Process { pid })
+            .collect(),
+    }
+}
+
 fn running(pid: i32) -> bool {
     proc_state(pid).is_some_and(|s| !matches!(s, 'Z' | 'T' | 't'))
 }
@@ -162,14 +172,7 @@ async fn a_tcp_client_and_server_a_pipeline_and_a_unix_socket_pair_are_checkpoin
         d.log()
     );
     let cp = d.client.checkpoint("talk").await.unwrap();
-    let api::Target::Group { targets } = &cp.target else {
-        panic!("not a group: {cp:?}");
-    };
-    assert_eq!(
-        targets,
-        &pids.map(|pid| api::Target::Process { pid }).to_vec(),
-        "{cp:?}"
-    );
+    assert_eq!(cp.target, processes(&pids), "{cp:?}");
     assert_eq!(cp.members.len(), 4, "{cp:?}");
     assert!(cp.members.iter().all(|m| m.stats.is_some()), "{cp:?}");
     for i in 0..4 {
@@ -307,15 +310,7 @@ async fn a_member_in_the_middle_of_a_vfork_is_frozen_once_its_child_has_execd() 
     let job = d
         .client
         .create_checkpoint(
-            &checkpoint(
-                api::Target::Group {
-                    targets: vec![
-                        api::Target::Process { pid: spawner.pid },
-                        api::Target::Process { pid: other.pid },
-                    ],
-                },
-                "vfork",
-            ),
+            &checkpoint(processes(&[spawner.pid, other.pid]), "vfork"),
             false,
         )
         .await
@@ -361,15 +356,7 @@ async fn a_group_whose_second_member_fails_to_dump_leaves_both_running() {
     let err = d
         .client
         .create_checkpoint(
-            &checkpoint(
-                api::Target::Group {
-                    targets: vec![
-                        api::Target::Process { pid: first.pid },
-                        api::Target::Process { pid: second.pid },
-                    ],
-                },
-                "half",
-            ),
+            &checkpoint(processes(&[first.pid, second.pid]), "half"),
             true,
         )
         .await
@@ -465,12 +452,7 @@ async fn a_schedule_of_a_group_keeps_its_last_checkpoint_and_its_archive_holds_t
     let dir = d.dir.path();
     let a = Target::looper(dir);
     let b = counter(dir, "b", 1);
-    let group = api::Target::Group {
-        targets: vec![
-            api::Target::Process { pid: a.pid },
-            api::Target::Process { pid: b.pid },
-        ],
-    };
+    let group = processes(&[a.pid, b.pid]);
     d.client
         .create_schedule(&api::CreateSchedule {
             name: "pair".into(),
@@ -569,15 +551,7 @@ async fn a_daemon_killed_while_a_group_is_frozen_lets_every_member_run_again() {
     let small = Target::looper(&dir);
     // Big enough that its dump takes a while: the daemon dies while both are frozen.
     let big = counter(&dir, "big", 384);
-    let req = checkpoint(
-        api::Target::Group {
-            targets: vec![
-                api::Target::Process { pid: small.pid },
-                api::Target::Process { pid: big.pid },
-            ],
-        },
-        "cut-short",
-    );
+    let req = checkpoint(processes(&[small.pid, big.pid]), "cut-short");
     d.client.create_checkpoint(&req, false).await.unwrap();
     wait_until("both members to be frozen", || {
         proc_state(small.pid) == Some('T') && proc_state(big.pid) == Some('T')
@@ -672,12 +646,7 @@ async fn a_group_pushed_by_one_host_is_restored_by_another_and_talks_on() {
     let a = Daemon::start_with(&["--config", conf.to_str().unwrap()]).await;
     let b = Daemon::start_with(&["--config", conf.to_str().unwrap()]).await;
     let (mut client, mut server) = client_and_server(dir.path());
-    let group = api::Target::Group {
-        targets: vec![
-            api::Target::Process { pid: server.pid },
-            api::Target::Process { pid: client.pid },
-        ],
-    };
+    let group = processes(&[server.pid, client.pid]);
     // Checkpointed on a, pushed, its local images dropped.
     let made = a
         .client
@@ -732,12 +701,7 @@ async fn a_daemon_killed_during_a_group_restore_leaves_no_member_stopped() {
     // Big enough that its restore takes a while: the daemon dies with the small one back,
     // stopped, waiting for the other.
     let mut big = counter(&dir, "big", 256);
-    let group = api::Target::Group {
-        targets: vec![
-            api::Target::Process { pid: small.pid },
-            api::Target::Process { pid: big.pid },
-        ],
-    };
+    let group = processes(&[small.pid, big.pid]);
     d.client
         .create_checkpoint(&checkpoint(group, "both"), true)
         .await
