@@ -108,6 +108,9 @@ pub fn fsync_dir_tree(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// How many image files `Folder::fsync_all` holds open at once.
+const FSYNC_BATCH: usize = 256;
+
 /// Starts writing `f`'s dirty pages back, without waiting (a hint for the fsync that follows;
 /// nothing is promised until then).
 fn start_writeback(f: &File) {
@@ -562,19 +565,31 @@ impl Folder {
             .map(|name| self.member(name))
             .collect::<io::Result<Vec<Folder>>>()?;
         let folders: Vec<&Folder> = std::iter::once(self).chain(&members).collect();
-        let mut opened = Vec::new();
-        let mut size = 0;
+        let mut files = Vec::new();
         for folder in &folders {
-            for (name, n) in folder.files()? {
-                let f = folder.open_file(&name)?;
-                start_writeback(&f);
-                opened.push(f);
-                size += n;
+            files.extend(
+                folder
+                    .files()?
+                    .into_iter()
+                    .map(|(name, n)| (*folder, name, n)),
+            );
+        }
+        // In batches: a tree of many processes has thousands of image files, and each batch's
+        // files are held open until they are fsynced.
+        for batch in files.chunks(FSYNC_BATCH) {
+            let opened = batch
+                .iter()
+                .map(|(folder, name, _)| {
+                    let f = folder.open_file(name)?;
+                    start_writeback(&f);
+                    Ok(f)
+                })
+                .collect::<io::Result<Vec<File>>>()?;
+            for f in &opened {
+                f.sync_all()?;
             }
         }
-        for f in &opened {
-            f.sync_all()?;
-        }
+        let size = files.iter().map(|(_, _, n)| n).sum();
         for folder in folders.iter().rev() {
             rustix::fs::fsync(&folder.fd)?;
         }
