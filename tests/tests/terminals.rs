@@ -55,7 +55,10 @@ impl Tmux {
         // From `/`: the pane starts in tmux's working directory, and a member's cannot be the
         // test's (a clone under /root is not hers to enter, and her program would not start).
         // No configuration file (a member's tmux would read root's, from root's HOME).
+        // The panes' shell said: without SHELL in the environment (as under CI), tmux takes the
+        // user's login shell, and a member's is nologin, which ends her program at once.
         cmd.current_dir("/")
+            .env("SHELL", "/bin/sh")
             .arg("-L")
             .arg(&self.name)
             .args(["-f", "/dev/null"])
