@@ -94,6 +94,7 @@ pub struct FileConfig {
     pub criu_path: Option<PathBuf>,
     pub criu_config: Option<PathBuf>,
     pub runc_path: Option<PathBuf>,
+    pub podman_path: Option<PathBuf>,
     pub criu_log_level: Option<u8>,
     pub shutdown_timeout_secs: Option<u64>,
     pub job_timeout_secs: Option<u64>,
@@ -153,6 +154,9 @@ pub struct Config {
     pub criu_config: Option<PathBuf>,
     /// runc binary; searched in PATH when unset.
     pub runc_path: Option<PathBuf>,
+    /// Podman's CLI, which exports a Podman checkpoint onto a pipe (the API's export goes
+    /// through a temporary file); searched in PATH when unset.
+    pub podman_path: Option<PathBuf>,
     /// CRIU's -v level for the per-job log (0-4).
     pub criu_log_level: u8,
     /// On SIGTERM, how long running jobs may take to finish.
@@ -243,6 +247,7 @@ impl Config {
             ("criu_path", self.criu_path != new.criu_path),
             ("criu_config", self.criu_config != new.criu_config),
             ("runc_path", self.runc_path != new.runc_path),
+            ("podman_path", self.podman_path != new.podman_path),
             ("criu_log_level", self.criu_log_level != new.criu_log_level),
             (
                 "shutdown_timeout_secs",
@@ -432,6 +437,7 @@ impl Config {
             criu_path: file.criu_path,
             criu_config: file.criu_config,
             runc_path: file.runc_path,
+            podman_path: file.podman_path,
             criu_log_level: file.criu_log_level.unwrap_or(4),
             shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(120)),
             job_timeout: Duration::from_secs(file.job_timeout_secs.unwrap_or(1800)),

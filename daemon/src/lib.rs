@@ -109,6 +109,10 @@ pub async fn run(
             docker_socket: cfg.docker_socket.clone(),
             docker_runc_root: cfg.docker_runc_root.clone(),
             podman_socket: cfg.podman_socket.clone(),
+            podman: cfg
+                .podman_path
+                .clone()
+                .or_else(|| criu::find_in_path("podman")),
             containerd_socket: cfg.containerd_socket.clone(),
             containerd_namespace: cfg.containerd_namespace.clone(),
         },

@@ -15,6 +15,10 @@ fn main() {
     if std::env::var_os(ckptd::engine::BARRIER_ENV).is_some() {
         std::process::exit(ckptd::runtime::group::run_barrier());
     }
+    // `ckptd drain-guard FD`: the second reader of a Podman export's pipe.
+    if argv.get(1).map(String::as_str) == Some(ckptd::runtime::podman::cli::DRAIN_COMMAND) {
+        std::process::exit(ckptd::runtime::podman::cli::run_drain(&argv[2..]));
+    }
     // `ckptd tty-hold ...`: the holder of a restored process's terminal.
     if argv.get(1).map(String::as_str) == Some(ckptd::runtime::terminal::HOLD_COMMAND) {
         std::process::exit(ckptd::runtime::terminal::run_holder(&argv[2..]));

@@ -806,15 +806,26 @@ pub fn tail(text: &str, n: usize) -> String {
 /// a daemon kept, for a failure's report.
 pub fn tails_under(dir: &Path, suffix: &str, n: usize) -> String {
     let mut out = String::new();
+    for (p, _) in files_under(dir) {
+        if p.to_string_lossy().ends_with(suffix) {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            out += &format!("--- {}\n{}\n", p.display(), tail(&text, n));
+        }
+    }
+    out
+}
+
+/// Every file under `dir` (not following symlinks), with its size.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
     let mut todo = vec![dir.to_owned()];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                todo.push(p);
-            } else if p.to_string_lossy().ends_with(suffix) {
-                let text = std::fs::read_to_string(&p).unwrap_or_default();
-                out += &format!("--- {}\n{}\n", p.display(), tail(&text, n));
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push((e.path(), meta.len()));
             }
         }
     }

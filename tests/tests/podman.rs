@@ -175,10 +175,106 @@ async fn with_podman<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(
     drop(service);
 }
 
-/// Checkpoint, restore in place and into a new name.
+/// Checkpoint, restore in place and into a new name: exported by Podman's CLI on a pipe.
 #[tokio::test]
 async fn podman_checkpoint_restore_in_place_and_into_a_new_name() {
-    with_podman(|d| async move { in_place_and_new_name(&d).await }).await;
+    with_podman(|d| async move {
+        in_place_and_new_name(&d).await;
+        let log = d.log();
+        assert!(
+            log.contains("Podman's CLI exports the checkpoint on a pipe"),
+            "{log}"
+        );
+        assert!(!log.contains("Podman's API exports"), "{log}");
+    })
+    .await;
+}
+
+/// The same through Podman's API, which exports wherever Podman's CLI is not the service's
+/// Podman (here: `podman_path` names no program).
+#[tokio::test]
+async fn podman_checkpoint_restore_in_place_and_into_a_new_name_through_the_api() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let service = Service::start();
+    let work = tempfile::tempdir().unwrap();
+    let conf = work.path().join("ckptd.toml");
+    std::fs::write(&conf, "podman_path = \"/nonexistent/podman\"\n").unwrap();
+    let d = Daemon::start_with(&[
+        "--podman-socket",
+        service.socket.to_str().unwrap(),
+        "--config",
+        conf.to_str().unwrap(),
+    ])
+    .await;
+    in_place_and_new_name(&d).await;
+    let log = d.log();
+    assert!(
+        log.contains("cannot run /nonexistent/podman")
+            && log.contains("Podman's API exports the checkpoint"),
+        "{log}"
+    );
+    assert!(!log.contains("Podman's CLI exports"), "{log}");
+    drop(d);
+    drop(service);
+}
+
+/// The daemon killed -9 while Podman's CLI streams a checkpoint to it: Podman still finishes
+/// its checkpoint (ckptd's drain guard reads the rest of the pipe; without it the CLI blocks
+/// for ever, holding the container's lock, the container ended and not recorded as
+/// checkpointed), and the daemon, started again, gives the container back from Podman's own
+/// copy of the images. Nothing of the export is left running.
+#[tokio::test]
+async fn podman_daemon_killed_mid_export_gives_the_container_back() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let service = Service::start();
+    let mut d = Daemon::start_with(&["--podman-socket", service.socket.to_str().unwrap()]).await;
+    let c = Ctr::run("ckptd-pm-killed");
+    // 200 MB in its root filesystem: the last entry of Podman's archive (rootfs-diff.tar).
+    podman_ok(&[
+        "exec",
+        &c.0,
+        "/bin/sh",
+        "-c",
+        "head -c 200000000 /dev/zero > /big",
+    ]);
+    let before = c.logs().len();
+    let job = d
+        .client
+        .create_checkpoint(
+            &ckptd_tests::checkpoint(Some(target(&c.0)), "pm-killed"),
+            false,
+        )
+        .await
+        .unwrap()
+        .job;
+    // Killed while that entry streams in.
+    let streaming = || {
+        ckptd_tests::files_under(d.dir.path())
+            .iter()
+            .any(|(p, len)| p.ends_with("rootfs-diff.tar") && *len > 0)
+    };
+    wait_until("the archive's last entry streaming in", streaming);
+    d.crash(|| {}).await;
+    wait_until("the container to run again", || c.status() == "running");
+    c.counts_on("podman logs of a container given back after the daemon died mid-export");
+    assert!(c.logs().len() > before);
+    // Podman recorded the checkpoint and restored it: no export left waiting.
+    wait_until("Podman's CLI and ckptd's drain guard to end", || {
+        let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        !ps.contains("container checkpoint") && !ps.contains("drain-guard")
+    });
+    let job = d
+        .client
+        .job(&job.id.to_string(), Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(job.state, ckptd_api::JobState::Failed, "{job:#?}");
+    let cp = d.client.checkpoint("pm-killed").await.unwrap();
+    assert_eq!(cp.status, CheckpointStatus::Failed, "{cp:#?}");
+    drop(c);
+    drop(d);
+    drop(service);
 }
 
 /// Podman's export imported; ckptd's format=podman restored by Podman.

@@ -66,6 +66,7 @@ async fn app() -> (tempfile::TempDir, Router) {
             docker_socket: d.path().join("docker.sock"),
             docker_runc_root: d.path().join("moby"),
             podman_socket: d.path().join("podman.sock"),
+            podman: None,
             containerd_socket: d.path().join("containerd.sock"),
             containerd_namespace: "k8s.io".into(),
         },

@@ -52,6 +52,8 @@ pub struct EnginePaths {
     /// runc's state directory for Docker's containers.
     pub docker_runc_root: std::path::PathBuf,
     pub podman_socket: std::path::PathBuf,
+    /// Podman's CLI, when installed (it exports a checkpoint on a pipe).
+    pub podman: Option<std::path::PathBuf>,
     pub containerd_socket: std::path::PathBuf,
     /// The containerd namespace of a target that names none.
     pub containerd_namespace: String,
@@ -79,7 +81,11 @@ impl Engines {
             ),
             (
                 Runtime::Podman,
-                Box::new(PodmanEngine::new(paths.podman_socket, criu.clone())),
+                Box::new(PodmanEngine::new(
+                    paths.podman_socket,
+                    paths.podman,
+                    criu.clone(),
+                )),
             ),
             (
                 Runtime::Containerd,
@@ -487,6 +493,7 @@ mod tests {
                 docker_socket: d.path().join("docker.sock"),
                 docker_runc_root: d.path().join("moby"),
                 podman_socket: d.path().join("podman.sock"),
+                podman: None,
                 containerd_socket: d.path().join("containerd.sock"),
                 containerd_namespace: "k8s.io".into(),
             },

@@ -55,6 +55,38 @@ pub struct RestoreReport {
     pub id: String,
 }
 
+/// What ckptd reads of Podman's description of itself (`GET /libpod/info`): whether the
+/// service is rootless, its storage, its version.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Info {
+    pub host: InfoHost,
+    pub store: InfoStore,
+    pub version: InfoVersion,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InfoHost {
+    pub security: InfoSecurity,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InfoSecurity {
+    pub rootless: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InfoStore {
+    pub graph_root: PathBuf,
+    pub run_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InfoVersion {
+    #[serde(rename = "Version")]
+    pub version: String,
+}
+
 /// Query flags of a checkpoint or a restore.
 pub type Flags<'a> = &'a [(&'a str, bool)];
 
@@ -148,6 +180,11 @@ impl PodmanApi {
         }
         let v: Version = self.json(hyper::Method::GET, "/version", empty()).await?;
         Ok(v.version)
+    }
+
+    /// Podman's description of itself.
+    pub async fn info(&self) -> Result<Info> {
+        self.json(hyper::Method::GET, "/info", empty()).await
     }
 
     /// The container, or `target_unavailable` naming it when Podman knows none by that name.

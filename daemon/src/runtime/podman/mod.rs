@@ -35,6 +35,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::{criu, sys};
 
 mod api;
+pub mod cli;
 
 use api::{Container, PodmanApi};
 
@@ -50,6 +51,12 @@ const IN_PLACE_FILES: &[&str] = &[
 
 pub struct PodmanEngine {
     api: PodmanApi,
+    /// Podman's CLI (`podman_path`, or `podman` in PATH), the exporter when it is the service's
+    /// Podman (`cli`).
+    cli_path: Option<PathBuf>,
+    /// Whether it is the service's Podman, asked once (Podman's `/info` takes 0.1 s) and again
+    /// after Podman refused a checkpoint: None until asked.
+    exporter: tokio::sync::Mutex<Option<Option<std::sync::Arc<cli::Cli>>>>,
     criu: std::sync::Arc<criu::Criu>,
 }
 
@@ -96,11 +103,59 @@ enum Destination {
 }
 
 impl PodmanEngine {
-    pub fn new(socket: PathBuf, criu: std::sync::Arc<criu::Criu>) -> Self {
+    pub fn new(
+        socket: PathBuf,
+        cli_path: Option<PathBuf>,
+        criu: std::sync::Arc<criu::Criu>,
+    ) -> Self {
         Self {
             api: PodmanApi::new(socket),
+            cli_path,
+            exporter: tokio::sync::Mutex::new(None),
             criu,
         }
+    }
+
+    /// Podman's CLI, when it is the service's Podman (`cli::Cli::for_service`): it exports on a
+    /// pipe, where the API's export writes a temporary file first. None: the API exports.
+    async fn cli(&self) -> Option<std::sync::Arc<cli::Cli>> {
+        let mut known = self.exporter.lock().await;
+        if let Some(cli) = &*known {
+            return cli.clone();
+        }
+        let Some(program) = &self.cli_path else {
+            tracing::info!("no Podman CLI (podman_path, or podman in PATH): Podman's API exports checkpoints, through a temporary file");
+            return known.insert(None).clone();
+        };
+        let why = match (cli::version(program).await, self.api.info().await) {
+            (Err(why), _) => why,
+            // Podman unreachable now: asked again next time.
+            (Ok(_), Err(_)) => return None,
+            (Ok(v), Ok(info)) => match cli::Cli::for_service(program, &v, &info) {
+                Ok(cli) => return known.insert(Some(std::sync::Arc::new(cli))).clone(),
+                Err(why) => why,
+            },
+        };
+        tracing::info!(why = %why, "Podman's CLI is not the service's Podman: Podman's API exports checkpoints, through a temporary file");
+        known.insert(None).clone()
+    }
+
+    /// Podman's checkpoint of `c`, exported into `dir` by the CLI on a pipe, or else by the
+    /// API. The outer error is Podman's (its checkpoint failed), the inner whether the archive
+    /// was stored.
+    async fn export(
+        &self,
+        c: &Container,
+        flags: api::Flags<'_>,
+        dir: &Path,
+    ) -> std::result::Result<Result<archive::container::Foreign>, Error> {
+        if let Some(cli) = self.cli().await {
+            tracing::info!(container = %c.name, "Podman's CLI exports the checkpoint on a pipe");
+            return cli.checkpoint(&c.id, flags, dir).await;
+        }
+        tracing::info!(container = %c.name, "Podman's API exports the checkpoint");
+        let body = self.api.checkpoint(&c.id, flags).await?;
+        Ok(unpack(body, dir).await)
     }
 
     /// Podman as `/v1/info` shows it: reachable, or why not.
@@ -145,9 +200,35 @@ impl PodmanEngine {
         ];
         let podman_log = c.static_dir.join("dump.log");
         let log = spec.images.path().join(spec.log_name);
-        let body = match self.api.checkpoint(&c.id, &flags).await {
-            Ok(b) => b,
+        let started = std::time::SystemTime::now();
+        let stored = match self.export(&c, &flags, &spec.images.path()).await {
+            Ok(stored) => stored,
             Err(e) => {
+                // Podman refused before runc ran (its dump.log, where runc has CRIU write, is
+                // not this attempt's): Podman's own error, never read as CRIU's.
+                let ran = std::fs::metadata(&podman_log)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= started);
+                if !ran {
+                    // Perhaps no longer the service's Podman: asked again next time.
+                    *self.exporter.lock().await = None;
+                    let kind = match e.kind {
+                        ErrorKind::CriuFailed => ErrorKind::Unavailable,
+                        k => k,
+                    };
+                    return Err(Error::new(
+                        kind,
+                        format!(
+                            "Podman could not checkpoint container {}: {}",
+                            c.name, e.message
+                        ),
+                    )
+                    .with_hint(format!(
+                        "Podman refused before its runtime ran; `podman container checkpoint {}` \
+                         by hand says the same",
+                        c.name
+                    )));
+                }
                 // Podman's error names runc's failure; CRIU's own words are in its log.
                 let text = std::fs::read_to_string(&podman_log).unwrap_or_default();
                 let _ = std::fs::write(&log, &text);
@@ -160,7 +241,6 @@ impl PodmanEngine {
                 ));
             }
         };
-        let stored = unpack(body, &spec.images.path()).await;
         // CRIU's log of the dump, from where Podman had runc write it.
         if let Err(e) = std::fs::copy(&podman_log, &log) {
             tracing::warn!(container = %c.name, error = %e, "cannot copy CRIU's dump log from Podman's directory");
