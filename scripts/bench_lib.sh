@@ -84,3 +84,9 @@ db.executemany("INSERT INTO checkpoints (id, name, target_kind, target_pid, targ
 db.commit()
 PY
 }
+# settle: both sides' dumps start from the same memory: this VM returns free memory to its host (virtio
+# balloon free page reporting, 2 s after it is freed), and the first touch of memory the host
+# took back is several times slower (measured: 4 GiB written into the page cache in 12 s cold,
+# 3 s right after 4 GiB were freed). Without this, whichever side ran right after a large free
+# got warm memory and the other cold. Clean caches dropped, then time for the report.
+settle() { sync; echo 3 >/proc/sys/vm/drop_caches; sleep 3; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A Podman container holding SIZE_MIB (default 512) MiB: ckptd (Podman's own checkpoint through
-# its REST API, the archive unpacked and made durable; restore in place through Podman) against
+# A Podman container holding SIZE_MIB (default 512) MiB: ckptd (Podman's own checkpoint, exported
+# by Podman's CLI on a pipe to ckptd, the archive unpacked and made durable; restore in place
+# through Podman's REST API) against
 # `podman container checkpoint` / `podman container restore` by hand, and by hand with
 # `--export`/`--import` (uncompressed, as ckptd asks Podman for it), and that export made durable
 # (`sync FILE`, as ckptd fsyncs its images before it answers); alternating, median of RUNS.
@@ -35,6 +36,7 @@ run_hog() {
   podman rm -f "$NAME" >/dev/null 2>&1 || true
   podman run -d --name "$NAME" localhost/ckptd-bench-phog:latest /hog "$SIZE_MIB" >/dev/null
   until podman logs "$NAME" 2>/dev/null | grep -q .; do sleep 0.05; done
+  settle
 }
 by_ckptd() {
   run_hog

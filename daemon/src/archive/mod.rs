@@ -115,22 +115,6 @@ fn plain_name(name: &str) -> bool {
         && name.len() <= 255
 }
 
-/// Hashes what passes through.
-struct Hashing<R> {
-    inner: R,
-    hash: Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
 fn header(size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_size(size);
@@ -547,8 +531,11 @@ struct Unpacked {
 /// Reads an archive (compression recognised by its magic bytes) into `staging`, an existing
 /// empty private directory: every regular file at its flat name (`container::staged_name`),
 /// each created new, no two at the same name. At most `limit` bytes are read from `input` and
-/// at most `limit` bytes written.
-fn unpack(input: impl Read, staging: &Path, limit: u64) -> Result<Unpacked> {
+/// at most `limit` bytes written. With `hash`, each file's sha256 is taken as it is written
+/// (ckptd's own format is verified against its manifest, which comes last); without, its
+/// `sha256` is empty (a container archive's files are not listed anywhere to check them
+/// against, and hashing 4 GiB costs seconds of CPU while Podman's export runs beside it).
+fn unpack(input: impl Read, staging: &Path, limit: u64, hash: bool) -> Result<Unpacked> {
     let io_err = |e: io::Error| -> Error {
         if e.kind() == io::ErrorKind::FileTooLarge {
             too_large(limit)
@@ -585,6 +572,8 @@ fn unpack(input: impl Read, staging: &Path, limit: u64) -> Result<Unpacked> {
         bytes: 0,
     };
     let mut staged: BTreeSet<String> = BTreeSet::new();
+    // Large copies: a 4 GiB archive in 8 KiB writes (io::copy's) is half a million calls.
+    let mut buf = vec![0u8; 1 << 20];
     for entry in archive.entries().map_err(io_err)? {
         let mut entry = entry.map_err(io_err)?;
         let path = entry.path_bytes().into_owned();
@@ -662,16 +651,30 @@ fn unpack(input: impl Read, staging: &Path, limit: u64) -> Result<Unpacked> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(staging.join(&flat))
             .map_err(io_err)?;
-        let mut r = Hashing {
-            inner: (&mut entry).take(declared),
-            hash: Sha256::new(),
-            bytes: 0,
-        };
-        io::copy(&mut r, &mut out).map_err(|e| match io_err(e) {
-            e if e.kind == ErrorKind::InvalidRequest => refused(format!("{name}: {}", e.message)),
-            e => e,
-        })?;
-        if r.bytes != declared {
+        let mut r = (&mut entry).take(declared);
+        let mut hasher = hash.then(Sha256::new);
+        let mut copied = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(match io_err(e) {
+                        e if e.kind == ErrorKind::InvalidRequest => {
+                            refused(format!("{name}: {}", e.message))
+                        }
+                        e => e,
+                    })
+                }
+            };
+            if let Some(h) = hasher.as_mut() {
+                h.update(&buf[..n]);
+            }
+            out.write_all(&buf[..n]).map_err(io_err)?;
+            copied += n as u64;
+        }
+        if copied != declared {
             return Err(refused(format!("{name} is truncated in the archive")));
         }
         u.bytes += declared;
@@ -680,7 +683,9 @@ fn unpack(input: impl Read, staging: &Path, limit: u64) -> Result<Unpacked> {
             FileEntry {
                 name: flat,
                 size: declared,
-                sha256: format!("{:x}", r.hash.finalize()),
+                sha256: hasher
+                    .map(|h| format!("{:x}", h.finalize()))
+                    .unwrap_or_default(),
             },
         );
     }
@@ -690,7 +695,7 @@ fn unpack(input: impl Read, staging: &Path, limit: u64) -> Result<Unpacked> {
 /// Unpacks an archive of ckptd's own format into `staging` (see `unpack`) and verifies it
 /// against its manifest.
 pub fn import(input: impl Read, staging: &Path, limit: u64) -> Result<Imported> {
-    let u = unpack(input, staging, limit)?;
+    let u = unpack(input, staging, limit, true)?;
     let manifest = u
         .manifest
         .ok_or_else(|| refused("the archive has no manifest.json"))?;
@@ -708,7 +713,7 @@ pub enum Import {
 /// Unpacks either layout into `staging`: an archive with `manifest.json` is ckptd's (and held
 /// to it), one without is read as a container checkpoint archive (`container::recognise`).
 pub fn import_any(input: impl Read, staging: &Path, limit: u64) -> Result<Import> {
-    let u = unpack(input, staging, limit)?;
+    let u = unpack(input, staging, limit, true)?;
     match u.manifest {
         Some(m) => verify(m, &u.files, &u.dirs, u.bytes).map(|i| Import::Ckptd(Box::new(i))),
         None => container::recognise(&u.files, &u.dirs, staging, u.bytes).map(Import::Container),
@@ -722,7 +727,7 @@ pub fn import_container(
     staging: &Path,
     limit: u64,
 ) -> Result<container::Foreign> {
-    let u = unpack(input, staging, limit)?;
+    let u = unpack(input, staging, limit, false)?;
     if u.manifest.is_some() {
         return Err(refused(
             "the archive is ckptd's own format, not a container checkpoint archive",

@@ -34,6 +34,9 @@ use super::api::Info;
 /// The first argument that makes the ckptd binary a drain guard instead of the daemon.
 pub const DRAIN_COMMAND: &str = "drain-guard";
 
+/// The export pipe's buffer.
+const PIPE_SIZE: i32 = 1 << 20;
+
 /// Podman's CLI on the API service's storage.
 pub struct Cli {
     program: PathBuf,
@@ -85,6 +88,12 @@ impl Cli {
                 .map_err(|e| cannot("create a pipe", e.into()))
         };
         let (read, write) = pipe()?;
+        // 1 MiB (the default fs.pipe-max-size) rather than 64 KiB: sixteen times fewer
+        // wake-ups of Podman and ckptd's reader. Refused, the pipe still works.
+        let _ = nix::fcntl::fcntl(
+            read.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
+        );
         let (notice_read, notice_write) = pipe()?;
         spawn_guard(&read, notice_read).map_err(|e| cannot("start ckptd drain-guard", e))?;
         let mut cmd = tokio::process::Command::new(&self.program);
