@@ -558,8 +558,13 @@ if podman:
       "fsync; and the first Podman checkpoint of a daemon's life asks Podman's `/info` and the "
       "CLI's version (0.16 s, once). By hand after this run, without that first question: "
       "0.51 s for ckptd against 0.44-0.52 s for the CLI's export. By hand, the `sync` after "
-      "the export adds 3 ms at every size. The 4 GiB restore rows vary from run to run "
-      "(3.25 s against 3.30 s by hand in the run before this one).")
+      "the export adds 3 ms at every size. At 4 GiB ckptd's restore follows a checkpoint that "
+      "exported 4 GiB, the by-hand restore column one that did not, and that is what the "
+      "difference measures. By hand (4 GiB, right after the checkpoint): Podman's own restore "
+      "took 2.5-2.7 s after a plain `podman container checkpoint` (with or without 15 s "
+      "between), 18.3 s after its own `--export`, and 16.1 s after a ckptd checkpoint. Within "
+      "ckptd's restore, `strace -T` shows 0.72 s for unlinking Podman's kept 4 GiB "
+      "`pages-1.img` before ckptd's images are linked in. The rest is Podman's restore.")
     p()
 
 if "frozen" in R:
