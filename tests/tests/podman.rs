@@ -175,6 +175,22 @@ async fn with_podman<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(
     drop(service);
 }
 
+/// A daemon talking to `service`, with `toml` as its configuration file (kept in the directory
+/// returned, which the test holds while the daemon runs).
+async fn podman_daemon(service: &Service, toml: &str) -> (Daemon, tempfile::TempDir) {
+    let work = tempfile::tempdir().unwrap();
+    let conf = work.path().join("ckptd.toml");
+    std::fs::write(&conf, toml).unwrap();
+    let d = Daemon::start_with(&[
+        "--podman-socket",
+        service.socket.to_str().unwrap(),
+        "--config",
+        conf.to_str().unwrap(),
+    ])
+    .await;
+    (d, work)
+}
+
 /// Checkpoint, restore in place and into a new name: exported by Podman's CLI on a pipe.
 #[tokio::test]
 async fn podman_checkpoint_restore_in_place_and_into_a_new_name() {
@@ -196,16 +212,7 @@ async fn podman_checkpoint_restore_in_place_and_into_a_new_name() {
 async fn podman_checkpoint_restore_in_place_and_into_a_new_name_through_the_api() {
     let _one = ONE_AT_A_TIME.lock().await;
     let service = Service::start();
-    let work = tempfile::tempdir().unwrap();
-    let conf = work.path().join("ckptd.toml");
-    std::fs::write(&conf, "podman_path = \"/nonexistent/podman\"\n").unwrap();
-    let d = Daemon::start_with(&[
-        "--podman-socket",
-        service.socket.to_str().unwrap(),
-        "--config",
-        conf.to_str().unwrap(),
-    ])
-    .await;
+    let (d, _conf) = podman_daemon(&service, "podman_path = \"/nonexistent/podman\"\n").await;
     in_place_and_new_name(&d).await;
     let log = d.log();
     assert!(
@@ -302,17 +309,9 @@ async fn podman_checkpoint_images_through_a_registry() {
     let _one = ONE_AT_A_TIME.lock().await;
     let service = Service::start();
     let reg = ckptd_tests::RegistryServer::start();
-    let work = tempfile::tempdir().unwrap();
     let creds = reg.credentials_file("creds", None);
-    let conf = work.path().join("ckptd.toml");
-    std::fs::write(&conf, reg.config("hub", "podman/checkpoints", &creds)).unwrap();
-    let d = Daemon::start_with(&[
-        "--podman-socket",
-        service.socket.to_str().unwrap(),
-        "--config",
-        conf.to_str().unwrap(),
-    ])
-    .await;
+    let (d, _conf) =
+        podman_daemon(&service, &reg.config("hub", "podman/checkpoints", &creds)).await;
     let login = format!("{}:{}", reg.user, reg.password);
 
     // ckptd's checkpoint of a Podman container, pushed as an image: Podman pulls it and

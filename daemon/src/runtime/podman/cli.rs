@@ -146,15 +146,7 @@ impl Cli {
             .wait()
             .await
             .map_err(|e| Error::internal(format!("cannot wait for Podman's CLI: {e}")))?;
-        let stored = stored
-            .await
-            .map_err(|e| Error::internal(format!("the checkpoint's unpacking failed: {e}")))?
-            .map_err(|e| {
-                Error::new(
-                    e.kind,
-                    format!("cannot store Podman's checkpoint archive: {}", e.message),
-                )
-            });
+        let stored = super::stored(stored.await);
         if !status.success() {
             return Err(Error::new(
                 crate::error::ErrorKind::CriuFailed,

@@ -385,8 +385,18 @@ async fn unpack(body: hyper::body::Incoming, dir: &Path) -> Result<archive::cont
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || archive::import_container(reader, &dir, u64::MAX))
-        .await
+    stored(
+        tokio::task::spawn_blocking(move || archive::import_container(reader, &dir, u64::MAX))
+            .await,
+    )
+}
+
+/// What an unpacking task (`archive::import_container` of Podman's export, from the API or the
+/// CLI) came to, in the dump's words.
+fn stored(
+    joined: std::result::Result<Result<archive::container::Foreign>, tokio::task::JoinError>,
+) -> Result<archive::container::Foreign> {
+    joined
         .map_err(|e| Error::internal(format!("the checkpoint's unpacking failed: {e}")))?
         .map_err(|e| {
             Error::new(
