@@ -41,12 +41,7 @@ load health "/v1/health"
 
 # /v1/health while 1 GiB dumps run back to back (leave_running; each deleted after).
 hog 1024 ckptd-bench-api-target "$WORK/target.out"
-( while [ ! -e "$WORK/stop" ]; do
-    n=$(api -X POST 'http://x/v1/checkpoints?wait=true' -d "{\"target\":{\"kind\":\"process\",\"pid\":$HOG},\"leave_running\":true}" | json 'd["checkpoint"]["name"]')
-    echo x >>"$WORK/dumps"
-    api -X DELETE "http://x/v1/checkpoints/$n" >/dev/null
-  done ) &
-dumper=$!
+dump_loop "$HOG" "$WORK/stop" "$WORK/dumps"
 until [ -s "$WORK/dumps" ]; do sleep 0.05; done
 load health-during-dumps "/v1/health"
 load list-during-dumps "/v1/checkpoints?limit=100"
@@ -55,5 +50,5 @@ load list-during-dumps "/v1/checkpoints?limit=100"
 # that saturates them and measures its own queue.
 load health-during-dumps-1000rps "/v1/health" 64 -q 1000
 load list-during-dumps-1000rps "/v1/checkpoints?limit=100" 64 -q 1000
-touch "$WORK/stop"; wait "$dumper"
+touch "$WORK/stop"; wait "$DUMPER"
 echo "RESULT dumps-during-load $(wc -l <"$WORK/dumps")"

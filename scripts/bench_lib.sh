@@ -49,6 +49,31 @@ C
 wait_gone() { while [ -e "/proc/$1" ]; do sleep 0.01; done; }
 api() { curl -sf --unix-socket "$SOCK" "$@"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# dump_loop PID STOP COUNT: checkpoints process PID (leave_running, ?wait=true) and deletes the
+# checkpoint, back to back, until file STOP exists, appending a line to file COUNT for each; one
+# Python process over one connection, so that the load's own processes (a curl and a Python for
+# each request) do not compete with what is measured for the CPU. Runs in the background; sets
+# DUMPER.
+dump_loop() {
+  python3 - "$SOCK" "$1" "$2" "$3" <<'PY' &
+import http.client, json, os, socket, sys
+sock, pid, stop, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX); self.sock.connect(sock)
+def call(c, method, path, body=None):
+    c.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+    r = c.getresponse(); data = r.read()
+    assert r.status < 300, f"{method} {path}: {r.status} {data[:300]!r}"
+    return json.loads(data) if data else None
+c = Unix("x")
+while not os.path.exists(stop):
+    d = call(c, "POST", "/v1/checkpoints?wait=true", json.dumps({"target": {"kind": "process", "pid": pid}, "leave_running": True}))
+    with open(count, "a") as f: f.write("x\n")
+    call(c, "DELETE", "/v1/checkpoints/" + d["checkpoint"]["name"])
+PY
+  DUMPER=$!
+}
 # phases TARGET: the mean seconds of each checkpoint phase (ckptd_checkpoint_phase_seconds) of the
 # daemon at $SOCK for TARGET (process, runc, docker, podman), as "dump durable release catalog".
 phases() {

@@ -665,25 +665,50 @@ if api:
       "removal now runs on the blocking pool: p99 1.45 ms, slowest 6.8 ms at 1,000 requests a "
       "second of `/v1/health` during the same dumps (measured by hand, then the rows above).")
     p()
-    p("What is left is the machine's, not the handlers': `/v1/health`, which does nothing, has "
-      "the same tail as the list. Saturated, the 64 clients are a closed loop that keeps both "
-      "cores busy (oha itself takes about one, CRIU one while it dumps), and the p99 is the time a "
-      "request waits for a core; at 1,000 requests a second, the daemon's threads still wait "
-      "behind CRIU and the writeback's kernel threads for a scheduler slice now and then (idle, "
-      "the same load has a p99 of 0.19 ms). What would be needed: a core the dumps do not use "
-      "(CRIU pinned to the others, or simply more cores); lowering CRIU's priority would buy it "
-      "at the price of longer freezes, which ckptd does not pay.")
+    p("Where the rest of the tail goes, measured on 2026-12-06 with the kernel's own scheduler "
+      "events (`bash scripts/bench_api_sched.sh`: `/v1/health` at 1,000 requests a second for "
+      "10 s, idle and then during back-to-back 1 GiB dumps; `perf sched record` of 4 s of each; "
+      "every wake-up of a daemon thread and of an oha thread, the two ends of a request, timed to "
+      "the moment it ran, and for those that waited over 1 ms what their CPU ran meanwhile). "
+      "Idle, p99 0.29-0.32 ms, and one wake-up in 13,000 waits over 1 ms. During dumps, a "
+      "request's p99 is set by a few dozen wake-ups in 4 s that wait 1-9 ms: a request thread "
+      "woken while another task holds its CPU runs when the scheduler takes the CPU back, and "
+      "without a reason to preempt that is when the running task's slice (1.4 ms here) has been "
+      "used, which the scheduler sees at its next tick (this kernel ticks every 4 ms, `HZ=250`, "
+      "and does not preempt kernel code, `PREEMPT_NONE`: CRIU's and the writeback's copies into "
+      "the page cache run to their next `cond_resched`).")
     p()
-    p("Measured with the kernel's own counters (2026-12-06, `bash scripts/bench_api_sched.sh`: "
-      "`/v1/health` at 1,000 requests a second for 10 s, idle and then during back-to-back 1 GiB "
-      "dumps; the daemon's threads' `schedstat` around each load, `perf sched latency` over 4 s "
-      "of it). Two runs. Idle: p99 0.33-0.39 ms; the daemon's threads waited for a CPU 18 us a "
-      "request on average, at most 0.33-1.31 ms at once. During dumps: p99 1.13-1.62 ms; they "
-      "waited 32-42 us a request, at most 4.0-5.0 ms at once, while CRIU's tasks ran 1.2-2.5 s of "
-      "the 8 core-seconds of those 4 s. The daemon's threads also ran more during dumps (28-33 to "
-      "64-85 us a request: the dumps' own jobs and fsyncs run on them too), so these counters "
-      "do not isolate a request's own time. What they show: during dumps a request thread waits "
-      "up to 4-5 ms for a core, several times the goal by itself, and idle it does not.")
+    p("What ckptd does about it since 2026-12-06: the runtime's worker threads, which serve the "
+      "requests, ask the kernel for a 0.1 ms slice (`sched_setattr` with a `sched_runtime`, "
+      "Linux 6.12's custom slices for SCHED_OTHER). A woken thread with a shorter slice than the "
+      "running task's preempts it at once (EEVDF's `PREEMPT_SHORT`); the thread's share of the "
+      "CPU does not change, and the setting is reset on fork, so CRIU, runc, Podman and the "
+      "blocking pool (fsyncs, deletions) keep the default and nothing on the freeze path is "
+      "slowed. Alternating runs of the same measurement, with and without it: the daemon's "
+      "threads waited 34-41 us a request for a CPU against 51-55 us, with 1,100-1,550 "
+      "involuntary switches in 10 s against 3,000-3,300, and /v1/health's p99 was 1.00-1.79 ms "
+      "against 1.91-3.86 ms. The row above (health at 1,000 req/s during dumps) is this run.")
+    p()
+    p("What is left, from the same recordings with the slice (two runs): oha's own threads, the "
+      "client end of each request, had 20-32 wake-ups over 1 ms in 4 s and the daemon's 8-11. "
+      "The daemon's waited behind an idle vCPU (the guest had nothing to run, the host ran the "
+      "vCPU late: 4-62% of that time), behind ckptd's own blocking threads in the kernel "
+      "(deleting a 1 GiB checkpoint evicts its page cache, `truncate_inode_pages_range`; starting "
+      "its writeback walks every page, `sync_file_range`: 35-50%, `perf record -g` of the "
+      "daemon), the writeback's kernel threads and CRIU. The client's waits are the client's; "
+      "with them, 1,000 requests a second leave the health p99 about at the goal (0.75-1.8 ms "
+      "over the runs of this day).")
+    p()
+    p("The list's p99 is ckptd's own: every write to the checkpoints table invalidates the cached "
+      "answers (a dump cycle of the bench makes five: the pending row, running, ready, the "
+      "deletion and its cleanup), and the first list after a write refills it. A refill of 100 "
+      "rows takes 1.3-1.4 ms (the `list-uncached` row), and its profile (`perf record -g` of the "
+      "daemon under `list-uncached`) is mostly sqlx's hand-off of each row from its SQLite thread "
+      "to the runtime: thread switches, futexes and eventfd wake-ups about 35% of the samples, "
+      "malloc and free about 20%, copies of the values 6%, SQLite's own statement 4%. At 1,000 "
+      "requests a second about one request in a hundred meets a refill or waits on one (single "
+      "flight), which is the p99. Not met; the next step is a page read as one row (SQLite's "
+      "`json_group_array` of the page), one hand-off instead of a hundred.")
     p()
 
 if "archive" in R:

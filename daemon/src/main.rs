@@ -64,6 +64,14 @@ fn main() {
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The runtime's workers (the threads that serve requests; the blocking pool's threads,
+        // which fsync and delete images, never park here) ask for a short slice, once.
+        .on_thread_park(|| {
+            thread_local!(static ASKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+            if !ASKED.replace(true) {
+                let _ = ckptd::sys::request_short_slice();
+            }
+        })
         .build()
         .expect("tokio runtime");
     if let Err(e) = rt.block_on(ckptd::run(
