@@ -96,8 +96,10 @@ fn is_unique_violation(e: &sqlx::Error, index: &str) -> bool {
 
 /// A row of `checkpoints` as SQLite holds it: JSON columns decoded by `Json`, times and enums as
 /// the API writes them.
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct CheckpointRow {
+    /// The order of insertion: a list's cursor.
+    seq: i64,
     id: String,
     name: String,
     target: Json<Target>,
@@ -140,7 +142,25 @@ fn locations(
 }
 
 fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
-    let r = CheckpointRow::from_row(row)?;
+    checkpoint_from_stored(CheckpointRow::from_row(row)?)
+}
+
+/// A page of checkpoints as one JSON array that SQLite builds, an object per row with the
+/// columns of `CheckpointRow` (JSON columns embedded as JSON, the flag as a boolean), read from
+/// the query that follows and its closing parenthesis. One row crosses from sqlx's SQLite thread
+/// to the runtime instead of one per checkpoint, each a thread wake-up: a page of 100 took 1.33 ms
+/// that way, 0.93 ms this way (BENCHMARKS.md, API under load).
+const CHECKPOINT_PAGE: &str = "SELECT json_group_array(json_object('seq', seq, 'id', id, \
+     'name', name, 'target', json(target), 'status', status, 'created_at', created_at, \
+     'completed_at', completed_at, 'dir', dir, 'size_bytes', size_bytes, 'options', json(options), \
+     'labels', json(labels), 'criu_version', criu_version, 'criu_config', criu_config, \
+     'container', json(container), 'stats', json(stats), 'error', json(error), \
+     'owner_uid', owner_uid, 'expires_at', expires_at, \
+     'local_images', json(CASE WHEN local_images THEN 'true' ELSE 'false' END), \
+     'remote_copies', json(remote_copies), 'origin', json(origin), 'hooks', json(hooks), \
+     'terminal', terminal, 'members', json(members))) FROM (";
+
+fn checkpoint_from_stored(r: CheckpointRow) -> Result<Checkpoint> {
     let status = CheckpointStatus::parse(&r.status).ok_or_else(|| {
         Error::internal(format!("bad checkpoint status {:?} in catalog", r.status))
     })?;
@@ -783,7 +803,8 @@ impl Catalog {
     }
 
     pub async fn list_checkpoints(&self, f: &CheckpointFilter) -> Result<List<Checkpoint>> {
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM checkpoints WHERE 1 = 1");
+        let mut q = QueryBuilder::<Sqlite>::new(CHECKPOINT_PAGE);
+        q.push("SELECT * FROM checkpoints WHERE 1 = 1");
         if let Some(pid) = f.pid {
             q.push(" AND target_pid = ").push_bind(pid);
         }
@@ -803,8 +824,22 @@ impl Catalog {
                 .push_bind(v.clone())
                 .push(")");
         }
-        self.fetch_page(q, f.after, f.limit, checkpoint_from_row)
-            .await
+        if let Some(after) = f.after {
+            q.push(" AND seq < ").push_bind(after);
+        }
+        q.push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(i64::from(f.limit) + 1)
+            .push(")");
+        let json: String = q.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut rows: Vec<CheckpointRow> = serde_json::from_str(&json).map_err(|e| {
+            Error::internal(format!("bad page of checkpoints from the catalog: {e}"))
+        })?;
+        rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
+        let items = rows
+            .into_iter()
+            .map(|r| Ok((r.seq, checkpoint_from_stored(r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page(items, f.limit))
     }
 
     /// Finishes a list query (`... WHERE <filters>`): the cursor, newest-first order, one row
@@ -1234,6 +1269,13 @@ mod tests {
     async fn round_trips_every_field_across_reopen() {
         let (d, c) = open().await;
         let mut cp = checkpoint("a", 10);
+        // Written when the row is made, and never changed.
+        cp.labels
+            .insert("app".into(), "web \"quoted\" \u{e9}".into());
+        cp.hooks = Some(ckptd_api::Hooks {
+            pre_dump: Some(vec!["/bin/true".into()]),
+            ..Default::default()
+        });
         let mut job = job_for(&cp);
         c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null, None)
             .await
@@ -1255,6 +1297,12 @@ mod tests {
             stdio: vec!["/dev/null".into(), "pipe:[1]".into()],
         });
         cp.criu_config = Some("/etc/criu/runc.conf".into());
+        cp.terminal = Some("tty".into());
+        cp.members = vec![ckptd_api::GroupMember {
+            target: Target::Process { pid: 11 },
+            container: None,
+            stats: None,
+        }];
         cp.locations = vec![
             ckptd_api::Location::Local {
                 dir: cp.dir.clone(),
@@ -1286,6 +1334,15 @@ mod tests {
         // Also identical through JSON, as the API serves it.
         let served = serde_json::to_value(c.checkpoint("a").await.unwrap().unwrap()).unwrap();
         assert_eq!(served, serde_json::to_value(&cp).unwrap());
+        // And in a list, whose page SQLite builds as JSON (`CHECKPOINT_PAGE`).
+        let listed = c
+            .list_checkpoints(&CheckpointFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.items, vec![cp]);
     }
 
     #[tokio::test]
