@@ -36,7 +36,14 @@ pub async fn run_logged(
     // reaches CRIU and everything it started (runc's criu swrk). spawn + wait_with_output, not
     // output(): output() replaces stdout/stderr with capture pipes, which a restored tree would
     // inherit, and the wait would last as long as the restored tree.
-    let child = cmd.process_group(0).spawn().map_err(cannot_run)?;
+    // Spawned on the blocking pool: the spawning thread waits until the child has run `execve`
+    // (a vfork, or a fork and the exec's report), 1-4 ms measured while dumps load the machine;
+    // on a runtime worker that stalled every request queued on it (BENCHMARKS.md, API under load).
+    cmd.process_group(0);
+    let child = tokio::task::spawn_blocking(move || cmd.spawn())
+        .await
+        .map_err(|e| cannot_run(std::io::Error::other(e)))?
+        .map_err(cannot_run)?;
     let pgid = child.id().map(|p| p as i32);
     let wait = child.wait_with_output();
     tokio::pin!(wait);
