@@ -1133,7 +1133,7 @@ const SHORT_SLICE_NS: u64 = 100_000;
 /// than the running task's preempts it (EEVDF's PREEMPT_SHORT) instead of waiting for that task's
 /// slice to end, which the scheduler notices at its next tick (4 ms at HZ=250); its share of the
 /// CPU stays the same. Reset on fork: the threads and programs this thread starts (CRIU, runc,
-/// Podman, the blocking pool) run with the default. Older kernels refuse it, harmlessly.
+/// Podman, the blocking pool) run with the default. Older kernels refuse or ignore it, harmlessly.
 pub fn request_short_slice() -> io::Result<()> {
     #[repr(C)]
     struct SchedAttr {

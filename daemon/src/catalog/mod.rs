@@ -149,7 +149,8 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
 /// columns of `CheckpointRow` (JSON columns embedded as JSON, the flag as a boolean), read from
 /// the query that follows and its closing parenthesis. One row crosses from sqlx's SQLite thread
 /// to the runtime instead of one per checkpoint, each a thread wake-up: a page of 100 took 1.33 ms
-/// that way, 0.93 ms this way (BENCHMARKS.md, API under load).
+/// that way, 0.85-0.89 ms this way (BENCHMARKS.md, API under load). It must name every field of
+/// `CheckpointRow` (`round_trips_every_field_across_reopen` lists one).
 const CHECKPOINT_PAGE: &str = "SELECT json_group_array(json_object('seq', seq, 'id', id, \
      'name', name, 'target', json(target), 'status', status, 'created_at', created_at, \
      'completed_at', completed_at, 'dir', dir, 'size_bytes', size_bytes, 'options', json(options), \
@@ -374,6 +375,16 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
 }
 
 /// Items and the cursor for the page after them, when the query found more than `limit`.
+/// The end of a list query (`... WHERE <filters>`): the cursor, newest-first order, one row
+/// more than `limit` to know whether another page follows (`page`).
+fn page_clause(q: &mut QueryBuilder<'_, Sqlite>, after: Option<i64>, limit: u32) {
+    if let Some(after) = after {
+        q.push(" AND seq < ").push_bind(after);
+    }
+    q.push(" ORDER BY seq DESC LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+}
+
 fn page<T>(mut rows: Vec<(i64, T)>, limit: u32) -> List<T> {
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
@@ -824,12 +835,8 @@ impl Catalog {
                 .push_bind(v.clone())
                 .push(")");
         }
-        if let Some(after) = f.after {
-            q.push(" AND seq < ").push_bind(after);
-        }
-        q.push(" ORDER BY seq DESC LIMIT ")
-            .push_bind(i64::from(f.limit) + 1)
-            .push(")");
+        page_clause(&mut q, f.after, f.limit);
+        q.push(")");
         let json: String = q.build_query_scalar().fetch_one(&self.pool).await?;
         let mut rows: Vec<CheckpointRow> = serde_json::from_str(&json).map_err(|e| {
             Error::internal(format!("bad page of checkpoints from the catalog: {e}"))
@@ -842,8 +849,7 @@ impl Catalog {
         Ok(page(items, f.limit))
     }
 
-    /// Finishes a list query (`... WHERE <filters>`): the cursor, newest-first order, one row
-    /// more than `limit` to know whether another page follows.
+    /// Finishes a list query (`... WHERE <filters>`, `page_clause`) and reads its rows.
     async fn fetch_page<T>(
         &self,
         mut q: QueryBuilder<'_, Sqlite>,
@@ -851,11 +857,7 @@ impl Catalog {
         limit: u32,
         from_row: fn(&SqliteRow) -> Result<T>,
     ) -> Result<List<T>> {
-        if let Some(after) = after {
-            q.push(" AND seq < ").push_bind(after);
-        }
-        q.push(" ORDER BY seq DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
+        page_clause(&mut q, after, limit);
         let rows = q.build().fetch_all(&self.pool).await?;
         let items = rows
             .iter()
