@@ -88,6 +88,30 @@ dumps_during = int(R.get("dumps-during-load", [["0"]])[0][0])
 lazy = {k: [num(x) for x in R[k][0]] for k in ("lazy", "lazy-kdat") if k in R}
 catalog = {int(r[0]): [num(x) for x in r[1:]] for r in R.get("catalog", [])}
 schedules = [num(x) for x in R["schedules"][0]] if "schedules" in R else None
+# Where the schedules' CPU went, by thread, and the voluntary context switches per run.
+schedule_threads = [num(x) for x in R["schedules-threads"][0]] if "schedules-threads" in R else None
+# By hand, 2026-12-06 (see the schedules' section): the catalog's statements of a run, and a
+# profile of the daemon at 1,000 runs a minute.
+SCHEDULE_STATEMENTS = (
+    "14 statements and the BEGIN and COMMIT of three transactions, 20 round trips where there "
+    "were 24, and the same 4 commits (counted again the same way).")
+SCHEDULE_PROFILE = (
+    "Profiled after the change (`perf record -p` of the daemon, `--call-graph dwarf -F 149`, 30 s "
+    "of the second minute), the daemon's own threads' samples: hand-offs between threads "
+    "(futexes, epoll, and the switches and interrupts outside a system call) 32%; fsync 17% "
+    "(the images' 11, the catalog's commits 6; on this disk each fsync of a file writes its "
+    "data, then its inode, then flushes the cache, each a doorbell of the virtio disk and an "
+    "exit to the host); SQLite 13% (its code 9, its file reads and writes 4); unlinking the "
+    "pruned run's images 7% (the filesystem is mounted with `discard`: ext4 discards each "
+    "freed extent as it frees it); opening and reading /proc and image files 7%; the rest, "
+    "the runtime, serde, tracing, malloc and cron matching (2%), 24%, no function of ckptd "
+    "above 3%. The goal, 2 s, is 40% of what is measured: with every hand-off gone, this "
+    "profile would still leave about 3.3 s a minute, of which the fsyncs and the unlinks "
+    "(the promise that a ready checkpoint is on disk, and the retention asked for) are the "
+    "kernel's 1.2 s. Reaching it would take a catalog that a job reaches once per state "
+    "change, on the thread that holds the connection, fewer commits than the four a run makes "
+    "now, and fewer cache flushes for the images than one per file (CRIU writes about a dozen "
+    "files for a small process); none of it is done in this round.")
 date = open(os.path.join(RESULTS, "date")).read().strip() if os.path.exists(os.path.join(RESULTS, "date")) else "?"
 
 def runs_said():
@@ -893,6 +917,13 @@ if schedules:
             [[f"{runs:.0f}", f"{refused:.0f}", f"{lag50:.1f} s", f"{lag99:.1f} s", f"{lagmax:.1f} s",
               f"{lastend:.1f} s", f"{cpu:.2f} s", f"{rss / 1024:.0f} MiB"]]))
     p()
+    if schedule_threads:
+        sq, rt, gone, switches = schedule_threads
+        p(f"Of the daemon's CPU a minute: sqlx's SQLite threads {sq:.2f} s, the runtime's threads "
+          f"(its workers and blocking pool) {rt:.2f} s, threads that ended meanwhile (blocking "
+          f"threads end after 10 s idle) {gone:.2f} s; {switches:.0f} voluntary context switches "
+          "(a thread sleeping until another wakes it) per run.")
+        p()
     p("Start lag: from the minute to the run's job being queued. All schedules are due at the "
       "same second and the job queue holds 64 (`queue_capacity`): before this change, the 65th "
       "and later runs of each minute were refused as `queue_full` and counted as failures of "
@@ -920,28 +951,33 @@ if schedules:
       "left is many small steps per run, each a wake-up; fewer hops per job (the catalog "
       "thread reached once per state change, not per read) is the next step.")
     p()
-    p("Counted on 2026-12-06: what one scheduled run asks of the catalog (one schedule, its "
+    p("Counted on 2026-12-06: what one scheduled run asked of the catalog (one schedule, its "
       "second run, the daemon at `CKPTD_LOG=info,sqlx::query=debug`, which logs every "
       "statement): 24 statements, each a round trip between a runtime worker and sqlx's SQLite "
       "thread, and 4 commits, each an fsync of the WAL (`synchronous=FULL`): the admission "
       "(checkpoint, job and the schedule's last run in one transaction), the start, the end (job, "
-      "checkpoint and schedule in one) and the retention's delete of the run before. Of the 24, "
-      "about six repeat what the run already knows: the name's check twice (the schedule's "
-      "choice of a free name, then the admission's), the job and its checkpoint read back at "
-      "the start (the queue carries only the job's id), the pruned checkpoint read twice (the "
-      "retention's look, then the delete's), the job's request read again at the end to find "
-      "its schedule. A new recording of the same run (`perf record -g -F 499 -p` of the "
-      "daemon for 50 s of a minute's 1,000 runs) splits the daemon's own samples (37% of the "
-      "recording; CRIU 50%, CRIU's kernel probe's `iptables` 11%): futexes, the hand-offs, 17%; "
-      "fsync 12.5% (the images' and the commits': each ends in the virtio disk's doorbell, an "
-      "exit to the host); epoll 6%; opening, reading and writing files 5%; the switches' "
-      "completion 6.5%, malloc and free 6%, cron parsing 1.1%, SQLite's own code 1%. So the "
-      "six repeated statements are worth about a sixth of the hand-offs, a few percent of the "
-      "daemon's time: the goal needs the run's catalog work made into the three commits its "
-      "promises need and the retention's delete, with no reads between them (the job carried "
-      "through the queue, the "
-      "schedule's row carried with its run), and it would still pay the images' fsyncs and "
-      "CRIU's start. Not done in this round.")
+      "checkpoint and schedule in one) and the retention's delete of the run before. About six "
+      "repeated what the run already knew. Since then (this run of the table) the admission no "
+      "longer checks again the name its schedule has just found free (the insert's unique name "
+      "still refuses a taken one), a worker reads its job, the job's request and its checkpoint "
+      "in one statement (`JOB_TO_RUN`), the end finds the run's schedule in one statement "
+      "instead of reading the job's request first, and the retention deletes the checkpoint it "
+      "has just read without reading it again: " + SCHEDULE_STATEMENTS + " sqlx also pinged a "
+      "connection before each use outside a transaction (`test_before_acquire`, one more round "
+      "trip each time); that is off, as a SQLite connection is a thread of the daemon, not a "
+      "socket that goes stale. And the target's check, made at the admission and again at the "
+      "dump, read the children of every thread of the daemon (to refuse its own helpers) and "
+      "parsed whole /proc status files through procfs: it now walks up from the target looking "
+      "for the daemon, reads a parent or the few numbers it needs of a status in one bounded "
+      "read each, and keeps the daemon's ancestors (a list that can only shrink; a pid found in "
+      "it is checked again): 67 us a check before, 23 us after, in a loop over a `sleep` in the "
+      "unit tests' process.")
+    p()
+    p("Measured in alternating pairs (`CATALOG_SIZES=\" \" CKPTD=... bash scripts/bench_scale.sh`, "
+      "the binary of 5c6d747 first): daemon CPU a minute 5.40 s and 5.95 s before, 4.95 s and "
+      "4.76 s after; voluntary context switches per run 115 before, 88 after (the SQLite threads "
+      "1.75 and 1.84 s before, 1.63 and 1.58 s after; the runtime's threads, ended ones "
+      "included, 3.65 and 4.11 s before, 3.31 and 3.19 s after). " + SCHEDULE_PROFILE)
     p()
 
 if "idle" in R:

@@ -24,6 +24,13 @@ WORK=/var/tmp/ckptd-bench-scale; rm -rf "$WORK"; mkdir -p "$WORK"
 SOCK=$WORK/s.sock
 trap 'stop_daemon; pkill -f ckptd-bench-scale-sleeper || true; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
+threads() { # threads PID: "tid<TAB>name<TAB>utime+stime<TAB>voluntary switches", a line each
+  for t in /proc/"$1"/task/*; do
+    printf '%s\t%s\t%s\t%s\n' "${t##*/}" "$(cat "$t/comm")" \
+      "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')" \
+      "$(awk '/^voluntary_ctxt_switches/ {print $2}' "$t/status")"
+  done 2>/dev/null
+}
 pct() { # pct FILE P: the P-th percentile of the numbers in FILE
   sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int(NR*p/100+0.999); if (i<1) i=1; print a[i]}'
 }
@@ -83,8 +90,10 @@ done
 sleep $((60 - $(date +%s) % 60 + 1))
 first=$(( $(date +%s) / 60 * 60 ))
 cpu0=$(awk '{print $14 + $15}' "/proc/$daemon/stat")
+threads "$daemon" >"$WORK/threads0"
 sleep $((MINUTES * 60 - 1))
 cpu1=$(awk '{print $14 + $15}' "/proc/$daemon/stat")
+threads "$daemon" >"$WORK/threads1"
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status")
 # Let the last minute's runs end, then read every scheduled job.
 sleep 30
@@ -118,5 +127,26 @@ PY
 read -r runs refused p50 p99 lmax lastend <"$WORK/lag"
 cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" -v m="$MINUTES" 'BEGIN { printf "%.2f", (b - a) / hz / m }')
 echo "RESULT schedules $SCHEDULES $runs $refused $p50 $p99 $lmax $lastend $cpu $rss"
+# Where that CPU went, by thread: sqlx's SQLite threads, the runtime's (its workers and blocking
+# pool), and threads that ended in between (blocking threads idle for 10 s end); and the threads'
+# voluntary context switches (each a sleep until woken: a hand-off) per run.
+python3 - "$WORK/threads0" "$WORK/threads1" "$cpu0" "$cpu1" "$(getconf CLK_TCK)" "$MINUTES" "$runs" <<'PY'
+import sys
+def load(path):
+    return {t: (comm, int(c), int(v)) for t, comm, c, v in (l.split("\t") for l in open(path))}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+cpu0, cpu1, hz, minutes, runs = (float(x) for x in sys.argv[3:])
+per = lambda ticks: ticks / hz / minutes
+sqlite = runtime = switches = 0
+for t, (comm, c, v) in b.items():
+    _, c0, v0 = a.get(t, (comm, 0, 0))
+    if comm.startswith("sqlx-sqlite"):
+        sqlite += c - c0
+    else:
+        runtime += c - c0
+    switches += v - v0
+other = (cpu1 - cpu0) - sqlite - runtime
+print(f"RESULT schedules-threads {per(sqlite):.2f} {per(runtime):.2f} {per(other):.2f} {switches / max(runs, 1):.0f}")
+PY
 stop_daemon
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -48,8 +48,13 @@ pub fn inherit_fd(cmd: &mut tokio::process::Command, fd: std::os::fd::RawFd) {
 
 /// Reads /proc/PID/stat; `None` when no such process exists.
 pub fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let st = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-    Some(ProcStat::from(st))
+    stat_of(pid).map(ProcStat::from)
+}
+
+/// /proc/PID/stat, the file alone: procfs's `Process` would open and fstat /proc/PID first, and
+/// a target's admission reads several of these (BENCHMARKS.md, "Cost growth").
+fn stat_of(pid: i32) -> Option<procfs::process::Stat> {
+    procfs::FromRead::from_file(format!("/proc/{pid}/stat")).ok()
 }
 
 impl From<procfs::process::Stat> for ProcStat {
@@ -66,24 +71,96 @@ impl From<procfs::process::Stat> for ProcStat {
     }
 }
 
+/// Reads /proc/PID/`file` into `buf`, up to its size: what the kernel writes there is not the
+/// target's to choose, but it is bounded all the same.
+fn read_proc<'b>(pid: i32, file: &str, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    let mut f = File::open(format!("/proc/{pid}/{file}")).ok()?;
+    let mut n = 0;
+    while n < buf.len() {
+        match io::Read::read(&mut f, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(r) => n += r,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(&buf[..n])
+}
+
+/// The numbers of named lines of /proc/PID/status (`Tgid`, `RssAnon`, ...; sizes in kB), from
+/// one bounded read. procfs's `Status` parses all fifty-odd lines into a map of strings, and a
+/// target's admission reads a status for each of its processes: that parse was most of the
+/// check's cost (BENCHMARKS.md, "Cost growth").
+fn status_numbers<const N: usize>(pid: i32, keys: [&str; N]) -> Option<[Option<u64>; N]> {
+    let mut buf = [0u8; 4096];
+    let text = String::from_utf8_lossy(read_proc(pid, "status", &mut buf)?);
+    let mut out = [None; N];
+    let mut left = N;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        if let Some(i) = keys.iter().position(|k| *k == key) {
+            out[i] = value.split_whitespace().next().and_then(|v| v.parse().ok());
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The parent of `pid` from /proc/PID/stat: the field after the state, after the last `)`
+/// (which ends the command's name, itself free to hold spaces and parentheses).
+fn ppid(pid: i32) -> Option<i32> {
+    let mut buf = [0u8; 1024];
+    let stat = read_proc(pid, "stat", &mut buf)?;
+    let after = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    let mut fields = after.split(|&b| b == b' ').filter(|f| !f.is_empty());
+    fields.next()?; // the state
+    std::str::from_utf8(fields.next()?).ok()?.parse().ok()
+}
+
 /// The thread group (process) a task id belongs to: itself for a process, its process for a
 /// thread. /proc answers for thread ids too, though it does not list them.
 pub fn tgid(pid: i32) -> Option<i32> {
-    Some(procfs::process::Process::new(pid).ok()?.status().ok()?.tgid)
+    status_numbers(pid, ["Tgid"])?[0].and_then(|t| i32::try_from(t).ok())
+}
+
+/// `pid` and its ancestors, up to pid 1, from each one's parent in /proc/PID/stat.
+fn self_and_ancestors_of(pid: i32) -> Vec<i32> {
+    let mut out = vec![pid];
+    let mut pid = pid;
+    while let Some(parent) = ppid(pid) {
+        if parent <= 0 || out.contains(&parent) {
+            break;
+        }
+        out.push(parent);
+        pid = parent;
+    }
+    out
 }
 
 /// The daemon's own pid and every ancestor's, up to pid 1.
 pub fn self_and_ancestors() -> Vec<i32> {
-    let mut out = vec![std::process::id() as i32];
-    let mut pid = out[0];
-    while let Some(st) = proc_stat(pid) {
-        if st.ppid <= 0 || out.contains(&st.ppid) {
-            break;
-        }
-        out.push(st.ppid);
-        pid = st.ppid;
-    }
-    out
+    self_and_ancestors_of(std::process::id() as i32)
+}
+
+/// Whether `pid` is the daemon or one of its ancestors. The daemon's ancestors can only become
+/// fewer (an orphan is adopted by a subreaper or init, both already among them), so the list read
+/// at the first call holds every ancestor of now; a pid found in it is checked again against a
+/// fresh list, which an ancestor that died and whose pid was reused is not in.
+pub fn is_self_or_ancestor(pid: i32) -> bool {
+    static FIRST: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
+    FIRST.get_or_init(self_and_ancestors).contains(&pid) && self_and_ancestors().contains(&pid)
+}
+
+/// Whether `pid` descends from `ancestor` (is below it, not it), walking up from `pid`'s parent:
+/// as many reads of /proc as `pid` is deep, however many threads and children `ancestor` has.
+pub fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let above = self_and_ancestors_of(pid);
+    above[1..].contains(&ancestor)
 }
 
 /// Sends `sig` to each pid, ignoring those that have already gone.
@@ -744,7 +821,7 @@ pub struct TaskId {
 impl TaskId {
     /// The process now at `pid`, if any (zombies included).
     pub fn of(pid: i32) -> Option<TaskId> {
-        let st = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+        let st = stat_of(pid)?;
         Some(TaskId {
             pid,
             start: st.starttime,
@@ -935,8 +1012,8 @@ pub fn kernel_release() -> String {
 pub fn tree_dump_estimate(pid: i32) -> u64 {
     process_tree(pid)
         .into_iter()
-        .filter_map(|p| procfs::process::Process::new(p).ok()?.status().ok())
-        .map(|st| (st.rssanon.unwrap_or(0) + st.rssshmem.unwrap_or(0)) * 1024)
+        .filter_map(|p| status_numbers(p, ["RssAnon", "RssShmem"]))
+        .map(|[anon, shmem]| (anon.unwrap_or(0) + shmem.unwrap_or(0)) * 1024)
         .sum()
 }
 
@@ -1245,6 +1322,58 @@ mod tests {
         let anc = self_and_ancestors();
         assert_eq!(anc[0], std::process::id() as i32);
         assert!(anc.contains(&me.ppid));
+        assert!(is_self_or_ancestor(me.pid) && is_self_or_ancestor(me.ppid));
+        assert!(!is_self_or_ancestor(2), "kthreadd is no ancestor");
+    }
+
+    #[test]
+    fn a_threads_tgid_is_its_process() {
+        let me = std::process::id() as i32;
+        assert_eq!(tgid(me), Some(me));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = stopped.recv();
+        });
+        let live = rx.recv().unwrap();
+        assert_ne!(live, me);
+        assert_eq!(tgid(live), Some(me));
+        stop.send(()).unwrap();
+        t.join().unwrap();
+        assert_eq!(tgid(i32::MAX), None);
+    }
+
+    #[test]
+    fn ppid_and_status_numbers_agree_with_procfs() {
+        for pid in [std::process::id() as i32, 1, 2] {
+            let full = procfs::process::Process::new(pid).unwrap();
+            assert_eq!(ppid(pid), Some(full.stat().unwrap().ppid), "pid {pid}");
+            let st = full.status().unwrap();
+            let [tgid, anon, shmem] = status_numbers(pid, ["Tgid", "RssAnon", "RssShmem"]).unwrap();
+            assert_eq!(tgid, Some(st.tgid as u64));
+            // A kernel thread has no memory lines; a process's move between the two reads.
+            assert_eq!(anon.is_some(), st.rssanon.is_some());
+            assert_eq!(shmem.is_some(), st.rssshmem.is_some());
+        }
+        assert_eq!(ppid(i32::MAX), None);
+        assert!(status_numbers(i32::MAX, ["Tgid"]).is_none());
+    }
+
+    #[test]
+    fn a_child_descends_from_its_parent_and_not_the_other_way() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let (me, pid) = (std::process::id() as i32, child.id() as i32);
+        assert!(descends_from(pid, me));
+        assert!(!descends_from(me, pid));
+        assert!(!descends_from(me, me), "a process is not below itself");
+        assert!(descends_from(me, 1));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!descends_from(pid, me), "a reaped child is gone");
     }
 
     #[test]

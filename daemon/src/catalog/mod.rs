@@ -151,15 +151,29 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
 /// to the runtime instead of one per checkpoint, each a thread wake-up: a page of 100 took 1.33 ms
 /// that way, 0.85-0.89 ms this way (BENCHMARKS.md, API under load). It must name every field of
 /// `CheckpointRow` (`round_trips_every_field_across_reopen` lists one).
-const CHECKPOINT_PAGE: &str = "SELECT json_group_array(json_object('seq', seq, 'id', id, \
-     'name', name, 'target', json(target), 'status', status, 'created_at', created_at, \
-     'completed_at', completed_at, 'dir', dir, 'size_bytes', size_bytes, 'options', json(options), \
-     'labels', json(labels), 'criu_version', criu_version, 'criu_config', criu_config, \
-     'container', json(container), 'stats', json(stats), 'error', json(error), \
-     'owner_uid', owner_uid, 'expires_at', expires_at, \
-     'local_images', json(CASE WHEN local_images THEN 'true' ELSE 'false' END), \
-     'remote_copies', json(remote_copies), 'origin', json(origin), 'hooks', json(hooks), \
-     'terminal', terminal, 'members', json(members))) FROM (";
+macro_rules! checkpoint_object {
+    () => {
+        "json_object('seq', seq, 'id', id, \
+         'name', name, 'target', json(target), 'status', status, 'created_at', created_at, \
+         'completed_at', completed_at, 'dir', dir, 'size_bytes', size_bytes, \
+         'options', json(options), 'labels', json(labels), 'criu_version', criu_version, \
+         'criu_config', criu_config, 'container', json(container), 'stats', json(stats), \
+         'error', json(error), 'owner_uid', owner_uid, 'expires_at', expires_at, \
+         'local_images', json(CASE WHEN local_images THEN 'true' ELSE 'false' END), \
+         'remote_copies', json(remote_copies), 'origin', json(origin), 'hooks', json(hooks), \
+         'terminal', terminal, 'members', json(members))"
+    };
+}
+const CHECKPOINT_PAGE: &str = concat!("SELECT json_group_array(", checkpoint_object!(), ") FROM (");
+
+/// A job's row with its checkpoint's as a JSON object (`CHECKPOINT_PAGE`'s), NULL when that is
+/// gone: what a worker reads to start the job, one statement instead of two.
+const JOB_TO_RUN: &str = concat!(
+    "SELECT *, (SELECT ",
+    checkpoint_object!(),
+    " FROM checkpoints WHERE checkpoints.id = jobs.checkpoint_id) AS checkpoint_object \
+     FROM jobs WHERE id = ?"
+);
 
 fn checkpoint_from_stored(r: CheckpointRow) -> Result<Checkpoint> {
     let status = CheckpointStatus::parse(&r.status).ok_or_else(|| {
@@ -445,6 +459,10 @@ impl Catalog {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // No ping before each use: a connection is a thread of this process, not a socket
+            // that can go stale, and the ping was one more round trip to that thread on every
+            // statement outside a transaction (BENCHMARKS.md, "Cost growth").
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the catalog {}: {e}", path.display()))?;
@@ -759,22 +777,19 @@ impl Catalog {
         }
         let mut run = None;
         if job.kind == JobKind::Checkpoint {
-            let schedule: Option<String> = sqlx::query_scalar(
-                "SELECT json_extract(request, '$.schedule') FROM jobs WHERE id = ?",
+            // The schedule the job's request names, if any: one statement, not the request
+            // read back and then the schedule.
+            let row = sqlx::query(
+                "SELECT * FROM schedules WHERE id = \
+                 (SELECT json_extract(request, '$.schedule') FROM jobs WHERE id = ?)",
             )
             .bind(job.id.to_string())
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            if let Some(id) = schedule {
-                let row = sqlx::query("SELECT * FROM schedules WHERE id = ?")
-                    .bind(&id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(mut row) = row.as_ref().map(schedule_from_row).transpose()? {
-                    if let Some(disabled) = row.record_end(job, end.schedule_max_failures) {
-                        Self::update_schedule_in(&mut tx, &row).await?;
-                        run = Some((row, disabled));
-                    }
+            if let Some(mut row) = row.as_ref().map(schedule_from_row).transpose()? {
+                if let Some(disabled) = row.record_end(job, end.schedule_max_failures) {
+                    Self::update_schedule_in(&mut tx, &row).await?;
+                    run = Some((row, disabled));
                 }
             }
         }
@@ -1178,6 +1193,36 @@ impl Catalog {
         row.as_ref().map(job_from_row).transpose()
     }
 
+    /// A job, the request it was created with and its checkpoint (None when that is gone), in
+    /// one statement (`JOB_TO_RUN`).
+    pub async fn job_to_run(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(Job, serde_json::Value, Option<Checkpoint>)>> {
+        let row = sqlx::query(JOB_TO_RUN)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let req: String = r.try_get("request")?;
+        let cp: Option<String> = r.try_get("checkpoint_object")?;
+        let cp = cp
+            .map(|j| {
+                let stored: CheckpointRow = serde_json::from_str(&j).map_err(|e| {
+                    Error::internal(format!("bad checkpoint of a job in the catalog: {e}"))
+                })?;
+                checkpoint_from_stored(stored)
+            })
+            .transpose()?;
+        Ok(Some((
+            job_from_row(&r)?,
+            from_json(&req, "job request")?,
+            cp,
+        )))
+    }
+
     /// A job and the request it was created with.
     pub async fn job_with_request(&self, id: Uuid) -> Result<Option<(Job, serde_json::Value)>> {
         let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
@@ -1344,7 +1389,17 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(listed.items, vec![cp]);
+        assert_eq!(listed.items, vec![cp.clone()]);
+        // And with its job, as a worker reads it to start the job (`JOB_TO_RUN`).
+        let (read, request, with) = c.job_to_run(job.id).await.unwrap().unwrap();
+        assert_eq!(
+            (read, request, with),
+            (job.clone(), serde_json::Value::Null, Some(cp.clone()))
+        );
+        c.delete_checkpoint(cp.id).await.unwrap();
+        let (_, _, gone) = c.job_to_run(job.id).await.unwrap().unwrap();
+        assert_eq!(gone, None, "a job whose checkpoint is gone");
+        assert!(c.job_to_run(Uuid::new_v4()).await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -935,7 +935,7 @@ fn checked_process(pid: i32) -> Result<Option<(String, u32)>> {
             st.comm
         )));
     }
-    if sys::self_and_ancestors().contains(&pid) {
+    if sys::is_self_or_ancestor(pid) {
         return Err(Error::forbidden(format!(
             "pid {pid} ({}) is ckptd itself or one of its ancestors; dumping it would freeze the \
              daemon that runs the dump",
@@ -943,8 +943,7 @@ fn checked_process(pid: i32) -> Result<Option<(String, u32)>> {
         )));
     }
     // Its own helpers (a CRIU or runc of another job, an output reader) run below the daemon.
-    let me = std::process::id() as i32;
-    if sys::process_tree(me).contains(&pid) {
+    if sys::descends_from(pid, std::process::id() as i32) {
         return Err(Error::forbidden(format!(
             "pid {pid} ({}) is a helper process of ckptd itself (a CRIU, runc or output reader of \
              another job); it cannot be checkpointed",

@@ -599,10 +599,7 @@ impl Schedules {
         let jobs = &self.inner.jobs;
         let outcome = match jobs.checkpoint_by_id(id).await {
             Ok(Some(cp)) if cp.remote_copies().next().is_some() => jobs.drop_local(&cp).await,
-            Ok(Some(_)) => {
-                jobs.delete_checkpoint(&Caller::ROOT, &id.to_string(), false)
-                    .await
-            }
+            Ok(Some(cp)) => jobs.delete_as_read(cp, false).await,
             Ok(None) => return false,
             Err(e) => Err(e),
         };

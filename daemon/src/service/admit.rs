@@ -142,7 +142,10 @@ impl Service {
         })?;
         if let Some(n) = &req.name {
             validate::name(n)?;
-            self.refuse_scheduled_name(caller, n).await?;
+            // A schedule's run is named by the schedule itself, after its own free name.
+            if run.is_none() {
+                self.refuse_scheduled_name(caller, n).await?;
+            }
         }
         validate::labels(&req.labels)?;
         if let Some(h) = &req.hooks {
@@ -195,6 +198,9 @@ impl Service {
         let created_at = catalog::now();
         let expires_at = expires_in.map(|d| validate::add_capped(created_at, d));
         let name = match &req.name {
+            // A run's name was found free by its schedule just now (`Service::free_name`); the
+            // insert's unique name refuses it all the same if it was taken since.
+            Some(n) if run.is_some() => n.clone(),
             Some(n) => {
                 self.refuse_taken(n).await?;
                 n.clone()

@@ -51,17 +51,16 @@ impl Service {
         for r in remotes {
             self.forget_copy(cp, &r).await?;
         }
-        if self
-            .inner
-            .catalog
-            .checkpoint(&cp.id.to_string())
-            .await?
-            .is_none()
-        {
+        let Some(now) = self.inner.catalog.checkpoint(&cp.id.to_string()).await? else {
             return Ok(());
+        };
+        if !caller.can_see(now.owner_uid) {
+            // Its error, as a request would get it.
+            return self
+                .delete_checkpoint(caller, &cp.id.to_string(), forget)
+                .await;
         }
-        self.delete_checkpoint(caller, &cp.id.to_string(), forget)
-            .await
+        self.delete_as_read(now, forget).await
     }
 
     /// A checkpoint by id, whoever owns it (for the daemon's own passes: retention, expiry).

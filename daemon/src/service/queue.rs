@@ -319,17 +319,13 @@ impl Inner {
 
     /// Runs one job from `queued` to its end.
     pub(super) async fn run(&self, id: Uuid) -> Result<()> {
-        let Some((mut job, request)) = self.catalog.job_with_request(id).await? else {
+        let Some((mut job, request, cp)) = self.catalog.job_to_run(id).await? else {
             return Ok(());
         };
         if job.state != JobState::Queued {
             return Ok(()); // cancelled while it waited
         }
-        let Some(mut cp) = self
-            .catalog
-            .checkpoint(&job.checkpoint_id.to_string())
-            .await?
-        else {
+        let Some(mut cp) = cp else {
             let e = Error::not_found("the job's checkpoint no longer exists");
             return self
                 .end_job(job, Err(e), Some(JobState::Queued))

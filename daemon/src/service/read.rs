@@ -243,8 +243,14 @@ impl Service {
         reference: &str,
         forget: bool,
     ) -> Result<()> {
-        let inner = &self.inner;
         let cp = self.checkpoint(caller, reference).await?;
+        self.delete_as_read(cp, forget).await
+    }
+
+    /// `delete_checkpoint` of a checkpoint its caller has just read from the catalog (the
+    /// daemon's own passes: retention, expiry), without reading it again.
+    pub async fn delete_as_read(&self, cp: Checkpoint, forget: bool) -> Result<()> {
+        let inner = &self.inner;
         if matches!(
             cp.status,
             CheckpointStatus::Pending | CheckpointStatus::Running
