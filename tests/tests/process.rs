@@ -459,6 +459,10 @@ async fn a_busy_target_gets_409_and_sigterm_lets_the_running_dump_finish() {
     );
 
     // SIGTERM while the dump runs: the daemon lets it finish, records it, removes its socket.
+    // Running, not only taken by a worker: a job still `queued` when SIGTERM comes is ended as
+    // "ckptd shut down before the job started", as it should be (seen once on a loaded machine).
+    d.wait_job(&first.job.id.to_string(), |j| j.state != JobState::Queued)
+        .await;
     let status = d.stop().await;
     assert!(status.success());
     assert!(
