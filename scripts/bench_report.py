@@ -977,10 +977,10 @@ if schedules:
       "socket that goes stale. And the target's check, made at the admission and again at the "
       "dump, read the children of every thread of the daemon (to refuse its own helpers) and "
       "parsed whole /proc status files through procfs: it now walks up from the target looking "
-      "for the daemon, reads a parent or the few numbers it needs of a status in one bounded "
-      "read each, and keeps the daemon's ancestors (a list that can only shrink; a pid found in "
-      "it is checked again): 67 us a check before, 23 us after, in a loop over a `sleep` in the "
-      "unit tests' process.")
+      "for the daemon, reads the few numbers it needs of a status in one bounded read, and "
+      "keeps the daemon's ancestors (a list that can only shrink; a pid found in it is checked "
+      "again): 67 us a check before, 24 us after, in a loop over a `sleep` in the unit tests' "
+      "process.")
     p()
     p("Measured in alternating pairs (`CATALOG_SIZES=\" \" CKPTD=... bash scripts/bench_scale.sh`, "
       "the binary of 5c6d747 first): daemon CPU a minute 5.40 s and 5.95 s before, 4.95 s and "

@@ -111,17 +111,6 @@ fn status_numbers<const N: usize>(pid: i32, keys: [&str; N]) -> Option<[Option<u
     Some(out)
 }
 
-/// The parent of `pid` from /proc/PID/stat: the field after the state, after the last `)`
-/// (which ends the command's name, itself free to hold spaces and parentheses).
-fn ppid(pid: i32) -> Option<i32> {
-    let mut buf = [0u8; 1024];
-    let stat = read_proc(pid, "stat", &mut buf)?;
-    let after = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
-    let mut fields = after.split(|&b| b == b' ').filter(|f| !f.is_empty());
-    fields.next()?; // the state
-    std::str::from_utf8(fields.next()?).ok()?.parse().ok()
-}
-
 /// The thread group (process) a task id belongs to: itself for a process, its process for a
 /// thread. /proc answers for thread ids too, though it does not list them.
 pub fn tgid(pid: i32) -> Option<i32> {
@@ -132,7 +121,7 @@ pub fn tgid(pid: i32) -> Option<i32> {
 fn self_and_ancestors_of(pid: i32) -> Vec<i32> {
     let mut out = vec![pid];
     let mut pid = pid;
-    while let Some(parent) = ppid(pid) {
+    while let Some(parent) = stat_of(pid).map(|st| st.ppid) {
         if parent <= 0 || out.contains(&parent) {
             break;
         }
@@ -1345,18 +1334,18 @@ mod tests {
     }
 
     #[test]
-    fn ppid_and_status_numbers_agree_with_procfs() {
+    fn status_numbers_agree_with_procfs() {
         for pid in [std::process::id() as i32, 1, 2] {
-            let full = procfs::process::Process::new(pid).unwrap();
-            assert_eq!(ppid(pid), Some(full.stat().unwrap().ppid), "pid {pid}");
-            let st = full.status().unwrap();
+            let st = procfs::process::Process::new(pid)
+                .unwrap()
+                .status()
+                .unwrap();
             let [tgid, anon, shmem] = status_numbers(pid, ["Tgid", "RssAnon", "RssShmem"]).unwrap();
             assert_eq!(tgid, Some(st.tgid as u64));
             // A kernel thread has no memory lines; a process's move between the two reads.
             assert_eq!(anon.is_some(), st.rssanon.is_some());
             assert_eq!(shmem.is_some(), st.rssshmem.is_some());
         }
-        assert_eq!(ppid(i32::MAX), None);
         assert!(status_numbers(i32::MAX, ["Tgid"]).is_none());
     }
 

@@ -145,11 +145,8 @@ fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
     checkpoint_from_stored(CheckpointRow::from_row(row)?)
 }
 
-/// A page of checkpoints as one JSON array that SQLite builds, an object per row with the
-/// columns of `CheckpointRow` (JSON columns embedded as JSON, the flag as a boolean), read from
-/// the query that follows and its closing parenthesis. One row crosses from sqlx's SQLite thread
-/// to the runtime instead of one per checkpoint, each a thread wake-up: a page of 100 took 1.33 ms
-/// that way, 0.85-0.89 ms this way (BENCHMARKS.md, API under load). It must name every field of
+/// A row of `checkpoints` as a JSON object SQLite builds, with the columns of `CheckpointRow`
+/// (JSON columns embedded as JSON, the flag as a boolean). It must name every field of
 /// `CheckpointRow` (`round_trips_every_field_across_reopen` lists one).
 macro_rules! checkpoint_object {
     () => {
@@ -164,9 +161,13 @@ macro_rules! checkpoint_object {
          'terminal', terminal, 'members', json(members))"
     };
 }
+/// A page of checkpoints as one JSON array of `checkpoint_object!`s, read from the query that
+/// follows and its closing parenthesis. One row crosses from sqlx's SQLite thread to the runtime
+/// instead of one per checkpoint, each a thread wake-up: a page of 100 took 1.33 ms that way,
+/// 0.85-0.89 ms this way (BENCHMARKS.md, API under load).
 const CHECKPOINT_PAGE: &str = concat!("SELECT json_group_array(", checkpoint_object!(), ") FROM (");
 
-/// A job's row with its checkpoint's as a JSON object (`CHECKPOINT_PAGE`'s), NULL when that is
+/// A job's row with its checkpoint's as a JSON object (`checkpoint_object!`), NULL when that is
 /// gone: what a worker reads to start the job, one statement instead of two.
 const JOB_TO_RUN: &str = concat!(
     "SELECT *, (SELECT ",
@@ -388,7 +389,6 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
     })
 }
 
-/// Items and the cursor for the page after them, when the query found more than `limit`.
 /// The end of a list query (`... WHERE <filters>`): the cursor, newest-first order, one row
 /// more than `limit` to know whether another page follows (`page`).
 fn page_clause(q: &mut QueryBuilder<'_, Sqlite>, after: Option<i64>, limit: u32) {
@@ -399,6 +399,7 @@ fn page_clause(q: &mut QueryBuilder<'_, Sqlite>, after: Option<i64>, limit: u32)
         .push_bind(i64::from(limit) + 1);
 }
 
+/// Items and the cursor for the page after them, when the query found more than `limit`.
 fn page<T>(mut rows: Vec<(i64, T)>, limit: u32) -> List<T> {
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
