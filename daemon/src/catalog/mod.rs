@@ -15,10 +15,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::types::Json;
-use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+
+mod batch;
+use batch::{Batch, Tx};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -92,6 +95,21 @@ pub fn name_taken(name: &str) -> Error {
 
 fn is_unique_violation(e: &sqlx::Error, index: &str) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains(index))
+}
+
+/// A failed insert of checkpoint `cp` as the API says it: a name or a directory another
+/// checkpoint holds is a conflict.
+fn inserting(e: sqlx::Error, cp: &Checkpoint) -> Error {
+    if is_unique_violation(&e, "checkpoints.name") {
+        return name_taken(&cp.name).with(NAME_TAKEN, true);
+    }
+    if is_unique_violation(&e, "checkpoints.dir") {
+        return Error::conflict(format!(
+            "another checkpoint already uses the directory {}",
+            cp.dir
+        ));
+    }
+    e.into()
 }
 
 /// A row of `checkpoints` as SQLite holds it: JSON columns decoded by `Json`, times and enums as
@@ -462,7 +480,8 @@ impl Catalog {
             .max_connections(4)
             // No ping before each use: a connection is a thread of this process, not a socket
             // that can go stale, and the ping was one more round trip to that thread on every
-            // statement outside a transaction (BENCHMARKS.md, "Cost growth").
+            // statement outside a transaction (BENCHMARKS.md, "Cost growth"). sqlx 0.8 still
+            // pings a connection when it is given back, which a pool cannot turn off.
             .test_before_acquire(false)
             .connect_with(opts)
             .await
@@ -496,11 +515,16 @@ impl Catalog {
 
     /// Inserts a checkpoint that no job takes (an import or an adopted directory).
     pub async fn insert_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        Self::insert_checkpoint_in(&mut tx, cp).await?;
-        tx.commit().await?;
+        let mut b = Batch::new();
+        Self::insert_checkpoint_in(&mut b, cp);
+        self.write(b).await.map_err(|e| inserting(e, cp))?;
         self.checkpoints_changed();
         Ok(())
+    }
+
+    /// `b` as one transaction, in one round trip to SQLite's thread.
+    async fn write(&self, b: Batch<'_>) -> std::result::Result<Vec<batch::Done>, sqlx::Error> {
+        Tx::new(&self.pool).await?.commit(b).await
     }
 
     /// Inserts a new checkpoint and the job that will take it, in one transaction; with
@@ -512,21 +536,18 @@ impl Catalog {
         request: &serde_json::Value,
         run: Option<&ScheduleRow>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        Self::insert_checkpoint_in(&mut tx, cp).await?;
-        Self::insert_job_in(&mut tx, job, request).await?;
+        let mut b = Batch::new();
+        Self::insert_checkpoint_in(&mut b, cp);
+        Self::insert_job_in(&mut b, job, request);
         if let Some(row) = run {
-            Self::update_schedule_in(&mut tx, row).await?;
+            Self::update_schedule_in(&mut b, row);
         }
-        tx.commit().await?;
+        self.write(b).await.map_err(|e| inserting(e, cp))?;
         self.checkpoints_changed();
         Ok(())
     }
 
-    async fn insert_checkpoint_in(
-        tx: &mut sqlx::Transaction<'_, Sqlite>,
-        cp: &Checkpoint,
-    ) -> Result<()> {
+    fn insert_checkpoint_in<'q>(b: &mut Batch<'q>, cp: &'q Checkpoint) {
         let (pid, container) = match &cp.target {
             Target::Process { pid } => (Some(*pid), None),
             Target::Container { id, .. } => (None, Some(id.clone())),
@@ -537,7 +558,7 @@ impl Catalog {
             Target::Container { .. } => "container",
             Target::Group { .. } => "group",
         };
-        let res = sqlx::query(
+        b.push(
             "INSERT INTO checkpoints (id, name, target_kind, target_pid, target_id, target, status, \
              created_at, completed_at, dir, size_bytes, options, labels, criu_version, stats, error, \
              container, criu_config, owner_uid, expires_at, local_images, remote_copies, origin, \
@@ -569,37 +590,18 @@ impl Catalog {
         .bind(cp.origin.as_ref().map(to_json))
         .bind(cp.hooks.as_ref().map(to_json))
         .bind(&cp.terminal)
-        .bind((!cp.members.is_empty()).then(|| to_json(&cp.members)))
-        .execute(&mut **tx)
-        .await;
-        match res {
-            Err(e) if is_unique_violation(&e, "checkpoints.name") => {
-                return Err(name_taken(&cp.name).with(NAME_TAKEN, true));
-            }
-            Err(e) if is_unique_violation(&e, "checkpoints.dir") => {
-                return Err(Error::conflict(format!(
-                    "another checkpoint already uses the directory {}",
-                    cp.dir
-                )));
-            }
-            r => r?,
-        };
-        Ok(())
+        .bind((!cp.members.is_empty()).then(|| to_json(&cp.members)));
     }
 
     pub async fn insert_job(&self, job: &Job, request: &serde_json::Value) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        Self::insert_job_in(&mut tx, job, request).await?;
-        tx.commit().await?;
+        let mut b = Batch::new();
+        Self::insert_job_in(&mut b, job, request);
+        self.write(b).await?;
         Ok(())
     }
 
-    async fn insert_job_in(
-        tx: &mut sqlx::Transaction<'_, Sqlite>,
-        job: &Job,
-        request: &serde_json::Value,
-    ) -> Result<()> {
-        sqlx::query(
+    fn insert_job_in(b: &mut Batch<'_>, job: &Job, request: &serde_json::Value) {
+        b.push(
             "INSERT INTO jobs (id, kind, checkpoint_id, state, created_at, started_at, finished_at, \
              request, result, error, owner_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -613,26 +615,26 @@ impl Catalog {
         .bind(request.to_string())
         .bind(job.result.as_ref().map(to_json))
         .bind(job.error.as_ref().map(to_json))
-        .bind(i64::from(job.owner_uid))
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        .bind(i64::from(job.owner_uid));
     }
 
     /// Writes a checkpoint's mutable fields (status, completion, size, stats, error).
     pub async fn update_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
-        let mut c = self.pool.acquire().await?;
-        Self::update_checkpoint_in(&mut c, cp).await?;
+        let mut b = Batch::new();
+        Self::update_checkpoint_in(&mut b, cp, "");
+        self.write(b).await?;
         self.checkpoints_changed();
         Ok(())
     }
 
-    async fn update_checkpoint_in(c: &mut SqliteConnection, cp: &Checkpoint) -> Result<()> {
-        sqlx::query(
+    /// The update of a checkpoint's mutable fields; `and` (empty, or ` AND ` and a condition
+    /// with its values bound after the call) narrows it.
+    fn update_checkpoint_in<'q>(b: &mut Batch<'q>, cp: &'q Checkpoint, and: &str) {
+        b.push(&format!(
             "UPDATE checkpoints SET status = ?, completed_at = ?, size_bytes = ?, criu_version = ?, \
              stats = ?, error = ?, container = ?, criu_config = ?, dir = ?, local_images = ?, \
-             remote_copies = ?, terminal = ?, members = ? WHERE id = ?",
-        )
+             remote_copies = ?, terminal = ?, members = ? WHERE id = ?{and}"
+        ))
         .bind(cp.status.as_str())
         .bind(cp.completed_at.as_ref().map(ts))
         .bind(cp.size_bytes as i64)
@@ -646,10 +648,7 @@ impl Catalog {
         .bind(to_json(&cp.remote_copies().cloned().collect::<Vec<_>>()))
         .bind(&cp.terminal)
         .bind((!cp.members.is_empty()).then(|| to_json(&cp.members)))
-        .bind(cp.id.to_string())
-        .execute(&mut *c)
-        .await?;
-        Ok(())
+        .bind(cp.id.to_string());
     }
 
     /// Replaces a checkpoint's labels (a live migration's fallback marks its checkpoint).
@@ -676,50 +675,60 @@ impl Catalog {
 
     /// Writes a job's mutable fields (state, times, result, error).
     pub async fn update_job(&self, job: &Job) -> Result<()> {
-        let mut c = self.pool.acquire().await?;
-        Self::update_job_in(&mut c, job, None).await?;
+        let mut b = Batch::new();
+        Self::update_job_in(&mut b, job, None);
+        self.write(b).await?;
         Ok(())
     }
 
     /// Writes a job only if it is still in state `from`; false if another writer moved it first
     /// (a worker claiming a job races with a cancel).
     pub async fn update_job_if(&self, job: &Job, from: JobState) -> Result<bool> {
-        let mut c = self.pool.acquire().await?;
-        Self::update_job_in(&mut c, job, Some(from)).await
+        let mut b = Batch::new();
+        Self::update_job_in(&mut b, job, Some(from));
+        Ok(self.write(b).await?[0].changed == 1)
     }
 
     /// A job's start: the job written only if it is still in state `from`, and with it the
     /// checkpoint it takes (`running`), in one transaction (one commit, which waits for the
-    /// disk, per state change of a job); whether it was written.
+    /// disk, per state change of a job) and one round trip (the checkpoint's update made only
+    /// if the job's took); whether it was written.
     pub async fn start_job(
         &self,
         job: &Job,
         from: JobState,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        if !Self::update_job_in(&mut tx, job, Some(from)).await? {
+        let mut b = Batch::new();
+        Self::update_job_in(&mut b, job, Some(from));
+        if let Some(cp) = checkpoint {
+            // The job's row as the statement before wrote it: that one took.
+            Self::update_checkpoint_in(
+                &mut b,
+                cp,
+                " AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND state = ? AND started_at IS ?)",
+            );
+            b.bind(job.id.to_string())
+                .bind(job.state.as_str())
+                .bind(job.started_at.as_ref().map(ts));
+        }
+        let done = self.write(b).await?;
+        if done[0].changed != 1 {
             return Ok(false);
         }
-        if let Some(cp) = checkpoint {
-            Self::update_checkpoint_in(&mut tx, cp).await?;
-        }
-        tx.commit().await?;
         if checkpoint.is_some() {
             self.checkpoints_changed();
         }
         Ok(true)
     }
 
-    /// Writes a job (only if it is in state `from`, when given); whether it was written.
-    async fn update_job_in(
-        c: &mut SqliteConnection,
-        job: &Job,
-        from: Option<JobState>,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET state = ?1, started_at = ?2, finished_at = ?3, result = ?4, \
-             error = ?5 WHERE id = ?6 AND (?7 IS NULL OR state = ?7)",
+    /// The write of a job (only if it is in state `from`, when given: the statement changes no
+    /// row otherwise).
+    fn update_job_in(b: &mut Batch<'_>, job: &Job, from: Option<JobState>) {
+        let from = from.map(|f| f.as_str());
+        b.push(
+            "UPDATE jobs SET state = ?, started_at = ?, finished_at = ?, result = ?, \
+             error = ? WHERE id = ? AND (? IS NULL OR state = ?)",
         )
         .bind(job.state.as_str())
         .bind(job.started_at.as_ref().map(ts))
@@ -727,10 +736,8 @@ impl Catalog {
         .bind(job.result.as_ref().map(to_json))
         .bind(job.error.as_ref().map(to_json))
         .bind(job.id.to_string())
-        .bind(from.map(|f| f.as_str()))
-        .execute(&mut *c)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(from)
+        .bind(from);
     }
 
     /// Records a job's end in one transaction with everything that follows from it: the
@@ -741,20 +748,45 @@ impl Catalog {
     /// was written.
     pub async fn end_job(&self, end: JobEnd<'_>) -> Result<Option<Ended>> {
         let job = end.job;
-        let mut tx = self.pool.begin().await?;
-        if !Self::update_job_in(&mut tx, job, end.from).await? {
+        // Two round trips: the job's end with what the rest depends on read in the same step,
+        // then the rest and the commit.
+        let mut tx = Tx::new(&self.pool).await?;
+        let mut b = Batch::new();
+        Self::update_job_in(&mut b, job, end.from);
+        let read_checkpoint = end.checkpoint.is_none() && job.kind == JobKind::Checkpoint;
+        if read_checkpoint {
+            b.push("SELECT * FROM checkpoints WHERE id = ?")
+                .bind(job.checkpoint_id.to_string());
+        }
+        let of_schedule = job.kind == JobKind::Checkpoint;
+        if of_schedule {
+            // The schedule the job's request names, if any: one statement, not the request
+            // read back and then the schedule.
+            b.push(
+                "SELECT * FROM schedules WHERE id = \
+                 (SELECT json_extract(request, '$.schedule') FROM jobs WHERE id = ?)",
+            )
+            .bind(job.id.to_string());
+        }
+        let mut read = tx.run(b).await?.into_iter();
+        if read.next().map(|d| d.changed) != Some(1) {
+            tx.rollback().await?;
             return Ok(None);
         }
         let mut checkpoint = match end.checkpoint {
             Some(cp) => Some(cp.clone()),
-            None if job.kind == JobKind::Checkpoint => {
-                let row = sqlx::query(BY_REFERENCE)
-                    .bind(job.checkpoint_id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                row.as_ref().map(checkpoint_from_row).transpose()?
-            }
+            None if read_checkpoint => read
+                .next()
+                .and_then(|d| d.rows.first().map(checkpoint_from_row))
+                .transpose()?,
             None => None,
+        };
+        let schedule = match of_schedule {
+            true => read
+                .next()
+                .and_then(|d| d.rows.first().map(schedule_from_row))
+                .transpose()?,
+            false => None,
         };
         let mut changed = end.checkpoint.is_some();
         if let Some(cp) = checkpoint.as_mut() {
@@ -769,32 +801,22 @@ impl Catalog {
                 cp.error = job.error.clone();
                 changed = true;
             }
-            if changed {
-                Self::update_checkpoint_in(&mut tx, cp).await?;
-            }
+        }
+        let run = schedule.and_then(|mut row| {
+            let disabled = row.record_end(job, end.schedule_max_failures)?;
+            Some((row, disabled))
+        });
+        let mut b = Batch::new();
+        if let Some(cp) = checkpoint.as_ref().filter(|_| changed) {
+            Self::update_checkpoint_in(&mut b, cp, "");
         }
         if let Some((next, request)) = end.then {
-            Self::insert_job_in(&mut tx, next, request).await?;
+            Self::insert_job_in(&mut b, next, request);
         }
-        let mut run = None;
-        if job.kind == JobKind::Checkpoint {
-            // The schedule the job's request names, if any: one statement, not the request
-            // read back and then the schedule.
-            let row = sqlx::query(
-                "SELECT * FROM schedules WHERE id = \
-                 (SELECT json_extract(request, '$.schedule') FROM jobs WHERE id = ?)",
-            )
-            .bind(job.id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(mut row) = row.as_ref().map(schedule_from_row).transpose()? {
-                if let Some(disabled) = row.record_end(job, end.schedule_max_failures) {
-                    Self::update_schedule_in(&mut tx, &row).await?;
-                    run = Some((row, disabled));
-                }
-            }
+        if let Some((row, _)) = &run {
+            Self::update_schedule_in(&mut b, row);
         }
-        tx.commit().await?;
+        tx.commit(b).await?;
         if changed {
             self.checkpoints_changed();
         }
@@ -1002,12 +1024,13 @@ impl Catalog {
 
     /// Writes a schedule's mutable fields; false if it is gone.
     pub async fn update_schedule(&self, s: &ScheduleRow) -> Result<bool> {
-        let mut c = self.pool.acquire().await?;
-        Self::update_schedule_in(&mut c, s).await
+        let mut b = Batch::new();
+        Self::update_schedule_in(&mut b, s);
+        Ok(self.write(b).await?[0].changed == 1)
     }
 
-    async fn update_schedule_in(c: &mut SqliteConnection, s: &ScheduleRow) -> Result<bool> {
-        let done = sqlx::query(
+    fn update_schedule_in<'q>(b: &mut Batch<'q>, s: &'q ScheduleRow) {
+        b.push(
             "UPDATE schedules SET target = ?, cron = ?, options = ?, retention = ?, enabled = ?, \
              updated_at = ?, anchor_at = ?, last_run = ?, consecutive_failures = ?, \
              disabled_reason = ?, last_success_at = ?, last_failure_at = ?, target_start = ? \
@@ -1026,10 +1049,7 @@ impl Catalog {
         .bind(s.last_success_at.as_ref().map(ts))
         .bind(s.last_failure_at.as_ref().map(ts))
         .bind(s.target_start.map(|t| t as i64))
-        .bind(s.id.to_string())
-        .execute(&mut *c)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(s.id.to_string());
     }
 
     /// A restore in place by ckptd gave process `pid` of `owner` a new start time: the schedules
@@ -1523,6 +1543,125 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Conflict, "{e}");
         assert!(c.job(jb.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_start_or_end_that_lost_its_race_writes_nothing_and_keeps_no_connection_busy() {
+        let (_d, c) = open().await;
+        let mut cp = checkpoint("raced", 1);
+        let job = job_for(&cp);
+        c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null, None)
+            .await
+            .unwrap();
+        let mut cancelled = job.clone();
+        cancelled.state = JobState::Cancelled;
+        cancelled.finished_at = Some(now());
+        assert!(c.update_job_if(&cancelled, JobState::Queued).await.unwrap());
+        // A worker's start from queued comes second: neither the job nor its checkpoint.
+        let mut started = job.clone();
+        started.state = JobState::Running;
+        started.started_at = Some(now());
+        cp.status = CheckpointStatus::Running;
+        assert!(!c
+            .start_job(&started, JobState::Queued, Some(&cp))
+            .await
+            .unwrap());
+        let status = |c: Catalog| async move {
+            let cp = c.checkpoint("raced").await.unwrap().unwrap().status;
+            let job = c.job(job.id).await.unwrap().unwrap().state;
+            (cp, job)
+        };
+        assert_eq!(
+            status(c.clone()).await,
+            (CheckpointStatus::Pending, JobState::Cancelled)
+        );
+        // An end from running as well, its transaction rolled back.
+        let end = JobEnd {
+            job: &started,
+            from: Some(JobState::Running),
+            checkpoint: Some(&cp),
+            then: None,
+            schedule_max_failures: 3,
+        };
+        assert!(c.end_job(end).await.unwrap().is_none());
+        assert_eq!(
+            status(c.clone()).await,
+            (CheckpointStatus::Pending, JobState::Cancelled)
+        );
+        // No connection of the pool (4) was left inside a transaction.
+        for i in 0..8 {
+            let cp = checkpoint(&format!("after{i}"), 10 + i);
+            c.insert_checkpoint_with_job(&cp, &job_for(&cp), &serde_json::Value::Null, None)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_start_marks_the_job_and_its_checkpoint_running_together() {
+        let (_d, c) = open().await;
+        let mut cp = checkpoint("started", 1);
+        let mut job = job_for(&cp);
+        c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null, None)
+            .await
+            .unwrap();
+        job.state = JobState::Running;
+        job.started_at = Some(now());
+        cp.status = CheckpointStatus::Running;
+        assert!(c
+            .start_job(&job, JobState::Queued, Some(&cp))
+            .await
+            .unwrap());
+        assert_eq!(c.job(job.id).await.unwrap().unwrap(), job);
+        let stored = c.checkpoint("started").await.unwrap().unwrap();
+        assert_eq!(stored.status, CheckpointStatus::Running);
+    }
+
+    #[tokio::test]
+    async fn an_end_without_its_checkpoint_fails_the_unfinished_one_it_reads() {
+        let (_d, c) = open().await;
+        let cp = checkpoint("unfinished", 1);
+        let mut job = job_for(&cp);
+        c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null, None)
+            .await
+            .unwrap();
+        job.state = JobState::Failed;
+        job.finished_at = Some(now());
+        job.error = Some(Error::internal("the worker went away").to_info());
+        let end = JobEnd {
+            job: &job,
+            from: Some(JobState::Queued),
+            checkpoint: None,
+            then: None,
+            schedule_max_failures: 3,
+        };
+        let ended = c.end_job(end).await.unwrap().unwrap();
+        let failed = ended.checkpoint.unwrap();
+        assert_eq!(failed.status, CheckpointStatus::Failed);
+        assert_eq!(failed.error, job.error);
+        let stored = c.checkpoint(&cp.id.to_string()).await.unwrap().unwrap();
+        assert_eq!(stored.status, CheckpointStatus::Failed);
+        assert_eq!(stored.completed_at, job.finished_at);
+        assert_eq!(
+            c.job(job.id).await.unwrap().unwrap().state,
+            JobState::Failed
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transaction_dropped_half_way_is_rolled_back_and_holds_no_lock() {
+        let (_d, c) = open().await;
+        let cp = checkpoint("dropped", 1);
+        {
+            let mut tx = Tx::new(&c.pool).await.unwrap();
+            let mut b = Batch::new();
+            Catalog::insert_checkpoint_in(&mut b, &cp);
+            assert_eq!(tx.run(b).await.unwrap()[0].changed, 1);
+        }
+        assert!(c.checkpoint("dropped").await.unwrap().is_none());
+        // The write lock its connection held went with it.
+        c.insert_checkpoint(&cp).await.unwrap();
+        assert!(c.checkpoint("dropped").await.unwrap().is_some());
     }
 
     #[tokio::test]

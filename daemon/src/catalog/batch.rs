@@ -1,0 +1,193 @@
+//! The catalog's writes, each step of a transaction one command to sqlx's SQLite thread.
+//!
+//! Through sqlx every statement is a command to the thread that holds the connection and an
+//! answer back, two thread wake-ups, and a transaction adds its BEGIN and its COMMIT: a scheduled
+//! checkpoint's catalog work was 20 such trips, and hand-offs between threads were a third of the
+//! daemon's CPU (BENCHMARKS.md, "Cost growth"). sqlx 0.8's SQLite driver runs a query of several
+//! statements as one command (`Executor::fetch_many`), binding anonymous `?` parameters in order
+//! across them. A `Batch` is such a query; a `Tx` sends its BEGIN with its first batch and its
+//! COMMIT with its last, so a transaction costs one trip per step that must see what SQLite
+//! answered before it goes on (a write made only if another took, a row read and then changed),
+//! and a plain write one trip.
+//!
+//! (sqlx deprecates several statements in one `Query`'s `fetch_many`, launchbadge/sqlx#3108, not
+//! in `Executor`'s, which this uses; a sqlx without it fails the catalog's unit tests.)
+
+use futures_util::TryStreamExt;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Arguments, Either, Encode, Executor, Sqlite, SqlitePool, Type};
+
+/// sqlx's own error, so that a caller can tell a unique index's refusal.
+type Result<T> = std::result::Result<T, sqlx::Error>;
+
+/// Statements to run as one command, their values bound in order.
+pub(super) struct Batch<'q> {
+    sql: String,
+    args: SqliteArguments<'q>,
+    statements: usize,
+    /// The first value that would not bind (none of the catalog's types fails).
+    bad: Option<String>,
+}
+
+/// What one statement of a batch did: the rows it returned and the rows it changed.
+pub(super) struct Done {
+    pub rows: Vec<SqliteRow>,
+    pub changed: u64,
+}
+
+impl<'q> Batch<'q> {
+    pub fn new() -> Self {
+        Batch {
+            sql: String::new(),
+            args: SqliteArguments::default(),
+            statements: 0,
+            bad: None,
+        }
+    }
+
+    /// Appends a statement. Its parameters must be anonymous (`?`): a numbered one (`?1`) would
+    /// name the batch's first value, not the statement's.
+    pub fn push(&mut self, statement: &str) -> &mut Self {
+        debug_assert!(
+            !numbered_parameter(statement),
+            "a batch's statements take anonymous parameters: {statement}"
+        );
+        self.sql.push_str(statement);
+        self.sql.push_str(";\n");
+        self.statements += 1;
+        self
+    }
+
+    /// Binds the next parameter.
+    pub fn bind<T: 'q + Encode<'q, Sqlite> + Type<Sqlite>>(&mut self, value: T) -> &mut Self {
+        if let Err(e) = self.args.add(value) {
+            self.bad.get_or_insert(e.to_string());
+        }
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.statements == 0
+    }
+}
+
+fn numbered_parameter(sql: &str) -> bool {
+    sql.as_bytes()
+        .windows(2)
+        .any(|w| matches!(w, [b'?', d] if d.is_ascii_digit()))
+}
+
+/// A write transaction on a connection of its own, `BEGIN IMMEDIATE` sent with its first batch
+/// (immediate: it takes the write lock first, so a read followed by a write never meets another
+/// writer's commit in between) and `COMMIT` with its last. Dropped unfinished (an error, a
+/// cancelled request), its connection is closed rather than given back to the pool, which
+/// rolls the transaction back.
+pub(super) struct Tx {
+    conn: PoolConnection<Sqlite>,
+    begun: bool,
+    finished: bool,
+}
+
+impl Tx {
+    pub async fn new(pool: &SqlitePool) -> Result<Tx> {
+        Ok(Tx {
+            conn: pool.acquire().await?,
+            begun: false,
+            finished: false,
+        })
+    }
+
+    /// Runs `b` within the transaction: what each of its statements did.
+    pub async fn run(&mut self, b: Batch<'_>) -> Result<Vec<Done>> {
+        let begin = !self.begun;
+        self.begun = true;
+        self.send(b, begin, false).await
+    }
+
+    /// Runs `b` (perhaps empty) and commits: what each of its statements did. A transaction of
+    /// one statement in one batch is sent without BEGIN and COMMIT (SQLite commits a statement
+    /// by itself).
+    pub async fn commit(mut self, b: Batch<'_>) -> Result<Vec<Done>> {
+        let alone = !self.begun && b.statements <= 1;
+        if alone && b.is_empty() {
+            self.finished = true;
+            return Ok(Vec::new());
+        }
+        let begin = !self.begun && !alone;
+        self.begun |= begin;
+        let done = self.send(b, begin, !alone).await?;
+        self.finished = true;
+        Ok(done)
+    }
+
+    /// Ends the transaction without writing anything.
+    pub async fn rollback(mut self) -> Result<()> {
+        if self.begun {
+            (&mut *self.conn).execute("ROLLBACK").await?;
+        }
+        self.finished = true;
+        Ok(())
+    }
+
+    async fn send(&mut self, b: Batch<'_>, begin: bool, commit: bool) -> Result<Vec<Done>> {
+        if let Some(bad) = b.bad {
+            return Err(sqlx::Error::Protocol(format!(
+                "a value for the catalog would not bind: {bad}"
+            )));
+        }
+        let sql = match (begin, commit) {
+            (false, false) => b.sql,
+            (true, false) => format!("BEGIN IMMEDIATE;\n{}", b.sql),
+            (false, true) => format!("{}COMMIT;", b.sql),
+            (true, true) => format!("BEGIN IMMEDIATE;\n{}COMMIT;", b.sql),
+        };
+        let mut done = Vec::with_capacity(b.statements + 2);
+        let mut rows = Vec::new();
+        let mut steps = (&mut *self.conn).fetch_many(sqlx::query_with(&sql, b.args));
+        while let Some(step) = steps.try_next().await? {
+            match step {
+                Either::Left(r) => done.push(Done {
+                    rows: std::mem::take(&mut rows),
+                    changed: r.rows_affected(),
+                }),
+                Either::Right(row) => rows.push(row),
+            }
+        }
+        drop(steps);
+        // BEGIN and COMMIT answer too; the caller asked about its own statements.
+        if commit {
+            done.pop();
+        }
+        if begin {
+            done.remove(0);
+        }
+        if done.len() != b.statements {
+            return Err(sqlx::Error::Protocol(format!(
+                "the catalog ran {} of a batch's {} statements",
+                done.len(),
+                b.statements
+            )));
+        }
+        Ok(done)
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.begun && !self.finished {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_parameters_are_told_from_anonymous_ones() {
+        assert!(numbered_parameter("SELECT ?1"));
+        assert!(!numbered_parameter("UPDATE t SET a = ? WHERE b = ?"));
+    }
+}
