@@ -113,6 +113,13 @@ SCHEDULE_PROFILE = (
     "now, and fewer cache flushes for the images than one per file (CRIU writes about a dozen "
     "files for a small process). The first was built the same day and measured (next "
     "paragraph): the hand-offs cost far less than this profile says.")
+# By hand, 2026-12-06, after /proc/PID/stat was read without statx and lseek.
+SCHEDULE_STAT_PAIRS = (
+    "Its CPU, in alternating pairs (before, after, after, before): 4.29, 5.04, 4.88 and 4.91 s "
+    "a minute, no change that these runs can show: the same binary moved by 15% between its "
+    "two runs, and this VM slowed between the first run and the others (the minute's last run "
+    "ended 20.5 s into it in the first, 22.7-23.1 s in the others: CRIU's runs, not the "
+    "daemon's).")
 # By hand, 2026-12-06, after the catalog's writes became one round trip a step.
 SCHEDULE_BATCHED = (
     "Since then, each write of the catalog is one command to its SQLite thread per step "
@@ -159,7 +166,12 @@ SCHEDULE_BATCHED = (
     "valid, where four connections in turn re-read the pages the others changed, and it is "
     "never given back to a pool that pings it), the target's /proc files read once a run "
     "instead of at the admission and again at the dump, and small files read without "
-    "`fs::read`'s `statx` and `lseek`. The table above is the run "
+    "`fs::read`'s `statx` and `lseek`. The last was the one that cost nothing to take: the "
+    "`statx` and `lseek` pairs were procfs reading /proc/PID/stat with `File::read_to_end`, "
+    "and `sys::stat_of` now reads it into a buffer and has procfs parse that. Counted again "
+    "the same way: 725 system calls a run, `statx` 8 where there were 31 and `lseek` none "
+    "where there were 26 (the rest of the difference is `mprotect`, 9 against 47, glibc's "
+    "heap trimming, which varies from run to run). " + SCHEDULE_STAT_PAIRS + " The table above is the run "
     "from before this change (its figure, 4.76 s, and the alternating pairs' 4.5 s before "
     "the change measure this VM on two different days).")
 date = open(os.path.join(RESULTS, "date")).read().strip() if os.path.exists(os.path.join(RESULTS, "date")) else "?"
