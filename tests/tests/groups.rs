@@ -270,9 +270,14 @@ async fn a_tcp_client_and_server_a_pipeline_and_a_unix_socket_pair_are_checkpoin
 }
 
 /// The TCP sockets, in any state, on `port` (`ss`'s lines, without its header).
+/// The sockets of the test's connection: both ends on 127.0.0.1, one of them at `port`. (By
+/// port alone, another test's TIME-WAIT sockets between other loopback addresses that had the
+/// same port number were counted as this connection's.)
 fn sockets_on(port: &str) -> String {
+    let filter =
+        format!("( sport = :{port} or dport = :{port} ) and src 127.0.0.1 and dst 127.0.0.1");
     let out = std::process::Command::new("ss")
-        .args(["-tanH", &format!("( sport = :{port} or dport = :{port} )")])
+        .args(["-tanH", &filter])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()

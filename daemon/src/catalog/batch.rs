@@ -159,7 +159,7 @@ impl Tx {
         if commit {
             done.pop();
         }
-        if begin {
+        if begin && !done.is_empty() {
             done.remove(0);
         }
         if done.len() != b.statements {
