@@ -12,9 +12,18 @@
 #    after their minute, whether each minute's runs all end within it, and the daemon's own CPU
 #    time (CRIU's not counted) and RSS. Prints "RESULT schedules N runs refused lag_p50 lag_p99
 #    lag_max last_end_s cpu_s_per_min rss_kib".
+#  - The floor of a run's cost, in the same run: `ckptd-floor` (the bench crate) does, on one
+#    thread and FLOOR_RUNS times (default 1000, one minute's runs), only the system calls and
+#    SQLite statements that the promises of a scheduled run require (its four transactions on a
+#    copy of the schedules' catalog, the target's /proc read, a program spawned, a copy of one of
+#    the run's image folders made durable, the run before removed), timed by its own CPU clock.
+#    Prints "RESULT floor RUNS total_ms catalog target spawn durable prune user system" (ms a
+#    run).
 set -euo pipefail
 . "$(dirname "$0")/bench_lib.sh"
 CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
+FLOOR=${FLOOR:-$(dirname "$0")/../target/release/ckptd-floor}
+FLOOR_RUNS=${FLOOR_RUNS:-1000}
 OHA=${OHA:-/var/cache/ckptd-setup/oha/bin/oha}
 SECS=${SECS:-5}
 CATALOG_SIZES=${CATALOG_SIZES:-"1000 10000 100000"}
@@ -149,4 +158,11 @@ other = (cpu1 - cpu0) - sqlite - runtime
 print(f"RESULT schedules-threads {per(sqlite):.2f} {per(runtime):.2f} {per(other):.2f} {switches / max(runs, 1):.0f}")
 PY
 stop_daemon
+# The floor, on a copy of the catalog the schedules wrote, with one of their image folders and
+# one of their targets.
+mkdir "$WORK/floor"
+cp "$WORK"/state-schedules/catalog.db* "$WORK/floor/"
+images=$(find "$WORK/state-schedules/checkpoints" -mindepth 2 -maxdepth 2 -name stats-dump -printf '%h\n' -quit)
+[ -n "$images" ] || { echo "no image folder of a scheduled run to measure the floor with" >&2; exit 1; }
+"$FLOOR" "$WORK/floor/catalog.db" "$images" "${pids[0]}" "$FLOOR_RUNS" "$WORK/floor/runs"
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
