@@ -123,10 +123,33 @@ SCHEDULE_STAT_PAIRS = (
     "two runs, and this VM slowed between the first run and the others (the minute's last run "
     "ended 20.5 s into it in the first, 22.7-23.1 s in the others: CRIU's runs, not the "
     "daemon's).")
+# By hand, 2026-12-06: the catalog's writes on a connection of their own.
+SCHEDULE_WRITER = (
+    "The largest single share that profile named was the pool's (sqlx 0.8 gives a pooled "
+    "connection back by spawning a task that pings the connection's thread first, so every "
+    "use of a pooled connection is its statement's round trip plus a task and a ping: "
+    "`return_to_pool` and the ping 4% of the runtime workers' samples, and the wake-ups they "
+    "cause besides). Since 2026-12-06 every write of the catalog goes through one connection "
+    "of its own that no pool hands back (`catalog/batch.rs`, the writer: SQLite admits one "
+    "writer at a time anyway), and so does a worker's read of its job before the start. "
+    "Measured: the API loop above, alternating (before, after, after, before, before, after): "
+    "5.60, 5.13, 4.97, 5.77, 5.97 and 5.63 ms a job, 9% less; the schedules, alternating "
+    "(`CATALOG_SIZES=\" \" CKPTD=... bash scripts/bench_scale.sh`; before, after, after, "
+    "before): daemon CPU 4.68, 4.33, 4.58 and 5.71 s a minute, the SQLite threads 1.54, 1.23, "
+    "1.33 and 1.84 s, voluntary context switches 73, 63, 63 and 71 a run (the last run slower "
+    "all round: its minute's runs ended 24.8 s into it, against 21.3-22.7 s, and the floor of "
+    "the same runs moved between 1.29 and 1.57 ms). The table above is a run of the whole "
+    "script afterwards, in a slower phase of this VM (its minute's runs ended 24.6 s into it, "
+    "its floor 1.55 ms a run): 3.6 times its floor, as the run before the change (4.73 s a "
+    "minute, floor 1.31 ms) was. So the schedules show the change in what can be counted (10 "
+    "fewer context switches a run, the SQLite threads' CPU lower in three runs of four) and "
+    "not beyond this VM's drift in the daemon's CPU; the API loop shows 9%. The fixed cost of "
+    "a job (`scripts/bench_fixed.sh`, the same order) was 8.08, 8.48, 8.09 and 7.82 ms: "
+    "unchanged, as its commits and fsyncs are what it is made of.")
 # By hand, 2026-12-06, after the catalog's writes became one round trip a step.
 SCHEDULE_MACHINERY = (
     "The rest is ckptd's own machinery, and it is spread thin. Measured by hand on 2026-12-06 "
-    "with a loop of 300 checkpoints of a `sleep` through the API (`?wait=true`, "
+    "(before the writer, next paragraph) with a loop of 300 checkpoints of a `sleep` through the API (`?wait=true`, "
     "`leave_running`, each previous one deleted, one at a time), the daemon's CPU per job by "
     "thread (/proc/PID/task/*/stat before and after): 5.4-6.3 ms a job, sqlx's SQLite threads "
     "1.2-1.7 ms of it (a dozen round trips and the pool's ping of each connection given back, "
@@ -137,8 +160,9 @@ SCHEDULE_MACHINERY = (
     "`epoll_wait`) 19% and the scheduler's code after a switch 6% more, unlinking the deleted "
     "run's files 7% (ext4 discards each freed extent as it frees it), opening, listing and "
     "closing files 4%, malloc and free 5%: nothing above a fifth of it. Tried, in alternating "
-    "pairs of the same loop: one SQLite connection instead of four (no page cache dropped "
-    "after another connection's commit) 5.23 and 5.47 ms against 5.43 and 5.50: no change; one "
+    "pairs of the same loop: a pool of one SQLite connection instead of four (no page cache "
+    "dropped after another connection's commit, but still given back through the pool) 5.23 "
+    "and 5.47 ms against 5.43 and 5.50: no change; one "
     "runtime worker instead of two 5.83 and 5.67 ms against 6.10 and 6.33: 7% less, within the "
     "spread, and one worker would serve the API alone under load, so it is not taken; logging "
     "at `warn` instead of `info` 5.83 and 5.43 against 6.07 and 5.67: 4%, within the spread. "
@@ -203,9 +227,8 @@ SCHEDULE_BATCHED = (
     "and `sys::stat_of` now reads it into a buffer and has procfs parse that. Counted again "
     "the same way: 725 system calls a run, `statx` 8 where there were 31 and `lseek` none "
     "where there were 26 (the rest of the difference is `mprotect`, 9 against 47, glibc's "
-    "heap trimming, which varies from run to run). " + SCHEDULE_STAT_PAIRS + " The table above is a later run "
-    "of the whole script with this change, made for the floor below (the run before it, on "
-    "the morning's binary, measured 4.76 s).")
+    "heap trimming, which varies from run to run). " + SCHEDULE_STAT_PAIRS + " The run before the table's (on "
+    "the morning's binary) measured 4.76 s.")
 date = open(os.path.join(RESULTS, "date")).read().strip() if os.path.exists(os.path.join(RESULTS, "date")) else "?"
 
 def runs_said():
@@ -1122,6 +1145,8 @@ if schedules:
           "0.3 s a minute of it is the schedules' upkeep without runs (1,000 schedules whose "
           "cron never fires: 0.28 s a minute, the clock's passes and the minute's retention "
           "sweep over every schedule). " + SCHEDULE_MACHINERY)
+        p()
+        p(SCHEDULE_WRITER)
         p()
 
 if "idle" in R:

@@ -10,13 +10,20 @@
 //! answered before it goes on (a write made only if another took, a row read and then changed),
 //! and a plain write one trip.
 //!
+//! Every write goes through one connection of its own, the `Writer`, not through the pool that
+//! serves reads: SQLite lets one writer at a time in anyway, and a pooled connection costs more
+//! than its statement (sqlx 0.8 spawns a task to give it back and pings its thread before it
+//! does, two more thread hand-offs a use; BENCHMARKS.md, "Cost growth").
+//!
 //! (sqlx deprecates several statements in one `Query`'s `fetch_many`, launchbadge/sqlx#3108, not
 //! in `Executor`'s, which this uses; a sqlx without it fails the catalog's unit tests.)
 
+use std::sync::Arc;
+
 use futures_util::TryStreamExt;
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Arguments, Either, Encode, Executor, Sqlite, SqlitePool, Type};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteRow};
+use sqlx::{Arguments, ConnectOptions, Connection, Either, Encode, Executor, Sqlite, Type};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// sqlx's own error, so that a caller can tell a unique index's refusal.
 type Result<T> = std::result::Result<T, sqlx::Error>;
@@ -78,21 +85,77 @@ fn numbered_parameter(sql: &str) -> bool {
         .any(|w| matches!(w, [b'?', d] if d.is_ascii_digit()))
 }
 
-/// A write transaction on a connection of its own, `BEGIN IMMEDIATE` sent with its first batch
-/// (immediate: it takes the write lock first, so a read followed by a write never meets another
-/// writer's commit in between) and `COMMIT` with its last. Dropped unfinished (an error, a
-/// cancelled request), its connection is closed rather than given back to the pool, which
-/// rolls the transaction back.
+/// The catalog's connection for writes, shared by every `Tx` in turn.
+pub(super) type Writer = Arc<Mutex<WriterState>>;
+
+pub(super) struct WriterState {
+    /// None once the catalog is closed.
+    conn: Option<SqliteConnection>,
+    opts: SqliteConnectOptions,
+    /// A `Tx` was dropped inside its transaction (an error, a cancelled request): the next
+    /// user rolls it back first, if a task spawned by the drop has not yet.
+    pub(super) open: bool,
+}
+
+/// Opens the catalog's writer with the pool's options.
+pub(super) async fn writer(opts: SqliteConnectOptions) -> Result<Writer> {
+    let conn = opts.connect().await?;
+    Ok(Arc::new(Mutex::new(WriterState {
+        conn: Some(conn),
+        opts,
+        open: false,
+    })))
+}
+
+/// Closes the writer: a `Tx` begun afterwards fails.
+pub(super) async fn close(w: &Writer) {
+    let conn = w.lock().await.conn.take();
+    if let Some(c) = conn {
+        let _ = c.close().await;
+    }
+}
+
+impl WriterState {
+    fn conn(&mut self) -> Result<&mut SqliteConnection> {
+        self.conn.as_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    /// Ends a transaction a dropped `Tx` left open. If ROLLBACK fails (SQLite may have ended
+    /// the transaction itself), the connection is replaced: closing one rolls back whatever it
+    /// still holds.
+    async fn settle(&mut self) -> Result<()> {
+        if !self.open {
+            return Ok(());
+        }
+        if self.conn()?.execute("ROLLBACK").await.is_err() {
+            let fresh = self.opts.connect().await?;
+            if let Some(old) = self.conn.replace(fresh) {
+                let _ = old.close().await;
+            }
+        }
+        self.open = false;
+        Ok(())
+    }
+}
+
+/// A write transaction on the writer, `BEGIN IMMEDIATE` sent with its first batch (immediate:
+/// it takes the write lock first, so a read followed by a write never meets another writer's
+/// commit in between) and `COMMIT` with its last. Dropped unfinished (an error, a cancelled
+/// request), the transaction is rolled back by a task it spawns, or by the next `Tx` first.
 pub(super) struct Tx {
-    conn: PoolConnection<Sqlite>,
+    writer: OwnedMutexGuard<WriterState>,
+    shared: Writer,
     begun: bool,
     finished: bool,
 }
 
 impl Tx {
-    pub async fn new(pool: &SqlitePool) -> Result<Tx> {
+    pub async fn new(w: &Writer) -> Result<Tx> {
+        let mut writer = w.clone().lock_owned().await;
+        writer.settle().await?;
         Ok(Tx {
-            conn: pool.acquire().await?,
+            writer,
+            shared: w.clone(),
             begun: false,
             finished: false,
         })
@@ -124,7 +187,7 @@ impl Tx {
     /// Ends the transaction without writing anything.
     pub async fn rollback(mut self) -> Result<()> {
         if self.begun {
-            (&mut *self.conn).execute("ROLLBACK").await?;
+            self.writer.conn()?.execute("ROLLBACK").await?;
         }
         self.finished = true;
         Ok(())
@@ -144,7 +207,10 @@ impl Tx {
         };
         let mut done = Vec::with_capacity(b.statements + 2);
         let mut rows = Vec::new();
-        let mut steps = (&mut *self.conn).fetch_many(sqlx::query_with(&sql, b.args));
+        let mut steps = self
+            .writer
+            .conn()?
+            .fetch_many(sqlx::query_with(&sql, b.args));
         while let Some(step) = steps.try_next().await? {
             match step {
                 Either::Left(r) => done.push(Done {
@@ -176,7 +242,17 @@ impl Tx {
 impl Drop for Tx {
     fn drop(&mut self) {
         if self.begun && !self.finished {
-            self.conn.close_on_drop();
+            self.writer.open = true;
+            // Rolled back now rather than at the next write: the transaction holds SQLite's
+            // write lock. Without a runtime (a test's end), the next `Tx` does it.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let w = self.shared.clone();
+                rt.spawn(async move {
+                    if let Err(e) = w.lock().await.settle().await {
+                        tracing::warn!(error = %e, "rolling back an unfinished catalog transaction failed; the next write retries");
+                    }
+                });
+            }
         }
     }
 }

@@ -53,7 +53,9 @@ pub struct JobFilter {
 
 #[derive(Clone)]
 pub struct Catalog {
+    /// Reads. Writes go through `writer` (`Catalog::write`, `batch::Tx`).
     pool: SqlitePool,
+    writer: batch::Writer,
     /// Bumped after every write to the checkpoints table; readers cache lists against it.
     checkpoints_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -483,20 +485,25 @@ impl Catalog {
             // statement outside a transaction (BENCHMARKS.md, "Cost growth"). sqlx 0.8 still
             // pings a connection when it is given back, which a pool cannot turn off.
             .test_before_acquire(false)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the catalog {}: {e}", path.display()))?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| anyhow::anyhow!("cannot migrate the catalog {}: {e}", path.display()))?;
+        let writer = batch::writer(opts)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the catalog {}: {e}", path.display()))?;
         Ok(Catalog {
             pool,
+            writer,
             checkpoints_version: Default::default(),
         })
     }
 
     pub async fn close(&self) {
+        batch::close(&self.writer).await;
         self.pool.close().await;
     }
 
@@ -522,9 +529,10 @@ impl Catalog {
         Ok(())
     }
 
-    /// `b` as one transaction, in one round trip to SQLite's thread.
+    /// `b` as one transaction, in one round trip to SQLite's thread (a read that a write
+    /// follows, too: `job_to_run`).
     async fn write(&self, b: Batch<'_>) -> std::result::Result<Vec<batch::Done>, sqlx::Error> {
-        Tx::new(&self.pool).await?.commit(b).await
+        Tx::new(&self.writer).await?.commit(b).await
     }
 
     /// Inserts a new checkpoint and the job that will take it, in one transaction; with
@@ -653,11 +661,11 @@ impl Catalog {
 
     /// Replaces a checkpoint's labels (a live migration's fallback marks its checkpoint).
     pub async fn set_labels(&self, cp: &Checkpoint) -> Result<()> {
-        sqlx::query("UPDATE checkpoints SET labels = ? WHERE id = ?")
+        let mut b = Batch::new();
+        b.push("UPDATE checkpoints SET labels = ? WHERE id = ?")
             .bind(to_json(&cp.labels))
-            .bind(cp.id.to_string())
-            .execute(&self.pool)
-            .await?;
+            .bind(cp.id.to_string());
+        self.write(b).await?;
         self.checkpoints_changed();
         Ok(())
     }
@@ -665,11 +673,11 @@ impl Catalog {
     /// Replaces what a job's worker needs (its request), as the job learns more (a push's
     /// multipart upload id).
     pub async fn set_job_request(&self, id: Uuid, request: &serde_json::Value) -> Result<()> {
-        sqlx::query("UPDATE jobs SET request = ? WHERE id = ?")
+        let mut b = Batch::new();
+        b.push("UPDATE jobs SET request = ? WHERE id = ?")
             .bind(request.to_string())
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
+            .bind(id.to_string());
+        self.write(b).await?;
         Ok(())
     }
 
@@ -750,7 +758,7 @@ impl Catalog {
         let job = end.job;
         // Two round trips: the job's end with what the rest depends on read in the same step,
         // then the rest and the commit.
-        let mut tx = Tx::new(&self.pool).await?;
+        let mut tx = Tx::new(&self.writer).await?;
         let mut b = Batch::new();
         Self::update_job_in(&mut b, job, end.from);
         let read_checkpoint = end.checkpoint.is_none() && job.kind == JobKind::Checkpoint;
@@ -985,7 +993,8 @@ impl Catalog {
     }
 
     pub async fn insert_schedule(&self, s: &ScheduleRow) -> Result<()> {
-        let res = sqlx::query(
+        let mut b = Batch::new();
+        b.push(
             "INSERT INTO schedules (id, name, target, cron, options, retention, enabled, \
              created_at, updated_at, anchor_at, last_run, owner_uid, consecutive_failures, \
              disabled_reason, last_success_at, last_failure_at, target_start) \
@@ -1007,9 +1016,8 @@ impl Catalog {
         .bind(&s.disabled_reason)
         .bind(s.last_success_at.as_ref().map(ts))
         .bind(s.last_failure_at.as_ref().map(ts))
-        .bind(s.target_start.map(|t| t as i64))
-        .execute(&self.pool)
-        .await;
+        .bind(s.target_start.map(|t| t as i64));
+        let res = self.write(b).await;
         match res {
             Err(e) if is_unique_violation(&e, "schedules.name") => Err(Error::conflict(format!(
                 "a schedule named {:?} already exists",
@@ -1055,15 +1063,15 @@ impl Catalog {
     /// A restore in place by ckptd gave process `pid` of `owner` a new start time: the schedules
     /// of that process follow it (they were made for the process, which lives on).
     pub async fn follow_restored(&self, pid: i32, owner: u32, start: u64) -> Result<()> {
-        sqlx::query(
+        let mut b = Batch::new();
+        b.push(
             "UPDATE schedules SET target_start = ? WHERE owner_uid = ? \
              AND json_extract(target, '$.kind') = 'process' AND json_extract(target, '$.pid') = ?",
         )
         .bind(start as i64)
         .bind(i64::from(owner))
-        .bind(i64::from(pid))
-        .execute(&self.pool)
-        .await?;
+        .bind(i64::from(pid));
+        self.write(b).await?;
         Ok(())
     }
 
@@ -1089,10 +1097,10 @@ impl Catalog {
     }
 
     pub async fn delete_schedule(&self, id: Uuid) -> Result<()> {
-        sqlx::query("DELETE FROM schedules WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
+        let mut b = Batch::new();
+        b.push("DELETE FROM schedules WHERE id = ?")
+            .bind(id.to_string());
+        self.write(b).await?;
         Ok(())
     }
 
@@ -1198,10 +1206,10 @@ impl Catalog {
     }
 
     pub async fn delete_checkpoint(&self, id: Uuid) -> Result<()> {
-        sqlx::query("DELETE FROM checkpoints WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
+        let mut b = Batch::new();
+        b.push("DELETE FROM checkpoints WHERE id = ?")
+            .bind(id.to_string());
+        self.write(b).await?;
         self.checkpoints_changed();
         Ok(())
     }
@@ -1220,11 +1228,12 @@ impl Catalog {
         &self,
         id: Uuid,
     ) -> Result<Option<(Job, serde_json::Value, Option<Checkpoint>)>> {
-        let row = sqlx::query(JOB_TO_RUN)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(r) = row else {
+        // On the writer, as the job's start that follows is: its pages are current there, and
+        // no pool hands the connection back with a ping.
+        let mut b = Batch::new();
+        b.push(JOB_TO_RUN).bind(id.to_string());
+        let mut done = self.write(b).await?;
+        let Some(r) = done.pop().and_then(|d| d.rows.into_iter().next()) else {
             return Ok(None);
         };
         let req: String = r.try_get("request")?;
@@ -1653,15 +1662,100 @@ mod tests {
         let (_d, c) = open().await;
         let cp = checkpoint("dropped", 1);
         {
-            let mut tx = Tx::new(&c.pool).await.unwrap();
+            let mut tx = Tx::new(&c.writer).await.unwrap();
             let mut b = Batch::new();
             Catalog::insert_checkpoint_in(&mut b, &cp);
             assert_eq!(tx.run(b).await.unwrap()[0].changed, 1);
         }
         assert!(c.checkpoint("dropped").await.unwrap().is_none());
-        // The write lock its connection held went with it.
+        // The next write rolls it back first if the task the drop spawned has not yet.
         c.insert_checkpoint(&cp).await.unwrap();
         assert!(c.checkpoint("dropped").await.unwrap().is_some());
+    }
+
+    /// Whether SQLite's write lock is free, asked from a pooled connection that does not wait.
+    async fn write_lock_free(c: &Catalog) -> bool {
+        let mut conn = c.pool.acquire().await.unwrap();
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let free = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .is_ok();
+        if free {
+            sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+        }
+        sqlx::query("PRAGMA busy_timeout = 5000")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        free
+    }
+
+    #[tokio::test]
+    async fn a_dropped_transaction_gives_the_write_lock_back_without_another_write() {
+        let (_d, c) = open().await;
+        let cp = checkpoint("held", 1);
+        {
+            let mut tx = Tx::new(&c.writer).await.unwrap();
+            let mut b = Batch::new();
+            Catalog::insert_checkpoint_in(&mut b, &cp);
+            tx.run(b).await.unwrap();
+            assert!(!write_lock_free(&c).await, "the transaction holds the lock");
+        }
+        // The task the drop spawned rolls it back: no later write is needed for that.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !write_lock_free(&c).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lock was never given back"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(c.checkpoint("held").await.unwrap().is_none());
+        assert!(!c.writer.lock().await.open);
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_half_way_leaves_nothing_and_no_transaction() {
+        let (_d, c) = open().await;
+        let first = checkpoint("first", 1);
+        let job = job_for(&first);
+        c.insert_checkpoint_with_job(&first, &job, &serde_json::Value::Null, None)
+            .await
+            .unwrap();
+        // The checkpoint's insert takes, the job's (an id already there) is refused.
+        let second = checkpoint("second", 2);
+        let mut same_id = job_for(&second);
+        same_id.id = job.id;
+        c.insert_checkpoint_with_job(&second, &same_id, &serde_json::Value::Null, None)
+            .await
+            .unwrap_err();
+        assert!(c.checkpoint("second").await.unwrap().is_none());
+        let third = checkpoint("third", 3);
+        c.insert_checkpoint(&third).await.unwrap();
+        assert!(c.checkpoint("third").await.unwrap().is_some());
+        assert!(write_lock_free(&c).await);
+    }
+
+    #[tokio::test]
+    async fn a_rollback_that_fails_replaces_the_writer_connection() {
+        let (_d, c) = open().await;
+        // Marked open with no transaction: ROLLBACK fails ("no transaction is active").
+        c.writer.lock().await.open = true;
+        let cp = checkpoint("after", 1);
+        c.insert_checkpoint(&cp).await.unwrap();
+        assert!(c.checkpoint("after").await.unwrap().is_some());
+        assert!(!c.writer.lock().await.open);
+    }
+
+    #[tokio::test]
+    async fn a_closed_catalog_refuses_writes() {
+        let (_d, c) = open().await;
+        c.close().await;
+        assert!(c.insert_checkpoint(&checkpoint("late", 1)).await.is_err());
     }
 
     #[tokio::test]
