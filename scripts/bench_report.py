@@ -145,7 +145,13 @@ SCHEDULE_WRITER = (
     "fewer context switches a run, the SQLite threads' CPU lower in three runs of four) and "
     "not beyond this VM's drift in the daemon's CPU; the API loop shows 9%. The fixed cost of "
     "a job (`scripts/bench_fixed.sh`, the same order) was 8.08, 8.48, 8.09 and 7.82 ms: "
-    "unchanged, as its commits and fsyncs are what it is made of.")
+    "unchanged, as its commits and fsyncs are what it is made of. Then the reads left the pool "
+    "too (four reader connections of the catalog's own, given back without a ping: a read is "
+    "one statement outside any transaction, and sqlx's SQLite thread resets a statement whose "
+    "answer was dropped before it runs the next): the API loop, alternating with the writer "
+    "alone (writer, readers, readers, writer, writer, readers), 5.87, 5.63, 5.77, 6.47, 6.60 "
+    "and 5.80 ms a job (this VM in a slower phase than for the pairs above): about 10% less. "
+    "The schedules' table was not run again with it.")
 # By hand, 2026-12-06, after the catalog's writes became one round trip a step.
 SCHEDULE_MACHINERY = (
     "The rest is ckptd's own machinery, and it is spread thin. Measured by hand on 2026-12-06 "

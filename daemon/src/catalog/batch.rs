@@ -10,10 +10,14 @@
 //! answered before it goes on (a write made only if another took, a row read and then changed),
 //! and a plain write one trip.
 //!
-//! Every write goes through one connection of its own, the `Writer`, not through the pool that
-//! serves reads: SQLite lets one writer at a time in anyway, and a pooled connection costs more
-//! than its statement (sqlx 0.8 spawns a task to give it back and pings its thread before it
-//! does, two more thread hand-offs a use; BENCHMARKS.md, "Cost growth").
+//! The catalog's connections are its own, not an sqlx pool: sqlx 0.8 gives a pooled connection
+//! back by spawning a task that pings the connection's thread first, so a use of a pooled
+//! connection costs its statement plus a task and a ping, more thread hand-offs than the
+//! statement (BENCHMARKS.md, "Cost growth"). Every write goes through one connection, the
+//! `Writer` (SQLite lets one writer at a time in anyway); reads take one of a few `Readers`,
+//! given back as they are dropped. A reader needs no ping: a read is one statement outside any
+//! transaction, and sqlx's SQLite thread resets a statement whose answer was dropped half read
+//! before it runs the next command.
 //!
 //! (sqlx deprecates several statements in one `Query`'s `fetch_many`, launchbadge/sqlx#3108, not
 //! in `Executor`'s, which this uses; a sqlx without it fails the catalog's unit tests.)
@@ -23,7 +27,93 @@ use std::sync::Arc;
 use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, ConnectOptions, Connection, Either, Encode, Executor, Sqlite, Type};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, SemaphorePermit};
+
+/// Connections for reads, at most `max` at once, opened as they are first needed.
+pub(super) struct Readers {
+    idle: std::sync::Mutex<Vec<SqliteConnection>>,
+    permits: Semaphore,
+    opts: SqliteConnectOptions,
+}
+
+/// A reader connection; back among the idle ones when dropped.
+pub(super) struct Reader<'a> {
+    conn: Option<SqliteConnection>,
+    readers: &'a Readers,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Readers {
+    pub fn new(opts: SqliteConnectOptions, max: usize) -> Readers {
+        Readers {
+            idle: std::sync::Mutex::new(Vec::new()),
+            permits: Semaphore::new(max),
+            opts,
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<SqliteConnection>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A connection for a read: an idle one, or a new one while fewer than `max` are out.
+    pub async fn get(&self) -> Result<Reader<'_>> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self.idle().pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => self.opts.connect().await?,
+        };
+        Ok(Reader {
+            conn: Some(conn),
+            readers: self,
+            _permit: permit,
+        })
+    }
+
+    /// Refuses further reads and closes the idle connections.
+    pub async fn close(&self) {
+        self.permits.close();
+        let idle = std::mem::take(&mut *self.idle());
+        for c in idle {
+            let _ = c.close().await;
+        }
+    }
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        self.conn
+            .as_ref()
+            .expect("a reader holds its connection until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.conn
+            .as_mut()
+            .expect("a reader holds its connection until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            // After `close`, a connection still out is dropped (its thread closes it).
+            if !self.readers.permits.is_closed() {
+                self.readers.idle().push(c);
+            }
+        }
+    }
+}
 
 /// sqlx's own error, so that a caller can tell a unique index's refusal.
 type Result<T> = std::result::Result<T, sqlx::Error>;
@@ -97,14 +187,13 @@ pub(super) struct WriterState {
     pub(super) open: bool,
 }
 
-/// Opens the catalog's writer with the pool's options.
-pub(super) async fn writer(opts: SqliteConnectOptions) -> Result<Writer> {
-    let conn = opts.connect().await?;
-    Ok(Arc::new(Mutex::new(WriterState {
+/// The catalog's writer, on `conn` (opened with `opts`, which a replacement is opened with).
+pub(super) fn writer(conn: SqliteConnection, opts: SqliteConnectOptions) -> Writer {
+    Arc::new(Mutex::new(WriterState {
         conn: Some(conn),
         opts,
         open: false,
-    })))
+    }))
 }
 
 /// Closes the writer: a `Tx` begun afterwards fails.

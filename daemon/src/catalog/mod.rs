@@ -11,11 +11,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use ckptd_api::{Checkpoint, CheckpointStatus, ErrorInfo, Job, JobKind, JobState, List, Target};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::types::Json;
-use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, FromRow, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -54,7 +52,7 @@ pub struct JobFilter {
 #[derive(Clone)]
 pub struct Catalog {
     /// Reads. Writes go through `writer` (`Catalog::write`, `batch::Tx`).
-    pool: SqlitePool,
+    readers: std::sync::Arc<batch::Readers>,
     writer: batch::Writer,
     /// Bumped after every write to the checkpoints table; readers cache lists against it.
     checkpoints_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -189,6 +187,9 @@ const CHECKPOINT_PAGE: &str = concat!("SELECT json_group_array(", checkpoint_obj
 
 /// A job's row with its checkpoint's as a JSON object (`checkpoint_object!`), NULL when that is
 /// gone: what a worker reads to start the job, one statement instead of two.
+/// How many connections the catalog reads through at once (the writer is one more).
+const READERS: usize = 4;
+
 const JOB_TO_RUN: &str = concat!(
     "SELECT *, (SELECT ",
     checkpoint_object!(),
@@ -478,33 +479,24 @@ impl Catalog {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            // No ping before each use: a connection is a thread of this process, not a socket
-            // that can go stale, and the ping was one more round trip to that thread on every
-            // statement outside a transaction (BENCHMARKS.md, "Cost growth"). sqlx 0.8 still
-            // pings a connection when it is given back, which a pool cannot turn off.
-            .test_before_acquire(false)
-            .connect_with(opts.clone())
+        let mut conn = opts
+            .connect()
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the catalog {}: {e}", path.display()))?;
         MIGRATOR
-            .run(&pool)
+            .run(&mut conn)
             .await
             .map_err(|e| anyhow::anyhow!("cannot migrate the catalog {}: {e}", path.display()))?;
-        let writer = batch::writer(opts)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the catalog {}: {e}", path.display()))?;
         Ok(Catalog {
-            pool,
-            writer,
+            readers: std::sync::Arc::new(batch::Readers::new(opts.clone(), READERS)),
+            writer: batch::writer(conn, opts),
             checkpoints_version: Default::default(),
         })
     }
 
     pub async fn close(&self) {
         batch::close(&self.writer).await;
-        self.pool.close().await;
+        self.readers.close().await;
     }
 
     /// Changes whenever a checkpoint row is written: a list read at version V is current as
@@ -527,6 +519,11 @@ impl Catalog {
         self.write(b).await.map_err(|e| inserting(e, cp))?;
         self.checkpoints_changed();
         Ok(())
+    }
+
+    /// A connection for a read.
+    async fn reader(&self) -> std::result::Result<batch::Reader<'_>, sqlx::Error> {
+        self.readers.get().await
     }
 
     /// `b` as one transaction, in one round trip to SQLite's thread (a read that a write
@@ -835,7 +832,7 @@ impl Catalog {
     pub async fn checkpoint(&self, reference: &str) -> Result<Option<Checkpoint>> {
         let row = sqlx::query(BY_REFERENCE)
             .bind(reference)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?;
         row.as_ref().map(checkpoint_from_row).transpose()
     }
@@ -846,7 +843,7 @@ impl Catalog {
             "SELECT COALESCE(SUM(size_bytes), 0) FROM checkpoints WHERE status = 'ready' \
              AND local_images = 1",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.reader().await?)
         .await?;
         Ok(n.max(0) as u64)
     }
@@ -854,7 +851,7 @@ impl Catalog {
     pub async fn name_exists(&self, name: &str) -> Result<bool> {
         let row = sqlx::query("SELECT 1 FROM checkpoints WHERE name = ? AND status <> 'failed'")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?;
         Ok(row.is_some())
     }
@@ -883,7 +880,10 @@ impl Catalog {
         }
         page_clause(&mut q, f.after, f.limit);
         q.push(")");
-        let json: String = q.build_query_scalar().fetch_one(&self.pool).await?;
+        let json: String = q
+            .build_query_scalar()
+            .fetch_one(&mut *self.reader().await?)
+            .await?;
         let mut rows: Vec<CheckpointRow> = serde_json::from_str(&json).map_err(|e| {
             Error::internal(format!("bad page of checkpoints from the catalog: {e}"))
         })?;
@@ -904,7 +904,7 @@ impl Catalog {
         from_row: fn(&SqliteRow) -> Result<T>,
     ) -> Result<List<T>> {
         page_clause(&mut q, after, limit);
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build().fetch_all(&mut *self.reader().await?).await?;
         let items = rows
             .iter()
             .map(|r| Ok((r.try_get::<i64, _>("seq")?, from_row(r)?)))
@@ -922,7 +922,7 @@ impl Catalog {
             sep.push_bind(s.as_str());
         }
         q.push(") ORDER BY seq");
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build().fetch_all(&mut *self.reader().await?).await?;
         rows.iter().map(checkpoint_from_row).collect()
     }
 
@@ -940,7 +940,7 @@ impl Catalog {
         )
         .bind(ts(now))
         .bind(ts(failed_before))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.iter().map(checkpoint_from_row).collect()
     }
@@ -957,10 +957,11 @@ impl Catalog {
         since: Option<&DateTime<Utc>>,
     ) -> Result<Vec<RetentionRow>> {
         use futures_util::TryStreamExt;
+        let mut conn = self.reader().await?;
         let mut rows = sqlx::query(RETENTION_ROWS)
             .bind(name)
             .bind(i64::from(owner))
-            .fetch(&self.pool);
+            .fetch(&mut *conn);
         let mut out = Vec::new();
         while let Some(r) = rows.try_next().await? {
             let created_at = parse_ts(&r.try_get::<String, _>("created_at")?)?;
@@ -987,7 +988,7 @@ impl Catalog {
         let rows = sqlx::query(SCHEDULE_CHECKPOINTS)
             .bind(name)
             .bind(i64::from(owner))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await?;
         rows.iter().map(checkpoint_from_row).collect()
     }
@@ -1080,7 +1081,7 @@ impl Catalog {
         let row = sqlx::query("SELECT * FROM schedules WHERE id = ? OR name = ? LIMIT 1")
             .bind(reference)
             .bind(reference)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?;
         row.as_ref().map(schedule_from_row).transpose()
     }
@@ -1092,7 +1093,7 @@ impl Catalog {
             q.push(" AND owner_uid = ").push_bind(i64::from(o));
         }
         q.push(" ORDER BY seq");
-        let rows = q.build().fetch_all(&self.pool).await?;
+        let rows = q.build().fetch_all(&mut *self.reader().await?).await?;
         rows.iter().map(schedule_from_row).collect()
     }
 
@@ -1111,7 +1112,7 @@ impl Catalog {
              WHERE status = 'ready' AND json_extract(labels, '$.schedule') IS NOT NULL \
              GROUP BY s",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -1136,7 +1137,7 @@ impl Catalog {
         )
         .bind(owner)
         .bind(owner)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -1158,7 +1159,7 @@ impl Catalog {
              AS bytes FROM checkpoints WHERE owner_uid = ?",
         )
         .bind(owner)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.reader().await?)
         .await?;
         Ok((
             row.try_get::<i64, _>("n")?.max(0) as u64,
@@ -1174,7 +1175,7 @@ impl Catalog {
         )
         .bind(owner)
         .bind(owner)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.reader().await?)
         .await?;
         let mut by_status = Vec::new();
         for r in rows {
@@ -1188,7 +1189,7 @@ impl Catalog {
 
     pub async fn count_checkpoints(&self) -> Result<u64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM checkpoints")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.reader().await?)
             .await?;
         Ok(row.try_get::<i64, _>("n")? as u64)
     }
@@ -1196,7 +1197,7 @@ impl Catalog {
     /// Every checkpoint id in the catalog.
     pub async fn checkpoint_ids(&self) -> Result<std::collections::HashSet<Uuid>> {
         let rows = sqlx::query("SELECT id FROM checkpoints")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await?;
         Ok(rows
             .iter()
@@ -1217,7 +1218,7 @@ impl Catalog {
     pub async fn job(&self, id: Uuid) -> Result<Option<Job>> {
         let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?;
         row.as_ref().map(job_from_row).transpose()
     }
@@ -1257,7 +1258,7 @@ impl Catalog {
     pub async fn job_with_request(&self, id: Uuid) -> Result<Option<(Job, serde_json::Value)>> {
         let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?;
         row.as_ref()
             .map(|r| {
@@ -1511,7 +1512,7 @@ mod tests {
                 sqlx::query_as(&format!("EXPLAIN QUERY PLAN {query}"))
                     .bind("x")
                     .bind(0)
-                    .fetch_all(&c.pool)
+                    .fetch_all(&mut *c.reader().await.unwrap())
                     .await
                     .unwrap();
             assert!(
@@ -1527,7 +1528,7 @@ mod tests {
         let plan: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(&format!("EXPLAIN QUERY PLAN {BY_REFERENCE}"))
                 .bind("a")
-                .fetch_all(&c.pool)
+                .fetch_all(&mut *c.reader().await.unwrap())
                 .await
                 .unwrap();
         assert!(
@@ -1675,7 +1676,7 @@ mod tests {
 
     /// Whether SQLite's write lock is free, asked from a pooled connection that does not wait.
     async fn write_lock_free(c: &Catalog) -> bool {
-        let mut conn = c.pool.acquire().await.unwrap();
+        let mut conn = c.reader().await.unwrap();
         sqlx::query("PRAGMA busy_timeout = 0")
             .execute(&mut *conn)
             .await
@@ -1749,6 +1750,44 @@ mod tests {
         c.insert_checkpoint(&cp).await.unwrap();
         assert!(c.checkpoint("after").await.unwrap().is_some());
         assert!(!c.writer.lock().await.open);
+    }
+
+    #[tokio::test]
+    async fn a_read_dropped_half_way_pins_nothing_and_its_connection_serves_the_next() {
+        use futures_util::TryStreamExt;
+        let (_d, c) = open().await;
+        // More rows than sqlx's SQLite thread sends ahead of the reader (its row channel holds
+        // 50): a half-read answer leaves that thread inside the statement.
+        let many: Vec<Checkpoint> = (0..300).map(|i| checkpoint(&format!("r{i}"), i)).collect();
+        let mut b = Batch::new();
+        for cp in &many {
+            Catalog::insert_checkpoint_in(&mut b, cp);
+        }
+        c.write(b).await.unwrap();
+        // More half-read answers than there are readers: each connection gets one.
+        for _ in 0..READERS * 2 {
+            let mut conn = c.reader().await.unwrap();
+            let mut rows = sqlx::query("SELECT * FROM checkpoints").fetch(&mut *conn);
+            assert!(rows.try_next().await.unwrap().is_some());
+        }
+        assert_eq!(
+            c.list_checkpoints(&CheckpointFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .len(),
+            10
+        );
+        // No reader holds a snapshot: a checkpoint of the whole WAL is not kept waiting.
+        c.insert_checkpoint(&checkpoint("last", 1)).await.unwrap();
+        let mut b = Batch::new();
+        b.push("PRAGMA wal_checkpoint(TRUNCATE)");
+        let done = c.write(b).await.unwrap();
+        let busy: i64 = done[0].rows[0].get(0);
+        assert_eq!(busy, 0, "a reader still held a read transaction");
     }
 
     #[tokio::test]
