@@ -233,7 +233,6 @@ impl WriterState {
 /// request), the transaction is rolled back by a task it spawns, or by the next `Tx` first.
 pub(super) struct Tx {
     writer: OwnedMutexGuard<WriterState>,
-    shared: Writer,
     begun: bool,
     finished: bool,
 }
@@ -244,7 +243,6 @@ impl Tx {
         writer.settle().await?;
         Ok(Tx {
             writer,
-            shared: w.clone(),
             begun: false,
             finished: false,
         })
@@ -335,7 +333,7 @@ impl Drop for Tx {
             // Rolled back now rather than at the next write: the transaction holds SQLite's
             // write lock. Without a runtime (a test's end), the next `Tx` does it.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let w = self.shared.clone();
+                let w = OwnedMutexGuard::mutex(&self.writer).clone();
                 rt.spawn(async move {
                     if let Err(e) = w.lock().await.settle().await {
                         tracing::warn!(error = %e, "rolling back an unfinished catalog transaction failed; the next write retries");
