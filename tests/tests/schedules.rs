@@ -116,11 +116,25 @@ async fn a_six_field_schedule_with_keep_last_2_leaves_two_ready_checkpoints() {
         s.options.leave_running,
         "schedules leave the target running by default"
     );
+    // Slots are whole seconds of the cron, before the first run and after each (a run's anchor
+    // is the moment it started, fraction included, and the next slot must not carry it).
+    let on_a_slot = |s: &Schedule| {
+        if let Some(next) = s.next_run_at {
+            assert_eq!(
+                next.timestamp_subsec_nanos(),
+                0,
+                "{next}: not a whole second"
+            );
+            assert_eq!(next.timestamp() % 2, 0, "{next}: not a slot of */2");
+        }
+    };
     assert!(s.next_run_at.is_some());
+    on_a_slot(&s);
 
     // Five successful runs, each a new checkpoint.
     let mut done = BTreeSet::new();
     wait_schedule(&d, "every2", 40, |s| {
+        on_a_slot(s);
         if let Some(r) = &s.last_run {
             assert_ne!(r.status, RunStatus::Failed, "a run failed: {r:#?}");
             if r.status == RunStatus::Succeeded {

@@ -95,13 +95,23 @@ pub fn parse(expr: &str, name: &str) -> Result<Spec> {
 impl Spec {
     /// The first slot strictly after `t`.
     pub fn next_after(&self, t: &DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(t, false).ok()
+        // From the whole second: the first slot after it is after `t` too (slots are whole
+        // seconds), and croner would carry a fraction into the slot it finds.
+        self.cron.find_next_occurrence(&whole_second(t), false).ok()
     }
 
     /// The newest slot at or before `t`.
     pub fn latest_until(&self, t: &DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_previous_occurrence(t, true).ok()
+        self.cron
+            .find_previous_occurrence(&whole_second(t), true)
+            .ok()
     }
+}
+
+/// `t` without its fraction of a second.
+fn whole_second(t: &DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(0)
 }
 
 #[cfg(test)]
@@ -134,6 +144,36 @@ mod tests {
         assert_eq!(
             weekdays.next_after(&at("2026-11-27T03:00:00Z")),
             Some(at("2026-11-30T02:30:00Z"))
+        );
+    }
+
+    /// A slot is a whole second: a time with a fraction (a schedule's anchor is the moment it
+    /// was made or last run) must not carry it into the slots. croner keeps the fraction it is
+    /// given, so every schedule had a slot of its own a few ms apart and the clock read all of
+    /// them once per run (BENCHMARKS.md, "Schedules").
+    #[test]
+    fn slots_are_whole_seconds() {
+        let minutely = parse("* * * * *", "a").unwrap();
+        assert_eq!(
+            minutely.next_after(&at("2026-11-27T10:07:00.071571Z")),
+            Some(at("2026-11-27T10:08:00Z"))
+        );
+        assert_eq!(
+            minutely.next_after(&at("2026-11-27T10:07:59.999Z")),
+            Some(at("2026-11-27T10:08:00Z"))
+        );
+        assert_eq!(
+            minutely.latest_until(&at("2026-11-27T10:08:00.5Z")),
+            Some(at("2026-11-27T10:08:00Z"))
+        );
+        let secondly = parse("* * * * * *", "a").unwrap();
+        assert_eq!(
+            secondly.next_after(&at("2026-11-27T10:07:00.5Z")),
+            Some(at("2026-11-27T10:07:01Z"))
+        );
+        assert_eq!(
+            secondly.latest_until(&at("2026-11-27T10:07:00.5Z")),
+            Some(at("2026-11-27T10:07:00Z"))
         );
     }
 
