@@ -93,6 +93,9 @@ schedule_threads = [num(x) for x in R["schedules-threads"][0]] if "schedules-thr
 # The floor of a scheduled run's cost (ckptd-floor, same run): runs, then ms a run: total,
 # catalog, target, spawn, durable, prune, user, system.
 floor = [num(x) for x in R["floor"][0]] if "floor" in R else None
+# A hand-off between two threads (ckptd-handoff, same run): CPU us a round trip on one CPU,
+# across two, across two to an idle CPU, placed by the scheduler; then the same four in wall us.
+handoff = [num(x) for x in R["handoff"][0]] if "handoff" in R else None
 # By hand, 2026-12-06 (see the schedules' section): the catalog's statements of a run, and a
 # profile of the daemon at 1,000 runs a minute.
 SCHEDULE_STATEMENTS = (
@@ -1186,6 +1189,30 @@ if schedules:
         p(SCHEDULE_WRITER)
         p()
         p(SCHEDULE_SLOTS)
+        p()
+    if handoff:
+        c_same, c_two, c_idle, c_free, w_same, w_two, w_idle, w_free = handoff
+        p("**What a hand-off between threads costs on this VM, measured in the same run** "
+          "(`ckptd-handoff`, the bench crate, `bench/src/handoff.rs`): a round trip between two "
+          "threads through rendezvous channels, each way a futex wake-up of a sleeping thread. "
+          f"Both threads on one vCPU: {c_same:.1f} us of CPU and {w_same:.1f} us of wall time a "
+          f"round trip. On the two vCPUs: {c_two:.1f} us of CPU and {w_two:.1f} us, and "
+          f"{c_idle:.1f} us and {w_idle:.1f} us when the woken thread's vCPU was idle, as it is "
+          "between a job's steps (less a loop of the pause alone). Left to the scheduler, with "
+          f"pauses between rounds: {max(c_free, 0.0):.1f} us (it often puts two threads that take "
+          "turns on one vCPU). So waking a thread on the other vCPU costs this VM "
+          f"{c_two / c_same:.0f} to {c_idle / c_same:.0f} times what it costs on the same one: "
+          "the wake-up is an interrupt between vCPUs, and an idle vCPU "
+          "halts, which is an exit to the host both ways. Part of ckptd's hand-offs cross "
+          "vCPUs. Measured by hand on 2026-12-06 with the daemon pinned to one CPU (`taskset -c "
+          "0`, its CRIUs inheriting it): 3.67 s a minute on the same 1,000 schedules against "
+          "3.99 and 4.04 s unpinned, 44 voluntary context switches a run against 55 and 57 (the "
+          "runtime's threads 1.49 s against 1.84 and 1.88, the SQLite threads unchanged); the "
+          "API loop 3.90 and 4.20 ms a job against 4.85 and 5.05 (alternating). About a tenth of "
+          "the schedules' CPU, then, and a fifth of the API loop's, is what this VM charges for "
+          "hand-offs between its vCPUs; pinned, the daemon still spends 2.6 times the floor, "
+          "which is ckptd's own machinery as above. Pinning is not taken: the daemon's requests "
+          "would have one CPU, and CRIU with it.")
         p()
 
 if "idle" in R:

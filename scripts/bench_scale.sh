@@ -19,11 +19,15 @@
 #    the run's image folders made durable, the run before removed), timed by its own CPU clock.
 #    Prints "RESULT floor RUNS total_ms catalog target spawn durable prune user system" (ms a
 #    run).
+#  - What a hand-off between two threads costs here: `ckptd-handoff` (the bench crate), a round
+#    trip through rendezvous channels on one CPU and across two. Prints "RESULT handoff" and its
+#    CPU and wall microseconds (see bench/src/handoff.rs).
 set -euo pipefail
 . "$(dirname "$0")/bench_lib.sh"
 CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
 FLOOR=${FLOOR:-$(dirname "$0")/../target/release/ckptd-floor}
 FLOOR_RUNS=${FLOOR_RUNS:-1000}
+HANDOFF=${HANDOFF:-$(dirname "$0")/../target/release/ckptd-handoff}
 OHA=${OHA:-/var/cache/ckptd-setup/oha/bin/oha}
 SECS=${SECS:-5}
 CATALOG_SIZES=${CATALOG_SIZES:-"1000 10000 100000"}
@@ -165,4 +169,6 @@ cp "$WORK"/state-schedules/catalog.db* "$WORK/floor/"
 images=$(find "$WORK/state-schedules/checkpoints" -mindepth 2 -maxdepth 2 -name stats-dump -printf '%h\n' -quit)
 [ -n "$images" ] || { echo "no image folder of a scheduled run to measure the floor with" >&2; exit 1; }
 "$FLOOR" "$WORK/floor/catalog.db" "$images" "${pids[0]}" "$FLOOR_RUNS" "$WORK/floor/runs"
+# What one hand-off between two threads costs on this machine, on one CPU and across two.
+"$HANDOFF"
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -30,16 +30,12 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use libsqlite3_sys as ffi;
 
-/// This thread's CPU time so far, in microseconds (the scheduler's own count, to the
-/// nanosecond: `getrusage`'s user and system split is scaled from ticks, too coarse for a step).
+#[path = "clock.rs"]
+mod clock;
+
+/// This thread's CPU time so far, in microseconds.
 fn cpu() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the struct it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
+    clock::cpu_us(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// This thread's (user, system) CPU time so far, in microseconds, as the kernel splits it.
