@@ -150,7 +150,7 @@ mod tests {
     /// A slot is a whole second: a time with a fraction (a schedule's anchor is the moment it
     /// was made or last run) must not carry it into the slots. croner keeps the fraction it is
     /// given, so every schedule had a slot of its own a few ms apart and the clock read all of
-    /// them once per run (BENCHMARKS.md, "Schedules").
+    /// them once per run (BENCHMARKS.md, "Cost growth").
     #[test]
     fn slots_are_whole_seconds() {
         let minutely = parse("* * * * *", "a").unwrap();
