@@ -607,6 +607,86 @@ async fn a_new_schedule_with_an_old_name_does_not_inherit_its_checkpoints() {
     }
 }
 
+/// The timer's pass applies each schedule's retention as it stands, without a run: a rule
+/// made stricter prunes at the next pass, only among the schedule's own checkpoints (not a
+/// deleted namesake's), and leaves other schedules' alone. The pass reads every schedule's
+/// checkpoints in one statement, a label at a time.
+#[tokio::test]
+async fn the_timers_pass_applies_a_stricter_retention_without_a_run() {
+    let d = daemon_with_interval(1).await;
+    let t = Target::python(d.dir.path(), "swept", 0, false);
+    let keep = |n| Retention {
+        keep_last: Some(n),
+        ..Default::default()
+    };
+    d.client
+        .create_schedule(&schedule("swept", t.pid, "@yearly", keep(3)))
+        .await
+        .unwrap();
+    let old = d
+        .client
+        .run_schedule("swept", true)
+        .await
+        .unwrap()
+        .checkpoint;
+    d.client.delete_schedule("swept").await.unwrap();
+    d.client
+        .create_schedule(&schedule("swept", t.pid, "@yearly", keep(3)))
+        .await
+        .unwrap();
+    d.client
+        .create_schedule(&schedule("other", t.pid, "@yearly", Retention::default()))
+        .await
+        .unwrap();
+    let mut ours = Vec::new();
+    for _ in 0..3 {
+        ours.push(
+            d.client
+                .run_schedule("swept", true)
+                .await
+                .unwrap()
+                .checkpoint,
+        );
+        d.client.run_schedule("other", true).await.unwrap();
+    }
+    // Three of its own kept, and two passes of the timer since prune nothing.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(labelled(&d, "swept").await.len(), 4);
+    d.client
+        .update_schedule(
+            "swept",
+            &UpdateSchedule {
+                retention: Some(keep(1)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left: BTreeSet<_> = labelled(&d, "swept")
+            .await
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        if left.len() == 2 {
+            assert_eq!(left, BTreeSet::from([old.id, ours[2].id]), "{}", d.log());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left:?}\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for gone in &ours[..2] {
+        assert!(!std::path::Path::new(&gone.dir).exists(), "{}", gone.dir);
+    }
+    assert_eq!(labelled(&d, "other").await.len(), 3);
+    assert!(
+        d.log().contains("pruned by swept's retention"),
+        "{}",
+        d.log()
+    );
+}
+
 #[tokio::test]
 async fn schedules_due_together_wait_for_a_queue_slot_rather_than_fail() {
     // One worker and a queue of one: three schedules due at the same second outnumber the slots

@@ -159,6 +159,23 @@ fn locations(
         .collect()
 }
 
+/// A row of `RETENTION_ROWS` or `RETENTION_ROWS_BY_LABEL`.
+fn retention_row(r: &SqliteRow) -> Result<RetentionRow> {
+    let status: String = r.try_get("status")?;
+    let copies: Json<Vec<ckptd_api::RemoteCopy>> = r.try_get("remote_copies")?;
+    Ok(RetentionRow {
+        id: parse_uuid(&r.try_get::<String, _>("id")?, "checkpoint id")?,
+        name: r.try_get("name")?,
+        owner_uid: r.try_get::<i64, _>("owner_uid")? as u32,
+        created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
+        status: CheckpointStatus::parse(&status).ok_or_else(|| {
+            Error::internal(format!("bad checkpoint status {status:?} in catalog"))
+        })?,
+        local_images: r.try_get("local_images")?,
+        remotes: copies.0.into_iter().map(|c| c.remote).collect(),
+    })
+}
+
 fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint> {
     checkpoint_from_stored(CheckpointRow::from_row(row)?)
 }
@@ -446,6 +463,7 @@ const BY_REFERENCE: &str = "SELECT * FROM checkpoints WHERE id = ?1 OR name = ?1
 pub struct RetentionRow {
     pub id: Uuid,
     pub name: String,
+    pub owner_uid: u32,
     pub created_at: DateTime<Utc>,
     pub status: CheckpointStatus,
     /// Its images are on this host (a ready one's `local` location).
@@ -462,8 +480,16 @@ impl RetentionRow {
 }
 
 /// What retention reads of a schedule's checkpoints (`retention_rows`), through the same index.
-const RETENTION_ROWS: &str = "SELECT id, name, created_at, status, local_images, remote_copies \
-     FROM checkpoints WHERE json_extract(labels, '$.schedule') = ? AND owner_uid = ? ORDER BY seq";
+const RETENTION_ROWS: &str = "SELECT id, name, owner_uid, created_at, status, local_images, \
+     remote_copies FROM checkpoints WHERE json_extract(labels, '$.schedule') = ? AND owner_uid = ? \
+     ORDER BY seq";
+
+/// The same of every schedule's checkpoints at once (`retention_rows_by_label`), a label after
+/// another, in the index's order.
+const RETENTION_ROWS_BY_LABEL: &str = "SELECT json_extract(labels, '$.schedule') AS schedule, id, \
+     name, owner_uid, created_at, status, local_images, remote_copies FROM checkpoints \
+     WHERE json_extract(labels, '$.schedule') IS NOT NULL \
+     ORDER BY json_extract(labels, '$.schedule'), seq";
 
 /// A schedule's checkpoints (`checkpoints_of_schedule`), through migration 0010's index.
 const SCHEDULE_CHECKPOINTS: &str = "SELECT * FROM checkpoints \
@@ -945,8 +971,6 @@ impl Catalog {
         rows.iter().map(checkpoint_from_row).collect()
     }
 
-    /// The checkpoints of `owner`'s schedule `name` (label `schedule`, schedules::LABEL), oldest
-    /// first, through the index on that label (migration 0010).
     /// What a retention plan needs of each of a schedule's checkpoints (created at `since` or
     /// later), read row by row: a few hundred bytes each, never the whole records (a schedule
     /// of 100,000 checkpoints took the daemon to 1.1 GiB that way, BENCHMARKS.md).
@@ -964,26 +988,44 @@ impl Catalog {
             .fetch(&mut *conn);
         let mut out = Vec::new();
         while let Some(r) = rows.try_next().await? {
-            let created_at = parse_ts(&r.try_get::<String, _>("created_at")?)?;
-            if since.is_some_and(|s| created_at < *s) {
-                continue;
+            let row = retention_row(&r)?;
+            if since.is_none_or(|s| row.created_at >= *s) {
+                out.push(row);
             }
-            let status: String = r.try_get("status")?;
-            let copies: Json<Vec<ckptd_api::RemoteCopy>> = r.try_get("remote_copies")?;
-            out.push(RetentionRow {
-                id: parse_uuid(&r.try_get::<String, _>("id")?, "checkpoint id")?,
-                name: r.try_get("name")?,
-                created_at,
-                status: CheckpointStatus::parse(&status).ok_or_else(|| {
-                    Error::internal(format!("bad checkpoint status {status:?} in catalog"))
-                })?,
-                local_images: r.try_get("local_images")?,
-                remotes: copies.0.into_iter().map(|c| c.remote).collect(),
-            });
         }
         Ok(out)
     }
 
+    /// The retention rows of every checkpoint that carries the label `schedule`
+    /// (schedules::LABEL), one label at a time: `each` gets a label and its rows, every owner's
+    /// and of any time, oldest first. One statement for the timer's pass over every schedule,
+    /// where a statement per schedule was a round trip per schedule each minute; one label's
+    /// rows are in memory at a time.
+    pub async fn retention_rows_by_label(
+        &self,
+        mut each: impl FnMut(&str, Vec<RetentionRow>),
+    ) -> Result<()> {
+        use futures_util::TryStreamExt;
+        let mut conn = self.reader().await?;
+        let mut rows = sqlx::query(RETENTION_ROWS_BY_LABEL).fetch(&mut *conn);
+        let mut label = String::new();
+        let mut group = Vec::new();
+        while let Some(r) = rows.try_next().await? {
+            let l: String = r.try_get("schedule")?;
+            if l != label && !group.is_empty() {
+                each(&label, std::mem::take(&mut group));
+            }
+            label = l;
+            group.push(retention_row(&r)?);
+        }
+        if !group.is_empty() {
+            each(&label, group);
+        }
+        Ok(())
+    }
+
+    /// The checkpoints of `owner`'s schedule `name` (label `schedule`, schedules::LABEL), oldest
+    /// first, through the index on that label (migration 0010).
     pub async fn checkpoints_of_schedule(&self, name: &str, owner: u32) -> Result<Vec<Checkpoint>> {
         let rows = sqlx::query(SCHEDULE_CHECKPOINTS)
             .bind(name)
@@ -1520,6 +1562,35 @@ mod tests {
                 "not through the index: {plan:?}"
             );
         }
+        // The timer's pass reads every schedule's rows in one statement, a label at a time
+        // (every owner's), through the same index and in its order (no sort of its own).
+        let mut groups = Vec::new();
+        c.retention_rows_by_label(|label, rows| {
+            let rows: Vec<_> = rows.into_iter().map(|r| (r.name, r.owner_uid)).collect();
+            groups.push((label.to_owned(), rows));
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            groups,
+            [
+                ("hourly".to_owned(), vec![("s2".to_owned(), 0)]),
+                (
+                    "nightly".to_owned(),
+                    vec![("s1".to_owned(), 0), ("s3".to_owned(), 1000)]
+                ),
+            ]
+        );
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {RETENTION_ROWS_BY_LABEL}"))
+                .fetch_all(&mut *c.reader().await.unwrap())
+                .await
+                .unwrap();
+        assert!(
+            plan.iter().any(|p| p.3.contains("checkpoints_schedule"))
+                && !plan.iter().any(|p| p.3.contains("TEMP B-TREE")),
+            "not through the index, in its order: {plan:?}"
+        );
     }
 
     #[tokio::test]

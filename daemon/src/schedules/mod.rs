@@ -378,39 +378,14 @@ impl Schedules {
         })
     }
 
-    /// The retention plan of each location of the schedule's checkpoints: this host (`None`:
-    /// the checkpoints whose images are here, and those not ready yet) and each remote (the
-    /// ready checkpoints with a copy there). The same rules apply to each, independently.
+    /// The retention plan of each location of the schedule's checkpoints (`plans`).
     async fn plan(&self, row: &ScheduleRow) -> Result<BTreeMap<Option<String>, Plan>> {
         let rules = retention::Rules::from_api(&row.retention)?;
-        // A schedule deleted and made again under the same name does not inherit the old one's
-        // checkpoints: only those taken since this one was created are its own.
         let checkpoints = self
             .catalog()
             .retention_rows(&row.name, row.owner_uid, Some(&row.created_at))
             .await?;
-        let item = |cp: &catalog::RetentionRow| RetentionItem {
-            checkpoint_id: cp.id,
-            name: cp.name.clone(),
-            created_at: cp.created_at,
-            status: cp.status,
-            reasons: vec![],
-        };
-        let mut locations: BTreeMap<Option<String>, Vec<RetentionItem>> = BTreeMap::new();
-        locations.insert(None, Vec::new());
-        for cp in &checkpoints {
-            if cp.here() {
-                locations.entry(None).or_default().push(item(cp));
-            }
-            for r in &cp.remotes {
-                locations.entry(Some(r.clone())).or_default().push(item(cp));
-            }
-        }
-        drop(checkpoints);
-        Ok(locations
-            .into_iter()
-            .map(|(loc, items)| (loc, retention::plan(items, &rules)))
-            .collect())
+        Ok(plans(row, &rules, checkpoints))
     }
 
     /// Submits one run. `slot`: the cron slot being run (None: a manual run).
@@ -532,8 +507,15 @@ impl Schedules {
     /// Deletes what the schedule's retention prunes, in each location; returns how many went.
     async fn apply_retention(&self, row: &ScheduleRow) -> Result<usize> {
         let _pass = self.inner.pass.lock().await;
+        let plans = self.plan(row).await?;
+        Ok(self.prune(row, plans).await)
+    }
+
+    /// Deletes what `plans` (the schedule's, per location) prune; returns how many went. The
+    /// caller holds the pass lock.
+    async fn prune(&self, row: &ScheduleRow, plans: BTreeMap<Option<String>, Plan>) -> usize {
         let mut pruned = 0;
-        for (location, (_, prune)) in self.plan(row).await? {
+        for (location, (_, prune)) in plans {
             for it in prune {
                 let why = format!(
                     "pruned by {}'s retention{}: {}",
@@ -550,13 +532,14 @@ impl Schedules {
                 pruned += usize::from(gone);
             }
         }
-        Ok(pruned)
+        pruned
     }
 
-    /// Deletes checkpoints whose expiry has passed, except the newest ready checkpoint of each
-    /// schedule (a schedule whose runs keep failing must not end up with nothing), and failed
-    /// checkpoints older than `keep_failed_secs`.
-    async fn expire(&self) -> Result<usize> {
+    /// Deletes checkpoints whose expiry has passed, except those in `protected` (the newest
+    /// ready checkpoint of each schedule: a schedule whose runs keep failing must not end up
+    /// with nothing), and failed checkpoints older than `keep_failed_secs`. The caller holds
+    /// the pass lock.
+    async fn expire(&self, protected: &HashSet<Uuid>) -> Result<usize> {
         let now = catalog::now();
         let keep =
             chrono::TimeDelta::from_std(self.inner.keep_failed).unwrap_or(chrono::TimeDelta::MAX);
@@ -567,21 +550,6 @@ impl Schedules {
             .catalog()
             .expired_checkpoints(&now, &failed_before)
             .await?;
-        if expired.is_empty() {
-            return Ok(0);
-        }
-        let _pass = self.inner.pass.lock().await;
-        let mut protected = HashSet::new();
-        for s in self.catalog().schedules(None).await? {
-            let newest = self
-                .catalog()
-                .retention_rows(&s.name, s.owner_uid, None)
-                .await?
-                .into_iter()
-                .filter(|c| c.status == CheckpointStatus::Ready)
-                .max_by_key(|c| c.created_at);
-            protected.extend(newest.map(|c| c.id));
-        }
         let mut n = 0;
         for cp in expired.into_iter().filter(|c| !protected.contains(&c.id)) {
             let why = match cp.expires_at {
@@ -645,19 +613,59 @@ impl Schedules {
         }
     }
 
-    /// Retention for every schedule, then expiry.
+    /// Retention for every schedule, then expiry. Every schedule's checkpoints are read in one
+    /// statement (`Catalog::retention_rows_by_label`), a label at a time, and only the
+    /// schedules whose plan prunes something are acted on: a pass over 1,000 schedules is one
+    /// round trip to the catalog, not 1,000 (BENCHMARKS.md, "Cost growth").
     async fn sweep(&self) {
-        match self.catalog().schedules(None).await {
-            Ok(rows) => {
-                for row in rows {
-                    if let Err(e) = self.apply_retention(&row).await {
-                        tracing::warn!(schedule = %row.name, error = %e, "retention failed");
+        let _pass = self.inner.pass.lock().await;
+        let schedules = match self.catalog().schedules(None).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the schedules");
+                return;
+            }
+        };
+        let by_name: std::collections::HashMap<&str, &ScheduleRow> =
+            schedules.iter().map(|s| (s.name.as_str(), s)).collect();
+        let mut protected = HashSet::new();
+        let mut work = Vec::new();
+        let read = self
+            .catalog()
+            .retention_rows_by_label(|label, rows| {
+                let Some(&s) = by_name.get(label) else {
+                    return; // its schedule is gone: its checkpoints stay until deleted or expired
+                };
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .filter(|r| r.owner_uid == s.owner_uid)
+                    .collect();
+                let newest = rows
+                    .iter()
+                    .filter(|r| r.status == CheckpointStatus::Ready)
+                    .max_by_key(|r| r.created_at);
+                protected.extend(newest.map(|r| r.id));
+                match retention::Rules::from_api(&s.retention) {
+                    Ok(rules) => {
+                        let plans = plans(s, &rules, rows);
+                        if plans.values().any(|(_, prune)| !prune.is_empty()) {
+                            work.push((s, plans));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(schedule = %s.name, error = %e, "retention failed");
                     }
                 }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read the schedules"),
+            })
+            .await;
+        if let Err(e) = read {
+            tracing::warn!(error = %e, "cannot read the schedules' checkpoints");
+            return;
         }
-        if let Err(e) = self.expire().await {
+        for (s, plans) in work {
+            self.prune(s, plans).await;
+        }
+        if let Err(e) = self.expire(&protected).await {
             tracing::warn!(error = %e, "expiry failed");
         }
     }
@@ -730,6 +738,44 @@ impl Schedules {
         }
         Ok(soonest)
     }
+}
+
+/// The retention plan of each location of the schedule's checkpoints, given their rows (only
+/// its owner's, and those taken since it was created, count): this host (`None`: the
+/// checkpoints whose images are here, and those not ready yet) and each remote (the ready
+/// checkpoints with a copy there). The same rules apply to each, independently.
+fn plans(
+    row: &ScheduleRow,
+    rules: &retention::Rules,
+    checkpoints: Vec<catalog::RetentionRow>,
+) -> BTreeMap<Option<String>, Plan> {
+    let item = |cp: &catalog::RetentionRow| RetentionItem {
+        checkpoint_id: cp.id,
+        name: cp.name.clone(),
+        created_at: cp.created_at,
+        status: cp.status,
+        reasons: vec![],
+    };
+    let mut locations: BTreeMap<Option<String>, Vec<RetentionItem>> = BTreeMap::new();
+    locations.insert(None, Vec::new());
+    // A schedule deleted and made again under the same name does not inherit the old one's
+    // checkpoints: only those taken since this one was created are its own.
+    let own = checkpoints
+        .iter()
+        .filter(|cp| cp.owner_uid == row.owner_uid && cp.created_at >= row.created_at);
+    for cp in own {
+        if cp.here() {
+            locations.entry(None).or_default().push(item(cp));
+        }
+        for r in &cp.remotes {
+            locations.entry(Some(r.clone())).or_default().push(item(cp));
+        }
+    }
+    drop(checkpoints);
+    locations
+        .into_iter()
+        .map(|(loc, items)| (loc, retention::plan(items, rules)))
+        .collect()
 }
 
 /// A run whose job is queued.
