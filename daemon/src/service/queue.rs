@@ -355,10 +355,6 @@ impl Inner {
         let (stop_tx, stop) = watch::channel(None);
         self.stoppers().insert(job.id, stop_tx.clone());
         let timeout = self.cfg().job_timeout;
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            request_stop(&stop_tx, StopReason::TimedOut(timeout));
-        });
         let outcome = match job.kind {
             JobKind::Checkpoint => {
                 let work: CheckpointWork = serde_json::from_value(request).unwrap_or_default();
@@ -376,18 +372,22 @@ impl Inner {
                     _ => Ok(()),
                 };
                 let mut hooks = Vec::new();
-                let result = match same {
-                    Ok(()) => match self.pre_dump(&cp, &mut hooks).await {
-                        Ok(()) => self.take_checkpoint(&cp, stop).await,
+                let work_done = async {
+                    let result = match same {
+                        Ok(()) => match self.pre_dump(&cp, &mut hooks).await {
+                            Ok(()) => self.take_checkpoint(&cp, stop).await,
+                            Err(e) => Err(e),
+                        },
                         Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                }
-                .map_err(|e| publish::file_failed_under_id(&mut cp, e));
-                record_taken(&mut cp, &result);
-                if result.is_ok() {
-                    self.post_dump(&cp, &mut hooks).await;
-                }
+                    }
+                    .map_err(|e| publish::file_failed_under_id(&mut cp, e));
+                    record_taken(&mut cp, &result);
+                    if result.is_ok() {
+                        self.post_dump(&cp, &mut hooks).await;
+                    }
+                    result
+                };
+                let result = timed(work_done, timeout, &stop_tx).await;
                 let push = match (&result, work.push) {
                     (Ok(_), Some(push)) => self.prepare_push(&cp, &job, push),
                     _ => None,
@@ -400,7 +400,6 @@ impl Inner {
                     };
                     (r != JobResult::default()).then_some(r)
                 });
-                timer.abort();
                 self.stoppers().remove(&job.id);
                 log_outcome(&span, &outcome);
                 let recorded = std::time::Instant::now();
@@ -416,36 +415,52 @@ impl Inner {
                 let work: RestoreWork = serde_json::from_value(request)
                     .map_err(|e| Error::internal(format!("bad restore job request: {e}")))?;
                 let own_hooks = work.hooks.clone();
-                let restored = match &work.pull {
-                    Some(pull) => match self.run_pull(&mut cp, pull, job.id, stop.clone()).await {
-                        Ok(()) => {
+                let restore = async {
+                    let restored = match &work.pull {
+                        Some(pull) => {
+                            match self.run_pull(&mut cp, pull, job.id, stop.clone()).await {
+                                Ok(()) => {
+                                    self.restore(&cp, work, &restore_log_name(job.id), stop)
+                                        .await
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
+                        None => {
                             self.restore(&cp, work, &restore_log_name(job.id), stop)
                                 .await
                         }
+                    };
+                    match restored {
+                        Ok(result) => {
+                            let mut result = result.unwrap_or_default();
+                            self.post_restore(
+                                &cp,
+                                own_hooks.as_ref(),
+                                result.pid,
+                                &mut result.hooks,
+                            )
+                            .await;
+                            Ok((result != JobResult::default()).then_some(result))
+                        }
                         Err(e) => Err(e),
-                    },
-                    None => {
-                        self.restore(&cp, work, &restore_log_name(job.id), stop)
-                            .await
                     }
                 };
-                match restored {
-                    Ok(result) => {
-                        let mut result = result.unwrap_or_default();
-                        self.post_restore(&cp, own_hooks.as_ref(), result.pid, &mut result.hooks)
-                            .await;
-                        Ok((result != JobResult::default()).then_some(result))
-                    }
-                    Err(e) => Err(e),
-                }
+                timed(restore, timeout, &stop_tx).await
             }
             JobKind::Migrate => {
                 let work: CheckpointWork = serde_json::from_value(request).unwrap_or_default();
                 let result = match work.migrate {
-                    Some(m) => self.run_migration(&mut cp, &job, m, stop).await,
+                    Some(m) => {
+                        timed(
+                            self.run_migration(&mut cp, &job, m, stop),
+                            timeout,
+                            &stop_tx,
+                        )
+                        .await
+                    }
                     None => Err(Error::internal("a migrate job without its destination")),
                 };
-                timer.abort();
                 self.stoppers().remove(&job.id);
                 log_outcome(&span, &result);
                 // Moved: the row only held the images in transit, and goes. Failed: it stays,
@@ -469,17 +484,20 @@ impl Inner {
             JobKind::Push => {
                 let work: remote::PushWork = serde_json::from_value(request)
                     .map_err(|e| Error::internal(format!("bad push job request: {e}")))?;
-                self.run_push(&cp, work, job.id, stop).await
+                timed(self.run_push(&cp, work, job.id, stop), timeout, &stop_tx).await
             }
             JobKind::Pull => {
                 let work: remote::PullWork = serde_json::from_value(request)
                     .map_err(|e| Error::internal(format!("bad pull job request: {e}")))?;
-                self.run_pull(&mut cp, &work, job.id, stop)
-                    .await
-                    .map(|()| None)
+                timed(
+                    self.run_pull(&mut cp, &work, job.id, stop),
+                    timeout,
+                    &stop_tx,
+                )
+                .await
+                .map(|()| None)
             }
         };
-        timer.abort();
         self.stoppers().remove(&job.id);
         log_outcome(&span, &outcome);
         self.end_job(job, outcome, None).await.map(drop)
@@ -802,6 +820,23 @@ fn log_outcome(span: &tracing::Span, outcome: &Result<Option<JobResult>>) {
 }
 
 /// Asks a running job to stop; the first reason given wins.
+/// Runs a job's `work`, asking it to stop through `stop` once `timeout` has passed; it then
+/// winds down, and what it ends with is the outcome. The timer is polled by the job's own task,
+/// not a task of its own spawned and aborted for every job, and it ends with the work.
+async fn timed<F: std::future::Future>(
+    work: F,
+    timeout: std::time::Duration,
+    stop: &watch::Sender<Option<StopReason>>,
+) -> F::Output {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        out = &mut work => return out,
+        () = tokio::time::sleep(timeout) => request_stop(stop, StopReason::TimedOut(timeout)),
+    }
+    work.await
+}
+
 pub(super) fn request_stop(tx: &watch::Sender<Option<StopReason>>, reason: StopReason) {
     tx.send_if_modified(|r| {
         let first = r.is_none();
