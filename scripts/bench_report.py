@@ -185,6 +185,39 @@ SCHEDULE_SLOTS = (
     "rest of the runtime's work 1.3 ms more than the floor's 0.1 (hand-offs 0.4 ms, the "
     "target checked twice, the clock and the events): the restructuring the paragraph above "
     "names, and measured to the function.")
+# By hand, 2026-12-07 (scripts/bench_sched_wakeups.sh, and /tmp scripts for the upkeep and
+# the alternating pairs).
+SCHEDULE_WAKEUPS = (
+    "Who wakes whom in a scheduled run, counted on 2026-12-07 with the kernel's own events "
+    "(`bash scripts/bench_sched_wakeups.sh`: 400 schedules, `perf record -e sched:sched_wakeup` "
+    "with dwarf stacks of the daemon's threads over the second minute's 400 runs; each "
+    "wake-up a daemon thread issues, with the ckptd function or the library on the waker's "
+    "stack that issued it). 66 a run. 24 of them wake the kernel's block-layer workers "
+    "(`kworker/*H`, kblockd) on the waker's own vCPU: the images' fsyncs (9.3, each a flush of "
+    "the disk's cache), the pruned run's unlinks (9.5: this VM's root filesystem is mounted "
+    "with `discard`, so ext4 sends the disk a discard for each extent a deleted file frees and "
+    "waits for it, `submit_bio_wait` under `blkdev_issue_discard` under `ext4_free_blocks` "
+    "under `evict`), and SQLite's commits (3.9); the floor makes the same fsyncs and unlinks, "
+    "so these are the disk's. 40 of the rest are hand-offs between the daemon's own threads, "
+    "which the floor, on one thread, does not make: between the runtime and the SQLite "
+    "threads 23.7 a run (a command sent to the writer 4.3, the reads' 3.8, the replies waking "
+    "a parked runtime worker through tokio's scheduler 8.8 and through flume 4.5), and "
+    "between the runtime's own threads 16.7 (tokio's scheduler waking its other worker 9.6: "
+    "a worker woken with work wakes a sibling to look for more; the blocking pool taking "
+    "CRIU's spawn, the durable step and the delete, and handing back their results, 4.0). "
+    "23-35% of the hand-offs cross to the other vCPU, where a round trip costs 50-64 us of "
+    "CPU (the paragraph below). In the same window the runtime's threads used 2.05 ms of CPU "
+    "and slept 32 times a run, the SQLite threads 1.25 ms and 22 times. Two changes this "
+    "count led to, each measured and neither beyond this VM's spread: the timer's pass "
+    "over every schedule reads all their checkpoints in one statement, a label at a time "
+    "(`Catalog::retention_rows_by_label`), where it made a round trip per schedule (1,000 "
+    "schedules that never fire, alternating: 0.19, 0.09 and 0.08 s a minute before, 0.09, "
+    "0.055 and 0.09 after), and a job's timeout is a timer its own task polls, no longer a "
+    "task spawned and aborted for every job (the 1,000 schedules with both, alternating: "
+    "4.14 and 3.70 s a minute before, 4.22 and 4.43 after, floors 1.48, 1.24, 1.47 and 1.53 "
+    "ms: 2.8-3.0 times the floor either way; voluntary switches 56 a run before, 55 after). "
+    "What the daemon adds to the floor is these 40 hand-offs and the code between them, and "
+    "no one of them is a large share: that is the restructuring the paragraphs above name.")
 # By hand, 2026-12-06, after the catalog's writes became one round trip a step.
 SCHEDULE_MACHINERY = (
     "The rest is ckptd's own machinery, and it is spread thin. Measured by hand on 2026-12-06 "
@@ -1182,13 +1215,17 @@ if schedules:
         p(f"At 1,000 runs a minute the floor is {total:.2f} s a minute, under the goal's 2 s: "
           "neither the kernel nor SQLite stands in the goal's way. The daemon spent "
           f"{per_run:.2f} ms a run in the same run, {per_run / total:.1f}x the floor; about "
-          "0.3 s a minute of it is the schedules' upkeep without runs (1,000 schedules whose "
-          "cron never fires: 0.28 s a minute, the clock's passes and the minute's retention "
-          "sweep over every schedule). " + SCHEDULE_MACHINERY)
+          "0.1 s a minute of it is the schedules' upkeep without runs (1,000 schedules whose "
+          "cron never fires, by hand on 2026-12-07: 0.055 to 0.19 s a minute in six runs of 2 "
+          "minutes, the clock's passes and the minute's retention sweep over every schedule; "
+          "0.28 s on 2026-12-06, before the clock's slots were whole seconds). "
+          + SCHEDULE_MACHINERY)
         p()
         p(SCHEDULE_WRITER)
         p()
         p(SCHEDULE_SLOTS)
+        p()
+        p(SCHEDULE_WAKEUPS)
         p()
     if handoff:
         c_same, c_two, c_idle, c_free, w_same, w_two, w_idle, w_free = handoff

@@ -60,6 +60,9 @@ PY
 
 setsid sleep 100000 &
 sleeper=$!
+# Until it is `sleep`: a SIGTERM that reaches the forked shell before its exec is lost, and the
+# `kill` below came that early when CATALOG_SIZES is empty (the wait then never ended).
+until [ "$(cat "/proc/$sleeper/comm" 2>/dev/null)" = sleep ]; do sleep 0.01; done
 for rows in $CATALOG_SIZES; do
   state=$WORK/state-$rows
   start_daemon "$SOCK" "$state"
