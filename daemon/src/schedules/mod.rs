@@ -647,9 +647,14 @@ impl Schedules {
                 protected.extend(newest.map(|r| r.id));
                 match retention::Rules::from_api(&s.retention) {
                     Ok(rules) => {
-                        let plans = plans(s, &rules, rows);
-                        if plans.values().any(|(_, prune)| !prune.is_empty()) {
-                            work.push((s, plans));
+                        // Only what goes is kept until the read ends, not what stays.
+                        let prunes: BTreeMap<_, Plan> = plans(s, &rules, rows)
+                            .into_iter()
+                            .filter(|(_, (_, prune))| !prune.is_empty())
+                            .map(|(location, (_, prune))| (location, (Vec::new(), prune)))
+                            .collect();
+                        if !prunes.is_empty() {
+                            work.push((s, prunes));
                         }
                     }
                     Err(e) => {
