@@ -664,7 +664,8 @@ impl Schedules {
             })
             .await;
         if let Err(e) = read {
-            tracing::warn!(error = %e, "cannot read the schedules' checkpoints");
+            // Without each schedule's newest ready checkpoint to spare, expiry waits too.
+            tracing::warn!(error = %e, "cannot read the schedules' checkpoints; retention and expiry wait for the next pass");
             return;
         }
         for (s, plans) in work {
