@@ -207,8 +207,9 @@ SCHEDULE_WAKEUPS = (
     "CRIU's spawn, the durable step and the delete, and handing back their results, 4.0). "
     "23-35% of the hand-offs cross to the other vCPU, where a round trip costs 50-64 us of "
     "CPU (the paragraph below). In the same window the runtime's threads used 2.05 ms of CPU "
-    "and slept 32 times a run, the SQLite threads 1.25 ms and 22 times. Two changes this "
-    "count led to, each measured and neither beyond this VM's spread: the timer's pass "
+    "and slept 32 times a run, the SQLite threads 1.25 ms and 22 times. Two changes made "
+    "before this count to cut trips, each measured and neither beyond this VM's spread: the "
+    "timer's pass "
     "over every schedule reads all their checkpoints in one statement, a label at a time "
     "(`Catalog::retention_rows_by_label`), where it made a round trip per schedule (1,000 "
     "schedules that never fire, alternating: 0.19, 0.09 and 0.08 s a minute before, 0.09, "
@@ -216,8 +217,15 @@ SCHEDULE_WAKEUPS = (
     "task spawned and aborted for every job (the 1,000 schedules with both, alternating: "
     "4.14 and 3.70 s a minute before, 4.22 and 4.43 after, floors 1.48, 1.24, 1.47 and 1.53 "
     "ms: 2.8-3.0 times the floor either way; voluntary switches 56 a run before, 55 after). "
-    "What the daemon adds to the floor is these 40 hand-offs and the code between them, and "
-    "no one of them is a large share: that is the restructuring the paragraphs above name.")
+    "Nor are tokio's wake-ups of its other worker the lever: the same 1,000 schedules with "
+    "the runtime on one worker (`TOKIO_WORKER_THREADS=1`, which the daemon's runtime honours), "
+    "alternating with two (two, one, one, two): 3.95, 4.31, 4.36 and 3.92 s a minute (floors "
+    "1.40, 1.47, 1.25 and 1.39 ms a run), 46-47 voluntary switches a run on one worker against "
+    "54 on two; the runtime's workers 0.1 s a minute less, the blocking pool's threads 0.35 s "
+    "more (1.38 s against 0.98-1.05) and the SQLite threads 0.17 s more: one worker costs 10% "
+    "more. What the daemon adds to the floor is these 40 hand-offs and the code between them, "
+    "and no one of them is a large share: that is the restructuring the paragraphs above "
+    "name, a run's steps on fewer threads, not fewer runtime workers.")
 # By hand, 2026-12-06, after the catalog's writes became one round trip a step.
 SCHEDULE_MACHINERY = (
     "The rest is ckptd's own machinery, and it is spread thin. Measured by hand on 2026-12-06 "
