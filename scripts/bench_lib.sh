@@ -115,3 +115,16 @@ PY
 # 3 s right after 4 GiB were freed). Without this, whichever side ran right after a large free
 # got warm memory and the other cold. Clean caches dropped, then time for the report.
 settle() { sync; echo 3 >/proc/sys/vm/drop_caches; sleep 3; }
+# minute_schedules N NAME: schedules s1..sN (1,000 a minute in bench_scale.sh), each
+# checkpointing its own `sleep` every minute (leave_running, keep_last 1), the sleeps named NAME
+# (for pkill); their pids in `pids`. One target each: a checkpoint holds its target busy.
+minute_schedules() {
+  pids=()
+  for _ in $(seq "$1"); do
+    setsid -w bash -c "exec -a $2 sleep 100000" </dev/null >/dev/null 2>&1 &
+    pids+=($!)
+  done
+  for i in $(seq "$1"); do
+    api -X POST http://x/v1/schedules -d "{\"name\":\"s$i\",\"target\":{\"kind\":\"process\",\"pid\":${pids[$((i - 1))]}},\"cron\":\"* * * * *\",\"options\":{\"leave_running\":true},\"retention\":{\"keep_last\":1}}" >/dev/null
+  done
+}

@@ -92,16 +92,9 @@ for rows in $CATALOG_SIZES; do
 done
 kill "$sleeper"; wait "$sleeper" 2>/dev/null || true
 
-# Schedules: each its own `sleep` (a checkpoint holds its target busy, so one per schedule).
+# Schedules: each its own `sleep` (minute_schedules, bench_lib.sh).
 start_daemon "$SOCK" "$WORK/state-schedules"
-pids=()
-for i in $(seq "$SCHEDULES"); do
-  setsid -w bash -c 'exec -a ckptd-bench-scale-sleeper sleep 100000' </dev/null >/dev/null 2>&1 &
-  pids+=($!)
-done
-for i in $(seq "$SCHEDULES"); do
-  api -X POST http://x/v1/schedules -d "{\"name\":\"s$i\",\"target\":{\"kind\":\"process\",\"pid\":${pids[$((i - 1))]}},\"cron\":\"* * * * *\",\"options\":{\"leave_running\":true},\"retention\":{\"keep_last\":1}}" >/dev/null
-done
+minute_schedules "$SCHEDULES" ckptd-bench-scale-sleeper
 # From the next minute on, MINUTES whole minutes.
 sleep $((60 - $(date +%s) % 60 + 1))
 first=$(( $(date +%s) / 60 * 60 ))

@@ -17,14 +17,7 @@ N=${SCHEDULES:-400}
 WORK=/var/tmp/ckptd-wakeups; rm -rf "$WORK"; mkdir -p "$WORK"; SOCK=$WORK/s.sock
 trap 'stop_daemon; pkill -f ckptd-wakeups-sleeper || true; rm -rf "$WORK"' EXIT
 start_daemon "$SOCK" "$WORK/state"
-pids=()
-for i in $(seq "$N"); do
-  setsid -w bash -c 'exec -a ckptd-wakeups-sleeper sleep 100000' </dev/null >/dev/null 2>&1 &
-  pids+=($!)
-done
-for i in $(seq "$N"); do
-  api -X POST http://x/v1/schedules -d "{\"name\":\"s$i\",\"target\":{\"kind\":\"process\",\"pid\":${pids[$((i - 1))]}},\"cron\":\"* * * * *\",\"options\":{\"leave_running\":true},\"retention\":{\"keep_last\":1}}" >/dev/null
-done
+minute_schedules "$N" ckptd-wakeups-sleeper
 threads() { # "tid kind cpu_ticks voluntary_switches", a line a thread
   for t in /proc/"$daemon"/task/*; do
     echo "${t##*/} $(tr ' ' _ <"$t/comm") $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}') $(awk '/^voluntary/ {print $2}' "$t/status")"
