@@ -485,9 +485,8 @@ const RETENTION_ROWS: &str = "SELECT id, name, owner_uid, created_at, status, lo
      ORDER BY seq";
 
 /// The same of every schedule's checkpoints at once (`retention_rows_by_label`), a label after
-/// another, in the index's order.
-/// Labels are text; one that is not (a damaged row) is passed over, as a schedule's own read
-/// (`= ?` with its name) passes it over.
+/// another, in the index's order. Labels are text; one that is not (a damaged row) is passed
+/// over, as a schedule's own read (`= ?` with its name) passes it over.
 const RETENTION_ROWS_BY_LABEL: &str = "SELECT json_extract(labels, '$.schedule') AS schedule, id, \
      name, owner_uid, created_at, status, local_images, remote_copies FROM checkpoints \
      WHERE json_extract(labels, '$.schedule') IS NOT NULL \
