@@ -801,7 +801,9 @@ pub fn read_tail(mut f: File, max: u64) -> io::Result<(String, bool)> {
     if cut {
         f.seek(SeekFrom::Start(len - max))?;
     }
-    let mut data = Vec::new();
+    // Sized to what is there (never above `max`): `Take` gives `read_to_end` no size hint, so an
+    // empty buffer grew from 32 bytes, a read each doubling (ten for a small CRIU log).
+    let mut data = Vec::with_capacity(len.min(max) as usize + 1);
     f.take(max).read_to_end(&mut data)?;
     Ok((String::from_utf8_lossy(&data).into_owned(), cut))
 }
@@ -1357,6 +1359,23 @@ mod tests {
             assert_eq!(shmem.is_some(), st.rssshmem.is_some());
         }
         assert!(status_numbers(i32::MAX, ["Tgid"]).is_none());
+    }
+
+    #[test]
+    fn read_tail_gives_the_last_max_bytes_and_says_when_it_cut() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log");
+        let text: String = (0..1000).map(|i| format!("line {i:04}\n")).collect();
+        std::fs::write(&p, &text).unwrap();
+        let (all, cut) = read_tail(File::open(&p).unwrap(), 1 << 20).unwrap();
+        assert_eq!((all.as_str(), cut), (text.as_str(), false));
+        let (tail, cut) = read_tail(File::open(&p).unwrap(), 100).unwrap();
+        assert_eq!((tail.as_str(), cut), (&text[text.len() - 100..], true));
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(
+            read_tail(File::open(&p).unwrap(), 100).unwrap(),
+            (String::new(), false)
+        );
     }
 
     #[test]

@@ -459,6 +459,53 @@ async fn checkpoints_expire_and_schedules_are_checked() {
 /// A schedule whose target has died stops failing every slot: after schedule_max_failures
 /// failed runs in a row it is disabled, with why, an event and a metric; enabling it again
 /// starts the count afresh.
+/// A run names its checkpoint `<schedule>-<second>` without reading the catalog first; a run
+/// whose second another run of the schedule already named gets `-2`, told by the insert.
+#[tokio::test]
+async fn two_runs_in_one_second_are_named_apart() {
+    let d = daemon_with_interval(3600).await;
+    let t = Target::python(d.dir.path(), "twice", 0, false);
+    d.client
+        .create_schedule(&schedule("twice", t.pid, "0 0 1 1 *", Retention::default()))
+        .await
+        .unwrap();
+    // A second of its own for the two runs (each waits for its dump): tried until both fall
+    // in one second, which a dump of this small process leaves room for.
+    let mut pairs = Vec::new();
+    for _ in 0..5 {
+        let into = chrono::Utc::now().timestamp_subsec_millis();
+        tokio::time::sleep(Duration::from_millis(u64::from(1000 - into) + 20)).await;
+        let first = d
+            .client
+            .run_schedule("twice", true)
+            .await
+            .unwrap()
+            .checkpoint;
+        let second = d
+            .client
+            .run_schedule("twice", true)
+            .await
+            .unwrap()
+            .checkpoint;
+        let same = first.created_at.timestamp() == second.created_at.timestamp();
+        pairs.push((first.name.clone(), second.name.clone()));
+        if same {
+            assert_eq!(second.name, format!("{}-2", first.name), "{pairs:?}");
+            assert!(first.name.starts_with("twice-"), "{}", first.name);
+            for name in [&first.name, &second.name] {
+                let cp = d.client.checkpoint(name).await.unwrap();
+                assert_eq!(cp.status, CheckpointStatus::Ready, "{name}");
+            }
+            let s = d.client.schedule("twice").await.unwrap();
+            let run = s.last_run.unwrap();
+            assert_eq!(run.status, RunStatus::Succeeded);
+            assert_eq!(run.checkpoint_name.as_deref(), Some(second.name.as_str()));
+            return;
+        }
+    }
+    panic!("no two runs fell in one second in five tries: {pairs:?}");
+}
+
 #[tokio::test]
 async fn a_schedule_that_keeps_failing_is_disabled_and_says_why() {
     let cfg = tempfile::NamedTempFile::new().unwrap();

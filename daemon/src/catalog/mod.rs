@@ -214,6 +214,23 @@ const JOB_TO_RUN: &str = concat!(
      FROM jobs WHERE id = ?"
 );
 
+/// A row of `JOB_TO_RUN`: the job, its request and its checkpoint.
+fn job_to_run_row(
+    r: &sqlx::sqlite::SqliteRow,
+) -> Result<(Job, serde_json::Value, Option<Checkpoint>)> {
+    let req: String = r.try_get("request")?;
+    let cp: Option<String> = r.try_get("checkpoint_object")?;
+    let cp = cp
+        .map(|j| {
+            let stored: CheckpointRow = serde_json::from_str(&j).map_err(|e| {
+                Error::internal(format!("bad checkpoint of a job in the catalog: {e}"))
+            })?;
+            checkpoint_from_stored(stored)
+        })
+        .transpose()?;
+    Ok((job_from_row(r)?, from_json(&req, "job request")?, cp))
+}
+
 fn checkpoint_from_stored(r: CheckpointRow) -> Result<Checkpoint> {
     let status = CheckpointStatus::parse(&r.status).ok_or_else(|| {
         Error::internal(format!("bad checkpoint status {:?} in catalog", r.status))
@@ -554,8 +571,8 @@ impl Catalog {
         self.readers.get().await
     }
 
-    /// `b` as one transaction, in one round trip to SQLite's thread (a read that a write
-    /// follows, too: `job_to_run`).
+    /// `b` as one transaction, in one round trip to SQLite's thread (a read after a write
+    /// too: `start_queued_job`).
     async fn write(&self, b: Batch<'_>) -> std::result::Result<Vec<batch::Done>, sqlx::Error> {
         Tx::new(&self.writer).await?.commit(b).await
     }
@@ -720,39 +737,6 @@ impl Catalog {
         let mut b = Batch::new();
         Self::update_job_in(&mut b, job, Some(from));
         Ok(self.write(b).await?[0].changed == 1)
-    }
-
-    /// A job's start: the job written only if it is still in state `from`, and with it the
-    /// checkpoint it takes (`running`), in one transaction (one commit, which waits for the
-    /// disk, per state change of a job) and one round trip (the checkpoint's update made only
-    /// if the job's took); whether it was written.
-    pub async fn start_job(
-        &self,
-        job: &Job,
-        from: JobState,
-        checkpoint: Option<&Checkpoint>,
-    ) -> Result<bool> {
-        let mut b = Batch::new();
-        Self::update_job_in(&mut b, job, Some(from));
-        if let Some(cp) = checkpoint {
-            // The job's row as the statement before wrote it: that one took.
-            Self::update_checkpoint_in(
-                &mut b,
-                cp,
-                " AND EXISTS (SELECT 1 FROM jobs WHERE id = ? AND state = ? AND started_at IS ?)",
-            );
-            b.bind(job.id.to_string())
-                .bind(job.state.as_str())
-                .bind(job.started_at.as_ref().map(ts));
-        }
-        let done = self.write(b).await?;
-        if done[0].changed != 1 {
-            return Ok(false);
-        }
-        if checkpoint.is_some() {
-            self.checkpoints_changed();
-        }
-        Ok(true)
     }
 
     /// The write of a job (only if it is in state `from`, when given: the statement changes no
@@ -1269,35 +1253,44 @@ impl Catalog {
         row.as_ref().map(job_from_row).transpose()
     }
 
-    /// A job, the request it was created with and its checkpoint (None when that is gone), in
-    /// one statement (`JOB_TO_RUN`).
-    pub async fn job_to_run(
+    /// Starts a queued job: `running` from `started_at` if it is still `queued`, and its
+    /// checkpoint `running` with it when the job takes it (a dump, a live migration's source),
+    /// in one transaction that also reads the job, its request and its checkpoint as they then
+    /// are (`JOB_TO_RUN`): one trip to the writer where a read and then the start were two
+    /// (BENCHMARKS.md, "Cost growth"). None if the job is gone; with `false` if it was not
+    /// queued (cancelled while it waited), and the job as it is.
+    pub async fn start_queued_job(
         &self,
         id: Uuid,
-    ) -> Result<Option<(Job, serde_json::Value, Option<Checkpoint>)>> {
-        // On the writer, as the job's start that follows is: its pages are current there, and
-        // no pool hands the connection back with a ping.
+        started_at: &DateTime<Utc>,
+    ) -> Result<Option<(bool, Job, serde_json::Value, Option<Checkpoint>)>> {
+        let (id, at) = (id.to_string(), ts(started_at));
         let mut b = Batch::new();
-        b.push(JOB_TO_RUN).bind(id.to_string());
+        b.push(
+            "UPDATE jobs SET state = 'running', started_at = ? WHERE id = ? AND state = 'queued'",
+        )
+        .bind(at.clone())
+        .bind(id.clone());
+        // Only if the statement before took: the job is now running from this very start.
+        b.push(
+            "UPDATE checkpoints SET status = 'running' WHERE id = (SELECT checkpoint_id FROM jobs \
+             WHERE id = ? AND state = 'running' AND started_at = ? AND kind IN (?, ?))",
+        )
+        .bind(id.clone())
+        .bind(at)
+        .bind(JobKind::Checkpoint.as_str())
+        .bind(JobKind::Migrate.as_str());
+        b.push(JOB_TO_RUN).bind(id);
         let mut done = self.write(b).await?;
+        let started = done[0].changed == 1;
+        if done[1].changed == 1 {
+            self.checkpoints_changed();
+        }
         let Some(r) = done.pop().and_then(|d| d.rows.into_iter().next()) else {
             return Ok(None);
         };
-        let req: String = r.try_get("request")?;
-        let cp: Option<String> = r.try_get("checkpoint_object")?;
-        let cp = cp
-            .map(|j| {
-                let stored: CheckpointRow = serde_json::from_str(&j).map_err(|e| {
-                    Error::internal(format!("bad checkpoint of a job in the catalog: {e}"))
-                })?;
-                checkpoint_from_stored(stored)
-            })
-            .transpose()?;
-        Ok(Some((
-            job_from_row(&r)?,
-            from_json(&req, "job request")?,
-            cp,
-        )))
+        let (job, request, cp) = job_to_run_row(&r)?;
+        Ok(Some((started, job, request, cp)))
     }
 
     /// A job and the request it was created with.
@@ -1467,16 +1460,23 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(listed.items, vec![cp.clone()]);
-        // And with its job, as a worker reads it to start the job (`JOB_TO_RUN`).
-        let (read, request, with) = c.job_to_run(job.id).await.unwrap().unwrap();
+        // And with its job, as a worker reads it when it starts the job (`JOB_TO_RUN`): this
+        // one has ended, so it is not started again.
+        let (started, read, request, with) =
+            c.start_queued_job(job.id, &now()).await.unwrap().unwrap();
+        assert!(!started);
         assert_eq!(
             (read, request, with),
             (job.clone(), serde_json::Value::Null, Some(cp.clone()))
         );
         c.delete_checkpoint(cp.id).await.unwrap();
-        let (_, _, gone) = c.job_to_run(job.id).await.unwrap().unwrap();
+        let (_, _, _, gone) = c.start_queued_job(job.id, &now()).await.unwrap().unwrap();
         assert_eq!(gone, None, "a job whose checkpoint is gone");
-        assert!(c.job_to_run(Uuid::new_v4()).await.unwrap().is_none());
+        assert!(c
+            .start_queued_job(Uuid::new_v4(), &now())
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
@@ -1653,14 +1653,13 @@ mod tests {
         cancelled.finished_at = Some(now());
         assert!(c.update_job_if(&cancelled, JobState::Queued).await.unwrap());
         // A worker's start from queued comes second: neither the job nor its checkpoint.
+        let (took, read, _, _) = c.start_queued_job(job.id, &now()).await.unwrap().unwrap();
+        assert!(!took);
+        assert_eq!(read, cancelled);
         let mut started = job.clone();
         started.state = JobState::Running;
         started.started_at = Some(now());
         cp.status = CheckpointStatus::Running;
-        assert!(!c
-            .start_job(&started, JobState::Queued, Some(&cp))
-            .await
-            .unwrap());
         let status = |c: Catalog| async move {
             let cp = c.checkpoint("raced").await.unwrap().unwrap().status;
             let job = c.job(job.id).await.unwrap().unwrap().state;
@@ -1697,19 +1696,41 @@ mod tests {
         let (_d, c) = open().await;
         let mut cp = checkpoint("started", 1);
         let mut job = job_for(&cp);
-        c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null, None)
+        let request = serde_json::json!({"push": null});
+        c.insert_checkpoint_with_job(&cp, &job, &request, None)
             .await
             .unwrap();
+        let at = now();
+        let (took, read, req, with) = c.start_queued_job(job.id, &at).await.unwrap().unwrap();
+        assert!(took);
         job.state = JobState::Running;
-        job.started_at = Some(now());
+        job.started_at = Some(at);
         cp.status = CheckpointStatus::Running;
-        assert!(c
-            .start_job(&job, JobState::Queued, Some(&cp))
-            .await
-            .unwrap());
+        assert_eq!((read, req, with), (job.clone(), request, Some(cp.clone())));
         assert_eq!(c.job(job.id).await.unwrap().unwrap(), job);
         let stored = c.checkpoint("started").await.unwrap().unwrap();
-        assert_eq!(stored.status, CheckpointStatus::Running);
+        assert_eq!(stored, cp);
+        // Started once only: a second start changes nothing.
+        let (again, read, _, _) = c.start_queued_job(job.id, &now()).await.unwrap().unwrap();
+        assert!(!again);
+        assert_eq!(read, job);
+
+        // A job that does not take its checkpoint (a restore of a ready one) leaves it as it is.
+        cp.status = CheckpointStatus::Ready;
+        c.update_checkpoint(&cp).await.unwrap();
+        let mut restore = job_for(&cp);
+        restore.kind = JobKind::Restore;
+        c.insert_job(&restore, &serde_json::Value::Null)
+            .await
+            .unwrap();
+        let (took, read, _, with) = c
+            .start_queued_job(restore.id, &now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(took);
+        assert_eq!(read.state, JobState::Running);
+        assert_eq!(with.unwrap().status, CheckpointStatus::Ready);
     }
 
     #[tokio::test]

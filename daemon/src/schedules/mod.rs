@@ -416,21 +416,31 @@ impl Schedules {
                 row.last_run = Some(running(now, slot.is_none(), cp, job));
                 row
             };
-            let result = match self.checkpoint_name(&row.name, &now).await {
-                Ok(name) => {
-                    jobs.submit_checkpoint_of(
-                        &Caller::owner(row.owner_uid),
-                        request(&row, name),
-                        Some(RunOf {
-                            schedule: row.id,
-                            target_start: row.target_start,
-                            record: &record,
-                        }),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
+            let owner = Caller::owner(row.owner_uid);
+            let submit = |name: String| {
+                jobs.submit_checkpoint_of(
+                    &owner,
+                    request(&row, name),
+                    Some(RunOf {
+                        schedule: row.id,
+                        target_start: row.target_start,
+                        record: &record,
+                    }),
+                )
             };
+            // The run's own name is free unless a run of the same second has it: the insert
+            // says so, and only then is the catalog read for the next free one (one round trip
+            // a run fewer; BENCHMARKS.md, "Cost growth").
+            let mut result = submit(checkpoint_name(&row.name, &now)).await;
+            if matches!(&result, Err(e) if e.details.contains_key(catalog::NAME_TAKEN)) {
+                result = match jobs.free_name(&checkpoint_name(&row.name, &now)).await {
+                    Ok(name) => submit(name).await,
+                    Err(e) => Err(e),
+                };
+            }
+            if let Err(e) = &mut result {
+                e.details.remove(catalog::NAME_TAKEN);
+            }
             let left = QUEUE_WAIT.saturating_sub(waiting_since.elapsed());
             match &result {
                 Err(e) if e.kind == ErrorKind::QueueFull && slot.is_some() && !left.is_zero() => {
@@ -468,14 +478,6 @@ impl Schedules {
             }
         }
         result
-    }
-
-    /// `<schedule>-<UTC timestamp>`, with `-2`, `-3`... when a run in the same second has it.
-    async fn checkpoint_name(&self, schedule: &str, at: &DateTime<Utc>) -> Result<String> {
-        self.inner
-            .jobs
-            .free_name(&format!("{schedule}-{}", at.format("%Y%m%dT%H%M%SZ")))
-            .await
     }
 
     /// Tells of a run's end and applies the schedule's retention after it. The outcome is
@@ -782,6 +784,12 @@ fn plans(
         .into_iter()
         .map(|(loc, items)| (loc, retention::plan(items, rules)))
         .collect()
+}
+
+/// A run's checkpoint name, `<schedule>-<UTC timestamp>`; `-2`, `-3`... is added when a run in
+/// the same second has it (`Service::free_name`).
+fn checkpoint_name(schedule: &str, at: &DateTime<Utc>) -> String {
+    format!("{schedule}-{}", at.format("%Y%m%dT%H%M%SZ"))
 }
 
 /// A run whose job is queued.

@@ -142,7 +142,7 @@ impl Service {
         })?;
         if let Some(n) = &req.name {
             validate::name(n)?;
-            // A schedule's run is named by the schedule itself, after its own free name.
+            // A schedule's run is named by the schedule itself (`Schedules::fire`).
             if run.is_none() {
                 self.refuse_scheduled_name(caller, n).await?;
             }
@@ -198,8 +198,8 @@ impl Service {
         let created_at = catalog::now();
         let expires_at = expires_in.map(|d| validate::add_capped(created_at, d));
         let name = match &req.name {
-            // A run's name was found free by its schedule just now (`Service::free_name`); the
-            // insert's unique name refuses it all the same if it was taken since.
+            // A run's name is its schedule's and the minute's, taken by no other checkpoint but
+            // a run of the same second; the insert's unique name refuses it then.
             Some(n) if run.is_some() => n.clone(),
             Some(n) => {
                 self.refuse_taken(n).await?;
@@ -301,7 +301,11 @@ impl Service {
         }
         if let Err(mut e) = inserted {
             inner.release(reservation);
-            e.details.remove(catalog::NAME_TAKEN);
+            // A schedule's run names itself without reading the catalog first: it is told of a
+            // clash, and tries the next free name (`Schedules::fire`).
+            if run.is_none() {
+                e.details.remove(catalog::NAME_TAKEN);
+            }
             return Err(e);
         }
         if let Some(t) = token {

@@ -319,34 +319,19 @@ impl Inner {
 
     /// Runs one job from `queued` to its end.
     pub(super) async fn run(&self, id: Uuid) -> Result<()> {
-        let Some((mut job, request, cp)) = self.catalog.job_to_run(id).await? else {
-            return Ok(());
+        // Started and read in one step: a job that takes its checkpoint (a dump, a live
+        // migration's source) marks it running in the same commit.
+        let started = self.catalog.start_queued_job(id, &catalog::now()).await?;
+        let Some((true, job, request, cp)) = started else {
+            return Ok(()); // gone, or cancelled while it waited
         };
-        if job.state != JobState::Queued {
-            return Ok(()); // cancelled while it waited
-        }
         let Some(mut cp) = cp else {
             let e = Error::not_found("the job's checkpoint no longer exists");
             return self
-                .end_job(job, Err(e), Some(JobState::Queued))
+                .end_job(job, Err(e), Some(JobState::Running))
                 .await
                 .map(drop);
         };
-        job.state = JobState::Running;
-        job.started_at = Some(catalog::now());
-        // A job that takes its checkpoint (a dump, a live migration's source) marks it running
-        // in the same commit.
-        let takes = matches!(job.kind, JobKind::Checkpoint | JobKind::Migrate);
-        if takes {
-            cp.status = CheckpointStatus::Running;
-        }
-        if !self
-            .catalog
-            .start_job(&job, JobState::Queued, takes.then_some(&cp))
-            .await?
-        {
-            return Ok(()); // cancelled just now
-        }
         self.events.job("job.running", &job);
         let span = tracing::info_span!("job", id = %job.id, kind = job.kind.as_str(), target = %cp.target.key());
         let _enter = span.enter();
