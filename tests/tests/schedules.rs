@@ -459,51 +459,62 @@ async fn checkpoints_expire_and_schedules_are_checked() {
 /// A schedule whose target has died stops failing every slot: after schedule_max_failures
 /// failed runs in a row it is disabled, with why, an event and a metric; enabling it again
 /// starts the count afresh.
-/// A run names its checkpoint `<schedule>-<second>` without reading the catalog first; a run
-/// whose second another run of the schedule already named gets `-2`, told by the insert.
+/// A run names its checkpoint `<schedule>-<second>` without reading the catalog first; when a
+/// checkpoint already has that name, the insert says so and the run takes `-2`.
 #[tokio::test]
-async fn two_runs_in_one_second_are_named_apart() {
+async fn a_run_whose_name_is_taken_gets_the_next_free_one() {
     let d = daemon_with_interval(3600).await;
     let t = Target::python(d.dir.path(), "twice", 0, false);
+    let other = Target::python(d.dir.path(), "other", 0, false);
     d.client
         .create_schedule(&schedule("twice", t.pid, "0 0 1 1 *", Retention::default()))
         .await
         .unwrap();
-    // A second of its own for the two runs (each waits for its dump): tried until both fall
-    // in one second, which a dump of this small process leaves room for.
-    let mut pairs = Vec::new();
-    for _ in 0..5 {
-        let into = chrono::Utc::now().timestamp_subsec_millis();
-        tokio::time::sleep(Duration::from_millis(u64::from(1000 - into) + 20)).await;
-        let first = d
-            .client
-            .run_schedule("twice", true)
-            .await
-            .unwrap()
-            .checkpoint;
-        let second = d
-            .client
-            .run_schedule("twice", true)
-            .await
-            .unwrap()
-            .checkpoint;
-        let same = first.created_at.timestamp() == second.created_at.timestamp();
-        pairs.push((first.name.clone(), second.name.clone()));
-        if same {
-            assert_eq!(second.name, format!("{}-2", first.name), "{pairs:?}");
-            assert!(first.name.starts_with("twice-"), "{}", first.name);
-            for name in [&first.name, &second.name] {
-                let cp = d.client.checkpoint(name).await.unwrap();
-                assert_eq!(cp.status, CheckpointStatus::Ready, "{name}");
-            }
-            let s = d.client.schedule("twice").await.unwrap();
-            let run = s.last_run.unwrap();
-            assert_eq!(run.status, RunStatus::Succeeded);
-            assert_eq!(run.checkpoint_name.as_deref(), Some(second.name.as_str()));
-            return;
+    // The names a run of this second or of the next ones would take, taken first (root may
+    // take them), each a checkpoint of another process.
+    let from = chrono::Utc::now().timestamp();
+    let mut taken = Vec::new();
+    for s in from..from + 30 {
+        // Two seconds of names ahead of now: the run below falls in one of them.
+        if s > chrono::Utc::now().timestamp() + 2 {
+            break;
         }
+        let at = chrono::DateTime::from_timestamp(s, 0).unwrap();
+        let name = format!("twice-{}", at.format("%Y%m%dT%H%M%SZ"));
+        let req = CreateCheckpoint {
+            target: Some(ApiTarget::Process { pid: other.pid }),
+            name: Some(name.clone()),
+            leave_running: true,
+            ..Default::default()
+        };
+        d.client.create_checkpoint(&req, true).await.unwrap();
+        taken.push(name);
     }
-    panic!("no two runs fell in one second in five tries: {pairs:?}");
+    let run = d
+        .client
+        .run_schedule("twice", true)
+        .await
+        .unwrap()
+        .checkpoint;
+    let Some(clash) = run.name.strip_suffix("-2") else {
+        panic!(
+            "{} has no -2 though its second's name was taken: {taken:?}",
+            run.name
+        );
+    };
+    assert!(
+        taken.iter().any(|n| n == clash),
+        "{} among {taken:?}",
+        run.name
+    );
+    assert_eq!(
+        d.client.checkpoint(&run.name).await.unwrap().status,
+        CheckpointStatus::Ready
+    );
+    let s = d.client.schedule("twice").await.unwrap();
+    let last = s.last_run.unwrap();
+    assert_eq!(last.status, RunStatus::Succeeded);
+    assert_eq!(last.checkpoint_name.as_deref(), Some(run.name.as_str()));
 }
 
 #[tokio::test]
