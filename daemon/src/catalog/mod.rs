@@ -765,6 +765,11 @@ impl Catalog {
     /// was written.
     pub async fn end_job(&self, end: JobEnd<'_>) -> Result<Option<Ended>> {
         let job = end.job;
+        if let (JobKind::Checkpoint, JobState::Succeeded, Some(cp), None) =
+            (job.kind, job.state, end.checkpoint, end.then)
+        {
+            return self.end_dump_that_succeeded(job, end.from, cp).await;
+        }
         // Two round trips: the job's end with what the rest depends on read in the same step,
         // then the rest and the commit.
         let mut tx = Tx::new(&self.writer).await?;
@@ -838,6 +843,58 @@ impl Catalog {
             self.checkpoints_changed();
         }
         Ok(Some(Ended { checkpoint, run }))
+    }
+
+    /// `end_job` of a dump that succeeded (no job after it): one round trip, where an end that
+    /// must read first takes two (BENCHMARKS.md, "Cost growth"). The checkpoint and the run of a
+    /// schedule it was are written only if the job's end took; the run's record is made in SQL,
+    /// as a success needs nothing read first (its count of failures starts again at 0, and it
+    /// disables nothing), on the same terms as `ScheduleRow::record_end`: only while the
+    /// schedule's last run is this job's, and running.
+    async fn end_dump_that_succeeded(
+        &self,
+        job: &Job,
+        from: Option<JobState>,
+        cp: &Checkpoint,
+    ) -> Result<Option<Ended>> {
+        let (id, state) = (job.id.to_string(), job.state.as_str());
+        let finished = job.finished_at.as_ref().map(ts);
+        let took = "SELECT 1 FROM jobs WHERE id = ? AND state = ? AND finished_at IS ?";
+        let mut b = Batch::new();
+        Self::update_job_in(&mut b, job, from);
+        Self::update_checkpoint_in(&mut b, cp, &format!(" AND EXISTS ({took})"));
+        b.bind(id.clone()).bind(state).bind(finished.clone());
+        b.push(&format!(
+            "UPDATE schedules SET last_run = json_set(last_run, '$.status', ?), \
+             consecutive_failures = 0, last_success_at = ? \
+             WHERE id = (SELECT json_extract(request, '$.schedule') FROM jobs WHERE id = ? \
+             AND EXISTS ({took})) \
+             AND json_extract(last_run, '$.job_id') = ? AND json_extract(last_run, '$.status') = ? \
+             RETURNING *"
+        ))
+        .bind("succeeded")
+        .bind(finished.clone())
+        .bind(id.clone())
+        .bind(id.clone())
+        .bind(state)
+        .bind(finished)
+        .bind(id)
+        .bind("running");
+        let done = self.write(b).await?;
+        if done[0].changed != 1 {
+            return Ok(None); // nor did the rest: each is written only if the job's end took
+        }
+        self.checkpoints_changed();
+        let run = done[2]
+            .rows
+            .first()
+            .map(schedule_from_row)
+            .transpose()?
+            .map(|row| (row, false));
+        Ok(Some(Ended {
+            checkpoint: Some(cp.clone()),
+            run,
+        }))
     }
 
     /// A checkpoint by id or by name.
@@ -1731,6 +1788,118 @@ mod tests {
         assert!(took);
         assert_eq!(read.state, JobState::Running);
         assert_eq!(with.unwrap().status, CheckpointStatus::Ready);
+    }
+
+    /// A schedule's row with a run of `job` running, as the admission writes it.
+    fn running_schedule(cp: &Checkpoint, job: &Job) -> ScheduleRow {
+        ScheduleRow {
+            id: Uuid::new_v4(),
+            name: "nightly".into(),
+            target: cp.target.clone(),
+            cron: "@daily".into(),
+            options: Default::default(),
+            retention: Default::default(),
+            enabled: true,
+            created_at: now(),
+            updated_at: now(),
+            anchor_at: now(),
+            last_run: Some(ckptd_api::ScheduleRun {
+                at: now(),
+                status: ckptd_api::RunStatus::Running,
+                manual: false,
+                job_id: Some(job.id),
+                checkpoint_id: Some(cp.id),
+                checkpoint_name: Some(cp.name.clone()),
+                error: None,
+            }),
+            owner_uid: 0,
+            consecutive_failures: 2,
+            disabled_reason: None,
+            last_success_at: None,
+            last_failure_at: Some(now()),
+            target_start: Some(7),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dump_that_succeeded_ends_in_one_step_as_record_end_would() {
+        let (_d, c) = open().await;
+        let mut cp = checkpoint("run", 1);
+        let mut job = job_for(&cp);
+        let sched = running_schedule(&cp, &job);
+        c.insert_schedule(&sched).await.unwrap();
+        let request = serde_json::json!({ "schedule": sched.id });
+        c.insert_checkpoint_with_job(&cp, &job, &request, Some(&sched))
+            .await
+            .unwrap();
+        let (took, ..) = c.start_queued_job(job.id, &now()).await.unwrap().unwrap();
+        assert!(took);
+        job.state = JobState::Succeeded;
+        job.started_at = c.job(job.id).await.unwrap().unwrap().started_at;
+        job.finished_at = Some(now());
+        cp.status = CheckpointStatus::Ready;
+        cp.completed_at = job.finished_at;
+        cp.size_bytes = 4096;
+        let end = JobEnd {
+            job: &job,
+            from: Some(JobState::Running),
+            checkpoint: Some(&cp),
+            then: None,
+            schedule_max_failures: 3,
+        };
+        let ended = c.end_job(end).await.unwrap().unwrap();
+        let mut want = sched.clone();
+        assert_eq!(want.record_end(&job, 3), Some(false));
+        assert_eq!(ended.run, Some((want.clone(), false)));
+        assert_eq!(ended.checkpoint.as_ref(), Some(&cp));
+        assert_eq!(c.schedule("nightly").await.unwrap().unwrap(), want);
+        // As written, with the location a ready checkpoint's row derives.
+        let stored = |c: Catalog| async move {
+            let cp = c.checkpoint("run").await.unwrap().unwrap();
+            assert_eq!(cp.locations.len(), 1, "{cp:?}");
+            Checkpoint {
+                locations: vec![],
+                ..cp
+            }
+        };
+        assert_eq!(stored(c.clone()).await, cp);
+        assert_eq!(c.job(job.id).await.unwrap().unwrap(), job);
+        // Ended once: a second end from running takes nothing, and writes nothing.
+        let mut later = job.clone();
+        later.finished_at = Some(now());
+        let mut other = cp.clone();
+        other.size_bytes = 1;
+        let again = JobEnd {
+            job: &later,
+            from: Some(JobState::Running),
+            checkpoint: Some(&other),
+            then: None,
+            schedule_max_failures: 3,
+        };
+        assert!(c.end_job(again).await.unwrap().is_none());
+        assert_eq!(stored(c.clone()).await, cp);
+        assert_eq!(c.schedule("nightly").await.unwrap().unwrap(), want);
+
+        // A dump that is not the schedule's running run (a newer one started) leaves it as it is.
+        let mut cp2 = checkpoint("run2", 1);
+        cp2.dir = "/x/run2".into();
+        let mut job2 = job_for(&cp2);
+        c.insert_checkpoint_with_job(&cp2, &job2, &request, None)
+            .await
+            .unwrap();
+        c.start_queued_job(job2.id, &now()).await.unwrap().unwrap();
+        job2.state = JobState::Succeeded;
+        job2.finished_at = Some(now());
+        cp2.status = CheckpointStatus::Ready;
+        let end = JobEnd {
+            job: &job2,
+            from: Some(JobState::Running),
+            checkpoint: Some(&cp2),
+            then: None,
+            schedule_max_failures: 3,
+        };
+        assert_eq!(c.end_job(end).await.unwrap().unwrap().run, None);
+        assert_eq!(c.schedule("nightly").await.unwrap().unwrap(), want);
     }
 
     #[tokio::test]
