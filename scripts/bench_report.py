@@ -226,6 +226,46 @@ SCHEDULE_WAKEUPS = (
     "more. What the daemon adds to the floor is these 40 hand-offs and the code between them, "
     "and no one of them is a large share: that is the restructuring the paragraphs above "
     "name, a run's steps on fewer threads, not fewer runtime workers.")
+# By hand, 2026-12-07 (the statement log of 20 schedules, scripts/bench_scale.sh alternating
+# binaries, scripts/bench_sched_wakeups.sh).
+SCHEDULE_TRIPS = (
+    "Two round trips fewer a scheduled run, measured on 2026-12-07: a run names its "
+    "checkpoint without reading the catalog first (the admission's insert refuses a name that "
+    "a run of the same second already has, and only then is the next free one looked up), and "
+    "a worker starts its job and reads it (the job, its request and its checkpoint) in one "
+    "transaction (`Catalog::start_queued_job`), where it read it and then wrote the start. "
+    "Counted in sqlx's statement log (20 schedules, the second minute's runs, "
+    "`CKPTD_LOG=info,sqlx::query=debug`): 7.3 round trips a run where there were 9.3, and the "
+    'same 4 commits. Alternating (before, after, after, before; `CATALOG_SIZES=" " CKPTD=... '
+    "bash scripts/bench_scale.sh`): the daemon's CPU 3.81, 3.65, 3.70 and 3.65 s a minute "
+    "(floors 1.20, 1.16, 1.25 and 1.27 ms a run: 3.2, 3.2, 3.0 and 2.9 times the floor), the "
+    "SQLite threads 1.10, 0.95, 0.95 and 0.99 s, voluntary context switches 56, 48, 47 and 53 "
+    "a run; the API loop measured by hand above (300 checkpoints of a `sleep` through the "
+    "API, each previous one deleted; `/v1/checkpoints?wait=true`) 4.53, 4.37, 4.53 and 4.77 "
+    "ms a job. The wake-ups counted again (`bash scripts/bench_sched_wakeups.sh`, 400 "
+    "schedules, the binary after and then the one before): hand-offs between the daemon's "
+    "threads 33.4 a run after, 38.8 before (the runtime to SQLite 5.7 against 7.7, SQLite's "
+    "replies 11.8 against 13.6, among the runtime's own 15.6 against 16.8), and with perf "
+    "attached the runtime's threads 1.70 ms of CPU a run against 1.80, the SQLite threads "
+    "1.02 ms against 1.15. So 5-8 fewer hand-offs a run, and no change in the daemon's CPU "
+    "that this VM can show unattended: each trip is a few of the 40 hand-offs counted above, "
+    "and the gap to the floor is all of them and the code between. Then a dump that succeeded "
+    "ended in one round trip where it took two (the job, its checkpoint and its schedule's "
+    "run written in one step, each only if the job's end took; the run's record made in SQL, "
+    "as a success needs nothing read first): 6.3 round trips a run in the same statement log, "
+    "the same 4 commits. Alternating with the binary from before both changes (before, after, "
+    "after, before, the same script): the daemon's CPU 3.95, 3.88, 4.02 and 4.18 s a minute "
+    "(floors 1.47, 1.37, 1.25 and 1.27 ms a run: 2.7, 2.8, 3.2 and 3.3 times the floor), the "
+    "SQLite threads 1.14, 1.01, 1.03 and 1.16 s, the runtime's threads 1.82, 1.74, 1.78 and "
+    "1.91 s, voluntary context switches 54, 45, 47 and 55 a run. A third of the trips gone, "
+    "then, and the daemon's CPU 3% lower on average, less than the spread between two runs of "
+    "one binary: the trips to the catalog were not where most of the gap is. Tried the same "
+    "day and not kept: each queue worker polled on an OS thread of its own "
+    "(`Handle::block_on`, so that a reply from the catalog wakes the job's thread rather than "
+    "a runtime worker); the API loop, alternating, 4.90 and 4.80 ms a job with the workers on "
+    "the runtime, 5.17 and 4.93 on their own threads, 115 voluntary switches a job against "
+    "121. It moves the wake-ups and removes none: the job's catalog statements and file work "
+    "would have to run on its thread too.")
 # By hand, 2026-12-06, after the catalog's writes became one round trip a step.
 SCHEDULE_MACHINERY = (
     "The rest is ckptd's own machinery, and it is spread thin. Measured by hand on 2026-12-06 "
@@ -1234,6 +1274,8 @@ if schedules:
         p(SCHEDULE_SLOTS)
         p()
         p(SCHEDULE_WAKEUPS)
+        p()
+        p(SCHEDULE_TRIPS)
         p()
     if handoff:
         c_same, c_two, c_idle, c_free, w_same, w_two, w_idle, w_free = handoff
