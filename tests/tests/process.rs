@@ -482,6 +482,31 @@ async fn a_busy_target_gets_409_and_sigterm_lets_the_running_dump_finish() {
 }
 
 /// Cancel and timeout stop CRIU mid-dump of a 4 GiB process and leave it running, unfrozen.
+/// A cancel sent the moment a dump is queued is taken, whatever the job is doing then: queued,
+/// just started or dumping. It was refused with "just starting" when it fell between the job's
+/// start in the catalog and the registration of its stop (found by the registry tests).
+#[tokio::test]
+async fn a_cancel_right_after_the_request_is_always_taken() {
+    let d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "quick", 0, false);
+    for i in 0..10 {
+        let req = CreateCheckpoint {
+            leave_running: true,
+            ..ckptd_tests::checkpoint(process(t.pid), format!("q{i}"))
+        };
+        let out = d.client.create_checkpoint(&req, false).await.unwrap();
+        let id = out.job.id.to_string();
+        d.client.cancel_job(&id).await.unwrap();
+        let job = d.wait_ended(&id).await;
+        assert!(
+            matches!(job.state, JobState::Cancelled | JobState::Succeeded),
+            "{job:?}"
+        );
+        assert!(alive(t.pid));
+        assert_ne!(proc_state(t.pid), Some('T'));
+    }
+}
+
 #[tokio::test]
 async fn cancel_and_timeout_of_a_running_dump_leave_the_process_running() {
     let dir = tempfile::tempdir().unwrap();

@@ -319,13 +319,19 @@ impl Inner {
 
     /// Runs one job from `queued` to its end.
     pub(super) async fn run(&self, id: Uuid) -> Result<()> {
+        // Its stop is there before the catalog says the job runs: a cancel that reads it running
+        // finds the stop (a cancel right after the start was told "just starting").
+        let (stop_tx, stop) = watch::channel(None);
+        self.stoppers().insert(id, stop_tx.clone());
         // Started and read in one step: a job that takes its checkpoint (a dump, a live
         // migration's source) marks it running in the same commit.
-        let started = self.catalog.start_queued_job(id, &catalog::now()).await?;
-        let Some((true, job, request, cp)) = started else {
-            return Ok(()); // gone, or cancelled while it waited
+        let started = self.catalog.start_queued_job(id, &catalog::now()).await;
+        let Ok(Some((true, job, request, cp))) = started else {
+            self.stoppers().remove(&id);
+            return started.map(drop); // gone, or cancelled while it waited
         };
         let Some(mut cp) = cp else {
+            self.stoppers().remove(&id);
             let e = Error::not_found("the job's checkpoint no longer exists");
             return self
                 .end_job(job, Err(e), Some(JobState::Running))
@@ -337,8 +343,6 @@ impl Inner {
         let _enter = span.enter();
         tracing::info!("job started");
         drop(_enter);
-        let (stop_tx, stop) = watch::channel(None);
-        self.stoppers().insert(job.id, stop_tx.clone());
         let timeout = self.cfg().job_timeout;
         let outcome = match job.kind {
             JobKind::Checkpoint => {
