@@ -46,11 +46,17 @@ impl Containerd {
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let config = dir.path().join("config.toml");
+        // Its garbage collector runs after every change (containerd's default: after a
+        // deletion, or 100 changes), so that whatever ckptd makes and does not hold yet (a
+        // snapshot before its container refers to it) is collected in the window, as a busy
+        // node's would now and then.
         std::fs::write(
             &config,
             format!(
                 "version = 2\nroot = \"{}\"\nstate = \"{}\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n",
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n\
+                 [plugins.\"io.containerd.gc.v1.scheduler\"]\n  mutation_threshold = 1\n  \
+                 pause_threshold = 0.5\n",
                 dir.path().join("root").display(),
                 state.display(),
                 socket.display()
@@ -160,6 +166,27 @@ impl Containerd {
         wait_until("its output", || lines(log).len() >= 3);
     }
 
+    /// A looper `source`, checkpointed by `d` as `cd-src` (its task stopped); how many lines
+    /// it wrote.
+    async fn checkpointed_looper(&self, d: &Daemon) -> usize {
+        let log = self.dir.path().join("source.log");
+        self.run_looper("source", &log);
+        d.client
+            .create_checkpoint(&ckptd_tests::checkpoint(target("source"), "cd-src"), true)
+            .await
+            .expect("checkpoint");
+        lines(&log).len()
+    }
+
+    /// The leases ckptd holds (a restore into a new container holds its snapshot by one).
+    fn ckptd_leases(&self) -> Vec<String> {
+        self.ctr_ok(&["leases", "ls", "-q"])
+            .lines()
+            .filter(|l| l.starts_with("ckptd-"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The task's status as `ctr tasks ls` shows it (RUNNING, PAUSED, STOPPED).
     fn status(&self, id: &str) -> String {
         self.ctr_ok(&["tasks", "ls"])
@@ -200,6 +227,19 @@ fn lines(log: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// The looper's count goes on in `out` from `from` (what it wrote before its checkpoint).
+fn assert_counts_on(out: &Path, from: usize, what: &str) {
+    wait_until(what, || lines(out).len() >= 5);
+    let got = lines(out);
+    for (i, l) in got.iter().enumerate() {
+        assert_eq!(
+            l.trim(),
+            (from + i).to_string(),
+            "{what}, from {from}: {got:?}"
+        );
+    }
 }
 
 fn target(id: &str) -> Option<Target> {
@@ -337,13 +377,7 @@ async fn a_containerd_container_is_checkpointed_and_restored_in_place() {
 async fn a_containerd_checkpoint_is_restored_into_a_new_container() {
     let cd = Containerd::start();
     let d = Daemon::start_with(&["--containerd-socket", cd.socket.to_str().unwrap()]).await;
-    let log = cd.dir.path().join("source.log");
-    cd.run_looper("source", &log);
-    d.client
-        .create_checkpoint(&ckptd_tests::checkpoint(target("source"), "cd-src"), true)
-        .await
-        .expect("checkpoint");
-    let stopped_at = lines(&log).len();
+    let stopped_at = cd.checkpointed_looper(&d).await;
     let into = |id: &str, ns: &str| RestoreRequest {
         target: Some(Target::Container {
             id: id.into(),
@@ -397,15 +431,9 @@ async fn a_containerd_checkpoint_is_restored_into_a_new_container() {
     assert_eq!(cd.status("copy"), "RUNNING");
     let info = cd.ctr_ok(&["containers", "info", "copy"]);
     assert!(info.contains("io.ckptd.restored-from"), "{info}");
-    wait_until("the new container to write", || lines(&out).len() >= 5);
-    let got = lines(&out);
-    for (i, l) in got.iter().enumerate() {
-        assert_eq!(
-            l.trim(),
-            (stopped_at + i).to_string(),
-            "{stopped_at}: {got:?}"
-        );
-    }
+    // The lease that held its snapshot until the container referred to it is dropped.
+    assert_eq!(cd.ckptd_leases(), Vec::<String>::new());
+    assert_counts_on(&out, stopped_at, "the new container");
     // The source is untouched, and still restores in place.
     assert_eq!(cd.status("source"), "STOPPED");
     d.client
@@ -431,7 +459,66 @@ async fn a_containerd_checkpoint_is_restored_into_a_new_container() {
             .any(|l| l == "broken")
             && !cd.ctr_ok(&["snapshots", "ls"]).contains("broken")
     });
+    assert_eq!(cd.ckptd_leases(), Vec::<String>::new());
     let _ = cd.ctr(&["containers", "rm", "taken"]);
+}
+
+/// A daemon killed while it restores into a new container, holding the lease on its snapshot:
+/// the restart's recovery settles the job either way, the copy running (containerd finished
+/// the restore) or nothing of it left, and drops the lease.
+#[tokio::test]
+async fn a_daemon_killed_during_a_restore_into_a_new_container_leaves_it_whole_or_gone() {
+    let cd = Containerd::start();
+    let mut d = Daemon::start_with(&["--containerd-socket", cd.socket.to_str().unwrap()]).await;
+    let stopped_at = cd.checkpointed_looper(&d).await;
+    let req = RestoreRequest {
+        target: target("copy"),
+        ..Default::default()
+    };
+    let copy_gone = || {
+        !cd.ctr_ok(&["containers", "ls", "-q"])
+            .lines()
+            .any(|l| l == "copy")
+            && !cd.ctr_ok(&["snapshots", "ls"]).contains("copy")
+    };
+    // The kill must fall while the lease is held (from before the snapshot to after the
+    // task's restore): a restore that ended first is undone and tried again.
+    let mut tries = 0;
+    let job = loop {
+        tries += 1;
+        assert!(tries <= 5, "no kill fell while the restore held its lease");
+        let job = d.client.restore("cd-src", &req, false).await.unwrap();
+        let id = job.id.to_string();
+        let held = loop {
+            if !cd.ckptd_leases().is_empty() {
+                break true;
+            }
+            if d.client.job(&id, None).await.unwrap().state.is_finished() {
+                break false;
+            }
+        };
+        if held {
+            d.crash(|| {}).await;
+            break d.wait_ended(&id).await;
+        }
+        let _ = cd.ctr(&["tasks", "kill", "-s", "KILL", "copy"]);
+        wait_until("the copy to stop", || cd.status("copy") != "RUNNING");
+        cd.ctr_ok(&["tasks", "delete", "copy"]);
+        cd.ctr_ok(&["containers", "rm", "copy"]);
+        wait_until("the copy's snapshot to go", copy_gone);
+    };
+    match job.state {
+        ckptd_api::JobState::Succeeded => {
+            assert_eq!(cd.status("copy"), "RUNNING");
+            let out = PathBuf::from(job.result.unwrap().output_log.expect("its log"));
+            assert_counts_on(&out, stopped_at, "the copy");
+        }
+        state => {
+            assert_eq!(state, ckptd_api::JobState::Failed, "{:?}", job.error);
+            wait_until("what the killed restore made to go", copy_gone);
+        }
+    }
+    assert_eq!(cd.ckptd_leases(), Vec::<String>::new());
 }
 
 /// Kubernetes' move of a container between nodes, through a registry: node A's checkpoint of a
@@ -498,15 +585,7 @@ async fn a_containerd_container_moves_to_another_node_through_a_registry() {
             .find_map(|l| l.strip_prefix("output: "))
             .unwrap_or_else(|| panic!("the container's log on node B: {said}")),
     );
-    wait_until("the moved looper to write", || lines(&out_log).len() >= 5);
-    let got = lines(&out_log);
-    for (i, l) in got.iter().enumerate() {
-        assert_eq!(
-            l.trim(),
-            (stopped_at + i).to_string(),
-            "{stopped_at}: {got:?}"
-        );
-    }
+    assert_counts_on(&out_log, stopped_at, "the moved looper");
 }
 
 /// The pod shape: a sandbox container holds the network namespace and an app container joins it

@@ -17,7 +17,11 @@
 //! new snapshot over the same parent, and a log of ckptd's for its output
 //! (`<state_dir>/container-logs/`), then creates its task from the images as in place; anything
 //! made is removed again, within the job, if a step fails, and by the restart's recovery if the
-//! daemon dies between steps (the container carries the job's label, `io.ckptd.made-by`).
+//! daemon dies between steps (the container carries the job's label, `io.ckptd.made-by`). The
+//! new snapshot is held by a lease of the job's until the container refers to it, as
+//! containerd's own client does: containerd's garbage collector removes a snapshot nothing
+//! refers to, and did, between the two steps (its mount then failed, "no such file or
+//! directory").
 //!
 //! Every checkpoint keeps containerd's record of its container (`containerd.json`), written
 //! before the pause: a node without the container makes it again from it, over the same image.
@@ -32,6 +36,7 @@ use std::sync::Arc;
 
 use ckptd_api::{Checkpoint, CheckpointOptions, ContainerRecord, JobResult, Runtime, Target};
 use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
@@ -122,6 +127,25 @@ fn in_ns<T>(ns: &str, req: T) -> Result<Request<T>> {
     r.metadata_mut().insert("containerd-namespace", v);
     Ok(r)
 }
+
+/// A request in namespace `ns` whose resources lease `lease` holds.
+fn in_lease<T>(ns: &str, lease: &str, req: T) -> Result<Request<T>> {
+    let mut r = in_ns(ns, req)?;
+    let v = lease
+        .parse()
+        .map_err(|_| Error::internal(format!("{lease:?} is not a lease id")))?;
+    r.metadata_mut().insert("containerd-lease", v);
+    Ok(r)
+}
+
+/// The lease restore job `log_name` holds its new snapshot by (one per job, so a restart's
+/// recovery finds it).
+fn lease_id(log_name: &str) -> String {
+    format!("ckptd-{}", log_name.trim_end_matches(".log"))
+}
+
+/// How long a lease lives if nothing drops it (a daemon killed mid-restore, and no restart).
+const LEASE_EXPIRES_AFTER: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 pub struct ContainerdEngine {
     socket: PathBuf,
@@ -648,9 +672,68 @@ impl ContainerdEngine {
                     _ => self.grpc(dst, "read the image's snapshot for", s),
                 })?;
         }
-        let mounts = snapshots
-            .prepare(in_ns(
+        let lease = self.lease(dst, spec.log_name).await?;
+        let started = self
+            .prepare_and_start(spec, dst, &source, &mut snapshots, &lease)
+            .await;
+        self.drop_lease(dst.ns, &lease).await;
+        started
+    }
+
+    /// Takes lease `lease_id(log_name)` in `dst`'s namespace, to expire by itself.
+    async fn lease(&self, dst: &Named<'_>, log_name: &str) -> Result<String> {
+        let id = lease_id(log_name);
+        let expires = (chrono::Utc::now() + LEASE_EXPIRES_AFTER)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        LeasesClient::new(self.channel().await?)
+            .create(in_ns(
                 dst.ns,
+                containerd_client::services::v1::CreateRequest {
+                    id: id.clone(),
+                    labels: [("containerd.io/gc.expire".to_owned(), expires)].into(),
+                },
+            )?)
+            .await
+            .map_err(|s| self.grpc(dst, "take a lease for the snapshot of", s))?;
+        Ok(id)
+    }
+
+    /// Drops lease `id` (best effort: it expires by itself).
+    async fn drop_lease(&self, ns: &str, id: &str) {
+        let Ok(channel) = self.channel().await else {
+            return;
+        };
+        let Ok(r) = in_ns(
+            ns,
+            containerd_client::services::v1::DeleteRequest {
+                id: id.to_owned(),
+                sync: false,
+            },
+        ) else {
+            return;
+        };
+        match LeasesClient::new(channel).delete(r).await {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => {
+                tracing::warn!(lease = id, namespace = ns, error = %s.message(), "cannot drop containerd lease (it expires by itself)")
+            }
+        }
+    }
+
+    /// The steps of `restore_into` from the snapshot on, under `lease`.
+    async fn prepare_and_start(
+        &self,
+        spec: &RestoreSpec<'_>,
+        dst: &Named<'_>,
+        source: &ContainerRecordFile,
+        snapshots: &mut SnapshotsClient<Channel>,
+        lease: &str,
+    ) -> Result<JobResult> {
+        let mounts = snapshots
+            .prepare(in_lease(
+                dst.ns,
+                lease,
                 PrepareSnapshotRequest {
                     snapshotter: source.snapshotter.clone(),
                     key: dst.id.to_owned(),
@@ -669,7 +752,7 @@ impl ContainerdEngine {
         // killed meanwhile leaves it to the restart's recovery (`recover_restore`).
         let mut made = Made::default();
         let started = self
-            .make_and_start(spec, dst, &source, mounts, &mut made)
+            .make_and_start(spec, dst, source, mounts, &mut made)
             .await;
         if started.is_err() {
             self.unmake(dst, &source.snapshotter, made).await;
@@ -1185,7 +1268,13 @@ impl Engine for ContainerdEngine {
         Box::pin(async move {
             let src = self.named(&cp.target).ok()?;
             let c = match into {
-                Some(t) => self.named_into(&src, t).ok()?,
+                Some(t) => {
+                    let c = self.named_into(&src, t).ok()?;
+                    // The job's lease, if it was killed holding it: what it held is either
+                    // the container's now, or removed below, or garbage for containerd.
+                    self.drop_lease(c.ns, &lease_id(log_name)).await;
+                    c
+                }
                 None => src,
             };
             let task = self.task(&c).await.ok().flatten();
