@@ -490,21 +490,53 @@ async fn a_cancel_right_after_the_request_is_always_taken() {
     let d = Daemon::start().await;
     let t = Target::python(d.dir.path(), "quick", 0, false);
     for i in 0..10 {
-        let req = CreateCheckpoint {
-            leave_running: true,
-            ..ckptd_tests::checkpoint(process(t.pid), format!("q{i}"))
-        };
-        let out = d.client.create_checkpoint(&req, false).await.unwrap();
-        let id = out.job.id.to_string();
+        let id = dump_leaving_running(&d, &t, &format!("q{i}")).await;
         d.client.cancel_job(&id).await.unwrap();
-        let job = d.wait_ended(&id).await;
-        assert!(
-            matches!(job.state, JobState::Cancelled | JobState::Succeeded),
-            "{job:?}"
-        );
-        assert!(alive(t.pid));
-        assert_ne!(proc_state(t.pid), Some('T'));
+        assert_ended_leaving_it_running(&d, &id, &t).await;
     }
+}
+
+/// Cancels sent one after another from a running dump's first to its end: each is taken,
+/// until one says the job has ended. None falls where the job is neither: as its end was
+/// being recorded, a cancel was refused as "just starting".
+#[tokio::test]
+async fn cancels_until_a_dump_ends_are_taken_or_told_it_ended() {
+    let d = Daemon::start().await;
+    let t = Target::python(d.dir.path(), "some", 64, false);
+    for i in 0..5 {
+        let id = dump_leaving_running(&d, &t, &format!("e{i}")).await;
+        d.wait_job(&id, |j| j.state != JobState::Queued).await;
+        let err = loop {
+            if let Err(e) = d.client.cancel_job(&id).await {
+                break e;
+            }
+        };
+        let (status, err) = err.api_error().expect("an API error");
+        assert_eq!(status.as_u16(), 409, "{err:?}");
+        assert!(err.message.contains("has already ended"), "{err:?}");
+        assert_ended_leaving_it_running(&d, &id, &t).await;
+    }
+}
+
+/// A `leave_running` dump of `t` named `name`, not waited for: its job's id.
+async fn dump_leaving_running(d: &Daemon, t: &Target, name: &str) -> String {
+    let req = CreateCheckpoint {
+        leave_running: true,
+        ..ckptd_tests::checkpoint(process(t.pid), name)
+    };
+    let out = d.client.create_checkpoint(&req, false).await.unwrap();
+    out.job.id.to_string()
+}
+
+/// Job `id` ends cancelled or done, and `t` runs on, neither stopped nor killed.
+async fn assert_ended_leaving_it_running(d: &Daemon, id: &str, t: &Target) {
+    let job = d.wait_ended(id).await;
+    assert!(
+        matches!(job.state, JobState::Cancelled | JobState::Succeeded),
+        "{job:?}"
+    );
+    assert!(alive(t.pid));
+    assert_ne!(proc_state(t.pid), Some('T'));
 }
 
 #[tokio::test]

@@ -31,7 +31,9 @@ pub(super) struct Queue {
     admitting: AtomicUsize,
     admitted: tokio::sync::Notify,
     running: AtomicUsize,
-    /// Stop senders of running jobs (cancel and timeout use them).
+    /// Stop senders of running jobs (cancel and timeout use them), each registered for the
+    /// whole of its job's `run`: from before the catalog says it runs to after its end is
+    /// recorded, so a cancel that reads a job running always finds its stop.
     stoppers: Mutex<HashMap<Uuid, watch::Sender<Option<StopReason>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// Ended schedule runs, for the schedules' events and retention (`Service::run_ends`).
@@ -193,21 +195,31 @@ impl Service {
         let job = self.job(caller, id).await?;
         match job.state {
             JobState::Queued => {}
+            JobState::Running if job.kind == JobKind::Receive => {
+                return Err(Error::conflict(format!(
+                    "job {id} receives a live migration from another host and ends with it"
+                ))
+                .with_hint(
+                    "cancel the migrate job on the source host (POST /v1/jobs/{id}/cancel there)",
+                ));
+            }
             JobState::Running => {
                 let sender = self.inner.stoppers().get(&job.id).cloned();
                 let Some(tx) = sender else {
-                    return Err(Error::conflict(format!("job {id} is just starting"))
-                        .with_hint("retry the cancel in a moment"));
+                    // Its end was recorded between the read above and now (its stop stays
+                    // registered until then): say how it ended.
+                    let now = self.job(caller, id).await?;
+                    return Err(if now.state.is_finished() {
+                        already_ended(id, now.state)
+                    } else {
+                        Error::conflict(format!("job {id} cannot be stopped at this moment"))
+                            .with_hint("retry the cancel in a moment")
+                    });
                 };
                 request_stop(&tx, StopReason::Cancelled);
                 return Ok(job);
             }
-            s => {
-                return Err(Error::conflict(format!(
-                    "job {id} has already ended ({})",
-                    s.as_str()
-                )))
-            }
+            s => return Err(already_ended(id, s)),
         }
         let err = Error::new(
             ErrorKind::Cancelled,
@@ -319,19 +331,19 @@ impl Inner {
 
     /// Runs one job from `queued` to its end.
     pub(super) async fn run(&self, id: Uuid) -> Result<()> {
-        // Its stop is there before the catalog says the job runs: a cancel that reads it running
-        // finds the stop (a cancel right after the start was told "just starting").
+        // Its stop is there before the catalog says the job runs, and until after its end is
+        // recorded: a cancel that reads it running finds the stop (one right after the start
+        // was told "just starting"; one as it ended, the same). A stop that comes after the
+        // work's outcome changes nothing: the job ends as it went.
         let (stop_tx, stop) = watch::channel(None);
-        self.stoppers().insert(id, stop_tx.clone());
+        let _registered = Registered::new(self, id, &stop_tx);
         // Started and read in one step: a job that takes its checkpoint (a dump, a live
         // migration's source) marks it running in the same commit.
         let started = self.catalog.start_queued_job(id, &catalog::now()).await;
         let Ok(Some((true, job, request, cp))) = started else {
-            self.stoppers().remove(&id);
             return started.map(drop); // gone, or cancelled while it waited
         };
         let Some(mut cp) = cp else {
-            self.stoppers().remove(&id);
             let e = Error::not_found("the job's checkpoint no longer exists");
             return self
                 .end_job(job, Err(e), Some(JobState::Running))
@@ -389,7 +401,6 @@ impl Inner {
                     };
                     (r != JobResult::default()).then_some(r)
                 });
-                self.stoppers().remove(&job.id);
                 log_outcome(&span, &outcome);
                 let recorded = std::time::Instant::now();
                 let ended = self.end_job_with(job, outcome, None, Some(&cp), push).await;
@@ -450,7 +461,6 @@ impl Inner {
                     }
                     None => Err(Error::internal("a migrate job without its destination")),
                 };
-                self.stoppers().remove(&job.id);
                 log_outcome(&span, &result);
                 // Moved: the row only held the images in transit, and goes. Failed: it stays,
                 // failed, with CRIU's log, as a failed checkpoint does. Fallen back to a
@@ -487,7 +497,6 @@ impl Inner {
                 .map(|()| None)
             }
         };
-        self.stoppers().remove(&job.id);
         log_outcome(&span, &outcome);
         self.end_job(job, outcome, None).await.map(drop)
     }
@@ -824,6 +833,30 @@ async fn timed<F: std::future::Future>(
         () = tokio::time::sleep(timeout) => request_stop(stop, StopReason::TimedOut(timeout)),
     }
     work.await
+}
+
+/// The answer to a cancel of a job that has ended.
+fn already_ended(id: &str, state: JobState) -> Error {
+    Error::conflict(format!("job {id} has already ended ({})", state.as_str()))
+}
+
+/// A running job's stop, registered in the queue's `stoppers` while it lives.
+struct Registered<'a> {
+    inner: &'a Inner,
+    id: Uuid,
+}
+
+impl<'a> Registered<'a> {
+    fn new(inner: &'a Inner, id: Uuid, tx: &watch::Sender<Option<StopReason>>) -> Self {
+        inner.stoppers().insert(id, tx.clone());
+        Registered { inner, id }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.inner.stoppers().remove(&self.id);
+    }
 }
 
 pub(super) fn request_stop(tx: &watch::Sender<Option<StopReason>>, reason: StopReason) {
