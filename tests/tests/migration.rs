@@ -449,6 +449,22 @@ async fn the_destination_daemon_killed_mid_transfer_leaves_the_workload_whole_on
         j.progress.is_some_and(|p| p.bytes_written > 64 << 20) || j.state.is_finished()
     })
     .await;
+    // The destination's side is not cancelled there: it ends with its migration.
+    let in_job = b.jobs_of(api::JobKind::Receive).await.remove(0);
+    let e = b
+        .client
+        .cancel_job(&in_job.id.to_string())
+        .await
+        .expect_err("a receive job ends with its migration");
+    let (status, err) = e.api_error().expect("an API error");
+    assert_eq!(status.as_u16(), 409, "{err:?}");
+    assert!(err.message.contains("receives a live migration"), "{err:?}");
+    assert!(
+        err.hint()
+            .unwrap_or("")
+            .contains(&format!("POST /v1/jobs/{}/cancel", sent.id)),
+        "{err:?}"
+    );
     b.kill_and_forget();
     let job = a.wait_ended(&sent.id.to_string()).await;
     assert_whole_on_one_side(&a, &ns, &mut t, &job).await;

@@ -196,12 +196,21 @@ impl Service {
         match job.state {
             JobState::Queued => {}
             JobState::Running if job.kind == JobKind::Receive => {
+                // Its request names the source's job.
+                let source = self
+                    .inner
+                    .catalog
+                    .job_with_request(job.id)
+                    .await?
+                    .and_then(|(_, r)| r["source_job"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "ID".into());
                 return Err(Error::conflict(format!(
                     "job {id} receives a live migration from another host and ends with it"
                 ))
-                .with_hint(
-                    "cancel the migrate job on the source host (POST /v1/jobs/{id}/cancel there)",
-                ));
+                .with_hint(format!(
+                    "cancel the migrate job on the source host: POST /v1/jobs/{source}/cancel \
+                     there (ckpt cancel {source})"
+                )));
             }
             JobState::Running => {
                 let sender = self.inner.stoppers().get(&job.id).cloned();
