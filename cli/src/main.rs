@@ -83,11 +83,32 @@ async fn run(cli: Cli) -> Result<(), Failed> {
     Ok(done?)
 }
 
-fn main() -> ExitCode {
-    // Output piped into `head` ends like any Unix tool's (killed by SIGPIPE), not with a panic.
-    // SAFETY: at the start of main, before any thread exists.
+/// SIGPIPE. Output piped into `head` ends like any Unix tool's (killed by it), not with a
+/// panic; a write to the daemon's socket after the daemon closed it (killed mid-upload, say)
+/// is an error like any other (EPIPE, said on stderr), not a silent death (exit 141). Which
+/// of the two it is, stdout says: the write end of a pipe whose reader left polls POLLERR.
+extern "C" fn on_sigpipe(_: libc::c_int) {
+    let mut out = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll, signal and raise are async-signal-safe; `out` is this frame's.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        if libc::poll(&mut out, 1, 0) > 0 && out.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // SAFETY: at the start of main, before any thread exists; the handler is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGPIPE,
+            on_sigpipe as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
     // `COMPLETE=bash ckpt ...`: the shell asks for completions; answered, then exit.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();

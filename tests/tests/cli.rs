@@ -829,3 +829,48 @@ async fn events_since_replays_history_and_refusals_are_events() {
         text(&bad.stderr)
     );
 }
+
+/// A daemon that stops reading an upload (its socket shut for reading: a write to it is
+/// EPIPE, and SIGPIPE) leaves `ckpt` an error to say, not a silent death by SIGPIPE (exit
+/// 141, nothing on stderr; seen once under load when a daemon answered an import early).
+/// Output piped into `head` still ends ckpt by SIGPIPE (`everyday_cli_behaviour`).
+#[tokio::test]
+async fn an_upload_the_daemon_stops_reading_is_an_error_said_not_a_sigpipe() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("half.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let archive = dir.path().join("big.tar");
+    std::fs::write(&archive, vec![0u8; 16 << 20]).unwrap();
+    let (gone, wait) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut head = [0u8; 256];
+        let _ = c.read(&mut head).unwrap();
+        c.shutdown(std::net::Shutdown::Read).unwrap();
+        // Open for writing until ckpt has gone: it never reads the end of an answer.
+        let _ = wait.recv();
+    });
+    let out = Command::new(workspace_binary("ckpt"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("import")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    gone.send(()).unwrap();
+    server.join().unwrap();
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "ckpt was killed by a signal: {:?}",
+        out.status
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("ckpt: "),
+        "{}",
+        text(&out.stderr)
+    );
+}
