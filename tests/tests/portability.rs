@@ -333,7 +333,7 @@ async fn an_upload_over_the_import_limit_is_read_to_its_end_and_answered() {
         "big",
         "big = b'x' * (16 << 20)\nadd('pages-1.img', big)\nmanifest([('pages-1.img', big)])",
     );
-    let body = std::fs::read(file).unwrap();
+    let body = std::fs::read(&file).unwrap();
     let socket = d.socket.clone();
     let answer = tokio::task::spawn_blocking(move || {
         let mut c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
@@ -353,6 +353,24 @@ async fn an_upload_over_the_import_limit_is_read_to_its_end_and_answered() {
     .unwrap();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("import limit"), "{answer}");
+    // A client that waits to be asked for its body (`Expect: 100-continue`, curl's for a
+    // large one) and is refused before it is read (a bad name) never sends it.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_upload}",
+        ])
+        .arg("--unix-socket")
+        .arg(&d.socket)
+        .args(["-H", "Expect: 100-continue", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg("http://ckptd/v1/checkpoints/import?name=bad%2Fname")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400 0");
 }
 
 #[tokio::test]

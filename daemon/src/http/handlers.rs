@@ -479,10 +479,16 @@ pub async fn import_checkpoint(
     State(s): State<AppState>,
     ConnectInfo(caller): ConnectInfo<Caller>,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response> {
     use futures_util::TryStreamExt;
     let name = query::import_name(&uri)?;
+    // `Expect: 100-continue` (curl's, for a large body): the client sends the body once the
+    // server reads it. One refused before it is read (a name taken) is answered without it.
+    let waits_to_send = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let upload = Upload::new(body);
     let reader = tokio_util::io::StreamReader::new(
         upload
@@ -490,7 +496,9 @@ pub async fn import_checkpoint(
             .map_err(|e| std::io::Error::other(format!("reading the upload: {e}"))),
     );
     let imported = s.portability.import(&caller, reader, name).await;
-    upload.drain().await;
+    if upload.started() || !waits_to_send {
+        upload.drain().await;
+    }
     let cp = imported?;
     Ok(created(format!("/v1/checkpoints/{}", cp.id), cp))
 }
@@ -501,7 +509,7 @@ pub async fn import_checkpoint(
 /// meets a closed socket (EPIPE, or SIGPIPE) and may never read the answer (`ckpt import` of
 /// an archive over the limit was killed by SIGPIPE, under load, 1 time in 40).
 #[derive(Clone)]
-struct Upload(std::sync::Arc<std::sync::Mutex<axum::body::BodyDataStream>>);
+struct Upload(std::sync::Arc<std::sync::Mutex<(axum::body::BodyDataStream, bool)>>);
 
 /// How long an upload's rest is read for before the answer goes anyway (and the connection
 /// closes under the client).
@@ -509,9 +517,16 @@ const DRAIN_FOR: Duration = Duration::from_secs(10);
 
 impl Upload {
     fn new(body: axum::body::Body) -> Upload {
-        Upload(std::sync::Arc::new(std::sync::Mutex::new(
-            body.into_data_stream(),
-        )))
+        let body = (body.into_data_stream(), false);
+        Upload(std::sync::Arc::new(std::sync::Mutex::new(body)))
+    }
+
+    /// Whether the body was read from.
+    fn started(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
     }
 
     /// Reads and drops what is left of the body, for at most `DRAIN_FOR`.
@@ -537,7 +552,8 @@ impl futures_util::Stream for Upload {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::pin::Pin::new(&mut *body).poll_next(cx)
+        body.1 = true;
+        std::pin::Pin::new(&mut body.0).poll_next(cx)
     }
 }
 
