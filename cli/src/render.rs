@@ -485,18 +485,53 @@ pub fn report_json(e: &ClientError) {
 
 /// An error on stderr: the daemon's code and message, the hint in `ckpt`'s words (the daemon's
 /// own words when it gave no advice this CLI knows), and CRIU's error lines.
+/// Control characters are shown escaped: a message can quote what a caller or an archive
+/// supplied (a hostile archive's tar header bytes, a CRIU log line), and a terminal would act
+/// on an escape sequence in it.
 pub fn report(e: &ClientError) {
     match e.api_error() {
         Some((_, err)) => {
-            eprintln!("ckpt: {}: {}", err.code, err.message);
+            eprintln!("ckpt: {}: {}", err.code, inert(&err.message));
             if let Some(h) = hint(err) {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", inert(&h));
             }
             for l in err.log_tail() {
-                eprintln!("  {l}");
+                eprintln!("  {}", inert(&l));
             }
         }
-        None => eprintln!("ckpt: {e}"),
+        None => eprintln!("ckpt: {}", inert(&e.to_string())),
     }
     let _ = std::io::stderr().flush();
+}
+
+/// `s` with its control characters escaped (`\u{1b}`, `\n`), tabs kept.
+fn inert(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\t') {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inert;
+
+    #[test]
+    fn control_characters_in_a_message_are_shown_escaped() {
+        assert_eq!(inert("plain: a\tb é"), "plain: a\tb é");
+        assert!(matches!(inert("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(
+            inert("bad \u{1b}]0;owned\u{7} field \u{10}\nnext"),
+            "bad \\u{1b}]0;owned\\u{7} field \\u{10}\\nnext"
+        );
+    }
 }
