@@ -506,10 +506,15 @@ async fn cancels_until_a_dump_ends_are_taken_or_told_it_ended() {
     for i in 0..5 {
         let id = dump_leaving_running(&d, &t, &format!("e{i}")).await;
         d.wait_job(&id, |j| j.state != JobState::Queued).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let err = loop {
             if let Err(e) = d.client.cancel_job(&id).await {
                 break e;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} took cancels for 2 minutes and did not end"
+            );
         };
         let (status, err) = err.api_error().expect("an API error");
         assert_eq!(status.as_u16(), 409, "{err:?}");
