@@ -849,8 +849,9 @@ async fn an_upload_the_daemon_stops_reading_is_an_error_said_not_a_sigpipe() {
         let mut head = [0u8; 256];
         let _ = c.read(&mut head).unwrap();
         c.shutdown(std::net::Shutdown::Read).unwrap();
-        // Open for writing until ckpt has gone: it never reads the end of an answer.
-        let _ = wait.recv();
+        // Open for writing a while (ckpt's next write of the body meets the shut socket at
+        // once), then closed: ckpt, told of the broken write, may wait for an answer.
+        let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
     });
     let out = Command::new(workspace_binary("ckpt"))
         .arg("--socket")
