@@ -781,6 +781,13 @@ async fn schedules_due_together_wait_for_a_queue_slot_rather_than_fail() {
             d.log()
         );
     }
+    // Each waited for room before its admission: none was checked and then refused as
+    // `queue_full` (nothing else asks for jobs here, so no request takes a slot first).
+    assert!(
+        !d.log().contains("the job queue is full"),
+        "a run was admitted into a full queue:\n{}",
+        d.log()
+    );
 }
 
 /// Spawns `sleep 1000` at exactly `pid` (through ns_last_pid, as CRIU does), retrying while

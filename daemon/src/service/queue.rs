@@ -66,6 +66,17 @@ impl Queue {
         self.sender.try_reserve().ok()
     }
 
+    /// Resolves once the queue has a free slot, in the order asked, or the daemon starts
+    /// stopping (its queued jobs are ended, not taken, and free no slot): for a caller that would
+    /// rather wait for room than be refused as `queue_full` (a run of the clock).
+    pub(super) async fn room(&self) {
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::select! {
+            _ = self.sender.reserve() => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+    }
+
     /// How many jobs wait in the queue.
     pub(super) fn depth(&self) -> usize {
         self.sender.max_capacity() - self.sender.capacity()
@@ -109,12 +120,10 @@ impl Service {
         self.inner.queue.running.load(Ordering::Relaxed)
     }
 
-    /// Resolves once a job ends after this call (whatever its result): a queue slot may be free.
-    pub fn job_ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut ended = self.inner.queue.finished.subscribe();
-        async move {
-            let _ = ended.changed().await;
-        }
+    /// Resolves once the job queue has a free slot (none is held for the caller: an admission
+    /// can still find it full, and is then refused as `queue_full`).
+    pub fn queue_room(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        self.inner.queue.room()
     }
 
     pub fn is_shutting_down(&self) -> bool {
