@@ -790,6 +790,84 @@ async fn schedules_due_together_wait_for_a_queue_slot_rather_than_fail() {
     );
 }
 
+/// A schedule disabled while its run waits its turn in a crowded minute stays disabled and is
+/// not run: the clock fired it from rows read before the change, and used to write that copy
+/// back, enabled, with the run.
+#[tokio::test]
+async fn a_schedule_disabled_while_its_run_waits_for_the_queue_is_not_run_nor_enabled_again() {
+    let d = daemon_with_config(
+        "retention_interval_secs = 3600\nqueue_capacity = 1\n",
+        &["--workers", "1"],
+    )
+    .await;
+    let names = ["first", "second", "waiting"];
+    let targets: Vec<Target> = names
+        .iter()
+        .map(|name| Target::python(d.dir.path(), name, 0, false))
+        .collect();
+    // All three due at one second, 6 s from now: none is created after the clock's read.
+    use chrono::Timelike;
+    let second = (chrono::Utc::now() + chrono::Duration::seconds(6)).second();
+    for (name, t) in names.iter().zip(&targets) {
+        let name = *name;
+        let mut s = schedule(
+            name,
+            t.pid,
+            &format!("{second} * * * * *"),
+            Retention::default(),
+        );
+        if name != "waiting" {
+            // The first run holds the one worker for 4 s, the second the one queue slot: the
+            // third waits for room all that time.
+            s.options.hooks = Some(ckptd_api::Hooks {
+                pre_dump: Some(vec!["sleep".into(), "4".into()]),
+                ..Default::default()
+            });
+        }
+        d.client.create_schedule(&s).await.unwrap();
+    }
+    // The second run admitted: the first runs its hook, the third waits for room.
+    wait_schedule(&d, "second", 40, |s| s.last_run.is_some()).await;
+    let waiting = d.client.schedule("waiting").await.unwrap();
+    assert!(
+        waiting.last_run.is_none(),
+        "the third run was admitted before the first ended: {waiting:#?}\n{}",
+        d.log()
+    );
+    let off = d
+        .client
+        .update_schedule(
+            "waiting",
+            &UpdateSchedule {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!off.enabled);
+    // Both runs before it end; the waiting one was not run, and the schedule is still off.
+    for name in &names[..2] {
+        wait_schedule(&d, name, 40, |s| {
+            s.last_run
+                .as_ref()
+                .is_some_and(|r| r.status == RunStatus::Succeeded)
+        })
+        .await;
+    }
+    let log = d.log();
+    assert!(
+        log.contains("schedule \"waiting\" was disabled while its run waited; not run"),
+        "the waiting run did not see the change:\n{log}"
+    );
+    let after = d.client.schedule("waiting").await.unwrap();
+    assert!(
+        !after.enabled && after.last_run.is_none() && after.last_failure_at.is_none(),
+        "{after:#?}\n{log}"
+    );
+    assert!(labelled(&d, "waiting").await.is_empty());
+}
+
 /// Spawns `sleep 1000` at exactly `pid` (through ns_last_pid, as CRIU does), retrying while
 /// other processes take the pid first.
 fn spawn_at_pid(pid: i32, dir: &std::path::Path) -> Target {

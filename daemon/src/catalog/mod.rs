@@ -346,6 +346,18 @@ impl ScheduleRow {
     }
 }
 
+/// What a change of a schedule through the API resets of the columns its runs write too
+/// (`Catalog::edit_schedule`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScheduleResets {
+    /// Its anchor (a new cron, or enabled again: the next slot counts from the change).
+    pub anchor: bool,
+    /// Its failures in a row and the reason it was disabled (enabled again).
+    pub failures: bool,
+    /// Its target's start time (a new target).
+    pub target_start: bool,
+}
+
 /// A job's end and what follows from it, written together (`Catalog::end_job`).
 pub struct JobEnd<'a> {
     pub job: &'a Job,
@@ -590,7 +602,7 @@ impl Catalog {
         Self::insert_checkpoint_in(&mut b, cp);
         Self::insert_job_in(&mut b, job, request);
         if let Some(row) = run {
-            Self::update_schedule_in(&mut b, row);
+            Self::record_run_start_in(&mut b, row);
         }
         self.write(b).await.map_err(|e| inserting(e, cp))?;
         self.checkpoints_changed();
@@ -1119,12 +1131,6 @@ impl Catalog {
     }
 
     /// Writes a schedule's mutable fields; false if it is gone.
-    pub async fn update_schedule(&self, s: &ScheduleRow) -> Result<bool> {
-        let mut b = Batch::new();
-        Self::update_schedule_in(&mut b, s);
-        Ok(self.write(b).await?[0].changed == 1)
-    }
-
     fn update_schedule_in<'q>(b: &mut Batch<'q>, s: &'q ScheduleRow) {
         b.push(
             "UPDATE schedules SET target = ?, cron = ?, options = ?, retention = ?, enabled = ?, \
@@ -1146,6 +1152,94 @@ impl Catalog {
         .bind(s.last_failure_at.as_ref().map(ts))
         .bind(s.target_start.map(|t| t as i64))
         .bind(s.id.to_string());
+    }
+
+    /// A change through the API of the schedule read as `row` (then last changed `read_at`): the
+    /// columns a caller owns, and of those a run also writes only what the change resets (the
+    /// anchor when it re-times the schedule, the count of failures and the reason when it
+    /// enables it, the target's start time when it re-targets it). The schedule as it is after;
+    /// None when it was changed through the API or deleted since that read (nothing written).
+    pub async fn edit_schedule(
+        &self,
+        row: &ScheduleRow,
+        read_at: &DateTime<Utc>,
+        resets: ScheduleResets,
+    ) -> Result<Option<ScheduleRow>> {
+        let mut b = Batch::new();
+        b.push(
+            "UPDATE schedules SET target = ?, cron = ?, options = ?, retention = ?, enabled = ?, \
+             updated_at = ?, \
+             anchor_at = CASE WHEN ? THEN ? ELSE anchor_at END, \
+             consecutive_failures = CASE WHEN ? THEN 0 ELSE consecutive_failures END, \
+             disabled_reason = CASE WHEN ? THEN NULL ELSE disabled_reason END, \
+             target_start = CASE WHEN ? THEN ? ELSE target_start END \
+             WHERE id = ? AND updated_at = ? RETURNING *",
+        )
+        .bind(to_json(&row.target))
+        .bind(&row.cron)
+        .bind(to_json(&row.options))
+        .bind(to_json(&row.retention))
+        .bind(i64::from(row.enabled))
+        .bind(ts(&row.updated_at))
+        .bind(resets.anchor)
+        .bind(ts(&row.anchor_at))
+        .bind(resets.failures)
+        .bind(resets.failures)
+        .bind(resets.target_start)
+        .bind(row.target_start.map(|t| t as i64))
+        .bind(row.id.to_string())
+        .bind(ts(read_at));
+        let done = self.write(b).await?;
+        done.first()
+            .and_then(|d| d.rows.first().map(schedule_from_row))
+            .transpose()
+    }
+
+    /// A run's start, from `row` as the clock (or a manual run) read it: only the columns a run
+    /// owns, so that a change made through the API since that read stands. Its run, its anchor
+    /// (kept if the schedule's is later: a change of its cron or its enabling re-anchors it at
+    /// that moment) and the target's start time if the schedule had none.
+    fn record_run_start_in<'q>(b: &mut Batch<'q>, row: &'q ScheduleRow) {
+        let anchor = ts(&row.anchor_at);
+        b.push(
+            "UPDATE schedules SET anchor_at = CASE WHEN julianday(?) > julianday(anchor_at) \
+             THEN ? ELSE anchor_at END, last_run = ?, target_start = COALESCE(target_start, ?) \
+             WHERE id = ?",
+        )
+        .bind(anchor.clone())
+        .bind(anchor)
+        .bind(row.last_run.as_ref().map(to_json))
+        .bind(row.target_start.map(|t| t as i64))
+        .bind(row.id.to_string());
+    }
+
+    /// Records a run refused at its admission on the schedule as it is now (read and written in
+    /// one transaction; not the copy the run was fired from, which a change through the API may
+    /// have outdated): `record` changes the row and says whether that disabled it. None when the
+    /// schedule is gone.
+    pub async fn record_refused_run(
+        &self,
+        id: Uuid,
+        record: impl FnOnce(&mut ScheduleRow) -> bool,
+    ) -> Result<Option<(ScheduleRow, bool)>> {
+        let mut tx = Tx::new(&self.writer).await?;
+        let mut b = Batch::new();
+        b.push("SELECT * FROM schedules WHERE id = ?")
+            .bind(id.to_string());
+        let read = tx.run(b).await?;
+        let Some(mut row) = read
+            .first()
+            .and_then(|d| d.rows.first().map(schedule_from_row))
+            .transpose()?
+        else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let disabled = record(&mut row);
+        let mut b = Batch::new();
+        Self::update_schedule_in(&mut b, &row);
+        tx.commit(b).await?;
+        Ok(Some((row, disabled)))
     }
 
     /// A restore in place by ckptd gave process `pid` of `owner` a new start time: the schedules
@@ -1819,6 +1913,109 @@ mod tests {
             last_failure_at: Some(now()),
             target_start: Some(7),
         }
+    }
+
+    /// The clock fires a run from rows it read earlier; a change through the API in between
+    /// stands, and the run's own columns stand against a change read before the run.
+    #[tokio::test]
+    async fn a_runs_start_and_a_change_through_the_api_leave_each_others_columns() {
+        use chrono::Duration as D;
+        let (_d, c) = open().await;
+        let cp = checkpoint("run", 1);
+        let job = job_for(&cp);
+        let mut sched = running_schedule(&cp, &job);
+        sched.last_run = None;
+        sched.anchor_at = now() - D::minutes(5);
+        c.insert_schedule(&sched).await.unwrap();
+        // What the clock read, fired for a slot a minute ago (a whole second).
+        let mut fired = sched.clone();
+        let slot = (now() - D::minutes(1)).timestamp();
+        fired.anchor_at = DateTime::from_timestamp(slot, 0).unwrap();
+        fired.last_run = running_schedule(&cp, &job).last_run;
+        fired.target_start = None;
+        // Meanwhile disabled through the API.
+        let mut edited = sched.clone();
+        edited.enabled = false;
+        edited.updated_at = now();
+        let after_edit = c
+            .edit_schedule(&edited, &sched.updated_at, ScheduleResets::default())
+            .await
+            .unwrap()
+            .expect("the edit of the row as read applies");
+        assert!(!after_edit.enabled);
+        // An edit of a row read before that one writes nothing.
+        let mut late = sched.clone();
+        late.cron = "@hourly".into();
+        let late_resets = ScheduleResets {
+            anchor: true,
+            ..Default::default()
+        };
+        assert!(c
+            .edit_schedule(&late, &sched.updated_at, late_resets)
+            .await
+            .unwrap()
+            .is_none());
+        // The run's start keeps the edit, records the run, moves the anchor to its slot and
+        // keeps the target's start time the schedule has.
+        c.insert_checkpoint_with_job(&cp, &job, &serde_json::json!({}), Some(&fired))
+            .await
+            .unwrap();
+        let stored = c.schedule("nightly").await.unwrap().unwrap();
+        assert!(
+            !stored.enabled,
+            "the run undid a change made after its read"
+        );
+        assert_eq!(stored.cron, "@daily");
+        assert_eq!(stored.last_run, fired.last_run);
+        assert_eq!(stored.anchor_at, fired.anchor_at);
+        assert_eq!(stored.target_start, Some(7));
+        // Re-timed through the API now (an anchor with microseconds, later than any slot the
+        // clock read before): a run fired from the older read keeps that anchor.
+        let mut retimed = stored.clone();
+        retimed.enabled = true;
+        retimed.anchor_at = now();
+        retimed.updated_at = retimed.anchor_at;
+        let resets = ScheduleResets {
+            anchor: true,
+            failures: true,
+            target_start: false,
+        };
+        let after = c
+            .edit_schedule(&retimed, &stored.updated_at, resets)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.anchor_at, retimed.anchor_at);
+        assert_eq!(after.consecutive_failures, 0);
+        assert_eq!(
+            after.last_run, fired.last_run,
+            "the edit kept the run's record"
+        );
+        let (cp2, job2) = (checkpoint("run2", 1), job_for(&checkpoint("run2", 1)));
+        let mut cp2 = cp2;
+        cp2.dir = "/x/run2".into();
+        c.insert_checkpoint_with_job(&cp2, &job2, &serde_json::json!({}), Some(&fired))
+            .await
+            .unwrap();
+        let stored = c.schedule("nightly").await.unwrap().unwrap();
+        assert_eq!(stored.anchor_at, retimed.anchor_at);
+        // A refused run is recorded on the row as it is now; a deleted schedule is left alone.
+        let (row, disabled) = c
+            .record_refused_run(sched.id, |r| {
+                r.last_failure_at = Some(now());
+                r.count_failure(1)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(disabled && !row.enabled && row.cron == "@daily");
+        assert_eq!(c.schedule("nightly").await.unwrap().unwrap(), row);
+        c.delete_schedule(sched.id).await.unwrap();
+        assert!(c
+            .record_refused_run(sched.id, |_| unreachable!("no row to change"))
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ pub mod cron;
 pub mod retention;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +66,13 @@ struct Inner {
     keep_failed: Duration,
     /// Failed runs in a row after which a schedule is disabled (0: never).
     max_failures: u32,
+    /// Bumped by every change or deletion of a schedule through the API: a run of the clock
+    /// fired from rows read before reads its schedule again (`Schedules::fire`).
+    edits: AtomicU64,
 }
+
+/// How often a change through the API is re-applied when another one came first.
+const EDIT_TRIES: usize = 3;
 
 fn not_found(reference: &str) -> Error {
     Error::not_found(format!("no schedule with id or name {reference:?}"))
@@ -89,6 +96,7 @@ impl Schedules {
                 pass: tokio::sync::Mutex::new(()),
                 keep_failed,
                 max_failures,
+                edits: AtomicU64::new(0),
             }),
         }
     }
@@ -295,56 +303,70 @@ impl Schedules {
         reference: &str,
         req: UpdateSchedule,
     ) -> Result<Schedule> {
-        let mut row = self.row(caller, reference).await?;
-        let now = catalog::now();
-        let retime = req.cron.as_ref().is_some_and(|c| *c != row.cron)
-            || req.enabled.is_some_and(|e| e && !row.enabled);
-        let new_target = req.target.as_ref().is_some_and(|t| *t != row.target);
-        let new_dir = req
-            .options
-            .as_ref()
-            .is_some_and(|o| o.checkpoint_dir != row.options.checkpoint_dir);
-        if let Some(t) = req.target {
-            row.target = t;
-        }
-        if new_target {
-            row.target_start = crate::service::target_start(&row.target);
-        }
-        if let Some(c) = req.cron {
-            row.cron = c;
-        }
-        if let Some(o) = req.options {
-            row.options = o;
-        }
-        if let Some(r) = req.retention {
-            row.retention = r;
-        }
-        if let Some(e) = req.enabled {
-            row.enabled = e;
-            if e {
+        // Written only if nobody changed the schedule through the API since it was read here,
+        // and then only the columns a caller owns: a run recorded meanwhile (its anchor, its
+        // outcome, its count of failures) stands. Read again and re-applied if another change
+        // came first.
+        for _ in 0..EDIT_TRIES {
+            let mut row = self.row(caller, reference).await?;
+            let read_at = row.updated_at;
+            let now = catalog::now();
+            let resets = catalog::ScheduleResets {
+                anchor: req.cron.as_ref().is_some_and(|c| *c != row.cron)
+                    || req.enabled.is_some_and(|e| e && !row.enabled),
                 // Enabled again: the count of failures starts afresh.
-                row.consecutive_failures = 0;
-                row.disabled_reason = None;
+                failures: req.enabled == Some(true),
+                target_start: req.target.as_ref().is_some_and(|t| *t != row.target),
+            };
+            let new_dir = req
+                .options
+                .as_ref()
+                .is_some_and(|o| o.checkpoint_dir != row.options.checkpoint_dir);
+            if let Some(t) = &req.target {
+                row.target = t.clone();
             }
+            if resets.target_start {
+                row.target_start = crate::service::target_start(&row.target);
+            }
+            if let Some(c) = &req.cron {
+                row.cron = c.clone();
+            }
+            if let Some(o) = &req.options {
+                row.options = o.clone();
+            }
+            if let Some(r) = &req.retention {
+                row.retention = r.clone();
+            }
+            if let Some(e) = req.enabled {
+                row.enabled = e;
+            }
+            if resets.anchor {
+                row.anchor_at = now;
+            }
+            row.updated_at = now;
+            self.validate(caller, &row, resets.target_start || new_dir)
+                .await?;
+            let Some(row) = self.catalog().edit_schedule(&row, &read_at, resets).await? else {
+                continue; // changed or deleted meanwhile: the next read says which
+            };
+            self.inner.edits.fetch_add(1, Ordering::SeqCst);
+            let s = Self::view(row);
+            self.inner.jobs.events().schedule("schedule.updated", &s);
+            self.inner.changed.notify_one();
+            return Ok(s);
         }
-        if retime {
-            row.anchor_at = now;
-        }
-        row.updated_at = now;
-        self.validate(caller, &row, new_target || new_dir).await?;
-        if !self.catalog().update_schedule(&row).await? {
-            return Err(not_found(reference));
-        }
-        let s = Self::view(row);
-        self.inner.jobs.events().schedule("schedule.updated", &s);
-        self.inner.changed.notify_one();
-        Ok(s)
+        Err(Error::conflict(format!(
+            "schedule {reference:?} was changed by other requests while this change was made, \
+             {EDIT_TRIES} times in a row; nothing of this change was written"
+        ))
+        .with_hint("retry: a change is applied to the schedule as it is then"))
     }
 
     /// Removes the schedule. Its checkpoints stay (with their label) until deleted or expired.
     pub async fn delete(&self, caller: &Caller, reference: &str) -> Result<()> {
         let row = self.row(caller, reference).await?;
         self.catalog().delete_schedule(row.id).await?;
+        self.inner.edits.fetch_add(1, Ordering::SeqCst);
         tracing::info!(schedule = %row.name, "schedule deleted");
         self.inner
             .jobs
@@ -357,7 +379,7 @@ impl Schedules {
     /// Runs the schedule now (enabled or not); its clock is untouched.
     pub async fn run_now(&self, caller: &Caller, reference: &str) -> Result<(Checkpoint, Job)> {
         let row = self.row(caller, reference).await?;
-        self.fire(row, None).await
+        self.fire(row, None, 0).await
     }
 
     pub async fn retention_plan(&self, caller: &Caller, reference: &str) -> Result<RetentionPlan> {
@@ -389,10 +411,44 @@ impl Schedules {
     }
 
     /// Submits one run. `slot`: the cron slot being run (None: a manual run).
+    /// The schedule of a run the clock fired from `stale`, read again: as it is now if it is
+    /// still enabled and due (its anchor the slot it is run for); refused, and not recorded as
+    /// a failure, if it was deleted, disabled or re-timed past now meanwhile.
+    async fn still_due(&self, stale: &ScheduleRow) -> Result<ScheduleRow> {
+        let not_run = |why: &str| {
+            Err(Error::conflict(format!(
+                "schedule {:?} was {why} while its run waited; not run",
+                stale.name
+            )))
+        };
+        let Some(mut row) = self.catalog().schedule(&stale.id.to_string()).await? else {
+            return not_run("deleted");
+        };
+        if !row.enabled {
+            return not_run("disabled");
+        }
+        let now = catalog::now();
+        let Ok(spec) = cron::parse(&row.cron, &row.name) else {
+            return not_run("given a cron that does not parse");
+        };
+        match spec.next_after(&row.anchor_at) {
+            Some(next) if next <= now => {
+                row.anchor_at = spec.latest_until(&now).unwrap_or(next).max(row.anchor_at);
+            }
+            _ => return not_run("re-timed"),
+        }
+        if row.target_start.is_none() {
+            row.target_start = crate::service::target_start(&row.target);
+        }
+        Ok(row)
+    }
+
+    /// `edits`: the count of changes through the API when the clock read `row`.
     async fn fire(
         &self,
         mut row: ScheduleRow,
         slot: Option<DateTime<Utc>>,
+        edits: u64,
     ) -> Result<(Checkpoint, Job)> {
         let jobs = &self.inner.jobs;
         // A run of the clock waits (up to QUEUE_WAIT) for a queue slot when the queue is full:
@@ -414,6 +470,11 @@ impl Schedules {
                 // outnumber the queue (BENCHMARKS.md, "Cost growth").
                 let left = QUEUE_WAIT.saturating_sub(waiting_since.elapsed());
                 let _ = tokio::time::timeout(left, jobs.queue_room()).await;
+                // A schedule changed through the API since the clock read it (disabled,
+                // deleted, re-timed while this run waited its turn) runs as it is now, or not.
+                if self.inner.edits.load(Ordering::SeqCst) != edits {
+                    row = self.still_due(&row).await?;
+                }
             }
             let now = catalog::now();
             // The schedule says the run is running in the transaction that creates its job.
@@ -464,7 +525,7 @@ impl Schedules {
             }
             Err(e) if jobs.is_shutting_down() && e.kind == ErrorKind::Unavailable => {}
             Err(e) => {
-                row.last_run = Some(ScheduleRun {
+                let run = ScheduleRun {
                     at: now,
                     status: RunStatus::Failed,
                     manual: slot.is_none(),
@@ -472,16 +533,29 @@ impl Schedules {
                     checkpoint_id: None,
                     checkpoint_name: None,
                     error: Some(e.to_info()),
-                });
-                row.last_failure_at = Some(now);
-                let disabled = row.count_failure(self.inner.max_failures);
-                self.catalog().update_schedule(&row).await?;
-                let view = Self::view(row.clone());
-                if disabled {
-                    self.announce_disabled(&view);
-                }
+                };
+                // On the schedule as it is now, the slot counted as run: a copy read before a
+                // change through the API would undo the change.
+                let (anchor, target_start) = (row.anchor_at, row.target_start);
+                let max = self.inner.max_failures;
+                let recorded = self
+                    .catalog()
+                    .record_refused_run(row.id, |now_row| {
+                        now_row.anchor_at = now_row.anchor_at.max(anchor);
+                        now_row.target_start = now_row.target_start.or(target_start);
+                        now_row.last_run = Some(run);
+                        now_row.last_failure_at = Some(now);
+                        now_row.count_failure(max)
+                    })
+                    .await?;
                 tracing::warn!(schedule = %row.name, error = %e, "scheduled checkpoint refused");
-                jobs.events().schedule("schedule.failed", &view);
+                if let Some((now_row, disabled)) = recorded {
+                    let view = Self::view(now_row);
+                    if disabled {
+                        self.announce_disabled(&view);
+                    }
+                    jobs.events().schedule("schedule.failed", &view);
+                }
             }
         }
         result
@@ -723,6 +797,7 @@ impl Schedules {
     /// Runs every schedule whose next slot has come; returns how long until the next one.
     async fn due(&self) -> Result<Option<Duration>> {
         let mut soonest: Option<Duration> = None;
+        let edits = self.inner.edits.load(Ordering::SeqCst);
         for row in self.catalog().schedules(None).await? {
             if !row.enabled {
                 continue;
@@ -741,8 +816,8 @@ impl Schedules {
             if next <= now {
                 // Missed slots (the daemon was down) collapse into this one run.
                 let slot = spec.latest_until(&now).unwrap_or(next);
-                if let Err(e) = self.fire(row, Some(slot)).await {
-                    tracing::debug!(error = %e, "run refused (recorded on the schedule)");
+                if let Err(e) = self.fire(row, Some(slot), edits).await {
+                    tracing::debug!(error = %e, "run not started");
                 }
                 // Its next slot is after `now`; the caller loops again at once for it.
                 soonest = Some(Duration::ZERO);
