@@ -32,6 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SIZES=${SIZES:-"64 512 1024 4096"}
+PARTS_GIVEN=${PARTS:-}
 PARTS=${PARTS:-"process fixed container docker podman containerd frozen group lazy migration parallel archive remote registry api scale idle"}
 RESULTS=bench/results
 export CKPTD=$PWD/target/release/ckptd
@@ -89,12 +90,15 @@ if [ -z "${REPORT_ONLY:-}" ]; then
     if run_part "$p" | result >"$RESULTS/$p.txt.new"; then
       # A part with a run count of its own says it (bench_fixed.sh).
       grep -q '^RESULT runs ' "$RESULTS/$p.txt.new" || echo "RESULT runs $p $RUNS" >>"$RESULTS/$p.txt.new"
+      # The day it was measured: a part re-run alone (PARTS=...) says so in the report.
+      echo "RESULT measured $p $(date -u +%Y-%m-%d)" >>"$RESULTS/$p.txt.new"
       mv "$RESULTS/$p.txt.new" "$RESULTS/$p.txt"
     else
       rm -f "$RESULTS/$p.txt.new"; failed+=("$p")
     fi
   done
-  date -u +%Y-%m-%d >"$RESULTS/date"
+  # The day of the last run of every part (a part's own day is its `measured` line).
+  [ -n "${PARTS_GIVEN:-}" ] || date -u +%Y-%m-%d >"$RESULTS/date"
   [ ${#failed[@]} -eq 0 ] || echo "FAILED parts (their previous results kept): ${failed[*]}" >&2
 fi
 cat "$RESULTS"/*.txt >"$RESULTS/all"

@@ -373,10 +373,18 @@ def runs_said():
     return f"{common} runs ({others})"
 
 
+def measured_said():
+    """The day of the whole run, and the parts measured on another day since (PARTS=...)."""
+    later = {part: day for part, day in R.get("measured", []) if day != date}
+    if not later:
+        return date
+    return ", ".join([date] + [f"{p} re-run on {d}" for p, d in sorted(later.items())])
+
+
 p = print
 p("# Benchmarks")
 p()
-p(f"Measured by `make bench` ({date}, {os.cpu_count()} cores, kernel {platform.release()}, "
+p(f"Measured by `make bench` ({measured_said()}, {os.cpu_count()} cores, kernel {platform.release()}, "
   f"{sh('criu --version | head -1').replace('Version: ', 'CRIU ')}, {sh('runc --version | head -1')}, "
   f"images on {sh('df --output=fstype /var/tmp | tail -1')} under /var/tmp). Medians of "
   f"{runs_said()}; ckptd and the by-hand command alternate which goes first. This "
