@@ -768,8 +768,20 @@ pub fn wait_until(what: &str, f: impl FnMut() -> bool) {
 
 /// `wait_until`, whose failure also says what `explain` finds then (the state the test could
 /// not see change).
-pub fn wait_until_else(what: &str, mut f: impl FnMut() -> bool, explain: impl FnOnce() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+pub fn wait_until_else(what: &str, f: impl FnMut() -> bool, explain: impl FnOnce() -> String) {
+    wait_until_within(what, Duration::from_secs(20), f, explain)
+}
+
+/// `wait_until_else` with a limit of its own: for what takes as long as the machine's load
+/// makes it (CRIU writing a GiB reaches its pause in 2 s idle, and took over 20 s with both
+/// CPUs busy and the suite's other work running).
+pub fn wait_until_within(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
+    let deadline = Instant::now() + limit;
     while !f() {
         if Instant::now() >= deadline {
             panic!("timed out waiting for {what}\n{}", explain());
@@ -1395,12 +1407,17 @@ impl Pause {
     pub fn reached(&self, action: &str) -> i32 {
         let marker = self.dir.path().join(format!("reached-{action}"));
         let mut pid = None;
-        wait_until(&format!("CRIU to reach {action}"), || {
-            pid = std::fs::read_to_string(&marker)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            pid.is_some()
-        });
+        wait_until_within(
+            &format!("CRIU to reach {action}"),
+            Duration::from_secs(90),
+            || {
+                pid = std::fs::read_to_string(&marker)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                pid.is_some()
+            },
+            String::new,
+        );
         pid.unwrap()
     }
 
