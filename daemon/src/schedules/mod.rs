@@ -410,7 +410,6 @@ impl Schedules {
         Ok(plans(row, &rules, checkpoints))
     }
 
-    /// Submits one run. `slot`: the cron slot being run (None: a manual run).
     /// The schedule of a run the clock fired from `stale`, read again: as it is now if it is
     /// still enabled and due (its anchor the slot it is run for); refused, and not recorded as
     /// a failure, if it was deleted, disabled or re-timed past now meanwhile.
@@ -443,7 +442,8 @@ impl Schedules {
         Ok(row)
     }
 
-    /// `edits`: the count of changes through the API when the clock read `row`.
+    /// Submits one run. `slot`: the cron slot being run (None: a manual run); `edits`: the
+    /// count of changes through the API when the clock read `row`.
     async fn fire(
         &self,
         mut row: ScheduleRow,
