@@ -790,6 +790,96 @@ pub fn wait_until_within(
     }
 }
 
+/// A TCP port on 127.0.0.1 that is free now, for a server a test starts (moto, the registry,
+/// Prometheus). It is taken below the kernel's ephemeral range (`ip_local_port_range`), where
+/// neither `bind(0)` nor a connect's source port lands. A port `bind(0)` picked and released can
+/// be handed to the next `bind(0)` (another test's server, a daemon's `--tcp-listen
+/// 127.0.0.1:0`) before the server binds it; and a probe's connect to an ephemeral port no one
+/// listens on yet can connect to itself (TCP's simultaneous open, when its source port is that
+/// port). Either looks like the server listening: a CI run once failed so, its server refusing
+/// the first request after the probe had "connected".
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .expect("read /proc/sys/net/ipv4/ip_local_port_range");
+    let low: u32 = range
+        .split_whitespace()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .expect("the ephemeral range's low end");
+    const SPAN: u32 = 10_000;
+    assert!(
+        low > SPAN + 1024,
+        "the ephemeral range starts at {low}: too low to leave test servers room below it"
+    );
+    let base = low - SPAN;
+    // Test binaries run one after another and their tests share this counter: each binary starts
+    // at its own offset, so even a port whose server was just stopped is not the next one used.
+    let start = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {base}..{low}");
+}
+
+/// Waits until `child`, a server a test started, listens on 127.0.0.1:`port` itself: the
+/// listening socket must be one of its descriptors, so another server on that port (or a probe
+/// connected to itself) is not taken for it. Fails at once, with the end of its log, if it exits
+/// first (the port taken after all, a bad config).
+pub fn wait_until_serving(what: &str, child: &mut Child, port: u16, log: &Path) {
+    wait_until_within(
+        &format!("{what} to listen on 127.0.0.1:{port}"),
+        Duration::from_secs(30),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                panic!(
+                    "{what} exited ({status}) before it listened on 127.0.0.1:{port}; its log \
+                     ({}) ends:\n{}",
+                    log.display(),
+                    tail(&text, 30)
+                );
+            }
+            listens_on(child.id(), port)
+        },
+        || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            format!("its log ({}) ends:\n{}", log.display(), tail(&text, 30))
+        },
+    );
+}
+
+/// Whether process `pid` holds a socket listening on 127.0.0.1:`port` (or on every address).
+fn listens_on(pid: u32, port: u16) -> bool {
+    use procfs::net::TcpState;
+    use procfs::process::{FDTarget, Process};
+    let Ok(entries) = procfs::net::tcp() else {
+        return false;
+    };
+    let inodes: Vec<u64> = entries
+        .iter()
+        .filter(|e| {
+            e.state == TcpState::Listen
+                && e.local_address.port() == port
+                && (e.local_address.ip().is_loopback() || e.local_address.ip().is_unspecified())
+        })
+        .map(|e| e.inode)
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = Process::new(pid as i32).and_then(|p| p.fd()) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| matches!(fd.target, FDTarget::Socket(ino) if inodes.contains(&ino)))
+}
+
 /// CRIU's connection locks (iptables rules with its mark) from or to any of `ports`.
 pub fn criu_locks(ports: &[String]) -> Vec<String> {
     let out = std::process::Command::new("iptables")
@@ -1032,10 +1122,7 @@ impl RegistryServer {
     }
 
     fn start_with(tls: bool) -> RegistryServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let dir = tempfile::Builder::new()
             .prefix("ckptd-registry-")
             .tempdir()
@@ -1099,10 +1186,11 @@ impl RegistryServer {
 
     /// Starts the server (again, on the same port and storage).
     pub fn up(&mut self) {
+        let log_path = self.dir.path().join("registry.log");
         let log = File::options()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("registry.log"))
+            .open(&log_path)
             .unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -1112,11 +1200,9 @@ impl RegistryServer {
             .stderr(log)
             .spawn()
             .expect("docker-registry (make setup installs it)");
+        let mut child = child;
+        wait_until_serving("the registry", &mut child, self.port, &log_path);
         self.child = Some(child);
-        let port = self.port;
-        wait_until("the registry to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
     }
 
     /// Stops the server (kill -9): requests are refused until `up`.
@@ -1209,11 +1295,7 @@ pub struct S3Server {
 impl S3Server {
     /// Starts the server and makes `buckets`.
     pub fn start(buckets: &[&str]) -> S3Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        Self::start_on(port, buckets)
+        Self::start_on(free_port(), buckets)
     }
 
     pub fn start_on(port: u16, buckets: &[&str]) -> S3Server {
@@ -1221,8 +1303,9 @@ impl S3Server {
             .prefix("ckptd-s3-")
             .tempdir()
             .unwrap();
-        let log = File::create(dir.path().join("moto.log")).unwrap();
-        let child = Command::new(format!("{SETUP_VENV}/bin/moto_server"))
+        let log_path = dir.path().join("moto.log");
+        let log = File::create(&log_path).unwrap();
+        let mut child = Command::new(format!("{SETUP_VENV}/bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
             .stdin(Stdio::null())
@@ -1231,9 +1314,7 @@ impl S3Server {
             .spawn()
             .expect("moto_server (make setup installs it into the set-up virtualenv)");
         let endpoint = format!("http://127.0.0.1:{port}");
-        wait_until("the S3 server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        wait_until_serving("the S3 server (moto)", &mut child, port, &log_path);
         let mut s = S3Server {
             endpoint,
             port,

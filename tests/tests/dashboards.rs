@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ckptd_api::{CreateSchedule, RestoreRequest, Retention, ScheduleOptions, Target as ApiTarget};
-use ckptd_tests::{Daemon, Target};
+use ckptd_tests::{free_port, wait_until_serving, Daemon, Target};
 use serde_json::Value;
 
 fn dashboards() -> PathBuf {
@@ -147,11 +147,7 @@ struct Prometheus {
 impl Prometheus {
     fn start(target: &str, token: &Path) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
@@ -165,8 +161,9 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
+        let log_path = dir.path().join("prometheus.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -177,6 +174,7 @@ impl Prometheus {
             .stderr(log)
             .spawn()
             .expect("prometheus (make setup installs it)");
+        wait_until_serving("prometheus", &mut child, port, &log_path);
         let p = Prometheus {
             child,
             addr,
