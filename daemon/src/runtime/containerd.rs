@@ -17,7 +17,8 @@
 //! new snapshot over the same parent, and a log of ckptd's for its output
 //! (`<state_dir>/container-logs/`), then creates its task from the images as in place; anything
 //! made is removed again, within the job, if a step fails, and by the restart's recovery if the
-//! daemon dies between steps (the container carries the job's label, `io.ckptd.made-by`). The
+//! daemon dies between steps (the container carries the job's label, `io.ckptd.made-by`), the
+//! shim containerd forgets when its client dies mid-create included (`end_forgotten_shims`). The
 //! new snapshot is held by a lease of the job's until the container refers to it, as
 //! containerd's own client does: containerd's garbage collector removes a snapshot nothing
 //! refers to, and did, between the two steps (its mount then failed, "no such file or
@@ -270,6 +271,16 @@ impl ContainerdEngine {
 
     /// The container's task, if it has one.
     async fn task(&self, c: &Named<'_>) -> Result<Option<Process>> {
+        let task = self.task_of(c).await?;
+        if task.is_none() {
+            // No task: the container exists (stopped) or not at all.
+            self.container(c).await?;
+        }
+        Ok(task)
+    }
+
+    /// The task containerd has for container id `c`, whether or not the container exists.
+    async fn task_of(&self, c: &Named<'_>) -> Result<Option<Process>> {
         let mut tasks = TasksClient::new(self.channel().await?);
         match tasks
             .get(in_ns(
@@ -282,11 +293,7 @@ impl ContainerdEngine {
             .await
         {
             Ok(r) => Ok(r.into_inner().process),
-            Err(s) if s.code() == Code::NotFound => {
-                // No task: the container exists (stopped) or not at all.
-                self.container(c).await?;
-                Ok(None)
-            }
+            Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(self.grpc(c, "inspect", s)),
         }
     }
@@ -815,9 +822,7 @@ impl ContainerdEngine {
                 &e,
             )
         })?;
-        let log = self
-            .container_logs
-            .join(format!("{}-{}.log", dst.ns, dst.id));
+        let log = self.output_log(dst);
         let uri = format!("file://{}", log.display());
         let images = spec.images.path().display().to_string();
         let mut tasks = TasksClient::new(self.channel().await?);
@@ -863,6 +868,11 @@ impl ContainerdEngine {
         })
     }
 
+    /// Where the task of a container ckptd made (`make_and_start`) writes its output.
+    fn output_log(&self, c: &Named<'_>) -> PathBuf {
+        self.container_logs.join(format!("{}-{}.log", c.ns, c.id))
+    }
+
     /// Removes what a failed restore into `dst` made: its task, the container (when `made`
     /// says so) and the snapshot; each step best effort, logged.
     async fn unmake(&self, dst: &Named<'_>, snapshotter: &str, made: Made) {
@@ -899,6 +909,39 @@ impl ContainerdEngine {
             let _ = SnapshotsClient::new(channel).remove(r).await;
         }
         tracing::info!(container = %dst.id, namespace = %dst.ns, "removed what a failed restore into a new container made");
+        if matches!(self.task_of(dst).await, Ok(None)) {
+            self.end_forgotten_shims(dst).await;
+        }
+    }
+
+    /// Ends the shims containerd started for container `c` and then forgot: containerd 1.6
+    /// leaves one running when the client creating a task goes away before the shim holds the
+    /// task (containerd#6860, #7733). Seen here in 3 of 10 daemons killed just after containerd
+    /// had started the shim of a restore: the shim idle, its bundle deleted, unknown to `ctr
+    /// tasks ls`, and never ended. Called only once containerd has no task for `c`, so no shim of
+    /// `c` serves anything containerd knows; what runs below one (a restore that went on without
+    /// containerd) is ended with it, as the failed job's would have been.
+    async fn end_forgotten_shims(&self, c: &Named<'_>) {
+        for shim in shims_of(&self.socket, c.ns, c.id) {
+            for child in sys::children(shim.pid) {
+                // Still the shim's child once named by its start time: never a pid reused since.
+                if let Some(t) = sys::TaskId::of(child)
+                    .filter(|_| sys::proc_stat(child).is_some_and(|s| s.ppid == shim.pid))
+                {
+                    sys::end_tree(t, None);
+                }
+            }
+            // SIGTERM first: the shim then removes its socket (`/run/containerd/s/...`).
+            let _ = shim.signal(rustix::process::Signal::TERM);
+            let deadline = tokio::time::Instant::now() + SHIM_EXIT;
+            while shim.alive() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            if shim.alive() {
+                sys::end_tree(shim, None);
+            }
+            tracing::warn!(container = %c.id, namespace = %c.ns, pid = shim.pid, "ended a shim containerd had forgotten (its client, a restore of ckptd's, was gone before its task)");
+        }
     }
 
     /// A restore containerd refused or CRIU failed: CRIU's own words from its log.
@@ -925,6 +968,56 @@ impl ContainerdEngine {
             &log,
         )
     }
+}
+
+/// How long a forgotten shim has to exit after SIGTERM before it is killed.
+const SHIM_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The most of a process's command line read to know whether it is a shim (containerd's are a
+/// few hundred bytes).
+const CMDLINE_MAX: u64 = 8192;
+
+/// The shims running for container `id` in namespace `ns` of the containerd at `address`: root's
+/// processes (real and effective uid 0, which no member's process has) whose command line is
+/// the one containerd starts a shim with (`containerd-shim-* -namespace NS -id ID -address
+/// ADDRESS`). Each named with its start time, so a pid reused later is never signalled.
+fn shims_of(address: &std::path::Path, ns: &str, id: &str) -> Vec<sys::TaskId> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let address = address.as_os_str().as_bytes();
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let task = sys::TaskId::of(pid)?;
+            let status = procfs::process::Process::new(pid).ok()?.status().ok()?;
+            if status.ruid != 0 || status.euid != 0 {
+                return None;
+            }
+            let mut raw = Vec::new();
+            std::fs::File::open(e.path().join("cmdline"))
+                .ok()?
+                .take(CMDLINE_MAX)
+                .read_to_end(&mut raw)
+                .ok()?;
+            let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+            let program = std::path::Path::new(std::ffi::OsStr::from_bytes(args.first()?));
+            let has = |flag: &str, value: &[u8]| {
+                args.windows(2)
+                    .any(|w| w[0] == flag.as_bytes() && w[1] == value)
+            };
+            (program
+                .file_name()?
+                .as_bytes()
+                .starts_with(b"containerd-shim")
+                && has("-namespace", ns.as_bytes())
+                && has("-id", id.as_bytes())
+                && has("-address", address))
+            .then_some(task)
+        })
+        .collect()
 }
 
 /// The checkpoint's container is no longer in containerd: a restore into another container has
@@ -1278,21 +1371,31 @@ impl Engine for ContainerdEngine {
                 None => src,
             };
             let task = self.task(&c).await.ok().flatten();
+            let made_here = self
+                .container(&c)
+                .await
+                .ok()
+                .filter(|m| m.labels.get(MADE_BY).map(String::as_str) == Some(log_name));
             if let Some(p) = &task {
                 if Status::try_from(p.status) == Ok(Status::Running) {
-                    return container::restored(true, p.pid as i32, c.id);
+                    // A container this job made writes its output where the job told it to,
+                    // as the job would have answered had it not been killed.
+                    return container::restored(true, p.pid as i32, c.id).map(|r| JobResult {
+                        output_log: made_here
+                            .is_some()
+                            .then(|| self.output_log(&c).display().to_string()),
+                        ..r
+                    });
                 }
             }
             // Not running: a container this very job made (a daemon killed between its steps)
             // is removed, as the job would have removed it.
-            if let Ok(made) = self.container(&c).await {
-                if made.labels.get(MADE_BY).map(String::as_str) == Some(log_name) {
-                    let done = Made {
-                        container: true,
-                        task: task.is_some(),
-                    };
-                    self.unmake(&c, &made.snapshotter, done).await;
-                }
+            if let Some(made) = made_here {
+                let done = Made {
+                    container: true,
+                    task: task.is_some(),
+                };
+                self.unmake(&c, &made.snapshotter, done).await;
             }
             None
         })
