@@ -860,7 +860,8 @@ async fn an_upload_the_daemon_stops_reading_is_an_error_said_not_a_sigpipe() {
         .arg(&archive)
         .output()
         .unwrap();
-    gone.send(()).unwrap();
+    // The server may have given up waiting already (ckpt slower than 2 s under load).
+    let _ = gone.send(());
     server.join().unwrap();
     assert_eq!(
         out.status.signal(),

@@ -236,7 +236,7 @@ async fn docker_scenarios() {
         format!("docker_socket = \"{SOCKET}\"\ndocker_runc_root = \"{RUNC_ROOT}\"\n"),
     )
     .unwrap();
-    let d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
+    let mut d = Daemon::start_with(&["--config", cfg.path().to_str().unwrap()]).await;
     ckptd_tests::scenarios(vec![
         (
             "checkpoint1: looper stops, restored in place",
@@ -258,6 +258,100 @@ async fn docker_scenarios() {
         ),
     ])
     .await;
+    killed_mid_restore(&mut d).await;
+}
+
+/// A daemon killed while Docker starts a container from a checkpoint (the images linked into
+/// the container's checkpoints directory under Docker's root, Docker's start not answered yet):
+/// the restart settles the job either way, the container running on from where it stopped or
+/// not running, and leaves no copy of the images (process memory) in Docker's directory; the
+/// checkpoint still restores.
+async fn killed_mid_restore(d: &mut Daemon) {
+    const NAME: &str = "ckptd-looper-killed";
+    let looper = Ctr::run(NAME);
+    d.client
+        .create_checkpoint(
+            &ckptd_tests::checkpoint(target(NAME), "killed-restore"),
+            true,
+        )
+        .await
+        .expect("docker checkpoint");
+    let stopped_at = looper.logs().len();
+    let id = docker_ok(&["inspect", "--format", "{{.Id}}", NAME])
+        .trim()
+        .to_owned();
+    let root = docker_ok(&["info", "--format", "{{.DockerRootDir}}"])
+        .trim()
+        .to_owned();
+    let copies = Path::new(&root)
+        .join("containers")
+        .join(&id)
+        .join("checkpoints");
+    let has_copy = || {
+        std::fs::read_dir(&copies).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("ckptd-"))
+        })
+    };
+    let mut tries = 0;
+    let job = loop {
+        tries += 1;
+        assert!(
+            tries <= 5,
+            "no kill fell while Docker started from the images"
+        );
+        let job = d
+            .client
+            .restore("killed-restore", &RestoreRequest::default(), false)
+            .await
+            .unwrap();
+        let job_id = job.id.to_string();
+        let copied = loop {
+            if has_copy() {
+                break true;
+            }
+            if d.client
+                .job(&job_id, None)
+                .await
+                .unwrap()
+                .state
+                .is_finished()
+            {
+                break false;
+            }
+        };
+        if copied {
+            d.crash(|| {}).await;
+            break d.wait_ended(&job_id).await;
+        }
+        docker_ok(&["kill", NAME]);
+        wait_until("the restored looper to stop", || {
+            looper.status() != "running"
+        });
+    };
+    assert!(
+        !has_copy(),
+        "the images' copy in {} outlived the restart",
+        copies.display()
+    );
+    match job.state {
+        ckptd_api::JobState::Succeeded => {
+            assert_eq!(looper.status(), "running");
+        }
+        state => {
+            assert_eq!(state, ckptd_api::JobState::Failed, "{:?}", job.error);
+            assert!(!grows(&looper), "a restore recorded as failed runs");
+            d.client
+                .restore("killed-restore", &RestoreRequest::default(), true)
+                .await
+                .expect("the checkpoint restores after the killed restore");
+        }
+    }
+    wait_until("logs to continue", || looper.logs().len() > stopped_at + 3);
+    counts(
+        &looper.logs(),
+        "docker logs of the looper restored after a killed restore",
+    );
 }
 
 /// A Docker container named as runc's: the API's answer says Docker has it, in the API's words;

@@ -325,13 +325,7 @@ impl DockerEngine {
         };
         let info = self.info().await?;
         // Docker starts only from its own checkpoints directory: link the images there.
-        let name = format!("ckptd-{}", cp.id.simple());
-        let there = info
-            .root_dir
-            .join("containers")
-            .join(&c.id)
-            .join("checkpoints")
-            .join(&name);
+        let (name, there) = docker_copy(&info.root_dir, &c.id, cp);
         let log = spec.images.path().join(spec.log_name);
         let copied = container::link_or_copy(&spec.images.path(), &there);
         let started = match copied {
@@ -368,6 +362,18 @@ impl DockerEngine {
             ..Default::default()
         })
     }
+}
+
+/// Where a restore of `cp` into container `id` puts the images for Docker to start from (Docker
+/// takes only a name in the container's own checkpoints directory): that name and the path.
+fn docker_copy(root_dir: &Path, id: &str, cp: &Checkpoint) -> (String, PathBuf) {
+    let name = format!("ckptd-{}", cp.id.simple());
+    let there = root_dir
+        .join("containers")
+        .join(id)
+        .join("checkpoints")
+        .join(&name);
+    (name, there)
 }
 
 /// The checkpointed container's Docker configuration, recorded next to its images.
@@ -625,6 +631,22 @@ impl Engine for DockerEngine {
         Box::pin(async move {
             let id = Self::destination(cp, into).ok()?;
             let c = self.inspect(id).await.ok()?;
+            // The images a killed restore linked into Docker's checkpoints directory (process
+            // memory, and a hard link keeps it after the checkpoint is deleted): the job would
+            // have removed them once Docker's start answered.
+            if let Ok(info) = self.info().await {
+                let (_, there) = docker_copy(&info.root_dir, &c.id, cp);
+                if std::fs::symlink_metadata(&there).is_ok() {
+                    match sys::remove_dir_tree(&there) {
+                        Ok(()) => {
+                            tracing::warn!(path = %there.display(), checkpoint = %cp.name, "removed the images an interrupted Docker restore left in Docker's checkpoints directory")
+                        }
+                        Err(e) => {
+                            tracing::error!(path = %there.display(), error = %e, "cannot remove the images an interrupted Docker restore left")
+                        }
+                    }
+                }
+            }
             container::restored(c.running, c.pid, &c.name)
         })
     }
