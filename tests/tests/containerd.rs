@@ -544,6 +544,8 @@ async fn a_containerd_checkpoint_is_restored_into_a_new_container() {
 /// Killed at two moments of the task's creation, whose outcome containerd decides alone: just
 /// after containerd started the copy's shim (containerd 1.6 then forgot the shim, running, in 3
 /// of 10 tries before the recovery ended such shims), and while CRIU restores the copy in it.
+/// Then a restore in place killed as its new shim starts: the source running on, or stopped
+/// with no shim left and restoring again.
 #[tokio::test]
 async fn a_daemon_killed_during_a_restore_into_a_new_container_leaves_it_whole_or_gone() {
     let cd = Containerd::start();
@@ -575,27 +577,14 @@ async fn a_daemon_killed_during_a_restore_into_a_new_container_leaves_it_whole_o
         }),
     ];
     for (moment, reached) in moments {
-        // A restore that ended before the moment is undone and tried again.
-        let mut tries = 0;
-        let job = loop {
-            tries += 1;
-            assert!(tries <= 5, "no kill fell when {moment}");
-            let job = d.client.restore("cd-src", &req, false).await.unwrap();
-            let id = job.id.to_string();
-            let held = loop {
-                if !cd.ckptd_leases().is_empty() && reached(&cd) {
-                    break true;
-                }
-                if d.client.job(&id, None).await.unwrap().state.is_finished() {
-                    break false;
-                }
-            };
-            if held {
-                d.crash(|| {}).await;
-                break d.wait_ended(&id).await;
-            }
-            remove_copy();
-        };
+        let job = restore_killed_when(
+            &mut d,
+            &req,
+            moment,
+            || !cd.ckptd_leases().is_empty() && reached(&cd),
+            remove_copy,
+        )
+        .await;
         match job.state {
             ckptd_api::JobState::Succeeded => {
                 assert_eq!(cd.status("copy"), "RUNNING", "killed when {moment}");
@@ -625,6 +614,90 @@ async fn a_daemon_killed_during_a_restore_into_a_new_container_leaves_it_whole_o
             "killed when {moment}"
         );
     }
+
+    // In place: the checkpoint's own container, whose stopped task the restore deletes before
+    // it creates the task again, in a new shim; killed as that shim starts.
+    let source_log = cd.dir.path().join("source.log");
+    let old_shims = std::cell::RefCell::new(cd.shims("source"));
+    let written = std::cell::Cell::new(lines(&source_log).len());
+    let job = restore_killed_when(
+        &mut d,
+        &RestoreRequest::default(),
+        "the source's new shim started",
+        || {
+            cd.shims("source")
+                .iter()
+                .any(|p| !old_shims.borrow().contains(p))
+        },
+        || {
+            let _ = cd.ctr(&["tasks", "kill", "-s", "KILL", "source"]);
+            wait_until("the source to stop", || cd.status("source") == "STOPPED");
+            *old_shims.borrow_mut() = cd.shims("source");
+            written.set(lines(&source_log).len());
+        },
+    )
+    .await;
+    let written = written.get();
+    match job.state {
+        ckptd_api::JobState::Succeeded => assert_eq!(cd.status("source"), "RUNNING"),
+        state => {
+            assert_eq!(
+                state,
+                ckptd_api::JobState::Failed,
+                "in place: {:?}",
+                job.error
+            );
+            wait_until_else(
+                "the killed restore in place's shim to end",
+                || cd.shims("source").is_empty(),
+                || format!("killed in place; its shims: {:?}", cd.shims("source")),
+            );
+            d.client
+                .restore("cd-src", &RestoreRequest::default(), true)
+                .await
+                .expect("the checkpoint restores in place after the killed restore");
+            assert_eq!(cd.status("source"), "RUNNING");
+        }
+    }
+    // What the source wrote since the last try counts on from where the checkpoint stopped it.
+    wait_until("the source restored in place to write", || {
+        lines(&source_log).len() >= written + 5
+    });
+    let got = lines(&source_log).split_off(written);
+    for (i, l) in got.iter().enumerate() {
+        assert_eq!(
+            l.trim(),
+            (stopped_at + i).to_string(),
+            "the source restored in place, from {stopped_at}: {got:?}"
+        );
+    }
+}
+
+/// Restores `cd-src` as `req` asks and kills the daemon once `reached` says `moment` has come;
+/// the job as the restart's recovery settles it. A restore that ended before the moment is
+/// undone by `undo` and tried again, up to 5 times.
+async fn restore_killed_when(
+    d: &mut Daemon,
+    req: &RestoreRequest,
+    moment: &str,
+    reached: impl Fn() -> bool,
+    undo: impl Fn(),
+) -> ckptd_api::Job {
+    for _ in 0..5 {
+        let job = d.client.restore("cd-src", req, false).await.unwrap();
+        let id = job.id.to_string();
+        loop {
+            if reached() {
+                d.crash(|| {}).await;
+                return d.wait_ended(&id).await;
+            }
+            if d.client.job(&id, None).await.unwrap().state.is_finished() {
+                break;
+            }
+        }
+        undo();
+    }
+    panic!("no kill fell when {moment} in 5 restores");
 }
 
 /// Kubernetes' move of a container between nodes, through a registry: node A's checkpoint of a

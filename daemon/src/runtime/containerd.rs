@@ -1396,6 +1396,10 @@ impl Engine for ContainerdEngine {
                     task: task.is_some(),
                 };
                 self.unmake(&c, &made.snapshotter, done).await;
+            } else if task.is_none() {
+                // A restore in place killed as containerd started the task's shim: the
+                // container stays, without a task, and so does any shim it has.
+                self.end_forgotten_shims(&c).await;
             }
             None
         })
