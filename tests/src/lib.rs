@@ -416,6 +416,41 @@ impl Daemon {
         }
     }
 
+    /// Restores `checkpoint` as `req` asks and kills this daemon (kill -9, then started again)
+    /// once `reached` says `moment` has come; the job as the restart's recovery settles it. A
+    /// restore that ended before the moment is undone by `undo` and tried again, up to 5 times.
+    pub async fn restore_killed_when(
+        &mut self,
+        checkpoint: &str,
+        req: &api::RestoreRequest,
+        moment: &str,
+        reached: impl Fn() -> bool,
+        undo: impl Fn(),
+    ) -> api::Job {
+        for _ in 0..5 {
+            let job = self.client.restore(checkpoint, req, false).await.unwrap();
+            let id = job.id.to_string();
+            loop {
+                if reached() {
+                    self.crash(|| {}).await;
+                    return self.wait_ended(&id).await;
+                }
+                if self
+                    .client
+                    .job(&id, None)
+                    .await
+                    .unwrap()
+                    .state
+                    .is_finished()
+                {
+                    break;
+                }
+            }
+            undo();
+        }
+        panic!("no kill fell when {moment} in 5 restores of {checkpoint}");
+    }
+
     /// `ckpt ARGS` against this daemon: the real CLI binary, its output whatever its exit.
     pub fn ckpt(&self, args: &[&str]) -> std::process::Output {
         Command::new(workspace_binary("ckpt"))

@@ -577,14 +577,15 @@ async fn a_daemon_killed_during_a_restore_into_a_new_container_leaves_it_whole_o
         }),
     ];
     for (moment, reached) in moments {
-        let job = restore_killed_when(
-            &mut d,
-            &req,
-            moment,
-            || !cd.ckptd_leases().is_empty() && reached(&cd),
-            remove_copy,
-        )
-        .await;
+        let job = d
+            .restore_killed_when(
+                "cd-src",
+                &req,
+                moment,
+                || !cd.ckptd_leases().is_empty() && reached(&cd),
+                remove_copy,
+            )
+            .await;
         match job.state {
             ckptd_api::JobState::Succeeded => {
                 assert_eq!(cd.status("copy"), "RUNNING", "killed when {moment}");
@@ -620,23 +621,24 @@ async fn a_daemon_killed_during_a_restore_into_a_new_container_leaves_it_whole_o
     let source_log = cd.dir.path().join("source.log");
     let old_shims = std::cell::RefCell::new(cd.shims("source"));
     let written = std::cell::Cell::new(lines(&source_log).len());
-    let job = restore_killed_when(
-        &mut d,
-        &RestoreRequest::default(),
-        "the source's new shim started",
-        || {
-            cd.shims("source")
-                .iter()
-                .any(|p| !old_shims.borrow().contains(p))
-        },
-        || {
-            let _ = cd.ctr(&["tasks", "kill", "-s", "KILL", "source"]);
-            wait_until("the source to stop", || cd.status("source") == "STOPPED");
-            *old_shims.borrow_mut() = cd.shims("source");
-            written.set(lines(&source_log).len());
-        },
-    )
-    .await;
+    let job = d
+        .restore_killed_when(
+            "cd-src",
+            &RestoreRequest::default(),
+            "the source's new shim started",
+            || {
+                cd.shims("source")
+                    .iter()
+                    .any(|p| !old_shims.borrow().contains(p))
+            },
+            || {
+                let _ = cd.ctr(&["tasks", "kill", "-s", "KILL", "source"]);
+                wait_until("the source to stop", || cd.status("source") == "STOPPED");
+                *old_shims.borrow_mut() = cd.shims("source");
+                written.set(lines(&source_log).len());
+            },
+        )
+        .await;
     let written = written.get();
     match job.state {
         ckptd_api::JobState::Succeeded => assert_eq!(cd.status("source"), "RUNNING"),
@@ -671,33 +673,6 @@ async fn a_daemon_killed_during_a_restore_into_a_new_container_leaves_it_whole_o
             "the source restored in place, from {stopped_at}: {got:?}"
         );
     }
-}
-
-/// Restores `cd-src` as `req` asks and kills the daemon once `reached` says `moment` has come;
-/// the job as the restart's recovery settles it. A restore that ended before the moment is
-/// undone by `undo` and tried again, up to 5 times.
-async fn restore_killed_when(
-    d: &mut Daemon,
-    req: &RestoreRequest,
-    moment: &str,
-    reached: impl Fn() -> bool,
-    undo: impl Fn(),
-) -> ckptd_api::Job {
-    for _ in 0..5 {
-        let job = d.client.restore("cd-src", req, false).await.unwrap();
-        let id = job.id.to_string();
-        loop {
-            if reached() {
-                d.crash(|| {}).await;
-                return d.wait_ended(&id).await;
-            }
-            if d.client.job(&id, None).await.unwrap().state.is_finished() {
-                break;
-            }
-        }
-        undo();
-    }
-    panic!("no kill fell when {moment} in 5 restores");
 }
 
 /// Kubernetes' move of a container between nodes, through a registry: node A's checkpoint of a

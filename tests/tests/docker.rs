@@ -287,48 +287,32 @@ async fn killed_mid_restore(d: &mut Daemon) {
         .join("containers")
         .join(&id)
         .join("checkpoints");
+    // Docker's checkpoints directories, of every container: a restore into a new name links
+    // the images under the container it made.
     let has_copy = || {
-        std::fs::read_dir(&copies).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("ckptd-"))
+        std::fs::read_dir(Path::new(&root).join("containers")).is_ok_and(|all| {
+            all.flatten().any(|c| {
+                std::fs::read_dir(c.path().join("checkpoints")).is_ok_and(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with("ckptd-"))
+                })
+            })
         })
     };
-    let mut tries = 0;
-    let job = loop {
-        tries += 1;
-        assert!(
-            tries <= 5,
-            "no kill fell while Docker started from the images"
-        );
-        let job = d
-            .client
-            .restore("killed-restore", &RestoreRequest::default(), false)
-            .await
-            .unwrap();
-        let job_id = job.id.to_string();
-        let copied = loop {
-            if has_copy() {
-                break true;
-            }
-            if d.client
-                .job(&job_id, None)
-                .await
-                .unwrap()
-                .state
-                .is_finished()
-            {
-                break false;
-            }
-        };
-        if copied {
-            d.crash(|| {}).await;
-            break d.wait_ended(&job_id).await;
-        }
-        docker_ok(&["kill", NAME]);
-        wait_until("the restored looper to stop", || {
-            looper.status() != "running"
-        });
-    };
+    let job = d
+        .restore_killed_when(
+            "killed-restore",
+            &RestoreRequest::default(),
+            "Docker starts the looper from the images",
+            has_copy,
+            || {
+                docker_ok(&["kill", NAME]);
+                wait_until("the restored looper to stop", || {
+                    looper.status() != "running"
+                });
+            },
+        )
+        .await;
     assert!(
         !has_copy(),
         "the images' copy in {} outlived the restart",
@@ -352,6 +336,46 @@ async fn killed_mid_restore(d: &mut Daemon) {
         &looper.logs(),
         "docker logs of the looper restored after a killed restore",
     );
+
+    // Into a name Docker does not know: the container the restore made goes with a failed
+    // job, or runs on from where the checkpoint stopped it.
+    const NEW: &str = "ckptd-killed-new";
+    let new = Ctr(NEW.to_owned());
+    let into = RestoreRequest {
+        target: target(NEW),
+        ..Default::default()
+    };
+    let job = d
+        .restore_killed_when(
+            "killed-restore",
+            &into,
+            "Docker starts a container the restore made",
+            has_copy,
+            || {
+                docker_ok(&["rm", "-f", NEW]);
+            },
+        )
+        .await;
+    assert!(!has_copy(), "the images' copy outlived the restart");
+    match job.state {
+        ckptd_api::JobState::Succeeded => {
+            assert_eq!(new.status(), "running");
+            wait_until("its logs", || new.logs().len() > 3);
+            let got = new.logs();
+            for (i, l) in got.iter().enumerate() {
+                assert_eq!(l.trim(), (stopped_at + i).to_string(), "{got:?}");
+            }
+        }
+        state => {
+            assert_eq!(state, ckptd_api::JobState::Failed, "{:?}", job.error);
+            let gone = docker(&["inspect", NEW]);
+            assert!(
+                !gone.status.success(),
+                "the container the killed restore made is still there: {}",
+                String::from_utf8_lossy(&gone.stdout)
+            );
+        }
+    }
 }
 
 /// A Docker container named as runc's: the API's answer says Docker has it, in the API's words;

@@ -66,6 +66,17 @@ pub async fn checkpoint(
     })
 }
 
+/// The labels a container made by a restore carries (containerd's, Docker's): the checkpoint's
+/// name, and the restore job's log name (one per job), by which a restart's recovery knows the
+/// container is the interrupted job's own to remove.
+pub const RESTORED_FROM: &str = "io.ckptd.restored-from";
+pub const MADE_BY: &str = "io.ckptd.made-by";
+
+/// Whether a container with `labels` was made by the restore job whose log name is `log_name`.
+pub fn made_by(labels: &std::collections::HashMap<String, String>, log_name: &str) -> bool {
+    labels.get(MADE_BY).map(String::as_str) == Some(log_name)
+}
+
 /// After a daemon crash: what a restore into container `name` produced, if the container runs
 /// (its main process `pid`): the restore completed.
 pub fn restored(running: bool, pid: i32, name: &str) -> Option<ckptd_api::JobResult> {

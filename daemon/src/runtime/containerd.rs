@@ -779,8 +779,8 @@ impl ContainerdEngine {
     ) -> Result<JobResult> {
         let cp = spec.checkpoint;
         let mut labels = source.labels.clone();
-        labels.insert(RESTORED_FROM.into(), cp.name.clone());
-        labels.insert(MADE_BY.into(), spec.log_name.to_owned());
+        labels.insert(container::RESTORED_FROM.into(), cp.name.clone());
+        labels.insert(container::MADE_BY.into(), spec.log_name.to_owned());
         let mut containers = ContainersClient::new(self.channel().await?);
         containers
             .create(in_ns(
@@ -1068,12 +1068,6 @@ struct Made {
     container: bool,
     task: bool,
 }
-
-/// The labels a container made by a restore carries: the checkpoint's name, and the restore
-/// job's log name (one per job), by which a restart's recovery knows the container is the
-/// interrupted job's own to remove.
-const RESTORED_FROM: &str = "io.ckptd.restored-from";
-const MADE_BY: &str = "io.ckptd.made-by";
 
 /// The shim has runc write CRIU's log as `name` in the work path (the checkpoint's folder): it
 /// becomes the job's own log. Returns where it is.
@@ -1375,7 +1369,7 @@ impl Engine for ContainerdEngine {
                 .container(&c)
                 .await
                 .ok()
-                .filter(|m| m.labels.get(MADE_BY).map(String::as_str) == Some(log_name));
+                .filter(|m| container::made_by(&m.labels, log_name));
             if let Some(p) = &task {
                 if Status::try_from(p.status) == Ok(Status::Running) {
                     // A container this job made writes its output where the job told it to,

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse};
-use bollard::query_parameters::{CreateContainerOptions, KillContainerOptions};
+use bollard::query_parameters::{
+    CreateContainerOptions, KillContainerOptions, RemoveContainerOptions,
+};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 
@@ -25,6 +27,8 @@ pub struct Container {
     /// Docker's word for its state (`created`, `exited`, ...).
     pub status: String,
     pub tty: bool,
+    /// The container's labels (`Config.Labels`).
+    pub labels: std::collections::HashMap<String, String>,
 }
 
 impl From<ContainerInspectResponse> for Container {
@@ -44,7 +48,8 @@ impl From<ContainerInspectResponse> for Container {
                 .status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "unknown".into()),
-            tty: c.config.and_then(|c| c.tty).unwrap_or(false),
+            tty: c.config.as_ref().and_then(|c| c.tty).unwrap_or(false),
+            labels: c.config.and_then(|c| c.labels).unwrap_or_default(),
         }
     }
 }
@@ -184,6 +189,20 @@ impl DockerApi {
             .create_container(Some(options), body)
             .await;
         r.map(|_| ()).map_err(|e| self.error(e))
+    }
+
+    /// Removes the container (`docker rm -f`).
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        let r = self
+            .client()
+            .await?
+            .remove_container(id, Some(options))
+            .await;
+        r.map_err(|e| self.error(e))
     }
 
     /// Docker's own checkpoint of a running container into `<dir>/<checkpoint_id>`, leaving it

@@ -246,9 +246,9 @@ impl DockerEngine {
     }
 
     /// Creates container `name` from the configuration recorded with checkpoint `cp`.
-    async fn create_like(&self, cp: &Checkpoint, name: &str) -> Result<()> {
+    async fn create_like(&self, cp: &Checkpoint, name: &str, log_name: &str) -> Result<()> {
         let path = Path::new(&cp.dir).join(CONTAINER_CONFIG);
-        let body: ContainerCreateBody = std::fs::read(&path)
+        let mut body: ContainerCreateBody = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| {
@@ -261,6 +261,11 @@ impl DockerEngine {
                     "create it first with the original's image and command: docker create --name {name} IMAGE CMD"
                 ))
             })?;
+        // Marked as this job's, so that a failed restore (or the restart's recovery of a killed
+        // one) removes it again.
+        let labels = body.labels.get_or_insert_default();
+        labels.insert(container::RESTORED_FROM.into(), cp.name.clone());
+        labels.insert(container::MADE_BY.into(), log_name.to_owned());
         self.api
             .create(name, body)
             .await
@@ -319,10 +324,38 @@ impl DockerEngine {
             Some(c) => c,
             None => {
                 let id = Self::destination(cp, spec.into)?;
-                self.create_like(cp, id).await?;
-                self.inspect(id).await?
+                self.create_like(cp, id, spec.log_name).await?;
+                let started = match self.inspect(id).await {
+                    Ok(c) => self.start_from_images(&spec, &c).await,
+                    Err(e) => Err(e),
+                };
+                if started.is_err() {
+                    self.remove_made(id).await;
+                }
+                return started;
             }
         };
+        self.start_from_images(&spec, &c).await
+    }
+
+    /// Removes container `id`, which a restore made and could not start (best effort, logged).
+    async fn remove_made(&self, id: &str) {
+        match self.api.remove(id).await {
+            Ok(()) => {
+                tracing::info!(
+                    container = id,
+                    "removed the Docker container a failed restore made"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(container = id, error = %e, "cannot remove the Docker container a failed restore made; try: docker rm")
+            }
+        }
+    }
+
+    /// Starts container `c` from the checkpoint's images, through Docker.
+    async fn start_from_images(&self, spec: &RestoreSpec<'_>, c: &Container) -> Result<JobResult> {
+        let cp = spec.checkpoint;
         let info = self.info().await?;
         // Docker starts only from its own checkpoints directory: link the images there.
         let (name, there) = docker_copy(&info.root_dir, &c.id, cp);
@@ -626,7 +659,7 @@ impl Engine for DockerEngine {
         &'a self,
         cp: &'a Checkpoint,
         into: Option<&'a Target>,
-        _log_name: &'a str,
+        log_name: &'a str,
     ) -> BoxFuture<'a, Option<JobResult>> {
         Box::pin(async move {
             let id = Self::destination(cp, into).ok()?;
@@ -646,6 +679,10 @@ impl Engine for DockerEngine {
                         }
                     }
                 }
+            }
+            if !c.running && container::made_by(&c.labels, log_name) {
+                // Made by this very job and not started: removed, as the job would have.
+                self.remove_made(&c.id).await;
             }
             container::restored(c.running, c.pid, &c.name)
         })
