@@ -1390,9 +1390,12 @@ impl Engine for ContainerdEngine {
                     task: task.is_some(),
                 };
                 self.unmake(&c, &made.snapshotter, done).await;
-            } else if task.is_none() {
+            } else if matches!(self.task_of(&c).await, Ok(None)) {
                 // A restore in place killed as containerd started the task's shim: the
-                // container stays, without a task, and so does any shim it has.
+                // container stays, without a task, and so does any shim it has. Only on
+                // containerd's own answer that it has no task: `task` above is also None when
+                // containerd did not answer (restarting), and then a shim of the container may
+                // well serve its running task.
                 self.end_forgotten_shims(&c).await;
             }
             None
