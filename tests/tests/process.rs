@@ -1358,6 +1358,63 @@ async fn kill_9_of_criu_mid_restore_leaves_no_half_restored_tree() {
     assert!(!std::path::Path::new(&dir).exists(), "{dir} is left");
 }
 
+/// A checkpoint whose pages image was cut short (a disk that lost the file's end, a copy that
+/// stopped) is refused before CRIU sees it, with the file named: CRIU 4.2.1's restore of it
+/// never ends (its restorer spins at full CPU on the short read, and CRIU waits for it). Put
+/// whole again, the same checkpoint restores.
+#[tokio::test]
+async fn images_cut_short_are_refused_before_criu_and_restore_once_whole() {
+    let d = Daemon::start().await;
+    let mut t = Target::python(d.dir.path(), "cut", 8, false);
+    t.wait_for_lines(3);
+    let cp = d
+        .client
+        .create_checkpoint(&ckptd_tests::checkpoint(process(t.pid), "cut"), true)
+        .await
+        .unwrap()
+        .checkpoint;
+    t.reap();
+    let stopped_at = t.lines().len();
+    let dir = std::path::Path::new(&cp.dir);
+    let pages = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("pages-") && n.ends_with(".img"))
+        .expect("a pages image");
+    let whole = std::fs::read(dir.join(&pages)).unwrap();
+    assert!(whole.len() > 8 << 20, "{pages}: {} bytes", whole.len());
+    for cut in [0, whole.len() / 2, whole.len() - 4096] {
+        std::fs::write(dir.join(&pages), &whole[..cut]).unwrap();
+        let job = d
+            .client
+            .restore("cut", &RestoreRequest::default(), false)
+            .await
+            .unwrap();
+        let job = d.wait_ended(&job.id.to_string()).await;
+        assert_eq!(job.state, JobState::Failed, "cut to {cut}: {job:?}");
+        let e = job.error.unwrap();
+        assert_eq!(e.code, "conflict", "cut to {cut}: {e:?}");
+        for said in [
+            "checkpoint cut cannot be restored: its images are damaged",
+            &format!("{}/{pages}", cp.dir),
+            &format!("holds {cut} bytes"),
+        ] {
+            assert!(e.message.contains(said), "cut to {cut}: {said:?} in {e:?}");
+        }
+        assert!(
+            !alive(t.pid) || proc_state(t.pid) == Some('Z'),
+            "cut to {cut}: a task at the checkpoint's pid"
+        );
+        assert_eq!(
+            d.client.checkpoint("cut").await.unwrap().status,
+            CheckpointStatus::Ready
+        );
+    }
+    std::fs::write(dir.join(&pages), &whole).unwrap();
+    restores_in_place(&d, "cut", &t, stopped_at + 3).await;
+}
+
 /// Restores checkpoint `name` of process `t` in place (waiting): it comes back at its own pid and
 /// writes on from where it was, past line `lines`, without a gap.
 async fn restores_in_place(d: &Daemon, name: &str, t: &Target, lines: usize) {

@@ -58,14 +58,26 @@ const MAX_IMAGE_READ: u64 = 64 << 20;
 
 /// The entries of an image, each decoded as `M`.
 fn read_entries<M: Message + Default>(path: &Path) -> Result<Vec<M>, ImageError> {
-    let corrupt = |why: String| ImageError::Corrupt {
+    let data = read_image(path)?;
+    entries(path, &data)?
+        .into_iter()
+        .map(|e| M::decode(e).map_err(|e| corrupt(path, e.to_string())))
+        .collect()
+}
+
+fn corrupt(path: &Path, why: String) -> ImageError {
+    ImageError::Corrupt {
         path: path.display().to_string(),
         why,
-    };
+    }
+}
+
+/// The whole of an image file, at most `MAX_IMAGE_READ` bytes.
+fn read_image(path: &Path) -> Result<Vec<u8>, ImageError> {
     // Not followed through a symlink, nor blocked on a FIFO: an owner's images are its own.
     // Bounded: a member can grow its own images to any size. In a member's folder, only the
     // member's own files (a hard link to another's is refused).
-    let data = crate::sys::open_regular(path)
+    crate::sys::open_regular(path)
         .and_then(|f| {
             use std::os::unix::fs::MetadataExt;
             let folder = path.parent().map(std::fs::metadata).transpose()?;
@@ -92,20 +104,24 @@ fn read_entries<M: Message + Default>(path: &Path) -> Result<Vec<M>, ImageError>
         .map_err(|source| ImageError::Read {
             path: path.display().to_string(),
             source,
-        })?;
+        })
+}
+
+/// The entries of an image's bytes (after its two magics), each still encoded.
+fn entries<'a>(path: &Path, data: &'a [u8]) -> Result<Vec<&'a [u8]>, ImageError> {
     let mut rest = data
         .get(8..)
-        .ok_or_else(|| corrupt("shorter than its magic".into()))?;
+        .ok_or_else(|| corrupt(path, "shorter than its magic".into()))?;
     let mut out = Vec::new();
     while !rest.is_empty() {
         let (size, tail) = rest
             .split_first_chunk::<4>()
-            .ok_or_else(|| corrupt("truncated entry size".into()))?;
+            .ok_or_else(|| corrupt(path, "truncated entry size".into()))?;
         let len = u32::from_le_bytes(*size) as usize;
         let entry = tail
             .get(..len)
-            .ok_or_else(|| corrupt("truncated entry".into()))?;
-        out.push(M::decode(entry).map_err(|e| corrupt(e.to_string()))?);
+            .ok_or_else(|| corrupt(path, "truncated entry".into()))?;
+        out.push(entry);
         rest = &tail[len..];
     }
     Ok(out)
@@ -187,6 +203,134 @@ pub fn check_restorable(images: &Path) -> Result<(), ImageError> {
             if !images.join(&name).is_file() {
                 return Err(missing(name));
             }
+        }
+    }
+    check_pages(images)
+}
+
+/// CRIU's `pagemap_head` (pagemap.proto): the first entry of a pagemap image, naming the pages
+/// image (`pages-<pages_id>.img`) its entries' pages are in.
+#[derive(Clone, PartialEq, Message)]
+struct PagemapHead {
+    #[prost(uint32, tag = "1")]
+    pages_id: u32,
+}
+
+/// CRIU's `pagemap_entry`: a run of pages at `vaddr`. Older images have no `flags` and no
+/// `nr_pages` (only `in_parent` and `compat_nr_pages`); read as CRIU reads them
+/// (`init_compat_pagemap_entry` in pagemap.c).
+#[derive(Clone, PartialEq, Message)]
+struct PagemapEntry {
+    #[prost(uint32, tag = "2")]
+    compat_nr_pages: u32,
+    #[prost(bool, optional, tag = "3")]
+    in_parent: Option<bool>,
+    #[prost(uint32, optional, tag = "4")]
+    flags: Option<u32>,
+    #[prost(uint64, optional, tag = "5")]
+    nr_pages: Option<u64>,
+}
+
+/// CRIU's PE_PRESENT (pagemap.h): the entry's pages are in the pages image, one after another
+/// in the entries' order. Pages in a parent (PE_PARENT) or served lazily (PE_LAZY alone) are not.
+const PE_PRESENT: u32 = 1 << 2;
+
+impl PagemapEntry {
+    /// How many of its pages the pages image holds.
+    fn present_pages(&self) -> u64 {
+        // An entry in the parent keeps the flags it has (none in older images); one without
+        // flags is present.
+        let flags = match (self.in_parent, self.flags) {
+            (Some(true), f) => f.unwrap_or(0),
+            (_, None) => PE_PRESENT,
+            (_, Some(f)) => f,
+        };
+        if flags & PE_PRESENT == 0 {
+            return 0;
+        }
+        self.nr_pages.unwrap_or(u64::from(self.compat_nr_pages))
+    }
+}
+
+/// Whether every pages image is exactly as long as the pagemaps that name it say (the pages
+/// they mark present, a page each). CRIU's restore does not stop at the end of a short pages
+/// image: its restorer reads the pages with `preadv` until every one is read, and a read at
+/// the end of the file returns 0 and advances nothing (`restorer.c`), so the half-restored task
+/// spins at full CPU for good and CRIU waits for it (seen with CRIU 4.2.1 here: a `pages-1.img`
+/// cut to 0 bytes, 14 minutes at 98% CPU until killed). A cut image is refused before CRIU.
+pub fn check_pages(images: &Path) -> Result<(), ImageError> {
+    let read_dir = |e: std::io::Error| ImageError::Read {
+        path: images.display().to_string(),
+        source: e,
+    };
+    let page = rustix::param::page_size() as u64;
+    // Bytes each pages image should hold, and which pagemap named it first.
+    let mut expected: std::collections::BTreeMap<u32, (u64, String)> = Default::default();
+    // The pagemaps of a tree's processes (`pagemap-<pid>.img`) and of its shared memory
+    // (`pagemap-shmem-<id>.img`): a few KiB each. Bounded together as one image is: the names
+    // in a member's folder are the member's.
+    let mut read = 0u64;
+    for entry in std::fs::read_dir(images).map_err(read_dir)? {
+        let name = entry.map_err(read_dir)?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with("pagemap-") && name.ends_with(".img")) {
+            continue;
+        }
+        let path = images.join(name);
+        let data = read_image(&path)?;
+        read += data.len() as u64;
+        if read > MAX_IMAGE_READ {
+            return Err(corrupt(
+                &path,
+                format!(
+                    "the pagemaps together are larger than the {} MiB ckptd reads of them",
+                    MAX_IMAGE_READ >> 20
+                ),
+            ));
+        }
+        let mut es = entries(&path, &data)?.into_iter();
+        let head = es
+            .next()
+            .ok_or_else(|| corrupt(&path, "no pagemap head".into()))?;
+        let head = PagemapHead::decode(head).map_err(|e| corrupt(&path, e.to_string()))?;
+        let mut pages = 0u64;
+        for e in es {
+            let e = PagemapEntry::decode(e).map_err(|e| corrupt(&path, e.to_string()))?;
+            pages = pages.saturating_add(e.present_pages());
+        }
+        let slot = expected
+            .entry(head.pages_id)
+            .or_insert_with(|| (0, name.to_owned()));
+        slot.0 = slot.0.saturating_add(pages.saturating_mul(page));
+    }
+    for (id, (bytes, named_by)) in expected {
+        let name = format!("pages-{id}.img");
+        let path = images.join(&name);
+        let held = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => m.len(),
+            Ok(_) => return Err(corrupt(&path, "not a regular file".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && bytes == 0 => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(corrupt(
+                    &path,
+                    format!("missing, where {named_by} names {bytes} bytes of pages in it"),
+                ))
+            }
+            Err(source) => {
+                return Err(ImageError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        if held != bytes {
+            return Err(corrupt(
+                &path,
+                format!(
+                    "it holds {held} bytes where {named_by} names {bytes} bytes of pages (the \
+                     file was cut short or written to since the dump)"
+                ),
+            ));
         }
     }
     Ok(())
@@ -325,6 +469,107 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("pstree.img"), PSTREE).unwrap();
         assert_eq!(read_tree_pids(d.path()).unwrap(), vec![6630, 6695]);
+    }
+
+    /// An image file of `entries` (a magic's 8 bytes first, then each entry's length and bytes).
+    fn write_image(path: &Path, entries: &[Vec<u8>]) {
+        let mut data = vec![0u8; 8];
+        for e in entries {
+            data.extend((e.len() as u32).to_le_bytes());
+            data.extend(e);
+        }
+        std::fs::write(path, data).unwrap();
+    }
+
+    fn pagemap(pages_id: u32, entries: &[PagemapEntry]) -> Vec<Vec<u8>> {
+        std::iter::once(PagemapHead { pages_id }.encode_to_vec())
+            .chain(entries.iter().map(Message::encode_to_vec))
+            .collect()
+    }
+
+    fn run(nr: u64, flags: Option<u32>) -> PagemapEntry {
+        PagemapEntry {
+            compat_nr_pages: nr as u32,
+            in_parent: None,
+            flags,
+            nr_pages: Some(nr),
+        }
+    }
+
+    #[test]
+    fn pages_images_must_hold_what_their_pagemaps_name() {
+        const PE_PARENT: u32 = 1;
+        const PE_LAZY: u32 = 2;
+        let page = rustix::param::page_size();
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        // A process's pagemap: present runs, a run in the parent, a lazy run (not in the file),
+        // and an entry of an older CRIU (no flags: present; in_parent: not).
+        write_image(
+            &dir.join("pagemap-10.img"),
+            &pagemap(
+                1,
+                &[
+                    run(3, Some(PE_PRESENT)),
+                    run(5, Some(PE_PARENT)),
+                    run(7, Some(PE_LAZY)),
+                    run(2, Some(PE_PRESENT | PE_LAZY)),
+                    PagemapEntry {
+                        compat_nr_pages: 4,
+                        in_parent: None,
+                        flags: None,
+                        nr_pages: None,
+                    },
+                    PagemapEntry {
+                        compat_nr_pages: 6,
+                        in_parent: Some(true),
+                        flags: None,
+                        nr_pages: None,
+                    },
+                ],
+            ),
+        );
+        // Shared memory's pagemap, its own pages image.
+        write_image(
+            &dir.join("pagemap-shmem-77.img"),
+            &pagemap(2, &[run(1, Some(PE_PRESENT))]),
+        );
+        // A pagemap with nothing present needs no pages image.
+        write_image(
+            &dir.join("pagemap-11.img"),
+            &pagemap(3, &[run(9, Some(PE_LAZY))]),
+        );
+        std::fs::write(dir.join("pages-1.img"), vec![0u8; 9 * page]).unwrap();
+        std::fs::write(dir.join("pages-2.img"), vec![0u8; page]).unwrap();
+        check_pages(dir).unwrap();
+
+        for (len, said) in [
+            (0, "holds 0 bytes where pagemap-10.img names 36864 bytes"),
+            (9 * page - 1, "holds 36863 bytes"),
+            (9 * page + 1, "holds 36865 bytes"),
+        ] {
+            std::fs::write(dir.join("pages-1.img"), vec![0u8; len]).unwrap();
+            let e = check_pages(dir).unwrap_err().to_string();
+            assert!(e.contains("pages-1.img") && e.contains(said), "{len}: {e}");
+        }
+        std::fs::write(dir.join("pages-1.img"), vec![0u8; 9 * page]).unwrap();
+        std::fs::remove_file(dir.join("pages-2.img")).unwrap();
+        let e = check_pages(dir).unwrap_err().to_string();
+        assert!(
+            e.contains("pages-2.img")
+                && e.contains("missing")
+                && e.contains("pagemap-shmem-77.img"),
+            "{e}"
+        );
+        std::os::unix::fs::symlink(dir.join("pages-1.img"), dir.join("pages-2.img")).unwrap();
+        let e = check_pages(dir).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_file(dir.join("pages-2.img")).unwrap();
+        // A pagemap that is not one.
+        std::fs::write(dir.join("pages-2.img"), vec![0u8; page]).unwrap();
+        std::fs::write(dir.join("pagemap-12.img"), [0u8; 4]).unwrap();
+        let e = check_pages(dir).unwrap_err().to_string();
+        assert!(e.contains("pagemap-12.img") && e.contains("magic"), "{e}");
     }
 
     #[test]
