@@ -178,6 +178,7 @@ pub fn check_restorable(images: &Path) -> Result<(), ImageError> {
             why: "no process in the tree".into(),
         });
     }
+    let mut with_memory = Vec::new();
     for e in entries {
         let core = format!("core-{}.img", e.pid);
         if !images.join(&core).is_file() {
@@ -198,6 +199,7 @@ pub fn check_restorable(images: &Path) -> Result<(), ImageError> {
                 return Err(missing(name));
             }
         }
+        with_memory.push(e.pid);
         for t in e.threads {
             let name = format!("core-{t}.img");
             if !images.join(&name).is_file() {
@@ -205,7 +207,7 @@ pub fn check_restorable(images: &Path) -> Result<(), ImageError> {
             }
         }
     }
-    check_pages(images)
+    check_pages(images, &with_memory)
 }
 
 /// CRIU's `pagemap_head` (pagemap.proto): the first entry of a pagemap image, naming the pages
@@ -252,42 +254,26 @@ impl PagemapEntry {
     }
 }
 
-/// Whether every pages image is exactly as long as the pagemaps that name it say (the pages
-/// they mark present, a page each). CRIU's restore does not stop at the end of a short pages
-/// image: its restorer reads the pages with `preadv` until every one is read, and a read at
-/// the end of the file returns 0 and advances nothing (`restorer.c`), so the half-restored task
-/// spins at full CPU for good and CRIU waits for it (seen with CRIU 4.2.1 here: a `pages-1.img`
-/// cut to 0 bytes, 14 minutes at 98% CPU until killed). A cut image is refused before CRIU.
-pub fn check_pages(images: &Path) -> Result<(), ImageError> {
-    let read_dir = |e: std::io::Error| ImageError::Read {
-        path: images.display().to_string(),
-        source: e,
-    };
+/// Whether the pages image of each of the tree's processes `pids` (`pagemap-<pid>.img` names
+/// it) is exactly as long as the pages its pagemap marks present, a page each. CRIU's restore
+/// does not stop at the end of a short pages image: its restorer reads the pages with `preadv`
+/// until every one is read, and a read at the end of the file returns 0 and advances nothing
+/// (`restorer.c`), so the half-restored task spins at full CPU for good and CRIU waits for it
+/// (seen with CRIU 4.2.1 here: a `pages-1.img` cut to 0 bytes, 14 minutes at 98% CPU until
+/// killed). A cut image is refused before CRIU.
+///
+/// Only the tree's own pagemaps count: a folder may hold others that CRIU does not read (Podman
+/// exports a container's earlier checkpoint's images with the new ones, whose pages ids they
+/// share). Shared memory's pagemaps (`pagemap-shmem-<id>.img`, named from the mm images) are not
+/// checked: CRIU reads those pages itself and fails on a short read.
+pub fn check_pages(images: &Path, pids: &[u32]) -> Result<(), ImageError> {
     let page = rustix::param::page_size() as u64;
     // Bytes each pages image should hold, and which pagemap named it first.
     let mut expected: std::collections::BTreeMap<u32, (u64, String)> = Default::default();
-    // The pagemaps of a tree's processes (`pagemap-<pid>.img`) and of its shared memory
-    // (`pagemap-shmem-<id>.img`): a few KiB each. Bounded together as one image is: the names
-    // in a member's folder are the member's.
-    let mut read = 0u64;
-    for entry in std::fs::read_dir(images).map_err(read_dir)? {
-        let name = entry.map_err(read_dir)?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !(name.starts_with("pagemap-") && name.ends_with(".img")) {
-            continue;
-        }
-        let path = images.join(name);
+    for pid in pids {
+        let name = format!("pagemap-{pid}.img");
+        let path = images.join(&name);
         let data = read_image(&path)?;
-        read += data.len() as u64;
-        if read > MAX_IMAGE_READ {
-            return Err(corrupt(
-                &path,
-                format!(
-                    "the pagemaps together are larger than the {} MiB ckptd reads of them",
-                    MAX_IMAGE_READ >> 20
-                ),
-            ));
-        }
         let mut es = entries(&path, &data)?.into_iter();
         let head = es
             .next()
@@ -298,9 +284,7 @@ pub fn check_pages(images: &Path) -> Result<(), ImageError> {
             let e = PagemapEntry::decode(e).map_err(|e| corrupt(&path, e.to_string()))?;
             pages = pages.saturating_add(e.present_pages());
         }
-        let slot = expected
-            .entry(head.pages_id)
-            .or_insert_with(|| (0, name.to_owned()));
+        let slot = expected.entry(head.pages_id).or_insert_with(|| (0, name));
         slot.0 = slot.0.saturating_add(pages.saturating_mul(page));
     }
     for (id, (bytes, named_by)) in expected {
@@ -529,9 +513,9 @@ mod tests {
                 ],
             ),
         );
-        // Shared memory's pagemap, its own pages image.
+        // Another process's pagemap, its own pages image.
         write_image(
-            &dir.join("pagemap-shmem-77.img"),
+            &dir.join("pagemap-12.img"),
             &pagemap(2, &[run(1, Some(PE_PRESENT))]),
         );
         // A pagemap with nothing present needs no pages image.
@@ -539,9 +523,16 @@ mod tests {
             &dir.join("pagemap-11.img"),
             &pagemap(3, &[run(9, Some(PE_LAZY))]),
         );
+        // A pagemap of a process not in the tree (an earlier dump's, which Podman exports along)
+        // sharing a pages id is not read.
+        write_image(
+            &dir.join("pagemap-99.img"),
+            &pagemap(1, &[run(50, Some(PE_PRESENT))]),
+        );
+        let tree = [10, 11, 12];
         std::fs::write(dir.join("pages-1.img"), vec![0u8; 9 * page]).unwrap();
         std::fs::write(dir.join("pages-2.img"), vec![0u8; page]).unwrap();
-        check_pages(dir).unwrap();
+        check_pages(dir, &tree).unwrap();
 
         for (len, said) in [
             (0, "holds 0 bytes where pagemap-10.img names 36864 bytes"),
@@ -549,27 +540,27 @@ mod tests {
             (9 * page + 1, "holds 36865 bytes"),
         ] {
             std::fs::write(dir.join("pages-1.img"), vec![0u8; len]).unwrap();
-            let e = check_pages(dir).unwrap_err().to_string();
+            let e = check_pages(dir, &tree).unwrap_err().to_string();
             assert!(e.contains("pages-1.img") && e.contains(said), "{len}: {e}");
         }
         std::fs::write(dir.join("pages-1.img"), vec![0u8; 9 * page]).unwrap();
         std::fs::remove_file(dir.join("pages-2.img")).unwrap();
-        let e = check_pages(dir).unwrap_err().to_string();
+        let e = check_pages(dir, &tree).unwrap_err().to_string();
         assert!(
-            e.contains("pages-2.img")
-                && e.contains("missing")
-                && e.contains("pagemap-shmem-77.img"),
+            e.contains("pages-2.img") && e.contains("missing") && e.contains("pagemap-12.img"),
             "{e}"
         );
         std::os::unix::fs::symlink(dir.join("pages-1.img"), dir.join("pages-2.img")).unwrap();
-        let e = check_pages(dir).unwrap_err().to_string();
+        let e = check_pages(dir, &tree).unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
         std::fs::remove_file(dir.join("pages-2.img")).unwrap();
-        // A pagemap that is not one.
         std::fs::write(dir.join("pages-2.img"), vec![0u8; page]).unwrap();
-        std::fs::write(dir.join("pagemap-12.img"), [0u8; 4]).unwrap();
-        let e = check_pages(dir).unwrap_err().to_string();
-        assert!(e.contains("pagemap-12.img") && e.contains("magic"), "{e}");
+        // A pagemap that is not one, or is not there.
+        std::fs::write(dir.join("pagemap-13.img"), [0u8; 4]).unwrap();
+        let e = check_pages(dir, &[10, 13]).unwrap_err().to_string();
+        assert!(e.contains("pagemap-13.img") && e.contains("magic"), "{e}");
+        let e = check_pages(dir, &[10, 14]).unwrap_err().to_string();
+        assert!(e.contains("pagemap-14.img"), "{e}");
     }
 
     #[test]
