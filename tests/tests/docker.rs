@@ -229,6 +229,7 @@ fn grows(c: &Ctr) -> bool {
 
 #[tokio::test]
 async fn docker_scenarios() {
+    let began = std::time::SystemTime::now();
     let _dockerd = Dockerd::start();
     let cfg = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
@@ -258,7 +259,34 @@ async fn docker_scenarios() {
         ),
     ])
     .await;
+    // Every restore through Docker had containerd unpack the images into /tmp, and containerd
+    // leaves that copy (containerd#10166): the restores removed theirs.
+    let left = unpacked_since(began);
+    assert!(
+        left.is_empty(),
+        "copies of checkpoints' images containerd unpacked are left: {left:?}"
+    );
     killed_mid_restore(&mut d).await;
+}
+
+/// The directories containerd unpacked a checkpoint into for a restore (`/tmp/ctrd-checkpoint*`)
+/// since `t`.
+fn unpacked_since(t: std::time::SystemTime) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("ctrd-checkpoint")
+        })
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m >= t)
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 /// A daemon killed while Docker starts a container from a checkpoint (the images linked into

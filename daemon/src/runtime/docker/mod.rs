@@ -11,7 +11,8 @@
 //! - `docker start --checkpoint-dir` answers "custom checkpointdir is not supported"; a restore
 //!   links (or copies) the images into the container's own checkpoints directory under Docker's
 //!   root, starts the container from them (`POST /containers/{id}/start?checkpoint=`), and removes
-//!   that copy. The same restores into another container the user created (`docker create`).
+//!   that copy, and the one containerd unpacked and left in /tmp (`remove_unpacked_copies`). The
+//!   same restores into another container the user created (`docker create`).
 //! - `docker logs` continues: Docker attaches the restored container's output to its log.
 
 use std::path::{Path, PathBuf};
@@ -364,11 +365,18 @@ impl DockerEngine {
         let started = match copied {
             Ok(()) => {
                 let _one = RUNC_CONF_LOCK.lock().await;
-                match RuncConf::apply(&spec.options, &log) {
+                let started = match RuncConf::apply(&spec.options, &log) {
                     // `_conf` puts runc.conf back when the start has answered.
                     Ok(_conf) => self.api.start_from_checkpoint(&c.id, &name).await,
                     Err(e) => Err(e),
-                }
+                };
+                // While the lock is held: no other restore of ckptd's is being unpacked.
+                let images = spec.images.path();
+                let _ = tokio::task::spawn_blocking(move || {
+                    remove_unpacked_copies(Path::new(CONTAINERD_TMP), &images)
+                })
+                .await;
+                started
             }
             Err(e) => Err(e),
         };
@@ -407,6 +415,79 @@ fn docker_copy(root_dir: &Path, id: &str, cp: &Checkpoint) -> (String, PathBuf) 
         .join("checkpoints")
         .join(&name);
     (name, there)
+}
+
+/// Where containerd unpacks a checkpoint Docker starts a container from: its `XDG_RUNTIME_DIR`,
+/// else its `TMPDIR`, else /tmp (Go's `os.MkdirTemp`); a containerd run by dockerd or systemd
+/// has neither set.
+const CONTAINERD_TMP: &str = "/tmp";
+
+/// The prefix of the directory containerd unpacks a checkpoint into.
+const UNPACKED_PREFIX: &str = "ctrd-checkpoint";
+
+/// Removes the copies of the checkpoint at `images` that containerd unpacked in `tmp`. Docker
+/// hands containerd the checkpoint as a tar in its content store; containerd 1.6 unpacks it into
+/// a new `ctrd-checkpoint*` directory for runc's `--image-path` and never removes it
+/// (containerd#10166): every restore through Docker left a copy of the container's memory,
+/// secrets included, in /tmp for good (113 of them on this machine after a day of tests). A copy
+/// is known as the checkpoint's by being root's own private directory (0700, as containerd makes
+/// it; /tmp is sticky, so no other user can put one there or rename it) holding the
+/// checkpoint's `inventory.img` and `pstree.img`, byte for byte. It is garbage once runc's
+/// restore has ended: it runs within one Docker restore of ckptd's at a time (`RUNC_CONF_LOCK`),
+/// or in the restart's recovery, before any restore. Returns how many were removed.
+fn remove_unpacked_copies(tmp: &Path, images: &Path) -> usize {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const SMALL: u64 = 1 << 20;
+    let read = |dir: &Path, name: &str| -> Option<Vec<u8>> {
+        let f = sys::open_regular(&dir.join(name)).ok()?;
+        let mut d = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, SMALL + 1), &mut d).ok()?;
+        (d.len() as u64 <= SMALL).then_some(d)
+    };
+    let ours: Vec<_> = ["inventory.img", "pstree.img"]
+        .iter()
+        .map(|n| read(images, n))
+        .collect();
+    if ours.iter().any(Option::is_none) {
+        return 0;
+    }
+    // A /tmp others can write without the sticky bit could have its entries renamed under us.
+    let sticky = std::fs::symlink_metadata(tmp)
+        .is_ok_and(|m| m.is_dir() && (m.mode() & 0o1000 != 0 || m.mode() & 0o022 == 0));
+    let Some(entries) = sticky.then(|| std::fs::read_dir(tmp).ok()).flatten() else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(UNPACKED_PREFIX) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(md) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let private = md.is_dir() && md.uid() == 0 && md.permissions().mode() & 0o077 == 0;
+        if !private {
+            continue;
+        }
+        let same = ["inventory.img", "pstree.img"]
+            .iter()
+            .zip(&ours)
+            .all(|(n, o)| read(&path, n) == *o);
+        if !same {
+            continue;
+        }
+        match sys::remove_dir_tree(&path) {
+            Ok(()) => {
+                removed += 1;
+                tracing::info!(path = %path.display(), "removed the copy of a checkpoint's images containerd unpacked for Docker's start and left (containerd#10166)");
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the copy of a checkpoint's images containerd left; remove it by hand")
+            }
+        }
+    }
+    removed
 }
 
 /// The checkpointed container's Docker configuration, recorded next to its images.
@@ -662,6 +743,14 @@ impl Engine for DockerEngine {
         log_name: &'a str,
     ) -> BoxFuture<'a, Option<JobResult>> {
         Box::pin(async move {
+            // The copy containerd unpacked for runc (`remove_unpacked_copies`), whether or not
+            // the container is still there. (One containerd unpacks after this ran, the start
+            // going on without the daemon, is removed by the checkpoint's next restore.)
+            let images = PathBuf::from(&cp.dir);
+            let _ = tokio::task::spawn_blocking(move || {
+                remove_unpacked_copies(Path::new(CONTAINERD_TMP), &images)
+            })
+            .await;
             let id = Self::destination(cp, into).ok()?;
             let c = self.inspect(id).await.ok()?;
             // The images a killed restore linked into Docker's checkpoints directory (process
@@ -808,5 +897,46 @@ mod tests {
             namespace: None,
         };
         assert_eq!(docker_id(&t).unwrap_err().kind, ErrorKind::InvalidRequest);
+    }
+
+    /// Only root's private copies holding the checkpoint's own inventory and tree are removed;
+    /// a symlink, another user's or an open directory, another checkpoint's copy and any other
+    /// name are left.
+    #[test]
+    fn only_containerd_s_copies_of_the_checkpoint_are_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let images = tempfile::tempdir().unwrap();
+        std::fs::write(images.path().join("inventory.img"), b"inventory").unwrap();
+        std::fs::write(images.path().join("pstree.img"), b"tree").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = |name: &str, pstree: &[u8], mode: u32| {
+            let d = tmp.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("inventory.img"), b"inventory").unwrap();
+            std::fs::write(d.join("pstree.img"), pstree).unwrap();
+            std::fs::write(d.join("pages-1.img"), b"memory").unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+            d
+        };
+        let ours = copy("ctrd-checkpoint1", b"tree", 0o700);
+        let again = copy("ctrd-checkpoint2", b"tree", 0o700);
+        let other = copy("ctrd-checkpoint3", b"another tree", 0o700);
+        let open = copy("ctrd-checkpoint4", b"tree", 0o755);
+        let named = copy("checkpoint5", b"tree", 0o700);
+        let link = tmp.path().join("ctrd-checkpoint6");
+        std::os::unix::fs::symlink(&ours, &link).unwrap();
+        let member = copy("ctrd-checkpoint7", b"tree", 0o700);
+        std::os::unix::fs::chown(&member, Some(65534), Some(65534)).unwrap();
+
+        assert_eq!(remove_unpacked_copies(tmp.path(), images.path()), 2);
+        assert!(!ours.exists() && !again.exists());
+        for kept in [&other, &open, &named, &member] {
+            assert!(kept.join("pages-1.img").exists(), "{}", kept.display());
+        }
+        assert!(std::fs::symlink_metadata(&link).is_ok());
+        // Images without an inventory (not a checkpoint's) remove nothing.
+        std::fs::remove_file(images.path().join("inventory.img")).unwrap();
+        copy("ctrd-checkpoint8", b"tree", 0o700);
+        assert_eq!(remove_unpacked_copies(tmp.path(), images.path()), 0);
     }
 }
