@@ -1041,6 +1041,60 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
 /// find that CRIU.
 pub const IMAGES_ENV: &str = "CKPTD_IMAGES";
 
+/// The most of a process's command line `root_commands` reads (a runtime's are a few hundred
+/// bytes).
+const CMDLINE_MAX: u64 = 8192;
+
+/// Root's processes (real and effective uid 0, which no member's process has) whose command
+/// line, split into its arguments (the program first, never empty) and read bounded, `matches`.
+/// Each is named with its start time, so a pid reused later is never signalled.
+pub fn root_commands(matches: impl Fn(&[&[u8]]) -> bool) -> Vec<TaskId> {
+    use std::io::Read;
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let task = TaskId::of(pid)?;
+            let status = procfs::process::Process::new(pid).ok()?.status().ok()?;
+            if status.ruid != 0 || status.euid != 0 {
+                return None;
+            }
+            let mut raw = Vec::new();
+            File::open(e.path().join("cmdline"))
+                .ok()?
+                .take(CMDLINE_MAX)
+                .read_to_end(&mut raw)
+                .ok()?;
+            let args: Vec<&[u8]> = raw
+                .strip_suffix(&[0])
+                .unwrap_or(&raw)
+                .split(|b| *b == 0)
+                .collect();
+            (!args[0].is_empty() && matches(&args)).then_some(task)
+        })
+        .collect()
+}
+
+/// Whether `args` hold `flag` followed by `value`.
+pub fn has_arg(args: &[&[u8]], flag: &str, value: &[u8]) -> bool {
+    args.windows(2)
+        .any(|w| w[0] == flag.as_bytes() && w[1] == value)
+}
+
+/// Ends the tree below each child of `parent` (still its child once named by its start time:
+/// never a pid reused since), leaving `parent` itself.
+pub fn end_children(parent: TaskId) {
+    for child in children(parent.pid) {
+        if let Some(t) =
+            TaskId::of(child).filter(|_| proc_stat(child).is_some_and(|s| s.ppid == parent.pid))
+        {
+            end_tree(t, None);
+        }
+    }
+}
+
 /// The children of process `pid` (of each of its threads).
 pub fn children(pid: i32) -> Vec<i32> {
     procfs::process::Process::new(pid)

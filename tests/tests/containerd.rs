@@ -152,17 +152,16 @@ impl Containerd {
 
     /// A looper container whose output goes to `log` (the shim's file logger).
     fn run_looper(&self, id: &str, log: &Path) {
-        self.ctr_ok(&[
-            "run",
-            "-d",
-            "--log-uri",
-            &format!("file://{}", log.display()),
-            IMAGE,
-            id,
-            "/bin/sh",
-            "-c",
-            CONTAINER_LOOPER_STDOUT,
-        ]);
+        self.run_looper_with(id, log, &[]);
+    }
+
+    /// `run_looper`, with more options of `ctr run`.
+    fn run_looper_with(&self, id: &str, log: &Path, options: &[&str]) {
+        let uri = format!("file://{}", log.display());
+        let mut args = vec!["run", "-d", "--log-uri", &uri];
+        args.extend(options);
+        args.extend([IMAGE, id, "/bin/sh", "-c", CONTAINER_LOOPER_STDOUT]);
+        self.ctr_ok(&args);
         wait_until("its output", || lines(log).len() >= 3);
     }
 
@@ -517,15 +516,17 @@ async fn a_containerd_checkpoint_is_restored_into_a_new_container() {
         .expect("restore in place");
     assert_eq!(cd.status("source"), "RUNNING");
 
-    // A restore that fails once the container is made (CRIU finds no core image of the
-    // container's first process) leaves nothing of it: no container, no snapshot.
+    // A restore that fails once the container is made (CRIU finds no image of the filesystem
+    // context of the container's first process; a missing core image is refused before the
+    // container is made, by ckptd's check of the images) leaves nothing of it: no container,
+    // no snapshot.
     let dir = d.client.checkpoint("cd-src").await.unwrap().dir;
-    std::fs::remove_file(Path::new(&dir).join("core-1.img")).unwrap();
+    std::fs::remove_file(Path::new(&dir).join("fs-1.img")).unwrap();
     let e = d
         .client
         .restore("cd-src", &into("broken", NS), true)
         .await
-        .expect_err("CRIU cannot restore without the core image");
+        .expect_err("CRIU cannot restore without the fs image");
     let (_, err) = e.api_error().expect("an API error");
     assert!(err.message.contains("broken"), "{err:?}");
     wait_until("the failed restore's container and snapshot to go", || {
@@ -536,6 +537,66 @@ async fn a_containerd_checkpoint_is_restored_into_a_new_container() {
     });
     assert_eq!(cd.ckptd_leases(), Vec::<String>::new());
     let _ = cd.ctr(&["containers", "rm", "taken"]);
+}
+
+/// A restore into a new container cancelled while CRIU, under containerd's shim and runc, holds
+/// the tree it made before resuming it (any CRIU that does not end: containerd's task create
+/// waits for it, and the job used to wait for containerd for good): the job ends cancelled,
+/// CRIU and the half-made tree are ended, nothing of the copy is left (container, snapshot,
+/// lease, shim), and the checkpoint restores into it.
+#[tokio::test]
+async fn a_restore_cancelled_while_criu_holds_the_tree_ends_and_leaves_nothing() {
+    let cd = Containerd::start();
+    let d = Daemon::start_with(&["--containerd-socket", cd.socket.to_str().unwrap()]).await;
+    // runc runs the CRIU of this container's dumps and restores with the script (the copy's
+    // spec is the source's).
+    let pause = ckptd_tests::Pause::new();
+    let log = cd.dir.path().join("held.log");
+    let annotation = format!("org.criu.config={}", pause.criu_conf().display());
+    cd.run_looper_with("held", &log, &["--annotation", &annotation]);
+    d.client
+        .create_checkpoint(&ckptd_tests::checkpoint(target("held"), "cd-held"), true)
+        .await
+        .expect("checkpoint");
+    let stopped_at = lines(&log).len();
+    let req = RestoreRequest {
+        target: target("held-copy"),
+        ..Default::default()
+    };
+    pause.arm("post-restore");
+    let job = d.client.restore("cd-held", &req, false).await.unwrap();
+    let criu = pause.reached("post-restore");
+    d.client.cancel_job(&job.id.to_string()).await.unwrap();
+    let job = d.wait_ended(&job.id.to_string()).await;
+    assert_eq!(job.state, ckptd_api::JobState::Cancelled, "{job:?}");
+    wait_until("the CRIU runc ran to end", || {
+        !ckptd_tests::alive(criu) || ckptd_tests::proc_state(criu) == Some('Z')
+    });
+    wait_until("nothing of the copy left", || {
+        !cd.ctr_ok(&["containers", "ls", "-q"])
+            .lines()
+            .any(|l| l == "held-copy")
+            && !cd.ctr_ok(&["snapshots", "ls"]).contains("held-copy")
+            && cd.shims("held-copy").is_empty()
+    });
+    assert_eq!(cd.ckptd_leases(), Vec::<String>::new());
+    // CRIU works in the checkpoint's folder: the cgroup yard the ended one mounted there is
+    // taken down.
+    let mounts = ckptd_tests::mounts_under(d.dir.path());
+    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    let job = d
+        .client
+        .restore("cd-held", &req, true)
+        .await
+        .expect("the checkpoint restores after the cancelled restore");
+    assert_eq!(cd.status("held-copy"), "RUNNING");
+    let out = PathBuf::from(job.result.unwrap().output_log.expect("its log"));
+    assert_counts_on(
+        &out,
+        stopped_at,
+        "the copy restored after a cancelled restore",
+    );
+    let _ = cd.ctr(&["tasks", "kill", "-s", "KILL", "held-copy"]);
 }
 
 /// A daemon killed while it restores into a new container, holding the lease on its snapshot:

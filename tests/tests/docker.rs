@@ -267,6 +267,103 @@ async fn docker_scenarios() {
         "copies of checkpoints' images containerd unpacked are left: {left:?}"
     );
     killed_mid_restore(&mut d).await;
+    cancelled_mid_restore(&d).await;
+}
+
+/// Where runc reads the CRIU options of a restore Docker runs.
+const RUNC_CONF: &str = "/etc/criu/runc.conf";
+
+/// runc.conf with a line added, put back as it was on drop.
+struct RuncConfLine {
+    before: Option<String>,
+}
+
+impl RuncConfLine {
+    fn add(line: &str) -> RuncConfLine {
+        let before = std::fs::read_to_string(RUNC_CONF).ok();
+        std::fs::create_dir_all("/etc/criu").unwrap();
+        std::fs::write(
+            RUNC_CONF,
+            format!("{}{line}\n", before.clone().unwrap_or_default()),
+        )
+        .unwrap();
+        RuncConfLine { before }
+    }
+}
+
+impl Drop for RuncConfLine {
+    fn drop(&mut self) {
+        let _ = match &self.before {
+            Some(t) => std::fs::write(RUNC_CONF, t),
+            None => std::fs::remove_file(RUNC_CONF),
+        };
+    }
+}
+
+/// A restore cancelled while CRIU, under Docker's shim and runc, holds the tree it made before
+/// resuming it (any CRIU that does not end: Docker's API has no way to stop a start, and the job
+/// used to wait for Docker for good): the job ends cancelled, CRIU and the half-made tree are
+/// ended, Docker records the container exited, nothing of the images is left in Docker's
+/// directory or /tmp, and the checkpoint restores.
+async fn cancelled_mid_restore(d: &Daemon) {
+    const NAME: &str = "ckptd-looper-cancelled";
+    let began = std::time::SystemTime::now();
+    let looper = Ctr::run(NAME);
+    d.client
+        .create_checkpoint(
+            &ckptd_tests::checkpoint(target(NAME), "cancelled-restore"),
+            true,
+        )
+        .await
+        .expect("docker checkpoint");
+    let stopped_at = looper.logs().len();
+    let pause = ckptd_tests::Pause::new();
+    let conf = RuncConfLine::add(
+        std::fs::read_to_string(pause.criu_conf())
+            .unwrap()
+            .trim_end(),
+    );
+    pause.arm("post-restore");
+    let job = d
+        .client
+        .restore("cancelled-restore", &RestoreRequest::default(), false)
+        .await
+        .unwrap();
+    let criu = pause.reached("post-restore");
+    d.client.cancel_job(&job.id.to_string()).await.unwrap();
+    let job = d.wait_ended(&job.id.to_string()).await;
+    drop(conf);
+    assert_eq!(job.state, ckptd_api::JobState::Cancelled, "{job:?}");
+    wait_until("the CRIU runc ran to end", || {
+        !ckptd_tests::alive(criu) || ckptd_tests::proc_state(criu) == Some('Z')
+    });
+    assert_eq!(looper.status(), "exited");
+    assert!(!grows(&looper), "a cancelled restore runs");
+    let id = docker_ok(&["inspect", "--format", "{{.Id}}", NAME])
+        .trim()
+        .to_owned();
+    let root = docker_ok(&["info", "--format", "{{.DockerRootDir}}"])
+        .trim()
+        .to_owned();
+    let copies = Path::new(&root)
+        .join("containers")
+        .join(&id)
+        .join("checkpoints");
+    let linked: Vec<_> = std::fs::read_dir(&copies)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(linked.is_empty(), "left in Docker's directory: {linked:?}");
+    let left = unpacked_since(began);
+    assert!(left.is_empty(), "left by containerd: {left:?}");
+    d.client
+        .restore("cancelled-restore", &RestoreRequest::default(), true)
+        .await
+        .expect("the checkpoint restores after the cancelled restore");
+    wait_until("logs to continue", || looper.logs().len() > stopped_at + 3);
+    counts(
+        &looper.logs(),
+        "docker logs of the looper restored after a cancelled restore",
+    );
 }
 
 /// The directories containerd unpacked a checkpoint into for a restore (`/tmp/ctrd-checkpoint*`)

@@ -148,6 +148,76 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `args` are runc's restore of container `id` (`runc ... restore ... ID`).
+pub fn is_runc_restore(args: &[&[u8]], id: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    Path::new(std::ffi::OsStr::from_bytes(args[0]))
+        .file_name()
+        .is_some_and(|n| n == "runc")
+        && args.contains(&b"restore".as_slice())
+        && args.last() == Some(&id.as_bytes())
+}
+
+/// A runtime's restore `work` (Docker's start from a checkpoint, containerd's task start), which
+/// waits for runc, which waits for CRIU however long CRIU takes: no runtime's API stops it, so
+/// a CRIU that never ended held the job for good. A stop of the job (a cancel, its timeout) runs
+/// `end_criu` (which ends the CRIU the runtime's runc runs, and the tree it made, and says how
+/// many runc restores it found), again until the runtime answers, for at most
+/// `ANSWER_AFTER_STOP`: runc then fails on its own and undoes what it made (its state, the
+/// cgroup, the `criu-root` mount), and the runtime records the failure. Work that had succeeded
+/// before the stop reached CRIU is a success.
+pub async fn stoppable<T>(
+    work: impl std::future::Future<Output = Result<T>>,
+    stop: &crate::engine::StopSignal,
+    what: &str,
+    end_criu: impl Fn() -> usize,
+) -> Result<T> {
+    tokio::pin!(work);
+    let mut stop = stop.clone();
+    let stopped = async move { stop.wait_for(Option::is_some).await.ok().and_then(|r| *r) };
+    let reason = tokio::select! {
+        r = &mut work => return r,
+        r = stopped => match r {
+            Some(r) => r,
+            // No stop can come any more.
+            None => return work.await,
+        },
+    };
+    let deadline = tokio::time::Instant::now() + ANSWER_AFTER_STOP;
+    let mut ended = 0;
+    loop {
+        let found = end_criu();
+        if found > 0 && ended == 0 {
+            tracing::warn!(what, reason = ?reason, "stopping a restore: ended the CRIU runc ran for it");
+        }
+        ended += found;
+        match tokio::time::timeout(std::time::Duration::from_millis(100), &mut work).await {
+            Ok(Ok(t)) => return Ok(t),
+            Ok(Err(e)) => {
+                tracing::info!(what, error = %e.message, "the restore stopped");
+                return Err(reason.error());
+            }
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                tracing::error!(what, runc_restores_ended = ended, "the runtime did not answer a restore whose CRIU was ended (or no runc restore of it was found); the job ends, the runtime's restore goes on");
+                return Err(reason.error());
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// How long a runtime has to answer a restore whose CRIU was ended: runc fails at once then.
+const ANSWER_AFTER_STOP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Ends the CRIU of each runc restore in `runcs` and the tree it made: runc's children both
+/// (CRIU starts the tree as runc's child), leaving runc. How many there were.
+pub fn end_runc_restores(runcs: &[crate::sys::TaskId]) -> usize {
+    for runc in runcs {
+        crate::sys::end_children(*runc);
+    }
+    runcs.len()
+}
+
 /// Hard-links `from` at `to` (replacing what is there), or copies it across filesystems.
 pub fn link_or_copy_file(from: &Path, to: &Path) -> Result<()> {
     let _ = std::fs::remove_file(to);
@@ -329,5 +399,34 @@ mod tests {
         let r = Recorder::default();
         recover(&r, &handle(), false).await;
         assert!(r.calls().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod stoppable_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_ends_the_wait() {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let work = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            Err::<(), _>(Error::internal("runc failed"))
+        };
+        let t = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tx.send_replace(Some(crate::engine::StopReason::Cancelled));
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        });
+        let e = stoppable(work, &rx, "test", || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            0
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::Cancelled);
+        assert!(calls.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        t.abort();
     }
 }

@@ -441,39 +441,43 @@ impl ContainerdEngine {
             .unwrap_or_default();
         let io = |i: usize| stdio.get(i).cloned().unwrap_or_default();
         let images = spec.images.path().display().to_string();
+        let request = in_ns(
+            c.ns,
+            CreateTaskRequest {
+                container_id: c.id.to_owned(),
+                rootfs: mounts,
+                stdin: io(0),
+                stdout: io(1),
+                stderr: io(2),
+                terminal: false,
+                options: Some(any(
+                    "containerd.runc.v1.Options",
+                    &RuncOptions {
+                        criu_image_path: images.clone(),
+                        criu_work_path: images.clone(),
+                    },
+                )),
+                ..Default::default()
+            },
+        )?;
         tasks
-            .create(in_ns(
-                c.ns,
-                CreateTaskRequest {
-                    container_id: c.id.to_owned(),
-                    rootfs: mounts,
-                    stdin: io(0),
-                    stdout: io(1),
-                    stderr: io(2),
-                    terminal: false,
-                    options: Some(any(
-                        "containerd.runc.v1.Options",
-                        &RuncOptions {
-                            criu_image_path: images.clone(),
-                            criu_work_path: images.clone(),
-                        },
-                    )),
-                    ..Default::default()
-                },
-            )?)
+            .create(request)
             .await
             .map_err(|s| self.restore_failed(&c, cp, &spec, s))?;
-        let started = tasks
-            .start(in_ns(
-                c.ns,
-                StartRequest {
-                    container_id: c.id.to_owned(),
-                    exec_id: String::new(),
-                },
-            )?)
-            .await
-            .map_err(|s| self.restore_failed(&c, cp, &spec, s))?
-            .into_inner();
+        let request = in_ns(
+            c.ns,
+            StartRequest {
+                container_id: c.id.to_owned(),
+                exec_id: String::new(),
+            },
+        )?;
+        let start = async {
+            tasks
+                .start(request)
+                .await
+                .map_err(|s| self.restore_failed(&c, cp, &spec, s))
+        };
+        let started = self.start_stoppable(&c, &spec, start).await?.into_inner();
         rename_log(&spec, "restore.log");
         Ok(JobResult {
             pid: Some(started.pid as i32),
@@ -826,39 +830,43 @@ impl ContainerdEngine {
         let uri = format!("file://{}", log.display());
         let images = spec.images.path().display().to_string();
         let mut tasks = TasksClient::new(self.channel().await?);
+        let request = in_ns(
+            dst.ns,
+            CreateTaskRequest {
+                container_id: dst.id.to_owned(),
+                rootfs: mounts,
+                stdout: uri.clone(),
+                stderr: uri,
+                terminal: false,
+                options: Some(any(
+                    "containerd.runc.v1.Options",
+                    &RuncOptions {
+                        criu_image_path: images.clone(),
+                        criu_work_path: images,
+                    },
+                )),
+                ..Default::default()
+            },
+        )?;
         tasks
-            .create(in_ns(
-                dst.ns,
-                CreateTaskRequest {
-                    container_id: dst.id.to_owned(),
-                    rootfs: mounts,
-                    stdout: uri.clone(),
-                    stderr: uri,
-                    terminal: false,
-                    options: Some(any(
-                        "containerd.runc.v1.Options",
-                        &RuncOptions {
-                            criu_image_path: images.clone(),
-                            criu_work_path: images,
-                        },
-                    )),
-                    ..Default::default()
-                },
-            )?)
+            .create(request)
             .await
             .map_err(|s| self.restore_failed(dst, cp, spec, s))?;
         made.task = true;
-        let started = tasks
-            .start(in_ns(
-                dst.ns,
-                StartRequest {
-                    container_id: dst.id.to_owned(),
-                    exec_id: String::new(),
-                },
-            )?)
-            .await
-            .map_err(|s| self.restore_failed(dst, cp, spec, s))?
-            .into_inner();
+        let request = in_ns(
+            dst.ns,
+            StartRequest {
+                container_id: dst.id.to_owned(),
+                exec_id: String::new(),
+            },
+        )?;
+        let start = async {
+            tasks
+                .start(request)
+                .await
+                .map_err(|s| self.restore_failed(dst, cp, spec, s))
+        };
+        let started = self.start_stoppable(dst, spec, start).await?.into_inner();
         rename_log(spec, "restore.log");
         Ok(JobResult {
             pid: Some(started.pid as i32),
@@ -923,14 +931,7 @@ impl ContainerdEngine {
     /// containerd) is ended with it, as the failed job's would have been.
     async fn end_forgotten_shims(&self, c: &Named<'_>) {
         for shim in shims_of(&self.socket, c.ns, c.id) {
-            for child in sys::children(shim.pid) {
-                // Still the shim's child once named by its start time: never a pid reused since.
-                if let Some(t) = sys::TaskId::of(child)
-                    .filter(|_| sys::proc_stat(child).is_some_and(|s| s.ppid == shim.pid))
-                {
-                    sys::end_tree(t, None);
-                }
-            }
+            sys::end_children(shim);
             // SIGTERM first: the shim then removes its socket (`/run/containerd/s/...`).
             let _ = shim.signal(rustix::process::Signal::TERM);
             let deadline = tokio::time::Instant::now() + SHIM_EXIT;
@@ -942,6 +943,56 @@ impl ContainerdEngine {
             }
             tracing::warn!(container = %c.id, namespace = %c.ns, pid = shim.pid, "ended a shim containerd had forgotten (its client, a restore of ckptd's, was gone before its task)");
         }
+    }
+
+    /// containerd's start of a restored task (the runc shim runs `runc restore` then: the
+    /// task's create only prepares it), stopped by `stop` (`container::stoppable`): the runc
+    /// restores of the container are found as its shims' children.
+    /// CRIU works in the checkpoint's folder (`criu_work_path`): one ended there leaves its
+    /// cgroup yard mounted in it, which is taken down.
+    async fn start_stoppable<T>(
+        &self,
+        c: &Named<'_>,
+        spec: &RestoreSpec<'_>,
+        start: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let stop = &spec.stop;
+        let started = container::stoppable(
+            start,
+            stop,
+            &format!(
+                "containerd's restore of container {} (namespace {})",
+                c.id, c.ns
+            ),
+            || {
+                let shims: Vec<i32> = shims_of(&self.socket, c.ns, c.id)
+                    .iter()
+                    .map(|t| t.pid)
+                    .collect();
+                let runcs: Vec<sys::TaskId> =
+                    sys::root_commands(|args| container::is_runc_restore(args, c.id))
+                        .into_iter()
+                        .filter(|t| sys::proc_stat(t.pid).is_some_and(|s| shims.contains(&s.ppid)))
+                        .collect();
+                container::end_runc_restores(&runcs)
+            },
+        )
+        .await;
+        if started
+            .as_ref()
+            .is_err_and(|e| matches!(e.kind, ErrorKind::Cancelled | ErrorKind::Timeout))
+        {
+            match spec.images.detach_criu_yards() {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(container = %c.id, yards = n, "unmounted the cgroup yard the ended CRIU left")
+                }
+                Err(e) => {
+                    tracing::warn!(container = %c.id, error = %e, "cannot unmount the cgroup yard the ended CRIU left")
+                }
+            }
+        }
+        started
     }
 
     /// A restore containerd refused or CRIU failed: CRIU's own words from its log.
@@ -973,51 +1024,21 @@ impl ContainerdEngine {
 /// How long a forgotten shim has to exit after SIGTERM before it is killed.
 const SHIM_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The most of a process's command line read to know whether it is a shim (containerd's are a
-/// few hundred bytes).
-const CMDLINE_MAX: u64 = 8192;
-
 /// The shims running for container `id` in namespace `ns` of the containerd at `address`: root's
-/// processes (real and effective uid 0, which no member's process has) whose command line is
-/// the one containerd starts a shim with (`containerd-shim-* -namespace NS -id ID -address
-/// ADDRESS`). Each named with its start time, so a pid reused later is never signalled.
+/// processes whose command line is the one containerd starts a shim with (`containerd-shim-*
+/// -namespace NS -id ID -address ADDRESS`).
 fn shims_of(address: &std::path::Path, ns: &str, id: &str) -> Vec<sys::TaskId> {
-    use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let address = address.as_os_str().as_bytes();
-    dir.flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let task = sys::TaskId::of(pid)?;
-            let status = procfs::process::Process::new(pid).ok()?.status().ok()?;
-            if status.ruid != 0 || status.euid != 0 {
-                return None;
-            }
-            let mut raw = Vec::new();
-            std::fs::File::open(e.path().join("cmdline"))
-                .ok()?
-                .take(CMDLINE_MAX)
-                .read_to_end(&mut raw)
-                .ok()?;
-            let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-            let program = std::path::Path::new(std::ffi::OsStr::from_bytes(args.first()?));
-            let has = |flag: &str, value: &[u8]| {
-                args.windows(2)
-                    .any(|w| w[0] == flag.as_bytes() && w[1] == value)
-            };
-            (program
-                .file_name()?
-                .as_bytes()
-                .starts_with(b"containerd-shim")
-                && has("-namespace", ns.as_bytes())
-                && has("-id", id.as_bytes())
-                && has("-address", address))
-            .then_some(task)
-        })
-        .collect()
+    sys::root_commands(|args| {
+        let program = std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]));
+        program
+            .file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(b"containerd-shim"))
+            && sys::has_arg(args, "-namespace", ns.as_bytes())
+            && sys::has_arg(args, "-id", id.as_bytes())
+            && sys::has_arg(args, "-address", address)
+    })
 }
 
 /// The checkpoint's container is no longer in containerd: a restore into another container has

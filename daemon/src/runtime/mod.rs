@@ -283,10 +283,15 @@ impl Engine for Engines {
         self.for_target(spec.target).dump(spec)
     }
     fn restore<'a>(&'a self, spec: RestoreSpec<'a>) -> BoxFuture<'a, Result<JobResult>> {
-        if let Target::Group { .. } = spec.checkpoint.target {
-            return Box::pin(self.restore_group(spec));
-        }
-        self.for_restore(spec.checkpoint, spec.into).restore(spec)
+        Box::pin(async move {
+            check_images(spec.checkpoint, spec.images).await?;
+            if let Target::Group { .. } = spec.checkpoint.target {
+                return self.restore_group(spec).await;
+            }
+            self.for_restore(spec.checkpoint, spec.into)
+                .restore(spec)
+                .await
+        })
     }
     fn check_live<'a>(
         &'a self,
@@ -472,6 +477,53 @@ pub fn foreign_manifest(f: archive::container::Foreign, dir: &Path) -> Result<Ma
         arch: archive::arch(),
         ckptd_version: String::new(),
         files: vec![],
+    })
+}
+
+/// Refuses a checkpoint whose images cannot make a whole tree before any of them reaches CRIU
+/// (`criu::images::check_restorable`: every process's images there, and each process's pages
+/// image as long as its pagemap says: CRIU spins for good on a short one). A group's members
+/// are checked each in its own folder, opened beneath the group's. Part of every restore of
+/// the engine's, before the runtime's.
+async fn check_images(cp: &Checkpoint, folder: &crate::sys::Folder) -> Result<()> {
+    let members = match &cp.target {
+        ckptd_api::Target::Group { .. } => {
+            let opened = (0..cp.members.len())
+                .map(|i| folder.member(&i.to_string()))
+                .collect::<std::io::Result<Vec<_>>>();
+            match opened {
+                Ok(m) if !m.is_empty() => m,
+                // The group's restore says which member is missing or cannot be opened, and why.
+                _ => return Ok(()),
+            }
+        }
+        _ => Vec::new(),
+    };
+    let paths: Vec<_> = if members.is_empty() {
+        vec![(folder.path(), folder.shown().to_path_buf())]
+    } else {
+        members
+            .iter()
+            .map(|m| (m.path(), m.shown().to_path_buf()))
+            .collect()
+    };
+    let checked = tokio::task::spawn_blocking(move || {
+        paths.into_iter().try_for_each(|(path, shown)| {
+            images::check_restorable(&path).map_err(|e| {
+                e.to_string()
+                    .replace(&path.display().to_string(), &shown.display().to_string())
+            })
+        })
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the images' check failed: {e}")))?;
+    drop(members);
+    checked.map_err(|why| {
+        Error::conflict(format!(
+            "checkpoint {} cannot be restored: its images are damaged: {why}",
+            cp.name
+        ))
+        .with_hint("take a new checkpoint; this one cannot be restored")
     })
 }
 

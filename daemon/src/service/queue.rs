@@ -550,7 +550,6 @@ impl Inner {
             .await
             .map_err(|e| Error::internal(format!("the bundle's build failed: {e}")))??;
         }
-        check_images(cp, &folder).await?;
         let spec = RestoreSpec {
             checkpoint: cp,
             into: work.into.as_ref(),
@@ -892,50 +891,4 @@ pub(super) async fn futures_join(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
     }
-}
-
-/// Refuses a checkpoint whose images cannot make a whole tree before any of them reaches CRIU
-/// (`criu::images::check_restorable`: every process's images there, and every pages image as
-/// long as its pagemaps say: CRIU spins for good on a short one). A group's members are
-/// checked each in its own folder, opened beneath the group's.
-async fn check_images(cp: &Checkpoint, folder: &crate::sys::Folder) -> Result<()> {
-    let members = match &cp.target {
-        ckptd_api::Target::Group { .. } => {
-            let opened = (0..cp.members.len())
-                .map(|i| folder.member(&i.to_string()))
-                .collect::<std::io::Result<Vec<_>>>();
-            match opened {
-                Ok(m) if !m.is_empty() => m,
-                // The group's restore says which member is missing or cannot be opened, and why.
-                _ => return Ok(()),
-            }
-        }
-        _ => Vec::new(),
-    };
-    let paths: Vec<_> = if members.is_empty() {
-        vec![(folder.path(), folder.shown().to_path_buf())]
-    } else {
-        members
-            .iter()
-            .map(|m| (m.path(), m.shown().to_path_buf()))
-            .collect()
-    };
-    let checked = tokio::task::spawn_blocking(move || {
-        paths.into_iter().try_for_each(|(path, shown)| {
-            crate::criu::images::check_restorable(&path).map_err(|e| {
-                e.to_string()
-                    .replace(&path.display().to_string(), &shown.display().to_string())
-            })
-        })
-    })
-    .await
-    .map_err(|e| Error::internal(format!("the images' check failed: {e}")))?;
-    drop(members);
-    checked.map_err(|why| {
-        Error::conflict(format!(
-            "checkpoint {} cannot be restored: its images are damaged: {why}",
-            cp.name
-        ))
-        .with_hint("take a new checkpoint; this one cannot be restored")
-    })
 }

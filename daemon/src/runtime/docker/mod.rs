@@ -22,7 +22,7 @@ use ckptd_api::{Checkpoint, ContainerRecord, JobResult, Runtime, Target};
 
 use super::container::{self, ContainerOps};
 use crate::engine::{
-    BoxFuture, ContainerHandle, DumpOutput, DumpSpec, Engine, RestoreSpec, Stopped,
+    BoxFuture, ContainerHandle, DumpOutput, DumpSpec, Engine, RestoreSpec, StopSignal, Stopped,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::{criu, sys};
@@ -367,7 +367,7 @@ impl DockerEngine {
                 let _one = RUNC_CONF_LOCK.lock().await;
                 let started = match RuncConf::apply(&spec.options, &log) {
                     // `_conf` puts runc.conf back when the start has answered.
-                    Ok(_conf) => self.api.start_from_checkpoint(&c.id, &name).await,
+                    Ok(_conf) => self.start_stoppable(&c.id, &name, &spec.stop).await,
                     Err(e) => Err(e),
                 };
                 // While the lock is held: no other restore of ckptd's is being unpacked.
@@ -382,6 +382,9 @@ impl DockerEngine {
         };
         let _ = sys::remove_dir_tree(&there);
         if let Err(e) = started {
+            if matches!(e.kind, ErrorKind::Cancelled | ErrorKind::Timeout) {
+                return Err(e);
+            }
             // CRIU's own words, from the log it wrote where ckptd asked.
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             return Err(criu::log::failure(
@@ -402,6 +405,28 @@ impl DockerEngine {
             output_log: None,
             ..Default::default()
         })
+    }
+}
+
+impl DockerEngine {
+    /// Docker's start of container `id` from its checkpoint `name`, stopped by `stop`
+    /// (`container::stoppable`): Docker's API has no way to stop a start, and Docker waits for
+    /// runc, which waits for CRIU. Docker's runc restore is found by its state directory
+    /// (`docker_runc_root`) and the container's id.
+    async fn start_stoppable(&self, id: &str, name: &str, stop: &StopSignal) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let root = self.runc_root.as_os_str().as_bytes();
+        container::stoppable(
+            self.api.start_from_checkpoint(id, name),
+            stop,
+            &format!("Docker's start of container {id} from a checkpoint"),
+            || {
+                container::end_runc_restores(&sys::root_commands(|args| {
+                    container::is_runc_restore(args, id) && sys::has_arg(args, "--root", root)
+                }))
+            },
+        )
+        .await
     }
 }
 
