@@ -175,6 +175,66 @@ async fn with_podman<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(
     drop(service);
 }
 
+/// A restore in place cancelled while CRIU, under Podman's conmon and runc, holds the tree it
+/// made before resuming it (any CRIU that does not end: Podman's API cannot stop a restore, and
+/// the job used to wait for Podman for good): the job ends cancelled, CRIU and the half-made
+/// tree are ended, the container does not run, and the checkpoint then restores.
+#[tokio::test]
+async fn a_podman_restore_cancelled_while_criu_holds_the_tree_ends() {
+    with_podman(|d| async move {
+        // runc runs the CRIU of this container's dumps and restores with the script.
+        let pause = ckptd_tests::Pause::new();
+        let name = "ckptd-pm-held";
+        let _ = podman(&["rm", "-f", name]);
+        let annotation = format!("org.criu.config={}", pause.criu_conf().display());
+        podman_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--annotation",
+            &annotation,
+            IMAGE,
+            "/bin/sh",
+            "-c",
+            LOOPER,
+        ]);
+        let c = Ctr(name.to_owned());
+        wait_until("output", || c.logs().len() >= 3);
+        d.client
+            .create_checkpoint(
+                &ckptd_tests::checkpoint(Some(target(name)), "pm-held"),
+                true,
+            )
+            .await
+            .expect("checkpoint of a Podman container");
+        let stopped_at = c.logs().len();
+        pause.arm("post-restore");
+        let job = d
+            .client
+            .restore("pm-held", &RestoreRequest::default(), false)
+            .await
+            .unwrap();
+        let criu = pause.reached("post-restore");
+        d.client.cancel_job(&job.id.to_string()).await.unwrap();
+        let job = d.wait_ended(&job.id.to_string()).await;
+        assert_eq!(job.state, ckptd_api::JobState::Cancelled, "{job:?}");
+        wait_until("the CRIU runc ran to end", || {
+            !ckptd_tests::alive(criu) || ckptd_tests::proc_state(criu) == Some('Z')
+        });
+        assert_ne!(c.status(), "running");
+        let mounts = ckptd_tests::mounts_under(d.dir.path());
+        assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+        d.client
+            .restore("pm-held", &RestoreRequest::default(), true)
+            .await
+            .expect("the checkpoint restores after the cancelled restore");
+        assert_eq!(c.status(), "running");
+        wait_until("logs to continue", || c.logs().len() > stopped_at + 3);
+    })
+    .await;
+}
+
 /// A daemon talking to `service`, with `toml` as its configuration file (kept in the directory
 /// returned, which the test holds while the daemon runs).
 async fn podman_daemon(service: &Service, toml: &str) -> (Daemon, tempfile::TempDir) {

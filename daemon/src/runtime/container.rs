@@ -148,14 +148,34 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether `args` are runc's restore of container `id` (`runc ... restore ... ID`).
-pub fn is_runc_restore(args: &[&[u8]], id: &str) -> bool {
+/// Whether `args` are runc's restore of a container (`runc ... restore ... ID`): of `id` when
+/// given.
+pub fn is_runc_restore(args: &[&[u8]], id: Option<&str>) -> bool {
     use std::os::unix::ffi::OsStrExt;
     Path::new(std::ffi::OsStr::from_bytes(args[0]))
         .file_name()
         .is_some_and(|n| n == "runc")
         && args.contains(&b"restore".as_slice())
-        && args.last() == Some(&id.as_bytes())
+        && id.is_none_or(|id| args.last() == Some(&id.as_bytes()))
+}
+
+/// The runc restores (`is_runc_restore`, of `id` when given) whose parent is one of root's
+/// processes whose command line `parent` matches (a container's shim, or its conmon).
+pub fn runc_restores_under(
+    id: Option<&str>,
+    parent: impl Fn(&[&[u8]]) -> bool,
+) -> Vec<crate::sys::TaskId> {
+    let parents: Vec<i32> = crate::sys::root_commands(parent)
+        .iter()
+        .map(|t| t.pid)
+        .collect();
+    if parents.is_empty() {
+        return Vec::new();
+    }
+    crate::sys::root_commands(|args| is_runc_restore(args, id))
+        .into_iter()
+        .filter(|t| crate::sys::proc_stat(t.pid).is_some_and(|s| parents.contains(&s.ppid)))
+        .collect()
 }
 
 /// A runtime's restore `work` (Docker's start from a checkpoint, containerd's task start), which

@@ -965,15 +965,9 @@ impl ContainerdEngine {
                 c.id, c.ns
             ),
             || {
-                let shims: Vec<i32> = shims_of(&self.socket, c.ns, c.id)
-                    .iter()
-                    .map(|t| t.pid)
-                    .collect();
-                let runcs: Vec<sys::TaskId> =
-                    sys::root_commands(|args| container::is_runc_restore(args, c.id))
-                        .into_iter()
-                        .filter(|t| sys::proc_stat(t.pid).is_some_and(|s| shims.contains(&s.ppid)))
-                        .collect();
+                let runcs = container::runc_restores_under(Some(c.id), |args| {
+                    is_shim_of(args, &self.socket, c.ns, c.id)
+                });
                 container::end_runc_restores(&runcs)
             },
         )
@@ -1028,17 +1022,19 @@ const SHIM_EXIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// processes whose command line is the one containerd starts a shim with (`containerd-shim-*
 /// -namespace NS -id ID -address ADDRESS`).
 fn shims_of(address: &std::path::Path, ns: &str, id: &str) -> Vec<sys::TaskId> {
+    sys::root_commands(|args| is_shim_of(args, address, ns, id))
+}
+
+/// Whether `args` are those of a shim of container `id` (`shims_of`).
+fn is_shim_of(args: &[&[u8]], address: &std::path::Path, ns: &str, id: &str) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let address = address.as_os_str().as_bytes();
-    sys::root_commands(|args| {
-        let program = std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]));
-        program
-            .file_name()
-            .is_some_and(|n| n.as_bytes().starts_with(b"containerd-shim"))
-            && sys::has_arg(args, "-namespace", ns.as_bytes())
-            && sys::has_arg(args, "-id", id.as_bytes())
-            && sys::has_arg(args, "-address", address)
-    })
+    let program = std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]));
+    program
+        .file_name()
+        .is_some_and(|n| n.as_bytes().starts_with(b"containerd-shim"))
+        && sys::has_arg(args, "-namespace", ns.as_bytes())
+        && sys::has_arg(args, "-id", id.as_bytes())
+        && sys::has_arg(args, "-address", address.as_os_str().as_bytes())
 }
 
 /// The checkpoint's container is no longer in containerd: a restore into another container has

@@ -422,7 +422,7 @@ impl DockerEngine {
             &format!("Docker's start of container {id} from a checkpoint"),
             || {
                 container::end_runc_restores(&sys::root_commands(|args| {
-                    container::is_runc_restore(args, id) && sys::has_arg(args, "--root", root)
+                    container::is_runc_restore(args, Some(id)) && sys::has_arg(args, "--root", root)
                 }))
             },
         )

@@ -331,7 +331,11 @@ impl PodmanEngine {
         let restored = match self.destination(cp, spec.into).await? {
             Destination::InPlace(c) => {
                 put_back(&spec.images.path(), &c.static_dir)?;
-                self.api.restore(&c.id, &flags).await.map_err(|e| {
+                let restore = self.api.restore(&c.id, &flags);
+                stoppable(restore, &spec.stop, &c.name).await.map_err(|e| {
+                    if matches!(e.kind, ErrorKind::Cancelled | ErrorKind::Timeout) {
+                        return e;
+                    }
                     let podman_log = c.static_dir.join("restore.log");
                     let log = spec.images.path().join(spec.log_name);
                     let text = std::fs::read_to_string(&podman_log).unwrap_or_default();
@@ -351,7 +355,11 @@ impl PodmanEngine {
             Destination::New(name) => {
                 let dir = spec.images.path().to_owned();
                 let archive = archive::stream(move |w| archive::container::write(&dir, &[], w));
-                self.api.import(&name, &flags, archive).await.map_err(|e| {
+                let import = self.api.import(&name, &flags, archive);
+                stoppable(import, &spec.stop, &name).await.map_err(|e| {
+                    if matches!(e.kind, ErrorKind::Cancelled | ErrorKind::Timeout) {
+                        return e;
+                    }
                     Error::new(
                         e.kind,
                         format!(
@@ -370,6 +378,34 @@ impl PodmanEngine {
             ..Default::default()
         })
     }
+}
+
+/// Podman's restore (in place, or an import) of container `name`, stopped by `stop`
+/// (`container::stoppable`): Podman's API cannot stop one, and Podman waits for runc, which
+/// waits for CRIU. Podman's runc restore is found as a child of the container's conmon
+/// (`conmon ... -n NAME`): an import's container id is not known before Podman makes it.
+async fn stoppable<T>(
+    work: impl std::future::Future<Output = Result<T>>,
+    stop: &crate::engine::StopSignal,
+    name: &str,
+) -> Result<T> {
+    use std::os::unix::ffi::OsStrExt;
+    crate::runtime::container::stoppable(
+        work,
+        stop,
+        &format!("Podman's restore of container {name}"),
+        || {
+            crate::runtime::container::end_runc_restores(
+                &crate::runtime::container::runc_restores_under(None, |args| {
+                    std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]))
+                        .file_name()
+                        .is_some_and(|n| n == "conmon")
+                        && crate::sys::has_arg(args, "-n", name.as_bytes())
+                }),
+            )
+        },
+    )
+    .await
 }
 
 fn restore_flags(o: &ckptd_api::CheckpointOptions) -> [(&'static str, bool); 2] {
