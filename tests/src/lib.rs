@@ -400,6 +400,27 @@ impl Daemon {
             .items
     }
 
+    /// Restores `checkpoint` as `req` asks, holds its CRIU at `post-restore` (through `pause`,
+    /// which the runtime's CRIU must run), cancels the job there and checks that it ends
+    /// cancelled with that CRIU ended. Returns the job.
+    pub async fn restore_cancelled_while_held(
+        &self,
+        pause: &Pause,
+        checkpoint: &str,
+        req: &api::RestoreRequest,
+    ) -> api::Job {
+        pause.arm("post-restore");
+        let job = self.client.restore(checkpoint, req, false).await.unwrap();
+        let criu = pause.reached("post-restore");
+        self.client.cancel_job(&job.id.to_string()).await.unwrap();
+        let job = self.wait_ended(&job.id.to_string()).await;
+        assert_eq!(job.state, api::JobState::Cancelled, "{job:?}");
+        wait_until("the CRIU held at post-restore to end", || {
+            !alive(criu) || proc_state(criu) == Some('Z')
+        });
+        job
+    }
+
     /// Long-polls job `id` until it has ended (up to 120 s) and returns it.
     pub async fn wait_ended(&self, id: &str) -> api::Job {
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -563,15 +563,8 @@ async fn a_restore_cancelled_while_criu_holds_the_tree_ends_and_leaves_nothing()
         target: target("held-copy"),
         ..Default::default()
     };
-    pause.arm("post-restore");
-    let job = d.client.restore("cd-held", &req, false).await.unwrap();
-    let criu = pause.reached("post-restore");
-    d.client.cancel_job(&job.id.to_string()).await.unwrap();
-    let job = d.wait_ended(&job.id.to_string()).await;
-    assert_eq!(job.state, ckptd_api::JobState::Cancelled, "{job:?}");
-    wait_until("the CRIU runc ran to end", || {
-        !ckptd_tests::alive(criu) || ckptd_tests::proc_state(criu) == Some('Z')
-    });
+    d.restore_cancelled_while_held(&pause, "cd-held", &req)
+        .await;
     wait_until("nothing of the copy left", || {
         !cd.ctr_ok(&["containers", "ls", "-q"])
             .lines()

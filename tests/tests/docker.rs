@@ -323,20 +323,9 @@ async fn cancelled_mid_restore(d: &Daemon) {
             .unwrap()
             .trim_end(),
     );
-    pause.arm("post-restore");
-    let job = d
-        .client
-        .restore("cancelled-restore", &RestoreRequest::default(), false)
-        .await
-        .unwrap();
-    let criu = pause.reached("post-restore");
-    d.client.cancel_job(&job.id.to_string()).await.unwrap();
-    let job = d.wait_ended(&job.id.to_string()).await;
+    d.restore_cancelled_while_held(&pause, "cancelled-restore", &RestoreRequest::default())
+        .await;
     drop(conf);
-    assert_eq!(job.state, ckptd_api::JobState::Cancelled, "{job:?}");
-    wait_until("the CRIU runc ran to end", || {
-        !ckptd_tests::alive(criu) || ckptd_tests::proc_state(criu) == Some('Z')
-    });
     assert_eq!(looper.status(), "exited");
     assert!(!grows(&looper), "a cancelled restore runs");
     let id = docker_ok(&["inspect", "--format", "{{.Id}}", NAME])

@@ -209,19 +209,8 @@ async fn a_podman_restore_cancelled_while_criu_holds_the_tree_ends() {
             .await
             .expect("checkpoint of a Podman container");
         let stopped_at = c.logs().len();
-        pause.arm("post-restore");
-        let job = d
-            .client
-            .restore("pm-held", &RestoreRequest::default(), false)
-            .await
-            .unwrap();
-        let criu = pause.reached("post-restore");
-        d.client.cancel_job(&job.id.to_string()).await.unwrap();
-        let job = d.wait_ended(&job.id.to_string()).await;
-        assert_eq!(job.state, ckptd_api::JobState::Cancelled, "{job:?}");
-        wait_until("the CRIU runc ran to end", || {
-            !ckptd_tests::alive(criu) || ckptd_tests::proc_state(criu) == Some('Z')
-        });
+        d.restore_cancelled_while_held(&pause, "pm-held", &RestoreRequest::default())
+            .await;
         assert_ne!(c.status(), "running");
         let mounts = ckptd_tests::mounts_under(d.dir.path());
         assert!(mounts.is_empty(), "left mounted: {mounts:?}");
