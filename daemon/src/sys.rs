@@ -1086,6 +1086,9 @@ pub fn has_arg(args: &[&[u8]], flag: &str, value: &[u8]) -> bool {
 /// Ends the tree below each child of `parent` (still its child once named by its start time:
 /// never a pid reused since), leaving `parent` itself.
 pub fn end_children(parent: TaskId) {
+    if !parent.alive() {
+        return;
+    }
     for child in children(parent.pid) {
         if let Some(t) =
             TaskId::of(child).filter(|_| proc_stat(child).is_some_and(|s| s.ppid == parent.pid))

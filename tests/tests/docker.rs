@@ -328,19 +328,7 @@ async fn cancelled_mid_restore(d: &Daemon) {
     drop(conf);
     assert_eq!(looper.status(), "exited");
     assert!(!grows(&looper), "a cancelled restore runs");
-    let id = docker_ok(&["inspect", "--format", "{{.Id}}", NAME])
-        .trim()
-        .to_owned();
-    let root = docker_ok(&["info", "--format", "{{.DockerRootDir}}"])
-        .trim()
-        .to_owned();
-    let copies = Path::new(&root)
-        .join("containers")
-        .join(&id)
-        .join("checkpoints");
-    let linked: Vec<_> = std::fs::read_dir(&copies)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let linked = linked_copies(&docker_root());
     assert!(linked.is_empty(), "left in Docker's directory: {linked:?}");
     let left = unpacked_since(began);
     assert!(left.is_empty(), "left by containerd: {left:?}");
@@ -353,6 +341,32 @@ async fn cancelled_mid_restore(d: &Daemon) {
         &looper.logs(),
         "docker logs of the looper restored after a cancelled restore",
     );
+}
+
+/// Docker's root directory.
+fn docker_root() -> std::path::PathBuf {
+    docker_ok(&["info", "--format", "{{.DockerRootDir}}"])
+        .trim()
+        .into()
+}
+
+/// The images ckptd linked into Docker's checkpoints directories, of every container (a restore
+/// into a new name links them under the container it made): `ckptd-*` there.
+fn linked_copies(root: &Path) -> Vec<std::path::PathBuf> {
+    let containers = std::fs::read_dir(root.join("containers"));
+    containers
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|c| {
+            std::fs::read_dir(c.path().join("checkpoints"))
+                .into_iter()
+                .flatten()
+        })
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ckptd-"))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// The directories containerd unpacked a checkpoint into for a restore (`/tmp/ctrd-checkpoint*`)
@@ -391,28 +405,8 @@ async fn killed_mid_restore(d: &mut Daemon) {
         .await
         .expect("docker checkpoint");
     let stopped_at = looper.logs().len();
-    let id = docker_ok(&["inspect", "--format", "{{.Id}}", NAME])
-        .trim()
-        .to_owned();
-    let root = docker_ok(&["info", "--format", "{{.DockerRootDir}}"])
-        .trim()
-        .to_owned();
-    let copies = Path::new(&root)
-        .join("containers")
-        .join(&id)
-        .join("checkpoints");
-    // Docker's checkpoints directories, of every container: a restore into a new name links
-    // the images under the container it made.
-    let has_copy = || {
-        std::fs::read_dir(Path::new(&root).join("containers")).is_ok_and(|all| {
-            all.flatten().any(|c| {
-                std::fs::read_dir(c.path().join("checkpoints")).is_ok_and(|d| {
-                    d.flatten()
-                        .any(|e| e.file_name().to_string_lossy().starts_with("ckptd-"))
-                })
-            })
-        })
-    };
+    let root = docker_root();
+    let has_copy = || !linked_copies(&root).is_empty();
     let job = d
         .restore_killed_when(
             "killed-restore",
@@ -427,10 +421,10 @@ async fn killed_mid_restore(d: &mut Daemon) {
             },
         )
         .await;
+    let left = linked_copies(&root);
     assert!(
-        !has_copy(),
-        "the images' copy in {} outlived the restart",
-        copies.display()
+        left.is_empty(),
+        "the images' copy outlived the restart: {left:?}"
     );
     match job.state {
         ckptd_api::JobState::Succeeded => {

@@ -270,10 +270,22 @@ pub fn check_pages(images: &Path, pids: &[u32]) -> Result<(), ImageError> {
     let page = rustix::param::page_size() as u64;
     // Bytes each pages image should hold, and which pagemap named it first.
     let mut expected: std::collections::BTreeMap<u32, (u64, String)> = Default::default();
+    // A few KiB each: bounded together as one image is (a member writes its own images).
+    let mut read = 0u64;
     for pid in pids {
         let name = format!("pagemap-{pid}.img");
         let path = images.join(&name);
         let data = read_image(&path)?;
+        read += data.len() as u64;
+        if read > MAX_IMAGE_READ {
+            return Err(corrupt(
+                &path,
+                format!(
+                    "the tree's pagemaps together are larger than the {} MiB ckptd reads of them",
+                    MAX_IMAGE_READ >> 20
+                ),
+            ));
+        }
         let mut es = entries(&path, &data)?.into_iter();
         let head = es
             .next()

@@ -441,46 +441,31 @@ impl ContainerdEngine {
             .unwrap_or_default();
         let io = |i: usize| stdio.get(i).cloned().unwrap_or_default();
         let images = spec.images.path().display().to_string();
-        let request = in_ns(
-            c.ns,
-            CreateTaskRequest {
-                container_id: c.id.to_owned(),
-                rootfs: mounts,
-                stdin: io(0),
-                stdout: io(1),
-                stderr: io(2),
-                terminal: false,
-                options: Some(any(
-                    "containerd.runc.v1.Options",
-                    &RuncOptions {
-                        criu_image_path: images.clone(),
-                        criu_work_path: images.clone(),
-                    },
-                )),
-                ..Default::default()
-            },
-        )?;
         tasks
-            .create(request)
+            .create(in_ns(
+                c.ns,
+                CreateTaskRequest {
+                    container_id: c.id.to_owned(),
+                    rootfs: mounts,
+                    stdin: io(0),
+                    stdout: io(1),
+                    stderr: io(2),
+                    terminal: false,
+                    options: Some(any(
+                        "containerd.runc.v1.Options",
+                        &RuncOptions {
+                            criu_image_path: images.clone(),
+                            criu_work_path: images.clone(),
+                        },
+                    )),
+                    ..Default::default()
+                },
+            )?)
             .await
             .map_err(|s| self.restore_failed(&c, cp, &spec, s))?;
-        let request = in_ns(
-            c.ns,
-            StartRequest {
-                container_id: c.id.to_owned(),
-                exec_id: String::new(),
-            },
-        )?;
-        let start = async {
-            tasks
-                .start(request)
-                .await
-                .map_err(|s| self.restore_failed(&c, cp, &spec, s))
-        };
-        let started = self.start_stoppable(&c, &spec, start).await?.into_inner();
-        rename_log(&spec, "restore.log");
+        let pid = self.start_restored(&mut tasks, &c, &spec).await?;
         Ok(JobResult {
-            pid: Some(started.pid as i32),
+            pid: Some(pid),
             container: Some(c.id.to_owned()),
             ..Default::default()
         })
@@ -830,46 +815,31 @@ impl ContainerdEngine {
         let uri = format!("file://{}", log.display());
         let images = spec.images.path().display().to_string();
         let mut tasks = TasksClient::new(self.channel().await?);
-        let request = in_ns(
-            dst.ns,
-            CreateTaskRequest {
-                container_id: dst.id.to_owned(),
-                rootfs: mounts,
-                stdout: uri.clone(),
-                stderr: uri,
-                terminal: false,
-                options: Some(any(
-                    "containerd.runc.v1.Options",
-                    &RuncOptions {
-                        criu_image_path: images.clone(),
-                        criu_work_path: images,
-                    },
-                )),
-                ..Default::default()
-            },
-        )?;
         tasks
-            .create(request)
+            .create(in_ns(
+                dst.ns,
+                CreateTaskRequest {
+                    container_id: dst.id.to_owned(),
+                    rootfs: mounts,
+                    stdout: uri.clone(),
+                    stderr: uri,
+                    terminal: false,
+                    options: Some(any(
+                        "containerd.runc.v1.Options",
+                        &RuncOptions {
+                            criu_image_path: images.clone(),
+                            criu_work_path: images,
+                        },
+                    )),
+                    ..Default::default()
+                },
+            )?)
             .await
             .map_err(|s| self.restore_failed(dst, cp, spec, s))?;
         made.task = true;
-        let request = in_ns(
-            dst.ns,
-            StartRequest {
-                container_id: dst.id.to_owned(),
-                exec_id: String::new(),
-            },
-        )?;
-        let start = async {
-            tasks
-                .start(request)
-                .await
-                .map_err(|s| self.restore_failed(dst, cp, spec, s))
-        };
-        let started = self.start_stoppable(dst, spec, start).await?.into_inner();
-        rename_log(spec, "restore.log");
+        let pid = self.start_restored(&mut tasks, dst, spec).await?;
         Ok(JobResult {
-            pid: Some(started.pid as i32),
+            pid: Some(pid),
             container: Some(dst.id.to_owned()),
             output_log: Some(log.display().to_string()),
             ..Default::default()
@@ -945,21 +915,33 @@ impl ContainerdEngine {
         }
     }
 
-    /// containerd's start of a restored task (the runc shim runs `runc restore` then: the
-    /// task's create only prepares it), stopped by `stop` (`container::stoppable`): the runc
-    /// restores of the container are found as its shims' children.
-    /// CRIU works in the checkpoint's folder (`criu_work_path`): one ended there leaves its
-    /// cgroup yard mounted in it, which is taken down.
-    async fn start_stoppable<T>(
+    /// Starts the task a restore created (the runc shim runs `runc restore` then: the task's
+    /// create only prepares it) and returns its pid, CRIU's log renamed as the job's. Stopped by
+    /// the job's stop (`container::stoppable`): the runc restores of the container are found as
+    /// its shims' children. CRIU works in the checkpoint's folder (`criu_work_path`): one ended
+    /// there leaves its cgroup yard mounted in it, which is taken down.
+    async fn start_restored(
         &self,
+        tasks: &mut TasksClient<Channel>,
         c: &Named<'_>,
         spec: &RestoreSpec<'_>,
-        start: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let stop = &spec.stop;
+    ) -> Result<i32> {
+        let request = in_ns(
+            c.ns,
+            StartRequest {
+                container_id: c.id.to_owned(),
+                exec_id: String::new(),
+            },
+        )?;
+        let start = async {
+            tasks
+                .start(request)
+                .await
+                .map_err(|s| self.restore_failed(c, spec.checkpoint, spec, s))
+        };
         let started = container::stoppable(
             start,
-            stop,
+            &spec.stop,
             &format!(
                 "containerd's restore of container {} (namespace {})",
                 c.id, c.ns
@@ -972,21 +954,26 @@ impl ContainerdEngine {
             },
         )
         .await;
-        if started
-            .as_ref()
-            .is_err_and(|e| matches!(e.kind, ErrorKind::Cancelled | ErrorKind::Timeout))
-        {
-            match spec.images.detach_criu_yards() {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(container = %c.id, yards = n, "unmounted the cgroup yard the ended CRIU left")
+        match started {
+            Ok(r) => {
+                rename_log(spec, "restore.log");
+                Ok(r.into_inner().pid as i32)
+            }
+            Err(e) => {
+                if matches!(e.kind, ErrorKind::Cancelled | ErrorKind::Timeout) {
+                    match spec.images.detach_criu_yards() {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(container = %c.id, yards = n, "unmounted the cgroup yard the ended CRIU left")
+                        }
+                        Err(e) => {
+                            tracing::warn!(container = %c.id, error = %e, "cannot unmount the cgroup yard the ended CRIU left")
+                        }
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(container = %c.id, error = %e, "cannot unmount the cgroup yard the ended CRIU left")
-                }
+                Err(e)
             }
         }
-        started
     }
 
     /// A restore containerd refused or CRIU failed: CRIU's own words from its log.

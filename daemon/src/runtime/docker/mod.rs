@@ -406,9 +406,7 @@ impl DockerEngine {
             ..Default::default()
         })
     }
-}
 
-impl DockerEngine {
     /// Docker's start of container `id` from its checkpoint `name`, stopped by `stop`
     /// (`container::stoppable`): Docker's API has no way to stop a start, and Docker waits for
     /// runc, which waits for CRIU. Docker's runc restore is found by its state directory
