@@ -282,6 +282,104 @@ async fn faults_at_the_worst_moments_lose_nothing_and_leave_nothing_stuck() {
     );
 }
 
+/// A job's start is committed without waiting for the disk (a kill -9 loses nothing; a power
+/// loss can take the commit back), so after a power loss a dump can read queued with CRIU's
+/// work on disk. Such a power loss is played here: CRIU held where the images are written, the
+/// daemon killed, CRIU let finish (or fail), and the rows put back as the lost commit leaves
+/// them (the job queued, its checkpoint pending). The restart must recover it as a running
+/// dump: a finished dump published and its target ended as the job would have, a failed one's
+/// target running and its staging removed; never a target left stopped.
+#[tokio::test]
+async fn a_dump_whose_start_a_power_loss_took_back_is_recovered_as_a_running_one() {
+    let pause = Pause::new();
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(conf.path(), pause.config_line()).unwrap();
+    let mut d = Daemon::start_with(&["--config", conf.path().to_str().unwrap()]).await;
+    let catalog = d.state_dir.join("catalog.db");
+    for finishes in [true, false] {
+        let name = format!("lost-start-{finishes}");
+        let what = format!("CRIU {}", if finishes { "finished" } else { "failed" });
+        let mut t = Target::python(d.dir.path(), &name, 8, false);
+        let req = CreateCheckpoint {
+            target: Some(ApiTarget::Process { pid: t.pid }),
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        pause.arm("post-dump");
+        let made = d.client.create_checkpoint(&req, false).await.unwrap();
+        let criu = pause.reached("post-dump");
+        let job = made.job.id.to_string();
+        d.crash(|| {
+            pause.release(finishes);
+            wait_until("the held CRIU to end", || {
+                !alive(criu) || proc_state(criu) == Some('Z')
+            });
+            forget_start(&catalog, &job);
+        })
+        .await;
+        let ended = d.wait_job(&job, |j| j.state.is_finished()).await;
+        let cp = d.client.checkpoint(&name).await.unwrap();
+        if finishes {
+            assert_eq!(
+                ended.state,
+                JobState::Succeeded,
+                "{what}: {ended:?}\n{}",
+                d.log()
+            );
+            assert_eq!(cp.status, CheckpointStatus::Ready, "{what}");
+            wait_until(&format!("{what}: the target ended by the dump"), || {
+                !alive(t.pid) || proc_state(t.pid) == Some('Z')
+            });
+            t.reap();
+            let r = d
+                .client
+                .restore(&name, &RestoreRequest::default(), true)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: the restore: {e}"));
+            assert_eq!(r.state, JobState::Succeeded, "{what}");
+        } else {
+            assert_eq!(ended.state, JobState::Failed, "{what}: {ended:?}");
+            assert_eq!(cp.status, CheckpointStatus::Failed, "{what}");
+        }
+        assert!(
+            alive(t.pid) && !matches!(proc_state(t.pid), Some('T' | 't' | 'Z')),
+            "{what}: the target is {:?}\n{}",
+            proc_state(t.pid),
+            d.log()
+        );
+        assert!(
+            t.is_progressing(Duration::from_secs(3)),
+            "{what}: the target does not run"
+        );
+        assert_settled(&d, &what).await;
+        ckptd_tests::signal(t.pid, libc::SIGKILL);
+    }
+}
+
+/// Puts a job's rows back as they were before its start: what a power loss that took back the
+/// start's commit leaves (the daemon is not running).
+fn forget_start(catalog: &Path, job: &str) {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1])\n\
+             n = db.execute(\"UPDATE jobs SET state = 'queued', started_at = NULL WHERE id = ? AND state = 'running'\", (sys.argv[2],)).rowcount\n\
+             db.execute(\"UPDATE checkpoints SET status = 'pending' WHERE id = (SELECT checkpoint_id FROM jobs WHERE id = ?)\", (sys.argv[2],))\n\
+             db.commit()\n\
+             sys.exit(0 if n == 1 else 3)",
+            catalog.to_str().unwrap(),
+            job,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the job's start could not be taken back: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// No job queued or running, no staging directory, and every ready checkpoint's images there.
 async fn assert_settled(d: &Daemon, what: &str) {
     for state in ["queued", "running"] {

@@ -185,6 +185,32 @@ pub(super) struct WriterState {
     /// A `Tx` was dropped inside its transaction (an error, a cancelled request): the next
     /// user rolls it back first, if a task spawned by the drop has not yet.
     pub(super) open: bool,
+    /// What the connection's `synchronous` is set to; None when unknown (a batch that set it
+    /// failed), so that the next transaction sets it again.
+    synchronous: Option<Durability>,
+}
+
+/// Whether a transaction's commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// `synchronous = FULL`: the WAL is fsynced at the commit; a power loss right after keeps
+    /// it. Every transaction but those below.
+    Durable,
+    /// `synchronous = NORMAL`: the commit is written to the WAL and not fsynced. A kill -9 of
+    /// the daemon loses nothing (the WAL is in the kernel's page cache); a power loss or a
+    /// kernel crash can take back this commit and any before the next durable one, whose fsync
+    /// of the WAL makes all of them durable. For what nobody is told before a durable commit
+    /// follows it (`Catalog::start_queued_job`).
+    Lazy,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Durable => "PRAGMA synchronous = FULL;\n",
+            Durability::Lazy => "PRAGMA synchronous = NORMAL;\n",
+        }
+    }
 }
 
 /// The catalog's writer, on `conn` (opened with `opts`, which a replacement is opened with).
@@ -193,6 +219,8 @@ pub(super) fn writer(conn: SqliteConnection, opts: SqliteConnectOptions) -> Writ
         conn: Some(conn),
         opts,
         open: false,
+        // As opened (`Catalog::open`).
+        synchronous: Some(Durability::Durable),
     }))
 }
 
@@ -221,6 +249,7 @@ impl WriterState {
             if let Some(old) = self.conn.replace(fresh) {
                 let _ = old.close().await;
             }
+            self.synchronous = Some(Durability::Durable);
         }
         self.open = false;
         Ok(())
@@ -235,16 +264,23 @@ pub(super) struct Tx {
     writer: OwnedMutexGuard<WriterState>,
     begun: bool,
     finished: bool,
+    durability: Durability,
 }
 
 impl Tx {
+    /// A transaction whose commit is durable.
     pub async fn new(w: &Writer) -> Result<Tx> {
+        Tx::with(w, Durability::Durable).await
+    }
+
+    pub async fn with(w: &Writer, durability: Durability) -> Result<Tx> {
         let mut writer = w.clone().lock_owned().await;
         writer.settle().await?;
         Ok(Tx {
             writer,
             begun: false,
             finished: false,
+            durability,
         })
     }
 
@@ -252,7 +288,7 @@ impl Tx {
     pub async fn run(&mut self, b: Batch<'_>) -> Result<Vec<Done>> {
         let begin = !self.begun;
         self.begun = true;
-        self.send(b, begin, false).await
+        self.send(b, begin, false, begin).await
     }
 
     /// Runs `b` (perhaps empty) and commits: what each of its statements did. A transaction of
@@ -264,9 +300,10 @@ impl Tx {
             self.finished = true;
             return Ok(Vec::new());
         }
+        let first = !self.begun;
         let begin = !self.begun && !alone;
         self.begun |= begin;
-        let done = self.send(b, begin, !alone).await?;
+        let done = self.send(b, begin, !alone, first).await?;
         self.finished = true;
         Ok(done)
     }
@@ -280,17 +317,35 @@ impl Tx {
         Ok(())
     }
 
-    async fn send(&mut self, b: Batch<'_>, begin: bool, commit: bool) -> Result<Vec<Done>> {
+    /// Sends `b`, after BEGIN if `begin` and before COMMIT if `commit`; `first` for the
+    /// transaction's first statements, before which the connection's `synchronous` is set to the
+    /// transaction's durability if it is not already (SQLite refuses to change it inside a
+    /// transaction; it applies to the commit).
+    async fn send(
+        &mut self,
+        b: Batch<'_>,
+        begin: bool,
+        commit: bool,
+        first: bool,
+    ) -> Result<Vec<Done>> {
         if let Some(bad) = b.bad {
             return Err(sqlx::Error::Protocol(format!(
                 "a value for the catalog would not bind: {bad}"
             )));
         }
+        let set = first && self.writer.synchronous != Some(self.durability);
         let sql = match (begin, commit) {
             (false, false) => b.sql,
             (true, false) => format!("BEGIN IMMEDIATE;\n{}", b.sql),
             (false, true) => format!("{}COMMIT;", b.sql),
             (true, true) => format!("BEGIN IMMEDIATE;\n{}COMMIT;", b.sql),
+        };
+        let sql = if set {
+            // Unknown until the batch has run: a failure leaves it to be set again.
+            self.writer.synchronous = None;
+            format!("{}{sql}", self.durability.pragma())
+        } else {
+            sql
         };
         let mut done = Vec::with_capacity(b.statements + 2);
         let mut rows = Vec::new();
@@ -308,13 +363,15 @@ impl Tx {
             }
         }
         drop(steps);
-        // BEGIN and COMMIT answer too; the caller asked about its own statements.
+        if set {
+            self.writer.synchronous = Some(self.durability);
+        }
+        // The PRAGMA, BEGIN and COMMIT answer too; the caller asked about its own statements.
         if commit {
             done.pop();
         }
-        if begin && !done.is_empty() {
-            done.remove(0);
-        }
+        let before = usize::from(begin) + usize::from(set);
+        done.drain(..before.min(done.len()));
         if done.len() != b.statements {
             return Err(sqlx::Error::Protocol(format!(
                 "the catalog ran {} of a batch's {} statements",

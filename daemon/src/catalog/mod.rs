@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 
 mod batch;
-use batch::{Batch, Tx};
+use batch::{Batch, Durability, Tx};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -587,6 +587,17 @@ impl Catalog {
     /// too: `start_queued_job`).
     async fn write(&self, b: Batch<'_>) -> std::result::Result<Vec<batch::Done>, sqlx::Error> {
         Tx::new(&self.writer).await?.commit(b).await
+    }
+
+    /// `write`, committed without waiting for the disk (`Durability::Lazy`).
+    async fn write_lazily(
+        &self,
+        b: Batch<'_>,
+    ) -> std::result::Result<Vec<batch::Done>, sqlx::Error> {
+        Tx::with(&self.writer, Durability::Lazy)
+            .await?
+            .commit(b)
+            .await
     }
 
     /// Inserts a new checkpoint and the job that will take it, in one transaction; with
@@ -1410,6 +1421,12 @@ impl Catalog {
     /// are (`JOB_TO_RUN`): one trip to the writer where a read and then the start were two
     /// (BENCHMARKS.md, "Cost growth"). None if the job is gone; with `false` if it was not
     /// queued (cancelled while it waited), and the job as it is.
+    ///
+    /// Committed lazily (`Durability::Lazy`): a kill -9 of the daemon loses nothing, and what a
+    /// power loss could take back is only that the job had started, which no promise rests on:
+    /// the job's end commits durably (and the start with it), and reconciliation ends a job it
+    /// finds queued as it ends one it finds running (`Service::reconcile`). A millisecond of a
+    /// job's fixed cost (BENCHMARKS.md, "The fixed cost of a job").
     pub async fn start_queued_job(
         &self,
         id: Uuid,
@@ -1432,7 +1449,7 @@ impl Catalog {
         .bind(JobKind::Checkpoint.as_str())
         .bind(JobKind::Migrate.as_str());
         b.push(JOB_TO_RUN).bind(id);
-        let mut done = self.write(b).await?;
+        let mut done = self.write_lazily(b).await?;
         let started = done[0].changed == 1;
         if done[1].changed == 1 {
             self.checkpoints_changed();
@@ -1531,6 +1548,54 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let c = Catalog::open(&d.path().join("catalog.db")).await.unwrap();
         (d, c)
+    }
+
+    /// The `synchronous` a transaction commits with, read inside it.
+    async fn commits_with(c: &Catalog, d: Durability) -> std::result::Result<i64, sqlx::Error> {
+        let mut tx = Tx::with(&c.writer, d).await?;
+        let mut b = Batch::new();
+        b.push("PRAGMA synchronous");
+        let done = tx.run(b).await?;
+        tx.rollback().await?;
+        Ok(done[0].rows[0].get::<i64, _>(0))
+    }
+
+    #[tokio::test]
+    async fn a_lazy_commit_never_leaves_a_durable_one_lazy() {
+        let (_d, c) = open().await;
+        const FULL: i64 = 2;
+        const NORMAL: i64 = 1;
+        assert_eq!(commits_with(&c, Durability::Durable).await.unwrap(), FULL);
+        assert_eq!(commits_with(&c, Durability::Lazy).await.unwrap(), NORMAL);
+        assert_eq!(commits_with(&c, Durability::Durable).await.unwrap(), FULL);
+        assert_eq!(commits_with(&c, Durability::Durable).await.unwrap(), FULL);
+        // A lazy batch that fails after setting its level, then a plain write.
+        let mut b = Batch::new();
+        b.push("INSERT INTO no_such_table VALUES (1)");
+        let failed = Tx::with(&c.writer, Durability::Lazy)
+            .await
+            .unwrap()
+            .commit(b)
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(commits_with(&c, Durability::Durable).await.unwrap(), FULL);
+        // The job's start is lazy, and a write after it durable.
+        let cp = checkpoint("lazy", 1);
+        let job = job_for(&cp);
+        c.insert_checkpoint_with_job(&cp, &job, &serde_json::Value::Null, None)
+            .await
+            .unwrap();
+        let started = c.start_queued_job(job.id, &now()).await.unwrap();
+        assert!(matches!(started, Some((true, ..))));
+        assert_eq!(commits_with(&c, Durability::Durable).await.unwrap(), FULL);
+        assert_eq!(
+            c.checkpoint(&cp.id.to_string())
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            CheckpointStatus::Running
+        );
     }
 
     #[tokio::test]

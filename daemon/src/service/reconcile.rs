@@ -44,7 +44,11 @@ impl Service {
                     tracing::warn!(job = %job.id, was = state.as_str(), "queued again a push the daemon left unfinished");
                     continue;
                 }
-                let (outcome, taken) = if state == JobState::Running {
+                // A dump's start is committed lazily (`Catalog::start_queued_job`): after a
+                // power loss its job can read queued with its dump begun on disk, and is then
+                // recovered as a running one is.
+                let started = state == JobState::Running || self.dump_begun(&job).await?;
+                let (outcome, taken) = if started {
                     self.recover_job(&job, &restarted, criu_wait).await?
                 } else {
                     (Err(restarted.clone()), None)
@@ -158,6 +162,28 @@ impl Service {
         }
         report.unknown_dirs.sort();
         Ok(report)
+    }
+
+    /// Whether a checkpoint job's dump has a folder on disk, partial or renamed (a queued job's
+    /// never has, unless its start's commit was lost).
+    async fn dump_begun(&self, job: &Job) -> Result<bool> {
+        if job.kind != JobKind::Checkpoint {
+            return Ok(false);
+        }
+        let Some(cp) = self
+            .inner
+            .catalog
+            .checkpoint(&job.checkpoint_id.to_string())
+            .await?
+        else {
+            return Ok(false);
+        };
+        let Ok(anchor) = anchor(&cp) else {
+            return Ok(false);
+        };
+        Ok([anchor.partial_name(), anchor.name().to_owned()]
+            .iter()
+            .any(|name| anchor.open_folder(name, cp.owner_uid).is_ok()))
     }
 
     /// The outcome of a job that was running when the daemon stopped.
