@@ -10,6 +10,7 @@ set -euo pipefail
 RUNS_FIXED=${RUNS_FIXED:-15}
 WORK=${WORK:-/var/tmp/ckptd-bench-fixed}
 CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
+FSYNCS=${FSYNCS:-$(dirname "$0")/../target/release/ckptd-fsyncs}
 . "$(dirname "$0")/bench_lib.sh"
 rm -rf "$WORK" && mkdir -p "$WORK"
 sock=$WORK/ckptd.sock
@@ -22,7 +23,7 @@ target() {
   until grep -q '^ckptd-bench-fixed-target' "/proc/$pid/cmdline" 2>/dev/null; do sleep 0.01; done
 }
 gone() { { wait "$pid"; } 2>/dev/null || true; }
-: >"$WORK/api"; : >"$WORK/wall"; : >"$WORK/hand"; : >"$WORK/curl"
+: >"$WORK/api"; : >"$WORK/wall"; : >"$WORK/hand"; : >"$WORK/curl"; : >"$WORK/sync"
 by_ckptd() {
   target
   t0=$(now)
@@ -37,9 +38,12 @@ by_hand() {
   target
   mkdir "$WORK/hand-$run"
   t0=$(now)
-  criu dump -t "$pid" -D "$WORK/hand-$run" -o dump.log -v4 && sync
+  criu dump -t "$pid" -D "$WORK/hand-$run" -o dump.log -v4
+  tm=$(now)
+  sync
   t1=$(now)
   elapsed "$t0" "$t1" >>"$WORK/hand"
+  elapsed "$tm" "$t1" >>"$WORK/sync"
   gone
   rm -rf "$WORK/hand-$run"
 }
@@ -57,7 +61,7 @@ phase() {
 }
 durable=$(phase durable); catalog=$(phase catalog)
 # Each job's steps from the log (one worker: the jobs do not overlap), medians in ms.
-steps=$(python3 - "$WORK/state.log" <<'PY'
+steps=$(python3 - "$WORK/state.log" "$WORK/api" "$WORK/sync" <<'PY'
 import re, sys, datetime, statistics
 rows, q = [], {}
 for line in open(sys.argv[1]):
@@ -71,19 +75,31 @@ for line in open(sys.argv[1]):
     elif "job started" in text and "queued" in q:
         q["started"] = t
     elif "criu::run: finished" in text and "started" in q:
-        q["criu"] = int(re.search(r"elapsed_ms=(\d+)", text).group(1)) / 1e3
+        q["criu"] = int(re.search(r"elapsed_us=(\d+)", text).group(1)) / 1e6
         q["criu_end"] = t
     elif "job succeeded" in text and "criu_end" in q:
         rows.append((q["started"] - q["queued"], q["criu_end"] - q["criu"] - q["started"],
                      q["criu"], t - q["criu_end"], t - q["queued"]))
         q = {}
 med = lambda i: statistics.median(r[i] for r in rows)
-print(" ".join("%.6f" % med(i) for i in range(5)))
+# Each job's own time: curl's time_total less that job's CRIU run (the jobs in order, one
+# worker), against the by-hand `sync`: the fixed cost without CRIU's run-to-run spread.
+api = [float(x) for x in open(sys.argv[2])]
+assert len(api) == len(rows), (len(api), len(rows))
+own = statistics.median(a - r[2] for a, r in zip(api, rows))
+sync = statistics.median(float(x) for x in open(sys.argv[3]))
+print(" ".join("%.6f" % med(i) for i in range(5)), "%.6f %.6f" % (own, sync))
 PY
 )
 echo "median of $RUNS_FIXED: ckptd (curl's time_total) $(med <"$WORK/api") s, wall with curl's start $(med <"$WORK/wall") s; criu dump + sync $(med <"$WORK/hand") s; curl alone $(med <"$WORK/curl") s"
-echo "job steps (medians, s): queued->started, started->CRIU, CRIU, CRIU->done, queued->done: $steps; durable (mean) $durable, catalog (mean) $catalog"
+echo "job steps (medians, s): queued->started, started->CRIU, CRIU, CRIU->done, queued->done; ckptd's time less its CRIU run, the by-hand sync: $steps; durable (mean) $durable, catalog (mean) $catalog"
 # One line for scripts/bench.sh: medians (s) of ckptd's time_total, its wall time, criu dump +
-# sync, curl alone; the job's steps; the means of the durable and catalog phases.
+# sync, curl alone; the job's steps, each job's time less its CRIU run and the by-hand sync;
+# the means of the durable and catalog phases.
 echo "RESULT fixed $(med <"$WORK/api") $(med <"$WORK/wall") $(med <"$WORK/hand") $(med <"$WORK/curl") $steps $durable $catalog"
 echo "RESULT runs fixed $RUNS_FIXED"
+# Two ways of making these images durable, on copies of one of the checkpoints just taken:
+# each file fsynced, or one syncfs (ckptd-fsyncs, the bench crate).
+images=$(dirname "$(ls -d "$WORK"/state/checkpoints/*/pstree.img | head -1)")
+mkdir -p "$WORK/fsyncs"
+"$FSYNCS" "$images" "${FSYNC_ROUNDS:-40}" "$WORK/fsyncs"

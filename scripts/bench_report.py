@@ -493,13 +493,25 @@ if "group" in R:
                    f"{secs(grp)} vs {secs(sep)}: {ratio(grp, sep):.2f}x (within each pair: {per_pair:.2f}x)",
                    verdict(per_pair <= 0.7), "`bash scripts/bench_group.sh`"))
 fixed = [num(x) for x in R["fixed"][0]] if "fixed" in R else None
+if fixed and len(fixed) == 11:
+    # Before 2026-12-07 the script did not time each job's own CRIU run or the by-hand `sync`.
+    fixed = fixed[:9] + [None, None] + fixed[9:]
 if fixed:
     api_t, wall_t, hand_t, curl_t = fixed[0:4]
+    own_t, sync_t = fixed[9:11]
+    if own_t is None:
+        measured = (f"{ms(api_t - hand_t)} ({secs(api_t)} vs {secs(hand_t)}; curl's own start, "
+                    f"{ms(curl_t)} more, is the client's)")
+        met = api_t - hand_t <= 0.003
+    else:
+        measured = (f"{ms(own_t - sync_t)}: each job's time less its own CRIU run, "
+                    f"{ms(own_t)}, less the by-hand `sync`, {ms(sync_t)} (the difference of the "
+                    f"two sides' medians, CRIU's runs included: {ms(api_t - hand_t)}; curl's own "
+                    f"start, {ms(curl_t)} more, is the client's)")
+        met = own_t - sync_t <= 0.003
     goals.append(("Fixed cost per checkpoint job at most 3 ms (a process of almost no memory: "
                   "ckptd's answer less `criu dump` + `sync`)",
-                  f"{ms(api_t - hand_t)} ({secs(api_t)} vs {secs(hand_t)}; curl's own start, "
-                  f"{ms(curl_t)} more, is the client's)",
-                  verdict(api_t - hand_t <= 0.003), "`bash scripts/bench_fixed.sh`"))
+                  measured, verdict(met), "`bash scripts/bench_fixed.sh`"))
 if process:
     goals.append(("Cost growth with the image size (64 MiB to 4 GiB)", "see the plots and the tables below", "measured", "`make bench`"))
 p(table(["goal", "measured", "", "command"], goals))
@@ -605,7 +617,7 @@ if process:
 
 
 if fixed:
-    api_t, wall_t, hand_t, curl_t, q_s, s_c, criu_t, c_d, q_d, dur, cat = fixed
+    api_t, wall_t, hand_t, curl_t, q_s, s_c, criu_t, c_d, q_d, own_t, sync_t, dur, cat = fixed
     p("### The fixed cost of a job, step by step")
     p()
     p("`scripts/bench_fixed.sh` (`RUNS_FIXED`, default 15 alternating pairs). A process of almost "

@@ -11,9 +11,9 @@
 //!   before;
 //! - `target`: the target's check, its /proc stat and status read once (PID);
 //! - `spawn`: starting a program (`/bin/true`, posix_spawn as ckptd starts CRIU) and reaping it;
-//! - `durable`: the images made durable as ckptd does (every file's writeback started, then each
-//!   fsynced, the folder renamed, its parent fsynced), after they are written untimed as CRIU
-//!   writes them (copies of IMAGES, a real small checkpoint's folder);
+//! - `durable`: the images made durable as ckptd does when nothing much else waits to be written
+//!   (one `syncfs`, the folder renamed, its parent fsynced), after they are written untimed as
+//!   CRIU writes them (copies of IMAGES, a real small checkpoint's folder);
 //! - `prune`: the run before removed (its folder listed, each file unlinked, the folder).
 //!
 //! Prints `RESULT floor RUNS <ms a run: total catalog target spawn durable prune> <user ms>
@@ -161,21 +161,15 @@ impl Drop for Db {
     }
 }
 
-/// Makes `dir`'s files durable as ckptd does: every file's writeback started, then each
-/// fsynced; then `dir` renamed to `to` and the parent fsynced.
+/// Makes `dir`'s files durable as ckptd does when nothing much else waits to be written (one
+/// `syncfs` of the filesystem; `Folder::fsync_all`); then `dir` renamed to `to` and the parent
+/// fsynced.
 fn durable(dir: &Path, to: &Path) -> Result<()> {
-    let mut files = Vec::new();
-    for e in fs::read_dir(dir)? {
-        let f = File::open(e?.path())?;
-        // SAFETY: a valid descriptor; SYNC_FILE_RANGE_WRITE only starts the writeback.
-        unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-        files.push(f);
+    let d = File::open(dir)?;
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
     }
-    for f in &files {
-        f.sync_all()?;
-    }
-    drop(files);
-    File::open(dir)?.sync_all()?;
     fs::rename(dir, to)?;
     File::open(to.parent().context("no parent")?)?.sync_all()?;
     Ok(())

@@ -103,7 +103,7 @@ pub async fn run_logged(
                 .with("command", command));
         }
     }
-    tracing::debug!(%command, elapsed_ms = started.elapsed().as_millis() as u64, status = %out.status, "finished");
+    tracing::debug!(%command, elapsed_us = started.elapsed().as_micros() as u64, status = %out.status, "finished");
     if out.status.success() {
         return Ok(());
     }
