@@ -26,22 +26,22 @@ gone() { { wait "$pid"; } 2>/dev/null || true; }
 : >"$WORK/api"; : >"$WORK/wall"; : >"$WORK/hand"; : >"$WORK/curl"; : >"$WORK/sync"
 by_ckptd() {
   target
-  t0=$(now)
+  t0=$EPOCHREALTIME
   curl -sf -o /dev/null -w '%{time_total}\n' --unix-socket "$sock" -X POST \
     "http://x/v1/checkpoints?wait=true" \
     -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"f$run\"}" >>"$WORK/api"
-  t1=$(now)
+  t1=$EPOCHREALTIME
   elapsed "$t0" "$t1" >>"$WORK/wall"
   gone
 }
 by_hand() {
   target
   mkdir "$WORK/hand-$run"
-  t0=$(now)
+  t0=$EPOCHREALTIME
   criu dump -t "$pid" -D "$WORK/hand-$run" -o dump.log -v4
-  tm=$(now)
+  tm=$EPOCHREALTIME
   sync
-  t1=$(now)
+  t1=$EPOCHREALTIME
   elapsed "$t0" "$t1" >>"$WORK/hand"
   elapsed "$tm" "$t1" >>"$WORK/sync"
   gone
@@ -50,7 +50,7 @@ by_hand() {
 for run in $(seq "$RUNS_FIXED"); do
   if [ $((run % 2)) -eq 1 ]; then by_ckptd; by_hand; else by_hand; by_ckptd; fi
   # curl's own start and end, against nothing: the client's share of the wall time.
-  t0=$(now); curl -s --unix-socket "$WORK/none.sock" http://x/ >/dev/null 2>&1 || true; t1=$(now)
+  t0=$EPOCHREALTIME; curl -s --unix-socket "$WORK/none.sock" http://x/ >/dev/null 2>&1 || true; t1=$EPOCHREALTIME
   elapsed "$t0" "$t1" >>"$WORK/curl"
 done
 phase() {
