@@ -640,7 +640,8 @@ if fixed:
       "the by-hand line has none). The steps are dated by the daemon's own log (one worker, so "
       "jobs do not overlap): the admission ends when the job is queued (its rows committed), "
       "the job's start is one more commit, CRIU's run is timed by ckptd (spawn included), and "
-      "the end is the images made durable, the target ended and the final row committed.")
+      "the outcome (logged before the final row's commit) follows the images made durable and "
+      "the target released.")
     p()
     rows = [
         ["ckptd, request to answer (curl's `time_total`)", secs(api_t)],
@@ -655,11 +656,12 @@ if fixed:
              ms(own_t - sync_t)],
         ]
     rows += [
-        ["request to queued, and the answer (HTTP, admission, the rows' commit)", ms(api_t - q_d)],
+        ["request to queued, and the outcome to the answer (HTTP, admission and its commit; "
+         "the final row's commit, the answer's reads)", ms(api_t - q_d)],
         ["queued to started (the start's commit)", ms(q_s)],
         ["started to CRIU's start (the target checked again, the folder made)", ms(s_c)],
         ["CRIU's run, as ckptd timed it (its spawn included)", ms(criu_t)],
-        ["CRIU's end to done (durable, release, final row)", ms(c_d)],
+        ["CRIU's end to the job's outcome (durable, release)", ms(c_d)],
         ["of which durable (mean) / the final commit (mean)", f"{ms(dur)} / {ms(cat)}"],
         ["curl's own start and exit (not in the figures above)", ms(curl_t)],
     ]

@@ -54,10 +54,14 @@ impl Hooked {
         }
     }
 
-    /// What the member does at post-dump of the next dump.
+    /// What the member does at post-dump of the next dump. The plan is replaced whole (written aside, then renamed over it): a CRIU reaching post-dump meanwhile
+    /// runs the old plan or the new one, never finds none (the script checks that the plan is
+    /// there before it runs it: a plan removed in between failed the dump).
     fn at_post_dump(&self, script: &str) {
-        std::fs::write(&self.plan, script).unwrap();
-        std::fs::set_permissions(&self.plan, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let aside = self.plan.with_extension("new");
+        std::fs::write(&aside, script).unwrap();
+        std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&aside, &self.plan).unwrap();
     }
 }
 
@@ -556,7 +560,7 @@ async fn members_cannot_crowd_out_root_or_each_other() {
         Some(json!({"target": proc_(roots.pid), "leave_running": true})),
     );
     assert_eq!(s, 202, "root is not crowded out: {b}");
-    std::fs::remove_file(&h.plan).unwrap();
+    h.at_post_dump("");
     for id in &jobs {
         let (_, b) = f.alice("GET", &format!("/v1/jobs/{id}?wait=60"), None);
         assert_eq!(b["state"], "succeeded", "{b}");
