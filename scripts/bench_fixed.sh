@@ -8,6 +8,7 @@
 # durable, target ended, row final). Run as root after `make build`.
 set -euo pipefail
 RUNS_FIXED=${RUNS_FIXED:-15}
+WARMUP=${WARMUP:-60}
 WORK=${WORK:-/var/tmp/ckptd-bench-fixed}
 CKPTD=${CKPTD:-$(dirname "$0")/../target/release/ckptd}
 FSYNCS=${FSYNCS:-$(dirname "$0")/../target/release/ckptd-fsyncs}
@@ -23,13 +24,12 @@ target() {
   until grep -q '^ckptd-bench-fixed-target' "/proc/$pid/cmdline" 2>/dev/null; do sleep 0.01; done
 }
 gone() { { wait "$pid"; } 2>/dev/null || true; }
-: >"$WORK/api"; : >"$WORK/wall"; : >"$WORK/hand"; : >"$WORK/curl"; : >"$WORK/sync"
 by_ckptd() {
   target
   t0=$EPOCHREALTIME
   curl -sf -o /dev/null -w '%{time_total}\n' --unix-socket "$sock" -X POST \
     "http://x/v1/checkpoints?wait=true" \
-    -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"f$run\"}" >>"$WORK/api"
+    -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"$label-$run\"}" >>"$WORK/api"
   t1=$EPOCHREALTIME
   elapsed "$t0" "$t1" >>"$WORK/wall"
   gone
@@ -47,24 +47,38 @@ by_hand() {
   gone
   rm -rf "$WORK/hand-$run"
 }
-for run in $(seq "$RUNS_FIXED"); do
-  if [ $((run % 2)) -eq 1 ]; then by_ckptd; by_hand; else by_hand; by_ckptd; fi
-  # curl's own start and end, against nothing: the client's share of the wall time.
-  t0=$EPOCHREALTIME; curl -s --unix-socket "$WORK/none.sock" http://x/ >/dev/null 2>&1 || true; t1=$EPOCHREALTIME
-  elapsed "$t0" "$t1" >>"$WORK/curl"
-done
-phase() {
+phase() { # phase NAME: "sum count" of the daemon's histogram of that phase, process targets
   curl -s --unix-socket "$sock" http://x/metrics |
     awk -v p="$1" '$1 ~ "phase_seconds_sum\\{phase=\""p"\",target=\"process\"" {s=$2}
                    $1 ~ "phase_seconds_count\\{phase=\""p"\",target=\"process\"" {n=$2}
-                   END {printf "%.6f", (n ? s / n : 0)}'
+                   END {printf "%s %s", s + 0, n + 0}'
 }
-durable=$(phase durable); catalog=$(phase catalog)
-# Each job's steps from the log (one worker: the jobs do not overlap), medians in ms.
-steps=$(python3 - "$WORK/state.log" "$WORK/api" "$WORK/sync" <<'PY'
+mean_since() { # mean_since "SUM COUNT" "SUM COUNT": the mean of what was added in between
+  echo "$1 $2" | awk '{printf "%.6f", ($4 > $2 ? ($3 - $1) / ($4 - $2) : 0)}'
+}
+# pairs LABEL: RUNS_FIXED alternating pairs, then one line for scripts/bench.sh: medians (s) of
+# ckptd's time_total, its wall time, criu dump + sync, curl alone; the job's steps, each job's
+# time less its CRIU run and the by-hand sync; the means of the durable and catalog phases.
+pairs() {
+  label=$1
+  : >"$WORK/api"; : >"$WORK/wall"; : >"$WORK/hand"; : >"$WORK/curl"; : >"$WORK/sync"
+  local from d0 c0 durable catalog steps
+  from=$(stat -c %s "$WORK/state.log"); d0=$(phase durable); c0=$(phase catalog)
+  for run in $(seq "$RUNS_FIXED"); do
+    if [ $((run % 2)) -eq 1 ]; then by_ckptd; by_hand; else by_hand; by_ckptd; fi
+    # curl's own start and end, against nothing: the client's share of the wall time.
+    t0=$EPOCHREALTIME; curl -s --unix-socket "$WORK/none.sock" http://x/ >/dev/null 2>&1 || true; t1=$EPOCHREALTIME
+    elapsed "$t0" "$t1" >>"$WORK/curl"
+  done
+  durable=$(mean_since "$d0" "$(phase durable)"); catalog=$(mean_since "$c0" "$(phase catalog)")
+  # Each job's steps from the log (one worker: the jobs do not overlap), from this pass on.
+  steps=$(python3 - "$WORK/state.log" "$from" "$WORK/api" "$WORK/sync" <<'PY'
 import re, sys, datetime, statistics
 rows, q = [], {}
-for line in open(sys.argv[1]):
+with open(sys.argv[1], "rb") as f:
+    f.seek(int(sys.argv[2]))
+    lines = f.read().decode(errors="replace").splitlines()
+for line in lines:
     m = re.match(r"(\S+?)Z\s+\S+\s+(.*)", line)
     if not m:
         continue
@@ -84,20 +98,32 @@ for line in open(sys.argv[1]):
 med = lambda i: statistics.median(r[i] for r in rows)
 # Each job's own time: curl's time_total less that job's CRIU run (the jobs in order, one
 # worker), against the by-hand `sync`: the fixed cost without CRIU's run-to-run spread.
-api = [float(x) for x in open(sys.argv[2])]
+api = [float(x) for x in open(sys.argv[3])]
 assert len(api) == len(rows), (len(api), len(rows))
 own = statistics.median(a - r[2] for a, r in zip(api, rows))
-sync = statistics.median(float(x) for x in open(sys.argv[3]))
+sync = statistics.median(float(x) for x in open(sys.argv[4]))
 print(" ".join("%.6f" % med(i) for i in range(5)), "%.6f %.6f" % (own, sync))
 PY
 )
-echo "median of $RUNS_FIXED: ckptd (curl's time_total) $(med <"$WORK/api") s, wall with curl's start $(med <"$WORK/wall") s; criu dump + sync $(med <"$WORK/hand") s; curl alone $(med <"$WORK/curl") s"
-echo "job steps (medians, s): queued->started, started->CRIU, CRIU, CRIU->done, queued->done; ckptd's time less its CRIU run, the by-hand sync: $steps; durable (mean) $durable, catalog (mean) $catalog"
-# One line for scripts/bench.sh: medians (s) of ckptd's time_total, its wall time, criu dump +
-# sync, curl alone; the job's steps, each job's time less its CRIU run and the by-hand sync;
-# the means of the durable and catalog phases.
-echo "RESULT fixed $(med <"$WORK/api") $(med <"$WORK/wall") $(med <"$WORK/hand") $(med <"$WORK/curl") $steps $durable $catalog"
+  echo "$label, median of $RUNS_FIXED: ckptd (curl's time_total) $(med <"$WORK/api") s, wall with curl's start $(med <"$WORK/wall") s; criu dump + sync $(med <"$WORK/hand") s; curl alone $(med <"$WORK/curl") s"
+  echo "job steps (medians, s): queued->started, started->CRIU, CRIU, CRIU->done, queued->done; ckptd's time less its CRIU run, the by-hand sync: $steps; durable (mean) $durable, catalog (mean) $catalog"
+  echo "RESULT $label $(med <"$WORK/api") $(med <"$WORK/wall") $(med <"$WORK/hand") $(med <"$WORK/curl") $steps $durable $catalog"
+}
+# A daemon just started: its catalog's WAL grows with every commit (each fsync then commits the
+# file's new size to the filesystem's journal too).
+pairs fixed
 echo "RESULT runs fixed $RUNS_FIXED"
+# The same after WARMUP more jobs (each checkpoint deleted, untimed): past SQLite's first WAL
+# checkpoint (1,000 pages, about 25 jobs here), the WAL's file is written over in place, as
+# through most of a daemon's life.
+for w in $(seq "$WARMUP"); do
+  target
+  curl -sf -o /dev/null --unix-socket "$sock" -X POST "http://x/v1/checkpoints?wait=true" \
+    -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"w$w\"}"
+  curl -sf -o /dev/null --unix-socket "$sock" -X DELETE "http://x/v1/checkpoints/w$w"
+  gone
+done
+pairs fixed-warm
 # Two ways of making these images durable, on copies of one of the checkpoints just taken:
 # each file fsynced, or one syncfs (ckptd-fsyncs, the bench crate).
 images=$(dirname "$(ls -d "$WORK"/state/checkpoints/*/pstree.img | head -1)")

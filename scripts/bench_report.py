@@ -522,9 +522,19 @@ if fixed:
                     f"two sides' medians, CRIU's runs included: {ms(api_t - hand_t)}; curl's own "
                     f"start, {ms(curl_t)} more, is the client's)")
         met = own_t - sync_t <= 0.003
+    warm = [num(x) for x in R["fixed-warm"][0]] if "fixed-warm" in R else None
+    if warm and own_t is not None:
+        w_fixed = warm[9] - warm[10]
+        measured = (f"a daemon past its first jobs: {ms(w_fixed)} (each job's time less its own "
+                    f"CRIU run, {ms(warm[9])}, less the by-hand `sync`, {ms(warm[10])}); a "
+                    f"daemon just started, its first 15 jobs: " + measured)
+        met_text = (verdict(w_fixed <= 0.003) + " past the first jobs; " + verdict(met)
+                    + " for a daemon's first jobs")
+    else:
+        met_text = verdict(met)
     goals.append(("Fixed cost per checkpoint job at most 3 ms (a process of almost no memory: "
                   "ckptd's answer less `criu dump` + `sync`)",
-                  measured, verdict(met), "`bash scripts/bench_fixed.sh`"))
+                  measured, met_text, "`bash scripts/bench_fixed.sh`"))
 if process:
     goals.append(("Cost growth with the image size (64 MiB to 4 GiB)", "see the plots and the tables below", "measured", "`make bench`"))
 p(table(["goal", "measured", "", "command"], goals))
@@ -643,30 +653,50 @@ if fixed:
       "the outcome (logged before the final row's commit) follows the images made durable and "
       "the target released.")
     p()
-    rows = [
-        ["ckptd, request to answer (curl's `time_total`)", secs(api_t)],
-        ["`criu dump` + `sync` by hand", secs(hand_t)],
-        ["the difference of the two medians (CRIU's runs in both)", ms(api_t - hand_t)],
-    ]
-    if own_t is not None:
-        rows += [
-            ["ckptd's time less its own CRIU run (each job, median)", ms(own_t)],
-            ["the by-hand `sync` command alone", ms(sync_t)],
-            ["**fixed cost**: ckptd's time less its own CRIU run, less the by-hand `sync`",
-             ms(own_t - sync_t)],
+    passes = [fixed]
+    header = ["", "median"]
+    if "fixed-warm" in R and own_t is not None:
+        passes.append([num(x) for x in R["fixed-warm"][0]])
+        header = ["", "a daemon just started (its first 15 jobs)", "after 60 jobs more"]
+
+    def fixed_rows(v):
+        a, _, h, c, qs, sc, cr, cd, qd, own, sync, du, ca = v
+        rows = [
+            ["ckptd, request to answer (curl's `time_total`)", secs(a)],
+            ["`criu dump` + `sync` by hand", secs(h)],
+            ["the difference of the two medians (CRIU's runs in both)", ms(a - h)],
         ]
-    rows += [
-        ["request to queued, and the outcome to the answer (HTTP, admission and its commit; "
-         "the final row's commit, the answer's reads)", ms(api_t - q_d)],
-        ["queued to started (the start's commit)", ms(q_s)],
-        ["started to CRIU's start (the target checked again, the folder made)", ms(s_c)],
-        ["CRIU's run, as ckptd timed it (its spawn included)", ms(criu_t)],
-        ["CRIU's end to the job's outcome (durable, release)", ms(c_d)],
-        ["of which durable (mean) / the final commit (mean)", f"{ms(dur)} / {ms(cat)}"],
-        ["curl's own start and exit (not in the figures above)", ms(curl_t)],
-    ]
-    p(table(["", "median"], rows))
+        if own is not None:
+            rows += [
+                ["ckptd's time less its own CRIU run (each job, median)", ms(own)],
+                ["the by-hand `sync` command alone", ms(sync)],
+                ["**fixed cost**: ckptd's time less its own CRIU run, less the by-hand `sync`",
+                 ms(own - sync)],
+            ]
+        return rows + [
+            ["request to queued, and the outcome to the answer (HTTP, admission and its "
+             "commit; the final row's commit, the answer's reads)", ms(a - qd)],
+            ["queued to started (the start's commit)", ms(qs)],
+            ["started to CRIU's start (the target checked again, the folder made)", ms(sc)],
+            ["CRIU's run, as ckptd timed it (its spawn included)", ms(cr)],
+            ["CRIU's end to the job's outcome (durable, release)", ms(cd)],
+            ["of which durable (mean) / the final commit (mean)", f"{ms(du)} / {ms(ca)}"],
+            ["curl's own start and exit (not in the figures above)", ms(c)],
+        ]
+    columns = [fixed_rows(v) for v in passes]
+    p(table(header, [[r[0]] + [col[i][1] for col in columns]
+                     for i, r in enumerate(columns[0])]))
     p()
+    if len(passes) > 1:
+        p("The second column is the same daemon after 60 more checkpoints (each deleted, "
+          "untimed): past SQLite's first checkpoint of its write-ahead log (1,000 pages, about "
+          "25 jobs here) the log's file is written over in place, as through most of a "
+          "daemon's life, where a daemon just started appends to it, and each commit's fsync "
+          "then also commits the file's new size to the filesystem's journal. Measured by hand "
+          "the same way before the script did both (fixed cost just started, then after 60 "
+          "jobs, alternating daemons): 2.97 and 2.79 ms, 2.84 and 2.20 ms; the admission's and "
+          "the final commit's means 0.79-0.91 ms just started, 0.65-0.76 ms after.")
+        p()
     if "fsyncs" in R:
         n, per_file, whole = R["fsyncs"][0][0], num(R["fsyncs"][0][1]), num(R["fsyncs"][0][2])
         p(f"Two ways of making the same images durable, on copies of one of this run's checkpoints "
@@ -680,12 +710,12 @@ if fixed:
       "start, 1-2 ms, to the by-hand side). That is what the goal asks (what ckptd adds to CRIU, "
       "against what the by-hand recipe adds to it) and carries none of CRIU's run-to-run spread: "
       "the difference of the two sides' medians, which this table gave until then, moved "
-      "between -2.8 and 6.4 ms over eleven runs of this script that day as the by-hand CRIU "
-      "runs did (0.042-0.048 s), while ckptd's own time stayed within 5.1-5.8 ms. What the by-hand "
+      "between -2.8 and 7.1 ms over the day's runs of this script as the by-hand CRIU runs "
+      "did (0.040-0.048 s), while ckptd's own time stayed within 4.5-5.8 ms. What the by-hand "
       "`sync` costs is mostly starting the command: the flush itself, as one `syncfs`, is the "
-      "figure above. So the goal as worded is met, at its edge: 2.6-3.1 ms over the six runs "
-      "of this script with the changes below, the table's among them; and against the flush "
-      "alone "
+      "figure above. So the goal as worded is met by a daemon past its first jobs (2.2-2.8 ms "
+      "over the day's runs with the changes below) and at its edge by one just started (2.6-3.1 "
+      "ms); and against the flush alone "
       "ckptd adds about 4.5 ms more than the by-hand recipe: its HTTP round trip, its checks "
       "and its catalog's commits, dated below.")
     p()
