@@ -124,6 +124,37 @@ for w in $(seq "$WARMUP"); do
   gone
 done
 pairs fixed-warm
+# A restore's own time, on the same warm daemon: RUNS_FIXED checkpoints of a `sleep` (untimed),
+# each restored (?wait=true, timed by curl) and the restored process ended; the restore's CRIU
+# run as ckptd logs it. By hand a restore is `criu restore` alone, so what is left is ckptd's.
+: >"$WORK/restore"
+from=$(stat -c %s "$WORK/state.log")
+for run in $(seq "$RUNS_FIXED"); do
+  target
+  curl -sf -o /dev/null --unix-socket "$sock" -X POST "http://x/v1/checkpoints?wait=true" \
+    -d "{\"target\":{\"kind\":\"process\",\"pid\":$pid},\"name\":\"r$run\"}"
+  gone
+  curl -sf -o /dev/null -w '%{time_total}\n' --unix-socket "$sock" -X POST \
+    "http://x/v1/checkpoints/r$run/restore?wait=true" -d '{}' >>"$WORK/restore"
+  kill -9 "$pid"
+  while [ -e "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do sleep 0.01; done
+done
+python3 - "$WORK/state.log" "$from" "$WORK/restore" <<'PY'
+import re, sys, statistics
+with open(sys.argv[1], "rb") as f:
+    f.seek(int(sys.argv[2]))
+    lines = f.read().decode(errors="replace").splitlines()
+criu = [int(re.search(r"elapsed_us=(\d+)", l).group(1)) / 1e6 for l in lines
+        if "criu::run: finished" in l and " restore " in l]
+api = [float(x) for x in open(sys.argv[3])]
+assert len(api) == len(criu), (len(api), len(criu))
+print("restore, median of %d: ckptd (curl's time_total) %.6f s, its CRIU run %.6f s" %
+      (len(api), statistics.median(api), statistics.median(criu)))
+# RESULT fixed-restore: medians (s) of the restore's time_total, its CRIU run, and each
+# restore's time less its own CRIU run.
+print("RESULT fixed-restore %.6f %.6f %.6f" % (statistics.median(api), statistics.median(criu),
+      statistics.median(a - c for a, c in zip(api, criu))))
+PY
 # Two ways of making these images durable, on copies of one of the checkpoints just taken:
 # each file fsynced, or one syncfs (ckptd-fsyncs, the bench crate).
 images=$(dirname "$(ls -d "$WORK"/state/checkpoints/*/pstree.img | head -1)")
