@@ -1087,13 +1087,12 @@ pub const IMAGES_ENV: &str = "CKPTD_IMAGES";
 
 /// The most of a process's command line `root_commands` reads (a runtime's are a few hundred
 /// bytes).
-const CMDLINE_MAX: u64 = 8192;
+const CMDLINE_MAX: usize = 8192;
 
 /// Root's processes (real and effective uid 0, which no member's process has) whose command
 /// line, split into its arguments (the program first, never empty) and read bounded, `matches`.
 /// Each is named with its start time, so a pid reused later is never signalled.
 pub fn root_commands(matches: impl Fn(&[&[u8]]) -> bool) -> Vec<TaskId> {
-    use std::io::Read;
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -1105,15 +1104,11 @@ pub fn root_commands(matches: impl Fn(&[&[u8]]) -> bool) -> Vec<TaskId> {
             if status.ruid != 0 || status.euid != 0 {
                 return None;
             }
-            let mut raw = Vec::new();
-            File::open(e.path().join("cmdline"))
-                .ok()?
-                .take(CMDLINE_MAX)
-                .read_to_end(&mut raw)
-                .ok()?;
+            let mut buf = [0u8; CMDLINE_MAX];
+            let raw = read_proc(pid, "cmdline", &mut buf)?;
             let args: Vec<&[u8]> = raw
                 .strip_suffix(&[0])
-                .unwrap_or(&raw)
+                .unwrap_or(raw)
                 .split(|b| *b == 0)
                 .collect();
             (!args[0].is_empty() && matches(&args)).then_some(task)
