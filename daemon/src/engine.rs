@@ -17,6 +17,10 @@ pub use crate::sys::Folder;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Finds the runc restores (runc's pid and start time) a runtime runs for one container, each
+/// time it is called (`Engine::left_runc_restores`).
+pub type RuncRestores = Box<dyn Fn() -> Vec<crate::sys::TaskId> + Send + Sync>;
+
 /// What a dump left frozen instead of ending it, so that it ends only once the images are
 /// durable (and carries on if they cannot be made so).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -270,6 +274,18 @@ pub trait Engine: Send + Sync + 'static {
         checkpoint: &'a Checkpoint,
         images: &'a Folder,
     ) -> BoxFuture<'a, Option<DumpOutput>>;
+    /// After a daemon crash, before `recover_restore`: how to find the runc restores a container
+    /// runtime may still run for a restore of `checkpoint` (into `into`). A runtime's restore
+    /// waits for runc, which waits for CRIU, and no runtime's API stops one: the recovery waits
+    /// for them as for a CRIU a crash left, then ends their CRIU as a stop would
+    /// (`container::end_left_restores`). None for an engine whose restores are its own CRIU's.
+    fn left_runc_restores<'a>(
+        &'a self,
+        _checkpoint: &'a Checkpoint,
+        _into: Option<&'a Target>,
+    ) -> BoxFuture<'a, Option<RuncRestores>> {
+        Box::pin(async { None })
+    }
     /// After a daemon crash: what restore job `log_name` produced if it completed.
     fn recover_restore<'a>(
         &'a self,

@@ -400,25 +400,62 @@ impl Daemon {
             .items
     }
 
-    /// Restores `checkpoint` as `req` asks, holds its CRIU at `post-restore` (through `pause`,
-    /// which the runtime's CRIU must run), cancels the job there and checks that it ends
-    /// cancelled with that CRIU ended. Returns the job.
-    pub async fn restore_cancelled_while_held(
-        &self,
+    /// Restores `checkpoint` as `req` asks with CRIU held at post-restore by `pause` (a CRIU
+    /// that never ends, under whatever runtime runs it) and interrupts the job there as `how`
+    /// says. `Interrupt::Cancel`: the job ends cancelled. `Interrupt::Crash`: this daemon is
+    /// killed (kill -9) and started again with `job_timeout_secs = 3`, which bounds the
+    /// recovery's wait for a CRIU the crash left, then once more as it was; the job fails as a
+    /// restart's recovery fails it. Either way the held CRIU is gone. Returns the job.
+    pub async fn restore_interrupted_while_held(
+        &mut self,
         pause: &Pause,
         checkpoint: &str,
         req: &api::RestoreRequest,
+        how: Interrupt,
     ) -> api::Job {
         pause.arm("post-restore");
         let job = self.client.restore(checkpoint, req, false).await.unwrap();
         let criu = pause.reached("post-restore");
-        self.client.cancel_job(&job.id.to_string()).await.unwrap();
-        let job = self.wait_ended(&job.id.to_string()).await;
-        assert_eq!(job.state, api::JobState::Cancelled, "{job:?}");
+        let job = match how {
+            Interrupt::Cancel => {
+                self.client.cancel_job(&job.id.to_string()).await.unwrap();
+                let job = self.wait_ended(&job.id.to_string()).await;
+                assert_eq!(job.state, api::JobState::Cancelled, "{job:?}");
+                job
+            }
+            Interrupt::Crash => {
+                let config = self.config_file();
+                let before = std::fs::read_to_string(&config).unwrap();
+                self.crash(|| {
+                    std::fs::write(&config, format!("{before}\njob_timeout_secs = 3\n")).unwrap();
+                })
+                .await;
+                let job = self.wait_ended(&job.id.to_string()).await;
+                assert_eq!(job.state, api::JobState::Failed, "{job:?}");
+                let error = job.error.as_ref().expect("the job's error");
+                assert!(error.message.contains("restarted"), "{error:?}");
+                std::fs::write(&config, before).unwrap();
+                self.restart().await;
+                job
+            }
+        };
         wait_until("the CRIU held at post-restore to end", || {
             !alive(criu) || proc_state(criu) == Some('Z')
         });
         job
+    }
+
+    /// The daemon's configuration file: the one `--config` names, or an empty one in its
+    /// directory, named to its later starts.
+    fn config_file(&mut self) -> PathBuf {
+        if let Some(i) = self.extra_args.iter().position(|a| a == "--config") {
+            return PathBuf::from(&self.extra_args[i + 1]);
+        }
+        let path = self.dir.path().join("ckptd.toml");
+        std::fs::write(&path, "").unwrap();
+        self.extra_args
+            .extend(["--config".to_owned(), path.display().to_string()]);
+        path
     }
 
     /// Long-polls job `id` until it has ended (up to 120 s) and returns it.
@@ -1472,6 +1509,15 @@ fn s3tool(args: &[String]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// How a test interrupts a job it holds (`Daemon::restore_interrupted_while_held`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// The job cancelled through the API.
+    Cancel,
+    /// The daemon killed (kill -9) and started again.
+    Crash,
 }
 
 /// A fault point inside CRIU: a `criu_config` (give `config_line()` to the daemon) whose

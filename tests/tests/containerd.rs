@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ckptd_api::{CheckpointStatus, RestoreRequest, Runtime, Target};
-use ckptd_tests::{wait_until, wait_until_else, Daemon, CONTAINER_LOOPER_STDOUT};
+use ckptd_tests::{wait_until, wait_until_else, Daemon, Interrupt, CONTAINER_LOOPER_STDOUT};
 
 const NS: &str = "ckptdtest";
 const IMAGE: &str = "localhost/ckptd-busybox:1";
@@ -539,38 +539,56 @@ async fn a_containerd_checkpoint_is_restored_into_a_new_container() {
     let _ = cd.ctr(&["containers", "rm", "taken"]);
 }
 
-/// A restore into a new container cancelled while CRIU, under containerd's shim and runc, holds
-/// the tree it made before resuming it (any CRIU that does not end: containerd's task create
-/// waits for it, and the job used to wait for containerd for good): the job ends cancelled,
-/// CRIU and the half-made tree are ended, nothing of the copy is left (container, snapshot,
-/// lease, shim), and the checkpoint restores into it.
+/// A restore into a new container cancelled while CRIU, in the copy's shim under runc, holds
+/// the tree it made (any CRIU that does not end: containerd's task start waits for it, and the
+/// job used to wait with it for good): the job ends cancelled, CRIU and the half-made tree are
+/// ended, nothing of the copy is left (container, snapshot, lease, shim), and the checkpoint
+/// restores into it.
 #[tokio::test]
 async fn a_restore_cancelled_while_criu_holds_the_tree_ends_and_leaves_nothing() {
+    held_restore_interrupted(Interrupt::Cancel).await;
+}
+
+/// The same restore with the daemon killed (kill -9) there: the restart's recovery waits for
+/// containerd's task start as long as for a CRIU a crash left, then ends that CRIU as a cancel
+/// would; the job fails, and the rest as above. The restart used to wait for containerd, whose
+/// shim answers nothing of the task while its start runs: the daemon never answered.
+#[tokio::test]
+async fn a_daemon_killed_while_criu_holds_a_restore_starts_and_leaves_nothing() {
+    held_restore_interrupted(Interrupt::Crash).await;
+}
+
+async fn held_restore_interrupted(how: Interrupt) {
+    // Names of their own: the tests run at once, and runc's state of a namespace is shared.
+    let (source, copy, checkpoint) = match how {
+        Interrupt::Cancel => ("held", "held-copy", "cd-held"),
+        Interrupt::Crash => ("killed", "killed-copy", "cd-killed"),
+    };
     let cd = Containerd::start();
-    let d = Daemon::start_with(&["--containerd-socket", cd.socket.to_str().unwrap()]).await;
+    let mut d = Daemon::start_with(&["--containerd-socket", cd.socket.to_str().unwrap()]).await;
     // runc runs the CRIU of this container's dumps and restores with the script (the copy's
     // spec is the source's).
     let pause = ckptd_tests::Pause::new();
-    let log = cd.dir.path().join("held.log");
+    let log = cd.dir.path().join(format!("{source}.log"));
     let annotation = format!("org.criu.config={}", pause.criu_conf().display());
-    cd.run_looper_with("held", &log, &["--annotation", &annotation]);
+    cd.run_looper_with(source, &log, &["--annotation", &annotation]);
     d.client
-        .create_checkpoint(&ckptd_tests::checkpoint(target("held"), "cd-held"), true)
+        .create_checkpoint(&ckptd_tests::checkpoint(target(source), checkpoint), true)
         .await
         .expect("checkpoint");
     let stopped_at = lines(&log).len();
     let req = RestoreRequest {
-        target: target("held-copy"),
+        target: target(copy),
         ..Default::default()
     };
-    d.restore_cancelled_while_held(&pause, "cd-held", &req)
+    d.restore_interrupted_while_held(&pause, checkpoint, &req, how)
         .await;
     wait_until("nothing of the copy left", || {
         !cd.ctr_ok(&["containers", "ls", "-q"])
             .lines()
-            .any(|l| l == "held-copy")
-            && !cd.ctr_ok(&["snapshots", "ls"]).contains("held-copy")
-            && cd.shims("held-copy").is_empty()
+            .any(|l| l == copy)
+            && !cd.ctr_ok(&["snapshots", "ls"]).contains(copy)
+            && cd.shims(copy).is_empty()
     });
     assert_eq!(cd.ckptd_leases(), Vec::<String>::new());
     // CRIU works in the checkpoint's folder: the cgroup yard the ended one mounted there is
@@ -579,17 +597,17 @@ async fn a_restore_cancelled_while_criu_holds_the_tree_ends_and_leaves_nothing()
     assert!(mounts.is_empty(), "left mounted: {mounts:?}");
     let job = d
         .client
-        .restore("cd-held", &req, true)
+        .restore(checkpoint, &req, true)
         .await
-        .expect("the checkpoint restores after the cancelled restore");
-    assert_eq!(cd.status("held-copy"), "RUNNING");
+        .expect("the checkpoint restores after the interrupted restore");
+    assert_eq!(cd.status(copy), "RUNNING");
     let out = PathBuf::from(job.result.unwrap().output_log.expect("its log"));
     assert_counts_on(
         &out,
         stopped_at,
-        "the copy restored after a cancelled restore",
+        "the copy restored after an interrupted restore",
     );
-    let _ = cd.ctr(&["tasks", "kill", "-s", "KILL", "held-copy"]);
+    let _ = cd.ctr(&["tasks", "kill", "-s", "KILL", copy]);
 }
 
 /// A daemon killed while it restores into a new container, holding the lease on its snapshot:

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ckptd_api::{CheckpointStatus, CreateCheckpoint, RestoreRequest, Target as ApiTarget};
-use ckptd_tests::{wait_until, Daemon};
+use ckptd_tests::{wait_until, Daemon, Interrupt};
 
 const SOCKET: &str = "/run/ckptd-test-docker.sock";
 /// runc's state of the test dockerd's containers (`<exec-root>/runtime-runc/moby`).
@@ -267,7 +267,8 @@ async fn docker_scenarios() {
         "copies of checkpoints' images containerd unpacked are left: {left:?}"
     );
     killed_mid_restore(&mut d).await;
-    cancelled_mid_restore(&d).await;
+    held_restore_interrupted(&mut d, Interrupt::Cancel).await;
+    held_restore_interrupted(&mut d, Interrupt::Crash).await;
 }
 
 /// Where runc reads the CRIU options of a restore Docker runs.
@@ -300,20 +301,23 @@ impl Drop for RuncConfLine {
     }
 }
 
-/// A restore cancelled while CRIU, under Docker's shim and runc, holds the tree it made before
-/// resuming it (any CRIU that does not end: Docker's API has no way to stop a start, and the job
-/// used to wait for Docker for good): the job ends cancelled, CRIU and the half-made tree are
-/// ended, Docker records the container exited, nothing of the images is left in Docker's
+/// A restore interrupted while CRIU, under Docker's shim and runc, holds the tree it made before
+/// resuming it (any CRIU that does not end: Docker's API has no way to stop a start). Cancelled:
+/// the job ends cancelled (it used to wait for Docker for good). The daemon killed (kill -9):
+/// the restart's recovery waits for Docker's start as long as for a CRIU a crash left, then ends
+/// that CRIU as a cancel would, and the job fails (the restart used to wait for Docker's inspect,
+/// which waits for the start: the daemon never answered). Either way CRIU and the half-made tree
+/// are ended, Docker records the container exited, nothing of the images is left in Docker's
 /// directory or /tmp, and the checkpoint restores.
-async fn cancelled_mid_restore(d: &Daemon) {
-    const NAME: &str = "ckptd-looper-cancelled";
+async fn held_restore_interrupted(d: &mut Daemon, how: Interrupt) {
+    let (name, checkpoint) = match how {
+        Interrupt::Cancel => ("ckptd-looper-cancelled", "cancelled-restore"),
+        Interrupt::Crash => ("ckptd-looper-held", "held-restore"),
+    };
     let began = std::time::SystemTime::now();
-    let looper = Ctr::run(NAME);
+    let looper = Ctr::run(name);
     d.client
-        .create_checkpoint(
-            &ckptd_tests::checkpoint(target(NAME), "cancelled-restore"),
-            true,
-        )
+        .create_checkpoint(&ckptd_tests::checkpoint(target(name), checkpoint), true)
         .await
         .expect("docker checkpoint");
     let stopped_at = looper.logs().len();
@@ -323,23 +327,25 @@ async fn cancelled_mid_restore(d: &Daemon) {
             .unwrap()
             .trim_end(),
     );
-    d.restore_cancelled_while_held(&pause, "cancelled-restore", &RestoreRequest::default())
+    d.restore_interrupted_while_held(&pause, checkpoint, &RestoreRequest::default(), how)
         .await;
     drop(conf);
-    assert_eq!(looper.status(), "exited");
-    assert!(!grows(&looper), "a cancelled restore runs");
+    wait_until("Docker to record the looper ended", || {
+        looper.status() == "exited"
+    });
+    assert!(!grows(&looper), "an interrupted restore runs");
     let linked = linked_copies(&docker_root());
     assert!(linked.is_empty(), "left in Docker's directory: {linked:?}");
     let left = unpacked_since(began);
     assert!(left.is_empty(), "left by containerd: {left:?}");
     d.client
-        .restore("cancelled-restore", &RestoreRequest::default(), true)
+        .restore(checkpoint, &RestoreRequest::default(), true)
         .await
-        .expect("the checkpoint restores after the cancelled restore");
+        .expect("the checkpoint restores after the interrupted restore");
     wait_until("logs to continue", || looper.logs().len() > stopped_at + 3);
     counts(
         &looper.logs(),
-        "docker logs of the looper restored after a cancelled restore",
+        "docker logs of the looper restored after an interrupted restore",
     );
 }
 

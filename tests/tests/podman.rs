@@ -12,7 +12,7 @@ use ckptd_api::{
     ArchiveFormat, CheckpointStatus, CreateCheckpoint, CreateSchedule, RestoreRequest, Retention,
     RunStatus, ScheduleOptions, Target as ApiTarget,
 };
-use ckptd_tests::{wait_until, Daemon};
+use ckptd_tests::{wait_until, Daemon, Interrupt};
 
 const IMAGE: &str = "localhost/ckptd-busybox:1";
 const LOOPER: &str = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done";
@@ -181,47 +181,57 @@ async fn with_podman<F: std::future::Future<Output = ()>>(scenario: impl FnOnce(
 /// tree are ended, the container does not run, and the checkpoint then restores.
 #[tokio::test]
 async fn a_podman_restore_cancelled_while_criu_holds_the_tree_ends() {
-    with_podman(|d| async move {
-        // runc runs the CRIU of this container's dumps and restores with the script.
-        let pause = ckptd_tests::Pause::new();
-        let name = "ckptd-pm-held";
-        let _ = podman(&["rm", "-f", name]);
-        let annotation = format!("org.criu.config={}", pause.criu_conf().display());
-        podman_ok(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--annotation",
-            &annotation,
-            IMAGE,
-            "/bin/sh",
-            "-c",
-            LOOPER,
-        ]);
-        let c = Ctr(name.to_owned());
-        wait_until("output", || c.logs().len() >= 3);
-        d.client
-            .create_checkpoint(
-                &ckptd_tests::checkpoint(Some(target(name)), "pm-held"),
-                true,
-            )
-            .await
-            .expect("checkpoint of a Podman container");
-        let stopped_at = c.logs().len();
-        d.restore_cancelled_while_held(&pause, "pm-held", &RestoreRequest::default())
-            .await;
-        assert_ne!(c.status(), "running");
-        let mounts = ckptd_tests::mounts_under(d.dir.path());
-        assert!(mounts.is_empty(), "left mounted: {mounts:?}");
-        d.client
-            .restore("pm-held", &RestoreRequest::default(), true)
-            .await
-            .expect("the checkpoint restores after the cancelled restore");
-        assert_eq!(c.status(), "running");
-        wait_until("logs to continue", || c.logs().len() > stopped_at + 3);
-    })
-    .await;
+    with_podman(|d| held_restore_interrupted(d, Interrupt::Cancel)).await;
+}
+
+/// The same restore with the daemon killed (kill -9) there: the restart's recovery waits for
+/// Podman's restore as long as for a CRIU a crash left, then ends that CRIU as a cancel would;
+/// the job fails, and the rest as above. The restart used to wait for Podman's inspect, which
+/// waits for the container's lock that the restore holds: the daemon never answered.
+#[tokio::test]
+async fn a_daemon_killed_while_criu_holds_a_podman_restore_starts_again() {
+    with_podman(|d| held_restore_interrupted(d, Interrupt::Crash)).await;
+}
+
+async fn held_restore_interrupted(mut d: Daemon, how: Interrupt) {
+    // runc runs the CRIU of this container's dumps and restores with the script.
+    let pause = ckptd_tests::Pause::new();
+    let name = "ckptd-pm-held";
+    let _ = podman(&["rm", "-f", name]);
+    let annotation = format!("org.criu.config={}", pause.criu_conf().display());
+    podman_ok(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--annotation",
+        &annotation,
+        IMAGE,
+        "/bin/sh",
+        "-c",
+        LOOPER,
+    ]);
+    let c = Ctr(name.to_owned());
+    wait_until("output", || c.logs().len() >= 3);
+    d.client
+        .create_checkpoint(
+            &ckptd_tests::checkpoint(Some(target(name)), "pm-held"),
+            true,
+        )
+        .await
+        .expect("checkpoint of a Podman container");
+    let stopped_at = c.logs().len();
+    d.restore_interrupted_while_held(&pause, "pm-held", &RestoreRequest::default(), how)
+        .await;
+    assert_ne!(c.status(), "running");
+    let mounts = ckptd_tests::mounts_under(d.dir.path());
+    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    d.client
+        .restore("pm-held", &RestoreRequest::default(), true)
+        .await
+        .expect("the checkpoint restores after the interrupted restore");
+    assert_eq!(c.status(), "running");
+    wait_until("logs to continue", || c.logs().len() > stopped_at + 3);
 }
 
 /// A daemon talking to `service`, with `toml` as its configuration file (kept in the directory

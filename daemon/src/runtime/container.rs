@@ -227,7 +227,44 @@ pub async fn stoppable<T>(
 }
 
 /// How long a runtime has to answer a restore whose CRIU was ended: runc fails at once then.
-const ANSWER_AFTER_STOP: std::time::Duration = std::time::Duration::from_secs(30);
+pub const ANSWER_AFTER_STOP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// After a daemon crash: the runc restores `find` finds (a runtime's restore the killed daemon
+/// had asked for) are given `wait` to end on their own, as a CRIU a crash left is (a restore that
+/// completes is then recorded as such), and are then stopped as a job's stop stops them: their
+/// CRIU and the tree it made ended, again every 100 ms until runc is gone, for at most
+/// `ANSWER_AFTER_STOP`. Until then the runtime holds the container (Docker's inspect of it waits
+/// for its start), and the recovery with it. How many runc restores were ended.
+pub async fn end_left_restores(
+    find: &crate::engine::RuncRestores,
+    what: &str,
+    wait: std::time::Duration,
+) -> usize {
+    let waited = tokio::time::Instant::now();
+    while !find().is_empty() && waited.elapsed() < wait {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let deadline = tokio::time::Instant::now() + ANSWER_AFTER_STOP;
+    let mut ended = 0;
+    loop {
+        let left = find();
+        if left.is_empty() {
+            return ended;
+        }
+        if ended == 0 {
+            tracing::error!(what, waited_secs = wait.as_secs(), "a restore the daemon's crash left still runs after the wait; ending the CRIU runc runs for it");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(
+                what,
+                "runc's restore did not end with its CRIU; the recovery goes on without it"
+            );
+            return ended;
+        }
+        ended = ended.max(end_runc_restores(&left));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
 
 /// Ends the CRIU of each runc restore in `runcs` and the tree it made: runc's children both
 /// (CRIU starts the tree as runc's child), leaving runc. How many there were.
@@ -448,5 +485,43 @@ mod stoppable_tests {
         assert_eq!(e.kind, crate::error::ErrorKind::Cancelled);
         assert!(calls.load(std::sync::atomic::Ordering::Relaxed) >= 1);
         t.abort();
+    }
+
+    /// A stand-in for a runc restore a crash left: a shell waiting for its child (runc waits
+    /// for CRIU), found while it lives, and ended by ending its child.
+    fn left_runc(script: &str) -> (std::process::Child, crate::engine::RuncRestores) {
+        let child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .spawn()
+            .unwrap();
+        let runc = crate::sys::TaskId::of(child.id() as i32).unwrap();
+        let find = move || {
+            if runc.alive() {
+                vec![runc]
+            } else {
+                Vec::new()
+            }
+        };
+        (child, Box::new(find))
+    }
+
+    #[tokio::test]
+    async fn a_left_restore_that_ends_within_the_wait_is_not_ended() {
+        let (mut runc, find) = left_runc("sleep 0.3; true");
+        let ended = end_left_restores(&find, "test", std::time::Duration::from_secs(10)).await;
+        assert_eq!(ended, 0);
+        assert!(runc.wait().unwrap().success(), "it ended on its own");
+    }
+
+    #[tokio::test]
+    async fn a_left_restore_still_there_after_the_wait_has_its_criu_ended() {
+        let (mut runc, find) = left_runc("sleep 600; exit 3");
+        let began = std::time::Instant::now();
+        let ended = end_left_restores(&find, "test", std::time::Duration::from_millis(300)).await;
+        assert_eq!(ended, 1);
+        assert!(began.elapsed() >= std::time::Duration::from_millis(300));
+        assert!(began.elapsed() < std::time::Duration::from_secs(20));
+        // The child ended, so the shell went on, as runc fails once its CRIU is gone.
+        assert_eq!(runc.wait().unwrap().code(), Some(3));
     }
 }

@@ -946,12 +946,7 @@ impl ContainerdEngine {
                 "containerd's restore of container {} (namespace {})",
                 c.id, c.ns
             ),
-            || {
-                let runcs = container::runc_restores_under(Some(c.id), |args| {
-                    is_shim_of(args, &self.socket, c.ns, c.id)
-                });
-                container::end_runc_restores(&runcs)
-            },
+            || container::end_runc_restores(&runc_restores_of(&self.socket, c.ns, c.id)),
         )
         .await;
         match started {
@@ -1013,6 +1008,12 @@ fn shims_of(address: &std::path::Path, ns: &str, id: &str) -> Vec<sys::TaskId> {
 }
 
 /// Whether `args` are those of a shim of container `id` (`shims_of`).
+/// The runc restores of container `id` in namespace `ns` (containerd's runc runs them as a child
+/// of the container's shim, in the task's start).
+fn runc_restores_of(address: &std::path::Path, ns: &str, id: &str) -> Vec<sys::TaskId> {
+    container::runc_restores_under(Some(id), |args| is_shim_of(args, address, ns, id))
+}
+
 fn is_shim_of(args: &[&[u8]], address: &std::path::Path, ns: &str, id: &str) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let program = std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]));
@@ -1347,6 +1348,23 @@ impl Engine for ContainerdEngine {
                 container::recover(self, &Self::handle(&c), cp.options.leave_running).await;
             }
             None
+        })
+    }
+
+    fn left_runc_restores<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        into: Option<&'a Target>,
+    ) -> BoxFuture<'a, Option<crate::engine::RuncRestores>> {
+        Box::pin(async move {
+            let src = self.named(&cp.target).ok()?;
+            let c = match into {
+                Some(t) => self.named_into(&src, t).ok()?,
+                None => src,
+            };
+            let (socket, ns, id) = (self.socket.clone(), c.ns.to_owned(), c.id.to_owned());
+            let find = move || runc_restores_of(&socket, &ns, &id);
+            Some(Box::new(find) as crate::engine::RuncRestores)
         })
     }
 

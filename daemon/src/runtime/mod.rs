@@ -388,6 +388,17 @@ impl Engine for Engines {
         self.for_target(&checkpoint.target)
             .recover_dump(checkpoint, images)
     }
+    fn left_runc_restores<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+    ) -> BoxFuture<'a, Option<crate::engine::RuncRestores>> {
+        if let Target::Group { .. } = checkpoint.target {
+            return Box::pin(async { None });
+        }
+        self.for_restore(checkpoint, into)
+            .left_runc_restores(checkpoint, into)
+    }
     fn recover_restore<'a>(
         &'a self,
         checkpoint: &'a Checkpoint,

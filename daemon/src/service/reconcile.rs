@@ -11,6 +11,7 @@ use super::*;
 use crate::catalog::{self};
 use crate::engine::never_stop;
 use crate::error::{Error, Result};
+use crate::runtime::container;
 use crate::sys;
 
 impl Service {
@@ -310,6 +311,23 @@ impl Service {
                 Ok((result.map(|_| None), Some((cp, push))))
             }
             JobKind::Restore => {
+                let request = inner.catalog.job_with_request(job.id).await?;
+                let work: Option<RestoreWork> = request
+                    .as_ref()
+                    .and_then(|(_, r)| serde_json::from_value(r.clone()).ok());
+                let into = work.as_ref().and_then(|w| w.into.as_ref());
+                // A runtime's restore (Docker's start, containerd's task start, Podman's) goes on
+                // without the daemon, and holds the container until its CRIU ends. Each call to
+                // a runtime is bounded: one that does not answer must not keep the daemon from
+                // starting.
+                let left = tokio::time::timeout(
+                    container::ANSWER_AFTER_STOP,
+                    inner.engine.left_runc_restores(&cp, into),
+                );
+                if let Ok(Some(find)) = left.await {
+                    let what = format!("the restore of checkpoint {}", cp.name);
+                    container::end_left_restores(&find, &what, criu_wait).await;
+                }
                 wait_for_leftover_criu(anchor.real(), criu_wait).await;
                 // The CRIU that ended with the daemon may have left its cgroup yard mounted.
                 if let Ok(folder) = anchor.open_folder(anchor.name(), cp.owner_uid) {
@@ -317,15 +335,20 @@ impl Service {
                         tracing::warn!(checkpoint = %cp.name, error = %e, "cannot unmount the cgroup yard CRIU left");
                     }
                 }
-                let Some((_, request)) = inner.catalog.job_with_request(job.id).await? else {
+                if request.is_none() {
                     return Ok((Err(restarted.clone()), None));
-                };
-                let work: Option<RestoreWork> = serde_json::from_value(request).ok();
-                let into = work.as_ref().and_then(|w| w.into.as_ref());
-                let recovered = inner
-                    .engine
-                    .recover_restore(&cp, into, &restore_log_name(job.id))
-                    .await;
+                }
+                let recovered = tokio::time::timeout(
+                    container::ANSWER_AFTER_STOP,
+                    inner
+                        .engine
+                        .recover_restore(&cp, into, &restore_log_name(job.id)),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!(checkpoint = %cp.name, job = %job.id, "the container runtime did not answer the recovery of an interrupted restore; the job is recorded as failed");
+                    None
+                });
                 Ok((recovered.map(Some).ok_or_else(|| restarted.clone()), None))
             }
         }

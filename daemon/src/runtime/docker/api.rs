@@ -143,6 +143,34 @@ impl DockerApi {
         Ok(self.inspect_raw(id).await?.into())
     }
 
+    /// The full id of the container `id` names (an id, a unique prefix of one, or a name), from
+    /// Docker's list, which reads its snapshot of the containers: an inspect waits while the
+    /// container is locked, as it is for the whole of its start from a checkpoint.
+    pub async fn full_id(&self, id: &str) -> Result<Option<String>> {
+        let options = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let list = self
+            .client()
+            .await?
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error(e))?;
+        let ids = || list.iter().filter_map(|c| c.id.as_deref());
+        let named = |c: &&bollard::models::ContainerSummary| {
+            c.names
+                .iter()
+                .flatten()
+                .any(|n| n.strip_prefix('/') == Some(id))
+        };
+        let exact = ids().find(|c| *c == id);
+        let by_name = list.iter().find(named).and_then(|c| c.id.as_deref());
+        let prefixed: Vec<&str> = ids().filter(|c| c.starts_with(id)).collect();
+        let unique_prefix = (prefixed.len() == 1).then(|| prefixed[0]);
+        Ok(exact.or(by_name).or(unique_prefix).map(str::to_owned))
+    }
+
     /// Docker's whole inspect answer.
     pub async fn inspect_raw(&self, id: &str) -> Result<ContainerInspectResponse> {
         self.client()

@@ -412,20 +412,24 @@ impl DockerEngine {
     /// runc, which waits for CRIU. Docker's runc restore is found by its state directory
     /// (`docker_runc_root`) and the container's id.
     async fn start_stoppable(&self, id: &str, name: &str, stop: &StopSignal) -> Result<()> {
-        use std::os::unix::ffi::OsStrExt;
-        let root = self.runc_root.as_os_str().as_bytes();
         container::stoppable(
             self.api.start_from_checkpoint(id, name),
             stop,
             &format!("Docker's start of container {id} from a checkpoint"),
-            || {
-                container::end_runc_restores(&sys::root_commands(|args| {
-                    container::is_runc_restore(args, Some(id)) && sys::has_arg(args, "--root", root)
-                }))
-            },
+            || container::end_runc_restores(&runc_restores_of(&self.runc_root, id)),
         )
         .await
     }
+}
+
+/// The runc restores of Docker's container `id` (its full id, runc's name for it), by runc's
+/// command line: root's processes only, under Docker's runc root.
+fn runc_restores_of(runc_root: &Path, id: &str) -> Vec<sys::TaskId> {
+    use std::os::unix::ffi::OsStrExt;
+    sys::root_commands(|args| {
+        container::is_runc_restore(args, Some(id))
+            && sys::has_arg(args, "--root", runc_root.as_os_str().as_bytes())
+    })
 }
 
 /// Where a restore of `cp` into container `id` puts the images for Docker to start from (Docker
@@ -756,6 +760,23 @@ impl Engine for DockerEngine {
                 container::recover(self, &handle, cp.options.leave_running).await;
             }
             None
+        })
+    }
+
+    fn left_runc_restores<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        into: Option<&'a Target>,
+    ) -> BoxFuture<'a, Option<crate::engine::RuncRestores>> {
+        Box::pin(async move {
+            let id = self
+                .api
+                .full_id(Self::destination(cp, into).ok()?)
+                .await
+                .ok()??;
+            let root = self.runc_root.clone();
+            let find = move || runc_restores_of(&root, &id);
+            Some(Box::new(find) as crate::engine::RuncRestores)
         })
     }
 

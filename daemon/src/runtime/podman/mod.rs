@@ -389,23 +389,30 @@ async fn stoppable<T>(
     stop: &crate::engine::StopSignal,
     name: &str,
 ) -> Result<T> {
-    use std::os::unix::ffi::OsStrExt;
     crate::runtime::container::stoppable(
         work,
         stop,
         &format!("Podman's restore of container {name}"),
-        || {
-            crate::runtime::container::end_runc_restores(
-                &crate::runtime::container::runc_restores_under(None, |args| {
-                    std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]))
-                        .file_name()
-                        .is_some_and(|n| n == "conmon")
-                        && crate::sys::has_arg(args, "-n", name.as_bytes())
-                }),
-            )
-        },
+        || crate::runtime::container::end_runc_restores(&runc_restores_of(name, None)),
     )
     .await
+}
+
+/// The runc restores of Podman's container `name`, or of the container whose full id is `id`:
+/// children of its conmon, which Podman starts with the container's name (`-n NAME`) and id
+/// (`-c ID`).
+fn runc_restores_of(name: &str, id: Option<&str>) -> Vec<crate::sys::TaskId> {
+    use std::os::unix::ffi::OsStrExt;
+    let named = |args: &[&[u8]]| {
+        crate::sys::has_arg(args, "-n", name.as_bytes())
+            || id.is_some_and(|id| crate::sys::has_arg(args, "-c", id.as_bytes()))
+    };
+    crate::runtime::container::runc_restores_under(None, |args| {
+        std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]))
+            .file_name()
+            .is_some_and(|n| n == "conmon")
+            && named(args)
+    })
 }
 
 fn restore_flags(o: &ckptd_api::CheckpointOptions) -> [(&'static str, bool); 2] {
@@ -569,6 +576,24 @@ impl Engine for PodmanEngine {
                 tracing::error!(container = %c.name, error = %e, "cannot restore it; try: podman container restore");
             }
             None
+        })
+    }
+
+    fn left_runc_restores<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        into: Option<&'a Target>,
+    ) -> BoxFuture<'a, Option<crate::engine::RuncRestores>> {
+        Box::pin(async move {
+            // The name the job was given, or for a restore in place (which keeps the container's
+            // id) the checkpointed container's id: the target may name it by its id.
+            let name = podman_id(into.unwrap_or(&cp.target)).ok()?.to_owned();
+            let id = into
+                .is_none()
+                .then(|| checkpointed_id(cp).map(str::to_owned))
+                .flatten();
+            let find = move || runc_restores_of(&name, id.as_deref());
+            Some(Box::new(find) as crate::engine::RuncRestores)
         })
     }
 
