@@ -402,10 +402,12 @@ impl Daemon {
 
     /// Restores `checkpoint` as `req` asks with CRIU held at post-restore by `pause` (a CRIU
     /// that never ends, under whatever runtime runs it) and interrupts the job there as `how`
-    /// says. `Interrupt::Cancel`: the job ends cancelled. `Interrupt::Crash`: this daemon is
-    /// killed (kill -9) and started again with `job_timeout_secs = 3`, which bounds the
-    /// recovery's wait for a CRIU the crash left, then once more as it was; the job fails as a
-    /// restart's recovery fails it. Either way the held CRIU is gone. Returns the job.
+    /// says. `Interrupt::Cancel`: the job ends cancelled. `Interrupt::Timeout`: the daemon,
+    /// started again with `job_timeout_secs = 3` first, fails the job as timed out.
+    /// `Interrupt::Crash`: this daemon is killed (kill -9) and started again with
+    /// `job_timeout_secs = 3`, which bounds the recovery's wait for a CRIU the crash left; the
+    /// job fails as a restart's recovery fails it. Each way the held CRIU is gone, and the
+    /// daemon runs on as it was configured. Returns the job.
     pub async fn restore_interrupted_while_held(
         &mut self,
         pause: &Pause,
@@ -413,6 +415,13 @@ impl Daemon {
         req: &api::RestoreRequest,
         how: Interrupt,
     ) -> api::Job {
+        let config = self.config_file();
+        let before = std::fs::read_to_string(&config).unwrap();
+        let short_timeout = format!("{before}\njob_timeout_secs = 3\n");
+        if how == Interrupt::Timeout {
+            std::fs::write(&config, &short_timeout).unwrap();
+            self.restart().await;
+        }
         pause.arm("post-restore");
         let job = self.client.restore(checkpoint, req, false).await.unwrap();
         let criu = pause.reached("post-restore");
@@ -423,22 +432,27 @@ impl Daemon {
                 assert_eq!(job.state, api::JobState::Cancelled, "{job:?}");
                 job
             }
+            Interrupt::Timeout => {
+                let job = self.wait_ended(&job.id.to_string()).await;
+                assert_eq!(job.state, api::JobState::Failed, "{job:?}");
+                let error = job.error.as_ref().expect("the job's error");
+                assert_eq!(error.code, "timeout", "{error:?}");
+                job
+            }
             Interrupt::Crash => {
-                let config = self.config_file();
-                let before = std::fs::read_to_string(&config).unwrap();
-                self.crash(|| {
-                    std::fs::write(&config, format!("{before}\njob_timeout_secs = 3\n")).unwrap();
-                })
-                .await;
+                self.crash(|| std::fs::write(&config, &short_timeout).unwrap())
+                    .await;
                 let job = self.wait_ended(&job.id.to_string()).await;
                 assert_eq!(job.state, api::JobState::Failed, "{job:?}");
                 let error = job.error.as_ref().expect("the job's error");
                 assert!(error.message.contains("restarted"), "{error:?}");
-                std::fs::write(&config, before).unwrap();
-                self.restart().await;
                 job
             }
         };
+        if how != Interrupt::Cancel {
+            std::fs::write(&config, before).unwrap();
+            self.restart().await;
+        }
         wait_until("the CRIU held at post-restore to end", || {
             !alive(criu) || proc_state(criu) == Some('Z')
         });
@@ -1516,6 +1530,8 @@ fn s3tool(args: &[String]) -> Vec<u8> {
 pub enum Interrupt {
     /// The job cancelled through the API.
     Cancel,
+    /// The job's time (`job_timeout_secs`) run out.
+    Timeout,
     /// The daemon killed (kill -9) and started again.
     Crash,
 }

@@ -558,10 +558,18 @@ async fn a_daemon_killed_while_criu_holds_a_restore_starts_and_leaves_nothing() 
     held_restore_interrupted(Interrupt::Crash).await;
 }
 
+/// The same restore past its time (`job_timeout_secs`): ended as a cancel ends it, the job
+/// failed as timed out, and the rest as above.
+#[tokio::test]
+async fn a_restore_past_its_time_while_criu_holds_the_tree_ends_and_leaves_nothing() {
+    held_restore_interrupted(Interrupt::Timeout).await;
+}
+
 async fn held_restore_interrupted(how: Interrupt) {
     // Names of their own: the tests run at once, and runc's state of a namespace is shared.
     let (source, copy, checkpoint) = match how {
         Interrupt::Cancel => ("held", "held-copy", "cd-held"),
+        Interrupt::Timeout => ("late", "late-copy", "cd-late"),
         Interrupt::Crash => ("killed", "killed-copy", "cd-killed"),
     };
     let cd = Containerd::start();

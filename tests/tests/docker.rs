@@ -268,6 +268,7 @@ async fn docker_scenarios() {
     );
     killed_mid_restore(&mut d).await;
     held_restore_interrupted(&mut d, Interrupt::Cancel).await;
+    held_restore_interrupted(&mut d, Interrupt::Timeout).await;
     held_restore_interrupted(&mut d, Interrupt::Crash).await;
 }
 
@@ -303,15 +304,17 @@ impl Drop for RuncConfLine {
 
 /// A restore interrupted while CRIU, under Docker's shim and runc, holds the tree it made before
 /// resuming it (any CRIU that does not end: Docker's API has no way to stop a start). Cancelled:
-/// the job ends cancelled (it used to wait for Docker for good). The daemon killed (kill -9):
-/// the restart's recovery waits for Docker's start as long as for a CRIU a crash left, then ends
-/// that CRIU as a cancel would, and the job fails (the restart used to wait for Docker's inspect,
-/// which waits for the start: the daemon never answered). Either way CRIU and the half-made tree
+/// the job ends cancelled (it used to wait for Docker for good); past its time, it fails as
+/// timed out, the same way. The daemon killed (kill -9): the restart's recovery waits for
+/// Docker's start as long as for a CRIU a crash left, then ends that CRIU as a cancel would, and
+/// the job fails (the restart used to wait for Docker's inspect, which waits for the start: the
+/// daemon never answered). Each way CRIU and the half-made tree
 /// are ended, Docker records the container exited, nothing of the images is left in Docker's
 /// directory or /tmp, and the checkpoint restores.
 async fn held_restore_interrupted(d: &mut Daemon, how: Interrupt) {
     let (name, checkpoint) = match how {
         Interrupt::Cancel => ("ckptd-looper-cancelled", "cancelled-restore"),
+        Interrupt::Timeout => ("ckptd-looper-late", "late-restore"),
         Interrupt::Crash => ("ckptd-looper-held", "held-restore"),
     };
     let began = std::time::SystemTime::now();

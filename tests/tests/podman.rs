@@ -193,7 +193,28 @@ async fn a_daemon_killed_while_criu_holds_a_podman_restore_starts_again() {
     with_podman(|d| held_restore_interrupted(d, Interrupt::Crash)).await;
 }
 
-async fn held_restore_interrupted(mut d: Daemon, how: Interrupt) {
+/// The same restore past its time (`job_timeout_secs`): ended as a cancel ends it, the job
+/// failed as timed out, and the rest as above.
+#[tokio::test]
+async fn a_podman_restore_past_its_time_while_criu_holds_the_tree_ends() {
+    with_podman(|d| held_restore_interrupted(d, Interrupt::Timeout)).await;
+}
+
+/// An import into a new name (Podman's restore of the exported checkpoint) cancelled while
+/// CRIU holds the tree it made: ended as a restore in place is; no container of that name runs,
+/// and the checkpoint then restores into that name.
+#[tokio::test]
+async fn a_podman_import_cancelled_while_criu_holds_the_tree_ends() {
+    with_podman(|d| held_restore_interrupted_into(d, Interrupt::Cancel, Some("ckptd-pm-held-new")))
+        .await;
+}
+
+async fn held_restore_interrupted(d: Daemon, how: Interrupt) {
+    held_restore_interrupted_into(d, how, None).await;
+}
+
+/// The restore is in place, or into the new name `new`.
+async fn held_restore_interrupted_into(mut d: Daemon, how: Interrupt, new: Option<&str>) {
     // runc runs the CRIU of this container's dumps and restores with the script.
     let pause = ckptd_tests::Pause::new();
     let name = "ckptd-pm-held";
@@ -221,17 +242,34 @@ async fn held_restore_interrupted(mut d: Daemon, how: Interrupt) {
         .await
         .expect("checkpoint of a Podman container");
     let stopped_at = c.logs().len();
-    d.restore_interrupted_while_held(&pause, "pm-held", &RestoreRequest::default(), how)
+    let (restored, req) = match new {
+        Some(new) => (Ctr::named(new), into(new)),
+        None => (Ctr(name.to_owned()), RestoreRequest::default()),
+    };
+    d.restore_interrupted_while_held(&pause, "pm-held", &req, how)
         .await;
-    assert_ne!(c.status(), "running");
+    // Restored in place, the container stays, stopped; made by an import, it is removed.
+    let (listed, what) = match new {
+        Some(_) => (
+            podman_ok(&["ps", "-a", "--format", "{{.Names}}"]),
+            "is left",
+        ),
+        None => (podman_ok(&["ps", "--format", "{{.Names}}"]), "runs"),
+    };
+    assert!(
+        !listed.lines().any(|l| l == restored.0),
+        "the container of an interrupted restore {what}: {listed}"
+    );
     let mounts = ckptd_tests::mounts_under(d.dir.path());
     assert!(mounts.is_empty(), "left mounted: {mounts:?}");
     d.client
-        .restore("pm-held", &RestoreRequest::default(), true)
+        .restore("pm-held", &req, true)
         .await
         .expect("the checkpoint restores after the interrupted restore");
-    assert_eq!(c.status(), "running");
-    wait_until("logs to continue", || c.logs().len() > stopped_at + 3);
+    assert_eq!(restored.status(), "running");
+    wait_until("logs to continue", || {
+        restored.logs().len() > stopped_at + 3
+    });
 }
 
 /// A daemon talking to `service`, with `toml` as its configuration file (kept in the directory

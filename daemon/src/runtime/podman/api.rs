@@ -27,6 +27,9 @@ pub struct Container {
     pub static_dir: PathBuf,
     #[serde(default)]
     pub config: Config,
+    /// When Podman made it.
+    #[serde(default)]
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +205,14 @@ impl PodmanApi {
             }
             _ => e,
         })
+    }
+
+    /// Removes the container, running or not (`podman rm -f`).
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let path = format!("/containers/{id}?force=true");
+        self.call(hyper::Method::DELETE, &path, empty())
+            .await
+            .map(|_| ())
     }
 
     /// Podman's checkpoint of a running container, exported: the answer's body is the archive

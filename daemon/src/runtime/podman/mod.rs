@@ -324,6 +324,30 @@ impl PodmanEngine {
         }
     }
 
+    /// After an import into `name` failed (or was stopped): the container Podman made for it,
+    /// created since `began` and not running, is removed, as Podman leaves it (a retry into the
+    /// same name was refused as taken). Podman holds a name from the container's creation, so a
+    /// container of that name made since the import began is the import's.
+    async fn remove_failed_import(&self, name: &str, began: chrono::DateTime<chrono::Utc>) {
+        let Ok(c) = self.api.inspect(name).await else {
+            return;
+        };
+        if c.state.running || c.created.is_none_or(|t| t < began) {
+            return;
+        }
+        match self.api.remove(&c.id).await {
+            Ok(()) => {
+                tracing::info!(
+                    container = name,
+                    "removed the container a failed import left"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(container = name, error = %e.message, "cannot remove the container a failed import left")
+            }
+        }
+    }
+
     async fn restore_container(&self, spec: RestoreSpec<'_>) -> Result<JobResult> {
         self.criu.usable()?;
         let cp = spec.checkpoint;
@@ -356,7 +380,12 @@ impl PodmanEngine {
                 let dir = spec.images.path().to_owned();
                 let archive = archive::stream(move |w| archive::container::write(&dir, &[], w));
                 let import = self.api.import(&name, &flags, archive);
-                stoppable(import, &spec.stop, &name).await.map_err(|e| {
+                let began = chrono::Utc::now();
+                let imported = stoppable(import, &spec.stop, &name).await;
+                if imported.is_err() {
+                    self.remove_failed_import(&name, began).await;
+                }
+                imported.map_err(|e| {
                     if matches!(e.kind, ErrorKind::Cancelled | ErrorKind::Timeout) {
                         return e;
                     }
