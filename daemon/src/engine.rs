@@ -286,6 +286,17 @@ pub trait Engine: Send + Sync + 'static {
     ) -> BoxFuture<'a, Option<RuncRestores>> {
         Box::pin(async { None })
     }
+    /// After a daemon crash, when `recover_restore` found that the restore (its job started at
+    /// `started`) did not complete: removes what the runtime made for it and left, as the job
+    /// would have (Podman keeps the container a failed import made).
+    fn remove_left_restore<'a>(
+        &'a self,
+        _checkpoint: &'a Checkpoint,
+        _into: Option<&'a Target>,
+        _started: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
     /// After a daemon crash: what restore job `log_name` produced if it completed.
     fn recover_restore<'a>(
         &'a self,

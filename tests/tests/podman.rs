@@ -209,6 +209,14 @@ async fn a_podman_import_cancelled_while_criu_holds_the_tree_ends() {
         .await;
 }
 
+/// The same import with the daemon killed (kill -9) while CRIU holds the tree: the restart's
+/// recovery ends that CRIU, the job fails, and the container Podman's import made is removed.
+#[tokio::test]
+async fn a_daemon_killed_while_criu_holds_a_podman_import_leaves_no_container() {
+    with_podman(|d| held_restore_interrupted_into(d, Interrupt::Crash, Some("ckptd-pm-held-new")))
+        .await;
+}
+
 async fn held_restore_interrupted(d: Daemon, how: Interrupt) {
     held_restore_interrupted_into(d, how, None).await;
 }

@@ -400,6 +400,24 @@ impl Engines {
     /// as its engine recovers one (its pidfile, its container). All back: they are let run (the
     /// restore had not, or not all of them) and the job succeeded. Any missing: the ones back
     /// are ended, as a failed group restore ends them, and the job failed.
+    /// `left_runc_restores` of each member of group checkpoint `cp`, as one.
+    pub(super) async fn left_group_runc_restores(
+        &self,
+        cp: &Checkpoint,
+    ) -> Option<crate::engine::RuncRestores> {
+        let mut finders = Vec::new();
+        for m in &member_checkpoints(cp) {
+            if let Some(f) = self.for_target(&m.target).left_runc_restores(m, None).await {
+                finders.push(f);
+            }
+        }
+        if finders.is_empty() {
+            return None;
+        }
+        let find = move || finders.iter().flat_map(|f| f()).collect();
+        Some(Box::new(find) as crate::engine::RuncRestores)
+    }
+
     pub(super) async fn recover_group_restore(
         &self,
         cp: &Checkpoint,

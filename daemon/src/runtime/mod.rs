@@ -388,13 +388,23 @@ impl Engine for Engines {
         self.for_target(&checkpoint.target)
             .recover_dump(checkpoint, images)
     }
+    fn remove_left_restore<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+        into: Option<&'a Target>,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, ()> {
+        self.for_restore(checkpoint, into)
+            .remove_left_restore(checkpoint, into, started)
+    }
+
     fn left_runc_restores<'a>(
         &'a self,
         checkpoint: &'a Checkpoint,
         into: Option<&'a Target>,
     ) -> BoxFuture<'a, Option<crate::engine::RuncRestores>> {
         if let Target::Group { .. } = checkpoint.target {
-            return Box::pin(async { None });
+            return Box::pin(self.left_group_runc_restores(checkpoint));
         }
         self.for_restore(checkpoint, into)
             .left_runc_restores(checkpoint, into)

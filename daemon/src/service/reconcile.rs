@@ -349,6 +349,10 @@ impl Service {
                     tracing::error!(checkpoint = %cp.name, job = %job.id, "the container runtime did not answer the recovery of an interrupted restore; the job is recorded as failed");
                     None
                 });
+                if let (None, Some(started)) = (&recovered, job.started_at) {
+                    let removed = inner.engine.remove_left_restore(&cp, into, started);
+                    let _ = tokio::time::timeout(container::ANSWER_AFTER_STOP, removed).await;
+                }
                 Ok((recovered.map(Some).ok_or_else(|| restarted.clone()), None))
             }
         }

@@ -608,6 +608,20 @@ impl Engine for PodmanEngine {
         })
     }
 
+    fn remove_left_restore<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+        into: Option<&'a Target>,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            // A restore in place finds a container made before the job: left as it is.
+            if let Ok(name) = podman_id(into.unwrap_or(&cp.target)) {
+                self.remove_failed_import(name, started).await;
+            }
+        })
+    }
+
     fn left_runc_restores<'a>(
         &'a self,
         cp: &'a Checkpoint,
