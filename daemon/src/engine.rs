@@ -19,7 +19,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Finds the runc restores (runc's pid and start time) a runtime runs for one container, each
 /// time it is called (`Engine::left_runc_restores`).
-pub type RuncRestores = Box<dyn Fn() -> Vec<crate::sys::TaskId> + Send + Sync>;
+pub type LeftRuncs = Box<dyn Fn() -> Vec<crate::sys::TaskId> + Send + Sync>;
 
 /// What a dump left frozen instead of ending it, so that it ends only once the images are
 /// durable (and carries on if they cannot be made so).
@@ -278,12 +278,23 @@ pub trait Engine: Send + Sync + 'static {
     /// runtime may still run for a restore of `checkpoint` (into `into`). A runtime's restore
     /// waits for runc, which waits for CRIU, and no runtime's API stops one: the recovery waits
     /// for them as for a CRIU a crash left, then ends their CRIU as a stop would
-    /// (`container::end_left_restores`). None for an engine whose restores are its own CRIU's.
+    /// (`container::end_left_runcs`). None for an engine whose restores are its own CRIU's.
     fn left_runc_restores<'a>(
         &'a self,
         _checkpoint: &'a Checkpoint,
         _into: Option<&'a Target>,
-    ) -> BoxFuture<'a, Option<RuncRestores>> {
+    ) -> BoxFuture<'a, Option<LeftRuncs>> {
+        Box::pin(async { None })
+    }
+    /// After a daemon crash, before `recover_dump`: how to find the runc checkpoint a container
+    /// runtime may still run for a dump of `checkpoint` (Podman's, containerd's: not started by
+    /// ckptd, so not found as ckptd's own CRIU and runc are, as leaders of their process groups),
+    /// which the recovery waits for and ends as it does `left_runc_restores`. None for an
+    /// engine whose dumps ckptd runs itself.
+    fn left_runc_checkpoints<'a>(
+        &'a self,
+        _checkpoint: &'a Checkpoint,
+    ) -> BoxFuture<'a, Option<LeftRuncs>> {
         Box::pin(async { None })
     }
     /// After a daemon crash, when `recover_restore` found that the restore (its job started at

@@ -1256,6 +1256,39 @@ pub fn killable_cgroup(pid: i32) -> io::Result<KillableCgroup> {
     )))
 }
 
+/// Freezes every process of a cgroup (`killable_cgroup`'s) as runc's pause does: v2's
+/// `cgroup.freeze`, v1's `freezer.state`, then waits (up to `limit`) until the kernel says it is
+/// frozen. For a runtime whose own idea of a container's state went wrong (`ContainerOps::resume`
+/// of containerd's: a resume of a container its shim says is paused and runc says is not).
+pub fn freeze_cgroup(cg: &KillableCgroup, limit: std::time::Duration) -> io::Result<()> {
+    let (file, frozen): (PathBuf, fn(&str) -> bool) = match cg {
+        KillableCgroup::V2(dir) => {
+            std::fs::write(dir.join("cgroup.freeze"), "1")?;
+            (dir.join("cgroup.events"), |events| {
+                events.lines().any(|l| l.trim() == "frozen 1")
+            })
+        }
+        KillableCgroup::V1Freezer(dir) => {
+            std::fs::write(dir.join("freezer.state"), "FROZEN")?;
+            (dir.join("freezer.state"), |state| state.trim() == "FROZEN")
+        }
+    };
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if frozen(&std::fs::read_to_string(&file)?) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::other(format!(
+                "{} did not freeze within {} s",
+                file.display(),
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Kills every process of a cgroup at once, frozen or not, and waits (up to `limit`) until none
 /// is left in it: v2 writes `cgroup.kill`; v1 sends SIGKILL to each process, then thaws the
 /// freezer (a frozen task dies only once thawed). What runc's `delete --force` does, without its

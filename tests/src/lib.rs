@@ -459,6 +459,35 @@ impl Daemon {
         job
     }
 
+    /// Takes checkpoint `req` with CRIU held at post-dump by `pause` (a CRIU that never ends,
+    /// under whatever runtime runs it) and kills this daemon there (kill -9). It is started again
+    /// with `job_timeout_secs = 3`, which bounds the recovery's wait for a CRIU the crash left,
+    /// then once more as it was. Asserts the job failed as a restart's recovery fails it and the
+    /// held CRIU is gone; returns the job.
+    pub async fn checkpoint_killed_while_held(
+        &mut self,
+        pause: &Pause,
+        req: &api::CreateCheckpoint,
+    ) -> api::Job {
+        let config = self.config_file();
+        let before = std::fs::read_to_string(&config).unwrap();
+        pause.arm("post-dump");
+        let job = self.client.create_checkpoint(req, false).await.unwrap().job;
+        let criu = pause.reached("post-dump");
+        self.crash(|| {
+            std::fs::write(&config, format!("{before}\njob_timeout_secs = 3\n")).unwrap()
+        })
+        .await;
+        let job = self.wait_ended(&job.id.to_string()).await;
+        assert_eq!(job.state, api::JobState::Failed, "{job:?}");
+        std::fs::write(&config, before).unwrap();
+        self.restart().await;
+        wait_until("the CRIU held at post-dump to end", || {
+            !alive(criu) || proc_state(criu) == Some('Z')
+        });
+        job
+    }
+
     /// The daemon's configuration file: the one `--config` names, or an empty one in its
     /// directory, named to its later starts.
     fn config_file(&mut self) -> PathBuf {

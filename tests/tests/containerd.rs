@@ -565,6 +565,38 @@ async fn a_restore_past_its_time_while_criu_holds_the_tree_ends_and_leaves_nothi
     held_restore_interrupted(Interrupt::Timeout).await;
 }
 
+/// A checkpoint with the daemon killed (kill -9) while CRIU, in the container's shim under
+/// runc, holds the container at post-dump: the restart's recovery waits for containerd's
+/// checkpoint as long as for a CRIU a crash left, then ends that CRIU; the job fails, the
+/// container runs on where it was, and a checkpoint of it then succeeds.
+#[tokio::test]
+async fn a_daemon_killed_while_criu_holds_a_checkpoint_starts_and_the_container_runs_on() {
+    let cd = Containerd::start();
+    let mut d = Daemon::start_with(&["--containerd-socket", cd.socket.to_str().unwrap()]).await;
+    let pause = ckptd_tests::Pause::new();
+    let log = cd.dir.path().join("held-dump.log");
+    let annotation = format!("org.criu.config={}", pause.criu_conf().display());
+    cd.run_looper_with("held-dump", &log, &["--annotation", &annotation]);
+    d.checkpoint_killed_while_held(
+        &pause,
+        &ckptd_tests::checkpoint(target("held-dump"), "cd-held-dump"),
+    )
+    .await;
+    assert_eq!(cd.status("held-dump"), "RUNNING", "{}", d.log());
+    let before = lines(&log).len();
+    wait_until("its log to grow", || lines(&log).len() > before + 3);
+    let mounts = ckptd_tests::mounts_under(d.dir.path());
+    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    d.client
+        .create_checkpoint(
+            &ckptd_tests::checkpoint(target("held-dump"), "cd-held-dump-2"),
+            true,
+        )
+        .await
+        .expect("a checkpoint after the interrupted one");
+    let _ = cd.ctr(&["tasks", "kill", "-s", "KILL", "held-dump"]);
+}
+
 async fn held_restore_interrupted(how: Interrupt) {
     // Names of their own: the tests run at once, and runc's state of a namespace is shared.
     let (source, copy, checkpoint) = match how {

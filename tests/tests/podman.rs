@@ -217,6 +217,49 @@ async fn a_daemon_killed_while_criu_holds_a_podman_import_leaves_no_container() 
         .await;
 }
 
+/// A checkpoint of a Podman container with the daemon killed (kill -9) while CRIU, under
+/// Podman's runc, holds the container at post-dump: the restart's recovery waits for Podman's
+/// checkpoint as long as for a CRIU a crash left, then ends that CRIU; the job fails, the
+/// container runs on where it was, and a checkpoint of it then succeeds.
+#[tokio::test]
+async fn a_daemon_killed_while_criu_holds_a_podman_checkpoint_starts_again() {
+    with_podman(|mut d| async move {
+        let pause = ckptd_tests::Pause::new();
+        let name = "ckptd-pm-held-dump";
+        let _ = podman(&["rm", "-f", name]);
+        let annotation = format!("org.criu.config={}", pause.criu_conf().display());
+        podman_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--annotation",
+            &annotation,
+            IMAGE,
+            "/bin/sh",
+            "-c",
+            LOOPER,
+        ]);
+        let c = Ctr(name.to_owned());
+        wait_until("output", || c.logs().len() >= 3);
+        d.checkpoint_killed_while_held(
+            &pause,
+            &ckptd_tests::checkpoint(Some(target(name)), "pm-held-dump"),
+        )
+        .await;
+        assert_eq!(c.status(), "running");
+        c.counts_on("a container whose checkpoint the daemon's crash cut short");
+        d.client
+            .create_checkpoint(
+                &ckptd_tests::checkpoint(Some(target(name)), "pm-held-dump-2"),
+                true,
+            )
+            .await
+            .expect("a checkpoint after the interrupted one");
+    })
+    .await;
+}
+
 async fn held_restore_interrupted(d: Daemon, how: Interrupt) {
     held_restore_interrupted_into(d, how, None).await;
 }

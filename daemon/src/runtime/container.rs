@@ -148,25 +148,26 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether `args` are runc's restore of a container (`runc ... restore ... ID`): of `id` when
-/// given.
-pub fn is_runc_restore(args: &[&[u8]], id: Option<&str>) -> bool {
+/// Whether `args` are runc's `verb` (`restore`, `checkpoint`) of a container
+/// (`runc ... VERB ... ID`): of `id` when given.
+pub fn is_runc(args: &[&[u8]], verb: &str, id: Option<&str>) -> bool {
     use std::os::unix::ffi::OsStrExt;
     Path::new(std::ffi::OsStr::from_bytes(args[0]))
         .file_name()
         .is_some_and(|n| n == "runc")
-        && args.contains(&b"restore".as_slice())
+        && args.contains(&verb.as_bytes())
         && id.is_none_or(|id| args.last() == Some(&id.as_bytes()))
 }
 
-/// The runc restores (`is_runc_restore`, of `id` when given) whose parent is one of root's
-/// processes whose command line `parent` matches (a container's shim, or its conmon).
-pub fn runc_restores_under(
+/// The runc `verb`s (`is_runc`, of `id` when given) whose parent is one of root's processes
+/// whose command line `parent` matches (a container's shim, or its conmon).
+pub fn runcs_under(
+    verb: &str,
     id: Option<&str>,
     parent: impl Fn(&[&[u8]]) -> bool,
 ) -> Vec<crate::sys::TaskId> {
-    // The runc restores first: most scans (a stop's every 100 ms) find none, and need no second.
-    let runcs = crate::sys::root_commands(|args| is_runc_restore(args, id));
+    // The runcs first: most scans (a stop's every 100 ms) find none, and need no second.
+    let runcs = crate::sys::root_commands(|args| is_runc(args, verb, id));
     if runcs.is_empty() {
         return runcs;
     }
@@ -231,39 +232,72 @@ pub async fn stoppable<T>(
 /// How long a runtime has to answer a restore whose CRIU was ended: runc fails at once then.
 pub const ANSWER_AFTER_STOP: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// After a daemon crash: the runc restores `find` finds (a runtime's restore the killed daemon
-/// had asked for) are given `wait` to end on their own, as a CRIU a crash left is (a restore that
+/// What a runc a crash left was doing, which says how its CRIU is ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeftRunc {
+    /// A restore: its CRIU and the half-made tree are killed (`end_runc_restores`).
+    Restore,
+    /// A checkpoint: its CRIU gets a SIGTERM first (it then takes its parasite out of the
+    /// target, which a SIGKILL mid-dump can leave to crash it), a SIGKILL after `TERM_GRACE`.
+    Checkpoint,
+}
+
+/// How long a CRIU a SIGTERM ended has to go before a SIGKILL.
+const TERM_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// After a daemon crash: the runcs `find` finds (a runtime's restore or checkpoint the killed
+/// daemon had asked for) are given `wait` to end on their own, as a CRIU a crash left is (what
 /// completes is then recorded as such), and are then stopped as a job's stop stops them: their
-/// CRIU and the tree it made ended, again every 100 ms until runc is gone, for at most
+/// CRIU ended as `left` says, again every 100 ms until runc is gone, for at most
 /// `ANSWER_AFTER_STOP`. Until then the runtime holds the container (Docker's inspect of it waits
-/// for its start), and the recovery with it. How many runc restores were ended.
-pub async fn end_left_restores(
-    find: &crate::engine::RuncRestores,
+/// for its start, Podman's for its checkpoint), and the recovery with it. How many runcs were
+/// found to end.
+pub async fn end_left_runcs(
+    find: &crate::engine::LeftRuncs,
     what: &str,
     wait: std::time::Duration,
+    left: LeftRunc,
 ) -> usize {
     let waited = tokio::time::Instant::now();
     while !find().is_empty() && waited.elapsed() < wait {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let deadline = tokio::time::Instant::now() + ANSWER_AFTER_STOP;
+    let ending = tokio::time::Instant::now();
     let mut ended = 0;
     loop {
-        let left = find();
-        if left.is_empty() {
+        let runcs = find();
+        if runcs.is_empty() {
             return ended;
         }
         if ended == 0 {
-            tracing::error!(what, waited_secs = wait.as_secs(), "a restore the daemon's crash left still runs after the wait; ending the CRIU runc runs for it");
-        }
-        if tokio::time::Instant::now() >= deadline {
             tracing::error!(
                 what,
-                "runc's restore did not end with its CRIU; the recovery goes on without it"
+                waited_secs = wait.as_secs(),
+                "a runc the daemon's crash left still runs after the wait; ending the CRIU it runs"
+            );
+        }
+        if ending.elapsed() >= ANSWER_AFTER_STOP {
+            tracing::error!(
+                what,
+                "runc did not end with its CRIU; the recovery goes on without it"
             );
             return ended;
         }
-        ended = ended.max(end_runc_restores(&left));
+        ended = ended.max(runcs.len());
+        match left {
+            LeftRunc::Checkpoint if ending.elapsed() < TERM_GRACE => {
+                for runc in &runcs {
+                    let criu: Vec<crate::sys::TaskId> = crate::sys::children(runc.pid)
+                        .into_iter()
+                        .filter_map(crate::sys::TaskId::of)
+                        .collect();
+                    crate::sys::signal_tasks(&criu, rustix::process::Signal::TERM);
+                }
+            }
+            _ => {
+                end_runc_restores(&runcs);
+            }
+        }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
@@ -486,7 +520,7 @@ mod tests {
 
     /// A stand-in for a runc restore a crash left: a shell waiting for its child (runc waits
     /// for CRIU), found while it lives, and ended by ending its child.
-    fn left_runc(script: &str) -> (std::process::Child, crate::engine::RuncRestores) {
+    fn left_runc(script: &str) -> (std::process::Child, crate::engine::LeftRuncs) {
         let child = std::process::Command::new("sh")
             .args(["-c", script])
             .spawn()
@@ -505,7 +539,13 @@ mod tests {
     #[tokio::test]
     async fn a_left_restore_that_ends_within_the_wait_is_not_ended() {
         let (mut runc, find) = left_runc("sleep 0.3; true");
-        let ended = end_left_restores(&find, "test", std::time::Duration::from_secs(10)).await;
+        let ended = end_left_runcs(
+            &find,
+            "test",
+            std::time::Duration::from_secs(10),
+            LeftRunc::Restore,
+        )
+        .await;
         assert_eq!(ended, 0);
         assert!(runc.wait().unwrap().success(), "it ended on its own");
     }
@@ -514,11 +554,69 @@ mod tests {
     async fn a_left_restore_still_there_after_the_wait_has_its_criu_ended() {
         let (mut runc, find) = left_runc("sleep 600; exit 3");
         let began = std::time::Instant::now();
-        let ended = end_left_restores(&find, "test", std::time::Duration::from_millis(300)).await;
+        let ended = end_left_runcs(
+            &find,
+            "test",
+            std::time::Duration::from_millis(300),
+            LeftRunc::Restore,
+        )
+        .await;
         assert_eq!(ended, 1);
         assert!(began.elapsed() >= std::time::Duration::from_millis(300));
         assert!(began.elapsed() < std::time::Duration::from_secs(20));
         // The child ended, so the shell went on, as runc fails once its CRIU is gone.
         assert_eq!(runc.wait().unwrap().code(), Some(3));
+    }
+
+    /// `left_runc` whose child, its "CRIU", runs `trap ACTION TERM`; returned once the trap is
+    /// set, so that no signal comes before it.
+    fn left_criu_trapping(action: &str) -> (std::process::Child, crate::engine::LeftRuncs) {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let script = format!(
+            "(trap {action} TERM; touch {}; while :; do sleep 0.05; done); exit $?",
+            ready.display()
+        );
+        let left = left_runc(&script);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !ready.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the trap was never set"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        left
+    }
+
+    #[tokio::test]
+    async fn a_left_checkpoint_has_its_criu_ended_by_a_sigterm_first() {
+        // Its "CRIU" exits 7 on a SIGTERM; a SIGKILL would leave the shell 137.
+        let (mut runc, find) = left_criu_trapping("'exit 7'");
+        let ended = end_left_runcs(
+            &find,
+            "test",
+            std::time::Duration::from_millis(200),
+            LeftRunc::Checkpoint,
+        )
+        .await;
+        assert_eq!(ended, 1);
+        assert_eq!(runc.wait().unwrap().code(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_left_checkpoint_whose_criu_ignores_sigterm_is_killed_after_the_grace() {
+        let (mut runc, find) = left_criu_trapping("''");
+        let began = std::time::Instant::now();
+        let ended = end_left_runcs(
+            &find,
+            "test",
+            std::time::Duration::from_millis(100),
+            LeftRunc::Checkpoint,
+        )
+        .await;
+        assert_eq!(ended, 1);
+        assert!(began.elapsed() >= TERM_GRACE);
+        assert_eq!(runc.wait().unwrap().code(), Some(137));
     }
 }

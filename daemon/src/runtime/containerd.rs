@@ -946,7 +946,7 @@ impl ContainerdEngine {
                 "containerd's restore of container {} (namespace {})",
                 c.id, c.ns
             ),
-            || container::end_runc_restores(&runc_restores_of(&self.socket, c.ns, c.id)),
+            || container::end_runc_restores(&runcs_of(&self.socket, "restore", c.ns, c.id)),
         )
         .await;
         match started {
@@ -1008,10 +1008,10 @@ fn shims_of(address: &std::path::Path, ns: &str, id: &str) -> Vec<sys::TaskId> {
 }
 
 /// Whether `args` are those of a shim of container `id` (`shims_of`).
-/// The runc restores of container `id` in namespace `ns` (containerd's runc runs them as a child
-/// of the container's shim, in the task's start).
-fn runc_restores_of(address: &std::path::Path, ns: &str, id: &str) -> Vec<sys::TaskId> {
-    container::runc_restores_under(Some(id), |args| is_shim_of(args, address, ns, id))
+/// The runc `verb`s (`restore`, `checkpoint`) of container `id` in namespace `ns`: containerd's
+/// runc runs them as a child of the container's shim (a restore in the task's start).
+fn runcs_of(address: &std::path::Path, verb: &str, ns: &str, id: &str) -> Vec<sys::TaskId> {
+    container::runcs_under(verb, Some(id), |args| is_shim_of(args, address, ns, id))
 }
 
 fn is_shim_of(args: &[&[u8]], address: &std::path::Path, ns: &str, id: &str) -> bool {
@@ -1102,19 +1102,46 @@ impl ContainerOps for ContainerdEngine {
         })
     }
 
+    /// Resumes the task. A shim that says paused where runc says not (a CRIU ended mid-dump
+    /// thawed the cgroup it had found frozen; measured after a restart's recovery ended one)
+    /// refuses both a resume and a pause: the task's cgroup is frozen as runc's pause does it,
+    /// so that the shim's resume through runc takes, and the two agree again.
     fn resume<'a>(&'a self, h: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let c = Self::from_handle(h);
-            TasksClient::new(self.channel().await?)
-                .resume(in_ns(
+            let resume = || async {
+                let request = in_ns(
                     c.ns,
                     ResumeTaskRequest {
                         container_id: c.id.to_owned(),
                     },
-                )?)
-                .await
-                .map_err(|s| self.grpc(&c, "resume", s))?;
-            Ok(())
+                )?;
+                TasksClient::new(self.channel().await?)
+                    .resume(request)
+                    .await
+                    .map_err(|s| self.grpc(&c, "resume", s))
+            };
+            let e = match resume().await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.message.contains("container not paused") => e,
+                Err(e) => return Err(e),
+            };
+            let Ok(Some(task)) = self.task(&c).await else {
+                return Err(e);
+            };
+            let pid = task.pid as i32;
+            let frozen = tokio::task::spawn_blocking(move || {
+                sys::killable_cgroup(pid)
+                    .and_then(|cg| sys::freeze_cgroup(&cg, std::time::Duration::from_secs(10)))
+            })
+            .await
+            .map_err(|j| Error::internal(format!("the freeze of a cgroup failed: {j}")))?;
+            if let Err(f) = frozen {
+                tracing::error!(container = %c.id, error = %f, "cannot freeze a container its shim says is paused and runc says is not");
+                return Err(e);
+            }
+            tracing::warn!(container = %c.id, "containerd's shim said paused and runc not: froze the task's cgroup for the shim's resume");
+            resume().await.map(drop)
         })
     }
 
@@ -1351,11 +1378,23 @@ impl Engine for ContainerdEngine {
         })
     }
 
+    fn left_runc_checkpoints<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+    ) -> BoxFuture<'a, Option<crate::engine::LeftRuncs>> {
+        Box::pin(async move {
+            let c = self.named(&cp.target).ok()?;
+            let (socket, ns, id) = (self.socket.clone(), c.ns.to_owned(), c.id.to_owned());
+            let find = move || runcs_of(&socket, "checkpoint", &ns, &id);
+            Some(Box::new(find) as crate::engine::LeftRuncs)
+        })
+    }
+
     fn left_runc_restores<'a>(
         &'a self,
         cp: &'a Checkpoint,
         into: Option<&'a Target>,
-    ) -> BoxFuture<'a, Option<crate::engine::RuncRestores>> {
+    ) -> BoxFuture<'a, Option<crate::engine::LeftRuncs>> {
         Box::pin(async move {
             let src = self.named(&cp.target).ok()?;
             let c = match into {
@@ -1363,8 +1402,8 @@ impl Engine for ContainerdEngine {
                 None => src,
             };
             let (socket, ns, id) = (self.socket.clone(), c.ns.to_owned(), c.id.to_owned());
-            let find = move || runc_restores_of(&socket, &ns, &id);
-            Some(Box::new(find) as crate::engine::RuncRestores)
+            let find = move || runcs_of(&socket, "restore", &ns, &id);
+            Some(Box::new(find) as crate::engine::LeftRuncs)
         })
     }
 

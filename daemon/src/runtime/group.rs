@@ -396,28 +396,35 @@ impl Engines {
         })
     }
 
-    /// After a daemon restart, a group restore it cut short: each member's restore is recovered
-    /// as its engine recovers one (its pidfile, its container). All back: they are let run (the
-    /// restore had not, or not all of them) and the job succeeded. Any missing: the ones back
-    /// are ended, as a failed group restore ends them, and the job failed.
-    /// `left_runc_restores` of each member of group checkpoint `cp`, as one.
-    pub(super) async fn left_group_runc_restores(
+    /// The runcs a runtime may still run for each member of group checkpoint `cp`, as one:
+    /// their restores (`left_runc_restores`), or with `dump` their checkpoints
+    /// (`left_runc_checkpoints`).
+    pub(super) async fn left_group_runcs(
         &self,
         cp: &Checkpoint,
-    ) -> Option<crate::engine::RuncRestores> {
+        dump: bool,
+    ) -> Option<crate::engine::LeftRuncs> {
         let mut finders = Vec::new();
         for m in &member_checkpoints(cp) {
-            if let Some(f) = self.for_target(&m.target).left_runc_restores(m, None).await {
-                finders.push(f);
-            }
+            let engine = self.for_target(&m.target);
+            let found = if dump {
+                engine.left_runc_checkpoints(m).await
+            } else {
+                engine.left_runc_restores(m, None).await
+            };
+            finders.extend(found);
         }
         if finders.is_empty() {
             return None;
         }
         let find = move || finders.iter().flat_map(|f| f()).collect();
-        Some(Box::new(find) as crate::engine::RuncRestores)
+        Some(Box::new(find) as crate::engine::LeftRuncs)
     }
 
+    /// After a daemon restart, a group restore it cut short: each member's restore is recovered
+    /// as its engine recovers one (its pidfile, its container). All back: they are let run (the
+    /// restore had not, or not all of them) and the job succeeded. Any missing: the ones back
+    /// are ended, as a failed group restore ends them, and the job failed.
     pub(super) async fn recover_group_restore(
         &self,
         cp: &Checkpoint,

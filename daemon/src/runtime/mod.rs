@@ -402,12 +402,22 @@ impl Engine for Engines {
         &'a self,
         checkpoint: &'a Checkpoint,
         into: Option<&'a Target>,
-    ) -> BoxFuture<'a, Option<crate::engine::RuncRestores>> {
+    ) -> BoxFuture<'a, Option<crate::engine::LeftRuncs>> {
         if let Target::Group { .. } = checkpoint.target {
-            return Box::pin(self.left_group_runc_restores(checkpoint));
+            return Box::pin(self.left_group_runcs(checkpoint, false));
         }
         self.for_restore(checkpoint, into)
             .left_runc_restores(checkpoint, into)
+    }
+    fn left_runc_checkpoints<'a>(
+        &'a self,
+        checkpoint: &'a Checkpoint,
+    ) -> BoxFuture<'a, Option<crate::engine::LeftRuncs>> {
+        if let Target::Group { .. } = checkpoint.target {
+            return Box::pin(self.left_group_runcs(checkpoint, true));
+        }
+        self.for_target(&checkpoint.target)
+            .left_runc_checkpoints(checkpoint)
     }
     fn recover_restore<'a>(
         &'a self,

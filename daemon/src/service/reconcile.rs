@@ -93,7 +93,7 @@ impl Service {
         {
             if let Ok(anchor) = anchor(&cp) {
                 if let Ok(partial) = anchor.open_folder(&anchor.partial_name(), cp.owner_uid) {
-                    let _ = inner.engine.recover_dump(&cp, &partial).await;
+                    let _ = answered(&cp, inner.engine.recover_dump(&cp, &partial)).await;
                     keep_only_log(&anchor, &partial);
                 }
             }
@@ -233,6 +233,22 @@ impl Service {
             JobKind::Push | JobKind::Pull => unreachable!("handled above"),
             JobKind::Checkpoint => {
                 let partial_name = anchor.partial_name();
+                // A runtime's checkpoint (Podman's) goes on without the daemon, and holds the
+                // container until its CRIU ends; bounded, as every call to a runtime here.
+                let left = tokio::time::timeout(
+                    container::ANSWER_AFTER_STOP,
+                    inner.engine.left_runc_checkpoints(&cp),
+                );
+                if let Ok(Some(find)) = left.await {
+                    let what = format!("the checkpoint {}", cp.name);
+                    container::end_left_runcs(
+                        &find,
+                        &what,
+                        criu_wait,
+                        container::LeftRunc::Checkpoint,
+                    )
+                    .await;
+                }
                 wait_for_leftover_criu(&anchor.real_sibling(&partial_name), criu_wait).await;
                 // Each folder held, never followed through a symlink, the owner's or root's.
                 let partial = anchor.open_folder(&partial_name, cp.owner_uid);
@@ -254,7 +270,7 @@ impl Service {
                     .with_hint("take the checkpoint again")
                 };
                 let result = if let Ok(partial) = partial {
-                    match inner.engine.recover_dump(&cp, &partial).await {
+                    match answered(&cp, inner.engine.recover_dump(&cp, &partial)).await {
                         Some(out) if !trusted => {
                             inner.engine.release(&out.stopped, false).await;
                             keep_only_log(&anchor, &partial);
@@ -279,7 +295,7 @@ impl Service {
                     }
                 } else if let Some(done) = done {
                     // Renamed (so durable) but not yet recorded: end what the dump stopped.
-                    match inner.engine.recover_dump(&cp, &done).await {
+                    match answered(&cp, inner.engine.recover_dump(&cp, &done)).await {
                         Some(out) if !trusted => {
                             inner.engine.release(&out.stopped, false).await;
                             let _ = done.clear(&[crate::criu::DUMP_LOG]);
@@ -326,7 +342,13 @@ impl Service {
                 );
                 if let Ok(Some(find)) = left.await {
                     let what = format!("the restore of checkpoint {}", cp.name);
-                    container::end_left_restores(&find, &what, criu_wait).await;
+                    container::end_left_runcs(
+                        &find,
+                        &what,
+                        criu_wait,
+                        container::LeftRunc::Restore,
+                    )
+                    .await;
                 }
                 wait_for_leftover_criu(anchor.real(), criu_wait).await;
                 // The CRIU that ended with the daemon may have left its cgroup yard mounted.
@@ -338,17 +360,13 @@ impl Service {
                 if request.is_none() {
                     return Ok((Err(restarted.clone()), None));
                 }
-                let recovered = tokio::time::timeout(
-                    container::ANSWER_AFTER_STOP,
+                let recovered = answered(
+                    &cp,
                     inner
                         .engine
                         .recover_restore(&cp, into, &restore_log_name(job.id)),
                 )
-                .await
-                .unwrap_or_else(|_| {
-                    tracing::error!(checkpoint = %cp.name, job = %job.id, "the container runtime did not answer the recovery of an interrupted restore; the job is recorded as failed");
-                    None
-                });
+                .await;
                 if let (None, Some(started)) = (&recovered, job.started_at) {
                     let removed = inner.engine.remove_left_restore(&cp, into, started);
                     let _ = tokio::time::timeout(container::ANSWER_AFTER_STOP, removed).await;
@@ -434,6 +452,21 @@ impl Service {
         permit.send(job.id);
         Ok(true)
     }
+}
+
+/// What an engine's recovery of checkpoint `cp` answers, or None when it has not answered
+/// within `container::ANSWER_AFTER_STOP` (a container runtime that does not answer must not keep
+/// the daemon from starting).
+async fn answered<T>(
+    cp: &ckptd_api::Checkpoint,
+    recovery: impl std::future::Future<Output = Option<T>>,
+) -> Option<T> {
+    tokio::time::timeout(container::ANSWER_AFTER_STOP, recovery)
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(checkpoint = %cp.name, "the container runtime did not answer the recovery of an interrupted job; it is recorded as failed");
+            None
+        })
 }
 
 pub(super) async fn wait_for_leftover_criu(partial: &Path, limit: Duration) {

@@ -427,7 +427,7 @@ impl DockerEngine {
 fn runc_restores_of(runc_root: &Path, id: &str) -> Vec<sys::TaskId> {
     use std::os::unix::ffi::OsStrExt;
     sys::root_commands(|args| {
-        container::is_runc_restore(args, Some(id))
+        container::is_runc(args, "restore", Some(id))
             && sys::has_arg(args, "--root", runc_root.as_os_str().as_bytes())
     })
 }
@@ -767,7 +767,7 @@ impl Engine for DockerEngine {
         &'a self,
         cp: &'a Checkpoint,
         into: Option<&'a Target>,
-    ) -> BoxFuture<'a, Option<crate::engine::RuncRestores>> {
+    ) -> BoxFuture<'a, Option<crate::engine::LeftRuncs>> {
         Box::pin(async move {
             let id = self
                 .api
@@ -776,7 +776,7 @@ impl Engine for DockerEngine {
                 .ok()??;
             let root = self.runc_root.clone();
             let find = move || runc_restores_of(&root, &id);
-            Some(Box::new(find) as crate::engine::RuncRestores)
+            Some(Box::new(find) as crate::engine::LeftRuncs)
         })
     }
 

@@ -427,6 +427,31 @@ async fn stoppable<T>(
     .await
 }
 
+/// The full id of Podman's running container `name` (its name, or its full id), read from the
+/// command line of its conmon (`-n NAME`, `-c ID`) without asking Podman, which answers nothing
+/// of a container while its checkpoint runs.
+fn running_id(name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let id = std::sync::Mutex::new(None);
+    crate::sys::root_commands(|args| {
+        let conmon = std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]))
+            .file_name()
+            .is_some_and(|n| n == "conmon");
+        let of = |flag: &str| {
+            args.windows(2)
+                .find(|w| w[0] == flag.as_bytes())
+                .map(|w| w[1])
+        };
+        if conmon && (of("-n") == Some(name.as_bytes()) || of("-c") == Some(name.as_bytes())) {
+            *id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                of("-c").map(|c| String::from_utf8_lossy(c).into_owned());
+        }
+        false
+    });
+    id.into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The runc restores of Podman's container `name`, or of the container whose full id is `id`:
 /// children of its conmon, which Podman starts with the container's name (`-n NAME`) and id
 /// (`-c ID`).
@@ -436,7 +461,7 @@ fn runc_restores_of(name: &str, id: Option<&str>) -> Vec<crate::sys::TaskId> {
         crate::sys::has_arg(args, "-n", name.as_bytes())
             || id.is_some_and(|id| crate::sys::has_arg(args, "-c", id.as_bytes()))
     };
-    crate::runtime::container::runc_restores_under(None, |args| {
+    crate::runtime::container::runcs_under("restore", None, |args| {
         std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]))
             .file_name()
             .is_some_and(|n| n == "conmon")
@@ -622,11 +647,26 @@ impl Engine for PodmanEngine {
         })
     }
 
+    fn left_runc_checkpoints<'a>(
+        &'a self,
+        cp: &'a Checkpoint,
+    ) -> BoxFuture<'a, Option<crate::engine::LeftRuncs>> {
+        Box::pin(async move {
+            let id = running_id(podman_id(&cp.target).ok()?)?;
+            let find = move || {
+                crate::sys::root_commands(|args| {
+                    crate::runtime::container::is_runc(args, "checkpoint", Some(&id))
+                })
+            };
+            Some(Box::new(find) as crate::engine::LeftRuncs)
+        })
+    }
+
     fn left_runc_restores<'a>(
         &'a self,
         cp: &'a Checkpoint,
         into: Option<&'a Target>,
-    ) -> BoxFuture<'a, Option<crate::engine::RuncRestores>> {
+    ) -> BoxFuture<'a, Option<crate::engine::LeftRuncs>> {
         Box::pin(async move {
             // The name the job was given, or for a restore in place (which keeps the container's
             // id) the checkpointed container's id: the target may name it by its id.
@@ -636,7 +676,7 @@ impl Engine for PodmanEngine {
                 .then(|| checkpointed_id(cp).map(str::to_owned))
                 .flatten();
             let find = move || runc_restores_of(&name, id.as_deref());
-            Some(Box::new(find) as crate::engine::RuncRestores)
+            Some(Box::new(find) as crate::engine::LeftRuncs)
         })
     }
 
