@@ -233,22 +233,10 @@ impl Service {
             JobKind::Push | JobKind::Pull => unreachable!("handled above"),
             JobKind::Checkpoint => {
                 let partial_name = anchor.partial_name();
-                // A runtime's checkpoint (Podman's) goes on without the daemon, and holds the
-                // container until its CRIU ends; bounded, as every call to a runtime here.
-                let left = tokio::time::timeout(
-                    container::ANSWER_AFTER_STOP,
-                    inner.engine.left_runc_checkpoints(&cp),
-                );
-                if let Ok(Some(find)) = left.await {
-                    let what = format!("the checkpoint {}", cp.name);
-                    container::end_left_runcs(
-                        &find,
-                        &what,
-                        criu_wait,
-                        container::LeftRunc::Checkpoint,
-                    )
-                    .await;
-                }
+                // A runtime's checkpoint (Podman's, containerd's) goes on without the daemon, and
+                // holds the container until its CRIU ends.
+                let left = inner.engine.left_runc_checkpoints(&cp);
+                end_left(&cp, left, criu_wait, container::LeftRunc::Checkpoint).await;
                 wait_for_leftover_criu(&anchor.real_sibling(&partial_name), criu_wait).await;
                 // Each folder held, never followed through a symlink, the owner's or root's.
                 let partial = anchor.open_folder(&partial_name, cp.owner_uid);
@@ -333,23 +321,9 @@ impl Service {
                     .and_then(|(_, r)| serde_json::from_value(r.clone()).ok());
                 let into = work.as_ref().and_then(|w| w.into.as_ref());
                 // A runtime's restore (Docker's start, containerd's task start, Podman's) goes on
-                // without the daemon, and holds the container until its CRIU ends. Each call to
-                // a runtime is bounded: one that does not answer must not keep the daemon from
-                // starting.
-                let left = tokio::time::timeout(
-                    container::ANSWER_AFTER_STOP,
-                    inner.engine.left_runc_restores(&cp, into),
-                );
-                if let Ok(Some(find)) = left.await {
-                    let what = format!("the restore of checkpoint {}", cp.name);
-                    container::end_left_runcs(
-                        &find,
-                        &what,
-                        criu_wait,
-                        container::LeftRunc::Restore,
-                    )
-                    .await;
-                }
+                // without the daemon, and holds the container until its CRIU ends.
+                let left = inner.engine.left_runc_restores(&cp, into);
+                end_left(&cp, left, criu_wait, container::LeftRunc::Restore).await;
                 wait_for_leftover_criu(anchor.real(), criu_wait).await;
                 // The CRIU that ended with the daemon may have left its cgroup yard mounted.
                 if let Ok(folder) = anchor.open_folder(anchor.name(), cp.owner_uid) {
@@ -451,6 +425,21 @@ impl Service {
         }
         permit.send(job.id);
         Ok(true)
+    }
+}
+
+/// Waits for, then ends, the runcs a runtime still runs for `cp`'s interrupted job, which
+/// `found` finds (`container::end_left_runcs`); finding them is bounded as `answered` bounds a
+/// recovery.
+async fn end_left(
+    cp: &ckptd_api::Checkpoint,
+    found: impl std::future::Future<Output = Option<crate::engine::LeftRuncs>>,
+    wait: Duration,
+    left: container::LeftRunc,
+) {
+    if let Some(find) = answered(cp, found).await {
+        let what = format!("checkpoint {}'s job", cp.name);
+        container::end_left_runcs(&find, &what, wait, left).await;
     }
 }
 

@@ -427,46 +427,59 @@ async fn stoppable<T>(
     .await
 }
 
-/// The full id of Podman's running container `name` (its name, or its full id), read from the
-/// command line of its conmon (`-n NAME`, `-c ID`) without asking Podman, which answers nothing
-/// of a container while its checkpoint runs.
+/// The full id of Podman's running container `name` (its name, its id, or a unique prefix of
+/// its id, as Podman looks one up), read from the command lines of the containers' conmons
+/// (`-n NAME`, `-c ID`) without asking Podman, which answers nothing of a container while its
+/// checkpoint runs.
 fn running_id(name: &str) -> Option<String> {
-    use std::os::unix::ffi::OsStrExt;
-    let id = std::sync::Mutex::new(None);
+    if name.is_empty() {
+        return None;
+    }
+    let running = std::sync::Mutex::new(Vec::new());
     crate::sys::root_commands(|args| {
-        let conmon = std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]))
-            .file_name()
-            .is_some_and(|n| n == "conmon");
         let of = |flag: &str| {
             args.windows(2)
                 .find(|w| w[0] == flag.as_bytes())
-                .map(|w| w[1])
+                .map(|w| String::from_utf8_lossy(w[1]).into_owned())
         };
-        if conmon && (of("-n") == Some(name.as_bytes()) || of("-c") == Some(name.as_bytes())) {
-            *id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                of("-c").map(|c| String::from_utf8_lossy(c).into_owned());
+        if let (true, Some(n), Some(c)) = (is_conmon(args), of("-n"), of("-c")) {
+            running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((n, c));
         }
         false
     });
-    id.into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    let running = running
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let exact = running.iter().find(|(n, c)| n == name || c == name);
+    let prefixed: Vec<_> = running
+        .iter()
+        .filter(|(_, c)| c.starts_with(name))
+        .collect();
+    exact
+        .or((prefixed.len() == 1).then(|| prefixed[0]))
+        .map(|(_, c)| c.clone())
 }
 
 /// The runc restores of Podman's container `name`, or of the container whose full id is `id`:
 /// children of its conmon, which Podman starts with the container's name (`-n NAME`) and id
 /// (`-c ID`).
 fn runc_restores_of(name: &str, id: Option<&str>) -> Vec<crate::sys::TaskId> {
-    use std::os::unix::ffi::OsStrExt;
-    let named = |args: &[&[u8]]| {
-        crate::sys::has_arg(args, "-n", name.as_bytes())
-            || id.is_some_and(|id| crate::sys::has_arg(args, "-c", id.as_bytes()))
-    };
     crate::runtime::container::runcs_under("restore", None, |args| {
-        std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]))
-            .file_name()
-            .is_some_and(|n| n == "conmon")
-            && named(args)
+        is_conmon(args)
+            && (crate::sys::has_arg(args, "-n", name.as_bytes())
+                || id.is_some_and(|id| crate::sys::has_arg(args, "-c", id.as_bytes())))
     })
+}
+
+/// Whether `args` are a conmon's, the process Podman starts to watch each of its containers.
+fn is_conmon(args: &[&[u8]]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]))
+        .file_name()
+        .is_some_and(|n| n == "conmon")
 }
 
 fn restore_flags(o: &ckptd_api::CheckpointOptions) -> [(&'static str, bool); 2] {
