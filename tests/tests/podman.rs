@@ -107,6 +107,27 @@ impl Ctr {
         wait_until("output", || c.logs().len() >= 3);
         c
     }
+    /// `run`, with runc running the CRIU of this container's dumps and restores with `pause`'s
+    /// script (the container's `org.criu.config`).
+    fn run_held(name: &str, pause: &ckptd_tests::Pause) -> Ctr {
+        let _ = podman(&["rm", "-f", name]);
+        let annotation = format!("org.criu.config={}", pause.criu_conf().display());
+        podman_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--annotation",
+            &annotation,
+            IMAGE,
+            "/bin/sh",
+            "-c",
+            LOOPER,
+        ]);
+        let c = Ctr(name.to_owned());
+        wait_until("output", || c.logs().len() >= 3);
+        c
+    }
     fn named(name: &str) -> Ctr {
         let _ = podman(&["rm", "-f", name]);
         Ctr(name.to_owned())
@@ -226,22 +247,7 @@ async fn a_daemon_killed_while_criu_holds_a_podman_checkpoint_starts_again() {
     with_podman(|mut d| async move {
         let pause = ckptd_tests::Pause::new();
         let name = "ckptd-pm-held-dump";
-        let _ = podman(&["rm", "-f", name]);
-        let annotation = format!("org.criu.config={}", pause.criu_conf().display());
-        podman_ok(&[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--annotation",
-            &annotation,
-            IMAGE,
-            "/bin/sh",
-            "-c",
-            LOOPER,
-        ]);
-        let c = Ctr(name.to_owned());
-        wait_until("output", || c.logs().len() >= 3);
+        let c = Ctr::run_held(name, &pause);
         d.checkpoint_killed_while_held(
             &pause,
             &ckptd_tests::checkpoint(Some(target(name)), "pm-held-dump"),
@@ -266,25 +272,9 @@ async fn held_restore_interrupted(d: Daemon, how: Interrupt) {
 
 /// The restore is in place, or into the new name `new`.
 async fn held_restore_interrupted_into(mut d: Daemon, how: Interrupt, new: Option<&str>) {
-    // runc runs the CRIU of this container's dumps and restores with the script.
     let pause = ckptd_tests::Pause::new();
     let name = "ckptd-pm-held";
-    let _ = podman(&["rm", "-f", name]);
-    let annotation = format!("org.criu.config={}", pause.criu_conf().display());
-    podman_ok(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--annotation",
-        &annotation,
-        IMAGE,
-        "/bin/sh",
-        "-c",
-        LOOPER,
-    ]);
-    let c = Ctr(name.to_owned());
-    wait_until("output", || c.logs().len() >= 3);
+    let c = Ctr::run_held(name, &pause);
     d.client
         .create_checkpoint(
             &ckptd_tests::checkpoint(Some(target(name)), "pm-held"),

@@ -180,6 +180,12 @@ impl ContainerdEngine {
         }
     }
 
+    /// Finds container `c`'s runc `verb`s each time it is called (`Engine::left_runc_restores`).
+    fn left_runcs(&self, verb: &'static str, c: &Named<'_>) -> crate::engine::LeftRuncs {
+        let (socket, ns, id) = (self.socket.clone(), c.ns.to_owned(), c.id.to_owned());
+        Box::new(move || runcs_of(&socket, verb, &ns, &id))
+    }
+
     fn named<'a>(&'a self, t: &'a Target) -> Result<Named<'a>> {
         match t {
             Target::Container {
@@ -1007,13 +1013,13 @@ fn shims_of(address: &std::path::Path, ns: &str, id: &str) -> Vec<sys::TaskId> {
     sys::root_commands(|args| is_shim_of(args, address, ns, id))
 }
 
-/// Whether `args` are those of a shim of container `id` (`shims_of`).
 /// The runc `verb`s (`restore`, `checkpoint`) of container `id` in namespace `ns`: containerd's
 /// runc runs them as a child of the container's shim (a restore in the task's start).
 fn runcs_of(address: &std::path::Path, verb: &str, ns: &str, id: &str) -> Vec<sys::TaskId> {
     container::runcs_under(verb, Some(id), |args| is_shim_of(args, address, ns, id))
 }
 
+/// Whether `args` are those of a shim of container `id` (`shims_of`).
 fn is_shim_of(args: &[&[u8]], address: &std::path::Path, ns: &str, id: &str) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let program = std::path::Path::new(std::ffi::OsStr::from_bytes(args[0]));
@@ -1382,12 +1388,7 @@ impl Engine for ContainerdEngine {
         &'a self,
         cp: &'a Checkpoint,
     ) -> BoxFuture<'a, Option<crate::engine::LeftRuncs>> {
-        Box::pin(async move {
-            let c = self.named(&cp.target).ok()?;
-            let (socket, ns, id) = (self.socket.clone(), c.ns.to_owned(), c.id.to_owned());
-            let find = move || runcs_of(&socket, "checkpoint", &ns, &id);
-            Some(Box::new(find) as crate::engine::LeftRuncs)
-        })
+        Box::pin(async move { Some(self.left_runcs("checkpoint", &self.named(&cp.target).ok()?)) })
     }
 
     fn left_runc_restores<'a>(
@@ -1401,9 +1402,7 @@ impl Engine for ContainerdEngine {
                 Some(t) => self.named_into(&src, t).ok()?,
                 None => src,
             };
-            let (socket, ns, id) = (self.socket.clone(), c.ns.to_owned(), c.id.to_owned());
-            let find = move || runcs_of(&socket, "restore", &ns, &id);
-            Some(Box::new(find) as crate::engine::LeftRuncs)
+            Some(self.left_runcs("restore", &c))
         })
     }
 
