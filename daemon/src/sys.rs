@@ -146,13 +146,25 @@ pub fn self_and_ancestors() -> Vec<i32> {
     self_and_ancestors_of(std::process::id() as i32)
 }
 
-/// Whether `pid` is the daemon or one of its ancestors. The daemon's ancestors can only become
-/// fewer (an orphan is adopted by a subreaper or init, both already among them), so the list read
-/// at the first call holds every ancestor of now; a pid found in it is checked again against a
-/// fresh list, which an ancestor that died and whose pid was reused is not in.
+/// The daemon's own pid and its ancestors' as the first call found them, each with its start
+/// time (clock ticks after boot). The daemon's ancestors can only become fewer (an orphan is
+/// adopted by a subreaper or init, both already among them), so the list holds every ancestor of
+/// now; a pid of it is the same process as then only while its start time is the same.
+fn first_ancestors() -> &'static [(i32, u64)] {
+    static FIRST: std::sync::OnceLock<Vec<(i32, u64)>> = std::sync::OnceLock::new();
+    FIRST.get_or_init(|| {
+        self_and_ancestors()
+            .into_iter()
+            .filter_map(|p| stat_of(p).map(|st| (p, st.starttime)))
+            .collect()
+    })
+}
+
+/// Whether `pid` is the daemon or one of its ancestors: a pid found among the first ones is
+/// checked again against a fresh list, which an ancestor that died and whose pid was reused is
+/// not in.
 pub fn is_self_or_ancestor(pid: i32) -> bool {
-    static FIRST: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
-    FIRST.get_or_init(self_and_ancestors).contains(&pid) && self_and_ancestors().contains(&pid)
+    first_ancestors().iter().any(|&(p, _)| p == pid) && self_and_ancestors().contains(&pid)
 }
 
 /// Whether `pid` descends from `ancestor` (is below it, not it), walking up from `pid`'s parent:
@@ -160,6 +172,37 @@ pub fn is_self_or_ancestor(pid: i32) -> bool {
 pub fn descends_from(pid: i32, ancestor: i32) -> bool {
     let above = self_and_ancestors_of(pid);
     above[1..].contains(&ancestor)
+}
+
+/// Whether `pid` is below the daemon (one of its helpers: a CRIU, a runc, a reader of their
+/// output). Walking up from `pid`, the first of the daemon's ancestors met, if it is still the
+/// process it was (`first_ancestors`, same start time), settles it: above it there are only the
+/// daemon's ancestors, never the daemon. A target started beside the daemon, by the same service
+/// manager or shell, costs two reads of /proc, not one for each level up to pid 1 (the admission
+/// and the dump each check: BENCHMARKS.md, "Cost growth"). A changed ancestor falls back to the
+/// whole walk (`descends_from`).
+pub fn is_below_self(pid: i32) -> bool {
+    let me = std::process::id() as i32;
+    let first = first_ancestors();
+    let mut seen = vec![pid];
+    let mut at = pid;
+    while let Some(parent) = stat_of(at).map(|st| st.ppid) {
+        if parent == me {
+            return true;
+        }
+        if parent <= 0 || seen.contains(&parent) {
+            return false;
+        }
+        if let Some(&(_, start)) = first.iter().find(|&&(p, _)| p == parent && p != me) {
+            return match stat_of(parent) {
+                Some(st) if st.starttime == start => false,
+                _ => descends_from(pid, me),
+            };
+        }
+        seen.push(parent);
+        at = parent;
+    }
+    false
 }
 
 /// Sends `sig` to each pid, ignoring those that have already gone.
@@ -1576,6 +1619,49 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!descends_from(pid, me), "a reaped child is gone");
+    }
+
+    /// The walk that stops at the daemon's first ancestor met gives what the whole walk gives:
+    /// a child and a grandchild are below, an orphan adopted above, this process itself and
+    /// its ancestors are not.
+    #[test]
+    fn below_self_is_told_by_the_first_ancestor_met() {
+        use std::io::BufRead;
+        let mut sh = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 60 & echo $!; (setsid sleep 61 & echo $!); wait",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(sh.stdout.take().unwrap()).lines();
+        let mut pid = || lines.next().unwrap().unwrap().parse::<i32>().unwrap();
+        let (grandchild, orphan) = (pid(), pid());
+        let me = std::process::id() as i32;
+        // The orphan's subshell has ended once it is reparented.
+        let parent = |p: i32| stat_of(p).unwrap().ppid;
+        for _ in 0..200 {
+            if !descends_from(orphan, me) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(is_below_self(sh.id() as i32) && descends_from(sh.id() as i32, me));
+        assert!(is_below_self(grandchild) && descends_from(grandchild, me));
+        assert!(!descends_from(orphan, me), "adopted by {}", parent(orphan));
+        assert!(!is_below_self(orphan), "adopted by {}", parent(orphan));
+        assert!(!is_below_self(me) && !is_below_self(1));
+        assert!(!is_below_self(parent(me)));
+        assert!(!is_below_self(i32::MAX), "no such process");
+        for p in [grandchild, orphan] {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        sh.wait().unwrap();
     }
 
     #[test]

@@ -943,7 +943,7 @@ fn checked_process(pid: i32) -> Result<Option<(String, u32)>> {
         )));
     }
     // Its own helpers (a CRIU or runc of another job, an output reader) run below the daemon.
-    if sys::descends_from(pid, std::process::id() as i32) {
+    if sys::is_below_self(pid) {
         return Err(Error::forbidden(format!(
             "pid {pid} ({}) is a helper process of ckptd itself (a CRIU, runc or output reader of \
              another job); it cannot be checkpointed",

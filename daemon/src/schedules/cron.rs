@@ -4,6 +4,8 @@
 //! hash of the schedule's name, so a hundred `@daily` schedules do not all freeze their targets
 //! at midnight, and one schedule keeps its time across restarts and hosts.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
@@ -28,6 +30,9 @@ fn hashed(name: &str, salt: &str, n: u64) -> u64 {
 
 /// The 5-field form of an @-expression for schedule `name`; None for anything else.
 fn expand_macro(expr: &str, name: &str) -> Option<Result<String>> {
+    if !expr.starts_with('@') {
+        return None;
+    }
     let m = hashed(name, "minute", 60);
     let h = hashed(name, "hour", 24);
     let dow = hashed(name, "weekday", 7);
@@ -51,11 +56,39 @@ fn expand_macro(expr: &str, name: &str) -> Option<Result<String>> {
     Some(Ok(e))
 }
 
+/// Expressions parsed before, by their effective text. The clock reads every schedule on each
+/// pass and every schedule event shows its next run, and croner's parse of `* * * * *` cost
+/// 30-40 us here: with 1,000 schedules a minute it was 7% of the runtime workers' CPU
+/// (BENCHMARKS.md, "Cost growth"). Only expressions that parsed are kept, at most
+/// `PARSED_MAX` of them (then the cache starts again).
+static PARSED: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Cron>>> =
+    std::sync::LazyLock::new(Default::default);
+const PARSED_MAX: usize = 4096;
+
 pub fn parse(expr: &str, name: &str) -> Result<Spec> {
     let effective = match expand_macro(expr, name) {
         Some(e) => e?,
         None => expr.to_owned(),
     };
+    let cached = PARSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&effective)
+        .cloned();
+    if let Some(cron) = cached {
+        return Ok(Spec { effective, cron });
+    }
+    let spec = parse_effective(expr, effective)?;
+    let mut kept = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.len() >= PARSED_MAX {
+        kept.clear();
+    }
+    kept.insert(spec.effective.clone(), spec.cron.clone());
+    Ok(spec)
+}
+
+/// `parse` of the expression croner is given (`effective`), `expr` as the caller wrote it.
+fn parse_effective(expr: &str, effective: String) -> Result<Spec> {
     // openapi.yaml's `Cron`: fields of these characters separated by single spaces.
     let lexical = effective.split(' ').all(|f| {
         !f.is_empty()
@@ -223,5 +256,29 @@ mod tests {
             .unwrap_err()
             .message
             .contains("never"));
+    }
+
+    /// A parse comes from the cache the second time, and is the same; a refused expression is
+    /// refused again (only what parsed is kept).
+    #[test]
+    fn parsed_expressions_are_kept_and_refusals_are_not() {
+        let t = at("2026-11-27T10:07:30Z");
+        let first = parse("*/7 3 * * *", "kept").unwrap();
+        assert!(PARSED.lock().unwrap().contains_key("*/7 3 * * *"));
+        let again = parse("*/7 3 * * *", "other").unwrap();
+        assert_eq!(again.effective, first.effective);
+        assert_eq!(again.next_after(&t), first.next_after(&t));
+        assert_eq!(again.next_after(&t), Some(at("2026-11-28T03:00:00Z")));
+        for _ in 0..2 {
+            assert!(parse("0 0 30 2 *", "a").is_err());
+        }
+        assert!(!PARSED.lock().unwrap().contains_key("0 0 30 2 *"));
+        // Each @-form's jitter is its schedule's: two names, two entries.
+        let (a, b) = (
+            parse("@hourly", "n1").unwrap(),
+            parse("@hourly", "n2").unwrap(),
+        );
+        assert_eq!(parse("@hourly", "n1").unwrap().effective, a.effective);
+        assert_eq!(parse("@hourly", "n2").unwrap().effective, b.effective);
     }
 }
