@@ -576,6 +576,68 @@ async fn a_daemon_killed_while_a_group_is_frozen_lets_every_member_run_again() {
     big.assert_contiguous();
 }
 
+/// The same with a runc container among the members: the daemon dies while the container is
+/// paused (a group pauses its containers) and its process member stopped. The restart lets both
+/// run: the container resumed, not left paused, its count going on.
+#[tokio::test]
+async fn a_daemon_killed_while_a_group_with_a_container_is_frozen_lets_both_run_again() {
+    let mut d = Daemon::start().await;
+    let dir = d.dir.path().to_owned();
+    let bundle = Bundle::busybox(&dir.join("b"), CONTAINER_LOOPER, |_| {});
+    let id = unique_id("frozen");
+    let _c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("the container's output", || bundle.out_lines().len() >= 3);
+    // Big enough that its dump takes a while: the daemon dies while both are frozen.
+    let big = counter(&dir, "big", 384);
+    let group = api::Target::Group {
+        targets: vec![
+            api::Target::Process { pid: big.pid },
+            api::Target::Container {
+                id: id.clone(),
+                runtime: api::Runtime::Runc,
+                root: None,
+                bundle: None,
+                namespace: None,
+            },
+        ],
+    };
+    d.client
+        .create_checkpoint(&checkpoint(group, "cut-short"), false)
+        .await
+        .unwrap();
+    let status = || {
+        let out = Command::new("runc").args(["state", &id]).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    wait_until("both members to be frozen", || {
+        proc_state(big.pid) == Some('T') && status() == "paused"
+    });
+    d.crash(|| {}).await;
+    assert_eq!(status(), "running", "{}", d.log());
+    assert!(
+        running(big.pid),
+        "pid {} is {:?}",
+        big.pid,
+        proc_state(big.pid)
+    );
+    assert!(
+        big.is_progressing(Duration::from_secs(3)),
+        "pid {} stopped",
+        big.pid
+    );
+    let before = bundle.out_lines().len();
+    wait_until("the container to go on", || {
+        bundle.out_lines().len() >= before + 3
+    });
+    let cp = d.client.checkpoint("cut-short").await.unwrap();
+    assert_eq!(cp.status, api::CheckpointStatus::Failed, "{cp:?}");
+    assert_counts(&bundle.out_lines(), "the container's output");
+    big.assert_contiguous();
+}
+
 #[tokio::test]
 async fn a_member_groups_her_own_processes_and_none_of_anyone_elses() {
     use ckptd_tests::members::Fixture;
