@@ -286,10 +286,39 @@ SCHEDULE_DISK = (
     "and 2.3 times the floor, this VM in a slow phase: the minute's runs ended 25.0 and 25.9 s "
     "into it). The floor itself, since it syncs as ckptd now does, spends 0.22 ms making a "
     "run's images durable where fsyncing each file cost it 0.50-0.73 ms: that much CPU a run "
-    "(about 0.3 s a minute) is what `syncfs` saves the daemon too. The table's run has both "
-    "changes; its 4.26 s a minute is 2.8 times its floor, which moved down by that saving, in "
-    "a slower phase still (the minute's runs ended 27.2 s into it). The gap stays the "
-    "machinery the paragraphs above measure.")
+    "(about 0.3 s a minute) is what `syncfs` saves the daemon too. A run of the whole script "
+    "with both changes (the table's until the next paragraph's) measured 4.26 s a minute, 2.8 "
+    "times its floor, which moved down by that saving, in a slower phase still (the minute's "
+    "runs ended 27.2 s into it). The gap stays the machinery the paragraphs above measure.")
+# 2026-12-07 evening: a run's CPU by function, and the two cuts it named.
+SCHEDULE_FUNCTIONS = (
+    "Where a run's CPU went, by function, on the evening of 2026-12-07 (`perf record -F 999 "
+    "--call-graph dwarf -p` of the daemon for 30 s of the second minute of the same 1,000 "
+    "schedules; the daemon's threads' samples by the ckptd function on their stack): the "
+    "runtime's two workers 1,941 samples, the blocking pool's threads 1,231 and the SQLite "
+    "threads 1,364, about 1.9, 1.2 and 1.4 ms a run with perf attached. Of the blocking pool's, "
+    "unlinking the pruned run's files 35% and `syncfs` 17%: the disk's work, which the floor "
+    "does too. Of the workers': parking and waking (`futex`, `epoll_wait`) 20%; the target's "
+    "checks at the admission and again at the dump 11% (/proc reads; the walk up to pid 1 "
+    "that makes sure the target is not one of the daemon's own helpers 4% of it); handing "
+    "statements to the catalog's thread (`Tx::send`) 6%; and croner parsing cron expressions "
+    "7%: the clock parsed every schedule's expression on each pass and every schedule event "
+    "parsed it again to show the next run, and each parse of a plain expression also computed "
+    "the five SHA-256 sums that only the @-forms' jitter uses. Since then an expression is "
+    "parsed once (`schedules/cron.rs`, kept by its effective text, at most 4,096) and the "
+    "jitter is hashed for the @-forms alone; and the helper check stops at the first of the "
+    "daemon's own ancestors it meets, when that is still the process it was (its start time), "
+    "so a target started beside the daemon, by the same service manager or shell, costs two "
+    "reads of /proc instead of one for each level up to pid 1 (`sys::is_below_self`). The same "
+    "profile of the binary after: croner 17 samples where it had 137, the helper walk 46 where "
+    "it had 79, of about 3,200 of the runtime's threads each time: about 0.14 ms of a run's "
+    "CPU. It does not show beyond this VM's spread in the daemon's CPU a minute: alternating "
+    "(before, after, before, after, before, after, after, before; `CATALOG_SIZES=\" \" "
+    "CKPTD=... bash scripts/bench_scale.sh`), 4.10, 3.94, 3.81, 3.41, 3.85, 3.75, 3.67 and "
+    "3.52 s (floors 1.30, 1.25, 1.21, 1.42, 1.44, 1.26, 1.14 and 1.17 ms a run), the runtime's "
+    "threads 1.91, 1.76, 1.79, 1.52, 1.78, 1.65, 1.62 and 1.66 s: the means 3.82 s before and "
+    "3.69 s after, 3%. What is left on the workers is spread as the paragraphs above say, its "
+    "largest share the parking and waking between a run's steps.")
 # By hand, 2026-12-06, after the catalog's writes became one round trip a step.
 SCHEDULE_MACHINERY = (
     "The rest is ckptd's own machinery, and it is spread thin. Measured by hand on 2026-12-06 "
@@ -1415,6 +1444,8 @@ if schedules:
         p(SCHEDULE_TRIPS)
         p()
         p(SCHEDULE_DISK)
+        p()
+        p(SCHEDULE_FUNCTIONS)
         p()
     if handoff:
         c_same, c_two, c_idle, c_free, w_same, w_two, w_idle, w_free = handoff
