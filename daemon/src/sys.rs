@@ -1123,9 +1123,9 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Set on every CRIU ckptd runs over an image directory (which CRIU names only through an
-/// inherited descriptor): the directory's path, so that a daemon restarted after a crash can
-/// find that CRIU.
+/// Set on every CRIU and runc ckptd runs over an image directory (which they name only through a
+/// descriptor; runc hands it on to its CRIU): the directory's path, so that a daemon restarted
+/// after a crash can find them.
 pub const IMAGES_ENV: &str = "CKPTD_IMAGES";
 
 /// The most of a process's command line `root_commands` reads (a runtime's are a few hundred

@@ -870,3 +870,46 @@ async fn kill_9_of_runc_s_criu_mid_dump_leaves_the_container_running() {
         .expect("the next checkpoint");
     assert_eq!(again.checkpoint.status, CheckpointStatus::Ready);
 }
+
+/// The daemon killed (kill -9) while the CRIU runc runs for a container's dump holds it at
+/// post-dump (the container paused, its images written): the restart finds that runc and its
+/// CRIU (runc hands CRIU nothing that names the images' folder), waits for them as for any CRIU
+/// a crash left, then ends them; the job fails, the container runs on, not paused, nothing is
+/// left mounted, and the next checkpoint of it works. The restart used to find neither, so a
+/// CRIU that did not end held the container for good.
+#[tokio::test]
+async fn a_daemon_killed_while_runc_s_criu_holds_a_checkpoint_lets_the_container_run_on() {
+    let pause = ckptd_tests::Pause::new();
+    let mut d = Daemon::start().await;
+    let conf = pause.criu_conf().display().to_string();
+    let bundle = Bundle::busybox(&d.dir.path().join("bk"), CONTAINER_LOOPER, |cfg| {
+        cfg["annotations"] = json!({"org.criu.config": conf});
+    });
+    let id = unique_id("killed-held");
+    let c = Container::run(&bundle, &id, ContainerStdio::Null);
+    wait_until("output", || bundle.out_lines().len() >= 3);
+    d.checkpoint_killed_while_held(
+        &pause,
+        &ckptd_tests::checkpoint(container(&id), "killed-held"),
+    )
+    .await;
+    assert_eq!(c.status().as_deref(), Some("running"), "{}", d.log());
+    let before = bundle.out_lines().len();
+    wait_until("the container to go on", || {
+        bundle.out_lines().len() > before + 3
+    });
+    let mounts = ckptd_tests::mounts_under(d.dir.path());
+    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    let again = d
+        .client
+        .create_checkpoint(
+            &CreateCheckpoint {
+                leave_running: true,
+                ..ckptd_tests::checkpoint(container(&id), "killed-held-again")
+            },
+            true,
+        )
+        .await
+        .expect("the next checkpoint");
+    assert_eq!(again.checkpoint.status, CheckpointStatus::Ready);
+}

@@ -267,6 +267,7 @@ async fn docker_scenarios() {
         "copies of checkpoints' images containerd unpacked are left: {left:?}"
     );
     killed_mid_restore(&mut d).await;
+    killed_mid_checkpoint(&mut d).await;
     held_restore_interrupted(&mut d, Interrupt::Cancel).await;
     held_restore_interrupted(&mut d, Interrupt::Timeout).await;
     held_restore_interrupted(&mut d, Interrupt::Crash).await;
@@ -396,6 +397,46 @@ fn unpacked_since(t: std::time::SystemTime) -> Vec<std::path::PathBuf> {
         })
         .map(|e| e.path())
         .collect()
+}
+
+/// A daemon killed (kill -9) while CRIU, run through runc on a Docker container that ckptd
+/// paused through Docker, holds it at post-dump (its images written, the container frozen): the
+/// restart's recovery waits for that CRIU as long as for any a crash left, ends it, and unpauses
+/// the container through Docker; the job fails, the looper runs on from where it was, nothing
+/// is left mounted, and a checkpoint of it then succeeds.
+async fn killed_mid_checkpoint(d: &mut Daemon) {
+    const NAME: &str = "ckptd-looper-killed-dump";
+    let looper = Ctr::run(NAME);
+    let pause = ckptd_tests::Pause::new();
+    let conf = RuncConfLine::add(
+        std::fs::read_to_string(pause.criu_conf())
+            .unwrap()
+            .trim_end(),
+    );
+    d.checkpoint_killed_while_held(
+        &pause,
+        &ckptd_tests::checkpoint(target(NAME), "killed-dump"),
+    )
+    .await;
+    drop(conf);
+    assert_eq!(looper.status(), "running", "{}", d.log());
+    let before = looper.logs().len();
+    wait_until("the looper's logs to grow", || {
+        looper.logs().len() > before + 3
+    });
+    counts(
+        &looper.logs(),
+        "docker logs of the looper after a killed checkpoint",
+    );
+    let mounts = ckptd_tests::mounts_under(d.dir.path());
+    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    d.client
+        .create_checkpoint(
+            &ckptd_tests::checkpoint(target(NAME), "killed-dump-2"),
+            true,
+        )
+        .await
+        .expect("a checkpoint after the killed one");
 }
 
 /// A daemon killed while Docker starts a container from a checkpoint (the images linked into

@@ -40,6 +40,11 @@ pub async fn run_logged(
     // (a vfork, or a fork and the exec's report), 1-4 ms measured while dumps load the machine;
     // on a runtime worker that stalled every request queued on it (BENCHMARKS.md, API under load).
     cmd.process_group(0);
+    // The folder named in the environment, which runc hands on to its CRIU: a runc is given the
+    // folder as a descriptor's path (`/proc/<daemon>/fd/<n>`), which names nothing once the
+    // daemon is gone, so a restarted daemon finds the runc and the CRIU a crash left by this
+    // alone (`reconcile::wait_for_leftover_criu`). A CRIU ckptd runs itself has it already.
+    cmd.env(crate::sys::IMAGES_ENV, folder.shown());
     let child = tokio::task::spawn_blocking(move || cmd.spawn())
         .await
         .map_err(|e| cannot_run(std::io::Error::other(e)))?

@@ -229,6 +229,62 @@ fn container_of(t: &Target) -> Result<Container<'_>> {
     }
 }
 
+/// `runc [--root ROOT]`, its output captured.
+fn command(runc: &Path, root: Option<&str>) -> Command {
+    let mut cmd = Command::new(runc);
+    if let Some(r) = root {
+        cmd.arg("--root").arg(r);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// What `runc [--root ROOT] state ID` says, or None when runc knows no such container. Shared
+/// by runc containers and Docker's.
+pub(crate) async fn state(runc: &Path, root: Option<&str>, id: &str) -> Result<Option<RuncState>> {
+    let out = command(runc, root)
+        .arg("state")
+        .arg(id)
+        .output()
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot run runc: {e}")))?;
+    if out.status.success() {
+        return serde_json::from_slice(&out.stdout)
+            .map(Some)
+            .map_err(|e| Error::internal(format!("runc state printed something unexpected: {e}")));
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("does not exist") {
+        return Ok(None);
+    }
+    Err(Error::internal(format!(
+        "runc state {id} failed: {}",
+        err.trim()
+    )))
+}
+
+/// `runc [--root ROOT] ARGS ID`; its failure says runc's message. Shared by runc containers and
+/// Docker's.
+pub(crate) async fn simple(runc: &Path, root: Option<&str>, id: &str, args: &[&str]) -> Result<()> {
+    let out = command(runc, root)
+        .args(args)
+        .arg(id)
+        .output()
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot run runc: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::internal(format!(
+            "runc {} {id} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 impl RuncEngine {
     pub fn new(runc: Option<PathBuf>, logs_dir: PathBuf, criu: std::sync::Arc<Criu>) -> Self {
         Self {
@@ -245,40 +301,9 @@ impl RuncEngine {
         })
     }
 
-    fn command(&self, c: &Container<'_>) -> Result<Command> {
-        let mut cmd = Command::new(self.runc()?);
-        if let Some(r) = c.root {
-            cmd.arg("--root").arg(r);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        Ok(cmd)
-    }
-
     /// The container's state, or None when runc knows no such container.
     async fn state(&self, c: &Container<'_>) -> Result<Option<RuncState>> {
-        let out = self
-            .command(c)?
-            .arg("state")
-            .arg(c.id)
-            .output()
-            .await
-            .map_err(|e| Error::unavailable(format!("cannot run runc: {e}")))?;
-        if out.status.success() {
-            return serde_json::from_slice(&out.stdout).map(Some).map_err(|e| {
-                Error::internal(format!("runc state printed something unexpected: {e}"))
-            });
-        }
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("does not exist") {
-            return Ok(None);
-        }
-        Err(Error::internal(format!(
-            "runc state {} failed: {}",
-            c.id,
-            err.trim()
-        )))
+        state(self.runc()?, c.root, c.id).await
     }
 
     async fn running(&self, c: &Container<'_>) -> Result<RuncState> {
@@ -301,23 +326,7 @@ impl RuncEngine {
 
     /// A one-shot runc subcommand whose failure is reported as is (pause, resume, delete).
     async fn simple(&self, c: &Container<'_>, args: &[&str]) -> Result<()> {
-        let out = self
-            .command(c)?
-            .args(args)
-            .arg(c.id)
-            .output()
-            .await
-            .map_err(|e| Error::unavailable(format!("cannot run runc: {e}")))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::internal(format!(
-                "runc {} {} failed: {}",
-                args.join(" "),
-                c.id,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
-        }
+        simple(self.runc()?, c.root, c.id, args).await
     }
 
     async fn dump_container(&self, spec: DumpSpec<'_>) -> Result<DumpOutput> {
@@ -738,6 +747,8 @@ impl RuncEngine {
         let mut cmd = Command::new(runc);
         cmd.args(&args)
             .env("CRIU_CONFIG_FILE", format!("{dir}/{LIVE_CONF}"))
+            // As `run_logged` names it: how a restarted daemon finds this runc and its CRIU.
+            .env(sys::IMAGES_ENV, spec.images.shown())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -486,6 +486,23 @@ pub(super) async fn wait_for_leftover_criu(partial: &Path, limit: Duration) {
             .map(|s| s.pgrp)
             .collect();
         procs.retain(|s| started(s) || groups.contains(&s.pgrp));
+        // What a runc started names the folder nowhere (runc hands its CRIU neither its command
+        // line nor its environment): its CRIU and CRIU's action scripts are found as the
+        // runc's descendants in the group it leads.
+        let mut i = 0;
+        while i < procs.len() {
+            let (pid, pgrp) = (procs[i].pid, procs[i].pgrp);
+            if groups.contains(&pgrp) {
+                for child in sys::children(pid) {
+                    if procs.iter().all(|p| p.pid != child) {
+                        procs.extend(
+                            sys::proc_stat(child).filter(|c| c.pgrp == pgrp && !c.is_zombie()),
+                        );
+                    }
+                }
+            }
+            i += 1;
+        }
         // A runc whose CRIU is gone cannot finish: its dump is lost, and it may wait forever
         // for a CRIU helper that holds its end of the connection (seen: `runc checkpoint` hung
         // with its CRIU killed). Like a leader that is not there at all, it does not count.

@@ -203,6 +203,33 @@ impl DockerEngine {
         })
     }
 
+    /// Before Docker's unpause of container `id`: when Docker records it paused and runc finds it
+    /// running, pauses it through runc. A CRIU that ended mid-dump without putting the freezer
+    /// back (killed: a cancel, a timeout, the daemon's crash) leaves the container thawed, as CRIU
+    /// thaws the cgroup once it holds the tasks, while Docker still records the pause it asked
+    /// for; Docker's unpause then fails ("container not paused") and nothing Docker offers runs
+    /// the container again. Once runc agrees, Docker's unpause thaws it and records it running.
+    async fn agree_paused(&self, id: &str) {
+        let Some(full) = self.api.full_id(id).await.ok().flatten() else {
+            return;
+        };
+        let Some(runc) = self.direct_runc(&full) else {
+            return;
+        };
+        let root = self.runc_root.display().to_string();
+        let runc_runs = matches!(
+            crate::runtime::runc::state(runc, Some(&root), &full).await,
+            Ok(Some(s)) if s.status == "running"
+        );
+        if !runc_runs || !self.inspect(&full).await.is_ok_and(|c| c.paused) {
+            return;
+        }
+        tracing::warn!(container = %full, "Docker records the container paused and runc finds it running (a CRIU ended mid-dump thawed it): pausing it through runc first, so that Docker's unpause runs it");
+        if let Err(e) = crate::runtime::runc::simple(runc, Some(&root), &full, &["pause"]).await {
+            tracing::error!(container = %full, error = %e, "cannot pause the container through runc");
+        }
+    }
+
     /// Records, next to the images, what Docker needs to create a container like the checkpointed
     /// one (from its `Config` and `HostConfig`): a restore into a name Docker does not know
     /// creates it.
@@ -669,7 +696,10 @@ impl ContainerOps for DockerEngine {
     }
 
     fn resume<'a>(&'a self, c: &'a ContainerHandle) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.api.unpause(&c.id))
+        Box::pin(async move {
+            self.agree_paused(&c.id).await;
+            self.api.unpause(&c.id).await
+        })
     }
 
     /// Through Docker, which records the exit (`docker ps -a`: Exited (137)).
