@@ -489,19 +489,22 @@ pub(super) async fn wait_for_leftover_criu(partial: &Path, limit: Duration) {
         // What a runc started names the folder nowhere (runc hands its CRIU neither its command
         // line nor its environment): its CRIU and CRIU's action scripts are found as the
         // runc's descendants in the group it leads.
-        let mut i = 0;
-        while i < procs.len() {
-            let (pid, pgrp) = (procs[i].pid, procs[i].pgrp);
-            if groups.contains(&pgrp) {
-                for child in sys::children(pid) {
-                    if procs.iter().all(|p| p.pid != child) {
-                        procs.extend(
-                            sys::proc_stat(child).filter(|c| c.pgrp == pgrp && !c.is_zombie()),
-                        );
-                    }
+        let mut below_runc: Vec<(i32, i32)> = procs
+            .iter()
+            .filter(|s| s.comm == "runc" && groups.contains(&s.pgrp))
+            .map(|s| (s.pid, s.pgrp))
+            .collect();
+        while let Some((pid, pgrp)) = below_runc.pop() {
+            for child in sys::children(pid) {
+                if procs.iter().any(|p| p.pid == child) {
+                    continue;
+                }
+                if let Some(c) = sys::proc_stat(child).filter(|c| c.pgrp == pgrp && !c.is_zombie())
+                {
+                    below_runc.push((c.pid, pgrp));
+                    procs.push(c);
                 }
             }
-            i += 1;
         }
         // A runc whose CRIU is gone cannot finish: its dump is lost, and it may wait forever
         // for a CRIU helper that holds its end of the connection (seen: `runc checkpoint` hung
