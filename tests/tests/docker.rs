@@ -268,6 +268,7 @@ async fn docker_scenarios() {
     );
     killed_mid_restore(&mut d).await;
     killed_mid_checkpoint(&mut d).await;
+    cancelled_mid_checkpoint(&d).await;
     held_restore_interrupted(&mut d, Interrupt::Cancel).await;
     held_restore_interrupted(&mut d, Interrupt::Timeout).await;
     held_restore_interrupted(&mut d, Interrupt::Crash).await;
@@ -282,6 +283,14 @@ struct RuncConfLine {
 }
 
 impl RuncConfLine {
+    /// runc.conf with `pause`'s CRIU options: every CRIU runc runs is held where it is armed.
+    fn pausing(pause: &ckptd_tests::Pause) -> RuncConfLine {
+        Self::add(
+            std::fs::read_to_string(pause.criu_conf())
+                .unwrap()
+                .trim_end(),
+        )
+    }
     fn add(line: &str) -> RuncConfLine {
         let before = std::fs::read_to_string(RUNC_CONF).ok();
         std::fs::create_dir_all("/etc/criu").unwrap();
@@ -326,11 +335,7 @@ async fn held_restore_interrupted(d: &mut Daemon, how: Interrupt) {
         .expect("docker checkpoint");
     let stopped_at = looper.logs().len();
     let pause = ckptd_tests::Pause::new();
-    let conf = RuncConfLine::add(
-        std::fs::read_to_string(pause.criu_conf())
-            .unwrap()
-            .trim_end(),
-    );
+    let conf = RuncConfLine::pausing(&pause);
     d.restore_interrupted_while_held(&pause, checkpoint, &RestoreRequest::default(), how)
         .await;
     drop(conf);
@@ -399,6 +404,17 @@ fn unpacked_since(t: std::time::SystemTime) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// That `looper` runs, in Docker's record (`running`, not `paused`) and in fact (its logs grow
+/// and count on from where they were) `when`.
+fn runs_on(d: &Daemon, looper: &Ctr, when: &str) {
+    assert_eq!(looper.status(), "running", "{}", d.log());
+    let before = looper.logs().len();
+    wait_until("the looper's logs to grow", || {
+        looper.logs().len() > before + 3
+    });
+    counts(&looper.logs(), &format!("docker logs of the looper {when}"));
+}
+
 /// A daemon killed (kill -9) while CRIU, run through runc on a Docker container that ckptd
 /// paused through Docker, holds it at post-dump (its images written, the container frozen): the
 /// restart's recovery waits for that CRIU as long as for any a crash left, ends it, and unpauses
@@ -408,26 +424,14 @@ async fn killed_mid_checkpoint(d: &mut Daemon) {
     const NAME: &str = "ckptd-looper-killed-dump";
     let looper = Ctr::run(NAME);
     let pause = ckptd_tests::Pause::new();
-    let conf = RuncConfLine::add(
-        std::fs::read_to_string(pause.criu_conf())
-            .unwrap()
-            .trim_end(),
-    );
+    let conf = RuncConfLine::pausing(&pause);
     d.checkpoint_killed_while_held(
         &pause,
         &ckptd_tests::checkpoint(target(NAME), "killed-dump"),
     )
     .await;
     drop(conf);
-    assert_eq!(looper.status(), "running", "{}", d.log());
-    let before = looper.logs().len();
-    wait_until("the looper's logs to grow", || {
-        looper.logs().len() > before + 3
-    });
-    counts(
-        &looper.logs(),
-        "docker logs of the looper after a killed checkpoint",
-    );
+    runs_on(d, &looper, "after a killed checkpoint");
     let mounts = ckptd_tests::mounts_under(d.dir.path());
     assert!(mounts.is_empty(), "left mounted: {mounts:?}");
     d.client
@@ -437,6 +441,37 @@ async fn killed_mid_checkpoint(d: &mut Daemon) {
         )
         .await
         .expect("a checkpoint after the killed one");
+}
+
+/// A checkpoint cancelled while CRIU, run through runc on a Docker container ckptd paused,
+/// holds it at post-dump: the job ends cancelled, CRIU is ended, and the container runs on,
+/// `running` in Docker's record too. An ended CRIU leaves the cgroup thawed (it thaws it once it
+/// holds the tasks) while Docker still records the pause, and Docker's unpause then failed
+/// ("container not paused"): the container ran and Docker showed it paused for good.
+async fn cancelled_mid_checkpoint(d: &Daemon) {
+    const NAME: &str = "ckptd-looper-cancelled-dump";
+    let looper = Ctr::run(NAME);
+    let pause = ckptd_tests::Pause::new();
+    let conf = RuncConfLine::pausing(&pause);
+    pause.arm("post-dump");
+    let made = d
+        .client
+        .create_checkpoint(
+            &ckptd_tests::checkpoint(target(NAME), "cancelled-dump"),
+            false,
+        )
+        .await
+        .unwrap();
+    let criu = pause.reached("post-dump");
+    let id = made.job.id.to_string();
+    d.client.cancel_job(&id).await.unwrap();
+    let job = d.wait_ended(&id).await;
+    drop(conf);
+    assert_eq!(job.state, ckptd_api::JobState::Cancelled, "{job:?}");
+    wait_until("the CRIU held at post-dump to end", || {
+        !ckptd_tests::alive(criu) || ckptd_tests::proc_state(criu) == Some('Z')
+    });
+    runs_on(d, &looper, "after a cancelled checkpoint");
 }
 
 /// A daemon killed while Docker starts a container from a checkpoint (the images linked into

@@ -670,8 +670,16 @@ impl DockerEngine {
             None => self.dump_with_docker(&c.id, spec).await,
         };
         match dumped {
-            // runc's failure, already explained from CRIU's log; or a refused option.
-            Err(e) if e.details.contains_key("log_tail") || e.kind == ErrorKind::InvalidRequest => {
+            // runc's failure, already explained from CRIU's log; a refused option; or the job's
+            // cancel or timeout, which stopped CRIU (explained again from CRIU's log, a cancel
+            // read as a dump that could not finish writing: `insufficient_storage`).
+            Err(e)
+                if e.details.contains_key("log_tail")
+                    || matches!(
+                        e.kind,
+                        ErrorKind::InvalidRequest | ErrorKind::Cancelled | ErrorKind::Timeout
+                    ) =>
+            {
                 Err(e)
             }
             Err(e) => {
